@@ -1,0 +1,69 @@
+"""The in-memory dataset every reader returns and every loop consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory: `x` is (N, C, H, W) float32, already normalized; `y` is (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """A dataset ready for training: splits, class names, normalization and the augmentation to use.
+
+    Attributes:
+        name: registry name of the dataset (e.g. "digits", "fashion-mnist").
+        train, val, test: the splits; `val` may be empty (0 samples) when val_fraction is 0.
+        class_names: one name per class; `num_classes == len(class_names)`.
+        mean, std: per-channel normalization that was applied to `x` (needed again at deployment).
+        augment: the standard train-time augmentation for this data: "none", "crop", or "crop_flip".
+        crop_padding: zero padding (pixels) used by random crops.
+        source: where the data was read from (a path or a package name), for the run record.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = "none"
+    crop_padding: int = 0
+    source: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one sample."""
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-friendly summary for run records and checkpoint sidecars."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "augment": self.augment,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+        }
