@@ -1,0 +1,60 @@
+"""distil: make neural networks smaller and faster while keeping their accuracy.
+
+The public API:
+    >>> import distil
+    >>> data = distil.load_dataset("digits")
+    >>> teacher = distil.create_model("largenet", num_classes=10, in_channels=1, image_size=8)
+    >>> student = distil.create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    >>> distil.train_model(teacher, data)
+    >>> distil.distill(teacher, student, data)
+"""
+
+from distil.api import distill, train_model
+from distil.config import KDConfig, ModelConfig, Recipe, TrainConfig, load_recipe
+from distil.data import DataBundle, load_dataset
+from distil.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DistilError,
+    ModelError,
+    TrainingError,
+    TransferError,
+)
+from distil.losses import CELoss, KDLoss, kd_kl
+from distil.measure import ModelMetrics, compare, measure_model
+from distil.models import create_model, list_models
+from distil.pipeline import run_pipeline
+from distil.train import load_checkpoint, save_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CELoss",
+    "CheckpointError",
+    "ConfigError",
+    "DataBundle",
+    "DataError",
+    "DistilError",
+    "KDConfig",
+    "KDLoss",
+    "ModelConfig",
+    "ModelError",
+    "ModelMetrics",
+    "Recipe",
+    "TrainConfig",
+    "TrainingError",
+    "TransferError",
+    "compare",
+    "create_model",
+    "distill",
+    "kd_kl",
+    "list_models",
+    "load_checkpoint",
+    "load_dataset",
+    "load_recipe",
+    "measure_model",
+    "run_pipeline",
+    "save_checkpoint",
+    "train_model",
+]

@@ -1,0 +1,38 @@
+"""The `distil` command: one module per subcommand, each a thin wrapper over the Python API."""
+
+from __future__ import annotations
+
+import typer
+
+from distil.cli import demo, distill, evaluate, recipe, run, train
+from distil.cli.common import console
+
+app = typer.Typer(
+    name="distil",
+    help="Make neural networks smaller and faster: distillation, knowledge transfer, measurement.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("demo")(demo.demo)
+app.command("run")(run.run)
+app.command("train")(train.train)
+app.command("distill")(distill.distill)
+app.command("eval")(evaluate.evaluate)
+app.add_typer(recipe.app, name="recipe")
+
+
+@app.command("models")
+def models() -> None:
+    """List the registered model names (any `pkg.module:factory` works too)."""
+    from distil.models import list_models
+
+    for name in list_models():
+        console.print(name)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""`distil eval`: measure checkpoints side by side (accuracy, agreement, size, MACs, latency)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from distil.cli.common import console, user_errors
+from distil.data import load_dataset
+from distil.report import metrics_table
+from distil.train.checkpoint import read_sidecar
+
+
+@user_errors
+def evaluate(
+    checkpoints: Annotated[
+        list[str], typer.Argument(help="distil checkpoints; the first is the reference (teacher).")
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the one the first checkpoint was trained on).")
+    ] = None,
+    data_root: Annotated[str | None, typer.Option(help="Dataset directory or file.")] = None,
+    latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+) -> None:
+    """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
+
+    Example: distil eval runs/digits-demo-*/teacher.json runs/digits-demo-*/student_kd.json
+    """
+    from distil.pipeline import evaluate_checkpoints
+
+    meta = read_sidecar(checkpoints[0])
+    name = data or meta.get("data", {}).get("name", "digits")
+    bundle = load_dataset(name, data_root, val_fraction=0.0)
+    metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency)
+    console.print(
+        metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
+    )

@@ -1,0 +1,45 @@
+"""`distil run RECIPE`: the pipeline described by a recipe file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from distil.cli.common import (
+    LatencyOption,
+    OutOption,
+    QuietOption,
+    SetOption,
+    console,
+    recipe_from,
+    user_errors,
+)
+from distil.pipeline import run_pipeline
+
+
+@user_errors
+def run(
+    recipe: Annotated[
+        str, typer.Argument(help="A recipe file, or a bundled recipe name (distil recipe list).")
+    ],
+    overrides: SetOption = None,
+    out: OutOption = "runs",
+    quiet: QuietOption = False,
+    latency: LatencyOption = True,
+    name: Annotated[
+        str | None, typer.Option(help="Run directory name (default: recipe name + time).")
+    ] = None,
+) -> None:
+    """Run a recipe: teacher (trained or loaded), scratch student, distilled student, side-by-side report.
+
+    Example: distil run recipes/fashion-mnist.yaml --set kd.temperature=2
+    """
+    run_pipeline(
+        recipe_from(recipe, overrides),
+        out,
+        run_name=name,
+        console=console,
+        show_progress=not quiet,
+        measure_latency=latency,
+    )

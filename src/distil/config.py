@@ -1,0 +1,178 @@
+"""The typed recipe schema: what to train, how, and how to distill.
+
+A recipe is a YAML file validated by pydantic with unknown keys rejected (with the closest valid
+key suggested), plus dotted overrides from the command line (`--set student_train.lr=0.1`). All
+problems found in one recipe are reported together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distil.errors import ConfigError
+from distil.registry import closest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which dataset, from where, and how it is split."""
+
+    name: str = "digits"
+    root: str | None = Field(default=None, description="directory or file; None = the reader's default")
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")
+
+
+class ModelConfig(_Strict):
+    """A model from the registry (or `pkg.module:factory`), optionally loaded from a checkpoint."""
+
+    model: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = Field(
+        default=None, description="a distil checkpoint, or a .safetensors/.pt state_dict for this model"
+    )
+
+
+class TrainConfig(_Strict):
+    """A training recipe: optimizer, schedule, regularisation, budget and seed.
+
+    It is saved with every checkpoint, so a student can inherit its teacher's recipe.
+    """
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    augment: Literal["auto", "none", "crop", "crop_flip"] = Field(
+        default="auto", description="auto = the dataset's standard augmentation"
+    )
+    grad_clip: float | None = Field(
+        default=5.0, gt=0, description="max gradient norm; KD with T^2 scaling can diverge without it"
+    )
+    seed: int = 0
+
+
+class KDConfig(_Strict):
+    """Hinton distillation: kd_weight * T^2 * KL(p_teacher^T || p_student^T) + ce_weight * CE(student, y).
+
+    The weights are named by what they weigh (no alpha/beta to confuse).
+    """
+
+    temperature: float = Field(default=4.0, gt=0)
+    kd_weight: float = Field(default=0.9, ge=0)
+    ce_weight: float = Field(default=0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> KDConfig:
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ValueError("kd_weight and ce_weight are both 0: nothing would be trained")
+        return self
+
+
+class Recipe(_Strict):
+    """A whole run: data, teacher, student, their training recipes and the distillation loss."""
+
+    name: str = "custom"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(model="largenet"))
+    student: ModelConfig = Field(default_factory=lambda: ModelConfig(model="smallnet"))
+    teacher_train: TrainConfig = Field(default_factory=TrainConfig)
+    student_train: TrainConfig = Field(default_factory=TrainConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"{source} has {err.error_count()} problem(s):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(model, e["loc"][:-1])
+            hint = closest(str(e["loc"][-1]), valid) if valid else None
+            fix = f" Did you mean {hint!r}?" if hint else ""
+            lines.append(f"  - unknown key {loc!r}.{fix} Valid keys here: {', '.join(valid)}.")
+        else:
+            got = e.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+            lines.append(f"  - {loc}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _valid_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    current: type[BaseModel] = model
+    for key in path:
+        field = current.model_fields.get(key)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe dict, reporting every problem at once as a ConfigError."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, Recipe, source)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (values parsed as YAML: 0.1, true, [1, 2]) to a recipe dict."""
+    result = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE; example: --set student_train.lr=0.1")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return result
+
+
+def load_recipe_dict(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML file into a dict (not yet validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"recipe file {str(p)!r} does not exist; `distil recipe list` shows the bundled ones"
+        )
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe {str(p)!r} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {str(p)!r} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file (or the defaults when `path` is None) with dotted overrides applied."""
+    raw = load_recipe_dict(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return parse_recipe(raw, source=str(path) if path else "recipe")
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (saved in every run directory)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,63 @@
+"""A generic .npz file: the simplest way to bring your own data (no pickles are ever loaded)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from distil.data.raw import RawDataset, infer_class_names, to_labels, to_nchw_float
+from distil.data.registry import DATASETS
+from distil.errors import DataError
+
+
+@DATASETS.register("npz")
+def read_npz(root: Path | None = None) -> RawDataset:
+    """Read arrays `x`, `y` (train) and optional `x_test`, `y_test`, `class_names` from an .npz file.
+
+    Images follow `distil.data.raw.to_nchw_float`: (N, H, W) gains a channel, (N, H, W, C) with C in
+    (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` the test split is empty.
+
+    Args:
+        root: path of the .npz file (required).
+
+    Raises:
+        DataError: when the file is missing, unreadable, or lacks `x`/`y`.
+    """
+    if root is None:
+        raise DataError("dataset 'npz' needs the file path: pass --data-root FILE.npz (arrays x, y).")
+    path = Path(root)
+    if not path.is_file():
+        raise DataError(
+            f"npz file {path} does not exist; pass --data-root FILE.npz containing arrays x and y."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(
+            f"cannot read {path} as .npz ({exc}); save it with numpy.savez(path, x=..., y=...) "
+            "without object arrays."
+        ) from exc
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{path} lacks array(s) {missing}; found keys {sorted(arrays)}. Save x and y (train)."
+        )
+    x_train = to_nchw_float(arrays["x"], f"x in {path}")
+    y_train = to_labels(arrays["y"], f"y in {path}")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(
+            f"{path} has only one of x_test / y_test; found keys {sorted(arrays)}. Save both or neither."
+        )
+    if "x_test" in arrays:
+        x_test = to_nchw_float(arrays["x_test"], f"x_test in {path}")
+        y_test = to_labels(arrays["y_test"], f"y_test in {path}")
+    else:
+        x_test, y_test = x_train[:0], y_train[:0]
+    names = arrays.get("class_names")
+    class_names = (
+        [str(c) for c in names.tolist()] if names is not None else infer_class_names(y_train, y_test)
+    )
+    return RawDataset(x_train, y_train, x_test, y_test, class_names, source=str(path))

@@ -1,0 +1,80 @@
+"""What a reader returns before splitting and normalization, and the array-layout rules readers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from distil.errors import DataError
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Train/test arrays as read from disk: `x` float32 (N, C, H, W) in the file's pixel scale, `y` int64.
+
+    `load_dataset` turns this into a `DataBundle` (limit, validation split, normalization).
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+    augment: str = "none"
+    crop_padding: int = 0
+    source: str = ""
+
+
+def to_nchw_float(array: Any, what: str) -> torch.Tensor:
+    """Convert images to float32 (N, C, H, W).
+
+    Layout rule (arrays carry no layout tag, so it is inferred from the shape):
+    (N, H, W) gains a channel dim; (N, H, W, C) with C in (1, 3) is transposed to NCHW; any other
+    4-d array is taken as NCHW already. uint8 pixels are scaled to [0, 1]; other dtypes keep their values.
+
+    Args:
+        array: numpy array or tensor of images.
+        what: name used in error messages (e.g. "x_train in data.npz").
+
+    Raises:
+        DataError: when the array is not 3-d or 4-d, or not numeric.
+    """
+    arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} has dtype {arr.dtype}; expected numeric pixels (uint8 or float).")
+    if arr.ndim == 3:
+        arr = arr[:, None, :, :]
+    elif arr.ndim == 4:
+        if arr.shape[-1] in (1, 3):
+            arr = arr.transpose(0, 3, 1, 2)
+    else:
+        raise DataError(
+            f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images."
+        )
+    scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
+    out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return out * scale if scale != 1.0 else out
+
+
+def to_labels(array: Any, what: str) -> torch.Tensor:
+    """Convert class labels to an int64 (N,) tensor.
+
+    Raises:
+        DataError: when the labels are not a 1-d integer array.
+    """
+    arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise DataError(
+            f"{what} has shape {tuple(arr.shape)} and dtype {arr.dtype}; expected a 1-d integer array "
+            "of class indices."
+        )
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def infer_class_names(y_train: torch.Tensor, y_test: torch.Tensor) -> list[str]:
+    """Class names "0".."K-1" where K is one more than the largest label seen."""
+    k = max(int(y.max()) + 1 if y.numel() else 0 for y in (y_train, y_test))
+    return [str(i) for i in range(k)]

@@ -1,0 +1,75 @@
+"""The one set of checks every dataset goes through, whichever reader produced it."""
+
+from __future__ import annotations
+
+import torch
+
+from distil.data.bundle import DataBundle
+from distil.errors import DataError
+
+
+def validate_split(dataset: str, split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """Check one split: 4-d finite images, 1-d labels in [0, num_classes), matching lengths.
+
+    Args:
+        dataset: dataset name, for messages.
+        split: split name ("train", "val", "test"), for messages.
+        x: images (N, C, H, W).
+        y: labels (N,).
+        num_classes: number of classes.
+
+    Raises:
+        DataError: naming the dataset and split, with the fix.
+    """
+    where = f"dataset {dataset!r}, {split} split"
+    if x.dim() != 4:
+        raise DataError(
+            f"{where}: x has shape {tuple(x.shape)}; expected 4 dims (N, C, H, W). "
+            "Return images as (N, H, W), (N, H, W, C) or (N, C, H, W)."
+        )
+    if y.dim() != 1 or x.shape[0] != y.shape[0]:
+        raise DataError(
+            f"{where}: x holds {x.shape[0]} samples but y has shape {tuple(y.shape)}; "
+            "expected one label per image."
+        )
+    if x.is_floating_point() and x.numel() and not _all_finite(x):
+        bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+        raise DataError(
+            f"{where}: {bad} image(s) contain NaN or Inf pixels. Fix or drop those samples in the source data."
+        )
+    if y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise DataError(
+                f"{where}: labels range over [{lo}, {hi}] but there are {num_classes} classes; "
+                f"labels must lie in [0, {num_classes}). Pass class_names covering every label."
+            )
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    # min/max propagate NaN and expose +-Inf in one cheap pass, without a full boolean mask.
+    lo, hi = torch.aminmax(x)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
+def validate_bundle(bundle: DataBundle) -> None:
+    """Check every split of a bundle and that train is non-empty and all splits share (C, H, W).
+
+    Raises:
+        DataError: on the first problem found.
+    """
+    if len(bundle.train) == 0:
+        raise DataError(
+            f"dataset {bundle.name!r}: the train split is empty. Check the data source, "
+            "or lower val_fraction / raise limit."
+        )
+    splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
+    for split_name, split in splits.items():
+        validate_split(bundle.name, split_name, split.x, split.y, bundle.num_classes)
+    shape = tuple(bundle.train.x.shape[1:])
+    for split_name, split in splits.items():
+        if tuple(split.x.shape[1:]) != shape:
+            raise DataError(
+                f"dataset {bundle.name!r}: {split_name} images are {tuple(split.x.shape[1:])} but train "
+                f"images are {shape}; every split must share one (C, H, W)."
+            )

@@ -1,0 +1,555 @@
+"""The numbers every distil report uses: size, compute, speed and quality, teacher and student alike.
+
+Everything here measures a model without changing it: training flags and torch's thread count
+are restored on exit, so a measurement can sit anywhere in a pipeline. Teacher and student are
+measured by the same functions in the same process, so their ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distil.errors import CheckpointError, ConfigError, DataError, DistilError
+
+__all__ = [
+    "LatencyResult",
+    "ModelMetrics",
+    "accuracy",
+    "agreement",
+    "compare",
+    "count_macs",
+    "count_parameters",
+    "measure_latency",
+    "measure_model",
+    "measure_onnx_latency",
+    "per_class_accuracy",
+    "predict",
+    "state_dict_bytes",
+    "weights_bytes",
+]
+
+# Throughput is reported at one fixed, large batch so runs and models stay comparable.
+THROUGHPUT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Timing of repeated forward passes at one batch size.
+
+    Attributes:
+        batch_size: Samples per forward pass.
+        median_ms: Median wall time of one forward pass, in milliseconds.
+        iqr_ms: Interquartile range of the per-pass times, in milliseconds (spread, not error).
+        throughput: Samples per second, ``batch_size / median seconds``.
+        threads: CPU threads used, or ``None`` when the backend chose its own default.
+    """
+
+    batch_size: int
+    median_ms: float
+    iqr_ms: float
+    throughput: float
+    threads: int | None
+
+
+@dataclass
+class ModelMetrics:
+    """One model's row in a report.
+
+    Attributes:
+        name: Label shown in reports (e.g. ``"teacher"``).
+        accuracy: Top-1 accuracy on the evaluation set, in [0, 1].
+        agreement: Fraction of samples whose top-1 matches the teacher's; ``None`` for the teacher.
+        params: Number of distinct parameters.
+        bytes: Size of the weights file in bytes.
+        macs: Multiply-accumulates for one sample.
+        latency_b1_ms: Median latency at batch size 1, in ms; ``None`` if latency was not measured.
+        throughput_b256: Samples per second at batch size 256; ``None`` if latency was not measured.
+    """
+
+    name: str
+    accuracy: float
+    agreement: float | None
+    params: int
+    bytes: int
+    macs: int
+    latency_b1_ms: float | None = None
+    throughput_b256: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the metrics as a plain, JSON-serializable dict."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and restore every submodule's own flag afterwards.
+
+    Restoring per module (not just ``model.train(was_training)``) keeps deliberately frozen
+    submodules, e.g. a BatchNorm left in eval during fine-tuning, exactly as they were.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a stateless model)."""
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """Floating dtype the model computes in, so dummy inputs match (float32 by default)."""
+    for tensor in model.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _check_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}.")
+
+
+def _top1(logits_or_preds: Tensor) -> Tensor:
+    """Class indices from ``(N, C)`` logits, or ``(N,)`` predictions passed through."""
+    if logits_or_preds.ndim == 2:
+        return logits_or_preds.argmax(dim=1)
+    if logits_or_preds.ndim == 1:
+        return logits_or_preds
+    raise DataError(
+        f"expected logits of shape (N, C) or predictions of shape (N,), got {tuple(logits_or_preds.shape)}."
+    )
+
+
+def _check_same_length(a: Tensor, b: Tensor, what: str) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise DataError(f"{what}: got {a.shape[0]} and {b.shape[0]} samples; they must be equal.")
+    if a.shape[0] == 0:
+        raise DataError(f"{what}: got 0 samples; evaluate on a non-empty set.")
+
+
+# --------------------------------------------------------------------------------------------
+# size
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Count the model's parameters.
+
+    Args:
+        model: Any module.
+        trainable_only: Count only parameters with ``requires_grad``.
+
+    Returns:
+        Number of scalar parameters; a parameter shared by several layers (tied weights)
+        is counted once.
+    """
+    # parameters() already yields each Parameter object once, however many modules hold it.
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def weights_bytes(path: str | Path) -> int:
+    """Size on disk of a saved weights file.
+
+    Args:
+        path: A weights file (safetensors, ONNX, ...).
+
+    Returns:
+        File size in bytes.
+
+    Raises:
+        CheckpointError: If the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {str(path)!r}; pass the path of a saved file.")
+    return path.stat().st_size
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes the model's safetensors file would have, without writing it.
+
+    Tensors that alias each other (tied weights) are stored once, as ``safetensors`` would
+    require; buffers (e.g. BatchNorm running statistics) are included because they ship too.
+
+    Args:
+        model: Any module.
+
+    Returns:
+        Length of the serialized safetensors payload, header included.
+    """
+    from safetensors.torch import save
+
+    tensors: dict[str, Tensor] = {}
+    seen_views: set[tuple[Any, ...]] = set()
+    seen_storages: set[int] = set()
+    for name, tensor in model.state_dict(keep_vars=False).items():
+        storage = tensor.untyped_storage().data_ptr()
+        view = (storage, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if view in seen_views:  # the same tensor under a second name: stored once
+            continue
+        seen_views.add(view)
+        t = tensor.detach().cpu()
+        # A distinct view into shared memory is distinct data, but safetensors refuses shared
+        # storage, so give it its own copy.
+        t = t.clone() if storage in seen_storages else t.contiguous()
+        seen_storages.add(storage)
+        tensors[name] = t
+    return len(save(tensors))
+
+
+# --------------------------------------------------------------------------------------------
+# compute
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu") -> int:
+    """Multiply-accumulates of one forward pass on one sample.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; biases,
+    activations and normalizations are not counted), which reports 2 FLOPs per MAC.
+
+    Args:
+        model: The model, already on ``device``.
+        input_shape: Shape of one sample, without the batch dimension, e.g. ``(3, 32, 32)``.
+        device: Device for the dummy input.
+
+    Returns:
+        MACs per sample.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros((1, *input_shape), device=device, dtype=_model_dtype(model))
+    counter = FlopCounterMode(display=False)
+    with _eval_mode(model), torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+# --------------------------------------------------------------------------------------------
+# speed
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int = 1,
+    threads: int | None = None,
+    min_run_time: float = 0.5,
+) -> LatencyResult:
+    """Time the model's forward pass with ``torch.utils.benchmark``.
+
+    Runs in eval mode under ``inference_mode`` on the model's device (CUDA is synchronized by
+    the timer). Training flags and torch's thread count are restored afterwards.
+
+    Args:
+        model: The model to time.
+        input_shape: Shape of one sample, without the batch dimension.
+        batch_size: Samples per forward pass.
+        threads: CPU threads for torch; ``None`` keeps the current setting.
+        min_run_time: Seconds to keep measuring; longer gives steadier numbers.
+
+    Returns:
+        The latency distribution and throughput.
+
+    Raises:
+        ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive.
+    """
+    from torch.utils.benchmark import Timer
+
+    _check_positive("batch_size", batch_size)
+    _check_positive("min_run_time", min_run_time)
+    if threads is not None:
+        _check_positive("threads", threads)
+    previous_threads = torch.get_num_threads()
+    num_threads = threads if threads is not None else previous_threads
+    x = torch.randn((batch_size, *input_shape), device=_model_device(model), dtype=_model_dtype(model))
+    try:
+        with _eval_mode(model), torch.inference_mode():
+            timer = Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=num_threads)
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        torch.set_num_threads(previous_threads)
+    median_s = measurement.median
+    return LatencyResult(
+        batch_size=batch_size,
+        median_ms=median_s * 1e3,
+        iqr_ms=measurement.iqr * 1e3,
+        throughput=batch_size / median_s,
+        threads=num_threads,
+    )
+
+
+def measure_onnx_latency(
+    onnx_path: str | Path,
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int = 1,
+    min_run_time: float = 0.5,
+    threads: int | None = None,
+) -> LatencyResult:
+    """Time an exported ONNX model with ONNX Runtime's CPU provider.
+
+    Args:
+        onnx_path: The ``.onnx`` file; its batch axis must be dynamic or equal ``batch_size``.
+        input_shape: Shape of one sample, without the batch dimension.
+        batch_size: Samples per run.
+        min_run_time: Seconds to keep measuring (after one warm-up run).
+        threads: Intra-op threads for ONNX Runtime; ``None`` lets it choose.
+
+    Returns:
+        The latency distribution and throughput.
+
+    Raises:
+        DistilError: If onnxruntime is not installed, the file is missing, or the model
+            rejects an input of this shape.
+        ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise DistilError(
+            "measuring ONNX latency needs onnxruntime, which is not installed; "
+            "install it with `pip install onnxruntime`."
+        ) from e
+    import numpy as np
+
+    _check_positive("batch_size", batch_size)
+    _check_positive("min_run_time", min_run_time)
+    if threads is not None:
+        _check_positive("threads", threads)
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise DistilError(f"ONNX file not found: {str(onnx_path)!r}; export the model first.")
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.random.randn(batch_size, *input_shape).astype(np.float32)}
+
+    try:
+        session.run(None, feed)  # warm-up: first run allocates and plans
+    except Exception as e:  # onnxruntime raises its own, unexported exception types
+        raise DistilError(
+            f"{str(onnx_path)!r} rejected an input of shape {(batch_size, *input_shape)}: {e}. "
+            "Check input_shape, and export with a dynamic batch axis to time other batch sizes."
+        ) from e
+
+    times: list[float] = []
+    deadline = time.perf_counter() + min_run_time
+    # At least a few runs so the median and IQR mean something even for slow models.
+    while len(times) < 5 or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+
+    q1, median_s, q3 = statistics.quantiles(times, n=4)
+    return LatencyResult(
+        batch_size=batch_size,
+        median_ms=median_s * 1e3,
+        iqr_ms=(q3 - q1) * 1e3,
+        throughput=batch_size / median_s,
+        threads=threads,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# quality
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Logits of ``model`` on ``x``, computed in batches in eval mode.
+
+    Args:
+        model: The model; its training flags are restored afterwards.
+        x: Inputs, shape ``(N, ...)``; moved batch by batch to the model's device.
+        batch_size: Samples per forward pass (bounds memory, not results).
+
+    Returns:
+        Logits, shape ``(N, C)``, on ``x``'s device.
+
+    Raises:
+        ConfigError: If ``batch_size`` is not positive.
+    """
+    _check_positive("batch_size", batch_size)
+    device = _model_device(model)
+    outputs: list[Tensor] = []
+    with _eval_mode(model), torch.inference_mode():
+        # max(..., 1) runs one (empty) batch for an empty x, so the output keeps its shape.
+        for start in range(0, max(x.shape[0], 1), batch_size):
+            outputs.append(model(x[start : start + batch_size].to(device)).to(x.device))
+    return torch.cat(outputs)
+
+
+def accuracy(logits_or_preds: Tensor, y: Tensor) -> float:
+    """Top-1 accuracy.
+
+    Args:
+        logits_or_preds: Logits ``(N, C)`` or predicted class indices ``(N,)``.
+        y: True class indices ``(N,)``.
+
+    Returns:
+        Fraction of correct predictions, in [0, 1].
+
+    Raises:
+        DataError: If the sizes differ or there are no samples.
+    """
+    preds = _top1(logits_or_preds)
+    _check_same_length(preds, y, "accuracy")
+    return (preds == y.to(preds.device)).float().mean().item()
+
+
+def agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
+    """Fraction of samples where student and teacher predict the same top-1 class.
+
+    A student can beat its teacher's accuracy yet disagree with it often; agreement measures
+    how faithfully it imitates, independently of the labels.
+
+    Args:
+        student_logits: Logits ``(N, C)`` or predictions ``(N,)``.
+        teacher_logits: Logits ``(N, C)`` or predictions ``(N,)``.
+
+    Returns:
+        Agreement, in [0, 1].
+
+    Raises:
+        DataError: If the sizes differ or there are no samples.
+    """
+    student, teacher = _top1(student_logits), _top1(teacher_logits)
+    _check_same_length(student, teacher, "agreement")
+    return (student == teacher.to(student.device)).float().mean().item()
+
+
+def per_class_accuracy(logits: Tensor, y: Tensor, num_classes: int) -> list[float]:
+    """Top-1 accuracy of each true class.
+
+    Args:
+        logits: Logits ``(N, C)`` or predictions ``(N,)``.
+        y: True class indices ``(N,)``, in ``[0, num_classes)``.
+        num_classes: Number of classes.
+
+    Returns:
+        ``num_classes`` accuracies in [0, 1]; ``nan`` for a class with no samples.
+
+    Raises:
+        DataError: If the sizes differ, there are no samples, or a label is out of range.
+    """
+    preds = _top1(logits)
+    _check_same_length(preds, y, "per_class_accuracy")
+    y = y.to(preds.device).long()
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise DataError(
+            f"labels must be in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]; "
+            "check num_classes."
+        )
+    total = torch.bincount(y, minlength=num_classes)
+    correct = torch.bincount(y[preds == y], minlength=num_classes)
+    return [c / t if t else float("nan") for c, t in zip(correct.tolist(), total.tolist(), strict=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# composition
+
+
+def measure_model(
+    name: str,
+    model: nn.Module,
+    x_eval: Tensor,
+    y_eval: Tensor,
+    *,
+    input_shape: tuple[int, ...],
+    teacher_logits: Tensor | None = None,
+    weights_path: str | Path | None = None,
+    latency: bool = True,
+    min_run_time: float = 0.5,
+) -> ModelMetrics:
+    """Measure everything a report shows for one model.
+
+    Args:
+        name: Label for the report.
+        model: The model, on the device to evaluate on.
+        x_eval: Evaluation inputs ``(N, *input_shape)``.
+        y_eval: Evaluation labels ``(N,)``.
+        input_shape: Shape of one sample, for MACs and latency.
+        teacher_logits: The teacher's logits on ``x_eval``; gives ``agreement`` when set.
+        weights_path: A saved weights file whose size is reported; otherwise the size of the
+            model's safetensors serialization.
+        latency: Measure latency (batch 1) and throughput (batch 256); slow-ish, so optional.
+        min_run_time: Seconds per latency measurement.
+
+    Returns:
+        The model's metrics.
+    """
+    logits = predict(model, x_eval)
+    return ModelMetrics(
+        name=name,
+        accuracy=accuracy(logits, y_eval),
+        agreement=agreement(logits, teacher_logits) if teacher_logits is not None else None,
+        params=count_parameters(model),
+        bytes=weights_bytes(weights_path) if weights_path is not None else state_dict_bytes(model),
+        macs=count_macs(model, input_shape, device=_model_device(model)),
+        latency_b1_ms=(
+            measure_latency(model, input_shape, batch_size=1, min_run_time=min_run_time).median_ms
+            if latency
+            else None
+        ),
+        throughput_b256=(
+            measure_latency(
+                model, input_shape, batch_size=THROUGHPUT_BATCH_SIZE, min_run_time=min_run_time
+            ).throughput
+            if latency
+            else None
+        ),
+    )
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or ``None`` when either is missing or the division is undefined."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def compare(teacher: ModelMetrics, student: ModelMetrics) -> dict[str, float | None]:
+    """Teacher-versus-student ratios; each is "bigger is better for the student".
+
+    Args:
+        teacher: The teacher's metrics.
+        student: The student's metrics, measured in the same run.
+
+    Returns:
+        ``compression`` (teacher/student params), ``bytes_ratio``, ``macs_ratio`` (teacher/student),
+        ``speedup_b1`` (teacher/student latency at batch 1), ``throughput_ratio`` (student/teacher
+        at batch 256), ``accuracy_change`` (student minus teacher, in percentage points). A ratio
+        is ``None`` when a value is missing (latency not measured) or the denominator is 0.
+    """
+    return {
+        "compression": _ratio(teacher.params, student.params),
+        "bytes_ratio": _ratio(teacher.bytes, student.bytes),
+        "macs_ratio": _ratio(teacher.macs, student.macs),
+        "speedup_b1": _ratio(teacher.latency_b1_ms, student.latency_b1_ms),
+        "throughput_ratio": _ratio(student.throughput_b256, teacher.throughput_b256),
+        "accuracy_change": (student.accuracy - teacher.accuracy) * 100,
+    }

@@ -1,0 +1,43 @@
+"""Architecture registry: seed nets, CIFAR ResNets and tiny test nets, built by name.
+
+Example:
+    >>> from distil.models import create_model, model_spec, build_from_spec
+    >>> teacher = create_model("largenet", num_classes=10, in_channels=1, image_size=28)
+    >>> spec = model_spec("smallnet", num_classes=10, in_channels=1, image_size=28)
+    >>> student = build_from_spec(spec)
+"""
+
+from __future__ import annotations
+
+# Imported for their @register_model side effects: importing distil.models registers every model.
+from distil.models import resnet_cifar, seed
+from distil.models.registry import (
+    MODELS,
+    build_from_spec,
+    create_model,
+    is_timm_available,
+    is_torchvision_available,
+    list_models,
+    model_spec,
+    register_model,
+)
+from distil.models.resnet_cifar import CifarResNet
+from distil.models.seed import MLP, LargeNet, SmallNet, TinyCNN
+
+__all__ = [
+    "MLP",
+    "MODELS",
+    "CifarResNet",
+    "LargeNet",
+    "SmallNet",
+    "TinyCNN",
+    "build_from_spec",
+    "create_model",
+    "is_timm_available",
+    "is_torchvision_available",
+    "list_models",
+    "model_spec",
+    "register_model",
+    "resnet_cifar",
+    "seed",
+]

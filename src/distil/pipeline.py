@@ -1,0 +1,305 @@
+"""The seed document's pipeline as stages: train the teacher, a scratch student, a distilled student,
+then measure all three side by side and write the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from distil.api import distill, train_model
+from distil.config import Recipe, recipe_to_yaml
+from distil.data import DataBundle, load_dataset
+from distil.fileio import atomic_write_json
+from distil.measure import ModelMetrics, compare, measure_model, predict
+from distil.report import metrics_markdown, metrics_table
+from distil.report.progress import make_progress
+from distil.train.build import build_model
+from distil.train.checkpoint import save_checkpoint
+from distil.train.engine import make_accelerator
+from distil.train.runs import RunDir
+
+
+@dataclass
+class PipelineResult:
+    """The outcome of a pipeline run."""
+
+    run_dir: Path
+    metrics: list[ModelMetrics]
+    ratios: dict[str, dict[str, float | None]]
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def by_name(self, name: str) -> ModelMetrics:
+        return next(m for m in self.metrics if m.name == name)
+
+
+def load_data(recipe: Recipe) -> DataBundle:
+    d = recipe.data
+    return load_dataset(
+        d.name, d.root, val_fraction=d.val_fraction, seed=recipe.teacher_train.seed, limit=d.limit
+    )
+
+
+def _meta(
+    recipe: Recipe, data: DataBundle, train_cfg: Any, history: list[dict[str, Any]], role: str
+) -> dict[str, Any]:
+    return {
+        "role": role,
+        "recipe": train_cfg.model_dump(mode="json"),
+        "kd": recipe.kd.model_dump(mode="json") if role == "kd_student" else None,
+        "data": data.describe(),
+        "metrics": history[-1] if history else {},
+    }
+
+
+def run_pipeline(
+    recipe: Recipe,
+    out_root: str | Path = "runs",
+    *,
+    run_name: str | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+    measure_latency: bool = True,
+) -> PipelineResult:
+    """Teacher -> scratch student -> distilled student -> measurements, in one run directory.
+
+    The teacher is trained with `recipe.teacher_train` unless `recipe.teacher.checkpoint` is set. Both
+    students start from the same random weights and use the same `student_train` recipe, so the only
+    difference between them is the distillation loss.
+
+    Returns:
+        PipelineResult with metrics in the order teacher, student_scratch, student_kd.
+    """
+    console = console or Console()
+    # Everything that can fail on bad input happens before the run directory exists.
+    data = load_data(recipe)
+    teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
+    scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    histories: dict[str, list[dict[str, Any]]] = {}
+
+    with RunDir(out_root, run_name or recipe.name, exact=run_name is not None) as run:
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        with make_progress(console, enabled=show_progress) as progress:
+            if recipe.teacher.checkpoint is None:
+                result = train_model(
+                    teacher,
+                    data,
+                    recipe.teacher_train,
+                    accelerator=accelerator,
+                    progress=progress,
+                    on_epoch_end=run.log,
+                    description="teacher",
+                )
+                teacher, histories["teacher"] = result.model, result.history
+            result = train_model(
+                scratch,
+                data,
+                recipe.student_train,
+                accelerator=accelerator,
+                progress=progress,
+                on_epoch_end=run.log,
+                description="student_scratch",
+            )
+            scratch, histories["student_scratch"] = result.model, result.history
+            result = distill(
+                teacher,
+                kd_student,
+                data,
+                recipe.student_train,
+                recipe.kd,
+                accelerator=accelerator,
+                progress=progress,
+                on_epoch_end=run.log,
+                description="student_kd",
+            )
+            kd_student, histories["student_kd"] = result.model, result.history
+
+        models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
+            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("student_scratch", scratch, student_spec, recipe.student_train),
+            ("student_kd", kd_student, student_spec, recipe.student_train),
+        ]
+        with console.status("measuring accuracy, size, MACs and latency..."):
+            metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
+        ratios = _write_summary(run, recipe, data, metrics)
+    console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
+    console.print(f"run directory: {run.path}")
+    return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
+
+
+def _measure_all(
+    models: list[tuple[str, nn.Module, dict[str, Any], Any]],
+    data: DataBundle,
+    run: RunDir,
+    recipe: Recipe,
+    histories: dict[str, list[dict[str, Any]]],
+    measure_latency: bool,
+) -> list[ModelMetrics]:
+    x_test, y_test = data.test.x, data.test.y
+    metrics: list[ModelMetrics] = []
+    teacher_logits: torch.Tensor | None = None
+    for name, model, spec, train_cfg in models:
+        model = model.cpu().eval()
+        history = histories.get(name, [])
+        weights = save_checkpoint(run.file(name), model, spec, _meta(recipe, data, train_cfg, history, name))
+        m = measure_model(
+            name,
+            model,
+            x_test,
+            y_test,
+            input_shape=data.input_shape,
+            teacher_logits=teacher_logits,
+            weights_path=weights,
+            latency=measure_latency,
+        )
+        if teacher_logits is None:
+            teacher_logits = predict(model, x_test)
+        metrics.append(m)
+        # Record the final test metrics in the sidecar too, so a checkpoint carries its own numbers.
+        sidecar = run.file(f"{name}.json")
+        meta = json.loads(sidecar.read_text())
+        meta["test_metrics"] = m.to_dict()
+        atomic_write_json(sidecar, meta)
+    return metrics
+
+
+def train_teacher(
+    recipe: Recipe,
+    out_root: str | Path = "runs",
+    *,
+    run_name: str | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+    measure_latency: bool = True,
+) -> PipelineResult:
+    """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
+    console = console or Console()
+    data = load_data(recipe)
+    teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
+    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    with RunDir(out_root, run_name or f"{recipe.name}-teacher", exact=run_name is not None) as run:
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        with make_progress(console, enabled=show_progress) as progress:
+            result = train_model(
+                teacher,
+                data,
+                recipe.teacher_train,
+                accelerator=accelerator,
+                progress=progress,
+                on_epoch_end=run.log,
+                description="teacher",
+            )
+        histories = {"teacher": result.history}
+        metrics = _measure_all(
+            [("teacher", result.model, spec, recipe.teacher_train)],
+            data,
+            run,
+            recipe,
+            histories,
+            measure_latency,
+        )
+        _write_summary(run, recipe, data, metrics)
+    console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
+    console.print(f"teacher checkpoint: {run.path / 'teacher.safetensors'}")
+    return PipelineResult(run_dir=run.path, metrics=metrics, ratios={}, histories=histories)
+
+
+def distill_student(
+    recipe: Recipe,
+    out_root: str | Path = "runs",
+    *,
+    run_name: str | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+    measure_latency: bool = True,
+) -> PipelineResult:
+    """Distill `recipe.student` from the trained teacher at `recipe.teacher.checkpoint`."""
+    from distil.errors import ConfigError
+
+    console = console or Console()
+    if not recipe.teacher.checkpoint:
+        raise ConfigError(
+            "distillation needs a trained teacher: pass --teacher PATH (a distil checkpoint, or a state_dict "
+            "with --set teacher.model=NAME), or train one with `distil train`."
+        )
+    data = load_data(recipe)
+    teacher, teacher_spec = build_model(recipe.teacher, data)
+    student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    with RunDir(out_root, run_name or f"{recipe.name}-kd", exact=run_name is not None) as run:
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        with make_progress(console, enabled=show_progress) as progress:
+            result = distill(
+                teacher,
+                student,
+                data,
+                recipe.student_train,
+                recipe.kd,
+                accelerator=accelerator,
+                progress=progress,
+                on_epoch_end=run.log,
+                description="student_kd",
+            )
+        histories = {"student_kd": result.history}
+        models = [
+            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("student_kd", result.model, student_spec, recipe.student_train),
+        ]
+        metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
+        ratios = _write_summary(run, recipe, data, metrics)
+    console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
+    console.print(f"run directory: {run.path}")
+    return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
+
+
+def _write_summary(
+    run: RunDir, recipe: Recipe, data: DataBundle, metrics: list[ModelMetrics]
+) -> dict[str, dict[str, float | None]]:
+    ratios = {m.name: compare(metrics[0], m) for m in metrics[1:]}
+    summary = {
+        "recipe": recipe.name,
+        "data": data.describe(),
+        "metrics": [m.to_dict() for m in metrics],
+        "ratios": ratios,
+    }
+    atomic_write_json(run.file("summary.json"), summary)
+    title = f"{recipe.name}: {data.name} test set ({len(data.test)} samples)"
+    run.write_text("report.md", f"# {title}\n\n{metrics_markdown(metrics, metrics[0])}")
+    return ratios
+
+
+def evaluate_checkpoints(
+    paths: list[str], data: DataBundle, *, measure_latency: bool = True
+) -> list[ModelMetrics]:
+    """Measure distil checkpoints on `data.test`; the first one is the reference (teacher) for agreement."""
+    from distil.api import check_classes
+    from distil.train.checkpoint import _paths, load_checkpoint
+
+    metrics: list[ModelMetrics] = []
+    reference_logits: torch.Tensor | None = None
+    for path in paths:
+        model, _ = load_checkpoint(path)
+        check_classes(model, data, f"model in {path!r}")
+        weights, _ = _paths(path)
+        m = measure_model(
+            Path(path).stem,
+            model.eval(),
+            data.test.x,
+            data.test.y,
+            input_shape=data.input_shape,
+            teacher_logits=reference_logits,
+            weights_path=weights,
+            latency=measure_latency,
+        )
+        if reference_logits is None:
+            reference_logits = predict(model, data.test.x)
+        metrics.append(m)
+    return metrics

@@ -1,0 +1,170 @@
+"""Portable checkpoints: weights in safetensors plus a JSON sidecar; loading never unpickles.
+
+A checkpoint `NAME` is two files: `NAME.safetensors` and `NAME.json`. The sidecar holds the
+architecture spec (so the model can be rebuilt without its Python class being pickled), the training
+recipe, class names, input normalization, metrics, and a SHA-256 of the weights file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from distil.errors import CheckpointError, DistilError
+from distil.fileio import atomic_write_bytes, atomic_write_json
+from distil.models import build_from_spec
+
+FORMAT = "distil-checkpoint/1"
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, sidecar) for a checkpoint given as NAME, NAME.json, NAME.safetensors or a run dir."""
+    p = Path(path)
+    if p.is_dir():
+        candidates = sorted(p.glob("*.json"))
+        ckpts = [c for c in candidates if c.with_suffix(".safetensors").exists()]
+        if len(ckpts) != 1:
+            found = ", ".join(c.name for c in ckpts) or "none"
+            raise CheckpointError(
+                f"{str(p)!r} is a directory with {len(ckpts)} checkpoints ({found}); name one file"
+            )
+        p = ckpts[0]
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share memory; clone so tied weights save as separate copies.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Save `model` as `path`.safetensors + `path`.json (both written atomically).
+
+    Args:
+        path: checkpoint name without suffix, e.g. `runs/x/student`.
+        model: the trained model.
+        spec: the architecture spec from `distil.models.model_spec`.
+        meta: anything JSON-serialisable: recipe, data description, metrics...
+
+    Returns:
+        The path of the weights file.
+    """
+    weights_path, sidecar_path = _paths(path)
+    blob = st_save(_state_dict(model))
+    atomic_write_bytes(weights_path, blob)
+    sidecar = {
+        "format": FORMAT,
+        "spec": spec,
+        "weights": weights_path.name,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        **meta,
+    }
+    atomic_write_json(sidecar_path, sidecar)
+    return weights_path
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of a checkpoint, validated to be one."""
+    _, sidecar_path = _paths(path)
+    if not sidecar_path.is_file():
+        raise CheckpointError(
+            f"checkpoint sidecar {str(sidecar_path)!r} not found; a distil checkpoint is NAME.safetensors + "
+            "NAME.json. For a plain state_dict, give the model name too (see `distil eval --help`)."
+        )
+    try:
+        meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint sidecar {str(sidecar_path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "spec" not in meta:
+        raise CheckpointError(f"{str(sidecar_path)!r} is not a distil checkpoint sidecar (format {FORMAT})")
+    return meta
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from its sidecar spec and load its weights, verifying hash, names and shapes.
+
+    Raises:
+        CheckpointError: missing or corrupt files, a hash mismatch, or weights that do not fit the spec.
+    """
+    weights_path, _ = _paths(path)
+    meta = read_sidecar(path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint weights {str(weights_path)!r} not found next to its sidecar")
+    blob = weights_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(
+            f"{str(weights_path)!r} does not match the SHA-256 in its sidecar: the file was changed or "
+            "truncated. Restore it, or retrain."
+        )
+    try:
+        model = build_from_spec(meta["spec"])
+    except DistilError as exc:
+        raise CheckpointError(f"cannot rebuild the model of {str(weights_path)!r}: {exc}") from None
+    load_state_dict_strict(model, _load_safetensors_blob(blob, weights_path), source=str(weights_path))
+    return model.to(map_location), meta
+
+
+def _load_safetensors_blob(blob: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a plain state_dict from .safetensors, or from a .pt/.pth/.bin with weights_only=True.
+
+    Pickles that would run code are refused by torch's weights-only unpickler.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"weights file {str(p)!r} does not exist; check the path")
+    if p.suffix == ".safetensors":
+        return _load_safetensors_blob(p.read_bytes(), p)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError... depending on the damage
+        raise CheckpointError(
+            f"refusing or unable to load {str(p)!r} safely (weights_only=True): {str(exc).splitlines()[0]}. "
+            "Save plain tensors with torch.save(model.state_dict(), path) or use safetensors."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} layout
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{str(p)!r} does not hold a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, failing with every missing, unexpected and mis-shaped tensor named."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if own[k].shape != state[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:6])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:6])}")
+        if shapes:
+            parts.append(f"shape mismatch {len(shapes)}: {'; '.join(shapes[:4])}")
+        raise CheckpointError(
+            f"weights in {source!r} do not fit the model ({' | '.join(parts)}). Check the model name, its "
+            "kwargs and the class count."
+        )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,181 @@
+"""The training loop shared by teacher training, scratch students and every distillation method.
+
+It is built on Hugging Face Accelerate (device placement, mixed precision, data parallelism), keeps
+host syncs to one every `log_every` steps, and stops early with a clear message on NaN/Inf.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from rich.progress import Progress
+from torch import nn
+
+from distil.config import TrainConfig
+from distil.data import DataBundle, Split, TensorLoader
+from distil.errors import TrainingError
+from distil.measure import accuracy, predict
+from distil.train.optim import build_optimizer, build_scheduler
+
+LossFn = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+TeacherFn = Callable[[dict[str, torch.Tensor]], Any]
+
+
+@dataclass
+class FitResult:
+    """What a training run produced: the trained model and one record per epoch."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.history[-1].get("eval_accuracy") if self.history else None
+
+
+def make_accelerator(device: str = "auto", mixed_precision: str = "no") -> Accelerator:
+    """An Accelerator for `device` ("auto", "cpu", "cuda") and mixed precision ("no", "bf16", "fp16")."""
+    return Accelerator(cpu=(device == "cpu"), mixed_precision=mixed_precision)
+
+
+def eval_split(data: DataBundle) -> tuple[str, Split]:
+    """The split used for per-epoch evaluation: validation when there is one, else test."""
+    return ("val", data.val) if len(data.val) else ("test", data.test)
+
+
+def _check_finite(loss_window: torch.Tensor, first_step: int, last_step: int, cfg: TrainConfig) -> None:
+    if torch.isfinite(loss_window).all():
+        return
+    raise TrainingError(
+        f"the loss became NaN/Inf between steps {first_step + 1} and {last_step}. Likely causes: a learning "
+        f"rate too high (lr={cfg.lr:g}), a high distillation temperature without gradient clipping "
+        f"(grad_clip={cfg.grad_clip}), or NaN in the input data. Fix: lower train.lr, set "
+        "train.grad_clip (e.g. 5.0), or check the data."
+    )
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    loss_fn: LossFn,
+    *,
+    teacher: TeacherFn | None = None,
+    accelerator: Accelerator | None = None,
+    progress: Progress | None = None,
+    description: str = "train",
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    log_every: int = 10,
+) -> FitResult:
+    """Train `model` on `data.train` with `loss_fn(student_out, teacher_out, batch)`.
+
+    Args:
+        model: the network to train (the student, or a teacher being trained).
+        data: the in-memory dataset.
+        cfg: the training recipe.
+        loss_fn: returns a dict of named scalar terms with the total under "loss".
+        teacher: gives teacher outputs for a batch (e.g. `LiveTeacher`), or None for plain training.
+        accelerator: device/precision/process setup; a CPU-or-GPU default when None.
+        progress: a Rich Progress to draw a bar in; None draws nothing.
+        description: label of the progress bar and the records.
+        on_epoch_end: called with each epoch's record (e.g. to append to metrics.jsonl).
+        log_every: steps between host syncs (progress update and NaN check).
+
+    Returns:
+        FitResult with the trained (unwrapped) model and per-epoch records.
+
+    Raises:
+        TrainingError: when the loss becomes NaN or Inf.
+    """
+    accelerator = accelerator or make_accelerator()
+    torch.manual_seed(cfg.seed)
+    augment = data.augment if cfg.augment == "auto" else cfg.augment
+    fill = tuple(-m / s for m, s in zip(data.mean, data.std, strict=True))
+    loader = TensorLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=len(data.train) > cfg.batch_size,
+        augment=augment,
+        crop_padding=data.crop_padding,
+        fill=fill,
+        seed=cfg.seed,
+        num_shards=accelerator.num_processes,
+        shard_index=accelerator.process_index,
+    )
+    steps_per_epoch = len(loader)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    eval_name, eval_data = eval_split(data)
+
+    task = None
+    if progress is not None:
+        task = progress.add_task(description, total=cfg.epochs * steps_per_epoch, status="")
+    history: list[dict[str, Any]] = []
+    step = 0
+    for epoch in range(cfg.epochs):
+        loader.set_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        window = torch.zeros((), device=device)
+        window_start = step
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            teacher_out = teacher(batch) if teacher is not None else None
+            with accelerator.autocast():
+                student_out = model(batch["x"])
+            terms = loss_fn(student_out, teacher_out, batch)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(terms["loss"])
+            if cfg.grad_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            for name, value in terms.items():
+                detached = value.detach().float()
+                sums[name] = sums[name] + detached if name in sums else detached
+            window = window + terms["loss"].detach().float()
+            if step % log_every == 0 or step % steps_per_epoch == 0:
+                _check_finite(window, window_start, step, cfg)  # the one host sync per window
+                if progress is not None and task is not None:
+                    mean_loss = float(sums["loss"]) / (step - epoch * steps_per_epoch)
+                    progress.update(
+                        task, completed=step, status=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.3f}"
+                    )
+                window = torch.zeros((), device=device)
+                window_start = step
+        seconds = time.perf_counter() - started
+        record: dict[str, Any] = {
+            "stage": description,
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(steps_per_epoch * cfg.batch_size * accelerator.num_processes / seconds, 1),
+        }
+        record.update({f"train_{k}": float(v) / steps_per_epoch for k, v in sums.items()})
+        unwrapped = accelerator.unwrap_model(model)
+        logits = predict(unwrapped, eval_data.x.to(device))
+        record[f"{eval_name}_accuracy"] = accuracy(logits.cpu(), eval_data.y)
+        record["eval_accuracy"] = record[f"{eval_name}_accuracy"]
+        if not math.isfinite(record["train_loss"]):
+            _check_finite(torch.tensor(float("nan")), epoch * steps_per_epoch, step, cfg)
+        history.append(record)
+        if progress is not None and task is not None:
+            progress.update(
+                task,
+                status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.3f} "
+                f"{eval_name} acc {record['eval_accuracy']:.1%}",
+            )
+        if on_epoch_end is not None and accelerator.is_main_process:
+            on_epoch_end(record)
+    return FitResult(model=accelerator.unwrap_model(model), history=history)

@@ -1,0 +1,32 @@
+"""How the training loop gets teacher outputs for a batch.
+
+The loop only calls `teacher(batch) -> Tensor`; a live frozen module is one source, a cache of
+precomputed outputs can be another, without the loop knowing which.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put a teacher in eval mode with no gradients (in place); returns it for chaining."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class LiveTeacher:
+    """Runs a frozen teacher module on each batch, without building a graph."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = freeze(module)
+
+    def to(self, device: torch.device) -> LiveTeacher:
+        self.module.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.module(batch["x"])

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distil.data import augment_batch, zero_fill
+from distil.errors import ConfigError
+
+
+def _batch() -> torch.Tensor:
+    return torch.randn(16, 3, 8, 6, generator=torch.Generator().manual_seed(0))
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("kind", ["none", "crop", "crop_flip"])
+def test_shape_and_dtype_preserved(kind: str) -> None:
+    x = _batch()
+    out = augment_batch(x, kind, 2, _gen())
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_none_is_identity() -> None:
+    x = _batch()
+    assert torch.equal(augment_batch(x, "none", 4, _gen()), x)
+
+
+def test_crop_without_padding_is_identity() -> None:
+    x = _batch()
+    assert torch.equal(augment_batch(x, "crop", 0, _gen()), x)
+
+
+def test_crop_is_a_shifted_window_with_fill() -> None:
+    x = _batch()
+    fill = (-1.0, -2.0, -3.0)
+    out = augment_batch(x, "crop", 2, _gen(), fill)
+    padded = torch.stack([torch.full((12, 10), v) for v in fill]).expand(16, 3, 12, 10).clone()
+    padded[:, :, 2:10, 2:8] = x
+    for i in range(16):  # reference check, per sample on purpose
+        windows = [padded[i, :, t : t + 8, c : c + 6] for t in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert not torch.equal(out, x)  # some sample moved
+
+
+def test_flip_flips_some_samples() -> None:
+    x = _batch()
+    out = augment_batch(x, "crop_flip", 0, _gen())
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(16)]
+    kept = [torch.equal(out[i], x[i]) for i in range(16)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 0 < sum(flipped) < 16
+
+
+def test_seeded_generator_is_deterministic() -> None:
+    x = _batch()
+    a = augment_batch(x, "crop_flip", 3, _gen(5))
+    b = augment_batch(x, "crop_flip", 3, _gen(5))
+    c = augment_batch(x, "crop_flip", 3, _gen(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_zero_fill_maps_black_pixel() -> None:
+    mean, std = (0.5, 0.25), (0.5, 0.125)
+    assert zero_fill(mean, std) == (-1.0, -2.0)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'crop_flip'"):
+        augment_batch(_batch(), "crop_flips", 2)
+    with pytest.raises(ConfigError, match="padding"):
+        augment_batch(_batch(), "crop", -1)
+    with pytest.raises(ConfigError, match="one per channel"):
+        augment_batch(_batch(), "crop", 1, fill=(0.0,))

@@ -1,0 +1,59 @@
+import pytest
+
+from distil.config import apply_overrides, load_recipe, parse_recipe
+from distil.errors import ConfigError
+from distil.recipes import bundled_recipes, resolve_recipe
+
+
+def test_defaults_are_valid_and_overrides_apply() -> None:
+    r = load_recipe(overrides=["student_train.lr=0.2", "kd.temperature=2", "data.limit=100"])
+    assert r.student_train.lr == 0.2
+    assert r.kd.temperature == 2.0
+    assert r.data.limit == 100
+
+
+def test_unknown_key_suggests_the_closest_and_all_problems_are_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_recipe({"kd": {"temprature": 3}, "student_train": {"lr": -1}, "dat": {}})
+    msg = str(info.value)
+    assert "3 problem(s)" in msg
+    assert "Did you mean 'temperature'" in msg
+    assert "Did you mean 'data'" in msg
+    assert "student_train.lr" in msg
+
+
+def test_both_weights_zero_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="nothing would be trained"):
+        parse_recipe({"kd": {"kd_weight": 0, "ce_weight": 0}})
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["student_train.lr"])
+    with pytest.raises(ConfigError, match="is a value"):
+        apply_overrides({"kd": 3}, ["kd.temperature=2"])
+
+
+def test_bundled_recipes_all_validate() -> None:
+    names = bundled_recipes()
+    assert {"digits", "fashion-mnist"} <= set(names)
+    for name in names:
+        load_recipe(resolve_recipe(name))
+
+
+def test_unknown_recipe_name_and_missing_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'digits'"):
+        resolve_recipe("digit")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_recipe(str(tmp_path / "nope.yaml"))
+
+
+def test_invalid_yaml_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kd: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_recipe(listy)

@@ -1,0 +1,285 @@
+"""Tests for distil.measure: each number checked against an independent hand computation."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from distil.errors import CheckpointError, ConfigError, DataError
+from distil.measure import (
+    LatencyResult,
+    ModelMetrics,
+    accuracy,
+    agreement,
+    compare,
+    count_macs,
+    count_parameters,
+    measure_latency,
+    measure_model,
+    measure_onnx_latency,
+    per_class_accuracy,
+    predict,
+    state_dict_bytes,
+    weights_bytes,
+)
+
+FAST = 0.01  # seconds per latency measurement: enough to exercise the code, not to benchmark
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+# ------------------------------------------------------------------ size
+
+
+def test_count_parameters_counts_shared_parameter_once() -> None:
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    b.weight = a.weight  # tied weights
+    model = nn.Sequential(a, b)
+    # a: 16 weights + 4 bias, b: shared weight (not counted again) + 4 bias
+    assert count_parameters(model) == 16 + 4 + 4
+
+
+def test_count_parameters_trainable_only() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    assert count_parameters(model) == 4 * 3 + 3 + 3 * 2 + 2
+    assert count_parameters(model, trainable_only=True) == 3 * 2 + 2
+
+
+def test_state_dict_bytes_is_params_times_four_plus_header() -> None:
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+    params = count_parameters(model)
+    size = state_dict_bytes(model)
+    assert params * 4 < size <= params * 4 + 2048
+
+
+def test_state_dict_bytes_stores_tied_weights_once() -> None:
+    a, b = nn.Linear(16, 16, bias=False), nn.Linear(16, 16, bias=False)
+    untied = state_dict_bytes(nn.Sequential(a, b))
+    b.weight = a.weight
+    tied = state_dict_bytes(nn.Sequential(a, b))
+    assert untied - tied >= 16 * 16 * 4  # one weight matrix fewer
+
+
+def test_weights_bytes_matches_file_and_state_dict_bytes(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(10, 20), nn.Linear(20, 5))
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    assert weights_bytes(path) == path.stat().st_size
+    assert weights_bytes(str(path)) == state_dict_bytes(model)
+
+
+def test_weights_bytes_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        weights_bytes(tmp_path / "nope.safetensors")
+
+
+# ------------------------------------------------------------------ compute
+
+
+def test_count_macs_linear() -> None:
+    in_features, out_features = 10, 5
+    model = nn.Linear(in_features, out_features)
+    assert count_macs(model, (in_features,)) == in_features * out_features  # 50
+
+
+def test_count_macs_conv_no_padding() -> None:
+    in_ch, out_ch, k, size = 1, 2, 3, 5
+    model = nn.Conv2d(in_ch, out_ch, k)
+    out_hw = size - k + 1  # 3x3 output without padding
+    expected = out_ch * out_hw * out_hw * in_ch * k * k  # 2 * 9 * 9 = 162
+    assert count_macs(model, (in_ch, size, size)) == expected == 162
+
+
+def test_count_macs_restores_training_mode() -> None:
+    model = _mlp().train()
+    model[2].eval()  # a submodule deliberately frozen: must stay so
+    count_macs(model, (12,))
+    assert model.training
+    assert not model[2].training
+    assert model[1].training
+
+
+# ------------------------------------------------------------------ speed
+
+
+def test_measure_latency_fields_and_restores_state() -> None:
+    model = _mlp().train()
+    threads_before = torch.get_num_threads()
+    result = measure_latency(model, (12,), batch_size=4, threads=1, min_run_time=FAST)
+    assert isinstance(result, LatencyResult)
+    assert result.batch_size == 4
+    assert result.median_ms > 0
+    assert result.iqr_ms >= 0
+    assert result.throughput == pytest.approx(4 / (result.median_ms / 1e3))
+    assert result.threads == 1
+    assert model.training
+    assert torch.get_num_threads() == threads_before
+
+
+def test_measure_latency_rejects_bad_batch_size() -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        measure_latency(_mlp(), (12,), batch_size=0, min_run_time=FAST)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+# The TorchScript exporter is deprecated but needs no extra packages and exports a tiny MLP in ms.
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
+def test_measure_onnx_latency(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 6),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    result = measure_onnx_latency(path, (6,), batch_size=3, min_run_time=FAST, threads=1)
+    assert result.batch_size == 3
+    assert result.median_ms > 0
+    assert result.iqr_ms >= 0
+    assert result.throughput == pytest.approx(3 / (result.median_ms / 1e3))
+    assert result.threads == 1
+
+
+# ------------------------------------------------------------------ quality
+
+
+def test_predict_matches_eval_forward_and_restores_mode() -> None:
+    model = _mlp().train()
+    x = torch.randn(10, 3, 4)
+    logits = predict(model, x, batch_size=3)  # uneven batches: 3+3+3+1
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    assert logits.shape == (10, 3)
+    torch.testing.assert_close(logits, expected)
+
+
+def test_predict_empty_input() -> None:
+    model = _mlp()
+    assert predict(model, torch.empty(0, 12)).shape == (0, 3)
+
+
+def test_accuracy_from_logits_and_preds() -> None:
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1, 1, 1])
+    assert accuracy(logits, y) == pytest.approx(0.75)
+    assert accuracy(torch.tensor([0, 0, 0, 0]), y) == pytest.approx(0.25)
+
+
+def test_accuracy_rejects_mismatch_and_empty() -> None:
+    with pytest.raises(DataError, match="samples"):
+        accuracy(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(DataError, match="0 samples"):
+        accuracy(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+
+
+def test_agreement() -> None:
+    student = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    teacher = torch.tensor([[9.0, 0.0, 0.0], [0.0, 0.0, 9.0], [0.0, 0.0, 9.0], [0.0, 9.0, 0.0]])
+    assert agreement(student, teacher) == pytest.approx(0.5)
+    assert agreement(teacher, teacher) == 1.0
+
+
+def test_per_class_accuracy() -> None:
+    preds = torch.tensor([0, 0, 1, 1, 1, 0])
+    y = torch.tensor([0, 0, 1, 1, 0, 1])
+    # class 0: samples 0,1,4 -> 2 correct of 3; class 1: samples 2,3,5 -> 2 of 3; class 2: none
+    result = per_class_accuracy(preds, y, num_classes=3)
+    assert result[0] == pytest.approx(2 / 3)
+    assert result[1] == pytest.approx(2 / 3)
+    assert math.isnan(result[2])
+    with pytest.raises(DataError, match="num_classes"):
+        per_class_accuracy(preds, y, num_classes=1)
+
+
+# ------------------------------------------------------------------ composition
+
+
+def test_measure_model() -> None:
+    model = _mlp().train()
+    x = torch.randn(20, 12)
+    y = torch.randint(0, 3, (20,))
+    model.eval()
+    with torch.no_grad():
+        teacher_logits = model(x)
+    model.train()
+    metrics = measure_model(
+        "student", model, x, y, input_shape=(12,), teacher_logits=teacher_logits, min_run_time=FAST
+    )
+    assert metrics.name == "student"
+    assert metrics.agreement == 1.0  # same model as its own teacher
+    assert metrics.accuracy == pytest.approx(accuracy(teacher_logits, y))
+    assert metrics.params == count_parameters(model)
+    assert metrics.bytes == state_dict_bytes(model)
+    assert metrics.macs == 12 * 8 + 8 * 3
+    assert metrics.latency_b1_ms is not None and metrics.latency_b1_ms > 0
+    assert metrics.throughput_b256 is not None and metrics.throughput_b256 > 0
+    assert model.training
+    assert set(metrics.to_dict()) == {
+        "name",
+        "accuracy",
+        "agreement",
+        "params",
+        "bytes",
+        "macs",
+        "latency_b1_ms",
+        "throughput_b256",
+    }
+
+
+def test_measure_model_without_latency_uses_weights_file(tmp_path: Path) -> None:
+    model = _mlp()
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"x" * 123)
+    metrics = measure_model(
+        "t",
+        model,
+        torch.randn(5, 12),
+        torch.zeros(5, dtype=torch.long),
+        input_shape=(12,),
+        weights_path=path,
+        latency=False,
+    )
+    assert metrics.bytes == 123
+    assert metrics.agreement is None
+    assert metrics.latency_b1_ms is None and metrics.throughput_b256 is None
+
+
+def test_compare_ratios() -> None:
+    teacher = ModelMetrics(
+        "t", 0.90, None, params=1000, bytes=4000, macs=10_000, latency_b1_ms=2.0, throughput_b256=100.0
+    )
+    student = ModelMetrics(
+        "s", 0.85, 0.95, params=250, bytes=1000, macs=2_000, latency_b1_ms=0.5, throughput_b256=300.0
+    )
+    ratios = compare(teacher, student)
+    assert ratios["compression"] == pytest.approx(4.0)
+    assert ratios["bytes_ratio"] == pytest.approx(4.0)
+    assert ratios["macs_ratio"] == pytest.approx(5.0)
+    assert ratios["speedup_b1"] == pytest.approx(4.0)
+    assert ratios["throughput_ratio"] == pytest.approx(3.0)
+    assert ratios["accuracy_change"] == pytest.approx(-5.0)
+
+
+def test_compare_without_latency_gives_none() -> None:
+    teacher = ModelMetrics("t", 0.5, None, params=10, bytes=40, macs=10)
+    student = ModelMetrics("s", 0.6, 0.7, params=5, bytes=20, macs=5)
+    ratios = compare(teacher, student)
+    assert ratios["speedup_b1"] is None
+    assert ratios["throughput_ratio"] is None
+    assert ratios["accuracy_change"] == pytest.approx(10.0)
