@@ -111,6 +111,8 @@ def distill(
 
         accelerator = make_accelerator()
     live.to(accelerator.device)
+    if cfg.channels_last:
+        teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return fit(
         student,
         data,

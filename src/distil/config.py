@@ -61,6 +61,9 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(
         default=5.0, gt=0, description="max gradient norm; KD with T^2 scaling can diverge without it"
     )
+    channels_last: bool = Field(
+        default=False, description="NHWC memory layout for conv nets: 1.2-1.6x faster on CPU (oneDNN)"
+    )
     seed: int = 0
 
 

@@ -110,9 +110,16 @@ def fit(
         shard_index=accelerator.process_index,
     )
     steps_per_epoch = len(loader)
-    optimizer = build_optimizer(model, cfg)
+    # A loss that is a Module may own trainable parts (e.g. feature adapters): train them with the model.
+    loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
+    if loss_module is not None:
+        loss_module.to(accelerator.device)
+    optimizer = build_optimizer(model, cfg, extra=loss_module)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model, optimizer = accelerator.prepare(model, optimizer)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
     device = accelerator.device
     eval_name, eval_data = eval_split(data)
 
@@ -130,6 +137,8 @@ def fit(
         window_start = step
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if cfg.channels_last:
+                batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
             teacher_out = teacher(batch) if teacher is not None else None
             with accelerator.autocast():
                 student_out = model(batch["x"])
@@ -137,7 +146,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(terms["loss"])
             if cfg.grad_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1

@@ -10,15 +10,17 @@ from torch import nn
 from distil.config import TrainConfig
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov-free, with momentum), Adam or AdamW over the trainable parameters.
+def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """SGD (with momentum), Adam or AdamW over the trainable parameters of `model` (and `extra`).
 
+    `extra` holds trainable parts that are not the model, e.g. the adapters of a feature loss.
     Weight decay is not applied to biases and normalization parameters (1-D tensors): decaying them
     only hurts accuracy.
     """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    for p in params:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
