@@ -17,7 +17,8 @@ from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
 from distil.errors import DataError
 from distil.losses import CELoss, KDLoss
-from distil.train.engine import FitResult, LossFn, fit
+from distil.train.cache import choose_teacher_source, main_process_first, open_or_build
+from distil.train.engine import FitResult, LossFn, TeacherFn, fit
 from distil.train.teacher import LiveTeacher
 
 
@@ -97,6 +98,11 @@ def distill(
         loss: any loss with the signature `loss(student_out, teacher_out, batch) -> dict`.
         accelerator, progress, on_epoch_end, description: as in `distil.train.engine.fit`.
 
+    `cfg.teacher_cache` picks the teacher source: with deterministic inputs (augment "none") and the
+    built-in KD loss, "auto" computes the teacher's logits once into an on-disk cache
+    (`distil.train.cache`) and reuses them across epochs and runs; with random augmentation or a
+    custom loss the teacher runs live. Each record states `teacher_source` and `teacher_source_reason`.
+
     Returns:
         FitResult with the trained student and its per-epoch records.
     """
@@ -105,22 +111,49 @@ def distill(
     check_classes(teacher, data, "teacher")
     check_classes(student, data, "student")
     loss_fn = loss or KDLoss(kd.temperature, kd.kd_weight, kd.ce_weight, cfg.label_smoothing)
-    live = LiveTeacher(teacher)
     if accelerator is None:
         from distil.train.engine import make_accelerator
 
         accelerator = make_accelerator()
-    live.to(accelerator.device)
-    if cfg.channels_last:
-        teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return fit(
+    # The teacher source (cached logits or a live forward pass) is chosen here and recorded in every
+    # epoch record, with the reason, so a run says how its targets were produced.
+    augment = data.augment if cfg.augment == "auto" else cfg.augment
+    source, reason = choose_teacher_source(cfg.teacher_cache, augment, custom_loss=loss is not None)
+    source_record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
+    teacher_fn: TeacherFn
+    if source == "cache":
+        with main_process_first(accelerator):
+            cached, info = open_or_build(
+                teacher,
+                data,
+                augment=augment,
+                cache_dir=cfg.teacher_cache_dir,
+                topk=cfg.teacher_cache_topk,
+                device=accelerator.device,
+            )
+        teacher_fn = cached.to(accelerator.device)
+        source_record["teacher_cache"] = info.to_dict()
+    else:
+        teacher_fn = LiveTeacher(teacher).to(accelerator.device)
+        if cfg.channels_last:
+            teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def log(record: dict[str, Any]) -> None:
+        record.update(source_record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    result = fit(
         student,
         data,
         cfg,
         loss_fn,
-        teacher=live,
+        teacher=teacher_fn,
         accelerator=accelerator,
         progress=progress,
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=log,
         description=description,
     )
+    for record in result.history:
+        record.update(source_record)
+    return result

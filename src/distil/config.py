@@ -64,7 +64,30 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(
         default=False, description="NHWC memory layout for conv nets: 1.2-1.6x faster on CPU (oneDNN)"
     )
+    compile: bool = Field(default=False, description="torch.compile the trained model (needs a C++ compiler)")
+    teacher_cache: Literal["auto", "off", "on"] = Field(
+        default="auto",
+        description="KD only: reuse teacher logits computed once (auto = when augment is none and the loss "
+        "is the built-in KD loss; on = always, an error with random augmentation; off = teacher runs live)",
+    )
+    teacher_cache_dir: str | None = Field(
+        default=None, description="KD only: where teacher caches live; None = $DISTIL_CACHE_DIR or ~/.cache/distil/teacher"
+    )
+    teacher_cache_topk: int | None = Field(
+        default=None, gt=0, description="KD only: store only the k largest teacher logits (large class counts)"
+    )
     seed: int = 0
+    checkpoint_every: int | None = Field(
+        default=None,
+        gt=0,
+        description="also save a resumable training state every N steps (always at each epoch end)",
+    )
+
+
+class ExtraTeacher(ModelConfig):
+    """A further teacher of an ensemble: a model (usually with a checkpoint) and its weight."""
+
+    weight: float = Field(default=1.0, gt=0)
 
 
 class KDConfig(_Strict):
@@ -76,12 +99,61 @@ class KDConfig(_Strict):
     temperature: float = Field(default=4.0, gt=0)
     kd_weight: float = Field(default=0.9, ge=0)
     ce_weight: float = Field(default=0.1, ge=0)
+    # Composed losses (docs/methods.md): registered terms by name with weights; None = {kd: kd_weight,
+    # ce: ce_weight}, exactly the Hinton loss above.
+    terms: dict[str, float] | None = Field(
+        default=None, description="loss terms and weights, e.g. {ce: 0.1, kd: 0.9, fitnet: 100}"
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-term options, e.g. {dkd: {beta: 8}, rkd: {angle_weight: 50}}"
+    )
+    feature_pairs: list[tuple[str, str]] | Literal["auto"] = Field(
+        default="auto", description="[[student_module, teacher_module], ...] for feature terms; auto = by stage"
+    )
+    adapters: bool = Field(default=True, description="trainable 1x1-conv/linear projections where shapes differ")
+    warmup: dict[str, float] = Field(
+        default_factory=dict, description="term -> epochs over which its weight rises linearly (e.g. {dkd: 20})"
+    )
+    temperature_final: float | None = Field(
+        default=None, gt=0, description="anneal the temperature linearly to this value by the last epoch"
+    )
+    teachers: list[ExtraTeacher] = Field(
+        default_factory=list, description="more teachers: the KD target is the weighted mixture of all"
+    )
+    teacher_weight: float = Field(default=1.0, gt=0, description="weight of the main teacher in an ensemble")
 
     @model_validator(mode="after")
     def _some_weight(self) -> KDConfig:
-        if self.kd_weight == 0 and self.ce_weight == 0:
+        if self.terms is None and self.kd_weight == 0 and self.ce_weight == 0:
             raise ValueError("kd_weight and ce_weight are both 0: nothing would be trained")
+        if self.terms is not None and (not self.terms or all(w == 0 for w in self.terms.values())):
+            raise ValueError(f"terms {self.terms} has no non-zero weight: nothing would be trained")
+        if self.terms is not None and any(w < 0 for w in self.terms.values()):
+            raise ValueError(f"term weights must be >= 0, got {self.terms}")
         return self
+
+
+class TransferConfig(_Strict):
+    """Knowledge transfer from the teacher before (or instead of) distillation: see docs/transfer.md."""
+
+    init: Literal["random", "teacher"] = Field(
+        default="random", description="teacher = initialise the student from the teacher's weights"
+    )
+    selection: Literal["uniform", "first", "l1"] = Field(
+        default="uniform", description="which teacher channels a thinner student keeps"
+    )
+    layer_map: dict[str, str] | None = Field(
+        default=None, description="{student_block: teacher_block}; None = evenly spaced for shorter stages"
+    )
+    strict: bool = Field(default=True, description="fail on tensors that cannot be transferred")
+    reuse: list[str] = Field(default_factory=list, description="teacher modules the student reuses")
+    reuse_mode: Literal["copy", "share"] = "copy"
+    freeze: bool = Field(default=True, description="reused modules start frozen")
+    unfreeze_epoch: int | None = Field(default=None, ge=2, description="1-based epoch that unfreezes them")
+    inherit_recipe: bool = Field(default=False, description="student_train defaults to the teacher's recipe")
+    override: list[str] = Field(
+        default_factory=list, description="student_train fields that win over the inherited recipe"
+    )
 
 
 class Recipe(_Strict):
@@ -94,6 +166,7 @@ class Recipe(_Strict):
     teacher_train: TrainConfig = Field(default_factory=TrainConfig)
     student_train: TrainConfig = Field(default_factory=TrainConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 

@@ -1,0 +1,406 @@
+"""Teacher-output cache: run the teacher once over the training set, reuse its logits for every epoch.
+
+Distillation costs a teacher forward pass per student step. When the teacher sees the same inputs
+every epoch (no random augmentation) its outputs never change, so they are computed once, stored on
+disk as a memory-mapped float16 table (optionally only the top-k logits per sample, for large class
+counts) and looked up by `batch["index"]` - the position of each sample in the split, which
+`TensorLoader` yields with every batch.
+
+The cache lives in `<cache_dir>/<fingerprint>/`, where the fingerprint is a SHA-256 of the teacher's
+weights, the dataset's description and training-split contents, the augmentation name and top-k. A
+changed teacher, dataset, split or transform gives a new fingerprint (a miss), so stale outputs are
+never used; the same ones in a later run give a hit. A directory is built under a temporary name and
+renamed into place, so a killed build never leaves a half-written cache that looks complete.
+
+With random augmentation each step's inputs are new random crops/flips, so cached outputs of the
+un-augmented images would be a different, weaker target: `choose_teacher_source` then runs the
+teacher live and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distil.data import DataBundle, Split
+from distil.errors import ConfigError
+from distil.fileio import atomic_write_json
+from distil.registry import unknown_name_message
+from distil.train.teacher import freeze
+
+FORMAT_VERSION = 1
+CACHE_MODES = ("auto", "off", "on")
+_META = "meta.json"
+_VALUES = "values.f16"
+_INDICES = "indices.i32"
+_FILL = "fill.f16"
+# Below this much probability mass the tail logits are irrelevant; keeps the fill value finite.
+_MIN_TAIL_LOGIT_GAP = 30.0
+
+
+def default_cache_dir() -> Path:
+    """`$DISTIL_CACHE_DIR` when set, else `~/.cache/distil/teacher`."""
+    env = os.environ.get("DISTIL_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "distil" / "teacher"
+
+
+def _hash_tensor(h: Any, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+    # A byte view hashes any dtype (bf16 included) without a numpy conversion of the values.
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def fingerprint(teacher: nn.Module, data: DataBundle, *, augment: str, topk: int | None = None) -> str:
+    """The cache key: SHA-256 of teacher weights + dataset description + train-split contents + transform.
+
+    Args:
+        teacher: the teacher module (its state_dict bytes, buffers included, and class name are hashed).
+        data: the dataset; its `describe()` (name, source, sizes, normalization, classes) and the
+            bytes of `data.train.x` / `data.train.y` are hashed, so a different subset, split seed or
+            preprocessing changes the key.
+        augment: the training transform's name (only "none" can be cached, but it is part of the key).
+        topk: how many logits per sample are stored (None = all).
+
+    Returns:
+        64 hex digits.
+    """
+    h = hashlib.sha256(f"distil-teacher-cache-v{FORMAT_VERSION}".encode())
+    h.update(f"{type(teacher).__module__}.{type(teacher).__qualname__}".encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        h.update(name.encode())
+        _hash_tensor(h, tensor)
+    h.update(json.dumps(data.describe(), sort_keys=True, default=str).encode())
+    h.update(json.dumps({"augment": augment, "topk": topk}, sort_keys=True).encode())
+    _hash_tensor(h, data.train.x)
+    _hash_tensor(h, data.train.y)
+    return h.hexdigest()
+
+
+def choose_teacher_source(mode: str, augment: str, *, custom_loss: bool = False) -> tuple[str, str]:
+    """Decide between the cache and a live teacher, and say why.
+
+    Args:
+        mode: "auto" (cache when it is exact), "on" (cache, or an error saying why it cannot be used),
+            or "off" (always live).
+        augment: the resolved training augmentation ("none", "crop", "crop_flip").
+        custom_loss: a user loss may need more than the teacher's logits (e.g. features captured by
+            hooks during the teacher's forward pass), so "auto" runs such a teacher live.
+
+    Returns:
+        ("cache" | "live", reason).
+
+    Raises:
+        ConfigError: unknown mode, or "on" with random augmentation.
+    """
+    if mode not in CACHE_MODES:
+        raise ConfigError(unknown_name_message("teacher_cache mode", mode, CACHE_MODES))
+    if mode == "off":
+        return "live", "teacher_cache=off"
+    if augment != "none":
+        if mode == "on":
+            raise ConfigError(
+                f"teacher_cache=on needs deterministic inputs, but the training augmentation is {augment!r}: "
+                "each step sees new random crops/flips, so stored outputs of the plain images would be a "
+                "different target. Fix: set student_train.augment=none, or teacher_cache=auto/off."
+            )
+        return "live", (
+            f"augmentation {augment!r} draws new random inputs every step, so the teacher's outputs "
+            "change every epoch and cannot be reused"
+        )
+    if custom_loss and mode == "auto":
+        return "live", (
+            "a custom loss may need more than the teacher's logits (e.g. hooked features); "
+            "set teacher_cache=on to use cached logits with it"
+        )
+    return "cache", "inputs are deterministic (augment=none): teacher logits are computed once and reused"
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """Where a cache lives and whether this run built it (miss) or reused it (hit)."""
+
+    path: str
+    fingerprint: str
+    hit: bool
+    seconds: float
+    rows: int
+    num_classes: int
+    topk: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CachedTeacher:
+    """A `TeacherFn`: `cached(batch) -> (B, K) float32 logits`, read by `batch["index"]` from a cache.
+
+    The table is a read-only float16 `np.memmap`; `to(device)` copies it to an accelerator (on CPU
+    it stays memory-mapped, so the OS pages in only what is read). With top-k storage the missing
+    logits are filled with one value per sample chosen so that, at temperature 1, the top-k
+    probabilities and the total tail probability equal the teacher's exactly.
+
+    Args:
+        path: a cache directory written by `build_cache`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta = _read_meta(self.path)
+        if meta is None:
+            raise ConfigError(
+                f"{str(self.path)!r} is not a complete teacher cache; rebuild it with build_cache."
+            )
+        self.meta: dict[str, Any] = meta
+        rows, cols = meta["rows"], meta["cols"]
+        self.num_classes: int = self.meta["num_classes"]
+        self.topk: int | None = self.meta["topk"]
+        # mode "c" (copy-on-write) gives a writable array torch can wrap without a warning; the file
+        # itself is never modified.
+        self.values = torch.from_numpy(np.memmap(self.path / _VALUES, np.float16, "c", shape=(rows, cols)))
+        self.indices: torch.Tensor | None = None
+        self.fill: torch.Tensor | None = None
+        if self.topk is not None:
+            self.indices = torch.from_numpy(
+                np.memmap(self.path / _INDICES, np.int32, "c", shape=(rows, cols))
+            )
+            self.fill = torch.from_numpy(np.memmap(self.path / _FILL, np.float16, "c", shape=(rows, 1)))
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["fingerprint"])
+
+    def to(self, device: torch.device | str) -> CachedTeacher:
+        """Hold the table on `device` (an accelerator gathers rows there without a host round trip)."""
+        device = torch.device(device)
+        if device.type != "cpu":
+            self.values = self.values.to(device)
+            if self.indices is not None and self.fill is not None:
+                self.indices, self.fill = self.indices.to(device), self.fill.to(device)
+        return self
+
+    def lookup(self, index: torch.Tensor) -> torch.Tensor:
+        """Float32 logits `(len(index), num_classes)` of the samples at positions `index`."""
+        idx = index.to(self.values.device, torch.long)
+        values = self.values.index_select(0, idx).float()
+        if self.indices is None or self.fill is None:
+            return values
+        out = self.fill.index_select(0, idx).float().expand(-1, self.num_classes).contiguous()
+        return out.scatter_(1, self.indices.index_select(0, idx).long(), values)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "index" not in batch:
+            raise ConfigError(
+                "a cached teacher needs batch['index'] (sample positions in the split), which TensorLoader "
+                "yields; pass batches from TensorLoader or use the live teacher (teacher_cache=off)."
+            )
+        return self.lookup(batch["index"]).to(batch["x"].device if "x" in batch else self.values.device)
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """The cache's metadata when the directory is complete and its files have the sizes it records."""
+    try:
+        meta = json.loads((path / _META).read_text(encoding="utf-8"))
+        rows, cols = int(meta["rows"]), int(meta["cols"])
+        expected = {_VALUES: rows * cols * 2}
+        if meta.get("topk") is not None:
+            expected |= {_INDICES: rows * cols * 4, _FILL: rows * 2}
+        if meta.get("format_version") != FORMAT_VERSION:
+            return None
+        if any((path / name).stat().st_size != size for name, size in expected.items()):
+            return None
+        return dict(meta)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@torch.inference_mode()
+def _teacher_logits(teacher: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    out = teacher(x.to(device))
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(
+            f"the teacher cache stores (batch, classes) logits, but the teacher returned {got}; "
+            "use teacher_cache=off for teachers with other outputs."
+        )
+    return out.float().cpu()
+
+
+def _topk_rows(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k values and indices, plus the per-row fill value that keeps the tail's probability mass."""
+    values, indices = logits.topk(k, dim=1)
+    rest = logits.shape[1] - k
+    if rest == 0:
+        return values, indices, values[:, -1:]
+    total = torch.logsumexp(logits, dim=1, keepdim=True)
+    top = torch.logsumexp(values, dim=1, keepdim=True)
+    # log(sum of tail exp) = total + log(1 - exp(top - total)); spread evenly over the `rest` classes.
+    tail = total + torch.log1p(-torch.exp(top - total).clamp(max=1 - 1e-7)) - np.log(rest)
+    fill = torch.maximum(tail.clamp(max=values[:, -1:]), values[:, -1:] - _MIN_TAIL_LOGIT_GAP)
+    return values, indices, fill
+
+
+def build_cache(
+    teacher: nn.Module,
+    split: Split,
+    directory: str | Path,
+    *,
+    key: str,
+    topk: int | None = None,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Run the frozen `teacher` over `split.x` once and write the cache directory atomically.
+
+    Args:
+        teacher: the teacher (frozen here: eval mode, no gradients).
+        split: the inputs, in the order `batch["index"]` refers to.
+        directory: the final cache directory (`<cache_dir>/<fingerprint>`); written via a temp dir.
+        key: the fingerprint stored in the metadata.
+        topk: store only the k largest logits per sample (None = all).
+        batch_size: samples per teacher forward pass.
+        device: where the teacher runs.
+        extra_meta: more JSON-friendly fields to record (e.g. the dataset description).
+
+    Returns:
+        `directory`.
+
+    Raises:
+        ConfigError: topk out of range, or a teacher whose output is not a (batch, classes) tensor.
+    """
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    freeze(teacher)
+    device = torch.device(device)
+    teacher.to(device)
+    n = len(split)
+    probe = _teacher_logits(teacher, split.x[:1], device)
+    num_classes = int(probe.shape[1])
+    if topk is not None and not 1 <= topk <= num_classes:
+        raise ConfigError(f"teacher_cache_topk must be in [1, {num_classes}] (the class count), got {topk}.")
+    cols = topk if topk is not None else num_classes
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        values = np.memmap(tmp / _VALUES, np.float16, "w+", shape=(n, cols))
+        indices = fill = None
+        if topk is not None:
+            indices = np.memmap(tmp / _INDICES, np.int32, "w+", shape=(n, cols))
+            fill = np.memmap(tmp / _FILL, np.float16, "w+", shape=(n, 1))
+        for start in range(0, n, batch_size):
+            logits = _teacher_logits(teacher, split.x[start : start + batch_size], device)
+            stop = start + logits.shape[0]
+            if topk is None:
+                values[start:stop] = logits.half().numpy()
+            else:
+                assert indices is not None and fill is not None
+                v, i, f = _topk_rows(logits, topk)
+                values[start:stop], indices[start:stop], fill[start:stop] = (
+                    v.half().numpy(),
+                    i.int().numpy(),
+                    f.half().numpy(),
+                )
+        for arr in (values, indices, fill):
+            if arr is not None:
+                arr.flush()
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": key,
+            "rows": n,
+            "cols": cols,
+            "num_classes": num_classes,
+            "topk": topk,
+            "dtype": "float16",
+            "teacher": f"{type(teacher).__module__}.{type(teacher).__qualname__}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **(extra_meta or {}),
+        }
+        atomic_write_json(tmp / _META, meta)
+        del values, indices, fill
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process finished the same cache first (rename over a non-empty dir fails); use theirs.
+            if _read_meta(final) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def open_or_build(
+    teacher: nn.Module,
+    data: DataBundle,
+    *,
+    augment: str = "none",
+    cache_dir: str | Path | None = None,
+    topk: int | None = None,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> tuple[CachedTeacher, CacheInfo]:
+    """The cache for (teacher, data.train, augment, topk): reused when it exists, else built now.
+
+    A directory with the right name but incomplete or inconsistent files (a crash on a file system
+    without atomic renames, a manual edit) is rebuilt.
+
+    Returns:
+        (the cached teacher on CPU, info saying where it is and whether it was a hit).
+    """
+    start = time.perf_counter()
+    key = fingerprint(teacher, data, augment=augment, topk=topk)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    directory = root / key[:32]
+    meta = _read_meta(directory)
+    hit = meta is not None and meta.get("fingerprint") == key and meta.get("rows") == len(data.train)
+    if not hit:
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        build_cache(
+            teacher,
+            data.train,
+            directory,
+            key=key,
+            topk=topk,
+            batch_size=batch_size,
+            device=device,
+            extra_meta={"data": data.describe(), "augment": augment},
+        )
+    cached = CachedTeacher(directory)
+    info = CacheInfo(
+        path=str(directory),
+        fingerprint=key,
+        hit=hit,
+        seconds=round(time.perf_counter() - start, 3),
+        rows=len(cached),
+        num_classes=cached.num_classes,
+        topk=cached.topk,
+    )
+    return cached, info
+
+
+@contextlib.contextmanager
+def _noop() -> Iterator[None]:
+    yield
+
+
+def main_process_first(accelerator: Any) -> contextlib.AbstractContextManager[None]:
+    """Let rank 0 build a cache while the other ranks wait, then they all open it (a hit for them)."""
+    return accelerator.main_process_first() if accelerator is not None else _noop()

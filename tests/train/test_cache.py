@@ -1,0 +1,158 @@
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distil.api import distill
+from distil.config import KDConfig, TrainConfig
+from distil.data import load_dataset
+from distil.errors import ConfigError
+from distil.models import create_model
+from distil.train.cache import CachedTeacher, choose_teacher_source, fingerprint, open_or_build
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", limit=300)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    # The default cache directory is the user's; tests must never read or fill it.
+    monkeypatch.setenv("DISTIL_CACHE_DIR", str(tmp_path / "default-cache"))
+
+
+def _teacher(seed: int = 0, classes: int = 10):
+    torch.manual_seed(seed)
+    return create_model("largenet", num_classes=classes, in_channels=1, image_size=8).eval()
+
+
+def _reference(teacher, x):
+    with torch.no_grad():
+        return teacher(x)
+
+
+def test_cached_logits_equal_the_teachers_in_any_order(digits, tmp_path: Path) -> None:
+    teacher = _teacher()
+    cached, info = open_or_build(teacher, digits, cache_dir=tmp_path)
+    assert not info.hit and info.rows == len(digits.train) and info.num_classes == 10
+    index = torch.randperm(len(digits.train))[:50]
+    got = cached({"x": digits.train.x[index], "index": index})
+    want = _reference(teacher, digits.train.x[index])
+    assert got.dtype == torch.float32 and got.shape == (50, 10)
+    # float16 storage: about 3 significant digits.
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
+def test_second_run_hits_and_any_change_misses(digits, tmp_path: Path) -> None:
+    teacher = _teacher()
+    _, first = open_or_build(teacher, digits, cache_dir=tmp_path)
+    _, again = open_or_build(copy.deepcopy(teacher), digits, cache_dir=tmp_path)
+    assert again.hit and again.path == first.path
+
+    changed = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    _, after_weights = open_or_build(changed, digits, cache_dir=tmp_path)
+    assert not after_weights.hit and after_weights.fingerprint != first.fingerprint
+
+    fewer = load_dataset("digits", limit=299)
+    keys = {
+        fingerprint(teacher, digits, augment="none"),
+        fingerprint(teacher, fewer, augment="none"),
+        fingerprint(teacher, digits, augment="crop"),
+        fingerprint(teacher, digits, augment="none", topk=3),
+        # Same sizes and description, different pixels: only the content hash tells them apart.
+        fingerprint(
+            teacher,
+            dataclasses.replace(digits, train=dataclasses.replace(digits.train, x=digits.train.x + 1)),
+            augment="none",
+        ),
+    }
+    assert len(keys) == 5
+
+
+def test_a_damaged_cache_is_rebuilt_not_used(digits, tmp_path: Path) -> None:
+    teacher = _teacher()
+    _, info = open_or_build(teacher, digits, cache_dir=tmp_path)
+    values = Path(info.path) / "values.f16"
+    values.write_bytes(values.read_bytes()[:100])  # a truncated file
+    cached, rebuilt = open_or_build(teacher, digits, cache_dir=tmp_path)
+    assert not rebuilt.hit
+    index = torch.arange(len(digits.train))
+    torch.testing.assert_close(
+        cached.lookup(index), _reference(teacher, digits.train.x), rtol=2e-3, atol=2e-3
+    )
+    # No temp directories left behind.
+    assert [p.name for p in tmp_path.iterdir()] == [Path(info.path).name]
+    assert json.loads((Path(info.path) / "meta.json").read_text())["fingerprint"] == info.fingerprint
+
+
+def test_topk_keeps_top_probabilities_and_tail_mass(digits, tmp_path: Path) -> None:
+    teacher = _teacher(classes=10)
+    k = 3
+    cached, info = open_or_build(teacher, digits, cache_dir=tmp_path, topk=k)
+    assert info.topk == k and (Path(info.path) / "indices.i32").stat().st_size == len(digits.train) * k * 4
+    index = torch.arange(40)
+    got = torch.softmax(cached.lookup(index), dim=1)
+    want = torch.softmax(_reference(teacher, digits.train.x[:40]).double(), dim=1).float()
+    top_p, top_i = want.topk(k, dim=1)
+    torch.testing.assert_close(got.gather(1, top_i), top_p, rtol=5e-3, atol=1e-4)
+    torch.testing.assert_close(
+        got.sum(1) - got.gather(1, top_i).sum(1), 1 - top_p.sum(1), rtol=1e-2, atol=1e-4
+    )
+    with pytest.raises(ConfigError, match=r"teacher_cache_topk must be in \[1, 10\]"):
+        open_or_build(teacher, digits, cache_dir=tmp_path, topk=11)
+
+
+def test_choice_of_teacher_source_and_its_reason() -> None:
+    assert choose_teacher_source("auto", "none")[0] == "cache"
+    source, reason = choose_teacher_source("auto", "crop_flip")
+    assert source == "live" and "crop_flip" in reason and "random" in reason
+    assert choose_teacher_source("auto", "none", custom_loss=True)[0] == "live"
+    assert choose_teacher_source("on", "none", custom_loss=True)[0] == "cache"
+    assert choose_teacher_source("off", "none") == ("live", "teacher_cache=off")
+    with pytest.raises(ConfigError, match="augment=none"):
+        choose_teacher_source("on", "crop")
+    with pytest.raises(ConfigError, match="Did you mean 'auto'"):
+        choose_teacher_source("autp", "none")
+
+
+def test_a_cached_teacher_needs_sample_indices(digits, tmp_path: Path) -> None:
+    cached, _ = open_or_build(_teacher(), digits, cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"batch\['index'\]"):
+        cached({"x": digits.train.x[:4]})
+    assert isinstance(cached, CachedTeacher) and len(cached) == len(digits.train)
+
+
+def test_distill_with_the_cache_matches_live_distillation(digits, tmp_path: Path) -> None:
+    teacher = _teacher()
+    cfg = TrainConfig(epochs=2, batch_size=32, augment="none", teacher_cache_dir=str(tmp_path), seed=1)
+
+    def run(mode: str):
+        torch.manual_seed(5)
+        student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+        return distill(teacher, student, digits, cfg.model_copy(update={"teacher_cache": mode}), KDConfig())
+
+    live, cached, reused = run("off"), run("auto"), run("on")
+    assert [r["teacher_source"] for r in live.history] == ["live", "live"]
+    assert [r["teacher_source"] for r in cached.history] == ["cache", "cache"]
+    assert not cached.history[0]["teacher_cache"]["hit"] and reused.history[0]["teacher_cache"]["hit"]
+    assert "deterministic" in cached.history[0]["teacher_source_reason"]
+    for a, b in zip(live.model.parameters(), cached.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+    for a, b in zip(cached.model.parameters(), reused.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_random_augmentation_runs_the_teacher_live_and_says_why(digits, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=64, augment="crop_flip", teacher_cache_dir=str(tmp_path))
+    student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    records: list[dict] = []
+    result = distill(_teacher(), student, digits, cfg, on_epoch_end=records.append)
+    assert result.history[0]["teacher_source"] == "live" and records[0]["teacher_source"] == "live"
+    assert "crop_flip" in records[0]["teacher_source_reason"]
+    assert not any(tmp_path.iterdir())  # nothing cached
