@@ -19,7 +19,7 @@ from distil.errors import DataError
 from distil.losses import CELoss, KDLoss
 from distil.train.cache import choose_teacher_source, main_process_first, open_or_build
 from distil.train.engine import FitResult, LossFn, TeacherFn, fit
-from distil.train.teacher import LiveTeacher
+from distil.train.teacher import LiveTeacher, freeze
 
 
 def output_classes(model: nn.Module, data: DataBundle) -> int:
@@ -117,6 +117,7 @@ def distill(
         accelerator = make_accelerator()
     # The teacher source (cached logits or a live forward pass) is chosen here and recorded in every
     # epoch record, with the reason, so a run says how its targets were produced.
+    freeze(teacher)  # whichever source is used, the teacher is never trained
     augment = data.augment if cfg.augment == "auto" else cfg.augment
     source, reason = choose_teacher_source(cfg.teacher_cache, augment, custom_loss=loss is not None)
     source_record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}

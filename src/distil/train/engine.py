@@ -20,7 +20,7 @@ from torch import nn
 from distil.config import TrainConfig
 from distil.data import DataBundle, Split, TensorLoader
 from distil.errors import TrainingError
-from distil.measure import accuracy, predict
+from distil.train.distributed import reduce_mean, sharded_accuracy
 from distil.train.optim import build_optimizer, build_scheduler
 
 LossFn = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -118,6 +118,8 @@ def fit(
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if cfg.compile:
+        model = torch.compile(model)  # type: ignore[assignment]  # unwrap_model returns the original
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     device = accelerator.device
@@ -171,10 +173,11 @@ def fit(
             "seconds": round(seconds, 3),
             "samples_per_s": round(steps_per_epoch * cfg.batch_size * accelerator.num_processes / seconds, 1),
         }
-        record.update({f"train_{k}": float(v) / steps_per_epoch for k, v in sums.items()})
+        # Every rank computes its share; the reduced numbers equal a single-process run's.
+        reduced = reduce_mean(accelerator, sums)
+        record.update({f"train_{k}": float(v) / steps_per_epoch for k, v in reduced.items()})
         unwrapped = accelerator.unwrap_model(model)
-        logits = predict(unwrapped, eval_data.x.to(device))
-        record[f"{eval_name}_accuracy"] = accuracy(logits.cpu(), eval_data.y)
+        record[f"{eval_name}_accuracy"] = sharded_accuracy(accelerator, unwrapped, eval_data)
         record["eval_accuracy"] = record[f"{eval_name}_accuracy"]
         if not math.isfinite(record["train_loss"]):
             _check_finite(torch.tensor(float("nan")), epoch * steps_per_epoch, step, cfg)

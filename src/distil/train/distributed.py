@@ -1,0 +1,66 @@
+"""Metrics across data-parallel processes: each rank does its share, the reduced number is the same
+one a single process would report.
+
+Launch any distil command on several processes (GPUs, or CPU ranks with gloo) with
+`torchrun --nproc_per_node N -m distil.cli.app ...` or `accelerate launch -m distil.cli.app ...`; the
+loop shards the training data by rank (`TensorLoader(num_shards, shard_index)`), Accelerate wraps the
+student in DistributedDataParallel, and these helpers reduce the epoch's numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from distil.data import Split
+from distil.measure import accuracy, predict
+
+
+def shard_bounds(n: int, num_shards: int, index: int) -> tuple[int, int]:
+    """The contiguous range `[start, stop)` of `n` items that shard `index` of `num_shards` evaluates.
+
+    Shards differ in size by at most one and cover every item exactly once (no padding, so no
+    sample is counted twice).
+    """
+    return index * n // num_shards, (index + 1) * n // num_shards
+
+
+def sharded_accuracy(
+    accelerator: Accelerator, model: nn.Module, split: Split, batch_size: int = 512
+) -> float:
+    """Top-1 accuracy of `model` on `split`, each process predicting its own shard.
+
+    Correct counts are summed across processes and divided once, in float32 like
+    `distil.measure.accuracy`, so the result equals a single-process evaluation bit for bit.
+
+    Args:
+        accelerator: the run's Accelerator (one process: a plain evaluation).
+        model: the unwrapped model (identical on every rank after a data-parallel step).
+        split: the evaluation data (the full split, on every rank).
+        batch_size: samples per forward pass.
+
+    Returns:
+        Accuracy in [0, 1].
+    """
+    device = accelerator.device
+    if accelerator.num_processes == 1:
+        return accuracy(predict(model, split.x.to(device), batch_size).cpu(), split.y)
+    start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
+    logits = predict(model, split.x[start:stop].to(device), batch_size)
+    correct = (logits.argmax(dim=1).cpu() == split.y[start:stop]).sum().reshape(1).to(device)
+    total = accelerator.reduce(correct, reduction="sum")
+    return float(total.cpu().float()[0] / torch.tensor(float(len(split)), dtype=torch.float32))
+
+
+def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Average per-process scalar sums (e.g. an epoch's summed loss terms) across processes.
+
+    With one process the dict is returned unchanged; every rank must call this (it is a collective).
+    """
+    if accelerator.num_processes == 1 or not sums:
+        return sums
+    names = sorted(sums)
+    stacked = torch.stack([sums[k].float().reshape(()) for k in names]).to(accelerator.device)
+    reduced = accelerator.reduce(stacked, reduction="mean")
+    return {k: reduced[i] for i, k in enumerate(names)}
