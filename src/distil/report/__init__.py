@@ -1,4 +1,4 @@
-"""Reports of a run: tables (terminal and Markdown)."""
+"""Reports of a run: tables (terminal, Markdown, HTML), PNG figures, and comparisons of several runs."""
 
 from distil.report.tables import metric_rows, metrics_markdown, metrics_table
 

@@ -23,7 +23,8 @@ COLUMNS = (
 )
 
 
-def _human(n: float, unit: str = "") -> str:
+def human(n: float, unit: str = "") -> str:
+    """A count with a k/M/G suffix, e.g. human(1234567, "B") == "1.23MB"."""
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{suffix}{unit}"
@@ -45,13 +46,13 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
                 m.name,
                 f"{m.accuracy:.2%}",
                 _opt(m.agreement, ".2%"),
-                _human(m.params),
-                _human(m.bytes, "B"),
-                _human(m.macs),
+                human(m.params),
+                human(m.bytes, "B"),
+                human(m.macs),
                 _opt(m.latency_b1_ms, ".3f") + (" ms" if m.latency_b1_ms is not None else ""),
                 _opt(m.throughput_b256, ",.0f") + ("/s" if m.throughput_b256 is not None else ""),
                 "1x" if is_ref else f"{r['compression']:.1f}x",
-                "1x" if is_ref else (_opt(r["speedup_b1"], ".2f") + "x"),
+                "1x" if is_ref else ("—" if r["speedup_b1"] is None else f"{r['speedup_b1']:.2f}x"),
                 "" if is_ref else f"{r['accuracy_change']:+.2f} pt",
             ]
         )

@@ -1,0 +1,102 @@
+"""Self-contained HTML reports: inline CSS, tables, and PNG figures embedded as base64 data URIs.
+
+The page loads nothing from anywhere (no scripts, fonts or image files), so it can be mailed, attached
+to a CI job or opened from an archive and still show everything.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+
+from distil.report.markdown import FIGURES
+from distil.report.rundata import RunData
+from distil.report.tables import COLUMNS, metric_rows
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
+       padding: 0 1rem; color: #1f2328; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
+th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f6f8fa; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { color: #57606a; font-size: 0.85rem; }
+pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
+.note { color: #57606a; font-size: 0.9rem; }
+"""
+
+
+def table_html(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str = "") -> str:
+    """An escaped HTML table with a header row."""
+    ident = f' id="{escape(table_id)}"' if table_id else ""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def image_html(png: bytes, caption: str) -> str:
+    """A figure whose PNG is embedded as a data URI."""
+    data = base64.b64encode(png).decode("ascii")
+    alt = escape(caption)
+    return (
+        f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
+    )
+
+
+def page_html(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
+    """A whole HTML page: a title, an optional intro paragraph (plain text) and (heading, HTML) sections."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+    ]
+    if intro:
+        parts.append(f'<p class="note">{escape(intro)}</p>')
+    for heading, body in sections:
+        parts.append(f"<section><h2>{escape(heading)}</h2>{body}</section>")
+    parts.append("<p class='note'>Written by distil (`distil report`).</p></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
+    """The HTML report of a run, with every figure in `figures` (stem -> PNG path) embedded.
+
+    Args:
+        run: the run's data.
+        figures: figure stem (see `distil.report.markdown.FIGURES`) -> PNG file to embed.
+
+    Returns:
+        A self-contained HTML page.
+    """
+    sizes = run.data.get("sizes") if isinstance(run.data.get("sizes"), dict) else {}
+    title = f"{run.recipe_name}: {run.data.get('name', '?')} test set"
+    intro = f"Run directory {run.name}. " + ", ".join(f"{k} {v}" for k, v in (sizes or {}).items())
+    sections = [
+        (
+            "Models side by side",
+            f'<p class="note">Ratios are against {escape(run.reference.name)} (the reference).</p>'
+            + table_html(COLUMNS, metric_rows(run.metrics, run.reference), "metrics"),
+        )
+    ]
+    for stem, caption in FIGURES.items():
+        if stem in figures:
+            sections.append((caption, image_html(Path(figures[stem]).read_bytes(), caption)))
+    if run.per_class:
+        names = run.class_names
+        rows = []
+        for i, cls in enumerate(names):
+            row = [cls]
+            for m in run.per_class:
+                v = run.per_class[m][i] if i < len(run.per_class[m]) else float("nan")
+                row.append("—" if v != v else f"{v:.1%}")
+            rows.append(row)
+        sections.append(("Per-class accuracy", table_html(["class", *run.per_class], rows, "per-class")))
+    if run.recipe_yaml:
+        sections.append(("Resolved recipe", f"<pre>{escape(run.recipe_yaml)}</pre>"))
+    return page_html(title, sections, intro)
