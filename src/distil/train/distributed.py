@@ -9,12 +9,30 @@ student in DistributedDataParallel, and these helpers reduce the epoch's numbers
 
 from __future__ import annotations
 
+import os
+
 import torch
 from accelerate import Accelerator
 from torch import nn
 
 from distil.data import Split
 from distil.measure import accuracy, predict
+
+
+def use_cpu(device: str) -> bool:
+    """Whether the Accelerator should be told `cpu=True` for the recipe's `device`.
+
+    Under a multi-process launcher (WORLD_SIZE > 1) on a machine without an accelerator, Accelerate
+    given `cpu=False` starts every rank as an independent single-process run (each trains on all the
+    data and writes its own outputs); `cpu=True` makes the ranks one gloo data-parallel group.
+    """
+    if device == "cpu":
+        return True
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_accelerator = torch.cuda.is_available() or (
+        hasattr(torch, "accelerator") and torch.accelerator.is_available()
+    )
+    return device == "auto" and launched and not has_accelerator
 
 
 def shard_bounds(n: int, num_shards: int, index: int) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from torch import nn
 from distil.config import TrainConfig
 from distil.data import DataBundle, Split, TensorLoader
 from distil.errors import TrainingError
-from distil.train.distributed import reduce_mean, sharded_accuracy
+from distil.train.distributed import reduce_mean, sharded_accuracy, use_cpu
 from distil.train.optim import build_optimizer, build_scheduler
 
 LossFn = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -41,7 +41,7 @@ class FitResult:
 
 def make_accelerator(device: str = "auto", mixed_precision: str = "no") -> Accelerator:
     """An Accelerator for `device` ("auto", "cpu", "cuda") and mixed precision ("no", "bf16", "fp16")."""
-    return Accelerator(cpu=(device == "cpu"), mixed_precision=mixed_precision)
+    return Accelerator(cpu=use_cpu(device), mixed_precision=mixed_precision)
 
 
 def eval_split(data: DataBundle) -> tuple[str, Split]:
