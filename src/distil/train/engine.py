@@ -6,6 +6,7 @@ host syncs to one every `log_every` steps, and stops early with a clear message 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from distil.data import DataBundle, Split, TensorLoader
 from distil.errors import TrainingError
 from distil.train.distributed import reduce_mean, sharded_accuracy, use_cpu
 from distil.train.optim import build_optimizer, build_scheduler
+from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
 
 LossFn = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 TeacherFn = Callable[[dict[str, torch.Tensor]], Any]
@@ -60,6 +62,17 @@ def _check_finite(loss_window: torch.Tensor, first_step: int, last_step: int, cf
     )
 
 
+def _check_weights_finite(model: nn.Module, step: int, cfg: TrainConfig) -> None:
+    """Stop when a weight became NaN/Inf (a diverged update can precede a NaN loss by one step)."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise TrainingError(
+                f"parameter {name!r} became NaN/Inf by step {step}. Likely causes: a learning rate too high "
+                f"(lr={cfg.lr:g}) or a high distillation temperature without gradient clipping "
+                f"(grad_clip={cfg.grad_clip}). Fix: lower train.lr or set train.grad_clip (e.g. 5.0)."
+            )
+
+
 def fit(
     model: nn.Module,
     data: DataBundle,
@@ -72,6 +85,7 @@ def fit(
     description: str = "train",
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 10,
+    checkpoint: TrainStateStore | None = None,
 ) -> FitResult:
     """Train `model` on `data.train` with `loss_fn(student_out, teacher_out, batch)`.
 
@@ -86,6 +100,9 @@ def fit(
         description: label of the progress bar and the records.
         on_epoch_end: called with each epoch's record (e.g. to append to metrics.jsonl).
         log_every: steps between host syncs (progress update and NaN check).
+        checkpoint: where to save training states (every `checkpoint.every` steps and at each epoch
+            end); when it already holds one for this run, training continues from it exactly. None:
+            the store of an enclosing `distil.train.state.checkpointing` block, if any.
 
     Returns:
         FitResult with the trained (unwrapped) model and per-epoch records.
@@ -129,15 +146,57 @@ def fit(
     if progress is not None:
         task = progress.add_task(description, total=cfg.epochs * steps_per_epoch, status="")
     history: list[dict[str, Any]] = []
-    step = 0
-    for epoch in range(cfg.epochs):
+    step = start_epoch = skip = 0
+    checkpoint = checkpoint if checkpoint is not None else store_for(description, cfg)
+    resumed_sums: dict[str, torch.Tensor] = {}
+    stamp = fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(model)) if checkpoint else None
+    scaler = getattr(accelerator, "scaler", None)
+    if checkpoint is not None and (state := checkpoint.latest(stamp)) is not None:
+        restore_state(
+            state,
+            model=accelerator.unwrap_model(model),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_module=loss_module,
+            scaler=scaler,
+        )
+        history, step, start_epoch, skip = state.history, state.step, state.epoch, state.batch
+        resumed_sums = {k: v.to(device) for k, v in state.sums.items()}
+        if progress is not None and task is not None:
+            progress.update(task, completed=step)
+
+    def save_state(epoch: int, sums: dict[str, torch.Tensor]) -> None:
+        assert checkpoint is not None
+        _check_weights_finite(model, step, cfg)  # never replace a good state with a diverged one
+        if not accelerator.is_main_process:
+            return
+        checkpoint.save(
+            capture_state(
+                model=accelerator.unwrap_model(model),
+                optimizer=optimizer,
+                scheduler=scheduler,
+                epoch=epoch,
+                batch=step - epoch * steps_per_epoch,
+                step=step,
+                sums=sums,
+                history=history,
+                loss_module=loss_module,
+                scaler=scaler,
+                fingerprint=stamp,
+            )
+        )
+
+    for epoch in range(start_epoch, cfg.epochs):
         loader.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = resumed_sums if epoch == start_epoch else {}
         window = torch.zeros((), device=device)
         window_start = step
-        for batch in loader:
+        # The order of an epoch depends only on (seed, epoch): skipping the batches already trained
+        # reproduces the rest of an interrupted epoch exactly.
+        batches = itertools.islice(loader, skip, None) if epoch == start_epoch and skip else loader
+        for batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             if cfg.channels_last:
                 batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
@@ -165,6 +224,9 @@ def fit(
                     )
                 window = torch.zeros((), device=device)
                 window_start = step
+            if checkpoint is not None and checkpoint.every and step % checkpoint.every == 0:
+                _check_finite(window, window_start, step, cfg)
+                save_state(epoch, sums)
         seconds = time.perf_counter() - started
         record: dict[str, Any] = {
             "stage": description,
@@ -181,6 +243,7 @@ def fit(
         record["eval_accuracy"] = record[f"{eval_name}_accuracy"]
         if not math.isfinite(record["train_loss"]):
             _check_finite(torch.tensor(float("nan")), epoch * steps_per_epoch, step, cfg)
+        _check_weights_finite(model, step, cfg)
         history.append(record)
         if progress is not None and task is not None:
             progress.update(
@@ -190,4 +253,6 @@ def fit(
             )
         if on_epoch_end is not None and accelerator.is_main_process:
             on_epoch_end(record)
+        if checkpoint is not None:
+            save_state(epoch + 1, {})
     return FitResult(model=accelerator.unwrap_model(model), history=history)
