@@ -1,6 +1,55 @@
-"""Distillation losses: pure functions in `functional`, modules with the common signature here."""
+"""Distillation losses: pure functions in `functional`, term modules per family, composed by name.
 
-from distil.losses.functional import cross_entropy, kd_kl
+Families: logit (kd, dkd, rkl, js, logit_mse, ce), feature (fitnet, at), relational (rkd, pkt, sp),
+contrastive (crd). `LOSSES` lists the registered terms; `build_loss` composes a recipe's terms.
+"""
+
+from distil.losses import contrastive, feature, relational  # noqa: F401  (registers their terms)
+from distil.losses.compose import ComposedLoss, build_loss, resolve_terms
+from distil.losses.functional import (
+    attention_transfer,
+    contrastive_nce,
+    cross_entropy,
+    dkd,
+    ensemble_logits,
+    fitnet_hint,
+    js_divergence,
+    kd_kl,
+    logit_mse,
+    pkt,
+    reverse_kl,
+    rkd_angle,
+    rkd_distance,
+    similarity_preserving,
+)
 from distil.losses.logit import CELoss, KDLoss
+from distil.losses.registry import LOSSES, METHODS, Term, TermContext, TermInputs, method_terms, register_loss
 
-__all__ = ["CELoss", "KDLoss", "cross_entropy", "kd_kl"]
+__all__ = [
+    "LOSSES",
+    "METHODS",
+    "CELoss",
+    "ComposedLoss",
+    "KDLoss",
+    "Term",
+    "TermContext",
+    "TermInputs",
+    "attention_transfer",
+    "build_loss",
+    "contrastive_nce",
+    "cross_entropy",
+    "dkd",
+    "ensemble_logits",
+    "fitnet_hint",
+    "js_divergence",
+    "kd_kl",
+    "logit_mse",
+    "method_terms",
+    "pkt",
+    "register_loss",
+    "resolve_terms",
+    "reverse_kl",
+    "rkd_angle",
+    "rkd_distance",
+    "similarity_preserving",
+]

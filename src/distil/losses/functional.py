@@ -5,6 +5,8 @@ Shapes: logits are (B, K) for B samples and K classes; labels are (B,) int64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -38,3 +40,232 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Hard-label cross-entropy, averaged over the batch. logits (B, K), labels (B,)."""
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logit losses. Shapes: logits (B, K); labels (B,) int64. All return a scalar averaged over the batch.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_same(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"student {what} {tuple(student.shape)} and teacher {what} {tuple(teacher.shape)} differ; "
+            "add an adapter or pick layers with equal shapes"
+        )
+
+
+def reverse_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Reverse KL, T^2 * KL(p_student^T || p_teacher^T): mode-seeking, the student need not cover every
+    class the teacher spreads mass on. Logits (B, K); returns a scalar."""
+    _check_same(student_logits, teacher_logits, "logits")
+    t = temperature
+    log_ps = F.log_softmax(student_logits.float() / t, dim=1)
+    log_pt = F.log_softmax(teacher_logits.float() / t, dim=1)
+    return (log_ps.exp() * (log_ps - log_pt)).sum(1).mean() * (t * t)
+
+
+def js_divergence(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Jensen-Shannon divergence T^2 * (KL(p_t || m) + KL(p_s || m)) / 2 with m = (p_s + p_t) / 2.
+
+    Symmetric and bounded by T^2 * log 2. Logits (B, K); returns a scalar.
+    """
+    _check_same(student_logits, teacher_logits, "logits")
+    t = temperature
+    ps = F.softmax(student_logits.float() / t, dim=1)
+    pt = F.softmax(teacher_logits.float() / t, dim=1)
+    log_m = ((ps + pt) / 2).clamp_min(1e-12).log()
+    kl_t = F.kl_div(log_m, pt, reduction="batchmean")
+    kl_s = F.kl_div(log_m, ps, reduction="batchmean")
+    return (kl_t + kl_s) / 2 * (t * t)
+
+
+def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between raw logits (Ba & Caruana 2014). Logits (B, K); returns a scalar."""
+    _check_same(student_logits, teacher_logits, "logits")
+    return F.mse_loss(student_logits.float(), teacher_logits.float())
+
+
+def dkd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022): alpha * TCKD + beta * NCKD, each scaled by T^2.
+
+    TCKD is the binary KL between (p_target, 1 - p_target) of teacher and student; NCKD is the KL
+    between the distributions over the non-target classes only (the target logit masked out).
+
+    Args:
+        student_logits: (B, K).
+        teacher_logits: (B, K).
+        labels: (B,) ground-truth classes.
+        temperature: T.
+        alpha: weight of the target-class term.
+        beta: weight of the non-target term (8 in the paper's CIFAR-100 set-up).
+
+    Returns:
+        A scalar tensor.
+    """
+    _check_same(student_logits, teacher_logits, "logits")
+    t = temperature
+    s, te = student_logits.float() / t, teacher_logits.float() / t
+    gt = F.one_hot(labels, s.shape[1]).bool()
+    ps, pt = F.softmax(s, dim=1), F.softmax(te, dim=1)
+    ps_bin = torch.stack([(ps * gt).sum(1), (ps * ~gt).sum(1)], dim=1).clamp_min(1e-12)
+    pt_bin = torch.stack([(pt * gt).sum(1), (pt * ~gt).sum(1)], dim=1)
+    tckd = F.kl_div(ps_bin.log(), pt_bin, reduction="batchmean")
+    # Masking the target logit with a large negative value removes it from both softmaxes.
+    log_ps_nt = F.log_softmax(s.masked_fill(gt, -1e4), dim=1)
+    pt_nt = F.softmax(te.masked_fill(gt, -1e4), dim=1)
+    nckd = F.kl_div(log_ps_nt, pt_nt, reduction="batchmean")
+    return (alpha * tckd + beta * nckd) * (t * t)
+
+
+def ensemble_logits(
+    teacher_logits: list[torch.Tensor], weights: list[float], temperature: float
+) -> torch.Tensor:
+    """Logits whose T-softened distribution is the weighted mixture of the teachers' softened ones.
+
+    Returns T * log(sum_i w_i softmax(z_i / T)) with weights normalised to sum 1, so
+    softmax(result / T) == sum_i w_i softmax(z_i / T) exactly: any logit loss at temperature T then
+    distills from the ensemble of softened distributions. Each input (B, K); returns (B, K).
+    """
+    if len(teacher_logits) != len(weights) or not teacher_logits:
+        raise ValueError(
+            f"need one weight per teacher, got {len(teacher_logits)} teachers, {len(weights)} weights"
+        )
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"teacher weights must be >= 0 with a positive sum, got {weights}")
+    t = temperature
+    # log(0) = -inf drops a zero-weight teacher; logsumexp is stable for the rest.
+    log_terms = [
+        F.log_softmax(z.float() / t, dim=1) + (math.log(w / total) if w > 0 else -math.inf)
+        for z, w in zip(teacher_logits, weights, strict=True)
+    ]
+    log_mix = torch.logsumexp(torch.stack(log_terms), dim=0)
+    return log_mix * t
+
+
+# ---------------------------------------------------------------------------------------------------
+# Feature losses. Feature maps (B, C, H, W) or vectors (B, D).
+# ---------------------------------------------------------------------------------------------------
+
+
+def fitnet_hint(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """FitNets hint loss (Romero et al. 2015): mean squared error between the (adapted) student
+    feature and the teacher feature of the same shape."""
+    _check_same(student_feature, teacher_feature, "features")
+    return F.mse_loss(student_feature.float(), teacher_feature.float())
+
+
+def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Spatial attention of a (B, C, H, W) map: L2-normalised mean over channels of |f|^p, as (B, H*W)."""
+    if feature.dim() != 4:
+        raise ValueError(
+            f"attention transfer needs (B, C, H, W) feature maps, got shape {tuple(feature.shape)}"
+        )
+    return F.normalize(feature.float().abs().pow(p).mean(1).flatten(1), dim=1)
+
+
+def attention_transfer(
+    student_feature: torch.Tensor, teacher_feature: torch.Tensor, p: float = 2.0
+) -> torch.Tensor:
+    """Attention transfer (Zagoruyko & Komodakis 2017): mean squared difference of the normalised
+    attention maps. Channel counts may differ; spatial sizes must match. Maps (B, C, H, W)."""
+    a_s, a_t = attention_map(student_feature, p), attention_map(teacher_feature, p)
+    if a_s.shape != a_t.shape:
+        raise ValueError(
+            f"attention maps need equal spatial sizes: student feature {tuple(student_feature.shape)}, "
+            f"teacher feature {tuple(teacher_feature.shape)}; pick layers at the same resolution"
+        )
+    return (a_s - a_t).pow(2).mean()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Relational losses: structure among the samples of a batch. Embeddings (B, D) (maps are flattened).
+# ---------------------------------------------------------------------------------------------------
+
+
+def _pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    sq = e.pow(2).sum(1)
+    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e @ e.t()).clamp_min(eps).sqrt()
+    return d * (1 - torch.eye(len(e), device=e.device, dtype=d.dtype))
+
+
+def rkd_distance(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """RKD distance term (Park et al. 2019): smooth-L1 between pairwise distances, each normalised by
+    its mean non-zero distance. Embeddings (B, Ds) and (B, Dt); dimensions may differ."""
+    s, t = student_emb.float().flatten(1), teacher_emb.float().flatten(1)
+    with torch.no_grad():
+        td = _pairwise_distances(t)
+        td = td / td[td > 0].mean()
+    sd = _pairwise_distances(s)
+    sd = sd / sd[sd > 0].mean()
+    return F.smooth_l1_loss(sd, td)
+
+
+def _angles(e: torch.Tensor) -> torch.Tensor:
+    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)  # (B, B, D): unit vectors e_j - e_i
+    return torch.bmm(diff, diff.transpose(1, 2)).flatten()
+
+
+def rkd_angle(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """RKD angle term: smooth-L1 between the cosines of the angles of all sample triplets. (B, D)."""
+    s, t = student_emb.float().flatten(1), teacher_emb.float().flatten(1)
+    with torch.no_grad():
+        ta = _angles(t)
+    return F.smooth_l1_loss(_angles(s), ta)
+
+
+def pkt(student_emb: torch.Tensor, teacher_emb: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Probabilistic knowledge transfer (Passalis & Tefas 2018): KL between the teacher's and the
+    student's conditional distributions of cosine similarity between samples. (B, D)."""
+    s = F.normalize(student_emb.float().flatten(1), dim=1, eps=eps)
+    t = F.normalize(teacher_emb.float().flatten(1), dim=1, eps=eps)
+    s_sim, t_sim = (s @ s.t() + 1) / 2, (t @ t.t() + 1) / 2
+    s_sim = s_sim / s_sim.sum(1, keepdim=True)
+    t_sim = t_sim / t_sim.sum(1, keepdim=True)
+    return (t_sim * torch.log((t_sim + eps) / (s_sim + eps))).mean()
+
+
+def similarity_preserving(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving KD (Tung & Mori 2019): squared Frobenius distance between the row-normalised
+    (B, B) Gram matrices of the flattened features, divided by B^2."""
+    b = student_feature.shape[0]
+    s, t = student_feature.float().flatten(1), teacher_feature.float().flatten(1)
+    gs, gt = F.normalize(s @ s.t(), dim=1), F.normalize(t @ t.t(), dim=1)
+    return (gt - gs).pow(2).sum() / (b * b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Contrastive losses.
+# ---------------------------------------------------------------------------------------------------
+
+
+def contrastive_nce(
+    anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """InfoNCE: -log softmax over [positive, negatives] of the cosine similarities divided by T.
+
+    Args:
+        anchor: (B, D) L2-normalised embeddings.
+        positive: (B, D) the matching embeddings.
+        negatives: (B, K, D) K non-matching embeddings per anchor.
+        temperature: tau (0.07 in CRD).
+
+    Returns:
+        A scalar: the mean over the batch.
+    """
+    pos = (anchor * positive).sum(1, keepdim=True)  # (B, 1)
+    neg = torch.bmm(negatives, anchor.unsqueeze(2)).squeeze(2)  # (B, K)
+    logits = torch.cat([pos, neg], dim=1).float() / temperature
+    return F.cross_entropy(logits, torch.zeros(len(anchor), dtype=torch.long, device=anchor.device))

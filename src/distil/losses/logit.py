@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from distil.losses.functional import cross_entropy, kd_kl
+from distil.losses.functional import cross_entropy, dkd, js_divergence, kd_kl, logit_mse, reverse_kl
+from distil.losses.registry import Term, TermContext, TermInputs, register_loss
 
 
 class CELoss(nn.Module):
@@ -56,3 +57,84 @@ class KDLoss(nn.Module):
         kd = kd_kl(student_out, teacher_out, self.temperature)
         ce = cross_entropy(student_out, batch["y"], self.label_smoothing)
         return {"loss": self.kd_weight * kd + self.ce_weight * ce, "kd": kd, "ce": ce}
+
+
+# Registered terms for composed losses (see distil.losses.compose); each wraps one pure function.
+
+
+def _teacher(inputs: TermInputs) -> torch.Tensor:
+    if inputs.teacher_logits is None:
+        raise ValueError("this loss term needs teacher logits, but no teacher output was given")
+    return inputs.teacher_logits
+
+
+@register_loss("ce")
+class CETerm(Term):
+    """Cross-entropy on the labels (uses the recipe's label smoothing)."""
+
+    needs_teacher = False
+
+    def __init__(self, ctx: TermContext) -> None:
+        super().__init__()
+        self.label_smoothing = ctx.label_smoothing
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return cross_entropy(inputs.student_logits, inputs.labels, self.label_smoothing)
+
+
+@register_loss("kd")
+class KDTerm(Term):
+    """Hinton KD: T^2 * KL(p_teacher^T || p_student^T)."""
+
+    def __init__(self, ctx: TermContext) -> None:
+        super().__init__()
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return kd_kl(inputs.student_logits, _teacher(inputs), inputs.temperature)
+
+
+@register_loss("dkd")
+class DKDTerm(Term):
+    """Decoupled KD: alpha * TCKD + beta * NCKD (Zhao et al. 2022)."""
+
+    def __init__(self, ctx: TermContext, alpha: float = 1.0, beta: float = 8.0) -> None:
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return dkd(
+            inputs.student_logits, _teacher(inputs), inputs.labels, inputs.temperature, self.alpha, self.beta
+        )
+
+
+@register_loss("rkl")
+class ReverseKLTerm(Term):
+    """Reverse KL: T^2 * KL(p_student^T || p_teacher^T)."""
+
+    def __init__(self, ctx: TermContext) -> None:
+        super().__init__()
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return reverse_kl(inputs.student_logits, _teacher(inputs), inputs.temperature)
+
+
+@register_loss("js")
+class JSTerm(Term):
+    """Jensen-Shannon divergence of the softened distributions, times T^2."""
+
+    def __init__(self, ctx: TermContext) -> None:
+        super().__init__()
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return js_divergence(inputs.student_logits, _teacher(inputs), inputs.temperature)
+
+
+@register_loss("logit_mse")
+class LogitMSETerm(Term):
+    """Mean squared error between student and teacher logits."""
+
+    def __init__(self, ctx: TermContext) -> None:
+        super().__init__()
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return logit_mse(inputs.student_logits, _teacher(inputs))

@@ -1,0 +1,191 @@
+"""A weighted sum of registered loss terms, with feature capture, warm-ups and a temperature schedule.
+
+    loss = build_loss(KDConfig(terms={"ce": 1.0, "fitnet": 100.0}), student=s, teacher=t, sample_x=x)
+    terms = loss(student_logits, teacher_logits, batch)   # {"loss": total, "ce": ..., "fitnet": ...}
+
+Each term is logged separately (its unweighted value); "loss" is the weighted total.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.config import KDConfig
+from distil.errors import ConfigError
+from distil.features import FeatureCapture, feature_shapes, propose_pairs
+from distil.losses.registry import LOSSES, Term, TermContext, TermInputs, build_term
+
+
+class ComposedLoss(nn.Module):
+    """`loss(student_out, teacher_out, batch) -> dict`: the weighted sum of named terms.
+
+    Args:
+        terms: name -> built term module.
+        weights: name -> weight (same keys as `terms`).
+        temperature: the softening temperature at the first epoch.
+        temperature_final: the temperature at the last epoch (linear in between); None keeps it fixed.
+        epochs: the number of epochs (for the temperature schedule).
+        warmup: name -> epochs over which the term's weight rises linearly from 1/N of it to all of it.
+        student_capture: hooks on the student's feature modules (needed by feature terms).
+        teacher_capture: hooks on the teacher's feature modules.
+
+    The training loop calls `set_epoch(epoch)` at the start of each epoch (0-based).
+    """
+
+    def __init__(
+        self,
+        terms: dict[str, Term],
+        weights: dict[str, float],
+        *,
+        temperature: float = 4.0,
+        temperature_final: float | None = None,
+        epochs: int = 1,
+        warmup: dict[str, float] | None = None,
+        student_capture: FeatureCapture | None = None,
+        teacher_capture: FeatureCapture | None = None,
+    ) -> None:
+        super().__init__()
+        if set(terms) != set(weights):
+            raise ValueError(f"terms {sorted(terms)} and weights {sorted(weights)} must have the same names")
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+        self.temperature = temperature
+        self.temperature_final = temperature_final
+        self.epochs = epochs
+        self.warmup = dict(warmup or {})
+        self.student_capture = student_capture
+        self.teacher_capture = teacher_capture
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (0-based) whose weights and temperature the next steps use."""
+        self.epoch = epoch
+
+    def current_temperature(self) -> float:
+        """The temperature of the current epoch (linear from `temperature` to `temperature_final`)."""
+        if self.temperature_final is None or self.epochs <= 1:
+            return self.temperature
+        frac = min(self.epoch, self.epochs - 1) / (self.epochs - 1)
+        return self.temperature + frac * (self.temperature_final - self.temperature)
+
+    def current_weight(self, name: str) -> float:
+        """The weight of term `name` at the current epoch (after its warm-up)."""
+        w = self.weights[name]
+        n = self.warmup.get(name, 0.0)
+        return w * min(1.0, (self.epoch + 1) / n) if n > 0 else w
+
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        inputs = TermInputs(
+            student_logits=student_out,
+            teacher_logits=teacher_out,
+            labels=batch["y"],
+            index=batch.get("index"),
+            student_features=self.student_capture.features() if self.student_capture else [],
+            teacher_features=self.teacher_capture.features() if self.teacher_capture else [],
+            temperature=self.current_temperature(),
+        )
+        out: dict[str, torch.Tensor] = {}
+        total: torch.Tensor | None = None
+        for name, term in self.terms.items():
+            value = term(inputs)
+            out[name] = value
+            weighted = self.current_weight(name) * value
+            total = weighted if total is None else total + weighted
+        assert total is not None  # build_loss never makes an empty loss
+        return {"loss": total, **out}
+
+    def close(self) -> None:
+        """Remove the feature hooks from the student and teacher."""
+        for capture in (self.student_capture, self.teacher_capture):
+            if capture is not None:
+                capture.remove()
+
+
+def resolve_terms(kd: KDConfig) -> dict[str, float]:
+    """The term weights of a KD config: `kd.terms`, or `{"kd": kd_weight, "ce": ce_weight}`; zero weights dropped.
+
+    Raises:
+        ConfigError: an unknown term name (the valid names and the closest match are listed), or no term
+            with a positive weight.
+    """
+    weights = dict(kd.terms) if kd.terms is not None else {"kd": kd.kd_weight, "ce": kd.ce_weight}
+    for name in [*weights, *kd.options, *kd.warmup]:
+        LOSSES.get(name)  # raises with the valid names and the closest match
+    kept = {k: float(v) for k, v in weights.items() if v != 0}
+    if not kept:
+        raise ConfigError(f"kd.terms {weights} has no term with a non-zero weight: nothing would be trained")
+    return kept
+
+
+def build_loss(
+    kd: KDConfig,
+    *,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    sample_x: torch.Tensor,
+    num_classes: int,
+    n_data: int = 0,
+    label_smoothing: float = 0.0,
+    epochs: int = 1,
+) -> ComposedLoss:
+    """Build the composed loss of `kd` for this student/teacher pair.
+
+    When a term needs features, the feature pairs (`kd.feature_pairs`, or pairs proposed by stage when
+    "auto") are resolved, their shapes measured with one forward of `sample_x`, and forward hooks are
+    registered on both models (teacher features detached). Call `close()` to remove them.
+
+    Args:
+        kd: the distillation settings (terms, weights, options, pairs, schedules).
+        student: the student network.
+        teacher: the module whose features are captured (the first teacher of an ensemble).
+        sample_x: a small input batch (2+ samples) for measuring feature shapes.
+        num_classes: number of classes.
+        n_data: training-set size (sizes CRD's memory bank).
+        label_smoothing: for the cross-entropy term.
+        epochs: training epochs (for the temperature schedule).
+
+    Raises:
+        ConfigError: unknown term, option or module path; feature shapes that no adapter can match.
+    """
+    weights = resolve_terms(kd)
+    classes = {name: LOSSES.get(name) for name in weights}
+    needs_features = any(c.needs_features for c in classes.values())
+    if teacher is None and any(c.needs_teacher for c in classes.values()):
+        raise ConfigError(f"terms {sorted(weights)} need a teacher, but none was given")
+    ctx = TermContext(
+        temperature=kd.temperature,
+        adapters=kd.adapters,
+        num_classes=num_classes,
+        n_data=n_data,
+        label_smoothing=label_smoothing,
+    )
+    student_capture = teacher_capture = None
+    if needs_features:
+        assert teacher is not None
+        if kd.feature_pairs == "auto":
+            pairs = propose_pairs(teacher, student, sample_x)
+        else:
+            pairs = [(s, t) for s, t in kd.feature_pairs]
+        ctx.pairs = pairs
+        ctx.student_shapes = feature_shapes(student, [s for s, _ in pairs], sample_x, "student")
+        ctx.teacher_shapes = feature_shapes(teacher, [t for _, t in pairs], sample_x, "teacher")
+    terms = {name: build_term(name, ctx, kd.options.get(name)) for name in weights}
+    if needs_features:
+        assert teacher is not None
+        student_capture = FeatureCapture(student, [s for s, _ in ctx.pairs], role="student")
+        teacher_capture = FeatureCapture(teacher, [t for _, t in ctx.pairs], detach=True, role="teacher")
+    return ComposedLoss(
+        terms,
+        weights,
+        temperature=kd.temperature,
+        temperature_final=kd.temperature_final,
+        epochs=epochs,
+        warmup=kd.warmup,
+        student_capture=student_capture,
+        teacher_capture=teacher_capture,
+    )

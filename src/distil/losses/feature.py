@@ -1,0 +1,101 @@
+"""Feature-map terms: FitNets hints and attention transfer, on captured (student, teacher) pairs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distil.errors import ConfigError
+from distil.features import check_shapes, make_adapter
+from distil.losses.functional import attention_transfer, fitnet_hint
+from distil.losses.registry import Term, TermContext, TermInputs, register_loss
+
+
+def select_pairs(ctx: TermContext, pairs: list[int] | None, default: str, term: str) -> list[int]:
+    """Indices of the feature pairs a term uses: `pairs` when given, else all pairs or the last one.
+
+    Raises:
+        ConfigError: an index is out of range, or there are no pairs.
+    """
+    n = len(ctx.pairs)
+    if n == 0:
+        raise ConfigError(
+            f"loss term {term!r} needs feature pairs, but none were found; set kd.feature_pairs to "
+            "[[student_path, teacher_path], ...] (`distil layers STUDENT --teacher TEACHER` proposes them)."
+        )
+    if pairs is None:
+        return list(range(n)) if default == "all" else [n - 1]
+    bad = [i for i in pairs if not -n <= i < n]
+    if bad:
+        raise ConfigError(f"loss term {term!r}: pair indices {bad} out of range for {n} feature pair(s)")
+    return [i % n for i in pairs]
+
+
+@register_loss("fitnet")
+class FitNetTerm(Term):
+    """FitNets hints: MSE(adapter(student feature), teacher feature), averaged over the selected pairs.
+
+    Options:
+        pairs: indices into kd.feature_pairs (default: all).
+    """
+
+    needs_features = True
+
+    def __init__(self, ctx: TermContext, pairs: list[int] | None = None) -> None:
+        super().__init__()
+        self.indices = select_pairs(ctx, pairs, "all", "fitnet")
+        adapters = []
+        for i in self.indices:
+            s, t = ctx.student_shapes[i], ctx.teacher_shapes[i]
+            if ctx.adapters:
+                adapters.append(make_adapter(s, t))
+            else:
+                check_shapes(s, t, ctx.pairs[i])
+                adapters.append(nn.Identity())
+        self.adapters = nn.ModuleList(adapters)
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        losses = [
+            fitnet_hint(adapter(inputs.student_features[i]), inputs.teacher_features[i])
+            for i, adapter in zip(self.indices, self.adapters, strict=True)
+        ]
+        return torch.stack(losses).mean()
+
+
+@register_loss("at")
+class AttentionTerm(Term):
+    """Attention transfer, summed over the selected pairs of (B, C, H, W) maps (channels may differ).
+
+    Options:
+        p: exponent of the attention map (2 in the paper).
+        pairs: indices into kd.feature_pairs (default: every pair of 4-D maps).
+    """
+
+    needs_features = True
+
+    def __init__(self, ctx: TermContext, p: float = 2.0, pairs: list[int] | None = None) -> None:
+        super().__init__()
+        self.p = p
+        chosen = select_pairs(ctx, pairs, "all", "at")
+        if pairs is None:
+            chosen = [i for i in chosen if len(ctx.student_shapes[i]) == 3]
+        for i in chosen:
+            s, t = ctx.student_shapes[i], ctx.teacher_shapes[i]
+            if len(s) != 3 or len(t) != 3 or s[1:] != t[1:]:
+                raise ConfigError(
+                    f"attention transfer needs feature maps of equal spatial size; pair {ctx.pairs[i]} has "
+                    f"student shape {s} and teacher shape {t}."
+                )
+        if not chosen:
+            raise ConfigError(
+                "attention transfer found no pair of (C, H, W) feature maps in kd.feature_pairs"
+            )
+        self.indices = chosen
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return torch.stack(
+            [
+                attention_transfer(inputs.student_features[i], inputs.teacher_features[i], self.p)
+                for i in self.indices
+            ]
+        ).sum()

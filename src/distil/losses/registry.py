@@ -1,0 +1,157 @@
+"""The registry of loss terms that a recipe combines by name, and the contract each term follows.
+
+A term is an `nn.Module` subclass of `Term`, registered with `@register_loss("name")`:
+
+    @register_loss("my_term")
+    class MyTerm(Term):
+        needs_features = True          # gets the captured feature pairs
+        def __init__(self, ctx: TermContext, scale: float = 1.0) -> None: ...
+        def forward(self, inputs: TermInputs) -> torch.Tensor: ...   # a scalar
+
+Keyword arguments after `ctx` are the term's options (`kd.options: {my_term: {scale: 2}}` in a recipe).
+Adding a method is one file: define and register the term, import the file in `distil/losses/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from distil.errors import ConfigError
+from distil.registry import Registry
+
+
+@dataclass
+class TermInputs:
+    """What a term sees at each step.
+
+    Attributes:
+        student_logits: (B, K) student outputs.
+        teacher_logits: (B, K) teacher outputs (None when there is no teacher).
+        labels: (B,) classes.
+        index: (B,) positions of the samples in the training split (for memory banks), or None.
+        student_features: the student's captured features, one per feature pair.
+        teacher_features: the teacher's captured features (no gradient), one per feature pair.
+        temperature: the current softening temperature (it may follow a schedule).
+    """
+
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor | None
+    labels: torch.Tensor
+    index: torch.Tensor | None = None
+    student_features: list[torch.Tensor] = field(default_factory=list)
+    teacher_features: list[torch.Tensor] = field(default_factory=list)
+    temperature: float = 4.0
+
+
+@dataclass
+class TermContext:
+    """What a term knows when it is built (for sizing adapters, memory banks, ...).
+
+    Attributes:
+        temperature: the initial temperature.
+        pairs: (student_path, teacher_path) feature pairs, empty when no term needs features.
+        student_shapes: per pair, the student feature shape without the batch dimension.
+        teacher_shapes: per pair, the teacher feature shape without the batch dimension.
+        adapters: whether terms may add trainable projections where shapes differ.
+        num_classes: number of classes.
+        n_data: number of training samples (memory banks are this long).
+        label_smoothing: for the cross-entropy term.
+    """
+
+    temperature: float = 4.0
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    student_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    teacher_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    adapters: bool = True
+    num_classes: int = 10
+    n_data: int = 0
+    label_smoothing: float = 0.0
+
+
+class Term(nn.Module):
+    """Base class of a registered loss term: `forward(inputs) -> scalar tensor`.
+
+    Class attributes say what the term needs, so the composer captures features only when some term
+    uses them and fails early when a teacher is missing.
+    """
+
+    needs_teacher: ClassVar[bool] = True
+    needs_features: ClassVar[bool] = False
+    needs_index: ClassVar[bool] = False
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+LOSSES: Registry[type[Term]] = Registry("loss term")
+
+
+def register_loss(name: str) -> Any:
+    """Register a `Term` subclass under `name` (the key used in `kd.terms`)."""
+
+    def decorator(cls: type[Term]) -> type[Term]:
+        cls.term_name = name  # type: ignore[attr-defined]
+        LOSSES.register(name)(cls)
+        return cls
+
+    return decorator
+
+
+def term_options(cls: type[Term]) -> dict[str, Any]:
+    """The options a term accepts (keyword arguments after `ctx`) with their defaults."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    return {p.name: p.default for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def build_term(name: str, ctx: TermContext, options: dict[str, Any] | None = None) -> Term:
+    """Build the registered term `name` with its `options`.
+
+    Raises:
+        ConfigError: unknown term (valid names and the closest match listed) or unknown option.
+    """
+    cls = LOSSES.get(name)
+    options = dict(options or {})
+    valid = term_options(cls)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"loss term {name!r} has no option(s) {unknown}; valid options: "
+            f"{', '.join(f'{k}={v!r}' for k, v in valid.items()) or 'none'}."
+        )
+    return cls(ctx, **options)
+
+
+# Named methods: the term weights of the published recipes (RepDistiller's `-r/-a/-b` flags, mdistiller's
+# DKD config), so `--method NAME` picks a whole method. Feature methods keep cross-entropy at weight 1.
+METHODS: dict[str, dict[str, float]] = {
+    "kd": {"ce": 0.1, "kd": 0.9},
+    "dkd": {"ce": 1.0, "dkd": 1.0},
+    "rkl": {"ce": 0.1, "rkl": 0.9},
+    "js": {"ce": 0.1, "js": 0.9},
+    "logit_mse": {"ce": 0.1, "logit_mse": 0.9},
+    "fitnet": {"ce": 1.0, "fitnet": 100.0},
+    "at": {"ce": 1.0, "at": 1000.0},
+    "sp": {"ce": 1.0, "sp": 3000.0},
+    "rkd": {"ce": 1.0, "rkd": 1.0},
+    "pkt": {"ce": 1.0, "pkt": 30000.0},
+    "crd": {"ce": 1.0, "crd": 0.8},
+    "scratch": {"ce": 1.0},
+}
+
+
+def method_terms(name: str) -> dict[str, float]:
+    """The term weights of the named method.
+
+    Raises:
+        ConfigError: unknown method; the message lists the valid ones and the closest match.
+    """
+    from distil.registry import unknown_name_message
+
+    if name not in METHODS:
+        raise ConfigError(unknown_name_message("method", name, list(METHODS)))
+    return dict(METHODS[name])

@@ -1,0 +1,171 @@
+"""The composed loss: weights, schedules, feature capture with adapters, registry errors, CRD memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from distil.config import KDConfig
+from distil.errors import ConfigError
+from distil.losses import LOSSES, METHODS, KDLoss, build_loss, fitnet_hint, method_terms
+from distil.losses.contrastive import CRDTerm
+from distil.models import create_model
+
+
+def nets() -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    teacher = create_model("largenet", num_classes=10, in_channels=1, image_size=8)
+    student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    return teacher, student, torch.randn(4, 1, 8, 8)
+
+
+def batch(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"x": x, "y": torch.tensor([0, 1, 2, 3])[: len(x)], "index": torch.arange(len(x))}
+
+
+def test_default_terms_equal_the_hinton_loss() -> None:
+    t, s, x = nets()
+    loss = build_loss(
+        KDConfig(temperature=3.0, kd_weight=0.7, ce_weight=0.3),
+        student=s,
+        teacher=t,
+        sample_x=x,
+        num_classes=10,
+    )
+    ref = KDLoss(3.0, 0.7, 0.3)
+    out, want = loss(s(x), t(x), batch(x)), ref(s(x), t(x), batch(x))
+    assert set(out) == {"loss", "kd", "ce"}
+    for k in want:
+        torch.testing.assert_close(out[k], want[k])
+
+
+def test_every_term_is_logged_and_the_total_is_the_weighted_sum() -> None:
+    t, s, x = nets()
+    kd = KDConfig(terms={"ce": 0.5, "kd": 2.0, "dkd": 0.25, "js": 1.0})
+    out = build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)(s(x), t(x), batch(x))
+    assert set(out) == {"loss", "ce", "kd", "dkd", "js"}
+    torch.testing.assert_close(out["loss"], 0.5 * out["ce"] + 2.0 * out["kd"] + 0.25 * out["dkd"] + out["js"])
+
+
+def test_warmup_and_temperature_schedule_follow_the_epoch() -> None:
+    t, s, x = nets()
+    kd = KDConfig(terms={"ce": 1.0, "kd": 1.0}, warmup={"kd": 4}, temperature=4.0, temperature_final=1.0)
+    loss = build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10, epochs=4)
+    seen = []
+    for epoch in range(4):
+        loss.set_epoch(epoch)
+        seen.append((loss.current_weight("kd"), loss.current_temperature()))
+    assert seen == [(0.25, 4.0), (0.5, 3.0), (0.75, 2.0), (1.0, 1.0)]
+    assert loss.current_weight("ce") == 1.0
+
+
+def test_unknown_term_lists_valid_names_and_closest_match() -> None:
+    t, s, x = nets()
+    with pytest.raises(ConfigError) as err:
+        build_loss(KDConfig(terms={"fitnets": 1.0}), student=s, teacher=t, sample_x=x, num_classes=10)
+    msg = str(err.value)
+    assert "'fitnets'" in msg and "Did you mean 'fitnet'" in msg and "at, ce, crd" in msg
+    with pytest.raises(ConfigError, match="Did you mean 'dkd'"):
+        method_terms("dkdd")
+    with pytest.raises(ConfigError, match=r"valid options: alpha=1\.0, beta=8\.0"):
+        build_loss(
+            KDConfig(terms={"dkd": 1.0}, options={"dkd": {"gamma": 1}}),
+            student=s,
+            teacher=t,
+            sample_x=x,
+            num_classes=10,
+        )
+
+
+def test_methods_use_registered_terms() -> None:
+    for terms in METHODS.values():
+        assert all(name in LOSSES for name in terms)
+
+
+def test_fitnet_captures_the_current_batch_and_trains_its_adapter() -> None:
+    t, s, x = nets()
+    kd = KDConfig(terms={"fitnet": 1.0}, feature_pairs=[("conv2", "conv2")])  # 32 vs 128 channels
+    loss = build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)
+    adapters = list(loss.parameters())
+    assert adapters, "a 1x1-conv adapter should be trainable"
+    x2 = torch.randn(4, 1, 8, 8)
+    t(x)
+    s(x)
+    with torch.no_grad():
+        t_out = t(x2)  # the last forward wins: features of x2, not x
+    out = loss(s(x2), t_out, batch(x2))
+    # Independent: the same hint from features computed directly.
+    feats: dict[str, torch.Tensor] = {}
+    hs = s.conv2.register_forward_hook(lambda m, i, o: feats.__setitem__("s", o))
+    ht = t.conv2.register_forward_hook(lambda m, i, o: feats.__setitem__("t", o))
+    s(x2)
+    t(x2)
+    hs.remove()
+    ht.remove()
+    adapter = loss.terms["fitnet"].adapters[0]
+    torch.testing.assert_close(out["fitnet"], fitnet_hint(adapter(feats["s"]), feats["t"]))
+    out["loss"].backward()
+    assert all(p.grad is not None for p in adapters)
+    assert s.conv2.weight.grad is not None and t.conv2.weight.grad is None
+    assert loss.student_capture is not None
+    loss.student_capture.features()  # hands over and clears the features of the last forward
+    with pytest.raises(RuntimeError, match="no student feature captured"):
+        loss.student_capture.features()  # no stale features from an earlier batch
+    loss.close()
+    assert not s.conv2._forward_hooks and not t.conv2._forward_hooks
+
+
+def test_incompatible_shapes_without_adapter_name_both_shapes() -> None:
+    t, s, x = nets()
+    kd = KDConfig(terms={"fitnet": 1.0}, feature_pairs=[("conv2", "conv2")], adapters=False)
+    with pytest.raises(ConfigError, match=r"\(32, 4, 4\).*\(128, 4, 4\)"):
+        build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)
+    kd = KDConfig(terms={"fitnet": 1.0}, feature_pairs=[("conv1", "conv2")])
+    with pytest.raises(ConfigError, match=r"\(16, 8, 8\).*\(128, 4, 4\)"):
+        build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)
+
+
+def test_unknown_module_path_names_the_closest_one() -> None:
+    t, s, x = nets()
+    kd = KDConfig(terms={"at": 1.0}, feature_pairs=[("conv_2", "conv2")])
+    with pytest.raises(
+        ConfigError, match=r"unknown module path 'conv_2' in the student.*Did you mean 'conv2'"
+    ):
+        build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)
+
+
+@pytest.mark.parametrize("name", ["at", "sp", "rkd", "pkt", "fitnet"])
+def test_feature_terms_run_on_auto_pairs_and_give_gradients(name: str) -> None:
+    t, s, x = nets()
+    loss = build_loss(
+        KDConfig(terms={"ce": 1.0, name: 1.0}), student=s, teacher=t, sample_x=x, num_classes=10
+    )
+    with torch.no_grad():
+        t_out = t(x)
+    out = loss(s(x), t_out, batch(x))
+    assert torch.isfinite(out[name])
+    out["loss"].backward()
+    assert s.conv1.weight.grad is not None
+    loss.close()
+
+
+def test_crd_memory_is_bounded_and_updates_only_the_batch_rows() -> None:
+    t, s, x = nets()
+    kd = KDConfig(terms={"crd": 1.0}, options={"crd": {"feat_dim": 16, "n_negatives": 8}})
+    loss = build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10, n_data=50)
+    crd = loss.terms["crd"]
+    assert isinstance(crd, CRDTerm)
+    assert crd.memory_bytes == 50 * 16 * 2 * 4
+    before = crd.memory_s.clone()
+    with torch.no_grad():
+        t_out = t(x)
+    b = batch(x)
+    b["index"] = torch.tensor([3, 7, 11, 40])
+    out = loss(s(x), t_out, b)
+    out["loss"].backward()
+    changed = (crd.memory_s != before).any(1).nonzero().flatten().tolist()
+    assert changed == [3, 7, 11, 40]
+    assert crd.embed_s.weight.grad is not None
+    with pytest.raises(ConfigError, match="n_data"):
+        build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10, n_data=0)
