@@ -169,3 +169,27 @@ def test_crd_memory_is_bounded_and_updates_only_the_batch_rows() -> None:
     assert crd.embed_s.weight.grad is not None
     with pytest.raises(ConfigError, match="n_data"):
         build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10, n_data=0)
+
+
+@pytest.mark.parametrize("recipe", ["cifar100-resnet56-resnet20", "cifar100-resnet32x4-resnet8x4"])
+def test_cifar100_recipes_build_every_method(recipe: str) -> None:
+    from distil.config import load_recipe
+    from distil.recipes import resolve_recipe
+
+    r = load_recipe(resolve_recipe(recipe))
+    assert (r.student_train.epochs, r.student_train.batch_size, r.student_train.lr, r.kd.temperature) == (
+        240,
+        64,
+        0.05,
+        4.0,
+    )
+    if recipe.endswith("resnet8x4"):
+        return  # its kd section is the resnet56 one with other module sizes; one probe is enough
+    teacher = create_model(r.teacher.model, num_classes=100, in_channels=3, image_size=32)
+    student = create_model(r.student.model, num_classes=100, in_channels=3, image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    for method, terms in METHODS.items():
+        kd = r.kd.model_copy(update={"terms": terms})
+        loss = build_loss(kd, student=student, teacher=teacher, sample_x=x, num_classes=100, n_data=500)
+        assert set(loss.terms) == set(terms), method
+        loss.close()
