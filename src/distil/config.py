@@ -169,6 +169,9 @@ class Recipe(_Strict):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers (through Accelerate) that log every epoch"
+    )
 
 
 def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:

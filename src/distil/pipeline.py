@@ -17,13 +17,14 @@ from distil.api import distill, train_model
 from distil.config import Recipe, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
 from distil.fileio import atomic_write_json
-from distil.measure import ModelMetrics, compare, measure_model, predict
-from distil.report import metrics_markdown, metrics_table
+from distil.measure import ModelMetrics, compare, measure_model, per_class_accuracy, predict
+from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
 from distil.train.engine import make_accelerator
 from distil.train.runs import RunDir
+from distil.train.trackers import end_trackers, start_trackers
 
 
 @dataclass
@@ -65,6 +66,7 @@ def run_pipeline(
     run_name: str | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    log_format: str = "auto",
     measure_latency: bool = True,
 ) -> PipelineResult:
     """Teacher -> scratch student -> distilled student -> measurements, in one run directory.
@@ -82,12 +84,13 @@ def run_pipeline(
     teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
     kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
-    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     histories: dict[str, list[dict[str, Any]]] = {}
 
     with RunDir(out_root, run_name or recipe.name, exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        with make_progress(console, enabled=show_progress) as progress:
+        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+        with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
             if recipe.teacher.checkpoint is None:
                 result = train_model(
                     teacher,
@@ -130,6 +133,7 @@ def run_pipeline(
         with console.status("measuring accuracy, size, MACs and latency..."):
             metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)
+    end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"run directory: {run.path}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
@@ -160,13 +164,17 @@ def _measure_all(
             weights_path=weights,
             latency=measure_latency,
         )
+        logits = predict(model, x_test)
         if teacher_logits is None:
-            teacher_logits = predict(model, x_test)
+            teacher_logits = logits
         metrics.append(m)
         # Record the final test metrics in the sidecar too, so a checkpoint carries its own numbers.
         sidecar = run.file(f"{name}.json")
         meta = json.loads(sidecar.read_text())
         meta["test_metrics"] = m.to_dict()
+        # None (not NaN, which is not JSON) for a class with no test samples.
+        per_class = per_class_accuracy(logits, y_test, data.num_classes)
+        meta["per_class_accuracy"] = [None if v != v else v for v in per_class]
         atomic_write_json(sidecar, meta)
     return metrics
 
@@ -178,16 +186,18 @@ def train_teacher(
     run_name: str | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    log_format: str = "auto",
     measure_latency: bool = True,
 ) -> PipelineResult:
     """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
     console = console or Console()
     data = load_data(recipe)
     teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
-    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     with RunDir(out_root, run_name or f"{recipe.name}-teacher", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        with make_progress(console, enabled=show_progress) as progress:
+        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+        with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
             result = train_model(
                 teacher,
                 data,
@@ -207,6 +217,7 @@ def train_teacher(
             measure_latency,
         )
         _write_summary(run, recipe, data, metrics)
+    end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"teacher checkpoint: {run.path / 'teacher.safetensors'}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios={}, histories=histories)
@@ -219,6 +230,7 @@ def distill_student(
     run_name: str | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    log_format: str = "auto",
     measure_latency: bool = True,
 ) -> PipelineResult:
     """Distill `recipe.student` from the trained teacher at `recipe.teacher.checkpoint`."""
@@ -233,10 +245,11 @@ def distill_student(
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data)
     student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
-    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     with RunDir(out_root, run_name or f"{recipe.name}-kd", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        with make_progress(console, enabled=show_progress) as progress:
+        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+        with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
             result = distill(
                 teacher,
                 student,
@@ -255,6 +268,7 @@ def distill_student(
         ]
         metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)
+    end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"run directory: {run.path}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
@@ -271,8 +285,10 @@ def _write_summary(
         "ratios": ratios,
     }
     atomic_write_json(run.file("summary.json"), summary)
-    title = f"{recipe.name}: {data.name} test set ({len(data.test)} samples)"
-    run.write_text("report.md", f"# {title}\n\n{metrics_markdown(metrics, metrics[0])}")
+    # Imported here: matplotlib is slow to import and only needed once a run has finished.
+    from distil.report.writer import write_report
+
+    write_report(run.path, name=run.final.name)  # report.md, report.html and plots/*.png
     return ratios
 
 

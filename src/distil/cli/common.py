@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -27,7 +28,36 @@ LatencyOption = Annotated[
     bool,
     typer.Option("--latency/--no-latency", help="Measure latency and throughput (a few seconds per model)."),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (for scripts and CI).")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress output at all (the final table is still printed).")
+]
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        help="Progress output: rich (live bars with ETA, loss terms, accuracy), plain (one line per epoch, "
+        "for logs), jsonl (one JSON object per epoch on stdout, tables on stderr, for scripts), quiet, or "
+        "auto (rich on a terminal, plain otherwise).",
+    ),
+]
+
+
+def run_console(log_format: str) -> Console:
+    """Where human-readable output goes: stdout, or stderr when stdout carries JSON lines."""
+    return err_console if log_format == "jsonl" else console
+
+
+def print_result(result: Any, log_format: str) -> None:
+    """In jsonl mode, end stdout with one "result" line: the run directory, metrics and ratios."""
+    if log_format != "jsonl":
+        return
+    line = {
+        "event": "result",
+        "run_dir": str(result.run_dir),
+        "metrics": [m.to_dict() for m in result.metrics],
+        "ratios": result.ratios,
+    }
+    print(json.dumps(line), flush=True)
 
 
 def user_errors(func: F) -> F:

@@ -8,11 +8,13 @@ import typer
 
 from distil.cli.common import (
     LatencyOption,
+    LogFormatOption,
     OutOption,
     QuietOption,
     SetOption,
-    console,
+    print_result,
     recipe_from,
+    run_console,
     user_errors,
 )
 from distil.pipeline import run_pipeline
@@ -26,6 +28,7 @@ def demo(
     overrides: SetOption = None,
     out: OutOption = "runs",
     quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
 ) -> None:
     """Train a teacher, a student from scratch and a distilled student, then compare them.
@@ -34,4 +37,12 @@ def demo(
              distil demo --dataset fashion-mnist --set teacher_train.epochs=2
     """
     recipe = recipe_from(dataset, overrides)
-    run_pipeline(recipe, out, console=console, show_progress=not quiet, measure_latency=latency)
+    result = run_pipeline(
+        recipe,
+        out,
+        console=run_console(log_format),
+        show_progress=not quiet,
+        log_format=log_format,
+        measure_latency=latency,
+    )
+    print_result(result, log_format)

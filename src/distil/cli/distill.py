@@ -8,11 +8,13 @@ import typer
 
 from distil.cli.common import (
     LatencyOption,
+    LogFormatOption,
     OutOption,
     QuietOption,
     SetOption,
-    console,
+    print_result,
     recipe_from,
+    run_console,
     user_errors,
 )
 from distil.pipeline import distill_student
@@ -31,6 +33,7 @@ def distill(
     overrides: SetOption = None,
     out: OutOption = "runs",
     quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
 ) -> None:
@@ -40,6 +43,13 @@ def distill(
     """
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     cfg = recipe_from(recipe, [*(overrides or []), *extra])
-    distill_student(
-        cfg, out, run_name=name, console=console, show_progress=not quiet, measure_latency=latency
+    result = distill_student(
+        cfg,
+        out,
+        run_name=name,
+        console=run_console(log_format),
+        show_progress=not quiet,
+        log_format=log_format,
+        measure_latency=latency,
     )
+    print_result(result, log_format)

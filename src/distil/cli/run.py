@@ -8,11 +8,13 @@ import typer
 
 from distil.cli.common import (
     LatencyOption,
+    LogFormatOption,
     OutOption,
     QuietOption,
     SetOption,
-    console,
+    print_result,
     recipe_from,
+    run_console,
     user_errors,
 )
 from distil.pipeline import run_pipeline
@@ -26,6 +28,7 @@ def run(
     overrides: SetOption = None,
     out: OutOption = "runs",
     quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
     name: Annotated[
         str | None, typer.Option(help="Run directory name (default: recipe name + time).")
@@ -35,11 +38,13 @@ def run(
 
     Example: distil run recipes/fashion-mnist.yaml --set kd.temperature=2
     """
-    run_pipeline(
+    result = run_pipeline(
         recipe_from(recipe, overrides),
         out,
         run_name=name,
-        console=console,
+        console=run_console(log_format),
         show_progress=not quiet,
+        log_format=log_format,
         measure_latency=latency,
     )
+    print_result(result, log_format)

@@ -8,11 +8,13 @@ import typer
 
 from distil.cli.common import (
     LatencyOption,
+    LogFormatOption,
     OutOption,
     QuietOption,
     SetOption,
-    console,
+    print_result,
     recipe_from,
+    run_console,
     user_errors,
 )
 from distil.pipeline import train_teacher
@@ -26,6 +28,7 @@ def train(
     overrides: SetOption = None,
     out: OutOption = "runs",
     quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
 ) -> None:
@@ -33,11 +36,13 @@ def train(
 
     Example: distil train digits --set teacher_train.epochs=5
     """
-    train_teacher(
+    result = train_teacher(
         recipe_from(recipe, overrides),
         out,
         run_name=name,
-        console=console,
+        console=run_console(log_format),
         show_progress=not quiet,
+        log_format=log_format,
         measure_latency=latency,
     )
+    print_result(result, log_format)

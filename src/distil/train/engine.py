@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,11 @@ from torch import nn
 from distil.config import TrainConfig
 from distil.data import DataBundle, Split, TensorLoader
 from distil.errors import TrainingError
+from distil.report.progress import RunProgress
 from distil.train.distributed import reduce_mean, sharded_accuracy, use_cpu
 from distil.train.optim import build_optimizer, build_scheduler
 from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
+from distil.train.trackers import check_trackers, log_to_trackers
 
 LossFn = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 TeacherFn = Callable[[dict[str, torch.Tensor]], Any]
@@ -41,9 +43,17 @@ class FitResult:
         return self.history[-1].get("eval_accuracy") if self.history else None
 
 
-def make_accelerator(device: str = "auto", mixed_precision: str = "no") -> Accelerator:
-    """An Accelerator for `device` ("auto", "cpu", "cuda") and mixed precision ("no", "bf16", "fp16")."""
-    return Accelerator(cpu=use_cpu(device), mixed_precision=mixed_precision)
+def make_accelerator(
+    device: str = "auto", mixed_precision: str = "no", trackers: Sequence[str] = ()
+) -> Accelerator:
+    """An Accelerator for `device` ("auto", "cpu", "cuda") and mixed precision ("no", "bf16", "fp16").
+
+    `trackers` ("tensorboard", "mlflow", "wandb") are checked to be installed here, and started per run
+    with `distil.train.trackers.start_trackers`.
+    """
+    return Accelerator(
+        cpu=use_cpu(device), mixed_precision=mixed_precision, log_with=check_trackers(trackers) or None
+    )
 
 
 def eval_split(data: DataBundle) -> tuple[str, Split]:
@@ -253,6 +263,9 @@ def fit(
             )
         if on_epoch_end is not None and accelerator.is_main_process:
             on_epoch_end(record)
+        if isinstance(progress, RunProgress) and task is not None and accelerator.is_main_process:
+            progress.epoch_end(task, record, cfg.epochs)  # loss terms on the bar, or a plain/JSON line
+        log_to_trackers(accelerator, record)
         if checkpoint is not None:
             save_state(epoch + 1, {})
     return FitResult(model=accelerator.unwrap_model(model), history=history)
