@@ -67,7 +67,7 @@ def main() -> None:
             save_checkpoint(out / "teacher", teacher, teacher_spec, {"data": data.describe()})
         for seed in args.seeds:
             cfg = recipe.student_train.model_copy(update={"seed": seed})
-            scratch, student_spec = build_model(recipe.student, data, seed=seed)
+            scratch, _ = build_model(recipe.student, data, seed=seed)
             kd_student, _ = build_model(recipe.student, data, seed=seed)
             t0 = time.perf_counter()
             scratch = train_model(scratch, data, cfg, progress=progress, description=f"scratch s{seed}").model
