@@ -26,6 +26,7 @@ from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
 from distil.pipeline import run_pipeline
 from distil.train import load_checkpoint, save_checkpoint
+from distil.transfer import inherit_recipe, reuse_modules, transfer_parameters
 
 __version__ = "0.1.0"
 
@@ -48,13 +49,16 @@ __all__ = [
     "compare",
     "create_model",
     "distill",
+    "inherit_recipe",
     "kd_kl",
     "list_models",
     "load_checkpoint",
     "load_dataset",
     "load_recipe",
     "measure_model",
+    "reuse_modules",
     "run_pipeline",
     "save_checkpoint",
     "train_model",
+    "transfer_parameters",
 ]

@@ -4,6 +4,7 @@ then measure all three side by side and write the run directory.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.api import distill, train_model
-from distil.config import Recipe, recipe_to_yaml
+from distil.config import Recipe, TransferConfig, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
 from distil.fileio import atomic_write_json
 from distil.measure import ModelMetrics, compare, measure_model, per_class_accuracy, predict
@@ -25,6 +26,7 @@ from distil.train.checkpoint import save_checkpoint
 from distil.train.engine import make_accelerator
 from distil.train.runs import RunDir
 from distil.train.trackers import end_trackers, start_trackers
+from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
 
 
 @dataclass
@@ -84,6 +86,12 @@ def run_pipeline(
     teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
     kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    if recipe.transfer != TransferConfig():
+        # A dry run on copies checks the transfer (shapes, names, maps) before anything is written; the
+        # real one runs once the teacher is trained. Transfer applies to the KD student only, so the
+        # scratch student stays the random-init, label-only baseline.
+        checks = (copy.deepcopy(teacher), copy.deepcopy(kd_student))
+        _prepare_student(recipe, *checks, data, recipe.teacher.checkpoint)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     histories: dict[str, list[dict[str, Any]]] = {}
 
@@ -112,27 +120,34 @@ def run_pipeline(
                 description="student_scratch",
             )
             scratch, histories["student_scratch"] = result.model, result.history
-            result = distill(
-                teacher,
-                kd_student,
-                data,
-                recipe.student_train,
-                recipe.kd,
-                accelerator=accelerator,
-                progress=progress,
-                on_epoch_end=run.log,
-                description="student_kd",
+            prepared = _prepare_student(recipe, teacher, kd_student, data, recipe.teacher.checkpoint)
+
+            def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
+                return distill(
+                    teacher,
+                    model,
+                    data,
+                    cfg,
+                    recipe.kd,
+                    accelerator=accelerator,
+                    progress=progress,
+                    on_epoch_end=run.log,
+                    description=description,
+                )
+
+            kd_student, histories["student_kd"] = fit_in_phases(
+                _distill, kd_student, prepared.train_cfg, prepared.schedule, "student_kd"
             )
-            kd_student, histories["student_kd"] = result.model, result.history
 
         models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
             ("teacher", teacher, teacher_spec, recipe.teacher_train),
             ("student_scratch", scratch, student_spec, recipe.student_train),
-            ("student_kd", kd_student, student_spec, recipe.student_train),
+            ("student_kd", kd_student, student_spec, prepared.train_cfg),
         ]
         with console.status("measuring accuracy, size, MACs and latency..."):
             metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)
+        _write_transfer(run, prepared)
     end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"run directory: {run.path}")
@@ -245,33 +260,110 @@ def distill_student(
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data)
     student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
+    # directory exists, so a bad transfer writes nothing.
+    prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
+    train_cfg = prepared.train_cfg
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     with RunDir(out_root, run_name or f"{recipe.name}-kd", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
         with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
-            result = distill(
-                teacher,
-                student,
-                data,
-                recipe.student_train,
-                recipe.kd,
-                accelerator=accelerator,
-                progress=progress,
-                on_epoch_end=run.log,
-                description="student_kd",
-            )
-        histories = {"student_kd": result.history}
+
+            def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
+                return distill(
+                    teacher,
+                    model,
+                    data,
+                    cfg,
+                    recipe.kd,
+                    accelerator=accelerator,
+                    progress=progress,
+                    on_epoch_end=run.log,
+                    description=description,
+                )
+
+            trained, history = fit_in_phases(_distill, student, train_cfg, prepared.schedule, "student_kd")
+        histories = {"student_kd": history}
         models = [
             ("teacher", teacher, teacher_spec, recipe.teacher_train),
-            ("student_kd", result.model, student_spec, recipe.student_train),
+            ("student_kd", trained, student_spec, train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)
+        _write_transfer(run, prepared)
     end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"run directory: {run.path}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
+
+
+def transfer_student(
+    recipe: Recipe,
+    out_root: str | Path = "runs",
+    *,
+    run_name: str | None = None,
+    console: Console | None = None,
+    measure_latency: bool = True,
+) -> PipelineResult:
+    """Initialise `recipe.student` from the teacher checkpoint by `recipe.transfer`, without training.
+
+    Writes the transferred student (a checkpoint other commands can start from), transfer_report.json
+    and report.md with the test accuracy of the teacher and of the student as transferred.
+    """
+    from distil.errors import ConfigError
+
+    console = console or Console()
+    if not recipe.teacher.checkpoint:
+        raise ConfigError("transfer needs a trained teacher: pass --teacher PATH (a distil checkpoint).")
+    if recipe.transfer.init == "random" and not recipe.transfer.reuse and not recipe.transfer.inherit_recipe:
+        recipe = recipe.model_copy(update={"transfer": recipe.transfer.model_copy(update={"init": "teacher"})})
+    data = load_data(recipe)
+    teacher, teacher_spec = build_model(recipe.teacher, data)
+    student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
+    with RunDir(out_root, run_name or f"{recipe.name}-transfer", exact=run_name is not None) as run:
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        models = [
+            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("student", prepared.student, student_spec, prepared.train_cfg),
+        ]
+        metrics = _measure_all(models, data, run, recipe, {}, measure_latency)
+        ratios = _write_summary(run, recipe, data, metrics)
+        _write_transfer(run, prepared)
+    console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: transferred, before training"))
+    counts = ", ".join(f"{n} {m}" for m, n in sorted(prepared.report.counts().items()))
+    console.print(f"student tensors: {counts or 'none transferred'}; details in transfer_report.json")
+    console.print(f"run directory: {run.path}")
+    return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories={})
+
+
+def _prepare_student(
+    recipe: Recipe, teacher: nn.Module, student: nn.Module, data: DataBundle, teacher_path: str | None
+) -> PreparedStudent:
+    """Apply `recipe.transfer` to `student`; the teacher's recipe comes from its checkpoint sidecar."""
+    cfg = recipe.transfer
+    teacher_train = None
+    if cfg.inherit_recipe:
+        teacher_train = teacher_recipe(teacher_path) if teacher_path else recipe.teacher_train
+    return prepare_student(
+        cfg,
+        teacher,
+        student,
+        recipe.student_train,
+        example_inputs=data.train.x[:2],
+        teacher_train=teacher_train,
+    )
+
+
+def _write_transfer(run: RunDir, prepared: PreparedStudent) -> None:
+    """transfer_report.json, plus a "Knowledge transfer" section at the end of report.md."""
+    if not prepared.active:
+        return
+    atomic_write_json(run.file("transfer_report.json"), prepared.report.to_dict())
+    report = run.file("report.md")
+    before = report.read_text(encoding="utf-8") if report.is_file() else ""
+    run.write_text("report.md", f"{before.rstrip()}\n\n{prepared.report.to_markdown()}\n")
 
 
 def _write_summary(

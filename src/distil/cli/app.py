@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from distil.cli import compare, demo, distill, evaluate, recipe, report, run, train
+from distil.cli import compare, demo, distill, evaluate, recipe, report, run, train, transfer
 from distil.cli.common import console
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.command("run")(run.run)
 app.command("train")(train.train)
 app.command("distill")(distill.distill)
 app.command("eval")(evaluate.evaluate)
+app.command("transfer")(transfer.transfer)
 app.command("report")(report.report)
 app.command("compare")(compare.compare)
 app.add_typer(recipe.app, name="recipe")

@@ -17,6 +17,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
+from distil.cli.transfer import LayerMapOption, SelectionOption, transfer_overrides
 from distil.pipeline import distill_student
 
 
@@ -36,12 +37,39 @@ def distill(
     log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Student initialisation: random (default) or teacher (parameter transfer)."),
+    ] = None,
+    inherit_recipe: Annotated[
+        bool,
+        typer.Option(
+            "--inherit-recipe",
+            help="Train with the teacher's saved recipe; --set student_train.X values still win "
+            "(the lr follows a changed batch size linearly).",
+        ),
+    ] = False,
+    selection: SelectionOption = None,
+    layer_map: LayerMapOption = None,
 ) -> None:
     """Train the recipe's student to match a frozen teacher (Hinton KD: kd_weight, ce_weight, temperature).
 
     Example: distil distill digits --teacher runs/digits-demo-teacher/teacher.safetensors --set kd.temperature=2
+
+    With transfer: distil distill digits --teacher T --init teacher --inherit-recipe --set student_train.epochs=3
     """
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
+    if init:
+        extra.append(f"transfer.init={init}")
+    if inherit_recipe:
+        # What the user set on the command line overrides the inherited recipe.
+        given = [
+            o.partition("=")[0].strip().removeprefix("student_train.")
+            for o in overrides or []
+            if o.strip().startswith("student_train.")
+        ]
+        extra += ["transfer.inherit_recipe=true", "transfer.override=[" + ", ".join(given) + "]"]
+    extra += transfer_overrides(selection, layer_map)
     cfg = recipe_from(recipe, [*(overrides or []), *extra])
     result = distill_student(
         cfg,

@@ -1,0 +1,106 @@
+"""`distil transfer`: initialise a student from a trained teacher (parameters, structure, recipe)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from distil.cli.common import (
+    LatencyOption,
+    OutOption,
+    SetOption,
+    console,
+    recipe_from,
+    user_errors,
+)
+from distil.pipeline import transfer_student
+
+SelectionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--selection",
+        help="Which teacher channels a thinner student keeps: uniform (evenly spaced), first, l1 (largest L1 norm).",
+    ),
+]
+LayerMapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layer-map",
+        help="Student=teacher blocks for a shallower student, e.g. layer1.1=layer1.2,layer2.1=layer2.2 "
+        "(default: evenly spaced).",
+    ),
+]
+
+
+def transfer_overrides(
+    selection: str | None,
+    layer_map: str | None,
+    reuse: str | None = None,
+    share: bool = False,
+    trainable: bool = False,
+    unfreeze_epoch: int | None = None,
+    partial: bool = False,
+) -> list[str]:
+    """The `--set transfer.*` overrides that the transfer options stand for."""
+    from distil.transfer import parse_layer_map
+
+    sets: list[str] = []
+    if selection:
+        sets.append(f"transfer.selection={selection}")
+    if layer_map:
+        pairs = parse_layer_map(layer_map)
+        sets.append("transfer.layer_map={" + ", ".join(f"'{s}': '{t}'" for s, t in pairs.items()) + "}")
+    if reuse:
+        names = [n.strip() for n in reuse.split(",") if n.strip()]
+        sets.append("transfer.reuse=[" + ", ".join(f"'{n}'" for n in names) + "]")
+        sets.append(f"transfer.reuse_mode={'share' if share else 'copy'}")
+        sets.append(f"transfer.freeze={str(not trainable).lower()}")
+    if unfreeze_epoch is not None:
+        sets.append(f"transfer.unfreeze_epoch={unfreeze_epoch}")
+    if partial:
+        sets.append("transfer.strict=false")
+    return sets
+
+
+@user_errors
+def transfer(
+    recipe: Annotated[str | None, typer.Argument(help="Recipe file or bundled name.")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher checkpoint (NAME.safetensors + NAME.json).")
+    ] = None,
+    selection: SelectionOption = None,
+    layer_map: LayerMapOption = None,
+    reuse: Annotated[
+        str | None,
+        typer.Option(help="Teacher modules the student reuses as they are, e.g. conv1,conv2."),
+    ] = None,
+    share: Annotated[
+        bool, typer.Option("--share", help="Share reused modules with the teacher instead of copying.")
+    ] = False,
+    trainable: Annotated[
+        bool, typer.Option("--trainable", help="Reused modules stay trainable (default: frozen).")
+    ] = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial", help="Leave tensors that cannot be transferred at random init (default: error)."
+        ),
+    ] = False,
+    overrides: SetOption = None,
+    out: OutOption = "runs",
+    latency: LatencyOption = False,
+    name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
+) -> None:
+    """Initialise the recipe's student from a teacher checkpoint and save it, with a transfer report.
+
+    Exact copies for tensors of the same name and shape, channel selection for a thinner student,
+    depth mapping for a shallower one. The report lists where each student tensor came from.
+
+    Example: distil transfer digits --teacher runs/t/teacher --set student.model=largenet
+    --set student.kwargs.width=0.5 --selection l1
+    """
+    extra = [f"teacher.checkpoint={teacher}"] if teacher else []
+    extra += transfer_overrides(selection, layer_map, reuse, share, trainable, None, partial)
+    cfg = recipe_from(recipe, [*(overrides or []), *extra])
+    transfer_student(cfg, out, run_name=name, console=console, measure_latency=latency)

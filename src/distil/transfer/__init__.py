@@ -1,0 +1,129 @@
+"""Knowledge transfer from a teacher to a student, besides distillation.
+
+* :mod:`~distil.transfer.parameters`: initialise the student from the teacher's weights (exact copy,
+  channel selection for a thinner student, depth mapping for a shallower one);
+* :mod:`~distil.transfer.structure`: reuse named teacher modules in the student (copied or shared,
+  frozen or trainable, with an unfreeze schedule);
+* :mod:`~distil.transfer.recipe`: the teacher's training recipe becomes the student's default;
+* :mod:`~distil.transfer.report`: the records of what each step did.
+
+:func:`prepare_student` applies the three as a :class:`~distil.config.TransferConfig` asks, in the order
+recipe -> parameters -> structure, before the student is trained (or distilled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distil.config import TrainConfig, TransferConfig
+from distil.errors import TransferError
+from distil.transfer.parameters import auto_layer_map, parse_layer_map, select_indices, transfer_parameters
+from distil.transfer.recipe import inherit_recipe, teacher_recipe
+from distil.transfer.report import RecipeRecord, StructureRecord, TransferRecord, TransferReport
+from distil.transfer.structure import UnfreezeSchedule, fit_in_phases, reuse_modules
+
+
+@dataclass
+class PreparedStudent:
+    """A student ready to train: its (transferred) weights, its training recipe, what was done."""
+
+    student: nn.Module
+    train_cfg: TrainConfig
+    report: TransferReport
+    schedule: UnfreezeSchedule | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any transfer was applied."""
+        return bool(self.report.parameters or self.report.structure or self.report.recipe)
+
+
+def prepare_student(
+    cfg: TransferConfig,
+    teacher: nn.Module,
+    student: nn.Module,
+    student_train: TrainConfig,
+    *,
+    example_inputs: torch.Tensor,
+    teacher_train: TrainConfig | None = None,
+) -> PreparedStudent:
+    """Apply the transfers `cfg` asks for to `student` (in place) and resolve its training recipe.
+
+    Args:
+        cfg: which transfers (init, selection, layer map, reuse, recipe inheritance).
+        teacher: the trained teacher.
+        student: the freshly built student.
+        student_train: the student's training recipe as configured.
+        example_inputs: a batch of inputs (e.g. ``data.train.x[:1]``) to trace the models with.
+        teacher_train: the teacher's saved training recipe (needed for ``cfg.inherit_recipe``).
+
+    Returns:
+        PreparedStudent with the report of every step.
+
+    Raises:
+        TransferError: any bad input; checked before the student is changed where possible.
+    """
+    report = TransferReport()
+    train_cfg = student_train
+    if cfg.unfreeze_epoch is not None and (not cfg.reuse or not cfg.freeze):
+        raise TransferError(
+            "transfer.unfreeze_epoch needs frozen reused modules: set transfer.reuse (e.g. [conv1, conv2]) "
+            "and keep transfer.freeze=true, or drop unfreeze_epoch."
+        )
+    if cfg.inherit_recipe:
+        if teacher_train is None:
+            raise TransferError(
+                "transfer.inherit_recipe needs the teacher's training recipe, which only a distil checkpoint "
+                "(NAME.safetensors + NAME.json) carries."
+            )
+        train_cfg, records = inherit_recipe(teacher_train, student_train, cfg.override)
+        report.recipe.extend(records)
+        report.settings["inherit_recipe"] = True
+    if cfg.init == "teacher":
+        params = transfer_parameters(
+            teacher,
+            student,
+            selection=cfg.selection,
+            layer_map=cfg.layer_map,
+            example_inputs=example_inputs,
+            strict=cfg.strict,
+        )
+        report = report.merge(params)
+    schedule = None
+    if cfg.reuse:
+        records_s = reuse_modules(
+            teacher,
+            student,
+            cfg.reuse,
+            mode=cfg.reuse_mode,
+            freeze=cfg.freeze,
+            unfreeze_epoch=cfg.unfreeze_epoch,
+            example_inputs=example_inputs,
+        )
+        report.structure.extend(records_s)
+        report.settings["reuse"] = list(cfg.reuse)
+        if cfg.unfreeze_epoch is not None:
+            schedule = UnfreezeSchedule(tuple(cfg.reuse), cfg.unfreeze_epoch)
+    return PreparedStudent(student, train_cfg, report, schedule)
+
+
+__all__ = [
+    "PreparedStudent",
+    "RecipeRecord",
+    "StructureRecord",
+    "TransferRecord",
+    "TransferReport",
+    "UnfreezeSchedule",
+    "auto_layer_map",
+    "fit_in_phases",
+    "inherit_recipe",
+    "parse_layer_map",
+    "prepare_student",
+    "reuse_modules",
+    "select_indices",
+    "teacher_recipe",
+    "transfer_parameters",
+]

@@ -1,0 +1,108 @@
+"""Training-strategy transfer: the teacher's saved training recipe becomes the student's default.
+
+Every value the user sets explicitly wins. When the batch size changes but the learning rate is not set,
+the learning rate follows the linear scaling rule (Goyal et al., 2017):
+``lr_student = lr_teacher * batch_student / batch_teacher``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from distil.config import TrainConfig
+from distil.errors import TransferError
+from distil.registry import closest
+from distil.transfer.report import RecipeRecord
+
+# The seed belongs to the student's run (two students of one teacher should be able to differ).
+NOT_INHERITED = ("seed",)
+
+
+def teacher_recipe(path: str | Path) -> TrainConfig:
+    """The training recipe saved in a teacher checkpoint's sidecar (its "recipe" entry).
+
+    Raises:
+        TransferError: the checkpoint has no recipe (e.g. a plain state_dict), or an invalid one.
+    """
+    from distil.train.checkpoint import read_sidecar
+
+    try:
+        meta = read_sidecar(path)
+    except Exception as exc:
+        raise TransferError(
+            f"cannot inherit the training recipe: {exc}. Recipe inheritance needs a distil checkpoint "
+            "(NAME.safetensors + NAME.json) saved by `distil train`."
+        ) from None
+    raw = meta.get("recipe")
+    if not isinstance(raw, dict):
+        raise TransferError(
+            f"teacher checkpoint {str(path)!r} has no training recipe in its sidecar; train the teacher with "
+            "`distil train` (which saves it), or drop --inherit-recipe."
+        )
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TransferError(f"the teacher's saved recipe in {str(path)!r} is invalid: {exc}") from None
+
+
+def inherit_recipe(
+    teacher: TrainConfig | Mapping[str, Any],
+    student: TrainConfig,
+    overrides: Iterable[str] = (),
+) -> tuple[TrainConfig, list[RecipeRecord]]:
+    """The student's recipe: the teacher's values, except the fields named in `overrides`.
+
+    Args:
+        teacher: the teacher's training recipe.
+        student: the student's recipe as configured; only its `overrides` fields (and the seed) are kept.
+        overrides: field names the user set explicitly (e.g. from ``--set student_train.batch_size=64``).
+
+    Returns:
+        (the resolved TrainConfig, one RecipeRecord per field saying where its value came from).
+
+    Raises:
+        TransferError: an override that is not a TrainConfig field (closest match suggested).
+    """
+    t = teacher if isinstance(teacher, TrainConfig) else TrainConfig.model_validate(dict(teacher))
+    fields = list(TrainConfig.model_fields)
+    given = set(overrides)
+    unknown = sorted(given - set(fields))
+    if unknown:
+        hints = [
+            f"{u!r} (did you mean {closest(u, fields)!r}?)" if closest(u, fields) else repr(u)
+            for u in unknown
+        ]
+        raise TransferError(
+            f"unknown training field(s) {', '.join(hints)}; valid fields: {', '.join(fields)}"
+        )
+    values: dict[str, Any] = {}
+    records: list[RecipeRecord] = []
+    for name in fields:
+        t_value, s_value = getattr(t, name), getattr(student, name)
+        if name in given:
+            values[name] = s_value
+            records.append(RecipeRecord(name, s_value, "user", t_value, "set by the user"))
+        elif name in NOT_INHERITED:
+            values[name] = s_value
+            records.append(RecipeRecord(name, s_value, "student", t_value, "the run's own seed"))
+        else:
+            values[name] = t_value
+            records.append(RecipeRecord(name, t_value, "teacher", t_value, "inherited from the teacher"))
+    if "batch_size" in given and "lr" not in given and student.batch_size != t.batch_size:
+        scaled = t.lr * student.batch_size / t.batch_size
+        values["lr"] = scaled
+        records = [r for r in records if r.field != "lr"]
+        records.append(
+            RecipeRecord(
+                "lr",
+                scaled,
+                "scaled",
+                t.lr,
+                f"linear scaling rule: lr = {t.lr:g} * {student.batch_size} / {t.batch_size} (batch size changed)",
+            )
+        )
+    return TrainConfig.model_validate(values), records

@@ -1,0 +1,172 @@
+"""Structure transfer: a student that reuses named teacher modules, copied or shared, frozen or trainable.
+
+The seed's example: the student takes the teacher's ``conv1`` and ``conv2`` (its feature extractor) and
+trains new fully connected layers. An optional unfreeze schedule trains the new parts first and then
+everything (:class:`UnfreezeSchedule`, run by :func:`fit_in_phases`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from distil.config import TrainConfig
+from distil.errors import TransferError
+from distil.transfer.parameters import _closest_n
+from distil.transfer.report import StructureRecord
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def reuse_modules(
+    teacher: nn.Module,
+    student: nn.Module,
+    names: Sequence[str],
+    *,
+    mode: Literal["copy", "share"] = "copy",
+    freeze: bool = True,
+    unfreeze_epoch: int | None = None,
+    example_inputs: torch.Tensor | None = None,
+) -> list[StructureRecord]:
+    """Put the teacher's modules `names` into `student` (in place), replacing the student's own.
+
+    Args:
+        teacher: the trained model.
+        student: the model that receives the modules (same module paths).
+        names: module paths, e.g. ``["conv1", "conv2"]``.
+        mode: "copy" (an independent deep copy) or "share" (the very same module object, so its weights
+            are the teacher's; only sensible frozen).
+        freeze: whether the reused modules start with ``requires_grad=False``.
+        unfreeze_epoch: recorded for the report; see :class:`UnfreezeSchedule` to apply it.
+        example_inputs: when given, the student is run on it to check that the new modules fit.
+
+    Returns:
+        One StructureRecord per module.
+
+    Raises:
+        TransferError: an unknown module name (closest matches listed), a module the student lacks,
+            a trainable shared module, or modules whose shapes do not fit the student's other layers.
+            The student is left unchanged when this is raised.
+    """
+    if not names:
+        raise TransferError("no module names given to reuse; e.g. ['conv1', 'conv2']")
+    if mode not in ("copy", "share"):
+        raise TransferError(f"unknown reuse mode {mode!r}; valid modes: copy, share")
+    if mode == "share" and (not freeze or unfreeze_epoch is not None):
+        raise TransferError(
+            "a shared module is the teacher's own object: training it would change the teacher (and the "
+            "distillation targets). Use mode='copy' to fine-tune reused modules, or keep shared ones frozen."
+        )
+    t_modules = dict(teacher.named_modules())
+    s_modules = dict(student.named_modules())
+    problems = []
+    for name in names:
+        for role, table in (("teacher", t_modules), ("student", s_modules)):
+            if not name or name not in table:
+                near = _closest_n(name, [n for n in table if n])
+                problems.append(
+                    f"{role} has no module {name!r}" + (f" (closest: {', '.join(near)})" if near else "")
+                )
+    if problems:
+        raise TransferError("cannot reuse teacher modules: " + "; ".join(problems) + ".")
+    originals = {name: s_modules[name] for name in names}
+    records = []
+    for name in names:
+        module = t_modules[name] if mode == "share" else copy.deepcopy(t_modules[name])
+        if mode == "copy":
+            module.requires_grad_(not freeze)
+        _set_submodule(student, name, module)
+        records.append(
+            StructureRecord(
+                module=name,
+                mode=mode,
+                frozen=freeze,
+                unfreeze_epoch=unfreeze_epoch,
+                parameters=sum(p.numel() for p in module.parameters()),
+            )
+        )
+    if example_inputs is not None:
+        was_training = student.training
+        try:
+            with torch.no_grad():
+                student.eval()(example_inputs)
+        except RuntimeError as exc:
+            for name, original in originals.items():
+                _set_submodule(student, name, original)
+            raise TransferError(
+                f"the student does not run with the teacher's {', '.join(names)}: {str(exc).splitlines()[0]}. "
+                "The layers after a reused module must accept its output; reuse a prefix of the teacher "
+                "(e.g. conv1, conv2) in a student whose next layers are sized for it."
+            ) from None
+        finally:
+            student.train(was_training)
+    return records
+
+
+@dataclass(frozen=True)
+class UnfreezeSchedule:
+    """Unfreeze `modules` at the start of epoch `epoch` (1-based), e.g. head first, then everything."""
+
+    modules: tuple[str, ...]
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if self.epoch < 2:
+            raise TransferError(
+                f"unfreeze epoch must be >= 2 (epoch 1 trains with the modules frozen), got {self.epoch}"
+            )
+
+    def apply(self, model: nn.Module, epoch: int) -> bool:
+        """Set `requires_grad` for `epoch` (1-based); returns whether the modules are trainable."""
+        trainable = epoch >= self.epoch
+        for name in self.modules:
+            model.get_submodule(name).requires_grad_(trainable)
+        return trainable
+
+
+def fit_in_phases(
+    train: Callable[[nn.Module, TrainConfig, str], Any],
+    model: nn.Module,
+    cfg: TrainConfig,
+    schedule: UnfreezeSchedule | None,
+    description: str,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train with `schedule`: epochs before `schedule.epoch` with the modules frozen, the rest unfrozen.
+
+    The optimizer only holds trainable parameters, so each phase builds its own optimizer and learning
+    rate schedule (a restart at the unfreeze epoch, as in gradual-unfreezing fine-tuning).
+
+    Args:
+        train: ``train(model, cfg, description) -> FitResult`` (e.g. a closure over `distil.api.distill`).
+        model: the student with reused modules.
+        cfg: the whole training recipe; its epochs are split between the phases.
+        schedule: when to unfreeze; None trains once with `cfg`.
+        description: the label of the records.
+
+    Returns:
+        (trained model, per-epoch records numbered over the whole run).
+    """
+    if schedule is None or schedule.epoch > cfg.epochs:
+        if schedule is not None:
+            schedule.apply(model, 1)
+        result = train(model, cfg, description)
+        return result.model, list(result.history)
+    history: list[dict[str, Any]] = []
+    first = schedule.epoch - 1
+    for start, epochs in ((1, first), (schedule.epoch, cfg.epochs - first)):
+        trainable = schedule.apply(model, start)
+        phase = cfg.model_copy(update={"epochs": epochs})
+        result = train(model, phase, description)
+        model = result.model
+        for record in result.history:
+            history.append({**record, "epoch": record["epoch"] + start - 1, "reused_trainable": trainable})
+    return model, history
