@@ -166,6 +166,7 @@ def distill(
                 cache_dir=cfg.teacher_cache_dir,
                 topk=cfg.teacher_cache_topk,
                 device=accelerator.device,
+                channels_last=cfg.channels_last,
             )
         teacher_fn = cached.to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()

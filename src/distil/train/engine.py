@@ -146,7 +146,7 @@ def fit(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if cfg.compile:
-        model = torch.compile(model)  # type: ignore[assignment]  # unwrap_model returns the original
+        model.compile()  # in place: the module, its type and state_dict keys stay the same
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     device = accelerator.device

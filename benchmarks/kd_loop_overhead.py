@@ -1,0 +1,175 @@
+"""Issue-6 benchmark: distil's KD epoch vs a plain hand-written PyTorch loop doing identical work.
+
+Both sides train the same SmallNet student from the same initial weights against the same LargeNet
+teacher (run live on every batch), on the same Fashion-MNIST subset, with the same batch size,
+optimizer (SGD momentum, weight decay on weights only), per-step cosine schedule, gradient clipping,
+channels_last layout, Hinton loss (kd_weight*T^2*KL + ce_weight*CE) and thread count. The plain loop
+is the best a careful user would write: in-memory tensors, a shuffled index per epoch, no per-step
+`.item()`. Only the training pass is timed on both sides (distil's per-epoch evaluation is not), and
+the two sides alternate A, B, A, B, ... so drift in machine load hits both alike.
+
+    python benchmarks/kd_loop_overhead.py                      # 6000 images, 3 rounds (~6 min, 1 thread)
+    python benchmarks/kd_loop_overhead.py --limit 1000 --rounds 1   # smoke test
+    python benchmarks/kd_loop_overhead.py --profile --limit 2000    # where the time of a KD epoch goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import math
+import pstats
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distil.api import distill
+from distil.config import KDConfig, TrainConfig
+from distil.data import DataBundle, load_dataset
+from distil.models import create_model
+from distil.train.checkpoint import load_checkpoint
+from distil.train.engine import make_accelerator
+
+
+def plain_kd_epoch(
+    teacher: nn.Module, student: nn.Module, data: DataBundle, cfg: TrainConfig, kd: KDConfig
+) -> float:
+    """One KD epoch written directly in PyTorch; returns the seconds of the training pass."""
+    decay = [p for p in student.parameters() if p.ndim > 1]
+    no_decay = [p for p in student.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+    )
+    n = len(data.train)
+    steps = n // cfg.batch_size
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    x_all, y_all = data.train.x, data.train.y
+    t = kd.temperature
+    student.to(memory_format=torch.channels_last).train()
+    teacher.to(memory_format=torch.channels_last).eval()
+    g = torch.Generator().manual_seed(cfg.seed)
+    started = time.perf_counter()
+    order = torch.randperm(n, generator=g)
+    total = torch.zeros(())
+    for b in range(steps):
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x = x_all[idx].contiguous(memory_format=torch.channels_last)
+        y = y_all[idx]
+        with torch.no_grad():
+            t_logits = teacher(x)
+        s_logits = student(x)
+        kl = F.kl_div(
+            F.log_softmax(s_logits / t, dim=1),
+            F.log_softmax(t_logits / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        loss = kd.kd_weight * t * t * kl + kd.ce_weight * F.cross_entropy(s_logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip or math.inf)
+        opt.step()
+        sched.step()
+        total += loss.detach()
+    seconds = time.perf_counter() - started
+    if not math.isfinite(float(total)):
+        raise SystemExit("plain loop diverged")
+    return seconds
+
+
+def profile(teacher: nn.Module, student: nn.Module, data: DataBundle, cfg: TrainConfig, kd: KDConfig) -> None:
+    """Print torch.profiler's top operators and cProfile's top Python functions of one distil KD epoch."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    accelerator = make_accelerator("cpu")
+    distill(teacher, student, data, cfg, kd, accelerator=accelerator)  # warm-up (oneDNN primitive caches)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        distill(teacher, student, data, cfg, kd, accelerator=accelerator)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40))
+    pr = cProfile.Profile()
+    pr.enable()
+    distill(teacher, student, data, cfg, kd, accelerator=accelerator)
+    pr.disable()
+    out = io.StringIO()
+    pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(15)
+    print(out.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=6000, help="training images (Fashion-MNIST subset)")
+    ap.add_argument("--rounds", type=int, default=3, help="A/B pairs (one epoch each)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--teacher", default=None, help="a distil teacher checkpoint (timing is the same untrained)"
+    )
+    ap.add_argument("--profile", action="store_true", help="profile one distil KD epoch instead")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset("fashion-mnist", val_fraction=0.05, limit=args.limit)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=args.batch_size,
+        augment="none",
+        channels_last=True,
+        teacher_cache="off",  # the plain loop runs its teacher live too
+        schedule="cosine",
+    )
+    kd = KDConfig()
+    if args.teacher:
+        teacher, _ = load_checkpoint(args.teacher)
+    else:
+        torch.manual_seed(0)
+        teacher = create_model("largenet", num_classes=10, in_channels=1, image_size=28)
+    torch.manual_seed(1)
+    init = create_model("smallnet", num_classes=10, in_channels=1, image_size=28).state_dict()
+
+    def student() -> nn.Module:
+        model = create_model("smallnet", num_classes=10, in_channels=1, image_size=28)
+        model.load_state_dict(init)
+        return model
+
+    if args.profile:
+        profile(teacher, student(), data, cfg, kd)
+        return
+    accelerator = make_accelerator("cpu")
+    print(
+        f"fashion-mnist subset: {len(data.train)} train images, batch {cfg.batch_size}, "
+        f"{len(data.train) // cfg.batch_size} steps/epoch, {torch.get_num_threads()} thread(s), "
+        f"largenet -> smallnet, channels_last, live teacher"
+    )
+    distil_s: list[float] = []
+    plain_s: list[float] = []
+    for r in range(args.rounds):
+        result = distill(teacher, student(), data, cfg, kd, accelerator=accelerator)
+        distil_s.append(result.history[0]["seconds"])
+        plain_s.append(plain_kd_epoch(teacher, student(), data, cfg, kd))
+        print(f"round {r + 1}: distil {distil_s[-1]:.2f}s  plain {plain_s[-1]:.2f}s")
+    ratios = [p / d for p, d in zip(plain_s, distil_s, strict=True)]
+    steps = len(data.train) // cfg.batch_size
+    print()
+    print("| loop | epoch seconds (median) | samples/s | throughput vs plain |")
+    print("|---|---|---|---|")
+    for name, secs in (("plain PyTorch", plain_s), ("distil fit", distil_s)):
+        med = statistics.median(secs)
+        print(
+            f"| {name} | {med:.2f} | {steps * cfg.batch_size / med:.0f} | "
+            f"{statistics.median(plain_s) / med:.3f}x |"
+        )
+    print(
+        f"\ndistil/plain throughput per round: {', '.join(f'{x:.3f}' for x in ratios)} "
+        f"(median {statistics.median(ratios):.3f}x; target >= 0.95x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
