@@ -156,6 +156,43 @@ class TransferConfig(_Strict):
     )
 
 
+class PruneConfig(_Strict):
+    """Pruning: structured (whole channels, by ratio or MACs target) or unstructured (magnitude zeros)."""
+
+    method: Literal["structured", "unstructured"] = "structured"
+    ratio: float | None = Field(default=None, gt=0, lt=1, description="fraction of channels (or weights) removed")
+    macs_reduction: float | None = Field(default=2.0, gt=1, description="structured: prune until MACs fall Nx")
+    criterion: Literal["magnitude", "taylor", "bn-scale"] = "magnitude"
+    global_pruning: bool = False
+    ignore: list[str] | None = Field(default=None, description="module paths kept; None = the classifier")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneConfig:
+        if self.method == "unstructured" and self.ratio is None:
+            raise ValueError("unstructured pruning needs prune.ratio (the fraction of weights zeroed)")
+        return self
+
+
+class QuantizeConfig(_Strict):
+    """Int8: post-training static (ONNX Runtime) or QAT with distillation from the fp32 teacher."""
+
+    mode: Literal["static", "qat"] = "static"
+    calibration_size: int = Field(default=512, gt=0, description="training samples for activation ranges")
+    format: Literal["auto", "qoperator", "qdq"] = "auto"
+    per_channel: bool | None = Field(default=None, description="None = measure both, keep the faster")
+    exclude: list[str] = Field(default_factory=list, description="module paths kept in fp32")
+
+
+class CompressConfig(_Strict):
+    """The compression chain after distillation: prune -> KD fine-tune -> int8 -> ONNX export."""
+
+    prune: PruneConfig | None = Field(default_factory=PruneConfig)
+    finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))
+    quantize: QuantizeConfig | None = Field(default_factory=QuantizeConfig)
+    opset: int = Field(default=17, ge=13)
+    latency_threads: int = Field(default=1, gt=0, description="threads for every latency measurement")
+
+
 class Recipe(_Strict):
     """A whole run: data, teacher, student, their training recipes and the distillation loss."""
 
@@ -169,6 +206,7 @@ class Recipe(_Strict):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    compress: CompressConfig | None = Field(default=None, description="prune/quantize/export after distill")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="experiment trackers (through Accelerate) that log every epoch"
     )

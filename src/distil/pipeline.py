@@ -23,6 +23,7 @@ from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
+from distil.train.distributed import rank_run_root
 from distil.train.engine import make_accelerator
 from distil.train.runs import RunDir
 from distil.train.trackers import end_trackers, start_trackers
@@ -95,6 +96,7 @@ def run_pipeline(
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     histories: dict[str, list[dict[str, Any]]] = {}
 
+    out_root, _ = rank_run_root(accelerator, out_root)  # only rank 0 writes the run
     with RunDir(out_root, run_name or recipe.name, exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
@@ -209,6 +211,7 @@ def train_teacher(
     data = load_data(recipe)
     teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
+    out_root, _ = rank_run_root(accelerator, out_root)  # only rank 0 writes the run
     with RunDir(out_root, run_name or f"{recipe.name}-teacher", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
@@ -265,6 +268,7 @@ def distill_student(
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
     train_cfg = prepared.train_cfg
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
+    out_root, _ = rank_run_root(accelerator, out_root)  # only rank 0 writes the run
     with RunDir(out_root, run_name or f"{recipe.name}-kd", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from distil.cli import compare, demo, distill, evaluate, recipe, report, run, train, transfer
+from distil.cli import (
+    compare,
+    compress,
+    demo,
+    distill,
+    evaluate,
+    export,
+    prune,
+    quantize,
+    recipe,
+    report,
+    run,
+    train,
+    transfer,
+)
 from distil.cli.common import console
 
 app = typer.Typer(
@@ -21,6 +35,10 @@ app.command("eval")(evaluate.evaluate)
 app.command("transfer")(transfer.transfer)
 app.command("report")(report.report)
 app.command("compare")(compare.compare)
+app.command("prune")(prune.prune)
+app.command("quantize")(quantize.quantize)
+app.command("export")(export.export)
+app.command("compress")(compress.compress)
 app.add_typer(recipe.app, name="recipe")
 
 

@@ -204,6 +204,11 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
     kwargs = spec["kwargs"]
     if not isinstance(kwargs, Mapping):
         raise ModelError(f"model spec 'kwargs' must be a mapping, got {type(kwargs).__name__}: {kwargs!r}")
+    if spec["name"] == "pruned":
+        # A structurally pruned model: its base architecture with resized layers (no torch-pruning needed).
+        from distil.compress.prune import build_pruned
+
+        return build_pruned(spec)
     return create_model(
         spec["name"],
         num_classes=spec["num_classes"],

@@ -9,13 +9,18 @@ student in DistributedDataParallel, and these helpers reduce the epoch's numbers
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from torch import nn
 
 from distil.data import Split
+from distil.errors import ConfigError
 from distil.measure import accuracy, predict
 
 
@@ -82,3 +87,26 @@ def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict
     stacked = torch.stack([sums[k].float().reshape(()) for k in names]).to(accelerator.device)
     reduced = accelerator.reduce(stacked, reduction="mean")
     return {k: reduced[i] for i, k in enumerate(names)}
+
+
+def rank_run_root(
+    accelerator: Accelerator, out_root: str | Path, resume: str | Path | None = None
+) -> tuple[Path, str | Path | None]:
+    """`(root, resume)` for this process's run directory, so that only the main process writes one.
+
+    The main process gets `out_root` itself; the others a private temporary root (removed at exit),
+    where their copies of checkpoints and reports go unseen.
+
+    Raises:
+        ConfigError: resuming with several processes (every rank would have to read rank 0's state).
+    """
+    if accelerator.is_main_process:
+        return Path(out_root), resume
+    if resume is not None:
+        raise ConfigError(
+            f"resuming {str(resume)!r} with {accelerator.num_processes} processes is not supported; "
+            "resume it with one process (plain `distil ...`, without torchrun/accelerate launch)."
+        )
+    root = Path(tempfile.mkdtemp(prefix=f"distil-rank{accelerator.process_index}-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root, None

@@ -1,0 +1,117 @@
+"""`distil prune`: structured (or unstructured) pruning of a checkpoint, then KD fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from distil.cli.common import console, user_errors
+from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
+
+
+@user_errors
+def prune(
+    checkpoint: Annotated[str, typer.Argument(help="The distil checkpoint to prune.")],
+    out: Annotated[
+        str, typer.Option(help="Checkpoint name to write (NAME.safetensors + NAME.json).")
+    ] = "pruned",
+    method: Annotated[
+        Literal["structured", "unstructured"],
+        typer.Option(help="structured: remove channels (smaller, faster); unstructured: zero weights."),
+    ] = "structured",
+    ratio: Annotated[float | None, typer.Option(help="Fraction of channels (or weights) removed.")] = None,
+    macs_reduction: Annotated[
+        float | None, typer.Option(help="Structured: prune until MACs fall this many times (e.g. 2).")
+    ] = None,
+    criterion: Annotated[
+        Literal["magnitude", "taylor", "bn-scale"], typer.Option(help="Channel importance.")
+    ] = "magnitude",
+    global_pruning: Annotated[
+        bool, typer.Option("--global/--uniform", help="Rank channels across layers, or prune each alike.")
+    ] = False,
+    ignore: Annotated[
+        list[str] | None, typer.Option(help="Module path kept unpruned (repeatable; default: classifier).")
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher for KD fine-tuning (default: the unpruned model itself).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="KD fine-tuning epochs (0 = none).")] = 3,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 0.01,
+    data: DataOption = None,
+    data_root: DataRootOption = None,
+    limit: LimitOption = None,
+    latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+) -> None:
+    """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
+
+    The result loads with `distil eval` / `load_checkpoint`, without torch-pruning.
+
+    Example: distil prune runs/fm/student_kd.json --macs-reduction 2 --out runs/fm/student_pruned
+    """
+    import copy
+
+    import torch
+
+    from distil.api import distill
+    from distil.compress import magnitude_prune_, prune_structured
+    from distil.compress.prune import default_ignored
+    from distil.compress.sparsity import NO_SPEEDUP_NOTE, fold_masks_
+    from distil.config import TrainConfig
+    from distil.errors import ConfigError
+    from distil.measure import measure_model, predict
+    from distil.report import metrics_table
+    from distil.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
+    reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
+    shape = tuple(bundle.input_shape)
+    if method == "structured":
+        if ratio is None and macs_reduction is None:
+            raise ConfigError("give --ratio (e.g. 0.3) or --macs-reduction (e.g. 2) for structured pruning.")
+        calib = (bundle.train.x[:256], bundle.train.y[:256]) if criterion == "taylor" else None
+        result = prune_structured(
+            model,
+            torch.zeros((1, *shape)),
+            meta["spec"],
+            ratio=ratio,
+            macs_reduction=macs_reduction if ratio is None else None,
+            criterion=criterion,
+            global_pruning=global_pruning,
+            ignore=ignore,
+            calibration=calib,
+        )
+        pruned, spec = result.model, result.spec
+        console.print(
+            f"pruned {result.pruning_ratio:.1%} of channels: MACs {result.base_macs:,} -> {result.macs:,} "
+            f"({result.macs_reduction:.2f}x fewer), params {result.base_params:,} -> {result.params:,}"
+        )
+    else:
+        if ratio is None:
+            raise ConfigError("unstructured pruning needs --ratio (the fraction of weights zeroed).")
+        pruned, spec = copy.deepcopy(model), meta["spec"]
+        kept = ignore if ignore is not None else default_ignored(pruned)
+        report = magnitude_prune_(pruned, ratio, ignore=kept, keep_masks=True)
+        console.print(f"zeroed {report.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
+    if epochs > 0:
+        cfg = TrainConfig(epochs=epochs, lr=lr)
+        pruned = distill(reference, pruned, bundle, cfg, description="prune_finetune").model
+    if method == "unstructured":
+        fold_masks_(pruned)
+    weights = save_checkpoint(out, pruned.cpu().eval(), spec, {"role": "pruned", "data": bundle.describe()})
+    x, y = bundle.test.x, bundle.test.y
+    rows = [
+        measure_model("before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x)),
+        measure_model(
+            "pruned",
+            pruned,
+            x,
+            y,
+            input_shape=shape,
+            teacher_logits=predict(reference, x),
+            weights_path=weights,
+        ),
+    ]
+    console.print(metrics_table(rows, rows[0], title=f"{bundle.name} test set"))
+    console.print(f"wrote {weights} and {Path(weights).with_suffix('.json')}")

@@ -1,0 +1,238 @@
+"""The compression chain: distilled student -> prune -> KD fine-tune -> int8 -> ONNX, one row per stage.
+
+Every row is measured on the artefact that would be deployed: each stage is exported to ONNX and its
+accuracy, size (the .onnx file), parameters and latency come from ONNX Runtime, all with the same
+thread count, so the rows compare like with like. Each export is verified against PyTorch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.compress.export import export_onnx, measure_onnx, verify_onnx
+from distil.compress.prune import prune_structured
+from distil.compress.quantize import quantization_aware_distill, quantize_onnx
+from distil.compress.sparsity import NO_SPEEDUP_NOTE, fold_masks_, magnitude_prune_
+from distil.config import CompressConfig, KDConfig
+from distil.data import DataBundle
+from distil.fileio import atomic_write_json
+from distil.measure import ModelMetrics, count_macs, predict
+from distil.train.checkpoint import save_checkpoint
+
+__all__ = ["CompressResult", "compress_model"]
+
+
+@dataclass
+class CompressResult:
+    """What the chain produced.
+
+    Attributes:
+        metrics: One row per stage, measured on its ONNX file with ONNX Runtime.
+        artefacts: Stage name -> file (``.onnx``, and ``.safetensors`` checkpoints of pruned models).
+        verification: Stage name -> ONNX-vs-PyTorch comparison (max abs diff, top-1 agreement).
+        details: Pruning/quantization facts (ratios, candidates, sparsity, notes).
+        histories: Fine-tuning records per stage.
+    """
+
+    metrics: list[ModelMetrics]
+    artefacts: dict[str, Path] = field(default_factory=dict)
+    verification: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def by_name(self, name: str) -> ModelMetrics:
+        return next(m for m in self.metrics if m.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": [m.to_dict() for m in self.metrics],
+            "artefacts": {k: str(v) for k, v in self.artefacts.items()},
+            "verification": self.verification,
+            "details": self.details,
+        }
+
+
+def compress_model(
+    teacher: nn.Module,
+    student: nn.Module,
+    student_spec: dict[str, Any],
+    data: DataBundle,
+    cfg: CompressConfig,
+    out_dir: str | Path,
+    *,
+    kd: KDConfig | None = None,
+    measure_latency: bool = True,
+    include_teacher: bool = True,
+    log: Callable[[str], None] | None = None,
+    **fit_kwargs: Any,
+) -> CompressResult:
+    """Run the compression chain on a distilled `student`, with `teacher` teaching every fine-tune.
+
+    Stages (rows, each named by its file): ``teacher.onnx`` and ``student.onnx`` (fp32 references),
+    then if ``cfg.prune``: ``pruned.onnx`` (just pruned) and ``pruned+kd.onnx`` (after KD fine-tuning
+    with ``cfg.finetune``; also saved as the checkpoint ``pruned_kd``), then if ``cfg.quantize``:
+    ``int8.onnx`` (static PTQ), preceded by ``qat+kd.onnx`` (fp32 weights after QAT + KD) in QAT mode.
+
+    Args:
+        teacher: The fp32 teacher (frozen; it teaches the fine-tunes and is the agreement reference).
+        student: The distilled student to compress (not modified).
+        student_spec: Its architecture spec.
+        data: The dataset; fine-tunes train on ``data.train``, rows are measured on ``data.test``,
+            exports verified on ``data.val`` (or test when there is no validation split).
+        cfg: What to do.
+        out_dir: Where the artefacts go (created).
+        kd: Distillation loss settings for the fine-tunes.
+        measure_latency: Time every artefact at batch 1 and 256.
+        include_teacher: Add the teacher's ONNX row.
+        log: Called with one line per finished stage.
+        **fit_kwargs: Passed to :func:`distil.api.distill` (accelerator, progress, on_epoch_end).
+
+    Returns:
+        CompressResult; ``compress.json`` with the same content is written to `out_dir`.
+    """
+    from distil.api import distill
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _line: None)
+    shape = tuple(data.input_shape)
+    x_test, y_test = data.test.x, data.test.y
+    x_check = data.val.x if len(data.val) else data.test.x
+    teacher = teacher.cpu().eval()
+    teacher_logits = predict(teacher, x_test)
+    result = CompressResult(metrics=[])
+    threads = cfg.latency_threads
+
+    def stage(name: str, model: nn.Module, source: nn.Module | None = None, onnx: Path | None = None) -> None:
+        """Export (unless given an ONNX file), verify against `source` (default: the model), measure."""
+        model = model.cpu().eval()
+        path = onnx or export_onnx(model, out / name.replace("+", "_"), shape, opset=cfg.opset)
+        ref = source if source is not None else model
+        result.verification[name] = verify_onnx(path, ref, x_check).to_dict()
+        row = measure_onnx(
+            name,
+            path,
+            x_test,
+            y_test,
+            shape,
+            macs=count_macs(ref, shape),
+            reference_logits=None if name == "teacher.onnx" else teacher_logits,
+            threads=threads,
+            latency=measure_latency,
+        )
+        result.metrics.append(row)
+        result.artefacts[name] = path
+        say(f"{name}: accuracy {row.accuracy:.2%}, {row.bytes:,} bytes, {row.macs:,} MACs")
+
+    if include_teacher:
+        stage("teacher.onnx", teacher)
+    current = copy.deepcopy(student).cpu().eval()
+    current_spec = student_spec
+    stage("student.onnx", current)
+
+    if cfg.prune is not None:
+        p = cfg.prune
+        example = torch.zeros((1, *shape))
+        if p.method == "structured":
+            calib = (data.train.x[:256], data.train.y[:256]) if p.criterion == "taylor" else None
+            pr = prune_structured(
+                current,
+                example,
+                current_spec,
+                ratio=p.ratio,
+                macs_reduction=None if p.ratio is not None else p.macs_reduction,
+                criterion=p.criterion,
+                global_pruning=p.global_pruning,
+                ignore=p.ignore,
+                calibration=calib,
+            )
+            current, current_spec = pr.model, pr.spec
+            result.details["prune"] = {
+                "method": "structured",
+                "criterion": p.criterion,
+                "global": p.global_pruning,
+                "ratio": pr.pruning_ratio,
+                "macs_before": pr.base_macs,
+                "macs_after": pr.macs,
+                "macs_reduction": pr.macs_reduction,
+                "params_before": pr.base_params,
+                "params_after": pr.params,
+                "layers": current_spec["kwargs"]["layers"],
+            }
+        else:
+            assert p.ratio is not None
+            ignore = p.ignore if p.ignore is not None else _last_linear(current)
+            report = magnitude_prune_(current, p.ratio, ignore=ignore, keep_masks=True)
+            result.details["prune"] = {"method": "unstructured", **report.to_dict()}
+        stage("pruned.onnx", current)
+        fit = distill(teacher, current, data, cfg.finetune, kd, description="prune_finetune", **fit_kwargs)
+        current = fit.model.cpu().eval()
+        result.histories["pruned+kd.onnx"] = fit.history
+        if p.method == "unstructured":
+            fold_masks_(current)
+            result.details["prune"]["note"] = NO_SPEEDUP_NOTE
+        save_checkpoint(
+            out / "pruned_kd", current, current_spec, {"role": "pruned_kd", "data": data.describe()}
+        )
+        result.artefacts["pruned+kd.safetensors"] = out / "pruned_kd.safetensors"
+        stage("pruned+kd.onnx", current)
+
+    if cfg.quantize is not None:
+        q = cfg.quantize
+        calibration = data.train.x[: q.calibration_size]
+        per_channel = q.per_channel
+        source = current
+        if q.mode == "qat":
+            qat_student = copy.deepcopy(current)
+            fit = quantization_aware_distill(
+                teacher,
+                qat_student,
+                data,
+                cfg.finetune,
+                kd,
+                exclude=q.exclude,
+                description="qat_kd",
+                **fit_kwargs,
+            )
+            source = fit.model.cpu().eval()
+            result.histories["qat+kd.onnx"] = fit.history
+            # The fake-quant trained per-channel weights; quantize the same way.
+            per_channel = True if per_channel is None else per_channel
+            stage("qat+kd.onnx", source)
+        fp32 = export_onnx(source, out / "int8_source.onnx", shape, opset=cfg.opset)
+        qr = quantize_onnx(
+            fp32,
+            out / "int8.onnx",
+            calibration,
+            shape,
+            fmt=q.format,
+            per_channel=per_channel,
+            exclude=q.exclude,
+            threads=threads,
+        )
+        fp32.unlink()
+        result.details["quantize"] = {
+            "mode": q.mode,
+            "backend": "onnxruntime static int8 (uint8 activations, int8 weights, MinMax calibration)",
+            "format": qr.fmt,
+            "per_channel": qr.per_channel,
+            "calibration_samples": int(calibration.shape[0]),
+            "candidates": qr.candidates,
+            "float_nodes": qr.float_nodes,
+        }
+        stage("int8.onnx", source, source=source, onnx=qr.path)
+    atomic_write_json(out / "compress.json", result.to_dict())
+    return result
+
+
+def _last_linear(model: nn.Module) -> list[str]:
+    from distil.compress.prune import default_ignored
+
+    return default_ignored(model)

@@ -1,0 +1,159 @@
+"""End-to-end runs of `distil export / prune / quantize / compress / run` on tiny digits models."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from distil.cli.app import app
+from distil.models import build_from_spec, model_spec
+from distil.train.checkpoint import load_checkpoint, save_checkpoint
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch_pruning")
+
+runner = CliRunner()
+DATA = {"data": {"name": "digits"}}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    root = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    t_spec = model_spec("largenet", num_classes=10, in_channels=1, image_size=8, width=0.25)
+    s_spec = model_spec("smallnet", num_classes=10, in_channels=1, image_size=8)
+    save_checkpoint(root / "teacher", build_from_spec(t_spec), t_spec, DATA)
+    save_checkpoint(root / "student", build_from_spec(s_spec), s_spec, DATA)
+    return str(root / "teacher.json"), str(root / "student.json")
+
+
+def test_export_writes_a_verified_onnx(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "s.onnx"
+    result = runner.invoke(app, ["export", ckpts[1], "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "top-1 agreement 100.00%" in " ".join(result.output.split())
+
+
+def test_prune_writes_a_smaller_checkpoint_that_loads(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "pruned"
+    args = [
+        "prune",
+        ckpts[1],
+        "--macs-reduction",
+        "2",
+        "--epochs",
+        "1",
+        "--limit",
+        "200",
+        "--no-latency",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, meta = load_checkpoint(out)
+    assert meta["spec"]["name"] == "pruned"
+    assert model.conv1.out_channels < 16
+    assert "fewer" in result.output
+
+
+def test_unstructured_prune_says_it_buys_no_speed(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "sparse"
+    args = [
+        "prune",
+        ckpts[1],
+        "--method",
+        "unstructured",
+        "--ratio",
+        "0.5",
+        "--epochs",
+        "0",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "neither smaller" in " ".join(result.output.split())
+
+
+def test_prune_with_an_unknown_layer_fails_cleanly(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    args = ["prune", ckpts[1], "--ratio", "0.3", "--ignore", "fc_2", "--out", str(tmp_path / "x")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "Did you mean 'fc2'" in " ".join(result.output.split())
+
+
+def test_quantize_writes_int8(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    args = [
+        "quantize",
+        ckpts[1],
+        "--format",
+        "qdq",
+        "--per-tensor",
+        "--calibration-size",
+        "64",
+        "--out",
+        str(tmp_path),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "int8.onnx").is_file()
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * (tmp_path / "student.onnx").stat().st_size
+
+
+def test_compress_chain_reports_every_stage(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    args = [
+        "compress",
+        *ckpts,
+        "--out",
+        str(tmp_path),
+        "--no-latency",
+        "--limit",
+        "200",
+        "--set",
+        "compress.finetune.epochs=1",
+        "--set",
+        "compress.quantize.format=qdq",
+        "--set",
+        "compress.quantize.per_channel=false",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "compress.json").read_text())
+    names = [m["name"] for m in summary["metrics"]]
+    assert names == ["teacher.onnx", "student.onnx", "pruned.onnx", "pruned+kd.onnx", "int8.onnx"]
+    rows = {m["name"]: m for m in summary["metrics"]}
+    assert rows["pruned.onnx"]["macs"] < rows["student.onnx"]["macs"]
+    assert rows["int8.onnx"]["bytes"] < rows["pruned+kd.onnx"]["bytes"] < rows["student.onnx"]["bytes"]
+    assert all(v["top1_agreement"] == 1.0 for k, v in summary["verification"].items() if k != "int8.onnx")
+    assert (tmp_path / "pruned_kd.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_run_recipe_with_a_compress_section(tmp_path: Path) -> None:
+    args = [
+        "run",
+        "digits",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--no-latency",
+        "--name",
+        "c",
+        "--set",
+        "data.limit=300",
+        "--set",
+        "teacher_train.epochs=1",
+        "--set",
+        "student_train.epochs=1",
+        "--set",
+        "compress={finetune: {epochs: 1}, quantize: {mode: qat, format: qdq}}",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    names = [m["name"] for m in summary["metrics"]]
+    assert names[-3:] == ["pruned+kd.onnx", "qat+kd.onnx", "int8.onnx"]
+    assert (tmp_path / "c" / "compress" / "int8.onnx").is_file()
