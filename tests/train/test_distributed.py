@@ -6,15 +6,17 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from distil.data import load_dataset
+from distil.errors import ConfigError
 from distil.measure import accuracy, predict
 from distil.models import create_model
-from distil.train.distributed import shard_bounds
+from distil.train.distributed import rank_run_root, shard_bounds, use_cpu
 
 WORKER = textwrap.dedent(
     """
@@ -53,6 +55,24 @@ def test_shards_cover_every_sample_once() -> None:
         for shards in (1, 2, 3, 4):
             covered = [i for r in range(shards) for i in range(*shard_bounds(n, shards, r))]
             assert covered == list(range(n))
+
+
+def test_launched_ranks_on_a_cpu_only_machine_form_one_gloo_group(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert use_cpu("auto") and use_cpu("cpu") and not use_cpu("cuda")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not use_cpu("auto")  # one process: Accelerate picks the device itself
+
+
+def test_only_rank_zero_writes_the_run_directory(tmp_path: Path) -> None:
+    main = SimpleNamespace(is_main_process=True, num_processes=2, process_index=0)
+    other = SimpleNamespace(is_main_process=False, num_processes=2, process_index=1)
+    assert rank_run_root(main, tmp_path, "partial") == (tmp_path, "partial")
+    root, resume = rank_run_root(other, tmp_path)
+    assert resume is None and root.is_dir() and tmp_path not in root.parents and root != tmp_path
+    with pytest.raises(ConfigError, match="resume it with one process"):
+        rank_run_root(other, tmp_path, "partial")
 
 
 @pytest.mark.slow
