@@ -9,7 +9,7 @@ The public API:
     >>> distil.distill(teacher, student, data)
 """
 
-from distil.api import distill, train_model
+from distil.api import distill, mutual_learning, train_model
 from distil.config import KDConfig, ModelConfig, Recipe, TrainConfig, load_recipe
 from distil.data import DataBundle, load_dataset
 from distil.errors import (
@@ -21,7 +21,8 @@ from distil.errors import (
     TrainingError,
     TransferError,
 )
-from distil.losses import CELoss, KDLoss, kd_kl
+from distil.features import FeatureCapture
+from distil.losses import LOSSES, CELoss, KDLoss, build_loss, kd_kl
 from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
 from distil.pipeline import run_pipeline
@@ -31,12 +32,14 @@ from distil.transfer import inherit_recipe, reuse_modules, transfer_parameters
 __version__ = "0.1.0"
 
 __all__ = [
+    "LOSSES",
     "CELoss",
     "CheckpointError",
     "ConfigError",
     "DataBundle",
     "DataError",
     "DistilError",
+    "FeatureCapture",
     "KDConfig",
     "KDLoss",
     "ModelConfig",
@@ -46,6 +49,7 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "TransferError",
+    "build_loss",
     "compare",
     "create_model",
     "distill",
@@ -56,6 +60,7 @@ __all__ = [
     "load_dataset",
     "load_recipe",
     "measure_model",
+    "mutual_learning",
     "reuse_modules",
     "run_pipeline",
     "save_checkpoint",

@@ -25,6 +25,7 @@ from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
 from distil.train.distributed import rank_run_root
 from distil.train.engine import make_accelerator
+from distil.train.ensemble import recipe_teachers
 from distil.train.runs import RunDir
 from distil.train.trackers import end_trackers, start_trackers
 from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
@@ -123,14 +124,16 @@ def run_pipeline(
             )
             scratch, histories["student_scratch"] = result.model, result.history
             prepared = _prepare_student(recipe, teacher, kd_student, data, recipe.teacher.checkpoint)
+            teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
 
             def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
                 return distill(
-                    teacher,
+                    teachers,
                     model,
                     data,
                     cfg,
                     recipe.kd,
+                    teacher_weights=teacher_weights,
                     accelerator=accelerator,
                     progress=progress,
                     on_epoch_end=run.log,
@@ -262,6 +265,7 @@ def distill_student(
         )
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data)
+    teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
     student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
     # directory exists, so a bad transfer writes nothing.
@@ -276,11 +280,12 @@ def distill_student(
 
             def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
                 return distill(
-                    teacher,
+                    teachers,
                     model,
                     data,
                     cfg,
                     recipe.kd,
+                    teacher_weights=teacher_weights,
                     accelerator=accelerator,
                     progress=progress,
                     on_epoch_end=run.log,

@@ -11,6 +11,7 @@ from distil.cli import (
     distill,
     evaluate,
     export,
+    layers,
     prune,
     quantize,
     recipe,
@@ -32,6 +33,7 @@ app.command("run")(run.run)
 app.command("train")(train.train)
 app.command("distill")(distill.distill)
 app.command("eval")(evaluate.evaluate)
+app.command("layers")(layers.layers)
 app.command("transfer")(transfer.transfer)
 app.command("report")(report.report)
 app.command("compare")(compare.compare)

@@ -17,6 +17,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
+from distil.cli.layers import MethodOption, method_overrides
 from distil.cli.transfer import LayerMapOption, SelectionOption, transfer_overrides
 from distil.pipeline import distill_student
 
@@ -31,6 +32,7 @@ def distill(
             ".safetensors/.pt state_dict for the recipe's teacher.model."
         ),
     ] = None,
+    method: MethodOption = None,
     overrides: SetOption = None,
     out: OutOption = "runs",
     quiet: QuietOption = False,
@@ -56,9 +58,12 @@ def distill(
 
     Example: distil distill digits --teacher runs/digits-demo-teacher/teacher.safetensors --set kd.temperature=2
 
+    Other methods: distil distill digits --teacher T --method dkd (or --set kd.terms='{ce: 1, fitnet: 100}')
+
     With transfer: distil distill digits --teacher T --init teacher --inherit-recipe --set student_train.epochs=3
     """
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
+    extra += method_overrides(method)
     if init:
         extra.append(f"transfer.init={init}")
     if inherit_recipe:
