@@ -198,6 +198,8 @@ def fit(
 
     for epoch in range(start_epoch, cfg.epochs):
         loader.set_epoch(epoch)
+        if hasattr(loss_fn, "set_epoch"):  # losses with warm-ups or temperature schedules
+            loss_fn.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         sums: dict[str, torch.Tensor] = resumed_sums if epoch == start_epoch else {}
