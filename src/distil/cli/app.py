@@ -46,7 +46,10 @@ app.add_typer(recipe.app, name="recipe")
 
 @app.command("models")
 def models() -> None:
-    """List the registered model names (any `pkg.module:factory` works too)."""
+    """List the registered model names (any `pkg.module:factory` works too).
+
+    Example: distil models
+    """
     from distil.models import list_models
 
     for name in list_models():

@@ -26,5 +26,5 @@ def compare(
 
     runs, files = write_comparison(run_dirs, out)
     console.print(compare_table(runs))
-    console.print(f"wrote {files.markdown}")
-    console.print(f"wrote {files.html}  (open it in a browser: everything is embedded)")
+    console.print(f"wrote {files.markdown}", soft_wrap=True)
+    console.print(f"wrote {files.html}  (open it in a browser: everything is embedded)", soft_wrap=True)

@@ -32,7 +32,7 @@ def report(
     files = write_report(run_dir, out)
     run = load_run(run_dir)
     console.print(metrics_table(run.metrics, run.reference, title=f"{run.recipe_name}: {run.name}"))
-    console.print(f"wrote {files.markdown}")
-    console.print(f"wrote {files.html}  (open it in a browser: everything is embedded)")
+    console.print(f"wrote {files.markdown}", soft_wrap=True)
+    console.print(f"wrote {files.html}  (open it in a browser: everything is embedded)", soft_wrap=True)
     for path in files.figures.values():
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)

@@ -51,8 +51,13 @@ def make_accelerator(
     `trackers` ("tensorboard", "mlflow", "wandb") are checked to be installed here, and started per run
     with `distil.train.trackers.start_trackers`.
     """
+    log_with = check_trackers(trackers)
     return Accelerator(
-        cpu=use_cpu(device), mixed_precision=mixed_precision, log_with=check_trackers(trackers) or None
+        cpu=use_cpu(device),
+        mixed_precision=mixed_precision,
+        log_with=log_with or None,
+        # Trackers that write files need a directory now; start_trackers points it at the run directory.
+        project_dir="." if log_with else None,
     )
 
 

@@ -76,7 +76,9 @@ def start_trackers(
     """
     if not accelerator.log_with:
         return
-    accelerator.project_configuration.set_directories(str(run_dir))
+    # make_accelerator set a placeholder directory (trackers must have one up front); point both at the run.
+    accelerator.project_configuration.project_dir = str(run_dir)
+    accelerator.project_configuration.logging_dir = str(run_dir)
     accelerator.init_trackers(project, config=_flat(config))
 
 
