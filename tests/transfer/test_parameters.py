@@ -253,3 +253,13 @@ def test_report_serialises() -> None:
     assert data["counts"] == {"selected": 7, "exact": 1}
     assert {"student_tensor", "teacher_tensor", "method", "reason"} <= set(data["parameters"][0])
     assert "| conv1.weight [32, 1, 3, 3] | conv1.weight | selected |" in report.to_markdown()
+
+
+def test_a_frozen_teacher_under_no_grad_is_traced_all_the_same() -> None:
+    from distil.train.teacher import freeze
+
+    teacher, student = freeze(_largenet()), _largenet(width=0.5, seed=1)
+    with torch.no_grad():
+        transfer_parameters(teacher, student, selection="first", example_inputs=X8)
+    assert torch.equal(student.conv2.weight, teacher.conv2.weight[:64, :32])
+    assert not any(p.requires_grad for p in teacher.parameters())

@@ -193,10 +193,21 @@ def _thin_teacher(
     Returns:
         (thinned copy, {teacher tensor prefix: reason}) for the layers whose out-channels were selected.
     """
-    import torch_pruning as tp
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise TransferError(
+            "selecting channels for a thinner student traces the graph with torch-pruning, which is not "
+            "installed: pip install 'distil[compress]' (or pip install torch-pruning). Students of the "
+            "teacher's exact widths need no extra package."
+        ) from None
 
-    thinned = copy.deepcopy(teacher).eval().cpu()
-    dg = tp.DependencyGraph().build_dependency(thinned, example_inputs=example_inputs, verbose=False)
+    thinned = copy.deepcopy(teacher).eval().cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    # The graph is traced through autograd: a frozen teacher (requires_grad=False, or a caller inside
+    # torch.no_grad) would give an empty graph, so the copy is made trainable for the trace.
+    thinned.requires_grad_(True)
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(thinned, example_inputs=example_inputs, verbose=False)
     names = {m: n for n, m in thinned.named_modules()}
     notes: dict[str, list[str]] = {}
     for t_name, module in list(thinned.named_modules()):
