@@ -10,7 +10,8 @@ The public API:
 """
 
 from distil.api import distill, mutual_learning, train_model
-from distil.config import KDConfig, ModelConfig, Recipe, TrainConfig, load_recipe
+from distil.compress import compress_model, export_onnx, prune_structured, quantize_onnx
+from distil.config import CompressConfig, KDConfig, ModelConfig, Recipe, TrainConfig, load_recipe
 from distil.data import DataBundle, load_dataset
 from distil.errors import (
     CheckpointError,
@@ -35,6 +36,7 @@ __all__ = [
     "LOSSES",
     "CELoss",
     "CheckpointError",
+    "CompressConfig",
     "ConfigError",
     "DataBundle",
     "DataError",
@@ -51,8 +53,10 @@ __all__ = [
     "TransferError",
     "build_loss",
     "compare",
+    "compress_model",
     "create_model",
     "distill",
+    "export_onnx",
     "inherit_recipe",
     "kd_kl",
     "list_models",
@@ -61,6 +65,8 @@ __all__ = [
     "load_recipe",
     "measure_model",
     "mutual_learning",
+    "prune_structured",
+    "quantize_onnx",
     "reuse_modules",
     "run_pipeline",
     "save_checkpoint",
