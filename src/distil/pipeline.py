@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,14 @@ from distil.fileio import atomic_write_json
 from distil.measure import ModelMetrics, compare, measure_model, per_class_accuracy, predict
 from distil.report import metrics_table
 from distil.report.progress import make_progress
+from distil.resources import oom_hint, preflight
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
 from distil.train.distributed import rank_run_root
 from distil.train.engine import make_accelerator
 from distil.train.ensemble import recipe_teachers
-from distil.train.runs import RunDir
+from distil.train.runs import RunDir, resolve_resume
+from distil.train.state import checkpointing
 from distil.train.trackers import end_trackers, start_trackers
 from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
 
@@ -72,6 +76,7 @@ def run_pipeline(
     show_progress: bool = True,
     log_format: str = "auto",
     measure_latency: bool = True,
+    resume: str | Path | None = None,
 ) -> PipelineResult:
     """Teacher -> scratch student -> distilled student -> measurements, in one run directory.
 
@@ -97,11 +102,18 @@ def run_pipeline(
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     histories: dict[str, list[dict[str, Any]]] = {}
 
-    out_root, _ = rank_run_root(accelerator, out_root)  # only rank 0 writes the run
-    with RunDir(out_root, run_name or recipe.name, exact=run_name is not None) as run:
+    teacher_cfg = None if recipe.teacher.checkpoint else recipe.teacher_train
+    stages = [(teacher, teacher_cfg), (scratch, recipe.student_train), (kd_student, recipe.student_train)]
+    preflight(_run_root(out_root, resume), stages)
+    out_root, resume = rank_run_root(accelerator, out_root, resume)  # only rank 0 writes the run
+    with RunDir(out_root, run_name or recipe.name, exact=run_name is not None, resume=resume) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        _announce(console, run)
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
-        with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
+        with (
+            _guarded(run, {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}),
+            make_progress(console, enabled=show_progress, log_format=log_format) as progress,
+        ):
             if recipe.teacher.checkpoint is None:
                 result = train_model(
                     teacher,
@@ -208,17 +220,24 @@ def train_teacher(
     show_progress: bool = True,
     log_format: str = "auto",
     measure_latency: bool = True,
+    resume: str | Path | None = None,
 ) -> PipelineResult:
     """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
     console = console or Console()
     data = load_data(recipe)
     teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
-    out_root, _ = rank_run_root(accelerator, out_root)  # only rank 0 writes the run
-    with RunDir(out_root, run_name or f"{recipe.name}-teacher", exact=run_name is not None) as run:
+    preflight(_run_root(out_root, resume), [(teacher, recipe.teacher_train)])
+    name = run_name or f"{recipe.name}-teacher"
+    out_root, resume = rank_run_root(accelerator, out_root, resume)  # only rank 0 writes the run
+    with RunDir(out_root, name, exact=run_name is not None, resume=resume) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        _announce(console, run)
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
-        with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
+        with (
+            _guarded(run, {"teacher_train": recipe.teacher_train}),
+            make_progress(console, enabled=show_progress, log_format=log_format) as progress,
+        ):
             result = train_model(
                 teacher,
                 data,
@@ -253,6 +272,7 @@ def distill_student(
     show_progress: bool = True,
     log_format: str = "auto",
     measure_latency: bool = True,
+    resume: str | Path | None = None,
 ) -> PipelineResult:
     """Distill `recipe.student` from the trained teacher at `recipe.teacher.checkpoint`."""
     from distil.errors import ConfigError
@@ -272,11 +292,17 @@ def distill_student(
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
     train_cfg = prepared.train_cfg
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
-    out_root, _ = rank_run_root(accelerator, out_root)  # only rank 0 writes the run
-    with RunDir(out_root, run_name or f"{recipe.name}-kd", exact=run_name is not None) as run:
+    preflight(_run_root(out_root, resume), [(teacher, None), (student, recipe.student_train)])
+    kd_name = run_name or f"{recipe.name}-kd"
+    out_root, resume = rank_run_root(accelerator, out_root, resume)  # only rank 0 writes the run
+    with RunDir(out_root, kd_name, exact=run_name is not None, resume=resume) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        _announce(console, run)
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
-        with make_progress(console, enabled=show_progress, log_format=log_format) as progress:
+        with (
+            _guarded(run, {"student_train": recipe.student_train}),
+            make_progress(console, enabled=show_progress, log_format=log_format) as progress,
+        ):
 
             def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
                 return distill(
@@ -420,3 +446,25 @@ def evaluate_checkpoints(
             reference_logits = predict(model, data.test.x)
         metrics.append(m)
     return metrics
+
+
+def _run_root(out_root: str | Path, resume: str | Path | None) -> Path:
+    """The directory a run is written in: `out_root`, or the parent of the partial run being resumed."""
+    return resolve_resume(resume).parent if resume is not None else Path(out_root)
+
+
+def _announce(console: Console, run: RunDir) -> None:
+    """Say where the run lives while it is unfinished, and how to continue it if it is interrupted."""
+    verb = "resuming" if run.resuming else "run directory (until it finishes)"
+    console.print(
+        f"{verb}: {run.path}; if interrupted, continue with the same command plus --resume {run.path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@contextmanager
+def _guarded(run: RunDir, sections: dict[str, Any]) -> Iterator[None]:
+    """Resumable training states in the run directory, and out-of-memory errors that name the fix."""
+    with checkpointing(run.path / "state"), oom_hint(sections):
+        yield

@@ -21,6 +21,15 @@ from distil.cli.layers import MethodOption, method_overrides
 from distil.cli.transfer import LayerMapOption, SelectionOption, transfer_overrides
 from distil.pipeline import distill_student
 
+ResumeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from its last training state: give its partial directory "
+        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
+    ),
+]
+
 
 @user_errors
 def distill(
@@ -38,6 +47,7 @@ def distill(
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
+    resume: ResumeOption = None,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
     init: Annotated[
         str | None,
@@ -84,5 +94,6 @@ def distill(
         show_progress=not quiet,
         log_format=log_format,
         measure_latency=latency,
+        resume=resume,
     )
     print_result(result, log_format)

@@ -19,6 +19,15 @@ from distil.cli.common import (
 )
 from distil.pipeline import run_pipeline
 
+ResumeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from its last training state: give its partial directory "
+        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
+    ),
+]
+
 
 @user_errors
 def run(
@@ -30,6 +39,7 @@ def run(
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
+    resume: ResumeOption = None,
     name: Annotated[
         str | None, typer.Option(help="Run directory name (default: recipe name + time).")
     ] = None,
@@ -46,5 +56,6 @@ def run(
         show_progress=not quiet,
         log_format=log_format,
         measure_latency=latency,
+        resume=resume,
     )
     print_result(result, log_format)

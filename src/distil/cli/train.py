@@ -19,6 +19,15 @@ from distil.cli.common import (
 )
 from distil.pipeline import train_teacher
 
+ResumeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from its last training state: give its partial directory "
+        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
+    ),
+]
+
 
 @user_errors
 def train(
@@ -30,6 +39,7 @@ def train(
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     latency: LatencyOption = True,
+    resume: ResumeOption = None,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
 ) -> None:
     """Train the recipe's teacher with its teacher_train recipe, then save and measure it.
@@ -44,5 +54,6 @@ def train(
         show_progress=not quiet,
         log_format=log_format,
         measure_latency=latency,
+        resume=resume,
     )
     print_result(result, log_format)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
             f"npz file {path} does not exist; pass --data-root FILE.npz containing arrays x and y."
         )
     try:
+        _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -61,3 +63,40 @@ def read_npz(root: Path | None = None) -> RawDataset:
         [str(c) for c in names.tolist()] if names is not None else infer_class_names(y_train, y_test)
     )
     return RawDataset(x_train, y_train, x_test, y_test, class_names, source=str(path))
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Compare each array's header with the bytes its zip member holds, before numpy allocates anything.
+
+    numpy allocates the array a header declares before reading its data, so a hostile or corrupt
+    header (shape (10**15,)) would otherwise end in a MemoryError or a huge allocation.
+
+    Raises:
+        DataError: when a header is unreadable, declares object arrays, or more data than is present.
+    """
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise DataError(
+                        f"cannot read {path}: array {info.filename!r} has .npy format {version}; save it again."
+                    )
+                if dtype.hasobject:
+                    raise DataError(
+                        f"cannot read {path}: array {info.filename!r} holds Python objects (loading them needs pickle, "
+                        "which is never done); save numeric arrays."
+                    )
+                declared = math.prod(shape) * dtype.itemsize
+                present = info.file_size - member.tell()
+                if declared > present:
+                    raise DataError(
+                        f"cannot read {path}: array {info.filename!r} declares shape {shape} ({declared} bytes) but holds "
+                        f"only {present} bytes; the file is truncated or corrupt. Save it again."
+                    )
