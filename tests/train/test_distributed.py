@@ -36,8 +36,9 @@ WORKER = textwrap.dedent(
     torch.manual_seed(0)
     teacher = create_model("largenet", num_classes=10, in_channels=1, image_size=8)
     # Different initial students per rank: DDP must broadcast rank 0's weights for the ranks to agree.
+    # A BatchNorm student: its running statistics must agree across ranks too.
     torch.manual_seed(100 + acc.process_index)
-    student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    student = create_model("resnet8", num_classes=10, in_channels=1, image_size=8)
     cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, teacher_cache_dir=out + "/cache")
     log = open(f"{out}/epochs-rank{acc.process_index}.jsonl", "w")
     result = distill(teacher, student, data, cfg, accelerator=acc,
@@ -99,7 +100,7 @@ def test_two_gloo_ranks_train_identical_weights_and_report_single_process_accura
 
     # The reported accuracy is exactly what one process measures on the whole validation split.
     data = load_dataset("digits", limit=320, val_fraction=0.3)
-    model = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    model = create_model("resnet8", num_classes=10, in_channels=1, image_size=8)
     model.load_state_dict(w0)
     single = accuracy(predict(model, data.val.x), data.val.y)
     assert runs[0]["history"][-1]["val_accuracy"] == single == runs[1]["history"][-1]["val_accuracy"]

@@ -59,7 +59,8 @@ def sharded_accuracy(
 
     Args:
         accelerator: the run's Accelerator (one process: a plain evaluation).
-        model: the unwrapped model (identical on every rank after a data-parallel step).
+        model: the unwrapped model (weights identical on every rank after a data-parallel step;
+            its buffers are made identical here, from rank 0).
         split: the evaluation data (the full split, on every rank).
         batch_size: samples per forward pass.
 
@@ -69,6 +70,10 @@ def sharded_accuracy(
     device = accelerator.device
     if accelerator.num_processes == 1:
         return accuracy(predict(model, split.x.to(device), batch_size).cpu(), split.y)
+    # DDP syncs buffers (BatchNorm statistics) at the start of each forward, so after the last step
+    # every rank holds its own update; take rank 0's, the model that gets saved.
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
     logits = predict(model, split.x[start:stop].to(device), batch_size)
     correct = (logits.argmax(dim=1).cpu() == split.y[start:stop]).sum().reshape(1).to(device)
