@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import distil.resources
 from distil.cli.app import app
 from distil.config import TrainConfig
-from distil.data import load_dataset
+from distil.data import TensorLoader, load_dataset
 from distil.errors import ConfigError, DataError, TrainingError
 from distil.losses import CELoss
 from distil.models import create_model
@@ -173,7 +174,7 @@ def test_a_failed_run_keeps_its_partial_directory_only_when_it_holds_a_state(
         _fake_state(run)
         raise TrainingError("NaN")
     assert run.path == tmp_path / ".kept.partial" and run.path.is_dir()
-    assert f"continue it with --resume {run.path}" in capsys.readouterr().err
+    assert f"continue it with the same command plus --resume {run.path}" in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt), RunDir(tmp_path, "ctrl-c", exact=True) as run2:
         _fake_state(run2)
         raise KeyboardInterrupt
@@ -231,3 +232,64 @@ def test_a_diverged_cli_run_stops_with_the_cause_and_keeps_its_last_good_state(t
     result = CliRunner().invoke(app, again)
     assert result.exit_code == 2
     assert "belongs to a different run: recipe.lr: saved 1000000000000.0, now 0.01" in result.output
+
+
+@pytest.mark.slow
+def test_an_interrupted_pipeline_resumes_without_retraining_finished_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distil import pipeline
+    from distil.config import load_recipe
+    from distil.train.engine import fit as real_fit
+
+    sets = [
+        "data.limit=200",
+        "teacher_train.epochs=1",
+        "student_train.epochs=2",
+        "teacher_train.batch_size=32",
+    ]
+    sets += ["student_train.batch_size=32", "student_train.checkpoint_every=3", "teacher.model=smallnet"]
+    sets += [f"student_train.teacher_cache_dir={tmp_path / 'cache'}"]
+    recipe = load_recipe(None, sets)
+    quiet = {"show_progress": False, "measure_latency": False}
+    reference = pipeline.run_pipeline(recipe, tmp_path / "ref", run_name="ref", **quiet)
+
+    stages: list[str] = []
+
+    def interrupted_fit(*args, **kwargs):
+        stages.append(kwargs.get("description", "?"))
+        if kwargs.get("description") == "student_kd":
+            raise KeyboardInterrupt  # Ctrl-C as the last stage starts
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr("distil.api.fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_pipeline(recipe, tmp_path / "runs", run_name="r", **quiet)
+    partial = tmp_path / "runs" / ".r.partial"
+    assert sorted(p.name for p in (partial / "state").iterdir()) == ["student_scratch", "teacher"]
+
+    monkeypatch.setattr("distil.api.fit", real_fit)
+    batches = {"n": 0}
+    real_iter = TensorLoader.__iter__
+
+    def counting_iter(self):
+        for batch in real_iter(self):
+            batches["n"] += 1
+            yield batch
+
+    monkeypatch.setattr(TensorLoader, "__iter__", counting_iter)
+    result = pipeline.run_pipeline(recipe, tmp_path / "runs", resume=partial, **quiet)
+    assert batches["n"] == 2 * 5  # only student_kd trains: 2 epochs of 5 batches
+    assert result.run_dir == tmp_path / "runs" / "r"
+    for name in ("teacher", "student_scratch", "student_kd"):
+        ref = load_file(reference.run_dir / f"{name}.safetensors")
+        got = load_file(result.run_dir / f"{name}.safetensors")
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in records] == [
+        ("teacher", 1),
+        ("student_scratch", 1),
+        ("student_scratch", 2),
+        ("student_kd", 1),
+        ("student_kd", 2),
+    ]

@@ -106,8 +106,8 @@ class RunDir:
             if self.has_state():
                 # Hours of training: keep the last good state so the run can be continued or inspected.
                 sys.stderr.write(
-                    f"kept the partial run {self.path} with its last good training state; continue it "
-                    f"with --resume {self.path}\n"
+                    f"kept the partial run {self.path} with its last good training state; once the cause "
+                    f"is fixed, continue it with the same command plus --resume {self.path}\n"
                 )
             else:
                 # Nothing worth keeping: leave no half-written run behind.
