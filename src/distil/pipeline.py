@@ -420,18 +420,34 @@ def _write_summary(
 
 
 def evaluate_checkpoints(
-    paths: list[str], data: DataBundle, *, measure_latency: bool = True
+    paths: list[str], data: DataBundle, *, measure_latency: bool = True, model_name: str | None = None
 ) -> list[ModelMetrics]:
-    """Measure distil checkpoints on `data.test`; the first one is the reference (teacher) for agreement."""
+    """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
+
+    A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
+    saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
+    `pkg.module:factory`) built for `data`.
+    """
     from distil.api import check_classes
+    from distil.config import ModelConfig
+    from distil.errors import CheckpointError
     from distil.train.checkpoint import _paths, load_checkpoint
 
     metrics: list[ModelMetrics] = []
     reference_logits: torch.Tensor | None = None
     for path in paths:
-        model, _ = load_checkpoint(path)
+        weights, sidecar = _paths(path)
+        if sidecar.is_file() or Path(path).is_dir():
+            model, _ = load_checkpoint(path)
+        elif model_name is not None:
+            model, _ = build_model(ModelConfig(model=model_name, checkpoint=path), data)
+            weights = Path(path)
+        else:
+            raise CheckpointError(
+                f"{path!r} has no distil sidecar ({sidecar.name}), so its architecture is unknown. If it is a "
+                "plain state_dict, name its model: --model NAME or --model pkg.module:factory."
+            )
         check_classes(model, data, f"model in {path!r}")
-        weights, _ = _paths(path)
         m = measure_model(
             Path(path).stem,
             model.eval(),

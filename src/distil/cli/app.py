@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from distil.cli import (
@@ -57,6 +60,9 @@ def models() -> None:
 
 
 def main() -> None:
+    # Like `python -m`, let `pkg.module:factory` names find modules in the current directory.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     app()
 
 

@@ -22,17 +22,32 @@ def evaluate(
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="Dataset directory or file.")] = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): "
+            "a registered name (distil models) or pkg.module:factory. Needs --data.",
+        ),
+    ] = None,
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
     Example: distil eval runs/digits-demo-*/teacher.json runs/digits-demo-*/student_kd.json
+
+    A teacher trained elsewhere (a plain state_dict and your model code):
+    distil eval teacher.pt --model my_models:make_teacher --data digits
     """
+    from distil.errors import ConfigError
     from distil.pipeline import evaluate_checkpoints
 
-    meta = read_sidecar(checkpoints[0])
-    name = data or meta.get("data", {}).get("name", "digits")
+    if data is None and model is not None:
+        raise ConfigError(
+            "--model evaluates plain state_dict files, which do not record their dataset: add --data NAME"
+        )
+    name = data or read_sidecar(checkpoints[0]).get("data", {}).get("name", "digits")
     bundle = load_dataset(name, data_root, val_fraction=0.0)
-    metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency)
+    metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency, model_name=model)
     console.print(
         metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
     )
