@@ -27,13 +27,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from distil.errors import ConfigError, DataError, DistilError
+
+if TYPE_CHECKING:
+    from distil.config import KDConfig, TrainConfig
+    from distil.data import DataBundle
+    from distil.train.engine import FitResult
 
 __all__ = [
     "FakeQuantHandle",
@@ -381,13 +386,13 @@ def fake_quantize_(model: nn.Module, exclude: Sequence[str] = ()) -> FakeQuantHa
 def quantization_aware_distill(
     teacher: nn.Module,
     student: nn.Module,
-    data: Any,
-    cfg: Any = None,
-    kd: Any = None,
+    data: DataBundle,
+    cfg: TrainConfig | None = None,
+    kd: KDConfig | None = None,
     *,
     exclude: Sequence[str] = (),
     **fit_kwargs: Any,
-) -> Any:
+) -> FitResult:
     """Quantization-aware training of `student` with the distillation loss from its fp32 `teacher`.
 
     The student is fake-quantized (:func:`fake_quantize_`), trained with :func:`distil.api.distill`, and
