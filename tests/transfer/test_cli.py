@@ -75,3 +75,23 @@ def test_distill_unknown_reuse_module_fails_before_writing(teacher: Path, tmp_pa
     assert r.exit_code == 2
     assert "no module 'conv9' (closest: conv2, conv1)" in r.output
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_distill_with_reused_modules_and_unfreeze_schedule(teacher: Path, tmp_path: Path) -> None:
+    args = ["distill", "digits", "--teacher", str(teacher), "--out", str(tmp_path), "--name", "s"]
+    sets = ["transfer.reuse=[conv1, conv2]", "transfer.unfreeze_epoch=2", "student_train.epochs=2"]
+    sets += ["student.model=largenet", "student_train.batch_size=64"]
+    r = runner.invoke(
+        app, [*args, "--quiet", "--no-latency", *TINY, *[a for s in sets for a in ("--set", s)]]
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "s" / "transfer_report.json").read_text())
+    assert [(s["module"], s["frozen"], s["unfreeze_epoch"]) for s in report["structure"]] == [
+        ("conv1", True, 2),
+        ("conv2", True, 2),
+    ]
+    records = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    kd = [(rec["stage"], rec["epoch"]) for rec in records if rec.get("stage", "").startswith("student_kd")]
+    assert kd == [("student_kd", 1), ("student_kd-unfrozen", 1)]
+    last = json.loads((tmp_path / "s" / "student_kd.json").read_text())["metrics"]
+    assert (last["stage"], last["epoch"], last["reused_trainable"]) == ("student_kd", 2, True)

@@ -85,6 +85,7 @@ def test_fit_in_phases_splits_epochs_at_the_unfreeze_epoch() -> None:
 
     _, history = fit_in_phases(train, model, TrainConfig(epochs=5), UnfreezeSchedule(("conv1",), 3), "s")
     assert calls == [(2, False), (3, True)]
+    assert [r["phase"] for r in history] == ["s", "s", "s-unfrozen", "s-unfrozen", "s-unfrozen"]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
     assert [r["reused_trainable"] for r in history] == [False, False, True, True, True]
 

@@ -77,15 +77,18 @@ def distill(
     if init:
         extra.append(f"transfer.init={init}")
     if inherit_recipe:
-        # What the user set on the command line overrides the inherited recipe.
+        extra.append("transfer.inherit_recipe=true")
+    extra += transfer_overrides(selection, layer_map)
+    cfg = recipe_from(recipe, [*(overrides or []), *extra])
+    if inherit_recipe:
+        # What the user set on the command line overrides the inherited recipe, as do the recipe's own
+        # transfer.override fields.
         given = [
             o.partition("=")[0].strip().removeprefix("student_train.")
             for o in overrides or []
             if o.strip().startswith("student_train.")
         ]
-        extra += ["transfer.inherit_recipe=true", "transfer.override=[" + ", ".join(given) + "]"]
-    extra += transfer_overrides(selection, layer_map)
-    cfg = recipe_from(recipe, [*(overrides or []), *extra])
+        cfg.transfer.override = sorted({*cfg.transfer.override, *given})
     result = distill_student(
         cfg,
         out,

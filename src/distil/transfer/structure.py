@@ -143,7 +143,9 @@ def fit_in_phases(
     """Train with `schedule`: epochs before `schedule.epoch` with the modules frozen, the rest unfrozen.
 
     The optimizer only holds trainable parameters, so each phase builds its own optimizer and learning
-    rate schedule (a restart at the unfreeze epoch, as in gradual-unfreezing fine-tuning).
+    rate schedule (a restart at the unfreeze epoch, as in gradual-unfreezing fine-tuning). The second
+    phase trains as stage ``f"{description}-unfrozen"`` (so its per-epoch log lines and resumable
+    training state are its own); the returned records are numbered over the whole run.
 
     Args:
         train: ``train(model, cfg, description) -> FitResult`` (e.g. a closure over `distil.api.distill`).
@@ -165,8 +167,18 @@ def fit_in_phases(
     for start, epochs in ((1, first), (schedule.epoch, cfg.epochs - first)):
         trainable = schedule.apply(model, start)
         phase = cfg.model_copy(update={"epochs": epochs})
-        result = train(model, phase, description)
+        # Each phase is its own stage (its own optimizer, schedule and resumable training state).
+        stage = f"{description}-unfrozen" if trainable else description
+        result = train(model, phase, stage)
         model = result.model
         for record in result.history:
-            history.append({**record, "epoch": record["epoch"] + start - 1, "reused_trainable": trainable})
+            history.append(
+                {
+                    **record,
+                    "stage": description,
+                    "phase": stage,
+                    "epoch": record["epoch"] + start - 1,
+                    "reused_trainable": trainable,
+                }
+            )
     return model, history
