@@ -95,3 +95,15 @@ def test_distill_with_reused_modules_and_unfreeze_schedule(teacher: Path, tmp_pa
     assert kd == [("student_kd", 1), ("student_kd-unfrozen", 1)]
     last = json.loads((tmp_path / "s" / "student_kd.json").read_text())["metrics"]
     assert (last["stage"], last["epoch"], last["reused_trainable"]) == ("student_kd", 2, True)
+
+
+def test_run_pipeline_transfers_into_the_kd_student_only(tmp_path: Path) -> None:
+    sets = ["teacher_train.epochs=1", "student_train.epochs=1", "transfer.init=teacher"]
+    sets += ["student.model=largenet", "student.kwargs={width: 0.25}", "transfer.selection=first"]
+    args = ["run", "digits", "--out", str(tmp_path), "--name", "r", "--quiet", "--no-latency", *TINY]
+    r = runner.invoke(app, [*args, *[a for s in sets for a in ("--set", s)]])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "r"
+    report = json.loads((run / "transfer_report.json").read_text())
+    assert report["counts"] == {"selected": 7, "exact": 1}
+    assert "## Knowledge transfer" in (run / "report.md").read_text()
