@@ -261,7 +261,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML; quote strings, e.g. --set name='\"a: b\"'"
+            ) from None
     return result
 
 
