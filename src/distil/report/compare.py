@@ -56,12 +56,18 @@ def compare_rows(runs: Sequence[RunData]) -> list[list[str]]:
 
 
 def compare_table(runs: Sequence[RunData]) -> Table:
-    """The comparison as a Rich table for the terminal."""
-    table = Table(title=f"{len(runs)} runs side by side")
-    for i, col in enumerate(COMPARE_COLUMNS):
-        table.add_column(col, justify="left" if i < 3 else "right")
+    """The comparison as a Rich table that fits an 80-column terminal.
+
+    Runs are numbered (the caption names them); MACs and the dataset are left to compare.md/.html.
+    """
+    caption = "\n".join(f"run {i}: {run.name} ({run.data.get('name', '?')})" for i, run in enumerate(runs, 1))
+    table = Table(title=f"{len(runs)} runs side by side", caption=caption, box=None, pad_edge=False)
+    for header in ("run", "model", "accuracy", "Δ acc", "params", "size", "latency b1", "compr."):
+        table.add_column(header, justify="left" if header in ("run", "model") else "right", no_wrap=True)
+    index = {run.name: i for i, run in enumerate(runs, 1)}
     for row in compare_rows(runs):
-        table.add_row(*row)
+        run_name, model, _, acc, delta, params, size, _, latency, compression = row
+        table.add_row(str(index[run_name]), model, acc, delta, params, size, latency, compression)
     return table
 
 

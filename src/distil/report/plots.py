@@ -134,8 +134,10 @@ def plot_pareto(points: Sequence[Point], path: str | Path, *, xlabel: str, title
         labels: dict[tuple[float, float], list[str]] = {}
         for p in members:
             labels.setdefault((p.cost, 100 * p.accuracy), []).append(p.label)
-        for xy, names in labels.items():
-            ax.annotate(", ".join(names), xy, fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # Alternate labels above and below the points so that neighbours do not overprint each other.
+        for k, (xy, names) in enumerate(sorted(labels.items())):
+            offset = (4, 4) if k % 2 == 0 else (4, -11)
+            ax.annotate(", ".join(names), xy, fontsize=7, xytext=offset, textcoords="offset points")
     front = pareto_front(usable)
     if len(front) > 1:
         ax.step(
@@ -184,8 +186,10 @@ def plot_per_class(
     ax.set_xticklabels(
         class_names, rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center", fontsize=8
     )
-    ax.set(title="per-class test accuracy", ylabel="top-1 accuracy (%)", ylim=(0, 105))
+    # Headroom above 100% keeps the legend clear of the bars.
+    ax.set(title="per-class test accuracy", ylabel="top-1 accuracy (%)", ylim=(0, 122))
+    ax.set_yticks(range(0, 101, 20))
     ax.grid(alpha=0.3, axis="y")
     if models:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", ncol=min(len(models), 4))
     return _save(fig, Path(path))
