@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.5, help="student width relative to the teacher")
     ap.add_argument("--selection", default="uniform", choices=["uniform", "first", "l1"])
     ap.add_argument("--budgets", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument(
         "--limit", type=int, default=10000, help="training images (the test set is always all 10k)"
@@ -93,17 +94,18 @@ def main() -> None:
     console.print(f"teacher ({teacher_source}): {teacher_acc:.2%}")
 
     student_cfg = ModelConfig(model="largenet", kwargs={"width": args.width})
-    results: dict[str, dict[str, list[float]]] = {str(b): {m: [] for m in METHODS} for b in args.budgets}
+    results: dict[str, dict[str, list[float]]] = {str(b): {m: [] for m in args.methods} for b in args.budgets}
     zero_shot: list[float] = []
     example = data.train.x[:2]
     for seed in args.seeds:
         for budget in args.budgets:
             cfg = recipe.student_train.model_copy(update={"seed": seed, "epochs": budget})
-            for method in METHODS:
+            for method in args.methods:
                 student, _ = build_model(student_cfg, data, seed=seed)
                 if method.startswith("transfer"):
                     transfer_parameters(teacher, student, selection=args.selection, example_inputs=example)
-                    if budget == args.budgets[0] and method == "transfer":
+                    first_transfer = next(m for m in args.methods if m.startswith("transfer"))
+                    if budget == args.budgets[0] and method == first_transfer:
                         zero_shot.append(accuracy(predict(student.eval(), test_x), test_y))
                 t1 = time.perf_counter()
                 if method.endswith("kd"):
@@ -131,10 +133,11 @@ def main() -> None:
         f"| student init / loss | {head} |",
         "|---|" + "---|" * len(args.budgets),
     ]
-    for method in METHODS:
+    for method in args.methods:
         cells = " | ".join(fmt(results[str(b)][method]) for b in args.budgets)
         lines.append(f"| {method} | {cells} |")
-    lines += ["", f"Transferred student before any training: {fmt(zero_shot)}."]
+    if zero_shot:
+        lines += ["", f"Transferred student before any training: {fmt(zero_shot)}."]
     table = "\n".join(lines)
     console.print(table, markup=False, highlight=False)
     record = {
