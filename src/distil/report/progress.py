@@ -86,11 +86,18 @@ class RunProgress(Progress):
         spent = self._epoch_seconds.get(task_id, 0.0) + float(record.get("seconds", 0.0))
         self._epoch_seconds[task_id] = spent
         eta = spent / done * (epochs - done) if done else 0.0
+        stage = str(record.get("stage", "train"))
+        line = f"{stage:<16} {epoch_summary(record, epochs)}  eta {_duration(eta)}"
         if self.log_format == "rich":
-            self.update(task_id, status=epoch_summary(record, epochs).split("  ", 1)[-1])
+            # The full line scrolls above the live bars (an epoch history, like a log); the bar keeps a
+            # short status so that it still fits an 80-column terminal.
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            accuracy = record.get("eval_accuracy")
+            short = f"loss {record.get('train_loss', float('nan')):.3g}"
+            if isinstance(accuracy, int | float):
+                short += f" acc {accuracy:.1%}"
+            self.update(task_id, status=short)
         elif self.log_format == "plain":
-            stage = str(record.get("stage", "train"))
-            line = f"{stage:<16} {epoch_summary(record, epochs)}  eta {_duration(eta)}"
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         elif self.log_format == "jsonl":
             stream = self._stream or sys.stdout
@@ -132,7 +139,7 @@ def make_progress(
     fmt = resolve_log_format(log_format, console) if enabled else "quiet"
     return RunProgress(
         TextColumn("[bold]{task.description:<16}"),
-        BarColumn(bar_width=20),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
