@@ -7,7 +7,7 @@ at 1 thread (latency at batch 1, throughput at batch 256), so all rows share one
 The teacher is loaded from benchmarks/out/kd_fashion_mnist/teacher.safetensors (the issue-2 benchmark)
 when present, else trained here for --teacher-epochs. Training uses torch with 1 thread.
 
-    python benchmarks/compress_fashion_mnist.py                      # ~10 min on 2 busy cores
+    python benchmarks/compress_fashion_mnist.py --wait-teacher 900   # ~13 min on 2 busy cores + the teacher
     python benchmarks/compress_fashion_mnist.py --limit 2000 --kd-epochs 1 --finetune-epochs 1   # smoke
 """
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--teacher", default=str(TEACHER))
     ap.add_argument("--teacher-epochs", type=int, default=3, help="only when no teacher checkpoint exists")
     ap.add_argument("--wait-teacher", type=float, default=0.0, help="seconds to wait for the teacher file")
-    ap.add_argument("--kd-epochs", type=int, default=5)
+    ap.add_argument("--kd-epochs", type=int, default=4)
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--macs-reduction", type=float, default=2.0)
