@@ -163,6 +163,25 @@ def run_pipeline(
         ]
         with console.status("measuring accuracy, size, MACs and latency..."):
             metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
+        if recipe.compress is not None:
+            # prune -> KD fine-tune -> int8 -> ONNX: one row per deployed artefact, timed in ONNX Runtime.
+            from distil.compress import compress_model
+
+            compressed = compress_model(
+                teacher,
+                kd_student,
+                student_spec,
+                data,
+                recipe.compress,
+                run.file("compress"),
+                kd=recipe.kd,
+                measure_latency=measure_latency,
+                accelerator=accelerator,
+                on_epoch_end=run.log,
+                log=console.print,
+            )
+            metrics += compressed.metrics
+            histories.update(compressed.histories)
         ratios = _write_summary(run, recipe, data, metrics)
         _write_transfer(run, prepared)
     end_trackers(accelerator)
