@@ -71,10 +71,13 @@ class TrainConfig(_Strict):
         "is the built-in KD loss; on = always, an error with random augmentation; off = teacher runs live)",
     )
     teacher_cache_dir: str | None = Field(
-        default=None, description="KD only: where teacher caches live; None = $DISTIL_CACHE_DIR or ~/.cache/distil/teacher"
+        default=None,
+        description="KD only: where teacher caches live; None = $DISTIL_CACHE_DIR or ~/.cache/distil/teacher",
     )
     teacher_cache_topk: int | None = Field(
-        default=None, gt=0, description="KD only: store only the k largest teacher logits (large class counts)"
+        default=None,
+        gt=0,
+        description="KD only: store only the k largest teacher logits (large class counts)",
     )
     seed: int = 0
     checkpoint_every: int | None = Field(
@@ -108,11 +111,15 @@ class KDConfig(_Strict):
         default_factory=dict, description="per-term options, e.g. {dkd: {beta: 8}, rkd: {angle_weight: 50}}"
     )
     feature_pairs: list[tuple[str, str]] | Literal["auto"] = Field(
-        default="auto", description="[[student_module, teacher_module], ...] for feature terms; auto = by stage"
+        default="auto",
+        description="[[student_module, teacher_module], ...] for feature terms; auto = by stage",
     )
-    adapters: bool = Field(default=True, description="trainable 1x1-conv/linear projections where shapes differ")
+    adapters: bool = Field(
+        default=True, description="trainable 1x1-conv/linear projections where shapes differ"
+    )
     warmup: dict[str, float] = Field(
-        default_factory=dict, description="term -> epochs over which its weight rises linearly (e.g. {dkd: 20})"
+        default_factory=dict,
+        description="term -> epochs over which its weight rises linearly (e.g. {dkd: 20})",
     )
     temperature_final: float | None = Field(
         default=None, gt=0, description="anneal the temperature linearly to this value by the last epoch"
@@ -160,8 +167,12 @@ class PruneConfig(_Strict):
     """Pruning: structured (whole channels, by ratio or MACs target) or unstructured (magnitude zeros)."""
 
     method: Literal["structured", "unstructured"] = "structured"
-    ratio: float | None = Field(default=None, gt=0, lt=1, description="fraction of channels (or weights) removed")
-    macs_reduction: float | None = Field(default=2.0, gt=1, description="structured: prune until MACs fall Nx")
+    ratio: float | None = Field(
+        default=None, gt=0, lt=1, description="fraction of channels (or weights) removed"
+    )
+    macs_reduction: float | None = Field(
+        default=2.0, gt=1, description="structured: prune until MACs fall Nx"
+    )
     criterion: Literal["magnitude", "taylor", "bn-scale"] = "magnitude"
     global_pruning: bool = False
     ignore: list[str] | None = Field(default=None, description="module paths kept; None = the classifier")

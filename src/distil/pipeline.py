@@ -371,7 +371,9 @@ def transfer_student(
     if not recipe.teacher.checkpoint:
         raise ConfigError("transfer needs a trained teacher: pass --teacher PATH (a distil checkpoint).")
     if recipe.transfer.init == "random" and not recipe.transfer.reuse and not recipe.transfer.inherit_recipe:
-        recipe = recipe.model_copy(update={"transfer": recipe.transfer.model_copy(update={"init": "teacher"})})
+        recipe = recipe.model_copy(
+            update={"transfer": recipe.transfer.model_copy(update={"init": "teacher"})}
+        )
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data)
     student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)

@@ -51,7 +51,9 @@ def distill(
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
     init: Annotated[
         str | None,
-        typer.Option("--init", help="Student initialisation: random (default) or teacher (parameter transfer)."),
+        typer.Option(
+            "--init", help="Student initialisation: random (default) or teacher (parameter transfer)."
+        ),
     ] = None,
     inherit_recipe: Annotated[
         bool,

@@ -164,7 +164,11 @@ def fit(
     step = start_epoch = skip = 0
     checkpoint = checkpoint if checkpoint is not None else store_for(description, cfg)
     resumed_sums: dict[str, torch.Tensor] = {}
-    stamp = fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(model)) if checkpoint else None
+    stamp = (
+        fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(model))
+        if checkpoint
+        else None
+    )
     scaler = getattr(accelerator, "scaler", None)
     if checkpoint is not None and (state := checkpoint.latest(stamp)) is not None:
         restore_state(

@@ -10,7 +10,9 @@ from torch import nn
 from distil.config import TrainConfig
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None
+) -> torch.optim.Optimizer:
     """SGD (with momentum), Adam or AdamW over the trainable parameters of `model` (and `extra`).
 
     `extra` holds trainable parts that are not the model, e.g. the adapters of a feature loss.
