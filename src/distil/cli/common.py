@@ -28,6 +28,16 @@ LatencyOption = Annotated[
     bool,
     typer.Option("--latency/--no-latency", help="Measure latency and throughput (a few seconds per model)."),
 ]
+ResumeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from its last training state: give its partial directory "
+        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
+    ),
+]
+
+
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress output at all (the final table is still printed).")
 ]

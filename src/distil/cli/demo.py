@@ -11,6 +11,7 @@ from distil.cli.common import (
     LogFormatOption,
     OutOption,
     QuietOption,
+    ResumeOption,
     SetOption,
     print_result,
     recipe_from,
@@ -18,15 +19,6 @@ from distil.cli.common import (
     user_errors,
 )
 from distil.pipeline import run_pipeline
-
-ResumeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--resume",
-        help="Continue an interrupted run from its last training state: give its partial directory "
-        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
-    ),
-]
 
 
 @user_errors

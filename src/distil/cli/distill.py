@@ -11,6 +11,7 @@ from distil.cli.common import (
     LogFormatOption,
     OutOption,
     QuietOption,
+    ResumeOption,
     SetOption,
     print_result,
     recipe_from,
@@ -20,15 +21,6 @@ from distil.cli.common import (
 from distil.cli.layers import MethodOption, method_overrides
 from distil.cli.transfer import LayerMapOption, SelectionOption, transfer_overrides
 from distil.pipeline import distill_student
-
-ResumeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--resume",
-        help="Continue an interrupted run from its last training state: give its partial directory "
-        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
-    ),
-]
 
 
 @user_errors
