@@ -107,7 +107,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
             if len(raw_dims) < 4 * ndim:
                 raise _corrupt(path, "header ends before its dimensions")
             dims = struct.unpack(f">{ndim}I", raw_dims)
-            if ndim > 1 and min(dims[1:]) == 0:
+            # No items, or one item larger than 2 GiB, is no dataset: refuse before numpy sees the shape.
+            if min(dims) == 0 or math.prod(dims[1:]) > 1 << 31:
                 raise _corrupt(path, f"header declares dims {dims}")
             size = math.prod(dims)
             if not isinstance(stream, gzip.GzipFile):
