@@ -104,7 +104,7 @@ def test_huge_header_is_rejected_without_allocating(tmp_path: Path, suffix: str)
 @pytest.mark.parametrize("dims", [(0, 2**32 - 1, 2**32 - 1), (1, 2**20, 2**20)])
 def test_empty_or_absurd_item_shape_is_a_data_error(tmp_path: Path, suffix: str, dims) -> None:
     # Found by hypothesis: zero items with huge per-item dims reached numpy's "array is too big".
-    path = _write(tmp_path / f"x{suffix}", _idx_bytes(np.zeros((0,)), dims=dims))
+    path = _write(tmp_path / f"x{suffix}", _idx_bytes(np.zeros((0,)), magic=IMAGES_MAGIC, dims=dims))
     with pytest.raises(DataError, match="header declares dims"):
         read_idx(path, IMAGES_MAGIC)
 
