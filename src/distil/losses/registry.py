@@ -14,6 +14,7 @@ Adding a method is one file: define and register the term, import the file in `d
 
 from __future__ import annotations
 
+import abc
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -73,7 +74,7 @@ class TermContext:
     label_smoothing: float = 0.0
 
 
-class Term(nn.Module):
+class Term(nn.Module, abc.ABC):
     """Base class of a registered loss term: `forward(inputs) -> scalar tensor`.
 
     Class attributes say what the term needs, so the composer captures features only when some term
@@ -84,8 +85,9 @@ class Term(nn.Module):
     needs_features: ClassVar[bool] = False
     needs_index: ClassVar[bool] = False
 
-    def forward(self, inputs: TermInputs) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        """The term's value for one batch (a scalar tensor)."""
 
 
 LOSSES: Registry[type[Term]] = Registry("loss term")
