@@ -19,7 +19,7 @@ from rich.progress import Progress
 from torch import nn
 
 from distil.config import TrainConfig
-from distil.data import DataBundle, Split, TensorLoader
+from distil.data import DataBundle, Split, TensorLoader, zero_fill
 from distil.errors import TrainingError
 from distil.report.progress import RunProgress
 from distil.train.distributed import reduce_mean, sharded_accuracy, use_cpu
@@ -64,6 +64,22 @@ def make_accelerator(
 def eval_split(data: DataBundle) -> tuple[str, Split]:
     """The split used for per-epoch evaluation: validation when there is one, else test."""
     return ("val", data.val) if len(data.val) else ("test", data.test)
+
+
+def train_loader(data: DataBundle, cfg: TrainConfig, accelerator: Accelerator) -> TensorLoader:
+    """The shuffled, augmented training batches of this process's shard (the same on every loop)."""
+    return TensorLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=len(data.train) > cfg.batch_size,
+        augment=data.augment if cfg.augment == "auto" else cfg.augment,
+        crop_padding=data.crop_padding,
+        fill=zero_fill(data.mean, data.std),
+        seed=cfg.seed,
+        num_shards=accelerator.num_processes,
+        shard_index=accelerator.process_index,
+    )
 
 
 def _check_finite(loss_window: torch.Tensor, first_step: int, last_step: int, cfg: TrainConfig) -> None:
@@ -127,20 +143,7 @@ def fit(
     """
     accelerator = accelerator or make_accelerator()
     torch.manual_seed(cfg.seed)
-    augment = data.augment if cfg.augment == "auto" else cfg.augment
-    fill = tuple(-m / s for m, s in zip(data.mean, data.std, strict=True))
-    loader = TensorLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(data.train) > cfg.batch_size,
-        augment=augment,
-        crop_padding=data.crop_padding,
-        fill=fill,
-        seed=cfg.seed,
-        num_shards=accelerator.num_processes,
-        shard_index=accelerator.process_index,
-    )
+    loader = train_loader(data, cfg, accelerator)
     steps_per_epoch = len(loader)
     # A loss that is a Module may own trainable parts (e.g. feature adapters): train them with the model.
     loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None

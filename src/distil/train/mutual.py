@@ -22,11 +22,11 @@ from rich.progress import Progress
 from torch import nn
 
 from distil.config import TrainConfig
-from distil.data import DataBundle, TensorLoader
+from distil.data import DataBundle
 from distil.errors import ConfigError
 from distil.losses.functional import cross_entropy, kd_kl
 from distil.measure import accuracy, predict
-from distil.train.engine import _check_finite, eval_split, make_accelerator
+from distil.train.engine import _check_finite, eval_split, make_accelerator, train_loader
 from distil.train.optim import build_optimizer, build_scheduler
 
 
@@ -103,20 +103,7 @@ def fit_mutual(
         raise ConfigError(f"mutual learning needs at least two students, got {len(students)}")
     accelerator = accelerator or make_accelerator()
     torch.manual_seed(cfg.seed)
-    augment = data.augment if cfg.augment == "auto" else cfg.augment
-    fill = tuple(-m / s for m, s in zip(data.mean, data.std, strict=True))
-    loader = TensorLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(data.train) > cfg.batch_size,
-        augment=augment,
-        crop_padding=data.crop_padding,
-        fill=fill,
-        seed=cfg.seed,
-        num_shards=accelerator.num_processes,
-        shard_index=accelerator.process_index,
-    )
+    loader = train_loader(data, cfg, accelerator)
     steps = len(loader)
     optimizers = [build_optimizer(m, cfg) for m in students]
     schedulers = [build_scheduler(o, cfg, steps) for o in optimizers]
