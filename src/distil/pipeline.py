@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,12 +104,16 @@ def run_pipeline(
 
     teacher_cfg = None if recipe.teacher.checkpoint else recipe.teacher_train
     stages = [(teacher, teacher_cfg), (scratch, recipe.student_train), (kd_student, recipe.student_train)]
-    preflight(_run_root(out_root, resume), stages)
-    out_root, resume = rank_run_root(accelerator, out_root, resume)  # only rank 0 writes the run
-    with RunDir(out_root, run_name or recipe.name, exact=run_name is not None, resume=resume) as run:
-        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        _announce(console, run)
-        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+    with _open_run(
+        recipe,
+        accelerator,
+        out_root,
+        run_name or recipe.name,
+        exact=run_name is not None,
+        resume=resume,
+        console=console,
+        stages=stages,
+    ) as run:
         with (
             _guarded(run, {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}),
             make_progress(console, enabled=show_progress, log_format=log_format) as progress,
@@ -138,19 +142,7 @@ def run_pipeline(
             prepared = _prepare_student(recipe, teacher, kd_student, data, recipe.teacher.checkpoint)
             teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
 
-            def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
-                return distill(
-                    teachers,
-                    model,
-                    data,
-                    cfg,
-                    recipe.kd,
-                    teacher_weights=teacher_weights,
-                    accelerator=accelerator,
-                    progress=progress,
-                    on_epoch_end=run.log,
-                    description=description,
-                )
+            _distill = _distiller(teachers, teacher_weights, data, recipe, accelerator, progress, run)
 
             kd_student, histories["student_kd"] = fit_in_phases(
                 _distill, kd_student, prepared.train_cfg, prepared.schedule, "student_kd"
@@ -184,7 +176,6 @@ def run_pipeline(
             histories.update(compressed.histories)
         ratios = _write_summary(run, recipe, data, metrics)
         _write_transfer(run, prepared)
-    end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"run directory: {run.path}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
@@ -246,13 +237,16 @@ def train_teacher(
     data = load_data(recipe)
     teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
-    preflight(_run_root(out_root, resume), [(teacher, recipe.teacher_train)])
-    name = run_name or f"{recipe.name}-teacher"
-    out_root, resume = rank_run_root(accelerator, out_root, resume)  # only rank 0 writes the run
-    with RunDir(out_root, name, exact=run_name is not None, resume=resume) as run:
-        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        _announce(console, run)
-        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+    with _open_run(
+        recipe,
+        accelerator,
+        out_root,
+        run_name or f"{recipe.name}-teacher",
+        exact=run_name is not None,
+        resume=resume,
+        console=console,
+        stages=[(teacher, recipe.teacher_train)],
+    ) as run:
         with (
             _guarded(run, {"teacher_train": recipe.teacher_train}),
             make_progress(console, enabled=show_progress, log_format=log_format) as progress,
@@ -276,7 +270,6 @@ def train_teacher(
             measure_latency,
         )
         _write_summary(run, recipe, data, metrics)
-    end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"teacher checkpoint: {run.path / 'teacher.safetensors'}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios={}, histories=histories)
@@ -311,31 +304,21 @@ def distill_student(
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
     train_cfg = prepared.train_cfg
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
-    preflight(_run_root(out_root, resume), [(teacher, None), (student, recipe.student_train)])
-    kd_name = run_name or f"{recipe.name}-kd"
-    out_root, resume = rank_run_root(accelerator, out_root, resume)  # only rank 0 writes the run
-    with RunDir(out_root, kd_name, exact=run_name is not None, resume=resume) as run:
-        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        _announce(console, run)
-        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+    with _open_run(
+        recipe,
+        accelerator,
+        out_root,
+        run_name or f"{recipe.name}-kd",
+        exact=run_name is not None,
+        resume=resume,
+        console=console,
+        stages=[(teacher, None), (student, recipe.student_train)],
+    ) as run:
         with (
             _guarded(run, {"student_train": recipe.student_train}),
             make_progress(console, enabled=show_progress, log_format=log_format) as progress,
         ):
-
-            def _distill(model: nn.Module, cfg: Any, description: str) -> Any:
-                return distill(
-                    teachers,
-                    model,
-                    data,
-                    cfg,
-                    recipe.kd,
-                    teacher_weights=teacher_weights,
-                    accelerator=accelerator,
-                    progress=progress,
-                    on_epoch_end=run.log,
-                    description=description,
-                )
+            _distill = _distiller(teachers, teacher_weights, data, recipe, accelerator, progress, run)
 
             trained, history = fit_in_phases(_distill, student, train_cfg, prepared.schedule, "student_kd")
         histories = {"student_kd": history}
@@ -346,7 +329,6 @@ def distill_student(
         metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)
         _write_transfer(run, prepared)
-    end_trackers(accelerator)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
     console.print(f"run directory: {run.path}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
@@ -498,6 +480,60 @@ def _announce(console: Console, run: RunDir) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _distiller(
+    teachers: Any,
+    teacher_weights: Any,
+    data: DataBundle,
+    recipe: Recipe,
+    accelerator: Any,
+    progress: Any,
+    run: RunDir,
+) -> Callable[[nn.Module, Any, str], Any]:
+    """`distill(model, cfg, description)` with everything else of this run bound (for fit_in_phases)."""
+
+    def run_distill(model: nn.Module, cfg: Any, description: str) -> Any:
+        return distill(
+            teachers,
+            model,
+            data,
+            cfg,
+            recipe.kd,
+            teacher_weights=teacher_weights,
+            accelerator=accelerator,
+            progress=progress,
+            on_epoch_end=run.log,
+            description=description,
+        )
+
+    return run_distill
+
+
+@contextmanager
+def _open_run(
+    recipe: Recipe,
+    accelerator: Any,
+    out_root: str | Path,
+    name: str,
+    *,
+    exact: bool,
+    resume: str | Path | None,
+    console: Console,
+    stages: list[tuple[nn.Module, Any]],
+) -> Iterator[RunDir]:
+    """Check resources, open the run directory (rank 0 only writes), save the recipe, start trackers.
+
+    Trackers are ended only when the run finishes: a failed run keeps its partial directory as it is.
+    """
+    preflight(_run_root(out_root, resume), stages)
+    out_root, resume = rank_run_root(accelerator, out_root, resume)
+    with RunDir(out_root, name, exact=exact, resume=resume) as run:
+        run.write_text("recipe.yaml", recipe_to_yaml(recipe))
+        _announce(console, run)
+        start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
+        yield run
+    end_trackers(accelerator)
 
 
 @contextmanager
