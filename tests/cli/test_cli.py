@@ -50,6 +50,11 @@ def test_demo_runs_the_whole_pipeline_and_writes_the_run_directory(tmp_path: Pat
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records].count("student_kd") == 2
     assert "student_kd" in result.output and "compression" in result.output
+    # Every output is readable as metrics.jsonl is (the umask's mode), not owner-only like mkstemp's files.
+    mode = (run / "metrics.jsonl").stat().st_mode & 0o777
+    for name in ("report.html", "recipe.yaml", "student_kd.safetensors", "student_kd.json", "summary.json"):
+        assert (run / name).stat().st_mode & 0o777 == mode, name
+    assert all(p.stat().st_mode & 0o777 == mode for p in (run / "plots").glob("*.png"))
 
 
 def test_train_then_distill_then_eval(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ def test_export_writes_a_verified_onnx(ckpts: tuple[str, str], tmp_path: Path) -
     result = runner.invoke(app, ["export", ckpts[1], "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "top-1 agreement 100.00%" in " ".join(result.output.split())
+    # Created like open() would (0644 under umask 022), not with mkstemp's owner-only 0600.
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_prune_writes_a_smaller_checkpoint_that_loads(ckpts: tuple[str, str], tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distil.fileio import apply_umask
 from distil.errors import DataError, DistilError
 
 __all__ = [
@@ -78,6 +79,7 @@ def export_onnx(
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
+    apply_umask(tmp)  # the exporter writes into this file, which keeps mkstemp's 0600 otherwise
     try:
         with warnings.catch_warnings():
             # The TorchScript exporter is chosen on purpose (stable for these nets, no onnxscript needed).
