@@ -55,13 +55,42 @@ def load_data(recipe: Recipe) -> DataBundle:
     )
 
 
+# What a sidecar says when a model's training recipe is not known (a teacher loaded from weights
+# trained elsewhere): never the run's own settings, which did not train it.
+UNKNOWN_RECIPE = "unknown"
+KD_ROLE = "student_kd"
+
+
+def _teacher_train_record(recipe: Recipe) -> Any:
+    """The teacher's training recipe as far as it is known: this run's, or its checkpoint's sidecar's.
+
+    A teacher loaded from a distil checkpoint keeps the recipe (and the KD settings, for a distilled
+    teacher) its sidecar records; a plain state_dict's are unknown (None).
+    """
+    path = recipe.teacher.checkpoint
+    if path is None:
+        return recipe.teacher_train
+    from distil.train.checkpoint import _paths, read_sidecar
+
+    if not _paths(path)[1].is_file():
+        return None
+    raw = read_sidecar(path).get("recipe")
+    return raw if isinstance(raw, dict) else None
+
+
 def _meta(
     recipe: Recipe, data: DataBundle, train_cfg: Any, history: list[dict[str, Any]], role: str
 ) -> dict[str, Any]:
+    if train_cfg is None:
+        trained_with: Any = UNKNOWN_RECIPE
+    elif isinstance(train_cfg, dict):
+        trained_with = train_cfg
+    else:
+        trained_with = train_cfg.model_dump(mode="json")
     return {
         "role": role,
-        "recipe": train_cfg.model_dump(mode="json"),
-        "kd": recipe.kd.model_dump(mode="json") if role == "kd_student" else None,
+        "recipe": trained_with,
+        "kd": recipe.kd.model_dump(mode="json") if role == KD_ROLE else None,
         "data": data.describe(),
         "metrics": history[-1] if history else {},
     }
@@ -149,7 +178,7 @@ def run_pipeline(
             )
 
         models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
-            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
             ("student_scratch", scratch, student_spec, recipe.student_train),
             ("student_kd", kd_student, student_spec, prepared.train_cfg),
         ]
@@ -323,7 +352,7 @@ def distill_student(
             trained, history = fit_in_phases(_distill, student, train_cfg, prepared.schedule, "student_kd")
         histories = {"student_kd": history}
         models = [
-            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
             ("student_kd", trained, student_spec, train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
@@ -363,7 +392,7 @@ def transfer_student(
     with RunDir(out_root, run_name or f"{recipe.name}-transfer", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         models = [
-            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
             ("student", prepared.student, student_spec, prepared.train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, {}, measure_latency)
