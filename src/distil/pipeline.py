@@ -20,7 +20,14 @@ from distil.api import distill, train_model
 from distil.config import Recipe, TransferConfig, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
 from distil.fileio import atomic_write_json
-from distil.measure import ModelMetrics, compare, measure_model, per_class_accuracy, predict
+from distil.measure import (
+    ModelMetrics,
+    compare,
+    count_parameters,
+    measure_model,
+    per_class_accuracy,
+    predict,
+)
 from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.resources import oom_hint, preflight
@@ -96,6 +103,25 @@ def _meta(
     }
 
 
+def warn_if_student_larger(console: Console, teacher: nn.Module, student: nn.Module) -> None:
+    """Say so, before training, when the student has at least as many parameters as its teacher.
+
+    Distillation is meant to make a model smaller; a larger student (e.g. the default smallnet under a
+    small user teacher) is almost always a recipe left at its defaults.
+    """
+    t, s = count_parameters(teacher), count_parameters(student)
+    if s < t:
+        return
+    console.print(
+        f"[bold yellow]warning:[/] the student ({type(student).__name__}, {s:,} parameters) is not smaller "
+        f"than its teacher ({type(teacher).__name__}, {t:,} parameters): compression {t / max(s, 1):.1f}x. "
+        "Choose a smaller student (--set student.model=NAME, or a smaller student.kwargs.width), or a "
+        "larger teacher.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def run_pipeline(
     recipe: Recipe,
     out_root: str | Path = "runs",
@@ -122,6 +148,7 @@ def run_pipeline(
     teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
     kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    warn_if_student_larger(console, teacher, kd_student)
     if recipe.transfer != TransferConfig():
         # A dry run on copies checks the transfer (shapes, names, maps) before anything is written; the
         # real one runs once the teacher is trained. Transfer applies to the KD student only, so the
@@ -328,6 +355,7 @@ def distill_student(
     teacher, teacher_spec = build_model(recipe.teacher, data)
     teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
     student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    warn_if_student_larger(console, teacher, student)
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
     # directory exists, so a bad transfer writes nothing.
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)

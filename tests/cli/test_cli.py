@@ -148,3 +148,18 @@ def test_recipe_commands() -> None:
     assert r.exit_code == 0 and "kd_weight" in r.output
     r = runner.invoke(app, ["recipe", "show", "digts"])
     assert r.exit_code == 2 and "Did you mean 'digits'" in r.output
+
+
+def test_a_student_larger_than_its_teacher_is_warned_about_before_training(tmp_path: Path) -> None:
+    from distil.models import build_from_spec, model_spec
+    from distil.train.checkpoint import save_checkpoint
+
+    spec = model_spec("smallnet", num_classes=10, in_channels=1, image_size=8)
+    save_checkpoint(tmp_path / "t", build_from_spec(spec), spec, {"data": {"name": "digits"}})
+    args = ["distill", "digits", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "o"), *FAST]
+    r = runner.invoke(app, [*args, "--set", "student.model=largenet", "--set", "student_train.epochs=1"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert text.count("is not smaller than its teacher") == 1
+    assert "parameters" in text and "--set student.model=NAME" in text
+    assert text.index("not smaller") < text.index("run directory")
