@@ -161,3 +161,26 @@ def test_run_recipe_with_a_compress_section(tmp_path: Path) -> None:
     names = [m["name"] for m in summary["metrics"]]
     assert names[-3:] == ["pruned+kd.onnx", "qat+kd.onnx", "int8.onnx"]
     assert (tmp_path / "c" / "compress" / "int8.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "out"),
+    [
+        (["export", "S"], "o/s.onnx"),
+        (["quantize", "S"], "o"),
+        (["prune", "S", "--ratio", "0.3", "--epochs", "1", "--limit", "100"], "o/pruned"),
+        (["compress", "T", "S"], "o"),
+    ],
+)
+def test_an_unwritable_out_fails_at_once_with_a_message(
+    ckpts: tuple[str, str], tmp_path: Path, command: list[str], out: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a directory cannot be made below a file, even by root
+    args = [{"T": ckpts[0], "S": ckpts[1]}.get(a, a) for a in command]
+    result = runner.invoke(app, [*args, "--out", str(blocker / out)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "is not writable" in text and "a-file" in text and "choose another --out" in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "epoch" not in text.lower()  # failed before any fine-tuning

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -82,6 +83,27 @@ def user_errors(func: F) -> F:
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_out(path: str | Path, *, is_file: bool = False, option: str = "--out") -> Path:
+    """Before any work, prove that a command's output can be written there (a ConfigError otherwise).
+
+    Every command that writes calls this first, so an unwritable --out fails at once with exit status 2
+    and a message naming the directory and the fix, not with a traceback after training.
+
+    Args:
+        path: the output directory, or the output file when `is_file` (its directory is checked).
+        is_file: `path` names a file (or a checkpoint NAME) rather than a directory.
+        option: the option or argument that chose the path, named in the message.
+
+    Returns:
+        `path`, as a Path.
+    """
+    from distil.resources import check_writable
+
+    target = Path(path)
+    check_writable(target.parent if is_file else target, option)
+    return target
 
 
 def recipe_from(name_or_path: str | None, overrides: list[str] | None) -> Recipe:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import SetOption, console, recipe_from, user_errors
+from distil.cli.common import SetOption, check_out, console, recipe_from, user_errors
 from distil.cli.export import DataRootOption, LimitOption
 
 
@@ -35,6 +35,7 @@ def compress(
     from distil.train.checkpoint import load_checkpoint
 
     cfg = recipe_from(recipe, overrides)
+    check_out(out)  # before fine-tuning, not after it
     student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit)
     teacher_model, _ = load_checkpoint(teacher)
     settings = cfg.compress or CompressConfig()

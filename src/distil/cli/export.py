@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from torch import nn
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import check_out, console, user_errors
 from distil.data import DataBundle, load_dataset
 from distil.train.checkpoint import load_checkpoint
 
@@ -45,8 +45,8 @@ def export(
     """
     from distil.compress import export_onnx, verify_onnx
 
+    path = check_out(out or Path(checkpoint).with_suffix(".onnx"), is_file=True)
     model, _, bundle = checkpoint_and_data(checkpoint, data, data_root)
-    path = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
     export_onnx(model, path, tuple(bundle.input_shape), opset=opset)
     x = bundle.val.x if len(bundle.val) else bundle.test.x
     check = verify_onnx(path, model, x)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import check_out, console, user_errors
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -64,6 +64,7 @@ def prune(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
+    check_out(out, is_file=True)  # before fine-tuning, not after it
     model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)

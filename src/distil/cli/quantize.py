@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import check_out, console, user_errors
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -48,6 +48,7 @@ def quantize(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint
 
+    check_out(out)
     model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     cfg = CompressConfig(

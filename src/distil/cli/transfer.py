@@ -10,6 +10,7 @@ from distil.cli.common import (
     LatencyOption,
     OutOption,
     SetOption,
+    check_out,
     console,
     recipe_from,
     user_errors,
@@ -100,6 +101,7 @@ def transfer(
     Example: distil transfer digits --teacher runs/t/teacher --set student.model=largenet
     --set student.kwargs.width=0.5 --selection l1
     """
+    check_out(out)
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     extra += transfer_overrides(selection, layer_map, reuse, share, trainable, None, partial)
     cfg = recipe_from(recipe, [*(overrides or []), *extra])
