@@ -479,6 +479,53 @@ def _write_summary(
     return ratios
 
 
+def require_data_for_model(model_name: str | None, data: str | None) -> None:
+    """A plain state_dict (given with --model) records no dataset: --data must name it.
+
+    Raises:
+        ConfigError: --model without --data.
+    """
+    from distil.errors import ConfigError
+
+    if model_name is not None and data is None:
+        raise ConfigError(
+            "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
+        )
+
+
+def load_any(path: str, data: DataBundle, model_name: str | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
+    """A model from a distil checkpoint, or from a plain state_dict loaded into `model_name`.
+
+    A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
+    saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
+    `pkg.module:factory`) built for `data`.
+
+    Returns:
+        (model, its sidecar metadata (for a plain state_dict: its spec and `data`), the weights file).
+
+    Raises:
+        CheckpointError: a plain state_dict without `model_name`, or weights that do not fit.
+    """
+    from distil.api import check_classes
+    from distil.config import ModelConfig
+    from distil.errors import CheckpointError
+    from distil.train.checkpoint import _paths, load_checkpoint
+
+    weights, sidecar = _paths(path)
+    if sidecar.is_file() or Path(path).is_dir():
+        model, meta = load_checkpoint(path)
+    elif model_name is not None:
+        model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data)
+        meta, weights = {"spec": spec, "data": data.describe()}, Path(path)
+    else:
+        raise CheckpointError(
+            f"{path!r} has no distil sidecar ({sidecar.name}), so its architecture is unknown. If it is a "
+            "plain state_dict, name its model: --model NAME or --model pkg.module:factory."
+        )
+    check_classes(model, data, f"model in {path!r}")
+    return model, meta, weights
+
+
 def evaluate_checkpoints(
     paths: list[str], data: DataBundle, *, measure_latency: bool = True, model_name: str | None = None
 ) -> list[ModelMetrics]:
@@ -488,26 +535,10 @@ def evaluate_checkpoints(
     saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
     `pkg.module:factory`) built for `data`.
     """
-    from distil.api import check_classes
-    from distil.config import ModelConfig
-    from distil.errors import CheckpointError
-    from distil.train.checkpoint import _paths, load_checkpoint
-
     metrics: list[ModelMetrics] = []
     reference_logits: torch.Tensor | None = None
     for path in paths:
-        weights, sidecar = _paths(path)
-        if sidecar.is_file() or Path(path).is_dir():
-            model, _ = load_checkpoint(path)
-        elif model_name is not None:
-            model, _ = build_model(ModelConfig(model=model_name, checkpoint=path), data)
-            weights = Path(path)
-        else:
-            raise CheckpointError(
-                f"{path!r} has no distil sidecar ({sidecar.name}), so its architecture is unknown. If it is a "
-                "plain state_dict, name its model: --model NAME or --model pkg.module:factory."
-            )
-        check_classes(model, data, f"model in {path!r}")
+        model, _, weights = load_any(path, data, model_name)
         m = measure_model(
             Path(path).stem,
             model.eval(),

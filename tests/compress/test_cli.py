@@ -184,3 +184,36 @@ def test_an_unwritable_out_fails_at_once_with_a_message(
     assert "is not writable" in text and "a-file" in text and "choose another --out" in text
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "epoch" not in text.lower()  # failed before any fine-tuning
+
+
+@pytest.fixture
+def plain(ckpts: tuple[str, str], tmp_path: Path) -> str:
+    """The student as a plain state_dict saved elsewhere (no distil sidecar)."""
+    path = tmp_path / "plain.pt"
+    torch.save(load_checkpoint(ckpts[1])[0].state_dict(), path)
+    return str(path)
+
+
+def test_export_and_prune_load_a_plain_state_dict_with_model(plain: str, tmp_path: Path) -> None:
+    given = ["--model", "smallnet", "--data", "digits"]
+    r = runner.invoke(app, ["export", plain, *given, "--out", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement 100.00%" in " ".join(r.output.split())
+    args = ["prune", plain, *given, "--ratio", "0.3", "--epochs", "0", "--limit", "100", "--no-latency"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "pruned")])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "pruned")[1]["spec"]["name"] == "pruned"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [([], "--model NAME"), (["--model", "smallnet"], "add --data NAME")],
+)
+def test_a_plain_state_dict_without_model_or_data_says_what_to_add(
+    plain: str, tmp_path: Path, given: list[str], message: str
+) -> None:
+    for command in (["quantize", plain], ["compress", plain, plain]):
+        r = runner.invoke(app, [*command, *given, "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2, r.output
+        assert message in " ".join(r.output.split())
+        assert r.exception is None or isinstance(r.exception, SystemExit)

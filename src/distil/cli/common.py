@@ -37,6 +37,14 @@ ResumeOption = Annotated[
         "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
     ),
 ]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): "
+        "a registered name (distil models) or pkg.module:factory. Needs --data.",
+    ),
+]
 
 
 QuietOption = Annotated[

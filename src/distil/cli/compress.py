@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import SetOption, check_out, console, recipe_from, user_errors
+from distil.cli.common import ModelOption, SetOption, check_out, console, recipe_from, user_errors
 from distil.cli.export import DataRootOption, LimitOption
 
 
@@ -23,6 +23,7 @@ def compress(
     data: Annotated[str | None, typer.Option(help="Dataset (default: the student's).")] = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    model_name: ModelOption = None,
 ) -> None:
     """Prune -> KD fine-tune -> int8 -> ONNX on existing checkpoints; one row per stage, all in ONNX Runtime.
 
@@ -36,7 +37,7 @@ def compress(
 
     cfg = recipe_from(recipe, overrides)
     check_out(out)  # before fine-tuning, not after it
-    student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit)
+    student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit, model_name)
     teacher_model, _ = load_checkpoint(teacher)
     settings = cfg.compress or CompressConfig()
     result = compress_model(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import check_out, console, user_errors
+from distil.cli.common import ModelOption, check_out, console, user_errors
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -42,6 +42,7 @@ def prune(
     data: DataOption = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    model_name: ModelOption = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
 ) -> None:
     """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
@@ -65,7 +66,7 @@ def prune(
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
     check_out(out, is_file=True)  # before fine-tuning, not after it
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)
     if method == "structured":

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import check_out, console, user_errors
+from distil.cli.common import ModelOption, check_out, console, user_errors
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -36,6 +36,7 @@ def quantize(
     data: DataOption = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    model_name: ModelOption = None,
 ) -> None:
     """Quantize to int8 with ONNX Runtime and report fp32 vs int8 on the same runtime.
 
@@ -49,7 +50,7 @@ def quantize(
     from distil.train.checkpoint import load_checkpoint
 
     check_out(out)
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     cfg = CompressConfig(
         prune=None,
