@@ -33,7 +33,7 @@ from distil.report.progress import make_progress
 from distil.resources import oom_hint, preflight
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
-from distil.train.distributed import rank_run_root
+from distil.train.distributed import rank_run_root, rank_zero_console
 from distil.train.engine import make_accelerator
 from distil.train.ensemble import recipe_teachers
 from distil.train.runs import RunDir, resolve_resume
@@ -142,7 +142,7 @@ def run_pipeline(
     Returns:
         PipelineResult with metrics in the order teacher, student_scratch, student_kd.
     """
-    console = console or Console()
+    console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
@@ -289,7 +289,7 @@ def train_teacher(
     resume: str | Path | None = None,
 ) -> PipelineResult:
     """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
-    console = console or Console()
+    console = rank_zero_console(console)
     data = load_data(recipe)
     teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
@@ -345,7 +345,7 @@ def distill_student(
     """Distill `recipe.student` from the trained teacher at `recipe.teacher.checkpoint`."""
     from distil.errors import ConfigError
 
-    console = console or Console()
+    console = rank_zero_console(console)
     if not recipe.teacher.checkpoint:
         raise ConfigError(
             "distillation needs a trained teacher: pass --teacher PATH (a distil checkpoint, or a state_dict "
@@ -406,7 +406,7 @@ def transfer_student(
     """
     from distil.errors import ConfigError
 
-    console = console or Console()
+    console = rank_zero_console(console)
     if not recipe.teacher.checkpoint:
         raise ConfigError("transfer needs a trained teacher: pass --teacher PATH (a distil checkpoint).")
     if recipe.transfer.init == "random" and not recipe.transfer.reuse and not recipe.transfer.inherit_recipe:
