@@ -129,3 +129,13 @@ def test_an_unwritable_output_fails_at_once_with_a_message(tmp_path: Path, comma
     text = " ".join(r.output.split())
     assert "is not writable" in text and "a-file" in text and "fix its permissions" in text
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+LONG_RUNNING = ["train", "distill", "run", "demo", "transfer", "prune", "quantize", "compress", "eval"]
+
+
+@pytest.mark.parametrize("command", LONG_RUNNING)
+def test_every_long_running_command_takes_the_same_progress_options(command: str) -> None:
+    r = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "--log-format" in r.output and "--quiet" in r.output

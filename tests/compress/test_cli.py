@@ -217,3 +217,14 @@ def test_a_plain_state_dict_without_model_or_data_says_what_to_add(
         assert r.exit_code == 2, r.output
         assert message in " ".join(r.output.split())
         assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_prune_logs_jsonl_epochs_and_a_result_on_stdout(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    args = ["prune", ckpts[1], "--ratio", "0.3", "--epochs", "2", "--limit", "100", "--no-latency"]
+    r = runner.invoke(app, [*args, "--log-format", "jsonl", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["epoch", "epoch", "result"]
+    assert [m["name"] for m in events[-1]["metrics"]] == ["before", "pruned"]
+    assert events[-1]["ratios"]["pruned"]["compression"] > 1
+    assert Path(events[-1]["checkpoint"]).is_file()

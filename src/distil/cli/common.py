@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -62,13 +62,47 @@ LogFormatOption = Annotated[
 
 
 def run_console(log_format: str) -> Console:
-    """Where human-readable output goes: stdout, or stderr when stdout carries JSON lines."""
-    return err_console if log_format == "jsonl" else console
+    """Where human-readable output goes: stdout, or stderr when stdout carries JSON lines.
+
+    Under torchrun or accelerate launch only rank 0 speaks: the other ranks get a silent console.
+    """
+    from distil.train.distributed import rank_zero_console
+
+    return rank_zero_console(err_console if log_format == "jsonl" else console)
+
+
+def command_progress(log_format: str, quiet: bool) -> Any:
+    """The progress display of a command's training (a context manager), per --log-format and --quiet."""
+    from distil.report.progress import make_progress
+
+    return make_progress(run_console(log_format), enabled=not quiet, log_format=log_format)
+
+
+def print_metrics_result(log_format: str, metrics: Sequence[Any], **fields: Any) -> None:
+    """In jsonl mode, end stdout with one "result" line: `fields`, the metrics, ratios vs the first row.
+
+    Only the main process prints it (see `run_console`).
+    """
+    from distil.measure import compare
+    from distil.train.distributed import is_main_process
+
+    if log_format != "jsonl" or not is_main_process():
+        return
+    reference = metrics[0] if metrics else None
+    line = {
+        "event": "result",
+        **{k: str(v) if isinstance(v, Path) else v for k, v in fields.items()},
+        "metrics": [m.to_dict() for m in metrics],
+        "ratios": {m.name: compare(reference, m) for m in metrics[1:]} if reference else {},
+    }
+    print(json.dumps(line), flush=True)
 
 
 def print_result(result: Any, log_format: str) -> None:
     """In jsonl mode, end stdout with one "result" line: the run directory, metrics and ratios."""
-    if log_format != "jsonl":
+    from distil.train.distributed import is_main_process
+
+    if log_format != "jsonl" or not is_main_process():
         return
     line = {
         "event": "result",

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import ModelOption, console, user_errors
+from distil.cli.common import (
+    LogFormatOption,
+    ModelOption,
+    QuietOption,
+    print_metrics_result,
+    run_console,
+    user_errors,
+)
 from distil.data import load_dataset
 from distil.report import metrics_table
 from distil.train.checkpoint import read_sidecar
@@ -23,6 +30,8 @@ def evaluate(
     data_root: Annotated[str | None, typer.Option(help="Dataset directory or file.")] = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
     model: ModelOption = None,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
@@ -37,6 +46,7 @@ def evaluate(
     name = data or read_sidecar(checkpoints[0]).get("data", {}).get("name", "digits")
     bundle = load_dataset(name, data_root, val_fraction=0.0)
     metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency, model_name=model)
-    console.print(
+    run_console(log_format).print(
         metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
     )
+    print_metrics_result(log_format, metrics)

@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import ModelOption, check_out, console, user_errors
+from distil.cli.common import (
+    LogFormatOption,
+    ModelOption,
+    QuietOption,
+    check_out,
+    command_progress,
+    print_metrics_result,
+    run_console,
+    user_errors,
+)
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -44,6 +53,8 @@ def prune(
     limit: LimitOption = None,
     model_name: ModelOption = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
 
@@ -66,6 +77,7 @@ def prune(
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
     check_out(out, is_file=True)  # before fine-tuning, not after it
+    console = run_console(log_format)
     model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)
@@ -98,7 +110,10 @@ def prune(
         console.print(f"zeroed {report.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
     if epochs > 0:
         cfg = TrainConfig(epochs=epochs, lr=lr)
-        pruned = distill(reference, pruned, bundle, cfg, description="prune_finetune").model
+        with command_progress(log_format, quiet) as progress:
+            pruned = distill(
+                reference, pruned, bundle, cfg, progress=progress, description="prune_finetune"
+            ).model
     if method == "unstructured":
         fold_masks_(pruned)
     weights = save_checkpoint(out, pruned.cpu().eval(), spec, {"role": "pruned", "data": bundle.describe()})
@@ -117,3 +132,4 @@ def prune(
     ]
     console.print(metrics_table(rows, rows[0], title=f"{bundle.name} test set"))
     console.print(f"wrote {weights} and {Path(weights).with_suffix('.json')}")
+    print_metrics_result(log_format, rows, checkpoint=weights)

@@ -8,11 +8,14 @@ import typer
 
 from distil.cli.common import (
     LatencyOption,
+    LogFormatOption,
     OutOption,
+    QuietOption,
     SetOption,
     check_out,
-    console,
+    print_result,
     recipe_from,
+    run_console,
     user_errors,
 )
 from distil.pipeline import transfer_student
@@ -92,6 +95,8 @@ def transfer(
     out: OutOption = "runs",
     latency: LatencyOption = False,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Initialise the recipe's student from a teacher checkpoint and save it, with a transfer report.
 
@@ -105,4 +110,7 @@ def transfer(
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     extra += transfer_overrides(selection, layer_map, reuse, share, trainable, None, partial)
     cfg = recipe_from(recipe, [*(overrides or []), *extra])
-    transfer_student(cfg, out, run_name=name, console=console, measure_latency=latency)
+    result = transfer_student(
+        cfg, out, run_name=name, console=run_console(log_format), measure_latency=latency
+    )
+    print_result(result, log_format)
