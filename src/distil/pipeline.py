@@ -493,7 +493,9 @@ def require_data_for_model(model_name: str | None, data: str | None) -> None:
         )
 
 
-def load_any(path: str, data: DataBundle, model_name: str | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
+def load_any(
+    path: str, data: DataBundle, model_name: str | None = None
+) -> tuple[nn.Module, dict[str, Any], Path]:
     """A model from a distil checkpoint, or from a plain state_dict loaded into `model_name`.
 
     A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict

@@ -91,7 +91,16 @@ def test_under_torchrun_only_rank_zero_prints_the_final_table(tmp_path: Path) ->
     # 600 samples: each rank's shard holds several batches of 64.
     args += ["--set", "data.limit=600", "--set", "teacher_train.epochs=1"]
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "distil.cli.app", *args],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "distil.cli.app",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distil.fileio import apply_umask
 from distil.errors import DataError, DistilError
+from distil.fileio import apply_umask
 
 __all__ = [
     "OnnxVerification",
