@@ -119,7 +119,9 @@ def prune(
     weights = save_checkpoint(out, pruned.cpu().eval(), spec, {"role": "pruned", "data": bundle.describe()})
     x, y = bundle.test.x, bundle.test.y
     rows = [
-        measure_model("before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x)),
+        measure_model(
+            "before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x), latency=latency
+        ),
         measure_model(
             "pruned",
             pruned,
@@ -128,6 +130,7 @@ def prune(
             input_shape=shape,
             teacher_logits=predict(reference, x),
             weights_path=weights,
+            latency=latency,
         ),
     ]
     console.print(metrics_table(rows, rows[0], title=f"{bundle.name} test set"))
