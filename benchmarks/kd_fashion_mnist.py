@@ -115,7 +115,7 @@ def stage_table(recipe: Recipe, data: DataBundle, out: Path) -> str:
         f"| per seed (scratch / KD) | {per_seed} |",
         f"| KD gain over scratch | {100 * (kd_mean - scratch_mean):+.2f} pt |",
         f"| KD student agreement with teacher (seed {seeds[0]}) | {s.agreement:.2%} |",
-        f"| parameters teacher / student | {t.params:,} / {s.params:,} = {r['compression']:.1f}x |",
+        f"| parameters teacher / student | {t.params:,} / {s.params:,} = {r['params_ratio']:.1f}x |",
         f"| weights on disk teacher / student | {t.bytes / 1e6:.2f} MB / {s.bytes / 1e3:.0f} kB = {r['bytes_ratio']:.1f}x |",
         f"| MACs per image teacher / student | {t.macs / 1e6:.2f}M / {s.macs / 1e6:.3f}M = {r['macs_ratio']:.1f}x |",
         f"| CPU latency batch 1 ({torch.get_num_threads()} threads) teacher / student | "

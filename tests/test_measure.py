@@ -270,6 +270,7 @@ def test_compare_ratios() -> None:
     ratios = compare(teacher, student)
     assert ratios["compression"] == pytest.approx(4.0)
     assert ratios["bytes_ratio"] == pytest.approx(4.0)
+    assert ratios["params_ratio"] == pytest.approx(4.0)
     assert ratios["macs_ratio"] == pytest.approx(5.0)
     assert ratios["speedup_b1"] == pytest.approx(4.0)
     assert ratios["throughput_ratio"] == pytest.approx(3.0)
@@ -283,3 +284,16 @@ def test_compare_without_latency_gives_none() -> None:
     assert ratios["speedup_b1"] is None
     assert ratios["throughput_ratio"] is None
     assert ratios["accuracy_change"] == pytest.approx(10.0)
+
+
+def test_compression_of_an_int8_copy_is_its_bytes_ratio() -> None:
+    # distil quantize: the same net in int8 has as many parameters but a 3.4x smaller file.
+    fp32 = ModelMetrics("fp32", 0.9, None, params=50_000, bytes=206_850, macs=10)
+    int8 = ModelMetrics("int8", 0.9, 0.99, params=50_000, bytes=60_260, macs=10)
+    ratios = compare(fp32, int8)
+    assert ratios["compression"] == pytest.approx(206_850 / 60_260)
+    assert ratios["params_ratio"] == pytest.approx(1.0)
+    from distil.report.tables import metric_rows
+
+    cell = metric_rows([fp32, int8], fp32)[1][8]
+    assert cell == "3.4x (params 1.0x)"

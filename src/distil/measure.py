@@ -540,14 +540,19 @@ def compare(teacher: ModelMetrics, student: ModelMetrics) -> dict[str, float | N
         student: The student's metrics, measured in the same run.
 
     Returns:
-        ``compression`` (teacher/student params), ``bytes_ratio``, ``macs_ratio`` (teacher/student),
+        ``compression`` (teacher/student stored bytes: what a smaller file means; the params ratio when
+        a size is unknown), ``bytes_ratio`` (the same bytes ratio), ``params_ratio`` (teacher/student
+        parameter counts: 1.0 for an int8 copy of the same net), ``macs_ratio`` (teacher/student),
         ``speedup_b1`` (teacher/student latency at batch 1), ``throughput_ratio`` (student/teacher
         at batch 256), ``accuracy_change`` (student minus teacher, in percentage points). A ratio
         is ``None`` when a value is missing (latency not measured) or the denominator is 0.
     """
+    params_ratio = _ratio(teacher.params, student.params)
+    bytes_ratio = _ratio(teacher.bytes, student.bytes) if teacher.bytes else None
     return {
-        "compression": _ratio(teacher.params, student.params),
-        "bytes_ratio": _ratio(teacher.bytes, student.bytes),
+        "compression": bytes_ratio if bytes_ratio is not None else params_ratio,
+        "bytes_ratio": bytes_ratio,
+        "params_ratio": params_ratio,
         "macs_ratio": _ratio(teacher.macs, student.macs),
         "speedup_b1": _ratio(teacher.latency_b1_ms, student.latency_b1_ms),
         "throughput_ratio": _ratio(student.throughput_b256, teacher.throughput_b256),

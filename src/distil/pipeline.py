@@ -20,13 +20,20 @@ from distil.api import distill, train_model
 from distil.config import Recipe, TransferConfig, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
 from distil.fileio import atomic_write_json
-from distil.measure import ModelMetrics, compare, measure_model, per_class_accuracy, predict
+from distil.measure import (
+    ModelMetrics,
+    compare,
+    count_parameters,
+    measure_model,
+    per_class_accuracy,
+    predict,
+)
 from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.resources import oom_hint, preflight
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
-from distil.train.distributed import rank_run_root
+from distil.train.distributed import rank_run_root, rank_zero_console
 from distil.train.engine import make_accelerator
 from distil.train.ensemble import recipe_teachers
 from distil.train.runs import RunDir, resolve_resume
@@ -55,16 +62,64 @@ def load_data(recipe: Recipe) -> DataBundle:
     )
 
 
+# What a sidecar says when a model's training recipe is not known (a teacher loaded from weights
+# trained elsewhere): never the run's own settings, which did not train it.
+UNKNOWN_RECIPE = "unknown"
+KD_ROLE = "student_kd"
+
+
+def _teacher_train_record(recipe: Recipe) -> Any:
+    """The teacher's training recipe as far as it is known: this run's, or its checkpoint's sidecar's.
+
+    A teacher loaded from a distil checkpoint keeps the recipe (and the KD settings, for a distilled
+    teacher) its sidecar records; a plain state_dict's are unknown (None).
+    """
+    path = recipe.teacher.checkpoint
+    if path is None:
+        return recipe.teacher_train
+    from distil.train.checkpoint import _paths, read_sidecar
+
+    if not _paths(path)[1].is_file():
+        return None
+    raw = read_sidecar(path).get("recipe")
+    return raw if isinstance(raw, dict) else None
+
+
 def _meta(
     recipe: Recipe, data: DataBundle, train_cfg: Any, history: list[dict[str, Any]], role: str
 ) -> dict[str, Any]:
+    if train_cfg is None:
+        trained_with: Any = UNKNOWN_RECIPE
+    elif isinstance(train_cfg, dict):
+        trained_with = train_cfg
+    else:
+        trained_with = train_cfg.model_dump(mode="json")
     return {
         "role": role,
-        "recipe": train_cfg.model_dump(mode="json"),
-        "kd": recipe.kd.model_dump(mode="json") if role == "kd_student" else None,
+        "recipe": trained_with,
+        "kd": recipe.kd.model_dump(mode="json") if role == KD_ROLE else None,
         "data": data.describe(),
         "metrics": history[-1] if history else {},
     }
+
+
+def warn_if_student_larger(console: Console, teacher: nn.Module, student: nn.Module) -> None:
+    """Say so, before training, when the student has at least as many parameters as its teacher.
+
+    Distillation is meant to make a model smaller; a larger student (e.g. the default smallnet under a
+    small user teacher) is almost always a recipe left at its defaults.
+    """
+    t, s = count_parameters(teacher), count_parameters(student)
+    if s < t:
+        return
+    console.print(
+        f"[bold yellow]warning:[/] the student ({type(student).__name__}, {s:,} parameters) is not smaller "
+        f"than its teacher ({type(teacher).__name__}, {t:,} parameters): compression {t / max(s, 1):.1f}x. "
+        "Choose a smaller student (--set student.model=NAME, or a smaller student.kwargs.width), or a "
+        "larger teacher.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def run_pipeline(
@@ -87,12 +142,13 @@ def run_pipeline(
     Returns:
         PipelineResult with metrics in the order teacher, student_scratch, student_kd.
     """
-    console = console or Console()
+    console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
     kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    warn_if_student_larger(console, teacher, kd_student)
     if recipe.transfer != TransferConfig():
         # A dry run on copies checks the transfer (shapes, names, maps) before anything is written; the
         # real one runs once the teacher is trained. Transfer applies to the KD student only, so the
@@ -149,7 +205,7 @@ def run_pipeline(
             )
 
         models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
-            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
             ("student_scratch", scratch, student_spec, recipe.student_train),
             ("student_kd", kd_student, student_spec, prepared.train_cfg),
         ]
@@ -233,7 +289,7 @@ def train_teacher(
     resume: str | Path | None = None,
 ) -> PipelineResult:
     """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
-    console = console or Console()
+    console = rank_zero_console(console)
     data = load_data(recipe)
     teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
@@ -289,7 +345,7 @@ def distill_student(
     """Distill `recipe.student` from the trained teacher at `recipe.teacher.checkpoint`."""
     from distil.errors import ConfigError
 
-    console = console or Console()
+    console = rank_zero_console(console)
     if not recipe.teacher.checkpoint:
         raise ConfigError(
             "distillation needs a trained teacher: pass --teacher PATH (a distil checkpoint, or a state_dict "
@@ -299,6 +355,7 @@ def distill_student(
     teacher, teacher_spec = build_model(recipe.teacher, data)
     teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
     student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    warn_if_student_larger(console, teacher, student)
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
     # directory exists, so a bad transfer writes nothing.
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
@@ -323,7 +380,7 @@ def distill_student(
             trained, history = fit_in_phases(_distill, student, train_cfg, prepared.schedule, "student_kd")
         histories = {"student_kd": history}
         models = [
-            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
             ("student_kd", trained, student_spec, train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
@@ -349,7 +406,7 @@ def transfer_student(
     """
     from distil.errors import ConfigError
 
-    console = console or Console()
+    console = rank_zero_console(console)
     if not recipe.teacher.checkpoint:
         raise ConfigError("transfer needs a trained teacher: pass --teacher PATH (a distil checkpoint).")
     if recipe.transfer.init == "random" and not recipe.transfer.reuse and not recipe.transfer.inherit_recipe:
@@ -363,7 +420,7 @@ def transfer_student(
     with RunDir(out_root, run_name or f"{recipe.name}-transfer", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         models = [
-            ("teacher", teacher, teacher_spec, recipe.teacher_train),
+            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
             ("student", prepared.student, student_spec, prepared.train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, {}, measure_latency)
@@ -422,6 +479,55 @@ def _write_summary(
     return ratios
 
 
+def require_data_for_model(model_name: str | None, data: str | None) -> None:
+    """A plain state_dict (given with --model) records no dataset: --data must name it.
+
+    Raises:
+        ConfigError: --model without --data.
+    """
+    from distil.errors import ConfigError
+
+    if model_name is not None and data is None:
+        raise ConfigError(
+            "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
+        )
+
+
+def load_any(
+    path: str, data: DataBundle, model_name: str | None = None
+) -> tuple[nn.Module, dict[str, Any], Path]:
+    """A model from a distil checkpoint, or from a plain state_dict loaded into `model_name`.
+
+    A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
+    saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
+    `pkg.module:factory`) built for `data`.
+
+    Returns:
+        (model, its sidecar metadata (for a plain state_dict: its spec and `data`), the weights file).
+
+    Raises:
+        CheckpointError: a plain state_dict without `model_name`, or weights that do not fit.
+    """
+    from distil.api import check_classes
+    from distil.config import ModelConfig
+    from distil.errors import CheckpointError
+    from distil.train.checkpoint import _paths, load_checkpoint
+
+    weights, sidecar = _paths(path)
+    if sidecar.is_file() or Path(path).is_dir():
+        model, meta = load_checkpoint(path)
+    elif model_name is not None:
+        model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data)
+        meta, weights = {"spec": spec, "data": data.describe()}, Path(path)
+    else:
+        raise CheckpointError(
+            f"{path!r} has no distil sidecar ({sidecar.name}), so its architecture is unknown. If it is a "
+            "plain state_dict, name its model: --model NAME or --model pkg.module:factory."
+        )
+    check_classes(model, data, f"model in {path!r}")
+    return model, meta, weights
+
+
 def evaluate_checkpoints(
     paths: list[str], data: DataBundle, *, measure_latency: bool = True, model_name: str | None = None
 ) -> list[ModelMetrics]:
@@ -431,26 +537,10 @@ def evaluate_checkpoints(
     saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
     `pkg.module:factory`) built for `data`.
     """
-    from distil.api import check_classes
-    from distil.config import ModelConfig
-    from distil.errors import CheckpointError
-    from distil.train.checkpoint import _paths, load_checkpoint
-
     metrics: list[ModelMetrics] = []
     reference_logits: torch.Tensor | None = None
     for path in paths:
-        weights, sidecar = _paths(path)
-        if sidecar.is_file() or Path(path).is_dir():
-            model, _ = load_checkpoint(path)
-        elif model_name is not None:
-            model, _ = build_model(ModelConfig(model=model_name, checkpoint=path), data)
-            weights = Path(path)
-        else:
-            raise CheckpointError(
-                f"{path!r} has no distil sidecar ({sidecar.name}), so its architecture is unknown. If it is a "
-                "plain state_dict, name its model: --model NAME or --model pkg.module:factory."
-            )
-        check_classes(model, data, f"model in {path!r}")
+        model, _, weights = load_any(path, data, model_name)
         m = measure_model(
             Path(path).stem,
             model.eval(),

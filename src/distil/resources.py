@@ -34,8 +34,12 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
-def check_writable(directory: str | Path) -> Path:
+def check_writable(directory: str | Path, option: str = "--out") -> Path:
     """Create `directory` if needed and prove that a file can be written, synced and removed in it.
+
+    Args:
+        directory: where the outputs go.
+        option: the command-line option (or argument) that chose it, named in the fix.
 
     Returns:
         The directory.
@@ -55,8 +59,8 @@ def check_writable(directory: str | Path) -> Path:
             os.unlink(probe)
     except OSError as exc:
         raise ConfigError(
-            f"the output directory {str(d)!r} is not writable ({exc.strerror or exc}); choose another --out "
-            "or fix its permissions."
+            f"the output directory {str(d)!r} is not writable ({exc.strerror or exc}); choose another "
+            f"{option} or fix its permissions."
         ) from None
     return d
 

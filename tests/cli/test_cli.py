@@ -50,6 +50,11 @@ def test_demo_runs_the_whole_pipeline_and_writes_the_run_directory(tmp_path: Pat
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records].count("student_kd") == 2
     assert "student_kd" in result.output and "compression" in result.output
+    # Every output is readable as metrics.jsonl is (the umask's mode), not owner-only like mkstemp's files.
+    mode = (run / "metrics.jsonl").stat().st_mode & 0o777
+    for name in ("report.html", "recipe.yaml", "student_kd.safetensors", "student_kd.json", "summary.json"):
+        assert (run / name).stat().st_mode & 0o777 == mode, name
+    assert all(p.stat().st_mode & 0o777 == mode for p in (run / "plots").glob("*.png"))
 
 
 def test_train_then_distill_then_eval(tmp_path: Path) -> None:
@@ -143,3 +148,18 @@ def test_recipe_commands() -> None:
     assert r.exit_code == 0 and "kd_weight" in r.output
     r = runner.invoke(app, ["recipe", "show", "digts"])
     assert r.exit_code == 2 and "Did you mean 'digits'" in r.output
+
+
+def test_a_student_larger_than_its_teacher_is_warned_about_before_training(tmp_path: Path) -> None:
+    from distil.models import build_from_spec, model_spec
+    from distil.train.checkpoint import save_checkpoint
+
+    spec = model_spec("smallnet", num_classes=10, in_channels=1, image_size=8)
+    save_checkpoint(tmp_path / "t", build_from_spec(spec), spec, {"data": {"name": "digits"}})
+    args = ["distill", "digits", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "o"), *FAST]
+    r = runner.invoke(app, [*args, "--set", "student.model=largenet", "--set", "student_train.epochs=1"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert text.count("is not smaller than its teacher") == 1
+    assert "parameters" in text and "--set student.model=NAME" in text
+    assert text.index("not smaller") < text.index("run directory")

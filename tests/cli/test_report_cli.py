@@ -114,3 +114,28 @@ def test_jsonl_stdout_is_only_json(tmp_path: Path) -> None:
     assert [e["event"] for e in events] == ["epoch"] * 5 + ["result"]
     assert events[-1]["metrics"][2]["name"] == "student_kd"
     assert Path(events[-1]["run_dir"]).is_dir()
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "recipe new"])
+def test_an_unwritable_output_fails_at_once_with_a_message(tmp_path: Path, command: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a directory cannot be made below a file, even by root
+    if command == "recipe new":
+        args = ["recipe", "new", str(blocker / "d" / "my.yaml")]
+    else:
+        args = [command, str(make_run(tmp_path)), "--out", str(blocker / "out")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert "is not writable" in text and "a-file" in text and "fix its permissions" in text
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+LONG_RUNNING = ["train", "distill", "run", "demo", "transfer", "prune", "quantize", "compress", "eval"]
+
+
+@pytest.mark.parametrize("command", LONG_RUNNING)
+def test_every_long_running_command_takes_the_same_progress_options(command: str) -> None:
+    r = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "--log-format" in r.output and "--quiet" in r.output

@@ -34,6 +34,10 @@ def test_export_writes_a_verified_onnx(ckpts: tuple[str, str], tmp_path: Path) -
     result = runner.invoke(app, ["export", ckpts[1], "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "top-1 agreement 100.00%" in " ".join(result.output.split())
+    # Created like open() would (0644 under umask 022), not with mkstemp's owner-only 0600.
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_prune_writes_a_smaller_checkpoint_that_loads(ckpts: tuple[str, str], tmp_path: Path) -> None:
@@ -157,3 +161,70 @@ def test_run_recipe_with_a_compress_section(tmp_path: Path) -> None:
     names = [m["name"] for m in summary["metrics"]]
     assert names[-3:] == ["pruned+kd.onnx", "qat+kd.onnx", "int8.onnx"]
     assert (tmp_path / "c" / "compress" / "int8.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "out"),
+    [
+        (["export", "S"], "o/s.onnx"),
+        (["quantize", "S"], "o"),
+        (["prune", "S", "--ratio", "0.3", "--epochs", "1", "--limit", "100"], "o/pruned"),
+        (["compress", "T", "S"], "o"),
+    ],
+)
+def test_an_unwritable_out_fails_at_once_with_a_message(
+    ckpts: tuple[str, str], tmp_path: Path, command: list[str], out: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a directory cannot be made below a file, even by root
+    args = [{"T": ckpts[0], "S": ckpts[1]}.get(a, a) for a in command]
+    result = runner.invoke(app, [*args, "--out", str(blocker / out)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "is not writable" in text and "a-file" in text and "choose another --out" in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "epoch" not in text.lower()  # failed before any fine-tuning
+
+
+@pytest.fixture
+def plain(ckpts: tuple[str, str], tmp_path: Path) -> str:
+    """The student as a plain state_dict saved elsewhere (no distil sidecar)."""
+    path = tmp_path / "plain.pt"
+    torch.save(load_checkpoint(ckpts[1])[0].state_dict(), path)
+    return str(path)
+
+
+def test_export_and_prune_load_a_plain_state_dict_with_model(plain: str, tmp_path: Path) -> None:
+    given = ["--model", "smallnet", "--data", "digits"]
+    r = runner.invoke(app, ["export", plain, *given, "--out", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement 100.00%" in " ".join(r.output.split())
+    args = ["prune", plain, *given, "--ratio", "0.3", "--epochs", "0", "--limit", "100", "--no-latency"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "pruned")])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "pruned")[1]["spec"]["name"] == "pruned"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [([], "--model NAME"), (["--model", "smallnet"], "add --data NAME")],
+)
+def test_a_plain_state_dict_without_model_or_data_says_what_to_add(
+    plain: str, tmp_path: Path, given: list[str], message: str
+) -> None:
+    for command in (["quantize", plain], ["compress", plain, plain]):
+        r = runner.invoke(app, [*command, *given, "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2, r.output
+        assert message in " ".join(r.output.split())
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_prune_logs_jsonl_epochs_and_a_result_on_stdout(ckpts: tuple[str, str], tmp_path: Path) -> None:
+    args = ["prune", ckpts[1], "--ratio", "0.3", "--epochs", "2", "--limit", "100", "--no-latency"]
+    r = runner.invoke(app, [*args, "--log-format", "jsonl", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["epoch", "epoch", "result"]
+    assert [m["name"] for m in events[-1]["metrics"]] == ["before", "pruned"]
+    assert events[-1]["ratios"]["pruned"]["compression"] > 1
+    assert Path(events[-1]["checkpoint"]).is_file()

@@ -16,7 +16,7 @@ from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.measure import accuracy, predict
 from distil.models import create_model
-from distil.train.distributed import rank_run_root, shard_bounds, use_cpu
+from distil.train.distributed import rank_run_root, rank_zero_console, shard_bounds, use_cpu
 
 WORKER = textwrap.dedent(
     """
@@ -74,6 +74,42 @@ def test_only_rank_zero_writes_the_run_directory(tmp_path: Path) -> None:
     assert resume is None and root.is_dir() and tmp_path not in root.parents and root != tmp_path
     with pytest.raises(ConfigError, match="resume it with one process"):
         rank_run_root(other, tmp_path, "partial")
+
+
+def test_only_rank_zero_speaks(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RANK", "1")
+    rank_zero_console().print("from rank 1")
+    monkeypatch.setenv("RANK", "0")
+    rank_zero_console().print("from rank 0")
+    assert capsys.readouterr().out == "from rank 0\n"
+
+
+@pytest.mark.slow
+def test_under_torchrun_only_rank_zero_prints_the_final_table(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DISTIL_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["train", "digits", "--quiet", "--no-latency", "--out", str(tmp_path / "runs"), "--name", "t"]
+    # 600 samples: each rank's shard holds several batches of 64.
+    args += ["--set", "data.limit=600", "--set", "teacher_train.epochs=1"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "distil.cli.app",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("teacher checkpoint:") == 1, proc.stdout
+    assert "distil-rank1" not in proc.stdout + proc.stderr  # no temporary run directory is named
+    assert (tmp_path / "runs" / "t" / "teacher.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -107,3 +107,23 @@ def test_run_pipeline_transfers_into_the_kd_student_only(tmp_path: Path) -> None
     report = json.loads((run / "transfer_report.json").read_text())
     assert report["counts"] == {"selected": 7, "exact": 1}
     assert "## Knowledge transfer" in (run / "report.md").read_text()
+
+
+def test_plain_state_dict_teacher_records_an_unknown_recipe_that_cannot_be_inherited(
+    teacher: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain.pt"
+    torch.save(load_file(f"{teacher}.safetensors"), plain)
+    args = ["distill", "digits", "--teacher", str(plain), "--out", str(tmp_path), "--name", "kd"]
+    r = runner.invoke(app, [*args, "--quiet", "--no-latency", *TINY, "--set", "student_train.epochs=1"])
+    assert r.exit_code == 0, r.output
+    # The run's teacher_train settings never trained this teacher: the re-saved sidecar must not claim so.
+    assert json.loads((tmp_path / "kd" / "teacher.json").read_text())["recipe"] == "unknown"
+    # The distilled student records the KD settings it was trained with.
+    kd = json.loads((tmp_path / "kd" / "student_kd.json").read_text())["kd"]
+    assert isinstance(kd, dict) and "temperature" in kd
+    resaved = tmp_path / "kd" / "teacher"
+    args = ["distill", "digits", "--teacher", str(resaved), "--out", str(tmp_path / "o"), "--inherit-recipe"]
+    r = runner.invoke(app, [*args, "--quiet", *TINY])
+    assert r.exit_code == 2
+    assert "unknown" in r.output and "--inherit-recipe" in r.output and "Traceback" not in r.output

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import check_out, console, user_errors
 
 
 @user_errors
@@ -24,6 +24,7 @@ def compare(
     """
     from distil.report.compare import compare_table, write_comparison
 
+    check_out(out)
     runs, files = write_comparison(run_dirs, out)
     console.print(compare_table(runs))
     console.print(f"wrote {files.markdown}", soft_wrap=True)

@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import SetOption, console, recipe_from, user_errors
+from distil.cli.common import (
+    LogFormatOption,
+    ModelOption,
+    QuietOption,
+    SetOption,
+    check_out,
+    command_progress,
+    print_metrics_result,
+    recipe_from,
+    run_console,
+    user_errors,
+)
 from distil.cli.export import DataRootOption, LimitOption
 
 
@@ -23,6 +34,9 @@ def compress(
     data: Annotated[str | None, typer.Option(help="Dataset (default: the student's).")] = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    model_name: ModelOption = None,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Prune -> KD fine-tune -> int8 -> ONNX on existing checkpoints; one row per stage, all in ONNX Runtime.
 
@@ -35,20 +49,24 @@ def compress(
     from distil.train.checkpoint import load_checkpoint
 
     cfg = recipe_from(recipe, overrides)
-    student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit)
+    check_out(out)  # before fine-tuning, not after it
+    console = run_console(log_format)
+    student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit, model_name)
     teacher_model, _ = load_checkpoint(teacher)
     settings = cfg.compress or CompressConfig()
-    result = compress_model(
-        teacher_model.eval(),
-        student_model,
-        meta["spec"],
-        bundle,
-        settings,
-        out,
-        kd=cfg.kd,
-        measure_latency=latency,
-        log=console.print,
-    )
+    with command_progress(log_format, quiet) as progress:
+        result = compress_model(
+            teacher_model.eval(),
+            student_model,
+            meta["spec"],
+            bundle,
+            settings,
+            out,
+            kd=cfg.kd,
+            measure_latency=latency,
+            log=console.print,
+            progress=progress,
+        )
     console.print(
         metrics_table(
             result.metrics,
@@ -57,3 +75,4 @@ def compress(
         )
     )
     console.print(f"artefacts and compress.json in {out}")
+    print_metrics_result(log_format, result.metrics, out_dir=out)

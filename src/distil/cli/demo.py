@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    check_out,
     print_result,
     recipe_from,
     run_console,
@@ -38,6 +39,8 @@ def demo(
     Example: distil demo            (digits, under a minute on 2 CPU cores)
              distil demo --dataset fashion-mnist --set teacher_train.epochs=2
     """
+    if resume is None:  # a resumed run writes where it started
+        check_out(out)
     recipe = recipe_from(dataset, overrides)
     result = run_pipeline(
         recipe,

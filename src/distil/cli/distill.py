@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    check_out,
     print_result,
     recipe_from,
     run_console,
@@ -66,6 +67,8 @@ def distill(
 
     With transfer: distil distill digits --teacher T --init teacher --inherit-recipe --set student_train.epochs=3
     """
+    if resume is None:  # a resumed run writes where it started
+        check_out(out)
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     extra += method_overrides(method)
     if init:

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import (
+    LogFormatOption,
+    ModelOption,
+    QuietOption,
+    print_metrics_result,
+    run_console,
+    user_errors,
+)
 from distil.data import load_dataset
 from distil.report import metrics_table
 from distil.train.checkpoint import read_sidecar
@@ -22,14 +29,9 @@ def evaluate(
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="Dataset directory or file.")] = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): "
-            "a registered name (distil models) or pkg.module:factory. Needs --data.",
-        ),
-    ] = None,
+    model: ModelOption = None,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
@@ -38,16 +40,13 @@ def evaluate(
     A teacher trained elsewhere (a plain state_dict and your model code):
     distil eval teacher.pt --model my_models:make_teacher --data digits
     """
-    from distil.errors import ConfigError
-    from distil.pipeline import evaluate_checkpoints
+    from distil.pipeline import evaluate_checkpoints, require_data_for_model
 
-    if data is None and model is not None:
-        raise ConfigError(
-            "--model evaluates plain state_dict files, which do not record their dataset: add --data NAME"
-        )
+    require_data_for_model(model, data)
     name = data or read_sidecar(checkpoints[0]).get("data", {}).get("name", "digits")
     bundle = load_dataset(name, data_root, val_fraction=0.0)
     metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency, model_name=model)
-    console.print(
+    run_console(log_format).print(
         metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
     )
+    print_metrics_result(log_format, metrics)

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from torch import nn
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import ModelOption, check_out, console, user_errors
 from distil.data import DataBundle, load_dataset
-from distil.train.checkpoint import load_checkpoint
+from distil.train.checkpoint import read_sidecar
 
 DataOption = Annotated[
     str | None, typer.Option(help="Dataset name (default: the one the checkpoint was trained on).")
@@ -22,12 +22,23 @@ LimitOption = Annotated[
 
 
 def checkpoint_and_data(
-    checkpoint: str, data: str | None, data_root: str | None, limit: int | None = None
+    checkpoint: str,
+    data: str | None,
+    data_root: str | None,
+    limit: int | None = None,
+    model_name: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any], DataBundle]:
-    """Load a distil checkpoint and the dataset it was trained on (or `data`), with a validation split."""
-    model, meta = load_checkpoint(checkpoint)
-    name = data or meta.get("data", {}).get("name", "digits")
+    """Load a checkpoint and the dataset it was trained on (or `data`), with a validation split.
+
+    A distil checkpoint brings its architecture and dataset; a plain state_dict needs `model_name` (--model)
+    and `data` (--data).
+    """
+    from distil.pipeline import load_any, require_data_for_model
+
+    require_data_for_model(model_name, data)
+    name = data or read_sidecar(checkpoint).get("data", {}).get("name", "digits")
     bundle = load_dataset(name, data_root, val_fraction=0.1, limit=limit)
+    model, meta, _ = load_any(checkpoint, bundle, model_name)
     return model.eval(), meta, bundle
 
 
@@ -38,6 +49,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
     data: DataOption = None,
     data_root: DataRootOption = None,
+    model: ModelOption = None,
 ) -> None:
     """Export to ONNX with a dynamic batch axis and verify it on the validation data with ONNX Runtime.
 
@@ -45,11 +57,11 @@ def export(
     """
     from distil.compress import export_onnx, verify_onnx
 
-    model, _, bundle = checkpoint_and_data(checkpoint, data, data_root)
-    path = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
-    export_onnx(model, path, tuple(bundle.input_shape), opset=opset)
+    path = check_out(out or Path(checkpoint).with_suffix(".onnx"), is_file=True)
+    net, _, bundle = checkpoint_and_data(checkpoint, data, data_root, model_name=model)
+    export_onnx(net, path, tuple(bundle.input_shape), opset=opset)
     x = bundle.val.x if len(bundle.val) else bundle.test.x
-    check = verify_onnx(path, model, x)
+    check = verify_onnx(path, net, x)
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes, opset {opset}, dynamic batch)")
     console.print(
         f"ONNX Runtime vs PyTorch on {check.samples} samples: max abs logit difference "

@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import (
+    LogFormatOption,
+    ModelOption,
+    QuietOption,
+    check_out,
+    command_progress,
+    print_metrics_result,
+    run_console,
+    user_errors,
+)
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -42,7 +51,10 @@ def prune(
     data: DataOption = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    model_name: ModelOption = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
 
@@ -64,7 +76,9 @@ def prune(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
+    check_out(out, is_file=True)  # before fine-tuning, not after it
+    console = run_console(log_format)
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)
     if method == "structured":
@@ -96,13 +110,18 @@ def prune(
         console.print(f"zeroed {report.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
     if epochs > 0:
         cfg = TrainConfig(epochs=epochs, lr=lr)
-        pruned = distill(reference, pruned, bundle, cfg, description="prune_finetune").model
+        with command_progress(log_format, quiet) as progress:
+            pruned = distill(
+                reference, pruned, bundle, cfg, progress=progress, description="prune_finetune"
+            ).model
     if method == "unstructured":
         fold_masks_(pruned)
     weights = save_checkpoint(out, pruned.cpu().eval(), spec, {"role": "pruned", "data": bundle.describe()})
     x, y = bundle.test.x, bundle.test.y
     rows = [
-        measure_model("before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x)),
+        measure_model(
+            "before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x), latency=latency
+        ),
         measure_model(
             "pruned",
             pruned,
@@ -111,7 +130,9 @@ def prune(
             input_shape=shape,
             teacher_logits=predict(reference, x),
             weights_path=weights,
+            latency=latency,
         ),
     ]
     console.print(metrics_table(rows, rows[0], title=f"{bundle.name} test set"))
     console.print(f"wrote {weights} and {Path(weights).with_suffix('.json')}")
+    print_metrics_result(log_format, rows, checkpoint=weights)

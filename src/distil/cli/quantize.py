@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import (
+    LogFormatOption,
+    ModelOption,
+    QuietOption,
+    check_out,
+    command_progress,
+    print_metrics_result,
+    run_console,
+    user_errors,
+)
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -36,6 +45,9 @@ def quantize(
     data: DataOption = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    model_name: ModelOption = None,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Quantize to int8 with ONNX Runtime and report fp32 vs int8 on the same runtime.
 
@@ -48,7 +60,9 @@ def quantize(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint
 
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
+    check_out(out)
+    console = run_console(log_format)
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
     reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
     cfg = CompressConfig(
         prune=None,
@@ -62,9 +76,17 @@ def quantize(
         ),
         latency_threads=threads,
     )
-    result = compress_model(
-        reference, model, meta["spec"], bundle, cfg, out, include_teacher=teacher is not None
-    )
+    with command_progress(log_format, quiet) as progress:  # QAT trains
+        result = compress_model(
+            reference,
+            model,
+            meta["spec"],
+            bundle,
+            cfg,
+            out,
+            include_teacher=teacher is not None,
+            progress=progress,
+        )
     q = result.details["quantize"]
     rows = result.metrics
     console.print(
@@ -81,3 +103,4 @@ def quantize(
     if q["float_nodes"]:
         console.print(f"left in fp32 by the quantizer: {', '.join(q['float_nodes'])}")
     console.print(f"wrote {Path(out) / 'int8.onnx'}")
+    print_metrics_result(log_format, rows, out_dir=out)

@@ -9,8 +9,9 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from distil.cli.common import SetOption, console, recipe_from, user_errors
+from distil.cli.common import SetOption, check_out, console, recipe_from, user_errors
 from distil.errors import ConfigError
+from distil.fileio import atomic_write_text
 from distil.recipes import bundled_recipes, resolve_recipe
 
 app = typer.Typer(
@@ -96,8 +97,8 @@ def new(
         )
     if target.exists() and not force:
         raise ConfigError(f"{path!r} already exists; choose another name or pass --force to overwrite it")
+    check_out(target, is_file=True, option="recipe file path")
     recipe = recipe_from(start, overrides)
     text = _HEADER.format(path=path) + commented_yaml(recipe) + "\n"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    atomic_write_text(target, text)
     console.print(f"wrote {path} (from {start}); run it with: distil run {path}")

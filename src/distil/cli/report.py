@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import check_out, console, user_errors
 
 
 @user_errors
@@ -29,8 +29,9 @@ def report(
     from distil.report.tables import metrics_table
     from distil.report.writer import write_report
 
-    files = write_report(run_dir, out)
     run = load_run(run_dir)
+    check_out(out or run_dir)
+    files = write_report(run_dir, out)
     console.print(metrics_table(run.metrics, run.reference, title=f"{run.recipe_name}: {run.name}"))
     console.print(f"wrote {files.markdown}", soft_wrap=True)
     console.print(f"wrote {files.html}  (open it in a browser: everything is embedded)", soft_wrap=True)

@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    check_out,
     print_result,
     recipe_from,
     run_console,
@@ -40,6 +41,8 @@ def run(
 
     Example: distil run recipes/fashion-mnist.yaml --set kd.temperature=2
     """
+    if resume is None:  # a resumed run writes where it started
+        check_out(out)
     result = run_pipeline(
         recipe_from(recipe, overrides),
         out,

@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    check_out,
     print_result,
     recipe_from,
     run_console,
@@ -38,6 +39,8 @@ def train(
 
     Example: distil train digits --set teacher_train.epochs=5
     """
+    if resume is None:  # a resumed run writes where it started
+        check_out(out)
     result = train_teacher(
         recipe_from(recipe, overrides),
         out,

@@ -8,10 +8,14 @@ import typer
 
 from distil.cli.common import (
     LatencyOption,
+    LogFormatOption,
     OutOption,
+    QuietOption,
     SetOption,
-    console,
+    check_out,
+    print_result,
     recipe_from,
+    run_console,
     user_errors,
 )
 from distil.pipeline import transfer_student
@@ -91,6 +95,8 @@ def transfer(
     out: OutOption = "runs",
     latency: LatencyOption = False,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
+    quiet: QuietOption = False,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Initialise the recipe's student from a teacher checkpoint and save it, with a transfer report.
 
@@ -100,7 +106,11 @@ def transfer(
     Example: distil transfer digits --teacher runs/t/teacher --set student.model=largenet
     --set student.kwargs.width=0.5 --selection l1
     """
+    check_out(out)
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     extra += transfer_overrides(selection, layer_map, reuse, share, trainable, None, partial)
     cfg = recipe_from(recipe, [*(overrides or []), *extra])
-    transfer_student(cfg, out, run_name=name, console=console, measure_latency=latency)
+    result = transfer_student(
+        cfg, out, run_name=name, console=run_console(log_format), measure_latency=latency
+    )
+    print_result(result, log_format)

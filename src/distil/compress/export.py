@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from distil.errors import DataError, DistilError
+from distil.fileio import apply_umask
 
 __all__ = [
     "OnnxVerification",
@@ -78,6 +79,7 @@ def export_onnx(
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
+    apply_umask(tmp)  # the exporter writes into this file, which keeps mkstemp's 0600 otherwise
     try:
         with warnings.catch_warnings():
             # The TorchScript exporter is chosen on purpose (stable for these nets, no onnxscript needed).

@@ -84,7 +84,8 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
     sections = [
         (
             "Models side by side",
-            f'<p class="note">Ratios are against {escape(run.reference.name)} (the reference).</p>'
+            f'<p class="note">Ratios are against {escape(run.reference.name)} (the reference); compression '
+            "is its stored size over the model's, with the parameter ratio in brackets where that differs.</p>"
             + table_html(COLUMNS, metric_rows(run.metrics, run.reference), "metrics"),
         )
     ]

@@ -60,7 +60,8 @@ def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
     out += [
         "## Models side by side",
         "",
-        f"Ratios are against `{run.reference.name}`: compression = its parameters / the model's; "
+        f"Ratios are against `{run.reference.name}`: compression = its stored size / the model's "
+        "(with the parameter ratio in brackets where that differs, e.g. for int8); "
         "speed-up = its latency / the model's; agreement = share of test samples where the model's top-1 "
         "matches the reference's.",
         "",

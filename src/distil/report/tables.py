@@ -35,6 +35,15 @@ def _opt(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def compression_cell(ratios: dict[str, float | None]) -> str:
+    """The stored-size ratio, e.g. "3.4x"; "3.4x (params 1.0x)" when the parameter ratio differs."""
+    text = _opt(ratios["compression"], ".1f") + "x"
+    params = ratios.get("params_ratio")
+    if ratios.get("bytes_ratio") is not None and params is not None and f"{params:.1f}" != text[:-1]:
+        text += f" (params {params:.1f}x)"
+    return text
+
+
 def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[list[str]]:
     """One row of formatted cells per model; ratios are against `reference` (the teacher)."""
     rows = []
@@ -51,7 +60,7 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
                 human(m.macs),
                 _opt(m.latency_b1_ms, ".3f") + (" ms" if m.latency_b1_ms is not None else ""),
                 _opt(m.throughput_b256, ",.0f") + ("/s" if m.throughput_b256 is not None else ""),
-                "1x" if is_ref else f"{r['compression']:.1f}x",
+                "1x" if is_ref else compression_cell(r),
                 "1x" if is_ref else ("—" if r["speedup_b1"] is None else f"{r['speedup_b1']:.2f}x"),
                 "" if is_ref else f"{r['accuracy_change']:+.2f} pt",
             ]

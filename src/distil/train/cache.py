@@ -37,7 +37,7 @@ from torch import nn
 
 from distil.data import DataBundle, Split
 from distil.errors import ConfigError
-from distil.fileio import atomic_write_json
+from distil.fileio import apply_umask, atomic_write_json
 from distil.registry import unknown_name_message
 from distil.train.teacher import freeze
 
@@ -306,6 +306,7 @@ def build_cache(
         raise ConfigError(f"teacher_cache_topk must be in [1, {num_classes}] (the class count), got {topk}.")
     cols = topk if topk is not None else num_classes
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
     try:
         values = np.memmap(tmp / _VALUES, np.float16, "w+", shape=(n, cols))
         indices = fill = None

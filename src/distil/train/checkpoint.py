@@ -79,7 +79,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if not sidecar_path.is_file():
         raise CheckpointError(
             f"checkpoint sidecar {str(sidecar_path)!r} not found; a distil checkpoint is NAME.safetensors + "
-            "NAME.json. For a plain state_dict, give the model name too (see `distil eval --help`)."
+            "NAME.json. For a plain state_dict, give its architecture: --model NAME --data DATASET."
         )
     try:
         meta = json.loads(sidecar_path.read_text(encoding="utf-8"))

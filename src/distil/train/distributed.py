@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from rich.console import Console
 from torch import nn
 
 from distil.data import Split
@@ -92,6 +93,26 @@ def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict
     stacked = torch.stack([sums[k].float().reshape(()) for k in names]).to(accelerator.device)
     reduced = accelerator.reduce(stacked, reduction="mean")
     return {k: reduced[i] for i, k in enumerate(names)}
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a launch (or not launched): what may print and write.
+
+    Read from RANK, which torchrun and accelerate launch both set, so it is known before (and without)
+    an Accelerator: data loading and the checks before training print too.
+    """
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def rank_zero_console(console: Console | None = None) -> Console:
+    """`console` (default: a new one) on the main process; on the other ranks one that prints nothing.
+
+    Under torchrun every rank runs the same command; only rank 0 should speak (the others would print
+    their own copy of every table, naming temporary run directories that are deleted at exit).
+    """
+    if is_main_process():
+        return console or Console()
+    return Console(quiet=True)
 
 
 def rank_run_root(

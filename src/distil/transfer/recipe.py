@@ -26,7 +26,8 @@ def teacher_recipe(path: str | Path) -> TrainConfig:
     """The training recipe saved in a teacher checkpoint's sidecar (its "recipe" entry).
 
     Raises:
-        TransferError: the checkpoint has no recipe (e.g. a plain state_dict), or an invalid one.
+        TransferError: the checkpoint has no recipe (e.g. a plain state_dict), an "unknown" one (a
+            plain state_dict teacher re-saved by a run), or an invalid one.
     """
     from distil.train.checkpoint import read_sidecar
 
@@ -38,6 +39,12 @@ def teacher_recipe(path: str | Path) -> TrainConfig:
             "(NAME.safetensors + NAME.json) saved by `distil train`."
         ) from None
     raw = meta.get("recipe")
+    if raw == "unknown":
+        raise TransferError(
+            f"the training recipe of teacher {str(path)!r} is unknown: it was loaded from weights trained "
+            "elsewhere (a plain state_dict), so no recipe was recorded to inherit. Drop --inherit-recipe and "
+            "give the student's settings with --set student_train.FIELD=VALUE."
+        )
     if not isinstance(raw, dict):
         raise TransferError(
             f"teacher checkpoint {str(path)!r} has no training recipe in its sidecar; train the teacher with "
