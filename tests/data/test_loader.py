@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distil.data import Split, TensorLoader
+from distil.data import DatasetLoader, Split, TensorLoader
 from distil.errors import ConfigError
 
 
@@ -80,3 +80,85 @@ def test_bad_arguments() -> None:
         TensorLoader(_split(), 2, num_shards=2, shard_index=2)
     with pytest.raises(ConfigError, match="unknown augmentation"):
         TensorLoader(_split(), 2, augment="flip")
+
+
+# --- the DataLoader path ------------------------------------------------------------------------------
+
+
+class _ReadCounting:
+    """A map-style dataset over a Split that counts the samples read (like files opened on disk)."""
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        self.reads += 1
+        return {"x": self.split.x[index].clone(), "y": int(self.split.y[index])}
+
+
+def _images(n: int = 37) -> Split:
+    g = torch.Generator().manual_seed(0)
+    return Split(torch.randn(n, 2, 6, 6, generator=g), torch.randint(0, 4, (n,), generator=g))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(("num_shards", "drop_last"), [(1, False), (1, True), (3, False)])
+def test_dataset_loader_is_bit_identical_to_tensor_loader(num_workers, num_shards, drop_last) -> None:
+    split = _images()
+    common = {
+        "shuffle": True,
+        "drop_last": drop_last,
+        "augment": "crop_flip",
+        "crop_padding": 2,
+        "fill": (-1.0, 0.5),
+        "seed": 5,
+        "num_shards": num_shards,
+    }
+    for shard in range(num_shards):
+        memory = TensorLoader(split, 8, shard_index=shard, **common)
+        disk = DatasetLoader(_ReadCounting(split), 8, shard_index=shard, num_workers=num_workers, **common)
+        for epoch in (0, 3):
+            memory.set_epoch(epoch)
+            disk.set_epoch(epoch)
+            a, b = list(memory), list(disk)
+            assert len(a) == len(b) == len(memory) == len(disk)
+            for x, y in zip(a, b, strict=True):
+                assert x.keys() == y.keys() == {"x", "y", "index"}
+                assert all(torch.equal(x[k], y[k]) for k in x), (epoch, shard)
+                assert y["index"].dtype == y["y"].dtype == torch.int64
+
+
+def test_resume_mid_epoch_skips_batches_without_reading_them() -> None:
+    split = _images(40)
+    data = _ReadCounting(split)
+    loader = DatasetLoader(data, 8, shuffle=True, augment="crop_flip", crop_padding=1, seed=1)
+    loader.set_epoch(2)
+    full = list(loader)
+    data.reads = 0
+    loader.set_epoch(2, start_batch=3)
+    rest = list(loader)
+    assert data.reads == 2 * 8  # batches 3 and 4 only
+    assert len(rest) == 2 and all(
+        torch.equal(a[k], b[k]) for a, b in zip(full[3:], rest, strict=True) for k in a
+    )
+    memory = TensorLoader(split, 8, shuffle=True, augment="crop_flip", crop_padding=1, seed=1)
+    memory.set_epoch(2, start_batch=3)
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(memory, rest, strict=True))
+
+
+def test_dataset_loader_workers_options() -> None:
+    split = _images(10)
+    loader = DatasetLoader(split, 4, num_workers=1, persistent_workers=True, prefetch_factor=2)
+    assert [len(b["index"]) for b in loader] == [4, 4, 2]
+    assert [len(b["index"]) for b in loader] == [4, 4, 2]  # a second epoch with the same workers
+    with pytest.raises(ConfigError, match="num_workers"):
+        DatasetLoader(split, 4, persistent_workers=True)
+
+
+def test_split_is_a_map_style_dataset() -> None:
+    split = _images(5)
+    assert torch.equal(split[3]["x"], split.x[3]) and int(split[3]["y"]) == int(split.y[3])

@@ -17,6 +17,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """Sample `index` as ``{"x", "y"}``: a Split is also a map-style dataset."""
+        return {"x": self.x[index], "y": self.y[index]}
+
 
 @dataclass(frozen=True)
 class DataBundle:

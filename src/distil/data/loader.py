@@ -1,12 +1,28 @@
-"""Batches from an in-memory Split: seeded, resumable shuffles and data-parallel shards."""
+"""Training batches: one seeded, resumable, sharded sampler and two ways to read the samples it picks.
+
+* :class:`EpochSampler` decides which sample ids form each batch of an epoch. The order is a function
+  of (seed, epoch) only, every data-parallel rank takes its own strided share, and an epoch can start
+  at any batch, so an interrupted run continues exactly.
+* :class:`TensorLoader` gathers those ids from a :class:`~distil.data.bundle.Split` held in memory: one
+  indexing op per batch, the fast path for data that fits in memory.
+* :class:`DatasetLoader` reads them from any map-style dataset (``__len__``, ``__getitem__(i) ->
+  {"x": tensor, "y": label}``, e.g. files on disk) through ``torch.utils.data.DataLoader`` with worker
+  processes, pinned memory and prefetching.
+
+Both yield the same batch dicts ``{"x", "y", "index"}`` (``index``: the samples' stable ids in their
+split, which caches and resume key on) and apply the same batched augmentation with the same seeds:
+given the same samples and seed they produce bit-identical batches.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Sampler
 
 from distil.data.augment import AUGMENTS, augment_batch
 from distil.data.bundle import Split
@@ -14,20 +30,173 @@ from distil.errors import ConfigError
 from distil.registry import unknown_name_message
 
 
+class SampleDataset(Protocol):
+    """A map-style dataset: sample `i` as ``{"x": (C, H, W) float tensor, "y": int or 0-d tensor}``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
 def _seed(*parts: int) -> int:
     # SeedSequence mixes (seed, epoch, ...) so nearby tuples give unrelated streams.
     return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
-class TensorLoader:
-    """Iterate a Split as dicts {"x", "y", "index"} (index: int64 positions in the split).
+class EpochSampler(Sampler[torch.Tensor]):
+    """Batches of sample ids (int64 tensors) for one shard of one epoch.
+
+    With `num_shards > 1` every rank draws the same permutation and takes the strided slice
+    `[shard_index::num_shards]`; without drop_last the permutation is padded by wrapping so all ranks get
+    the same number of samples and batches (a few samples repeat), with drop_last the tail that does not
+    divide evenly is dropped.
+
+    Args:
+        num_samples: size of the split.
+        batch_size: samples per batch.
+        shuffle: draw a new permutation every epoch.
+        drop_last: drop the final incomplete batch (and the uneven tail across shards).
+        seed: base seed of the shuffles.
+        num_shards: number of data-parallel ranks.
+        shard_index: this rank, in [0, num_shards).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_shards: int = 1,
+        shard_index: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if num_shards < 1 or not 0 <= shard_index < num_shards:
+            raise ConfigError(
+                f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {shard_index}/{num_shards}."
+            )
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.num_shards = num_shards
+        self.shard_index = shard_index
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch the next iteration produces, starting at batch `start_batch` (for resume)."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    @property
+    def samples_per_shard(self) -> int:
+        n = self.num_samples
+        return n // self.num_shards if self.drop_last else math.ceil(n / self.num_shards)
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch (also when it starts at a later batch)."""
+        per = self.samples_per_shard
+        return per // self.batch_size if self.drop_last else math.ceil(per / self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """This shard's sample ids for the current epoch, in iteration order."""
+        n = self.num_samples
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        total = self.samples_per_shard * self.num_shards
+        if total > n:
+            # Wrap around (repeatedly if the split is smaller than the number of shards).
+            order = order.repeat(math.ceil(total / max(n, 1)))
+        return order[:total][self.shard_index :: self.num_shards]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        idx = self.indices()
+        for b in range(self.start_batch, len(self)):
+            yield idx[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+class _Batches:
+    """What both loaders share: the sampler, the augmentation, and the epoch/batch bookkeeping."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        augment: str,
+        crop_padding: int,
+        fill: Sequence[float] | None,
+        seed: int,
+        num_shards: int,
+        shard_index: int,
+    ) -> None:
+        if augment not in AUGMENTS:
+            raise ConfigError(unknown_name_message("augmentation", augment, AUGMENTS))
+        self.sampler = EpochSampler(
+            num_samples,
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
+        self.batch_size = batch_size
+        self.augment = augment
+        self.crop_padding = crop_padding
+        self.fill = tuple(fill) if fill is not None else None
+        self.seed = seed
+        self.num_shards = num_shards
+        self.shard_index = shard_index
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch whose order (and augmentation) the next iteration produces.
+
+        Args:
+            epoch: 0-based epoch.
+            start_batch: skip the first batches of the epoch without reading them (resume).
+        """
+        self.sampler.set_epoch(epoch, start_batch)
+
+    @property
+    def samples_per_shard(self) -> int:
+        return self.sampler.samples_per_shard
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def indices(self) -> torch.Tensor:
+        """This shard's sample ids for the current epoch, in iteration order."""
+        return self.sampler.indices()
+
+    def _augmented(self, x: torch.Tensor, batch_number: int) -> torch.Tensor:
+        if self.augment == "none":
+            return x
+        # Seeded by the batch's position, not by what ran before: a resumed epoch augments identically.
+        g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.shard_index, batch_number, 1))
+        return augment_batch(x, self.augment, self.crop_padding, g, self.fill)
+
+
+class TensorLoader(_Batches):
+    """Iterate an in-memory Split as dicts {"x", "y", "index"} (index: int64 positions in the split).
 
     The order of an epoch is a function of (seed, epoch) only, and each batch's augmentation of
     (seed, epoch, shard_index, batch number), so runs are reproducible and resume exactly from
-    `set_epoch(epoch)`. With `num_shards > 1` every rank draws the same permutation and takes the
-    strided slice `[shard_index::num_shards]`; without drop_last the permutation is padded by wrapping
-    so all ranks get the same number of samples and batches (a few samples repeat), with drop_last the
-    tail that does not divide evenly is dropped.
+    `set_epoch(epoch, start_batch)`. Sharding across ranks: see :class:`EpochSampler`.
 
     Args:
         split: the data.
@@ -56,59 +225,115 @@ class TensorLoader:
         num_shards: int = 1,
         shard_index: int = 0,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        if augment not in AUGMENTS:
-            raise ConfigError(unknown_name_message("augmentation", augment, AUGMENTS))
-        if num_shards < 1 or not 0 <= shard_index < num_shards:
-            raise ConfigError(
-                f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {shard_index}/{num_shards}."
-            )
+        super().__init__(
+            len(split),
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            augment=augment,
+            crop_padding=crop_padding,
+            fill=fill,
+            seed=seed,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
         self.split = split
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.augment = augment
-        self.crop_padding = crop_padding
-        self.fill = tuple(fill) if fill is not None else None
-        self.seed = seed
-        self.num_shards = num_shards
-        self.shard_index = shard_index
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order (and augmentation) the next iteration produces."""
-        self.epoch = epoch
-
-    @property
-    def samples_per_shard(self) -> int:
-        n = len(self.split)
-        return n // self.num_shards if self.drop_last else math.ceil(n / self.num_shards)
-
-    def __len__(self) -> int:
-        per = self.samples_per_shard
-        return per // self.batch_size if self.drop_last else math.ceil(per / self.batch_size)
-
-    def indices(self) -> torch.Tensor:
-        """This shard's sample indices for the current epoch, in iteration order."""
-        n = len(self.split)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        total = self.samples_per_shard * self.num_shards
-        if total > n:
-            # Wrap around (repeatedly if the split is smaller than the number of shards).
-            order = order.repeat(math.ceil(total / max(n, 1)))
-        return order[:total][self.shard_index :: self.num_shards]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        idx = self.indices()
-        for b in range(len(self)):
-            batch_idx = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.split.x[batch_idx]
-            if self.augment != "none":
-                g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.shard_index, b, 1))
-                x = augment_batch(x, self.augment, self.crop_padding, g, self.fill)
+        for b, batch_idx in enumerate(self.sampler, start=self.sampler.start_batch):
+            x = self._augmented(self.split.x[batch_idx], b)
             yield {"x": x, "y": self.split.y[batch_idx], "index": batch_idx}
+
+
+class _WithIndex:
+    """Wraps a map-style dataset so each sample travels with its id through the worker processes."""
+
+    def __init__(self, dataset: SampleDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, dict[str, Any]]:
+        return int(index), self.dataset[int(index)]
+
+
+def collate_samples(samples: list[tuple[int, dict[str, Any]]]) -> dict[str, torch.Tensor]:
+    """Stack `(id, {"x", "y"})` samples into one batch dict {"x", "y", "index"}."""
+    index = torch.tensor([i for i, _ in samples], dtype=torch.int64)
+    x = torch.stack([torch.as_tensor(s["x"]) for _, s in samples])
+    y = torch.as_tensor([int(s["y"]) for _, s in samples], dtype=torch.int64)
+    return {"x": x, "y": y, "index": index}
+
+
+class DatasetLoader(_Batches):
+    """Iterate a map-style dataset (e.g. files on disk) with `torch.utils.data.DataLoader` workers.
+
+    The batches are those of :class:`TensorLoader` on the same samples: same ids, same order, same
+    augmentation (applied to the collated batch in the main process, seeded per batch), so the two
+    paths train bit-identically; only where the samples come from differs. Resume with
+    `set_epoch(epoch, start_batch)`: the skipped batches are never read.
+
+    Args:
+        dataset: a map-style dataset whose `dataset[i]` is ``{"x": tensor, "y": label}``.
+        batch_size, shuffle, drop_last, augment, crop_padding, fill, seed, num_shards, shard_index:
+            as in :class:`TensorLoader`.
+        num_workers: worker processes that read samples (0 = in the main process).
+        pin_memory: page-locked batches for faster host-to-GPU copies.
+        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
+        prefetch_factor: batches each worker reads ahead (None = torch's default; needs workers).
+    """
+
+    def __init__(
+        self,
+        dataset: SampleDataset,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: str = "none",
+        crop_padding: int = 0,
+        fill: Sequence[float] | None = None,
+        seed: int = 0,
+        num_shards: int = 1,
+        shard_index: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
+    ) -> None:
+        super().__init__(
+            len(dataset),
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            augment=augment,
+            crop_padding=crop_padding,
+            fill=fill,
+            seed=seed,
+            num_shards=num_shards,
+            shard_index=shard_index,
+        )
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}.")
+        if num_workers == 0 and (persistent_workers or prefetch_factor is not None):
+            raise ConfigError(
+                "persistent_workers and prefetch_factor need worker processes: set num_workers >= 1 "
+                "or leave them at their defaults."
+            )
+        self.dataset = dataset
+        self._loader: DataLoader[Any] = DataLoader(
+            _WithIndex(dataset),  # type: ignore[arg-type]
+            batch_sampler=self.sampler,  # type: ignore[arg-type]
+            collate_fn=collate_samples,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # The sampler runs in this process (workers only read samples), so set_epoch reaches it.
+        for b, batch in enumerate(self._loader, start=self.sampler.start_batch):
+            batch["x"] = self._augmented(batch["x"], b)
+            yield batch
