@@ -94,6 +94,46 @@ def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict
     return {k: reduced[i] for i, k in enumerate(names)}
 
 
+def broadcast_module(accelerator: Accelerator, module: nn.Module, *, buffers_only: bool = False) -> None:
+    """Give every process rank 0's parameters and buffers of `module` (in place).
+
+    DDP does this for the student when Accelerate prepares it; a loss with trainable parts (FitNets
+    adapters, CRD heads and memory) is built on each rank from that rank's RNG, so it needs the same.
+    `buffers_only` at an epoch end: the BatchNorm statistics of an adapter are each rank's own (they
+    are not used in training), so rank 0's, the ones saved, are given to all, as for the student in
+    `sharded_accuracy`. Every rank must call this (it is a collective); with one process nothing happens.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for tensor in [*([] if buffers_only else module.parameters()), *module.buffers()]:
+        torch.distributed.broadcast(tensor.data, src=0)
+
+
+def average_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> None:
+    """Average the gradients of `params` across processes (in place), as DDP does for the student's.
+
+    For trainable parts outside the DDP-wrapped student (the loss module's adapters and heads): call it
+    after `backward` and before clipping and the optimizer step, so every rank applies the same update.
+    The gradients are flattened into one buffer per dtype, so there is one all-reduce per dtype per
+    step. Parameters without a gradient are left alone (the same ones on every rank: one loss, one
+    graph). Every rank must call this; with one process nothing happens.
+    """
+    if accelerator.num_processes == 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is not None:
+            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= accelerator.num_processes
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def rank_run_root(
     accelerator: Accelerator, out_root: str | Path, resume: str | Path | None = None
 ) -> tuple[Path, str | Path | None]:

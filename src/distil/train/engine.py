@@ -22,7 +22,13 @@ from distil.config import TrainConfig
 from distil.data import DataBundle, Split, TensorLoader, zero_fill
 from distil.errors import TrainingError
 from distil.report.progress import RunProgress
-from distil.train.distributed import reduce_mean, sharded_accuracy, use_cpu
+from distil.train.distributed import (
+    average_gradients,
+    broadcast_module,
+    reduce_mean,
+    sharded_accuracy,
+    use_cpu,
+)
 from distil.train.optim import build_optimizer, build_scheduler
 from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
 from distil.train.trackers import check_trackers, log_to_trackers
@@ -147,8 +153,13 @@ def fit(
     steps_per_epoch = len(loader)
     # A loss that is a Module may own trainable parts (e.g. feature adapters): train them with the model.
     loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
+    loss_params: list[nn.Parameter] = []
     if loss_module is not None:
         loss_module.to(accelerator.device)
+        # Only the student is wrapped by DDP: the loss's trainable parts start from rank 0's values and
+        # have their gradients averaged after each backward (average_gradients), like the student's.
+        broadcast_module(accelerator, loss_module)
+        loss_params = [p for p in loss_module.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, cfg, extra=loss_module)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     if cfg.channels_last:
@@ -230,6 +241,7 @@ def fit(
             terms = loss_fn(student_out, teacher_out, batch)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(terms["loss"])
+            average_gradients(accelerator, loss_params)
             if cfg.grad_clip is not None:
                 accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
             optimizer.step()
@@ -263,6 +275,8 @@ def fit(
         reduced = reduce_mean(accelerator, sums)
         record.update({f"train_{k}": float(v) / steps_per_epoch for k, v in reduced.items()})
         unwrapped = accelerator.unwrap_model(model)
+        if loss_module is not None:
+            broadcast_module(accelerator, loss_module, buffers_only=True)
         record[f"{eval_name}_accuracy"] = sharded_accuracy(accelerator, unwrapped, eval_data)
         record["eval_accuracy"] = record[f"{eval_name}_accuracy"]
         if not math.isfinite(record["train_loss"]):
