@@ -105,11 +105,17 @@ def test_launched_ranks_on_a_cpu_only_machine_form_one_gloo_group(monkeypatch) -
 def test_only_rank_zero_writes_the_run_directory(tmp_path: Path) -> None:
     main = SimpleNamespace(is_main_process=True, num_processes=2, process_index=0)
     other = SimpleNamespace(is_main_process=False, num_processes=2, process_index=1)
-    assert rank_run_root(main, tmp_path, "partial") == (tmp_path, "partial")
-    root, resume = rank_run_root(other, tmp_path)
-    assert resume is None and root.is_dir() and tmp_path not in root.parents and root != tmp_path
-    with pytest.raises(ConfigError, match="resume it with one process"):
-        rank_run_root(other, tmp_path, "partial")
+    assert rank_run_root(main, tmp_path, "partial") == (tmp_path, "partial", None)
+    root, resume, states = rank_run_root(other, tmp_path)
+    assert resume is None and states is None
+    assert root.is_dir() and tmp_path not in root.parents and root != tmp_path
+    # Resuming: the other ranks still write privately, but read rank 0's training states.
+    partial = tmp_path / ".run.partial"
+    partial.mkdir()
+    root, resume, states = rank_run_root(other, tmp_path, partial)
+    assert resume is None and states == partial / "state" and tmp_path not in root.parents
+    with pytest.raises(ConfigError, match="no such directory"):
+        rank_run_root(other, tmp_path, tmp_path / "missing")
 
 
 @pytest.mark.slow
@@ -155,7 +161,16 @@ def test_two_gloo_ranks_train_identical_weights_and_report_single_process_accura
 def _torchrun(script: Path, out: Path, timeout: int = 300) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DISTIL_CACHE_DIR": str(out / "unused")}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,14 +14,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch import nn
 
 from distil.data import Split
-from distil.errors import ConfigError
 from distil.measure import accuracy, predict
+from distil.train.runs import resolve_resume
+from distil.train.state import rank_local_state
 
 
 def use_cpu(device: str) -> bool:
@@ -134,24 +137,34 @@ def average_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> N
             offset += g.numel()
 
 
+def gather_rank_states(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """Every rank's `rank_local_state` (RNG states, loss sums), in rank order, for the saved state.
+
+    With one process: an empty list (the state captures the process's own). Every rank must call
+    this (it is a collective); the objects are small (the RNG states and a few scalars).
+    """
+    if accelerator.num_processes == 1:
+        return []
+    return list(gather_object([rank_local_state(sums)]))
+
+
 def rank_run_root(
     accelerator: Accelerator, out_root: str | Path, resume: str | Path | None = None
-) -> tuple[Path, str | Path | None]:
-    """`(root, resume)` for this process's run directory, so that only the main process writes one.
+) -> tuple[Path, str | Path | None, Path | None]:
+    """`(root, resume, states)` for this process's run directory, so that only the main process writes.
 
-    The main process gets `out_root` itself; the others a private temporary root (removed at exit),
-    where their copies of checkpoints and reports go unseen.
+    The main process gets `out_root` and `resume` themselves (`states` None: its run directory's own
+    `state/`). The others get a private temporary root (removed at exit), where their copies of
+    checkpoints and reports go unseen; when resuming, `states` is the resumed run's `state/`
+    directory, so that every rank continues from the training states rank 0 wrote (they only read it:
+    states are saved by the main process alone).
 
     Raises:
-        ConfigError: resuming with several processes (every rank would have to read rank 0's state).
+        ConfigError: `resume` is not an interrupted run's partial directory.
     """
     if accelerator.is_main_process:
-        return Path(out_root), resume
-    if resume is not None:
-        raise ConfigError(
-            f"resuming {str(resume)!r} with {accelerator.num_processes} processes is not supported; "
-            "resume it with one process (plain `distil ...`, without torchrun/accelerate launch)."
-        )
+        return Path(out_root), resume, None
+    states = resolve_resume(resume) / "state" if resume is not None else None
     root = Path(tempfile.mkdtemp(prefix=f"distil-rank{accelerator.process_index}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root, None
+    return root, None, states

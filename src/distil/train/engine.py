@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from distil.report.progress import RunProgress
 from distil.train.distributed import (
     average_gradients,
     broadcast_module,
+    gather_rank_states,
     reduce_mean,
     sharded_accuracy,
     use_cpu,
@@ -184,7 +186,18 @@ def fit(
         else None
     )
     scaler = getattr(accelerator, "scaler", None)
+    rank = accelerator.process_index
+    # Every rank reads the state rank 0 wrote (the same directory: see rank_run_root) and continues
+    # from its own RNG states and loss sums; the loader position is the same on every rank.
     if checkpoint is not None and (state := checkpoint.latest(stamp)) is not None:
+        if state.processes != accelerator.num_processes and accelerator.is_main_process:
+            warnings.warn(
+                f"the training state in {str(checkpoint.directory)!r} was saved by {state.processes} "
+                f"process(es) and is resumed by {accelerator.num_processes}: training continues, but the "
+                "data is sharded differently, so the rest of the run is not the one an uninterrupted run "
+                f"would have done. Resume with {state.processes} process(es) to continue it exactly.",
+                stacklevel=2,
+            )
         restore_state(
             state,
             model=accelerator.unwrap_model(model),
@@ -192,15 +205,18 @@ def fit(
             scheduler=scheduler,
             loss_module=loss_module,
             scaler=scaler,
+            rank=rank,
         )
         history, step, start_epoch, skip = state.history, state.step, state.epoch, state.batch
-        resumed_sums = {k: v.to(device) for k, v in state.sums.items()}
+        resumed = state.rank_sums(rank) if rank < state.processes else state.sums
+        resumed_sums = {k: v.to(device) for k, v in resumed.items()}
         if progress is not None and task is not None:
             progress.update(task, completed=step)
 
     def save_state(epoch: int, sums: dict[str, torch.Tensor]) -> None:
         assert checkpoint is not None
         _check_weights_finite(model, step, cfg)  # never replace a good state with a diverged one
+        ranks = gather_rank_states(accelerator, sums)  # a collective: every rank takes part
         if not accelerator.is_main_process:
             return
         checkpoint.save(
@@ -216,6 +232,7 @@ def fit(
                 loss_module=loss_module,
                 scaler=scaler,
                 fingerprint=stamp,
+                ranks=ranks,
             )
         )
 
