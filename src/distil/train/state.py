@@ -6,6 +6,8 @@ fsync, rename) followed by an fsync of the directory:
 - `e0002-s000000120.safetensors` (epoch 2 in progress, step 120): every tensor: model weights, the trainable parts of the loss, optimizer
   buffers, the running sums of the epoch's losses and the RNG states (torch's is a ByteTensor;
   numpy's and Python's Mersenne-Twister keys are stored as int64 tensors). Nothing is pickled.
+  A multi-process run saves every rank's RNG states and loss sums too, rank r's under `rank{r}.`
+  (rank 0's keep the plain names), so that each rank continues from its own on resume.
 - `e0002-s000000120.json`: the sidecar: position (epoch, batch within the epoch, global step), a
   SHA-256 of the tensor file, the name/dtype/shape of every tensor, the JSON parts of the optimizer,
   scheduler and grad-scaler states, the epoch records so far, and a fingerprint of what was being
