@@ -111,11 +111,10 @@ def reuse_modules(
         raise TransferError("cannot reuse teacher modules: " + "; ".join(problems) + ".")
     originals = {name: s_modules[name] for name in names}
     records = []
+    reused = []
     for name in names:
         module = t_modules[name] if mode == "share" else copy.deepcopy(t_modules[name])
-        module.requires_grad_(not freeze)
-        if freeze:
-            hold_eval(module)
+        reused.append(module)
         _set_submodule(student, name, module)
         records.append(
             StructureRecord(
@@ -141,6 +140,11 @@ def reuse_modules(
             ) from None
         finally:
             student.train(was_training)
+    # Only once the modules fit: a shared module is the teacher's, which a refused reuse leaves as it was.
+    for module in reused:
+        module.requires_grad_(not freeze)
+        if freeze:
+            hold_eval(module)
     return records
 
 
