@@ -617,8 +617,8 @@ def _open_run(
     Trackers are ended only when the run finishes: a failed run keeps its partial directory as it is.
     """
     preflight(_run_root(out_root, resume), stages)
-    out_root, resume = rank_run_root(accelerator, out_root, resume)
-    with RunDir(out_root, name, exact=exact, resume=resume) as run:
+    out_root, resume, states = rank_run_root(accelerator, out_root, resume)
+    with RunDir(out_root, name, exact=exact, resume=resume, states=states) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
         _announce(console, run)
         start_trackers(accelerator, run.path, recipe.name, recipe.model_dump(mode="json"))
@@ -629,5 +629,5 @@ def _open_run(
 @contextmanager
 def _guarded(run: RunDir, sections: dict[str, Any]) -> Iterator[None]:
     """Resumable training states in the run directory, and out-of-memory errors that name the fix."""
-    with checkpointing(run.path / "state"), oom_hint(sections):
+    with checkpointing(run.state_root), oom_hint(sections):
         yield

@@ -20,7 +20,14 @@ from distil.errors import CheckpointError, TrainingError
 from distil.losses import CELoss, KDLoss
 from distil.models import create_model
 from distil.train.engine import fit
-from distil.train.state import TrainStateStore, capture_state, checkpointing, restore_state, store_for
+from distil.train.state import (
+    TrainStateStore,
+    capture_state,
+    checkpointing,
+    rank_local_state,
+    restore_state,
+    store_for,
+)
 
 
 class Crash(Exception):
@@ -130,6 +137,36 @@ def test_trainable_loss_parts_and_global_rngs_are_restored(digits, tmp_path: Pat
     # A state with loss parameters cannot be loaded into a run whose loss has none.
     with pytest.raises(CheckpointError, match="loss parameters"):
         restore_state(loaded, model=model2, optimizer=optimizer2, scheduler=scheduler2)
+
+
+def test_each_data_parallel_rank_gets_its_own_rng_states_and_loss_sums_back(tmp_path: Path) -> None:
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    ranks, expected = [], []
+    for rank in range(3):  # what gather_rank_states collects from 3 processes
+        torch.manual_seed(10 + rank)
+        np.random.seed(10 + rank)
+        random.seed(10 + rank)
+        ranks.append(rank_local_state({"loss": torch.tensor(float(rank) + 0.5)}))
+        expected.append((torch.rand(3), np.random.rand(3), random.random()))
+    torch.manual_seed(99)  # this process's own RNG must not leak into the state
+    state = capture_state(
+        model=model, optimizer=optimizer, scheduler=scheduler, epoch=0, batch=2, step=2, ranks=ranks
+    )
+    TrainStateStore(tmp_path).save(state)
+    loaded = TrainStateStore(tmp_path).latest()
+    assert loaded is not None and loaded.processes == 3
+    for rank in (2, 0, 1):
+        restore_state(loaded, model=model, optimizer=optimizer, scheduler=scheduler, rank=rank)
+        assert torch.equal(torch.rand(3), expected[rank][0]), rank
+        assert np.array_equal(np.random.rand(3), expected[rank][1])
+        assert random.random() == expected[rank][2]
+        assert loaded.rank_sums(rank) == {"loss": torch.tensor(float(rank) + 0.5)}
+    assert loaded.sums == loaded.rank_sums(0)
+    # A state saved by fewer processes gives the extra ranks rank 0's RNG states.
+    restore_state(loaded, model=model, optimizer=optimizer, scheduler=scheduler, rank=5)
+    assert torch.equal(torch.rand(3), expected[0][0])
 
 
 def test_a_finished_stage_is_not_trained_again(digits, tmp_path: Path) -> None:

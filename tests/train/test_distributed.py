@@ -50,6 +50,42 @@ WORKER = textwrap.dedent(
     """
 )
 
+# FitNets adapters and CRD heads + memory banks: trainable loss parts outside the DDP-wrapped student.
+LOSS_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from accelerate import Accelerator
+    from safetensors.torch import save_file
+    from distil.api import distill
+    from distil.config import KDConfig, TrainConfig
+    from distil.data import load_dataset
+    from distil.losses.compose import build_loss
+    from distil.models import create_model
+
+    torch.set_num_threads(1)
+    out = sys.argv[1]
+    acc = Accelerator(cpu=True)
+    data = load_dataset("digits", limit=200, val_fraction=0.2)
+    torch.manual_seed(0)
+    teacher = create_model("resnet8x4", num_classes=10, in_channels=1, image_size=8)
+    student = create_model("resnet8", num_classes=10, in_channels=1, image_size=8)
+    kd = KDConfig(terms={"ce": 1.0, "fitnet": 1.0, "crd": 0.5},
+                  options={"crd": {"feat_dim": 8, "n_negatives": 16}})
+    # Each rank builds its adapters and heads from its own RNG: the ranks must agree on rank 0's.
+    torch.manual_seed(100 + acc.process_index)
+    loss = build_loss(kd, student=student, teacher=teacher, sample_x=data.train.x[:2], num_classes=10,
+                      n_data=len(data.train), epochs=1)
+    save_file({k: v.clone() for k, v in loss.state_dict().items()}, f"{out}/loss-init{acc.process_index}.safetensors")
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, augment="none")
+    result = distill(teacher, student, data, cfg, loss=loss, accelerator=acc)
+    r = acc.process_index
+    save_file(result.model.state_dict(), f"{out}/student{r}.safetensors")
+    save_file(loss.state_dict(), f"{out}/loss{r}.safetensors")
+    json.dump({"steps": len(data.train) // 2 // 16, "batch": 16}, open(f"{out}/info{r}.json", "w"))
+    """
+)
+
 
 def test_shards_cover_every_sample_once() -> None:
     for n in (0, 1, 7, 10, 11):
@@ -69,11 +105,17 @@ def test_launched_ranks_on_a_cpu_only_machine_form_one_gloo_group(monkeypatch) -
 def test_only_rank_zero_writes_the_run_directory(tmp_path: Path) -> None:
     main = SimpleNamespace(is_main_process=True, num_processes=2, process_index=0)
     other = SimpleNamespace(is_main_process=False, num_processes=2, process_index=1)
-    assert rank_run_root(main, tmp_path, "partial") == (tmp_path, "partial")
-    root, resume = rank_run_root(other, tmp_path)
-    assert resume is None and root.is_dir() and tmp_path not in root.parents and root != tmp_path
-    with pytest.raises(ConfigError, match="resume it with one process"):
-        rank_run_root(other, tmp_path, "partial")
+    assert rank_run_root(main, tmp_path, "partial") == (tmp_path, "partial", None)
+    root, resume, states = rank_run_root(other, tmp_path)
+    assert resume is None and states is None
+    assert root.is_dir() and tmp_path not in root.parents and root != tmp_path
+    # Resuming: the other ranks still write privately, but read rank 0's training states.
+    partial = tmp_path / ".run.partial"
+    partial.mkdir()
+    root, resume, states = rank_run_root(other, tmp_path, partial)
+    assert resume is None and states == partial / "state" and tmp_path not in root.parents
+    with pytest.raises(ConfigError, match="no such directory"):
+        rank_run_root(other, tmp_path, tmp_path / "missing")
 
 
 def test_only_rank_zero_speaks(monkeypatch, capsys) -> None:
@@ -150,3 +192,50 @@ def test_two_gloo_ranks_train_identical_weights_and_report_single_process_accura
     assert len(list((tmp_path / "cache").iterdir())) == 1
     assert len((tmp_path / "epochs-rank0.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "epochs-rank1.jsonl").read_text() == ""
+
+
+def _torchrun(script: Path, out: Path, timeout: int = 300) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DISTIL_CACHE_DIR": str(out / "unused")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_keep_loss_adapters_heads_and_crd_memory_identical(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(LOSS_WORKER)
+    _torchrun(script, tmp_path)
+    init0, init1 = (load_file(tmp_path / f"loss-init{r}.safetensors") for r in (0, 1))
+    assert not torch.equal(
+        init0["terms.fitnet.adapters.0.0.weight"], init1["terms.fitnet.adapters.0.0.weight"]
+    )
+    for name in ("student", "loss"):
+        w0, w1 = (load_file(tmp_path / f"{name}{r}.safetensors") for r in (0, 1))
+        assert w0.keys() == w1.keys()
+        different = [k for k in w0 if not torch.equal(w0[k], w1[k])]
+        assert not different, f"{name} tensors differ between the ranks: {different}"
+    trained = load_file(tmp_path / "loss0.safetensors")
+    assert not torch.equal(
+        trained["terms.fitnet.adapters.0.0.weight"], init0["terms.fitnet.adapters.0.0.weight"]
+    )
+    assert not torch.equal(trained["terms.crd.embed_s.weight"], init0["terms.crd.embed_s.weight"])
+    # Each rank's memory holds the rows of both shards: every sample trained on either rank moved.
+    info = json.loads((tmp_path / "info0.json").read_text())
+    for bank in ("memory_s", "memory_t"):
+        moved = (trained[f"terms.crd.{bank}"] != init0[f"terms.crd.{bank}"]).any(dim=1).sum()
+        assert int(moved) == 2 * info["steps"] * info["batch"], bank

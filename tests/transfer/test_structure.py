@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from distil.api import train_model
+from distil.api import distill, train_model
 from distil.config import TrainConfig
-from distil.data import load_dataset
+from distil.data import DataBundle, Split, load_dataset
 from distil.errors import TransferError
 from distil.models import create_model
 from distil.train.engine import FitResult
@@ -107,3 +108,67 @@ def test_unfreeze_schedule_in_real_training_changes_reused_weights_only_after_un
     assert torch.equal(snapshots[0], teacher.conv1.weight)  # frozen during epoch 1
     assert not torch.equal(snapshots[1], teacher.conv1.weight)  # trained from epoch 2
     assert not torch.equal(trained.fc2.weight, fc_before)
+
+
+def _tiny_images(n: int = 64, seed: int = 0) -> DataBundle:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g) * 2 + 0.5  # far from BatchNorm's initial (0, 1) statistics
+    split = Split(x, torch.randint(0, 10, (n,), generator=g))
+    empty = Split(x[:0], split.y[:0])
+    return DataBundle(
+        "synthetic",
+        split,
+        empty,
+        Split(x[:16], split.y[:16]),
+        [str(i) for i in range(10)],
+        (0.0,) * 3,
+        (1.0,) * 3,
+    )
+
+
+@pytest.mark.parametrize("mode", ["share", "copy"])
+def test_frozen_reused_batchnorm_stays_in_eval_mode_and_the_teacher_is_unchanged(mode: str) -> None:
+    data = _tiny_images()
+    torch.manual_seed(0)
+    teacher = create_model("resnet20", num_classes=10, in_channels=3, image_size=8)
+    torch.manual_seed(1)
+    student = create_model("resnet8", num_classes=10, in_channels=3, image_size=8)
+    teacher.eval()
+    before_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with torch.no_grad():
+        before_out = teacher(data.train.x)
+    reuse_modules(teacher, student, ["conv1", "bn1"], mode=mode, freeze=True)  # type: ignore[arg-type]
+    cfg = TrainConfig(epochs=2, batch_size=16, augment="none", lr=0.05, teacher_cache="off")
+    trained = distill(teacher, student, data, cfg).model
+
+    after_state = teacher.state_dict()
+    changed = [k for k in before_state if not torch.equal(before_state[k], after_state[k])]
+    assert not changed, f"the teacher changed during distillation: {changed}"
+    with torch.no_grad():
+        assert torch.equal(teacher.eval()(data.train.x), before_out)
+    # The reused BatchNorm (shared or a frozen copy) kept the teacher's running statistics.
+    assert torch.equal(trained.bn1.running_mean, before_state["bn1.running_mean"])
+    assert torch.equal(trained.bn1.running_var, before_state["bn1.running_var"])
+    assert int(trained.bn1.num_batches_tracked) == int(before_state["bn1.num_batches_tracked"])
+    trained.train()
+    trained(data.train.x[:4])
+    assert not trained.bn1.training and trained.layer1.training  # held in eval; the rest trains
+
+
+def test_unfreezing_releases_the_eval_mode_hold() -> None:
+    data = _tiny_images()
+    teacher = create_model("resnet8", num_classes=10, in_channels=3, image_size=8)
+    student = create_model("resnet8", num_classes=10, in_channels=3, image_size=8)
+    reuse_modules(teacher, student, ["bn1"], mode="copy", freeze=True)
+    schedule = UnfreezeSchedule(("bn1",), 2)
+    stats = student.bn1.running_mean.clone()
+    schedule.apply(student, 1)
+    student.train()(data.train.x[:8])
+    assert torch.equal(student.bn1.running_mean, stats) and not student.bn1.training
+    schedule.apply(student, 2)
+    student.train()(data.train.x[:8])
+    assert student.bn1.training and not torch.equal(student.bn1.running_mean, stats)
+    copied = copy.deepcopy(student)  # the hold travels with a copy (e.g. pipeline dry runs)
+    schedule.apply(copied, 1)
+    copied.train()(data.train.x[:8])
+    assert not copied.bn1.training

@@ -87,7 +87,35 @@ class CRDTerm(Term):
         )
         if self.training:
             with torch.no_grad():
+                # Data parallel: every rank updates its banks with the whole global batch (all ranks'
+                # rows), so the banks stay identical across ranks, as in a single-process run.
+                idx, new_s, new_t = _gather_rows(idx, v_s.detach(), v_t.detach())
                 m = self.momentum
-                mem_s[idx] = F.normalize(mem_s[idx] * m + v_s.detach() * (1 - m), dim=1)
-                mem_t[idx] = F.normalize(mem_t[idx] * m + v_t.detach() * (1 - m), dim=1)
+                mem_s[idx] = F.normalize(mem_s[idx] * m + new_s * (1 - m), dim=1)
+                mem_t[idx] = F.normalize(mem_t[idx] * m + new_t * (1 - m), dim=1)
         return loss
+
+
+def _gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor's rows from every data-parallel rank, concatenated in rank order.
+
+    Without an initialised process group (or with one process) the tensors are returned as they are.
+    Ranks may hold different numbers of rows (a last, short batch): rows are padded to the largest
+    count for the all-gather and the padding is dropped.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    world = dist.get_world_size()
+    count = torch.tensor([len(tensors[0])], device=tensors[0].device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    gathered = []
+    for t in tensors:
+        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        padded[: len(t)] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        gathered.append(torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)]))
+    return tuple(gathered)

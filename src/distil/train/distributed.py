@@ -14,15 +14,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from rich.console import Console
 from torch import nn
 
 from distil.data import Split
-from distil.errors import ConfigError
 from distil.measure import accuracy, predict
+from distil.train.runs import resolve_resume
+from distil.train.state import rank_local_state
 
 
 def use_cpu(device: str) -> bool:
@@ -115,24 +118,74 @@ def rank_zero_console(console: Console | None = None) -> Console:
     return Console(quiet=True)
 
 
+def broadcast_module(accelerator: Accelerator, module: nn.Module, *, buffers_only: bool = False) -> None:
+    """Give every process rank 0's parameters and buffers of `module` (in place).
+
+    DDP does this for the student when Accelerate prepares it; a loss with trainable parts (FitNets
+    adapters, CRD heads and memory) is built on each rank from that rank's RNG, so it needs the same.
+    `buffers_only` at an epoch end: the BatchNorm statistics of an adapter are each rank's own (they
+    are not used in training), so rank 0's, the ones saved, are given to all, as for the student in
+    `sharded_accuracy`. Every rank must call this (it is a collective); with one process nothing happens.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for tensor in [*([] if buffers_only else module.parameters()), *module.buffers()]:
+        torch.distributed.broadcast(tensor.data, src=0)
+
+
+def average_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> None:
+    """Average the gradients of `params` across processes (in place), as DDP does for the student's.
+
+    For trainable parts outside the DDP-wrapped student (the loss module's adapters and heads): call it
+    after `backward` and before clipping and the optimizer step, so every rank applies the same update.
+    The gradients are flattened into one buffer per dtype, so there is one all-reduce per dtype per
+    step. Parameters without a gradient are left alone (the same ones on every rank: one loss, one
+    graph). Every rank must call this; with one process nothing happens.
+    """
+    if accelerator.num_processes == 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is not None:
+            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= accelerator.num_processes
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def gather_rank_states(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """Every rank's `rank_local_state` (RNG states, loss sums), in rank order, for the saved state.
+
+    With one process: an empty list (the state captures the process's own). Every rank must call
+    this (it is a collective); the objects are small (the RNG states and a few scalars).
+    """
+    if accelerator.num_processes == 1:
+        return []
+    return list(gather_object([rank_local_state(sums)]))
+
+
 def rank_run_root(
     accelerator: Accelerator, out_root: str | Path, resume: str | Path | None = None
-) -> tuple[Path, str | Path | None]:
-    """`(root, resume)` for this process's run directory, so that only the main process writes one.
+) -> tuple[Path, str | Path | None, Path | None]:
+    """`(root, resume, states)` for this process's run directory, so that only the main process writes.
 
-    The main process gets `out_root` itself; the others a private temporary root (removed at exit),
-    where their copies of checkpoints and reports go unseen.
+    The main process gets `out_root` and `resume` themselves (`states` None: its run directory's own
+    `state/`). The others get a private temporary root (removed at exit), where their copies of
+    checkpoints and reports go unseen; when resuming, `states` is the resumed run's `state/`
+    directory, so that every rank continues from the training states rank 0 wrote (they only read it:
+    states are saved by the main process alone).
 
     Raises:
-        ConfigError: resuming with several processes (every rank would have to read rank 0's state).
+        ConfigError: `resume` is not an interrupted run's partial directory.
     """
     if accelerator.is_main_process:
-        return Path(out_root), resume
-    if resume is not None:
-        raise ConfigError(
-            f"resuming {str(resume)!r} with {accelerator.num_processes} processes is not supported; "
-            "resume it with one process (plain `distil ...`, without torchrun/accelerate launch)."
-        )
+        return Path(out_root), resume, None
+    states = resolve_resume(resume) / "state" if resume is not None else None
     root = Path(tempfile.mkdtemp(prefix=f"distil-rank{accelerator.process_index}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root, None
+    return root, None, states

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,14 @@ from distil.config import TrainConfig
 from distil.data import DataBundle, Split, TensorLoader, zero_fill
 from distil.errors import TrainingError
 from distil.report.progress import RunProgress
-from distil.train.distributed import reduce_mean, sharded_accuracy, use_cpu
+from distil.train.distributed import (
+    average_gradients,
+    broadcast_module,
+    gather_rank_states,
+    reduce_mean,
+    sharded_accuracy,
+    use_cpu,
+)
 from distil.train.optim import build_optimizer, build_scheduler
 from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
 from distil.train.trackers import check_trackers, log_to_trackers
@@ -147,8 +155,13 @@ def fit(
     steps_per_epoch = len(loader)
     # A loss that is a Module may own trainable parts (e.g. feature adapters): train them with the model.
     loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
+    loss_params: list[nn.Parameter] = []
     if loss_module is not None:
         loss_module.to(accelerator.device)
+        # Only the student is wrapped by DDP: the loss's trainable parts start from rank 0's values and
+        # have their gradients averaged after each backward (average_gradients), like the student's.
+        broadcast_module(accelerator, loss_module)
+        loss_params = [p for p in loss_module.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, cfg, extra=loss_module)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     if cfg.channels_last:
@@ -173,7 +186,18 @@ def fit(
         else None
     )
     scaler = getattr(accelerator, "scaler", None)
+    rank = accelerator.process_index
+    # Every rank reads the state rank 0 wrote (the same directory: see rank_run_root) and continues
+    # from its own RNG states and loss sums; the loader position is the same on every rank.
     if checkpoint is not None and (state := checkpoint.latest(stamp)) is not None:
+        if state.processes != accelerator.num_processes and accelerator.is_main_process:
+            warnings.warn(
+                f"the training state in {str(checkpoint.directory)!r} was saved by {state.processes} "
+                f"process(es) and is resumed by {accelerator.num_processes}: training continues, but the "
+                "data is sharded differently, so the rest of the run is not the one an uninterrupted run "
+                f"would have done. Resume with {state.processes} process(es) to continue it exactly.",
+                stacklevel=2,
+            )
         restore_state(
             state,
             model=accelerator.unwrap_model(model),
@@ -181,15 +205,18 @@ def fit(
             scheduler=scheduler,
             loss_module=loss_module,
             scaler=scaler,
+            rank=rank,
         )
         history, step, start_epoch, skip = state.history, state.step, state.epoch, state.batch
-        resumed_sums = {k: v.to(device) for k, v in state.sums.items()}
+        resumed = state.rank_sums(rank) if rank < state.processes else state.sums
+        resumed_sums = {k: v.to(device) for k, v in resumed.items()}
         if progress is not None and task is not None:
             progress.update(task, completed=step)
 
     def save_state(epoch: int, sums: dict[str, torch.Tensor]) -> None:
         assert checkpoint is not None
         _check_weights_finite(model, step, cfg)  # never replace a good state with a diverged one
+        ranks = gather_rank_states(accelerator, sums)  # a collective: every rank takes part
         if not accelerator.is_main_process:
             return
         checkpoint.save(
@@ -205,6 +232,7 @@ def fit(
                 loss_module=loss_module,
                 scaler=scaler,
                 fingerprint=stamp,
+                ranks=ranks,
             )
         )
 
@@ -230,6 +258,7 @@ def fit(
             terms = loss_fn(student_out, teacher_out, batch)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(terms["loss"])
+            average_gradients(accelerator, loss_params)
             if cfg.grad_clip is not None:
                 accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
             optimizer.step()
@@ -263,6 +292,8 @@ def fit(
         reduced = reduce_mean(accelerator, sums)
         record.update({f"train_{k}": float(v) / steps_per_epoch for k, v in reduced.items()})
         unwrapped = accelerator.unwrap_model(model)
+        if loss_module is not None:
+            broadcast_module(accelerator, loss_module, buffers_only=True)
         record[f"{eval_name}_accuracy"] = sharded_accuracy(accelerator, unwrapped, eval_data)
         record["eval_accuracy"] = record[f"{eval_name}_accuracy"]
         if not math.isfinite(record["train_loss"]):

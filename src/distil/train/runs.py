@@ -36,9 +36,17 @@ class RunDir:
     """
 
     def __init__(
-        self, root: str | Path, name: str, *, exact: bool = False, resume: str | Path | None = None
+        self,
+        root: str | Path,
+        name: str,
+        *,
+        exact: bool = False,
+        resume: str | Path | None = None,
+        states: Path | None = None,
     ) -> None:
         self.resuming = resume is not None
+        # Another process's run reads the training states of the run it resumes (see rank_run_root).
+        self._states = states
         self._logged: set[tuple[object, object]] = set()
         if resume is not None:
             self.path = resolve_resume(resume)
@@ -85,9 +93,14 @@ class RunDir:
         if len(good) != len(lines):
             atomic_write_text(log, "".join(good))
 
+    @property
+    def state_root(self) -> Path:
+        """Where the training states of all stages are kept: `state/`, or the one given as `states`."""
+        return self._states if self._states is not None else self.path / "state"
+
     def state_dir(self, stage: str) -> Path:
         """Where the training states of one stage (e.g. "teacher") are kept."""
-        return self.path / "state" / _slug(stage)
+        return self.state_root / _slug(stage)
 
     def has_state(self) -> bool:
         """Whether a training state was saved: the partial run can then be resumed."""

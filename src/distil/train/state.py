@@ -6,6 +6,8 @@ fsync, rename) followed by an fsync of the directory:
 - `e0002-s000000120.safetensors` (epoch 2 in progress, step 120): every tensor: model weights, the trainable parts of the loss, optimizer
   buffers, the running sums of the epoch's losses and the RNG states (torch's is a ByteTensor;
   numpy's and Python's Mersenne-Twister keys are stored as int64 tensors). Nothing is pickled.
+  A multi-process run saves every rank's RNG states and loss sums too, rank r's under `rank{r}.`
+  (rank 0's keep the plain names), so that each rank continues from its own on resume.
 - `e0002-s000000120.json`: the sidecar: position (epoch, batch within the epoch, global step), a
   SHA-256 of the tensor file, the name/dtype/shape of every tensor, the JSON parts of the optimizer,
   scheduler and grad-scaler states, the epoch records so far, and a fingerprint of what was being
@@ -25,7 +27,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -75,8 +77,18 @@ class TrainState:
 
     @property
     def sums(self) -> dict[str, torch.Tensor]:
-        """Running sums of the loss terms over the batches of `epoch` done so far."""
-        return {k[5:]: v for k, v in self.tensors.items() if k.startswith("sums.")}
+        """Running sums of the loss terms over the batches of `epoch` done so far (rank 0's)."""
+        return self.rank_sums(0)
+
+    @property
+    def processes(self) -> int:
+        """How many data-parallel processes trained the run (1 for states saved before this was kept)."""
+        return int(self.meta.get("processes", 1))
+
+    def rank_sums(self, rank: int) -> dict[str, torch.Tensor]:
+        """The running sums of process `rank` (each rank sums the loss terms of its own shard)."""
+        prefix = _rank_prefix(rank) + "sums."
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
 def fingerprint(stage: str, cfg: Any, data_description: dict[str, Any], model: nn.Module) -> dict[str, Any]:
@@ -183,6 +195,25 @@ def _rng_restore(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None
     random.setstate((py_version, tuple(int(v) for v in tensors["rng.python"].tolist()), py_gauss))
 
 
+def _rank_prefix(rank: int) -> str:
+    # Rank 0's per-process tensors keep the single-process names, so older states still load.
+    return f"rank{rank}." if rank else ""
+
+
+def rank_local_state(sums: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """What differs between data-parallel processes: this process's RNG states and its loss sums.
+
+    Every rank captures its own, the main process gathers them (`torch.distributed`) and writes them
+    all in one state (`capture_state(ranks=...)`), and each rank restores its own on resume.
+
+    Returns:
+        {"tensors": name -> CPU tensor, "rng": the JSON part of the RNG states}.
+    """
+    tensors, rng_meta = _rng_capture()
+    tensors.update({f"sums.{k}": _cpu(v) for k, v in (sums or {}).items()})
+    return {"tensors": tensors, "rng": rng_meta}
+
+
 def capture_state(
     *,
     model: nn.Module,
@@ -196,6 +227,7 @@ def capture_state(
     loss_module: nn.Module | None = None,
     scaler: Any = None,
     fingerprint: dict[str, Any] | None = None,
+    ranks: Sequence[dict[str, Any]] = (),
 ) -> TrainState:
     """Snapshot a run between two steps (copies everything to the CPU; the run is not disturbed).
 
@@ -208,21 +240,25 @@ def capture_state(
         loss_module: a loss with trainable parts (e.g. feature adapters), saved with the model.
         scaler: a torch GradScaler (fp16 mixed precision), or None.
         fingerprint: from `fingerprint()`, checked when the state is loaded.
+        ranks: with several data-parallel processes, `rank_local_state()` of every rank, in rank
+            order (rank 0's replaces this process's RNG states and `sums`); empty for one process.
     """
     tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
     if loss_module is not None:
         tensors.update({f"loss.{k}": _cpu(v) for k, v in loss_module.state_dict().items()})
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
-    tensors.update({f"sums.{k}": _cpu(v) for k, v in (sums or {}).items()})
-    rng_tensors, rng_meta = _rng_capture()
-    tensors.update(rng_tensors)
+    local = list(ranks) or [rank_local_state(sums)]
+    for rank, part in enumerate(local):
+        tensors.update({_rank_prefix(rank) + k: v for k, v in part["tensors"].items()})
     sched = {k: v for k, v in scheduler.state_dict().items() if not callable(v)}
     meta = {
         "optimizer": opt_meta,
         "scheduler": sched,
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_meta,
+        "rng": local[0]["rng"],
+        "rank_rng": [part["rng"] for part in local[1:]],
+        "processes": len(local),
         "history": list(history or []),
         "fingerprint": fingerprint,
     }
@@ -237,8 +273,15 @@ def restore_state(
     scheduler: Any,
     loss_module: nn.Module | None = None,
     scaler: Any = None,
+    rank: int = 0,
 ) -> None:
     """Load a state into a freshly built run (same recipe), including the global RNG states.
+
+    Args:
+        state: the state to continue from.
+        model, optimizer, scheduler, loss_module, scaler: the fresh run's (as in `capture_state`).
+        rank: this data-parallel process; it gets its own RNG states back (rank 0's when the state
+            was saved by fewer processes).
 
     Raises:
         CheckpointError: when tensors are missing, unexpected or mis-shaped for this model/optimizer.
@@ -260,7 +303,12 @@ def restore_state(
     scheduler.load_state_dict(sched)
     if scaler is not None and state.meta.get("scaler") is not None:
         scaler.load_state_dict(state.meta["scaler"])
-    _rng_restore(t, state.meta["rng"])
+    if 0 < rank < state.processes:
+        prefix = _rank_prefix(rank) + "rng."
+        rank_rng = {k[len(_rank_prefix(rank)) :]: v for k, v in t.items() if k.startswith(prefix)}
+        _rng_restore(rank_rng, state.meta["rank_rng"][rank - 1])
+    else:
+        _rng_restore(t, state.meta["rng"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -474,6 +522,7 @@ __all__ = [
     "capture_state",
     "checkpointing",
     "fingerprint",
+    "rank_local_state",
     "restore_state",
     "store_for",
 ]

@@ -20,6 +20,35 @@ from distil.errors import TransferError
 from distil.transfer.parameters import _closest_n
 from distil.transfer.report import StructureRecord
 
+# Attribute set on a reused module while it is frozen: its forward pre-hook then keeps it in eval mode.
+_HOLD_EVAL = "_distil_hold_eval"
+
+
+def _eval_while_held(module: nn.Module, args: Any) -> None:
+    if getattr(module, _HOLD_EVAL, False) and module.training:
+        module.eval()
+
+
+def hold_eval(module: nn.Module, hold: bool = True) -> None:
+    """Keep `module` (and its children) in eval mode while `hold`, whatever `train()` its parent does.
+
+    A frozen reused module must not normalise with batch statistics nor update its BatchNorm running
+    statistics: for a shared module those are the teacher's own, so the distillation targets would
+    drift. `model.train()` sets every submodule's mode, so the module is put back in eval mode by a
+    forward pre-hook just before it runs. The hook is registered once and checks a flag, so it travels
+    with `copy.deepcopy` and does not touch the state_dict; `hold=False` releases the module (it then
+    follows its parent's mode again), as the unfreeze phase of :class:`UnfreezeSchedule` does.
+
+    Args:
+        module: the reused module.
+        hold: True to keep it in eval mode, False to release it.
+    """
+    if not hasattr(module, _HOLD_EVAL):
+        module.register_forward_pre_hook(_eval_while_held)
+    setattr(module, _HOLD_EVAL, hold)
+    if hold:
+        module.eval()
+
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
@@ -45,7 +74,9 @@ def reuse_modules(
         names: module paths, e.g. ``["conv1", "conv2"]``.
         mode: "copy" (an independent deep copy) or "share" (the very same module object, so its weights
             are the teacher's; only sensible frozen).
-        freeze: whether the reused modules start with ``requires_grad=False``.
+        freeze: whether the reused modules start with ``requires_grad=False``. Frozen modules (and
+            shared ones, always frozen) also stay in eval mode while the student trains (see
+            :func:`hold_eval`), so their BatchNorm statistics are neither used per batch nor updated.
         unfreeze_epoch: recorded for the report; see :class:`UnfreezeSchedule` to apply it.
         example_inputs: when given, the student is run on it to check that the new modules fit.
 
@@ -80,10 +111,10 @@ def reuse_modules(
         raise TransferError("cannot reuse teacher modules: " + "; ".join(problems) + ".")
     originals = {name: s_modules[name] for name in names}
     records = []
+    reused = []
     for name in names:
         module = t_modules[name] if mode == "share" else copy.deepcopy(t_modules[name])
-        if mode == "copy":
-            module.requires_grad_(not freeze)
+        reused.append(module)
         _set_submodule(student, name, module)
         records.append(
             StructureRecord(
@@ -109,6 +140,11 @@ def reuse_modules(
             ) from None
         finally:
             student.train(was_training)
+    # Only once the modules fit: a shared module is the teacher's, which a refused reuse leaves as it was.
+    for module in reused:
+        module.requires_grad_(not freeze)
+        if freeze:
+            hold_eval(module)
     return records
 
 
@@ -126,10 +162,12 @@ class UnfreezeSchedule:
             )
 
     def apply(self, model: nn.Module, epoch: int) -> bool:
-        """Set `requires_grad` for `epoch` (1-based); returns whether the modules are trainable."""
+        """Set `requires_grad` and the eval-mode hold for `epoch` (1-based); returns whether trainable."""
         trainable = epoch >= self.epoch
         for name in self.modules:
-            model.get_submodule(name).requires_grad_(trainable)
+            module = model.get_submodule(name)
+            module.requires_grad_(trainable)
+            hold_eval(module, not trainable)
         return trainable
 
 
