@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +123,15 @@ def _load_safetensors_blob(blob: bytes, path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NEEDS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a plain state_dict from .safetensors, or from a .pt/.pth/.bin with weights_only=True.
 
-    Pickles that would run code are refused by torch's weights-only unpickler.
+    Pickles that would run code are refused by torch's weights-only unpickler, and distil never retries
+    without it: the error says how to re-save the file as plain tensors or safetensors.
     """
     p = Path(path)
     if not p.is_file():
@@ -132,17 +139,36 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if p.suffix == ".safetensors":
         return _load_safetensors_blob(p.read_bytes(), p)
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the refusal below says all that matters.
+            warnings.simplefilter("ignore")
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError... depending on the damage
-        raise CheckpointError(
-            f"refusing or unable to load {str(p)!r} safely (weights_only=True): {str(exc).splitlines()[0]}. "
-            "Save plain tensors with torch.save(model.state_dict(), path) or use safetensors."
-        ) from None
+        raise CheckpointError(_pickle_refusal(p, exc)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} layout
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{str(p)!r} does not hold a state_dict (a mapping of names to tensors)")
     return state
+
+
+def _pickle_refusal(path: Path, exc: BaseException) -> str:
+    """Why a .pt file was not loaded, without torch's advice to unpickle it anyway."""
+    text = _ANSI.sub("", str(exc))
+    fix = (
+        "Where the file was made (with the code it needs), re-save its tensors only: "
+        "torch.save(model.state_dict(), 'weights.pt'), or better "
+        "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
+    )
+    needs = _NEEDS.search(text)
+    if needs or "Weights only load failed" in text:
+        what = f" ({needs.group(1)})" if needs else ""
+        return (
+            f"{str(path)!r} needs code{what} to load: it is a pickle of Python objects, not only tensors, "
+            f"and distil does not unpickle files (unpickling can run any code the file chooses). {fix}"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"cannot read {str(path)!r} as a tensors-only .pt file: {first}. {fix}"
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
