@@ -90,9 +90,15 @@ def run_pipeline(
     console = console or Console()
     # Everything that can fail on bad input happens before the run directory exists.
     data = load_data(recipe)
-    teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
-    scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
-    kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    teacher, teacher_spec = build_model(
+        recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
+    )
+    scratch, student_spec = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
+    kd_student, _ = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
     if recipe.transfer != TransferConfig():
         # A dry run on copies checks the transfer (shapes, names, maps) before anything is written; the
         # real one runs once the teacher is trained. Transfer applies to the KD student only, so the
@@ -140,7 +146,9 @@ def run_pipeline(
             )
             scratch, histories["student_scratch"] = result.model, result.history
             prepared = _prepare_student(recipe, teacher, kd_student, data, recipe.teacher.checkpoint)
-            teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
+            teachers, teacher_weights = recipe_teachers(
+                recipe.kd, teacher, data, trust_code=recipe.trust_code
+            )  # kd.teachers: an ensemble
 
             _distill = _distiller(teachers, teacher_weights, data, recipe, accelerator, progress, run)
 
@@ -235,7 +243,9 @@ def train_teacher(
     """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
     console = console or Console()
     data = load_data(recipe)
-    teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
+    teacher, spec = build_model(
+        recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
+    )
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     with _open_run(
         recipe,
@@ -296,9 +306,13 @@ def distill_student(
             "with --set teacher.model=NAME), or train one with `distil train`."
         )
     data = load_data(recipe)
-    teacher, teacher_spec = build_model(recipe.teacher, data)
-    teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
-    student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
+    teachers, teacher_weights = recipe_teachers(
+        recipe.kd, teacher, data, trust_code=recipe.trust_code
+    )  # kd.teachers: an ensemble
+    student, student_spec = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
     # directory exists, so a bad transfer writes nothing.
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
@@ -357,8 +371,10 @@ def transfer_student(
             update={"transfer": recipe.transfer.model_copy(update={"init": "teacher"})}
         )
     data = load_data(recipe)
-    teacher, teacher_spec = build_model(recipe.teacher, data)
-    student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
+    student, student_spec = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
     with RunDir(out_root, run_name or f"{recipe.name}-transfer", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
@@ -423,13 +439,19 @@ def _write_summary(
 
 
 def evaluate_checkpoints(
-    paths: list[str], data: DataBundle, *, measure_latency: bool = True, model_name: str | None = None
+    paths: list[str],
+    data: DataBundle,
+    *,
+    measure_latency: bool = True,
+    model_name: str | None = None,
+    trust_code: bool = False,
 ) -> list[ModelMetrics]:
     """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
 
     A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
     saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
-    `pkg.module:factory`) built for `data`.
+    `pkg.module:factory`) built for `data`. A sidecar may name `model_name` as its factory, and no other
+    ``pkg.module:factory`` unless `trust_code`.
     """
     from distil.api import check_classes
     from distil.config import ModelConfig
@@ -441,9 +463,11 @@ def evaluate_checkpoints(
     for path in paths:
         weights, sidecar = _paths(path)
         if sidecar.is_file() or Path(path).is_dir():
-            model, _ = load_checkpoint(path)
+            model, _ = load_checkpoint(path, trust_code=trust_code, trusted_models=[model_name])
         elif model_name is not None:
-            model, _ = build_model(ModelConfig(model=model_name, checkpoint=path), data)
+            model, _ = build_model(
+                ModelConfig(model=model_name, checkpoint=path), data, trust_code=trust_code
+            )
             weights = Path(path)
         else:
             raise CheckpointError(

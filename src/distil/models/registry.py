@@ -10,7 +10,9 @@ A model is named in one of four ways:
 Every registered factory has the signature
 ``factory(*, num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module``.
 Checkpoints store :func:`model_spec` (plain JSON) and rebuild with :func:`build_from_spec`, so loading a
-model never unpickles code.
+model never unpickles code. Nor does a spec choose code to run: :func:`build_from_spec` builds registered
+and torchvision/timm models, but imports a ``pkg.module:factory`` only when the caller trusts that name
+(the user named it, or trusts the file's author), as Hugging Face does with ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import importlib
 import importlib.util
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
 
-from distil.errors import ModelError
+from distil.errors import ModelError, UntrustedCodeError
 from distil.registry import Registry, closest, unknown_name_message
 
 ModelFactory = Callable[..., nn.Module]
@@ -178,22 +180,75 @@ def model_spec(
     return normalised
 
 
-def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+def is_user_factory(name: object) -> bool:
+    """Whether a model name is a ``pkg.module:factory`` path (code outside distil, torchvision and timm)."""
+    if not isinstance(name, str) or ":" not in name:
+        return False
+    backend, _, rest = name.partition(":")
+    return not (backend in ("torchvision", "timm") and rest)
+
+
+def spec_factories(spec: Mapping[str, Any]) -> list[str]:
+    """The ``pkg.module:factory`` names a spec would import, including those nested in ``"pruned"`` bases.
+
+    Reads the spec only: nothing is imported.
+    """
+    return sorted(set(_walk_factories(spec)))
+
+
+def _walk_factories(spec: Any, depth: int = 0) -> Iterator[str]:
+    if not isinstance(spec, Mapping) or depth > 32:  # a hostile spec may nest without end
+        return
+    name = spec.get("name")
+    if is_user_factory(name):
+        yield str(name)
+    kwargs = spec.get("kwargs")
+    if name == "pruned" and isinstance(kwargs, Mapping):
+        yield from _walk_factories(kwargs.get("base"), depth + 1)
+
+
+def check_trusted(spec: Mapping[str, Any], trusted: Collection[str] | bool = ()) -> None:
+    """Refuse a spec that names a user factory the caller does not trust, before anything is imported.
+
+    Args:
+        spec: A model spec, e.g. read from a checkpoint sidecar.
+        trusted: ``True`` trusts every factory; otherwise the ``pkg.module:factory`` names that may be
+            imported (those the user named). Registered and torchvision/timm models are always allowed.
+
+    Raises:
+        UntrustedCodeError: naming the factories that would have been imported.
+    """
+    if trusted is True:
+        return
+    allowed = set() if trusted is False else set(trusted)
+    untrusted = [f for f in spec_factories(spec) if f not in allowed]
+    if untrusted:
+        raise UntrustedCodeError(
+            untrusted, fix=f"build_from_spec(spec, trusted=[{untrusted[0]!r}]) for a spec of your own"
+        )
+
+
+def build_from_spec(spec: Mapping[str, Any], *, trusted: Collection[str] | bool = ()) -> nn.Module:
     """Rebuild a model from :func:`model_spec` output (e.g. read from a checkpoint's JSON sidecar).
 
     Args:
         spec: Mapping with keys ``name``, ``num_classes``, ``in_channels``, ``image_size``, ``kwargs``.
+        trusted: The ``pkg.module:factory`` names that may be imported and called (the ones the user
+            named), or ``True`` to trust any (only for specs whose author you trust). Registered names and
+            torchvision/timm models are always allowed; by default no user factory is.
 
     Returns:
         A freshly initialised model of that architecture; load the weights separately.
 
     Raises:
         ModelError: If keys are missing or unknown, or the model cannot be built.
+        UntrustedCodeError: If the spec names a user factory that is not trusted (nothing was imported).
     """
     if not isinstance(spec, Mapping):
         raise ModelError(
             f"a model spec must be a mapping with keys {list(_SPEC_KEYS)}; got {type(spec).__name__}"
         )
+    check_trusted(spec, trusted)
     missing = [k for k in _SPEC_KEYS if k not in spec]
     extra = sorted(set(spec) - set(_SPEC_KEYS))
     if missing or extra:
@@ -208,7 +263,7 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         # A structurally pruned model: its base architecture with resized layers (no torch-pruning needed).
         from distil.compress.prune import build_pruned
 
-        return build_pruned(spec)
+        return build_pruned(spec, trusted=trusted)
     return create_model(
         spec["name"],
         num_classes=spec["num_classes"],
