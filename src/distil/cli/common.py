@@ -36,6 +36,15 @@ ResumeOption = Annotated[
         "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
     ),
 ]
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Let checkpoint sidecars name Python code to import (a pkg.module:factory model or dataset "
+        "function you did not name yourself). Only for checkpoints whose author you trust: importing "
+        "runs their code. Without it, name your own factory instead (--model, teacher.model, --data).",
+    ),
+]
 
 
 QuietOption = Annotated[
@@ -84,7 +93,10 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def recipe_from(name_or_path: str | None, overrides: list[str] | None) -> Recipe:
-    """Load a bundled or on-disk recipe (or the defaults) and apply --set overrides."""
+def recipe_from(name_or_path: str | None, overrides: list[str] | None, *, trust_code: bool = False) -> Recipe:
+    """Load a bundled or on-disk recipe (or the defaults) and apply --set overrides (and --trust-code)."""
     path = resolve_recipe(name_or_path) if name_or_path else None
-    return load_recipe(path, overrides or [])
+    recipe = load_recipe(path, overrides or [])
+    if trust_code:
+        recipe.trust_code = True
+    return recipe

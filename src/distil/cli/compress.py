@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import SetOption, console, recipe_from, user_errors
+from distil.cli.common import SetOption, TrustCodeOption, console, recipe_from, user_errors
 from distil.cli.export import DataRootOption, LimitOption
 
 
@@ -23,6 +23,7 @@ def compress(
     data: Annotated[str | None, typer.Option(help="Dataset (default: the student's).")] = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Prune -> KD fine-tune -> int8 -> ONNX on existing checkpoints; one row per stage, all in ONNX Runtime.
 
@@ -34,9 +35,11 @@ def compress(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint
 
-    cfg = recipe_from(recipe, overrides)
-    student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit)
-    teacher_model, _ = load_checkpoint(teacher)
+    cfg = recipe_from(recipe, overrides, trust_code=trust_code)
+    student_model, meta, bundle = checkpoint_and_data(
+        student, data, data_root, limit, trust_code=cfg.trust_code
+    )
+    teacher_model, _ = load_checkpoint(teacher, trust_code=cfg.trust_code)
     settings = cfg.compress or CompressConfig()
     result = compress_model(
         teacher_model.eval(),

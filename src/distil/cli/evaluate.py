@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import TrustCodeOption, console, user_errors
 from distil.data import load_dataset
 from distil.report import metrics_table
-from distil.train.checkpoint import read_sidecar
+from distil.train.checkpoint import _paths, read_sidecar, trained_dataset
 
 
 @user_errors
@@ -27,9 +28,11 @@ def evaluate(
         typer.Option(
             "--model",
             help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): "
-            "a registered name (distil models) or pkg.module:factory. Needs --data.",
+            "a registered name (distil models) or pkg.module:factory (then needs --data). Naming your "
+            "pkg.module:factory also lets distil checkpoints whose sidecar names it load.",
         ),
     ] = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
@@ -41,13 +44,16 @@ def evaluate(
     from distil.errors import ConfigError
     from distil.pipeline import evaluate_checkpoints
 
-    if data is None and model is not None:
+    first_has_sidecar = _paths(checkpoints[0])[1].is_file() or Path(checkpoints[0]).is_dir()
+    if data is None and model is not None and not first_has_sidecar:
         raise ConfigError(
             "--model evaluates plain state_dict files, which do not record their dataset: add --data NAME"
         )
-    name = data or read_sidecar(checkpoints[0]).get("data", {}).get("name", "digits")
+    name = data or trained_dataset(read_sidecar(checkpoints[0]), trust_code=trust_code)
     bundle = load_dataset(name, data_root, val_fraction=0.0)
-    metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency, model_name=model)
+    metrics = evaluate_checkpoints(
+        checkpoints, bundle, measure_latency=latency, model_name=model, trust_code=trust_code
+    )
     console.print(
         metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
     )

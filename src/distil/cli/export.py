@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from torch import nn
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import TrustCodeOption, console, user_errors
 from distil.data import DataBundle, load_dataset
-from distil.train.checkpoint import load_checkpoint
+from distil.train.checkpoint import load_checkpoint, trained_dataset
 
 DataOption = Annotated[
     str | None, typer.Option(help="Dataset name (default: the one the checkpoint was trained on).")
@@ -22,11 +22,19 @@ LimitOption = Annotated[
 
 
 def checkpoint_and_data(
-    checkpoint: str, data: str | None, data_root: str | None, limit: int | None = None
+    checkpoint: str,
+    data: str | None,
+    data_root: str | None,
+    limit: int | None = None,
+    *,
+    trust_code: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], DataBundle]:
-    """Load a distil checkpoint and the dataset it was trained on (or `data`), with a validation split."""
-    model, meta = load_checkpoint(checkpoint)
-    name = data or meta.get("data", {}).get("name", "digits")
+    """Load a distil checkpoint and the dataset it was trained on (or `data`), with a validation split.
+
+    The sidecar chooses no code: a factory or dataset function it names is refused unless `trust_code`.
+    """
+    model, meta = load_checkpoint(checkpoint, trust_code=trust_code)
+    name = data or trained_dataset(meta, trust_code=trust_code)
     bundle = load_dataset(name, data_root, val_fraction=0.1, limit=limit)
     return model.eval(), meta, bundle
 
@@ -38,6 +46,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
     data: DataOption = None,
     data_root: DataRootOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Export to ONNX with a dynamic batch axis and verify it on the validation data with ONNX Runtime.
 
@@ -45,7 +54,7 @@ def export(
     """
     from distil.compress import export_onnx, verify_onnx
 
-    model, _, bundle = checkpoint_and_data(checkpoint, data, data_root)
+    model, _, bundle = checkpoint_and_data(checkpoint, data, data_root, trust_code=trust_code)
     path = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
     export_onnx(model, path, tuple(bundle.input_shape), opset=opset)
     x = bundle.val.x if len(bundle.val) else bundle.test.x

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import TrustCodeOption, console, user_errors
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -43,6 +43,7 @@ def prune(
     data_root: DataRootOption = None,
     limit: LimitOption = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
 
@@ -64,8 +65,8 @@ def prune(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
-    reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, trust_code=trust_code)
+    reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)
     if method == "structured":
         if ratio is None and macs_reduction is None:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import console, user_errors
+from distil.cli.common import TrustCodeOption, console, user_errors
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
 
 
@@ -36,6 +36,7 @@ def quantize(
     data: DataOption = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Quantize to int8 with ONNX Runtime and report fp32 vs int8 on the same runtime.
 
@@ -48,8 +49,8 @@ def quantize(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint
 
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit)
-    reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
+    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, trust_code=trust_code)
+    reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     cfg = CompressConfig(
         prune=None,
         finetune=TrainConfig(epochs=epochs, lr=lr),

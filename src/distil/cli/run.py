@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    TrustCodeOption,
     print_result,
     recipe_from,
     run_console,
@@ -35,13 +36,14 @@ def run(
     name: Annotated[
         str | None, typer.Option(help="Run directory name (default: recipe name + time).")
     ] = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Run a recipe: teacher (trained or loaded), scratch student, distilled student, side-by-side report.
 
     Example: distil run recipes/fashion-mnist.yaml --set kd.temperature=2
     """
     result = run_pipeline(
-        recipe_from(recipe, overrides),
+        recipe_from(recipe, overrides, trust_code=trust_code),
         out,
         run_name=name,
         console=run_console(log_format),

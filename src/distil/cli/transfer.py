@@ -10,6 +10,7 @@ from distil.cli.common import (
     LatencyOption,
     OutOption,
     SetOption,
+    TrustCodeOption,
     console,
     recipe_from,
     user_errors,
@@ -91,6 +92,7 @@ def transfer(
     out: OutOption = "runs",
     latency: LatencyOption = False,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Initialise the recipe's student from a teacher checkpoint and save it, with a transfer report.
 
@@ -102,5 +104,5 @@ def transfer(
     """
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     extra += transfer_overrides(selection, layer_map, reuse, share, trainable, None, partial)
-    cfg = recipe_from(recipe, [*(overrides or []), *extra])
+    cfg = recipe_from(recipe, [*(overrides or []), *extra], trust_code=trust_code)
     transfer_student(cfg, out, run_name=name, console=console, measure_latency=latency)
