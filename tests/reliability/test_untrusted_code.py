@@ -151,6 +151,15 @@ def test_build_from_spec_refuses_untrusted_factories_by_default(sentinel: Sentin
     assert not _pwned(tmp_path) and not sentinel.imported
 
 
+def test_a_spec_nested_without_end_is_refused_before_building(tmp_path: Path) -> None:
+    spec = model_spec("tiny-cnn", **SIZES)
+    for _ in range(400):  # deep enough to exhaust the stack if each level were built in turn
+        spec = _pruned(spec)
+    path = _save(tmp_path / "deep", spec)
+    with pytest.raises(CheckpointError, match="nests 'pruned' bases"):
+        load_checkpoint(path, trust_code=True)  # trusting the code does not lift the limit
+
+
 @pytest.mark.parametrize("kind", ["sentinel", "pruned-sentinel"])
 def test_the_user_naming_the_factory_lets_the_checkpoint_load(
     kind: str, hostile: dict[str, str], sentinel: Sentinel

@@ -192,13 +192,23 @@ def spec_factories(spec: Mapping[str, Any]) -> list[str]:
     """The ``pkg.module:factory`` names a spec would import, including those nested in ``"pruned"`` bases.
 
     Reads the spec only: nothing is imported.
+
+    Raises:
+        ModelError: the spec nests ``"pruned"`` bases absurdly deep (a hostile file).
     """
     return sorted(set(_walk_factories(spec)))
 
 
+_MAX_NESTING = 16  # a pruned model of a pruned model...: far more than real specs, far below the stack
+
+
 def _walk_factories(spec: Any, depth: int = 0) -> Iterator[str]:
-    if not isinstance(spec, Mapping) or depth > 32:  # a hostile spec may nest without end
+    if not isinstance(spec, Mapping):
         return
+    if depth > _MAX_NESTING:
+        raise ModelError(
+            f"model spec nests 'pruned' bases more than {_MAX_NESTING} deep; it was not written by distil."
+        )
     name = spec.get("name")
     if is_user_factory(name):
         yield str(name)
@@ -218,10 +228,11 @@ def check_trusted(spec: Mapping[str, Any], trusted: Collection[str] | bool = ())
     Raises:
         UntrustedCodeError: naming the factories that would have been imported.
     """
+    named = spec_factories(spec)  # walked even when trusted: it also refuses absurd nesting
     if trusted is True:
         return
     allowed = set() if trusted is False else set(trusted)
-    untrusted = [f for f in spec_factories(spec) if f not in allowed]
+    untrusted = [f for f in named if f not in allowed]
     if untrusted:
         raise UntrustedCodeError(
             untrusted, fix=f"build_from_spec(spec, trusted=[{untrusted[0]!r}]) for a spec of your own"

@@ -132,6 +132,8 @@ def load_checkpoint(
         check_trusted(meta["spec"], trusted)  # before any file is read further, and before any import
     except UntrustedCodeError as exc:
         raise UntrustedCodeError(exc.names, source=f"checkpoint {str(sidecar_path)!r}") from None
+    except DistilError as exc:
+        raise CheckpointError(f"cannot rebuild the model of {str(sidecar_path)!r}: {exc}") from None
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights {str(weights_path)!r} not found next to its sidecar")
     blob = weights_path.read_bytes()
