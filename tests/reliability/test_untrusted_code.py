@@ -335,3 +335,26 @@ def test_distill_with_trust_code_loads_the_teacher_the_sidecar_names(
     r = runner.invoke(app, [*args, "--trust-code"])
     assert r.exit_code == 0, r.output
     assert sentinel.imported and (out / "kd" / "student_kd.safetensors").is_file()
+
+
+@pytest.mark.parametrize("key", ["checkpoint_path", "cache_dir", "pretrained_cfg_overlay"])
+def test_a_timm_spec_cannot_name_files_to_read_or_write(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm.create_model(checkpoint_path=...) loads (and may unpickle) a file; cache_dir chooses where it
+    writes: a sidecar's timm kwargs must not reach it. A stub stands in for timm (not installed here)."""
+    import types
+
+    from distil.errors import ModelError
+    from distil.models import registry
+
+    calls: list[dict[str, Any]] = []
+    timm = types.ModuleType("timm")
+    timm.list_models = lambda pattern: [pattern]  # type: ignore[attr-defined]
+    timm.create_model = lambda name, **kw: calls.append(kw) or nn.Linear(1, 1)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    monkeypatch.setattr(registry, "is_timm_available", lambda: True)
+    spec = {"name": "timm:resnet18", **SIZES, "kwargs": {key: "/tmp/evil.pth"}}
+    with pytest.raises(ModelError, match="cannot be set"):
+        build_from_spec(spec)
+    assert not calls
+    build_from_spec({**spec, "kwargs": {}})
+    assert calls and calls[0]["pretrained"] is False

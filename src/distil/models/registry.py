@@ -404,7 +404,13 @@ def _create_torchvision(
 def _create_timm(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> nn.Module:
     if not is_timm_available():
         raise ModelError(f"model 'timm:{name}' needs timm, which is not installed: {_VISION_HINT}")
-    _refuse_pretrained(f"timm:{name}", kwargs, ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay"))
+    # checkpoint_path reads (and may unpickle) a file, cache_dir chooses where timm writes: a spec read
+    # from a sidecar must not pick either.
+    _refuse_pretrained(
+        f"timm:{name}",
+        kwargs,
+        ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"),
+    )
     import timm
 
     if hasattr(timm, "list_models") and not timm.list_models(name):
