@@ -221,6 +221,11 @@ class Recipe(_Strict):
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="experiment trackers (through Accelerate) that log every epoch"
     )
+    trust_code: bool = Field(
+        default=False,
+        description="let checkpoint sidecars name pkg.module:factory code this recipe does not name "
+        "(only for checkpoints whose author you trust; --trust-code)",
+    )
 
 
 def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:

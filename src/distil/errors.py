@@ -33,3 +33,32 @@ class TransferError(DistilError):
 
 class TrainingError(DistilError):
     """Training hit a numerical fault (NaN/Inf) or a resource limit."""
+
+
+class UntrustedCodeError(CheckpointError, ModelError):
+    """A file (a checkpoint sidecar, a saved spec) names code to import that the user did not name.
+
+    Raised before anything is imported. A file may name registered architectures and datasets; a
+    ``pkg.module:function`` is imported only when the user names it (on the command line or in their own
+    recipe) or says they trust the file's author (``--trust-code``, ``trust_code=True``).
+
+    Attributes:
+        names: the ``pkg.module:function`` names that were refused.
+    """
+
+    def __init__(
+        self, names: list[str], *, source: str | None = None, what: str = "model factory", fix: str = ""
+    ) -> None:
+        self.names = list(names)
+        shown = ", ".join(repr(n) for n in self.names)
+        plural = "s" if len(self.names) > 1 else ""
+        fix = fix or (
+            f"--model {self.names[0]} on the command line, or teacher.model / student.model: {self.names[0]} "
+            "in your own recipe"
+        )
+        super().__init__(
+            f"{source or 'the model spec'} names the {what}{plural} {shown}, code outside distil; distil does "
+            "not import code that a file chooses (a checkpoint cannot choose code to run). If that is your "
+            f"code, name it yourself ({fix}); or, only if you trust the file's author, pass --trust-code "
+            "(trust_code=True in Python)."
+        )

@@ -145,9 +145,15 @@ def run_pipeline(
     console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
     data = load_data(recipe)
-    teacher, teacher_spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
-    scratch, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
-    kd_student, _ = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    teacher, teacher_spec = build_model(
+        recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
+    )
+    scratch, student_spec = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
+    kd_student, _ = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
     warn_if_student_larger(console, teacher, kd_student)
     if recipe.transfer != TransferConfig():
         # A dry run on copies checks the transfer (shapes, names, maps) before anything is written; the
@@ -196,7 +202,9 @@ def run_pipeline(
             )
             scratch, histories["student_scratch"] = result.model, result.history
             prepared = _prepare_student(recipe, teacher, kd_student, data, recipe.teacher.checkpoint)
-            teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
+            teachers, teacher_weights = recipe_teachers(
+                recipe.kd, teacher, data, trust_code=recipe.trust_code
+            )  # kd.teachers: an ensemble
 
             _distill = _distiller(teachers, teacher_weights, data, recipe, accelerator, progress, run)
 
@@ -291,7 +299,9 @@ def train_teacher(
     """Train `recipe.teacher` on labels with `recipe.teacher_train`; save and measure it."""
     console = rank_zero_console(console)
     data = load_data(recipe)
-    teacher, spec = build_model(recipe.teacher, data, seed=recipe.teacher_train.seed)
+    teacher, spec = build_model(
+        recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
+    )
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers)
     with _open_run(
         recipe,
@@ -352,9 +362,13 @@ def distill_student(
             "with --set teacher.model=NAME), or train one with `distil train`."
         )
     data = load_data(recipe)
-    teacher, teacher_spec = build_model(recipe.teacher, data)
-    teachers, teacher_weights = recipe_teachers(recipe.kd, teacher, data)  # kd.teachers: an ensemble
-    student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
+    teachers, teacher_weights = recipe_teachers(
+        recipe.kd, teacher, data, trust_code=recipe.trust_code
+    )  # kd.teachers: an ensemble
+    student, student_spec = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
     warn_if_student_larger(console, teacher, student)
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
     # directory exists, so a bad transfer writes nothing.
@@ -414,8 +428,10 @@ def transfer_student(
             update={"transfer": recipe.transfer.model_copy(update={"init": "teacher"})}
         )
     data = load_data(recipe)
-    teacher, teacher_spec = build_model(recipe.teacher, data)
-    student, student_spec = build_model(recipe.student, data, seed=recipe.student_train.seed)
+    teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
+    student, student_spec = build_model(
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+    )
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
     with RunDir(out_root, run_name or f"{recipe.name}-transfer", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
@@ -479,28 +495,34 @@ def _write_summary(
     return ratios
 
 
-def require_data_for_model(model_name: str | None, data: str | None) -> None:
+def require_data_for_model(model_name: str | None, data: str | None, checkpoint: str) -> None:
     """A plain state_dict (given with --model) records no dataset: --data must name it.
 
+    A distil checkpoint records its dataset, so `--model` there (naming the factory its sidecar may
+    use) needs no --data.
+
     Raises:
-        ConfigError: --model without --data.
+        ConfigError: --model without --data for a file without a distil sidecar.
     """
     from distil.errors import ConfigError
+    from distil.train.checkpoint import _paths
 
-    if model_name is not None and data is None:
+    has_sidecar = _paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()
+    if model_name is not None and data is None and not has_sidecar:
         raise ConfigError(
             "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
         )
 
 
 def load_any(
-    path: str, data: DataBundle, model_name: str | None = None
+    path: str, data: DataBundle, model_name: str | None = None, *, trust_code: bool = False
 ) -> tuple[nn.Module, dict[str, Any], Path]:
     """A model from a distil checkpoint, or from a plain state_dict loaded into `model_name`.
 
     A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
     saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
-    `pkg.module:factory`) built for `data`.
+    `pkg.module:factory`) built for `data`. A sidecar may name `model_name` as its factory, and no other
+    ``pkg.module:factory`` unless `trust_code`.
 
     Returns:
         (model, its sidecar metadata (for a plain state_dict: its spec and `data`), the weights file).
@@ -515,9 +537,11 @@ def load_any(
 
     weights, sidecar = _paths(path)
     if sidecar.is_file() or Path(path).is_dir():
-        model, meta = load_checkpoint(path)
+        model, meta = load_checkpoint(
+            path, trust_code=trust_code, trusted_models=[model_name] if model_name else []
+        )
     elif model_name is not None:
-        model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data)
+        model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data, trust_code=trust_code)
         meta, weights = {"spec": spec, "data": data.describe()}, Path(path)
     else:
         raise CheckpointError(
@@ -529,18 +553,24 @@ def load_any(
 
 
 def evaluate_checkpoints(
-    paths: list[str], data: DataBundle, *, measure_latency: bool = True, model_name: str | None = None
+    paths: list[str],
+    data: DataBundle,
+    *,
+    measure_latency: bool = True,
+    model_name: str | None = None,
+    trust_code: bool = False,
 ) -> list[ModelMetrics]:
     """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
 
     A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
     saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
-    `pkg.module:factory`) built for `data`.
+    `pkg.module:factory`) built for `data`. A sidecar may name `model_name` as its factory, and no other
+    ``pkg.module:factory`` unless `trust_code`.
     """
     metrics: list[ModelMetrics] = []
     reference_logits: torch.Tensor | None = None
     for path in paths:
-        model, _, weights = load_any(path, data, model_name)
+        model, _, weights = load_any(path, data, model_name, trust_code=trust_code)
         m = measure_model(
             Path(path).stem,
             model.eval(),

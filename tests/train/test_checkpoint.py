@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -78,10 +79,33 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path) -> None:
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        with pytest.raises(CheckpointError, match="weights_only"):
+        with pytest.raises(CheckpointError, match="needs code to load"):
             load_state_dict_file(evil)
     finally:
         os.chdir(cwd)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 4"])
+def test_the_pickle_refusal_never_advises_unpickling(tmp_path, writer) -> None:
+    """Issue 16.9: torch's own message says weights_only=False "will likely succeed", carries ANSI codes,
+    and a UserWarning comes with it; distil's refusal says what to do instead, in plain text."""
+    evil = tmp_path / "evil.pt"
+    if writer == "torch.save":
+        torch.save({"w": _Evil()}, evil)  # torch's message names the global, in bold (ANSI codes)
+    else:
+        with open(evil, "wb") as f:
+            pickle.dump({"w": _Evil()}, f, protocol=4)  # torch warns about the protocol
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning torch emits becomes a failure here
+        with pytest.raises(CheckpointError) as info:
+            load_state_dict_file(evil)
+    message = str(info.value)
+    assert "weights_only=False" not in message and "`weights_only` set to `False`" not in message
+    assert "likely succeed" not in message and "add_safe_globals" not in message
+    assert "\x1b" not in message
+    assert "needs code" in message and "does not unpickle" in message
+    assert "safetensors" in message and "state_dict()" in message
     assert not (tmp_path / "pwned").exists()
 
 

@@ -42,7 +42,17 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): "
-        "a registered name (distil models) or pkg.module:factory. Needs --data.",
+        "a registered name (distil models) or pkg.module:factory (then needs --data). Naming your "
+        "pkg.module:factory also lets distil checkpoints whose sidecar names it load.",
+    ),
+]
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Let checkpoint sidecars name Python code to import (a pkg.module:factory model or dataset "
+        "function you did not name yourself). Only for checkpoints whose author you trust: importing "
+        "runs their code. Without it, name your own factory instead (--model, teacher.model, --data).",
     ),
 ]
 
@@ -148,7 +158,10 @@ def check_out(path: str | Path, *, is_file: bool = False, option: str = "--out")
     return target
 
 
-def recipe_from(name_or_path: str | None, overrides: list[str] | None) -> Recipe:
-    """Load a bundled or on-disk recipe (or the defaults) and apply --set overrides."""
+def recipe_from(name_or_path: str | None, overrides: list[str] | None, *, trust_code: bool = False) -> Recipe:
+    """Load a bundled or on-disk recipe (or the defaults) and apply --set overrides (and --trust-code)."""
     path = resolve_recipe(name_or_path) if name_or_path else None
-    return load_recipe(path, overrides or [])
+    recipe = load_recipe(path, overrides or [])
+    if trust_code:
+        recipe.trust_code = True
+    return recipe

@@ -11,6 +11,7 @@ from distil.cli.common import (
     ModelOption,
     QuietOption,
     SetOption,
+    TrustCodeOption,
     check_out,
     command_progress,
     print_metrics_result,
@@ -37,6 +38,7 @@ def compress(
     model_name: ModelOption = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Prune -> KD fine-tune -> int8 -> ONNX on existing checkpoints; one row per stage, all in ONNX Runtime.
 
@@ -48,11 +50,13 @@ def compress(
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint
 
-    cfg = recipe_from(recipe, overrides)
+    cfg = recipe_from(recipe, overrides, trust_code=trust_code)
     check_out(out)  # before fine-tuning, not after it
     console = run_console(log_format)
-    student_model, meta, bundle = checkpoint_and_data(student, data, data_root, limit, model_name)
-    teacher_model, _ = load_checkpoint(teacher)
+    student_model, meta, bundle = checkpoint_and_data(
+        student, data, data_root, limit, model_name, trust_code=cfg.trust_code
+    )
+    teacher_model, _ = load_checkpoint(teacher, trust_code=cfg.trust_code)
     settings = cfg.compress or CompressConfig()
     with command_progress(log_format, quiet) as progress:
         result = compress_model(

@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    TrustCodeOption,
     check_out,
     print_result,
     recipe_from,
@@ -58,6 +59,7 @@ def distill(
     ] = False,
     selection: SelectionOption = None,
     layer_map: LayerMapOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Train the recipe's student to match a frozen teacher (Hinton KD: kd_weight, ce_weight, temperature).
 
@@ -76,7 +78,7 @@ def distill(
     if inherit_recipe:
         extra.append("transfer.inherit_recipe=true")
     extra += transfer_overrides(selection, layer_map)
-    cfg = recipe_from(recipe, [*(overrides or []), *extra])
+    cfg = recipe_from(recipe, [*(overrides or []), *extra], trust_code=trust_code)
     if inherit_recipe:
         # What the user set on the command line overrides the inherited recipe, as do the recipe's own
         # transfer.override fields.

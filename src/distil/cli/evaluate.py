@@ -10,13 +10,14 @@ from distil.cli.common import (
     LogFormatOption,
     ModelOption,
     QuietOption,
+    TrustCodeOption,
     print_metrics_result,
     run_console,
     user_errors,
 )
 from distil.data import load_dataset
 from distil.report import metrics_table
-from distil.train.checkpoint import read_sidecar
+from distil.train.checkpoint import read_sidecar, trained_dataset
 
 
 @user_errors
@@ -32,6 +33,7 @@ def evaluate(
     model: ModelOption = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
@@ -42,10 +44,12 @@ def evaluate(
     """
     from distil.pipeline import evaluate_checkpoints, require_data_for_model
 
-    require_data_for_model(model, data)
-    name = data or read_sidecar(checkpoints[0]).get("data", {}).get("name", "digits")
+    require_data_for_model(model, data, checkpoints[0])
+    name = data or trained_dataset(read_sidecar(checkpoints[0]), trust_code=trust_code)
     bundle = load_dataset(name, data_root, val_fraction=0.0)
-    metrics = evaluate_checkpoints(checkpoints, bundle, measure_latency=latency, model_name=model)
+    metrics = evaluate_checkpoints(
+        checkpoints, bundle, measure_latency=latency, model_name=model, trust_code=trust_code
+    )
     run_console(log_format).print(
         metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
     )

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from torch import nn
 
-from distil.cli.common import ModelOption, check_out, console, user_errors
+from distil.cli.common import ModelOption, TrustCodeOption, check_out, console, user_errors
 from distil.data import DataBundle, load_dataset
-from distil.train.checkpoint import read_sidecar
+from distil.train.checkpoint import read_sidecar, trained_dataset
 
 DataOption = Annotated[
     str | None, typer.Option(help="Dataset name (default: the one the checkpoint was trained on).")
@@ -27,18 +27,21 @@ def checkpoint_and_data(
     data_root: str | None,
     limit: int | None = None,
     model_name: str | None = None,
+    *,
+    trust_code: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], DataBundle]:
     """Load a checkpoint and the dataset it was trained on (or `data`), with a validation split.
 
     A distil checkpoint brings its architecture and dataset; a plain state_dict needs `model_name` (--model)
-    and `data` (--data).
+    and `data` (--data). The sidecar chooses no code: a factory or dataset function it names is refused
+    unless it is `model_name` or `trust_code` is set.
     """
     from distil.pipeline import load_any, require_data_for_model
 
-    require_data_for_model(model_name, data)
-    name = data or read_sidecar(checkpoint).get("data", {}).get("name", "digits")
+    require_data_for_model(model_name, data, checkpoint)
+    name = data or trained_dataset(read_sidecar(checkpoint), trust_code=trust_code)
     bundle = load_dataset(name, data_root, val_fraction=0.1, limit=limit)
-    model, meta, _ = load_any(checkpoint, bundle, model_name)
+    model, meta, _ = load_any(checkpoint, bundle, model_name, trust_code=trust_code)
     return model.eval(), meta, bundle
 
 
@@ -50,6 +53,7 @@ def export(
     data: DataOption = None,
     data_root: DataRootOption = None,
     model: ModelOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Export to ONNX with a dynamic batch axis and verify it on the validation data with ONNX Runtime.
 
@@ -58,7 +62,7 @@ def export(
     from distil.compress import export_onnx, verify_onnx
 
     path = check_out(out or Path(checkpoint).with_suffix(".onnx"), is_file=True)
-    net, _, bundle = checkpoint_and_data(checkpoint, data, data_root, model_name=model)
+    net, _, bundle = checkpoint_and_data(checkpoint, data, data_root, model_name=model, trust_code=trust_code)
     export_onnx(net, path, tuple(bundle.input_shape), opset=opset)
     x = bundle.val.x if len(bundle.val) else bundle.test.x
     check = verify_onnx(path, net, x)

@@ -11,6 +11,7 @@ from distil.cli.common import (
     LogFormatOption,
     ModelOption,
     QuietOption,
+    TrustCodeOption,
     check_out,
     command_progress,
     print_metrics_result,
@@ -55,6 +56,7 @@ def prune(
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
 
@@ -78,8 +80,10 @@ def prune(
 
     check_out(out, is_file=True)  # before fine-tuning, not after it
     console = run_console(log_format)
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
-    reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
+    model, meta, bundle = checkpoint_and_data(
+        checkpoint, data, data_root, limit, model_name, trust_code=trust_code
+    )
+    reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)
     if method == "structured":
         if ratio is None and macs_reduction is None:

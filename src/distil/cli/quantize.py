@@ -11,6 +11,7 @@ from distil.cli.common import (
     LogFormatOption,
     ModelOption,
     QuietOption,
+    TrustCodeOption,
     check_out,
     command_progress,
     print_metrics_result,
@@ -48,6 +49,7 @@ def quantize(
     model_name: ModelOption = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Quantize to int8 with ONNX Runtime and report fp32 vs int8 on the same runtime.
 
@@ -62,8 +64,10 @@ def quantize(
 
     check_out(out)
     console = run_console(log_format)
-    model, meta, bundle = checkpoint_and_data(checkpoint, data, data_root, limit, model_name)
-    reference = load_checkpoint(teacher)[0].eval() if teacher else copy.deepcopy(model)
+    model, meta, bundle = checkpoint_and_data(
+        checkpoint, data, data_root, limit, model_name, trust_code=trust_code
+    )
+    reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     cfg = CompressConfig(
         prune=None,
         finetune=TrainConfig(epochs=epochs, lr=lr),

@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    TrustCodeOption,
     check_out,
     print_result,
     recipe_from,
@@ -36,6 +37,7 @@ def run(
     name: Annotated[
         str | None, typer.Option(help="Run directory name (default: recipe name + time).")
     ] = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Run a recipe: teacher (trained or loaded), scratch student, distilled student, side-by-side report.
 
@@ -44,7 +46,7 @@ def run(
     if resume is None:  # a resumed run writes where it started
         check_out(out)
     result = run_pipeline(
-        recipe_from(recipe, overrides),
+        recipe_from(recipe, overrides, trust_code=trust_code),
         out,
         run_name=name,
         console=run_console(log_format),

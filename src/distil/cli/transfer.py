@@ -12,6 +12,7 @@ from distil.cli.common import (
     OutOption,
     QuietOption,
     SetOption,
+    TrustCodeOption,
     check_out,
     print_result,
     recipe_from,
@@ -97,6 +98,7 @@ def transfer(
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Initialise the recipe's student from a teacher checkpoint and save it, with a transfer report.
 
@@ -109,7 +111,7 @@ def transfer(
     check_out(out)
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     extra += transfer_overrides(selection, layer_map, reuse, share, trainable, None, partial)
-    cfg = recipe_from(recipe, [*(overrides or []), *extra])
+    cfg = recipe_from(recipe, [*(overrides or []), *extra], trust_code=trust_code)
     result = transfer_student(
         cfg, out, run_name=name, console=run_console(log_format), measure_latency=latency
     )

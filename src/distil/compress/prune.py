@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -391,7 +391,8 @@ def pruned_spec(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     from distil.models import build_from_spec
 
     base = _base_of(spec)
-    reference = dict(build_from_spec(base).named_modules())
+    # The caller built `model` from this spec already, so rebuilding its base imports nothing new.
+    reference = dict(build_from_spec(base, trusted=True).named_modules())
     layers: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         if type(module) in _RESIZABLE:
@@ -450,13 +451,19 @@ def _resized(module: nn.Module, sizes: Mapping[str, Any]) -> nn.Module:
     raise ModelError(f"cannot resize a {type(module).__name__}")
 
 
-def build_pruned(spec: Mapping[str, Any]) -> nn.Module:
+def build_pruned(spec: Mapping[str, Any], *, trusted: Collection[str] | bool = ()) -> nn.Module:
     """Rebuild a pruned model from its spec: the base model with the listed layers resized.
 
-    Needs neither Torch-Pruning nor pickled code; load the safetensors weights afterwards.
+    Needs neither Torch-Pruning nor pickled code; load the safetensors weights afterwards. The layer map
+    only resizes layers the base model already has (paths are looked up, never imported or created).
+
+    Args:
+        spec: The ``"pruned"`` spec.
+        trusted: As for :func:`distil.models.build_from_spec`: the user factories the base may name.
 
     Raises:
         ModelError: A malformed spec, or a layer path/type that does not match the base model.
+        UntrustedCodeError: The base names a user factory that is not trusted (nothing was imported).
     """
     from distil.models import build_from_spec
 
@@ -466,9 +473,12 @@ def build_pruned(spec: Mapping[str, Any]) -> nn.Module:
             "a 'pruned' spec needs kwargs {'base': <model spec>, 'layers': {path: sizes}}; create it with "
             "distil.compress.pruned_spec(base_spec, model)."
         )
-    model = build_from_spec(kwargs["base"])
+    model = build_from_spec(kwargs["base"], trusted=trusted)
     modules = dict(model.named_modules())
-    for path, sizes in dict(kwargs.get("layers", {})).items():
+    layers = kwargs.get("layers", {})
+    if not isinstance(layers, Mapping) or not all(isinstance(v, Mapping) for v in layers.values()):
+        raise ModelError("a 'pruned' spec's kwargs.layers must map layer paths to {type, sizes...} mappings.")
+    for path, sizes in layers.items():
         old = modules.get(path)
         if old is None or type(old).__name__ != sizes.get("type"):
             raise ModelError(

@@ -10,7 +10,9 @@ A model is named in one of four ways:
 Every registered factory has the signature
 ``factory(*, num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module``.
 Checkpoints store :func:`model_spec` (plain JSON) and rebuild with :func:`build_from_spec`, so loading a
-model never unpickles code.
+model never unpickles code. Nor does a spec choose code to run: :func:`build_from_spec` builds registered
+and torchvision/timm models, but imports a ``pkg.module:factory`` only when the caller trusts that name
+(the user named it, or trusts the file's author), as Hugging Face does with ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import importlib
 import importlib.util
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
 
-from distil.errors import ModelError
+from distil.errors import ModelError, UntrustedCodeError
 from distil.registry import Registry, closest, unknown_name_message
 
 ModelFactory = Callable[..., nn.Module]
@@ -178,22 +180,86 @@ def model_spec(
     return normalised
 
 
-def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+def is_user_factory(name: object) -> bool:
+    """Whether a model name is a ``pkg.module:factory`` path (code outside distil, torchvision and timm)."""
+    if not isinstance(name, str) or ":" not in name:
+        return False
+    backend, _, rest = name.partition(":")
+    return not (backend in ("torchvision", "timm") and rest)
+
+
+def spec_factories(spec: Mapping[str, Any]) -> list[str]:
+    """The ``pkg.module:factory`` names a spec would import, including those nested in ``"pruned"`` bases.
+
+    Reads the spec only: nothing is imported.
+
+    Raises:
+        ModelError: the spec nests ``"pruned"`` bases absurdly deep (a hostile file).
+    """
+    return sorted(set(_walk_factories(spec)))
+
+
+_MAX_NESTING = 16  # a pruned model of a pruned model...: far more than real specs, far below the stack
+
+
+def _walk_factories(spec: Any, depth: int = 0) -> Iterator[str]:
+    if not isinstance(spec, Mapping):
+        return
+    if depth > _MAX_NESTING:
+        raise ModelError(
+            f"model spec nests 'pruned' bases more than {_MAX_NESTING} deep; it was not written by distil."
+        )
+    name = spec.get("name")
+    if is_user_factory(name):
+        yield str(name)
+    kwargs = spec.get("kwargs")
+    if name == "pruned" and isinstance(kwargs, Mapping):
+        yield from _walk_factories(kwargs.get("base"), depth + 1)
+
+
+def check_trusted(spec: Mapping[str, Any], trusted: Collection[str] | bool = ()) -> None:
+    """Refuse a spec that names a user factory the caller does not trust, before anything is imported.
+
+    Args:
+        spec: A model spec, e.g. read from a checkpoint sidecar.
+        trusted: ``True`` trusts every factory; otherwise the ``pkg.module:factory`` names that may be
+            imported (those the user named). Registered and torchvision/timm models are always allowed.
+
+    Raises:
+        UntrustedCodeError: naming the factories that would have been imported.
+    """
+    named = spec_factories(spec)  # walked even when trusted: it also refuses absurd nesting
+    if trusted is True:
+        return
+    allowed = set() if trusted is False else set(trusted)
+    untrusted = [f for f in named if f not in allowed]
+    if untrusted:
+        raise UntrustedCodeError(
+            untrusted, fix=f"build_from_spec(spec, trusted=[{untrusted[0]!r}]) for a spec of your own"
+        )
+
+
+def build_from_spec(spec: Mapping[str, Any], *, trusted: Collection[str] | bool = ()) -> nn.Module:
     """Rebuild a model from :func:`model_spec` output (e.g. read from a checkpoint's JSON sidecar).
 
     Args:
         spec: Mapping with keys ``name``, ``num_classes``, ``in_channels``, ``image_size``, ``kwargs``.
+        trusted: The ``pkg.module:factory`` names that may be imported and called (the ones the user
+            named), or ``True`` to trust any (only for specs whose author you trust). Registered names and
+            torchvision/timm models are always allowed; by default no user factory is.
 
     Returns:
         A freshly initialised model of that architecture; load the weights separately.
 
     Raises:
         ModelError: If keys are missing or unknown, or the model cannot be built.
+        UntrustedCodeError: If the spec names a user factory that is not trusted (nothing was imported).
     """
     if not isinstance(spec, Mapping):
         raise ModelError(
             f"a model spec must be a mapping with keys {list(_SPEC_KEYS)}; got {type(spec).__name__}"
         )
+    check_trusted(spec, trusted)
     missing = [k for k in _SPEC_KEYS if k not in spec]
     extra = sorted(set(spec) - set(_SPEC_KEYS))
     if missing or extra:
@@ -208,7 +274,7 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         # A structurally pruned model: its base architecture with resized layers (no torch-pruning needed).
         from distil.compress.prune import build_pruned
 
-        return build_pruned(spec)
+        return build_pruned(spec, trusted=trusted)
     return create_model(
         spec["name"],
         num_classes=spec["num_classes"],
@@ -338,7 +404,13 @@ def _create_torchvision(
 def _create_timm(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> nn.Module:
     if not is_timm_available():
         raise ModelError(f"model 'timm:{name}' needs timm, which is not installed: {_VISION_HINT}")
-    _refuse_pretrained(f"timm:{name}", kwargs, ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay"))
+    # checkpoint_path reads (and may unpickle) a file, cache_dir chooses where timm writes: a spec read
+    # from a sidecar must not pick either.
+    _refuse_pretrained(
+        f"timm:{name}",
+        kwargs,
+        ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"),
+    )
     import timm
 
     if hasattr(timm, "list_models") and not timm.list_models(name):

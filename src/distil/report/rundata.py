@@ -111,6 +111,9 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
                     continue  # a line cut by a crash: the others are still good
     per_class: dict[str, list[float]] = {}
     for m in metrics:
+        # Model names come from summary.json: only a plain file name is looked up, inside the run directory.
+        if not isinstance(m.name, str) or Path(m.name).name != m.name or m.name.startswith("."):
+            continue
         sidecar = path / f"{m.name}.json"
         if sidecar.is_file():
             values = _read_json(sidecar, "checkpoint sidecar").get("per_class_accuracy")

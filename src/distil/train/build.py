@@ -26,30 +26,34 @@ def spec_for(cfg: ModelConfig, data: DataBundle) -> dict[str, Any]:
 
 
 def build_model(
-    cfg: ModelConfig, data: DataBundle, *, seed: int | None = None
+    cfg: ModelConfig, data: DataBundle, *, seed: int | None = None, trust_code: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Create the model of `cfg` for `data`, loading `cfg.checkpoint` when set.
 
     A distil checkpoint (NAME.safetensors + NAME.json) brings its own architecture; any other weights
-    file (.safetensors, .pt, .pth) is loaded strictly into `cfg.model` built for `data`.
+    file (.safetensors, .pt, .pth) is loaded strictly into `cfg.model` built for `data`. `cfg` is the
+    user's own choice, so the checkpoint's sidecar may name the factory `cfg.model` names, and no other
+    user factory unless `trust_code`.
 
     Args:
         cfg: model name, kwargs and optional checkpoint.
         data: the dataset the model is for.
         seed: seeds the random initialisation (so two students can start identically).
+        trust_code: let the checkpoint's sidecar name any ``pkg.module:factory`` (trust its author).
 
     Returns:
         (model, spec).
 
     Raises:
-        CheckpointError: the checkpoint is missing, unsafe, corrupt or does not fit.
+        CheckpointError: the checkpoint is missing, unsafe, corrupt or does not fit, or its sidecar names
+            a factory that neither `cfg.model` nor `trust_code` allows (UntrustedCodeError).
         DataError: a checkpoint trained for another class count.
     """
     if seed is not None:
         torch.manual_seed(seed)
     ckpt = cfg.checkpoint
     if ckpt and (Path(ckpt).with_suffix(".json").is_file() or Path(ckpt).is_dir()):
-        model, meta = load_checkpoint(ckpt)
+        model, meta = load_checkpoint(ckpt, trust_code=trust_code, trusted_models=[cfg.model])
         spec = meta["spec"]
         trained_classes = meta.get("data", {}).get("num_classes", spec.get("num_classes"))
         if trained_classes != data.num_classes:
@@ -59,7 +63,7 @@ def build_model(
             )
         return model, spec
     spec = spec_for(cfg, data)
-    model = build_from_spec(spec)
+    model = build_from_spec(spec, trusted=[cfg.model])  # the user's own model name
     if ckpt:
         if not Path(ckpt).exists():
             raise CheckpointError(

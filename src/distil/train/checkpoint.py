@@ -3,12 +3,19 @@
 A checkpoint `NAME` is two files: `NAME.safetensors` and `NAME.json`. The sidecar holds the
 architecture spec (so the model can be rebuilt without its Python class being pickled), the training
 recipe, class names, input normalization, metrics, and a SHA-256 of the weights file.
+
+A sidecar is data, and data never chooses code to run: its spec may name registered architectures (and
+torchvision/timm ones), but a `pkg.module:factory` is imported only when the caller trusts that name (the
+user named it) or trusts the file (`trust_code=True`); the same holds for the dataset it names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +25,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from distil.errors import CheckpointError, DistilError
+from distil.errors import CheckpointError, DistilError, UntrustedCodeError
 from distil.fileio import atomic_write_bytes, atomic_write_json
 from distil.models import build_from_spec
+from distil.models.registry import check_trusted
 
 FORMAT = "distil-checkpoint/1"
 
@@ -90,14 +98,42 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path,
+    map_location: str = "cpu",
+    *,
+    trust_code: bool = False,
+    trusted_models: Iterable[str | None] = (),
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from its sidecar spec and load its weights, verifying hash, names and shapes.
 
+    The sidecar cannot choose code to run: a spec naming a ``pkg.module:factory`` (also as the base of a
+    pruned model) is refused before anything is imported, unless that name is in `trusted_models` or
+    `trust_code` is set. Registered models and torchvision/timm builders are always allowed.
+
+    Args:
+        path: NAME, NAME.json, NAME.safetensors, or a directory holding one checkpoint.
+        map_location: device to move the model to.
+        trust_code: import whatever factory the sidecar names; only for files whose author you trust.
+        trusted_models: factory names the user chose (``--model``, ``teacher.model`` in their recipe),
+            which the sidecar may name too; None entries are ignored.
+
+    Returns:
+        (model, sidecar metadata).
+
     Raises:
-        CheckpointError: missing or corrupt files, a hash mismatch, or weights that do not fit the spec.
+        CheckpointError: missing or corrupt files, a hash mismatch, weights that do not fit the spec, or
+            (as UntrustedCodeError) a factory the user did not name.
     """
-    weights_path, _ = _paths(path)
+    weights_path, sidecar_path = _paths(path)
     meta = read_sidecar(path)
+    trusted = _trusted(trust_code, trusted_models)
+    try:
+        check_trusted(meta["spec"], trusted)  # before any file is read further, and before any import
+    except UntrustedCodeError as exc:
+        raise UntrustedCodeError(exc.names, source=f"checkpoint {str(sidecar_path)!r}") from None
+    except DistilError as exc:
+        raise CheckpointError(f"cannot rebuild the model of {str(sidecar_path)!r}: {exc}") from None
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights {str(weights_path)!r} not found next to its sidecar")
     blob = weights_path.read_bytes()
@@ -107,11 +143,38 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
             "truncated. Restore it, or retrain."
         )
     try:
-        model = build_from_spec(meta["spec"])
+        model = build_from_spec(meta["spec"], trusted=trusted)
     except DistilError as exc:
         raise CheckpointError(f"cannot rebuild the model of {str(weights_path)!r}: {exc}") from None
     load_state_dict_strict(model, _load_safetensors_blob(blob, weights_path), source=str(weights_path))
     return model.to(map_location), meta
+
+
+def _trusted(trust_code: bool, names: Iterable[str | None]) -> Collection[str] | bool:
+    return True if trust_code else tuple(n for n in names if n)
+
+
+def trained_dataset(meta: dict[str, Any], *, trust_code: bool = False, default: str = "digits") -> str:
+    """The dataset a checkpoint says it was trained on, for commands whose ``--data`` defaults to it.
+
+    A registered dataset name is returned as is. A ``pkg.module:function`` reader is code, and a file
+    cannot choose code to run: it is refused unless `trust_code` (the user can also pass ``--data``).
+
+    Raises:
+        UntrustedCodeError: the sidecar names a user dataset function and `trust_code` is not set.
+    """
+    data = meta.get("data")
+    name = data.get("name", default) if isinstance(data, dict) else default
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"the checkpoint's sidecar names an invalid dataset {name!r}; pass --data NAME")
+    if ":" in name and not trust_code:
+        raise UntrustedCodeError(
+            [name],
+            source="the checkpoint's sidecar",
+            what="dataset function",
+            fix=f"--data {name}",
+        )
+    return name
 
 
 def _load_safetensors_blob(blob: bytes, path: Path) -> dict[str, torch.Tensor]:
@@ -121,10 +184,15 @@ def _load_safetensors_blob(blob: bytes, path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NEEDS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a plain state_dict from .safetensors, or from a .pt/.pth/.bin with weights_only=True.
 
-    Pickles that would run code are refused by torch's weights-only unpickler.
+    Pickles that would run code are refused by torch's weights-only unpickler, and distil never retries
+    without it: the error says how to re-save the file as plain tensors or safetensors.
     """
     p = Path(path)
     if not p.is_file():
@@ -132,17 +200,36 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if p.suffix == ".safetensors":
         return _load_safetensors_blob(p.read_bytes(), p)
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the refusal below says all that matters.
+            warnings.simplefilter("ignore")
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError... depending on the damage
-        raise CheckpointError(
-            f"refusing or unable to load {str(p)!r} safely (weights_only=True): {str(exc).splitlines()[0]}. "
-            "Save plain tensors with torch.save(model.state_dict(), path) or use safetensors."
-        ) from None
+        raise CheckpointError(_pickle_refusal(p, exc)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} layout
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{str(p)!r} does not hold a state_dict (a mapping of names to tensors)")
     return state
+
+
+def _pickle_refusal(path: Path, exc: BaseException) -> str:
+    """Why a .pt file was not loaded, without torch's advice to unpickle it anyway."""
+    text = _ANSI.sub("", str(exc))
+    fix = (
+        "Where the file was made (with the code it needs), re-save its tensors only: "
+        "torch.save(model.state_dict(), 'weights.pt'), or better "
+        "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
+    )
+    needs = _NEEDS.search(text)
+    if needs or "Weights only load failed" in text:
+        what = f" ({needs.group(1)})" if needs else ""
+        return (
+            f"{str(path)!r} needs code{what} to load: it is a pickle of Python objects, not only tensors, "
+            f"and distil does not unpickle files (unpickling can run any code the file chooses). {fix}"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"cannot read {str(path)!r} as a tensors-only .pt file: {first}. {fix}"
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

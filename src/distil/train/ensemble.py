@@ -60,9 +60,11 @@ class EnsembleTeacher:
 
 
 def recipe_teachers(
-    kd: KDConfig, teacher: nn.Module, data: DataBundle
+    kd: KDConfig, teacher: nn.Module, data: DataBundle, *, trust_code: bool = False
 ) -> tuple[list[nn.Module], list[float] | None]:
     """The teachers of a recipe: the main one plus `kd.teachers` (built from their checkpoints).
+
+    Each sidecar may name the factory its entry's `model` names (or any, with `trust_code`).
 
     Returns:
         (teachers, weights); weights is None for a single teacher.
@@ -74,5 +76,5 @@ def recipe_teachers(
         return [teacher], None
     from distil.train.build import build_model
 
-    extra = [build_model(t, data)[0] for t in kd.teachers]
+    extra = [build_model(t, data, trust_code=trust_code)[0] for t in kd.teachers]
     return [teacher, *extra], [kd.teacher_weight, *(t.weight for t in kd.teachers)]

@@ -421,7 +421,13 @@ class TrainStateStore:
             raise CheckpointError(f"training state sidecar {str(sidecar)!r} is unreadable: {exc}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{str(sidecar)!r} is not a distil training state ({FORMAT})")
-        weights = sidecar.with_name(str(meta.get("weights", "")))
+        # The weights are the sidecar's sibling of the same stem: a path read from the file is not followed.
+        weights = sidecar.with_suffix(".safetensors")
+        if meta.get("weights") != weights.name:
+            raise CheckpointError(
+                f"training state sidecar {str(sidecar)!r} names weights {meta.get('weights')!r}, not "
+                f"{weights.name!r}; it was not written by distil."
+            )
         try:
             blob = weights.read_bytes()
         except OSError as exc:

@@ -20,6 +20,8 @@ from distil.transfer.report import RecipeRecord
 
 # The seed belongs to the student's run (two students of one teacher should be able to differ).
 NOT_INHERITED = ("seed",)
+# Paths: a checkpoint's sidecar is data from whoever shared it, and must not choose where distil writes.
+PATH_FIELDS = ("teacher_cache_dir",)
 
 
 def teacher_recipe(path: str | Path) -> TrainConfig:
@@ -63,6 +65,9 @@ def inherit_recipe(
 ) -> tuple[TrainConfig, list[RecipeRecord]]:
     """The student's recipe: the teacher's values, except the fields named in `overrides`.
 
+    The seed and paths (``teacher_cache_dir``) are never inherited: the teacher's recipe comes from a
+    checkpoint sidecar, and a file must not choose where distil writes. The report says so per field.
+
     Args:
         teacher: the teacher's training recipe.
         student: the student's recipe as configured; only its `overrides` fields (and the seed) are kept.
@@ -96,6 +101,17 @@ def inherit_recipe(
         elif name in NOT_INHERITED:
             values[name] = s_value
             records.append(RecipeRecord(name, s_value, "student", t_value, "the run's own seed"))
+        elif name in PATH_FIELDS:
+            values[name] = s_value
+            records.append(
+                RecipeRecord(
+                    name,
+                    s_value,
+                    "student",
+                    t_value,
+                    "a path: a checkpoint does not choose where distil writes",
+                )
+            )
         else:
             values[name] = t_value
             records.append(RecipeRecord(name, t_value, "teacher", t_value, "inherited from the teacher"))
