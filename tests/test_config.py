@@ -57,3 +57,36 @@ def test_invalid_yaml_file(tmp_path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_recipe(listy)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "fashion-mnist-compress", "cifar10"])
+def test_override_of_an_anchored_section_changes_only_that_section(name: str) -> None:
+    # The bundled recipes share one YAML anchor between teacher_train and student_train.
+    base = load_recipe(resolve_recipe(name))
+    r = load_recipe(resolve_recipe(name), overrides=["teacher_train.epochs=77"])
+    assert r.teacher_train.epochs == 77
+    assert r.student_train.epochs == base.student_train.epochs != 77
+
+
+def test_apply_overrides_does_not_touch_its_input_or_share_aliases() -> None:
+    shared = {"epochs": 1}
+    raw = {"teacher_train": shared, "student_train": shared}
+    out = apply_overrides(raw, ["student_train.epochs=5"])
+    assert out == {"teacher_train": {"epochs": 1}, "student_train": {"epochs": 5}}
+    assert shared == {"epochs": 1}
+
+
+def test_recipe_new_writes_each_section_separately(tmp_path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from distil.cli.app import app
+
+    path = tmp_path / "x.yaml"
+    r = CliRunner().invoke(
+        app, ["recipe", "new", str(path), "--from", "fashion-mnist", "--set", "teacher_train.epochs=20"]
+    )
+    assert r.exit_code == 0, r.output
+    written = yaml.safe_load(path.read_text())
+    assert written["teacher_train"]["epochs"] == 20
+    assert written["student_train"]["epochs"] == 10

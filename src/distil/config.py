@@ -260,7 +260,9 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (values parsed as YAML: 0.1, true, [1, 2]) to a recipe dict."""
-    result = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    # Not a YAML round trip nor copy.deepcopy: both keep an anchor's aliases as one shared dict, so
+    # `--set teacher_train.epochs=20` would also change `student_train: *recipe`.
+    result = _unshared_copy(raw) or {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -279,6 +281,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 f"override {item!r}: the value is not valid YAML; quote strings, e.g. --set name='\"a: b\"'"
             ) from None
     return result
+
+
+def _unshared_copy(value: Any) -> Any:
+    """A copy of nested dicts/lists in which no two places share one object (aliases become copies)."""
+    if isinstance(value, dict):
+        return {k: _unshared_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared_copy(v) for v in value]
+    return value
 
 
 def load_recipe_dict(path: str | Path) -> dict[str, Any]:
