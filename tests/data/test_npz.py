@@ -59,3 +59,11 @@ def test_missing_file_and_root(tmp_path: Path) -> None:
         load_dataset("npz", tmp_path / "nope.npz")
     with pytest.raises(DataError, match="needs the file path"):
         load_dataset("npz")
+
+
+def test_labels_out_of_range_say_how_to_fix_the_npz_file(tmp_path: Path) -> None:
+    path = _save(
+        tmp_path / "d.npz", x=np.zeros((6, 4, 4), np.uint8), y=np.arange(6), class_names=np.array(["a", "b"])
+    )
+    with pytest.raises(DataError, match="Save a class_names array covering every label"):
+        load_dataset("npz", path)

@@ -62,7 +62,11 @@ def read_npz(root: Path | None = None) -> RawDataset:
     class_names = (
         [str(c) for c in names.tolist()] if names is not None else infer_class_names(y_train, y_test)
     )
-    return RawDataset(x_train, y_train, x_test, y_test, class_names, source=str(path))
+    label_fix = (
+        "Save a class_names array covering every label (or leave it out to number the classes 0..max), "
+        "and labels as class indices >= 0."
+    )
+    return RawDataset(x_train, y_train, x_test, y_test, class_names, source=str(path), label_fix=label_fix)
 
 
 def _check_declared_sizes(path: Path) -> None:

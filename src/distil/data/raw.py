@@ -26,6 +26,8 @@ class RawDataset:
     augment: str = "none"
     crop_padding: int = 0
     source: str = ""
+    label_fix: str = ""
+    """How the user fixes labels outside [0, len(class_names)) with this reader; "" = a fixed class list."""
 
 
 def to_nchw_float(array: Any, what: str) -> torch.Tensor:

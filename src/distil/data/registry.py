@@ -109,6 +109,8 @@ def _raw_from_dict(name: str, result: Any) -> RawDataset:
         y_test=y_test,
         class_names=[str(c) for c in names] if names is not None else infer_class_names(y_train, y_test),
         source=name,
+        label_fix="Return class_names covering every label (or leave it out to number the classes 0..max), "
+        "and labels as class indices >= 0.",
     )
 
 
@@ -135,8 +137,13 @@ def _build_bundle(
 ) -> DataBundle:
     # Check the reader's output before any arithmetic, so NaNs are reported against the source split.
     num_classes = len(raw.class_names)
-    validate_split(name, "train", raw.x_train, raw.y_train, num_classes)
-    validate_split(name, "test", raw.x_test, raw.y_test, num_classes)
+    # A built-in dataset's class list is fixed, so bad labels mean the wrong or a damaged source.
+    label_fix = raw.label_fix or (
+        f"The classes of {name!r} are fixed: check that the data root holds {name!r} (not another dataset) "
+        "and re-download it if it is damaged."
+    )
+    validate_split(name, "train", raw.x_train, raw.y_train, num_classes, label_fix)
+    validate_split(name, "test", raw.x_test, raw.y_test, num_classes, label_fix)
     x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
     if limit is not None:
         x_train, y_train = _subset(x_train, y_train, limit, seed)

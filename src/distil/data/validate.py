@@ -8,7 +8,14 @@ from distil.data.bundle import DataBundle
 from distil.errors import DataError
 
 
-def validate_split(dataset: str, split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+def validate_split(
+    dataset: str,
+    split: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    label_fix: str = "Pass class_names covering every label.",
+) -> None:
     """Check one split: 4-d finite images, 1-d labels in [0, num_classes), matching lengths.
 
     Args:
@@ -17,6 +24,8 @@ def validate_split(dataset: str, split: str, x: torch.Tensor, y: torch.Tensor, n
         x: images (N, C, H, W).
         y: labels (N,).
         num_classes: number of classes.
+        label_fix: how this data's source can fix out-of-range labels (readers differ: an npz file can
+            carry class_names, a built-in dataset's classes are fixed).
 
     Raises:
         DataError: naming the dataset and split, with the fix.
@@ -42,7 +51,7 @@ def validate_split(dataset: str, split: str, x: torch.Tensor, y: torch.Tensor, n
         if lo < 0 or hi >= num_classes:
             raise DataError(
                 f"{where}: labels range over [{lo}, {hi}] but there are {num_classes} classes; "
-                f"labels must lie in [0, {num_classes}). Pass class_names covering every label."
+                f"labels must lie in [0, {num_classes}). {label_fix}"
             )
 
 
