@@ -30,6 +30,7 @@ class DataBundle:
         augment: the standard train-time augmentation for this data: "none", "crop", or "crop_flip".
         crop_padding: zero padding (pixels) used by random crops.
         source: where the data was read from (a path or a package name), for the run record.
+        extra: notes on how the data was read (e.g. ``test_split``: a test split carved from train data).
     """
 
     name: str
@@ -56,7 +57,7 @@ class DataBundle:
 
     def describe(self) -> dict[str, object]:
         """A JSON-friendly summary for run records and checkpoint sidecars."""
-        return {
+        summary: dict[str, object] = {
             "name": self.name,
             "source": self.source,
             "num_classes": self.num_classes,
@@ -67,3 +68,7 @@ class DataBundle:
             "augment": self.augment,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
         }
+        if self.extra:
+            # Only when present, so the summaries (and teacher-cache keys) of other data do not change.
+            summary["extra"] = dict(self.extra)
+        return summary

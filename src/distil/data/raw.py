@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from distil.data.sampling import stratified_take
 from distil.errors import DataError
+
+TEST_FRACTION = 0.2
+"""Share of the samples held out as test by readers whose source has no test split."""
+# The carved test split must never move between runs or seeds, so its seed is fixed, not user-supplied.
+TEST_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class RawDataset:
     source: str = ""
     label_fix: str = ""
     """How the user fixes labels outside [0, len(class_names)) with this reader; "" = a fixed class list."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
 
 
 def to_nchw_float(array: Any, what: str) -> torch.Tensor:
@@ -59,6 +67,19 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
     scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
     out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     return out * scale if scale != 1.0 else out
+
+
+def split_off_test(
+    x: torch.Tensor, y: torch.Tensor, fraction: float = TEST_FRACTION, seed: int = TEST_SEED
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hold out a stratified `fraction` of (x, y) as a test split, the same one every run.
+
+    Returns:
+        (x_train, y_train, x_test, y_test).
+    """
+    test_idx, train_idx = stratified_take(y.numpy(), round(len(y) * fraction), seed)
+    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    return x[tr], y[tr], x[te], y[te]
 
 
 def to_labels(array: Any, what: str) -> torch.Tensor:

@@ -169,6 +169,7 @@ def _build_bundle(
         augment=raw.augment,
         crop_padding=raw.crop_padding,
         source=raw.source,
+        extra=dict(raw.extra),
     )
     validate_bundle(bundle)
     return bundle
