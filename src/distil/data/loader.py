@@ -60,6 +60,12 @@ class TensorLoader:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         if augment not in AUGMENTS:
             raise ConfigError(unknown_name_message("augmentation", augment, AUGMENTS))
+        if augment != "none" and split.x.dim() != 4:
+            # Crops and flips are image operations; on feature vectors they have no meaning.
+            raise ConfigError(
+                f"augment {augment!r} needs images (N, C, H, W), but this data holds feature vectors of shape "
+                f"{tuple(split.x.shape[1:])}; set augment: none (or auto) in teacher_train and student_train."
+            )
         if num_shards < 1 or not 0 <= shard_index < num_shards:
             raise ConfigError(
                 f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {shard_index}/{num_shards}."

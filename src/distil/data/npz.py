@@ -16,8 +16,8 @@ from distil.data.raw import (
     RawDataset,
     infer_class_names,
     split_off_test,
+    to_float_inputs,
     to_labels,
-    to_nchw_float,
 )
 from distil.data.registry import DATASETS
 from distil.errors import DataError
@@ -27,6 +27,7 @@ from distil.errors import DataError
 def read_npz(root: Path | None = None) -> RawDataset:
     """Read arrays `x`, `y` (train) and optional `x_test`, `y_test`, `class_names` from an .npz file.
 
+    `x` of shape (N, F) is N feature vectors (tabular data: each feature is normalized on its own).
     Images follow `distil.data.raw.to_nchw_float`: (N, H, W) gains a channel, (N, H, W, C) with C in
     (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` a stratified 20% of `x`/`y`
     (seed 0, the same every run) is held out as the test split, with a warning, and
@@ -60,7 +61,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
         raise DataError(
             f"{path} lacks array(s) {missing}; found keys {sorted(arrays)}. Save x and y (train)."
         )
-    x_train = to_nchw_float(arrays["x"], f"x in {path}")
+    x_train = to_float_inputs(arrays["x"], f"x in {path}")
     y_train = to_labels(arrays["y"], f"y in {path}")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(
@@ -69,7 +70,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
     extra: dict[str, str] = {}
     names = arrays.get("class_names")
     if "x_test" in arrays:
-        x_test = to_nchw_float(arrays["x_test"], f"x_test in {path}")
+        x_test = to_float_inputs(arrays["x_test"], f"x_test in {path}")
         y_test = to_labels(arrays["y_test"], f"y_test in {path}")
     else:
         # Without a test split every stage would train and then fail at the final measurement.

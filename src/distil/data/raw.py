@@ -19,7 +19,8 @@ TEST_SEED = 0
 
 @dataclass(frozen=True)
 class RawDataset:
-    """Train/test arrays as read from disk: `x` float32 (N, C, H, W) in the file's pixel scale, `y` int64.
+    """Train/test arrays as read from disk: `x` float32 (N, C, H, W) images in the file's pixel scale, or
+    (N, F) feature vectors (tabular data); `y` int64.
 
     `load_dataset` turns this into a `DataBundle` (limit, validation split, normalization).
     """
@@ -62,7 +63,8 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
             arr = arr.transpose(0, 3, 1, 2)
     else:
         raise DataError(
-            f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images."
+            f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images, "
+            "or (N, F) feature vectors."
         )
     scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
     out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
@@ -80,6 +82,28 @@ def split_off_test(
     test_idx, train_idx = stratified_take(y.numpy(), round(len(y) * fraction), seed)
     tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     return x[tr], y[tr], x[te], y[te]
+
+
+def to_float_inputs(array: Any, what: str) -> torch.Tensor:
+    """Convert samples to float32: (N, F) feature vectors are kept as they are, images go to NCHW.
+
+    Layout rule: a 2-d array is N feature vectors of F values (tabular data; values kept, whatever the
+    dtype, since each feature is normalized on its own later); 3-d and 4-d arrays are images, converted
+    by `to_nchw_float`.
+
+    Args:
+        array: numpy array or tensor.
+        what: name used in error messages.
+
+    Raises:
+        DataError: when the array is not 2-, 3- or 4-d, or not numeric.
+    """
+    arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    if arr.ndim != 2:
+        return to_nchw_float(arr, what)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} has dtype {arr.dtype}; expected numeric features (int or float).")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
 def to_labels(array: Any, what: str) -> torch.Tensor:
