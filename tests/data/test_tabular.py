@@ -90,3 +90,11 @@ def test_tabular_recipe_trains_a_teacher_and_a_kd_student_that_beat_chance(tmp_p
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     rows = {m["name"]: m["accuracy"] for m in json.loads((run / "summary.json").read_text())["metrics"]}
     assert rows["teacher"] > 0.85 and rows["student_kd"] > 0.85, rows
+
+
+def test_image_augmentation_in_a_tabular_recipe_is_refused_before_the_run_directory(tmp_path: Path) -> None:
+    args = ["run", "tabular-wine", "--out", str(tmp_path / "runs"), "--quiet", "--no-latency"]
+    r = CliRunner().invoke(app, [*args, "--set", "student_train.augment=crop_flip"])
+    assert r.exit_code == 2
+    assert "student_train.augment=crop_flip: crops and flips are for images" in r.output
+    assert not (tmp_path / "runs").exists()

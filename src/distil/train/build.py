@@ -33,11 +33,11 @@ def spec_for(cfg: ModelConfig, data: DataBundle) -> dict[str, Any]:
     )
 
 
-def _tabular_hint(name: str, data: DataBundle) -> str:
+def _tabular_hint(data: DataBundle) -> str:
     return (
-        f"dataset {data.name!r} holds feature vectors of shape {data.input_shape}, not images, so model "
-        f"{name!r} cannot take them; use a model for (N, F) inputs such as 'mlp' (e.g. "
-        "--set teacher.model=mlp --set student.model=mlp), or a 'pkg.module:factory' of your own."
+        f"dataset {data.name!r} holds feature vectors of shape {data.input_shape}, not images: use a model "
+        "for (N, F) inputs such as 'mlp' (e.g. --set teacher.model=mlp --set student.model=mlp), or a "
+        "'pkg.module:factory' of your own."
     )
 
 
@@ -49,7 +49,9 @@ def _check_takes_vectors(model: nn.Module, name: str, data: DataBundle) -> None:
         with torch.no_grad():
             model(data.train.x[:2])
     except (RuntimeError, ValueError) as exc:
-        raise DataError(f"{_tabular_hint(name, data)} ({str(exc).splitlines()[0]})") from None
+        raise DataError(
+            f"model {name!r} cannot run on this data ({str(exc).splitlines()[0]}); {_tabular_hint(data)}"
+        ) from None
     finally:
         model.train(was_training)
 
@@ -93,7 +95,8 @@ def build_model(
     except ModelError as exc:
         if not data.is_tabular:
             raise
-        raise ModelError(f"{_tabular_hint(cfg.model, data)} ({exc})") from None
+        # The build error comes first (it may be about kwargs); the hint says why a conv net cannot work.
+        raise ModelError(f"{exc} Note: {_tabular_hint(data)}") from None
     if data.is_tabular:
         _check_takes_vectors(model, cfg.model, data)
     if ckpt:
