@@ -110,9 +110,7 @@ def test_old_train_key_suggests_teacher_and_student_train() -> None:
 
 def test_unknown_model_and_dataset_names_are_reported_with_key_errors() -> None:
     with pytest.raises(ConfigError) as info:
-        parse_recipe(
-            {"teacher": {"model": "largnet"}, "data": {"name": "digts"}, "kd": {"temprature": 3}}
-        )
+        parse_recipe({"teacher": {"model": "largnet"}, "data": {"name": "digts"}, "kd": {"temprature": 3}})
     msg = str(info.value)
     assert "3 problem(s)" in msg
     assert "unknown model 'largnet'. Did you mean 'largenet'?" in msg
