@@ -59,7 +59,7 @@ def test_invalid_yaml_file(tmp_path) -> None:
         load_recipe(listy)
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist", "fashion-mnist-compress", "cifar10"])
+@pytest.mark.parametrize("name", bundled_recipes())
 def test_override_of_an_anchored_section_changes_only_that_section(name: str) -> None:
     # The bundled recipes share one YAML anchor between teacher_train and student_train.
     base = load_recipe(resolve_recipe(name))
