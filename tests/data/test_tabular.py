@@ -98,3 +98,22 @@ def test_image_augmentation_in_a_tabular_recipe_is_refused_before_the_run_direct
     assert r.exit_code == 2
     assert "student_train.augment=crop_flip: crops and flips are for images" in r.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("layout", [(1, 4), (4, 1), (1, 1, 4), (4, 1, 1)])
+def test_vectors_saved_as_degenerate_images_are_read_as_feature_vectors(
+    tmp_path: Path, layout: tuple
+) -> None:
+    # (N, 1, F), (N, F, 1), ... used to become one image channel sharing one mean/std.
+    x = np.random.default_rng(0).normal(size=(40, 4)) * np.array([1.0, 10.0, 100.0, 1000.0])
+    path = tmp_path / "v.npz"
+    np.savez(
+        path,
+        x=x.reshape(40, *layout),
+        y=np.arange(40) % 2,
+        x_test=x[:8].reshape(8, *layout),
+        y_test=np.arange(8) % 2,
+    )
+    b = load_dataset("npz", path, val_fraction=0.0)
+    assert b.input_shape == (4,)
+    assert torch.allclose(b.train.x.std(0, unbiased=False), torch.ones(4), atol=1e-3)

@@ -27,7 +27,8 @@ from distil.errors import DataError
 def read_npz(root: Path | None = None) -> RawDataset:
     """Read arrays `x`, `y` (train) and optional `x_test`, `y_test`, `class_names` from an .npz file.
 
-    `x` of shape (N, F) is N feature vectors (tabular data: each feature is normalized on its own).
+    `x` of shape (N, F) is N feature vectors (tabular data: each feature is normalized on its own), and
+    so is (N, 1, F) or any layout whose samples have one non-1 dimension.
     Images follow `distil.data.raw.to_nchw_float`: (N, H, W) gains a channel, (N, H, W, C) with C in
     (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` a stratified 20% of `x`/`y`
     (seed 0, the same every run) is held out as the test split, with a warning, and

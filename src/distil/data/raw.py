@@ -88,8 +88,10 @@ def to_float_inputs(array: Any, what: str) -> torch.Tensor:
     """Convert samples to float32: (N, F) feature vectors are kept as they are, images go to NCHW.
 
     Layout rule: a 2-d array is N feature vectors of F values (tabular data; values kept, whatever the
-    dtype, since each feature is normalized on its own later); 3-d and 4-d arrays are images, converted
-    by `to_nchw_float`.
+    dtype, since each feature is normalized on its own later). So is a 3-d or 4-d array whose samples
+    have a single non-1 dimension, e.g. (N, 1, F) or (N, F, 1, 1): such "images" have no 2-d structure,
+    and read as images all F values would share one normalization. Other 3-d and 4-d arrays are images,
+    converted by `to_nchw_float`.
 
     Args:
         array: numpy array or tensor.
@@ -99,6 +101,8 @@ def to_float_inputs(array: Any, what: str) -> torch.Tensor:
         DataError: when the array is not 2-, 3- or 4-d, or not numeric.
     """
     arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    if arr.ndim in (3, 4) and sum(d > 1 for d in arr.shape[1:]) <= 1:
+        arr = arr.reshape(arr.shape[0], -1)
     if arr.ndim != 2:
         return to_nchw_float(arr, what)
     if arr.dtype.kind not in "biuf":
