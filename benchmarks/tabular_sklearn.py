@@ -64,6 +64,9 @@ def plain_mlp_accuracy(name: str, hidden: list[int], epochs: int, lr: float, wd:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (both models)")
+    ap.add_argument(
+        "--seed", type=int, default=None, help="training seed of every model (the split stays fixed)"
+    )
     ap.add_argument("--out", default="benchmarks/out/tabular_sklearn")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -73,6 +76,8 @@ def main() -> None:
         sets = [f"data.name={name}", f"name=tabular-{name}"]
         if args.epochs:
             sets += [f"teacher_train.epochs={args.epochs}", f"student_train.epochs={args.epochs}"]
+        if args.seed is not None:
+            sets += [f"teacher_train.seed={args.seed}", f"student_train.seed={args.seed}"]
         recipe = load_recipe(resolve_recipe("tabular-wine"), sets)
         result = run_pipeline(
             recipe, args.out, console=Console(quiet=True), show_progress=False, measure_latency=False
