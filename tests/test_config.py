@@ -57,3 +57,79 @@ def test_invalid_yaml_file(tmp_path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_recipe(listy)
+
+
+@pytest.mark.parametrize("name", bundled_recipes())
+def test_override_of_an_anchored_section_changes_only_that_section(name: str) -> None:
+    # The bundled recipes share one YAML anchor between teacher_train and student_train.
+    base = load_recipe(resolve_recipe(name))
+    r = load_recipe(resolve_recipe(name), overrides=["teacher_train.epochs=77"])
+    assert r.teacher_train.epochs == 77
+    assert r.student_train.epochs == base.student_train.epochs != 77
+
+
+def test_apply_overrides_does_not_touch_its_input_or_share_aliases() -> None:
+    shared = {"epochs": 1}
+    raw = {"teacher_train": shared, "student_train": shared}
+    out = apply_overrides(raw, ["student_train.epochs=5"])
+    assert out == {"teacher_train": {"epochs": 1}, "student_train": {"epochs": 5}}
+    assert shared == {"epochs": 1}
+
+
+def test_recipe_new_writes_each_section_separately(tmp_path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from distil.cli.app import app
+
+    path = tmp_path / "x.yaml"
+    r = CliRunner().invoke(
+        app, ["recipe", "new", str(path), "--from", "fashion-mnist", "--set", "teacher_train.epochs=20"]
+    )
+    assert r.exit_code == 0, r.output
+    written = yaml.safe_load(path.read_text())
+    assert written["teacher_train"]["epochs"] == 20
+    assert written["student_train"]["epochs"] == 10
+
+
+@pytest.mark.parametrize("key", ["num_classes", "in_channels", "image_size"])
+def test_size_kwargs_are_a_config_error_that_says_they_come_from_the_data(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"kwargs cannot set {key}: distil takes them from the data"):
+        load_recipe(overrides=[f"teacher.kwargs.{key}=5"])
+    with pytest.raises(ConfigError, match="from the data"):
+        parse_recipe({"kd": {"teachers": [{"model": "smallnet", "kwargs": {key: 5}}]}})
+
+
+def test_old_train_key_suggests_teacher_and_student_train() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_recipe({"train": {"epochs": 3}})
+    msg = str(info.value)
+    assert "'teacher_train' and/or 'student_train'" in msg
+    assert "transfer" not in msg.split("Valid keys")[0]
+
+
+def test_unknown_model_and_dataset_names_are_reported_with_key_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_recipe({"teacher": {"model": "largnet"}, "data": {"name": "digts"}, "kd": {"temprature": 3}})
+    msg = str(info.value)
+    assert "3 problem(s)" in msg
+    assert "unknown model 'largnet'. Did you mean 'largenet'?" in msg
+    assert "unknown dataset 'digts'. Did you mean 'digits'?" in msg
+    assert "Did you mean 'temperature'" in msg
+    # Paths to user code are resolved when they are used, not by the schema.
+    parse_recipe({"teacher": {"model": "my.pkg:net"}, "data": {"name": "my.pkg:data"}})
+
+
+def test_bad_set_value_blames_the_set_not_the_recipe_file() -> None:
+    path = resolve_recipe("fashion-mnist")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path, overrides=["student_train.lr=abc"])
+    msg = str(info.value)
+    assert "--set student_train.lr=abc: student_train.lr" in msg
+    assert msg.startswith("the --set overrides of")
+    # A problem of the file itself is still blamed on the file.
+    bad = path.parent / "x"  # only the name is used in the message
+    with pytest.raises(ConfigError) as info:
+        parse_recipe({"student_train": {"lr": -1}}, source=str(bad), overrides=["kd.temperature=2"])
+    assert str(info.value).startswith(f"{bad} has 1 problem(s)")
+    assert "--set" not in str(info.value)

@@ -89,3 +89,13 @@ def test_layers_command_prints_shapes_and_pairs() -> None:
     assert "[relu2, relu2]" in result.output
     bad = CliRunner().invoke(app, ["layers", "smalnet"])
     assert bad.exit_code == 2 and "Did you mean 'smallnet'" in bad.output
+
+
+def test_layers_command_takes_a_feature_vector_shape() -> None:
+    result = CliRunner().invoke(
+        app, ["layers", "mlp", "--input-shape", "13", "--num-classes", "3", "--teacher", "mlp"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "3,584" in result.output  # fc1: 13 * 256 + 256
+    bad = CliRunner().invoke(app, ["layers", "mlp", "--input-shape", "3,4"])
+    assert bad.exit_code == 2 and "or F for feature vectors" in bad.output

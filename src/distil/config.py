@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distil.errors import ConfigError
-from distil.registry import closest
+from distil.registry import closest, unknown_name_message
 
 
 class _Strict(BaseModel):
@@ -29,6 +29,32 @@ class DataConfig(_Strict):
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")
 
+    @field_validator("name")
+    @classmethod
+    def _registered_dataset(cls, name: str) -> str:
+        # Checked here, not when the data is loaded, so a misspelt dataset is reported together with
+        # every other recipe problem. `pkg.module:function` readers are resolved at load time.
+        if ":" in name:
+            return name
+        from distil.data import DATASETS  # lazy: the readers import torch
+
+        if name not in DATASETS:
+            raise ValueError(
+                unknown_name_message("dataset", name, DATASETS.names())
+                + " Or give your own reader as 'pkg.module:function'."
+            )
+        return name
+
+
+# The sizes every model factory receives from the data (see distil.models.create_model).
+_SIZE_KWARGS = ("num_classes", "in_channels", "image_size")
+
+# Keys of older recipes, and what replaced them (difflib's closest match would mislead here).
+_RENAMED_KEYS: dict[tuple[str, ...], str] = {
+    ("train",): "'teacher_train' and/or 'student_train' (one recipe per model; to share one, write "
+    "teacher_train: &recipe {...} and student_train: *recipe)",
+}
+
 
 class ModelConfig(_Strict):
     """A model from the registry (or `pkg.module:factory`), optionally loaded from a checkpoint."""
@@ -38,6 +64,35 @@ class ModelConfig(_Strict):
     checkpoint: str | None = Field(
         default=None, description="a distil checkpoint, or a .safetensors/.pt state_dict for this model"
     )
+
+    @field_validator("model")
+    @classmethod
+    def _registered_model(cls, name: str) -> str:
+        # Registered names are checked with the recipe's keys so all problems are reported at once;
+        # 'pkg.module:factory' and 'torchvision:NAME' are resolved when the model is built.
+        if ":" in name:
+            return name
+        from distil.models import MODELS  # lazy: the model zoo imports torch
+
+        if name not in MODELS:
+            raise ValueError(
+                unknown_name_message("model", name, MODELS.names())
+                + " Or give a user factory as 'pkg.module:factory', or 'torchvision:NAME' / 'timm:NAME'."
+            )
+        return name
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_size_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = [k for k in _SIZE_KWARGS if k in kwargs]
+        if given:
+            raise ValueError(
+                f"kwargs cannot set {', '.join(given)}: distil takes them from the data (num_classes = the "
+                "number of class names; in_channels and image_size = the shape of one sample) so the model "
+                "always fits it. Remove them from kwargs; to change them, change the data (data.name / "
+                "data.root, or the class_names array of an npz file)."
+            )
+        return kwargs
 
 
 class TrainConfig(_Strict):
@@ -228,20 +283,45 @@ class Recipe(_Strict):
     )
 
 
-def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    lines = [f"{source} has {err.error_count()} problem(s):"]
+def _format_errors(
+    err: ValidationError, model: type[BaseModel], source: str, overrides: list[str] | None = None
+) -> str:
+    lines: list[str] = []
+    from_overrides = 0
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             valid = _valid_keys(model, e["loc"][:-1])
-            hint = closest(str(e["loc"][-1]), valid) if valid else None
-            fix = f" Did you mean {hint!r}?" if hint else ""
-            lines.append(f"  - unknown key {loc!r}.{fix} Valid keys here: {', '.join(valid)}.")
+            hint = _RENAMED_KEYS.get(tuple(str(p) for p in e["loc"]))
+            near = closest(str(e["loc"][-1]), valid) if valid else None
+            hint = hint or (repr(near) if near else None)
+            fix = f" Did you mean {hint}?" if hint else ""
+            text = f"unknown key {loc!r}.{fix} Valid keys here: {', '.join(valid)}."
         else:
             got = e.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict) else ""
-            lines.append(f"  - {loc}: {e['msg']}{shown}")
-    return "\n".join(lines)
+            text = f"{loc}: {e['msg'].removeprefix('Value error, ')}{shown}"
+        item = _override_for(e["loc"], overrides or [])
+        if item is not None:
+            # The value came from the command line: blame the --set, not the recipe file.
+            from_overrides += 1
+            text = f"--set {item}: {text}"
+        lines.append(f"  - {text}")
+    count = err.error_count()
+    where = f"the --set overrides of {source}" if from_overrides == count else source
+    return "\n".join([f"{where} {'have' if from_overrides == count else 'has'} {count} problem(s):", *lines])
+
+
+def _override_for(loc: tuple[Any, ...], overrides: list[str]) -> str | None:
+    """The last `--set` item that set `loc` (or a key inside it, or a section holding it), if any."""
+    path = [str(p) for p in loc]
+    found = None
+    for item in overrides:
+        key = [p.strip() for p in item.partition("=")[0].strip().split(".")]
+        n = min(len(key), len(path))
+        if n and key[:n] == path[:n]:
+            found = item
+    return found
 
 
 def _valid_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
@@ -255,17 +335,29 @@ def _valid_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     return sorted(current.model_fields)
 
 
-def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a recipe dict, reporting every problem at once as a ConfigError."""
+def parse_recipe(raw: dict[str, Any], source: str = "recipe", overrides: list[str] | None = None) -> Recipe:
+    """Validate a recipe dict, reporting every problem at once as a ConfigError.
+
+    Args:
+        raw: the recipe as a dict (overrides already applied).
+        source: what the dict came from, named in the error (e.g. the recipe file).
+        overrides: the `--set KEY=VALUE` items applied to `raw`; problems in keys they set are blamed on
+            them rather than on `source`.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, Recipe, source)) from None
+        raise ConfigError(_format_errors(err, Recipe, source, overrides)) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (values parsed as YAML: 0.1, true, [1, 2]) to a recipe dict."""
-    result = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    # Not a YAML round trip nor copy.deepcopy: both keep an anchor's aliases as one shared dict, so
+    # `--set teacher_train.epochs=20` would also change `student_train: *recipe`.
+    result = _unshared_copy(raw) or {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -284,6 +376,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 f"override {item!r}: the value is not valid YAML; quote strings, e.g. --set name='\"a: b\"'"
             ) from None
     return result
+
+
+def _unshared_copy(value: Any) -> Any:
+    """A copy of nested dicts/lists in which no two places share one object (aliases become copies)."""
+    if isinstance(value, dict):
+        return {k: _unshared_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared_copy(v) for v in value]
+    return value
 
 
 def load_recipe_dict(path: str | Path) -> dict[str, Any]:
@@ -308,7 +409,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a recipe file (or the defaults when `path` is None) with dotted overrides applied."""
     raw = load_recipe_dict(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    return parse_recipe(raw, source=str(path) if path else "recipe")
+    return parse_recipe(raw, source=str(path) if path else "recipe", overrides=overrides)
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -19,6 +19,7 @@ from torch import nn
 from distil.api import distill, train_model
 from distil.config import Recipe, TransferConfig, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
+from distil.errors import ConfigError
 from distil.fileio import atomic_write_json
 from distil.measure import (
     ModelMetrics,
@@ -56,10 +57,24 @@ class PipelineResult:
 
 
 def load_data(recipe: Recipe) -> DataBundle:
+    """The recipe's dataset, checked against the recipe before any run directory exists."""
     d = recipe.data
-    return load_dataset(
+    data = load_dataset(
         d.name, d.root, val_fraction=d.val_fraction, seed=recipe.teacher_train.seed, limit=d.limit
     )
+    if data.is_tabular:
+        sections = {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}
+        if recipe.compress is not None:
+            sections["compress.finetune"] = recipe.compress.finetune
+        bad = [
+            f"{k}.augment={cfg.augment}" for k, cfg in sections.items() if cfg.augment not in ("auto", "none")
+        ]
+        if bad:
+            raise ConfigError(
+                f"{', '.join(bad)}: crops and flips are for images, but dataset {data.name!r} holds feature "
+                f"vectors of shape {data.input_shape}; set augment to none (or auto)."
+            )
+    return data
 
 
 # What a sidecar says when a model's training recipe is not known (a teacher loaded from weights

@@ -8,6 +8,7 @@ to lower, instead of a CUDA traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -35,7 +36,10 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_writable(directory: str | Path, option: str = "--out") -> Path:
-    """Create `directory` if needed and prove that a file can be written, synced and removed in it.
+    """Prove that a file can be written, synced and removed in `directory` (created if needed).
+
+    Directories created for the probe are removed again, so a command refused later (bad data, a bad
+    recipe) leaves nothing behind; the writers create them when they write.
 
     Args:
         directory: where the outputs go.
@@ -48,6 +52,7 @@ def check_writable(directory: str | Path, option: str = "--out") -> Path:
         ConfigError: naming the directory and the operating system's reason.
     """
     d = Path(directory)
+    created = [p for p in (d, *d.parents) if not p.exists()]
     try:
         d.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".distil-write-probe-", dir=d)
@@ -62,6 +67,10 @@ def check_writable(directory: str | Path, option: str = "--out") -> Path:
             f"the output directory {str(d)!r} is not writable ({exc.strerror or exc}); choose another "
             f"{option} or fix its permissions."
         ) from None
+    finally:
+        for p in created:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
     return d
 
 

@@ -99,3 +99,14 @@ def test_wrong_data_shape(tmp_path: Path) -> None:
     _dump({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}, root / "data_batch_1")
     with pytest.raises(DataError, match=r"expected uint8 \(N, 3072\)"):
         load_dataset("cifar10", root)
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"), [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")]
+)
+def test_parent_of_the_batches_folder_says_which_folder_to_use(
+    tmp_path: Path, name: str, folder: str
+) -> None:
+    (tmp_path / folder).mkdir()
+    with pytest.raises(DataError, match=f"use {tmp_path / folder} "):
+        load_dataset(name, tmp_path)

@@ -140,3 +140,13 @@ def test_real_fashion_mnist() -> None:
     assert b.input_shape == (1, 28, 28)
     assert b.mean[0] == pytest.approx(0.286, abs=0.002) and b.std[0] == pytest.approx(0.353, abs=0.002)
     assert torch.bincount(b.test.y).tolist() == [1000] * 10
+
+
+def test_labels_out_of_range_in_a_builtin_dataset_do_not_suggest_class_names(tmp_path: Path) -> None:
+    # An IDX user cannot pass class_names: the fix is the right (or an undamaged) data directory.
+    root = _make_dir(tmp_path / "d")
+    _write(root / "train-labels-idx1-ubyte.gz", _idx_bytes(np.arange(20) % 10 + 3))
+    with pytest.raises(DataError, match="labels range over") as info:
+        load_dataset("mnist", root)
+    assert "class_names" not in str(info.value)
+    assert "are fixed" in str(info.value)

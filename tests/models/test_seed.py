@@ -104,6 +104,16 @@ def test_mlp_default_and_int_hidden() -> None:
     assert n_params(linear) == 16 * 5 + 5
 
 
+def test_mlp_takes_feature_vectors_and_non_square_inputs() -> None:
+    # Feature vectors are sized as F channels of a 1x1 image (DataBundle.in_channels / image_size).
+    vectors = create_model("mlp", num_classes=3, in_channels=13, image_size=1, hidden=[8])
+    assert vectors(torch.zeros(4, 13)).shape == (4, 3)
+    wide = create_model("mlp", num_classes=2, in_channels=1, image_size=4, in_features=1 * 4 * 6)
+    assert wide(torch.zeros(2, 1, 4, 6)).shape == (2, 2)
+    with pytest.raises(ModelError, match="in_features"):
+        create_model("mlp", num_classes=2, in_channels=1, image_size=4, in_features=0)
+
+
 def test_mlp_rejects_bad_hidden() -> None:
     with pytest.raises(ModelError, match="hidden"):
         create_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=[0])

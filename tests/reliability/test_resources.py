@@ -110,8 +110,12 @@ def test_unwritable_output_directories_are_config_errors(tmp_path: Path) -> None
         ConfigError, match=r"output directory .*a-file/runs' is not writable.*choose another --out"
     ):
         check_writable(blocker / "runs")
-    assert check_writable(tmp_path / "new" / "dir").is_dir()
-    assert list((tmp_path / "new" / "dir").iterdir()) == []  # the probe is gone
+    assert check_writable(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    # The probe and the directories made for it are gone: a command refused later leaves nothing.
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    check_writable(tmp_path / "old")
+    assert (tmp_path / "old").is_dir() and list((tmp_path / "old").iterdir()) == []
 
 
 def test_a_read_only_filesystem_is_reported_before_training(tmp_path: Path) -> None:

@@ -39,8 +39,10 @@ def _shape(text: str) -> tuple[int, ...]:
         dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
         dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise ConfigError(f"--input-shape must be C,H,W (e.g. 3,32,32), got {text!r}")
+    if len(dims) not in (1, 3) or min(dims) < 1:
+        raise ConfigError(
+            f"--input-shape must be C,H,W (e.g. 3,32,32) or F for feature vectors (e.g. 13), got {text!r}"
+        )
     return dims
 
 
@@ -51,7 +53,9 @@ def layers(
         str | None,
         typer.Option("--teacher", help="A teacher model name: also propose (student, teacher) pairs."),
     ] = None,
-    input_shape: Annotated[str, typer.Option("--input-shape", help="C,H,W of one input.")] = "3,32,32",
+    input_shape: Annotated[
+        str, typer.Option("--input-shape", help="C,H,W of one input, or F for a feature vector.")
+    ] = "3,32,32",
     num_classes: Annotated[int, typer.Option("--num-classes", help="Classes the models predict.")] = 10,
     all_modules: Annotated[
         bool, typer.Option("--all", help="Show nested modules too (default: top two levels).")
@@ -64,9 +68,11 @@ def layers(
     from distil.features import layer_shapes, propose_pairs, sample_input
     from distil.models import create_model
 
-    c, h, _ = _shape(input_shape)
+    shape = _shape(input_shape)
+    # A feature vector of F values is sized as F channels of a 1x1 image, as for tabular datasets.
+    c, h = (shape[0], 1) if len(shape) == 1 else (shape[0], shape[1])
     student = create_model(model, num_classes=num_classes, in_channels=c, image_size=h)
-    x = sample_input(student, (c, h, h))
+    x = sample_input(student, shape if len(shape) == 1 else (c, h, h))
     table = Table(title=f"{model}: modules and output shapes (batch dimension omitted)")
     for col in ("module path", "type", "output shape", "params"):
         table.add_column(col)

@@ -103,8 +103,14 @@ def _images_labels(batch: dict[str, Any], label_key: str, path: Path) -> tuple[t
 
 
 def _read(
-    root: Path | None, name: str, train: list[str], test: str, meta: str, label_key: str, names_key: str
+    root: Path | None,
+    name: str,
+    folder: str,
+    files: tuple[list[str], str, str],
+    label_key: str,
+    names_key: str,
 ) -> RawDataset:
+    train, test, meta = files
     if root is None:
         raise DataError(
             f"dataset {name!r} needs --data-root DIR containing {', '.join([*train, test, meta])}."
@@ -114,6 +120,12 @@ def _read(
         raise DataError(
             f"dataset directory {root} does not exist; pass --data-root DIR containing "
             f"{', '.join([*train, test, meta])} (the python version of {name})."
+        )
+    if not (root / train[0]).is_file() and (root / folder).is_dir():
+        # The archive unpacks into `folder`; its parent is the usual mistake.
+        raise DataError(
+            f"{root} holds the folder {folder}/ rather than the {name} batches themselves; "
+            f"use {root / folder} (--data-root {root / folder}, or data.root={root / folder})."
         )
     parts = [_images_labels(load_batch(root / f), label_key, root / f) for f in train]
     x_test, y_test = _images_labels(load_batch(root / test), label_key, root / test)
@@ -138,10 +150,12 @@ def _read(
 def read_cifar10(root: Path | None = None) -> RawDataset:
     """Read CIFAR-10 from `cifar-10-batches-py` (data_batch_1..5, test_batch, batches.meta)."""
     train = [f"data_batch_{i}" for i in range(1, 6)]
-    return _read(root, "cifar10", train, "test_batch", "batches.meta", "labels", "label_names")
+    files = (train, "test_batch", "batches.meta")
+    return _read(root, "cifar10", "cifar-10-batches-py", files, "labels", "label_names")
 
 
 @DATASETS.register("cifar100")
 def read_cifar100(root: Path | None = None) -> RawDataset:
     """Read CIFAR-100 (fine labels) from `cifar-100-python` (train, test, meta)."""
-    return _read(root, "cifar100", ["train"], "test", "meta", "fine_labels", "fine_label_names")
+    files = (["train"], "test", "meta")
+    return _read(root, "cifar100", "cifar-100-python", files, "fine_labels", "fine_label_names")

@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distil.data.raw import RawDataset
+from distil.data.raw import RawDataset, split_off_test
 from distil.data.registry import DATASETS
-from distil.data.sampling import stratified_take
-
-TEST_FRACTION = 0.2
-# The test split must never move between runs or seeds, so its seed is fixed rather than user-supplied.
-TEST_SEED = 0
 
 
 @DATASETS.register("digits")
@@ -29,13 +24,12 @@ def read_digits(root: Path | None = None) -> RawDataset:
     images, target = _load_digits_arrays()
     x = torch.from_numpy(images.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)
     y = torch.from_numpy(target.astype(np.int64))
-    test_idx, train_idx = stratified_take(target, round(len(y) * TEST_FRACTION), TEST_SEED)
-    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    x_train, y_train, x_test, y_test = split_off_test(x, y)
     return RawDataset(
-        x_train=x[tr],
-        y_train=y[tr],
-        x_test=x[te],
-        y_test=y[te],
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
         class_names=[str(i) for i in range(10)],
         augment="none",
         source="scikit-learn load_digits",

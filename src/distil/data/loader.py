@@ -237,6 +237,12 @@ class TensorLoader(_Batches):
             num_shards=num_shards,
             shard_index=shard_index,
         )
+        if augment != "none" and split.x.dim() != 4:
+            # Crops and flips are image operations; on feature vectors they have no meaning.
+            raise ConfigError(
+                f"augment {augment!r} needs images (N, C, H, W), but this data holds feature vectors of shape "
+                f"{tuple(split.x.shape[1:])}; set augment: none (or auto) in teacher_train and student_train."
+            )
         self.split = split
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

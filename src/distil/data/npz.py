@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from distil.data.raw import RawDataset, infer_class_names, to_labels, to_nchw_float
+from distil.data.raw import (
+    TEST_FRACTION,
+    TEST_SEED,
+    RawDataset,
+    infer_class_names,
+    split_off_test,
+    to_float_inputs,
+    to_labels,
+)
 from distil.data.registry import DATASETS
 from distil.errors import DataError
 
@@ -17,14 +27,19 @@ from distil.errors import DataError
 def read_npz(root: Path | None = None) -> RawDataset:
     """Read arrays `x`, `y` (train) and optional `x_test`, `y_test`, `class_names` from an .npz file.
 
+    `x` of shape (N, F) is N feature vectors (tabular data: each feature is normalized on its own), and
+    so is (N, 1, F) or any layout whose samples have one non-1 dimension.
     Images follow `distil.data.raw.to_nchw_float`: (N, H, W) gains a channel, (N, H, W, C) with C in
-    (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` the test split is empty.
+    (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` a stratified 20% of `x`/`y`
+    (seed 0, the same every run) is held out as the test split, with a warning, and
+    `DataBundle.describe()["extra"]["test_split"]` records it.
 
     Args:
         root: path of the .npz file (required).
 
     Raises:
-        DataError: when the file is missing, unreadable, or lacks `x`/`y`.
+        DataError: when the file is missing, unreadable, lacks `x`/`y`, or has no test split and too few
+            samples to carve one.
     """
     if root is None:
         raise DataError("dataset 'npz' needs the file path: pass --data-root FILE.npz (arrays x, y).")
@@ -47,22 +62,44 @@ def read_npz(root: Path | None = None) -> RawDataset:
         raise DataError(
             f"{path} lacks array(s) {missing}; found keys {sorted(arrays)}. Save x and y (train)."
         )
-    x_train = to_nchw_float(arrays["x"], f"x in {path}")
+    x_train = to_float_inputs(arrays["x"], f"x in {path}")
     y_train = to_labels(arrays["y"], f"y in {path}")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(
             f"{path} has only one of x_test / y_test; found keys {sorted(arrays)}. Save both or neither."
         )
+    extra: dict[str, str] = {}
+    names = arrays.get("class_names")
     if "x_test" in arrays:
-        x_test = to_nchw_float(arrays["x_test"], f"x_test in {path}")
+        x_test = to_float_inputs(arrays["x_test"], f"x_test in {path}")
         y_test = to_labels(arrays["y_test"], f"y_test in {path}")
     else:
-        x_test, y_test = x_train[:0], y_train[:0]
-    names = arrays.get("class_names")
+        # Without a test split every stage would train and then fail at the final measurement.
+        x_train, y_train, x_test, y_test = _carve_test(path, x_train, y_train)
+        extra["test_split"] = (
+            f"carved: {len(y_test)} of {len(y_test) + len(y_train)} samples of x/y "
+            f"({TEST_FRACTION:.0%}, stratified, seed {TEST_SEED}) because the file has no x_test/y_test"
+        )
+        warnings.warn(f"{path}: test split {extra['test_split']}", UserWarning, stacklevel=2)
     class_names = (
         [str(c) for c in names.tolist()] if names is not None else infer_class_names(y_train, y_test)
     )
-    return RawDataset(x_train, y_train, x_test, y_test, class_names, source=str(path))
+    label_fix = (
+        "Save a class_names array covering every label (or leave it out to number the classes 0..max), "
+        "and labels as class indices >= 0."
+    )
+    return RawDataset(
+        x_train, y_train, x_test, y_test, class_names, source=str(path), label_fix=label_fix, extra=extra
+    )
+
+
+def _carve_test(path: Path, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    if round(len(y) * TEST_FRACTION) < 1 or len(y) < 2:
+        raise DataError(
+            f"{path} has no x_test/y_test and only {len(y)} sample(s), too few to hold out a test split; "
+            "save x_test and y_test, or more samples."
+        )
+    return split_off_test(x, y)
 
 
 def _check_declared_sizes(path: Path) -> None:

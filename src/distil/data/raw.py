@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from distil.data.sampling import stratified_take
 from distil.errors import DataError
+
+TEST_FRACTION = 0.2
+"""Share of the samples held out as test by readers whose source has no test split."""
+# The carved test split must never move between runs or seeds, so its seed is fixed, not user-supplied.
+TEST_SEED = 0
 
 
 @dataclass(frozen=True)
 class RawDataset:
-    """Train/test arrays as read from disk: `x` float32 (N, C, H, W) in the file's pixel scale, `y` int64.
+    """Train/test arrays as read from disk: `x` float32 (N, C, H, W) images in the file's pixel scale, or
+    (N, F) feature vectors (tabular data); `y` int64.
 
     `load_dataset` turns this into a `DataBundle` (limit, validation split, normalization).
     """
@@ -26,6 +33,10 @@ class RawDataset:
     augment: str = "none"
     crop_padding: int = 0
     source: str = ""
+    label_fix: str = ""
+    """How the user fixes labels outside [0, len(class_names)) with this reader; "" = a fixed class list."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
 
 
 def to_nchw_float(array: Any, what: str) -> torch.Tensor:
@@ -52,11 +63,52 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
             arr = arr.transpose(0, 3, 1, 2)
     else:
         raise DataError(
-            f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images."
+            f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images, "
+            "or (N, F) feature vectors."
         )
     scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
     out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     return out * scale if scale != 1.0 else out
+
+
+def split_off_test(
+    x: torch.Tensor, y: torch.Tensor, fraction: float = TEST_FRACTION, seed: int = TEST_SEED
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hold out a stratified `fraction` of (x, y) as a test split, the same one every run.
+
+    Returns:
+        (x_train, y_train, x_test, y_test).
+    """
+    test_idx, train_idx = stratified_take(y.numpy(), round(len(y) * fraction), seed)
+    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    return x[tr], y[tr], x[te], y[te]
+
+
+def to_float_inputs(array: Any, what: str) -> torch.Tensor:
+    """Convert samples to float32: (N, F) feature vectors are kept as they are, images go to NCHW.
+
+    Layout rule: a 2-d array is N feature vectors of F values (tabular data; values kept, whatever the
+    dtype, since each feature is normalized on its own later). So is a 3-d or 4-d array whose samples
+    have a single non-1 dimension, e.g. (N, 1, F) or (N, F, 1, 1): such "images" have no 2-d structure,
+    and read as images all F values would share one normalization. Other 3-d and 4-d arrays are images,
+    converted by `to_nchw_float`.
+
+    Args:
+        array: numpy array or tensor.
+        what: name used in error messages.
+
+    Raises:
+        DataError: when the array is not 2-, 3- or 4-d, or not numeric.
+    """
+    arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    if arr.ndim in (3, 4) and sum(d > 1 for d in arr.shape[1:]) <= 1:
+        # Explicit width: reshape(-1) is ambiguous for empty arrays (hypothesis found (0, 0, 0)).
+        arr = arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:])))
+    if arr.ndim != 2:
+        return to_nchw_float(arr, what)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} has dtype {arr.dtype}; expected numeric features (int or float).")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
 def to_labels(array: Any, what: str) -> torch.Tensor:

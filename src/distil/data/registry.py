@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from distil.data.bundle import DataBundle, Split
-from distil.data.raw import RawDataset, infer_class_names, to_labels, to_nchw_float
+from distil.data.raw import RawDataset, infer_class_names, to_float_inputs, to_labels
 from distil.data.sampling import stratified_take
 from distil.data.validate import validate_bundle, validate_split
 from distil.errors import ConfigError, DataError
@@ -33,14 +33,16 @@ def load_dataset(
 ) -> DataBundle:
     """Read a dataset, carve out a validation split, normalize, and check it.
 
-    Normalization: per-channel mean/std are computed on the final train split (after `limit` and the
-    validation carve-out, so no val/test statistics leak into training) and applied to every split.
+    Normalization: per-channel (images) or per-feature (feature vectors) mean/std are computed on the
+    final train split (after `limit` and the validation carve-out, so no val/test statistics leak into
+    training) and applied to every split.
 
     Args:
         name: a registered name (see `DATASETS.names()`) or `pkg.module:function`, a user callable
             called as `function(root)` (or `function()` when root is None) that returns a `DataBundle`
             (used as is, apart from `limit`) or a dict with `x_train, y_train, x_test, y_test` (numpy
-            arrays or tensors, laid out as `to_nchw_float` documents) and optional `class_names`.
+            arrays or tensors: (N, F) feature vectors, or images laid out as `to_nchw_float` documents)
+            and optional `class_names`.
         root: data directory or file; None uses the reader's default where it has one.
         val_fraction: share of the train split held out as validation, stratified by class; in [0, 1).
         seed: seed of the validation carve-out and of `limit`'s subsampling.
@@ -103,12 +105,14 @@ def _raw_from_dict(name: str, result: Any) -> RawDataset:
     y_test = to_labels(result["y_test"], f"y_test from {name}")
     names = result.get("class_names")
     return RawDataset(
-        x_train=to_nchw_float(result["x_train"], f"x_train from {name}"),
+        x_train=to_float_inputs(result["x_train"], f"x_train from {name}"),
         y_train=y_train,
-        x_test=to_nchw_float(result["x_test"], f"x_test from {name}"),
+        x_test=to_float_inputs(result["x_test"], f"x_test from {name}"),
         y_test=y_test,
         class_names=[str(c) for c in names] if names is not None else infer_class_names(y_train, y_test),
         source=name,
+        label_fix="Return class_names covering every label (or leave it out to number the classes 0..max), "
+        "and labels as class indices >= 0.",
     )
 
 
@@ -135,8 +139,13 @@ def _build_bundle(
 ) -> DataBundle:
     # Check the reader's output before any arithmetic, so NaNs are reported against the source split.
     num_classes = len(raw.class_names)
-    validate_split(name, "train", raw.x_train, raw.y_train, num_classes)
-    validate_split(name, "test", raw.x_test, raw.y_test, num_classes)
+    # A built-in dataset's class list is fixed, so bad labels mean the wrong or a damaged source.
+    label_fix = raw.label_fix or (
+        f"The classes of {name!r} are fixed: check that the data root holds {name!r} (not another dataset) "
+        "and re-download it if it is damaged."
+    )
+    validate_split(name, "train", raw.x_train, raw.y_train, num_classes, label_fix)
+    validate_split(name, "test", raw.x_test, raw.y_test, num_classes, label_fix)
     x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
     if limit is not None:
         x_train, y_train = _subset(x_train, y_train, limit, seed)
@@ -150,7 +159,9 @@ def _build_bundle(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
     mean, std = _channel_stats(x_train)
-    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    # (1, C, 1, 1) for images, (1, F) for feature vectors.
+    stat_shape = (1, -1, *([1] * (x_train.dim() - 2)))
+    m, s = torch.tensor(mean).view(stat_shape), torch.tensor(std).view(stat_shape)
     bundle = DataBundle(
         name=name,
         train=Split(x_train.sub(m).div_(s), y_train),
@@ -162,18 +173,18 @@ def _build_bundle(
         augment=raw.augment,
         crop_padding=raw.crop_padding,
         source=raw.source,
+        extra=dict(raw.extra),
     )
     validate_bundle(bundle)
     return bundle
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mean = x.mean(dim=(0, 2, 3))
-    std = (
-        x.std(dim=(0, 2, 3), unbiased=False)
-        if x.shape[0] * x.shape[2] * x.shape[3] > 1
-        else torch.ones_like(mean)
-    )
+    """Mean/std of each channel of (N, C, H, W) images, or of each feature of (N, F) vectors."""
+    dims = (0, *range(2, x.dim()))
+    values_per_stat = x.numel() // max(x.shape[1], 1)
+    mean = x.mean(dim=dims)
+    std = x.std(dim=dims, unbiased=False) if values_per_stat > 1 else torch.ones_like(mean)
     # A constant channel has std 0; dividing by 1 keeps it finite instead of producing NaN.
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -8,24 +8,34 @@ from distil.data.bundle import DataBundle
 from distil.errors import DataError
 
 
-def validate_split(dataset: str, split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
-    """Check one split: 4-d finite images, 1-d labels in [0, num_classes), matching lengths.
+def validate_split(
+    dataset: str,
+    split: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    label_fix: str = "Pass class_names covering every label.",
+) -> None:
+    """Check one split: finite (N, C, H, W) images or (N, F) feature vectors, 1-d labels in
+    [0, num_classes), matching lengths.
 
     Args:
         dataset: dataset name, for messages.
         split: split name ("train", "val", "test"), for messages.
-        x: images (N, C, H, W).
+        x: images (N, C, H, W) or feature vectors (N, F).
         y: labels (N,).
         num_classes: number of classes.
+        label_fix: how this data's source can fix out-of-range labels (readers differ: an npz file can
+            carry class_names, a built-in dataset's classes are fixed).
 
     Raises:
         DataError: naming the dataset and split, with the fix.
     """
     where = f"dataset {dataset!r}, {split} split"
-    if x.dim() != 4:
+    if x.dim() not in (2, 4):
         raise DataError(
-            f"{where}: x has shape {tuple(x.shape)}; expected 4 dims (N, C, H, W). "
-            "Return images as (N, H, W), (N, H, W, C) or (N, C, H, W)."
+            f"{where}: x has shape {tuple(x.shape)}; expected (N, C, H, W) images or (N, F) feature "
+            "vectors. Return images as (N, H, W), (N, H, W, C) or (N, C, H, W)."
         )
     if y.dim() != 1 or x.shape[0] != y.shape[0]:
         raise DataError(
@@ -42,7 +52,7 @@ def validate_split(dataset: str, split: str, x: torch.Tensor, y: torch.Tensor, n
         if lo < 0 or hi >= num_classes:
             raise DataError(
                 f"{where}: labels range over [{lo}, {hi}] but there are {num_classes} classes; "
-                f"labels must lie in [0, {num_classes}). Pass class_names covering every label."
+                f"labels must lie in [0, {num_classes}). {label_fix}"
             )
 
 
@@ -53,7 +63,7 @@ def _all_finite(x: torch.Tensor) -> bool:
 
 
 def validate_bundle(bundle: DataBundle) -> None:
-    """Check every split of a bundle and that train is non-empty and all splits share (C, H, W).
+    """Check every split of a bundle and that train is non-empty and all splits share one sample shape.
 
     Raises:
         DataError: on the first problem found.
@@ -70,6 +80,6 @@ def validate_bundle(bundle: DataBundle) -> None:
     for split_name, split in splits.items():
         if tuple(split.x.shape[1:]) != shape:
             raise DataError(
-                f"dataset {bundle.name!r}: {split_name} images are {tuple(split.x.shape[1:])} but train "
-                f"images are {shape}; every split must share one (C, H, W)."
+                f"dataset {bundle.name!r}: {split_name} samples are {tuple(split.x.shape[1:])} but train "
+                f"samples are {shape}; every split must share one sample shape."
             )

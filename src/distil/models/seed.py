@@ -166,14 +166,19 @@ class SmallNet(_ConvNet):
 class MLP(nn.Sequential):
     """flatten -> fc1 -> ReLU -> ... -> fcN, with layers named ``fc1``..``fcN`` for transfer by name.
 
+    It takes samples of any shape: (F,) feature vectors (tabular data, which distil sizes as
+    ``in_channels=F, image_size=1``), square (C, H, H) images, or anything else with ``in_features`` set.
+
     Args:
         num_classes: Number of output logits.
-        in_channels: Input channels.
-        image_size: Input height (= width).
+        in_channels: Input channels (F for feature vectors).
+        image_size: Input height (= width); 1 for feature vectors.
         hidden: Hidden layer widths; an int means one hidden layer, empty means a linear classifier.
+        in_features: Values per sample, when they are not ``in_channels * image_size**2`` (e.g. a
+            non-square image); None derives them from the sizes.
 
     Raises:
-        ModelError: If a hidden width is not a positive integer.
+        ModelError: If a hidden width or ``in_features`` is not a positive integer.
     """
 
     def __init__(
@@ -182,11 +187,17 @@ class MLP(nn.Sequential):
         in_channels: int = 3,
         image_size: int = 32,
         hidden: Sequence[int] | int = (256, 128),
+        in_features: int | None = None,
     ) -> None:
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
             raise ModelError(f"mlp: hidden must be positive integers, got {hidden!r}.")
-        sizes = [in_channels * image_size * image_size, *widths, num_classes]
+        if in_features is not None and (
+            isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1
+        ):
+            raise ModelError(f"mlp: in_features must be a positive integer or None, got {in_features!r}.")
+        fan_in = in_features if in_features is not None else in_channels * image_size * image_size
+        sizes = [fan_in, *widths, num_classes]
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
             layers[f"fc{i}"] = nn.Linear(fan_in, fan_out)
@@ -232,10 +243,15 @@ def smallnet(
 
 @register_model("mlp")
 def mlp(
-    *, num_classes: int, in_channels: int, image_size: int, hidden: Sequence[int] | int = (256, 128)
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    hidden: Sequence[int] | int = (256, 128),
+    in_features: int | None = None,
 ) -> MLP:
-    """A fully connected net, :class:`MLP`."""
-    return MLP(num_classes, in_channels, image_size, hidden=hidden)
+    """A fully connected net, :class:`MLP`: feature vectors (tabular data) or images of any shape."""
+    return MLP(num_classes, in_channels, image_size, hidden=hidden, in_features=in_features)
 
 
 @register_model("tiny-cnn")

@@ -10,7 +10,7 @@ from torch import nn
 
 from distil.config import ModelConfig
 from distil.data import DataBundle
-from distil.errors import CheckpointError, DataError
+from distil.errors import CheckpointError, DataError, ModelError
 from distil.models import build_from_spec, model_spec
 from distil.train.checkpoint import (
     load_checkpoint,
@@ -20,9 +20,40 @@ from distil.train.checkpoint import (
 
 
 def spec_for(cfg: ModelConfig, data: DataBundle) -> dict[str, Any]:
-    """The architecture spec of `cfg.model` sized for `data` (channels, image size, classes)."""
-    c, h, _ = data.input_shape
-    return model_spec(cfg.model, num_classes=data.num_classes, in_channels=c, image_size=h, **cfg.kwargs)
+    """The architecture spec of `cfg.model` sized for `data` (channels, image size, classes).
+
+    Feature vectors (F,) are sized as F channels of a 1x1 image (see `DataBundle.in_channels`).
+    """
+    return model_spec(
+        cfg.model,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        **cfg.kwargs,
+    )
+
+
+def _tabular_hint(data: DataBundle) -> str:
+    return (
+        f"dataset {data.name!r} holds feature vectors of shape {data.input_shape}, not images: use a model "
+        "for (N, F) inputs such as 'mlp' (e.g. --set teacher.model=mlp --set student.model=mlp), or a "
+        "'pkg.module:factory' of your own."
+    )
+
+
+def _check_takes_vectors(model: nn.Module, name: str, data: DataBundle) -> None:
+    """Fail before training when a model (a conv net, typically) cannot run on (N, F) inputs."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(data.train.x[:2])
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(
+            f"model {name!r} cannot run on this data ({str(exc).splitlines()[0]}); {_tabular_hint(data)}"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def build_model(
@@ -62,8 +93,16 @@ def build_model(
                 f"{data.num_classes}; use a checkpoint trained on this dataset."
             )
         return model, spec
-    spec = spec_for(cfg, data)
-    model = build_from_spec(spec, trusted=[cfg.model])  # the user's own model name
+    try:
+        spec = spec_for(cfg, data)
+        model = build_from_spec(spec, trusted=[cfg.model])  # the user's own model name
+    except ModelError as exc:
+        if not data.is_tabular:
+            raise
+        # The build error comes first (it may be about kwargs); the hint says why a conv net cannot work.
+        raise ModelError(f"{exc} Note: {_tabular_hint(data)}") from None
+    if data.is_tabular:
+        _check_takes_vectors(model, cfg.model, data)
     if ckpt:
         if not Path(ckpt).exists():
             raise CheckpointError(

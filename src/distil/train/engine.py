@@ -250,7 +250,7 @@ def fit(
         batches = itertools.islice(loader, skip, None) if epoch == start_epoch and skip else loader
         for batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if cfg.channels_last:
+            if cfg.channels_last and batch["x"].dim() == 4:  # NHWC exists for images only
                 batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
             teacher_out = teacher(batch) if teacher is not None else None
             with accelerator.autocast():
