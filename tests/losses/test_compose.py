@@ -116,6 +116,31 @@ def test_fitnet_captures_the_current_batch_and_trains_its_adapter() -> None:
     assert not s.conv2._forward_hooks and not t.conv2._forward_hooks
 
 
+def test_fitnet_trains_a_regressor_also_when_shapes_match() -> None:
+    # FitNets always trains a regressor (conv + BN + ReLU); equal shapes used to get nn.Identity.
+    torch.manual_seed(0)
+    t = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    s = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    x = torch.randn(4, 1, 8, 8)
+    kd = KDConfig(terms={"fitnet": 1.0}, feature_pairs=[("relu2", "relu2")])  # (32, 4, 4) both
+    loss = build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)
+    (regressor,) = loss.terms["fitnet"].adapters
+    kinds = [type(m) for m in regressor.children()]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert regressor[0].kernel_size == (1, 1) and regressor[0].in_channels == regressor[0].out_channels == 32
+    loss.close()
+    # Other feature terms keep their papers' (absent) projections: attention transfer has none.
+    at = build_loss(
+        KDConfig(terms={"at": 1.0}, feature_pairs=[("relu2", "relu2")]),
+        student=s,
+        teacher=t,
+        sample_x=x,
+        num_classes=10,
+    )
+    assert not list(at.parameters())
+    at.close()
+
+
 def test_incompatible_shapes_without_adapter_name_both_shapes() -> None:
     t, s, x = nets()
     kd = KDConfig(terms={"fitnet": 1.0}, feature_pairs=[("conv2", "conv2")], adapters=False)
