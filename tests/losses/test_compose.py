@@ -10,6 +10,7 @@ from distil.config import KDConfig
 from distil.errors import ConfigError
 from distil.losses import LOSSES, METHODS, KDLoss, build_loss, fitnet_hint, method_terms
 from distil.losses.contrastive import CRDTerm
+from distil.losses.registry import TermContext, TermInputs
 from distil.models import create_model
 
 
@@ -218,3 +219,51 @@ def test_cifar100_recipes_build_every_method(recipe: str) -> None:
         loss = build_loss(kd, student=student, teacher=teacher, sample_x=x, num_classes=100, n_data=500)
         assert set(loss.terms) == set(terms), method
         loss.close()
+
+
+def test_crd_never_draws_a_sample_as_its_own_negative(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Few samples, many draws: sampling from all positions would hit the sample itself almost surely.
+    from distil.losses import contrastive
+
+    ctx = TermContext(pairs=[("fc1", "fc1")], student_shapes=[(4,)], teacher_shapes=[(4,)], n_data=6)
+    crd = CRDTerm(ctx, feat_dim=3, n_negatives=64)
+    assert crd.n_negatives == 5  # capped at n_data - 1
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = contrastive.contrastive_nce
+
+    def spy(
+        anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, tau: float
+    ) -> torch.Tensor:
+        calls.append((positive.detach().clone(), negatives.detach().clone()))
+        return real(anchor, positive, negatives, tau)
+
+    monkeypatch.setattr(contrastive, "contrastive_nce", spy)
+    idx = torch.arange(6)
+    for _ in range(40):
+        features = [torch.randn(6, 4)]
+        crd(
+            TermInputs(
+                torch.zeros(6, 3),
+                torch.zeros(6, 3),
+                torch.zeros(6, dtype=torch.long),
+                idx,
+                features,
+                [torch.randn(6, 4)],
+            )
+        )
+    assert len(calls) == 80
+    for positive, negatives in calls:  # memory rows are distinct random unit vectors
+        assert not torch.isclose(negatives, positive.unsqueeze(1)).all(-1).any()
+    # Uniform over the others: every other position is drawn, never the sample itself.
+    from distil.losses.contrastive import draw_negatives
+
+    many = draw_negatives(idx.repeat(500), 6, 5)
+    hits = torch.zeros(6, 6, dtype=torch.long).index_put_(
+        (idx.repeat(500).unsqueeze(1).expand_as(many), many), torch.tensor(1), accumulate=True
+    )
+    assert (hits.diagonal() == 0).all() and (hits + torch.eye(6, dtype=torch.long) > 0).all()
+
+
+def test_crd_defaults_to_the_papers_16384_negatives() -> None:
+    ctx = TermContext(pairs=[("fc1", "fc1")], student_shapes=[(4,)], teacher_shapes=[(4,)], n_data=50_000)
+    assert CRDTerm(ctx, feat_dim=2).n_negatives == 16384
