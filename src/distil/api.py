@@ -167,8 +167,11 @@ def distill(
                 topk=cfg.teacher_cache_topk,
                 device=accelerator.device,
                 channels_last=cfg.channels_last,
+                temperatures=composed.temperatures() if composed is not None else (kd.temperature,),
             )
-        teacher_fn = cached.to(accelerator.device)
+        # A top-k cache's tail mass depends on the temperature: look it up at the loss's current one.
+        current = composed.current_temperature if composed is not None else lambda: kd.temperature
+        teacher_fn = cached.follow(current).to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()
     else:
         if len(teachers) > 1:

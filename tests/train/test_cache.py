@@ -156,3 +156,70 @@ def test_random_augmentation_runs_the_teacher_live_and_says_why(digits, tmp_path
     assert result.history[0]["teacher_source"] == "live" and records[0]["teacher_source"] == "live"
     assert "crop_flip" in records[0]["teacher_source_reason"]
     assert not any(tmp_path.iterdir())  # nothing cached
+
+
+def _realish_logits(n: int = 512, classes: int = 100, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher and student logits shaped like a trained classifier's: one clear class over a wide tail."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    hot = torch.nn.functional.one_hot(y, classes).float()
+    # Rounded to float16, the cache's storage type, so the stored top-k logits are exact.
+    teacher = (torch.randn(n, classes, generator=g) * 2.5 + 10 * hot).half().float()
+    student = torch.randn(n, classes, generator=g) * 2.0 + 6 * hot
+    return teacher, student
+
+
+def _represented(teacher: torch.Tensor, k: int, t: float) -> torch.Tensor:
+    """What a top-k cache stands for at temperature t, written out independently: the teacher's softened
+    probabilities on its top-k classes, and its softened tail mass spread evenly over the other classes."""
+    p = torch.softmax(teacher.double() / t, dim=1)
+    top = p.topk(k, dim=1).indices
+    in_top = torch.zeros_like(p, dtype=torch.bool).scatter_(1, top, True)
+    tail_mass = (p * ~in_top).sum(1, keepdim=True)
+    return torch.where(in_top, p, tail_mass / (p.shape[1] - k))
+
+
+def _kd_from_probs(student: torch.Tensor, p_teacher: torch.Tensor, t: float) -> torch.Tensor:
+    log_q = torch.log_softmax(student.double() / t, dim=1)
+    return (p_teacher * (p_teacher.log() - log_q)).sum(1).mean() * t * t
+
+
+def test_topk_cache_matches_the_represented_teacher_at_every_temperature(tmp_path: Path) -> None:
+    # Regression: the fill kept the tail's mass only at T=1, so KD at T=4 used a far lighter tail.
+    from distil.data import Split
+    from distil.losses import kd_kl
+    from distil.train.cache import build_cache
+
+    teacher_logits, student_logits = _realish_logits()
+    k, n = 20, len(teacher_logits)
+    schedule = [4.0 + e * (1.0 - 4.0) / 4 for e in range(5)]  # kd.temperature 4 -> temperature_final 1
+    split = Split(teacher_logits, torch.zeros(n, dtype=torch.long))
+    path = build_cache(torch.nn.Identity(), split, tmp_path / "c", key="x", topk=k, temperatures=schedule)
+    cached = CachedTeacher(path)
+    assert cached.temperatures == (1.0, 1.75, 2.5, 3.25, 4.0)
+    index = torch.arange(n)
+    errors = {}
+    for t in (1.0, 4.0, *schedule):
+        got = cached.lookup(index, temperature=t)
+        want = _represented(teacher_logits, k, t)
+        # The softened distribution: exact top-k probabilities and tail mass (float32 arithmetic).
+        torch.testing.assert_close(torch.softmax(got.double() / t, dim=1), want, rtol=1e-5, atol=1e-8)
+        kd_cached = kd_kl(student_logits, got, t)
+        torch.testing.assert_close(
+            kd_cached.double(), _kd_from_probs(student_logits, want, t), rtol=1e-5, atol=0
+        )
+        full = kd_kl(student_logits, teacher_logits, t).item()
+        before = kd_kl(student_logits, cached.lookup(index, temperature=1.0), t).item()  # the old T=1 fill
+        errors[t] = (full, before, kd_cached.item())
+    print(
+        "\nKD, K=100, k=20 (full / old T=1 tail / tail at T): "
+        + "; ".join(f"T={t:g}: {f:.3f} / {b:.3f} / {a:.3f}" for t, (f, b, a) in sorted(errors.items()))
+    )
+    full, before, after = errors[4.0]
+    assert abs(after - full) < 0.75 * abs(before - full)  # the tail's mass at T=4 was the bigger error
+    with pytest.raises(ConfigError, match=r"temperatures \[1.0, 1.75"):
+        cached.lookup(index, temperature=3.0)
+    # `follow` makes plain lookups use the loss's current temperature.
+    current = [4.0]
+    cached.follow(lambda: current[0])
+    torch.testing.assert_close(cached({"index": index}), cached.lookup(index, temperature=4.0))

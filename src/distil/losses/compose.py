@@ -64,12 +64,20 @@ class ComposedLoss(nn.Module):
         """Select the epoch (0-based) whose weights and temperature the next steps use."""
         self.epoch = epoch
 
-    def current_temperature(self) -> float:
-        """The temperature of the current epoch (linear from `temperature` to `temperature_final`)."""
+    def temperature_at(self, epoch: int) -> float:
+        """The temperature of `epoch` (0-based; linear from `temperature` to `temperature_final`)."""
         if self.temperature_final is None or self.epochs <= 1:
             return self.temperature
-        frac = min(self.epoch, self.epochs - 1) / (self.epochs - 1)
+        frac = min(epoch, self.epochs - 1) / (self.epochs - 1)
         return self.temperature + frac * (self.temperature_final - self.temperature)
+
+    def current_temperature(self) -> float:
+        """The temperature of the current epoch."""
+        return self.temperature_at(self.epoch)
+
+    def temperatures(self) -> tuple[float, ...]:
+        """Every temperature the run uses, one per epoch (a top-k teacher cache stores each tail mass)."""
+        return tuple(dict.fromkeys(self.temperature_at(e) for e in range(max(self.epochs, 1))))
 
     def current_weight(self, name: str) -> float:
         """The weight of term `name` at the current epoch (after its warm-up)."""
