@@ -10,6 +10,7 @@ from distil.api import distill
 from distil.config import KDConfig, TrainConfig
 from distil.data import load_dataset
 from distil.errors import ConfigError
+from distil.losses import TeacherNeeds
 from distil.models import create_model
 from distil.train.cache import CachedTeacher, choose_teacher_source, fingerprint, open_or_build
 
@@ -109,16 +110,64 @@ def test_topk_keeps_top_probabilities_and_tail_mass(digits, tmp_path: Path) -> N
 
 
 def test_choice_of_teacher_source_and_its_reason() -> None:
-    assert choose_teacher_source("auto", "none")[0] == "cache"
-    source, reason = choose_teacher_source("auto", "crop_flip")
+    logits_only, features = (
+        TeacherNeeds(live=False),
+        TeacherNeeds(live=True, reason="terms fitnet need features"),
+    )
+    assert choose_teacher_source("auto", "none", needs=logits_only)[0] == "cache"
+    source, reason = choose_teacher_source("auto", "crop_flip", needs=logits_only)
     assert source == "live" and "crop_flip" in reason and "random" in reason
-    assert choose_teacher_source("auto", "none", custom_loss=True)[0] == "live"
-    assert choose_teacher_source("on", "none", custom_loss=True)[0] == "cache"
-    assert choose_teacher_source("off", "none") == ("live", "teacher_cache=off")
+    # A loss that declares nothing (a user's) stays live under auto; "on" uses cached logits with it.
+    assert choose_teacher_source("auto", "none")[0] == "live"
+    assert choose_teacher_source("on", "none")[0] == "cache"
+    assert choose_teacher_source("auto", "none", needs=features) == ("live", "terms fitnet need features")
+    assert choose_teacher_source("auto", "none", needs=logits_only, teachers=2)[0] == "live"
+    with pytest.raises(ConfigError, match="teacher_cache=on cannot be used here: terms fitnet"):
+        choose_teacher_source("on", "none", needs=features)
+    assert choose_teacher_source("off", "none", needs=logits_only) == ("live", "teacher_cache=off")
     with pytest.raises(ConfigError, match="augment=none"):
         choose_teacher_source("on", "crop")
     with pytest.raises(ConfigError, match="Did you mean 'auto'"):
         choose_teacher_source("autp", "none")
+
+
+@pytest.mark.parametrize(
+    ("terms", "source"),
+    [
+        (None, "cache"),  # Hinton KD: {kd, ce}
+        ({"ce": 1.0, "dkd": 1.0}, "cache"),
+        ({"ce": 0.1, "rkl": 0.9}, "cache"),
+        ({"ce": 0.1, "js": 0.9}, "cache"),
+        ({"ce": 0.1, "logit_mse": 0.9}, "cache"),
+        ({"ce": 1.0, "fitnet": 1.0}, "live"),
+    ],
+)
+def test_logit_only_terms_use_the_cache_and_feature_terms_run_live(
+    digits, tmp_path: Path, terms, source
+) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path))
+    kd = KDConfig(terms=terms, feature_pairs=[("conv2", "conv2")])
+    student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    record = distill(_teacher(), student, digits, cfg, kd).history[-1]
+    assert record["teacher_source"] == source, record["teacher_source_reason"]
+    assert ("fitnet" in record["teacher_source_reason"]) == (source == "live")
+
+
+def test_a_user_loss_without_declared_needs_stays_live(digits, tmp_path: Path) -> None:
+    from distil.losses import build_loss
+
+    cfg = TrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path))
+    teacher = _teacher()
+    student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    composed = build_loss(
+        KDConfig(), student=student, teacher=teacher, sample_x=digits.train.x[:2], num_classes=10
+    )
+
+    def user_loss(s_out, t_out, batch):  # the same KD, but it declares nothing
+        return composed(s_out, t_out, batch)
+
+    record = distill(teacher, student, digits, cfg, loss=user_loss).history[-1]
+    assert record["teacher_source"] == "live" and "does not declare" in record["teacher_source_reason"]
 
 
 def test_a_cached_teacher_needs_sample_indices(digits, tmp_path: Path) -> None:

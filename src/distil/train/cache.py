@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from distil.errors import ConfigError
 from distil.fileio import atomic_write_json
 from distil.registry import unknown_name_message
 from distil.train.teacher import freeze
+
+if TYPE_CHECKING:
+    from distil.losses.registry import TeacherNeeds
 
 FORMAT_VERSION = 2
 CACHE_MODES = ("auto", "off", "on")
@@ -120,21 +123,27 @@ def fingerprint(
     return h.hexdigest()
 
 
-def choose_teacher_source(mode: str, augment: str, *, custom_loss: bool = False) -> tuple[str, str]:
-    """Decide between the cache and a live teacher, and say why.
+def choose_teacher_source(
+    mode: str, augment: str, *, needs: TeacherNeeds | None = None, teachers: int = 1
+) -> tuple[str, str]:
+    """Decide between the cache and a live teacher, and say why: the one place this is decided.
 
     Args:
         mode: "auto" (cache when it is exact), "on" (cache, or an error saying why it cannot be used),
             or "off" (always live).
         augment: the resolved training augmentation ("none", "crop", "crop_flip").
-        custom_loss: a user loss may need more than the teacher's logits (e.g. features captured by
-            hooks during the teacher's forward pass), so "auto" runs such a teacher live.
+        needs: what the loss declares it needs from the teacher (`ComposedLoss.teacher_needs`, or a
+            user loss's `teacher_needs` attribute). None, a loss that declares nothing, may need more
+            than the teacher's logits (e.g. features hooked during its forward pass), so "auto" runs the
+            teacher live; "on" uses cached logits with it.
+        teachers: how many teachers are mixed (an ensemble runs live: the cache holds one teacher).
 
     Returns:
         ("cache" | "live", reason).
 
     Raises:
-        ConfigError: unknown mode, or "on" with random augmentation.
+        ConfigError: unknown mode, or "on" with random augmentation, an ensemble, or a loss that needs the
+            live teacher.
     """
     if mode not in CACHE_MODES:
         raise ConfigError(unknown_name_message("teacher_cache mode", mode, CACHE_MODES))
@@ -151,12 +160,28 @@ def choose_teacher_source(mode: str, augment: str, *, custom_loss: bool = False)
             f"augmentation {augment!r} draws new random inputs every step, so the teacher's outputs "
             "change every epoch and cannot be reused"
         )
-    if custom_loss and mode == "auto":
+    live_reason = None
+    if teachers > 1:
+        live_reason = f"the target mixes {teachers} teachers; the cache holds one teacher's logits"
+    elif needs is not None and needs.live:
+        live_reason = needs.reason or "the loss needs the live teacher"
+    if live_reason is not None:
+        if mode == "on":
+            raise ConfigError(
+                f"teacher_cache=on cannot be used here: {live_reason}. Fix: teacher_cache=auto or off."
+            )
+        return "live", live_reason
+    if needs is None and mode == "auto":
         return "live", (
-            "a custom loss may need more than the teacher's logits (e.g. hooked features); "
-            "set teacher_cache=on to use cached logits with it"
+            "the loss does not declare what it needs from the teacher (it may use hooked features); set "
+            "teacher_cache=on, or give it a `teacher_needs = TeacherNeeds(live=False)` attribute, to use "
+            "cached logits with it"
         )
-    return "cache", "inputs are deterministic (augment=none): teacher logits are computed once and reused"
+    why = f"; {needs.reason}" if needs is not None and needs.reason else ""
+    return (
+        "cache",
+        f"inputs are deterministic (augment=none): teacher logits are computed once and reused{why}",
+    )
 
 
 @dataclass(frozen=True)
