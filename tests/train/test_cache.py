@@ -272,3 +272,28 @@ def test_topk_cache_matches_the_represented_teacher_at_every_temperature(tmp_pat
     current = [4.0]
     cached.follow(lambda: current[0])
     torch.testing.assert_close(cached({"index": index}), cached.lookup(index, temperature=4.0))
+
+
+def test_distill_with_a_topk_cache_follows_the_temperature_schedule(
+    digits, tmp_path: Path, monkeypatch
+) -> None:
+    used: list[float] = []
+    real = CachedTeacher._fill_column
+
+    def spy(self: CachedTeacher, temperature: float | None) -> int:
+        column = real(self, temperature)
+        used.append(self.temperatures[column])
+        return column
+
+    monkeypatch.setattr(CachedTeacher, "_fill_column", spy)
+    cfg = TrainConfig(
+        epochs=2, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path), teacher_cache_topk=3
+    )
+    kd = KDConfig(temperature=4.0, temperature_final=2.0)
+    student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    history = distill(_teacher(), student, digits, cfg, kd).history
+    assert history[-1]["teacher_source"] == "cache"
+    meta = json.loads((Path(history[-1]["teacher_cache"]["path"]) / "meta.json").read_text())
+    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 2
+    steps = len(used) // 2
+    assert used == [4.0] * steps + [2.0] * steps  # each epoch's lookups use that epoch's tail
