@@ -297,3 +297,21 @@ def test_distill_with_a_topk_cache_follows_the_temperature_schedule(
     assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 2
     steps = len(used) // 2
     assert used == [4.0] * steps + [2.0] * steps  # each epoch's lookups use that epoch's tail
+
+
+def test_topk_cache_is_exact_when_the_teachers_tail_is_uniform(tmp_path: Path) -> None:
+    # The one approximation is the tail's spread over its classes; an even tail loses nothing at any T.
+    from distil.data import Split
+    from distil.losses import kd_kl
+    from distil.train.cache import build_cache
+
+    teacher_logits, student_logits = _realish_logits(n=64)
+    top = teacher_logits.topk(20, dim=1)
+    even = torch.full_like(teacher_logits, -3.0).scatter(1, top.indices, top.values)
+    split = Split(even, torch.zeros(64, dtype=torch.long))
+    cached = CachedTeacher(
+        build_cache(torch.nn.Identity(), split, tmp_path / "c", key="x", topk=20, temperatures=[4.0, 2.0])
+    )
+    for t in (1.0, 2.0, 4.0):
+        got = kd_kl(student_logits, cached.lookup(torch.arange(64), temperature=t), t)
+        torch.testing.assert_close(got, kd_kl(student_logits, even, t), rtol=1e-5, atol=1e-6)
