@@ -14,6 +14,7 @@ from distil.features import (
     feature_shapes,
     layer_shapes,
     make_adapter,
+    make_regressor,
     propose_pairs,
     resolve_module,
 )
@@ -78,6 +79,16 @@ def test_adapters() -> None:
     assert make_adapter((5,), (7,))(torch.randn(2, 5)).shape == (2, 7)
     with pytest.raises(ConfigError, match=r"\(8, 4, 4\).*\(16, 2, 2\)"):
         make_adapter((8, 4, 4), (16, 2, 2))
+
+
+def test_fitnet_regressor_is_conv_bn_relu_for_any_channels() -> None:
+    for c_s, c_t in ((8, 8), (8, 16)):
+        reg = make_regressor((c_s, 4, 4), (c_t, 4, 4))
+        assert [type(m) for m in reg] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+        assert reg(torch.randn(2, c_s, 4, 4)).shape == (2, c_t, 4, 4)
+    assert make_regressor((5,), (5,))(torch.randn(2, 5)).shape == (2, 5)
+    with pytest.raises(ConfigError, match=r"\(8, 4, 4\).*\(16, 2, 2\)"):
+        make_regressor((8, 4, 4), (16, 2, 2))
 
 
 def test_layers_command_prints_shapes_and_pairs() -> None:

@@ -23,7 +23,7 @@ from distil.errors import (
     TransferError,
 )
 from distil.features import FeatureCapture
-from distil.losses import LOSSES, CELoss, KDLoss, build_loss, kd_kl
+from distil.losses import LOSSES, CELoss, build_loss, kd_kl
 from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
 from distil.pipeline import run_pipeline
@@ -43,7 +43,6 @@ __all__ = [
     "DistilError",
     "FeatureCapture",
     "KDConfig",
-    "KDLoss",
     "ModelConfig",
     "ModelError",
     "ModelMetrics",

@@ -16,7 +16,8 @@ from torch import nn
 from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
 from distil.errors import DataError
-from distil.losses import CELoss, KDLoss
+from distil.losses import CELoss
+from distil.losses.compose import ComposedLoss
 from distil.train.cache import choose_teacher_source, main_process_first, open_or_build
 from distil.train.engine import FitResult, LossFn, TeacherFn, fit
 from distil.train.mutual import MutualResult, fit_mutual
@@ -75,6 +76,35 @@ def train_model(
     )
 
 
+def distill_loss(
+    kd: KDConfig,
+    *,
+    teacher: nn.Module,
+    student: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+) -> ComposedLoss:
+    """The loss `distill` trains with: the composed terms of `kd` (`{kd: kd_weight, ce: ce_weight}`,
+    Hinton KD, when `kd.terms` is unset), built for this student/teacher pair over `cfg.epochs`.
+
+    Build it once and pass it as `distill(..., loss=...)` to train in phases with one loss: its adapters,
+    heads and memory banks carry over and its warm-ups and temperature schedule continue (pass each
+    phase's `first_epoch`). Call `close()` afterwards to remove its feature hooks.
+    """
+    from distil.losses.compose import build_loss
+
+    return build_loss(
+        kd,
+        student=student,
+        teacher=teacher,
+        sample_x=data.train.x[:2].to(next(student.parameters()).device),
+        num_classes=data.num_classes,
+        n_data=len(data.train),
+        label_smoothing=cfg.label_smoothing,
+        epochs=cfg.epochs,
+    )
+
+
 def distill(
     teacher: nn.Module | Sequence[nn.Module],
     student: nn.Module,
@@ -83,6 +113,7 @@ def distill(
     kd: KDConfig | None = None,
     *,
     loss: LossFn | None = None,
+    first_epoch: int = 0,
     teacher_weights: Sequence[float] | None = None,
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
@@ -98,19 +129,29 @@ def distill(
         student: the model to train (from its current weights: random, or transferred).
         data: the dataset both models were built for.
         cfg: the student's training recipe.
-        kd: loss settings; with `kd.terms` unset, Hinton KD (temperature, kd_weight, ce_weight), else the
-            composed loss of those terms (`distil.losses.compose.build_loss`); ignored when `loss` is given.
-        loss: any loss with the signature `loss(student_out, teacher_out, batch) -> dict`.
+        kd: loss settings: the composed loss of `kd.terms` (`distil.losses.compose.build_loss`); unset,
+            Hinton KD, the terms `{kd: kd_weight, ce: ce_weight}`. Warm-ups and `temperature_final`
+            apply either way. Also the temperature of an ensemble's mixture. Ignored when `loss` is given.
+        loss: a prebuilt loss (`distill_loss`, to carry one across phases) or any loss with the
+            signature `loss(student_out, teacher_out, batch) -> dict`; it is not closed here.
+        first_epoch: the run's epoch (0-based) this call starts at, when `loss` is carried across
+            training phases: its warm-ups and temperature schedule continue from there.
         teacher_weights: one weight per teacher of an ensemble (default: equal).
         accelerator, progress, on_epoch_end, description: as in `distil.train.engine.fit`.
 
-    `cfg.teacher_cache` picks the teacher source: with deterministic inputs (augment "none") and the
-    built-in KD loss, "auto" computes the teacher's logits once into an on-disk cache
-    (`distil.train.cache`) and reuses them across epochs and runs; with random augmentation or a
-    custom loss the teacher runs live. Each record states `teacher_source` and `teacher_source_reason`.
+    `cfg.teacher_cache` and what the loss needs pick the teacher source
+    (`distil.train.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
+    teacher and a loss whose terms use only the teacher's logits (kd, dkd, rkl, js, logit_mse, ce),
+    "auto" computes the logits once into an on-disk cache (`distil.train.cache`) and reuses them across
+    epochs and runs; random augmentation, an ensemble, terms that capture teacher features, or a user
+    loss that does not declare `teacher_needs` run the teacher live. Each record states
+    `teacher_source` and `teacher_source_reason`.
 
     Returns:
         FitResult with the trained student and its per-epoch records.
+
+    Raises:
+        ValueError: `first_epoch` with a loss that has no `epoch_offset` to continue from.
     """
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
@@ -119,45 +160,35 @@ def distill(
         check_classes(t, data, "teacher")
     check_classes(student, data, "student")
     teacher = teachers[0]
-    composed = None
-    if loss is None and kd.terms is not None:
-        from distil.losses.compose import build_loss
-
-        composed = build_loss(
-            kd,
-            student=student,
-            teacher=teacher,
-            sample_x=data.train.x[:2].to(next(student.parameters()).device),
-            num_classes=data.num_classes,
-            n_data=len(data.train),
-            label_smoothing=cfg.label_smoothing,
-            epochs=cfg.epochs,
-        )
+    built = None  # the loss built here, closed here
     loss_fn: LossFn
-    if loss is not None:
-        loss_fn = loss
-    elif composed is not None:
-        loss_fn = composed
+    if loss is None:
+        loss_fn = built = distill_loss(kd, teacher=teacher, student=student, data=data, cfg=cfg)
     else:
-        loss_fn = KDLoss(kd.temperature, kd.kd_weight, kd.ce_weight, cfg.label_smoothing)
+        loss_fn = loss
+    if hasattr(loss_fn, "epoch_offset"):
+        setattr(loss_fn, "epoch_offset", first_epoch)  # noqa: B010  (any loss with an offset, not only ours)
+    elif first_epoch:
+        raise ValueError(f"first_epoch={first_epoch} needs a loss with an epoch_offset (e.g. distill_loss)")
     if accelerator is None:
         from distil.train.engine import make_accelerator
 
         accelerator = make_accelerator()
-    # The teacher source (cached logits or a live forward pass) is chosen here and recorded in every
-    # epoch record, with the reason, so a run says how its targets were produced.
+    # The teacher source (cached logits or a live forward pass) is chosen here, from what the loss
+    # declares it needs, and recorded in every epoch record with the reason.
     for t in teachers:
         freeze(t)  # whichever source is used, a teacher is never trained
     augment = data.augment if cfg.augment == "auto" else cfg.augment
-    if len(teachers) > 1 or (composed is not None and composed.teacher_capture is not None):
-        source, reason = "live", "the loss captures teacher features or mixes several teachers"
-    else:
-        source, reason = choose_teacher_source(
-            cfg.teacher_cache, augment, custom_loss=loss is not None or composed is not None
-        )
+    source, reason = choose_teacher_source(
+        cfg.teacher_cache, augment, needs=getattr(loss_fn, "teacher_needs", None), teachers=len(teachers)
+    )
     source_record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
     teacher_fn: TeacherFn
     if source == "cache":
+        # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
+        # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
+        schedule = getattr(loss_fn, "temperatures", None)
+        current = getattr(loss_fn, "current_temperature", None)
         with main_process_first(accelerator):
             cached, info = open_or_build(
                 teacher,
@@ -167,7 +198,10 @@ def distill(
                 topk=cfg.teacher_cache_topk,
                 device=accelerator.device,
                 channels_last=cfg.channels_last,
+                temperatures=schedule() if schedule is not None else (1.0,),
             )
+        if current is not None:
+            cached.follow(current)
         teacher_fn = cached.to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()
     else:
@@ -199,8 +233,8 @@ def distill(
             description=description,
         )
     finally:
-        if composed is not None:
-            composed.close()  # the returned student carries no feature hooks
+        if built is not None:
+            built.close()  # the returned student carries no feature hooks
     for record in result.history:
         record.update(source_record)
     return result

@@ -122,8 +122,9 @@ class TrainConfig(_Strict):
     compile: bool = Field(default=False, description="torch.compile the trained model (needs a C++ compiler)")
     teacher_cache: Literal["auto", "off", "on"] = Field(
         default="auto",
-        description="KD only: reuse teacher logits computed once (auto = when augment is none and the loss "
-        "is the built-in KD loss; on = always, an error with random augmentation; off = teacher runs live)",
+        description="KD only: reuse teacher logits computed once (auto = when augment is none, one teacher "
+        "and only logit terms such as kd, dkd, rkl, js, logit_mse; on = always, an error when it cannot "
+        "serve the loss; off = teacher runs live)",
     )
     teacher_cache_dir: str | None = Field(
         default=None,

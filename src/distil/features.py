@@ -257,7 +257,7 @@ def make_adapter(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> 
     """A trainable projection of a student feature onto the teacher's shape (batch dimension excluded).
 
     Equal shapes give `nn.Identity`; (C_s, H, W) -> (C_t, H, W) a 1x1 convolution + BatchNorm (as in
-    FitNets/CRD code); (D_s,) -> (D_t,) a linear layer.
+    CRD code); (D_s,) -> (D_t,) a linear layer. FitNets uses `make_regressor` instead.
 
     Raises:
         ConfigError: the shapes cannot be matched by a projection (different spatial sizes or ranks);
@@ -270,7 +270,31 @@ def make_adapter(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> 
         return nn.Sequential(nn.Conv2d(s[0], t[0], kernel_size=1, bias=False), nn.BatchNorm2d(t[0]))
     if len(s) == 1 and len(t) == 1:
         return nn.Linear(s[0], t[0])
-    raise ConfigError(
+    raise _unadaptable(s, t)
+
+
+def make_regressor(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> nn.Module:
+    """The FitNets regressor: a trainable map of a student feature onto the teacher's, also for equal shapes.
+
+    FitNets (Romero et al. 2015) always trains a regressor on the student's guided layer; RepDistiller's
+    `ConvReg` is a convolution + BatchNorm + ReLU (1x1 at equal spatial size). (C_s, H, W) -> (C_t, H, W)
+    gives exactly that; (D_s,) -> (D_t,) a linear layer + ReLU.
+
+    Raises:
+        ConfigError: the shapes cannot be matched (different spatial sizes or ranks); both are named.
+    """
+    s, t = tuple(student_shape), tuple(teacher_shape)
+    if len(s) == 3 and len(t) == 3 and s[1:] == t[1:]:
+        return nn.Sequential(
+            nn.Conv2d(s[0], t[0], kernel_size=1, bias=False), nn.BatchNorm2d(t[0]), nn.ReLU()
+        )
+    if len(s) == 1 and len(t) == 1:
+        return nn.Sequential(nn.Linear(s[0], t[0]), nn.ReLU())
+    raise _unadaptable(s, t)
+
+
+def _unadaptable(s: tuple[int, ...], t: tuple[int, ...]) -> ConfigError:
+    return ConfigError(
         f"cannot adapt a student feature of shape {s} to a teacher feature of shape {t}: adapters project "
         "channels (1x1 conv) or vector sizes (linear) but do not resize. Pick layers at the same spatial "
         "resolution (`distil layers STUDENT --teacher TEACHER` proposes pairs)."

@@ -16,11 +16,12 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from distil.api import distill, train_model
+from distil.api import distill, distill_loss, train_model
 from distil.config import Recipe, TransferConfig, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
 from distil.errors import ConfigError
 from distil.fileio import atomic_write_json
+from distil.losses.compose import ComposedLoss
 from distil.measure import (
     ModelMetrics,
     compare,
@@ -221,11 +222,12 @@ def run_pipeline(
                 recipe.kd, teacher, data, trust_code=recipe.trust_code
             )  # kd.teachers: an ensemble
 
-            _distill = _distiller(teachers, teacher_weights, data, recipe, accelerator, progress, run)
-
-            kd_student, histories["student_kd"] = fit_in_phases(
-                _distill, kd_student, prepared.train_cfg, prepared.schedule, "student_kd"
-            )
+            with _distiller(
+                teachers, teacher_weights, data, recipe, prepared.train_cfg, accelerator, progress, run
+            ) as _distill:
+                kd_student, histories["student_kd"] = fit_in_phases(
+                    _distill, kd_student, prepared.train_cfg, prepared.schedule, "student_kd"
+                )
 
         models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
             ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
@@ -403,9 +405,10 @@ def distill_student(
         with (
             _guarded(run, {"student_train": recipe.student_train}),
             make_progress(console, enabled=show_progress, log_format=log_format) as progress,
+            _distiller(
+                teachers, teacher_weights, data, recipe, train_cfg, accelerator, progress, run
+            ) as _distill,
         ):
-            _distill = _distiller(teachers, teacher_weights, data, recipe, accelerator, progress, run)
-
             trained, history = fit_in_phases(_distill, student, train_cfg, prepared.schedule, "student_kd")
         histories = {"student_kd": history}
         models = [
@@ -617,32 +620,54 @@ def _announce(console: Console, run: RunDir) -> None:
     )
 
 
+@contextmanager
 def _distiller(
     teachers: Any,
     teacher_weights: Any,
     data: DataBundle,
     recipe: Recipe,
+    cfg: Any,
     accelerator: Any,
     progress: Any,
     run: RunDir,
-) -> Callable[[nn.Module, Any, str], Any]:
-    """`distill(model, cfg, description)` with everything else of this run bound (for fit_in_phases)."""
+) -> Iterator[Callable[[nn.Module, Any, str], Any]]:
+    """`distill(model, cfg, description)` with everything else of this run bound (for fit_in_phases).
 
-    def run_distill(model: nn.Module, cfg: Any, description: str) -> Any:
-        return distill(
+    The loss is built once, for the whole run (`cfg`, all its epochs), at the first call and carried
+    across the phases of an unfreeze schedule: FitNets regressors, CRD heads and memory banks keep what
+    they learned, and each phase continues the warm-ups and temperature schedule at the run's epoch
+    instead of restarting them. Its feature hooks are removed when the block ends.
+    """
+    loss: ComposedLoss | None = None
+    epochs_done = 0
+
+    def run_distill(model: nn.Module, phase: Any, description: str) -> Any:
+        nonlocal loss, epochs_done
+        if loss is None:
+            first = teachers[0] if isinstance(teachers, list | tuple) else teachers
+            loss = distill_loss(recipe.kd, teacher=first, student=model, data=data, cfg=cfg)
+        result = distill(
             teachers,
             model,
             data,
-            cfg,
+            phase,
             recipe.kd,
+            loss=loss,
+            first_epoch=epochs_done,
             teacher_weights=teacher_weights,
             accelerator=accelerator,
             progress=progress,
             on_epoch_end=run.log,
             description=description,
         )
+        epochs_done += phase.epochs
+        return result
 
-    return run_distill
+    try:
+        yield run_distill
+    finally:
+        if loss is not None:
+            loss.close()
 
 
 @contextmanager

@@ -8,8 +8,9 @@ from torch import nn
 
 from distil.config import KDConfig
 from distil.errors import ConfigError
-from distil.losses import LOSSES, METHODS, KDLoss, build_loss, fitnet_hint, method_terms
+from distil.losses import LOSSES, METHODS, build_loss, fitnet_hint, method_terms
 from distil.losses.contrastive import CRDTerm
+from distil.losses.registry import TermContext, TermInputs
 from distil.models import create_model
 
 
@@ -33,11 +34,17 @@ def test_default_terms_equal_the_hinton_loss() -> None:
         sample_x=x,
         num_classes=10,
     )
-    ref = KDLoss(3.0, 0.7, 0.3)
-    out, want = loss(s(x), t(x), batch(x)), ref(s(x), t(x), batch(x))
+    s_out, t_out, y = s(x), t(x), batch(x)["y"]
+    out = loss(s_out, t_out, batch(x))
     assert set(out) == {"loss", "kd", "ce"}
-    for k in want:
-        torch.testing.assert_close(out[k], want[k])
+    # Hinton et al. 2015 written out: T^2 * sum p_t^T log(p_t^T / p_s^T), and CE on the labels.
+    p_t = torch.softmax(t_out / 3.0, dim=1)
+    kd = (p_t * (p_t.log() - torch.log_softmax(s_out / 3.0, dim=1))).sum(1).mean() * 9.0
+    ce = -torch.log_softmax(s_out, dim=1).gather(1, y[:, None]).mean()
+    torch.testing.assert_close(out["kd"], kd)
+    torch.testing.assert_close(out["ce"], ce)
+    torch.testing.assert_close(out["loss"], 0.7 * kd + 0.3 * ce)
+    assert not loss.teacher_needs.live  # logits only: the teacher cache can stand in
 
 
 def test_every_term_is_logged_and_the_total_is_the_weighted_sum() -> None:
@@ -114,6 +121,31 @@ def test_fitnet_captures_the_current_batch_and_trains_its_adapter() -> None:
         loss.student_capture.features()  # no stale features from an earlier batch
     loss.close()
     assert not s.conv2._forward_hooks and not t.conv2._forward_hooks
+
+
+def test_fitnet_trains_a_regressor_also_when_shapes_match() -> None:
+    # FitNets always trains a regressor (conv + BN + ReLU); equal shapes used to get nn.Identity.
+    torch.manual_seed(0)
+    t = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    s = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    x = torch.randn(4, 1, 8, 8)
+    kd = KDConfig(terms={"fitnet": 1.0}, feature_pairs=[("relu2", "relu2")])  # (32, 4, 4) both
+    loss = build_loss(kd, student=s, teacher=t, sample_x=x, num_classes=10)
+    (regressor,) = loss.terms["fitnet"].adapters
+    kinds = [type(m) for m in regressor.children()]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert regressor[0].kernel_size == (1, 1) and regressor[0].in_channels == regressor[0].out_channels == 32
+    loss.close()
+    # Other feature terms keep their papers' (absent) projections: attention transfer has none.
+    at = build_loss(
+        KDConfig(terms={"at": 1.0}, feature_pairs=[("relu2", "relu2")]),
+        student=s,
+        teacher=t,
+        sample_x=x,
+        num_classes=10,
+    )
+    assert not list(at.parameters())
+    at.close()
 
 
 def test_incompatible_shapes_without_adapter_name_both_shapes() -> None:
@@ -193,3 +225,51 @@ def test_cifar100_recipes_build_every_method(recipe: str) -> None:
         loss = build_loss(kd, student=student, teacher=teacher, sample_x=x, num_classes=100, n_data=500)
         assert set(loss.terms) == set(terms), method
         loss.close()
+
+
+def test_crd_never_draws_a_sample_as_its_own_negative(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Few samples, many draws: sampling from all positions would hit the sample itself almost surely.
+    from distil.losses import contrastive
+
+    ctx = TermContext(pairs=[("fc1", "fc1")], student_shapes=[(4,)], teacher_shapes=[(4,)], n_data=6)
+    crd = CRDTerm(ctx, feat_dim=3, n_negatives=64)
+    assert crd.n_negatives == 5  # capped at n_data - 1
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = contrastive.contrastive_nce
+
+    def spy(
+        anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, tau: float
+    ) -> torch.Tensor:
+        calls.append((positive.detach().clone(), negatives.detach().clone()))
+        return real(anchor, positive, negatives, tau)
+
+    monkeypatch.setattr(contrastive, "contrastive_nce", spy)
+    idx = torch.arange(6)
+    for _ in range(40):
+        features = [torch.randn(6, 4)]
+        crd(
+            TermInputs(
+                torch.zeros(6, 3),
+                torch.zeros(6, 3),
+                torch.zeros(6, dtype=torch.long),
+                idx,
+                features,
+                [torch.randn(6, 4)],
+            )
+        )
+    assert len(calls) == 80
+    for positive, negatives in calls:  # memory rows are distinct random unit vectors
+        assert not torch.isclose(negatives, positive.unsqueeze(1)).all(-1).any()
+    # Uniform over the others: every other position is drawn, never the sample itself.
+    from distil.losses.contrastive import draw_negatives
+
+    many = draw_negatives(idx.repeat(500), 6, 5)
+    hits = torch.zeros(6, 6, dtype=torch.long).index_put_(
+        (idx.repeat(500).unsqueeze(1).expand_as(many), many), torch.tensor(1), accumulate=True
+    )
+    assert (hits.diagonal() == 0).all() and (hits + torch.eye(6, dtype=torch.long) > 0).all()
+
+
+def test_crd_defaults_to_the_papers_16384_negatives() -> None:
+    ctx = TermContext(pairs=[("fc1", "fc1")], student_shapes=[(4,)], teacher_shapes=[(4,)], n_data=50_000)
+    assert CRDTerm(ctx, feat_dim=2).n_negatives == 16384

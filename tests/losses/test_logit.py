@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from distil.losses import CELoss, KDLoss, kd_kl
+from distil.config import KDConfig
+from distil.losses import CELoss, build_loss, kd_kl
 
 
 def reference_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
@@ -44,10 +45,14 @@ def test_kd_kl_rejects_mismatched_classes_with_a_clear_message() -> None:
         kd_kl(torch.randn(2, 10), torch.randn(2, 100), 4.0)
 
 
-def test_kd_loss_mixes_terms_with_named_weights() -> None:
+def test_hinton_kd_is_the_composed_kd_and_ce_terms() -> None:
     s, t = torch.randn(6, 4), torch.randn(6, 4)
     batch = {"y": torch.tensor([0, 1, 2, 3, 0, 1])}
-    out = KDLoss(temperature=3.0, kd_weight=0.7, ce_weight=0.3)(s, t, batch)
+    kd = KDConfig(temperature=3.0, kd_weight=0.7, ce_weight=0.3)
+    loss = build_loss(
+        kd, student=torch.nn.Linear(4, 4), teacher=torch.nn.Identity(), sample_x=s, num_classes=4
+    )
+    out = loss(s, t, batch)
     ce = torch.nn.functional.cross_entropy(s, batch["y"])
     torch.testing.assert_close(out["ce"], ce)
     torch.testing.assert_close(out["kd"], kd_kl(s, t, 3.0))

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 import distil.fileio
-from distil.config import TrainConfig
+from distil.config import KDConfig, TrainConfig
 from distil.data import load_dataset
 from distil.errors import CheckpointError, TrainingError
-from distil.losses import CELoss, KDLoss
+from distil.losses import CELoss, build_loss
 from distil.models import create_model
 from distil.train.engine import fit
 from distil.train.state import (
@@ -350,7 +351,13 @@ def test_checkpointing_block_gives_each_stage_its_own_store(digits, tmp_path: Pa
             _net(),
             digits,
             cfg,
-            KDLoss(2.0, 0.5, 0.5),
+            build_loss(
+                KDConfig(temperature=2.0, kd_weight=0.5, ce_weight=0.5),
+                student=nn.Identity(),
+                teacher=nn.Identity(),
+                sample_x=torch.zeros(2, 10),
+                num_classes=10,
+            ),
             teacher=lambda b: torch.zeros(len(b["y"]), 10),
             description="kd",
         )

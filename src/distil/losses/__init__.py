@@ -1,7 +1,8 @@
 """Distillation losses: pure functions in `functional`, term modules per family, composed by name.
 
 Families: logit (kd, dkd, rkl, js, logit_mse, ce), feature (fitnet, at), relational (rkd, pkt, sp),
-contrastive (crd). `LOSSES` lists the registered terms; `build_loss` composes a recipe's terms.
+contrastive (crd). `LOSSES` lists the registered terms; `build_loss` composes a recipe's terms (Hinton KD is the
+composition `{kd: kd_weight, ce: ce_weight}`).
 """
 
 from distil.losses import contrastive, feature, relational  # noqa: F401  (registers their terms)
@@ -22,15 +23,24 @@ from distil.losses.functional import (
     rkd_distance,
     similarity_preserving,
 )
-from distil.losses.logit import CELoss, KDLoss
-from distil.losses.registry import LOSSES, METHODS, Term, TermContext, TermInputs, method_terms, register_loss
+from distil.losses.logit import CELoss
+from distil.losses.registry import (
+    LOSSES,
+    METHODS,
+    TeacherNeeds,
+    Term,
+    TermContext,
+    TermInputs,
+    method_terms,
+    register_loss,
+)
 
 __all__ = [
     "LOSSES",
     "METHODS",
     "CELoss",
     "ComposedLoss",
-    "KDLoss",
+    "TeacherNeeds",
     "Term",
     "TermContext",
     "TermInputs",

@@ -16,7 +16,7 @@ from torch import nn
 from distil.config import KDConfig
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, feature_shapes, propose_pairs
-from distil.losses.registry import LOSSES, Term, TermContext, TermInputs, build_term
+from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
 
 
 class ComposedLoss(nn.Module):
@@ -32,7 +32,10 @@ class ComposedLoss(nn.Module):
         student_capture: hooks on the student's feature modules (needed by feature terms).
         teacher_capture: hooks on the teacher's feature modules.
 
-    The training loop calls `set_epoch(epoch)` at the start of each epoch (0-based).
+    The training loop calls `set_epoch(epoch)` at the start of each epoch (0-based); `epoch_offset` is
+    added to it, so a loss carried across training phases (an unfreeze schedule) continues its
+    warm-ups and temperature schedule instead of restarting them. `teacher_needs` says whether cached
+    teacher logits can stand in for the teacher (no term needs features or the live teacher).
     """
 
     def __init__(
@@ -59,17 +62,36 @@ class ComposedLoss(nn.Module):
         self.student_capture = student_capture
         self.teacher_capture = teacher_capture
         self.epoch = 0
+        self.epoch_offset = 0
+
+    @property
+    def teacher_needs(self) -> TeacherNeeds:
+        """Live when a term needs the teacher's forward pass (features), else cached logits suffice."""
+        live = [
+            name for name, term in self.terms.items() if isinstance(term, Term) and term.runs_teacher_live()
+        ]
+        if live:
+            return TeacherNeeds(True, f"terms {', '.join(live)} need the teacher's features (captured live)")
+        return TeacherNeeds(False, f"terms {', '.join(self.terms)} use only the teacher's logits")
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (0-based) whose weights and temperature the next steps use."""
-        self.epoch = epoch
+        """Select the epoch (0-based, counted from `epoch_offset`) whose weights and temperature apply."""
+        self.epoch = self.epoch_offset + epoch
 
-    def current_temperature(self) -> float:
-        """The temperature of the current epoch (linear from `temperature` to `temperature_final`)."""
+    def temperature_at(self, epoch: int) -> float:
+        """The temperature of `epoch` (0-based; linear from `temperature` to `temperature_final`)."""
         if self.temperature_final is None or self.epochs <= 1:
             return self.temperature
-        frac = min(self.epoch, self.epochs - 1) / (self.epochs - 1)
+        frac = min(epoch, self.epochs - 1) / (self.epochs - 1)
         return self.temperature + frac * (self.temperature_final - self.temperature)
+
+    def current_temperature(self) -> float:
+        """The temperature of the current epoch."""
+        return self.temperature_at(self.epoch)
+
+    def temperatures(self) -> tuple[float, ...]:
+        """Every temperature the run uses, one per epoch (a top-k teacher cache stores each tail mass)."""
+        return tuple(dict.fromkeys(self.temperature_at(e) for e in range(max(self.epochs, 1))))
 
     def current_weight(self, name: str) -> float:
         """The weight of term `name` at the current epoch (after its warm-up)."""

@@ -14,6 +14,18 @@ from distil.losses.functional import contrastive_nce
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
 
 
+def draw_negatives(index: torch.Tensor, n_data: int, k: int) -> torch.Tensor:
+    """`(B, k)` negative sample positions for each of `index` `(B,)`: uniform over the others, never itself.
+
+    Draws from the n_data - 1 other positions (a draw at or above the sample's own position shifts up
+    by one), with replacement as in CRD. Drawing from all n_data instead makes a sample its own negative
+    with probability 1 - (1 - 1/n)^k per row (28% for n = 50,000, k = 16,384), which pushes the positive
+    away from itself.
+    """
+    drawn = torch.randint(0, n_data - 1, (len(index), k), device=index.device)
+    return drawn + (drawn >= index.unsqueeze(1)).long()
+
+
 @register_loss("crd")
 class CRDTerm(Term):
     """CRD: student and teacher embeddings of the same sample attract, of other samples repel.
@@ -21,7 +33,8 @@ class CRDTerm(Term):
     Both features (default: the last pair, flattened) are projected by trainable linear heads to
     `feat_dim` and L2-normalised. Each sample's student and teacher embeddings are kept in two memory
     banks (momentum-updated); the student embedding is contrasted against the teacher memory of its own
-    sample (positive) and of `n_negatives` uniformly drawn samples (negatives), and symmetrically the
+    sample (positive) and of `n_negatives` samples drawn uniformly from the other ones (negatives; a
+    sample is never its own negative, see `draw_negatives`), and symmetrically the
     teacher embedding against the student memory. This is the softmax (InfoNCE) form of CRD's objective,
     which RepDistiller also ships; the paper's default uses the NCE form with a normalising constant.
 
@@ -31,7 +44,7 @@ class CRDTerm(Term):
 
     Options:
         feat_dim: embedding size (128).
-        n_negatives: negatives per sample (4096 in CRD; capped at n_data - 1).
+        n_negatives: negatives per sample (16384, CRD's default `nce_k`; capped at n_data - 1).
         nce_temperature: tau (0.07).
         momentum: memory update momentum (0.5).
         pairs: indices into kd.feature_pairs (default: the last pair).
@@ -48,7 +61,7 @@ class CRDTerm(Term):
         self,
         ctx: TermContext,
         feat_dim: int = 128,
-        n_negatives: int = 4096,
+        n_negatives: int = 16384,
         nce_temperature: float = 0.07,
         momentum: float = 0.5,
         pairs: list[int] | None = None,
@@ -81,7 +94,7 @@ class CRDTerm(Term):
         v_s = F.normalize(self.embed_s(inputs.student_features[self.pair_index].float().flatten(1)), dim=1)
         v_t = F.normalize(self.embed_t(inputs.teacher_features[self.pair_index].float().flatten(1)), dim=1)
         mem_s, mem_t = self.memory_s, self.memory_t
-        neg_idx = torch.randint(0, len(mem_s), (len(idx), self.n_negatives), device=idx.device)
+        neg_idx = draw_negatives(idx, len(mem_s), self.n_negatives)
         loss = contrastive_nce(v_s, mem_t[idx], mem_t[neg_idx], self.nce_temperature) + contrastive_nce(
             v_t, mem_s[idx], mem_s[neg_idx], self.nce_temperature
         )

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from distil.errors import ConfigError
-from distil.features import check_shapes, make_adapter
+from distil.features import check_shapes, make_regressor
 from distil.losses.functional import attention_transfer, fitnet_hint
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
 
@@ -33,7 +33,11 @@ def select_pairs(ctx: TermContext, pairs: list[int] | None, default: str, term: 
 
 @register_loss("fitnet")
 class FitNetTerm(Term):
-    """FitNets hints: MSE(adapter(student feature), teacher feature), averaged over the selected pairs.
+    """FitNets hints: MSE(regressor(student feature), teacher feature), averaged over the selected pairs.
+
+    As in the paper, every pair gets a trainable regressor (`distil.features.make_regressor`: 1x1 conv +
+    BatchNorm + ReLU), also when the shapes already match. `kd.adapters: false` drops it (hints on the
+    raw student feature, which then needs the teacher's shape) - not the published recipe.
 
     Options:
         pairs: indices into kd.feature_pairs (default: all).
@@ -48,7 +52,7 @@ class FitNetTerm(Term):
         for i in self.indices:
             s, t = ctx.student_shapes[i], ctx.teacher_shapes[i]
             if ctx.adapters:
-                adapters.append(make_adapter(s, t))
+                adapters.append(make_regressor(s, t))
             else:
                 check_shapes(s, t, ctx.pairs[i])
                 adapters.append(nn.Identity())

@@ -74,16 +74,45 @@ class TermContext:
     label_smoothing: float = 0.0
 
 
+@dataclass(frozen=True)
+class TeacherNeeds:
+    """What a loss needs from the teacher, which decides whether cached teacher logits can stand in for it.
+
+    A loss declares it as a `teacher_needs` attribute (`ComposedLoss` derives it from its terms); a loss
+    without one is assumed to need the live teacher. See `distil.train.cache.choose_teacher_source`.
+
+    Attributes:
+        live: the loss needs the teacher's forward pass (e.g. features captured by hooks during it), not
+            only its logits.
+        reason: which terms need what, for the run record.
+    """
+
+    live: bool
+    reason: str = ""
+
+
 class Term(nn.Module, abc.ABC):
     """Base class of a registered loss term: `forward(inputs) -> scalar tensor`.
 
     Class attributes say what the term needs, so the composer captures features only when some term
-    uses them and fails early when a teacher is missing.
+    uses them, fails early when a teacher is missing, and uses cached teacher logits when no term needs
+    more than those:
+
+    - `needs_teacher`: teacher logits (from the live teacher or the cache).
+    - `needs_features`: captured (student, teacher) features; the teacher then runs live.
+    - `needs_live_teacher`: the teacher's forward pass for anything else (it then runs live).
+    - `needs_index`: `batch["index"]` (sample positions, e.g. for memory banks).
     """
 
     needs_teacher: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
+    needs_live_teacher: ClassVar[bool] = False
     needs_index: ClassVar[bool] = False
+
+    @classmethod
+    def runs_teacher_live(cls) -> bool:
+        """Whether this term needs the teacher's forward pass (features or more), not only its logits."""
+        return cls.needs_live_teacher or (cls.needs_teacher and cls.needs_features)
 
     @abc.abstractmethod
     def forward(self, inputs: TermInputs) -> torch.Tensor:

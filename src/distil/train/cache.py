@@ -6,8 +6,19 @@ disk as a memory-mapped float16 table (optionally only the top-k logits per samp
 counts) and looked up by `batch["index"]` - the position of each sample in the split, which
 `TensorLoader` yields with every batch.
 
+Top-k storage and the temperature: a top-k cache represents the teacher's distribution at temperature
+T as the exact top-k logits plus one fill logit per tail class, chosen so that the tail's total
+probability at T is the teacher's exactly (spread uniformly over the tail classes). The tail's mass
+depends on T (log sum_tail exp(z/T) is not a function of its T=1 value), so one fill column is stored
+per temperature the run uses (`temperatures`: every epoch's value of a `kd.temperature_final`
+schedule, and T=1) and the cache is keyed on them. `CachedTeacher.follow(loss.current_temperature)`
+makes each lookup use the current epoch's column. What is approximated is only how the tail's mass is
+spread over its classes (uniformly); the top-k probabilities and the tail mass at T are exact up to the
+float16 rounding of the stored logits.
+
 The cache lives in `<cache_dir>/<fingerprint>/`, where the fingerprint is a SHA-256 of the teacher's
-weights, the dataset's description and training-split contents, the augmentation name and top-k. A
+weights, the dataset's description and training-split contents, the augmentation name, top-k and (for
+top-k) the temperatures. A
 changed teacher, dataset, split or transform gives a new fingerprint (a miss), so stale outputs are
 never used; the same ones in a later run give a hit. A directory is built under a temporary name and
 renamed into place, so a killed build never leaves a half-written cache that looks complete.
@@ -26,10 +37,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,14 +52,24 @@ from distil.fileio import apply_umask, atomic_write_json
 from distil.registry import unknown_name_message
 from distil.train.teacher import freeze
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from distil.losses.registry import TeacherNeeds
+
+FORMAT_VERSION = 2
 CACHE_MODES = ("auto", "off", "on")
 _META = "meta.json"
 _VALUES = "values.f16"
 _INDICES = "indices.i32"
-_FILL = "fill.f16"
-# Below this much probability mass the tail logits are irrelevant; keeps the fill value finite.
+_FILL = "fill.f32"
+# A tail more than this many softened logits (z/T) below the k-th is irrelevant (< e^-30 of its
+# probability per class); the floor keeps the fill finite when the tail logits are -inf.
 _MIN_TAIL_LOGIT_GAP = 30.0
+_T_DIGITS = 6  # temperatures are matched after rounding to this many decimals
+
+
+def cache_temperatures(temperatures: Any = ()) -> tuple[float, ...]:
+    """The sorted distinct temperatures a top-k cache stores tail masses for: `temperatures` and 1.0."""
+    return tuple(sorted({round(float(t), _T_DIGITS) for t in (*temperatures, 1.0)}))
 
 
 def default_cache_dir() -> Path:
@@ -64,7 +85,14 @@ def _hash_tensor(h: Any, t: torch.Tensor) -> None:
     h.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
-def fingerprint(teacher: nn.Module, data: DataBundle, *, augment: str, topk: int | None = None) -> str:
+def fingerprint(
+    teacher: nn.Module,
+    data: DataBundle,
+    *,
+    augment: str,
+    topk: int | None = None,
+    temperatures: tuple[float, ...] = (1.0,),
+) -> str:
     """The cache key: SHA-256 of teacher weights + dataset description + train-split contents + transform.
 
     Args:
@@ -74,6 +102,8 @@ def fingerprint(teacher: nn.Module, data: DataBundle, *, augment: str, topk: int
             preprocessing changes the key.
         augment: the training transform's name (only "none" can be cached, but it is part of the key).
         topk: how many logits per sample are stored (None = all).
+        temperatures: those a top-k cache stores tail masses for (ignored without top-k: full logits
+            serve every temperature).
 
     Returns:
         64 hex digits.
@@ -84,27 +114,36 @@ def fingerprint(teacher: nn.Module, data: DataBundle, *, augment: str, topk: int
         h.update(name.encode())
         _hash_tensor(h, tensor)
     h.update(json.dumps(data.describe(), sort_keys=True, default=str).encode())
-    h.update(json.dumps({"augment": augment, "topk": topk}, sort_keys=True).encode())
+    key: dict[str, Any] = {"augment": augment, "topk": topk}
+    if topk is not None:
+        key["temperatures"] = list(cache_temperatures(temperatures))
+    h.update(json.dumps(key, sort_keys=True).encode())
     _hash_tensor(h, data.train.x)
     _hash_tensor(h, data.train.y)
     return h.hexdigest()
 
 
-def choose_teacher_source(mode: str, augment: str, *, custom_loss: bool = False) -> tuple[str, str]:
-    """Decide between the cache and a live teacher, and say why.
+def choose_teacher_source(
+    mode: str, augment: str, *, needs: TeacherNeeds | None = None, teachers: int = 1
+) -> tuple[str, str]:
+    """Decide between the cache and a live teacher, and say why: the one place this is decided.
 
     Args:
         mode: "auto" (cache when it is exact), "on" (cache, or an error saying why it cannot be used),
             or "off" (always live).
         augment: the resolved training augmentation ("none", "crop", "crop_flip").
-        custom_loss: a user loss may need more than the teacher's logits (e.g. features captured by
-            hooks during the teacher's forward pass), so "auto" runs such a teacher live.
+        needs: what the loss declares it needs from the teacher (`ComposedLoss.teacher_needs`, or a
+            user loss's `teacher_needs` attribute). None, a loss that declares nothing, may need more
+            than the teacher's logits (e.g. features hooked during its forward pass), so "auto" runs the
+            teacher live; "on" uses cached logits with it.
+        teachers: how many teachers are mixed (an ensemble runs live: the cache holds one teacher).
 
     Returns:
         ("cache" | "live", reason).
 
     Raises:
-        ConfigError: unknown mode, or "on" with random augmentation.
+        ConfigError: unknown mode, or "on" with random augmentation, an ensemble, or a loss that needs the
+            live teacher.
     """
     if mode not in CACHE_MODES:
         raise ConfigError(unknown_name_message("teacher_cache mode", mode, CACHE_MODES))
@@ -121,12 +160,28 @@ def choose_teacher_source(mode: str, augment: str, *, custom_loss: bool = False)
             f"augmentation {augment!r} draws new random inputs every step, so the teacher's outputs "
             "change every epoch and cannot be reused"
         )
-    if custom_loss and mode == "auto":
+    live_reason = None
+    if teachers > 1:
+        live_reason = f"the target mixes {teachers} teachers; the cache holds one teacher's logits"
+    elif needs is not None and needs.live:
+        live_reason = needs.reason or "the loss needs the live teacher"
+    if live_reason is not None:
+        if mode == "on":
+            raise ConfigError(
+                f"teacher_cache=on cannot be used here: {live_reason}. Fix: teacher_cache=auto or off."
+            )
+        return "live", live_reason
+    if needs is None and mode == "auto":
         return "live", (
-            "a custom loss may need more than the teacher's logits (e.g. hooked features); "
-            "set teacher_cache=on to use cached logits with it"
+            "the loss does not declare what it needs from the teacher (it may use hooked features); set "
+            "teacher_cache=on, or give it a `teacher_needs = TeacherNeeds(live=False)` attribute, to use "
+            "cached logits with it"
         )
-    return "cache", "inputs are deterministic (augment=none): teacher logits are computed once and reused"
+    why = f"; {needs.reason}" if needs is not None and needs.reason else ""
+    return (
+        "cache",
+        f"inputs are deterministic (augment=none): teacher logits are computed once and reused{why}",
+    )
 
 
 @dataclass(frozen=True)
@@ -150,8 +205,9 @@ class CachedTeacher:
 
     The table is a read-only float16 `np.memmap`; `to(device)` copies it to an accelerator (on CPU
     it stays memory-mapped, so the OS pages in only what is read). With top-k storage the missing
-    logits are filled with one value per sample chosen so that, at temperature 1, the top-k
-    probabilities and the total tail probability equal the teacher's exactly.
+    logits are filled with one value per sample and temperature, chosen so that at that temperature
+    the top-k probabilities and the total tail probability equal the teacher's (module docstring); the
+    temperature is `lookup`'s argument, else the one `follow` tracks, else 1.
 
     Args:
         path: a cache directory written by `build_cache`.
@@ -173,11 +229,31 @@ class CachedTeacher:
         self.values = torch.from_numpy(np.memmap(self.path / _VALUES, np.float16, "c", shape=(rows, cols)))
         self.indices: torch.Tensor | None = None
         self.fill: torch.Tensor | None = None
+        self.temperatures: tuple[float, ...] = tuple(meta.get("temperatures") or (1.0,))
+        self._temperature: Callable[[], float] | None = None
         if self.topk is not None:
             self.indices = torch.from_numpy(
                 np.memmap(self.path / _INDICES, np.int32, "c", shape=(rows, cols))
             )
-            self.fill = torch.from_numpy(np.memmap(self.path / _FILL, np.float16, "c", shape=(rows, 1)))
+            shape = (rows, len(self.temperatures))
+            self.fill = torch.from_numpy(np.memmap(self.path / _FILL, np.float32, "c", shape=shape))
+
+    def follow(self, temperature: Callable[[], float]) -> CachedTeacher:
+        """Look up the tail at `temperature()` (e.g. `ComposedLoss.current_temperature`) at each call."""
+        self._temperature = temperature
+        return self
+
+    def _fill_column(self, temperature: float | None) -> int:
+        if temperature is None:
+            temperature = self._temperature() if self._temperature is not None else 1.0
+        t = round(float(temperature), _T_DIGITS)
+        if t not in self.temperatures:
+            raise ConfigError(
+                f"this top-k teacher cache stores tail masses for temperatures {list(self.temperatures)}, "
+                f"not {t}; open it with open_or_build(..., temperatures=[{t}, ...]) (distill does so from "
+                "the loss's temperature schedule)."
+            )
+        return self.temperatures.index(t)
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -195,13 +271,24 @@ class CachedTeacher:
                 self.indices, self.fill = self.indices.to(device), self.fill.to(device)
         return self
 
-    def lookup(self, index: torch.Tensor) -> torch.Tensor:
-        """Float32 logits `(len(index), num_classes)` of the samples at positions `index`."""
+    def lookup(self, index: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Float32 logits `(len(index), num_classes)` of the samples at positions `index`.
+
+        Args:
+            index: sample positions in the split.
+            temperature: top-k only: the temperature whose tail mass the fill logits keep (default: the
+                followed one, else 1). Full-logit caches ignore it.
+
+        Raises:
+            ConfigError: a top-k cache that stores no fill for `temperature`.
+        """
         idx = index.to(self.values.device, torch.long)
         values = self.values.index_select(0, idx).float()
         if self.indices is None or self.fill is None:
             return values
-        out = self.fill.index_select(0, idx).float().expand(-1, self.num_classes).contiguous()
+        column = self._fill_column(temperature)
+        fill = self.fill[:, column : column + 1].index_select(0, idx)
+        out = fill.expand(-1, self.num_classes).contiguous()
         return out.scatter_(1, self.indices.index_select(0, idx).long(), values)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -220,7 +307,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
         rows, cols = int(meta["rows"]), int(meta["cols"])
         expected = {_VALUES: rows * cols * 2}
         if meta.get("topk") is not None:
-            expected |= {_INDICES: rows * cols * 4, _FILL: rows * 2}
+            expected |= {_INDICES: rows * cols * 4, _FILL: rows * 4 * len(meta["temperatures"])}
         if meta.get("format_version") != FORMAT_VERSION:
             return None
         if any((path / name).stat().st_size != size for name, size in expected.items()):
@@ -247,18 +334,25 @@ def _teacher_logits(
     return out.float().cpu()
 
 
-def _topk_rows(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k values and indices, plus the per-row fill value that keeps the tail's probability mass."""
+def _topk_rows(
+    logits: torch.Tensor, k: int, temperatures: tuple[float, ...] = (1.0,)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k values and indices, plus per row one fill logit per temperature: `(B, len(temperatures))`.
+
+    The fill f_T of temperature T solves (K - k) * exp(f_T / T) = sum over the tail of exp(z_j / T), i.e.
+    f_T = T * (logsumexp_tail(z / T) - log(K - k)): the tail keeps its total probability at T exactly.
+    """
     values, indices = logits.topk(k, dim=1)
     rest = logits.shape[1] - k
+    last = values[:, -1:]
     if rest == 0:
-        return values, indices, values[:, -1:]
-    total = torch.logsumexp(logits, dim=1, keepdim=True)
-    top = torch.logsumexp(values, dim=1, keepdim=True)
-    # log(sum of tail exp) = total + log(1 - exp(top - total)); spread evenly over the `rest` classes.
-    tail = total + torch.log1p(-torch.exp(top - total).clamp(max=1 - 1e-7)) - np.log(rest)
-    fill = torch.maximum(tail.clamp(max=values[:, -1:]), values[:, -1:] - _MIN_TAIL_LOGIT_GAP)
-    return values, indices, fill
+        return values, indices, last.expand(-1, len(temperatures)).contiguous()
+    tail = logits.scatter(1, indices, float("-inf"))  # the top-k masked out, computed directly
+    columns = []
+    for t in temperatures:
+        fill = t * (torch.logsumexp(tail / t, dim=1, keepdim=True) - float(np.log(rest)))
+        columns.append(torch.maximum(fill.clamp(max=last), last - _MIN_TAIL_LOGIT_GAP * t))
+    return values, indices, torch.cat(columns, dim=1)
 
 
 def build_cache(
@@ -271,6 +365,7 @@ def build_cache(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     channels_last: bool = False,
+    temperatures: tuple[float, ...] = (1.0,),
     extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Run the frozen `teacher` over `split.x` once and write the cache directory atomically.
@@ -284,6 +379,7 @@ def build_cache(
         batch_size: samples per teacher forward pass.
         device: where the teacher runs.
         channels_last: run the teacher in NHWC layout (faster convolutions on CPU; same outputs).
+        temperatures: top-k only: the temperatures to store tail masses for (1.0 is always added).
         extra_meta: more JSON-friendly fields to record (e.g. the dataset description).
 
     Returns:
@@ -305,6 +401,7 @@ def build_cache(
     if topk is not None and not 1 <= topk <= num_classes:
         raise ConfigError(f"teacher_cache_topk must be in [1, {num_classes}] (the class count), got {topk}.")
     cols = topk if topk is not None else num_classes
+    temps = cache_temperatures(temperatures) if topk is not None else None
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
     try:
@@ -312,7 +409,8 @@ def build_cache(
         indices = fill = None
         if topk is not None:
             indices = np.memmap(tmp / _INDICES, np.int32, "w+", shape=(n, cols))
-            fill = np.memmap(tmp / _FILL, np.float16, "w+", shape=(n, 1))
+            assert temps is not None
+            fill = np.memmap(tmp / _FILL, np.float32, "w+", shape=(n, len(temps)))
         for start in range(0, n, batch_size):
             logits = _teacher_logits(teacher, split.x[start : start + batch_size], device, channels_last)
             stop = start + logits.shape[0]
@@ -320,11 +418,12 @@ def build_cache(
                 values[start:stop] = logits.half().numpy()
             else:
                 assert indices is not None and fill is not None
-                v, i, f = _topk_rows(logits, topk)
+                assert temps is not None
+                v, i, f = _topk_rows(logits, topk, temps)
                 values[start:stop], indices[start:stop], fill[start:stop] = (
                     v.half().numpy(),
                     i.int().numpy(),
-                    f.half().numpy(),
+                    f.float().numpy(),
                 )
         for arr in (values, indices, fill):
             if arr is not None:
@@ -336,6 +435,7 @@ def build_cache(
             "cols": cols,
             "num_classes": num_classes,
             "topk": topk,
+            "temperatures": list(temps) if temps is not None else None,
             "dtype": "float16",
             "teacher": f"{type(teacher).__module__}.{type(teacher).__qualname__}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -366,8 +466,12 @@ def open_or_build(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     channels_last: bool = False,
+    temperatures: Any = (1.0,),
 ) -> tuple[CachedTeacher, CacheInfo]:
     """The cache for (teacher, data.train, augment, topk): reused when it exists, else built now.
+
+    `temperatures` (top-k only) are those the run's loss uses; the cache stores the tail mass at each
+    (module docstring) and is keyed on them.
 
     A directory with the right name but incomplete or inconsistent files (a crash on a file system
     without atomic renames, a manual edit) is rebuilt.
@@ -376,7 +480,8 @@ def open_or_build(
         (the cached teacher on CPU, info saying where it is and whether it was a hit).
     """
     start = time.perf_counter()
-    key = fingerprint(teacher, data, augment=augment, topk=topk)
+    temps = cache_temperatures(temperatures)
+    key = fingerprint(teacher, data, augment=augment, topk=topk, temperatures=temps)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     directory = root / key[:32]
     meta = _read_meta(directory)
@@ -393,6 +498,7 @@ def open_or_build(
             batch_size=batch_size,
             device=device,
             channels_last=channels_last,
+            temperatures=temps,
             extra_meta={"data": data.describe(), "augment": augment},
         )
     cached = CachedTeacher(directory)
