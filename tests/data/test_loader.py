@@ -22,7 +22,7 @@ def test_batches_match_index_and_cover_every_sample_once() -> None:
     batches = list(loader)
     assert len(batches) == len(loader) == 5 and len(batches[-1]["index"]) == 3
     for b in batches:
-        assert torch.equal(b["x"], split.x[b["index"]]) and torch.equal(b["y"], split.y[b["index"]])
+        assert torch.equal(b["inputs"], split.x[b["index"]]) and torch.equal(b["labels"], split.y[b["index"]])
         assert b["index"].dtype == torch.int64
     assert sorted(_epoch(loader).tolist()) == list(range(23))
 
@@ -67,7 +67,7 @@ def test_augmented_batches_reproducible_per_epoch() -> None:
             _split(), 8, shuffle=True, augment="crop_flip", crop_padding=1, fill=(-1.0,), seed=2
         )
         lo.set_epoch(epoch)
-        return torch.cat([b["x"] for b in lo])
+        return torch.cat([b["inputs"] for b in lo])
 
     assert torch.equal(run(0), run(0))
     assert (run(0) == -1.0).any()  # padding fill shows up in crops
@@ -97,7 +97,7 @@ class _ReadCounting:
 
     def __getitem__(self, index: int) -> dict:
         self.reads += 1
-        return {"x": self.split.x[index].clone(), "y": int(self.split.y[index])}
+        return {"inputs": self.split.x[index].clone(), "labels": int(self.split.y[index])}
 
 
 def _images(n: int = 37) -> Split:
@@ -127,9 +127,9 @@ def test_dataset_loader_is_bit_identical_to_tensor_loader(num_workers, num_shard
             a, b = list(memory), list(disk)
             assert len(a) == len(b) == len(memory) == len(disk)
             for x, y in zip(a, b, strict=True):
-                assert x.keys() == y.keys() == {"x", "y", "index"}
+                assert x.keys() == y.keys() == {"inputs", "labels", "index"}
                 assert all(torch.equal(x[k], y[k]) for k in x), (epoch, shard)
-                assert y["index"].dtype == y["y"].dtype == torch.int64
+                assert y["index"].dtype == y["labels"].dtype == torch.int64
 
 
 def test_resume_mid_epoch_skips_batches_without_reading_them() -> None:
@@ -147,7 +147,7 @@ def test_resume_mid_epoch_skips_batches_without_reading_them() -> None:
     )
     memory = TensorLoader(split, 8, shuffle=True, augment="crop_flip", crop_padding=1, seed=1)
     memory.set_epoch(2, start_batch=3)
-    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(memory, rest, strict=True))
+    assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(memory, rest, strict=True))
 
 
 def test_dataset_loader_workers_options() -> None:
@@ -161,4 +161,4 @@ def test_dataset_loader_workers_options() -> None:
 
 def test_split_is_a_map_style_dataset() -> None:
     split = _images(5)
-    assert torch.equal(split[3]["x"], split.x[3]) and int(split[3]["y"]) == int(split.y[3])
+    assert torch.equal(split[3]["inputs"], split.x[3]) and int(split[3]["labels"]) == int(split.y[3])

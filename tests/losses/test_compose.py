@@ -22,7 +22,7 @@ def nets() -> tuple[nn.Module, nn.Module, torch.Tensor]:
 
 
 def batch(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"x": x, "y": torch.tensor([0, 1, 2, 3])[: len(x)], "index": torch.arange(len(x))}
+    return {"inputs": x, "labels": torch.tensor([0, 1, 2, 3])[: len(x)], "index": torch.arange(len(x))}
 
 
 def test_default_terms_equal_the_hinton_loss() -> None:
@@ -34,7 +34,7 @@ def test_default_terms_equal_the_hinton_loss() -> None:
         sample_x=x,
         num_classes=10,
     )
-    s_out, t_out, y = s(x), t(x), batch(x)["y"]
+    s_out, t_out, y = s(x), t(x), batch(x)["labels"]
     out = loss(s_out, t_out, batch(x))
     assert set(out) == {"loss", "kd", "ce"}
     # Hinton et al. 2015 written out: T^2 * sum p_t^T log(p_t^T / p_s^T), and CE on the labels.

@@ -47,13 +47,13 @@ def test_kd_kl_rejects_mismatched_classes_with_a_clear_message() -> None:
 
 def test_hinton_kd_is_the_composed_kd_and_ce_terms() -> None:
     s, t = torch.randn(6, 4), torch.randn(6, 4)
-    batch = {"y": torch.tensor([0, 1, 2, 3, 0, 1])}
+    batch = {"labels": torch.tensor([0, 1, 2, 3, 0, 1])}
     kd = KDConfig(temperature=3.0, kd_weight=0.7, ce_weight=0.3)
     loss = build_loss(
         kd, student=torch.nn.Linear(4, 4), teacher=torch.nn.Identity(), sample_x=s, num_classes=4
     )
     out = loss(s, t, batch)
-    ce = torch.nn.functional.cross_entropy(s, batch["y"])
+    ce = torch.nn.functional.cross_entropy(s, batch["labels"])
     torch.testing.assert_close(out["ce"], ce)
     torch.testing.assert_close(out["kd"], kd_kl(s, t, 3.0))
     torch.testing.assert_close(out["loss"], 0.7 * out["kd"] + 0.3 * ce)
@@ -61,6 +61,6 @@ def test_hinton_kd_is_the_composed_kd_and_ce_terms() -> None:
 
 def test_ce_loss_ignores_teacher() -> None:
     s = torch.randn(4, 3)
-    batch = {"y": torch.tensor([0, 1, 2, 0])}
+    batch = {"labels": torch.tensor([0, 1, 2, 0])}
     out = CELoss()(s, None, batch)
-    torch.testing.assert_close(out["loss"], torch.nn.functional.cross_entropy(s, batch["y"]))
+    torch.testing.assert_close(out["loss"], torch.nn.functional.cross_entropy(s, batch["labels"]))

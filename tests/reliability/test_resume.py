@@ -107,7 +107,7 @@ def test_trainable_loss_parts_and_global_rngs_are_restored(digits, tmp_path: Pat
             self.scale = torch.nn.Parameter(torch.ones(10))
 
         def forward(self, out, teacher_out, batch):
-            ce = torch.nn.functional.cross_entropy(out * self.scale, batch["y"])
+            ce = torch.nn.functional.cross_entropy(out * self.scale, batch["labels"])
             return {"loss": ce, "ce": ce}
 
     model, loss = _net(), AdapterLoss()
@@ -358,7 +358,7 @@ def test_checkpointing_block_gives_each_stage_its_own_store(digits, tmp_path: Pa
                 sample_x=torch.zeros(2, 10),
                 num_classes=10,
             ),
-            teacher=lambda b: torch.zeros(len(b["y"]), 10),
+            teacher=lambda b: torch.zeros(len(b["labels"]), 10),
             description="kd",
         )
     assert (tmp_path / "kd" / "e0001-s000000005.json").is_file()

@@ -41,7 +41,7 @@ def test_cached_logits_equal_the_teachers_in_any_order(digits, tmp_path: Path) -
     cached, info = open_or_build(teacher, digits, cache_dir=tmp_path)
     assert not info.hit and info.rows == len(digits.train) and info.num_classes == 10
     index = torch.randperm(len(digits.train))[:50]
-    got = cached({"x": digits.train.x[index], "index": index})
+    got = cached({"inputs": digits.train.x[index], "index": index})
     want = _reference(teacher, digits.train.x[index])
     assert got.dtype == torch.float32 and got.shape == (50, 10)
     # float16 storage: about 3 significant digits.
@@ -173,7 +173,7 @@ def test_a_user_loss_without_declared_needs_stays_live(digits, tmp_path: Path) -
 def test_a_cached_teacher_needs_sample_indices(digits, tmp_path: Path) -> None:
     cached, _ = open_or_build(_teacher(), digits, cache_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"batch\['index'\]"):
-        cached({"x": digits.train.x[:4]})
+        cached({"inputs": digits.train.x[:4]})
     assert isinstance(cached, CachedTeacher) and len(cached) == len(digits.train)
 
 

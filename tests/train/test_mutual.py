@@ -51,7 +51,7 @@ def test_ensemble_teacher_mixes_softened_distributions() -> None:
     t1, t2 = net("largenet", 0), net("largenet", 1, width=0.5)
     x = torch.randn(3, 1, 8, 8)
     ens = EnsembleTeacher([t1, t2], [1.0, 3.0], temperature=2.0)
-    out = ens({"x": x})
+    out = ens({"inputs": x})
     with torch.no_grad():
         ref = 0.25 * torch.softmax(t1(x) / 2, 1) + 0.75 * torch.softmax(t2(x) / 2, 1)
     torch.testing.assert_close(torch.softmax(out / 2, 1), ref, rtol=1e-5, atol=1e-6)

@@ -19,8 +19,8 @@ class Split:
         return int(self.y.shape[0])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Sample `index` as ``{"x", "y"}``: a Split is also a map-style dataset."""
-        return {"x": self.x[index], "y": self.y[index]}
+        """Sample `index` as ``{"inputs", "labels"}``: a Split is also a map-style dataset."""
+        return {"inputs": self.x[index], "labels": self.y[index]}
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@
 * :class:`TensorLoader` gathers those ids from a :class:`~distil.data.bundle.Split` held in memory: one
   indexing op per batch, the fast path for data that fits in memory.
 * :class:`DatasetLoader` reads them from any map-style dataset (``__len__``, ``__getitem__(i) ->
-  {"x": tensor, "y": label}``, e.g. files on disk) through ``torch.utils.data.DataLoader`` with worker
+  {"inputs": tensor, "labels": label}``, e.g. files on disk) through ``torch.utils.data.DataLoader`` with worker
   processes, pinned memory and prefetching.
 
-Both yield the same batch dicts ``{"x", "y", "index"}`` (``index``: the samples' stable ids in their
-split, which caches and resume key on) and apply the same batched augmentation with the same seeds:
+Both yield the same batch dicts ``{"inputs", "labels", "index"}`` (the contract of
+:mod:`distil.data.batch`; ``index``: the samples' stable ids in their split, which caches and resume
+key on) and apply the same batched augmentation with the same seeds:
 given the same samples and seed they produce bit-identical batches.
 """
 
@@ -31,7 +32,7 @@ from distil.registry import unknown_name_message
 
 
 class SampleDataset(Protocol):
-    """A map-style dataset: sample `i` as ``{"x": (C, H, W) float tensor, "y": int or 0-d tensor}``."""
+    """A map-style dataset: sample `i` as ``{"inputs": (C, H, W) float tensor, "labels": int or 0-d tensor}``."""
 
     def __len__(self) -> int: ...
 
@@ -192,7 +193,7 @@ class _Batches:
 
 
 class TensorLoader(_Batches):
-    """Iterate an in-memory Split as dicts {"x", "y", "index"} (index: int64 positions in the split).
+    """Iterate an in-memory Split as dicts {"inputs", "labels", "index"} (index: int64 ids in the split).
 
     The order of an epoch is a function of (seed, epoch) only, and each batch's augmentation of
     (seed, epoch, shard_index, batch number), so runs are reproducible and resume exactly from
@@ -248,7 +249,7 @@ class TensorLoader(_Batches):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for b, batch_idx in enumerate(self.sampler, start=self.sampler.start_batch):
             x = self._augmented(self.split.x[batch_idx], b)
-            yield {"x": x, "y": self.split.y[batch_idx], "index": batch_idx}
+            yield {"inputs": x, "labels": self.split.y[batch_idx], "index": batch_idx}
 
 
 class _WithIndex:
@@ -265,11 +266,11 @@ class _WithIndex:
 
 
 def collate_samples(samples: list[tuple[int, dict[str, Any]]]) -> dict[str, torch.Tensor]:
-    """Stack `(id, {"x", "y"})` samples into one batch dict {"x", "y", "index"}."""
+    """Stack `(id, {"inputs", "labels"})` samples into one batch dict {"inputs", "labels", "index"}."""
     index = torch.tensor([i for i, _ in samples], dtype=torch.int64)
-    x = torch.stack([torch.as_tensor(s["x"]) for _, s in samples])
-    y = torch.as_tensor([int(s["y"]) for _, s in samples], dtype=torch.int64)
-    return {"x": x, "y": y, "index": index}
+    x = torch.stack([torch.as_tensor(s["inputs"]) for _, s in samples])
+    y = torch.as_tensor([int(s["labels"]) for _, s in samples], dtype=torch.int64)
+    return {"inputs": x, "labels": y, "index": index}
 
 
 class DatasetLoader(_Batches):
@@ -281,7 +282,7 @@ class DatasetLoader(_Batches):
     `set_epoch(epoch, start_batch)`: the skipped batches are never read.
 
     Args:
-        dataset: a map-style dataset whose `dataset[i]` is ``{"x": tensor, "y": label}``.
+        dataset: a map-style dataset whose `dataset[i]` is ``{"inputs": tensor, "labels": label}``.
         batch_size, shuffle, drop_last, augment, crop_padding, fill, seed, num_shards, shard_index:
             as in :class:`TensorLoader`.
         num_workers: worker processes that read samples (0 = in the main process).
@@ -341,5 +342,5 @@ class DatasetLoader(_Batches):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # The sampler runs in this process (workers only read samples), so set_epoch reaches it.
         for b, batch in enumerate(self._loader, start=self.sampler.start_batch):
-            batch["x"] = self._augmented(batch["x"], b)
+            batch["inputs"] = self._augmented(batch["inputs"], b)
             yield batch

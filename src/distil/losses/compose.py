@@ -105,7 +105,7 @@ class ComposedLoss(nn.Module):
         inputs = TermInputs(
             student_logits=student_out,
             teacher_logits=teacher_out,
-            labels=batch["y"],
+            labels=batch["labels"],
             index=batch.get("index"),
             student_features=self.student_capture.features() if self.student_capture else [],
             teacher_features=self.teacher_capture.features() if self.teacher_capture else [],

@@ -28,7 +28,7 @@ class CELoss(nn.Module):
     def forward(
         self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        ce = cross_entropy(student_out, batch["y"], self.label_smoothing)
+        ce = cross_entropy(student_out, batch["labels"], self.label_smoothing)
         return {"loss": ce, "ce": ce}
 
 

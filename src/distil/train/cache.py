@@ -297,7 +297,8 @@ class CachedTeacher:
                 "a cached teacher needs batch['index'] (sample positions in the split), which TensorLoader "
                 "yields; pass batches from TensorLoader or use the live teacher (teacher_cache=off)."
             )
-        return self.lookup(batch["index"]).to(batch["x"].device if "x" in batch else self.values.device)
+        labels = batch.get("labels")
+        return self.lookup(batch["index"]).to(labels.device if labels is not None else self.values.device)
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from distil.config import TrainConfig
 from distil.data import DataBundle, Split, TensorLoader, zero_fill
+from distil.data.batch import call_model, to_device
 from distil.errors import TrainingError
 from distil.report.progress import RunProgress
 from distil.train.distributed import (
@@ -249,12 +250,13 @@ def fit(
         # reproduces the rest of an interrupted epoch exactly.
         batches = itertools.islice(loader, skip, None) if epoch == start_epoch and skip else loader
         for batch in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if cfg.channels_last and batch["x"].dim() == 4:  # NHWC exists for images only
-                batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
+            batch = to_device(batch, device)
+            inputs = batch["inputs"]
+            if cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+                batch["inputs"] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
             teacher_out = teacher(batch) if teacher is not None else None
             with accelerator.autocast():
-                student_out = model(batch["x"])
+                student_out = call_model(model, batch["inputs"])
             terms = loss_fn(student_out, teacher_out, batch)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(terms["loss"])

@@ -23,6 +23,7 @@ from torch import nn
 
 from distil.config import TrainConfig
 from distil.data import DataBundle
+from distil.data.batch import call_model
 from distil.errors import ConfigError
 from distil.losses.functional import cross_entropy, kd_kl
 from distil.measure import accuracy, predict
@@ -126,8 +127,8 @@ def fit_mutual(
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with accelerator.autocast():
-                logits = [m(batch["x"]) for m in models]
-            terms = mutual_losses(logits, batch["y"], temperature, kd_weight, ce_weight)
+                logits = [call_model(m, batch["inputs"]) for m in models]
+            terms = mutual_losses(logits, batch["labels"], temperature, kd_weight, ce_weight)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             # Peers are detached, so one backward of the sum gives each student its own gradient.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distil.data.batch import call_model
+
 
 def freeze(model: nn.Module) -> nn.Module:
     """Put a teacher in eval mode with no gradients (in place); returns it for chaining."""
@@ -29,4 +31,4 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.module(batch["x"])
+        return call_model(self.module, batch["inputs"])

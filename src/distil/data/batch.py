@@ -1,0 +1,55 @@
+"""The batch contract every loader yields and every loop, loss and teacher reads.
+
+A batch is a dict:
+
+* ``inputs``: what the model takes: a tensor (images (B, C, H, W), feature vectors (B, F), token ids
+  (B, T)), or a dict of tensors for models called with keyword arguments (e.g. a Hugging Face model's
+  ``input_ids`` and ``attention_mask``);
+* ``labels``: the targets, (B,) classes (or (B, T) tokens);
+* ``index``: (B,) int64, each sample's stable id in its split, which teacher caches, samplers and resume
+  key on;
+* optional masks, e.g. ``mask``: (B, T) bool, the positions a loss or metric counts.
+
+Samples of a map-style dataset use the same keys without the batch dimension (``{"inputs", "labels"}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+INPUTS = "inputs"
+LABELS = "labels"
+INDEX = "index"
+MASK = "mask"
+
+
+def call_model(model: nn.Module | Any, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> Any:
+    """Run `model` on a batch's inputs: positionally for a tensor, as keyword arguments for a dict."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def batch_size_of(batch: Mapping[str, Any]) -> int:
+    """The number of samples in a batch (from its labels, else its ids)."""
+    ref = batch.get(LABELS, batch.get(INDEX))
+    if ref is None:
+        raise KeyError(f"a batch needs {LABELS!r} or {INDEX!r}; got keys {sorted(batch)}")
+    return int(ref.shape[0])
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Move every tensor of a batch (also those of a dict of inputs) to `device`."""
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        if isinstance(value, Mapping):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return {k: move(v) for k, v in batch.items()}
