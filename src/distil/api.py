@@ -21,6 +21,7 @@ from distil.losses.compose import ComposedLoss
 from distil.train.cache import choose_teacher_source, main_process_first, open_or_build
 from distil.train.engine import FitResult, LossFn, TeacherFn, fit
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
+from distil.train.stages import Stage
 from distil.train.teacher import LiveTeacher, freeze
 
 
@@ -59,7 +60,7 @@ def train_model(
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-    description: str = "train",
+    description: str = Stage.TRAIN,
 ) -> FitResult:
     """Train `model` on the labels of `data` with cross-entropy (a teacher, or a scratch baseline)."""
     cfg = cfg or TrainConfig()
@@ -118,7 +119,7 @@ def distill(
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-    description: str = "distill",
+    description: str = Stage.DISTILL,
 ) -> FitResult:
     """Train `student` to match the frozen `teacher` on `data`.
 
@@ -251,7 +252,7 @@ def mutual_learning(
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-    description: str = "mutual",
+    description: str = Stage.MUTUAL,
 ) -> MutualResult:
     """Train two or more students that teach each other (deep mutual learning; no fixed teacher).
 

@@ -33,6 +33,7 @@ from distil.train.distributed import (
 )
 from distil.train.mutual import Cohort
 from distil.train.optim import build_optimizer, build_scheduler
+from distil.train.stages import Stage
 from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
 from distil.train.trackers import check_trackers, log_to_trackers
 
@@ -122,7 +123,7 @@ def fit(
     teacher: TeacherFn | None = None,
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
-    description: str = "train",
+    description: str = Stage.TRAIN,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 10,
     checkpoint: TrainStateStore | None = None,
