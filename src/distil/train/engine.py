@@ -207,7 +207,9 @@ class TrainLoop:
             self.task = progress.add_task(description, total=cfg.epochs * self.steps_per_epoch, status="")
         self.history: list[dict[str, Any]] = []
         self.step = self.start_epoch = self.skip = 0
-        self.sums: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, torch.Tensor] = {}  # this epoch's summed loss terms
+        self.window = torch.zeros((), device=self.device)  # loss summed since the last NaN check
+        self.window_start = 0
         self.checkpoint = checkpoint if checkpoint is not None else store_for(description, cfg)
         self.stamp = (
             fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(self.model))
