@@ -20,7 +20,8 @@ from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
 from distil.train.cache import choose_teacher_source, main_process_first, open_or_build
 from distil.train.engine import FitResult, LossFn, TeacherFn, fit
-from distil.train.mutual import MutualResult, fit_mutual
+from distil.train.mutual import Cohort, MutualLoss, MutualResult
+from distil.train.stages import Stage
 from distil.train.teacher import LiveTeacher, freeze
 
 
@@ -59,7 +60,7 @@ def train_model(
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-    description: str = "train",
+    description: str = Stage.TRAIN,
 ) -> FitResult:
     """Train `model` on the labels of `data` with cross-entropy (a teacher, or a scratch baseline)."""
     cfg = cfg or TrainConfig()
@@ -118,7 +119,7 @@ def distill(
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-    description: str = "distill",
+    description: str = Stage.DISTILL,
 ) -> FitResult:
     """Train `student` to match the frozen `teacher` on `data`.
 
@@ -251,12 +252,13 @@ def mutual_learning(
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-    description: str = "mutual",
+    description: str = Stage.MUTUAL,
 ) -> MutualResult:
     """Train two or more students that teach each other (deep mutual learning; no fixed teacher).
 
     Each student minimises ce_weight * CE + kd_weight * mean over peers of T^2 KL(p_peer || p_self),
-    the peers' predictions held constant. See `distil.train.mutual.fit_mutual`.
+    the peers' predictions held constant: the students train as one `Cohort` through `fit` (with
+    resume, sharded evaluation and trackers). See `distil.train.mutual`.
 
     Returns:
         MutualResult with every trained student and per-epoch records (`s{i}_eval_accuracy`, ...).
@@ -264,15 +266,17 @@ def mutual_learning(
     cfg = cfg or TrainConfig()
     for i, s in enumerate(students):
         check_classes(s, data, f"student {i}")
-    return fit_mutual(
-        students,
+    cohort = Cohort(students)
+    result = fit(
+        cohort,
         data,
         cfg,
-        temperature=temperature,
-        kd_weight=kd_weight,
-        ce_weight=ce_weight,
+        MutualLoss(temperature, kd_weight, ce_weight),
         accelerator=accelerator,
         progress=progress,
         on_epoch_end=on_epoch_end,
         description=description,
     )
+    trained = result.model
+    assert isinstance(trained, Cohort)
+    return MutualResult(models=list(trained.students), history=result.history)

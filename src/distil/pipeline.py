@@ -39,6 +39,7 @@ from distil.train.distributed import rank_run_root, rank_zero_console
 from distil.train.engine import make_accelerator
 from distil.train.ensemble import recipe_teachers
 from distil.train.runs import RunDir, resolve_resume
+from distil.train.stages import Stage
 from distil.train.state import checkpointing
 from distil.train.trackers import end_trackers, start_trackers
 from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
@@ -81,7 +82,7 @@ def load_data(recipe: Recipe) -> DataBundle:
 # What a sidecar says when a model's training recipe is not known (a teacher loaded from weights
 # trained elsewhere): never the run's own settings, which did not train it.
 UNKNOWN_RECIPE = "unknown"
-KD_ROLE = "student_kd"
+KD_ROLE = Stage.STUDENT_KD
 
 
 def _teacher_train_record(recipe: Recipe) -> Any:
@@ -204,9 +205,9 @@ def run_pipeline(
                     accelerator=accelerator,
                     progress=progress,
                     on_epoch_end=run.log,
-                    description="teacher",
+                    description=Stage.TEACHER,
                 )
-                teacher, histories["teacher"] = result.model, result.history
+                teacher, histories[Stage.TEACHER] = result.model, result.history
             result = train_model(
                 scratch,
                 data,
@@ -214,9 +215,9 @@ def run_pipeline(
                 accelerator=accelerator,
                 progress=progress,
                 on_epoch_end=run.log,
-                description="student_scratch",
+                description=Stage.STUDENT_SCRATCH,
             )
-            scratch, histories["student_scratch"] = result.model, result.history
+            scratch, histories[Stage.STUDENT_SCRATCH] = result.model, result.history
             prepared = _prepare_student(recipe, teacher, kd_student, data, recipe.teacher.checkpoint)
             teachers, teacher_weights = recipe_teachers(
                 recipe.kd, teacher, data, trust_code=recipe.trust_code
@@ -225,14 +226,14 @@ def run_pipeline(
             with _distiller(
                 teachers, teacher_weights, data, recipe, prepared.train_cfg, accelerator, progress, run
             ) as _distill:
-                kd_student, histories["student_kd"] = fit_in_phases(
-                    _distill, kd_student, prepared.train_cfg, prepared.schedule, "student_kd"
+                kd_student, histories[Stage.STUDENT_KD] = fit_in_phases(
+                    _distill, kd_student, prepared.train_cfg, prepared.schedule, Stage.STUDENT_KD
                 )
 
         models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
-            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
-            ("student_scratch", scratch, student_spec, recipe.student_train),
-            ("student_kd", kd_student, student_spec, prepared.train_cfg),
+            (Stage.TEACHER, teacher, teacher_spec, _teacher_train_record(recipe)),
+            (Stage.STUDENT_SCRATCH, scratch, student_spec, recipe.student_train),
+            (Stage.STUDENT_KD, kd_student, student_spec, prepared.train_cfg),
         ]
         with console.status("measuring accuracy, size, MACs and latency..."):
             metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
@@ -341,11 +342,11 @@ def train_teacher(
                 accelerator=accelerator,
                 progress=progress,
                 on_epoch_end=run.log,
-                description="teacher",
+                description=Stage.TEACHER,
             )
-        histories = {"teacher": result.history}
+        histories: dict[str, list[dict[str, Any]]] = {Stage.TEACHER: result.history}
         metrics = _measure_all(
-            [("teacher", result.model, spec, recipe.teacher_train)],
+            [(Stage.TEACHER, result.model, spec, recipe.teacher_train)],
             data,
             run,
             recipe,
@@ -409,11 +410,13 @@ def distill_student(
                 teachers, teacher_weights, data, recipe, train_cfg, accelerator, progress, run
             ) as _distill,
         ):
-            trained, history = fit_in_phases(_distill, student, train_cfg, prepared.schedule, "student_kd")
-        histories = {"student_kd": history}
-        models = [
-            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
-            ("student_kd", trained, student_spec, train_cfg),
+            trained, history = fit_in_phases(
+                _distill, student, train_cfg, prepared.schedule, Stage.STUDENT_KD
+            )
+        histories: dict[str, list[dict[str, Any]]] = {Stage.STUDENT_KD: history}
+        models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
+            (Stage.TEACHER, teacher, teacher_spec, _teacher_train_record(recipe)),
+            (Stage.STUDENT_KD, trained, student_spec, train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, histories, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)
@@ -453,9 +456,9 @@ def transfer_student(
     prepared = _prepare_student(recipe, teacher, student, data, recipe.teacher.checkpoint)
     with RunDir(out_root, run_name or f"{recipe.name}-transfer", exact=run_name is not None) as run:
         run.write_text("recipe.yaml", recipe_to_yaml(recipe))
-        models = [
-            ("teacher", teacher, teacher_spec, _teacher_train_record(recipe)),
-            ("student", prepared.student, student_spec, prepared.train_cfg),
+        models: list[tuple[str, nn.Module, dict[str, Any], Any]] = [
+            (Stage.TEACHER, teacher, teacher_spec, _teacher_train_record(recipe)),
+            (Stage.STUDENT, prepared.student, student_spec, prepared.train_cfg),
         ]
         metrics = _measure_all(models, data, run, recipe, {}, measure_latency)
         ratios = _write_summary(run, recipe, data, metrics)

@@ -21,6 +21,7 @@ from distil.errors import CheckpointError, TrainingError
 from distil.losses import CELoss, build_loss
 from distil.models import create_model
 from distil.train.engine import fit
+from distil.train.mutual import Cohort, MutualLoss
 from distil.train.state import (
     TrainStateStore,
     capture_state,
@@ -96,6 +97,33 @@ def test_resume_after_a_crash_ends_with_bit_identical_weights(
     _assert_same_weights(reference.model, resumed.model)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in reference.history]
     assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in reference.history]
+
+
+def test_mutual_learning_resumes_after_a_crash_with_bit_identical_students(digits, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.01, optimizer="adam", checkpoint_every=3)
+
+    def cohort() -> Cohort:
+        return Cohort([_net(dropout=0.3), _net("largenet", width=0.5)])
+
+    reference = fit(cohort(), digits, cfg, MutualLoss(temperature=2.0), description="mutual")
+    store = _crash_after(TrainStateStore(tmp_path, every=3), 1)  # mid-epoch, at step 3
+    with pytest.raises(Crash):
+        fit(cohort(), digits, cfg, MutualLoss(temperature=2.0), description="mutual", checkpoint=store)
+    torch.manual_seed(1234)
+    resumed = fit(
+        cohort(),
+        digits,
+        cfg,
+        MutualLoss(temperature=2.0),
+        description="mutual",
+        checkpoint=TrainStateStore(tmp_path, every=3),
+    )
+
+    _assert_same_weights(reference.model, resumed.model)
+    keys = ("train_s0_loss", "train_s1_kd", "s0_val_accuracy", "s1_val_accuracy", "eval_accuracy")
+    assert [[r[k] for k in keys] for r in resumed.history] == [
+        [r[k] for k in keys] for r in reference.history
+    ]
 
 
 def test_trainable_loss_parts_and_global_rngs_are_restored(digits, tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import cross_entropy, kd_kl
 from distil.models import create_model
+from distil.train.engine import make_accelerator, train_loader
 from distil.train.ensemble import EnsembleTeacher
 from distil.train.mutual import mutual_losses
+from distil.train.optim import build_optimizer, build_scheduler
 
 CFG = TrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache="off")
 
@@ -45,6 +47,61 @@ def test_mutual_learning_trains_every_student() -> None:
         assert not torch.equal(m.fc2.weight, w)
     with pytest.raises(ConfigError, match="at least two"):
         mutual_learning(students[:1], data, CFG)
+
+
+def _reference_dml(students: list[nn.Module], data, cfg: TrainConfig, temperature: float, kd_weight: float):
+    """Deep mutual learning written out as a plain loop: one optimizer per student, each student's
+    gradient norm clipped on its own (what the second loop, fit_mutual, did before it was removed)."""
+    torch.manual_seed(cfg.seed)
+    loader = train_loader(data, cfg, make_accelerator("cpu"))
+    optimizers = [build_optimizer(s, cfg) for s in students]
+    schedulers = [build_scheduler(o, cfg, len(loader)) for o in optimizers]
+    for epoch in range(cfg.epochs):
+        loader.set_epoch(epoch)
+        for s in students:
+            s.train()
+        for batch in loader:
+            logits = [s(batch["inputs"]) for s in students]
+            total = torch.zeros(())
+            for i, z in enumerate(logits):
+                peers = [p.detach() for j, p in enumerate(logits) if j != i]
+                kd = torch.stack([kd_kl(z, p, temperature) for p in peers]).mean()
+                total = total + cross_entropy(z, batch["labels"]) + kd_weight * kd
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
+            total.backward()
+            for s, o, sch in zip(students, optimizers, schedulers, strict=True):
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(s.parameters(), cfg.grad_clip)
+                o.step()
+                sch.step()
+    return students
+
+
+@pytest.mark.parametrize(("optimizer", "grad_clip", "dropout"), [("sgd", None, 0.0), ("adam", 0.5, 0.3)])
+def test_mutual_learning_through_the_one_loop_equals_the_plain_dml_loop(
+    optimizer: str, grad_clip: float | None, dropout: float
+) -> None:
+    data = load_dataset("digits", limit=200)
+    cfg = CFG.model_copy(update={"epochs": 2, "optimizer": optimizer, "lr": 0.01, "grad_clip": grad_clip})
+    torch.manual_seed(5)
+    result = mutual_learning(
+        [net(seed=0, dropout=dropout), net(seed=1, dropout=dropout)],
+        data,
+        cfg,
+        temperature=2.0,
+        kd_weight=0.7,
+    )
+    torch.manual_seed(5)
+    expected = _reference_dml(
+        [net(seed=0, dropout=dropout), net(seed=1, dropout=dropout)], data, cfg, 2.0, 0.7
+    )
+    for got, want in zip(result.models, expected, strict=True):
+        for (k, a), b in zip(got.state_dict().items(), want.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+    rec = result.history[-1]
+    assert rec["eval_accuracy"] == rec["s0_eval_accuracy"] == rec["val_accuracy"]
+    assert rec["train_loss"] == pytest.approx(rec["train_s0_loss"] + rec["train_s1_loss"], rel=1e-5)
 
 
 def test_ensemble_teacher_mixes_softened_distributions() -> None:

@@ -19,6 +19,7 @@ from distil.cli.common import (
     user_errors,
 )
 from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
+from distil.train.stages import Stage
 
 
 @user_errors
@@ -116,11 +117,13 @@ def prune(
         cfg = TrainConfig(epochs=epochs, lr=lr)
         with command_progress(log_format, quiet) as progress:
             pruned = distill(
-                reference, pruned, bundle, cfg, progress=progress, description="prune_finetune"
+                reference, pruned, bundle, cfg, progress=progress, description=Stage.PRUNE_FINETUNE
             ).model
     if method == "unstructured":
         fold_masks_(pruned)
-    weights = save_checkpoint(out, pruned.cpu().eval(), spec, {"role": "pruned", "data": bundle.describe()})
+    weights = save_checkpoint(
+        out, pruned.cpu().eval(), spec, {"role": Stage.PRUNED, "data": bundle.describe()}
+    )
     x, y = bundle.test.x, bundle.test.y
     rows = [
         measure_model(

@@ -25,6 +25,7 @@ from distil.data import DataBundle
 from distil.fileio import atomic_write_json
 from distil.measure import ModelMetrics, count_macs, predict
 from distil.train.checkpoint import save_checkpoint
+from distil.train.stages import Stage
 
 __all__ = ["CompressResult", "compress_model"]
 
@@ -172,14 +173,16 @@ def compress_model(
             report = magnitude_prune_(current, p.ratio, ignore=ignore, keep_masks=True)
             result.details["prune"] = {"method": "unstructured", **report.to_dict()}
         stage("pruned.onnx", current)
-        fit = distill(teacher, current, data, cfg.finetune, kd, description="prune_finetune", **fit_kwargs)
+        fit = distill(
+            teacher, current, data, cfg.finetune, kd, description=Stage.PRUNE_FINETUNE, **fit_kwargs
+        )
         current = fit.model.cpu().eval()
         result.histories["pruned+kd.onnx"] = fit.history
         if p.method == "unstructured":
             fold_masks_(current)
             result.details["prune"]["note"] = NO_SPEEDUP_NOTE
         save_checkpoint(
-            out / "pruned_kd", current, current_spec, {"role": "pruned_kd", "data": data.describe()}
+            out / Stage.PRUNED_KD, current, current_spec, {"role": Stage.PRUNED_KD, "data": data.describe()}
         )
         result.artefacts["pruned+kd.safetensors"] = out / "pruned_kd.safetensors"
         stage("pruned+kd.onnx", current)
@@ -198,7 +201,7 @@ def compress_model(
                 cfg.finetune,
                 kd,
                 exclude=q.exclude,
-                description="qat_kd",
+                description=Stage.QAT_KD,
                 **fit_kwargs,
             )
             source = fit.model.cpu().eval()

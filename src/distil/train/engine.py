@@ -6,7 +6,6 @@ host syncs to one every `log_every` steps, and stops early with a clear message 
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 import warnings
@@ -32,7 +31,9 @@ from distil.train.distributed import (
     sharded_accuracy,
     use_cpu,
 )
+from distil.train.mutual import Cohort
 from distil.train.optim import build_optimizer, build_scheduler
+from distil.train.stages import Stage
 from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
 from distil.train.trackers import check_trackers, log_to_trackers
 
@@ -122,7 +123,7 @@ def fit(
     teacher: TeacherFn | None = None,
     accelerator: Accelerator | None = None,
     progress: Progress | None = None,
-    description: str = "train",
+    description: str = Stage.TRAIN,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 10,
     checkpoint: TrainStateStore | None = None,
@@ -130,14 +131,15 @@ def fit(
     """Train `model` on `data.train` with `loss_fn(student_out, teacher_out, batch)`.
 
     Args:
-        model: the network to train (the student, or a teacher being trained).
+        model: the network to train (the student, a teacher being trained, or a `Cohort` of students
+            that learn from each other: each is then evaluated, as `s{i}_eval_accuracy`).
         data: the in-memory dataset.
         cfg: the training recipe.
         loss_fn: returns a dict of named scalar terms with the total under "loss".
         teacher: gives teacher outputs for a batch (e.g. `LiveTeacher`), or None for plain training.
         accelerator: device/precision/process setup; a CPU-or-GPU default when None.
         progress: a Rich Progress to draw a bar in; None draws nothing.
-        description: label of the progress bar and the records.
+        description: label of the progress bar and the records (a `Stage` or any name).
         on_epoch_end: called with each epoch's record (e.g. to append to metrics.jsonl).
         log_every: steps between host syncs (progress update and NaN check).
         checkpoint: where to save training states (every `checkpoint.every` steps and at each epoch
@@ -150,169 +152,302 @@ def fit(
     Raises:
         TrainingError: when the loss becomes NaN or Inf.
     """
-    accelerator = accelerator or make_accelerator()
-    torch.manual_seed(cfg.seed)
-    loader = train_loader(data, cfg, accelerator)
-    steps_per_epoch = len(loader)
-    # A loss that is a Module may own trainable parts (e.g. feature adapters): train them with the model.
-    loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
-    loss_params: list[nn.Parameter] = []
-    if loss_module is not None:
-        loss_module.to(accelerator.device)
-        # Only the student is wrapped by DDP: the loss's trainable parts start from rank 0's values and
-        # have their gradients averaged after each backward (average_gradients), like the student's.
-        broadcast_module(accelerator, loss_module)
-        loss_params = [p for p in loss_module.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, cfg, extra=loss_module)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if cfg.compile:
-        model.compile()  # in place: the module, its type and state_dict keys stay the same
-    model, optimizer = accelerator.prepare(model, optimizer)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    device = accelerator.device
-    eval_name, eval_data = eval_split(data)
-
-    task = None
-    if progress is not None:
-        task = progress.add_task(description, total=cfg.epochs * steps_per_epoch, status="")
-    history: list[dict[str, Any]] = []
-    step = start_epoch = skip = 0
-    checkpoint = checkpoint if checkpoint is not None else store_for(description, cfg)
-    resumed_sums: dict[str, torch.Tensor] = {}
-    stamp = (
-        fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(model))
-        if checkpoint
-        else None
+    loop = TrainLoop(
+        model,
+        data,
+        cfg,
+        loss_fn,
+        teacher=teacher,
+        accelerator=accelerator or make_accelerator(),
+        progress=progress,
+        description=str(description),
+        on_epoch_end=on_epoch_end,
+        log_every=log_every,
+        checkpoint=checkpoint,
     )
-    scaler = getattr(accelerator, "scaler", None)
-    rank = accelerator.process_index
-    # Every rank reads the state rank 0 wrote (the same directory: see rank_run_root) and continues
-    # from its own RNG states and loss sums; the loader position is the same on every rank.
-    if checkpoint is not None and (state := checkpoint.latest(stamp)) is not None:
+    return loop.run()
+
+
+class TrainLoop:
+    """One call of `fit`: set-up and resume in `__init__`, then `run_epoch` = `train_step` per batch
+    and `end_of_epoch` (reduce, evaluate, record, report, save the state).
+
+    Where training stands lives here (`step`, the epoch's loss `sums`, the NaN-check `window`), so a
+    training state captures it and a resumed loop continues from it exactly.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        cfg: TrainConfig,
+        loss_fn: LossFn,
+        *,
+        teacher: TeacherFn | None,
+        accelerator: Accelerator,
+        progress: Progress | None,
+        description: str,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None,
+        log_every: int,
+        checkpoint: TrainStateStore | None,
+    ) -> None:
+        self.data, self.cfg, self.loss_fn, self.teacher = data, cfg, loss_fn, teacher
+        self.accelerator, self.device = accelerator, accelerator.device
+        self.progress, self.description, self.on_epoch_end = progress, description, on_epoch_end
+        self.log_every = log_every
+        torch.manual_seed(cfg.seed)
+        self.loader = train_loader(data, cfg, accelerator)
+        self.steps_per_epoch = len(self.loader)
+        self._build_optimization(model)
+        self.model = self._prepare(model)
+        self.clip_groups = _clip_groups(accelerator.unwrap_model(self.model), self.optimizer)
+        self.eval_name, self.eval_data = eval_split(data)
+        self.task = None
+        if progress is not None:
+            self.task = progress.add_task(description, total=cfg.epochs * self.steps_per_epoch, status="")
+        self.history: list[dict[str, Any]] = []
+        self.step = self.start_epoch = self.skip = 0
+        self.sums: dict[str, torch.Tensor] = {}  # this epoch's summed loss terms
+        self.window = torch.zeros((), device=self.device)  # loss summed since the last NaN check
+        self.window_start = 0
+        self.checkpoint = checkpoint if checkpoint is not None else store_for(description, cfg)
+        self.stamp = (
+            fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(self.model))
+            if self.checkpoint
+            else None
+        )
+        self.scaler = getattr(accelerator, "scaler", None)
+        self._resume()
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def _build_optimization(self, model: nn.Module) -> None:
+        """The optimizer and schedule over the model and the loss's own trainable parts."""
+        # A loss that is a Module may own trainable parts (e.g. feature adapters): train them with the model.
+        self.loss_module = self.loss_fn if isinstance(self.loss_fn, nn.Module) else None
+        self.loss_params: list[nn.Parameter] = []
+        if self.loss_module is not None:
+            self.loss_module.to(self.device)
+            # Only the student is wrapped by DDP: the loss's trainable parts start from rank 0's values
+            # and have their gradients averaged after each backward (average_gradients), like the student's.
+            broadcast_module(self.accelerator, self.loss_module)
+            self.loss_params = [p for p in self.loss_module.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(model, self.cfg, extra=self.loss_module)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps_per_epoch)
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        """Memory layout, compilation, then device placement and data parallelism (Accelerate)."""
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.cfg.compile:
+            model.compile()  # in place: the module, its type and state_dict keys stay the same
+        model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        return model
+
+    def _resume(self) -> None:
+        """Continue from the newest training state of this run, if the store holds one."""
+        accelerator, checkpoint = self.accelerator, self.checkpoint
+        rank = accelerator.process_index
+        # Every rank reads the state rank 0 wrote (the same directory: see rank_run_root) and continues
+        # from its own RNG states and loss sums; the loader position is the same on every rank.
+        if checkpoint is None or (state := checkpoint.latest(self.stamp)) is None:
+            return
         if state.processes != accelerator.num_processes and accelerator.is_main_process:
             warnings.warn(
                 f"the training state in {str(checkpoint.directory)!r} was saved by {state.processes} "
                 f"process(es) and is resumed by {accelerator.num_processes}: training continues, but the "
                 "data is sharded differently, so the rest of the run is not the one an uninterrupted run "
                 f"would have done. Resume with {state.processes} process(es) to continue it exactly.",
-                stacklevel=2,
+                stacklevel=4,
             )
         restore_state(
             state,
-            model=accelerator.unwrap_model(model),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            loss_module=loss_module,
-            scaler=scaler,
+            model=accelerator.unwrap_model(self.model),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            loss_module=self.loss_module,
+            scaler=self.scaler,
             rank=rank,
         )
-        history, step, start_epoch, skip = state.history, state.step, state.epoch, state.batch
+        self.history, self.step, self.start_epoch, self.skip = (
+            state.history,
+            state.step,
+            state.epoch,
+            state.batch,
+        )
         resumed = state.rank_sums(rank) if rank < state.processes else state.sums
-        resumed_sums = {k: v.to(device) for k, v in resumed.items()}
-        if progress is not None and task is not None:
-            progress.update(task, completed=step)
+        self.sums = {k: v.to(self.device) for k, v in resumed.items()}
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=self.step)
 
-    def save_state(epoch: int, sums: dict[str, torch.Tensor]) -> None:
-        assert checkpoint is not None
-        _check_weights_finite(model, step, cfg)  # never replace a good state with a diverged one
+    # -- training -------------------------------------------------------------------------------------
+
+    def run(self) -> FitResult:
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.run_epoch(epoch)
+        return FitResult(model=self.accelerator.unwrap_model(self.model), history=self.history)
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train one epoch (the rest of it, when resumed mid-epoch), then close it."""
+        # The order of an epoch depends only on (seed, epoch): starting at the first batch not yet
+        # trained reproduces the rest of an interrupted epoch exactly (the skipped ones are not read).
+        start = self.skip if epoch == self.start_epoch else 0
+        self.loader.set_epoch(epoch, start_batch=start)
+        if hasattr(self.loss_fn, "set_epoch"):  # losses with warm-ups or temperature schedules
+            self.loss_fn.set_epoch(epoch)
+        self.model.train()
+        started = time.perf_counter()
+        if epoch != self.start_epoch:
+            self.sums = {}
+        self.window = torch.zeros((), device=self.device)
+        self.window_start = self.step
+        for batch in self.loader:
+            self.train_step(batch, epoch)
+        self.end_of_epoch(epoch, time.perf_counter() - started)
+
+    def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch (teacher outputs under no_grad, student under autocast)."""
+        batch = to_device(batch, self.device)
+        inputs = batch["inputs"]
+        if self.cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+            batch["inputs"] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
+        teacher_out = self.teacher(batch) if self.teacher is not None else None
+        with self.accelerator.autocast():
+            student_out = call_model(self.model, batch["inputs"])
+        return self.loss_fn(student_out, teacher_out, batch)
+
+    def train_step(self, batch: dict[str, Any], epoch: int) -> None:
+        """One optimisation step; a host sync (NaN check, progress) every `log_every` steps."""
+        terms = self._forward(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(terms["loss"])
+        average_gradients(self.accelerator, self.loss_params)
+        if self.cfg.grad_clip is not None:
+            self._clip_gradients(self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        for name, value in terms.items():
+            detached = value.detach().float()
+            self.sums[name] = self.sums[name] + detached if name in self.sums else detached
+        self.window = self.window + terms["loss"].detach().float()
+        step, steps_per_epoch = self.step, self.steps_per_epoch
+        if step % self.log_every == 0 or step % steps_per_epoch == 0:
+            _check_finite(self.window, self.window_start, step, self.cfg)  # the one host sync per window
+            if self.progress is not None and self.task is not None:
+                mean_loss = float(self.sums["loss"]) / (step - epoch * steps_per_epoch)
+                self.progress.update(
+                    self.task,
+                    completed=step,
+                    status=f"epoch {epoch + 1}/{self.cfg.epochs} loss {mean_loss:.3f}",
+                )
+            self.window = torch.zeros((), device=self.device)
+            self.window_start = step
+        if self.checkpoint is not None and self.checkpoint.every and step % self.checkpoint.every == 0:
+            _check_finite(self.window, self.window_start, step, self.cfg)
+            self.save_state(epoch, self.sums)
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """Clip each group's gradient norm (one group; one per student of a cohort)."""
+        if len(self.clip_groups) == 1:
+            self.accelerator.clip_grad_norm_(self.clip_groups[0], max_norm)
+            return
+        self.accelerator.unscale_gradients()  # once: mixed-precision scaling refuses a second unscale
+        for group in self.clip_groups:
+            torch.nn.utils.clip_grad_norm_(group, max_norm)
+
+    # -- end of an epoch ------------------------------------------------------------------------------
+
+    def end_of_epoch(self, epoch: int, seconds: float) -> None:
+        """Reduce the loss sums, evaluate, record, report, and save the state of the finished epoch."""
+        cfg, accelerator = self.cfg, self.accelerator
+        processes = accelerator.num_processes
+        record: dict[str, Any] = {
+            "stage": self.description,
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(self.steps_per_epoch * cfg.batch_size * processes / seconds, 1),
+        }
+        # Every rank computes its share; the reduced numbers equal a single-process run's.
+        reduced = reduce_mean(accelerator, self.sums)
+        record.update({f"train_{k}": float(v) / self.steps_per_epoch for k, v in reduced.items()})
+        record.update(self.evaluate())
+        if not math.isfinite(record["train_loss"]):
+            _check_finite(torch.tensor(float("nan")), epoch * self.steps_per_epoch, self.step, cfg)
+        _check_weights_finite(self.model, self.step, cfg)
+        self.history.append(record)
+        self._report(record, epoch)
+        if self.checkpoint is not None:
+            self.save_state(epoch + 1, {})
+
+    def evaluate(self) -> dict[str, float]:
+        """`{split}_accuracy` and `eval_accuracy`; per student (`s{i}_...`) for a cohort, the first's
+        being the cohort's. Each process evaluates its shard."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self.loss_module is not None:
+            broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
+        name = self.eval_name
+        if not isinstance(unwrapped, Cohort):
+            acc = sharded_accuracy(self.accelerator, unwrapped, self.eval_data)
+            return {f"{name}_accuracy": acc, "eval_accuracy": acc}
+        out: dict[str, float] = {}
+        for i, student in enumerate(unwrapped.students):
+            acc = sharded_accuracy(self.accelerator, student, self.eval_data)
+            out.update({f"s{i}_{name}_accuracy": acc, f"s{i}_eval_accuracy": acc})
+        out.update({f"{name}_accuracy": out[f"s0_{name}_accuracy"], "eval_accuracy": out["s0_eval_accuracy"]})
+        return out
+
+    def _report(self, record: dict[str, Any], epoch: int) -> None:
+        """The record to the progress bar, the caller's callback and the experiment trackers."""
+        progress, task, accelerator = self.progress, self.task, self.accelerator
+        if progress is not None and task is not None:
+            progress.update(
+                task,
+                status=f"epoch {epoch + 1}/{self.cfg.epochs} loss {record['train_loss']:.3f} "
+                f"{self.eval_name} acc {record['eval_accuracy']:.1%}",
+            )
+        if self.on_epoch_end is not None and accelerator.is_main_process:
+            self.on_epoch_end(record)
+        if isinstance(progress, RunProgress) and task is not None and accelerator.is_main_process:
+            progress.epoch_end(task, record, self.cfg.epochs)  # loss terms on the bar, or a plain/JSON line
+        log_to_trackers(accelerator, record)
+
+    def save_state(self, epoch: int, sums: dict[str, torch.Tensor]) -> None:
+        """A resumable training state at the current step (`epoch`: the one in progress)."""
+        assert self.checkpoint is not None
+        accelerator = self.accelerator
+        _check_weights_finite(
+            self.model, self.step, self.cfg
+        )  # never replace a good state with a diverged one
         ranks = gather_rank_states(accelerator, sums)  # a collective: every rank takes part
         if not accelerator.is_main_process:
             return
-        checkpoint.save(
+        self.checkpoint.save(
             capture_state(
-                model=accelerator.unwrap_model(model),
-                optimizer=optimizer,
-                scheduler=scheduler,
+                model=accelerator.unwrap_model(self.model),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
                 epoch=epoch,
-                batch=step - epoch * steps_per_epoch,
-                step=step,
+                batch=self.step - epoch * self.steps_per_epoch,
+                step=self.step,
                 sums=sums,
-                history=history,
-                loss_module=loss_module,
-                scaler=scaler,
-                fingerprint=stamp,
+                history=self.history,
+                loss_module=self.loss_module,
+                scaler=self.scaler,
+                fingerprint=self.stamp,
                 ranks=ranks,
             )
         )
 
-    for epoch in range(start_epoch, cfg.epochs):
-        loader.set_epoch(epoch)
-        if hasattr(loss_fn, "set_epoch"):  # losses with warm-ups or temperature schedules
-            loss_fn.set_epoch(epoch)
-        model.train()
-        started = time.perf_counter()
-        sums: dict[str, torch.Tensor] = resumed_sums if epoch == start_epoch else {}
-        window = torch.zeros((), device=device)
-        window_start = step
-        # The order of an epoch depends only on (seed, epoch): skipping the batches already trained
-        # reproduces the rest of an interrupted epoch exactly.
-        batches = itertools.islice(loader, skip, None) if epoch == start_epoch and skip else loader
-        for batch in batches:
-            batch = to_device(batch, device)
-            inputs = batch["inputs"]
-            if cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-                batch["inputs"] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
-            teacher_out = teacher(batch) if teacher is not None else None
-            with accelerator.autocast():
-                student_out = call_model(model, batch["inputs"])
-            terms = loss_fn(student_out, teacher_out, batch)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(terms["loss"])
-            average_gradients(accelerator, loss_params)
-            if cfg.grad_clip is not None:
-                accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            for name, value in terms.items():
-                detached = value.detach().float()
-                sums[name] = sums[name] + detached if name in sums else detached
-            window = window + terms["loss"].detach().float()
-            if step % log_every == 0 or step % steps_per_epoch == 0:
-                _check_finite(window, window_start, step, cfg)  # the one host sync per window
-                if progress is not None and task is not None:
-                    mean_loss = float(sums["loss"]) / (step - epoch * steps_per_epoch)
-                    progress.update(
-                        task, completed=step, status=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.3f}"
-                    )
-                window = torch.zeros((), device=device)
-                window_start = step
-            if checkpoint is not None and checkpoint.every and step % checkpoint.every == 0:
-                _check_finite(window, window_start, step, cfg)
-                save_state(epoch, sums)
-        seconds = time.perf_counter() - started
-        record: dict[str, Any] = {
-            "stage": description,
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(seconds, 3),
-            "samples_per_s": round(steps_per_epoch * cfg.batch_size * accelerator.num_processes / seconds, 1),
-        }
-        # Every rank computes its share; the reduced numbers equal a single-process run's.
-        reduced = reduce_mean(accelerator, sums)
-        record.update({f"train_{k}": float(v) / steps_per_epoch for k, v in reduced.items()})
-        unwrapped = accelerator.unwrap_model(model)
-        if loss_module is not None:
-            broadcast_module(accelerator, loss_module, buffers_only=True)
-        record[f"{eval_name}_accuracy"] = sharded_accuracy(accelerator, unwrapped, eval_data)
-        record["eval_accuracy"] = record[f"{eval_name}_accuracy"]
-        if not math.isfinite(record["train_loss"]):
-            _check_finite(torch.tensor(float("nan")), epoch * steps_per_epoch, step, cfg)
-        _check_weights_finite(model, step, cfg)
-        history.append(record)
-        if progress is not None and task is not None:
-            progress.update(
-                task,
-                status=f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.3f} "
-                f"{eval_name} acc {record['eval_accuracy']:.1%}",
-            )
-        if on_epoch_end is not None and accelerator.is_main_process:
-            on_epoch_end(record)
-        if isinstance(progress, RunProgress) and task is not None and accelerator.is_main_process:
-            progress.epoch_end(task, record, cfg.epochs)  # loss terms on the bar, or a plain/JSON line
-        log_to_trackers(accelerator, record)
-        if checkpoint is not None:
-            save_state(epoch + 1, {})
-    return FitResult(model=accelerator.unwrap_model(model), history=history)
+
+def _clip_groups(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[nn.Parameter]]:
+    """The parameters whose gradient norm is clipped together: all trainable ones, or for a cohort,
+    each student's (its own network, as if trained alone) and then the rest (e.g. a loss's parts)."""
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(model, Cohort):
+        return [trainable]
+    groups = [[p for p in s.parameters() if p.requires_grad] for s in model.students]
+    owned = {id(p) for g in groups for p in g}
+    rest = [p for p in trainable if id(p) not in owned]
+    return [g for g in [*groups, rest] if g]

@@ -17,6 +17,7 @@ from torch import nn
 
 from distil.config import TrainConfig
 from distil.errors import TransferError
+from distil.train.stages import unfrozen
 from distil.transfer.parameters import _closest_n
 from distil.transfer.report import StructureRecord
 
@@ -182,7 +183,7 @@ def fit_in_phases(
 
     The optimizer only holds trainable parameters, so each phase builds its own optimizer and learning
     rate schedule (a restart at the unfreeze epoch, as in gradual-unfreezing fine-tuning). The second
-    phase trains as stage ``f"{description}-unfrozen"`` (so its per-epoch log lines and resumable
+    phase trains as stage ``unfrozen(description)`` (``f"{description}-unfrozen"``) (so its per-epoch log lines and resumable
     training state are its own); the returned records are numbered over the whole run.
 
     Args:
@@ -206,14 +207,14 @@ def fit_in_phases(
         trainable = schedule.apply(model, start)
         phase = cfg.model_copy(update={"epochs": epochs})
         # Each phase is its own stage (its own optimizer, schedule and resumable training state).
-        stage = f"{description}-unfrozen" if trainable else description
+        stage = unfrozen(description) if trainable else description
         result = train(model, phase, stage)
         model = result.model
         for record in result.history:
             history.append(
                 {
                     **record,
-                    "stage": description,
+                    "stage": str(description),
                     "phase": stage,
                     "epoch": record["epoch"] + start - 1,
                     "reused_trainable": trainable,
