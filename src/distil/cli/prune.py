@@ -88,7 +88,7 @@ def prune(
     if method == "structured":
         if ratio is None and macs_reduction is None:
             raise ConfigError("give --ratio (e.g. 0.3) or --macs-reduction (e.g. 2) for structured pruning.")
-        calib = (bundle.train.x[:256], bundle.train.y[:256]) if criterion == "taylor" else None
+        calib = (bundle.train.head(256), bundle.train.labels[:256]) if criterion == "taylor" else None
         result = prune_structured(
             model,
             torch.zeros((1, *shape)),
@@ -121,7 +121,7 @@ def prune(
     if method == "unstructured":
         fold_masks_(pruned)
     weights = save_checkpoint(out, pruned.cpu().eval(), spec, {"role": "pruned", "data": bundle.describe()})
-    x, y = bundle.test.x, bundle.test.y
+    x, y = bundle.test.head(len(bundle.test)), bundle.test.labels
     rows = [
         measure_model(
             "before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x), latency=latency

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from distil.data.sampling import stratified_take
 from distil.errors import DataError
+
+if TYPE_CHECKING:
+    from distil.data.bundle import DataBundle
 
 TEST_FRACTION = 0.2
 """Share of the samples held out as test by readers whose source has no test split."""
@@ -37,6 +40,14 @@ class RawDataset:
     """How the user fixes labels outside [0, len(class_names)) with this reader; "" = a fixed class list."""
     extra: dict[str, str] = field(default_factory=dict)
     """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
+
+
+class LazyDataset(Protocol):
+    """What a reader returns for data that stays on disk (e.g. `distil.data.npydir.NpyDirDataset`):
+    only labels are in memory, and it builds the bundle itself from `registry.select_samples` and
+    `registry.channel_stats`, so it selects and normalizes exactly as an in-memory `RawDataset` would."""
+
+    def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle: ...
 
 
 def to_nchw_float(array: Any, what: str) -> torch.Tensor:

@@ -26,7 +26,7 @@ from distil.data import DataBundle
 from distil.data.batch import call_model
 from distil.errors import ConfigError
 from distil.losses.functional import cross_entropy, kd_kl
-from distil.measure import accuracy, predict
+from distil.measure import accuracy, predict_split
 from distil.train.engine import _check_finite, eval_split, make_accelerator, train_loader
 from distil.train.optim import build_optimizer, build_scheduler
 
@@ -154,8 +154,8 @@ def fit_mutual(
         record: dict[str, Any] = {"stage": description, "epoch": epoch + 1, "seconds": round(seconds, 3)}
         record.update({f"train_{k}": float(v) / steps for k, v in sums.items()})
         for i, m in enumerate(models):
-            logits_eval = predict(accelerator.unwrap_model(m), eval_data.x.to(device))
-            record[f"s{i}_{eval_name}_accuracy"] = accuracy(logits_eval.cpu(), eval_data.y)
+            logits_eval = predict_split(accelerator.unwrap_model(m), eval_data)
+            record[f"s{i}_{eval_name}_accuracy"] = accuracy(logits_eval, eval_data.labels)
             record[f"s{i}_eval_accuracy"] = record[f"s{i}_{eval_name}_accuracy"]
         if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
             _check_finite(torch.tensor(float("nan")), epoch * steps, step, cfg)
