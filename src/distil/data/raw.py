@@ -78,8 +78,22 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
             "or (N, F) feature vectors."
         )
     scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
-    out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    converted = np.ascontiguousarray(arr, dtype=np.float32)
+    if converted.strides != _c_strides(converted):
+        # numpy calls an array with odd strides on size-1 dims (an added or transposed channel) contiguous
+        # and keeps them; conv kernels then pick another (channels-last) algorithm, so the same images
+        # would train differently depending on how they were read. One canonical layout for all.
+        converted = converted.copy(order="C")
+    out = torch.from_numpy(converted)
     return out * scale if scale != 1.0 else out
+
+
+def _c_strides(arr: np.ndarray) -> tuple[int, ...]:
+    strides, step = [], arr.itemsize
+    for size in reversed(arr.shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def split_off_test(
