@@ -166,3 +166,14 @@ def test_images_get_one_canonical_layout_however_they_were_stored() -> None:
 
     for arr in (np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 4, 4), np.float32)[:, None]):
         assert to_nchw_float(arr, "x").stride() == (16, 16, 4, 1)
+
+
+def test_a_teacher_cache_of_an_on_disk_split_equals_the_in_memory_one(digits_dir, tmp_path: Path) -> None:
+    from distil.train.cache import CachedTeacher, build_cache
+
+    memory, disk = load_dataset("digits", limit=300), load_dataset("npy-dir", digits_dir, limit=300)
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    a = CachedTeacher(build_cache(teacher, memory.train, tmp_path / "m", key="m", batch_size=64))
+    b = CachedTeacher(build_cache(teacher, disk.train, tmp_path / "d", key="d", batch_size=64))
+    assert torch.equal(a.values, b.values) and a.values.shape[0] == len(disk.train)
