@@ -55,7 +55,7 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
 
     Layout rule (arrays carry no layout tag, so it is inferred from the shape):
     (N, H, W) gains a channel dim; (N, H, W, C) with C in (1, 3) is transposed to NCHW; any other
-    4-d array is taken as NCHW already. uint8 pixels are scaled to [0, 1]; other dtypes keep their values.
+    4-d array is taken as NCHW already. uint8 pixels are divided by 255 (to [0, 1]); other dtypes keep their values.
 
     Args:
         array: numpy array or tensor of images.
@@ -77,7 +77,7 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
             f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images, "
             "or (N, F) feature vectors."
         )
-    scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
+    is_uint8 = arr.dtype == np.uint8
     converted = np.ascontiguousarray(arr, dtype=np.float32)
     if converted.strides != _c_strides(converted):
         # numpy calls an array with odd strides on size-1 dims (an added or transposed channel) contiguous
@@ -85,7 +85,8 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
         # would train differently depending on how they were read. One canonical layout for all.
         converted = converted.copy(order="C")
     out = torch.from_numpy(converted)
-    return out * scale if scale != 1.0 else out
+    # div_(255), as the idx and CIFAR readers do: the same pixels give the same floats from every source.
+    return out.div_(255.0) if is_uint8 else out
 
 
 def _c_strides(arr: np.ndarray) -> tuple[int, ...]:
