@@ -31,7 +31,7 @@ def output_classes(model: nn.Module, data: DataBundle) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            out = model(data.train.x[:1].to(next(model.parameters()).device))
+            out = model(data.train.head(1).to(next(model.parameters()).device))
     except RuntimeError as exc:
         raise DataError(
             f"the model cannot run on this data's input shape {data.input_shape}: {str(exc).splitlines()[0]}. "
@@ -98,7 +98,7 @@ def distill_loss(
         kd,
         student=student,
         teacher=teacher,
-        sample_x=data.train.x[:2].to(next(student.parameters()).device),
+        sample_x=data.train.head(2).to(next(student.parameters()).device),
         num_classes=data.num_classes,
         n_data=len(data.train),
         label_smoothing=cfg.label_smoothing,

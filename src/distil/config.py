@@ -135,6 +135,20 @@ class TrainConfig(_Strict):
         gt=0,
         description="KD only: store only the k largest teacher logits (large class counts)",
     )
+    num_workers: int = Field(
+        default=0, ge=0, description="data on disk: worker processes reading samples (0 = the main process)"
+    )
+    pin_memory: bool | None = Field(
+        default=None, description="data on disk: page-locked batches (None = when the run uses CUDA)"
+    )
+    persistent_workers: bool = Field(
+        default=False, description="data on disk: keep workers alive between epochs (needs num_workers >= 1)"
+    )
+    prefetch_factor: int | None = Field(
+        default=None,
+        gt=0,
+        description="data on disk: batches each worker reads ahead (needs num_workers >= 1)",
+    )
     seed: int = 0
     checkpoint_every: int | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distil.data.bundle import SampleSplit, Split
 from distil.errors import CheckpointError, ConfigError, DataError, DistilError
 
 __all__ = [
@@ -400,6 +401,27 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
         # max(..., 1) runs one (empty) batch for an empty x, so the output keeps its shape.
         for start in range(0, max(x.shape[0], 1), batch_size):
             outputs.append(model(x[start : start + batch_size].to(device)).to(x.device))
+    return torch.cat(outputs)
+
+
+def predict_split(
+    model: nn.Module, split: SampleSplit, batch_size: int = 512, start: int = 0, stop: int | None = None
+) -> Tensor:
+    """Logits of ``model`` on positions [start, stop) of a split, in batches of ``batch_size``, on the CPU.
+
+    An in-memory split takes :func:`predict`; any other is read batch by batch
+    (``split.batches``), with the same batches, so both give the same logits.
+    """
+    if isinstance(split, Split):
+        return predict(model, split.x[start:stop], batch_size).cpu()
+    _check_positive("batch_size", batch_size)
+    device = _model_device(model)
+    outputs: list[Tensor] = []
+    with _eval_mode(model), torch.inference_mode():
+        for batch in split.batches(batch_size, start, stop):
+            outputs.append(model(batch["inputs"].to(device)).cpu())
+    if not outputs:
+        return predict(model, split.head(0), batch_size).cpu()
     return torch.cat(outputs)
 
 

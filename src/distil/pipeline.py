@@ -271,7 +271,8 @@ def _measure_all(
     histories: dict[str, list[dict[str, Any]]],
     measure_latency: bool,
 ) -> list[ModelMetrics]:
-    x_test, y_test = data.test.x, data.test.y
+    # The test set is measured in memory (read once from disk for on-disk data).
+    x_test, y_test = data.test.head(len(data.test)), data.test.labels
     metrics: list[ModelMetrics] = []
     teacher_logits: torch.Tensor | None = None
     for name, model, spec, train_cfg in models:
@@ -483,7 +484,7 @@ def _prepare_student(
         teacher,
         student,
         recipe.student_train,
-        example_inputs=data.train.x[:2],
+        example_inputs=data.train.head(2),
         teacher_train=teacher_train,
     )
 
@@ -590,20 +591,21 @@ def evaluate_checkpoints(
     """
     metrics: list[ModelMetrics] = []
     reference_logits: torch.Tensor | None = None
+    x_test, y_test = data.test.head(len(data.test)), data.test.labels
     for path in paths:
         model, _, weights = load_any(path, data, model_name, trust_code=trust_code)
         m = measure_model(
             Path(path).stem,
             model.eval(),
-            data.test.x,
-            data.test.y,
+            x_test,
+            y_test,
             input_shape=data.input_shape,
             teacher_logits=reference_logits,
             weights_path=weights,
             latency=measure_latency,
         )
         if reference_logits is None:
-            reference_logits = predict(model, data.test.x)
+            reference_logits = predict(model, x_test)
         metrics.append(m)
     return metrics
 

@@ -162,3 +162,16 @@ def test_dataset_loader_workers_options() -> None:
 def test_split_is_a_map_style_dataset() -> None:
     split = _images(5)
     assert torch.equal(split[3]["inputs"], split.x[3]) and int(split[3]["labels"]) == int(split.y[3])
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_the_dataset_loader_leaves_the_global_rng_alone(num_workers: int) -> None:
+    # DataLoader draws its workers' base seed per epoch; from the global RNG that would shift dropout.
+    loader = DatasetLoader(_split(), 4, shuffle=True, num_workers=num_workers)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        list(loader)
+    assert torch.equal(torch.rand(3), expected)

@@ -58,3 +58,17 @@ def test_same_seed_same_weights(digits) -> None:
     b = train_model(_net(), digits, cfg).model
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_every_rank_gets_a_batch_when_its_share_is_smaller_than_one() -> None:
+    # 100 samples, 2 ranks, batch 64: each rank's 50 samples are one (short) batch, not zero.
+    from types import SimpleNamespace
+
+    from distil.data import load_dataset
+    from distil.train.engine import train_loader
+
+    data = load_dataset("digits", limit=100, val_fraction=0.0)
+    cfg = TrainConfig(batch_size=64, augment="none")
+    for rank in range(2):
+        loader = train_loader(data, cfg, SimpleNamespace(num_processes=2, process_index=rank))  # type: ignore[arg-type]
+        assert len(loader) == 1 and len(next(iter(loader))["index"]) == 50

@@ -10,6 +10,7 @@ import typer
 from distil.cli import (
     compare,
     compress,
+    data,
     demo,
     distill,
     evaluate,
@@ -45,6 +46,7 @@ app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
 app.command("compress")(compress.compress)
 app.add_typer(recipe.app, name="recipe")
+app.add_typer(data.app, name="data")
 
 
 @app.command("models")

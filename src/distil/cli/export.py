@@ -64,7 +64,8 @@ def export(
     path = check_out(out or Path(checkpoint).with_suffix(".onnx"), is_file=True)
     net, _, bundle = checkpoint_and_data(checkpoint, data, data_root, model_name=model, trust_code=trust_code)
     export_onnx(net, path, tuple(bundle.input_shape), opset=opset)
-    x = bundle.val.x if len(bundle.val) else bundle.test.x
+    check_split = bundle.val if len(bundle.val) else bundle.test
+    x = check_split.head(len(check_split))
     check = verify_onnx(path, net, x)
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes, opset {opset}, dynamic batch)")
     console.print(

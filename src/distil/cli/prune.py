@@ -89,7 +89,7 @@ def prune(
     if method == "structured":
         if ratio is None and macs_reduction is None:
             raise ConfigError("give --ratio (e.g. 0.3) or --macs-reduction (e.g. 2) for structured pruning.")
-        calib = (bundle.train.x[:256], bundle.train.y[:256]) if criterion == "taylor" else None
+        calib = (bundle.train.head(256), bundle.train.labels[:256]) if criterion == "taylor" else None
         result = prune_structured(
             model,
             torch.zeros((1, *shape)),
@@ -124,7 +124,7 @@ def prune(
     weights = save_checkpoint(
         out, pruned.cpu().eval(), spec, {"role": Stage.PRUNED, "data": bundle.describe()}
     )
-    x, y = bundle.test.x, bundle.test.y
+    x, y = bundle.test.head(len(bundle.test)), bundle.test.labels
     rows = [
         measure_model(
             "before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x), latency=latency

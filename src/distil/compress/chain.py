@@ -104,8 +104,9 @@ def compress_model(
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _line: None)
     shape = tuple(data.input_shape)
-    x_test, y_test = data.test.x, data.test.y
-    x_check = data.val.x if len(data.val) else data.test.x
+    # The test set is measured in memory (read once from disk for on-disk data).
+    x_test, y_test = data.test.head(len(data.test)), data.test.labels
+    x_check = data.val.head(len(data.val)) if len(data.val) else x_test
     teacher = teacher.cpu().eval()
     teacher_logits = predict(teacher, x_test)
     result = CompressResult(metrics=[])
@@ -142,7 +143,7 @@ def compress_model(
         p = cfg.prune
         example = torch.zeros((1, *shape))
         if p.method == "structured":
-            calib = (data.train.x[:256], data.train.y[:256]) if p.criterion == "taylor" else None
+            calib = (data.train.head(256), data.train.labels[:256]) if p.criterion == "taylor" else None
             pr = prune_structured(
                 current,
                 example,
@@ -189,7 +190,7 @@ def compress_model(
 
     if cfg.quantize is not None:
         q = cfg.quantize
-        calibration = data.train.x[: q.calibration_size]
+        calibration = data.train.head(q.calibration_size)
         per_channel = q.per_channel
         source = current
         if q.mode == "qat":

@@ -3,21 +3,25 @@
 Importing this package registers every built-in reader in `DATASETS`.
 """
 
-from distil.data import cifar, digits, idx, npz, tabular  # noqa: F401  (imported to register readers)
+from distil.data import cifar, digits, idx, npydir, npz, tabular  # noqa: F401  (imported to register readers)
 from distil.data.augment import augment_batch, zero_fill
-from distil.data.bundle import DataBundle, Split
+from distil.data.bundle import DataBundle, SampleSplit, Split
 from distil.data.loader import DatasetLoader, EpochSampler, SampleDataset, TensorLoader
+from distil.data.npydir import ArraySplit, export_npy_dir
 from distil.data.registry import DATASETS, load_dataset
 
 __all__ = [
     "DATASETS",
+    "ArraySplit",
     "DataBundle",
     "DatasetLoader",
     "EpochSampler",
     "SampleDataset",
+    "SampleSplit",
     "Split",
     "TensorLoader",
     "augment_batch",
+    "export_npy_dir",
     "load_dataset",
     "zero_fill",
 ]

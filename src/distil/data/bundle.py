@@ -2,15 +2,76 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+
+@runtime_checkable
+class SampleSplit(Protocol):
+    """What every consumer of a split (loop, evaluation, caches, calibration, export) may use.
+
+    Two kinds implement it: :class:`Split` (normalized tensors in memory, the fast path) and
+    :class:`distil.data.npydir.ArraySplit` (samples read on demand from arrays on disk). Only the
+    in-memory fast paths (``TensorLoader``, ``predict_split``) read ``Split.x`` directly.
+
+    * ``len(split)``, ``split[i] -> {"inputs", "labels"}``: a map-style dataset (``DatasetLoader``);
+    * ``labels``: (N,) int64, always in memory (stratification, class checks, accuracy);
+    * ``sample_shape``: (C, H, W) or (F,);
+    * ``head(n)``: the first n inputs as one tensor (example inputs, calibration);
+    * ``batches(batch_size)``: batch dicts ``{"inputs", "labels", "index"}`` in order (evaluation,
+      cache building, prediction);
+    * ``take(index)``: the sub-split of those sample positions (a view for on-disk splits);
+    * ``update_hash(h)``: feed the normalized contents to a hashlib object (cache keys); both kinds
+      give the same digest for the same values.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]: ...
+
+    @property
+    def labels(self) -> torch.Tensor: ...
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]: ...
+
+    def head(self, n: int) -> torch.Tensor: ...
+
+    def batches(
+        self, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[dict[str, Any]]: ...
+
+    def take(self, index: torch.Tensor) -> SampleSplit: ...
+
+    def update_hash(self, h: Any) -> None: ...
+
+
+def hash_tensor(h: Any, t: torch.Tensor) -> None:
+    """Feed dtype, shape and bytes of `t` to the hashlib object `h` (the teacher-cache key's format)."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+    # A byte view hashes any dtype (bf16 included) without a numpy conversion of the values.
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def batch_ranges(
+    n: int, batch_size: int, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """(begin, end) of consecutive batches over positions [start, stop) of a split of n samples."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stop = n if stop is None else min(stop, n)
+    for b in range(start, stop, batch_size):
+        yield b, min(b + batch_size, stop)
 
 
 @dataclass(frozen=True)
 class Split:
     """One split held in memory: `x` is (N, C, H, W) images or (N, F) feature vectors, float32 and already
-    normalized; `y` is (N,) int64."""
+    normalized; `y` is (N,) int64. Implements :class:`SampleSplit`."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -22,6 +83,31 @@ class Split:
         """Sample `index` as ``{"inputs", "labels"}``: a Split is also a map-style dataset."""
         return {"inputs": self.x[index], "labels": self.y[index]}
 
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.y
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first `n` inputs, (n, ...)."""
+        return self.x[:n]
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """Consecutive batches ``{"inputs", "labels", "index"}`` over positions [start, stop), in order."""
+        for b, e in batch_ranges(len(self), batch_size, start, stop):
+            yield {"inputs": self.x[b:e], "labels": self.y[b:e], "index": torch.arange(b, e)}
+
+    def take(self, index: torch.Tensor) -> Split:
+        """The samples at `index` (positions in this split), as a new in-memory Split."""
+        return Split(self.x[index], self.y[index])
+
+    def update_hash(self, h: Any) -> None:
+        hash_tensor(h, self.x)
+        hash_tensor(h, self.y)
+
 
 @dataclass(frozen=True)
 class DataBundle:
@@ -29,7 +115,8 @@ class DataBundle:
 
     Attributes:
         name: registry name of the dataset (e.g. "digits", "fashion-mnist").
-        train, val, test: the splits; `val` may be empty (0 samples) when val_fraction is 0.
+        train, val, test: the splits (:class:`Split` in memory, or any :class:`SampleSplit`, e.g. read
+            from disk); `val` may be empty (0 samples) when val_fraction is 0.
         class_names: one name per class; `num_classes == len(class_names)`.
         mean, std: per-channel (images) or per-feature (feature vectors) normalization that was applied
             to `x` (needed again at deployment).
@@ -40,9 +127,9 @@ class DataBundle:
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: SampleSplit
+    val: SampleSplit
+    test: SampleSplit
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -52,13 +139,18 @@ class DataBundle:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
+    def in_memory(self) -> bool:
+        """Whether every split is an in-memory :class:`Split` (the loop then takes the fast path)."""
+        return all(isinstance(s, Split) for s in (self.train, self.val, self.test))
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one sample: (C, H, W) for images, (F,) for feature vectors."""
-        return tuple(int(d) for d in self.train.x.shape[1:])
+        return self.train.sample_shape
 
     @property
     def is_tabular(self) -> bool:

@@ -337,6 +337,9 @@ class DatasetLoader(_Batches):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             prefetch_factor=prefetch_factor,
+            # Its own generator: otherwise every epoch's iterator draws its workers' base seed from the
+            # global torch RNG, shifting dropout (and anything else seeded globally) off the in-memory path.
+            generator=torch.Generator().manual_seed(_seed(seed, shard_index, 2)),
         )
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

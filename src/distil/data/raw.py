@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from distil.data.sampling import stratified_take
 from distil.errors import DataError
+
+if TYPE_CHECKING:
+    from distil.data.bundle import DataBundle
 
 TEST_FRACTION = 0.2
 """Share of the samples held out as test by readers whose source has no test split."""
@@ -39,12 +42,20 @@ class RawDataset:
     """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
 
 
+class LazyDataset(Protocol):
+    """What a reader returns for data that stays on disk (e.g. `distil.data.npydir.NpyDirDataset`):
+    only labels are in memory, and it builds the bundle itself from `registry.select_samples` and
+    `registry.channel_stats`, so it selects and normalizes exactly as an in-memory `RawDataset` would."""
+
+    def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle: ...
+
+
 def to_nchw_float(array: Any, what: str) -> torch.Tensor:
     """Convert images to float32 (N, C, H, W).
 
     Layout rule (arrays carry no layout tag, so it is inferred from the shape):
     (N, H, W) gains a channel dim; (N, H, W, C) with C in (1, 3) is transposed to NCHW; any other
-    4-d array is taken as NCHW already. uint8 pixels are scaled to [0, 1]; other dtypes keep their values.
+    4-d array is taken as NCHW already. uint8 pixels are divided by 255 (to [0, 1]); other dtypes keep their values.
 
     Args:
         array: numpy array or tensor of images.
@@ -66,9 +77,24 @@ def to_nchw_float(array: Any, what: str) -> torch.Tensor:
             f"{what} has shape {tuple(arr.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) images, "
             "or (N, F) feature vectors."
         )
-    scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
-    out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    return out * scale if scale != 1.0 else out
+    is_uint8 = arr.dtype == np.uint8
+    converted = np.ascontiguousarray(arr, dtype=np.float32)
+    if converted.strides != _c_strides(converted):
+        # numpy calls an array with odd strides on size-1 dims (an added or transposed channel) contiguous
+        # and keeps them; conv kernels then pick another (channels-last) algorithm, so the same images
+        # would train differently depending on how they were read. One canonical layout for all.
+        converted = converted.copy(order="C")
+    out = torch.from_numpy(converted)
+    # div_(255), as the idx and CIFAR readers do: the same pixels give the same floats from every source.
+    return out.div_(255.0) if is_uint8 else out
+
+
+def _c_strides(arr: np.ndarray) -> tuple[int, ...]:
+    strides, step = [], arr.itemsize
+    for size in reversed(arr.shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def split_off_test(

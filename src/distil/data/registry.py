@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from distil.data.bundle import DataBundle, Split
-from distil.data.raw import RawDataset, infer_class_names, to_float_inputs, to_labels
+from distil.data.bundle import DataBundle, SampleSplit, Split, batch_ranges
+from distil.data.raw import LazyDataset, RawDataset, infer_class_names, to_float_inputs, to_labels
 from distil.data.sampling import stratified_take
 from distil.data.validate import validate_bundle, validate_split
 from distil.errors import ConfigError, DataError
 from distil.registry import Registry
 
-Reader = Callable[[Path | None], RawDataset]
-"""A reader takes the data root (None: its default) and returns the raw train/test arrays."""
+Reader = Callable[[Path | None], "RawDataset | LazyDataset"]
+"""A reader takes the data root (None: its default) and returns the raw train/test arrays in memory
+(`RawDataset`), or a `LazyDataset` that builds a bundle whose splits stay on disk."""
 
 DATASETS: Registry[Reader] = Registry("dataset", error=DataError)
 
@@ -63,6 +64,7 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of train samples or None, got {limit}.")
     root_path = Path(root) if root is not None else None
+    raw: RawDataset | LazyDataset
     if ":" in name:
         result = _call_user_reader(name, root_path)
         if isinstance(result, DataBundle):
@@ -72,6 +74,8 @@ def load_dataset(
         raw = _raw_from_dict(name, result)
     else:
         raw = DATASETS.get(name)(root_path)
+        if not isinstance(raw, RawDataset):
+            return raw.build_bundle(name, val_fraction=val_fraction, seed=seed, limit=limit)
     return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)
 
 
@@ -116,22 +120,41 @@ def _raw_from_dict(name: str, result: Any) -> RawDataset:
     )
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if count >= len(y):
-        return x, y
-    taken, _ = stratified_take(y.numpy(), count, seed)
-    idx = torch.from_numpy(taken)
-    return x[idx], y[idx]
+def _subset(split: SampleSplit, count: int, seed: int) -> SampleSplit:
+    if count >= len(split):
+        return split
+    taken, _ = stratified_take(split.labels.numpy(), count, seed)
+    return split.take(torch.from_numpy(taken))
 
 
 def _limit_bundle(bundle: DataBundle, limit: int, seed: int) -> DataBundle:
     test_limit = max(1, limit // 5)
     return replace(
         bundle,
-        train=Split(*_subset(bundle.train.x, bundle.train.y, limit, seed)),
-        val=Split(*_subset(bundle.val.x, bundle.val.y, test_limit, seed)),
-        test=Split(*_subset(bundle.test.x, bundle.test.y, test_limit, seed)),
+        train=_subset(bundle.train, limit, seed),
+        val=_subset(bundle.val, test_limit, seed),
+        test=_subset(bundle.test, test_limit, seed),
     )
+
+
+def select_samples(
+    y_train: torch.Tensor, y_test: torch.Tensor, *, val_fraction: float, seed: int, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions (sorted int64) of the train, val and test samples in the reader's train/test arrays.
+
+    The one place `limit` and the validation carve-out choose samples, from the labels alone, so data
+    read into memory and data read from disk select exactly the same samples.
+    """
+    train = torch.arange(len(y_train))
+    test = torch.arange(len(y_test))
+    if limit is not None:
+        if limit < len(y_train):
+            train = torch.from_numpy(stratified_take(y_train.numpy(), limit, seed)[0])
+        test_limit = max(1, limit // 5)
+        if test_limit < len(y_test):
+            test = torch.from_numpy(stratified_take(y_test.numpy(), test_limit, seed)[0])
+    val_idx, train_idx = stratified_take(y_train[train].numpy(), round(len(train) * val_fraction), seed)
+    return train[torch.from_numpy(train_idx)], train[torch.from_numpy(val_idx)], test
 
 
 def _build_bundle(
@@ -146,22 +169,16 @@ def _build_bundle(
     )
     validate_split(name, "train", raw.x_train, raw.y_train, num_classes, label_fix)
     validate_split(name, "test", raw.x_test, raw.y_test, num_classes, label_fix)
-    x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
-    if limit is not None:
-        x_train, y_train = _subset(x_train, y_train, limit, seed)
-        x_test, y_test = _subset(x_test, y_test, max(1, limit // 5), seed)
-    val_idx, train_idx = stratified_take(y_train.numpy(), round(len(y_train) * val_fraction), seed)
-    vi, ti = torch.from_numpy(val_idx), torch.from_numpy(train_idx)
-    x_val, y_val = x_train[vi], y_train[vi]
-    x_train, y_train = x_train[ti], y_train[ti]
+    ti, vi, tei = select_samples(raw.y_train, raw.y_test, val_fraction=val_fraction, seed=seed, limit=limit)
+    x_train, y_train = raw.x_train[ti], raw.y_train[ti]
+    x_val, y_val = raw.x_train[vi], raw.y_train[vi]
+    x_test, y_test = raw.x_test[tei], raw.y_test[tei]
     if len(y_train) == 0:
         raise DataError(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
-    mean, std = _channel_stats(x_train)
-    # (1, C, 1, 1) for images, (1, F) for feature vectors.
-    stat_shape = (1, -1, *([1] * (x_train.dim() - 2)))
-    m, s = torch.tensor(mean).view(stat_shape), torch.tensor(std).view(stat_shape)
+    mean, std = channel_stats(x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK))
+    m, s = stat_tensors(mean, std, x_train.dim())
     bundle = DataBundle(
         name=name,
         train=Split(x_train.sub(m).div_(s), y_train),
@@ -179,15 +196,53 @@ def _build_bundle(
     return bundle
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std of each channel of (N, C, H, W) images, or of each feature of (N, F) vectors."""
-    dims = (0, *range(2, x.dim()))
-    values_per_stat = x.numel() // max(x.shape[1], 1)
-    mean = x.mean(dim=dims)
-    std = x.std(dim=dims, unbiased=False) if values_per_stat > 1 else torch.ones_like(mean)
+STATS_CHUNK = 1024
+"""Samples per chunk of the normalization statistics: fixed, so in-memory and on-disk data (read in
+chunks) get bit-identical mean/std."""
+
+
+def stat_tensors(
+    mean: tuple[float, ...], std: tuple[float, ...], dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean/std shaped to broadcast over a batch: (1, C, 1, 1) for images, (1, F) for feature vectors."""
+    shape = (1, -1, *([1] * (dim - 2)))
+    return torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
+
+
+def channel_stats(chunks: Iterable[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std of each channel of (N, C, H, W) images, or of each feature of (N, F) vectors.
+
+    Computed chunk by chunk in float64 (Chan et al.'s merge of per-chunk mean and squared deviations),
+    so data on disk never needs to be in memory at once, and the result depends only on the values and
+    the chunking (callers use `STATS_CHUNK` samples per chunk).
+    """
+    count = 0
+    mean: torch.Tensor | None = None
+    m2: torch.Tensor | None = None
+    values_per_sample = 1
+    for chunk in chunks:
+        x = chunk.double()
+        dims = (0, *range(2, x.dim()))
+        values_per_sample = max(x.numel() // max(x.shape[0] * x.shape[1], 1), 1)
+        n = x.shape[0] * values_per_sample
+        if n == 0:
+            continue
+        c_mean = x.mean(dim=dims)
+        c_m2 = (x - c_mean.view(1, -1, *([1] * (x.dim() - 2)))).square().sum(dim=dims)
+        if mean is None or m2 is None:
+            count, mean, m2 = n, c_mean, c_m2
+            continue
+        delta = c_mean - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + c_m2 + delta.square() * (count * n / total)
+        count = total
+    if mean is None or m2 is None:
+        raise DataError("cannot compute normalization statistics of an empty train split.")
+    std = (m2 / count).sqrt() if count > 1 else torch.ones_like(mean)
     # A constant channel has std 0; dividing by 1 keeps it finite instead of producing NaN.
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    return tuple(float(v) for v in mean.float()), tuple(float(v) for v in std.float())
 
 
 __all__ = ["DATASETS", "Reader", "load_dataset"]

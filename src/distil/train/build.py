@@ -47,7 +47,7 @@ def _check_takes_vectors(model: nn.Module, name: str, data: DataBundle) -> None:
     model.eval()
     try:
         with torch.no_grad():
-            model(data.train.x[:2])
+            model(data.train.head(2))
     except (RuntimeError, ValueError) as exc:
         raise DataError(
             f"model {name!r} cannot run on this data ({str(exc).splitlines()[0]}); {_tabular_hint(data)}"

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distil.data import DataBundle, Split
+from distil.data import DataBundle, SampleSplit
 from distil.errors import ConfigError
 from distil.fileio import apply_umask, atomic_write_json
 from distil.registry import unknown_name_message
@@ -98,7 +98,7 @@ def fingerprint(
     Args:
         teacher: the teacher module (its state_dict bytes, buffers included, and class name are hashed).
         data: the dataset; its `describe()` (name, source, sizes, normalization, classes) and the
-            bytes of `data.train.x` / `data.train.y` are hashed, so a different subset, split seed or
+            normalized inputs and labels of `data.train` are hashed, so a different subset, split seed or
             preprocessing changes the key.
         augment: the training transform's name (only "none" can be cached, but it is part of the key).
         topk: how many logits per sample are stored (None = all).
@@ -118,8 +118,7 @@ def fingerprint(
     if topk is not None:
         key["temperatures"] = list(cache_temperatures(temperatures))
     h.update(json.dumps(key, sort_keys=True).encode())
-    _hash_tensor(h, data.train.x)
-    _hash_tensor(h, data.train.y)
+    data.train.update_hash(h)  # the same bytes as hashing train.x, train.y of an in-memory split
     return h.hexdigest()
 
 
@@ -358,7 +357,7 @@ def _topk_rows(
 
 def build_cache(
     teacher: nn.Module,
-    split: Split,
+    split: SampleSplit,
     directory: str | Path,
     *,
     key: str,
@@ -369,7 +368,7 @@ def build_cache(
     temperatures: tuple[float, ...] = (1.0,),
     extra_meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Run the frozen `teacher` over `split.x` once and write the cache directory atomically.
+    """Run the frozen `teacher` over `split`'s inputs once and write the cache directory atomically.
 
     Args:
         teacher: the teacher (frozen here: eval mode, no gradients).
@@ -397,7 +396,7 @@ def build_cache(
     if channels_last:
         teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     n = len(split)
-    probe = _teacher_logits(teacher, split.x[:1], device)
+    probe = _teacher_logits(teacher, split.head(1), device)
     num_classes = int(probe.shape[1])
     if topk is not None and not 1 <= topk <= num_classes:
         raise ConfigError(f"teacher_cache_topk must be in [1, {num_classes}] (the class count), got {topk}.")
@@ -412,8 +411,8 @@ def build_cache(
             indices = np.memmap(tmp / _INDICES, np.int32, "w+", shape=(n, cols))
             assert temps is not None
             fill = np.memmap(tmp / _FILL, np.float32, "w+", shape=(n, len(temps)))
-        for start in range(0, n, batch_size):
-            logits = _teacher_logits(teacher, split.x[start : start + batch_size], device, channels_last)
+        for start, batch in zip(range(0, n, batch_size), split.batches(batch_size), strict=True):
+            logits = _teacher_logits(teacher, batch["inputs"], device, channels_last)
             stop = start + logits.shape[0]
             if topk is None:
                 values[start:stop] = logits.half().numpy()

@@ -22,8 +22,8 @@ from accelerate.utils import gather_object
 from rich.console import Console
 from torch import nn
 
-from distil.data import Split
-from distil.measure import accuracy, predict
+from distil.data import SampleSplit
+from distil.measure import accuracy, predict_split
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
 
@@ -54,7 +54,7 @@ def shard_bounds(n: int, num_shards: int, index: int) -> tuple[int, int]:
 
 
 def sharded_accuracy(
-    accelerator: Accelerator, model: nn.Module, split: Split, batch_size: int = 512
+    accelerator: Accelerator, model: nn.Module, split: SampleSplit, batch_size: int = 512
 ) -> float:
     """Top-1 accuracy of `model` on `split`, each process predicting its own shard.
 
@@ -73,14 +73,14 @@ def sharded_accuracy(
     """
     device = accelerator.device
     if accelerator.num_processes == 1:
-        return accuracy(predict(model, split.x.to(device), batch_size).cpu(), split.y)
+        return accuracy(predict_split(model, split, batch_size), split.labels)
     # DDP syncs buffers (BatchNorm statistics) at the start of each forward, so after the last step
     # every rank holds its own update; take rank 0's, the model that gets saved.
     for buffer in model.buffers():
         torch.distributed.broadcast(buffer.data, src=0)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
-    logits = predict(model, split.x[start:stop].to(device), batch_size)
-    correct = (logits.argmax(dim=1).cpu() == split.y[start:stop]).sum().reshape(1).to(device)
+    logits = predict_split(model, split, batch_size, start, stop)
+    correct = (logits.argmax(dim=1) == split.labels[start:stop]).sum().reshape(1).to(device)
     total = accelerator.reduce(correct, reduction="sum")
     return float(total.cpu().float()[0] / torch.tensor(float(len(split)), dtype=torch.float32))
 

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from torch import nn
 
 from distil.config import TrainConfig
-from distil.data import DataBundle, Split, TensorLoader, zero_fill
+from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader, zero_fill
 from distil.data.batch import call_model, to_device
 from distil.errors import TrainingError
 from distil.report.progress import RunProgress
@@ -71,24 +71,44 @@ def make_accelerator(
     )
 
 
-def eval_split(data: DataBundle) -> tuple[str, Split]:
+def eval_split(data: DataBundle) -> tuple[str, SampleSplit]:
     """The split used for per-epoch evaluation: validation when there is one, else test."""
     return ("val", data.val) if len(data.val) else ("test", data.test)
 
 
-def train_loader(data: DataBundle, cfg: TrainConfig, accelerator: Accelerator) -> TensorLoader:
-    """The shuffled, augmented training batches of this process's shard (the same on every loop)."""
-    return TensorLoader(
+def train_loader(
+    data: DataBundle, cfg: TrainConfig, accelerator: Accelerator
+) -> TensorLoader | DatasetLoader:
+    """The shuffled, augmented training batches of this process's shard (the same on every loop).
+
+    An in-memory train split takes the fast path (`TensorLoader`, one indexing op per batch); any other
+    (e.g. on disk) is read by `DatasetLoader` workers with the recipe's `num_workers`, `pin_memory`
+    (default: when the run uses CUDA), `persistent_workers` and `prefetch_factor`. Both give the same
+    batches for the same samples and seed.
+    """
+    common: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "shuffle": True,
+        # Drop the ragged last batch only when each rank still gets a full one: a rank whose share is
+        # smaller than one batch would otherwise train zero steps.
+        "drop_last": len(data.train) // accelerator.num_processes > cfg.batch_size,
+        "augment": data.augment if cfg.augment == "auto" else cfg.augment,
+        "crop_padding": data.crop_padding,
+        "fill": zero_fill(data.mean, data.std),
+        "seed": cfg.seed,
+        "num_shards": accelerator.num_processes,
+        "shard_index": accelerator.process_index,
+    }
+    if isinstance(data.train, Split):
+        return TensorLoader(data.train, **common)
+    pin = cfg.pin_memory if cfg.pin_memory is not None else accelerator.device.type == "cuda"
+    return DatasetLoader(
         data.train,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(data.train) > cfg.batch_size,
-        augment=data.augment if cfg.augment == "auto" else cfg.augment,
-        crop_padding=data.crop_padding,
-        fill=zero_fill(data.mean, data.std),
-        seed=cfg.seed,
-        num_shards=accelerator.num_processes,
-        shard_index=accelerator.process_index,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        persistent_workers=cfg.persistent_workers,
+        prefetch_factor=cfg.prefetch_factor,
+        **common,
     )
 
 

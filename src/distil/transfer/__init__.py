@@ -57,7 +57,7 @@ def prepare_student(
         teacher: the trained teacher.
         student: the freshly built student.
         student_train: the student's training recipe as configured.
-        example_inputs: a batch of inputs (e.g. ``data.train.x[:1]``) to trace the models with.
+        example_inputs: a batch of inputs (e.g. ``data.train.head(1)``) to trace the models with.
         teacher_train: the teacher's saved training recipe (needed for ``cfg.inherit_recipe``).
 
     Returns:

@@ -333,7 +333,7 @@ def transfer_parameters(
         if example_inputs is None:
             raise TransferError(
                 "the student is thinner than the teacher, so channels must be selected along the graph, which "
-                "needs example_inputs (e.g. data.train.x[:1]) to trace it."
+                "needs example_inputs (e.g. data.train.head(1)) to trace it."
             )
         inverse = {}
         for s_mod_name, _ in student.named_modules():
