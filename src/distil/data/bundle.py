@@ -37,6 +37,7 @@ class DataBundle:
         crop_padding: zero padding (pixels) used by random crops.
         source: where the data was read from (a path or a package name), for the run record.
         extra: notes on how the data was read (e.g. ``test_split``: a test split carved from train data).
+        task: the task whose metrics measure models on this data (a `distil.measure.TASKS` name).
     """
 
     name: str
@@ -50,6 +51,7 @@ class DataBundle:
     crop_padding: int = 0
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"
 
     @property
     def num_classes(self) -> int:

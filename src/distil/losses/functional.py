@@ -18,7 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # a (B, T) label that no loss counts (Hugging Face's padding label)
+# A (B, T) label that no loss counts (Hugging Face's padding label); the batch contract defines it.
+from distil.data.batch import IGNORE_INDEX as IGNORE_INDEX
 
 
 def valid_rows(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
