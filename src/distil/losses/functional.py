@@ -44,14 +44,14 @@ def valid_rows(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
         )
     if mask is None:
         return logits if logits.dim() == 2 else logits.reshape(-1, logits.shape[-1])
-    mask = _expand_mask(mask, logits.shape[:-1])
+    mask = _expand_mask(mask, logits.shape[:-1]).to(logits.device)
     return logits.reshape(-1, logits.shape[-1])[mask.reshape(-1)]
 
 
 def _expand_mask(mask: torch.Tensor, positions: torch.Size) -> torch.Tensor:
     """A (B,) or (B, T) mask as a bool mask of `positions` ((B,) or (B, T)), or a clear error."""
     if tuple(mask.shape) == tuple(positions):
-        return mask.to(device=mask.device, dtype=torch.bool)
+        return mask.bool()
     if mask.dim() == 1 and len(positions) == 2 and mask.shape[0] == positions[0]:
         return mask.bool().unsqueeze(1).expand(positions)
     raise ValueError(
