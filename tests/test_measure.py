@@ -297,3 +297,63 @@ def test_compression_of_an_int8_copy_is_its_bytes_ratio() -> None:
 
     cell = metric_rows([fp32, int8], fp32)[1][8]
     assert cell == "3.4x (params 1.0x)"
+
+
+# --------------------------------------------------------------------------------------------
+# tasks and shapes
+
+
+def test_sequence_accuracy_and_agreement_count_valid_positions_only() -> None:
+    from distil.data.batch import IGNORE_INDEX
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(4, 6, 5, generator=g), torch.randn(4, 6, 5, generator=g)
+    y = torch.randint(0, 5, (4, 6), generator=g)
+    y[1, 4:] = IGNORE_INDEX
+    mask = torch.rand(4, 6, generator=g) > 0.3
+    ps, pt = student.argmax(-1), teacher.argmax(-1)
+    hits = [
+        int(ps[i, j] == y[i, j]) for i in range(4) for j in range(6) if mask[i, j] and y[i, j] != IGNORE_INDEX
+    ]
+    same = [int(ps[i, j] == pt[i, j]) for i in range(4) for j in range(6) if mask[i, j]]
+    assert accuracy(student, y, mask) == pytest.approx(sum(hits) / len(hits))
+    assert agreement(student, teacher, mask) == pytest.approx(sum(same) / len(same))
+    # (N, K) with a mask of samples equals the metric on the kept samples.
+    logits, labels = torch.randn(10, 3, generator=g), torch.randint(0, 3, (10,), generator=g)
+    keep = torch.arange(10) % 3 != 0
+    assert accuracy(logits, labels, keep) == pytest.approx(accuracy(logits[keep], labels[keep]))
+    with pytest.raises(DataError, match="no valid positions"):
+        accuracy(logits, labels, torch.zeros(10, dtype=torch.bool))
+
+
+def test_tasks_are_a_registry_and_measure_model_uses_the_chosen_one(monkeypatch) -> None:
+    from distil.errors import ConfigError
+    from distil.measure import TASKS, MetricInputs, Task, register_task, task_details, task_metrics
+
+    logits, y = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 0, 0])
+    inputs = MetricInputs(logits, y, teacher_logits=logits, num_classes=2)
+    assert task_metrics("classification", inputs) == {"accuracy": pytest.approx(2 / 3), "agreement": 1.0}
+    assert task_details("classification", inputs)["per_class_accuracy"][0] == pytest.approx(2 / 3)
+    with pytest.raises(ConfigError, match="Did you mean 'classification'"):
+        task_metrics("clasification", inputs)
+    with pytest.raises(ValueError, match="needs an 'accuracy' metric"):
+        register_task(Task("bad", metrics={}))
+
+    # A later task (e.g. language modelling's perplexity) plugs in without touching measure_model.
+    monkeypatch.setitem(
+        TASKS._items,
+        "toy",
+        Task("toy", {"accuracy": lambda m: accuracy(m.logits, m.labels), "mean_logit": lambda m: 0.5}),
+    )
+    model = nn.Linear(2, 2)
+    metrics = measure_model(
+        "m",
+        model,
+        torch.randn(4, 2),
+        torch.zeros(4, dtype=torch.long),
+        input_shape=(2,),
+        latency=False,
+        task="toy",
+    )
+    assert metrics.task == "toy" and metrics.extra == {"mean_logit": 0.5} and metrics.agreement is None
+    assert metrics.to_dict()["extra"] == {"mean_logit": 0.5}

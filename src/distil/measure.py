@@ -10,21 +10,27 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from distil.data.batch import IGNORE_INDEX, call_model, to_device
 from distil.data.bundle import SampleSplit, Split
 from distil.errors import CheckpointError, ConfigError, DataError, DistilError
+from distil.registry import Registry
 
 __all__ = [
+    "DEFAULT_TASK",
+    "TASKS",
     "LatencyResult",
+    "MetricInputs",
     "ModelMetrics",
+    "Task",
     "accuracy",
     "agreement",
     "compare",
@@ -35,7 +41,10 @@ __all__ = [
     "measure_onnx_latency",
     "per_class_accuracy",
     "predict",
+    "register_task",
     "state_dict_bytes",
+    "task_details",
+    "task_metrics",
     "weights_bytes",
 ]
 
@@ -75,6 +84,9 @@ class ModelMetrics:
         macs: Multiply-accumulates for one sample.
         latency_b1_ms: Median latency at batch size 1, in ms; ``None`` if latency was not measured.
         throughput_b256: Samples per second at batch size 256; ``None`` if latency was not measured.
+        task: The task whose metrics were measured (``TASKS``); it says what ``accuracy`` and
+            ``agreement`` count (samples for classification).
+        extra: The task's other scalar metrics by name (none for classification).
     """
 
     name: str
@@ -85,10 +97,19 @@ class ModelMetrics:
     macs: int
     latency_b1_ms: float | None = None
     throughput_b256: float | None = None
+    task: str = "classification"
+    extra: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the metrics as a plain, JSON-serializable dict."""
-        return dataclasses.asdict(self)
+        """Return the metrics as a plain, JSON-serializable dict.
+
+        A classification row without extra metrics has exactly the keys it always had (``task`` and
+        ``extra`` appear only when they say something), so sidecars and run records stay as they were.
+        """
+        out = dataclasses.asdict(self)
+        if self.task == DEFAULT_TASK and not self.extra:
+            del out["task"], out["extra"]
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,15 +154,48 @@ def _check_positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be positive, got {value!r}.")
 
 
-def _top1(logits_or_preds: Tensor) -> Tensor:
-    """Class indices from ``(N, C)`` logits, or ``(N,)`` predictions passed through."""
-    if logits_or_preds.ndim == 2:
-        return logits_or_preds.argmax(dim=1)
+def _top1(logits_or_preds: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Class indices from ``(N, C)`` or ``(N, T, V)`` logits, or predictions passed through.
+
+    Predictions are ``(N,)``, or ``(N, T)`` when ``labels`` of that shape tell them from ``(N, C)`` logits.
+    """
+    if labels is not None and logits_or_preds.shape == labels.shape:
+        return logits_or_preds
+    if logits_or_preds.ndim in (2, 3):
+        return logits_or_preds.argmax(dim=-1)
     if logits_or_preds.ndim == 1:
         return logits_or_preds
     raise DataError(
-        f"expected logits of shape (N, C) or predictions of shape (N,), got {tuple(logits_or_preds.shape)}."
+        "expected logits of shape (N, C) or (N, T, V), or predictions of shape (N,), got "
+        f"{tuple(logits_or_preds.shape)}."
     )
+
+
+def _valid(preds: Tensor, mask: Tensor | None, labels: Tensor | None = None) -> Tensor | None:
+    """The bool mask of positions that count: ``mask`` ((N,) or (N, T)), and-ed with labels that are not
+    ``IGNORE_INDEX`` for (N, T) labels; ``None`` when every position counts."""
+    valid = None
+    if labels is not None and labels.ndim == 2:
+        valid = labels.to(preds.device) != IGNORE_INDEX
+    if mask is not None:
+        m = mask.to(preds.device).bool()
+        if m.ndim == 1 and preds.ndim == 2:
+            m = m.unsqueeze(1).expand(preds.shape)
+        if m.shape != preds.shape:
+            raise DataError(
+                f"mask {tuple(mask.shape)} does not fit predictions {tuple(preds.shape)}: give (N,) or (N, T)."
+            )
+        valid = m if valid is None else valid & m
+    return valid
+
+
+def _mean_over(hits: Tensor, valid: Tensor | None, what: str) -> float:
+    """The fraction of true ``hits`` among the valid positions."""
+    if valid is not None:
+        hits = hits[valid]
+    if hits.numel() == 0:
+        raise DataError(f"{what}: no valid positions (the mask or the labels exclude them all).")
+    return hits.float().mean().item()
 
 
 def _check_same_length(a: Tensor, b: Tensor, what: str) -> None:
@@ -419,58 +473,66 @@ def predict_split(
     outputs: list[Tensor] = []
     with _eval_mode(model), torch.inference_mode():
         for batch in split.batches(batch_size, start, stop):
-            outputs.append(model(batch["inputs"].to(device)).cpu())
+            outputs.append(call_model(model, to_device(batch, device)["inputs"]).cpu())
     if not outputs:
         return predict(model, split.head(0), batch_size).cpu()
     return torch.cat(outputs)
 
 
-def accuracy(logits_or_preds: Tensor, y: Tensor) -> float:
-    """Top-1 accuracy.
+def accuracy(logits_or_preds: Tensor, y: Tensor, mask: Tensor | None = None) -> float:
+    """Top-1 accuracy over the valid positions.
 
     Args:
-        logits_or_preds: Logits ``(N, C)`` or predicted class indices ``(N,)``.
-        y: True class indices ``(N,)``.
+        logits_or_preds: Logits ``(N, C)`` or ``(N, T, V)``, or predicted classes ``(N,)`` / ``(N, T)``.
+        y: True classes ``(N,)`` or tokens ``(N, T)`` (``IGNORE_INDEX`` positions do not count).
+        mask: Optional ``(N,)`` or ``(N, T)`` bool, the positions that count.
 
     Returns:
-        Fraction of correct predictions, in [0, 1].
+        Fraction of correct predictions among the valid positions, in [0, 1].
 
     Raises:
-        DataError: If the sizes differ or there are no samples.
+        DataError: If the sizes differ or there are no valid positions.
     """
-    preds = _top1(logits_or_preds)
+    preds = _top1(logits_or_preds, y)
     _check_same_length(preds, y, "accuracy")
-    return (preds == y.to(preds.device)).float().mean().item()
+    y = y.to(preds.device)
+    if preds.shape != y.shape:
+        raise DataError(f"accuracy: predictions {tuple(preds.shape)} and labels {tuple(y.shape)} differ.")
+    return _mean_over(preds == y, _valid(preds, mask, y), "accuracy")
 
 
-def agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
-    """Fraction of samples where student and teacher predict the same top-1 class.
+def agreement(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None) -> float:
+    """Fraction of (valid) positions where student and teacher predict the same top-1 class.
 
     A student can beat its teacher's accuracy yet disagree with it often; agreement measures
     how faithfully it imitates, independently of the labels.
 
     Args:
-        student_logits: Logits ``(N, C)`` or predictions ``(N,)``.
-        teacher_logits: Logits ``(N, C)`` or predictions ``(N,)``.
+        student_logits: Logits ``(N, C)`` or ``(N, T, V)``, or predictions ``(N,)``.
+        teacher_logits: The same shape.
+        mask: Optional ``(N,)`` or ``(N, T)`` bool, the positions that count.
 
     Returns:
         Agreement, in [0, 1].
 
     Raises:
-        DataError: If the sizes differ or there are no samples.
+        DataError: If the sizes differ or there are no valid positions.
     """
     student, teacher = _top1(student_logits), _top1(teacher_logits)
     _check_same_length(student, teacher, "agreement")
-    return (student == teacher.to(student.device)).float().mean().item()
+    return _mean_over(student == teacher.to(student.device), _valid(student, mask), "agreement")
 
 
-def per_class_accuracy(logits: Tensor, y: Tensor, num_classes: int) -> list[float]:
-    """Top-1 accuracy of each true class.
+def per_class_accuracy(
+    logits: Tensor, y: Tensor, num_classes: int, mask: Tensor | None = None
+) -> list[float]:
+    """Top-1 accuracy of each true class (over the valid positions).
 
     Args:
-        logits: Logits ``(N, C)`` or predictions ``(N,)``.
-        y: True class indices ``(N,)``, in ``[0, num_classes)``.
+        logits: Logits ``(N, C)`` or ``(N, T, V)``, or predictions ``(N,)`` / ``(N, T)``.
+        y: True class indices ``(N,)`` or ``(N, T)``, in ``[0, num_classes)`` (or ``IGNORE_INDEX``).
         num_classes: Number of classes.
+        mask: Optional ``(N,)`` or ``(N, T)`` bool, the positions that count.
 
     Returns:
         ``num_classes`` accuracies in [0, 1]; ``nan`` for a class with no samples.
@@ -478,9 +540,12 @@ def per_class_accuracy(logits: Tensor, y: Tensor, num_classes: int) -> list[floa
     Raises:
         DataError: If the sizes differ, there are no samples, or a label is out of range.
     """
-    preds = _top1(logits)
+    preds = _top1(logits, y)
     _check_same_length(preds, y, "per_class_accuracy")
     y = y.to(preds.device).long()
+    valid = _valid(preds, mask, y)
+    if valid is not None:
+        preds, y = preds[valid], y[valid]
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise DataError(
             f"labels must be in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]; "
@@ -489,6 +554,100 @@ def per_class_accuracy(logits: Tensor, y: Tensor, num_classes: int) -> list[floa
     total = torch.bincount(y, minlength=num_classes)
     correct = torch.bincount(y[preds == y], minlength=num_classes)
     return [c / t if t else float("nan") for c, t in zip(correct.tolist(), total.tolist(), strict=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# tasks: which quality metrics a model is measured by
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """What a task metric sees: one model's outputs on the evaluation set.
+
+    Attributes:
+        logits: ``(N, K)`` or ``(N, T, V)``.
+        labels: ``(N,)`` classes or ``(N, T)`` tokens (``IGNORE_INDEX`` where a position has none).
+        teacher_logits: The reference (teacher) model's logits, same shape; ``None`` for the teacher.
+        mask: ``(N,)`` or ``(N, T)`` bool, the positions that count; ``None`` when all do.
+        num_classes: The class (vocabulary) count, when known.
+    """
+
+    logits: Tensor
+    labels: Tensor
+    teacher_logits: Tensor | None = None
+    mask: Tensor | None = None
+    num_classes: int | None = None
+
+
+Metric = Callable[[MetricInputs], Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """The quality metrics of one kind of model output.
+
+    Attributes:
+        name: The key in ``TASKS`` (and ``ModelMetrics.task``).
+        metrics: Scalar metrics by name, each ``(MetricInputs) -> float | None`` (``None``: not
+            applicable, e.g. agreement of the teacher itself). ``accuracy`` (required) and
+            ``agreement`` fill the report's columns; the others go to ``ModelMetrics.extra``.
+        details: Breakdowns by name, each ``(MetricInputs) -> list[float] | None`` (e.g. per-class
+            accuracy), written to a checkpoint's sidecar (NaN as null) rather than the report table.
+    """
+
+    name: str
+    metrics: dict[str, Metric]
+    details: dict[str, Metric] = field(default_factory=dict)
+
+
+TASKS: Registry[Task] = Registry("task")
+DEFAULT_TASK = "classification"
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to ``TASKS``; a task needs an ``accuracy`` metric (the report's quality column).
+
+    Raises:
+        ValueError: No ``accuracy`` metric, or the name is taken.
+    """
+    if "accuracy" not in task.metrics:
+        raise ValueError(f"task {task.name!r} needs an 'accuracy' metric (the report's quality column)")
+    TASKS.register(task.name)(task)
+    return task
+
+
+register_task(
+    Task(
+        name="classification",
+        metrics={
+            "accuracy": lambda m: accuracy(m.logits, m.labels, m.mask),
+            "agreement": lambda m: (
+                agreement(m.logits, m.teacher_logits, m.mask) if m.teacher_logits is not None else None
+            ),
+        },
+        details={
+            "per_class_accuracy": lambda m: (
+                per_class_accuracy(m.logits, m.labels, m.num_classes, m.mask)
+                if m.num_classes is not None
+                else None
+            ),
+        },
+    )
+)
+
+
+def task_metrics(task: str, inputs: MetricInputs) -> dict[str, Any]:
+    """The scalar metrics of ``task`` on ``inputs``, by name.
+
+    Raises:
+        ConfigError: An unknown task (the valid ones and the closest match are listed).
+    """
+    return {name: metric(inputs) for name, metric in TASKS.get(task).metrics.items()}
+
+
+def task_details(task: str, inputs: MetricInputs) -> dict[str, Any]:
+    """The non-scalar breakdowns of ``task`` on ``inputs`` (e.g. ``per_class_accuracy``), by name."""
+    return {name: detail(inputs) for name, detail in TASKS.get(task).details.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,6 +665,8 @@ def measure_model(
     weights_path: str | Path | None = None,
     latency: bool = True,
     min_run_time: float = 0.5,
+    task: str = DEFAULT_TASK,
+    mask: Tensor | None = None,
 ) -> ModelMetrics:
     """Measure everything a report shows for one model.
 
@@ -513,22 +674,30 @@ def measure_model(
         name: Label for the report.
         model: The model, on the device to evaluate on.
         x_eval: Evaluation inputs ``(N, *input_shape)``.
-        y_eval: Evaluation labels ``(N,)``.
+        y_eval: Evaluation labels ``(N,)`` (or ``(N, T)`` for sequence outputs).
         input_shape: Shape of one sample, for MACs and latency.
         teacher_logits: The teacher's logits on ``x_eval``; gives ``agreement`` when set.
         weights_path: A saved weights file whose size is reported; otherwise the size of the
             model's safetensors serialization.
         latency: Measure latency (batch 1) and throughput (batch 256); slow-ish, so optional.
         min_run_time: Seconds per latency measurement.
+        task: Which metrics measure quality (a ``TASKS`` name); classification by default.
+        mask: ``(N,)`` or ``(N, T)`` bool, the evaluation positions that count.
 
     Returns:
         The model's metrics.
+
+    Raises:
+        ConfigError: An unknown task.
     """
     logits = predict(model, x_eval)
+    quality = task_metrics(task, MetricInputs(logits, y_eval, teacher_logits, mask))
     return ModelMetrics(
         name=name,
-        accuracy=accuracy(logits, y_eval),
-        agreement=agreement(logits, teacher_logits) if teacher_logits is not None else None,
+        accuracy=quality.pop("accuracy"),
+        agreement=quality.pop("agreement", None),
+        task=task,
+        extra=quality,
         params=count_parameters(model),
         bytes=weights_bytes(weights_path) if weights_path is not None else state_dict_bytes(model),
         macs=count_macs(model, input_shape, device=_model_device(model)),

@@ -23,12 +23,13 @@ from distil.errors import ConfigError
 from distil.fileio import atomic_write_json
 from distil.losses.compose import ComposedLoss
 from distil.measure import (
+    MetricInputs,
     ModelMetrics,
     compare,
     count_parameters,
     measure_model,
-    per_class_accuracy,
     predict,
+    task_details,
 )
 from distil.report import metrics_table
 from distil.report.progress import make_progress
@@ -288,6 +289,7 @@ def _measure_all(
             teacher_logits=teacher_logits,
             weights_path=weights,
             latency=measure_latency,
+            task=data.task,
         )
         logits = predict(model, x_test)
         if teacher_logits is None:
@@ -297,9 +299,12 @@ def _measure_all(
         sidecar = run.file(f"{name}.json")
         meta = json.loads(sidecar.read_text())
         meta["test_metrics"] = m.to_dict()
-        # None (not NaN, which is not JSON) for a class with no test samples.
-        per_class = per_class_accuracy(logits, y_test, data.num_classes)
-        meta["per_class_accuracy"] = [None if v != v else v for v in per_class]
+        # The task's breakdowns (classification: per-class accuracy); None (not NaN, which is not JSON)
+        # for a class with no test samples.
+        details = task_details(data.task, MetricInputs(logits, y_test, num_classes=data.num_classes))
+        for key, values in details.items():
+            if values is not None:
+                meta[key] = [None if v != v else v for v in values]
         atomic_write_json(sidecar, meta)
     return metrics
 
@@ -603,6 +608,7 @@ def evaluate_checkpoints(
             teacher_logits=reference_logits,
             weights_path=weights,
             latency=measure_latency,
+            task=data.task,
         )
         if reference_logits is None:
             reference_logits = predict(model, x_test)

@@ -5,7 +5,8 @@ A batch is a dict:
 * ``inputs``: what the model takes: a tensor (images (B, C, H, W), feature vectors (B, F), token ids
   (B, T)), or a dict of tensors for models called with keyword arguments (e.g. a Hugging Face model's
   ``input_ids`` and ``attention_mask``);
-* ``labels``: the targets, (B,) classes (or (B, T) tokens);
+* ``labels``: the targets, (B,) classes (or (B, T) tokens; ``IGNORE_INDEX`` (-100, as in Hugging Face)
+  marks a position without a label, which no loss or metric counts);
 * ``index``: (B,) int64, each sample's stable id in its split, which teacher caches, samplers and resume
   key on;
 * optional masks, e.g. ``mask``: (B, T) bool, the positions a loss or metric counts.
@@ -25,6 +26,7 @@ INPUTS = "inputs"
 LABELS = "labels"
 INDEX = "index"
 MASK = "mask"
+IGNORE_INDEX = -100
 
 
 def call_model(model: nn.Module | Any, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> Any:

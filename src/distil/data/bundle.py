@@ -124,6 +124,7 @@ class DataBundle:
         crop_padding: zero padding (pixels) used by random crops.
         source: where the data was read from (a path or a package name), for the run record.
         extra: notes on how the data was read (e.g. ``test_split``: a test split carved from train data).
+        task: the task whose metrics measure models on this data (a `distil.measure.TASKS` name).
     """
 
     name: str
@@ -137,6 +138,7 @@ class DataBundle:
     crop_padding: int = 0
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"
 
     @property
     def in_memory(self) -> bool:

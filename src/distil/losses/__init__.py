@@ -8,6 +8,7 @@ composition `{kd: kd_weight, ce: ce_weight}`).
 from distil.losses import contrastive, feature, relational  # noqa: F401  (registers their terms)
 from distil.losses.compose import ComposedLoss, build_loss, resolve_terms
 from distil.losses.functional import (
+    IGNORE_INDEX,
     attention_transfer,
     contrastive_nce,
     cross_entropy,
@@ -22,6 +23,7 @@ from distil.losses.functional import (
     rkd_angle,
     rkd_distance,
     similarity_preserving,
+    valid_rows,
 )
 from distil.losses.logit import CELoss
 from distil.losses.registry import (
@@ -36,6 +38,7 @@ from distil.losses.registry import (
 )
 
 __all__ = [
+    "IGNORE_INDEX",
     "LOSSES",
     "METHODS",
     "CELoss",
@@ -62,4 +65,5 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
+    "valid_rows",
 ]

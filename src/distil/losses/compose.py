@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from distil.config import KDConfig
+from distil.data.batch import MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, feature_shapes, propose_pairs
 from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
@@ -102,11 +103,15 @@ class ComposedLoss(nn.Module):
     def forward(
         self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
+        mask = batch.get(MASK)
+        if mask is not None:
+            self._check_mask_users()
         inputs = TermInputs(
             student_logits=student_out,
             teacher_logits=teacher_out,
             labels=batch["labels"],
             index=batch.get("index"),
+            mask=mask,
             student_features=self.student_capture.features() if self.student_capture else [],
             teacher_features=self.teacher_capture.features() if self.teacher_capture else [],
             temperature=self.current_temperature(),
@@ -120,6 +125,16 @@ class ComposedLoss(nn.Module):
             total = weighted if total is None else total + weighted
         assert total is not None  # build_loss never makes an empty loss
         return {"loss": total, **out}
+
+    def _check_mask_users(self) -> None:
+        """Refuse a masked batch when a term would ignore its mask (features, relations: per sample)."""
+        blind = [name for name, term in self.terms.items() if not getattr(term, "uses_mask", False)]
+        if blind:
+            raise ConfigError(
+                f"the batch has a 'mask' of valid positions, but terms {', '.join(blind)} compare whole "
+                "samples (features or relations) and cannot honour it. Fix: use logit terms (kd, ce, rkl, "
+                "js, logit_mse, dkd) with masked data, or drop 'mask' from the batches."
+            )
 
     def close(self) -> None:
         """Remove the feature hooks from the student and teacher."""

@@ -1,6 +1,14 @@
 """Distillation losses as pure functions: tensors in, scalar tensor out.
 
-Shapes: logits are (B, K) for B samples and K classes; labels are (B,) int64.
+Shapes of the logit losses: logits are (B, K) for B samples and K classes, or (B, T, V) for B sequences
+of T positions over a vocabulary of V; labels are (B,) or (B, T) int64. An optional `mask` ((B,) or, for
+sequences, (B, T) bool) marks the positions that count; (B, T) labels equal to `IGNORE_INDEX` (-100, the
+Hugging Face convention) are left out of the label losses too. Every logit loss is the mean, over the
+valid positions, of its per-position value (for (B, K) logits without a mask: over the batch, exactly as
+before), so a padded sequence and a batch of classes are the same computation on flattened rows. A batch
+with no valid position gives 0 (with a gradient path), not NaN.
+
+Feature and relational losses take (B, ...) tensors per sample and have no mask.
 """
 
 from __future__ import annotations
@@ -10,16 +18,96 @@ import math
 import torch
 import torch.nn.functional as F
 
+# A (B, T) label that no loss counts (Hugging Face's padding label); the batch contract defines it.
+from distil.data.batch import IGNORE_INDEX as IGNORE_INDEX
 
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's soft-target loss: T^2 * KL(p_teacher^T || p_student^T), averaged over the batch.
 
-    The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
+def valid_rows(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The logits of the valid positions as rows: (B, K) or (B, T, V) -> (N_valid, K or V).
 
     Args:
-        student_logits: (B, K) raw student outputs.
-        teacher_logits: (B, K) raw teacher outputs (no gradient needed).
+        logits: (B, K) or (B, T, V).
+        mask: None (every position counts), (B,) bool (the samples, or whole sequences, that count), or
+            (B, T) bool for (B, T, V) logits (the positions that count).
+
+    Returns:
+        (B, K) logits without a mask are returned as they are (no copy); otherwise the flattened rows of
+        the positions where `mask` is true.
+
+    Raises:
+        ValueError: logits that are not 2-D or 3-D, or a mask whose shape fits neither convention.
+    """
+    if logits.dim() not in (2, 3):
+        raise ValueError(
+            f"logit losses take (B, K) or (B, T, V) logits, got shape {tuple(logits.shape)}; "
+            "flatten other layouts to one of these"
+        )
+    if mask is None:
+        return logits if logits.dim() == 2 else logits.reshape(-1, logits.shape[-1])
+    mask = _expand_mask(mask, logits.shape[:-1]).to(logits.device)
+    return logits.reshape(-1, logits.shape[-1])[mask.reshape(-1)]
+
+
+def _expand_mask(mask: torch.Tensor, positions: torch.Size) -> torch.Tensor:
+    """A (B,) or (B, T) mask as a bool mask of `positions` ((B,) or (B, T)), or a clear error."""
+    if tuple(mask.shape) == tuple(positions):
+        return mask.bool()
+    if mask.dim() == 1 and len(positions) == 2 and mask.shape[0] == positions[0]:
+        return mask.bool().unsqueeze(1).expand(positions)
+    raise ValueError(
+        f"mask {tuple(mask.shape)} does not fit logits with positions {tuple(positions)}: give a (B,) mask "
+        "of samples or a (B, T) mask of the positions that count"
+    )
+
+
+def _label_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """`mask` and-ed with `labels != IGNORE_INDEX` for (B, T) labels; unchanged for (B,) labels."""
+    if labels.dim() < 2:
+        return mask
+    keep = labels != IGNORE_INDEX
+    return keep if mask is None else keep & _expand_mask(mask, labels.shape)
+
+
+def _empty_loss(rows: torch.Tensor) -> torch.Tensor:
+    """0 for a batch without valid positions (the mean of nothing), still connected to the graph."""
+    return rows.float().sum() * 0.0
+
+
+def _valid_labels(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The labels of `valid_rows(logits, mask)`, in the same order: (N_valid,)."""
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"labels {tuple(labels.shape)} do not fit logits {tuple(logits.shape)}: (B, K) logits take (B,) "
+            "labels and (B, T, V) logits take (B, T) labels"
+        )
+    if mask is None:
+        return labels.reshape(-1)
+    return labels.reshape(-1)[_expand_mask(mask, labels.shape).reshape(-1)]
+
+
+def _pair_rows(
+    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_same(student, teacher, "logits")
+    return valid_rows(student, mask), valid_rows(teacher, mask)
+
+
+def kd_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hinton's soft-target loss: T^2 * KL(p_teacher^T || p_student^T), averaged over the valid positions.
+
+    The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015). On
+    (B, K) logits without a mask this is KL's "batchmean" over the batch, as always.
+
+    Args:
+        student_logits: (B, K) or (B, T, V) raw student outputs.
+        teacher_logits: the teacher's, same shape (no gradient needed).
         temperature: T > 0; larger T gives softer distributions.
+        mask: optional (B,) or (B, T) bool, the positions that count.
 
     Returns:
         A scalar tensor.
@@ -29,6 +117,9 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
             f"student logits {tuple(student_logits.shape)} and teacher logits "
             f"{tuple(teacher_logits.shape)} differ: do teacher and student have the same classes?"
         )
+    student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
     t = temperature
     # Compute in fp32: under bf16/fp16 autocast the log-softmax of small differences loses precision.
     log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
@@ -37,13 +128,36 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     return kl * (t * t)
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Hard-label cross-entropy, averaged over the batch. logits (B, K), labels (B,)."""
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+def cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hard-label cross-entropy, averaged over the valid positions.
+
+    Args:
+        logits: (B, K) or (B, T, V).
+        labels: (B,) or (B, T); a label equal to `IGNORE_INDEX` (-100) does not count.
+        label_smoothing: as in `torch.nn.functional.cross_entropy`.
+        mask: optional (B,) or (B, T) bool, the positions that count (and-ed with the labels' own).
+
+    Returns:
+        A scalar tensor.
+    """
+    if logits.dim() == 2 and mask is None:  # the classification path, unchanged
+        return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    mask = _label_mask(labels, mask)
+    y = _valid_labels(logits, labels, mask)
+    rows = valid_rows(logits, mask)
+    if rows.shape[0] == 0:
+        return _empty_loss(rows)
+    return F.cross_entropy(rows.float(), y, label_smoothing=label_smoothing)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Logit losses. Shapes: logits (B, K); labels (B,) int64. All return a scalar averaged over the batch.
+# Logit losses. Shapes: logits (B, K) or (B, T, V); labels (B,) or (B, T) int64; optional mask (B,) or
+# (B, T) bool. All return a scalar averaged over the valid positions (module docstring).
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -56,11 +170,17 @@ def _check_same(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None
 
 
 def reverse_kl(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reverse KL, T^2 * KL(p_student^T || p_teacher^T): mode-seeking, the student need not cover every
-    class the teacher spreads mass on. Logits (B, K); returns a scalar."""
-    _check_same(student_logits, teacher_logits, "logits")
+    class the teacher spreads mass on. Logits (B, K) or (B, T, V), optional mask (B,) or (B, T); returns
+    the mean over the valid positions."""
+    student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
     t = temperature
     log_ps = F.log_softmax(student_logits.float() / t, dim=1)
     log_pt = F.log_softmax(teacher_logits.float() / t, dim=1)
@@ -68,13 +188,19 @@ def reverse_kl(
 
 
 def js_divergence(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Jensen-Shannon divergence T^2 * (KL(p_t || m) + KL(p_s || m)) / 2 with m = (p_s + p_t) / 2.
 
-    Symmetric and bounded by T^2 * log 2. Logits (B, K); returns a scalar.
+    Symmetric and bounded by T^2 * log 2. Logits (B, K) or (B, T, V), optional mask (B,) or (B, T);
+    returns the mean over the valid positions.
     """
-    _check_same(student_logits, teacher_logits, "logits")
+    student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
     t = temperature
     ps = F.softmax(student_logits.float() / t, dim=1)
     pt = F.softmax(teacher_logits.float() / t, dim=1)
@@ -84,9 +210,15 @@ def js_divergence(
     return (kl_t + kl_s) / 2 * (t * t)
 
 
-def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between raw logits (Ba & Caruana 2014). Logits (B, K); returns a scalar."""
-    _check_same(student_logits, teacher_logits, "logits")
+def logit_mse(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error between raw logits (Ba & Caruana 2014): over the valid positions, the mean of
+    each position's mean over the K (or V) logits. Logits (B, K) or (B, T, V), optional mask (B,) or
+    (B, T); returns a scalar."""
+    student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
+    if student_logits.shape[0] == 0:
+        return _empty_loss(student_logits)
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
@@ -97,6 +229,7 @@ def dkd(
     temperature: float,
     alpha: float = 1.0,
     beta: float = 8.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decoupled KD (Zhao et al., CVPR 2022): alpha * TCKD + beta * NCKD, each scaled by T^2.
 
@@ -104,17 +237,24 @@ def dkd(
     between the distributions over the non-target classes only (the target logit masked out).
 
     Args:
-        student_logits: (B, K).
-        teacher_logits: (B, K).
-        labels: (B,) ground-truth classes.
+        student_logits: (B, K) or (B, T, V).
+        teacher_logits: the same shape.
+        labels: (B,) or (B, T) ground-truth classes (tokens); `IGNORE_INDEX` positions do not count.
         temperature: T.
         alpha: weight of the target-class term.
         beta: weight of the non-target term (8 in the paper's CIFAR-100 set-up).
+        mask: optional (B,) or (B, T) bool, the positions that count.
 
     Returns:
-        A scalar tensor.
+        A scalar tensor: the mean over the valid positions.
     """
     _check_same(student_logits, teacher_logits, "logits")
+    if student_logits.dim() != 2 or mask is not None:
+        mask = _label_mask(labels, mask)
+        labels = _valid_labels(student_logits, labels, mask)
+        student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
+        if student_logits.shape[0] == 0:
+            return _empty_loss(student_logits)
     t = temperature
     s, te = student_logits.float() / t, teacher_logits.float() / t
     gt = F.one_hot(labels, s.shape[1]).bool()
@@ -136,7 +276,8 @@ def ensemble_logits(
 
     Returns T * log(sum_i w_i softmax(z_i / T)) with weights normalised to sum 1, so
     softmax(result / T) == sum_i w_i softmax(z_i / T) exactly: any logit loss at temperature T then
-    distills from the ensemble of softened distributions. Each input (B, K); returns (B, K).
+    distills from the ensemble of softened distributions. Each input (B, K) or (B, T, V); returns the same
+    shape (softmax over the last dimension).
     """
     if len(teacher_logits) != len(weights) or not teacher_logits:
         raise ValueError(
@@ -148,7 +289,7 @@ def ensemble_logits(
     t = temperature
     # log(0) = -inf drops a zero-weight teacher; logsumexp is stable for the rest.
     log_terms = [
-        F.log_softmax(z.float() / t, dim=1) + (math.log(w / total) if w > 0 else -math.inf)
+        F.log_softmax(z.float() / t, dim=-1) + (math.log(w / total) if w > 0 else -math.inf)
         for z, w in zip(teacher_logits, weights, strict=True)
     ]
     log_mix = torch.logsumexp(torch.stack(log_terms), dim=0)

@@ -28,11 +28,12 @@ class CELoss(nn.Module):
     def forward(
         self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        ce = cross_entropy(student_out, batch["labels"], self.label_smoothing)
+        ce = cross_entropy(student_out, batch["labels"], self.label_smoothing, mask=batch.get("mask"))
         return {"loss": ce, "ce": ce}
 
 
-# Registered terms for composed losses (see distil.losses.compose); each wraps one pure function.
+# Registered terms for composed losses (see distil.losses.compose); each wraps one pure function and
+# passes it the batch's mask: logits (B, K) or (B, T, V), reduced over the valid positions.
 
 
 def _teacher(inputs: TermInputs) -> torch.Tensor:
@@ -46,29 +47,34 @@ class CETerm(Term):
     """Cross-entropy on the labels (uses the recipe's label smoothing)."""
 
     needs_teacher = False
+    uses_mask = True
 
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
         self.label_smoothing = ctx.label_smoothing
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return cross_entropy(inputs.student_logits, inputs.labels, self.label_smoothing)
+        return cross_entropy(inputs.student_logits, inputs.labels, self.label_smoothing, mask=inputs.mask)
 
 
 @register_loss("kd")
 class KDTerm(Term):
     """Hinton KD: T^2 * KL(p_teacher^T || p_student^T)."""
 
+    uses_mask = True
+
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return kd_kl(inputs.student_logits, _teacher(inputs), inputs.temperature)
+        return kd_kl(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
 
 
 @register_loss("dkd")
 class DKDTerm(Term):
     """Decoupled KD: alpha * TCKD + beta * NCKD (Zhao et al. 2022)."""
+
+    uses_mask = True
 
     def __init__(self, ctx: TermContext, alpha: float = 1.0, beta: float = 8.0) -> None:
         super().__init__()
@@ -76,7 +82,13 @@ class DKDTerm(Term):
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return dkd(
-            inputs.student_logits, _teacher(inputs), inputs.labels, inputs.temperature, self.alpha, self.beta
+            inputs.student_logits,
+            _teacher(inputs),
+            inputs.labels,
+            inputs.temperature,
+            self.alpha,
+            self.beta,
+            mask=inputs.mask,
         )
 
 
@@ -84,30 +96,36 @@ class DKDTerm(Term):
 class ReverseKLTerm(Term):
     """Reverse KL: T^2 * KL(p_student^T || p_teacher^T)."""
 
+    uses_mask = True
+
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return reverse_kl(inputs.student_logits, _teacher(inputs), inputs.temperature)
+        return reverse_kl(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
 
 
 @register_loss("js")
 class JSTerm(Term):
     """Jensen-Shannon divergence of the softened distributions, times T^2."""
 
+    uses_mask = True
+
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return js_divergence(inputs.student_logits, _teacher(inputs), inputs.temperature)
+        return js_divergence(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
 
 
 @register_loss("logit_mse")
 class LogitMSETerm(Term):
     """Mean squared error between student and teacher logits."""
 
+    uses_mask = True
+
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return logit_mse(inputs.student_logits, _teacher(inputs))
+        return logit_mse(inputs.student_logits, _teacher(inputs), mask=inputs.mask)

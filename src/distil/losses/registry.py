@@ -31,13 +31,15 @@ class TermInputs:
     """What a term sees at each step.
 
     Attributes:
-        student_logits: (B, K) student outputs.
-        teacher_logits: (B, K) teacher outputs (None when there is no teacher).
-        labels: (B,) classes.
+        student_logits: (B, K) or (B, T, V) student outputs.
+        teacher_logits: the teacher's, same shape (None when there is no teacher).
+        labels: (B,) classes or (B, T) tokens (-100 where a position has no label).
         index: (B,) positions of the samples in the training split (for memory banks), or None.
         student_features: the student's captured features, one per feature pair.
         teacher_features: the teacher's captured features (no gradient), one per feature pair.
         temperature: the current softening temperature (it may follow a schedule).
+        mask: `batch["mask"]`: (B,) or (B, T) bool, the positions that count, or None (all count). Only
+            terms with `uses_mask = True` may receive one.
     """
 
     student_logits: torch.Tensor
@@ -47,6 +49,7 @@ class TermInputs:
     student_features: list[torch.Tensor] = field(default_factory=list)
     teacher_features: list[torch.Tensor] = field(default_factory=list)
     temperature: float = 4.0
+    mask: torch.Tensor | None = None  # last, so positional construction keeps working
 
 
 @dataclass
@@ -102,12 +105,16 @@ class Term(nn.Module, abc.ABC):
     - `needs_features`: captured (student, teacher) features; the teacher then runs live.
     - `needs_live_teacher`: the teacher's forward pass for anything else (it then runs live).
     - `needs_index`: `batch["index"]` (sample positions, e.g. for memory banks).
+    - `uses_mask`: the term reduces over the valid positions of `inputs.mask` (the logit terms). A term
+      without it compares per-sample (B, ...) features or relations, where a mask of positions has no
+      meaning, so `ComposedLoss` refuses a batch with a mask rather than silently counting every position.
     """
 
     needs_teacher: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
     needs_live_teacher: ClassVar[bool] = False
     needs_index: ClassVar[bool] = False
+    uses_mask: ClassVar[bool] = False
 
     @classmethod
     def runs_teacher_live(cls) -> bool:

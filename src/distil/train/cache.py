@@ -6,6 +6,11 @@ disk as a memory-mapped float16 table (optionally only the top-k logits per samp
 counts) and looked up by `batch["index"]` - the position of each sample in the split, which
 `TensorLoader` yields with every batch.
 
+Shapes: a classifier's (N, K) logits are stored as an (N, K) table; a sequence model's (N, T, V) logits
+(one distribution per position, e.g. next-token logits) as an (N, T, V) table, so a sample id and a
+position address one row of V. Lookups return the shape the live teacher gives, (B, K) or (B, T, V);
+top-k keeps the k largest along the last dimension, with the fill below per sample *and position*.
+
 Top-k storage and the temperature: a top-k cache represents the teacher's distribution at temperature
 T as the exact top-k logits plus one fill logit per tail class, chosen so that the tail's total
 probability at T is the teacher's exactly (spread uniformly over the tail classes). The tail's mass
@@ -194,13 +199,14 @@ class CacheInfo:
     rows: int
     num_classes: int
     topk: int | None
+    positions: int | None = None  # T for (N, T, V) sequence outputs; None for (N, K)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class CachedTeacher:
-    """A `TeacherFn`: `cached(batch) -> (B, K) float32 logits`, read by `batch["index"]` from a cache.
+    """A `TeacherFn`: `cached(batch) -> (B, K) or (B, T, V) float32 logits`, read by `batch["index"]`.
 
     The table is a read-only float16 `np.memmap`; `to(device)` copies it to an accelerator (on CPU
     it stays memory-mapped, so the OS pages in only what is read). With top-k storage the missing
@@ -223,18 +229,21 @@ class CachedTeacher:
         rows, cols = meta["rows"], meta["cols"]
         self.num_classes: int = self.meta["num_classes"]
         self.topk: int | None = self.meta["topk"]
+        # (N,) for classifiers, (N, T) for sequence outputs: one stored row of logits per position.
+        self.positions: int | None = meta.get("positions")
+        lead = _lead_shape(rows, self.positions)
         # mode "c" (copy-on-write) gives a writable array torch can wrap without a warning; the file
         # itself is never modified.
-        self.values = torch.from_numpy(np.memmap(self.path / _VALUES, np.float16, "c", shape=(rows, cols)))
+        self.values = torch.from_numpy(np.memmap(self.path / _VALUES, np.float16, "c", shape=(*lead, cols)))
         self.indices: torch.Tensor | None = None
         self.fill: torch.Tensor | None = None
         self.temperatures: tuple[float, ...] = tuple(meta.get("temperatures") or (1.0,))
         self._temperature: Callable[[], float] | None = None
         if self.topk is not None:
             self.indices = torch.from_numpy(
-                np.memmap(self.path / _INDICES, np.int32, "c", shape=(rows, cols))
+                np.memmap(self.path / _INDICES, np.int32, "c", shape=(*lead, cols))
             )
-            shape = (rows, len(self.temperatures))
+            shape = (*lead, len(self.temperatures))
             self.fill = torch.from_numpy(np.memmap(self.path / _FILL, np.float32, "c", shape=shape))
 
     def follow(self, temperature: Callable[[], float]) -> CachedTeacher:
@@ -271,10 +280,10 @@ class CachedTeacher:
         return self
 
     def lookup(self, index: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """Float32 logits `(len(index), num_classes)` of the samples at positions `index`.
+        """Float32 logits of the samples `index`: `(B, num_classes)`, or `(B, T, V)` for sequence outputs.
 
         Args:
-            index: sample positions in the split.
+            index: sample ids (positions in the split).
             temperature: top-k only: the temperature whose tail mass the fill logits keep (default: the
                 followed one, else 1). Full-logit caches ignore it.
 
@@ -286,9 +295,9 @@ class CachedTeacher:
         if self.indices is None or self.fill is None:
             return values
         column = self._fill_column(temperature)
-        fill = self.fill[:, column : column + 1].index_select(0, idx)
-        out = fill.expand(-1, self.num_classes).contiguous()
-        return out.scatter_(1, self.indices.index_select(0, idx).long(), values)
+        fill = self.fill[..., column : column + 1].index_select(0, idx)
+        out = fill.expand(*fill.shape[:-1], self.num_classes).contiguous()
+        return out.scatter_(-1, self.indices.index_select(0, idx).long(), values)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "index" not in batch:
@@ -300,11 +309,17 @@ class CachedTeacher:
         return self.lookup(batch["index"]).to(labels.device if labels is not None else self.values.device)
 
 
+def _lead_shape(rows: int, positions: int | None) -> tuple[int, ...]:
+    """The table's shape before its last (logits) dimension: (N,) or (N, T)."""
+    return (rows,) if positions is None else (rows, positions)
+
+
 def _read_meta(path: Path) -> dict[str, Any] | None:
     """The cache's metadata when the directory is complete and its files have the sizes it records."""
     try:
         meta = json.loads((path / _META).read_text(encoding="utf-8"))
-        rows, cols = int(meta["rows"]), int(meta["cols"])
+        # A sequence cache holds T rows of logits per sample: count its rows as N * T.
+        rows, cols = int(meta["rows"]) * int(meta.get("positions") or 1), int(meta["cols"])
         expected = {_VALUES: rows * cols * 2}
         if meta.get("topk") is not None:
             expected |= {_INDICES: rows * cols * 4, _FILL: rows * 4 * len(meta["temperatures"])}
@@ -325,10 +340,11 @@ def _teacher_logits(
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     out = teacher(x)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.ndim not in (2, 3) or out.shape[0] != x.shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(
-            f"the teacher cache stores (batch, classes) logits, but the teacher returned {got}; "
+            f"the teacher cache stores (batch, classes) or (batch, positions, vocabulary) logits, but the "
+            f"teacher returned {got}; "
             "use teacher_cache=off for teachers with other outputs."
         )
     return out.float().cpu()
@@ -337,22 +353,23 @@ def _teacher_logits(
 def _topk_rows(
     logits: torch.Tensor, k: int, temperatures: tuple[float, ...] = (1.0,)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k values and indices, plus per row one fill logit per temperature: `(B, len(temperatures))`.
+    """Top-k values and indices along the last dimension, plus per row (sample, or sample and position)
+    one fill logit per temperature: `(B, len(temperatures))` or `(B, T, len(temperatures))`.
 
     The fill f_T of temperature T solves (K - k) * exp(f_T / T) = sum over the tail of exp(z_j / T), i.e.
     f_T = T * (logsumexp_tail(z / T) - log(K - k)): the tail keeps its total probability at T exactly.
     """
-    values, indices = logits.topk(k, dim=1)
-    rest = logits.shape[1] - k
-    last = values[:, -1:]
+    values, indices = logits.topk(k, dim=-1)
+    rest = logits.shape[-1] - k
+    last = values[..., -1:]
     if rest == 0:
-        return values, indices, last.expand(-1, len(temperatures)).contiguous()
-    tail = logits.scatter(1, indices, float("-inf"))  # the top-k masked out, computed directly
+        return values, indices, last.expand(*last.shape[:-1], len(temperatures)).contiguous()
+    tail = logits.scatter(-1, indices, float("-inf"))  # the top-k masked out, computed directly
     columns = []
     for t in temperatures:
-        fill = t * (torch.logsumexp(tail / t, dim=1, keepdim=True) - float(np.log(rest)))
+        fill = t * (torch.logsumexp(tail / t, dim=-1, keepdim=True) - float(np.log(rest)))
         columns.append(torch.maximum(fill.clamp(max=last), last - _MIN_TAIL_LOGIT_GAP * t))
-    return values, indices, torch.cat(columns, dim=1)
+    return values, indices, torch.cat(columns, dim=-1)
 
 
 def build_cache(
@@ -370,6 +387,9 @@ def build_cache(
 ) -> Path:
     """Run the frozen `teacher` over `split`'s inputs once and write the cache directory atomically.
 
+    The table takes the shape of the teacher's outputs: (N, K) for (B, K) logits, (N, T, V) for a
+    sequence model's (B, T, V) (every sample of the split has the same T, as its (N, T) inputs do).
+
     Args:
         teacher: the teacher (frozen here: eval mode, no gradients).
         split: the inputs, in the order `batch["index"]` refers to.
@@ -386,7 +406,8 @@ def build_cache(
         `directory`.
 
     Raises:
-        ConfigError: topk out of range, or a teacher whose output is not a (batch, classes) tensor.
+        ConfigError: topk out of range, or a teacher whose output is not a (batch, classes) or
+            (batch, positions, vocabulary) tensor.
     """
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -397,7 +418,9 @@ def build_cache(
         teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     n = len(split)
     probe = _teacher_logits(teacher, split.head(1), device)
-    num_classes = int(probe.shape[1])
+    num_classes = int(probe.shape[-1])
+    positions = int(probe.shape[1]) if probe.ndim == 3 else None
+    lead = _lead_shape(n, positions)
     if topk is not None and not 1 <= topk <= num_classes:
         raise ConfigError(f"teacher_cache_topk must be in [1, {num_classes}] (the class count), got {topk}.")
     cols = topk if topk is not None else num_classes
@@ -405,14 +428,19 @@ def build_cache(
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
     try:
-        values = np.memmap(tmp / _VALUES, np.float16, "w+", shape=(n, cols))
+        values = np.memmap(tmp / _VALUES, np.float16, "w+", shape=(*lead, cols))
         indices = fill = None
         if topk is not None:
-            indices = np.memmap(tmp / _INDICES, np.int32, "w+", shape=(n, cols))
+            indices = np.memmap(tmp / _INDICES, np.int32, "w+", shape=(*lead, cols))
             assert temps is not None
-            fill = np.memmap(tmp / _FILL, np.float32, "w+", shape=(n, len(temps)))
+            fill = np.memmap(tmp / _FILL, np.float32, "w+", shape=(*lead, len(temps)))
         for start, batch in zip(range(0, n, batch_size), split.batches(batch_size), strict=True):
             logits = _teacher_logits(teacher, batch["inputs"], device, channels_last)
+            if tuple(logits.shape[1:-1]) != lead[1:]:
+                raise ConfigError(
+                    f"the teacher returned {tuple(logits.shape)} logits for samples {start}.., but "
+                    f"{tuple(probe.shape)} for the first: a cache needs every sample padded to the same length."
+                )
             stop = start + logits.shape[0]
             if topk is None:
                 values[start:stop] = logits.half().numpy()
@@ -434,6 +462,7 @@ def build_cache(
             "rows": n,
             "cols": cols,
             "num_classes": num_classes,
+            "positions": positions,
             "topk": topk,
             "temperatures": list(temps) if temps is not None else None,
             "dtype": "float16",
@@ -510,6 +539,7 @@ def open_or_build(
         rows=len(cached),
         num_classes=cached.num_classes,
         topk=cached.topk,
+        positions=cached.positions,
     )
     return cached, info
 
