@@ -34,11 +34,11 @@ from distil.measure import (
 from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.resources import oom_hint, preflight
+from distil.teachers.ensemble import recipe_teachers
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
 from distil.train.distributed import rank_run_root, rank_zero_console
 from distil.train.engine import make_accelerator
-from distil.train.ensemble import recipe_teachers
 from distil.train.runs import RunDir, resolve_resume
 from distil.train.stages import Stage
 from distil.train.state import checkpointing
