@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from distil.compress import build_pruned, prune_structured
+from distil.compress import prune_structured
 from distil.errors import ConfigError
 from distil.measure import count_macs, count_parameters
-from distil.models import build_from_spec, model_spec
+from distil.models import build_from_spec, build_pruned, model_spec
 from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
 pytest.importorskip("torch_pruning")

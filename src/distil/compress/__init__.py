@@ -2,7 +2,8 @@
 
 One module per job:
 
-* :mod:`distil.compress.prune` -- structured pruning with Torch-Pruning, saved as a rebuildable spec.
+* :mod:`distil.compress.prune` -- structured pruning with Torch-Pruning, saved as a rebuildable spec
+  (:mod:`distil.models.pruned`, so loading needs nothing from here).
 * :mod:`distil.compress.sparsity` -- unstructured magnitude pruning and an honest sparsity report.
 * :mod:`distil.compress.quantize` -- ONNX Runtime static int8 (measured format choice) and QAT + KD.
 * :mod:`distil.compress.export` -- ONNX export, verification against PyTorch, ONNX measurement.
@@ -25,10 +26,8 @@ from distil.compress.export import (
 from distil.compress.prune import (
     CRITERIA,
     PruneResult,
-    build_pruned,
     is_torch_pruning_available,
     prune_structured,
-    pruned_spec,
 )
 from distil.compress.quantize import (
     QuantizeResult,
@@ -46,7 +45,6 @@ __all__ = [
     "PruneResult",
     "QuantizeResult",
     "SparsityReport",
-    "build_pruned",
     "check_calibration",
     "compress_model",
     "export_onnx",
@@ -59,7 +57,6 @@ __all__ = [
     "onnx_parameter_count",
     "onnx_predict",
     "prune_structured",
-    "pruned_spec",
     "quantization_aware_distill",
     "quantize_onnx",
     "sparsity_report",
