@@ -9,6 +9,9 @@ One module per job:
 * :mod:`distil.compress.export` -- ONNX export, verification against PyTorch, ONNX measurement.
 * :mod:`distil.compress.chain` -- the stage chain: prune -> KD fine-tune -> int8 -> ONNX, one row each.
 
+Each technique is a verb taking its config: ``prune(model, PruneConfig(...), spec=..., example_inputs=...)``,
+``quantize(model_or_onnx, QuantizeConfig(...), calibration=..., out=...)``; ``compress_model`` chains them.
+
 Torch-Pruning, onnx and onnxruntime are imported only when used (``pip install 'distil[compress]'``);
 a saved pruned model loads without any of them.
 """
@@ -26,15 +29,16 @@ from distil.compress.export import (
 from distil.compress.prune import (
     CRITERIA,
     PruneResult,
+    finish_pruning_,
     is_torch_pruning_available,
-    prune_structured,
+    prune,
 )
 from distil.compress.quantize import (
     QuantizeResult,
     check_calibration,
     fake_quantize_,
     quantization_aware_distill,
-    quantize_onnx,
+    quantize,
 )
 from distil.compress.sparsity import SparsityReport, fold_masks_, magnitude_prune_, sparsity_report
 
@@ -49,6 +53,7 @@ __all__ = [
     "compress_model",
     "export_onnx",
     "fake_quantize_",
+    "finish_pruning_",
     "fold_masks_",
     "is_onnx_available",
     "is_torch_pruning_available",
@@ -56,9 +61,9 @@ __all__ = [
     "measure_onnx",
     "onnx_parameter_count",
     "onnx_predict",
-    "prune_structured",
+    "prune",
     "quantization_aware_distill",
-    "quantize_onnx",
+    "quantize",
     "sparsity_report",
     "verify_onnx",
 ]

@@ -7,7 +7,8 @@ The pruned model is an ordinary ``nn.Module`` with smaller layers. It is saved a
 :func:`distil.models.pruned.build_pruned` without Torch-Pruning and without unpickling anything.
 
 Example:
-    >>> result = prune_structured(model, torch.zeros(1, 1, 28, 28), macs_reduction=2.0)
+    >>> cfg = PruneConfig(macs_reduction=2.0)
+    >>> result = prune(model, cfg, spec=spec, example_inputs=torch.zeros(1, 1, 28, 28))
     >>> result.model, result.spec  # smaller model, and the spec to save it with
 """
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from distil.compress.sparsity import NO_SPEEDUP_NOTE, SparsityReport, fold_masks_, magnitude_prune_
+from distil.config import PruneConfig
 from distil.errors import ConfigError, DistilError
 from distil.models.pruned import RESIZABLE, pruned_spec
 from distil.registry import Registry, closest
@@ -29,7 +32,9 @@ __all__ = [
     "CRITERIA",
     "PruneResult",
     "default_ignored",
+    "finish_pruning_",
     "is_torch_pruning_available",
+    "prune",
     "prune_structured",
 ]
 
@@ -138,14 +143,17 @@ def check_prunable(model: nn.Module, ignore: Sequence[str]) -> None:
 
 @dataclass
 class PruneResult:
-    """A structurally pruned model and what pruning changed.
+    """A pruned model and what pruning changed.
 
     Attributes:
-        model: The pruned model (smaller layers, same class).
-        spec: Its ``"pruned"`` architecture spec, for :func:`distil.train.save_checkpoint`.
-        pruning_ratio: The per-layer channel ratio that was applied.
+        model: The pruned model (structured: smaller layers, same class; unstructured: the same layers
+            with zeros, masks still attached for fine-tuning until :func:`finish_pruning_`).
+        spec: Its architecture spec, for :func:`distil.train.save_checkpoint` (structured: ``"pruned"``).
+        pruning_ratio: The per-layer channel ratio (structured) or weight fraction (unstructured) applied.
         base_macs, macs: MACs per sample before and after.
         base_params, params: Parameters before and after.
+        sparsity: Unstructured only: the zero counts of the prunable weights.
+        details: What a report records of this pruning (method, criterion, sizes, sparsity).
     """
 
     model: nn.Module
@@ -155,6 +163,8 @@ class PruneResult:
     macs: int
     base_params: int
     params: int
+    sparsity: SparsityReport | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def macs_reduction(self) -> float:
@@ -341,3 +351,90 @@ def prune_structured(
         base_params=base_params,
         params=params,
     )
+
+
+def prune(
+    model: nn.Module,
+    cfg: PruneConfig,
+    *,
+    spec: Mapping[str, Any],
+    example_inputs: Tensor,
+    calibration: tuple[Tensor, Tensor] | None = None,
+) -> PruneResult:
+    """Prune `model` as `cfg` says: structured (whole channels) or unstructured (magnitude zeros).
+
+    Structured pruning removes channels by ``cfg.ratio`` or, without a ratio, until MACs fall
+    ``cfg.macs_reduction`` times (:func:`prune_structured`). Unstructured pruning zeros the ``cfg.ratio``
+    fraction of smallest weights (:func:`distil.compress.magnitude_prune_`) and keeps the masks on, so a
+    fine-tune keeps the zeros at zero; call :func:`finish_pruning_` on the fine-tuned model.
+
+    Args:
+        model: The trained model; it is not modified (a pruned copy is returned).
+        cfg: What to prune and how.
+        spec: The model's architecture spec (a plain or an already ``"pruned"`` spec).
+        example_inputs: One batch of inputs, e.g. ``torch.zeros(1, 1, 28, 28)``, to trace the model.
+        calibration: ``(x, y)`` labelled samples; used by the ``"taylor"`` criterion only.
+
+    Returns:
+        PruneResult with the pruned model, its spec, the MACs/params before and after and ``details``.
+
+    Raises:
+        ConfigError: No target, values out of range, an ignored path not in the model, a layer that
+            cannot be pruned, or an unreachable MACs target.
+        DistilError: torch-pruning is not installed (structured pruning).
+    """
+    if cfg.method == "unstructured":
+        if cfg.ratio is None:
+            raise ConfigError("unstructured pruning needs a ratio (the fraction of weights zeroed).")
+        pruned = copy.deepcopy(model)
+        ignore = cfg.ignore if cfg.ignore is not None else default_ignored(pruned)
+        report = magnitude_prune_(pruned, cfg.ratio, ignore=ignore, keep_masks=True)
+        # Zeros are stored and computed densely: MACs and parameters are what they were.
+        example = example_inputs.detach().cpu()
+        macs, params = _fast_macs(model, example), sum(p.numel() for p in model.parameters())
+        return PruneResult(
+            model=pruned,
+            spec=dict(spec),
+            pruning_ratio=cfg.ratio,
+            base_macs=macs,
+            macs=macs,
+            base_params=params,
+            params=params,
+            sparsity=report,
+            details={"method": "unstructured", **report.to_dict()},
+        )
+    result = prune_structured(
+        model,
+        example_inputs,
+        spec,
+        ratio=cfg.ratio,
+        macs_reduction=None if cfg.ratio is not None else cfg.macs_reduction,
+        criterion=cfg.criterion,
+        global_pruning=cfg.global_pruning,
+        ignore=cfg.ignore,
+        calibration=calibration if cfg.criterion == "taylor" else None,
+    )
+    result.details = {
+        "method": "structured",
+        "criterion": cfg.criterion,
+        "global": cfg.global_pruning,
+        "ratio": result.pruning_ratio,
+        "macs_before": result.base_macs,
+        "macs_after": result.macs,
+        "macs_reduction": result.macs_reduction,
+        "params_before": result.base_params,
+        "params_after": result.params,
+        "layers": result.spec["kwargs"]["layers"],
+    }
+    return result
+
+
+def finish_pruning_(model: nn.Module, result: PruneResult) -> nn.Module:
+    """After fine-tuning an unstructured `result`: fold its masks into the weights (in place).
+
+    Structured results need nothing; returns `model` for chaining.
+    """
+    if result.sparsity is not None:
+        fold_masks_(model)
+        result.details["note"] = NO_SPEEDUP_NOTE
+    return model
