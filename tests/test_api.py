@@ -52,7 +52,7 @@ def test_default_hinton_loss_follows_warmup_and_temperature_schedule(digits, mon
 
 def test_one_loss_is_carried_across_unfreeze_phases(digits, monkeypatch) -> None:
     # Regression: each phase rebuilt the loss (random FitNets regressor, restarted schedules).
-    from distil.pipeline import _distiller
+    from distil.run.pipeline import _distiller
 
     seen: list[dict[str, Any]] = []
     real_set_epoch = ComposedLoss.set_epoch

@@ -35,7 +35,7 @@ from distil.features import FeatureCapture
 from distil.losses import LOSSES, CELoss, build_loss, kd_kl
 from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
-from distil.pipeline import run_pipeline
+from distil.run import run_pipeline
 from distil.train import load_checkpoint, save_checkpoint
 from distil.transfer import inherit_recipe, reuse_modules, transfer_parameters
 
