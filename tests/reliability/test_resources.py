@@ -152,7 +152,7 @@ def test_the_cli_turns_an_oom_into_advice(tmp_path: Path, monkeypatch: pytest.Mo
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
 
-    monkeypatch.setattr("distil.run.pipeline.train_model", oom)
+    monkeypatch.setattr("distil.run.stages.train_model", oom)
     result = CliRunner().invoke(app, ["train", "--quiet", "--out", str(tmp_path), "--set", "data.limit=100"])
     assert result.exit_code == 2
     assert "ran out of GPU memory" in result.output and "teacher_train.batch_size=64" in result.output

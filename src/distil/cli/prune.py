@@ -112,10 +112,10 @@ def prune(
     else:
         console.print(f"zeroed {result.sparsity.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
     if epochs > 0:
-        cfg = TrainConfig(epochs=epochs, lr=lr)
+        finetune = TrainConfig(epochs=epochs, lr=lr)
         with command_progress(log_format, quiet) as progress:
             pruned = distill(
-                reference, pruned, bundle, cfg, progress=progress, description=Stage.PRUNE_FINETUNE
+                reference, pruned, bundle, finetune, progress=progress, description=Stage.PRUNE_FINETUNE
             ).model
     finish_pruning_(pruned, result)
     weights = save_checkpoint(

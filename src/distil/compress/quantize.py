@@ -457,11 +457,11 @@ def quantize(
         per_channel = True  # the fake-quant trained per-channel weights; quantize the same way
     exported: Path | None = None
     if isinstance(model, nn.Module):
-        from distil.compress.export import export_onnx
+        from distil.compress.export import DEFAULT_OPSET, export_onnx
 
-        opset_kw = {} if opset is None else {"opset": opset}
         out.parent.mkdir(parents=True, exist_ok=True)
-        exported = export_onnx(model, out.with_name(f"{out.stem}_source.onnx"), shape, **opset_kw)
+        source = out.with_name(f"{out.stem}_source.onnx")
+        exported = export_onnx(model, source, shape, opset=DEFAULT_OPSET if opset is None else opset)
         fp32: str | Path = exported
     else:
         fp32 = model
