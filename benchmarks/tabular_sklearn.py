@@ -25,8 +25,8 @@ from torch import nn
 from distil.config import load_recipe
 from distil.data.raw import split_off_test
 from distil.data.tabular import _read_sklearn_csv
-from distil.pipeline import run_pipeline
 from distil.recipes import resolve_recipe
+from distil.run import run_pipeline
 
 
 def plain_mlp_accuracy(name: str, hidden: list[int], epochs: int, lr: float, wd: float, seed: int) -> float:

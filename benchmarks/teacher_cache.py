@@ -27,7 +27,7 @@ from distil.api import distill, train_model
 from distil.config import KDConfig, TrainConfig
 from distil.data import load_dataset
 from distil.models import create_model
-from distil.train.cache import open_or_build
+from distil.teachers.cache import open_or_build
 from distil.train.checkpoint import load_checkpoint
 from distil.train.engine import make_accelerator
 

@@ -52,7 +52,7 @@ def test_default_hinton_loss_follows_warmup_and_temperature_schedule(digits, mon
 
 def test_one_loss_is_carried_across_unfreeze_phases(digits, monkeypatch) -> None:
     # Regression: each phase rebuilt the loss (random FitNets regressor, restarted schedules).
-    from distil.pipeline import _distiller
+    from distil.run.stages import distiller
 
     seen: list[dict[str, Any]] = []
     real_set_epoch = ComposedLoss.set_epoch
@@ -78,7 +78,7 @@ def test_one_loss_is_carried_across_unfreeze_phases(digits, monkeypatch) -> None
     recipe = SimpleNamespace(kd=kd)
     run = SimpleNamespace(log=lambda record: None)
     ends: list[torch.Tensor] = []
-    with _distiller(teacher, None, digits, recipe, cfg, None, None, run) as train:  # type: ignore[arg-type]
+    with distiller(teacher, None, digits, recipe, cfg, None, None, run) as train:  # type: ignore[arg-type]
 
         def phase(model: torch.nn.Module, phase_cfg: TrainConfig, description: str) -> Any:
             result = train(model, phase_cfg, description)

@@ -10,8 +10,17 @@ The public API:
 """
 
 from distil.api import distill, mutual_learning, train_model
-from distil.compress import compress_model, export_onnx, prune_structured, quantize_onnx
-from distil.config import CompressConfig, KDConfig, ModelConfig, Recipe, TrainConfig, load_recipe
+from distil.compress import compress_model, export_onnx, prune, quantize
+from distil.config import (
+    CompressConfig,
+    KDConfig,
+    ModelConfig,
+    PruneConfig,
+    QuantizeConfig,
+    Recipe,
+    TrainConfig,
+    load_recipe,
+)
 from distil.data import DataBundle, load_dataset
 from distil.errors import (
     CheckpointError,
@@ -26,7 +35,7 @@ from distil.features import FeatureCapture
 from distil.losses import LOSSES, CELoss, build_loss, kd_kl
 from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
-from distil.pipeline import run_pipeline
+from distil.run import run_pipeline
 from distil.train import load_checkpoint, save_checkpoint
 from distil.transfer import inherit_recipe, reuse_modules, transfer_parameters
 
@@ -46,6 +55,8 @@ __all__ = [
     "ModelConfig",
     "ModelError",
     "ModelMetrics",
+    "PruneConfig",
+    "QuantizeConfig",
     "Recipe",
     "TrainConfig",
     "TrainingError",
@@ -64,8 +75,8 @@ __all__ = [
     "load_recipe",
     "measure_model",
     "mutual_learning",
-    "prune_structured",
-    "quantize_onnx",
+    "prune",
+    "quantize",
     "reuse_modules",
     "run_pipeline",
     "save_checkpoint",

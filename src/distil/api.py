@@ -18,11 +18,11 @@ from distil.data import DataBundle
 from distil.errors import DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
-from distil.train.cache import choose_teacher_source, main_process_first, open_or_build
+from distil.teachers.cache import choose_teacher_source, main_process_first, open_or_build
+from distil.teachers.live import LiveTeacher, freeze
 from distil.train.engine import FitResult, LossFn, TeacherFn, fit
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
 from distil.train.stages import Stage
-from distil.train.teacher import LiveTeacher, freeze
 
 
 def output_classes(model: nn.Module, data: DataBundle) -> int:
@@ -126,7 +126,7 @@ def distill(
     Args:
         teacher: a trained model; it is frozen (eval mode, no gradients) and never updated. A list of
             models distills from the weighted mixture of their softened distributions
-            (`distil.train.ensemble.EnsembleTeacher`); feature terms use the first one.
+            (`distil.teachers.ensemble.EnsembleTeacher`); feature terms use the first one.
         student: the model to train (from its current weights: random, or transferred).
         data: the dataset both models were built for.
         cfg: the student's training recipe.
@@ -141,9 +141,9 @@ def distill(
         accelerator, progress, on_epoch_end, description: as in `distil.train.engine.fit`.
 
     `cfg.teacher_cache` and what the loss needs pick the teacher source
-    (`distil.train.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
+    (`distil.teachers.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
     teacher and a loss whose terms use only the teacher's logits (kd, dkd, rkl, js, logit_mse, ce),
-    "auto" computes the logits once into an on-disk cache (`distil.train.cache`) and reuses them across
+    "auto" computes the logits once into an on-disk cache (`distil.teachers.cache`) and reuses them across
     epochs and runs; random augmentation, an ensemble, terms that capture teacher features, or a user
     loss that does not declare `teacher_needs` run the teacher live. Each record states
     `teacher_source` and `teacher_source_reason`.
@@ -207,7 +207,7 @@ def distill(
         source_record["teacher_cache"] = info.to_dict()
     else:
         if len(teachers) > 1:
-            from distil.train.ensemble import EnsembleTeacher
+            from distil.teachers.ensemble import EnsembleTeacher
 
             teacher_fn = EnsembleTeacher(teachers, teacher_weights, kd.temperature).to(accelerator.device)
         else:

@@ -8,7 +8,7 @@ problems found in one recipe are reported together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -298,6 +298,9 @@ class Recipe(_Strict):
     )
 
 
+_C = TypeVar("_C", bound=BaseModel)
+
+
 def _format_errors(
     err: ValidationError, model: type[BaseModel], source: str, overrides: list[str] | None = None
 ) -> str:
@@ -366,6 +369,21 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe", overrides: list[st
         return Recipe.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, Recipe, source, overrides)) from None
+
+
+def checked_config(model: type[_C], source: str, **fields: Any) -> _C:
+    """`model(**fields)`, with every validation problem reported at once as a ConfigError naming `source`.
+
+    For configs built from command-line options (e.g. ``checked_config(PruneConfig, "distil prune",
+    ratio=1.5)``), so a bad value reads like a bad recipe value rather than a pydantic traceback.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    try:
+        return model.model_validate(fields)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, model, source)) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from distil.compress import build_pruned, prune_structured
+from distil.compress.prune import prune_structured
 from distil.errors import ConfigError
 from distil.measure import count_macs, count_parameters
-from distil.models import build_from_spec, model_spec
+from distil.models import build_from_spec, build_pruned, model_spec
 from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
 pytest.importorskip("torch_pruning")
@@ -133,3 +133,25 @@ def test_unsupported_layer_is_named_with_the_way_out() -> None:
     spec = {"name": "x", "num_classes": 2, "in_channels": 1, "image_size": 2, "kwargs": {}}
     with pytest.raises(ConfigError, match=r"'rnn' \(LSTM.*ignore.*unstructured"):
         prune_structured(model, torch.zeros(1, 4), spec, ratio=0.3)
+
+
+def test_the_prune_verb_dispatches_on_its_config() -> None:
+    """`prune(model, PruneConfig)` is prune_structured for "structured", masked zeros for "unstructured"."""
+    from distil.compress import finish_pruning_, prune
+    from distil.compress.sparsity import sparsity_report
+    from distil.config import PruneConfig
+
+    model, spec = _largenet()
+    direct = prune_structured(model, X, spec, ratio=0.3)
+    verb = prune(model, PruneConfig(ratio=0.3), spec=spec, example_inputs=X)
+    assert verb.spec == direct.spec and verb.details["method"] == "structured"
+    assert verb.details["macs_after"] == direct.macs and verb.sparsity is None
+
+    cfg = PruneConfig(method="unstructured", ratio=0.5)
+    zeroed = prune(model, cfg, spec=spec, example_inputs=X)
+    assert zeroed.spec == spec and zeroed.macs == zeroed.base_macs
+    assert zeroed.sparsity is not None and zeroed.details["method"] == "unstructured"
+    assert sparsity_report(model).zeros == 0  # the input model is left untouched
+    finish_pruning_(zeroed.model, zeroed)
+    assert not any(n.endswith("_mask") for n, _ in zeroed.model.named_buffers())
+    assert sparsity_report(zeroed.model, ["fc2"]).sparsity == pytest.approx(0.5, abs=0.01)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distil.compress import check_calibration, export_onnx, fake_quantize_, onnx_predict, quantize_onnx
+from distil.compress import check_calibration, export_onnx, fake_quantize_, onnx_predict
+from distil.compress.quantize import quantize_onnx
 from distil.errors import ConfigError, DataError
 from distil.models import create_model
 
@@ -70,3 +71,18 @@ def test_layers_qat_cannot_model_are_named_with_the_way_out() -> None:
     fake_quantize_(model, exclude=["1"]).remove()
     with pytest.raises(ConfigError, match="not in the model"):
         fake_quantize_(model, exclude=["2"])
+
+
+def test_the_quantize_verb_takes_a_module_or_an_onnx_file_and_its_config(tmp_path: Path) -> None:
+    from distil.compress import quantize
+    from distil.config import QuantizeConfig
+
+    model, x = _model(), torch.randn(64, 1, 8, 8)
+    cfg = QuantizeConfig(format="qdq", per_channel=False, calibration_size=16)
+    from_module = quantize(model, cfg, calibration=x, out=tmp_path / "a" / "int8.onnx", min_run_time=0.05)
+    assert (from_module.fmt, from_module.per_channel, len(from_module.candidates)) == ("qdq", False, 1)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["int8.onnx"]  # the fp32 export is removed
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", (1, 8, 8))
+    qat = QuantizeConfig(mode="qat", format="qdq")  # QAT weights: per channel unless told otherwise
+    from_file = quantize(fp32, qat, calibration=x, out=tmp_path / "b.onnx", min_run_time=0.05)
+    assert from_file.per_channel is True and fp32.is_file()

@@ -169,7 +169,7 @@ def test_images_get_one_canonical_layout_however_they_were_stored() -> None:
 
 
 def test_a_teacher_cache_of_an_on_disk_split_equals_the_in_memory_one(digits_dir, tmp_path: Path) -> None:
-    from distil.train.cache import CachedTeacher, build_cache
+    from distil.teachers.cache import CachedTeacher, build_cache
 
     memory, disk = load_dataset("digits", limit=300), load_dataset("npy-dir", digits_dir, limit=300)
     torch.manual_seed(0)

@@ -152,7 +152,7 @@ def test_the_cli_turns_an_oom_into_advice(tmp_path: Path, monkeypatch: pytest.Mo
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
 
-    monkeypatch.setattr("distil.pipeline.train_model", oom)
+    monkeypatch.setattr("distil.run.stages.train_model", oom)
     result = CliRunner().invoke(app, ["train", "--quiet", "--out", str(tmp_path), "--set", "data.limit=100"])
     assert result.exit_code == 2
     assert "ran out of GPU memory" in result.output and "teacher_train.batch_size=64" in result.output
@@ -242,8 +242,8 @@ def test_a_diverged_cli_run_stops_with_the_cause_and_keeps_its_last_good_state(t
 def test_an_interrupted_pipeline_resumes_without_retraining_finished_stages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distil import pipeline
     from distil.config import load_recipe
+    from distil.run import pipeline
     from distil.train.engine import fit as real_fit
 
     sets = [

@@ -12,8 +12,8 @@ from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import cross_entropy, kd_kl
 from distil.models import create_model
+from distil.teachers.ensemble import EnsembleTeacher
 from distil.train.engine import make_accelerator, train_loader
-from distil.train.ensemble import EnsembleTeacher
 from distil.train.mutual import mutual_losses
 from distil.train.optim import build_optimizer, build_scheduler
 

@@ -256,7 +256,7 @@ def test_report_serialises() -> None:
 
 
 def test_a_frozen_teacher_under_no_grad_is_traced_all_the_same() -> None:
-    from distil.train.teacher import freeze
+    from distil.teachers.live import freeze
 
     teacher, student = freeze(_largenet()), _largenet(width=0.5, seed=1)
     with torch.no_grad():

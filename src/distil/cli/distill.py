@@ -22,7 +22,7 @@ from distil.cli.common import (
 )
 from distil.cli.layers import MethodOption, method_overrides
 from distil.cli.transfer import LayerMapOption, SelectionOption, transfer_overrides
-from distil.pipeline import distill_student
+from distil.run import distill_student
 
 
 @user_errors

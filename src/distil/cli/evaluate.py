@@ -42,7 +42,7 @@ def evaluate(
     A teacher trained elsewhere (a plain state_dict and your model code):
     distil eval teacher.pt --model my_models:make_teacher --data digits
     """
-    from distil.pipeline import evaluate_checkpoints, require_data_for_model
+    from distil.run import evaluate_checkpoints, require_data_for_model
 
     require_data_for_model(model, data, checkpoints[0])
     name = data or trained_dataset(read_sidecar(checkpoints[0]), trust_code=trust_code)

@@ -36,7 +36,7 @@ def checkpoint_and_data(
     and `data` (--data). The sidecar chooses no code: a factory or dataset function it names is refused
     unless it is `model_name` or `trust_code` is set.
     """
-    from distil.pipeline import load_any, require_data_for_model
+    from distil.run import load_any, require_data_for_model
 
     require_data_for_model(model_name, data, checkpoint)
     name = data or trained_dataset(read_sidecar(checkpoint), trust_code=trust_code)

@@ -70,57 +70,54 @@ def prune(
     import torch
 
     from distil.api import distill
-    from distil.compress import magnitude_prune_, prune_structured
-    from distil.compress.prune import default_ignored
-    from distil.compress.sparsity import NO_SPEEDUP_NOTE, fold_masks_
-    from distil.config import TrainConfig
+    from distil.compress import finish_pruning_, prune
+    from distil.compress.sparsity import NO_SPEEDUP_NOTE
+    from distil.config import PruneConfig, TrainConfig, checked_config
     from distil.errors import ConfigError
     from distil.measure import measure_model, predict
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
     check_out(out, is_file=True)  # before fine-tuning, not after it
+    if method == "structured" and ratio is None and macs_reduction is None:
+        raise ConfigError("give --ratio (e.g. 0.3) or --macs-reduction (e.g. 2) for structured pruning.")
+    if method == "unstructured" and ratio is None:
+        raise ConfigError("unstructured pruning needs --ratio (the fraction of weights zeroed).")
+    cfg = checked_config(
+        PruneConfig,
+        "distil prune options",
+        method=method,
+        ratio=ratio,
+        macs_reduction=macs_reduction if ratio is None else None,
+        criterion=criterion,
+        global_pruning=global_pruning,
+        ignore=ignore,
+    )
     console = run_console(log_format)
     model, meta, bundle = checkpoint_and_data(
         checkpoint, data, data_root, limit, model_name, trust_code=trust_code
     )
     reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)
-    if method == "structured":
-        if ratio is None and macs_reduction is None:
-            raise ConfigError("give --ratio (e.g. 0.3) or --macs-reduction (e.g. 2) for structured pruning.")
-        calib = (bundle.train.head(256), bundle.train.labels[:256]) if criterion == "taylor" else None
-        result = prune_structured(
-            model,
-            torch.zeros((1, *shape)),
-            meta["spec"],
-            ratio=ratio,
-            macs_reduction=macs_reduction if ratio is None else None,
-            criterion=criterion,
-            global_pruning=global_pruning,
-            ignore=ignore,
-            calibration=calib,
-        )
-        pruned, spec = result.model, result.spec
+    calibration = (bundle.train.head(256), bundle.train.labels[:256]) if criterion == "taylor" else None
+    result = prune(
+        model, cfg, spec=meta["spec"], example_inputs=torch.zeros((1, *shape)), calibration=calibration
+    )
+    pruned, spec = result.model, result.spec
+    if result.sparsity is None:
         console.print(
             f"pruned {result.pruning_ratio:.1%} of channels: MACs {result.base_macs:,} -> {result.macs:,} "
             f"({result.macs_reduction:.2f}x fewer), params {result.base_params:,} -> {result.params:,}"
         )
     else:
-        if ratio is None:
-            raise ConfigError("unstructured pruning needs --ratio (the fraction of weights zeroed).")
-        pruned, spec = copy.deepcopy(model), meta["spec"]
-        kept = ignore if ignore is not None else default_ignored(pruned)
-        report = magnitude_prune_(pruned, ratio, ignore=kept, keep_masks=True)
-        console.print(f"zeroed {report.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
+        console.print(f"zeroed {result.sparsity.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
     if epochs > 0:
-        cfg = TrainConfig(epochs=epochs, lr=lr)
+        finetune = TrainConfig(epochs=epochs, lr=lr)
         with command_progress(log_format, quiet) as progress:
             pruned = distill(
-                reference, pruned, bundle, cfg, progress=progress, description=Stage.PRUNE_FINETUNE
+                reference, pruned, bundle, finetune, progress=progress, description=Stage.PRUNE_FINETUNE
             ).model
-    if method == "unstructured":
-        fold_masks_(pruned)
+    finish_pruning_(pruned, result)
     weights = save_checkpoint(
         out, pruned.cpu().eval(), spec, {"role": Stage.PRUNED, "data": bundle.describe()}
     )

@@ -58,11 +58,20 @@ def quantize(
     import copy
 
     from distil.compress import compress_model
-    from distil.config import CompressConfig, QuantizeConfig, TrainConfig
+    from distil.config import CompressConfig, QuantizeConfig, TrainConfig, checked_config
     from distil.report import metrics_table
     from distil.train.checkpoint import load_checkpoint
 
     check_out(out)
+    quantize_cfg = checked_config(
+        QuantizeConfig,
+        "distil quantize options",
+        mode=mode,
+        calibration_size=calibration_size,
+        format=fmt,
+        per_channel=per_channel,
+        exclude=exclude or [],
+    )
     console = run_console(log_format)
     model, meta, bundle = checkpoint_and_data(
         checkpoint, data, data_root, limit, model_name, trust_code=trust_code
@@ -71,13 +80,7 @@ def quantize(
     cfg = CompressConfig(
         prune=None,
         finetune=TrainConfig(epochs=epochs, lr=lr),
-        quantize=QuantizeConfig(
-            mode=mode,
-            calibration_size=calibration_size,
-            format=fmt,
-            per_channel=per_channel,
-            exclude=exclude or [],
-        ),
+        quantize=quantize_cfg,
         latency_threads=threads,
     )
     with command_progress(log_format, quiet) as progress:  # QAT trains

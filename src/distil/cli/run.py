@@ -20,7 +20,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.pipeline import run_pipeline
+from distil.run import run_pipeline
 
 
 @user_errors

@@ -19,7 +19,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.pipeline import train_teacher
+from distil.run import train_teacher
 
 
 @user_errors

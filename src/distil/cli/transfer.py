@@ -19,7 +19,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.pipeline import transfer_student
+from distil.run import transfer_student
 
 SelectionOption = Annotated[
     str | None,

@@ -2,11 +2,15 @@
 
 One module per job:
 
-* :mod:`distil.compress.prune` -- structured pruning with Torch-Pruning, saved as a rebuildable spec.
+* :mod:`distil.compress.prune` -- structured pruning with Torch-Pruning, saved as a rebuildable spec
+  (:mod:`distil.models.pruned`, so loading needs nothing from here).
 * :mod:`distil.compress.sparsity` -- unstructured magnitude pruning and an honest sparsity report.
 * :mod:`distil.compress.quantize` -- ONNX Runtime static int8 (measured format choice) and QAT + KD.
 * :mod:`distil.compress.export` -- ONNX export, verification against PyTorch, ONNX measurement.
 * :mod:`distil.compress.chain` -- the stage chain: prune -> KD fine-tune -> int8 -> ONNX, one row each.
+
+Each technique is a verb taking its config: ``prune(model, PruneConfig(...), spec=..., example_inputs=...)``,
+``quantize(model_or_onnx, QuantizeConfig(...), calibration=..., out=...)``; ``compress_model`` chains them.
 
 Torch-Pruning, onnx and onnxruntime are imported only when used (``pip install 'distil[compress]'``);
 a saved pruned model loads without any of them.
@@ -25,17 +29,16 @@ from distil.compress.export import (
 from distil.compress.prune import (
     CRITERIA,
     PruneResult,
-    build_pruned,
+    finish_pruning_,
     is_torch_pruning_available,
-    prune_structured,
-    pruned_spec,
+    prune,
 )
 from distil.compress.quantize import (
     QuantizeResult,
     check_calibration,
     fake_quantize_,
     quantization_aware_distill,
-    quantize_onnx,
+    quantize,
 )
 from distil.compress.sparsity import SparsityReport, fold_masks_, magnitude_prune_, sparsity_report
 
@@ -46,11 +49,11 @@ __all__ = [
     "PruneResult",
     "QuantizeResult",
     "SparsityReport",
-    "build_pruned",
     "check_calibration",
     "compress_model",
     "export_onnx",
     "fake_quantize_",
+    "finish_pruning_",
     "fold_masks_",
     "is_onnx_available",
     "is_torch_pruning_available",
@@ -58,10 +61,9 @@ __all__ = [
     "measure_onnx",
     "onnx_parameter_count",
     "onnx_predict",
-    "prune_structured",
-    "pruned_spec",
+    "prune",
     "quantization_aware_distill",
-    "quantize_onnx",
+    "quantize",
     "sparsity_report",
     "verify_onnx",
 ]

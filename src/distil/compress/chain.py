@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from distil.compress.export import export_onnx, measure_onnx, verify_onnx
-from distil.compress.prune import prune_structured
-from distil.compress.quantize import quantization_aware_distill, quantize_onnx
-from distil.compress.sparsity import NO_SPEEDUP_NOTE, fold_masks_, magnitude_prune_
+from distil.compress.prune import finish_pruning_, prune
+from distil.compress.quantize import quantization_aware_distill, quantize
 from distil.config import CompressConfig, KDConfig
 from distil.data import DataBundle
 from distil.fileio import atomic_write_json
@@ -141,47 +140,22 @@ def compress_model(
 
     if cfg.prune is not None:
         p = cfg.prune
-        example = torch.zeros((1, *shape))
-        if p.method == "structured":
-            calib = (data.train.head(256), data.train.labels[:256]) if p.criterion == "taylor" else None
-            pr = prune_structured(
-                current,
-                example,
-                current_spec,
-                ratio=p.ratio,
-                macs_reduction=None if p.ratio is not None else p.macs_reduction,
-                criterion=p.criterion,
-                global_pruning=p.global_pruning,
-                ignore=p.ignore,
-                calibration=calib,
-            )
-            current, current_spec = pr.model, pr.spec
-            result.details["prune"] = {
-                "method": "structured",
-                "criterion": p.criterion,
-                "global": p.global_pruning,
-                "ratio": pr.pruning_ratio,
-                "macs_before": pr.base_macs,
-                "macs_after": pr.macs,
-                "macs_reduction": pr.macs_reduction,
-                "params_before": pr.base_params,
-                "params_after": pr.params,
-                "layers": current_spec["kwargs"]["layers"],
-            }
-        else:
-            assert p.ratio is not None
-            ignore = p.ignore if p.ignore is not None else _last_linear(current)
-            report = magnitude_prune_(current, p.ratio, ignore=ignore, keep_masks=True)
-            result.details["prune"] = {"method": "unstructured", **report.to_dict()}
+        pr = prune(
+            current,
+            p,
+            spec=current_spec,
+            example_inputs=torch.zeros((1, *shape)),
+            calibration=(data.train.head(256), data.train.labels[:256]) if p.criterion == "taylor" else None,
+        )
+        current, current_spec = pr.model, pr.spec
+        result.details["prune"] = pr.details
         stage("pruned.onnx", current)
         fit = distill(
             teacher, current, data, cfg.finetune, kd, description=Stage.PRUNE_FINETUNE, **fit_kwargs
         )
         current = fit.model.cpu().eval()
         result.histories["pruned+kd.onnx"] = fit.history
-        if p.method == "unstructured":
-            fold_masks_(current)
-            result.details["prune"]["note"] = NO_SPEEDUP_NOTE
+        finish_pruning_(current, pr)
         save_checkpoint(
             out / Stage.PRUNED_KD, current, current_spec, {"role": Stage.PRUNED_KD, "data": data.describe()}
         )
@@ -191,7 +165,6 @@ def compress_model(
     if cfg.quantize is not None:
         q = cfg.quantize
         calibration = data.train.head(q.calibration_size)
-        per_channel = q.per_channel
         source = current
         if q.mode == "qat":
             qat_student = copy.deepcopy(current)
@@ -201,27 +174,16 @@ def compress_model(
                 data,
                 cfg.finetune,
                 kd,
-                exclude=q.exclude,
+                quantize_cfg=q,
                 description=Stage.QAT_KD,
                 **fit_kwargs,
             )
             source = fit.model.cpu().eval()
             result.histories["qat+kd.onnx"] = fit.history
-            # The fake-quant trained per-channel weights; quantize the same way.
-            per_channel = True if per_channel is None else per_channel
             stage("qat+kd.onnx", source)
-        fp32 = export_onnx(source, out / "int8_source.onnx", shape, opset=cfg.opset)
-        qr = quantize_onnx(
-            fp32,
-            out / "int8.onnx",
-            calibration,
-            shape,
-            fmt=q.format,
-            per_channel=per_channel,
-            exclude=q.exclude,
-            threads=threads,
+        qr = quantize(
+            source, q, calibration=calibration, out=out / "int8.onnx", opset=cfg.opset, threads=threads
         )
-        fp32.unlink()
         result.details["quantize"] = {
             "mode": q.mode,
             "backend": "onnxruntime static int8 (uint8 activations, int8 weights, MinMax calibration)",
@@ -234,9 +196,3 @@ def compress_model(
         stage("int8.onnx", source, source=source, onnx=qr.path)
     atomic_write_json(out / "compress.json", result.to_dict())
     return result
-
-
-def _last_linear(model: nn.Module) -> list[str]:
-    from distil.compress.prune import default_ignored
-
-    return default_ignored(model)

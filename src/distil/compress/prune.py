@@ -4,54 +4,41 @@ Built on Torch-Pruning's dependency graph (DepGraph), which finds every layer th
 when one channel goes (a conv's filters, the next conv's input channels, a flattened fc's columns...).
 The pruned model is an ordinary ``nn.Module`` with smaller layers. It is saved as a ``"pruned"`` spec
 (the base architecture plus the new size of each resized layer) with safetensors weights, and rebuilt by
-:func:`build_pruned` without Torch-Pruning and without unpickling anything.
+:func:`distil.models.pruned.build_pruned` without Torch-Pruning and without unpickling anything.
 
 Example:
-    >>> result = prune_structured(model, torch.zeros(1, 1, 28, 28), macs_reduction=2.0)
+    >>> cfg = PruneConfig(macs_reduction=2.0)
+    >>> result = prune(model, cfg, spec=spec, example_inputs=torch.zeros(1, 1, 28, 28))
     >>> result.model, result.spec  # smaller model, and the spec to save it with
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from distil.errors import ConfigError, DistilError, ModelError
+from distil.compress.sparsity import NO_SPEEDUP_NOTE, SparsityReport, fold_masks_, magnitude_prune_
+from distil.config import PruneConfig
+from distil.errors import ConfigError, DistilError
+from distil.models.pruned import RESIZABLE, pruned_spec
 from distil.registry import Registry, closest
 
 __all__ = [
     "CRITERIA",
-    "PRUNED",
     "PruneResult",
-    "build_pruned",
     "default_ignored",
+    "finish_pruning_",
     "is_torch_pruning_available",
+    "prune",
     "prune_structured",
-    "pruned_spec",
 ]
 
-PRUNED = "pruned"
 _INSTALL_HINT = "pip install 'distil[compress]' (or pip install torch-pruning)"
-
-# Layers whose size is fully described by a few constructor arguments, so a pruned model can be
-# rebuilt from its spec. Anything else that holds parameters must be left out of pruning.
-_RESIZABLE: dict[type[nn.Module], tuple[str, ...]] = {
-    nn.Conv1d: ("in_channels", "out_channels", "groups"),
-    nn.Conv2d: ("in_channels", "out_channels", "groups"),
-    nn.Conv3d: ("in_channels", "out_channels", "groups"),
-    nn.Linear: ("in_features", "out_features"),
-    nn.BatchNorm1d: ("num_features",),
-    nn.BatchNorm2d: ("num_features",),
-    nn.BatchNorm3d: ("num_features",),
-    nn.GroupNorm: ("num_groups", "num_channels"),
-    nn.LayerNorm: ("normalized_shape",),
-    nn.PReLU: ("num_parameters",),
-}
 
 
 def is_torch_pruning_available() -> bool:
@@ -140,8 +127,8 @@ def check_prunable(model: nn.Module, ignore: Sequence[str]) -> None:
         if name in skipped:
             continue
         own = [p for p, _ in module.named_parameters(recurse=False)]
-        if own and type(module) not in _RESIZABLE:
-            supported = ", ".join(sorted(t.__name__ for t in _RESIZABLE))
+        if own and type(module) not in RESIZABLE:
+            supported = ", ".join(sorted(t.__name__ for t in RESIZABLE))
             raise ConfigError(
                 f"module {name or '<root>'!r} ({type(module).__name__}, parameters {own}) cannot be pruned "
                 f"structurally: a pruned model must be rebuildable from its spec, and only {supported} can be. "
@@ -156,14 +143,17 @@ def check_prunable(model: nn.Module, ignore: Sequence[str]) -> None:
 
 @dataclass
 class PruneResult:
-    """A structurally pruned model and what pruning changed.
+    """A pruned model and what pruning changed.
 
     Attributes:
-        model: The pruned model (smaller layers, same class).
-        spec: Its ``"pruned"`` architecture spec, for :func:`distil.train.save_checkpoint`.
-        pruning_ratio: The per-layer channel ratio that was applied.
+        model: The pruned model (structured: smaller layers, same class; unstructured: the same layers
+            with zeros, masks still attached for fine-tuning until :func:`finish_pruning_`).
+        spec: Its architecture spec, for :func:`distil.train.save_checkpoint` (structured: ``"pruned"``).
+        pruning_ratio: The per-layer channel ratio (structured) or weight fraction (unstructured) applied.
         base_macs, macs: MACs per sample before and after.
         base_params, params: Parameters before and after.
+        sparsity: Unstructured only: the zero counts of the prunable weights.
+        details: What a report records of this pruning (method, criterion, sizes, sparsity).
     """
 
     model: nn.Module
@@ -173,6 +163,8 @@ class PruneResult:
     macs: int
     base_params: int
     params: int
+    sparsity: SparsityReport | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def macs_reduction(self) -> float:
@@ -361,132 +353,88 @@ def prune_structured(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# save / rebuild without torch-pruning
+def prune(
+    model: nn.Module,
+    cfg: PruneConfig,
+    *,
+    spec: Mapping[str, Any],
+    example_inputs: Tensor,
+    calibration: tuple[Tensor, Tensor] | None = None,
+) -> PruneResult:
+    """Prune `model` as `cfg` says: structured (whole channels) or unstructured (magnitude zeros).
 
-
-def _base_of(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(spec["kwargs"]["base"]) if spec.get("name") == PRUNED else dict(spec)
-
-
-def _sizes(module: nn.Module) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for attr in _RESIZABLE[type(module)]:
-        value = getattr(module, attr)
-        values[attr] = list(value) if isinstance(value, tuple) else value
-    return values
-
-
-def pruned_spec(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
-    """The ``"pruned"`` spec of `model`: its base spec plus every layer whose size differs from the base.
+    Structured pruning removes channels by ``cfg.ratio`` or, without a ratio, until MACs fall
+    ``cfg.macs_reduction`` times (:func:`prune_structured`). Unstructured pruning zeros the ``cfg.ratio``
+    fraction of smallest weights (:func:`distil.compress.magnitude_prune_`) and keeps the masks on, so a
+    fine-tune keeps the zeros at zero; call :func:`finish_pruning_` on the fine-tuned model.
 
     Args:
-        spec: The spec the model was built from (plain, or ``"pruned"`` for a model pruned again).
-        model: The pruned model.
+        model: The trained model; it is not modified (a pruned copy is returned).
+        cfg: What to prune and how.
+        spec: The model's architecture spec (a plain or an already ``"pruned"`` spec).
+        example_inputs: One batch of inputs, e.g. ``torch.zeros(1, 1, 28, 28)``, to trace the model.
+        calibration: ``(x, y)`` labelled samples; used by the ``"taylor"`` criterion only.
 
     Returns:
-        ``{"name": "pruned", num_classes, in_channels, image_size, "kwargs": {"base": ..., "layers": ...}}``,
-        plain JSON, accepted by :func:`distil.models.build_from_spec`.
-    """
-    from distil.models import build_from_spec
-
-    base = _base_of(spec)
-    # The caller built `model` from this spec already, so rebuilding its base imports nothing new.
-    reference = dict(build_from_spec(base, trusted=True).named_modules())
-    layers: dict[str, dict[str, Any]] = {}
-    for name, module in model.named_modules():
-        if type(module) in _RESIZABLE:
-            sizes = _sizes(module)
-            ref = reference.get(name)
-            if ref is None or type(ref) is not type(module):
-                raise ModelError(
-                    f"pruned layer {name!r} ({type(module).__name__}) has no counterpart in the base model "
-                    f"{base['name']!r}; the model must be the base architecture with resized layers."
-                )
-            if _sizes(ref) != sizes:
-                layers[name] = {"type": type(module).__name__, **sizes}
-    return {
-        "name": PRUNED,
-        "num_classes": base["num_classes"],
-        "in_channels": base["in_channels"],
-        "image_size": base["image_size"],
-        "kwargs": {"base": base, "layers": layers},
-    }
-
-
-def _resized(module: nn.Module, sizes: Mapping[str, Any]) -> nn.Module:
-    """A fresh module like `module` with the sizes in `sizes` (weights are loaded afterwards)."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        conv_cls: Any = type(module)  # Conv1d/2d/3d share this constructor
-        return conv_cls(
-            sizes["in_channels"],
-            sizes["out_channels"],
-            module.kernel_size,  # type: ignore[arg-type]
-            stride=module.stride,  # type: ignore[arg-type]
-            padding=module.padding,  # type: ignore[arg-type]
-            dilation=module.dilation,  # type: ignore[arg-type]
-            groups=sizes["groups"],
-            bias=module.bias is not None,
-            padding_mode=module.padding_mode,
-        )
-    if isinstance(module, nn.Linear):
-        return nn.Linear(sizes["in_features"], sizes["out_features"], bias=module.bias is not None)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        bn_cls: type[nn.modules.batchnorm._BatchNorm] = type(module)
-        return bn_cls(
-            sizes["num_features"],
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
-        )
-    if isinstance(module, nn.GroupNorm):
-        return nn.GroupNorm(sizes["num_groups"], sizes["num_channels"], eps=module.eps, affine=module.affine)
-    if isinstance(module, nn.LayerNorm):
-        return nn.LayerNorm(
-            tuple(sizes["normalized_shape"]), eps=module.eps, elementwise_affine=module.elementwise_affine
-        )
-    if isinstance(module, nn.PReLU):
-        return nn.PReLU(sizes["num_parameters"])
-    raise ModelError(f"cannot resize a {type(module).__name__}")
-
-
-def build_pruned(spec: Mapping[str, Any], *, trusted: Collection[str] | bool = ()) -> nn.Module:
-    """Rebuild a pruned model from its spec: the base model with the listed layers resized.
-
-    Needs neither Torch-Pruning nor pickled code; load the safetensors weights afterwards. The layer map
-    only resizes layers the base model already has (paths are looked up, never imported or created).
-
-    Args:
-        spec: The ``"pruned"`` spec.
-        trusted: As for :func:`distil.models.build_from_spec`: the user factories the base may name.
+        PruneResult with the pruned model, its spec, the MACs/params before and after and ``details``.
 
     Raises:
-        ModelError: A malformed spec, or a layer path/type that does not match the base model.
-        UntrustedCodeError: The base names a user factory that is not trusted (nothing was imported).
+        ConfigError: No target, values out of range, an ignored path not in the model, a layer that
+            cannot be pruned, or an unreachable MACs target.
+        DistilError: torch-pruning is not installed (structured pruning).
     """
-    from distil.models import build_from_spec
-
-    kwargs = spec.get("kwargs")
-    if not isinstance(kwargs, Mapping) or not isinstance(kwargs.get("base"), Mapping):
-        raise ModelError(
-            "a 'pruned' spec needs kwargs {'base': <model spec>, 'layers': {path: sizes}}; create it with "
-            "distil.compress.pruned_spec(base_spec, model)."
+    if cfg.method == "unstructured":
+        if cfg.ratio is None:
+            raise ConfigError("unstructured pruning needs a ratio (the fraction of weights zeroed).")
+        pruned = copy.deepcopy(model)
+        ignore = cfg.ignore if cfg.ignore is not None else default_ignored(pruned)
+        report = magnitude_prune_(pruned, cfg.ratio, ignore=ignore, keep_masks=True)
+        # Zeros are stored and computed densely: MACs and parameters are what they were.
+        example = example_inputs.detach().cpu()
+        macs, params = _fast_macs(model, example), sum(p.numel() for p in model.parameters())
+        return PruneResult(
+            model=pruned,
+            spec=dict(spec),
+            pruning_ratio=cfg.ratio,
+            base_macs=macs,
+            macs=macs,
+            base_params=params,
+            params=params,
+            sparsity=report,
+            details={"method": "unstructured", **report.to_dict()},
         )
-    model = build_from_spec(kwargs["base"], trusted=trusted)
-    modules = dict(model.named_modules())
-    layers = kwargs.get("layers", {})
-    if not isinstance(layers, Mapping) or not all(isinstance(v, Mapping) for v in layers.values()):
-        raise ModelError("a 'pruned' spec's kwargs.layers must map layer paths to {type, sizes...} mappings.")
-    for path, sizes in layers.items():
-        old = modules.get(path)
-        if old is None or type(old).__name__ != sizes.get("type"):
-            raise ModelError(
-                f"pruned spec resizes {path!r} ({sizes.get('type')}) but the base model "
-                f"{kwargs['base'].get('name')!r} has {type(old).__name__ if old is not None else 'no such layer'} "
-                "there; the spec does not belong to this base model."
-            )
-        parent_path, _, attr = path.rpartition(".")
-        parent = modules[parent_path] if parent_path else model
-        setattr(parent, attr, _resized(old, sizes))
+    result = prune_structured(
+        model,
+        example_inputs,
+        spec,
+        ratio=cfg.ratio,
+        macs_reduction=None if cfg.ratio is not None else cfg.macs_reduction,
+        criterion=cfg.criterion,
+        global_pruning=cfg.global_pruning,
+        ignore=cfg.ignore,
+        calibration=calibration if cfg.criterion == "taylor" else None,
+    )
+    result.details = {
+        "method": "structured",
+        "criterion": cfg.criterion,
+        "global": cfg.global_pruning,
+        "ratio": result.pruning_ratio,
+        "macs_before": result.base_macs,
+        "macs_after": result.macs,
+        "macs_reduction": result.macs_reduction,
+        "params_before": result.base_params,
+        "params_after": result.params,
+        "layers": result.spec["kwargs"]["layers"],
+    }
+    return result
+
+
+def finish_pruning_(model: nn.Module, result: PruneResult) -> nn.Module:
+    """After fine-tuning an unstructured `result`: fold its masks into the weights (in place).
+
+    Structured results need nothing; returns `model` for chaining.
+    """
+    if result.sparsity is not None:
+        fold_masks_(model)
+        result.details["note"] = NO_SPEEDUP_NOTE
     return model

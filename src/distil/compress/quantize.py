@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from distil.errors import ConfigError, DataError, DistilError
 
 if TYPE_CHECKING:
-    from distil.config import KDConfig, TrainConfig
+    from distil.config import KDConfig, QuantizeConfig, TrainConfig
     from distil.data import DataBundle
     from distil.train.engine import FitResult
 
@@ -47,6 +47,7 @@ __all__ = [
     "check_quantizable",
     "fake_quantize_",
     "quantization_aware_distill",
+    "quantize",
     "quantize_onnx",
 ]
 
@@ -390,24 +391,92 @@ def quantization_aware_distill(
     cfg: TrainConfig | None = None,
     kd: KDConfig | None = None,
     *,
-    exclude: Sequence[str] = (),
+    quantize_cfg: QuantizeConfig | None = None,
     **fit_kwargs: Any,
 ) -> FitResult:
     """Quantization-aware training of `student` with the distillation loss from its fp32 `teacher`.
 
-    The student is fake-quantized (:func:`fake_quantize_`), trained with :func:`distil.api.distill`, and
-    returned with the fake-quant stripped: fp32 weights adapted to int8 rounding, ready for
-    :func:`quantize_onnx` (use ``per_channel=True`` to match the training scheme).
+    The student is fake-quantized (:func:`fake_quantize_`, leaving ``quantize_cfg.exclude`` in fp32),
+    trained with :func:`distil.api.distill`, and returned with the fake-quant stripped: fp32 weights
+    adapted to int8 rounding, ready for :func:`quantize` with a ``mode="qat"`` config (which quantizes
+    per channel, as trained, unless the config says otherwise).
 
     Returns:
         The :class:`distil.train.engine.FitResult` of the run; ``.model`` is the plain student.
     """
     from distil.api import distill
 
-    handle = fake_quantize_(student, exclude)
+    handle = fake_quantize_(student, quantize_cfg.exclude if quantize_cfg is not None else ())
     try:
         result = distill(teacher, student, data, cfg, kd, **fit_kwargs)
     finally:
         handle.remove()
     result.model = student
     return result
+
+
+def quantize(
+    model: nn.Module | str | Path,
+    cfg: QuantizeConfig,
+    *,
+    calibration: Tensor,
+    out: str | Path,
+    input_shape: Sequence[int] | None = None,
+    opset: int | None = None,
+    threads: int = 1,
+    min_run_time: float = 0.3,
+) -> QuantizeResult:
+    """Int8 `model` (an fp32 module, or an fp32 ONNX file) as `cfg` says, written to `out`.
+
+    A module is exported to ONNX first (next to `out`, removed afterwards). In ``cfg.mode == "qat"``
+    `model` is expected to come from :func:`quantization_aware_distill`; its weights were trained with
+    per-channel fake-quant, so ``cfg.per_channel=None`` means per channel there (and "measure both" in
+    static mode). The first ``cfg.calibration_size`` samples of `calibration` calibrate the activations.
+
+    Args:
+        model: The fp32 model, or the path of its ONNX export.
+        cfg: Mode, calibration size, graph format, weight scales and fp32 layers.
+        calibration: Sample inputs ``(N, *input_shape)`` from the training data.
+        out: The int8 ``.onnx`` file to write.
+        input_shape: One sample's shape (default: ``calibration.shape[1:]``).
+        opset: ONNX opset for exporting a module (default: the exporter's).
+        threads: ONNX Runtime threads for the latency comparison of candidates.
+        min_run_time: Seconds of timing per candidate.
+
+    Returns:
+        QuantizeResult describing the kept file.
+
+    Raises:
+        DataError, ConfigError, DistilError: as :func:`quantize_onnx`.
+    """
+    out = Path(out)
+    shape = tuple(input_shape) if input_shape is not None else tuple(calibration.shape[1:])
+    samples = calibration[: cfg.calibration_size]
+    per_channel = cfg.per_channel
+    if per_channel is None and cfg.mode == "qat":
+        per_channel = True  # the fake-quant trained per-channel weights; quantize the same way
+    exported: Path | None = None
+    if isinstance(model, nn.Module):
+        from distil.compress.export import DEFAULT_OPSET, export_onnx
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        source = out.with_name(f"{out.stem}_source.onnx")
+        exported = export_onnx(model, source, shape, opset=DEFAULT_OPSET if opset is None else opset)
+        fp32: str | Path = exported
+    else:
+        fp32 = model
+    try:
+        return quantize_onnx(
+            fp32,
+            out,
+            samples,
+            shape,
+            fmt=cfg.format,
+            per_channel=per_channel,
+            exclude=cfg.exclude,
+            threads=threads,
+            min_run_time=min_run_time,
+        )
+    finally:
+        if exported is not None:
+            exported.unlink(missing_ok=True)

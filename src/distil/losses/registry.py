@@ -82,7 +82,7 @@ class TeacherNeeds:
     """What a loss needs from the teacher, which decides whether cached teacher logits can stand in for it.
 
     A loss declares it as a `teacher_needs` attribute (`ComposedLoss` derives it from its terms); a loss
-    without one is assumed to need the live teacher. See `distil.train.cache.choose_teacher_source`.
+    without one is assumed to need the live teacher. See `distil.teachers.cache.choose_teacher_source`.
 
     Attributes:
         live: the loss needs the teacher's forward pass (e.g. features captured by hooks during it), not

@@ -1,4 +1,4 @@
-"""Architecture registry: seed nets, CIFAR ResNets and tiny test nets, built by name.
+"""Architecture registry: seed nets, CIFAR ResNets, tiny test nets and pruned specs, built by name.
 
 Example:
     >>> from distil.models import create_model, model_spec, build_from_spec
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
 from distil.models import resnet_cifar, seed
+from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,
     build_from_spec,
@@ -32,11 +33,13 @@ __all__ = [
     "SmallNet",
     "TinyCNN",
     "build_from_spec",
+    "build_pruned",
     "create_model",
     "is_timm_available",
     "is_torchvision_available",
     "list_models",
     "model_spec",
+    "pruned_spec",
     "register_model",
     "resnet_cifar",
     "seed",

@@ -272,7 +272,7 @@ def build_from_spec(spec: Mapping[str, Any], *, trusted: Collection[str] | bool 
         raise ModelError(f"model spec 'kwargs' must be a mapping, got {type(kwargs).__name__}: {kwargs!r}")
     if spec["name"] == "pruned":
         # A structurally pruned model: its base architecture with resized layers (no torch-pruning needed).
-        from distil.compress.prune import build_pruned
+        from distil.models.pruned import build_pruned
 
         return build_pruned(spec, trusted=trusted)
     return create_model(

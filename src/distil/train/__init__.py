@@ -1,16 +1,13 @@
-"""The training engine: loop, optimizers, teacher sources, checkpoints and run directories."""
+"""The training engine: loop, optimizers, checkpoints and run directories (teacher sources: distil.teachers)."""
 
 from distil.train.checkpoint import load_checkpoint, save_checkpoint
 from distil.train.engine import FitResult, fit, make_accelerator
 from distil.train.runs import RunDir
-from distil.train.teacher import LiveTeacher, freeze
 
 __all__ = [
     "FitResult",
-    "LiveTeacher",
     "RunDir",
     "fit",
-    "freeze",
     "load_checkpoint",
     "make_accelerator",
     "save_checkpoint",

@@ -12,7 +12,7 @@ from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import TeacherNeeds
 from distil.models import create_model
-from distil.train.cache import CachedTeacher, choose_teacher_source, fingerprint, open_or_build
+from distil.teachers.cache import CachedTeacher, choose_teacher_source, fingerprint, open_or_build
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +237,7 @@ def test_topk_cache_matches_the_represented_teacher_at_every_temperature(tmp_pat
     # Regression: the fill kept the tail's mass only at T=1, so KD at T=4 used a far lighter tail.
     from distil.data import Split
     from distil.losses import kd_kl
-    from distil.train.cache import build_cache
+    from distil.teachers.cache import build_cache
 
     teacher_logits, student_logits = _realish_logits()
     k, n = 20, len(teacher_logits)
@@ -303,7 +303,7 @@ def test_topk_cache_is_exact_when_the_teachers_tail_is_uniform(tmp_path: Path) -
     # The one approximation is the tail's spread over its classes; an even tail loses nothing at any T.
     from distil.data import Split
     from distil.losses import kd_kl
-    from distil.train.cache import build_cache
+    from distil.teachers.cache import build_cache
 
     teacher_logits, student_logits = _realish_logits(n=64)
     top = teacher_logits.topk(20, dim=1)

@@ -12,7 +12,7 @@ from distil.data import DataBundle
 from distil.data.batch import call_model
 from distil.errors import ConfigError
 from distil.losses.functional import ensemble_logits
-from distil.train.teacher import freeze
+from distil.teachers.live import freeze
 
 
 class EnsembleTeacher:

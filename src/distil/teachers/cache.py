@@ -55,7 +55,7 @@ from distil.data import DataBundle, SampleSplit
 from distil.errors import ConfigError
 from distil.fileio import apply_umask, atomic_write_json
 from distil.registry import unknown_name_message
-from distil.train.teacher import freeze
+from distil.teachers.live import freeze
 
 if TYPE_CHECKING:
     from distil.losses.registry import TeacherNeeds

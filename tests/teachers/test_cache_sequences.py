@@ -11,7 +11,7 @@ from torch import nn
 from distil.data import Split
 from distil.errors import ConfigError
 from distil.losses import kd_kl
-from distil.train.cache import CachedTeacher, build_cache
+from distil.teachers.cache import CachedTeacher, build_cache
 
 VOCAB, LENGTH = 23, 7
 

@@ -1,0 +1,107 @@
+"""Models that already exist: load any checkpoint (distil's, or a plain state_dict) and measure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.data import DataBundle
+from distil.measure import ModelMetrics, measure_model, predict
+from distil.train.build import build_model
+
+
+def require_data_for_model(model_name: str | None, data: str | None, checkpoint: str) -> None:
+    """A plain state_dict (given with --model) records no dataset: --data must name it.
+
+    A distil checkpoint records its dataset, so `--model` there (naming the factory its sidecar may
+    use) needs no --data.
+
+    Raises:
+        ConfigError: --model without --data for a file without a distil sidecar.
+    """
+    from distil.errors import ConfigError
+    from distil.train.checkpoint import _paths
+
+    has_sidecar = _paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()
+    if model_name is not None and data is None and not has_sidecar:
+        raise ConfigError(
+            "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
+        )
+
+
+def load_any(
+    path: str, data: DataBundle, model_name: str | None = None, *, trust_code: bool = False
+) -> tuple[nn.Module, dict[str, Any], Path]:
+    """A model from a distil checkpoint, or from a plain state_dict loaded into `model_name`.
+
+    A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
+    saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
+    `pkg.module:factory`) built for `data`. A sidecar may name `model_name` as its factory, and no other
+    ``pkg.module:factory`` unless `trust_code`.
+
+    Returns:
+        (model, its sidecar metadata (for a plain state_dict: its spec and `data`), the weights file).
+
+    Raises:
+        CheckpointError: a plain state_dict without `model_name`, or weights that do not fit.
+    """
+    from distil.api import check_classes
+    from distil.config import ModelConfig
+    from distil.errors import CheckpointError
+    from distil.train.checkpoint import _paths, load_checkpoint
+
+    weights, sidecar = _paths(path)
+    if sidecar.is_file() or Path(path).is_dir():
+        model, meta = load_checkpoint(
+            path, trust_code=trust_code, trusted_models=[model_name] if model_name else []
+        )
+    elif model_name is not None:
+        model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data, trust_code=trust_code)
+        meta, weights = {"spec": spec, "data": data.describe()}, Path(path)
+    else:
+        raise CheckpointError(
+            f"{path!r} has no distil sidecar ({sidecar.name}), so its architecture is unknown. If it is a "
+            "plain state_dict, name its model: --model NAME or --model pkg.module:factory."
+        )
+    check_classes(model, data, f"model in {path!r}")
+    return model, meta, weights
+
+
+def evaluate_checkpoints(
+    paths: list[str],
+    data: DataBundle,
+    *,
+    measure_latency: bool = True,
+    model_name: str | None = None,
+    trust_code: bool = False,
+) -> list[ModelMetrics]:
+    """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
+
+    A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
+    saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
+    `pkg.module:factory`) built for `data`. A sidecar may name `model_name` as its factory, and no other
+    ``pkg.module:factory`` unless `trust_code`.
+    """
+    metrics: list[ModelMetrics] = []
+    reference_logits: torch.Tensor | None = None
+    x_test, y_test = data.test.head(len(data.test)), data.test.labels
+    for path in paths:
+        model, _, weights = load_any(path, data, model_name, trust_code=trust_code)
+        m = measure_model(
+            Path(path).stem,
+            model.eval(),
+            x_test,
+            y_test,
+            input_shape=data.input_shape,
+            teacher_logits=reference_logits,
+            weights_path=weights,
+            latency=measure_latency,
+            task=data.task,
+        )
+        if reference_logits is None:
+            reference_logits = predict(model, x_test)
+        metrics.append(m)
+    return metrics
