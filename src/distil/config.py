@@ -271,6 +271,7 @@ class ShrinkConfig(_Strict):
     formats: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])
     widths: list[float] | None = Field(default=None, description="width multipliers; None = a default ladder")
     prune: bool = Field(default=True, description="add teacher copies pruned until they meet the latency")
+    prune_steps: int = Field(default=5, ge=1, description="bisection steps of the latency-steered pruning")
     selection: Literal["uniform", "first", "l1"] = "l1"
     latency_margin: float = Field(default=0.05, ge=0, lt=1, description="search keeps median <= (1-m)*target")
     min_run_time: float = Field(default=0.4, gt=0, description="seconds of timed runs per file and probe")

@@ -91,7 +91,7 @@ def markdown(state: dict[str, Any]) -> str:
         lines += [
             "",
             f"**Winner: {fin['name']}** ({fin['format']}), `{Path(fin['path']).name}`: test accuracy "
-            f"{100 * fin['test_accuracy']:.2f}% (ONNX Runtime; {fin['drop_pt']:+.2f} pt below the teacher), "
+            f"{100 * fin['test_accuracy']:.2f}% (ONNX Runtime; {-fin['drop_pt']:+.2f} pt vs the teacher), "
             f"agreement {100 * fin['agreement']:.2f}%, {fin['bytes']:,} B, {fin['params']:,} params. "
             f"Re-measured from the saved file in a fresh process: {rm['median_ms']:.3f} ms "
             f"(IQR {rm['q1_ms']:.3f}-{rm['q3_ms']:.3f}, {rm['runs']} runs): "

@@ -107,6 +107,11 @@ class ShrinkResult:
         return dict(self.state["final"])
 
 
+def _file(name: str) -> str:
+    """A candidate's label as a file name ("d14-w0.5/1" -> "d14-w0.5_1")."""
+    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in name)
+
+
 class _Search:
     def __init__(
         self,
@@ -157,7 +162,7 @@ class _Search:
         from distil.measure import count_macs, count_parameters
 
         t0 = time.perf_counter()
-        safe = name.replace("/", "_")
+        safe = _file(name)
         files: dict[str, Path] = {}
         fp32 = export_onnx(model, self.onnx_dir / f"{safe}.fp32.onnx", self.shape)
         if "fp32" in self.cfg.formats:
@@ -235,7 +240,7 @@ class _Search:
         best = cand if verdict["feasible"] else None
         lo, hi = 0.0, 0.95
         if best is not None:
-            for _ in range(5):  # latency falls (noisily) with the ratio: bisect towards the least pruning
+            for _ in range(self.cfg.prune_steps):  # latency falls (noisily) with the ratio: bisect towards the least pruning
                 mid = round((lo + hi) / 2, 3)
                 c, v = pruned(mid)
                 trace.append({"ratio": mid, **v})
@@ -284,7 +289,7 @@ class _Search:
         return accuracy(predict(model.cpu().eval(), split.x), split.y)
 
     def _ckpt(self, name: str) -> Path:
-        return self.ckpt_dir / f"{name}.safetensors"
+        return self.ckpt_dir / f"{_file(name)}.safetensors"
 
     def successive_halving(self, pool: list[Candidate]) -> str:
         from safetensors.torch import load_file, save_file
@@ -448,7 +453,10 @@ class _Search:
             self.save()
         from distil.train.checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(final_ckpt)
+        from distil.models.registry import spec_factories
+
+        # The winner's spec names only factories of the teacher the caller already loaded and built.
+        model, _ = load_checkpoint(final_ckpt, trusted_models=spec_factories(self.teacher_spec))
         fin = self.state["final"]
         fin["meets_latency"] = cfg.target_latency_ms is None or fin["remeasured"]["median_ms"] <= cfg.target_latency_ms
         fin["meets_size"] = cfg.target_size_bytes is None or fin["bytes"] <= cfg.target_size_bytes
