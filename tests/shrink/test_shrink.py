@@ -64,7 +64,9 @@ def test_seed_and_resnet_candidates_come_from_the_teachers_knobs() -> None:
     teacher = build_from_spec(t_spec)
     cands, family = architecture_candidates(t_spec, teacher, [0.5, 0.25])
     assert family == "seed net width"
-    assert [c.spec["kwargs"]["width"] for c in cands] == [0.25, 0.125]
+    assert [c.spec["kwargs"]["width"] for c in cands if c.name.startswith("width-")] == [0.25, 0.125]
+    # SmallNet's layout at the widths no wider than the teacher: a narrower head, per layer.
+    assert [c.spec["kwargs"]["width"] for c in cands if c.spec["name"] == "smallnet"] == [2.0, 1.5, 1.0, 0.75, 0.5]
     r_spec = model_spec("resnet20", 10, 3, 16)
     resnet = build_from_spec(r_spec)
     cands, family = architecture_candidates(r_spec, resnet, [0.5])
@@ -89,7 +91,7 @@ def digits_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     torch.manual_seed(0)
     data = load_dataset("digits", val_fraction=0.1)
     spec = model_spec("largenet", 10, 1, 8, width=0.25)
-    teacher = build_from_spec(spec)
+    teacher = build_from_spec(spec).requires_grad_(False)  # frozen, as every distilled teacher is
     cfg = ShrinkConfig(target_latency_ms=5.0, widths=[0.5, 0.25], **FAST)
     result = shrink_model(teacher, spec, data, cfg, out / "s", train_cfg=ONE_EPOCH)
     return out / "s", result.state
@@ -103,6 +105,8 @@ def test_search_delivers_a_remeasured_model_and_a_report(digits_search: tuple[Pa
     assert fin["format"] in ("fp32", "int8") and set(fin["formats"]) == {"fp32", "int8"}
     names = set(state["candidates"])
     assert {"width-0.5", "width-0.25"} <= names and any(n.startswith("pruned-") for n in names)
+    teacher_params = state["teacher"]["params"]
+    assert all(r["params"] < teacher_params for n, r in state["candidates"].items() if n.startswith("pruned-"))
     assert state["candidates"][state["winner"]]["status"] == "winner"
     assert all(r.get("status") for r in state["candidates"].values())  # every candidate says why
     assert state["rungs"] and state["rungs"][0]["accuracy"]

@@ -28,7 +28,10 @@ __all__ = ["Candidate", "FAMILIES", "DEFAULT_WIDTHS", "architecture_candidates",
 
 # Enough rungs that a 25x latency cut is reachable on LargeNet, close enough that one of them sits near
 # any budget in between.
-DEFAULT_WIDTHS = (0.75, 0.5, 0.35, 0.25, 0.18, 0.125, 0.09, 0.0625, 0.045, 0.03)
+DEFAULT_WIDTHS = (0.75, 0.5, 0.35, 0.25, 0.18, 0.125, 0.09, 0.06)
+# SmallNet has LargeNet's layout with convs at 1/4 and the hidden layer at 1/8 of its widths: the same
+# teacher's second, per-layer ratio of widths (narrower head), transferred by the same layer names.
+_SMALLNET_OF_LARGENET = (2.0, 1.5, 1.0, 0.75, 0.5)
 
 
 @dataclass
@@ -58,6 +61,13 @@ def _seed_candidates(spec: Mapping[str, Any], teacher: nn.Module, widths: Sequen
         kwargs = {**spec.get("kwargs", {}), "width": round(base * w, 6)}
         s = model_spec(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"], **kwargs)
         out.append(Candidate(f"width-{w:g}", "width", s, f"{spec['name']} width {base:g} x {w:g}"))
+    if spec["name"] == "largenet":
+        for w in _SMALLNET_OF_LARGENET:
+            if 0.25 * w <= base:  # never wider than the teacher
+                kwargs = {**spec.get("kwargs", {}), "width": w}
+                s = model_spec("smallnet", spec["num_classes"], spec["in_channels"], spec["image_size"], **kwargs)
+                note = f"convs x{0.25 * w / base:g}, hidden x{0.125 * w / base:g} of the teacher (smallnet width {w:g})"
+                out.append(Candidate(f"small-{w:g}", "width", s, note))
     return out
 
 

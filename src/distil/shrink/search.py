@@ -24,6 +24,7 @@ where it stopped):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -228,12 +229,15 @@ class _Search:
             return []
 
         def pruned(ratio: float) -> tuple[Candidate, dict[str, Any]]:
-            res = prune_structured(self.teacher, self.example, self.teacher_spec, ratio=ratio)
+            res = prune_structured(source, self.example, self.teacher_spec, ratio=ratio)
             name = f"pruned-{ratio:.3f}"
             cand = Candidate(name, "pruned", res.spec, f"teacher pruned, {ratio:.1%} of channels per layer", res.model)
             return cand, self.judge(self.measure(name, res.model), self.limit_ms)
 
         t0 = time.perf_counter()
+        # Torch-Pruning traces the autograd graph: a frozen teacher (requires_grad False, as after any
+        # distillation) would silently prune nothing. Prune a copy that records gradients.
+        source = copy.deepcopy(self.teacher).requires_grad_(True)
         trace: list[dict[str, Any]] = []
         cand, verdict = pruned(0.95)
         trace.append({"ratio": 0.95, **verdict})
