@@ -54,7 +54,9 @@ def main() -> None:
     data = dataclasses.replace(full, train=Split(full.train.x[keep], full.train.y[keep]))
     c, h, _ = data.input_shape
     # No augmentation: the teacher's logits are computed once and cached, for every candidate alike.
-    train_cfg = TrainConfig(epochs=args.epochs, lr=0.05, warmup_epochs=0.5, augment="none", channels_last=True)
+    train_cfg = TrainConfig(
+        epochs=args.epochs, lr=0.05, warmup_epochs=0.5, augment="none", channels_last=True
+    )
     kd = KDConfig(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
     t0 = time.perf_counter()
     if args.teacher:
@@ -64,7 +66,9 @@ def main() -> None:
     else:
         t_spec = model_spec("largenet", data.num_classes, c, h)
         teacher = build_from_spec(t_spec)
-        train_model(teacher, data, train_cfg.model_copy(update={"epochs": args.teacher_epochs, "augment": "auto"}))
+        train_model(
+            teacher, data, train_cfg.model_copy(update={"epochs": args.teacher_epochs, "augment": "auto"})
+        )
         save_checkpoint(out / "teacher", teacher, t_spec, {"data": data.describe()})
         teacher_note = f"trained here, {args.teacher_epochs} epochs on {len(data.train):,} images"
     teacher = teacher.eval()
@@ -72,7 +76,9 @@ def main() -> None:
     (t_rec,) = probe_latency([t_onnx], threads=1, batch=1, min_run_time=1.0)
     t_ms = t_rec["median_ms"]
     t_acc = accuracy(onnx_predict(t_onnx, data.test.x), data.test.y)
-    print(f"teacher: {teacher_note}; ONNX fp32 b1 1 thread {t_ms:.3f} ms (IQR {t_rec['iqr_ms']:.3f}); test {t_acc:.2%}")
+    print(
+        f"teacher: {teacher_note}; ONNX fp32 b1 1 thread {t_ms:.3f} ms (IQR {t_rec['iqr_ms']:.3f}); test {t_acc:.2%}"
+    )
 
     # Baseline: SmallNet + KD, same recipe, same epochs, its faster of fp32 / int8.
     s_spec = model_spec("smallnet", data.num_classes, c, h)
@@ -84,19 +90,28 @@ def main() -> None:
     s_fp32 = export_onnx(small.eval(), out / "smallnet_kd.fp32.onnx", (c, h, h))
     s_int8 = quantize_onnx(s_fp32, out / "smallnet_kd.int8.onnx", data.train.x[:512], (c, h, h)).path
     s_recs = probe_latency([s_fp32, s_int8], threads=1, batch=1, min_run_time=1.0)
-    s_best = min(zip(("fp32", "int8"), s_recs, (s_fp32, s_int8), strict=True), key=lambda r: r[1]["median_ms"])
+    s_best = min(
+        zip(("fp32", "int8"), s_recs, (s_fp32, s_int8), strict=True), key=lambda r: r[1]["median_ms"]
+    )
     s_acc = accuracy(onnx_predict(s_best[2], data.test.x), data.test.y)
-    print(f"SmallNet+KD: {s_best[0]} {s_best[1]['median_ms']:.3f} ms, test {s_acc:.2%}, {small_s:.0f} s to distill")
+    print(
+        f"SmallNet+KD: {s_best[0]} {s_best[1]['median_ms']:.3f} ms, test {s_acc:.2%}, {small_s:.0f} s to distill"
+    )
 
     results = []
     for factor in [float(f) for f in args.factors.split(",")]:
         budget = t_ms / factor
         cfg = ShrinkConfig(
-            target_latency_ms=budget, max_candidates=args.max_candidates, proxy_limit=args.proxy_limit, min_run_time=0.4
+            target_latency_ms=budget,
+            max_candidates=args.max_candidates,
+            proxy_limit=args.proxy_limit,
+            min_run_time=0.4,
         )
         b0 = time.perf_counter()
         try:
-            res = shrink_model(teacher, t_spec, data, cfg, out / f"budget_{factor:g}x", train_cfg=train_cfg, kd=kd, log=print)
+            res = shrink_model(
+                teacher, t_spec, data, cfg, out / f"budget_{factor:g}x", train_cfg=train_cfg, kd=kd, log=print
+            )
         except ConfigError as exc:
             print(f"{factor:g}x ({budget:.3f} ms): refused: {exc}")
             results.append({"factor": factor, "budget_ms": budget, "refused": str(exc)})
@@ -108,19 +123,40 @@ def main() -> None:
     # Everything delivered, side by side in one fresh process.
     files = [t_onnx, s_best[2]] + [Path(r["path"]) for r in results if "path" in r]
     side = probe_latency(files, threads=1, batch=1, min_run_time=3.0, rounds=10)
-    (out / "results.json").write_text(json.dumps({"teacher_ms": t_ms, "teacher_acc": t_acc, "smallnet": {
-        "format": s_best[0], "ms": s_best[1]["median_ms"], "acc": s_acc, "distill_s": small_s},
-        "budgets": results, "side_by_side": side}, indent=1, default=str))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "teacher_ms": t_ms,
+                "teacher_acc": t_acc,
+                "smallnet": {
+                    "format": s_best[0],
+                    "ms": s_best[1]["median_ms"],
+                    "acc": s_acc,
+                    "distill_s": small_s,
+                },
+                "budgets": results,
+                "side_by_side": side,
+            },
+            indent=1,
+            default=str,
+        )
+    )
 
     print(
         f"\nFashion-MNIST, {len(data.train):,} training images, full 10k test set; teacher LargeNet ({teacher_note}), "
         f"test {t_acc:.2%}; every student distilled {args.epochs} epochs (T=4, 0.9 KD + 0.1 CE, no augmentation); "
         "latency: ONNX Runtime CPU, batch 1, 1 thread, median (IQR) in a fresh process.\n"
     )
-    print("| budget | delivered | format | test acc (ORT) | bytes | latency at search end | re-measured side by side | meets | search cost / one full KD run |")
+    print(
+        "| budget | delivered | format | test acc (ORT) | bytes | latency at search end | re-measured side by side | meets | search cost / one full KD run |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| teacher | LargeNet | fp32 | {t_acc:.2%} | {t_onnx.stat().st_size:,} | {t_ms:.3f} ms | {side[0]['median_ms']:.3f} ({side[0]['iqr_ms']:.3f}) ms | | |")
-    print(f"| baseline | SmallNet + KD | {s_best[0]} | {s_acc:.2%} | {Path(s_best[2]).stat().st_size:,} | {s_best[1]['median_ms']:.3f} ms | {side[1]['median_ms']:.3f} ({side[1]['iqr_ms']:.3f}) ms | | |")
+    print(
+        f"| teacher | LargeNet | fp32 | {t_acc:.2%} | {t_onnx.stat().st_size:,} | {t_ms:.3f} ms | {side[0]['median_ms']:.3f} ({side[0]['iqr_ms']:.3f}) ms | | |"
+    )
+    print(
+        f"| baseline | SmallNet + KD | {s_best[0]} | {s_acc:.2%} | {Path(s_best[2]).stat().st_size:,} | {s_best[1]['median_ms']:.3f} ms | {side[1]['median_ms']:.3f} ({side[1]['iqr_ms']:.3f}) ms | | |"
+    )
     k = 2
     for r in results:
         if "refused" in r:

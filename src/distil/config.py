@@ -265,10 +265,12 @@ class ShrinkConfig(_Strict):
 
     target_latency_ms: float | None = Field(default=None, gt=0, description="batch latency budget (median)")
     target_size_bytes: int | None = Field(default=None, gt=0, description="budget on the deployed file")
-    max_drop: float | None = Field(default=None, ge=0, description="accuracy points below the teacher allowed")
+    max_drop: float | None = Field(
+        default=None, ge=0, description="accuracy points below the teacher allowed"
+    )
     threads: int = Field(default=1, gt=0, description="ONNX Runtime intra-op threads on the target")
     batch: int = Field(default=1, gt=0, description="batch size the budget is for")
-    formats: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])
+    formats: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])  # type: ignore[arg-type]
     widths: list[float] | None = Field(default=None, description="width multipliers; None = a default ladder")
     prune: bool = Field(default=True, description="add teacher copies pruned until they meet the latency")
     prune_steps: int = Field(default=5, ge=1, description="bisection steps of the latency-steered pruning")
@@ -279,7 +281,9 @@ class ShrinkConfig(_Strict):
     proxy_epochs: int = Field(default=1, gt=0, description="epochs of the first successive-halving rung")
     proxy_limit: int | None = Field(default=5000, gt=0, description="training samples the proxy uses")
     eta: int = Field(default=2, ge=2, description="successive halving keeps 1/eta per rung")
-    epochs: int | None = Field(default=None, gt=0, description="winner's full distillation; None = student_train")
+    epochs: int | None = Field(
+        default=None, gt=0, description="winner's full distillation; None = student_train"
+    )
     budget_hours: float | None = Field(default=None, gt=0, description="wall-clock cap on the search")
 
 

@@ -37,7 +37,7 @@ def test_budgets_parse_with_units() -> None:
     assert parse_size("200kB") == 200_000
     assert parse_size("1.5MB") == 1_500_000
     assert parse_size("64KiB") == 65_536
-    with pytest.raises(ConfigError, match="0.3ms"):
+    with pytest.raises(ConfigError, match=r"0\.3ms"):
         parse_latency("fast")
     with pytest.raises(ConfigError, match="positive"):
         parse_size("0kB")
@@ -66,7 +66,13 @@ def test_seed_and_resnet_candidates_come_from_the_teachers_knobs() -> None:
     assert family == "seed net width"
     assert [c.spec["kwargs"]["width"] for c in cands if c.name.startswith("width-")] == [0.25, 0.125]
     # SmallNet's layout at the widths no wider than the teacher: a narrower head, per layer.
-    assert [c.spec["kwargs"]["width"] for c in cands if c.spec["name"] == "smallnet"] == [2.0, 1.5, 1.0, 0.75, 0.5]
+    assert [c.spec["kwargs"]["width"] for c in cands if c.spec["name"] == "smallnet"] == [
+        2.0,
+        1.5,
+        1.0,
+        0.75,
+        0.5,
+    ]
     r_spec = model_spec("resnet20", 10, 3, 16)
     resnet = build_from_spec(r_spec)
     cands, family = architecture_candidates(r_spec, resnet, [0.5])
@@ -106,7 +112,9 @@ def test_search_delivers_a_remeasured_model_and_a_report(digits_search: tuple[Pa
     names = set(state["candidates"])
     assert {"width-0.5", "width-0.25"} <= names and any(n.startswith("pruned-") for n in names)
     teacher_params = state["teacher"]["params"]
-    assert all(r["params"] < teacher_params for n, r in state["candidates"].items() if n.startswith("pruned-"))
+    assert all(
+        r["params"] < teacher_params for n, r in state["candidates"].items() if n.startswith("pruned-")
+    )
     assert state["candidates"][state["winner"]]["status"] == "winner"
     assert all(r.get("status") for r in state["candidates"].values())  # every candidate says why
     assert state["rungs"] and state["rungs"][0]["accuracy"]
@@ -114,11 +122,13 @@ def test_search_delivers_a_remeasured_model_and_a_report(digits_search: tuple[Pa
     assert "Winner" in report and "fresh process" in report and "IQR" in report
     assert (out / "plots" / "accuracy_vs_latency.png").stat().st_size > 0
     assert (out / "plots" / "accuracy_vs_size.png").stat().st_size > 0
-    model, meta = load_checkpoint(out / "model")
+    _model, meta = load_checkpoint(out / "model")
     assert meta["shrink"]["winner"] == state["winner"]
 
 
-def test_search_resumes_without_redoing_work(digits_search: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_resumes_without_redoing_work(
+    digits_search: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out, state = digits_search
     import distil.api
     import distil.compress.latency_probe as probe
@@ -153,7 +163,9 @@ def _synthetic(channels: int = 3, size: int = 16, n: int = 240) -> DataBundle:
     x = torch.randn(n, channels, size, size, generator=g)
     y = torch.randint(0, 4, (n,), generator=g)
     split = lambda a, b: Split(x[a:b], y[a:b])  # noqa: E731
-    return DataBundle("synthetic", split(0, 160), split(160, 200), split(200, n), list("abcd"), (0.0,) * 3, (1.0,) * 3)
+    return DataBundle(
+        "synthetic", split(0, 160), split(160, 200), split(200, n), list("abcd"), (0.0,) * 3, (1.0,) * 3
+    )
 
 
 def test_cifar_resnet_teacher(tmp_path: Path) -> None:
@@ -178,7 +190,9 @@ def build(num_classes, in_channels, image_size):
 """
 
 
-def test_cli_on_a_users_factory_prunes_to_the_measured_latency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_on_a_users_factory_prunes_to_the_measured_latency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "shrink_user_net.py").write_text(textwrap.dedent(USER_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
@@ -187,9 +201,20 @@ def test_cli_on_a_users_factory_prunes_to_the_measured_latency(tmp_path: Path, m
     teacher = build_from_spec(spec, trusted=["shrink_user_net:build"])
     save_checkpoint(tmp_path / "teacher", teacher, spec, {"data": {"name": "digits"}})
     args = [
-        "shrink", str(tmp_path / "teacher.json"), "--model", "shrink_user_net:build", "--target-latency", "1ms",
-        "--out", str(tmp_path / "s"), "--log-format", "plain", "--set", "student_train.epochs=1",
-        "--set", "student_train.augment=none",
+        "shrink",
+        str(tmp_path / "teacher.json"),
+        "--model",
+        "shrink_user_net:build",
+        "--target-latency",
+        "1ms",
+        "--out",
+        str(tmp_path / "s"),
+        "--log-format",
+        "plain",
+        "--set",
+        "student_train.epochs=1",
+        "--set",
+        "student_train.augment=none",
     ]
     args += [f"--set=shrink.{k}={v}" for k, v in FAST.items()]
     result = runner.invoke(app, args)
@@ -204,11 +229,25 @@ def test_cli_on_a_users_factory_prunes_to_the_measured_latency(tmp_path: Path, m
 def test_cli_refuses_an_infeasible_budget_with_exit_2(tmp_path: Path) -> None:
     spec = model_spec("smallnet", 10, 1, 8)
     save_checkpoint(tmp_path / "teacher", build_from_spec(spec), spec, {"data": {"name": "digits"}})
-    args = ["shrink", str(tmp_path / "teacher.json"), "--target-latency", "10ns", "--out", str(tmp_path / "s")]
+    args = [
+        "shrink",
+        str(tmp_path / "teacher.json"),
+        "--target-latency",
+        "10ns",
+        "--out",
+        str(tmp_path / "s"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "cannot read latency" in " ".join(result.output.split())
     args[3] = "0.00001ms"
-    args += ["--set", "shrink.widths=[0.5]", "--set", "shrink.prune=false", "--set", "shrink.min_run_time=0.05"]
+    args += [
+        "--set",
+        "shrink.widths=[0.5]",
+        "--set",
+        "shrink.prune=false",
+        "--set",
+        "shrink.min_run_time=0.05",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "fastest reachable" in " ".join(result.output.split())

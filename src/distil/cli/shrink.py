@@ -23,24 +23,38 @@ from distil.cli.export import DataRootOption, LimitOption
 
 @user_errors
 def shrink(
-    teacher: Annotated[str, typer.Argument(help="The trained teacher checkpoint (or a state_dict with --model).")],
+    teacher: Annotated[
+        str, typer.Argument(help="The trained teacher checkpoint (or a state_dict with --model).")
+    ],
     target_latency: Annotated[
         str | None, typer.Option(help="Latency budget (median on the target backend), e.g. 0.3ms or 300us.")
     ] = None,
-    target_size: Annotated[str | None, typer.Option(help="Budget on the deployed file, e.g. 200kB, 1.5MB.")] = None,
-    max_drop: Annotated[
-        float | None, typer.Option(help="Accuracy points below the teacher you accept (reported as met/missed).")
+    target_size: Annotated[
+        str | None, typer.Option(help="Budget on the deployed file, e.g. 200kB, 1.5MB.")
     ] = None,
-    backend: Annotated[str, typer.Option(help="Target backend: onnxruntime (CPU) is the one measured.")] = "onnxruntime",
+    max_drop: Annotated[
+        float | None,
+        typer.Option(help="Accuracy points below the teacher you accept (reported as met/missed)."),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Target backend: onnxruntime (CPU) is the one measured.")
+    ] = "onnxruntime",
     threads: Annotated[int, typer.Option(help="Backend intra-op threads, as on the target.")] = 1,
     batch: Annotated[int, typer.Option(help="Batch size the budget is for.")] = 1,
-    budget_hours: Annotated[float | None, typer.Option(help="Wall-clock cap on the search's ranking.")] = None,
+    budget_hours: Annotated[
+        float | None, typer.Option(help="Wall-clock cap on the search's ranking.")
+    ] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="Recipe (file or bundled name): its data, student_train, kd and shrink apply.")
+        str | None,
+        typer.Option(help="Recipe (file or bundled name): its data, student_train, kd and shrink apply."),
     ] = None,
     overrides: SetOption = None,
-    out: Annotated[str, typer.Option(help="Search directory; an existing one with state.json is resumed.")] = "shrink",
-    data: Annotated[str | None, typer.Option(help="Dataset (default: the recipe's, else the teacher's).")] = None,
+    out: Annotated[
+        str, typer.Option(help="Search directory; an existing one with state.json is resumed.")
+    ] = "shrink",
+    data: Annotated[
+        str | None, typer.Option(help="Dataset (default: the recipe's, else the teacher's).")
+    ] = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
     model_name: ModelOption = None,

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["probe_latency", "main"]
+__all__ = ["main", "probe_latency"]
 
 
 def _session(path: str, threads: int) -> Any:
@@ -48,7 +48,9 @@ def _feed(session: Any, batch: int) -> dict[str, Any]:
     dims = list(inp.shape)
     shape = [batch] + [int(d) if isinstance(d, int) else -1 for d in dims[1:]]
     if any(d < 1 for d in shape[1:]):
-        raise SystemExit(f"{inp.name} has a symbolic non-batch dimension {dims}; export with a fixed sample shape")
+        raise SystemExit(
+            f"{inp.name} has a symbolic non-batch dimension {dims}; export with a fixed sample shape"
+        )
     rng = np.random.default_rng(0)
     return {inp.name: rng.standard_normal(shape).astype(np.float32)}
 

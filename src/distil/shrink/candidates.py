@@ -24,7 +24,7 @@ from torch import nn
 from distil.models import build_from_spec, model_spec
 from distil.models.resnet_cifar import CifarResNet
 
-__all__ = ["Candidate", "FAMILIES", "DEFAULT_WIDTHS", "architecture_candidates", "build_candidate"]
+__all__ = ["DEFAULT_WIDTHS", "FAMILIES", "Candidate", "architecture_candidates", "build_candidate"]
 
 # Enough rungs that a 25x latency cut is reachable on LargeNet, close enough that one of them sits near
 # any budget in between.
@@ -65,7 +65,9 @@ def _seed_candidates(spec: Mapping[str, Any], teacher: nn.Module, widths: Sequen
         for w in _SMALLNET_OF_LARGENET:
             if 0.25 * w <= base:  # never wider than the teacher
                 kwargs = {**spec.get("kwargs", {}), "width": w}
-                s = model_spec("smallnet", spec["num_classes"], spec["in_channels"], spec["image_size"], **kwargs)
+                s = model_spec(
+                    "smallnet", spec["num_classes"], spec["in_channels"], spec["image_size"], **kwargs
+                )
                 note = f"convs x{0.25 * w / base:g}, hidden x{0.125 * w / base:g} of the teacher (smallnet width {w:g})"
                 out.append(Candidate(f"small-{w:g}", "width", s, note))
     return out
@@ -73,16 +75,17 @@ def _seed_candidates(spec: Mapping[str, Any], teacher: nn.Module, widths: Sequen
 
 def _resnet_knobs(model: CifarResNet) -> tuple[int, tuple[int, int, int, int]]:
     blocks = len(model.layer1)
-    filters = (
-        model.conv1.out_channels,
-        model.layer1[-1].conv2.out_channels,
-        model.layer2[-1].conv2.out_channels,
-        model.layer3[-1].conv2.out_channels,
-    )
-    return 6 * blocks + 2, filters  # type: ignore[return-value]
+
+    def width(stage: nn.Sequential) -> int:
+        return int(stage[-1].conv2.out_channels)  # type: ignore[union-attr,arg-type]
+
+    filters = (model.conv1.out_channels, width(model.layer1), width(model.layer2), width(model.layer3))
+    return 6 * blocks + 2, filters
 
 
-def _resnet_candidates(spec: Mapping[str, Any], teacher: nn.Module, widths: Sequence[float]) -> list[Candidate]:
+def _resnet_candidates(
+    spec: Mapping[str, Any], teacher: nn.Module, widths: Sequence[float]
+) -> list[Candidate]:
     assert isinstance(teacher, CifarResNet)
     depth, f = _resnet_knobs(teacher)
     n = (depth - 2) // 6
@@ -109,14 +112,14 @@ def _resnet_candidates(spec: Mapping[str, Any], teacher: nn.Module, widths: Sequ
             )
             kind = "depth" if m == (1.0, 1.0, 1.0) else ("width" if blocks == n else "depth+width")
             label = f"d{d}-w{'/'.join(f'{v:g}' for v in dict.fromkeys(m))}"
-            out.append(Candidate(label, kind, s, f"resnet depth {depth}->{d}, stage widths {f}->{tuple(filters)}"))
+            out.append(
+                Candidate(label, kind, s, f"resnet depth {depth}->{d}, stage widths {f}->{tuple(filters)}")
+            )
     return out
 
 
 # name predicate -> candidate builder; checked in order.
-FAMILIES: list[
-    tuple[Callable[[Mapping[str, Any], nn.Module], bool], Callable[..., list[Candidate]], str]
-] = [
+FAMILIES: list[tuple[Callable[[Mapping[str, Any], nn.Module], bool], Callable[..., list[Candidate]], str]] = [
     (lambda s, m: s.get("name") in ("largenet", "smallnet"), _seed_candidates, "seed net width"),
     (lambda s, m: isinstance(m, CifarResNet), _resnet_candidates, "CIFAR ResNet depth x stage widths"),
 ]

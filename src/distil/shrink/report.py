@@ -8,7 +8,7 @@ from typing import Any
 
 from distil.fileio import atomic_write_bytes
 
-__all__ = ["write_report", "markdown"]
+__all__ = ["markdown", "write_report"]
 
 
 def _pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -28,7 +28,11 @@ def plot(state: dict[str, Any], path: Path, axis: str) -> Path:
     rows = list(state["candidates"].values())
     cfg = state["config"]
     key, label, budget = (
-        ("latency_ms", f"measured latency, ms (batch {cfg['batch']}, {cfg['threads']} thread(s))", cfg["target_latency_ms"])
+        (
+            "latency_ms",
+            f"measured latency, ms (batch {cfg['batch']}, {cfg['threads']} thread(s))",
+            cfg["target_latency_ms"],
+        )
         if axis == "latency"
         else ("bytes", "deployed file, bytes", cfg["target_size_bytes"])
     )
@@ -37,28 +41,65 @@ def plot(state: dict[str, Any], path: Path, axis: str) -> Path:
     dropped = [r for r in rows if "proxy_accuracy" not in r]
     accs = [100 * r["proxy_accuracy"] for r in trained]
     floor = (min(accs) - 3) if accs else 0.0
-    ax.scatter([r[key] for r in trained], accs, color="tab:blue", zorder=3, label="ranked (proxy val accuracy)")
+    ax.scatter(
+        [r[key] for r in trained], accs, color="tab:blue", zorder=3, label="ranked (proxy val accuracy)"
+    )
     for r in trained:
-        ax.annotate(r["name"], (r[key], 100 * r["proxy_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.scatter([r[key] for r in dropped], [floor] * len(dropped), marker="x", color="grey", zorder=3,
-               label="not trained (over budget, or not ranked)")
+        ax.annotate(
+            r["name"],
+            (r[key], 100 * r["proxy_accuracy"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.scatter(
+        [r[key] for r in dropped],
+        [floor] * len(dropped),
+        marker="x",
+        color="grey",
+        zorder=3,
+        label="not trained (over budget, or not ranked)",
+    )
     front = _pareto([(r[key], r["proxy_accuracy"], r["name"]) for r in trained])
     if len(front) > 1:
-        ax.step([c for c, _, _ in front], [100 * a for _, a, _ in front], where="post", color="grey",
-                linestyle="--", linewidth=1, label="Pareto front (ranked)")
+        ax.step(
+            [c for c, _, _ in front],
+            [100 * a for _, a, _ in front],
+            where="post",
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto front (ranked)",
+        )
     fin = state.get("final")
     if fin:
         x = fin["remeasured"]["median_ms"] if axis == "latency" else fin["bytes"]
-        ax.scatter([x], [100 * fin["test_accuracy"]], marker="*", s=160, color="tab:red", zorder=4,
-                   label=f"winner {fin['name']} after full KD (test)")
+        ax.scatter(
+            [x],
+            [100 * fin["test_accuracy"]],
+            marker="*",
+            s=160,
+            color="tab:red",
+            zorder=4,
+            label=f"winner {fin['name']} after full KD (test)",
+        )
     t = state.get("teacher")
     if t:
         tx = t["latency_ms"] if axis == "latency" else min(f["bytes"] for f in t["formats"].values())
-        ax.scatter([tx], [100 * state["teacher_test_accuracy"]], marker="D", color="black", zorder=4, label="teacher (test)")
+        ax.scatter(
+            [tx],
+            [100 * state["teacher_test_accuracy"]],
+            marker="D",
+            color="black",
+            zorder=4,
+            label="teacher (test)",
+        )
     if budget:
         ax.axvline(budget, color="tab:red", linestyle=":", label=f"budget {budget:g}")
     ax.set_xscale("log")
-    ax.set(xlabel=label + " (log scale)", ylabel="top-1 accuracy (%)", title=f"distil shrink: accuracy vs {axis}")
+    ax.set(
+        xlabel=label + " (log scale)", ylabel="top-1 accuracy (%)", title=f"distil shrink: accuracy vs {axis}"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     import io
@@ -96,14 +137,23 @@ def markdown(state: dict[str, Any]) -> str:
             f"Re-measured from the saved file in a fresh process: {rm['median_ms']:.3f} ms "
             f"(IQR {rm['q1_ms']:.3f}-{rm['q3_ms']:.3f}, {rm['runs']} runs): "
             f"{'meets' if fin['meets_latency'] else 'MISSES'} the latency budget"
-            + ("" if cfg["target_size_bytes"] is None else f", {'meets' if fin['meets_size'] else 'MISSES'} the size budget")
-            + ("" if cfg["max_drop"] is None else f", {'within' if fin['meets_max_drop'] else 'OVER'} max drop {cfg['max_drop']:g} pt")
+            + (
+                ""
+                if cfg["target_size_bytes"] is None
+                else f", {'meets' if fin['meets_size'] else 'MISSES'} the size budget"
+            )
+            + (
+                ""
+                if cfg["max_drop"] is None
+                else f", {'within' if fin['meets_max_drop'] else 'OVER'} max drop {cfg['max_drop']:g} pt"
+            )
             + f". {t['latency_ms'] / rm['median_ms']:.1f}x faster than the teacher's fastest format.",
         ]
         times = state["times_s"]
         lines += [
             "",
-            "Cost (wall s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+            "Cost (wall s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
             + f"; whole search / winner's full distillation = **{fin['cost_ratio']:.2f}x**.",
         ]
     lines += [
@@ -124,9 +174,19 @@ def markdown(state: dict[str, Any]) -> str:
             f"{r['kept']} | {r['bytes']:,} | {acc} | {r.get('status', '')} |"
         )
     if state.get("prune_trace"):
-        lines += ["", "Pruning steered by measured latency (bisection on the channel ratio): "
-                  + ", ".join(f"{p['ratio']:.3f} -> {p['latency_ms']:.3f} ms {p['kept']}" for p in state["prune_trace"])]
-    lines += ["", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "![accuracy vs size](plots/accuracy_vs_size.png)", ""]
+        lines += [
+            "",
+            "Pruning steered by measured latency (bisection on the channel ratio): "
+            + ", ".join(
+                f"{p['ratio']:.3f} -> {p['latency_ms']:.3f} ms {p['kept']}" for p in state["prune_trace"]
+            ),
+        ]
+    lines += [
+        "",
+        "![accuracy vs latency](plots/accuracy_vs_latency.png)",
+        "![accuracy vs size](plots/accuracy_vs_size.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -44,7 +44,7 @@ from distil.errors import ConfigError
 from distil.fileio import atomic_write_json
 from distil.shrink.candidates import Candidate, architecture_candidates, build_candidate
 
-__all__ = ["ShrinkResult", "shrink_model", "parse_latency", "parse_size"]
+__all__ = ["ShrinkResult", "parse_latency", "parse_size", "shrink_model"]
 
 STATE = "state.json"
 _UNITS_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
@@ -81,7 +81,9 @@ def parse_size(text: str | int) -> int:
     try:
         value = int(float(s) * factor)
     except ValueError:
-        raise ConfigError(f"cannot read size {text!r}: write e.g. 200kB, 1.5MB or a number of bytes.") from None
+        raise ConfigError(
+            f"cannot read size {text!r}: write e.g. 200kB, 1.5MB or a number of bytes."
+        ) from None
     if value <= 0:
         raise ConfigError(f"a size budget must be positive, got {text!r}.")
     return value
@@ -154,7 +156,9 @@ class _Search:
         return None if t is None else t * (1 - self.cfg.latency_margin)
 
     # ---------------------------------------------------------------- measurement
-    def measure(self, name: str, model: nn.Module, *, calibration: int = 64, full_int8: bool = False) -> dict[str, Any]:
+    def measure(
+        self, name: str, model: nn.Module, *, calibration: int = 64, full_int8: bool = False
+    ) -> dict[str, Any]:
         """Export fp32 (+ int8), time both in a fresh process; cached by name in the state."""
         if name in self.state["measured"]:
             return dict(self.state["measured"][name])
@@ -188,10 +192,15 @@ class _Search:
             files["int8"] = q.path
             record["int8_variant"] = {"format": q.fmt, "per_channel": q.per_channel}
         probes = probe_latency(
-            list(files.values()), threads=self.cfg.threads, batch=self.cfg.batch, min_run_time=self.cfg.min_run_time
+            list(files.values()),
+            threads=self.cfg.threads,
+            batch=self.cfg.batch,
+            min_run_time=self.cfg.min_run_time,
         )
         for fmt, p in zip(files, probes, strict=True):
-            record["formats"][fmt] = {k: p[k] for k in ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "runs", "bytes")}
+            record["formats"][fmt] = {
+                k: p[k] for k in ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "runs", "bytes")
+            }
             record["formats"][fmt]["path"] = str(files[fmt])
         self._timed("measure", time.perf_counter() - t0)
         self.state["measured"][name] = record
@@ -214,9 +223,13 @@ class _Search:
         if not ok:
             reasons = []
             if limit_ms is not None and lat > limit_ms:
-                reasons.append(f"over the latency budget ({lat:.3f} ms {kept} > {limit_ms:.3f} ms with margin)")
+                reasons.append(
+                    f"over the latency budget ({lat:.3f} ms {kept} > {limit_ms:.3f} ms with margin)"
+                )
             if size is not None and min(fmts[f]["bytes"] for f in fmts) > size:
-                reasons.append(f"over the size budget ({min(fmts[f]['bytes'] for f in fmts):,} B > {size:,} B)")
+                reasons.append(
+                    f"over the size budget ({min(fmts[f]['bytes'] for f in fmts):,} B > {size:,} B)"
+                )
             why = "; ".join(reasons) or "no format meets both budgets at once"
         return {"kept": kept, "latency_ms": lat, "bytes": nbytes, "feasible": bool(ok), "why": why}
 
@@ -231,7 +244,9 @@ class _Search:
         def pruned(ratio: float) -> tuple[Candidate, dict[str, Any]]:
             res = prune_structured(source, self.example, self.teacher_spec, ratio=ratio)
             name = f"pruned-{ratio:.3f}"
-            cand = Candidate(name, "pruned", res.spec, f"teacher pruned, {ratio:.1%} of channels per layer", res.model)
+            cand = Candidate(
+                name, "pruned", res.spec, f"teacher pruned, {ratio:.1%} of channels per layer", res.model
+            )
             return cand, self.judge(self.measure(name, res.model), self.limit_ms)
 
         t0 = time.perf_counter()
@@ -244,7 +259,9 @@ class _Search:
         best = cand if verdict["feasible"] else None
         lo, hi = 0.0, 0.95
         if best is not None:
-            for _ in range(self.cfg.prune_steps):  # latency falls (noisily) with the ratio: bisect towards the least pruning
+            for _ in range(
+                self.cfg.prune_steps
+            ):  # latency falls (noisily) with the ratio: bisect towards the least pruning
                 mid = round((lo + hi) / 2, 3)
                 c, v = pruned(mid)
                 trace.append({"ratio": mid, **v})
@@ -320,7 +337,10 @@ class _Search:
                 if k > 0 and self._ckpt(name).is_file():
                     model.load_state_dict(load_file(str(self._ckpt(name))))
                 self.distill(model, data, epochs, f"proxy {name} r{k}")
-                save_file({n: t.detach().contiguous().clone() for n, t in model.state_dict().items()}, str(self._ckpt(name)))
+                save_file(
+                    {n: t.detach().contiguous().clone() for n, t in model.state_dict().items()},
+                    str(self._ckpt(name)),
+                )
                 rung["accuracy"][name] = self.evaluate(model, data.val)
                 self._timed("proxy", time.perf_counter() - t0)
                 self.log(f"rung {k} ({epochs} ep): {name} proxy val acc {100 * rung['accuracy'][name]:.2f}%")
@@ -339,8 +359,8 @@ class _Search:
 
     # ---------------------------------------------------------------- the whole search
     def run(self) -> ShrinkResult:
-        from distil.compress.latency_probe import probe_latency
         from distil.compress.export import onnx_predict
+        from distil.compress.latency_probe import probe_latency
         from distil.measure import accuracy, agreement, predict
         from distil.train.checkpoint import save_checkpoint
 
@@ -351,7 +371,8 @@ class _Search:
         if "teacher_test_accuracy" not in self.state:
             self.state["teacher_test_accuracy"] = self.evaluate(self.teacher, self.data.test)
         self.log(
-            "teacher: " + ", ".join(f"{f} {r['median_ms']:.3f} ms" for f, r in teacher_rec["formats"].items())
+            "teacher: "
+            + ", ".join(f"{f} {r['median_ms']:.3f} ms" for f, r in teacher_rec["formats"].items())
             + f" "
             f"(batch {cfg.batch}, {cfg.threads} thread(s))"
         )
@@ -385,7 +406,9 @@ class _Search:
                 f"IQR {fastest['formats'][fastest['kept']]['iqr_ms']:.3f} ms)"
             )
             if cfg.target_size_bytes is not None:
-                parts.append(f"; the smallest file: {min(f['bytes'] for f in smallest['formats'].values()):,} B ({smallest['name']})")
+                parts.append(
+                    f"; the smallest file: {min(f['bytes'] for f in smallest['formats'].values()):,} B ({smallest['name']})"
+                )
             parts.append(
                 f". The teacher runs in {teacher_best['median_ms']:.3f} ms. Ask for at least "
                 f"{fastest['latency_ms'] / (1 - cfg.latency_margin):.3f} ms (the search keeps a "
@@ -396,7 +419,9 @@ class _Search:
         pool = sorted(feasible, key=lambda c: -rows[c.name]["params"])[: cfg.max_candidates]
         for c in feasible:
             if c not in pool:
-                rows[c.name]["status"] = f"fits, not ranked: only the {cfg.max_candidates} largest fitting candidates are"
+                rows[c.name]["status"] = (
+                    f"fits, not ranked: only the {cfg.max_candidates} largest fitting candidates are"
+                )
         for r in rows.values():
             if not r["feasible"]:
                 r["status"] = "dropped before training: " + r["why"]
@@ -422,10 +447,17 @@ class _Search:
             t0 = time.perf_counter()
             model, _ = build_candidate(winner, self.teacher, self.example, cfg.selection)
             epochs = cfg.epochs or self.train_cfg.epochs
-            self.log(f"winner {winner_name}: full distillation, {epochs} epochs on {len(self.data.train):,} samples")
+            self.log(
+                f"winner {winner_name}: full distillation, {epochs} epochs on {len(self.data.train):,} samples"
+            )
             self.distill(model, self.data, epochs, f"distill {winner_name}")
             self._timed("final_distill", time.perf_counter() - t0)
-            save_checkpoint(final_ckpt, model, winner.spec, {"shrink": {"winner": winner_name}, "data": self.data.describe()})
+            save_checkpoint(
+                final_ckpt,
+                model,
+                winner.spec,
+                {"shrink": {"winner": winner_name}, "data": self.data.describe()},
+            )
             t0 = time.perf_counter()
             self.state["measured"].pop("final", None)
             rec = self.measure("final", model, calibration=512, full_int8=True)
@@ -434,7 +466,9 @@ class _Search:
             onnx_path = self.out / "model.onnx"
             shutil.copyfile(src, onnx_path)
             # Measured again from the saved file, in a fresh process.
-            again = probe_latency([onnx_path], threads=cfg.threads, batch=cfg.batch, min_run_time=max(1.0, cfg.min_run_time))[0]
+            again = probe_latency(
+                [onnx_path], threads=cfg.threads, batch=cfg.batch, min_run_time=max(1.0, cfg.min_run_time)
+            )[0]
             logits = onnx_predict(onnx_path, self.data.test.x, threads=cfg.threads)
             t_logits = predict(self.teacher, self.data.test.x)
             self._timed("final_chain", time.perf_counter() - t0)
@@ -451,18 +485,21 @@ class _Search:
                 "agreement": agreement(logits, t_logits),
                 "search_latency_ms": verdict["latency_ms"],
                 "remeasured": {k: again[k] for k in ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "runs")},
-                "formats": {f: {k: v for k, v in r.items() if k != "path"} for f, r in rec["formats"].items()},
+                "formats": {
+                    f: {k: v for k, v in r.items() if k != "path"} for f, r in rec["formats"].items()
+                },
                 "int8_variant": rec.get("int8_variant"),
             }
             self.save()
-        from distil.train.checkpoint import load_checkpoint
-
         from distil.models.registry import spec_factories
+        from distil.train.checkpoint import load_checkpoint
 
         # The winner's spec names only factories of the teacher the caller already loaded and built.
         model, _ = load_checkpoint(final_ckpt, trusted_models=spec_factories(self.teacher_spec))
         fin = self.state["final"]
-        fin["meets_latency"] = cfg.target_latency_ms is None or fin["remeasured"]["median_ms"] <= cfg.target_latency_ms
+        fin["meets_latency"] = (
+            cfg.target_latency_ms is None or fin["remeasured"]["median_ms"] <= cfg.target_latency_ms
+        )
         fin["meets_size"] = cfg.target_size_bytes is None or fin["bytes"] <= cfg.target_size_bytes
         drop = 100 * (self.state["teacher_test_accuracy"] - fin["test_accuracy"])
         fin["drop_pt"] = drop
@@ -478,7 +515,9 @@ class _Search:
     def _budget_text(self) -> str:
         parts = []
         if self.cfg.target_latency_ms is not None:
-            parts.append(f"{self.cfg.target_latency_ms:g} ms at batch {self.cfg.batch}, {self.cfg.threads} thread(s)")
+            parts.append(
+                f"{self.cfg.target_latency_ms:g} ms at batch {self.cfg.batch}, {self.cfg.threads} thread(s)"
+            )
         if self.cfg.target_size_bytes is not None:
             parts.append(f"{self.cfg.target_size_bytes:,} B")
         return " and ".join(parts)
@@ -520,11 +559,21 @@ def shrink_model(
             reached), before any training.
     """
     if cfg.target_latency_ms is None and cfg.target_size_bytes is None:
-        raise ConfigError("give a budget: target_latency_ms (--target-latency 0.3ms) and/or target_size_bytes (--target-size 200kB).")
+        raise ConfigError(
+            "give a budget: target_latency_ms (--target-latency 0.3ms) and/or target_size_bytes (--target-size 200kB)."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     teacher = teacher.cpu().eval()
     search = _Search(
-        teacher, dict(teacher_spec), data, cfg, out, train_cfg or TrainConfig(), kd or KDConfig(), log or (lambda _l: None), fit_kwargs
+        teacher,
+        dict(teacher_spec),
+        data,
+        cfg,
+        out,
+        train_cfg or TrainConfig(),
+        kd or KDConfig(),
+        log or (lambda _l: None),
+        fit_kwargs,
     )
     return search.run()
