@@ -251,3 +251,20 @@ def test_cli_refuses_an_infeasible_budget_with_exit_2(tmp_path: Path) -> None:
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "fastest reachable" in " ".join(result.output.split())
+
+
+def test_a_new_budget_in_the_same_directory_reuses_only_the_measurements(
+    digits_search: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+
+    src, state = digits_search
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    data = load_dataset("digits", val_fraction=0.1)
+    spec = model_spec("largenet", 10, 1, 8, width=0.25)
+    cfg = ShrinkConfig(target_latency_ms=4.0, widths=[0.5, 0.25], prune=False, max_candidates=1, **FAST)
+    again = shrink_model(build_from_spec(spec), spec, data, cfg, out, train_cfg=ONE_EPOCH)
+    assert again.state["measured"]["width-0.5"] == state["measured"]["width-0.5"]  # not re-measured
+    assert again.state["resumed_from_other_config"]["target_latency_ms"] == 5.0
+    assert "rungs" not in again.state  # one candidate ranked: no halving, nothing reused from the old run

@@ -138,6 +138,13 @@ class _Search:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = out / STATE
         self.state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        if self.state and self.state.get("config") != cfg.model_dump():
+            # Another budget or setting: the latency measurements still hold (they do not depend on the
+            # budget); the ranking, the winner and its training do not.
+            measured = {k: v for k, v in self.state.get("measured", {}).items() if k != "final"}
+            self.state = {"measured": measured, "resumed_from_other_config": self.state.get("config")}
+            for stale in self.ckpt_dir.glob("*.safetensors"):
+                stale.unlink()
         self.state.setdefault("measured", {})  # name -> latency record; budget independent, reused on resume
         self.state.setdefault("times_s", {})
         self.state["config"] = cfg.model_dump()
