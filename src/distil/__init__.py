@@ -11,7 +11,15 @@ The public API:
 
 from distil.api import distill, mutual_learning, train_model
 from distil.compress import compress_model, export_onnx, prune_structured, quantize_onnx
-from distil.config import CompressConfig, KDConfig, ModelConfig, Recipe, TrainConfig, load_recipe
+from distil.config import (
+    CompressConfig,
+    KDConfig,
+    ModelConfig,
+    Recipe,
+    ShrinkConfig,
+    TrainConfig,
+    load_recipe,
+)
 from distil.data import DataBundle, load_dataset
 from distil.errors import (
     CheckpointError,
@@ -27,6 +35,7 @@ from distil.losses import LOSSES, CELoss, build_loss, kd_kl
 from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
 from distil.pipeline import run_pipeline
+from distil.shrink import shrink_model
 from distil.train import load_checkpoint, save_checkpoint
 from distil.transfer import inherit_recipe, reuse_modules, transfer_parameters
 
@@ -47,6 +56,7 @@ __all__ = [
     "ModelError",
     "ModelMetrics",
     "Recipe",
+    "ShrinkConfig",
     "TrainConfig",
     "TrainingError",
     "TransferError",
@@ -69,6 +79,7 @@ __all__ = [
     "reuse_modules",
     "run_pipeline",
     "save_checkpoint",
+    "shrink_model",
     "train_model",
     "transfer_parameters",
 ]
