@@ -407,7 +407,7 @@ class _Search:
         if not feasible:
             fastest = min(rows.values(), key=lambda r: r["latency_ms"])
             smallest = min(rows.values(), key=lambda r: min(f["bytes"] for f in r["formats"].values()))
-            parts = [f"no candidate meets the budget ({self._budget_text()})."]
+            parts = [f"no candidate meets the budget ({self._budget_text()}). "]
             parts.append(
                 f"The fastest reachable: {fastest['latency_ms']:.3f} ms ({fastest['name']}, {fastest['kept']}, "
                 f"IQR {fastest['formats'][fastest['kept']]['iqr_ms']:.3f} ms)"
@@ -417,7 +417,7 @@ class _Search:
                     f"; the smallest file: {min(f['bytes'] for f in smallest['formats'].values()):,} B ({smallest['name']})"
                 )
             parts.append(
-                f". The teacher runs in {teacher_best['median_ms']:.3f} ms. Ask for at least "
+                f". The teacher's faster format runs in {teacher_best['median_ms']:.3f} ms. Ask for at least "
                 f"{fastest['latency_ms'] / (1 - cfg.latency_margin):.3f} ms (the search keeps a "
                 f"{cfg.latency_margin:.0%} margin), or add narrower widths (shrink.widths)."
             )
