@@ -95,7 +95,12 @@ def plot(state: dict[str, Any], path: Path, axis: str) -> Path:
             label="teacher (test)",
         )
     if budget:
-        ax.axvline(budget, color="tab:red", linestyle=":", label=f"budget {budget:g}")
+        ax.axvline(
+            budget,
+            color="tab:red",
+            linestyle=":",
+            label=f"budget {budget:.3g}" + (" ms" if axis == "latency" else " B"),
+        )
     ax.set_xscale("log")
     ax.set(
         xlabel=label + " (log scale)", ylabel="top-1 accuracy (%)", title=f"distil shrink: accuracy vs {axis}"

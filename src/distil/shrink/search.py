@@ -257,6 +257,7 @@ class _Search:
             return cand, self.judge(self.measure(name, res.model), self.limit_ms)
 
         t0 = time.perf_counter()
+        measure_before = self.state["times_s"].get("measure", 0.0)
         # Torch-Pruning traces the autograd graph: a frozen teacher (requires_grad False, as after any
         # distillation) would silently prune nothing. Prune a copy that records gradients.
         source = copy.deepcopy(self.teacher).requires_grad_(True)
@@ -277,7 +278,9 @@ class _Search:
                 else:
                     lo = mid
         self.state["prune_trace"] = trace
-        self._timed("prune_search", time.perf_counter() - t0)
+        # Pruning's own time: its steps' exports and probes are already counted under "measure".
+        measured = self.state["times_s"].get("measure", 0.0) - measure_before
+        self._timed("prune_search", time.perf_counter() - t0 - measured)
         return [best] if best is not None else [cand]
 
     def candidates(self) -> list[Candidate]:
