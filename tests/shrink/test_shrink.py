@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from distil.cli.app import app
 from distil.config import ShrinkConfig, TrainConfig
 from distil.data import load_dataset
-from distil.data.bundle import DataBundle, Split
 from distil.errors import ConfigError
 from distil.models import build_from_spec, model_spec
 from distil.shrink import architecture_candidates, build_candidate, parse_latency, parse_size, shrink_model
@@ -156,26 +155,6 @@ def test_infeasible_budget_is_refused_before_training(tmp_path: Path) -> None:
     assert not list((tmp_path / "s" / "candidates").iterdir())  # nothing was trained
     with pytest.raises(ConfigError, match="give a budget"):
         shrink_model(build_from_spec(spec), spec, data, ShrinkConfig(), tmp_path / "t")
-
-
-def _synthetic(channels: int = 3, size: int = 16, n: int = 240) -> DataBundle:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, channels, size, size, generator=g)
-    y = torch.randint(0, 4, (n,), generator=g)
-    split = lambda a, b: Split(x[a:b], y[a:b])  # noqa: E731
-    return DataBundle(
-        "synthetic", split(0, 160), split(160, 200), split(200, n), list("abcd"), (0.0,) * 3, (1.0,) * 3
-    )
-
-
-def test_cifar_resnet_teacher(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    spec = model_spec("resnet14", 4, 3, 16)
-    cfg = ShrinkConfig(target_latency_ms=50.0, widths=[0.5], prune=False, max_candidates=2, **FAST)
-    result = shrink_model(build_from_spec(spec), spec, _synthetic(), cfg, tmp_path / "s", train_cfg=ONE_EPOCH)
-    assert result.spec["name"] == "cifar-resnet" and result.final["meets_latency"]
-    kinds = {r["kind"] for r in result.state["candidates"].values()}
-    assert kinds == {"depth", "width", "depth+width"}
 
 
 USER_MODULE = """
