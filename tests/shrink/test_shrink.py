@@ -157,6 +157,37 @@ def test_infeasible_budget_is_refused_before_training(tmp_path: Path) -> None:
         shrink_model(build_from_spec(spec), spec, data, ShrinkConfig(), tmp_path / "t")
 
 
+def test_cli_on_a_cifar_resnet_teacher(tmp_path: Path) -> None:
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    x = g.random((200, 3, 16, 16), dtype=np.float32)
+    y = g.integers(0, 4, 200)
+    np.savez(tmp_path / "synthetic.npz", x=x[:160], y=y[:160], x_test=x[160:], y_test=y[160:])
+    torch.manual_seed(0)
+    spec = model_spec("resnet14", 4, 3, 16)
+    save_checkpoint(tmp_path / "teacher", build_from_spec(spec), spec, {"data": {"name": "npz"}})
+    args = [
+        "shrink",
+        str(tmp_path / "teacher.json"),
+        "--data",
+        "npz",
+        "--data-root",
+        str(tmp_path / "synthetic.npz"),
+    ]
+    args += ["--target-latency", "50ms", "--out", str(tmp_path / "s"), "--log-format", "plain"]
+    args += ["--set", "student_train.epochs=1", "--set", "student_train.augment=none"]
+    settings = {**FAST, "widths": "[0.5]", "prune": "false", "max_candidates": 2}
+    args += [f"--set=shrink.{k}={v}" for k, v in settings.items()]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "s" / "state.json").read_text())
+    assert {r["kind"] for r in state["candidates"].values()} == {"depth", "width", "depth+width"}
+    assert state["final"]["meets_latency"] and state["family"].startswith("CIFAR ResNet")
+    _model, meta = load_checkpoint(tmp_path / "s" / "model")
+    assert meta["spec"]["name"] == "cifar-resnet"
+
+
 USER_MODULE = """
 import torch
 from torch import nn
