@@ -107,7 +107,11 @@ def test_search_delivers_a_remeasured_model_and_a_report(digits_search: tuple[Pa
     fin = state["final"]
     assert fin["meets_latency"] and fin["remeasured"]["median_ms"] <= 5.0
     assert Path(fin["path"]).is_file() and fin["bytes"] == Path(fin["path"]).stat().st_size
-    assert fin["format"] in ("fp32", "int8") and set(fin["formats"]) == {"fp32", "int8"}
+    # The winner's fp32 file and all four int8 variants were timed together; the fastest fitting one kept.
+    int8 = {"int8 qoperator", "int8 qoperator per-channel", "int8 qdq", "int8 qdq per-channel"}
+    assert set(fin["formats"]) == {"fp32"} | int8 and fin["format"] in fin["formats"]
+    fitting = [f for f, r in fin["formats"].items() if r["median_ms"] <= 5.0]
+    assert fin["format"] == min(fitting, key=lambda f: fin["formats"][f]["median_ms"])
     names = set(state["candidates"])
     assert {"width-0.5", "width-0.25"} <= names and any(n.startswith("pruned-") for n in names)
     teacher_params = state["teacher"]["params"]

@@ -163,9 +163,7 @@ class _Search:
         return None if t is None else t * (1 - self.cfg.latency_margin)
 
     # ---------------------------------------------------------------- measurement
-    def measure(
-        self, name: str, model: nn.Module, *, calibration: int = 64, full_int8: bool = False
-    ) -> dict[str, Any]:
+    def measure(self, name: str, model: nn.Module, *, calibration: int = 64) -> dict[str, Any]:
         """Export fp32 (+ int8), time both in a fresh process; cached by name in the state."""
         if name in self.state["measured"]:
             return dict(self.state["measured"][name])
@@ -191,8 +189,8 @@ class _Search:
                 self.onnx_dir / f"{safe}.int8.onnx",
                 self.data.train.x[:calibration],
                 self.shape,
-                fmt="auto" if full_int8 else "qoperator",
-                per_channel=None if full_int8 else True,
+                fmt="qoperator",
+                per_channel=True,
                 threads=self.cfg.threads,
                 min_run_time=0.1,
             )
@@ -213,6 +211,51 @@ class _Search:
         self.state["measured"][name] = record
         self.save()
         return dict(record)
+
+    def final_variants(self, model: nn.Module) -> dict[str, Any]:
+        """The winner's deployable files: fp32 and the four int8 variants, all timed together in one
+        fresh process (interleaved rounds), so the kept one is the fastest as the target runs it."""
+        from distil.compress import export_onnx, quantize_onnx
+        from distil.compress.latency_probe import probe_latency
+        from distil.measure import count_macs, count_parameters
+
+        files: dict[str, Path] = {}
+        fp32 = export_onnx(model, self.onnx_dir / "final.fp32.onnx", self.shape)
+        if "fp32" in self.cfg.formats:
+            files["fp32"] = fp32
+        if "int8" in self.cfg.formats:
+            for fmt in ("qoperator", "qdq"):
+                for pc in (False, True):
+                    label = f"int8 {fmt}{' per-channel' if pc else ''}"
+                    q = quantize_onnx(
+                        fp32,
+                        self.onnx_dir / f"final.int8-{fmt}-{int(pc)}.onnx",
+                        self.data.train.x[:512],
+                        self.shape,
+                        fmt=fmt,
+                        per_channel=pc,
+                        threads=self.cfg.threads,
+                        min_run_time=0.02,
+                    )
+                    files[label] = q.path
+        probes = probe_latency(
+            list(files.values()),
+            threads=self.cfg.threads,
+            batch=self.cfg.batch,
+            min_run_time=max(1.0, 2 * self.cfg.min_run_time),
+            rounds=10,
+        )
+        record: dict[str, Any] = {
+            "params": count_parameters(model),
+            "macs": count_macs(model.cpu().eval(), self.shape),
+            "formats": {},
+        }
+        for label, pr in zip(files, probes, strict=True):
+            record["formats"][label] = {
+                k: pr[k] for k in ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "runs", "bytes")
+            }
+            record["formats"][label]["path"] = str(files[label])
+        return record
 
     def judge(self, record: dict[str, Any], limit_ms: float | None) -> dict[str, Any]:
         """Which format to keep and whether the candidate fits the budget (latency with the search margin)."""
@@ -453,7 +496,11 @@ class _Search:
 
         # ---- full distillation of the winner, then its compression chain
         final_ckpt = self.out / "model"
-        if "final" not in self.state:
+        from distil.models.registry import spec_factories
+        from distil.train.checkpoint import load_checkpoint
+
+        trusted = spec_factories(self.teacher_spec)  # the winner names only the teacher's factories
+        if "final" not in self.state and self.state.get("trained") != winner_name:
             t0 = time.perf_counter()
             model, _ = build_candidate(winner, self.teacher, self.example, cfg.selection)
             epochs = cfg.epochs or self.train_cfg.epochs
@@ -468,9 +515,13 @@ class _Search:
                 winner.spec,
                 {"shrink": {"winner": winner_name}, "data": self.data.describe()},
             )
+            self.state["trained"] = winner_name  # a resume goes straight to the chain
+            self.save()
+        if "final" not in self.state:
+            model, _ = load_checkpoint(final_ckpt, trusted_models=trusted)
+            model.eval()
             t0 = time.perf_counter()
-            self.state["measured"].pop("final", None)
-            rec = self.measure("final", model, calibration=512, full_int8=True)
+            rec = self.final_variants(model)
             verdict = self.judge(rec, cfg.target_latency_ms)  # the user's budget, no search margin
             src = Path(rec["formats"][verdict["kept"]]["path"])
             onnx_path = self.out / "model.onnx"
@@ -498,14 +549,10 @@ class _Search:
                 "formats": {
                     f: {k: v for k, v in r.items() if k != "path"} for f, r in rec["formats"].items()
                 },
-                "int8_variant": rec.get("int8_variant"),
             }
             self.save()
-        from distil.models.registry import spec_factories
-        from distil.train.checkpoint import load_checkpoint
 
-        # The winner's spec names only factories of the teacher the caller already loaded and built.
-        model, _ = load_checkpoint(final_ckpt, trusted_models=spec_factories(self.teacher_spec))
+        model, _ = load_checkpoint(final_ckpt, trusted_models=trusted)
         fin = self.state["final"]
         fin["meets_latency"] = (
             cfg.target_latency_ms is None or fin["remeasured"]["median_ms"] <= cfg.target_latency_ms
