@@ -43,7 +43,14 @@ def main() -> None:
     ap.add_argument("--factors", default="4,10,25", help="budgets = teacher fp32 latency / factor")
     ap.add_argument("--proxy-limit", type=int, default=4000)
     ap.add_argument("--max-candidates", type=int, default=4)
+    ap.add_argument("--margin", type=float, default=0.1, help="search margin: median <= (1 - m) x budget")
     ap.add_argument("--out", default="benchmarks/out/shrink_fashion_mnist")
+    ap.add_argument(
+        "--budget-from-ms",
+        type=float,
+        default=None,
+        help="teacher latency the budgets derive from (a rerun's)",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -75,6 +82,7 @@ def main() -> None:
     t_onnx = export_onnx(teacher, out / "teacher.fp32.onnx", (c, h, h))
     (t_rec,) = probe_latency([t_onnx], threads=1, batch=1, min_run_time=1.0)
     t_ms = t_rec["median_ms"]
+    base_ms = args.budget_from_ms or t_ms  # a resumed run keeps the budgets it searched for
     t_acc = accuracy(onnx_predict(t_onnx, data.test.x), data.test.y)
     print(
         f"teacher: {teacher_note}; ONNX fp32 b1 1 thread {t_ms:.3f} ms (IQR {t_rec['iqr_ms']:.3f}); test {t_acc:.2%}"
@@ -84,9 +92,14 @@ def main() -> None:
     s_spec = model_spec("smallnet", data.num_classes, c, h)
     torch.manual_seed(0)
     small = build_from_spec(s_spec)
-    s0 = time.perf_counter()
-    distill(teacher, small, data, train_cfg, kd)
-    small_s = time.perf_counter() - s0
+    if (out / "smallnet_kd.json").is_file():  # a rerun (e.g. after a resumed search) reuses the baseline
+        small, s_meta = load_checkpoint(out / "smallnet_kd")
+        small_s = float(s_meta["distill_s"])
+    else:
+        s0 = time.perf_counter()
+        distill(teacher, small, data, train_cfg, kd)
+        small_s = time.perf_counter() - s0
+        save_checkpoint(out / "smallnet_kd", small, s_spec, {"data": data.describe(), "distill_s": small_s})
     s_fp32 = export_onnx(small.eval(), out / "smallnet_kd.fp32.onnx", (c, h, h))
     s_int8 = quantize_onnx(s_fp32, out / "smallnet_kd.int8.onnx", data.train.x[:512], (c, h, h)).path
     s_recs = probe_latency([s_fp32, s_int8], threads=1, batch=1, min_run_time=1.0)
@@ -100,9 +113,10 @@ def main() -> None:
 
     results = []
     for factor in [float(f) for f in args.factors.split(",")]:
-        budget = t_ms / factor
+        budget = base_ms / factor
         cfg = ShrinkConfig(
             target_latency_ms=budget,
+            latency_margin=args.margin,
             max_candidates=args.max_candidates,
             proxy_limit=args.proxy_limit,
             min_run_time=0.4,

@@ -275,7 +275,7 @@ class ShrinkConfig(_Strict):
     prune: bool = Field(default=True, description="add teacher copies pruned until they meet the latency")
     prune_steps: int = Field(default=5, ge=1, description="bisection steps of the latency-steered pruning")
     selection: Literal["uniform", "first", "l1"] = "l1"
-    latency_margin: float = Field(default=0.05, ge=0, lt=1, description="search keeps median <= (1-m)*target")
+    latency_margin: float = Field(default=0.1, ge=0, lt=1, description="search keeps median <= (1-m)*target")
     min_run_time: float = Field(default=0.4, gt=0, description="seconds of timed runs per file and probe")
     max_candidates: int = Field(default=6, gt=0, description="feasible candidates ranked by the proxy")
     proxy_epochs: int = Field(default=1, gt=0, description="epochs of the first successive-halving rung")
