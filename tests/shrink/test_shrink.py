@@ -282,3 +282,35 @@ def test_a_new_budget_in_the_same_directory_reuses_only_the_measurements(
     assert again.state["measured"]["width-0.5"] == state["measured"]["width-0.5"]  # not re-measured
     assert again.state["resumed_from_other_config"]["target_latency_ms"] == 5.0
     assert "rungs" not in again.state  # one candidate ranked: no halving, nothing reused from the old run
+
+
+def test_a_winner_that_no_longer_fits_when_retimed_gives_way_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distil.compress.latency_probe as probe
+
+    real = probe.probe_latency
+    calls = {"n": 0}
+
+    def slow_once_screened(paths: list, **kw: object) -> list:
+        records = real(paths, **kw)  # type: ignore[arg-type]
+        # Screening probes two files (fp32 + int8); the re-time before full training probes one.
+        if (
+            len(paths) == 1
+            and calls["n"] == 0
+            and "final" not in str(paths[0])
+            and "model.onnx" not in str(paths[0])
+        ):
+            calls["n"] += 1
+            records[0]["median_ms"] = 1e3  # a burst of load from another process
+        return records
+
+    monkeypatch.setattr(probe, "probe_latency", slow_once_screened)
+    torch.manual_seed(0)
+    data = load_dataset("digits", val_fraction=0.1)
+    spec = model_spec("largenet", 10, 1, 8, width=0.25)
+    cfg = ShrinkConfig(target_latency_ms=5.0, widths=[0.5, 0.25], prune=False, max_candidates=2, **FAST)
+    result = shrink_model(build_from_spec(spec), spec, data, cfg, tmp_path / "s", train_cfg=ONE_EPOCH)
+    first, second = result.state["confirm_checks"]
+    assert not first["fits"] and second["fits"] and result.state["winner"] == second["name"]
+    assert "re-timed over budget" in result.state["candidates"][first["name"]]["status"]

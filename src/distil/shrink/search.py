@@ -365,6 +365,57 @@ class _Search:
     def _ckpt(self, name: str) -> Path:
         return self.ckpt_dir / f"{_file(name)}.safetensors"
 
+    def confirm(self, winner: str, pool: list[Candidate], rows: dict[str, dict[str, Any]]) -> str:
+        """Time the ranked winner's kept file once more, in a fresh process, before its full distillation.
+
+        Its screening time may have come from a quiet minute of a shared machine; if it no longer fits,
+        the next candidate by proxy accuracy (the latest rung it reached first) is tried instead.
+        """
+        from distil.compress.latency_probe import probe_latency
+
+        if self.limit_ms is None or "confirmed" in self.state:
+            return str(self.state.get("confirmed", winner))
+        reached = {
+            n: (k, acc) for k, r in enumerate(self.state.get("rungs", [])) for n, acc in r["accuracy"].items()
+        }
+        order = [
+            winner,
+            *sorted(
+                (c.name for c in pool if c.name != winner),
+                key=lambda n: reached.get(n, (-1, 0.0)),
+                reverse=True,
+            ),
+        ]
+        checks = self.state.setdefault("confirm_checks", [])
+        for name in order:
+            rec = self.state["measured"][name]["formats"][rows[name]["kept"]]
+            again = probe_latency(
+                [rec["path"]],
+                threads=self.cfg.threads,
+                batch=self.cfg.batch,
+                min_run_time=self.cfg.min_run_time,
+            )[0]
+            ok = again["median_ms"] <= self.limit_ms
+            checks.append(
+                {"name": name, "median_ms": again["median_ms"], "iqr_ms": again["iqr_ms"], "fits": ok}
+            )
+            if ok:
+                self.state["confirmed"] = name
+                self.save()
+                return name
+            rows[name]["status"] = (
+                f"ranked first but re-timed over budget before full training ({again['median_ms']:.3f} ms > "
+                f"{self.limit_ms:.3f} ms)"
+            )
+            self.log(
+                f"{name}: re-timed at {again['median_ms']:.3f} ms, over {self.limit_ms:.3f} ms: next candidate"
+            )
+        self.state["confirmed"] = (
+            winner  # none confirmed: keep the ranked winner, the final check will say so
+        )
+        self.save()
+        return winner
+
     def successive_halving(self, pool: list[Candidate]) -> str:
         from safetensors.torch import load_file, save_file
 
@@ -479,6 +530,7 @@ class _Search:
             if not r["feasible"]:
                 r["status"] = "dropped before training: " + r["why"]
         winner_name = pool[0].name if len(pool) == 1 else self.successive_halving(pool)
+        winner_name = self.confirm(winner_name, pool, rows)
         for k, rung in enumerate(self.state.get("rungs", [])):
             for name, acc in rung["accuracy"].items():
                 rows[name]["proxy_accuracy"] = acc
