@@ -18,6 +18,7 @@ from distil.config import (
     PruneConfig,
     QuantizeConfig,
     Recipe,
+    ShrinkConfig,
     TrainConfig,
     load_recipe,
 )
@@ -36,6 +37,7 @@ from distil.losses import LOSSES, CELoss, build_loss, kd_kl
 from distil.measure import ModelMetrics, compare, measure_model
 from distil.models import create_model, list_models
 from distil.run import run_pipeline
+from distil.shrink import shrink_model
 from distil.train import load_checkpoint, save_checkpoint
 from distil.transfer import inherit_recipe, reuse_modules, transfer_parameters
 
@@ -58,6 +60,7 @@ __all__ = [
     "PruneConfig",
     "QuantizeConfig",
     "Recipe",
+    "ShrinkConfig",
     "TrainConfig",
     "TrainingError",
     "TransferError",
@@ -80,6 +83,7 @@ __all__ = [
     "reuse_modules",
     "run_pipeline",
     "save_checkpoint",
+    "shrink_model",
     "train_model",
     "transfer_parameters",
 ]

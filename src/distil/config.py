@@ -274,6 +274,33 @@ class CompressConfig(_Strict):
     latency_threads: int = Field(default=1, gt=0, description="threads for every latency measurement")
 
 
+class ShrinkConfig(_Strict):
+    """Compress to a budget (`distil shrink`): the most accurate candidate whose measured latency fits."""
+
+    target_latency_ms: float | None = Field(default=None, gt=0, description="batch latency budget (median)")
+    target_size_bytes: int | None = Field(default=None, gt=0, description="budget on the deployed file")
+    max_drop: float | None = Field(
+        default=None, ge=0, description="accuracy points below the teacher allowed"
+    )
+    threads: int = Field(default=1, gt=0, description="ONNX Runtime intra-op threads on the target")
+    batch: int = Field(default=1, gt=0, description="batch size the budget is for")
+    formats: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])  # type: ignore[arg-type]
+    widths: list[float] | None = Field(default=None, description="width multipliers; None = a default ladder")
+    prune: bool = Field(default=True, description="add teacher copies pruned until they meet the latency")
+    prune_steps: int = Field(default=5, ge=1, description="bisection steps of the latency-steered pruning")
+    selection: Literal["uniform", "first", "l1"] = "l1"
+    latency_margin: float = Field(default=0.1, ge=0, lt=1, description="search keeps median <= (1-m)*target")
+    min_run_time: float = Field(default=0.4, gt=0, description="seconds of timed runs per file and probe")
+    max_candidates: int = Field(default=6, gt=0, description="feasible candidates ranked by the proxy")
+    proxy_epochs: int = Field(default=1, gt=0, description="epochs of the first successive-halving rung")
+    proxy_limit: int | None = Field(default=5000, gt=0, description="training samples the proxy uses")
+    eta: int = Field(default=2, ge=2, description="successive halving keeps 1/eta per rung")
+    epochs: int | None = Field(
+        default=None, gt=0, description="winner's full distillation; None = student_train"
+    )
+    budget_hours: float | None = Field(default=None, gt=0, description="wall-clock cap on the search")
+
+
 class Recipe(_Strict):
     """A whole run: data, teacher, student, their training recipes and the distillation loss."""
 
@@ -288,6 +315,7 @@ class Recipe(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     compress: CompressConfig | None = Field(default=None, description="prune/quantize/export after distill")
+    shrink: ShrinkConfig | None = Field(default=None, description="distil shrink: compress to a budget")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="experiment trackers (through Accelerate) that log every epoch"
     )

@@ -52,6 +52,17 @@ def test_pruned_mlp_equals_the_original_with_the_removed_units_zeroed() -> None:
     assert model.fc1.out_features == 8  # the input model is left untouched
 
 
+def test_a_frozen_model_is_pruned_too_and_keeps_its_flags() -> None:
+    # Torch-Pruning traces autograd: a frozen (distilled, or teacher) model used to prune nothing.
+    model, spec = _largenet()
+    model.requires_grad_(False)
+    model.fc2.requires_grad_(True)
+    result = prune_structured(model, X, spec, ratio=0.5)
+    assert result.model.conv1.out_channels < model.conv1.out_channels
+    flags = {n: p.requires_grad for n, p in result.model.named_parameters()}
+    assert flags == {n: n.startswith("fc2.") for n in flags}
+
+
 def test_macs_target_halves_the_macs_and_really_shrinks_the_layers() -> None:
     model, spec = _largenet()
     base = count_macs(model, (1, 8, 8))

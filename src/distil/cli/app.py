@@ -21,6 +21,7 @@ from distil.cli import (
     recipe,
     report,
     run,
+    shrink,
     train,
     transfer,
 )
@@ -45,6 +46,7 @@ app.command("prune")(prune.prune)
 app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
 app.command("compress")(compress.compress)
+app.command("shrink")(shrink.shrink)
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(data.app, name="data")
 

@@ -224,6 +224,11 @@ def _prune_copy(
     """A pruned deep copy of `model` (the original is never touched)."""
     tp = _tp()
     pruned = copy.deepcopy(model).cpu()
+    # Torch-Pruning traces the autograd graph: a frozen model (requires_grad off, as a teacher or any
+    # distilled model is) has none, and would silently prune nothing. Trace with gradients on, then
+    # give every parameter its own flag back.
+    frozen = {name for name, p in pruned.named_parameters() if not p.requires_grad}
+    pruned.requires_grad_(True)
     importance = CRITERIA.get(criterion)()
     pruner = tp.pruner.MetaPruner(
         pruned,
@@ -249,6 +254,8 @@ def _prune_copy(
         pruned.train(was_training)
     pruner.step()
     pruned.zero_grad(set_to_none=True)
+    for name, p in pruned.named_parameters():
+        p.requires_grad_(name not in frozen)
     return pruned
 
 

@@ -171,3 +171,16 @@ def resnet8x4(*, num_classes: int, in_channels: int, image_size: int) -> CifarRe
 def resnet32x4(*, num_classes: int, in_channels: int, image_size: int) -> CifarResNet:
     """ResNet-32x4 (n=5), stem 32, channels 64/128/256."""
     return _resnet(32, _WIDE, num_classes, in_channels)
+
+
+@register_model("cifar-resnet")
+def cifar_resnet(
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    depth: int = 20,
+    num_filters: tuple[int, int, int, int] | list[int] = _THIN,
+) -> CifarResNet:
+    """Any depth (6n+2) and stage widths: the knobs `distil shrink` turns to build smaller ResNets."""
+    return CifarResNet(depth, tuple(num_filters), num_classes=num_classes, in_channels=in_channels)  # type: ignore[arg-type]
