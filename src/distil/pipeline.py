@@ -19,6 +19,7 @@ from torch import nn
 from distil.api import distill, distill_loss, train_model
 from distil.config import Recipe, TransferConfig, recipe_to_yaml
 from distil.data import DataBundle, load_dataset
+from distil.data.unlabeled import labeled_part, transfer_set, what_students_saw
 from distil.errors import ConfigError
 from distil.fileio import atomic_write_json
 from distil.losses.compose import ComposedLoss
@@ -163,6 +164,8 @@ def run_pipeline(
     console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
     data = load_data(recipe)
+    kd_data = transfer_set(data, recipe.data.unlabeled)  # students: data.unlabeled hides labels, adds inputs
+    scratch_data = labeled_part(kd_data)  # the scratch student: the labelled samples, as many steps
     teacher, teacher_spec = build_model(
         recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
     )
@@ -211,7 +214,7 @@ def run_pipeline(
                 teacher, histories[Stage.TEACHER] = result.model, result.history
             result = train_model(
                 scratch,
-                data,
+                scratch_data,
                 recipe.student_train,
                 accelerator=accelerator,
                 progress=progress,
@@ -225,7 +228,7 @@ def run_pipeline(
             )  # kd.teachers: an ensemble
 
             with _distiller(
-                teachers, teacher_weights, data, recipe, prepared.train_cfg, accelerator, progress, run
+                teachers, teacher_weights, kd_data, recipe, prepared.train_cfg, accelerator, progress, run
             ) as _distill:
                 kd_student, histories[Stage.STUDENT_KD] = fit_in_phases(
                     _distill, kd_student, prepared.train_cfg, prepared.schedule, Stage.STUDENT_KD
@@ -260,6 +263,7 @@ def run_pipeline(
         ratios = _write_summary(run, recipe, data, metrics)
         _write_transfer(run, prepared)
     console.print(metrics_table(metrics, metrics[0], title=f"{recipe.name}: {data.name} test set"))
+    console.print(what_students_saw(data, kd_data), highlight=False)
     console.print(f"run directory: {run.path}")
     return PipelineResult(run_dir=run.path, metrics=metrics, ratios=ratios, histories=histories)
 
@@ -386,6 +390,7 @@ def distill_student(
             "with --set teacher.model=NAME), or train one with `distil train`."
         )
     data = load_data(recipe)
+    kd_data = transfer_set(data, recipe.data.unlabeled)  # data.unlabeled: hidden labels, unlabelled inputs
     teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
     teachers, teacher_weights = recipe_teachers(
         recipe.kd, teacher, data, trust_code=recipe.trust_code
@@ -413,7 +418,7 @@ def distill_student(
             _guarded(run, {"student_train": recipe.student_train}),
             make_progress(console, enabled=show_progress, log_format=log_format) as progress,
             _distiller(
-                teachers, teacher_weights, data, recipe, train_cfg, accelerator, progress, run
+                teachers, teacher_weights, kd_data, recipe, train_cfg, accelerator, progress, run
             ) as _distill,
         ):
             trained, history = fit_in_phases(
