@@ -41,6 +41,20 @@ class PreparedStudent:
         return bool(self.report.parameters or self.report.structure or self.report.recipe)
 
 
+# The lr factor of a student initialised from the teacher (transfer.lr_scale: None). A transferred student
+# already sits near a good solution; at the lr that trains a random one, KD's first steps (T² = 16 times
+# the softened gradient) carry it away from there, and transfer + KD ended below transfer alone
+# (docs/transfer.md). Measured with benchmarks/transfer_fashion_mnist.py (docs/transfer.md).
+TRANSFERRED_LR_SCALE = 0.2
+
+
+def transferred_lr_scale(cfg: TransferConfig) -> float:
+    """The factor on the student's lr that `cfg` implies: `cfg.lr_scale`, or the measured default."""
+    if cfg.lr_scale is not None:
+        return cfg.lr_scale
+    return TRANSFERRED_LR_SCALE if cfg.init == "teacher" else 1.0
+
+
 def prepare_student(
     cfg: TransferConfig,
     teacher: nn.Module,
@@ -92,6 +106,10 @@ def prepare_student(
             strict=cfg.strict,
         )
         report = report.merge(params)
+    scale = transferred_lr_scale(cfg)
+    if scale != 1.0:
+        train_cfg = train_cfg.model_copy(update={"lr": train_cfg.lr * scale})
+        report.settings["lr_scale"] = scale
     schedule = None
     if cfg.reuse:
         records_s = reuse_modules(
@@ -126,4 +144,5 @@ __all__ = [
     "select_indices",
     "teacher_recipe",
     "transfer_parameters",
+    "transferred_lr_scale",
 ]
