@@ -62,7 +62,10 @@ def main() -> None:
         "distil.transfer.TRANSFERRED_LR_SCALE)",
     )
     ap.add_argument(
-        "--transfer-lr-scale", type=float, default=1.0, help="transfer (cross-entropy) trains at lr times this"
+        "--transfer-lr-scale",
+        type=float,
+        default=1.0,
+        help="transfer (cross-entropy) trains at lr times this",
     )
     ap.add_argument("--kd-warmup", type=float, default=None, help="transfer+kd: kd.warmup={kd: N} epochs")
     args = ap.parse_args()

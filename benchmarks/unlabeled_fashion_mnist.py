@@ -85,31 +85,40 @@ def main() -> None:
             n_lab = int((kd_data.train.labels >= 0).sum())
             for seed in args.seeds:
                 cfg = cfg0.model_copy(update={"seed": seed})
-                run(f"{frac:.0%} labels ({n_lab}): scratch", seed, lambda s: train_model(s, scratch_data, cfg).model)
+                run(
+                    f"{frac:.0%} labels ({n_lab}): scratch",
+                    seed,
+                    lambda s, d=scratch_data, c=cfg: train_model(s, d, c).model,
+                )
                 run(
                     f"{frac:.0%} labels ({n_lab}): kd + {len(data.train) - n_lab} unlabelled",
                     seed,
-                    lambda s: distill(teacher, s, kd_data, cfg, hinton).model,
+                    lambda s, d=kd_data, c=cfg: distill(teacher, s, d, c, hinton).model,
                 )
     else:
         patient = load_recipe(resolve_recipe("fashion-mnist-patient"))
         fm_cfg = patient.student_train.model_copy(update={"epochs": args.epochs, "channels_last": False})
         for seed in args.seeds:
             cfg = base.model_copy(update={"seed": seed})
-            run("scratch", seed, lambda s: train_model(s, data, cfg).model)
-            run("kd (T 4, kd 0.9 + ce 0.1)", seed, lambda s: distill(teacher, s, data, cfg, hinton).model)
+            run("scratch", seed, lambda s, c=cfg: train_model(s, data, c).model)
+            run(
+                "kd (T 4, kd 0.9 + ce 0.1)", seed, lambda s, c=cfg: distill(teacher, s, data, c, hinton).model
+            )
             fm = fm_cfg.model_copy(update={"seed": seed})
             run(
                 f"function matching ({fm.mixing}, kd only, T {patient.kd.temperature:g})",
                 seed,
-                lambda s: distill(teacher, s, data, fm, patient.kd).model,
+                lambda s, c=fm: distill(teacher, s, data, c, patient.kd).model,
             )
 
     def fmt(v: list[float]) -> str:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         return f"{statistics.mean(v):.2%} ± {sd:.2%}"
 
-    scratch_of = {r: next((s for s in rows if s.split(":")[0] == r.split(":")[0] and "scratch" in s), None) for r in rows}
+    scratch_of = {
+        r: next((s for s in rows if s.split(":")[0] == r.split(":")[0] and "scratch" in s), None)
+        for r in rows
+    }
     head = (
         f"Fashion-MNIST, {len(data.train)} training images (stratified subset), {args.epochs} epochs, "
         f"seeds {args.seeds}, all 10k test images; teacher LargeNet {teacher_acc:.2%} ({args.teacher}); "
@@ -118,17 +127,27 @@ def main() -> None:
     lines = [head, "", "| student (what it saw) | test accuracy | vs scratch |", "|---|---|---|"]
     for row, v in rows.items():
         ref = scratch_of.get(row) if args.part == "labels" else "scratch"
-        gain = "" if ref in (None, row) else f"{statistics.mean(v) - statistics.mean(rows[ref]):+.2%}".replace("%", " pt")
+        gain = (
+            ""
+            if ref in (None, row)
+            else f"{statistics.mean(v) - statistics.mean(rows[ref]):+.2%}".replace("%", " pt")
+        )
         lines.append(f"| {row} | {fmt(v)} | {gain} |")
     per_run = statistics.mean(seconds.values()) if seconds else 0.0
-    lines += ["", f"mean wall time per student run: {per_run:.0f} s ({args.threads} thread(s), shared machine)"]
+    lines += [
+        "",
+        f"mean wall time per student run: {per_run:.0f} s ({args.threads} thread(s), shared machine)",
+    ]
     table = "\n".join(lines)
     print(table, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.part}.md").write_text(table + "\n")
     (out / f"{args.part}.json").write_text(
-        json.dumps({"args": vars(args), "teacher_accuracy": teacher_acc, "accuracy": rows, "seconds": seconds}, indent=2)
+        json.dumps(
+            {"args": vars(args), "teacher_accuracy": teacher_acc, "accuracy": rows, "seconds": seconds},
+            indent=2,
+        )
     )
 
 

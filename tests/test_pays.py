@@ -69,7 +69,7 @@ def test_pipeline_teacher_keeps_every_label_and_students_the_kept_ones(tmp_path:
 def test_function_matching_trains_on_kd_only_and_refuses_label_terms(digits) -> None:
     teacher, student = _nets()
     cfg = TrainConfig(epochs=1, batch_size=32, mixing="mixup", augment="none")
-    with pytest.raises(ConfigError, match="kd.terms=\\{kd: 1\\}"):
+    with pytest.raises(ConfigError, match=r"kd.terms=\{kd: 1\}"):
         distill(teacher, student, digits, cfg, KDConfig())  # ce 0.1 would read mixed labels
     with pytest.raises(ConfigError, match="mixing"):
         train_model(student, digits, cfg)
@@ -87,7 +87,9 @@ def test_a_student_initialised_from_the_teacher_trains_at_a_scaled_lr(digits) ->
     assert prepared.train_cfg.lr == pytest.approx(0.05 * TRANSFERRED_LR_SCALE)
     assert prepared.report.settings["lr_scale"] == TRANSFERRED_LR_SCALE
     student = create_model("largenet", num_classes=10, in_channels=1, image_size=8, width=0.5)
-    same = prepare_student(TransferConfig(init="teacher", lr_scale=1.0), teacher, student, cfg, example_inputs=example)
+    same = prepare_student(
+        TransferConfig(init="teacher", lr_scale=1.0), teacher, student, cfg, example_inputs=example
+    )
     assert same.train_cfg.lr == 0.05
     random = prepare_student(TransferConfig(), teacher, _nets()[1], cfg, example_inputs=example)
     assert random.train_cfg.lr == 0.05

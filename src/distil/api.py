@@ -209,7 +209,9 @@ def distill(
     check_mixing(cfg, loss_fn)
     augment = data.augment if cfg.augment == "auto" else cfg.augment
     if cfg.mixing != "none":
-        augment = cfg.mixing if augment == "none" else f"{augment}+{cfg.mixing}"  # random: the teacher runs live
+        augment = (
+            cfg.mixing if augment == "none" else f"{augment}+{cfg.mixing}"
+        )  # random: the teacher runs live
     source, reason = choose_teacher_source(
         cfg.teacher_cache, augment, needs=getattr(loss_fn, "teacher_needs", None), teachers=len(teachers)
     )

@@ -20,7 +20,9 @@ def test_cross_entropy_skips_unlabelled_samples_and_is_zero_without_any_label() 
     log_p = logits - logits.exp().sum(1, keepdim=True).log()
     ref = -log_p[keep, labels[keep]].mean()
     torch.testing.assert_close(cross_entropy(logits, labels), ref)
-    torch.testing.assert_close(cross_entropy(logits, labels, 0.1), F.cross_entropy(logits[keep], labels[keep], label_smoothing=0.1))
+    torch.testing.assert_close(
+        cross_entropy(logits, labels, 0.1), F.cross_entropy(logits[keep], labels[keep], label_smoothing=0.1)
+    )
     none = cross_entropy(logits, torch.full((6,), IGNORE_INDEX))
     assert none.item() == 0.0
     none.backward()

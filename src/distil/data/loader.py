@@ -198,11 +198,15 @@ class _Batches:
         g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.shard_index, batch_number, 1))
         return augment_batch(x, self.augment, self.crop_padding, g, self.fill)
 
-    def _batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, b: int) -> dict[str, torch.Tensor]:
+    def _batch(
+        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, b: int
+    ) -> dict[str, torch.Tensor]:
         """The batch dict: augmented, then mixed (with its own stream, seeded like the augmentation)."""
         x = self._augmented(x, b)
         if self.mixing != "none":
-            x = mix_batch(x, self.mixing, self.mixing_alpha, _seed(self.seed, self.epoch, self.shard_index, b, 3))
+            x = mix_batch(
+                x, self.mixing, self.mixing_alpha, _seed(self.seed, self.epoch, self.shard_index, b, 3)
+            )
             # A mixed sample has no one class: no label, so only teacher-matching terms train on it.
             y = torch.full_like(y, IGNORE_INDEX)
         return {"inputs": x, "labels": y, "index": index}

@@ -58,7 +58,11 @@ def hide_labels(
     rng = np.random.default_rng(seed)
     for c in np.unique(y[y != IGNORE_INDEX]):
         where = np.flatnonzero(y == c)
-        k = keep_per_class if keep_per_class is not None else max(1, round(float(keep_fraction) * len(where)))
+        if keep_per_class is not None:
+            k = keep_per_class
+        else:
+            assert keep_fraction is not None
+            k = max(1, round(keep_fraction * len(where)))
         keep = rng.permutation(where)[: min(k, len(where))]
         out[keep] = c
     return torch.from_numpy(out).to(labels.dtype)

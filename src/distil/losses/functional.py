@@ -150,7 +150,11 @@ def cross_entropy(
         # are skipped; dividing the sum by the count, floored at 1, makes a batch without any label 0
         # (F.cross_entropy's mean would be 0/0 = NaN) without a host sync to look for one.
         total = F.cross_entropy(
-            logits.float(), labels, label_smoothing=label_smoothing, ignore_index=IGNORE_INDEX, reduction="sum"
+            logits.float(),
+            labels,
+            label_smoothing=label_smoothing,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
         )
         return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
     mask = _label_mask(labels, mask)
