@@ -93,3 +93,15 @@ def test_a_student_initialised_from_the_teacher_trains_at_a_scaled_lr(digits) ->
     assert same.train_cfg.lr == 0.05
     random = prepare_student(TransferConfig(), teacher, _nets()[1], cfg, example_inputs=example)
     assert random.train_cfg.lr == 0.05
+
+
+def test_the_teacher_cache_serves_a_transfer_set(digits) -> None:
+    from distil.config import UnlabeledConfig
+    from distil.data.unlabeled import transfer_set
+
+    teacher, student = _nets()
+    kd_data = transfer_set(digits, UnlabeledConfig(keep_per_class=1))
+    cfg = TrainConfig(epochs=1, batch_size=32, augment="none")
+    result = distill(teacher, student, kd_data, cfg, KDConfig())
+    assert result.history[-1]["teacher_source"] == "cache"
+    assert torch.isfinite(torch.tensor(result.history[-1]["train_ce"]))
