@@ -35,7 +35,7 @@ from distil.measure import accuracy, predict
 from distil.recipes import resolve_recipe
 from distil.train.build import build_model
 from distil.train.checkpoint import load_checkpoint, save_checkpoint
-from distil.transfer import transfer_parameters, transferred_lr_scale
+from distil.transfer import transfer_parameters, transferred_kd, transferred_lr_scale
 
 METHODS = ("random", "transfer", "kd", "transfer+kd")
 
@@ -68,6 +68,13 @@ def main() -> None:
         help="transfer (cross-entropy) trains at lr times this",
     )
     ap.add_argument("--kd-warmup", type=float, default=None, help="transfer+kd: kd.warmup={kd: N} epochs")
+    ap.add_argument(
+        "--kd-temperature",
+        type=float,
+        default=None,
+        help="transfer+kd's temperature (default: distil's transfer.kd_temperature rule, "
+        "distil.transfer.TRANSFERRED_KD_TEMPERATURE)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)  # another benchmark may share the machine; one thread keeps timings steady
 
@@ -131,6 +138,9 @@ def main() -> None:
                 t1 = time.perf_counter()
                 if method.endswith("kd"):
                     kd = recipe.kd
+                    if method == "transfer+kd":  # what `distil distill --init teacher` does
+                        rule = TransferConfig(init="teacher", kd_temperature=args.kd_temperature)
+                        kd = transferred_kd(rule, kd)
                     if method == "transfer+kd" and args.kd_warmup:
                         kd = kd.model_copy(update={"warmup": {"kd": args.kd_warmup}})
                     model = distill(teacher, student, data, run_cfg, kd, description=method).model
@@ -154,6 +164,7 @@ def main() -> None:
         f"LargeNet ({params_t:,} params, {teacher_acc:.2%}, {teacher_source}); student LargeNet width "
         f"{args.width} ({params_s:,} params), {args.selection} selection; lr {recipe.student_train.lr} x "
         f"{args.transfer_lr_scale} for transfer, x {kd_scale} for transfer+kd"
+        + f"; transfer+kd at T {transferred_kd(TransferConfig(init='teacher', kd_temperature=args.kd_temperature), recipe.kd).temperature:g}"
         + (f" (kd warm-up {args.kd_warmup} epochs)" if args.kd_warmup else "")
         + ".",
         "",

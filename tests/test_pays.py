@@ -13,7 +13,7 @@ from distil.data import DataBundle, load_dataset
 from distil.errors import ConfigError
 from distil.models import create_model
 from distil.pipeline import run_pipeline
-from distil.transfer import TRANSFERRED_LR_SCALE, prepare_student
+from distil.transfer import TRANSFERRED_KD_TEMPERATURE, TRANSFERRED_LR_SCALE, prepare_student, transferred_kd
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,11 @@ def test_the_teacher_cache_serves_a_transfer_set(digits) -> None:
     result = distill(teacher, student, kd_data, cfg, KDConfig())
     assert result.history[-1]["teacher_source"] == "cache"
     assert torch.isfinite(torch.tensor(result.history[-1]["train_ce"]))
+
+
+def test_a_transferred_student_distills_at_the_transferred_temperature() -> None:
+    kd = KDConfig(temperature=4.0, temperature_final=2.0)
+    assert transferred_kd(TransferConfig(init="teacher"), kd).temperature == TRANSFERRED_KD_TEMPERATURE
+    assert transferred_kd(TransferConfig(init="teacher"), kd).temperature_final is None
+    assert transferred_kd(TransferConfig(init="teacher", kd_temperature=3.0), kd).temperature == 3.0
+    assert transferred_kd(TransferConfig(), kd) is kd

@@ -268,6 +268,12 @@ class TransferConfig(_Strict):
         description="a student initialised from the teacher trains at student_train.lr times this; None = "
         "auto (distil.transfer.TRANSFERRED_LR_SCALE with init: teacher, else 1)",
     )
+    kd_temperature: float | None = Field(
+        default=None,
+        gt=0,
+        description="the KD temperature of a student initialised from the teacher; None = auto "
+        "(distil.transfer.TRANSFERRED_KD_TEMPERATURE with init: teacher, else kd.temperature)",
+    )
     reuse: list[str] = Field(default_factory=list, description="teacher modules the student reuses")
     reuse_mode: Literal["copy", "share"] = "copy"
     freeze: bool = Field(default=True, description="reused modules start frozen")

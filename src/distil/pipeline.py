@@ -44,7 +44,7 @@ from distil.train.runs import RunDir, resolve_resume
 from distil.train.stages import Stage
 from distil.train.state import checkpointing
 from distil.train.trackers import end_trackers, start_trackers
-from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
+from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe, transferred_kd
 
 
 @dataclass
@@ -85,6 +85,11 @@ def load_data(recipe: Recipe) -> DataBundle:
 # trained elsewhere): never the run's own settings, which did not train it.
 UNKNOWN_RECIPE = "unknown"
 KD_ROLE = Stage.STUDENT_KD
+
+
+def transferred(recipe: Recipe) -> Recipe:
+    """`recipe` with the KD settings of its (possibly transferred) student (`transfer.kd_temperature`)."""
+    return recipe.model_copy(update={"kd": transferred_kd(recipe.transfer, recipe.kd)})
 
 
 def _teacher_train_record(recipe: Recipe) -> Any:
@@ -228,7 +233,14 @@ def run_pipeline(
             )  # kd.teachers: an ensemble
 
             with _distiller(
-                teachers, teacher_weights, kd_data, recipe, prepared.train_cfg, accelerator, progress, run
+                teachers,
+                teacher_weights,
+                kd_data,
+                transferred(recipe),
+                prepared.train_cfg,
+                accelerator,
+                progress,
+                run,
             ) as _distill:
                 kd_student, histories[Stage.STUDENT_KD] = fit_in_phases(
                     _distill, kd_student, prepared.train_cfg, prepared.schedule, Stage.STUDENT_KD
@@ -418,7 +430,7 @@ def distill_student(
             _guarded(run, {"student_train": recipe.student_train}),
             make_progress(console, enabled=show_progress, log_format=log_format) as progress,
             _distiller(
-                teachers, teacher_weights, kd_data, recipe, train_cfg, accelerator, progress, run
+                teachers, teacher_weights, kd_data, transferred(recipe), train_cfg, accelerator, progress, run
             ) as _distill,
         ):
             trained, history = fit_in_phases(
