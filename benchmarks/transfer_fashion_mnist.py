@@ -29,13 +29,13 @@ import torch
 from rich.console import Console
 
 from distil.api import distill, train_model
-from distil.config import ModelConfig, load_recipe
+from distil.config import ModelConfig, TransferConfig, load_recipe
 from distil.data import load_dataset
 from distil.measure import accuracy, predict
 from distil.recipes import resolve_recipe
 from distil.train.build import build_model
 from distil.train.checkpoint import load_checkpoint, save_checkpoint
-from distil.transfer import transfer_parameters
+from distil.transfer import transfer_parameters, transferred_kd, transferred_lr_scale
 
 METHODS = ("random", "transfer", "kd", "transfer+kd")
 
@@ -54,6 +54,27 @@ def main() -> None:
     )
     ap.add_argument("--out", default="benchmarks/out/transfer_fashion_mnist")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
+    ap.add_argument(
+        "--kd-lr-scale",
+        type=float,
+        default=None,
+        help="transfer+kd trains at lr times this (default: distil's transfer.lr_scale rule, "
+        "distil.transfer.TRANSFERRED_LR_SCALE)",
+    )
+    ap.add_argument(
+        "--transfer-lr-scale",
+        type=float,
+        default=1.0,
+        help="transfer (cross-entropy) trains at lr times this",
+    )
+    ap.add_argument("--kd-warmup", type=float, default=None, help="transfer+kd: kd.warmup={kd: N} epochs")
+    ap.add_argument(
+        "--kd-temperature",
+        type=float,
+        default=None,
+        help="transfer+kd's temperature (default: distil's transfer.kd_temperature rule, "
+        "distil.transfer.TRANSFERRED_KD_TEMPERATURE)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)  # another benchmark may share the machine; one thread keeps timings steady
 
@@ -94,6 +115,10 @@ def main() -> None:
     console.print(f"teacher ({teacher_source}): {teacher_acc:.2%}")
 
     student_cfg = ModelConfig(model="largenet", kwargs={"width": args.width})
+    if args.kd_lr_scale is None:
+        kd_scale = transferred_lr_scale(TransferConfig(init="teacher"))
+    else:
+        kd_scale = args.kd_lr_scale
     results: dict[str, dict[str, list[float]]] = {str(b): {m: [] for m in args.methods} for b in args.budgets}
     zero_shot: list[float] = []
     example = data.train.x[:2]
@@ -101,6 +126,9 @@ def main() -> None:
         for budget in args.budgets:
             cfg = recipe.student_train.model_copy(update={"seed": seed, "epochs": budget})
             for method in args.methods:
+                # What `distil distill --init teacher` does: the transferred student's lr scale.
+                scale = {"transfer": args.transfer_lr_scale, "transfer+kd": kd_scale}.get(method, 1.0)
+                run_cfg = cfg.model_copy(update={"lr": cfg.lr * scale})
                 student, _ = build_model(student_cfg, data, seed=seed)
                 if method.startswith("transfer"):
                     transfer_parameters(teacher, student, selection=args.selection, example_inputs=example)
@@ -109,9 +137,15 @@ def main() -> None:
                         zero_shot.append(accuracy(predict(student.eval(), test_x), test_y))
                 t1 = time.perf_counter()
                 if method.endswith("kd"):
-                    model = distill(teacher, student, data, cfg, recipe.kd, description=method).model
+                    kd = recipe.kd
+                    if method == "transfer+kd":  # what `distil distill --init teacher` does
+                        rule = TransferConfig(init="teacher", kd_temperature=args.kd_temperature)
+                        kd = transferred_kd(rule, kd)
+                    if method == "transfer+kd" and args.kd_warmup:
+                        kd = kd.model_copy(update={"warmup": {"kd": args.kd_warmup}})
+                    model = distill(teacher, student, data, run_cfg, kd, description=method).model
                 else:
-                    model = train_model(student, data, cfg, description=method).model
+                    model = train_model(student, data, run_cfg, description=method).model
                 timings[f"{method}_e{budget}_s{seed}"] = time.perf_counter() - t1
                 model = model.to(memory_format=torch.contiguous_format).eval()
                 acc = accuracy(predict(model, test_x), test_y)
@@ -128,7 +162,11 @@ def main() -> None:
     lines = [
         f"Fashion-MNIST, {len(data.train)} training images, full 10k test set, seeds {args.seeds}; teacher "
         f"LargeNet ({params_t:,} params, {teacher_acc:.2%}, {teacher_source}); student LargeNet width "
-        f"{args.width} ({params_s:,} params), {args.selection} selection.",
+        f"{args.width} ({params_s:,} params), {args.selection} selection; lr {recipe.student_train.lr} x "
+        f"{args.transfer_lr_scale} for transfer, x {kd_scale} for transfer+kd"
+        + f"; transfer+kd at T {transferred_kd(TransferConfig(init='teacher', kd_temperature=args.kd_temperature), recipe.kd).temperature:g}"
+        + (f" (kd warm-up {args.kd_warmup} epochs)" if args.kd_warmup else "")
+        + ".",
         "",
         f"| student init / loss | {head} |",
         "|---|" + "---|" * len(args.budgets),

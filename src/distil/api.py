@@ -15,7 +15,7 @@ from torch import nn
 
 from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
-from distil.errors import DataError
+from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
 from distil.teachers.cache import choose_teacher_source, main_process_first, open_or_build
@@ -52,6 +52,32 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
         )
 
 
+# Terms that read the true class of every sample: a mixed (mixup/cutmix) sample has none.
+_LABEL_TERMS = ("ce", "dkd")
+
+
+def check_mixing(cfg: TrainConfig, loss: Any) -> None:
+    """Refuse mixup/cutmix for a loss that trains on labels: a mixed batch's labels are all -100.
+
+    Function matching (teacher and student on the same mixed view) trains on teacher-matching terms
+    only, so `cfg.mixing` needs a teacher and a loss without `ce`/`dkd`.
+
+    Raises:
+        ConfigError: with the fix.
+    """
+    if cfg.mixing == "none":
+        return
+    weights = getattr(loss, "weights", None)
+    label_terms = sorted(t for t in _LABEL_TERMS if weights is not None and weights.get(t, 0) > 0)
+    if weights is None or label_terms:
+        what = f"terms {', '.join(label_terms)} read" if label_terms else "this loss reads"
+        raise ConfigError(
+            f"mixing={cfg.mixing!r} mixes pairs of samples, whose labels are then unknown (-100), but {what} "
+            "labels. Fix: distill with teacher-matching terms only (function matching: --set 'kd.terms={kd: "
+            "1}'), or set mixing: none."
+        )
+
+
 def train_model(
     model: nn.Module,
     data: DataBundle,
@@ -65,6 +91,7 @@ def train_model(
     """Train `model` on the labels of `data` with cross-entropy (a teacher, or a scratch baseline)."""
     cfg = cfg or TrainConfig()
     check_classes(model, data, "model")
+    check_mixing(cfg, None)
     return fit(
         model,
         data,
@@ -179,7 +206,12 @@ def distill(
     # declares it needs, and recorded in every epoch record with the reason.
     for t in teachers:
         freeze(t)  # whichever source is used, a teacher is never trained
+    check_mixing(cfg, loss_fn)
     augment = data.augment if cfg.augment == "auto" else cfg.augment
+    if cfg.mixing != "none":
+        augment = (
+            cfg.mixing if augment == "none" else f"{augment}+{cfg.mixing}"
+        )  # random: the teacher runs live
     source, reason = choose_teacher_source(
         cfg.teacher_cache, augment, needs=getattr(loss_fn, "teacher_needs", None), teachers=len(teachers)
     )

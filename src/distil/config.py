@@ -21,6 +21,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class UnlabeledConfig(_Strict):
+    """The students' unlabelled transfer set (docs/methods.md#unlabelled-transfer-sets).
+
+    The teacher always trains on every label of the dataset; the students' training split keeps the labels
+    of `keep_per_class` (or `keep_fraction`) samples of each class and hides the others (label -100,
+    `IGNORE_INDEX`), and `root` adds further unlabelled inputs. The distilled student learns the teacher
+    on every sample and the hard labels only where they are kept; the scratch student trains on the
+    labelled samples alone.
+    """
+
+    keep_per_class: int | None = Field(
+        default=None, gt=0, description="labels kept per class in the students' split (the rest hidden)"
+    )
+    keep_fraction: float | None = Field(
+        default=None, gt=0, le=1, description="fraction of each class's labels kept (the rest hidden)"
+    )
+    root: str | None = Field(
+        default=None,
+        description="more unlabelled inputs: a .npz (array x) or .npy file, or a folder of them, shaped like "
+        "the dataset's samples",
+    )
+    seed: int = Field(default=0, description="which samples keep their labels")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> UnlabeledConfig:
+        if self.keep_per_class is not None and self.keep_fraction is not None:
+            raise ValueError("set keep_per_class or keep_fraction, not both")
+        return self
+
+
 class DataConfig(_Strict):
     """Which dataset, from where, and how it is split."""
 
@@ -28,6 +58,9 @@ class DataConfig(_Strict):
     root: str | None = Field(default=None, description="directory or file; None = the reader's default")
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")
+    unlabeled: UnlabeledConfig | None = Field(
+        default=None, description="students only: hide labels beyond N per class, add unlabelled inputs"
+    )
 
     @field_validator("name")
     @classmethod
@@ -113,6 +146,12 @@ class TrainConfig(_Strict):
     augment: Literal["auto", "none", "crop", "crop_flip"] = Field(
         default="auto", description="auto = the dataset's standard augmentation"
     )
+    mixing: Literal["none", "mixup", "cutmix"] = Field(
+        default="none",
+        description="mix pairs of augmented samples in each batch (function matching: teacher and student "
+        "see the same mixed view; labels become -100, so only teacher-matching terms train)",
+    )
+    mixing_alpha: float = Field(default=1.0, gt=0, description="Beta(alpha, alpha) of the mixing weights")
     grad_clip: float | None = Field(
         default=5.0, gt=0, description="max gradient norm; KD with T^2 scaling can diverge without it"
     )
@@ -223,6 +262,18 @@ class TransferConfig(_Strict):
         default=None, description="{student_block: teacher_block}; None = evenly spaced for shorter stages"
     )
     strict: bool = Field(default=True, description="fail on tensors that cannot be transferred")
+    lr_scale: float | None = Field(
+        default=None,
+        gt=0,
+        description="a student initialised from the teacher trains at student_train.lr times this; None = "
+        "auto (distil.transfer.TRANSFERRED_LR_SCALE with init: teacher, else 1)",
+    )
+    kd_temperature: float | None = Field(
+        default=None,
+        gt=0,
+        description="the KD temperature of a student initialised from the teacher; None = auto "
+        "(distil.transfer.TRANSFERRED_KD_TEMPERATURE with init: teacher, else kd.temperature)",
+    )
     reuse: list[str] = Field(default_factory=list, description="teacher modules the student reuses")
     reuse_mode: Literal["copy", "share"] = "copy"
     freeze: bool = Field(default=True, description="reused modules start frozen")

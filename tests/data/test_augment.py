@@ -73,3 +73,33 @@ def test_bad_arguments() -> None:
         augment_batch(_batch(), "crop", -1)
     with pytest.raises(ConfigError, match="one per channel"):
         augment_batch(_batch(), "crop", 1, fill=(0.0,))
+
+
+def test_mixup_and_cutmix_are_seeded_and_mix_samples_of_the_batch() -> None:
+    from distil.data.augment import mix_batch
+
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 8, 8).contiguous()
+    a = mix_batch(x, "mixup", 1.0, seed=3)
+    assert torch.equal(a, mix_batch(x, "mixup", 1.0, seed=3)) and not torch.equal(a, x)
+    # Each mixed image is a convex combination of two constant images: constant, within [0, 5].
+    assert (a.amax((1, 2, 3)) == a.amin((1, 2, 3))).all() and a.min() >= 0 and a.max() <= 5
+    c = mix_batch(x, "cutmix", 1.0, seed=3)
+    assert torch.equal(c, mix_batch(x, "cutmix", 1.0, seed=3))
+    assert set(c.unique().tolist()) <= set(range(6))  # every pixel comes from one of the images
+    assert mix_batch(x, "none", 1.0, seed=3) is x
+    with pytest.raises(ConfigError, match="mixup for feature vectors"):
+        mix_batch(torch.zeros(4, 3), "cutmix", 1.0, seed=0)
+
+
+def test_a_mixing_loader_hides_labels_and_resumes_to_identical_batches() -> None:
+    from distil.data import Split, TensorLoader
+    from distil.data.batch import IGNORE_INDEX
+
+    split = Split(torch.randn(20, 1, 6, 6), torch.arange(20) % 4)
+    loader = TensorLoader(split, 4, shuffle=True, seed=2, augment="crop_flip", crop_padding=1, mixing="mixup")
+    loader.set_epoch(1)
+    full = list(loader)
+    assert all((b["labels"] == IGNORE_INDEX).all() for b in full)
+    loader.set_epoch(1, start_batch=3)
+    for b, ref in zip(loader, full[3:], strict=True):
+        assert torch.equal(b["inputs"], ref["inputs"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from distil.errors import ConfigError
@@ -75,3 +76,58 @@ def _random_crop(
         rows,
         cols,
     ]
+
+
+MIXINGS = ("none", "mixup", "cutmix")
+
+
+def mix_batch(x: torch.Tensor, kind: str, alpha: float, seed: int) -> torch.Tensor:
+    """Mix each sample with another of the batch: mixup (Zhang et al. 2018) or cutmix (Yun et al. 2019).
+
+    Function matching (Beyer et al., CVPR 2022) trains the student on such views with the teacher's
+    outputs on the very same view as targets, so only teacher-matching terms apply to a mixed batch.
+
+    Args:
+        x: (B, C, H, W) images, or (B, F) feature vectors for mixup.
+        kind: "none", "mixup" (λ·x + (1-λ)·x[perm]) or "cutmix" (a box of area 1-λ from x[perm]).
+        alpha: each sample's λ is drawn from Beta(alpha, alpha).
+        seed: all randomness (pairing, λ, boxes) comes from it, so a batch is mixed identically when it
+            is produced again (resume).
+
+    Returns:
+        A new tensor of x's shape (or `x` itself for "none").
+
+    Raises:
+        ConfigError: an unknown kind, or cutmix on data that are not images.
+    """
+    if kind not in MIXINGS:
+        raise ConfigError(unknown_name_message("mixing", kind, MIXINGS))
+    if kind == "none" or x.shape[0] < 2:
+        return x
+    rng = np.random.default_rng(seed)
+    b = x.shape[0]
+    perm = torch.from_numpy(rng.permutation(b)).to(x.device)
+    lam = torch.from_numpy(rng.beta(alpha, alpha, size=b)).to(device=x.device, dtype=x.dtype)
+    other = x[perm]
+    if kind == "mixup":
+        shape = (b,) + (1,) * (x.dim() - 1)
+        return lam.view(shape) * x + (1 - lam.view(shape)) * other
+    if x.dim() != 4:
+        raise ConfigError(
+            f"cutmix cuts boxes out of images (B, C, H, W), but the batch has shape {tuple(x.shape)}; "
+            "use mixing: mixup for feature vectors."
+        )
+    h, w = x.shape[-2:]
+    cut = np.sqrt(1.0 - lam.cpu().numpy())
+    ch, cw = (cut * h).astype(np.int64), (cut * w).astype(np.int64)
+    cy, cx = rng.integers(0, h, size=b), rng.integers(0, w, size=b)
+    y0, y1 = np.clip(cy - ch // 2, 0, h), np.clip(cy + ch // 2, 0, h)
+    x0, x1 = np.clip(cx - cw // 2, 0, w), np.clip(cx + cw // 2, 0, w)
+
+    def col(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(x.device).view(b, 1, 1, 1)
+
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    box = (rows >= col(y0)) & (rows < col(y1)) & (cols >= col(x0)) & (cols < col(x1))
+    return torch.where(box, other, x)

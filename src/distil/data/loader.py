@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from distil.data.augment import AUGMENTS, augment_batch
+from distil.data.augment import AUGMENTS, MIXINGS, augment_batch, mix_batch
+from distil.data.batch import IGNORE_INDEX
 from distil.data.bundle import Split
 from distil.errors import ConfigError
 from distil.registry import unknown_name_message
@@ -140,9 +141,15 @@ class _Batches:
         seed: int,
         num_shards: int,
         shard_index: int,
+        mixing: str = "none",
+        mixing_alpha: float = 1.0,
     ) -> None:
         if augment not in AUGMENTS:
             raise ConfigError(unknown_name_message("augmentation", augment, AUGMENTS))
+        if mixing not in MIXINGS:
+            raise ConfigError(unknown_name_message("mixing", mixing, MIXINGS))
+        self.mixing = mixing
+        self.mixing_alpha = mixing_alpha
         self.sampler = EpochSampler(
             num_samples,
             batch_size,
@@ -191,6 +198,19 @@ class _Batches:
         g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.shard_index, batch_number, 1))
         return augment_batch(x, self.augment, self.crop_padding, g, self.fill)
 
+    def _batch(
+        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, b: int
+    ) -> dict[str, torch.Tensor]:
+        """The batch dict: augmented, then mixed (with its own stream, seeded like the augmentation)."""
+        x = self._augmented(x, b)
+        if self.mixing != "none":
+            x = mix_batch(
+                x, self.mixing, self.mixing_alpha, _seed(self.seed, self.epoch, self.shard_index, b, 3)
+            )
+            # A mixed sample has no one class: no label, so only teacher-matching terms train on it.
+            y = torch.full_like(y, IGNORE_INDEX)
+        return {"inputs": x, "labels": y, "index": index}
+
 
 class TensorLoader(_Batches):
     """Iterate an in-memory Split as dicts {"inputs", "labels", "index"} (index: int64 ids in the split).
@@ -210,6 +230,9 @@ class TensorLoader(_Batches):
         seed: base seed of shuffles and augmentation.
         num_shards: number of data-parallel ranks.
         shard_index: this rank, in [0, num_shards).
+        mixing: "none", "mixup" or "cutmix" after the augmentation (`distil.data.augment.mix_batch`);
+            mixed batches carry IGNORE_INDEX labels.
+        mixing_alpha: Beta(alpha, alpha) of the mixing weights.
     """
 
     def __init__(
@@ -225,6 +248,8 @@ class TensorLoader(_Batches):
         seed: int = 0,
         num_shards: int = 1,
         shard_index: int = 0,
+        mixing: str = "none",
+        mixing_alpha: float = 1.0,
     ) -> None:
         super().__init__(
             len(split),
@@ -237,6 +262,8 @@ class TensorLoader(_Batches):
             seed=seed,
             num_shards=num_shards,
             shard_index=shard_index,
+            mixing=mixing,
+            mixing_alpha=mixing_alpha,
         )
         if augment != "none" and split.x.dim() != 4:
             # Crops and flips are image operations; on feature vectors they have no meaning.
@@ -248,8 +275,7 @@ class TensorLoader(_Batches):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for b, batch_idx in enumerate(self.sampler, start=self.sampler.start_batch):
-            x = self._augmented(self.split.x[batch_idx], b)
-            yield {"inputs": x, "labels": self.split.y[batch_idx], "index": batch_idx}
+            yield self._batch(self.split.x[batch_idx], self.split.y[batch_idx], batch_idx, b)
 
 
 class _WithIndex:
@@ -304,6 +330,8 @@ class DatasetLoader(_Batches):
         seed: int = 0,
         num_shards: int = 1,
         shard_index: int = 0,
+        mixing: str = "none",
+        mixing_alpha: float = 1.0,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -320,6 +348,8 @@ class DatasetLoader(_Batches):
             seed=seed,
             num_shards=num_shards,
             shard_index=shard_index,
+            mixing=mixing,
+            mixing_alpha=mixing_alpha,
         )
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}.")
@@ -345,5 +375,4 @@ class DatasetLoader(_Batches):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # The sampler runs in this process (workers only read samples), so set_epoch reaches it.
         for b, batch in enumerate(self._loader, start=self.sampler.start_batch):
-            batch["inputs"] = self._augmented(batch["inputs"], b)
-            yield batch
+            yield self._batch(batch["inputs"], batch["labels"], batch["index"], b)

@@ -145,8 +145,18 @@ def cross_entropy(
     Returns:
         A scalar tensor.
     """
-    if logits.dim() == 2 and mask is None:  # the classification path, unchanged
-        return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    if logits.dim() == 2 and mask is None:
+        # The classification path. (B,) labels of IGNORE_INDEX (samples of an unlabelled transfer set)
+        # are skipped; dividing the sum by the count, floored at 1, makes a batch without any label 0
+        # (F.cross_entropy's mean would be 0/0 = NaN) without a host sync to look for one.
+        total = F.cross_entropy(
+            logits.float(),
+            labels,
+            label_smoothing=label_smoothing,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
     mask = _label_mask(labels, mask)
     y = _valid_labels(logits, labels, mask)
     rows = valid_rows(logits, mask)

@@ -17,6 +17,7 @@ from torch import nn
 
 from distil.config import Recipe, TransferConfig
 from distil.data import DataBundle, load_dataset
+from distil.data.unlabeled import labeled_part, transfer_set, what_students_saw
 from distil.errors import ConfigError
 from distil.measure import count_parameters
 from distil.run.runner import PipelineResult, Runner, teacher_train_record
@@ -95,6 +96,8 @@ def run_pipeline(
     console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
     data = load_data(recipe)
+    kd_data = transfer_set(data, recipe.data.unlabeled)  # students: data.unlabeled hides labels, adds inputs
+    scratch_data = labeled_part(kd_data)  # the scratch student: the labelled samples, as many steps
     teacher, teacher_spec = build_model(
         recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
     )
@@ -114,10 +117,10 @@ def run_pipeline(
 
     def train(r: Runner) -> None:
         t = teacher if recipe.teacher.checkpoint is not None else teacher_stage(r, teacher)
-        s = scratch_stage(r, scratch)
+        s = scratch_stage(r, scratch, scratch_data)
         prepared = transfer_into(recipe, t, kd_student, data)
         teachers, weights = recipe_teachers(recipe.kd, t, data, trust_code=recipe.trust_code)
-        kd = distill_stage(r, teachers, weights, kd_student, prepared)
+        kd = distill_stage(r, teachers, weights, kd_student, prepared, kd_data)
         r.keep(Stage.TEACHER, t, teacher_spec, teacher_train_record(recipe))
         r.keep(Stage.STUDENT_SCRATCH, s, student_spec, recipe.student_train)
         r.keep(Stage.STUDENT_KD, kd, student_spec, prepared.train_cfg)
@@ -139,6 +142,7 @@ def run_pipeline(
         show_progress=show_progress,
         log_format=log_format,
         title=_title(recipe, data),
+        footer=lambda path: [what_students_saw(data, kd_data), f"run directory: {path}"],
     )
 
 
@@ -204,6 +208,7 @@ def distill_student(
         "with --set teacher.model=NAME), or train one with `distil train`.",
     )
     data = load_data(recipe)
+    kd_data = transfer_set(data, recipe.data.unlabeled)  # data.unlabeled: hidden labels, unlabelled inputs
     teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
     # kd.teachers: an ensemble
     teachers, weights = recipe_teachers(recipe.kd, teacher, data, trust_code=recipe.trust_code)
@@ -216,7 +221,7 @@ def distill_student(
     prepared = transfer_into(recipe, teacher, student, data)
 
     def train(r: Runner) -> None:
-        trained = distill_stage(r, teachers, weights, student, prepared)
+        trained = distill_stage(r, teachers, weights, student, prepared, kd_data)
         r.keep(Stage.TEACHER, teacher, teacher_spec, teacher_train_record(recipe))
         r.keep(Stage.STUDENT_KD, trained, student_spec, prepared.train_cfg)
 

@@ -20,14 +20,20 @@ from distil.data import DataBundle
 from distil.losses.compose import ComposedLoss
 from distil.run.runner import Runner
 from distil.train.stages import Stage
-from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
+from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe, transferred_kd
 
 
-def train_on_labels(runner: Runner, model: nn.Module, cfg: Any, stage: Stage) -> nn.Module:
-    """Train `model` on the labels with `cfg` as stage `stage` (the teacher, or the scratch baseline)."""
+def train_on_labels(
+    runner: Runner, model: nn.Module, cfg: Any, stage: Stage, data: DataBundle | None = None
+) -> nn.Module:
+    """Train `model` on the labels with `cfg` as stage `stage` (the teacher, or the scratch baseline).
+
+    `data` defaults to the run's; the scratch student of a run with `data.unlabeled` gets the labelled
+    part only.
+    """
     result = train_model(
         model,
-        runner.data,
+        data if data is not None else runner.data,
         cfg,
         accelerator=runner.accelerator,
         progress=runner.progress,
@@ -43,9 +49,12 @@ def teacher_stage(runner: Runner, teacher: nn.Module) -> nn.Module:
     return train_on_labels(runner, teacher, runner.recipe.teacher_train, Stage.TEACHER)
 
 
-def scratch_stage(runner: Runner, student: nn.Module) -> nn.Module:
-    """The label-only baseline: the student trained with `recipe.student_train` and no teacher."""
-    return train_on_labels(runner, student, runner.recipe.student_train, Stage.STUDENT_SCRATCH)
+def scratch_stage(runner: Runner, student: nn.Module, data: DataBundle | None = None) -> nn.Module:
+    """The label-only baseline: the student trained with `recipe.student_train` and no teacher.
+
+    With `data.unlabeled`, `data` is the labelled part (`distil.data.unlabeled.labeled_part`).
+    """
+    return train_on_labels(runner, student, runner.recipe.student_train, Stage.STUDENT_SCRATCH, data)
 
 
 def transfer_into(
@@ -77,14 +86,20 @@ def distill_stage(
     teacher_weights: list[float] | None,
     student: nn.Module,
     prepared: PreparedStudent,
+    data: DataBundle | None = None,
 ) -> nn.Module:
-    """`student` (prepared by `transfer_into`) distilled from `teachers`, in the phases of its schedule."""
+    """`student` (prepared by `transfer_into`) distilled from `teachers`, in the phases of its schedule.
+
+    `data` defaults to the run's; with `data.unlabeled` it is the transfer set (hidden labels, extra
+    unlabelled inputs: `distil.data.unlabeled.transfer_set`). A student initialised from the teacher
+    distills with the transferred KD settings (`transfer.kd_temperature`).
+    """
     runner.transfer = prepared
     with distiller(
         teachers,
         teacher_weights,
-        runner.data,
-        runner.recipe,
+        data if data is not None else runner.data,
+        transferred(runner.recipe),
         prepared.train_cfg,
         runner.accelerator,
         runner.progress,
@@ -95,6 +110,11 @@ def distill_stage(
         )
     runner.record(Stage.STUDENT_KD, history)
     return student
+
+
+def transferred(recipe: Recipe) -> Recipe:
+    """`recipe` with the KD settings of its (possibly transferred) student (`transfer.kd_temperature`)."""
+    return recipe.model_copy(update={"kd": transferred_kd(recipe.transfer, recipe.kd)})
 
 
 def compress_stage(runner: Runner) -> None:

@@ -98,6 +98,8 @@ def train_loader(
         "seed": cfg.seed,
         "num_shards": accelerator.num_processes,
         "shard_index": accelerator.process_index,
+        "mixing": cfg.mixing,
+        "mixing_alpha": cfg.mixing_alpha,
     }
     if isinstance(data.train, Split):
         return TensorLoader(data.train, **common)
