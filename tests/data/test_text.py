@@ -28,6 +28,7 @@ from distil.data.text import (
     stdlib_root,
 )
 from distil.data.tokenize import ByteTokenizer, check_same_tokenizer, get_tokenizer
+from distil.data.validate import validate_bundle
 from distil.errors import ConfigError, DataError
 
 TOK = ByteTokenizer()
@@ -210,6 +211,9 @@ def test_python_stdlib_holds_out_whole_modules(tmp_path: Path, monkeypatch) -> N
     assert all("test" not in p.parts and "site-packages" not in p.parts for p in stdlib_files(lib))
     b = load_dataset("python-stdlib", lib, val_fraction=0.1)
     assert b.extra["split_by"] == "files" and b.extra["files"] == "120" and b.task == LANGUAGE_MODELING
+    validate_bundle(b)  # class checks are skipped for language modelling
+    empty = load_dataset("python-stdlib", lib, val_fraction=0.0)
+    assert len(empty.val) == 0 and empty.val.head(4).shape == (0, 256) and list(empty.val.batches(2)) == []
     groups = split_files(lib, stdlib_files(lib), val_fraction=0.1)
     test_text = TOK.decode(torch.cat([b.test[i]["inputs"] for i in range(len(b.test))]).tolist())
     for path in groups["test"][:-1]:  # the last file's tail may be cut from the last block
@@ -299,3 +303,18 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         load_text(f, split_by="random")
     with pytest.raises(DataError, match="every split needs a file"):
         load_text(f, split_by="files", cache_dir=tmp_path / "c")
+
+
+def test_blocks_batch_through_the_dataset_loader(tmp_path: Path) -> None:
+    from distil.data import DatasetLoader
+
+    _write(tmp_path / "a.txt", "the quick brown fox " * 30)
+    b = load_text(
+        tmp_path / "a.txt", block_size=8, split_by="blocks", val_fraction=0.0, cache_dir=tmp_path / "c"
+    )
+    batches = list(DatasetLoader(b.train, 4, shuffle=True, seed=3))
+    assert all(x["inputs"].shape[1:] == (8,) and x["labels"].shape == x["inputs"].shape for x in batches)
+    seen = torch.cat([x["index"] for x in batches]).sort().values
+    assert torch.equal(seen, torch.arange(len(b.train)))
+    first = batches[0]
+    assert torch.equal(first["inputs"][0], b.train[int(first["index"][0])]["inputs"])

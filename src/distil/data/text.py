@@ -46,6 +46,7 @@ from distil.data.batch import IGNORE_INDEX
 from distil.data.bundle import DataBundle, batch_ranges
 from distil.data.registry import DATASETS
 from distil.data.tokenize import Tokenizer, get_tokenizer
+from distil.data.validate import validate_bundle
 from distil.errors import ConfigError, DataError
 from distil.fileio import apply_umask, atomic_write_json
 
@@ -387,8 +388,11 @@ class TokenBlockSplit:
         return int(self.index.shape[0])
 
     def _read(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, mask = self._arrays()
         t = self.block_size
+        if len(blocks) == 0:  # also an empty split, which has no stream file
+            empty = torch.zeros(0, t, dtype=torch.int64)
+            return empty, empty.clone()
+        tokens, mask = self._arrays()
         starts = blocks.numpy() * t
         offsets = starts[:, None] + np.arange(t + 1)
         ids = torch.from_numpy(tokens[offsets].astype(np.int64)).reshape(len(blocks), t + 1)
@@ -574,7 +578,7 @@ def load_text(
     }
     if skipped:
         extra["skipped_empty_files"] = str(skipped)
-    return DataBundle(
+    bundle = DataBundle(
         name=name,
         train=splits["train"],
         val=splits["val"],
@@ -586,6 +590,8 @@ def load_text(
         extra=extra,
         task=LANGUAGE_MODELING,
     )
+    validate_bundle(bundle)
+    return bundle
 
 
 def _empty_split(tok: Tokenizer, block_size: int) -> TokenBlockSplit:
