@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from distil.data.batch import IGNORE_INDEX
 from distil.errors import CheckpointError, ConfigError, DataError
 from distil.measure import (
     LatencyResult,
@@ -357,3 +358,66 @@ def test_tasks_are_a_registry_and_measure_model_uses_the_chosen_one(monkeypatch)
     )
     assert metrics.task == "toy" and metrics.extra == {"mean_logit": 0.5} and metrics.agreement is None
     assert metrics.to_dict()["extra"] == {"mean_logit": 0.5}
+
+
+def _lm_case(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    n, t, v = 3, 5, 7
+    logits = torch.randn(n, t, v, generator=g)
+    teacher = torch.randn(n, t, v, generator=g)
+    labels = torch.randint(0, v, (n, t), generator=g)
+    labels[0, :2] = IGNORE_INDEX  # prompt tokens
+    labels[2, 4] = IGNORE_INDEX
+    mask = torch.ones(n, t, dtype=torch.bool)
+    mask[1, 3] = False
+    return logits, teacher, labels, mask
+
+
+def test_perplexity_and_next_token_agreement_match_explicit_loops() -> None:
+    from distil.measure import next_token_agreement, perplexity
+
+    logits, teacher, labels, mask = _lm_case()
+    for m in (None, mask):
+        nll, hits, count = 0.0, 0, 0
+        for i in range(labels.shape[0]):
+            for j in range(labels.shape[1]):
+                if labels[i, j] == IGNORE_INDEX or (m is not None and not m[i, j]):
+                    continue
+                row = [float(x) for x in logits[i, j]]
+                log_z = math.log(sum(math.exp(x) for x in row))
+                nll += log_z - row[int(labels[i, j])]
+                hits += int(max(range(len(row)), key=row.__getitem__) == int(teacher[i, j].argmax()))
+                count += 1
+        assert perplexity(logits, labels, m) == pytest.approx(math.exp(nll / count), rel=1e-6)
+        assert next_token_agreement(logits, teacher, labels, m) == pytest.approx(hits / count)
+    # A model that puts all mass on the right token has perplexity 1.
+    sure = torch.full((1, 3, 4), -1e4).scatter(2, torch.tensor([[[1], [2], [3]]]), 0.0)
+    assert perplexity(sure, torch.tensor([[1, 2, 3]])) == pytest.approx(1.0)
+    # Uniform predictions over V tokens: perplexity V.
+    assert perplexity(torch.zeros(2, 3, 9), torch.zeros(2, 3, dtype=torch.long)) == pytest.approx(9.0)
+
+
+def test_language_modeling_task_is_registered() -> None:
+    from distil.measure import MetricInputs, next_token_agreement, perplexity, task_metrics
+
+    logits, teacher, labels, mask = _lm_case(1)
+    out = task_metrics("language-modeling", MetricInputs(logits, labels, teacher_logits=teacher, mask=mask))
+    assert set(out) == {"accuracy", "agreement", "perplexity"}
+    assert out["accuracy"] == pytest.approx(accuracy(logits, labels, mask))
+    assert out["perplexity"] == pytest.approx(perplexity(logits, labels, mask))
+    assert out["agreement"] == pytest.approx(next_token_agreement(logits, teacher, labels, mask))
+    assert task_metrics("language-modeling", MetricInputs(logits, labels))["agreement"] is None
+
+
+def test_language_modeling_metrics_refuse_bad_shapes_and_empty_positions() -> None:
+    from distil.measure import next_token_agreement, perplexity
+
+    logits, teacher, labels, _ = _lm_case()
+    with pytest.raises(DataError, match=r"expected \(N, T, V\) logits and \(N, T\) labels"):
+        perplexity(logits[:, :, 0], labels)
+    with pytest.raises(DataError, match=r"teacher logits \(3, 5, 6\) differ.*same tokenizer"):
+        next_token_agreement(logits, teacher[..., :6], labels)
+    with pytest.raises(DataError, match="no valid positions"):
+        perplexity(logits, torch.full_like(labels, IGNORE_INDEX))
+    with pytest.raises(DataError, match="no valid positions"):
+        next_token_agreement(logits, teacher, labels, torch.zeros(3, dtype=torch.bool))

@@ -39,12 +39,15 @@ __all__ = [
     "measure_latency",
     "measure_model",
     "measure_onnx_latency",
+    "next_token_agreement",
     "per_class_accuracy",
+    "perplexity",
     "predict",
     "register_task",
     "state_dict_bytes",
     "task_details",
     "task_metrics",
+    "token_nll",
     "weights_bytes",
 ]
 
@@ -631,6 +634,89 @@ register_task(
                 if m.num_classes is not None
                 else None
             ),
+        },
+    )
+)
+
+
+def _token_valid(logits: Tensor, labels: Tensor, mask: Tensor | None, what: str) -> Tensor:
+    """The (N, T) bool positions of (N, T, V) logits that count: labels not IGNORE_INDEX, and `mask`."""
+    if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+        raise DataError(
+            f"{what}: expected (N, T, V) logits and (N, T) labels, got {tuple(logits.shape)} and "
+            f"{tuple(labels.shape)}."
+        )
+    valid = _valid(labels, mask, labels)
+    assert valid is not None  # (N, T) labels always give a mask
+    return valid.to(logits.device)
+
+
+def token_nll(
+    logits: Tensor, labels: Tensor, mask: Tensor | None = None, chunk: int = 64
+) -> tuple[float, int]:
+    """The summed next-token negative log-likelihood (nats) over the valid positions, and their count.
+
+    Args:
+        logits: ``(N, T, V)`` next-token logits.
+        labels: ``(N, T)`` next tokens, ``IGNORE_INDEX`` where a position has none.
+        mask: optional ``(N,)`` or ``(N, T)`` bool, the positions that count.
+        chunk: sequences per step (the log-softmax of all N x T x V at once could double the memory).
+    """
+    valid = _token_valid(logits, labels, mask, "token_nll")
+    total, count = 0.0, 0
+    for b in range(0, logits.shape[0], chunk):
+        v = valid[b : b + chunk]
+        rows = logits[b : b + chunk][v].double()
+        target = labels[b : b + chunk].to(logits.device)[v].long()
+        total += (torch.logsumexp(rows, dim=-1) - rows.gather(1, target[:, None])[:, 0]).sum().item()
+        count += int(v.sum())
+    return total, count
+
+
+def perplexity(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> float:
+    """exp of the mean next-token cross-entropy over the valid positions (``IGNORE_INDEX`` labels and
+    positions outside `mask` do not count).
+
+    Raises:
+        DataError: wrong shapes, or no valid position.
+    """
+    total, count = token_nll(logits, labels, mask)
+    if count == 0:
+        raise DataError("perplexity: no valid positions (the mask or the labels exclude them all).")
+    return float(torch.tensor(total / count, dtype=torch.float64).exp())
+
+
+def next_token_agreement(
+    logits: Tensor, teacher_logits: Tensor, labels: Tensor, mask: Tensor | None = None
+) -> float:
+    """Fraction of the valid positions (those with a label, within `mask`) where the student's most likely
+    next token is the teacher's.
+
+    Raises:
+        DataError: wrong shapes, or no valid position.
+    """
+    if teacher_logits.shape != logits.shape:
+        raise DataError(
+            f"next_token_agreement: student logits {tuple(logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ; the models need the same tokenizer and data."
+        )
+    valid = _token_valid(logits, labels, mask, "next_token_agreement")
+    hits = logits.argmax(-1) == teacher_logits.to(logits.device).argmax(-1)
+    return _mean_over(hits, valid, "next_token_agreement")
+
+
+register_task(
+    Task(
+        name="language-modeling",
+        metrics={
+            # Next-token accuracy: the report's quality column.
+            "accuracy": lambda m: accuracy(m.logits, m.labels, m.mask),
+            "agreement": lambda m: (
+                next_token_agreement(m.logits, m.teacher_logits, m.labels, m.mask)
+                if m.teacher_logits is not None
+                else None
+            ),
+            "perplexity": lambda m: perplexity(m.logits, m.labels, m.mask),
         },
     )
 )

@@ -292,10 +292,14 @@ class _WithIndex:
 
 
 def collate_samples(samples: list[tuple[int, dict[str, Any]]]) -> dict[str, torch.Tensor]:
-    """Stack `(id, {"inputs", "labels"})` samples into one batch dict {"inputs", "labels", "index"}."""
+    """Stack `(id, {"inputs", "labels"})` samples into one batch dict {"inputs", "labels", "index"}.
+
+    Labels are class ids (int or 0-d tensors, giving (B,)) or per-token tensors (T,) (giving (B, T)).
+    """
     index = torch.tensor([i for i, _ in samples], dtype=torch.int64)
     x = torch.stack([torch.as_tensor(s["inputs"]) for _, s in samples])
-    y = torch.as_tensor([int(s["labels"]) for _, s in samples], dtype=torch.int64)
+    labels = [torch.as_tensor(s["labels"], dtype=torch.int64) for _, s in samples]
+    y = torch.stack(labels) if labels and labels[0].dim() else torch.as_tensor([int(v) for v in labels])
     return {"inputs": x, "labels": y, "index": index}
 
 

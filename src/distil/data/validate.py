@@ -65,6 +65,8 @@ def _all_finite(x: torch.Tensor) -> bool:
 def validate_bundle(bundle: DataBundle) -> None:
     """Check every split of a bundle and that train is non-empty and all splits share one sample shape.
 
+    Labels are checked against the classes only for ``task == "classification"``.
+
     Raises:
         DataError: on the first problem found.
     """
@@ -74,7 +76,10 @@ def validate_bundle(bundle: DataBundle) -> None:
             "or lower val_fraction / raise limit."
         )
     splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
-    for split_name, split in splits.items():
+    # Classes exist only in classification: a token-block split's per-sample labels are placeholders
+    # (its targets are tokens, checked by its reader), so only the shared sample shape is checked.
+    class_splits = splits if bundle.task == "classification" else {}
+    for split_name, split in class_splits.items():
         # Splits on disk are checked for finite values by their reader, chunk by chunk; here only
         # their labels (an (N, 0) stand-in keeps the checks' shapes).
         x = split.x if isinstance(split, Split) else torch.empty(len(split), 0)

@@ -1,0 +1,700 @@
+"""Text corpora for language modelling: files read strictly, tokenized, packed into blocks, cached on disk.
+
+Sources (a file, a folder, or a folder with a glob such as ``src/**/*.py``):
+
+* plain-text files (any suffix but ``.jsonl``): each file is one document;
+* JSONL (``.jsonl``): one JSON object per line, ``{"text": ...}`` (one document) or
+  ``{"prompt": ..., "completion": ...}`` (one document whose prompt tokens carry no label: the loss and the
+  metrics count the completion only). Blank lines are skipped.
+
+Files are read as strict UTF-8: invalid bytes are a :class:`DataError` naming the file and byte offset
+(``errors="replace"`` turns them into U+FFFD instead). Empty files are skipped and counted
+(``DataBundle.extra["skipped_empty_files"]``); a corpus with no text at all is an error.
+
+Packing: the documents of a split are tokenized and joined into one token stream, each followed by the
+tokenizer's EOS id. Block ``i`` is the ``block_size + 1`` tokens ``stream[i*T : i*T + T + 1]`` (``T`` =
+``block_size``): ``inputs = block[:-1]``, ``labels = block[1:]`` (the next token at each position,
+``IGNORE_INDEX`` where it is a prompt token). Consecutive blocks share one token, so every token but the
+first is a target exactly once; the tail that does not fill a block is dropped.
+
+Cache: each split's token stream is written once as ``.npy`` (uint16 for vocabularies below 65536, else
+int32) under ``$DISTIL_CACHE_DIR/text`` (default ``~/.cache/distil/text``), in a folder named by a hash of
+the tokenizer's fingerprint, the reading options and each file's path, size and modification time; it is
+built in a temporary folder and renamed into place, so a crash never leaves a half cache. A changed file
+gets a new key (the old folder stays until deleted). Blocks are views of the memory-mapped stream, so the
+block size is not part of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distil.data.batch import IGNORE_INDEX
+from distil.data.bundle import DataBundle, batch_ranges
+from distil.data.registry import DATASETS
+from distil.data.tokenize import Tokenizer, get_tokenizer
+from distil.data.validate import validate_bundle
+from distil.errors import ConfigError, DataError
+from distil.fileio import apply_umask, atomic_write_json
+
+LANGUAGE_MODELING = "language-modeling"
+DEFAULT_BLOCK_SIZE = 256
+DEFAULT_PATTERNS = ("**/*.txt", "**/*.md", "**/*.rst", "**/*.py", "**/*.jsonl")
+TEST_FRACTION = 0.05
+CACHE_FORMAT = 1
+_TOKENS = "tokens.npy"
+_MASK = "loss_mask.npy"
+_META = "meta.json"
+
+
+def default_text_cache_dir() -> Path:
+    """`$DISTIL_CACHE_DIR/text` when the variable is set, else `~/.cache/distil/text`."""
+    env = os.environ.get("DISTIL_CACHE_DIR")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "distil") / "text"
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: `prompt` (no labels; empty for plain text) followed by `text` (labelled)."""
+
+    text: str
+    prompt: str = ""
+    where: str = ""  # "file" or "file:line", for messages
+
+
+def read_text(path: Path, errors: str = "strict") -> str:
+    """The contents of `path` decoded as UTF-8.
+
+    Args:
+        path: the file.
+        errors: "strict" (invalid bytes are an error) or "replace" (they become U+FFFD).
+
+    Raises:
+        DataError: invalid UTF-8 (with the byte offset) or an unreadable file.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read text file {path}: {exc}") from exc
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid UTF-8: byte {exc.start} (0x{data[exc.start]:02x}) cannot be decoded "
+            f"({exc.reason}). Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8), drop it, or read "
+            "with errors='replace' to turn invalid bytes into U+FFFD."
+        ) from exc
+
+
+def read_jsonl(path: Path, errors: str = "strict") -> list[Document]:
+    """The documents of a JSONL file: ``{"text"}`` or ``{"prompt", "completion"}`` per line.
+
+    Raises:
+        DataError: invalid UTF-8, a line that is not a JSON object, or one without string `text` /
+            `prompt` + `completion`; the message names the file and line.
+    """
+    docs = []
+    for number, line in enumerate(read_text(path, errors).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); each line of a .jsonl file "
+                'must be one object such as {"text": "..."} or {"prompt": "...", "completion": "..."}.'
+            ) from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object; {_JSONL_FIX}")
+        if isinstance(record.get("text"), str):
+            docs.append(Document(record["text"], where=where))
+        elif isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
+            docs.append(Document(record["completion"], prompt=record["prompt"], where=where))
+        else:
+            raise DataError(f"{where} has keys {sorted(record)}; {_JSONL_FIX}")
+    return docs
+
+
+_JSONL_FIX = (
+    'each line needs a string "text", or string "prompt" and "completion" (the loss then counts the '
+    "completion tokens only)."
+)
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def find_files(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> tuple[Path, list[Path]]:
+    """The base folder and the sorted files of a corpus.
+
+    Args:
+        root: a file; a folder (searched with `patterns`); or a folder followed by a glob
+            (``docs/**/*.rst``), which replaces `patterns`.
+        patterns: globs relative to a folder root.
+
+    Raises:
+        DataError: a missing root, or no file matching.
+    """
+    text = str(root)
+    if _has_glob(text):
+        parts = Path(text).parts
+        cut = next(i for i, p in enumerate(parts) if _has_glob(p))
+        base = Path(*parts[:cut]) if cut else Path(".")
+        patterns = ("/".join(parts[cut:]),)
+    else:
+        base = Path(text)
+        if base.is_file():
+            return base.parent, [base]
+    if not base.is_dir():
+        raise DataError(
+            f"text corpus {text!r}: no such file or folder. Give a file, a folder or folder/**/*.txt."
+        )
+    files = sorted({p for pattern in patterns for p in base.glob(pattern) if p.is_file()})
+    if not files:
+        raise DataError(
+            f"text corpus {text!r}: no file matches {list(patterns)} under {base}. "
+            "Check the path, or give a glob such as folder/**/*.txt."
+        )
+    return base, files
+
+
+def read_documents(files: Sequence[Path], errors: str = "strict") -> tuple[list[Document], int]:
+    """The documents of `files` (JSONL by line, others whole) and the number of empty files skipped."""
+    docs: list[Document] = []
+    empty = 0
+    for path in files:
+        if path.suffix == ".jsonl":
+            found = read_jsonl(path, errors)
+            if not found:
+                empty += 1
+            docs.extend(found)
+            continue
+        text = read_text(path, errors)
+        if not text:
+            empty += 1
+            continue
+        docs.append(Document(text, where=str(path)))
+    return docs, empty
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizing and caching
+
+
+def _token_dtype(vocab_size: int) -> np.dtype[Any]:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+def encode_documents(
+    docs: Sequence[Document], tokenizer: Tokenizer, block_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One token stream of `docs`, each followed by EOS, and its loss mask (None when every token counts).
+
+    Args:
+        docs: the documents.
+        tokenizer: encodes each prompt and text.
+        block_size: when given, a prompt + completion document longer than one block is an error (its
+            completion would be trained without its prompt in view).
+
+    Raises:
+        DataError: a prompt + completion longer than a block, or text the tokenizer cannot encode.
+    """
+    dtype = _token_dtype(tokenizer.vocab_size)
+    pieces: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    any_prompt = False
+    eos = np.array([tokenizer.eos_id], dtype=dtype)
+    for doc in docs:
+        try:
+            prompt = np.asarray(tokenizer.encode(doc.prompt) if doc.prompt else [], dtype=dtype)
+            body = np.asarray(tokenizer.encode(doc.text), dtype=dtype)
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{doc.where}: the tokenizer cannot encode this text ({exc}).") from exc
+        if doc.prompt:
+            any_prompt = True
+            length = len(prompt) + len(body) + 1
+            if block_size is not None and length > block_size + 1:
+                raise DataError(
+                    f"{doc.where}: prompt + completion is {length} tokens, longer than a block of "
+                    f"{block_size} (+1); the completion would be trained without its prompt. Raise block_size "
+                    "to at least that, or shorten the record."
+                )
+        pieces += [prompt, body, eos]
+        masks += [np.zeros(len(prompt), bool), np.ones(len(body) + 1, bool)]
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+    return tokens, (np.concatenate(masks) if any_prompt else None)
+
+
+def cache_key(
+    files: Sequence[Path], tokenizer: Tokenizer, *, errors: str = "strict", block_size: int | None = None
+) -> str:
+    """A hash of what a token stream depends on: tokenizer, options, and each file's path, size and mtime."""
+    entries = []
+    for path in files:
+        st = path.stat()
+        entries.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    spec = {
+        "format": CACHE_FORMAT,
+        "tokenizer": tokenizer.fingerprint,
+        "vocab_size": tokenizer.vocab_size,
+        "eos": tokenizer.eos_id,
+        "errors": errors,
+        # Only the prompt-length check depends on the block size (of JSONL files).
+        "block_size": block_size if any(p.suffix == ".jsonl" for p in files) else None,
+        "files": entries,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class TokenStream:
+    """A cached token stream: its folder (tokens.npy, optional loss_mask.npy, meta.json) and length."""
+
+    directory: Path
+    length: int
+    has_mask: bool
+    skipped_empty: int
+    built: bool  # False: read from the cache
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.directory / _TOKENS
+
+    @property
+    def mask_path(self) -> Path | None:
+        return self.directory / _MASK if self.has_mask else None
+
+
+def build_stream(
+    files: Sequence[Path],
+    tokenizer: Tokenizer,
+    *,
+    cache_dir: str | Path | None = None,
+    errors: str = "strict",
+    block_size: int | None = None,
+) -> TokenStream:
+    """The token stream of `files`, read from the cache or built into it atomically.
+
+    Raises:
+        DataError: bad input (see :func:`read_documents`, :func:`encode_documents`).
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_text_cache_dir()
+    final = root / cache_key(files, tokenizer, errors=errors, block_size=block_size)
+    meta_path = final / _META
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            return TokenStream(
+                final, int(meta["length"]), bool(meta["has_mask"]), int(meta["skipped_empty"]), False
+            )
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(final, ignore_errors=True)  # unreadable: rebuild below
+    docs, empty = read_documents(files, errors)
+    tokens, mask = encode_documents(docs, tokenizer, block_size)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=root))
+    apply_umask(tmp, directory=True)
+    try:
+        np.save(tmp / _TOKENS, tokens)
+        if mask is not None:
+            np.save(tmp / _MASK, mask)
+        meta = {
+            "length": len(tokens),
+            "has_mask": mask is not None,
+            "skipped_empty": empty,
+            "documents": len(docs),
+            "tokenizer": tokenizer.fingerprint,
+            "files": len(files),
+        }
+        atomic_write_json(tmp / _META, meta)  # last: a folder with meta.json is complete
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / _META).is_file():  # not another process finishing the same cache first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TokenStream(final, len(tokens), mask is not None, empty, True)
+
+
+# --------------------------------------------------------------------------------------------
+# the split
+
+
+class TokenBlockSplit:
+    """Fixed blocks of a memory-mapped token stream, as a :class:`~distil.data.bundle.SampleSplit`.
+
+    ``split[i] -> {"inputs": (T,) int64 ids, "labels": (T,) int64 next-token ids}`` (``IGNORE_INDEX`` where
+    the next token is a prompt token); batches are ``(B, T)``. ``labels`` (the interface's per-sample
+    labels, used for stratification and class checks) is a zeros ``(N,)`` tensor: blocks have no class.
+    Pickles by path, so loader workers reopen the file.
+
+    Args:
+        tokens_path: the stream's ``.npy``.
+        mask_path: its loss mask ``.npy`` (bool), or None when every token counts.
+        block_size: T, the tokens of one sample's inputs.
+        index: (N,) int64 block numbers of this split, in order.
+        vocab_size: the tokenizer's vocabulary size.
+    """
+
+    def __init__(
+        self,
+        tokens_path: Path,
+        mask_path: Path | None,
+        block_size: int,
+        index: torch.Tensor,
+        vocab_size: int,
+    ) -> None:
+        self.tokens_path = Path(tokens_path)
+        self.mask_path = Path(mask_path) if mask_path is not None else None
+        self.block_size = block_size
+        self.index = index.long()
+        self.vocab_size = vocab_size
+        self._tokens: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_tokens"] = state["_mask"] = None
+        return state
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._tokens is None:
+            self._tokens = np.load(self.tokens_path, mmap_mode="r", allow_pickle=False)
+            if self.mask_path is not None:
+                self._mask = np.load(self.mask_path, mmap_mode="r", allow_pickle=False)
+        return self._tokens, self._mask
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def _read(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.block_size
+        if len(blocks) == 0:  # also an empty split, which has no stream file
+            empty = torch.zeros(0, t, dtype=torch.int64)
+            return empty, empty.clone()
+        tokens, mask = self._arrays()
+        starts = blocks.numpy() * t
+        offsets = starts[:, None] + np.arange(t + 1)
+        ids = torch.from_numpy(tokens[offsets].astype(np.int64)).reshape(len(blocks), t + 1)
+        labels = ids[:, 1:].clone()
+        if mask is not None:
+            labels[~torch.from_numpy(np.asarray(mask[offsets[:, 1:]], dtype=bool))] = IGNORE_INDEX
+        return ids[:, :-1].contiguous(), labels
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"block {index} out of range for a split of {len(self)}")
+        inputs, labels = self._read(self.index[index : index + 1] if index >= 0 else self.index[[index]])
+        return {"inputs": inputs[0], "labels": labels[0]}
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.zeros(len(self), dtype=torch.int64)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.block_size,)
+
+    def head(self, n: int) -> torch.Tensor:
+        return self._read(self.index[:n])[0]
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        for b, e in batch_ranges(len(self), batch_size, start, stop):
+            inputs, labels = self._read(self.index[b:e])
+            yield {"inputs": inputs, "labels": labels, "index": torch.arange(b, e)}
+
+    def take(self, index: torch.Tensor) -> TokenBlockSplit:
+        return TokenBlockSplit(
+            self.tokens_path, self.mask_path, self.block_size, self.index[index], self.vocab_size
+        )
+
+    def update_hash(self, h: Any) -> None:
+        # The header `hash_tensor` writes for the whole (N, T) inputs, then inputs and labels chunk by chunk.
+        h.update(f"{torch.int64}:{(len(self), self.block_size)}".encode())
+        for batch in self.batches(1024):
+            h.update(batch["inputs"].reshape(-1).view(torch.uint8).numpy())
+            h.update(batch["labels"].reshape(-1).view(torch.uint8).numpy())
+
+
+# --------------------------------------------------------------------------------------------
+# splitting and the bundle
+
+
+def path_fraction(relative: str) -> float:
+    """A stable number in [0, 1) from a file's relative path (the same on every machine and run)."""
+    digest = hashlib.sha256(relative.replace(os.sep, "/").encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_files(
+    base: Path, files: Sequence[Path], *, val_fraction: float, test_fraction: float = TEST_FRACTION
+) -> dict[str, list[Path]]:
+    """Whole files into train/val/test by :func:`path_fraction` of the path relative to `base`.
+
+    A file lands in test when its fraction is below `test_fraction`, in val when below `test_fraction +
+    val_fraction`, else in train; adding or removing other files moves no file between splits.
+    """
+    out: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    for path in files:
+        u = path_fraction(str(path.relative_to(base)))
+        out["test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"].append(
+            path
+        )
+    return out
+
+
+def _check_options(block_size: int, errors: str, val_fraction: float) -> None:
+    if block_size < 2:
+        raise ConfigError(f"block_size must be >= 2 tokens (inputs and their next tokens), got {block_size}.")
+    if errors not in ("strict", "replace"):
+        raise ConfigError(f"errors must be 'strict' or 'replace', got {errors!r}.")
+    if not 0.0 <= val_fraction < 1.0 - TEST_FRACTION:
+        raise ConfigError(f"val_fraction must be in [0, {1 - TEST_FRACTION}), got {val_fraction}.")
+
+
+def _num_blocks(stream: TokenStream, block_size: int) -> int:
+    return max(stream.length - 1, 0) // block_size
+
+
+def load_text(
+    root: str | Path,
+    *,
+    name: str = "text",
+    tokenizer: str | Tokenizer = "byte",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    patterns: Sequence[str] = DEFAULT_PATTERNS,
+    val_fraction: float = 0.1,
+    limit: int | None = None,
+    errors: str = "strict",
+    split_by: str = "auto",
+    cache_dir: str | Path | None = None,
+    files: Sequence[Path] | None = None,
+) -> DataBundle:
+    """A language-modelling bundle of token blocks from a text corpus.
+
+    Args:
+        root: a file, a folder (searched with `patterns`), or ``folder/**/*.ext``.
+        name: the bundle's name.
+        tokenizer: a registered tokenizer name or a :class:`Tokenizer`.
+        block_size: T, the tokens of one sample (each block holds T + 1, inputs and shifted labels).
+        patterns: globs of a folder root.
+        val_fraction: the share held out for validation (whole files or blocks, as for test).
+        limit: keep at most this many train blocks and ``max(1, limit // 5)`` val/test blocks (the first).
+        errors: "strict" (invalid UTF-8 is an error) or "replace".
+        split_by: "files" (whole files by a hash of their relative path: 5% test, `val_fraction` val),
+            "blocks" (the last 5% of the stream's blocks test, those before val), or "auto" (files when
+            every split gets at least one file, else blocks).
+        cache_dir: where token streams are cached; None: :func:`default_text_cache_dir`.
+        files: the corpus's files, when chosen by the caller (`root` is then the folder they are under).
+
+    Raises:
+        ConfigError: block_size < 2, an unknown `errors`/`split_by`, val_fraction out of range.
+        DataError: bad files, an empty corpus, or a split shorter than one block.
+    """
+    _check_options(block_size, errors, val_fraction)
+    if split_by not in ("auto", "files", "blocks"):
+        raise ConfigError(f"split_by must be 'auto', 'files' or 'blocks', got {split_by!r}.")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of train blocks or None, got {limit}.")
+    tok = get_tokenizer(tokenizer)
+    if files is None:
+        base, files = find_files(root, patterns)
+    else:
+        base, files = Path(root), sorted(files)
+        if not files:
+            raise DataError(f"dataset {name!r}: no files under {str(root)!r}.")
+    groups = split_files(base, files, val_fraction=val_fraction)
+    need = ["train", "test"] + (["val"] if val_fraction > 0 else [])
+    by_files = split_by == "files" or (split_by == "auto" and all(groups[s] for s in need))
+    if split_by == "files" and not all(groups[s] for s in need):
+        counts = {s: len(groups[s]) for s in groups}
+        raise DataError(
+            f"text corpus {str(root)!r}: splitting {len(files)} files by path gives {counts}; every split "
+            "needs a file. Add files, or use split_by='blocks'."
+        )
+
+    def stream_of(paths: Sequence[Path]) -> TokenStream:
+        return build_stream(paths, tok, cache_dir=cache_dir, errors=errors, block_size=block_size)
+
+    splits: dict[str, TokenBlockSplit] = {}
+    skipped = 0
+    if by_files:
+        for split_name in ("train", "val", "test"):
+            if not groups[split_name]:
+                splits[split_name] = _empty_split(tok, block_size)
+                continue
+            stream = stream_of(groups[split_name])
+            skipped += stream.skipped_empty
+            splits[split_name] = _blocks(stream, block_size, tok, name, split_name, root)
+    else:
+        stream = stream_of(files)
+        skipped = stream.skipped_empty
+        whole = _blocks(stream, block_size, tok, name, "whole", root)
+        n = len(whole)
+        n_test = max(1, round(n * TEST_FRACTION))
+        n_val = round(n * val_fraction)
+        if n - n_test - n_val < 1:
+            raise DataError(
+                f"dataset {name!r}: the corpus {str(root)!r} gives {n} block(s) of {block_size} tokens, too "
+                f"few for train, val and test. Add text or lower block_size (now {block_size})."
+            )
+        cut_val, cut_test = n - n_test - n_val, n - n_test
+        splits = {
+            "train": whole.take(torch.arange(cut_val)),
+            "val": whole.take(torch.arange(cut_val, cut_test)),
+            "test": whole.take(torch.arange(cut_test, n)),
+        }
+    if limit is not None:
+        small = max(1, limit // 5)
+        splits = {
+            k: s.take(torch.arange(min(len(s), limit if k == "train" else small))) for k, s in splits.items()
+        }
+    extra = {
+        "tokenizer": tok.fingerprint,
+        "vocab_size": str(tok.vocab_size),
+        "block_size": str(block_size),
+        "split_by": "files" if by_files else "blocks",
+        "files": str(len(files)),
+    }
+    if skipped:
+        extra["skipped_empty_files"] = str(skipped)
+    bundle = DataBundle(
+        name=name,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        class_names=[],
+        mean=(),
+        std=(),
+        source=str(root),
+        extra=extra,
+        task=LANGUAGE_MODELING,
+    )
+    validate_bundle(bundle)
+    return bundle
+
+
+def _empty_split(tok: Tokenizer, block_size: int) -> TokenBlockSplit:
+    # An empty split still needs a stream file to point at; no block of it is ever read.
+    return TokenBlockSplit(
+        Path(os.devnull), None, block_size, torch.zeros(0, dtype=torch.int64), tok.vocab_size
+    )
+
+
+def _blocks(
+    stream: TokenStream, block_size: int, tok: Tokenizer, name: str, split_name: str, root: str | Path
+) -> TokenBlockSplit:
+    n = _num_blocks(stream, block_size)
+    if n == 0:
+        what = "the corpus" if split_name == "whole" else f"the {split_name} split of the corpus"
+        raise DataError(
+            f"dataset {name!r}: {what} {str(root)!r} holds {stream.length} token(s), fewer than one block of "
+            f"{block_size} + 1. Add text, or lower block_size (e.g. block_size={max(2, stream.length // 2)})."
+            if stream.length
+            else f"dataset {name!r}: {what} {str(root)!r} holds no text (empty files: {stream.skipped_empty}). "
+            "Give files with text."
+        )
+    return TokenBlockSplit(stream.tokens_path, stream.mask_path, block_size, torch.arange(n), tok.vocab_size)
+
+
+# --------------------------------------------------------------------------------------------
+# the registered datasets
+
+
+def stdlib_root() -> Path:
+    """The running Python's standard library folder (its `.py` sources ship with every Python)."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+_STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3"}
+
+
+def stdlib_files(root: Path | None = None) -> list[Path]:
+    """The standard library's `.py` files, without test suites and installed packages, sorted."""
+    base = root or stdlib_root()
+    return sorted(
+        p
+        for p in base.glob("**/*.py")
+        if p.is_file() and not (set(p.relative_to(base).parts[:-1]) & _STDLIB_SKIP)
+    )
+
+
+class TextCorpus:
+    """A reader's `LazyDataset` for text: builds the bundle with `load_dataset`'s val_fraction and limit."""
+
+    def __init__(self, root: str | Path, name_hint: str, split_by: str, files: Sequence[Path] | None = None):
+        self.root, self.name_hint, self.split_by, self.files = root, name_hint, split_by, files
+
+    def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
+        del seed  # the splits are fixed by path hash or position, not by a seed
+        return load_text(
+            self.root,
+            name=name,
+            val_fraction=val_fraction,
+            limit=limit,
+            split_by=self.split_by,
+            files=self.files,
+        )
+
+
+@DATASETS.register("text")
+def text_reader(root: Path | None) -> TextCorpus:
+    """Plain text / JSONL: `data.root` is a file, a folder, or ``folder/**/*.ext``; byte tokenizer, blocks of
+    256, whole files held out when there are enough (see :func:`load_text` for every option)."""
+    if root is None:
+        raise DataError("dataset 'text' needs data.root: a file, a folder or folder/**/*.txt.")
+    return TextCorpus(root, "text", "auto")
+
+
+@DATASETS.register("python-stdlib")
+def python_stdlib_reader(root: Path | None) -> TextCorpus:
+    """The running Python's standard library sources (no download): whole modules held out as test and
+    val by a hash of their path; `root` may point at another copy of a standard library."""
+    base = root or stdlib_root()
+    files = stdlib_files(base)
+    if not files:
+        raise DataError(
+            f"no .py files under {base} (Python {sys.version.split()[0]}); this Python ships without its "
+            "standard library sources. Give data.root pointing at a folder of .py files."
+        )
+    return TextCorpus(base, "python-stdlib", "files", files)
+
+
+__all__ = [
+    "LANGUAGE_MODELING",
+    "Document",
+    "TokenBlockSplit",
+    "TokenStream",
+    "build_stream",
+    "cache_key",
+    "encode_documents",
+    "find_files",
+    "load_text",
+    "path_fraction",
+    "read_documents",
+    "read_jsonl",
+    "read_text",
+    "split_files",
+    "stdlib_files",
+    "stdlib_root",
+]
