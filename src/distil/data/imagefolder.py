@@ -265,7 +265,7 @@ class ImageFilesDataset:
         sizes = {s for scan in scans.values() for s in scan.sizes}
         if self.image_size is not None:
             size: tuple[int, int] | None = (self.image_size, self.image_size)
-            shape_hw = size
+            shape_hw: tuple[int, int] = (self.image_size, self.image_size)
         elif len(sizes) == 1:
             size, shape_hw = None, next(iter(sizes))
         else:
@@ -277,7 +277,7 @@ class ImageFilesDataset:
             mode = "L" if all(s.grayscale for s in scans.values()) else "RGB"
         else:
             mode = self.channels
-        shape = (1 if mode == "L" else 3, *shape_hw)
+        shape: tuple[int, ...] = (1 if mode == "L" else 3, *shape_hw)
         ones = tuple([0.0] * shape[0]), tuple([1.0] * shape[0])
 
         def split(
@@ -467,7 +467,7 @@ def read_manifest(
     base = path.parent.resolve()
     names_file = path.parent / "class_names.json"
     given = [str(c) for c in json.loads(names_file.read_text())] if names_file.is_file() else None
-    labels = [row.get("label") for row in rows]
+    labels: list[Any] = [row.get("label") for row in rows]
     for n, row in enumerate(rows, 1):
         if row.get("path") in (None, "") or row.get("label") in (None, ""):
             raise DataError(f"{path} row {n} lacks a path or a label: {row}.")
