@@ -263,3 +263,28 @@ def test_random_bytes_as_images_raise_only_data_error(blob: bytes, suffix: str, 
             for split in (b.train, b.val, b.test):
                 for i in range(len(split)):
                     assert torch.isfinite(split[i]["inputs"]).all()
+
+
+@FAST
+@given(
+    text=st.text(max_size=300),
+    suffix=st.sampled_from([".csv", ".jsonl"]),
+    names=st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_random_manifests_raise_only_data_error(text: str, suffix: str, names: str | None) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        _img(root / "a.png", 6, 6)
+        _img(root / "b.png", 6, 6, seed=1)
+        header = "path,label\n" if suffix == ".csv" else ""
+        good = "a.png,x\nb.png,y\n" if suffix == ".csv" else '{"path": "a.png", "label": 0}\n'
+        (root / f"m{suffix}").write_text(header + good + text, encoding="utf-8")
+        if names is not None:
+            (root / "class_names.json").write_text(names, encoding="utf-8")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = load_dataset("manifest", root / f"m{suffix}", val_fraction=0.0)
+        except DataError:
+            return
+        assert len(b.train) >= 1 and b.train.labels.max() < len(b.class_names)

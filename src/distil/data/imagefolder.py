@@ -437,6 +437,16 @@ def _is_index(label: Any) -> bool:
     return isinstance(label, str) and label.isdecimal()
 
 
+def _class_names(path: Path) -> list[str]:
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as a JSON list of class names ({exc}).") from exc
+    if not isinstance(names, list) or not names or len({str(c) for c in names}) != len(names):
+        raise DataError(f'{path} must be a JSON list of distinct class names, e.g. ["cat", "dog"].')
+    return [str(c) for c in names]
+
+
 @DATASETS.register("manifest")
 def read_manifest(
     root: Path | None = None,
@@ -466,7 +476,7 @@ def read_manifest(
         raise DataError(f"manifest {path} lists no images.")
     base = path.parent.resolve()
     names_file = path.parent / "class_names.json"
-    given = [str(c) for c in json.loads(names_file.read_text())] if names_file.is_file() else None
+    given = _class_names(names_file) if names_file.is_file() else None
     labels: list[Any] = [row.get("label") for row in rows]
     for n, row in enumerate(rows, 1):
         if row.get("path") in (None, "") or row.get("label") in (None, ""):
@@ -491,7 +501,10 @@ def read_manifest(
             raise DataError(
                 f"{path} row {n}: label {label!r} is not a class of {names_file} {names}; fix the row or the list."
             )
-        target = (base / str(row["path"])).resolve()
+        try:
+            target = (base / str(row["path"])).resolve()
+        except (OSError, ValueError) as exc:  # e.g. an embedded NUL byte, a symlink loop
+            raise DataError(f"{path} row {n}: {row['path']!r} is not a usable path ({exc}).") from exc
         if not target.is_relative_to(base):
             raise DataError(
                 f"{path} row {n}: {row['path']!r} points outside the manifest's folder {base}; "
