@@ -58,6 +58,15 @@ class DataConfig(_Strict):
     root: str | None = Field(default=None, description="directory or file; None = the reader's default")
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")
+    image_size: int | None = Field(
+        default=None, gt=0, description="image readers: resize + center-crop to N x N; None = the files' size"
+    )
+    channels: Literal["auto", "L", "RGB"] | None = Field(
+        default=None, description="image readers: L or RGB; None/auto = L when every image is grayscale"
+    )
+    on_bad_sample: Literal["error", "skip"] | None = Field(
+        default=None, description="image readers: skip (and count) corrupt images instead of stopping"
+    )
     unlabeled: UnlabeledConfig | None = Field(
         default=None, description="students only: hide labels beyond N per class, add unlabelled inputs"
     )

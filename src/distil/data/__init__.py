@@ -3,9 +3,10 @@
 Importing this package registers every built-in reader in `DATASETS`.
 """
 
-from distil.data import cifar, digits, idx, npydir, npz, tabular, text  # noqa: F401  (imported to register readers)
+from distil.data import cifar, digits, idx, imagefolder, npydir, npz, tabular, text  # noqa: F401  (imported to register readers)
 from distil.data.augment import augment_batch, zero_fill
 from distil.data.bundle import DataBundle, SampleSplit, Split
+from distil.data.imagefolder import ImageFolderSplit
 from distil.data.loader import DatasetLoader, EpochSampler, SampleDataset, TensorLoader
 from distil.data.npydir import ArraySplit, export_npy_dir
 from distil.data.registry import DATASETS, load_dataset
@@ -16,6 +17,7 @@ __all__ = [
     "DataBundle",
     "DatasetLoader",
     "EpochSampler",
+    "ImageFolderSplit",
     "SampleDataset",
     "SampleSplit",
     "Split",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     limit: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> DataBundle:
     """Read a dataset, carve out a validation split, normalize, and check it.
 
@@ -49,6 +51,8 @@ def load_dataset(
         seed: seed of the validation carve-out and of `limit`'s subsampling.
         limit: keep at most `limit` train samples and `max(1, limit // 5)` test samples (stratified,
             deterministic), for smoke runs and tests.
+        options: keyword options of readers that take them (the image readers' `image_size`,
+            `channels`, `on_bad_sample`); None values are left out.
 
     Returns:
         The checked DataBundle.
@@ -73,7 +77,17 @@ def load_dataset(
             return bundle
         raw = _raw_from_dict(name, result)
     else:
-        raw = DATASETS.get(name)(root_path)
+        reader = DATASETS.get(name)
+        given = {k: v for k, v in (options or {}).items() if v is not None}
+        if given:
+            accepted = inspect.signature(reader).parameters
+            unknown = sorted(k for k in given if k not in accepted)
+            if unknown:
+                raise ConfigError(
+                    f"data.{', data.'.join(unknown)} do(es) not apply to dataset {name!r}; "
+                    "they are options of the image readers (imagefolder, manifest). Remove them."
+                )
+        raw = reader(root_path, **given)
         if not isinstance(raw, RawDataset):
             return raw.build_bundle(name, val_fraction=val_fraction, seed=seed, limit=limit)
     return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)

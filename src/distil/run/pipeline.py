@@ -33,7 +33,12 @@ def load_data(recipe: Recipe) -> DataBundle:
     """The recipe's dataset, checked against the recipe before any run directory exists."""
     d = recipe.data
     data = load_dataset(
-        d.name, d.root, val_fraction=d.val_fraction, seed=recipe.teacher_train.seed, limit=d.limit
+        d.name,
+        d.root,
+        val_fraction=d.val_fraction,
+        seed=recipe.teacher_train.seed,
+        limit=d.limit,
+        options={"image_size": d.image_size, "channels": d.channels, "on_bad_sample": d.on_bad_sample},
     )
     if data.is_tabular:
         sections = {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}

@@ -1,0 +1,523 @@
+"""Image files on disk: an `imagefolder` (root/<class>/<file>) or a `manifest` (CSV/JSONL of path, label).
+
+Layouts::
+
+    root/<class>/<file>                       one split; a stratified 20% (seed 0) is the test split
+    root/train/<class>/<file>, root/test/...  given splits; root/val/<class>/... is optional (without
+                                              it `val_fraction` of train is the validation split)
+    labels.csv / labels.jsonl                 a manifest: columns path, label and optional split
+                                              (train|val|test); paths relative to the manifest's folder
+
+Files are `.jpg .jpeg .png .webp .bmp` (any case, in sub-folders of a class folder too; hidden files
+are ignored), decoded with Pillow. Class names are the sorted class-folder names, or the manifest's
+sorted labels (all non-negative integers: class indices named "0".."max"; `class_names.json` next to
+the manifest fixes the list and its order).
+
+Load time (one pass): every file is opened and fully decoded once (`Image.load()`), so a corrupt or
+truncated image, an unreadable file or a decompression bomb is reported before anything trains or is
+written, not in epoch 7 inside a worker. With `on_bad_sample="skip"` corrupt/truncated images are
+left out and counted (`bundle.extra["skipped"]`); unreadable files and bombs are errors either way.
+
+Samples: converted to `channels` ("L" or "RGB"; "auto": "L" when every image is grayscale, else
+"RGB", so RGBA loses its alpha and palettes are expanded), resized (bilinear) so the shorter side is
+`image_size` and center-cropped to `image_size` x `image_size` (default: no resize when every image has
+one size, else `image_size` is required), scaled to [0, 1] and normalized with the train split's
+per-channel mean/std, computed over every train image in chunks of `STATS_CHUNK`. Only paths and
+labels live in memory; pixels are decoded on `split[i]`, so peak memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from distil.data.bundle import DataBundle, batch_ranges
+from distil.data.raw import TEST_FRACTION, TEST_SEED
+from distil.data.registry import DATASETS, STATS_CHUNK, channel_stats, select_samples, stat_tensors
+from distil.data.sampling import stratified_take
+from distil.data.validate import validate_bundle
+from distil.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+SPLIT_DIRS = ("train", "val", "test")
+Channels = Literal["auto", "L", "RGB"]
+OnBadSample = Literal["error", "skip"]
+CORRUPT_FIX = "re-export or delete it, or set data.on_bad_sample=skip to leave such files out"
+
+
+def _decode(path: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 (H, W) or (H, W, 3): converted, then resized + center-cropped to `size`."""
+    try:
+        with Image.open(path) as im:
+            img = im.convert(mode)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
+    except PermissionError as exc:
+        raise DataError(f"cannot read {path} ({exc}); make it readable (chmod a+r).") from exc
+    except Exception as exc:  # any decoder failure is a damaged file, whatever Pillow raised
+        raise DataError(f"{path} is not a readable image ({exc}); {CORRUPT_FIX}.") from exc
+    if size is not None and img.size != size[::-1]:
+        img = _resize_crop(img, size[0])
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _resize_crop(img: Image.Image, side: int) -> Image.Image:
+    w, h = img.size
+    scale = side / min(w, h)
+    nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - side) // 2, (nh - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+def _to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, dtype=torch.uint8)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    return x.float().div_(255.0)
+
+
+class ImageFolderSplit:
+    """Image files decoded on demand: paths and labels in memory, pixels read on `split[i]`.
+
+    Implements :class:`~distil.data.bundle.SampleSplit`; pickles as its paths (workers decode).
+
+    Args:
+        paths: the image files, in split order.
+        labels: (len(paths),) int64.
+        mode: Pillow mode to convert to ("L" or "RGB").
+        size: (H, W) every sample is resized + cropped to, or None when all files have one size.
+        sample_shape: (C, H, W).
+        mean, std: the bundle's normalization.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: torch.Tensor,
+        mode: str,
+        size: tuple[int, int] | None,
+        sample_shape: tuple[int, ...],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
+        self.paths = list(paths)
+        self._labels = labels
+        self.mode, self.size = mode, size
+        self._shape = sample_shape
+        self.mean, self.std = mean, std
+        self._m, self._s = stat_tensors(mean, std, 4)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def raw(self, start: int, stop: int) -> torch.Tensor:
+        """Samples start..stop-1 scaled to [0, 1], before normalization: (n, C, H, W) float32."""
+        return _to_tensor([_decode(p, self.mode, self.size) for p in self.paths[start:stop]])
+
+    def _read(self, start: int, stop: int) -> torch.Tensor:
+        return self.raw(start, stop).sub_(self._m).div_(self._s)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index < 0:
+            index += len(self)
+        return {"inputs": self._read(index, index + 1)[0], "labels": self._labels[index]}
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def head(self, n: int) -> torch.Tensor:
+        return self._read(0, min(n, len(self)))
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        for b, e in batch_ranges(len(self), batch_size, start, stop):
+            yield {"inputs": self._read(b, e), "labels": self._labels[b:e], "index": torch.arange(b, e)}
+
+    def take(self, index: torch.Tensor) -> ImageFolderSplit:
+        paths = [self.paths[int(i)] for i in index]
+        return ImageFolderSplit(
+            paths, self._labels[index], self.mode, self.size, self._shape, self.mean, self.std
+        )
+
+    def update_hash(self, h: Any) -> None:
+        # The same bytes `hash_tensor` feeds for the whole (N, C, H, W) float32 tensor.
+        h.update(f"{torch.float32}:{(len(self), *self._shape)}".encode())
+        for batch in self.batches(STATS_CHUNK):
+            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
+        labels = self._labels.contiguous()
+        h.update(f"{labels.dtype}:{tuple(labels.shape)}".encode())
+        h.update(labels.reshape(-1).view(torch.uint8).numpy())
+
+
+@dataclass(frozen=True)
+class _Scan:
+    paths: list[str]
+    labels: list[int]
+    sizes: list[tuple[int, int]]
+    grayscale: bool
+    skipped: list[str]
+
+
+def _scan(entries: Sequence[tuple[str, int]], on_bad_sample: OnBadSample) -> _Scan:
+    """Open and decode every file once (see the module docstring); drop or report the bad ones."""
+    paths: list[str] = []
+    labels: list[int] = []
+    sizes: list[tuple[int, int]] = []
+    skipped: list[str] = []
+    grayscale = True
+    for path, label in entries:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode, (w, h) = im.mode, im.size
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{path}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
+        except PermissionError as exc:
+            raise DataError(f"cannot read {path} ({exc}); make it readable (chmod a+r).") from exc
+        except Exception as exc:  # any decoder failure is a damaged file, whatever Pillow raised
+            if on_bad_sample == "skip":
+                skipped.append(path)
+                continue
+            raise DataError(f"{path} is not a readable image ({exc}); {CORRUPT_FIX}.") from exc
+        paths.append(path)
+        labels.append(label)
+        sizes.append((h, w))
+        grayscale = grayscale and mode in GRAYSCALE_MODES
+    return _Scan(paths, labels, sizes, grayscale, skipped)
+
+
+@dataclass(frozen=True)
+class ImageFilesDataset:
+    """Image files grouped into given splits (a `LazyDataset`): scanned, not yet decoded."""
+
+    source: Path
+    class_names: list[str]
+    splits: dict[str, list[tuple[str, int]]]
+    """"train" and optional "val"/"test": (path, label) in a fixed (sorted) order."""
+    image_size: int | None = None
+    channels: Channels = "auto"
+    on_bad_sample: OnBadSample = "error"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
+        scans = {k: _scan(v, self.on_bad_sample) for k, v in self.splits.items()}
+        skipped = [p for s in scans.values() for p in s.skipped]
+        extra = dict(self.extra)
+        if skipped:
+            extra["skipped"] = f"{len(skipped)} unreadable image(s) left out, e.g. {skipped[:3]}"
+            warnings.warn(
+                f"{self.source}: {extra['skipped']} (on_bad_sample=skip).", UserWarning, stacklevel=2
+            )
+        train = scans["train"]
+        if not train.paths:
+            raise DataError(f"dataset {name!r}: no readable training images under {self.source}.")
+        y_all = torch.tensor(train.labels, dtype=torch.int64)
+        if "test" in scans:
+            test_paths, y_test_all = (
+                scans["test"].paths,
+                torch.tensor(scans["test"].labels, dtype=torch.int64),
+            )
+            train_rows = torch.arange(len(y_all))
+        else:
+            if len(y_all) < 2 or round(len(y_all) * TEST_FRACTION) < 1:
+                raise DataError(
+                    f"{self.source}: only {len(y_all)} image(s) and no test split; add images or a test/ folder."
+                )
+            taken, rest = stratified_take(y_all.numpy(), round(len(y_all) * TEST_FRACTION), TEST_SEED)
+            test_paths = [train.paths[i] for i in taken]
+            y_test_all = y_all[torch.from_numpy(taken)]
+            train_rows = torch.from_numpy(np.sort(rest))
+            extra["test_split"] = (
+                f"carved: {len(taken)} of {len(y_all)} images ({TEST_FRACTION:.0%}, stratified, seed "
+                f"{TEST_SEED}) because {self.source} has no test split"
+            )
+            warnings.warn(
+                f"{self.source}: no test split; a stratified {TEST_FRACTION:.0%} of the images is the test split.",
+                UserWarning,
+                stacklevel=2,
+            )
+        train_paths = [train.paths[int(i)] for i in train_rows]
+        y_train = y_all[train_rows]
+        given_val = "val" in scans
+        ti, vi, tei = select_samples(
+            y_train, y_test_all, val_fraction=0.0 if given_val else val_fraction, seed=seed, limit=limit
+        )
+        if given_val:
+            val_paths = scans["val"].paths
+            y_val = torch.tensor(scans["val"].labels, dtype=torch.int64)
+            vi_given = torch.arange(len(val_paths))
+            if limit is not None and max(1, limit // 5) < len(val_paths):
+                vi_given = torch.from_numpy(stratified_take(y_val.numpy(), max(1, limit // 5), seed)[0])
+        sizes = {s for scan in scans.values() for s in scan.sizes}
+        if self.image_size is not None:
+            size: tuple[int, int] | None = (self.image_size, self.image_size)
+            shape_hw: tuple[int, int] = (self.image_size, self.image_size)
+        elif len(sizes) == 1:
+            size, shape_hw = None, next(iter(sizes))
+        else:
+            raise DataError(
+                f"{self.source}: images have {len(sizes)} different sizes (e.g. {sorted(sizes)[:3]} as HxW); "
+                "set data.image_size=N to resize and center-crop them all to N x N."
+            )
+        if self.channels == "auto":
+            mode = "L" if all(s.grayscale for s in scans.values()) else "RGB"
+        else:
+            mode = self.channels
+        shape: tuple[int, ...] = (1 if mode == "L" else 3, *shape_hw)
+        ones = tuple([0.0] * shape[0]), tuple([1.0] * shape[0])
+
+        def split(
+            paths: Sequence[str], labels: torch.Tensor, rows: torch.Tensor, stats: Any
+        ) -> ImageFolderSplit:
+            return ImageFolderSplit([paths[int(i)] for i in rows], labels[rows], mode, size, shape, *stats)
+
+        raw_train = split(train_paths, y_train, ti, ones)
+        mean, std = channel_stats(raw_train.raw(b, e) for b, e in batch_ranges(len(raw_train), STATS_CHUNK))
+        stats = (mean, std)
+        if given_val:
+            val = split(val_paths, y_val, vi_given, stats)
+        else:
+            val = split(train_paths, y_train, vi, stats)
+        bundle = DataBundle(
+            name=name,
+            train=split(train_paths, y_train, ti, stats),
+            val=val,
+            test=split(test_paths, y_test_all, tei, stats),
+            class_names=list(self.class_names),
+            mean=mean,
+            std=std,
+            source=str(self.source),
+            extra=extra,
+        )
+        validate_bundle(bundle)
+        return bundle
+
+
+def _image_files(folder: Path) -> list[str]:
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    ]
+    return sorted(str(p) for p in files)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except PermissionError as exc:
+        raise DataError(f"cannot list {folder} ({exc}); make it readable (chmod a+rx).") from exc
+
+
+def _read_classes(folder: Path, class_names: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
+    dirs = _class_dirs(folder)
+    if not dirs:
+        raise DataError(
+            f"{folder} has no class folders; lay images out as {folder}/<class>/<image>.png "
+            f"(or {folder}/train/<class>/... and {folder}/test/<class>/...)."
+        )
+    names = class_names if class_names is not None else [d.name for d in dirs]
+    entries: list[tuple[str, int]] = []
+    for d in dirs:
+        if d.name not in names:
+            raise DataError(
+                f"{d} is a class folder, but {d.name!r} is not a class of the train split {names}; "
+                "rename or remove it, or add the class to train/."
+            )
+        files = _image_files(d)
+        if not files:
+            raise DataError(
+                f"class folder {d} holds no image files ({' '.join(IMAGE_SUFFIXES)}); add images or remove it."
+            )
+        entries.extend((f, names.index(d.name)) for f in files)
+    return names, entries
+
+
+def _options(image_size: int | None, channels: str, on_bad_sample: str) -> dict[str, Any]:
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be a positive number of pixels, got {image_size}.")
+    if channels not in ("auto", "L", "RGB"):
+        raise DataError(f"channels must be auto, L or RGB, got {channels!r}.")
+    if on_bad_sample not in ("error", "skip"):
+        raise DataError(f"on_bad_sample must be error or skip, got {on_bad_sample!r}.")
+    return {"image_size": image_size, "channels": channels, "on_bad_sample": on_bad_sample}
+
+
+@DATASETS.register("imagefolder")
+def read_imagefolder(
+    root: Path | None = None,
+    *,
+    image_size: int | None = None,
+    channels: Channels = "auto",
+    on_bad_sample: OnBadSample = "error",
+) -> ImageFilesDataset:
+    """Find the images of an image folder (see the module docstring); they are decoded by `build_bundle`.
+
+    Args:
+        root: the folder (required).
+        image_size: resize + center-crop every image to this square side; None: the images' own size.
+        channels: "auto", "L" or "RGB".
+        on_bad_sample: "error" or "skip" (corrupt/truncated images are left out and counted).
+
+    Raises:
+        DataError: when the folder is missing, has no class folders, an empty class folder, or a
+            val/test class that train lacks.
+    """
+    options = _options(image_size, channels, on_bad_sample)
+    if root is None:
+        raise DataError("dataset 'imagefolder' needs the folder: pass --data-root DIR (DIR/<class>/<image>).")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder; pass --data-root DIR.")
+    if (root / "train").is_dir() and any((root / s).is_dir() for s in ("val", "test")):
+        names, train = _read_classes(root / "train", None)
+        splits = {"train": train}
+        for s in ("val", "test"):
+            if (root / s).is_dir():
+                splits[s] = _read_classes(root / s, names)[1]
+    else:
+        names, entries = _read_classes(root, None)
+        splits = {"train": entries}
+    return ImageFilesDataset(source=root, class_names=names, splits=splits, **options)
+
+
+def _manifest_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError as exc:
+        raise DataError(f"cannot read {path} ({exc}); make it readable (chmod a+r).") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read manifest {path} as UTF-8 text ({exc}).") from exc
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {n} is not JSON ({exc}); write one object per line.") from exc
+            if not isinstance(row, dict):
+                raise DataError(f'{path} line {n} is not an object; write {{"path": ..., "label": ...}}.')
+            rows.append(row)
+        return rows
+    if path.suffix.lower() != ".csv":
+        raise DataError(f"manifest {path} must be a .csv or .jsonl file (columns path, label).")
+    try:
+        reader = csv.DictReader(text.splitlines())
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"cannot parse {path} as CSV ({exc}).") from exc
+    if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+        raise DataError(f"{path} needs a header with columns path,label (found {reader.fieldnames}).")
+    return rows
+
+
+def _is_index(label: Any) -> bool:
+    if isinstance(label, bool):
+        return False
+    if isinstance(label, int):
+        return label >= 0
+    return isinstance(label, str) and label.isdecimal()
+
+
+def _class_names(path: Path) -> list[str]:
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as a JSON list of class names ({exc}).") from exc
+    if not isinstance(names, list) or not names or len({str(c) for c in names}) != len(names):
+        raise DataError(f'{path} must be a JSON list of distinct class names, e.g. ["cat", "dog"].')
+    return [str(c) for c in names]
+
+
+@DATASETS.register("manifest")
+def read_manifest(
+    root: Path | None = None,
+    *,
+    image_size: int | None = None,
+    channels: Channels = "auto",
+    on_bad_sample: OnBadSample = "error",
+) -> ImageFilesDataset:
+    """Read a CSV/JSONL manifest of images (see the module docstring).
+
+    Args:
+        root: the manifest file (required); its `path`s are relative to its folder.
+        image_size, channels, on_bad_sample: as for `read_imagefolder`.
+
+    Raises:
+        DataError: when the manifest is missing or malformed, a row lacks a path or label, a path
+            points outside the manifest's folder or to no file, or a label is not a class.
+    """
+    options = _options(image_size, channels, on_bad_sample)
+    if root is None:
+        raise DataError("dataset 'manifest' needs the file: pass --data-root FILE.csv (columns path, label).")
+    path = Path(root)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist; pass --data-root FILE.csv or FILE.jsonl.")
+    rows = _manifest_rows(path)
+    if not rows:
+        raise DataError(f"manifest {path} lists no images.")
+    base = path.parent.resolve()
+    names_file = path.parent / "class_names.json"
+    given = _class_names(names_file) if names_file.is_file() else None
+    labels: list[Any] = [row.get("label") for row in rows]
+    for n, row in enumerate(rows, 1):
+        if row.get("path") in (None, "") or row.get("label") in (None, ""):
+            raise DataError(f"{path} row {n} lacks a path or a label: {row}.")
+    as_index = given is None and all(_is_index(label) for label in labels)
+    if given is not None:
+        names = given
+    elif as_index:
+        names = [str(i) for i in range(max(int(label) for label in labels) + 1)]
+    else:
+        names = sorted({str(label) for label in labels})
+    splits: dict[str, list[tuple[str, int]]] = {}
+    for n, row in enumerate(rows, 1):
+        label = row["label"]
+        if as_index or (given is not None and _is_index(label) and str(label) not in names):
+            index = int(label)
+            if index >= len(names):
+                raise DataError(f"{path} row {n}: label {label} is outside the {len(names)} classes {names}.")
+        elif str(label) in names:
+            index = names.index(str(label))
+        else:
+            raise DataError(
+                f"{path} row {n}: label {label!r} is not a class of {names_file} {names}; fix the row or the list."
+            )
+        try:
+            target = (base / str(row["path"])).resolve()
+        except (OSError, ValueError) as exc:  # e.g. an embedded NUL byte, a symlink loop
+            raise DataError(f"{path} row {n}: {row['path']!r} is not a usable path ({exc}).") from exc
+        if not target.is_relative_to(base):
+            raise DataError(
+                f"{path} row {n}: {row['path']!r} points outside the manifest's folder {base}; "
+                "keep images under it and use relative paths."
+            )
+        if not target.is_file():
+            raise DataError(f"{path} row {n}: {row['path']!r} is not a file under {base}.")
+        split = str(row.get("split") or "train")
+        if split not in SPLIT_DIRS:
+            raise DataError(f"{path} row {n}: split {split!r} is not one of {list(SPLIT_DIRS)}.")
+        splits.setdefault(split, []).append((str(target), index))
+    if "train" not in splits:
+        raise DataError(
+            f"manifest {path} has no train rows; mark some rows split=train (or leave split out)."
+        )
+    return ImageFilesDataset(source=path, class_names=names, splits=splits, **options)
