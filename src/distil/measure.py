@@ -176,9 +176,10 @@ def _top1(logits_or_preds: Tensor, labels: Tensor | None = None) -> Tensor:
 
 def _valid(preds: Tensor, mask: Tensor | None, labels: Tensor | None = None) -> Tensor | None:
     """The bool mask of positions that count: ``mask`` ((N,) or (N, T)), and-ed with labels that are not
-    ``IGNORE_INDEX`` for (N, T) labels; ``None`` when every position counts."""
+    ``IGNORE_INDEX`` (unlabelled samples, padded positions); ``None`` when every position counts."""
     valid = None
-    if labels is not None and labels.ndim == 2:
+    if labels is not None and labels.shape == preds.shape:
+        # (N,) samples of an unlabelled transfer set, (N, T) padding: IGNORE_INDEX never counts.
         valid = labels.to(preds.device) != IGNORE_INDEX
     if mask is not None:
         m = mask.to(preds.device).bool()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -42,3 +43,33 @@ def test_the_composed_hinton_loss_matches_the_teacher_on_every_sample() -> None:
     torch.testing.assert_close(out["kd"], kd_kl(s, t, 4.0))  # all 8 samples, labelled or not
     torch.testing.assert_close(out["ce"], F.cross_entropy(s[2:3], labels[2:3]))
     torch.testing.assert_close(out["loss"], 0.9 * out["kd"] + 0.1 * out["ce"])
+
+
+def test_dkd_and_masked_ce_skip_unlabelled_samples() -> None:
+    # Review finding: dkd one-hot-encoded -100 labels (a crash), and a mask hid the -100 check from CE.
+    from distil.losses.functional import dkd
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    labels = torch.tensor([1, -100, 2, -100])
+    kept = torch.tensor([0, 2])
+    torch.testing.assert_close(dkd(s, t, labels, 4.0), dkd(s[kept], t[kept], labels[kept], 4.0))
+    assert float(dkd(s, t, torch.full((4,), -100), 4.0)) == 0.0
+    mask = torch.ones(4, dtype=torch.bool)
+    assert float(cross_entropy(s, torch.full((4,), -100), mask=mask)) == 0.0
+    torch.testing.assert_close(cross_entropy(s, labels, mask=mask), cross_entropy(s[kept], labels[kept]))
+
+
+def test_mixing_token_ids_is_refused() -> None:
+    from distil.data.augment import mix_batch
+    from distil.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="token ids"):
+        mix_batch(torch.arange(12).view(4, 3), "mixup", 1.0, 0)
+
+
+def test_accuracy_leaves_unlabelled_samples_out() -> None:
+    from distil.measure import accuracy
+
+    logits = torch.eye(4)
+    assert accuracy(logits, torch.tensor([0, 1, -100, -100])) == 1.0

@@ -104,6 +104,12 @@ def mix_batch(x: torch.Tensor, kind: str, alpha: float, seed: int) -> torch.Tens
         raise ConfigError(unknown_name_message("mixing", kind, MIXINGS))
     if kind == "none" or x.shape[0] < 2:
         return x
+    if not x.is_floating_point():
+        # Mixing integer inputs (token ids) would round the weights to 0 or 1: a silent shuffle.
+        raise ConfigError(
+            f"mixing {kind!r} blends pixel or feature values, but the inputs are {x.dtype} (e.g. token ids); "
+            "set student_train.mixing: none."
+        )
     rng = np.random.default_rng(seed)
     b = x.shape[0]
     perm = torch.from_numpy(rng.permutation(b)).to(x.device)

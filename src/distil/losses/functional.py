@@ -61,11 +61,13 @@ def _expand_mask(mask: torch.Tensor, positions: torch.Size) -> torch.Tensor:
 
 
 def _label_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """`mask` and-ed with `labels != IGNORE_INDEX` for (B, T) labels; unchanged for (B,) labels."""
-    if labels.dim() < 2:
-        return mask
+    """`mask` and-ed with `labels != IGNORE_INDEX` ((B,) labels of unlabelled samples, (B, T) padding)."""
     keep = labels != IGNORE_INDEX
-    return keep if mask is None else keep & _expand_mask(mask, labels.shape)
+    if mask is None:
+        return keep
+    if labels.dim() < mask.dim():
+        return mask  # labels that do not fit the positions: `_valid_labels` says so, naming them
+    return keep & _expand_mask(mask, labels.shape)
 
 
 def _empty_loss(rows: torch.Tensor) -> torch.Tensor:
@@ -259,24 +261,34 @@ def dkd(
         A scalar tensor: the mean over the valid positions.
     """
     _check_same(student_logits, teacher_logits, "logits")
+    keep = None
     if student_logits.dim() != 2 or mask is not None:
         mask = _label_mask(labels, mask)
         labels = _valid_labels(student_logits, labels, mask)
         student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
         if student_logits.shape[0] == 0:
             return _empty_loss(student_logits)
+    else:
+        # (B,) labels of IGNORE_INDEX (an unlabelled transfer set): those rows do not count. Weighting
+        # rows instead of selecting them needs no host sync; a batch without labels gives 0.
+        keep = labels != IGNORE_INDEX
+        labels = labels.clamp(min=0)
     t = temperature
     s, te = student_logits.float() / t, teacher_logits.float() / t
     gt = F.one_hot(labels, s.shape[1]).bool()
     ps, pt = F.softmax(s, dim=1), F.softmax(te, dim=1)
     ps_bin = torch.stack([(ps * gt).sum(1), (ps * ~gt).sum(1)], dim=1).clamp_min(1e-12)
     pt_bin = torch.stack([(pt * gt).sum(1), (pt * ~gt).sum(1)], dim=1)
-    tckd = F.kl_div(ps_bin.log(), pt_bin, reduction="batchmean")
     # Masking the target logit with a large negative value removes it from both softmaxes.
     log_ps_nt = F.log_softmax(s.masked_fill(gt, -1e4), dim=1)
     pt_nt = F.softmax(te.masked_fill(gt, -1e4), dim=1)
-    nckd = F.kl_div(log_ps_nt, pt_nt, reduction="batchmean")
-    return (alpha * tckd + beta * nckd) * (t * t)
+    if keep is None:
+        tckd = F.kl_div(ps_bin.log(), pt_bin, reduction="batchmean")
+        nckd = F.kl_div(log_ps_nt, pt_nt, reduction="batchmean")
+        return (alpha * tckd + beta * nckd) * (t * t)
+    rows = alpha * F.kl_div(ps_bin.log(), pt_bin, reduction="none").sum(1)
+    rows = rows + beta * F.kl_div(log_ps_nt, pt_nt, reduction="none").sum(1)
+    return (rows * keep).sum() / keep.sum().clamp(min=1) * (t * t)
 
 
 def ensemble_logits(

@@ -23,6 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.data import SampleSplit
+from distil.data.batch import IGNORE_INDEX
 from distil.measure import accuracy, predict_split
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
@@ -80,9 +81,13 @@ def sharded_accuracy(
         torch.distributed.broadcast(buffer.data, src=0)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
     logits = predict_split(model, split, batch_size, start, stop)
-    correct = (logits.argmax(dim=1) == split.labels[start:stop]).sum().reshape(1).to(device)
-    total = accelerator.reduce(correct, reduction="sum")
-    return float(total.cpu().float()[0] / torch.tensor(float(len(split)), dtype=torch.float32))
+    labels = split.labels[start:stop]
+    # As `distil.measure.accuracy`: top-1 over the last dim, positions labelled IGNORE_INDEX do not count.
+    valid = labels != IGNORE_INDEX
+    hits = (logits.argmax(dim=-1) == labels) & valid
+    counts = accelerator.reduce(torch.stack([hits.sum(), valid.sum()]).to(device), reduction="sum")
+    correct, total = counts.cpu().float()
+    return float(correct / total.clamp(min=1))
 
 
 def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
