@@ -314,3 +314,39 @@ def test_a_winner_that_no_longer_fits_when_retimed_gives_way_to_the_next(
     first, second = result.state["confirm_checks"]
     assert not first["fits"] and second["fits"] and result.state["winner"] == second["name"]
     assert "re-timed over budget" in result.state["candidates"][first["name"]]["status"]
+
+
+def test_budgets_that_are_not_finite_are_refused() -> None:
+    from distil.errors import ConfigError
+    from distil.shrink.search import parse_latency, parse_size
+
+    for text in ("inf", "1e400"):
+        with pytest.raises(ConfigError):
+            parse_size(text)
+    with pytest.raises(ConfigError):
+        parse_latency("inf")
+
+
+def test_a_bad_option_is_a_clear_error(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from distil.cli.app import app
+
+    r = CliRunner().invoke(
+        app, ["shrink", "x.pt", "--target-latency", "1ms", "--batch", "0", "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and "batch" in r.output and "Traceback" not in r.output
+
+
+def test_latency_measurements_are_keyed_by_the_backend_setting() -> None:
+    from distil.config import ShrinkConfig
+    from distil.data import load_dataset
+    from distil.models import model_spec
+    from distil.shrink.search import _measurement_key
+
+    data = load_dataset("digits", limit=50)
+    spec = model_spec("tiny-cnn", num_classes=10, in_channels=1, image_size=8)
+    one = _measurement_key(ShrinkConfig(target_latency_ms=1.0), spec, data)
+    assert one == _measurement_key(ShrinkConfig(target_latency_ms=2.0), spec, data)  # the budget only
+    assert one != _measurement_key(ShrinkConfig(target_latency_ms=1.0, threads=4), spec, data)
+    assert one != _measurement_key(ShrinkConfig(target_latency_ms=1.0, batch=16), spec, data)

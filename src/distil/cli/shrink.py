@@ -39,8 +39,13 @@ def shrink(
     backend: Annotated[
         str, typer.Option(help="Target backend: onnxruntime (CPU) is the one measured.")
     ] = "onnxruntime",
-    threads: Annotated[int, typer.Option(help="Backend intra-op threads, as on the target.")] = 1,
-    batch: Annotated[int, typer.Option(help="Batch size the budget is for.")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Backend intra-op threads, as on the target (default: the recipe's, 1)."),
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(help="Batch size the budget is for (default: the recipe's, 1).")
+    ] = None,
     budget_hours: Annotated[
         float | None, typer.Option(help="Wall-clock cap on the search's ranking.")
     ] = None,
@@ -70,7 +75,7 @@ def shrink(
 
     Example: distil shrink runs/fm/teacher.json --recipe fashion-mnist --target-latency 0.3ms --threads 1 --batch 1
     """
-    from distil.config import ShrinkConfig
+    from distil.config import ShrinkConfig, checked_config
     from distil.data import load_dataset
     from distil.errors import ConfigError
     from distil.run.evaluate import load_any, require_data_for_model
@@ -88,12 +93,14 @@ def shrink(
                 "target_size_bytes": parse_size(target_size) if target_size else None,
                 "max_drop": max_drop,
                 "budget_hours": budget_hours,
+                "threads": threads,
+                "batch": batch,
             }.items()
             if v is not None
         }
-        | {"threads": threads, "batch": batch}
     )
-    settings = ShrinkConfig.model_validate(settings.model_dump())  # checks the merged values
+    # Checks the merged values: a bad option is a clear error (exit 2), not a pydantic traceback.
+    settings = checked_config(ShrinkConfig, "distil shrink options", **settings.model_dump())
     if settings.target_latency_ms is None and settings.target_size_bytes is None:
         raise ConfigError("give a budget: --target-latency 0.3ms and/or --target-size 200kB.")
     check_out(out)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -64,7 +65,7 @@ def parse_latency(text: str | float) -> float:
         value = float(s) * factor
     except ValueError:
         raise ConfigError(f"cannot read latency {text!r}: write e.g. 0.3ms, 300us or 0.3 (ms).") from None
-    if not value > 0:
+    if not math.isfinite(value) or not value > 0:
         raise ConfigError(f"a latency budget must be positive, got {text!r}.")
     return value
 
@@ -80,13 +81,28 @@ def parse_size(text: str | int) -> int:
         factor = 1
     try:
         value = int(float(s) * factor)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf, 1e400
         raise ConfigError(
             f"cannot read size {text!r}: write e.g. 200kB, 1.5MB or a number of bytes."
         ) from None
     if value <= 0:
         raise ConfigError(f"a size budget must be positive, got {text!r}.")
     return value
+
+
+def _measurement_key(cfg: ShrinkConfig, teacher_spec: dict[str, Any], data: DataBundle) -> str:
+    """What a latency measurement depends on: the backend setting, the architectures, the input shape."""
+    key = [cfg.threads, cfg.batch, list(cfg.formats), cfg.min_run_time, teacher_spec, list(data.input_shape)]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _search_key(teacher: nn.Module, data: DataBundle) -> str:
+    """What the ranking and the winner depend on besides the config: the teacher's weights and the data."""
+    h = hashlib.sha256()
+    for t in teacher.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(data.describe(), sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -138,16 +154,28 @@ class _Search:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = out / STATE
         self.state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        target = _measurement_key(cfg, teacher_spec, data)
+        searched = _search_key(teacher, data)
         if self.state and self.state.get("config") != cfg.model_dump():
-            # Another budget or setting: the latency measurements still hold (they do not depend on the
-            # budget); the ranking, the winner and its training do not.
-            measured = {k: v for k, v in self.state.get("measured", {}).items() if k != "final"}
+            # Another budget: the latency measurements still hold (they do not depend on the budget) if
+            # they were taken for the same teacher, data and backend setting (threads, batch, formats);
+            # the ranking, the winner and its training do not.
+            same = self.state.get("measured_for") == target
+            measured = (
+                {k: v for k, v in self.state.get("measured", {}).items() if k != "final"} if same else {}
+            )
             self.state = {"measured": measured, "resumed_from_other_config": self.state.get("config")}
             for stale in self.ckpt_dir.glob("*.safetensors"):
                 stale.unlink()
+        elif self.state and self.state.get("searched_for", searched) != searched:
+            raise ConfigError(
+                f"{str(out)!r} holds a search of another teacher or dataset; give a new --out for this one."
+            )
         self.state.setdefault("measured", {})  # name -> latency record; budget independent, reused on resume
         self.state.setdefault("times_s", {})
         self.state["config"] = cfg.model_dump()
+        self.state["measured_for"] = target
+        self.state["searched_for"] = searched
         self.started = time.perf_counter()
 
     # ---------------------------------------------------------------- bookkeeping
