@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -66,6 +67,59 @@ def batch_ranges(
     stop = n if stop is None else min(stop, n)
     for b in range(start, stop, batch_size):
         yield b, min(b + batch_size, stop)
+
+
+HASH_CHUNK = 1024
+"""Samples per read when an on-disk split hashes its contents (any size gives the same digest)."""
+
+
+class RangeSplit(abc.ABC):
+    """What every on-disk split shares: labels in memory, inputs read by position range.
+
+    A subclass sets `_labels` ((N,) int64) and `_shape` (one sample's shape), and implements `__len__`,
+    `_read(start, stop)` (the normalized inputs of positions start..stop-1) and `take`. Everything else of
+    :class:`SampleSplit` follows from those, the same way for every format.
+    """
+
+    _labels: torch.Tensor
+    _shape: tuple[int, ...]
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def _read(self, start: int, stop: int) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def take(self, index: torch.Tensor) -> SampleSplit: ...
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index < 0:
+            index += len(self)
+        return {"inputs": self._read(index, index + 1)[0], "labels": self._labels[index]}
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def head(self, n: int) -> torch.Tensor:
+        return self._read(0, min(n, len(self)))
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        for b, e in batch_ranges(len(self), batch_size, start, stop):
+            yield {"inputs": self._read(b, e), "labels": self._labels[b:e], "index": torch.arange(b, e)}
+
+    def update_hash(self, h: Any) -> None:
+        # The header and bytes `hash_tensor` would feed for the whole (N, ...) float32 tensor, read in
+        # chunks, so an on-disk split hashes like the same samples held in memory.
+        h.update(f"{torch.float32}:{(len(self), *self._shape)}".encode())
+        for batch in self.batches(HASH_CHUNK):
+            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
+        hash_tensor(h, self._labels)
 
 
 @dataclass(frozen=True)

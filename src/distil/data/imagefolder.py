@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distil.data.bundle import DataBundle, batch_ranges
+from distil.data.bundle import DataBundle, RangeSplit, batch_ranges
 from distil.data.raw import TEST_FRACTION, TEST_SEED
 from distil.data.registry import DATASETS, STATS_CHUNK, channel_stats, select_samples, stat_tensors
 from distil.data.sampling import stratified_take
@@ -86,7 +86,7 @@ def _to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-class ImageFolderSplit:
+class ImageFolderSplit(RangeSplit):
     """Image files decoded on demand: paths and labels in memory, pixels read on `split[i]`.
 
     Implements :class:`~distil.data.bundle.SampleSplit`; pickles as its paths (workers decode).
@@ -127,40 +127,11 @@ class ImageFolderSplit:
     def _read(self, start: int, stop: int) -> torch.Tensor:
         return self.raw(start, stop).sub_(self._m).div_(self._s)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if index < 0:
-            index += len(self)
-        return {"inputs": self._read(index, index + 1)[0], "labels": self._labels[index]}
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return self._labels
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    def head(self, n: int) -> torch.Tensor:
-        return self._read(0, min(n, len(self)))
-
-    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
-        for b, e in batch_ranges(len(self), batch_size, start, stop):
-            yield {"inputs": self._read(b, e), "labels": self._labels[b:e], "index": torch.arange(b, e)}
-
     def take(self, index: torch.Tensor) -> ImageFolderSplit:
         paths = [self.paths[int(i)] for i in index]
         return ImageFolderSplit(
             paths, self._labels[index], self.mode, self.size, self._shape, self.mean, self.std
         )
-
-    def update_hash(self, h: Any) -> None:
-        # The same bytes `hash_tensor` feeds for the whole (N, C, H, W) float32 tensor.
-        h.update(f"{torch.float32}:{(len(self), *self._shape)}".encode())
-        for batch in self.batches(STATS_CHUNK):
-            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
-        labels = self._labels.contiguous()
-        h.update(f"{labels.dtype}:{tuple(labels.shape)}".encode())
-        h.update(labels.reshape(-1).view(torch.uint8).numpy())
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.data.bundle import DataBundle, SampleSplit, batch_ranges
+from distil.data.bundle import DataBundle, RangeSplit, SampleSplit, batch_ranges
 from distil.data.raw import (
     TEST_FRACTION,
     TEST_SEED,
@@ -45,7 +44,7 @@ from distil.data.validate import validate_bundle, validate_split
 from distil.errors import DataError
 
 
-class ArraySplit:
+class ArraySplit(RangeSplit):
     """A split read on demand from an `.npy` file: the samples at positions `index` of the array.
 
     Implements :class:`~distil.data.bundle.SampleSplit`. Pickles by path (workers reopen the file
@@ -90,44 +89,14 @@ class ArraySplit:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
-    def _read(self, rows: torch.Tensor) -> torch.Tensor:
+    def _read(self, start: int, stop: int) -> torch.Tensor:
+        rows = self.index[start:stop]
         raw = self.array[rows.numpy()] if len(rows) else np.array(self.array[:0])
         x = to_float_inputs(raw, f"samples of {self.path}")
         return x.sub(self._m).div_(self._s)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"inputs": self._read(self.index[index : index + 1])[0], "labels": self._labels[index]}
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return self._labels
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    def head(self, n: int) -> torch.Tensor:
-        return self._read(self.index[:n])
-
-    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
-        for b, e in batch_ranges(len(self), batch_size, start, stop):
-            yield {
-                "inputs": self._read(self.index[b:e]),
-                "labels": self._labels[b:e],
-                "index": torch.arange(b, e),
-            }
-
     def take(self, index: torch.Tensor) -> ArraySplit:
         return ArraySplit(self.path, self._labels[index], self.index[index], self.mean, self.std, self._shape)
-
-    def update_hash(self, h: Any) -> None:
-        # The header and bytes `hash_tensor` would feed for the whole (N, ...) float32 tensor.
-        h.update(f"{torch.float32}:{(len(self), *self._shape)}".encode())
-        for batch in self.batches(STATS_CHUNK):
-            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
-        labels = self._labels.contiguous()
-        h.update(f"{labels.dtype}:{tuple(labels.shape)}".encode())
-        h.update(labels.reshape(-1).view(torch.uint8).numpy())
 
 
 def _open(path: Path) -> np.ndarray:
