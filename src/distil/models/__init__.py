@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
-from distil.models import resnet_cifar, seed
+from distil.models import hf, resnet_cifar, seed
 from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,
@@ -35,6 +35,7 @@ __all__ = [
     "build_from_spec",
     "build_pruned",
     "create_model",
+    "hf",
     "is_timm_available",
     "is_torchvision_available",
     "list_models",
