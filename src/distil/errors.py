@@ -50,6 +50,7 @@ class UntrustedCodeError(CheckpointError, ModelError):
         self, names: list[str], *, source: str | None = None, what: str = "model factory", fix: str = ""
     ) -> None:
         self.names = list(names)
+        self.what, self.fix = what, fix
         shown = ", ".join(repr(n) for n in self.names)
         plural = "s" if len(self.names) > 1 else ""
         fix = fix or (

@@ -1,9 +1,16 @@
 """Hugging Face `transformers` language models behind distil's model contract (``pip install 'distil[lm]'``).
 
 A :class:`CausalLM` wraps a ``transformers`` causal LM so that the rest of distil sees what it sees for
-any model: token ids (B, T) in, logits (B, T, V) out. The registered model ``hf-causal-lm`` builds one
-from a config (random init, e.g. a teacher trained from scratch); its spec is plain JSON, and the
-config's ``model_type`` picks one of transformers' own classes, so a sidecar never runs remote code.
+any model: token ids (B, T) in, logits (B, T, V) out; a :class:`SeqClassifier` wraps a sequence
+classifier: ids (B, T) in, logits (B, K) out. The registered models ``hf-causal-lm`` and
+``hf-seq-classifier`` build one either from a config (random init, e.g. a teacher trained from scratch)
+or from a local directory (``path``: a ``save_pretrained`` output). Their specs are plain JSON:
+
+* a config's ``model_type`` picks one of transformers' own classes;
+* a directory is read with ``local_files_only`` and safetensors weights only (a pickled
+  ``pytorch_model.bin`` is refused), and a config whose ``auto_map`` names the directory's own code is
+  refused unless the spec sets ``trust_remote_code`` *and* the user trusts it (``--trust-code``): see
+  :func:`distil.models.registry.check_trusted`. Nothing is ever downloaded.
 
 Example:
     >>> from distil.models import create_model
@@ -13,7 +20,13 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,8 +87,67 @@ class CausalLM(nn.Module):
         out = self.hf(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits
 
+    def forward_with_hidden(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Logits (B, T, V) and the hidden states, one (B, T, H) per layer boundary, in one pass.
 
-def hf_config(config: Mapping[str, Any], vocab_size: int) -> Any:
+        ``hidden[0]`` is the embedding output and ``hidden[i]`` the output of block ``i`` (the last one
+        after the final norm, as transformers returns it): ``num_hidden_layers + 1`` tensors. For hooks on
+        named modules instead, the blocks are ``hf.model.layers.N`` (llama family) or ``hf.transformer.h.N``
+        (gpt2); see :func:`block_names`.
+        """
+        out = self.hf(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True
+        )
+        return out.logits, tuple(out.hidden_states)
+
+
+class SeqClassifier(nn.Module):
+    """A Hugging Face sequence classifier called as distil calls every model: ``model(input_ids) -> (B, K)``.
+
+    Args:
+        hf_model: a ``transformers`` ``PreTrainedModel`` with a sequence-classification head.
+    """
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf_model
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's ``transformers`` config."""
+        return self.hf.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B, K) for token ids (B, T)."""
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The module names of a wrapped HF model's transformer blocks, in order (for feature hooks).
+
+    Raises:
+        ModelError: `model` is not a wrapped HF model, or its blocks are not one numbered list.
+    """
+    hf = getattr(model, "hf", None)
+    if not isinstance(hf, nn.Module):
+        raise ModelError(f"{type(model).__name__} is not a wrapped Hugging Face model (no .hf)")
+    stages = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) == _num_layers(hf.config)
+    ]
+    if len(stages) != 1:
+        raise ModelError(f"cannot find the one list of transformer blocks in {type(hf).__name__}")
+    return [f"{stages[0]}.{i}" for i in range(_num_layers(hf.config))]
+
+
+def _num_layers(config: Any) -> int:
+    return int(config.num_hidden_layers)
+
+
+def hf_config(config: Mapping[str, Any], vocab_size: int, *, what: str = "hf-causal-lm") -> Any:
     """A ``transformers`` config from a plain dict that names its ``model_type``.
 
     Raises:
@@ -86,7 +158,13 @@ def hf_config(config: Mapping[str, Any], vocab_size: int) -> Any:
     model_type = options.pop("model_type", None)
     if not model_type:
         raise ModelError(
-            "an hf-causal-lm config needs a model_type, e.g. {'model_type': 'llama', 'hidden_size': 128}."
+            f"an {what} config needs a model_type, e.g. {{'model_type': 'llama', 'hidden_size': 128}}."
+        )
+    if "auto_map" in options:
+        raise ModelError(
+            f"an {what} config may not carry auto_map (it names custom code); a config built from a recipe "
+            "uses transformers' own classes. For a directory with its own code use path: DIR with "
+            "trust_remote_code: true and --trust-code."
         )
     if options.get("vocab_size", vocab_size) != vocab_size:
         raise ModelError(
@@ -94,27 +172,330 @@ def hf_config(config: Mapping[str, Any], vocab_size: int) -> Any:
             "leave vocab_size out of the config (it comes from the data's tokenizer)."
         )
     options["vocab_size"] = vocab_size
+    for key in ("transformers_version", "architectures", "_name_or_path"):
+        options.pop(key, None)  # provenance, not architecture (derive_student_config output may hold them)
     for key, value in _SMALL_DEFAULTS.items():
-        options.setdefault(key, value)
+        if _attribute(model_type, key) not in options:
+            options.setdefault(key, value)
     try:
         return transformers.AutoConfig.for_model(model_type, **options)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"transformers cannot build a config of model_type {model_type!r}: {exc}") from None
+
+
+def _attribute(model_type: str, key: str) -> str:
+    """The name `model_type`'s config class uses for a standard attribute (gpt2: n_embd for hidden_size)."""
+    transformers = require_transformers()
+    try:
+        cls = transformers.AutoConfig.for_model(model_type).__class__
+    except (ValueError, KeyError):
+        return key
+    return str(getattr(cls, "attribute_map", {}).get(key, key))
+
+
+# ------------------------------------------------------------------------------------ local directories
+_PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def read_local_config(path: str | os.PathLike[str], *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The ``config.json`` of a local model directory, checked to be loadable without surprises.
+
+    Args:
+        path: a directory written by ``save_pretrained``.
+        trust_remote_code: whether the user allows the directory's own Python code (``auto_map``).
+
+    Raises:
+        ModelError: no such directory or config, a config that names custom code without trust, or
+            weights that are not safetensors (pickles can run code; distil never unpickles them).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ModelError(
+            f"Hugging Face model directory {str(directory)!r} does not exist; give a local directory written by "
+            "save_pretrained (distil never downloads models)."
+        )
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{str(directory)!r} has no config.json; it is not a save_pretrained directory.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{str(config_file)!r} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or not config.get("model_type"):
+        raise ModelError(
+            f"{str(config_file)!r} names no model_type; transformers cannot pick a class for it."
+        )
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelError(
+            f"{str(config_file)!r} has an auto_map: the model's classes are Python code in that directory, which "
+            "distil does not run unless you ask. If you trust its author, set trust_remote_code: true in the "
+            "model kwargs and pass --trust-code (trust_code: true in the recipe)."
+        )
+    has_safetensors = (
+        any(directory.glob("*.safetensors")) or (directory / "model.safetensors.index.json").is_file()
+    )
+    if not has_safetensors:
+        pickled = [name for name in _PICKLED if (directory / name).exists()] + [
+            p.name for p in directory.glob("pytorch_model-*.bin")
+        ]
+        found = f" (found {', '.join(sorted(pickled))})" if pickled else ""
+        raise ModelError(
+            f"{str(directory)!r} has no safetensors weights{found}. distil loads safetensors only: a .bin file is "
+            "a pickle, and unpickling can run any code. Convert it where you trust it: "
+            "AutoModel.from_pretrained(DIR).save_pretrained(DIR) writes model.safetensors."
+        )
+    return config
+
+
+def load_local(
+    path: str | os.PathLike[str], *, task: str = "causal-lm", trust_remote_code: bool = False, **options: Any
+) -> Any:
+    """A ``transformers`` model from a local ``save_pretrained`` directory: local files, safetensors only.
+
+    Args:
+        path: the directory.
+        task: "causal-lm" (``AutoModelForCausalLM``) or "seq-classifier"
+            (``AutoModelForSequenceClassification``).
+        trust_remote_code: run the directory's own model code (only when the user asked; a warning says so).
+        **options: passed to ``from_pretrained`` (e.g. ``num_labels``).
+
+    Raises:
+        ModelError: as :func:`read_local_config`, or transformers cannot load the directory.
+    """
+    transformers = require_transformers()
+    read_local_config(path, trust_remote_code=trust_remote_code)
+    auto = {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "seq-classifier": transformers.AutoModelForSequenceClassification,
+    }[task]
+    if trust_remote_code:
+        warnings.warn(
+            f"running the model code in {str(path)!r} (trust_remote_code): only do this for files whose author "
+            "you trust.",
+            UserWarning,
+            stacklevel=2,
+        )
+    try:
+        return auto.from_pretrained(
+            str(path),
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            **options,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"transformers cannot load {str(path)!r} as a {task}: {exc}") from None
+
+
+def _check_vocab(model: Any, vocab_size: int, path: str | os.PathLike[str]) -> None:
+    got = int(model.get_input_embeddings().weight.shape[0])
+    if got != vocab_size:
+        raise ModelError(
+            f"the model in {str(path)!r} has a vocabulary of {got} but the data's tokenizer has {vocab_size}; use "
+            f"that model's own tokenizer (tokenizer: hf:{path}), whose vocabulary it was trained on."
+        )
+
+
+def _one_source(what: str, config: Any, path: Any) -> None:
+    if config is not None and path is not None:
+        raise ModelError(
+            f"{what}: give either config (build a new model) or path (load a saved one), not both."
+        )
 
 
 @register_model("hf-causal-lm")
 def hf_causal_lm(
-    *, num_classes: int, in_channels: int = 1, image_size: int = 1, config: Mapping[str, Any] | None = None
+    *,
+    num_classes: int,
+    in_channels: int = 1,
+    image_size: int = 1,
+    config: Mapping[str, Any] | None = None,
+    path: str | None = None,
+    trust_remote_code: bool = False,
 ) -> CausalLM:
-    """A randomly initialised ``transformers`` causal LM of `config`, with `num_classes` = vocabulary size.
+    """A ``transformers`` causal LM, with `num_classes` = vocabulary size: new from `config`, or loaded.
 
     Args:
         num_classes: the vocabulary size (the data's tokenizer decides it).
         in_channels: unused (token models); kept for the registry's signature.
         image_size: unused (token models); kept for the registry's signature.
-        config: ``transformers`` config options including ``model_type`` (default: a 4-layer llama).
+        config: ``transformers`` config options including ``model_type`` (default: a 4-layer llama),
+            randomly initialised.
+        path: a local ``save_pretrained`` directory to load (config and trained weights) instead.
+        trust_remote_code: let `path`'s own code run; honoured only with ``--trust-code`` (see
+            :func:`distil.models.registry.check_trusted`).
     """
     del in_channels, image_size
     transformers = require_transformers()
+    _one_source("hf-causal-lm", config, path)
+    if path is not None:
+        model = load_local(path, task="causal-lm", trust_remote_code=trust_remote_code)
+        _check_vocab(model, num_classes, path)
+        return CausalLM(model)
     cfg = hf_config(config or {"model_type": "llama"}, num_classes)
     return CausalLM(transformers.AutoModelForCausalLM.from_config(cfg))
+
+
+# The byte tokenizer's PAD id (distil.data.tokenize.ByteTokenizer): decoder classifiers pool the last
+# non-pad token and need to know which id pads.
+_BYTE_VOCAB, _BYTE_PAD = 259, 258
+
+
+@register_model("hf-seq-classifier")
+def hf_seq_classifier(
+    *,
+    num_classes: int,
+    in_channels: int = 1,
+    image_size: int = 1,
+    config: Mapping[str, Any] | None = None,
+    path: str | None = None,
+    trust_remote_code: bool = False,
+) -> SeqClassifier:
+    """A ``transformers`` sequence classifier with `num_classes` labels: new from `config`, or loaded.
+
+    Args:
+        num_classes: the number of classes (K).
+        in_channels: unused (token models); kept for the registry's signature.
+        image_size: unused (token models); kept for the registry's signature.
+        config: ``transformers`` config options including ``model_type`` (e.g. ``bert``) and
+            ``vocab_size`` (default 259, distil's byte tokenizer, whose PAD id 258 is then the pad id).
+        path: a local ``save_pretrained`` directory to load instead (its head must have K labels).
+        trust_remote_code: as for ``hf-causal-lm``.
+    """
+    del in_channels, image_size
+    transformers = require_transformers()
+    _one_source("hf-seq-classifier", config, path)
+    if path is not None:
+        model = load_local(path, task="seq-classifier", trust_remote_code=trust_remote_code)
+        if int(model.config.num_labels) != num_classes:
+            raise ModelError(
+                f"the classifier in {str(path)!r} has {model.config.num_labels} labels but the data has "
+                f"{num_classes} classes; use a classifier trained on this label set."
+            )
+        return SeqClassifier(model)
+    options = dict(config or {"model_type": "bert"})
+    vocab = int(options.pop("vocab_size", _BYTE_VOCAB))
+    if vocab == _BYTE_VOCAB:
+        options.setdefault("pad_token_id", _BYTE_PAD)
+    options["num_labels"] = num_classes
+    cfg = hf_config(options, vocab, what="hf-seq-classifier")
+    return SeqClassifier(transformers.AutoModelForSequenceClassification.from_config(cfg))
+
+
+# ------------------------------------------------------------------------------------ student configs
+# Per-model-type attribute names are resolved through the config class's attribute_map (gpt2: n_layer...).
+_DERIVE_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
+
+
+def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]:
+    """A student's ``hf-causal-lm`` config: the teacher's, shallower and/or narrower.
+
+    The head size stays the teacher's (so attention heads can be copied whole by layer transfer): a
+    narrower ``hidden_size`` without ``num_attention_heads`` keeps ``hidden_size / head_dim`` heads, and
+    ``num_key_value_heads`` shrinks in the same proportion unless given.
+
+    Args:
+        teacher_config: the teacher's ``transformers`` config, or its plain dict (with ``model_type``).
+        **changes: any of ``num_hidden_layers``, ``hidden_size``, ``intermediate_size``,
+            ``num_attention_heads``, ``num_key_value_heads``.
+
+    Returns:
+        A plain-JSON dict for ``create_model("hf-causal-lm", config=...)`` (and a checkpoint's spec).
+
+    Raises:
+        ModelError: an unknown key, or sizes that do not divide into whole heads.
+    """
+    unknown = sorted(set(changes) - set(_DERIVE_KEYS))
+    if unknown:
+        raise ModelError(f"derive_student_config: unknown {unknown}; valid: {', '.join(_DERIVE_KEYS)}")
+    transformers = require_transformers()
+    if isinstance(teacher_config, Mapping):
+        base = dict(teacher_config)
+        cfg = transformers.AutoConfig.for_model(
+            base["model_type"], **{k: v for k, v in base.items() if k != "model_type"}
+        )
+    else:
+        cfg = teacher_config
+    out: dict[str, Any] = json.loads(json.dumps(cfg.to_diff_dict(), default=str))
+    for key in ("transformers_version", "architectures", "_name_or_path", "auto_map", "dtype", "torch_dtype"):
+        out.pop(key, None)
+    out["model_type"] = cfg.model_type
+    heads_t = int(cfg.num_attention_heads)
+    kv_t = int(getattr(cfg, "num_key_value_heads", None) or heads_t)
+    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads_t)
+    hidden = int(changes.get("hidden_size", cfg.hidden_size))
+    heads = int(
+        changes.get("num_attention_heads", hidden // head_dim if "hidden_size" in changes else heads_t)
+    )
+    if heads < 1 or (hidden % heads and "head_dim" not in out):
+        raise ModelError(f"hidden_size {hidden} does not divide into {heads} attention heads")
+    values: dict[str, int] = {"hidden_size": hidden, "num_attention_heads": heads}
+    if "num_key_value_heads" in changes or hasattr(cfg, "num_key_value_heads"):
+        kv = int(changes.get("num_key_value_heads", max(1, kv_t * heads // heads_t)))
+        if heads % kv:
+            raise ModelError(f"{heads} attention heads do not split into {kv} key/value groups")
+        values["num_key_value_heads"] = kv
+    for key in ("num_hidden_layers", "intermediate_size"):
+        if key in changes:
+            values[key] = int(changes[key])
+    attribute_map = getattr(type(cfg), "attribute_map", {})
+    for key, value in values.items():
+        out[attribute_map.get(key, key)] = value
+    if "head_dim" in out:
+        out["head_dim"] = head_dim
+    return out
+
+
+# ------------------------------------------------------------------------------------ save_pretrained
+def is_hf_wrapper(model: nn.Module) -> bool:
+    """Whether `model` is a :class:`CausalLM` or :class:`SeqClassifier` (it has a ``save_pretrained`` form)."""
+    return isinstance(model, CausalLM | SeqClassifier)
+
+
+def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+    """Write `model` as a Hugging Face directory (``save_pretrained``, safetensors), atomically.
+
+    The directory loads back with ``AutoModelForCausalLM.from_pretrained(directory)`` (or
+    ``AutoModelForSequenceClassification``) anywhere, without distil; tied embeddings stay tied. The
+    directory appears whole or not at all: it is written next to its place and renamed.
+
+    Args:
+        model: a :class:`CausalLM` or :class:`SeqClassifier` (or a bare ``PreTrainedModel``).
+        directory: where to write it (replaced if it exists).
+        tokenizer: a Hugging Face tokenizer (distil's :class:`~distil.data.hf_tokenizer.HFTokenizer` or
+            a transformers one) saved alongside; None skips it (distil's byte tokenizer has no HF form).
+
+    Returns:
+        The directory.
+    """
+    hf: Any = getattr(model, "hf", model)
+    if not hasattr(hf, "save_pretrained"):
+        raise ModelError(
+            f"{type(model).__name__} is not a Hugging Face model; it has no save_pretrained form"
+        )
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        hf.save_pretrained(str(staging))
+        hf_tok = getattr(tokenizer, "hf", tokenizer)
+        if hf_tok is not None and hasattr(hf_tok, "save_pretrained"):
+            hf_tok.save_pretrained(str(staging))
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        staging.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -217,6 +217,19 @@ def _walk_factories(spec: Any, depth: int = 0) -> Iterator[str]:
         yield from _walk_factories(kwargs.get("base"), depth + 1)
 
 
+def _walk_remote_code(spec: Any, depth: int = 0) -> Iterator[str]:
+    """The model directories whose own code a spec asks to run (``trust_remote_code``), pruned bases too."""
+    if not isinstance(spec, Mapping) or depth > _MAX_NESTING:
+        return
+    kwargs = spec.get("kwargs")
+    if not isinstance(kwargs, Mapping):
+        return
+    if kwargs.get("trust_remote_code"):
+        yield str(kwargs.get("path", "?"))
+    if spec.get("name") == "pruned":
+        yield from _walk_remote_code(kwargs.get("base"), depth + 1)
+
+
 def check_trusted(spec: Mapping[str, Any], trusted: Collection[str] | bool = ()) -> None:
     """Refuse a spec that names a user factory the caller does not trust, before anything is imported.
 
@@ -225,12 +238,24 @@ def check_trusted(spec: Mapping[str, Any], trusted: Collection[str] | bool = ())
         trusted: ``True`` trusts every factory; otherwise the ``pkg.module:factory`` names that may be
             imported (those the user named). Registered and torchvision/timm models are always allowed.
 
+    A spec asking to run a Hugging Face directory's own code (``trust_remote_code`` in its kwargs) is
+    refused unless ``trusted`` is True (``--trust-code``).
+
     Raises:
-        UntrustedCodeError: naming the factories that would have been imported.
+        UntrustedCodeError: naming the factories (or directories) whose code would have run.
     """
     named = spec_factories(spec)  # walked even when trusted: it also refuses absurd nesting
     if trusted is True:
         return
+    remote = sorted(set(_walk_remote_code(spec)))
+    if remote:
+        # A Hugging Face directory's own code (trust_remote_code) runs only when the user trusts the file
+        # as a whole: naming "hf-causal-lm" says nothing about the code inside that directory.
+        raise UntrustedCodeError(
+            remote,
+            what="Hugging Face model directory with its own code (trust_remote_code)",
+            fix="trust_remote_code: true in the model kwargs takes effect only with --trust-code",
+        )
     allowed = set() if trusted is False else set(trusted)
     untrusted = [f for f in named if f not in allowed]
     if untrusted:

@@ -131,7 +131,9 @@ def load_checkpoint(
     try:
         check_trusted(meta["spec"], trusted)  # before any file is read further, and before any import
     except UntrustedCodeError as exc:
-        raise UntrustedCodeError(exc.names, source=f"checkpoint {str(sidecar_path)!r}") from None
+        raise UntrustedCodeError(
+            exc.names, source=f"checkpoint {str(sidecar_path)!r}", what=exc.what, fix=exc.fix
+        ) from None
     except DistilError as exc:
         raise CheckpointError(f"cannot rebuild the model of {str(sidecar_path)!r}: {exc}") from None
     if not weights_path.is_file():
