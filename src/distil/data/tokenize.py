@@ -5,8 +5,8 @@ disk keyed by the tokenizer's `fingerprint`, so two tokenizers that split text d
 cache, and a teacher and a student must use tokenizers with the same fingerprint
 (:func:`check_same_tokenizer`): per-token distillation compares distributions over one vocabulary.
 
-A local Hugging Face tokenizer can be used through a small adapter with the same five members (a later
-step adds it; `transformers` is not a dependency).
+A local Hugging Face tokenizer is used through an adapter with the same five members:
+``get_tokenizer("hf:DIR")`` (:class:`distil.data.hf_tokenizer.HFTokenizer`, ``pip install 'distil[lm]'``).
 """
 
 from __future__ import annotations
@@ -104,14 +104,24 @@ TOKENIZERS: Registry[type] = Registry("tokenizer", error=ConfigError)
 TOKENIZERS.register("byte")(ByteTokenizer)
 
 
-def get_tokenizer(name: str | Tokenizer = "byte") -> Tokenizer:
-    """A tokenizer by registered name (``"byte"``), or `name` itself when it already is one.
+def get_tokenizer(name: str | Tokenizer = "byte", *, trust_remote_code: bool = False) -> Tokenizer:
+    """A tokenizer by registered name (``"byte"``), ``"hf:DIR"`` (a local Hugging Face tokenizer), or
+    `name` itself when it already is one.
+
+    Args:
+        name: the tokenizer.
+        trust_remote_code: let an ``hf:DIR`` tokenizer that names its own code run it (``--trust-code``).
 
     Raises:
-        ConfigError: an unknown name (the registered ones and the closest match are listed).
+        ConfigError: an unknown name (the registered ones and the closest match are listed), or an
+            ``hf:DIR`` that cannot be loaded.
     """
     if isinstance(name, Tokenizer):
         return name
+    if isinstance(name, str) and name.startswith("hf:"):
+        from distil.data.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer(name[3:], trust_remote_code=trust_remote_code)
     tokenizer: Tokenizer = TOKENIZERS.get(name)()
     return tokenizer
 

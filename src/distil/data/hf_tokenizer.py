@@ -1,0 +1,128 @@
+"""A local Hugging Face tokenizer behind distil's :class:`~distil.data.tokenize.Tokenizer` protocol.
+
+``get_tokenizer("hf:DIR")`` reads the tokenizer files of a ``save_pretrained`` directory (local files
+only, nothing is downloaded). Its fingerprint is a hash of those files, so token caches built with one
+tokenizer are never reused with another, even under the same directory name. A tokenizer whose config
+names its own Python code (``auto_map``) is refused unless the caller trusts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distil.errors import ConfigError
+
+# The files that decide how text becomes ids (model weights and config.json do not).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+PREFIX = "hf:"
+
+
+def tokenizer_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The tokenizer files present in `directory`, sorted by name."""
+    root = Path(directory)
+    return sorted((root / name for name in _TOKENIZER_FILES if (root / name).is_file()), key=lambda p: p.name)
+
+
+def tokenizer_fingerprint(directory: str | os.PathLike[str]) -> str:
+    """``hf-`` + the SHA-256 (first 16 hex digits) of the tokenizer files' names and bytes."""
+    digest = hashlib.sha256()
+    for path in tokenizer_files(directory):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"hf-{digest.hexdigest()[:16]}"
+
+
+class HFTokenizer:
+    """A ``transformers`` tokenizer read from a local directory, seen as a distil tokenizer.
+
+    Args:
+        path: a directory holding the tokenizer files (e.g. the teacher's ``save_pretrained`` output).
+        trust_remote_code: let a tokenizer that names its own code run it (only when the user asked).
+
+    Raises:
+        ConfigError: no such directory or tokenizer files, custom code without trust, or a tokenizer
+            without an end-of-sequence token (documents are joined with it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, trust_remote_code: bool = False) -> None:
+        from distil.models.hf import require_transformers
+
+        self.path = Path(path)
+        if not self.path.is_dir() or not tokenizer_files(self.path):
+            raise ConfigError(
+                f"tokenizer {PREFIX}{path}: {str(self.path)!r} is not a directory with tokenizer files "
+                f"({', '.join(_TOKENIZER_FILES[:3])}, ...); give the directory save_pretrained wrote."
+            )
+        config_file = self.path / "tokenizer_config.json"
+        if config_file.is_file() and not trust_remote_code:
+            try:
+                auto_map = json.loads(config_file.read_text(encoding="utf-8")).get("auto_map")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                raise ConfigError(f"{str(config_file)!r} is not a valid tokenizer config: {exc}") from None
+            if auto_map:
+                raise ConfigError(
+                    f"{str(config_file)!r} has an auto_map: the tokenizer is Python code in that directory, which "
+                    "distil does not run unless you trust its author (--trust-code)."
+                )
+        transformers = require_transformers()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.hf: Any = transformers.AutoTokenizer.from_pretrained(
+                    str(self.path), local_files_only=True, trust_remote_code=trust_remote_code
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"transformers cannot load the tokenizer in {str(self.path)!r}: {exc}"
+            ) from None
+        if self.hf.eos_token_id is None:
+            raise ConfigError(
+                f"the tokenizer in {str(self.path)!r} has no eos_token; documents are joined with it. Set one "
+                "(tokenizer.eos_token = '...') and save it again."
+            )
+        self._fingerprint = tokenizer_fingerprint(self.path)
+
+    @property
+    def vocab_size(self) -> int:
+        """Every id the tokenizer can produce, added tokens included (``len(tokenizer)``)."""
+        return len(self.hf)
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.hf.eos_token_id)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text`, without special tokens (whole corpora: no length warning)."""
+        ids: list[int] = self.hf(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of `ids`, special tokens skipped."""
+        text: str = self.hf.decode([int(i) for i in ids], skip_special_tokens=True)
+        return text
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({str(self.path)!r}, {self.fingerprint})"
+
+
+__all__ = ["PREFIX", "HFTokenizer", "tokenizer_files", "tokenizer_fingerprint"]

@@ -1,0 +1,56 @@
+"""A local Hugging Face tokenizer through distil's Tokenizer protocol: ids, fingerprint, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distil.data.tokenize import Tokenizer, get_tokenizer
+from distil.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+CORPUS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"]
+
+
+def save_tiny_tokenizer(directory: Path, corpus: list[str] = CORPUS) -> Path:
+    """A word-level tokenizer trained on `corpus` and saved as transformers saves one (no download)."""
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="<unk>"))
+    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    model.decoder = tokenizers.decoders.WordPiece(prefix="##")
+    trainer = tokenizers.trainers.WordLevelTrainer(special_tokens=["<unk>", "</s>"])
+    model.train_from_iterator(corpus, trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=model, unk_token="<unk>", eos_token="</s>")
+    fast.save_pretrained(directory)
+    return directory
+
+
+def test_round_trip_and_protocol(tmp_path: Path) -> None:
+    tok = get_tokenizer(f"hf:{save_tiny_tokenizer(tmp_path / 'tok')}")
+    assert isinstance(tok, Tokenizer)
+    ids = tok.encode("the cat sat on the log")
+    assert len(ids) == 6 and all(0 <= i < tok.vocab_size for i in ids)
+    assert tok.decode(ids) == "the cat sat on the log"
+    assert tok.decode([*ids, tok.eos_id]) == "the cat sat on the log"  # special tokens skipped
+    assert tok.fingerprint.startswith("hf-") and tok.vocab_size == len(tok.hf)
+
+
+def test_fingerprint_follows_the_files_not_the_directory_name(tmp_path: Path) -> None:
+    a = get_tokenizer(f"hf:{save_tiny_tokenizer(tmp_path / 'a')}")
+    b = get_tokenizer(f"hf:{save_tiny_tokenizer(tmp_path / 'b')}")
+    c = get_tokenizer(f"hf:{save_tiny_tokenizer(tmp_path / 'c', [*CORPUS, 'a bird flew'])}")
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_refusals_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a directory with tokenizer files"):
+        get_tokenizer(f"hf:{tmp_path / 'missing'}")
+    directory = save_tiny_tokenizer(tmp_path / "tok")
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["tokenization_evil.Evil", None]}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"auto_map.*--trust-code"):
+        get_tokenizer(f"hf:{directory}")
