@@ -1,7 +1,8 @@
 """Knowledge transfer from a teacher to a student, besides distillation.
 
 * :mod:`~distil.transfer.parameters`: initialise the student from the teacher's weights (exact copy,
-  channel selection for a thinner student, depth mapping for a shallower one);
+  channel selection for a thinner student, depth mapping for a shallower one; for Hugging Face
+  transformers, :mod:`~distil.transfer.hf_layers` selects hidden units, heads and MLP units);
 * :mod:`~distil.transfer.structure`: reuse named teacher modules in the student (copied or shared,
   frozen or trainable, with an unfreeze schedule);
 * :mod:`~distil.transfer.recipe`: the teacher's training recipe becomes the student's default;
@@ -20,7 +21,13 @@ from torch import nn
 
 from distil.config import KDConfig, TrainConfig, TransferConfig
 from distil.errors import TransferError
-from distil.transfer.parameters import auto_layer_map, parse_layer_map, select_indices, transfer_parameters
+from distil.transfer.parameters import (
+    auto_layer_map,
+    expand_block_numbers,
+    parse_layer_map,
+    select_indices,
+    transfer_parameters,
+)
 from distil.transfer.recipe import inherit_recipe, teacher_recipe
 from distil.transfer.report import RecipeRecord, StructureRecord, TransferRecord, TransferReport
 from distil.transfer.structure import UnfreezeSchedule, fit_in_phases, reuse_modules
@@ -151,6 +158,7 @@ __all__ = [
     "TransferReport",
     "UnfreezeSchedule",
     "auto_layer_map",
+    "expand_block_numbers",
     "fit_in_phases",
     "inherit_recipe",
     "parse_layer_map",

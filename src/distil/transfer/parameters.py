@@ -110,6 +110,46 @@ def auto_layer_map(teacher: nn.Module, student: nn.Module) -> dict[str, str]:
     return mapping
 
 
+def _stacks(model: nn.Module) -> dict[str, int]:
+    return {name: n for name, module in model.named_modules() if (n := _numbered_children(module) or 0)}
+
+
+def expand_block_numbers(
+    teacher: nn.Module, student: nn.Module, layer_map: Mapping[Any, Any]
+) -> dict[str, str]:
+    """A layer map whose bare block numbers (``{0: 1, 1: 3}``) are resolved in the models' one block stack.
+
+    A transformer has one list of blocks (``hf.model.layers``), so ``{student_block: teacher_block}`` by
+    number is enough; entries that are module names pass through unchanged.
+
+    Raises:
+        TransferError: numbers for models with several stacks (name the modules instead), or out of range.
+    """
+    out: dict[str, str] = {}
+    numbered = {k: v for k, v in layer_map.items() if str(k).isdigit() and str(v).isdigit()}
+    if numbered:
+        t_stacks, s_stacks = _stacks(teacher), _stacks(student)
+        common = [name for name in s_stacks if name in t_stacks]
+        if len(common) != 1:
+            raise TransferError(
+                f"layer map {dict(layer_map)} gives bare block numbers, which need one stack of blocks in both "
+                f"models; found {len(common)} ({', '.join(common) or 'none'}). Name the modules, e.g. "
+                "{'layer1.1': 'layer1.2'}."
+            )
+        stack = common[0]
+        for k, v in numbered.items():
+            if int(k) >= s_stacks[stack] or int(v) >= t_stacks[stack]:
+                raise TransferError(
+                    f"layer map entry {k}: {v} is out of range: the student has {s_stacks[stack]} blocks in "
+                    f"{stack!r}, the teacher {t_stacks[stack]}."
+                )
+            out[f"{stack}.{int(k)}"] = f"{stack}.{int(v)}"
+    for k, v in layer_map.items():
+        if k not in numbered:
+            out[str(k)] = str(v)
+    return out
+
+
 def map_name(name: str, layer_map: Mapping[str, str]) -> str:
     """The teacher name of a student tensor/module `name` under `layer_map` (longest prefix wins)."""
     best = ""
@@ -262,7 +302,7 @@ def transfer_parameters(
     student: nn.Module,
     *,
     selection: str = "uniform",
-    layer_map: Mapping[str, str] | None = None,
+    layer_map: Mapping[Any, Any] | None = None,
     example_inputs: torch.Tensor | None = None,
     strict: bool = True,
 ) -> TransferReport:
@@ -273,10 +313,13 @@ def transfer_parameters(
         student: a model of the same layout, possibly thinner (fewer channels/units per layer) and/or
             shallower (fewer blocks per stage).
         selection: which teacher channels a thinner student keeps: "uniform", "first" or "l1".
-        layer_map: ``{student_module: teacher_module}`` prefixes for a shallower student; None maps the
-            blocks of each shorter stage automatically (evenly spaced).
+        layer_map: ``{student_module: teacher_module}`` prefixes for a shallower student, or block
+            numbers ``{0: 1, 1: 3}`` for models with one stack of blocks (transformers); None maps the
+            blocks of each shorter stage automatically (evenly spaced: every other of twice as many,
+            as DistilBERT).
         example_inputs: a batch the teacher accepts (e.g. one training image); needed only when a
-            student layer is thinner than the teacher's, to trace how channels flow.
+            student layer is thinner than the teacher's, to trace how channels flow (not for Hugging
+            Face transformers, whose layout :mod:`distil.transfer.hf_layers` writes out).
         strict: when True, a student tensor that exists in the teacher under its (mapped) name but
             cannot be made to fit (e.g. a different kernel size) is an error; when False it stays at
             its random init and the report says why.
@@ -289,6 +332,8 @@ def transfer_parameters(
             the teacher, an invalid layer map, or (strict) shapes that selection cannot reconcile.
             The student is left untouched when this is raised.
     """
+    from distil.transfer.hf_layers import hf_width_donor, is_hf_model
+
     if selection not in SELECTIONS:
         select_indices(1, 1, selection)  # raises with the valid choices
     t_state = teacher.state_dict()
@@ -297,7 +342,7 @@ def transfer_parameters(
         layer_map = auto_layer_map(teacher, student)
         map_source = "automatic"
     else:
-        layer_map = dict(layer_map)
+        layer_map = expand_block_numbers(teacher, student, layer_map)
         _check_layer_map(teacher, student, layer_map)
         map_source = "explicit"
     source = {k: map_name(k, layer_map) for k in s_state}
@@ -329,7 +374,11 @@ def transfer_parameters(
     needs_selection = any(s_state[k].shape != t_state[source[k]].shape for k in matched)
     notes: dict[str, str] = {}
     donor_state = t_state
-    if needs_selection:
+    if needs_selection and is_hf_model(teacher) and is_hf_model(student):
+        # Heads and the residual stream are coupled through reshapes a trace cannot follow: the
+        # transformer's layout is written out instead (and needs no example inputs).
+        donor_state, notes = hf_width_donor(teacher, student, selection)
+    elif needs_selection:
         if example_inputs is None:
             raise TransferError(
                 "the student is thinner than the teacher, so channels must be selected along the graph, which "
