@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from distil.data.tokenize import get_tokenizer
 from distil.errors import ModelError, UntrustedCodeError
 from distil.models import build_from_spec, create_model, model_spec
 from distil.models.hf import CausalLM, derive_student_config, save_hf_pretrained
@@ -119,3 +120,27 @@ def test_forward_with_hidden_returns_every_layer_boundary() -> None:
     from distil.models.hf import block_names
 
     assert block_names(lm) == ["hf.model.layers.0", "hf.model.layers.1"]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_distil_checkpoint_of_an_hf_model_also_writes_a_save_pretrained_dir(
+    tmp_path: Path, tied: bool
+) -> None:
+    from distil.train.checkpoint import hf_pretrained_dir, load_checkpoint, save_checkpoint
+    from tests.data.test_hf_tokenizer import save_tiny_tokenizer
+
+    tok = get_tokenizer(f"hf:{save_tiny_tokenizer(tmp_path / 'tok')}")
+    config = {**TINY, "tie_word_embeddings": tied}
+    lm = create_model("hf-causal-lm", num_classes=tok.vocab_size, config=config).eval()
+    spec = model_spec("hf-causal-lm", num_classes=tok.vocab_size, in_channels=1, image_size=1, config=config)
+    save_checkpoint(tmp_path / "student", lm, spec, {"note": "x"}, tokenizer=tok)
+    directory = hf_pretrained_dir(tmp_path / "student")
+    assert directory == tmp_path / "student-hf" and (directory / "model.safetensors").is_file()
+    ids = torch.randint(0, tok.vocab_size, (2, 5))
+    back = transformers.AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).eval()
+    torch.testing.assert_close(back(ids).logits, lm(ids), rtol=0, atol=0)
+    assert back.config.tie_word_embeddings == tied
+    assert get_tokenizer(f"hf:{directory}").fingerprint == tok.fingerprint  # the tokenizer travels with it
+    model, meta = load_checkpoint(tmp_path / "student")  # the distil checkpoint itself is unchanged
+    assert meta["hf_pretrained"] == "student-hf"
+    torch.testing.assert_close(model.eval()(ids), lm(ids), rtol=0, atol=0)

@@ -40,11 +40,36 @@ def tokenizer_files(directory: str | os.PathLike[str]) -> list[Path]:
     return sorted((root / name for name in _TOKENIZER_FILES if (root / name).is_file()), key=lambda p: p.name)
 
 
+# Keys transformers writes into tokenizer_config.json about where and how it was loaded, not how it splits
+# text: a tokenizer saved again (e.g. into a distilled model's directory) keeps its fingerprint.
+_PROVENANCE = frozenset(
+    {"name_or_path", "is_local", "local_files_only", "_commit_hash", "cache_dir", "revision", "token"}
+)
+
+
+def _canonical(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix != ".json":
+        return data
+    try:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return data
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in _PROVENANCE}
+    return json.dumps(value, sort_keys=True, ensure_ascii=False).encode()
+
+
 def tokenizer_fingerprint(directory: str | os.PathLike[str]) -> str:
-    """``hf-`` + the SHA-256 (first 16 hex digits) of the tokenizer files' names and bytes."""
+    """``hf-`` + the SHA-256 (first 16 hex digits) of the tokenizer files' names and contents.
+
+    JSON files are hashed in a canonical form without the keys that only record where the tokenizer was
+    loaded from, so saving a tokenizer again keeps its fingerprint, and any change to its vocabulary,
+    merges or special tokens changes it.
+    """
     digest = hashlib.sha256()
     for path in tokenizer_files(directory):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(path.name.encode() + b"\0" + _canonical(path) + b"\0")
     return f"hf-{digest.hexdigest()[:16]}"
 
 

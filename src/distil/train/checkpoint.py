@@ -55,14 +55,27 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], meta: dict[str, Any]) -> Path:
+def hf_pretrained_dir(path: str | Path) -> Path:
+    """Where the ``save_pretrained`` copy of a Hugging Face checkpoint `path` goes: ``NAME-hf/``."""
+    weights_path, _ = _paths(path)
+    return weights_path.with_name(f"{weights_path.stem}-hf")
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], *, tokenizer: Any = None
+) -> Path:
     """Save `model` as `path`.safetensors + `path`.json (both written atomically).
+
+    A Hugging Face model (``hf-causal-lm``, ``hf-seq-classifier``) is also written as ``NAME-hf/`` by
+    ``save_pretrained`` (safetensors), which loads anywhere with ``AutoModelForCausalLM.from_pretrained``;
+    the sidecar names it as ``hf_pretrained``.
 
     Args:
         path: checkpoint name without suffix, e.g. `runs/x/student`.
         model: the trained model.
         spec: the architecture spec from `distil.models.model_spec`.
         meta: anything JSON-serialisable: recipe, data description, metrics...
+        tokenizer: a Hugging Face tokenizer (``hf:DIR``) saved into ``NAME-hf/`` with the model.
 
     Returns:
         The path of the weights file.
@@ -70,11 +83,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], me
     weights_path, sidecar_path = _paths(path)
     blob = st_save(_state_dict(model))
     atomic_write_bytes(weights_path, blob)
+    from distil.models.hf import is_hf_wrapper, save_hf_pretrained
+
+    extra: dict[str, Any] = {}
+    if is_hf_wrapper(model):
+        extra["hf_pretrained"] = save_hf_pretrained(model, hf_pretrained_dir(path), tokenizer).name
     sidecar = {
         "format": FORMAT,
         "spec": spec,
         "weights": weights_path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
+        **extra,
         **meta,
     }
     atomic_write_json(sidecar_path, sidecar)
