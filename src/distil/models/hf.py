@@ -174,23 +174,23 @@ def hf_config(config: Mapping[str, Any], vocab_size: int, *, what: str = "hf-cau
     options["vocab_size"] = vocab_size
     for key in ("transformers_version", "architectures", "_name_or_path"):
         options.pop(key, None)  # provenance, not architecture (derive_student_config output may hold them)
+    try:
+        defaults = transformers.AutoConfig.for_model(model_type)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"transformers cannot build a config of model_type {model_type!r}: {exc}") from None
+    attribute_map = getattr(type(defaults), "attribute_map", {})
     for key, value in _SMALL_DEFAULTS.items():
-        if _attribute(model_type, key) not in options:
+        if attribute_map.get(key, key) not in options:
             options.setdefault(key, value)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        # A default special id of the original vocabulary (gpt2's 50256) does not exist in a small one.
+        default = getattr(defaults, key, None)
+        if key not in options and isinstance(default, int) and default >= vocab_size:
+            options[key] = None
     try:
         return transformers.AutoConfig.for_model(model_type, **options)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"transformers cannot build a config of model_type {model_type!r}: {exc}") from None
-
-
-def _attribute(model_type: str, key: str) -> str:
-    """The name `model_type`'s config class uses for a standard attribute (gpt2: n_embd for hidden_size)."""
-    transformers = require_transformers()
-    try:
-        cls = transformers.AutoConfig.for_model(model_type).__class__
-    except (ValueError, KeyError):
-        return key
-    return str(getattr(cls, "attribute_map", {}).get(key, key))
 
 
 # ------------------------------------------------------------------------------------ local directories

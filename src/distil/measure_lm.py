@@ -1,0 +1,197 @@
+"""Generation measurements of causal LMs: latency per generated token with the KV cache, greedy samples.
+
+A language model is used one token at a time: after the prompt has been read once (prefill), each new
+token costs one forward pass over one position, reusing the keys and values of the earlier positions
+(the KV cache). :func:`generation_latency` times exactly that loop, greedy, so a teacher and a student
+timed side by side compare what a user waits for per token. :func:`greedy_samples` shows what they say.
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.errors import ModelError
+
+
+@dataclass(frozen=True)
+class GenerationLatency:
+    """Greedy decoding times of one model (medians over the timed repeats, after warm-up).
+
+    Attributes:
+        ms_per_token: median milliseconds of one decoding step (one new token, KV cache on).
+        prefill_ms: median milliseconds to read the prompt (and produce the first new token).
+        prompt_tokens: prompt length T.
+        new_tokens: tokens generated per repeat.
+        batch: sequences decoded together.
+        repeats: timed repeats (each after `warmup` untimed ones).
+        device: where it ran.
+    """
+
+    ms_per_token: float
+    prefill_ms: float
+    prompt_tokens: int
+    new_tokens: int
+    batch: int
+    repeats: int
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for reports and JSON)."""
+        return asdict(self)
+
+
+def _hf(model: nn.Module) -> Any:
+    hf = getattr(model, "hf", model)
+    if not hasattr(hf, "config") or not callable(hf):
+        raise ModelError(
+            f"{type(model).__name__} is not a Hugging Face causal LM; generation measurements need one "
+            "(hf-causal-lm)."
+        )
+    return hf
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _as_batch(prompt_ids: torch.Tensor | Sequence[int], device: torch.device) -> torch.Tensor:
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long)
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    if ids.dim() != 2 or ids.shape[1] == 0:
+        raise ModelError(
+            f"a prompt must be token ids (T,) or (B, T) with T >= 1; got shape {tuple(ids.shape)}"
+        )
+    return ids.to(device)
+
+
+def _cache_argument(hf: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    try:
+        params = inspect.signature(hf.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
+@torch.inference_mode()
+def _decode(
+    hf: Any, ids: torch.Tensor, new_tokens: int, times: list[float] | None = None
+) -> tuple[torch.Tensor, float]:
+    """Greedy decoding with the KV cache: (new ids (B, new_tokens), prefill seconds); step times appended."""
+    device = ids.device
+    _sync(device)
+    start = time.perf_counter()
+    out = hf(input_ids=ids, use_cache=True)
+    token = out.logits[:, -1].argmax(-1, keepdim=True)
+    _sync(device)
+    prefill = time.perf_counter() - start
+    past, tokens = _cache_of(out), [token]
+    name = _cache_argument(hf)
+    for _ in range(new_tokens - 1):
+        start = time.perf_counter()
+        out = hf(input_ids=token, use_cache=True, **{name: past})
+        past, token = _cache_of(out), out.logits[:, -1].argmax(-1, keepdim=True)
+        _sync(device)
+        if times is not None:
+            times.append(time.perf_counter() - start)
+        tokens.append(token)
+    return torch.cat(tokens, dim=1), prefill
+
+
+def generation_latency(
+    model: nn.Module,
+    prompt_ids: torch.Tensor | Sequence[int],
+    new_tokens: int = 32,
+    *,
+    warmup: int = 1,
+    repeats: int = 3,
+) -> GenerationLatency:
+    """Time greedy decoding with the KV cache: median ms per new token after warm-up.
+
+    Runs on the model's device (CUDA is synchronised around every step); the model is put in eval mode.
+    Compare two models by timing them in one process, one after the other: absolute times depend on the
+    machine's load, their ratio much less.
+
+    Args:
+        model: a :class:`~distil.models.hf.CausalLM` (or a bare ``transformers`` causal LM).
+        prompt_ids: token ids (T,) or (B, T).
+        new_tokens: tokens to generate per repeat (>= 2: the first comes from the prefill).
+        warmup: untimed repeats first (allocations, kernel selection).
+        repeats: timed repeats; the median is over all their decoding steps.
+
+    Returns:
+        GenerationLatency.
+
+    Raises:
+        ModelError: not a causal LM, an empty prompt, or fewer than 2 new tokens.
+    """
+    if new_tokens < 2 or repeats < 1 or warmup < 0:
+        raise ModelError(
+            f"need new_tokens >= 2, repeats >= 1, warmup >= 0; got {new_tokens}, {repeats}, {warmup}"
+        )
+    hf = _hf(model)
+    model.eval()
+    device = next(model.parameters()).device
+    ids = _as_batch(prompt_ids, device)
+    for _ in range(warmup):
+        _decode(hf, ids, new_tokens)
+    steps: list[float] = []
+    prefills = [_decode(hf, ids, new_tokens, steps)[1] for _ in range(repeats)]
+    return GenerationLatency(
+        ms_per_token=statistics.median(steps) * 1e3,
+        prefill_ms=statistics.median(prefills) * 1e3,
+        prompt_tokens=int(ids.shape[1]),
+        new_tokens=new_tokens,
+        batch=int(ids.shape[0]),
+        repeats=repeats,
+        device=str(device),
+    )
+
+
+def greedy_ids(model: nn.Module, prompt_ids: torch.Tensor | Sequence[int], new_tokens: int) -> torch.Tensor:
+    """The greedy continuation (B, new_tokens) of `prompt_ids` (T,) or (B, T), decoded with the KV cache."""
+    if new_tokens < 1:
+        raise ModelError(f"new_tokens must be >= 1, got {new_tokens}")
+    model.eval()
+    ids = _as_batch(prompt_ids, next(model.parameters()).device)
+    return _decode(_hf(model), ids, new_tokens)[0]
+
+
+def greedy_samples(model: nn.Module, tokenizer: Any, prompts: Sequence[str], n: int) -> list[str]:
+    """The greedy continuation of each prompt, `n` tokens long (cut at the tokenizer's end of sequence).
+
+    Args:
+        model: a causal LM.
+        tokenizer: a distil tokenizer (``encode``/``decode``/``eos_id``; e.g. ``get_tokenizer("byte")``).
+        prompts: texts; an empty one starts from the tokenizer's BOS (or EOS) id.
+        n: new tokens per prompt.
+
+    Returns:
+        One continuation text per prompt (without the prompt).
+    """
+    texts = []
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt) or [int(getattr(tokenizer, "bos_id", tokenizer.eos_id))]
+        new = greedy_ids(model, ids, n)[0].tolist()
+        if tokenizer.eos_id in new:
+            new = new[: new.index(tokenizer.eos_id)]
+        texts.append(tokenizer.decode(new))
+    return texts
+
+
+__all__ = ["GenerationLatency", "generation_latency", "greedy_ids", "greedy_samples"]
