@@ -144,3 +144,17 @@ def test_a_distil_checkpoint_of_an_hf_model_also_writes_a_save_pretrained_dir(
     model, meta = load_checkpoint(tmp_path / "student")  # the distil checkpoint itself is unchanged
     assert meta["hf_pretrained"] == "student-hf"
     torch.testing.assert_close(model.eval()(ids), lm(ids), rtol=0, atol=0)
+
+
+def test_from_teacher_kwargs_resolve_to_a_plain_config() -> None:
+    from distil.models.hf import resolve_from_teacher
+
+    teacher = create_model("hf-causal-lm", num_classes=259, config={**TINY, "num_hidden_layers": 4})
+    kwargs = resolve_from_teacher({"from_teacher": {"num_hidden_layers": 2}}, teacher)
+    spec = model_spec("hf-causal-lm", num_classes=259, in_channels=1, image_size=1, **kwargs)
+    assert build_from_spec(spec).config.num_hidden_layers == 2
+    assert resolve_from_teacher({"config": TINY}, teacher) == {"config": TINY}
+    with pytest.raises(ModelError, match="resolve_from_teacher"):
+        create_model("hf-causal-lm", num_classes=259, from_teacher={"num_hidden_layers": 2})
+    with pytest.raises(ModelError, match="only one"):
+        resolve_from_teacher({"from_teacher": {"num_hidden_layers": 2}, "config": TINY}, teacher)

@@ -312,6 +312,7 @@ def hf_causal_lm(
     config: Mapping[str, Any] | None = None,
     path: str | None = None,
     trust_remote_code: bool = False,
+    from_teacher: Mapping[str, int] | None = None,
 ) -> CausalLM:
     """A ``transformers`` causal LM, with `num_classes` = vocabulary size: new from `config`, or loaded.
 
@@ -324,9 +325,16 @@ def hf_causal_lm(
         path: a local ``save_pretrained`` directory to load (config and trained weights) instead.
         trust_remote_code: let `path`'s own code run; honoured only with ``--trust-code`` (see
             :func:`distil.models.registry.check_trusted`).
+        from_teacher: a student derived from the teacher's config (``{num_hidden_layers: 2}``); the run
+            replaces it by the derived ``config`` (:func:`resolve_from_teacher`) before building.
     """
     del in_channels, image_size
     transformers = require_transformers()
+    if from_teacher is not None:
+        raise ModelError(
+            "hf-causal-lm from_teacher needs the teacher, so it is resolved where the teacher is known: "
+            "distil.models.hf.resolve_from_teacher(kwargs, teacher) turns it into a config."
+        )
     _one_source("hf-causal-lm", config, path)
     if path is not None:
         model = load_local(path, task="causal-lm", trust_remote_code=trust_remote_code)
@@ -499,3 +507,38 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def resolve_from_teacher(kwargs: Mapping[str, Any], teacher: nn.Module) -> dict[str, Any]:
+    """Student model kwargs with ``from_teacher: {changes}`` replaced by ``config:`` derived from `teacher`.
+
+    A recipe can say ``student: {model: hf-causal-lm, kwargs: {from_teacher: {num_hidden_layers: 2}}}``;
+    the student's spec (and so its checkpoint) then holds the full derived config, not a reference to
+    the teacher.
+
+    Args:
+        kwargs: the student's model kwargs.
+        teacher: the teacher, a wrapped HF model.
+
+    Returns:
+        The kwargs to build the student with (unchanged when there is no ``from_teacher``).
+
+    Raises:
+        ModelError: ``from_teacher`` together with ``config`` or ``path``, a teacher that is not an HF
+            model, or changes :func:`derive_student_config` does not accept.
+    """
+    if kwargs.get("from_teacher") is None:
+        return dict(kwargs)
+    out = {k: v for k, v in kwargs.items() if k != "from_teacher"}
+    if "config" in out or "path" in out:
+        raise ModelError("hf-causal-lm: give from_teacher, config or path, only one of them.")
+    changes = kwargs["from_teacher"]
+    if not isinstance(changes, Mapping):
+        raise ModelError(f"from_teacher must be a mapping such as {{num_hidden_layers: 2}}, got {changes!r}")
+    hf = getattr(teacher, "hf", None)
+    if hf is None or not hasattr(hf, "config"):
+        raise ModelError(
+            f"from_teacher needs a Hugging Face teacher; the teacher is a {type(teacher).__name__}"
+        )
+    out["config"] = derive_student_config(hf.config, **dict(changes))
+    return out
