@@ -7,7 +7,7 @@ import torch
 
 from distil.errors import TransferError
 from distil.models import create_model
-from distil.models.hf import CausalLM, derive_student_config
+from distil.models.hf import CausalLM, block_names, derive_student_config
 from distil.transfer import transfer_parameters
 
 pytest.importorskip("transformers")
@@ -24,9 +24,8 @@ def lm(config: dict, seed: int = 0) -> CausalLM:
     return model
 
 
-def _block(model: CausalLM, i: int) -> dict[str, torch.Tensor]:
-    stack = "hf.model.layers" if model.config.model_type == "llama" else "hf.transformer.h"
-    prefix = f"{stack}.{i}."
+def _block(model: torch.nn.Module, i: int) -> dict[str, torch.Tensor]:
+    prefix = f"{block_names(model)[i]}."
     return {k[len(prefix) :]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
 
 
@@ -46,6 +45,22 @@ def test_every_other_layer_is_copied_bit_for_bit(config: dict) -> None:
     assert {r.method for r in report.parameters} <= {"exact", "depth-mapped"}
     ids = torch.randint(0, V, (2, 8))
     assert torch.isfinite(student(ids)).all()
+
+
+def test_a_bert_classifier_keeps_every_other_layer_as_distilbert() -> None:
+    bert = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 6, "num_attention_heads": 2}
+    torch.manual_seed(0)
+    teacher = create_model("hf-seq-classifier", num_classes=3, config={**bert, "intermediate_size": 64})
+    student = create_model(
+        "hf-seq-classifier", num_classes=3, config={**bert, "intermediate_size": 64, "num_hidden_layers": 3}
+    )
+    transfer_parameters(teacher, student)
+    for s, t in ((0, 0), (1, 2), (2, 4)):
+        a, b = _block(student, s), _block(teacher, t)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.testing.assert_close(
+        student.state_dict()["hf.classifier.weight"], teacher.state_dict()["hf.classifier.weight"]
+    )
 
 
 def test_block_numbers_choose_teacher_layers() -> None:
