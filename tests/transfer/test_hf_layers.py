@@ -123,9 +123,41 @@ def test_width_refusals_say_why() -> None:
     other_heads = lm({**LLAMA, "hidden_size": 16, "num_attention_heads": 4, "intermediate_size": 32}, seed=1)
     with pytest.raises(TransferError, match="head size"):
         transfer_parameters(teacher, other_heads)
-    gpt = lm(GPT2)
+    bert = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    teacher_clf = create_model("hf-seq-classifier", num_classes=3, config={**bert, "intermediate_size": 64})
+    narrow = create_model(
+        "hf-seq-classifier",
+        num_classes=3,
+        config={**bert, "hidden_size": 16, "num_attention_heads": 1, "intermediate_size": 32},
+    )
     with pytest.raises(TransferError, match="llama family"):
-        transfer_parameters(gpt, lm(derive_student_config(gpt.config, hidden_size=16), seed=1))
+        transfer_parameters(teacher_clf, narrow)
+
+
+@pytest.mark.parametrize("selection", ["first", "l1"])
+def test_narrower_gpt2_student_takes_fused_heads_and_transposed_slices(selection: str) -> None:
+    teacher = lm({**GPT2, "num_attention_heads": 4})
+    student = lm(
+        derive_student_config(teacher.config, num_hidden_layers=2, hidden_size=16, intermediate_size=48),
+        seed=1,
+    )
+    assert (student.config.n_embd, student.config.n_head, student.config.n_inner) == (16, 2, 48)
+    report = transfer_parameters(teacher, student, selection=selection)
+    assert not [r for r in report.parameters if r.method == "random-init"]
+    s, t = student.state_dict(), teacher.state_dict()
+    assert s["hf.lm_head.weight"].data_ptr() == s["hf.transformer.wte.weight"].data_ptr()  # still tied
+    if selection == "first":  # hidden units 0..15, heads 0 and 1 (8 columns each) of q, k and v
+        torch.testing.assert_close(s["hf.transformer.wpe.weight"], t["hf.transformer.wpe.weight"][:, :16])
+        cols = torch.cat([torch.arange(16), 32 + torch.arange(16), 64 + torch.arange(16)])
+        c_attn = t["hf.transformer.h.2.attn.c_attn.weight"][:16][:, cols]
+        torch.testing.assert_close(s["hf.transformer.h.1.attn.c_attn.weight"], c_attn)
+        torch.testing.assert_close(
+            s["hf.transformer.h.1.mlp.c_proj.weight"], t["hf.transformer.h.2.mlp.c_proj.weight"][:48, :16]
+        )
+        torch.testing.assert_close(s["hf.transformer.ln_f.bias"], t["hf.transformer.ln_f.bias"][:16])
+    for name in ("hf.transformer.wte.weight", "hf.transformer.h.0.attn.c_proj.weight"):
+        assert _is_slice(s[name], t[name]), name
+    assert torch.isfinite(student(torch.randint(0, V, (2, 8)))).all()
 
 
 def _corpus(n: int, t: int, seed: int) -> torch.Tensor:

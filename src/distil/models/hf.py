@@ -178,9 +178,17 @@ def hf_config(config: Mapping[str, Any], vocab_size: int, *, what: str = "hf-cau
         defaults = transformers.AutoConfig.for_model(model_type)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"transformers cannot build a config of model_type {model_type!r}: {exc}") from None
-    attribute_map = getattr(type(defaults), "attribute_map", {})
+    attribute_map = dict(getattr(type(defaults), "attribute_map", {}))
+    if not hasattr(defaults, "intermediate_size") and hasattr(defaults, "n_inner"):
+        # gpt2 calls its MLP width n_inner and would silently ignore intermediate_size.
+        attribute_map["intermediate_size"] = "n_inner"
+        if "intermediate_size" in options:
+            options["n_inner"] = options.pop("intermediate_size")
     for key, value in _SMALL_DEFAULTS.items():
-        if attribute_map.get(key, key) not in options:
+        alias = attribute_map.get(key, key)
+        if alias == "n_inner":
+            continue  # gpt2's default, 4 x hidden, suits any width
+        if alias not in options:
             options.setdefault(key, value)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         # A default special id of the original vocabulary (gpt2's 50256) does not exist in a small one.
@@ -452,7 +460,9 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
     for key in ("num_hidden_layers", "intermediate_size"):
         if key in changes:
             values[key] = int(changes[key])
-    attribute_map = getattr(type(cfg), "attribute_map", {})
+    attribute_map = dict(getattr(type(cfg), "attribute_map", {}))
+    if not hasattr(cfg, "intermediate_size") and hasattr(cfg, "n_inner"):
+        attribute_map["intermediate_size"] = "n_inner"  # gpt2's MLP width (None = 4 x hidden)
     for key, value in values.items():
         out[attribute_map.get(key, key)] = value
     if "head_dim" in out:
