@@ -273,6 +273,12 @@ class ImageFilesDataset:
             std=std,
             source=str(self.source),
             extra=extra,
+            # Resolved, so a later command on the same folder decodes exactly these samples.
+            options={
+                "image_size": shape_hw[0] if shape_hw[0] == shape_hw[1] else None,
+                "channels": mode,
+                "on_bad_sample": self.on_bad_sample,
+            },
         )
         validate_bundle(bundle)
         return bundle
