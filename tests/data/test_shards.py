@@ -235,3 +235,50 @@ def test_random_index_damage_raises_only_data_error(data: st.DataObject) -> None
                 split.head(len(split))
         except DataError:
             pass
+
+
+RANK_SCRIPT = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from distil.config import TrainConfig
+from distil.data import load_dataset
+from distil.train.engine import make_accelerator, train_loader
+
+acc = make_accelerator("cpu")
+data = load_dataset("shards", sys.argv[1], val_fraction=0.0)
+loader = train_loader(data, TrainConfig(batch_size=4, num_workers=1, augment="none"), acc)
+loader.set_epoch(1)
+ids = [int(i) for b in loader for i in b["index"]]
+files = sorted({data.train.paths[i][0] for i in ids})
+with open(f"{sys.argv[2]}/rank{acc.process_index}.json", "w") as f:
+    json.dump({"ids": ids, "files": files, "batches": len(loader), "world": acc.num_processes}, f)
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_read_disjoint_shards_covering_the_train_split(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    write_shards(_folder(tmp_path / "src", {"a": 20, "b": 20}), tmp_path / "sh", shard_size=5)
+    (tmp_path / "ranks.py").write_text(RANK_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*launcher, str(tmp_path / "ranks.py"), str(tmp_path / "sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert not set(ranks[0]["files"]) & set(ranks[1]["files"])
+    train = load_dataset("shards", tmp_path / "sh", val_fraction=0.0).train
+    assert isinstance(train, ShardSplit)
+    assert set(ranks[0]["files"]) | set(ranks[1]["files"]) == {ref[0] for ref in train.paths}
+    for r in ranks:  # each rank's samples come from its own shards (drop_last cuts the longer share)
+        assert all(train.paths[i][0] in r["files"] for i in r["ids"])
+    assert ranks[0]["batches"] == ranks[1]["batches"] > 0
