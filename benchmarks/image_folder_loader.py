@@ -7,6 +7,8 @@ grow with the number of images (issue 12: < 20% apart at 6k vs 60k). Write the f
     python benchmarks/write_image_folder.py --limit 6000 data/fm-6k
     python benchmarks/write_image_folder.py data/fm-60k
     python benchmarks/image_folder_loader.py data/fm-6k data/fm-60k
+    distil data shards data/fm-6k data/fm-6k-shards; distil data shards data/fm-60k data/fm-60k-shards
+    python benchmarks/image_folder_loader.py --dataset shards data/fm-6k-shards data/fm-60k-shards
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 import warnings
 
 
-def child(folder: str, workers: int, batch_size: int) -> None:
+def child(folder: str, workers: int, batch_size: int, dataset: str = "imagefolder") -> None:
     from distil.config import TrainConfig
     from distil.data import load_dataset
     from distil.train.engine import make_accelerator, train_loader
@@ -28,7 +30,7 @@ def child(folder: str, workers: int, batch_size: int) -> None:
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = load_dataset("imagefolder", folder)
+        data = load_dataset(dataset, folder)
     loaded = time.perf_counter() - started
     cfg = TrainConfig(batch_size=batch_size, augment="none", num_workers=workers)
     loader = train_loader(data, cfg, make_accelerator("cpu"))
@@ -49,10 +51,15 @@ def main() -> None:
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--dataset",
+        default="imagefolder",
+        help="imagefolder, or shards for folders written by distil data shards",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.workers, args.batch_size)
+        child(args.child, args.workers, args.batch_size, args.dataset)
         return
     rows = []
     for folder in args.folders:
@@ -64,11 +71,13 @@ def main() -> None:
             str(args.workers),
             "--batch-size",
             str(args.batch_size),
+            "--dataset",
+            args.dataset,
         ]
         out = subprocess.run([*cmd, "--child", folder], check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(
-        f"imagefolder, batch {args.batch_size}, workers {args.workers} (load = scan + decode check + stats)"
+        f"{args.dataset}, batch {args.batch_size}, workers {args.workers} (load = scan + decode check + stats)"
     )
     print(
         f"{'folder':24} {'train imgs':>10} {'load s':>8} {'epoch s':>8} {'peak RSS MiB':>13} {'worker MiB':>11}"

@@ -19,7 +19,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.cli.export import DataRootOption, LimitOption
+from distil.cli.export import DataRootOption, LimitOption, recipe_image_options
 
 
 @user_errors
@@ -54,7 +54,13 @@ def compress(
     check_out(out)  # before fine-tuning, not after it
     console = run_console(log_format)
     student_model, meta, bundle = checkpoint_and_data(
-        student, data, data_root, limit, model_name, trust_code=cfg.trust_code
+        student,
+        data,
+        data_root,
+        limit,
+        model_name,
+        trust_code=cfg.trust_code,
+        options=recipe_image_options(cfg),
     )
     teacher_model, _ = load_checkpoint(teacher, trust_code=cfg.trust_code)
     settings = cfg.compress or CompressConfig()

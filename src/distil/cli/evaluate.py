@@ -15,7 +15,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.data import load_dataset
+from distil.cli.export import ChannelsOption, ImageSizeOption, OnBadSampleOption, image_options
 from distil.report import metrics_table
 from distil.train.checkpoint import read_sidecar, trained_dataset
 
@@ -34,6 +34,9 @@ def evaluate(
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     trust_code: TrustCodeOption = False,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    on_bad_sample: OnBadSampleOption = None,
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
@@ -42,11 +45,12 @@ def evaluate(
     A teacher trained elsewhere (a plain state_dict and your model code):
     distil eval teacher.pt --model my_models:make_teacher --data digits
     """
-    from distil.run import evaluate_checkpoints, require_data_for_model
+    from distil.run import evaluate_checkpoints, load_checkpoint_data, require_data_for_model
 
     require_data_for_model(model, data, checkpoints[0])
     name = data or trained_dataset(read_sidecar(checkpoints[0]), trust_code=trust_code)
-    bundle = load_dataset(name, data_root, val_fraction=0.0)
+    options = image_options(image_size, channels, on_bad_sample)
+    bundle = load_checkpoint_data(checkpoints[0], name, data_root, val_fraction=0.0, options=options)
     metrics = evaluate_checkpoints(
         checkpoints, bundle, measure_latency=latency, model_name=model, trust_code=trust_code
     )

@@ -18,7 +18,16 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
+from distil.cli.export import (
+    ChannelsOption,
+    DataOption,
+    DataRootOption,
+    ImageSizeOption,
+    LimitOption,
+    OnBadSampleOption,
+    checkpoint_and_data,
+    image_options,
+)
 from distil.train.stages import Stage
 
 
@@ -58,6 +67,9 @@ def prune(
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     trust_code: TrustCodeOption = False,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    on_bad_sample: OnBadSampleOption = None,
 ) -> None:
     """Prune whole channels by a ratio or a MACs target, then recover accuracy by distillation.
 
@@ -95,7 +107,13 @@ def prune(
     )
     console = run_console(log_format)
     model, meta, bundle = checkpoint_and_data(
-        checkpoint, data, data_root, limit, model_name, trust_code=trust_code
+        checkpoint,
+        data,
+        data_root,
+        limit,
+        model_name,
+        trust_code=trust_code,
+        options=image_options(image_size, channels, on_bad_sample),
     )
     reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     shape = tuple(bundle.input_shape)

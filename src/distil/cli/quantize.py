@@ -18,7 +18,16 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.cli.export import DataOption, DataRootOption, LimitOption, checkpoint_and_data
+from distil.cli.export import (
+    ChannelsOption,
+    DataOption,
+    DataRootOption,
+    ImageSizeOption,
+    LimitOption,
+    OnBadSampleOption,
+    checkpoint_and_data,
+    image_options,
+)
 
 
 @user_errors
@@ -50,6 +59,9 @@ def quantize(
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     trust_code: TrustCodeOption = False,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    on_bad_sample: OnBadSampleOption = None,
 ) -> None:
     """Quantize to int8 with ONNX Runtime and report fp32 vs int8 on the same runtime.
 
@@ -74,7 +86,13 @@ def quantize(
     )
     console = run_console(log_format)
     model, meta, bundle = checkpoint_and_data(
-        checkpoint, data, data_root, limit, model_name, trust_code=trust_code
+        checkpoint,
+        data,
+        data_root,
+        limit,
+        model_name,
+        trust_code=trust_code,
+        options=image_options(image_size, channels, on_bad_sample),
     )
     reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
     cfg = CompressConfig(

@@ -18,7 +18,7 @@ from distil.cli.common import (
     run_console,
     user_errors,
 )
-from distil.cli.export import DataRootOption, LimitOption
+from distil.cli.export import DataRootOption, LimitOption, recipe_image_options
 
 
 @user_errors
@@ -76,9 +76,8 @@ def shrink(
     Example: distil shrink runs/fm/teacher.json --recipe fashion-mnist --target-latency 0.3ms --threads 1 --batch 1
     """
     from distil.config import ShrinkConfig, checked_config
-    from distil.data import load_dataset
     from distil.errors import ConfigError
-    from distil.run.evaluate import load_any, require_data_for_model
+    from distil.run.evaluate import load_any, load_checkpoint_data, require_data_for_model
     from distil.shrink import parse_latency, parse_size, shrink_model
     from distil.train.checkpoint import read_sidecar, trained_dataset
 
@@ -115,7 +114,14 @@ def shrink(
     else:
         name, root = trained_dataset(read_sidecar(teacher), trust_code=cfg.trust_code), data_root
     val = cfg.data.val_fraction if recipe is not None else 0.1
-    bundle = load_dataset(name, root, val_fraction=val, limit=limit or (cfg.data.limit if recipe else None))
+    bundle = load_checkpoint_data(
+        teacher,
+        name,
+        root,
+        val_fraction=val,
+        limit=limit or (cfg.data.limit if recipe else None),
+        options=recipe_image_options(cfg),
+    )
     teacher_model, meta, _ = load_any(teacher, bundle, user_model, trust_code=cfg.trust_code)
     console.print(
         f"shrink: {meta['spec'].get('name')} teacher on {bundle.name} ({len(bundle.train):,} training samples); "

@@ -3,7 +3,18 @@
 Importing this package registers every built-in reader in `DATASETS`.
 """
 
-from distil.data import cifar, digits, idx, imagefolder, npydir, npz, tabular, text  # noqa: F401  (imported to register readers)
+from distil.data import (  # noqa: F401  (imported to register readers)
+    cifar,
+    digits,
+    hfdatasets,
+    idx,
+    imagefolder,
+    npydir,
+    npz,
+    shards,
+    tabular,
+    text,
+)
 from distil.data.augment import augment_batch, zero_fill
 from distil.data.bundle import DataBundle, SampleSplit, Split
 from distil.data.imagefolder import ImageFolderSplit

@@ -179,6 +179,9 @@ class DataBundle:
         source: where the data was read from (a path or a package name), for the run record.
         extra: notes on how the data was read (e.g. ``test_split``: a test split carved from train data).
         task: the task whose metrics measure models on this data (a `distil.measure.TASKS` name).
+        options: the reader options that decided the samples (an image folder's resolved
+            ``image_size`` and ``channels``, its ``on_bad_sample``), recorded in checkpoint sidecars
+            so a later command on the same files rebuilds the same preprocessing.
     """
 
     name: str
@@ -193,6 +196,7 @@ class DataBundle:
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     task: str = "classification"
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def in_memory(self) -> bool:
@@ -244,4 +248,6 @@ class DataBundle:
         if self.extra:
             # Only when present, so the summaries (and teacher-cache keys) of other data do not change.
             summary["extra"] = dict(self.extra)
+        if self.options:
+            summary["options"] = dict(self.options)
         return summary

@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import torch
@@ -53,19 +53,27 @@ SPLIT_DIRS = ("train", "val", "test")
 Channels = Literal["auto", "L", "RGB"]
 OnBadSample = Literal["error", "skip"]
 CORRUPT_FIX = "re-export or delete it, or set data.on_bad_sample=skip to leave such files out"
+SHARD_FIX = "the shard is damaged: rewrite the shards with `distil data shards SRC OUT`"
 
 
-def _decode(path: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 (H, W) or (H, W, 3): converted, then resized + center-cropped to `size`."""
+def _decode(
+    path: str | IO[bytes], mode: str, size: tuple[int, int] | None, what: str | None = None
+) -> np.ndarray:
+    """One image as uint8 (H, W) or (H, W, 3): converted, then resized + center-cropped to `size`.
+
+    `path` is a file or its bytes (a shard member); `what` names it in errors (default: the path).
+    """
+    what = what or str(path)
+    fix = CORRUPT_FIX if isinstance(path, str) else SHARD_FIX
     try:
         with Image.open(path) as im:
             img = im.convert(mode)
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
+        raise DataError(f"{what}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
     except PermissionError as exc:
-        raise DataError(f"cannot read {path} ({exc}); make it readable (chmod a+r).") from exc
+        raise DataError(f"cannot read {what} ({exc}); make it readable (chmod a+r).") from exc
     except Exception as exc:  # any decoder failure is a damaged file, whatever Pillow raised
-        raise DataError(f"{path} is not a readable image ({exc}); {CORRUPT_FIX}.") from exc
+        raise DataError(f"{what} is not a readable image ({exc}); {fix}.") from exc
     if size is not None and img.size != size[::-1]:
         img = _resize_crop(img, size[0])
     return np.asarray(img, dtype=np.uint8)
@@ -120,18 +128,31 @@ class ImageFolderSplit(RangeSplit):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _open(self, ref: Any) -> tuple[str | IO[bytes], str | None]:
+        """What Pillow opens for sample reference `ref`, and its name in errors (a file: its path)."""
+        return ref, None
+
     def raw(self, start: int, stop: int) -> torch.Tensor:
         """Samples start..stop-1 scaled to [0, 1], before normalization: (n, C, H, W) float32."""
-        return _to_tensor([_decode(p, self.mode, self.size) for p in self.paths[start:stop]])
+        refs = self.paths[start:stop]
+        if not refs:  # e.g. the empty val split of val_fraction=0
+            return torch.empty((0, *self._shape))
+        return _to_tensor([_decode(*self._decode_args(p)) for p in refs])
+
+    def _decode_args(self, ref: Any) -> tuple[str | IO[bytes], str, tuple[int, int] | None, str | None]:
+        source, what = self._open(ref)
+        return source, self.mode, self.size, what
 
     def _read(self, start: int, stop: int) -> torch.Tensor:
         return self.raw(start, stop).sub_(self._m).div_(self._s)
 
     def take(self, index: torch.Tensor) -> ImageFolderSplit:
         paths = [self.paths[int(i)] for i in index]
-        return ImageFolderSplit(
-            paths, self._labels[index], self.mode, self.size, self._shape, self.mean, self.std
-        )
+        return self._like(paths, self._labels[index])
+
+    def _like(self, paths: list[Any], labels: torch.Tensor) -> ImageFolderSplit:
+        """A split of the same kind and preprocessing over other samples (`take` of subclasses too)."""
+        return type(self)(paths, labels, self.mode, self.size, self._shape, self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -184,8 +205,31 @@ class ImageFilesDataset:
     on_bad_sample: OnBadSample = "error"
     extra: dict[str, str] = field(default_factory=dict)
 
+    def scans(self) -> dict[str, _Scan]:
+        """Every split's files opened and decoded once (the load-time check); bad ones per on_bad_sample."""
+        return {k: _scan(v, self.on_bad_sample) for k, v in self.splits.items()}
+
+    def make_split(
+        self,
+        refs: list[Any],
+        labels: torch.Tensor,
+        mode: str,
+        size: tuple[int, int] | None,
+        shape: tuple[int, ...],
+        stats: tuple[tuple[float, ...], tuple[float, ...]],
+    ) -> ImageFolderSplit:
+        """The split over sample references `refs` (here: file paths)."""
+        return ImageFolderSplit(refs, labels, mode, size, shape, *stats)
+
+    def known_stats(
+        self, mode: str, size_hw: tuple[int, int]
+    ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Mean/std of the whole train split read as `mode` at `size_hw`, when known without a pass."""
+        del mode, size_hw
+        return None
+
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
-        scans = {k: _scan(v, self.on_bad_sample) for k, v in self.splits.items()}
+        scans = self.scans()
         skipped = [p for s in scans.values() for p in s.skipped]
         extra = dict(self.extra)
         if skipped:
@@ -252,13 +296,16 @@ class ImageFilesDataset:
         ones = tuple([0.0] * shape[0]), tuple([1.0] * shape[0])
 
         def split(
-            paths: Sequence[str], labels: torch.Tensor, rows: torch.Tensor, stats: Any
+            paths: Sequence[Any], labels: torch.Tensor, rows: torch.Tensor, stats: Any
         ) -> ImageFolderSplit:
-            return ImageFolderSplit([paths[int(i)] for i in rows], labels[rows], mode, size, shape, *stats)
+            return self.make_split([paths[int(i)] for i in rows], labels[rows], mode, size, shape, stats)
 
-        raw_train = split(train_paths, y_train, ti, ones)
-        mean, std = channel_stats(raw_train.raw(b, e) for b, e in batch_ranges(len(raw_train), STATS_CHUNK))
-        stats = (mean, std)
+        known = self.known_stats(mode, shape_hw) if len(ti) == len(train_paths) else None
+        if known is None:
+            raw_train = split(train_paths, y_train, ti, ones)
+            chunks = (raw_train.raw(b, e) for b, e in batch_ranges(len(raw_train), STATS_CHUNK))
+            known = channel_stats(chunks)
+        mean, std = stats = known
         if given_val:
             val = split(val_paths, y_val, vi_given, stats)
         else:
@@ -273,6 +320,12 @@ class ImageFilesDataset:
             std=std,
             source=str(self.source),
             extra=extra,
+            # Resolved, so a later command on the same folder decodes exactly these samples.
+            options={
+                "image_size": shape_hw[0] if shape_hw[0] == shape_hw[1] else None,
+                "channels": mode,
+                "on_bad_sample": self.on_bad_sample,
+            },
         )
         validate_bundle(bundle)
         return bundle

@@ -61,6 +61,10 @@ class EpochSampler(Sampler[torch.Tensor]):
         seed: base seed of the shuffles.
         num_shards: number of data-parallel ranks.
         shard_index: this rank, in [0, num_shards).
+        groups: for data stored in file shards (`distil.data.shards`): the sample ids of each file
+            shard. With several ranks, rank r then takes the groups r, r + num_shards, ... and a
+            permutation of just those samples (seeded by seed, epoch), wrapped around (or cut, with
+            drop_last) to the same count on every rank, so each rank reads its own files only.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class EpochSampler(Sampler[torch.Tensor]):
         seed: int = 0,
         num_shards: int = 1,
         shard_index: int = 0,
+        groups: Sequence[torch.Tensor] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
@@ -89,6 +94,16 @@ class EpochSampler(Sampler[torch.Tensor]):
         self.shard_index = shard_index
         self.epoch = 0
         self.start_batch = 0
+        self._own: torch.Tensor | None = None
+        if groups is not None and num_shards > 1:
+            if len(groups) < num_shards:
+                raise ConfigError(
+                    f"{len(groups)} data shard(s) for {num_shards} processes: every process reads its own "
+                    "shards, so write at least as many (distil data shards --shard-size SMALLER)."
+                )
+            owned = [int(sum(len(g) for g in groups[r::num_shards])) for r in range(num_shards)]
+            self._own = torch.cat(list(groups[shard_index::num_shards]))
+            self._per_rank = min(owned) if drop_last else max(owned)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch the next iteration produces, starting at batch `start_batch` (for resume)."""
@@ -97,6 +112,8 @@ class EpochSampler(Sampler[torch.Tensor]):
 
     @property
     def samples_per_shard(self) -> int:
+        if self._own is not None:
+            return self._per_rank
         n = self.num_samples
         return n // self.num_shards if self.drop_last else math.ceil(n / self.num_shards)
 
@@ -107,6 +124,8 @@ class EpochSampler(Sampler[torch.Tensor]):
 
     def indices(self) -> torch.Tensor:
         """This shard's sample ids for the current epoch, in iteration order."""
+        if self._own is not None:
+            return self._own_indices()
         n = self.num_samples
         if self.shuffle:
             g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
@@ -118,6 +137,15 @@ class EpochSampler(Sampler[torch.Tensor]):
             # Wrap around (repeatedly if the split is smaller than the number of shards).
             order = order.repeat(math.ceil(total / max(n, 1)))
         return order[:total][self.shard_index :: self.num_shards]
+
+    def _own_indices(self) -> torch.Tensor:
+        own = self._own
+        assert own is not None
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.shard_index, 4))
+            own = own[torch.randperm(len(own), generator=g)]
+        per = self._per_rank
+        return own.repeat(math.ceil(per / max(len(own), 1)))[:per]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         idx = self.indices()
@@ -143,6 +171,7 @@ class _Batches:
         shard_index: int,
         mixing: str = "none",
         mixing_alpha: float = 1.0,
+        groups: Sequence[torch.Tensor] | None = None,
     ) -> None:
         if augment not in AUGMENTS:
             raise ConfigError(unknown_name_message("augmentation", augment, AUGMENTS))
@@ -158,6 +187,7 @@ class _Batches:
             seed=seed,
             num_shards=num_shards,
             shard_index=shard_index,
+            groups=groups,
         )
         self.batch_size = batch_size
         self.augment = augment
@@ -354,6 +384,8 @@ class DatasetLoader(_Batches):
             shard_index=shard_index,
             mixing=mixing,
             mixing_alpha=mixing_alpha,
+            # Data in file shards (distil.data.shards): each rank reads its own shards.
+            groups=getattr(dataset, "shard_groups", None),
         )
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}.")

@@ -85,7 +85,7 @@ def load_dataset(
             if unknown:
                 raise ConfigError(
                     f"data.{', data.'.join(unknown)} do(es) not apply to dataset {name!r}; "
-                    "they are options of the image readers (imagefolder, manifest). Remove them."
+                    "they are options of the image readers (imagefolder, manifest; shards: image_size, channels). Remove them."
                 )
         raw = reader(root_path, **given)
         if not isinstance(raw, RawDataset):

@@ -7,7 +7,13 @@
 * :mod:`distil.run.evaluate` -- models that already exist: load any checkpoint, measure checkpoints.
 """
 
-from distil.run.evaluate import evaluate_checkpoints, load_any, require_data_for_model
+from distil.run.evaluate import (
+    evaluate_checkpoints,
+    load_any,
+    load_checkpoint_data,
+    require_data_for_model,
+    trained_data_options,
+)
 from distil.run.pipeline import (
     distill_student,
     load_data,
@@ -23,10 +29,12 @@ __all__ = [
     "distill_student",
     "evaluate_checkpoints",
     "load_any",
+    "load_checkpoint_data",
     "load_data",
     "require_data_for_model",
     "run_pipeline",
     "train_teacher",
+    "trained_data_options",
     "transfer_student",
     "warn_if_student_larger",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from distil.data import DataBundle
+from distil.data import DataBundle, load_dataset
 from distil.measure import ModelMetrics, measure_model, predict
 from distil.train.build import build_model
 
@@ -30,6 +32,82 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
         raise ConfigError(
             "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
         )
+
+
+IMAGE_OPTIONS = ("image_size", "channels", "on_bad_sample")
+"""Reader options a checkpoint's sidecar records (``data.options``) and later commands reuse."""
+_MUST_AGREE = ("image_size", "channels")
+
+
+def trained_data_options(
+    checkpoint: str, dataset: str, given: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The reader options to read `dataset` with for `checkpoint`: the given ones over the recorded ones.
+
+    A checkpoint trained on an image folder records the preprocessing it saw (``image_size``,
+    ``channels``, ``on_bad_sample`` in its sidecar's ``data.options``), so `distil eval`/`export`/
+    `prune`/`quantize`/`compress`/`shrink` on the same folder decode the same samples without being told
+    again. A given value (recipe or CLI) wins; a given ``image_size``/``channels`` that contradicts the
+    recorded one is an error, since the model would see other inputs than it was trained on (``channels:
+    auto`` contradicts nothing). Options the dataset's reader does not take are left out, so a checkpoint
+    measured on another dataset (``--data``) is not given an image folder's options.
+
+    Args:
+        checkpoint: the checkpoint path (a plain state_dict without a sidecar records nothing).
+        dataset: the dataset the command reads.
+        given: options from the recipe or command line; None values mean not given.
+
+    Returns:
+        The options for ``load_dataset(..., options=...)`` (None values are not given).
+
+    Raises:
+        ConfigError: a given image_size or channels differs from the recorded one.
+    """
+    from distil.data import DATASETS
+    from distil.errors import ConfigError
+    from distil.train.checkpoint import _paths, read_sidecar
+
+    chosen = {k: v for k, v in (given or {}).items() if v is not None}
+    sidecar = _paths(checkpoint)[1]
+    data = read_sidecar(checkpoint).get("data") if sidecar.is_file() or Path(checkpoint).is_dir() else None
+    recorded = data.get("options") if isinstance(data, dict) else None
+    if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
+        return chosen
+    accepted = inspect.signature(DATASETS.get(dataset)).parameters
+    merged = {k: v for k, v in recorded.items() if k in IMAGE_OPTIONS and k in accepted and v is not None}
+    for key in _MUST_AGREE:
+        value = chosen.get(key)
+        if (
+            value is None
+            or key not in merged
+            or value == merged[key]
+            or (key == "channels" and value == "auto")
+        ):
+            continue
+        raise ConfigError(
+            f"data.{key}={value!r} was given, but {checkpoint} was trained on images read with "
+            f"{key}={merged[key]!r} (its sidecar's data.options); the model would see other inputs than it "
+            f"learnt. Leave {key} out to reuse the recorded value, or set it to {merged[key]!r}."
+        )
+    merged.update({k: v for k, v in chosen.items() if not (k == "channels" and v == "auto" and k in merged)})
+    return merged
+
+
+def load_checkpoint_data(
+    checkpoint: str,
+    dataset: str,
+    root: str | Path | None,
+    *,
+    val_fraction: float,
+    limit: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> DataBundle:
+    """`load_dataset` for a command on an existing checkpoint, with its recorded reader options.
+
+    See :func:`trained_data_options` for how given and recorded options combine.
+    """
+    merged = trained_data_options(checkpoint, dataset, options)
+    return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged)
 
 
 def load_any(
