@@ -1,0 +1,212 @@
+"""Per-position logit losses over (N, V) rows, computed in chunks of rows with a hand-written backward.
+
+The naive per-token loss of a language model keeps several fp32 (B, T, V) tensors alive from forward
+to backward (the up-cast logits, both log-softmaxes, the element-wise KL): at B=4, T=512, V=32000 each is
+256 MiB. `row_loss` instead walks the rows in chunks of `rows` (chunk_rows: about 8M elements, 32 MiB
+of fp32 per temporary), keeps only the weighted sum in forward, saves nothing but references to its
+inputs, and in backward recomputes each chunk's softmaxes to write the analytic gradient straight into
+one tensor of the student's dtype (the gradient autograd needs anyway).
+
+No host synchronisation: padded positions are not selected out (boolean indexing waits for the device
+to count them); they carry weight 0, and `torch.where` keeps whatever their logits hold (even NaN) out
+of the sum and of the gradient. The mean over the valid positions is in the weights: mask / count,
+a tensor division.
+
+Divergences (student q, teacher p, both softmax(logits / T), each multiplied by T^2 as Hinton's KD):
+    kl   KL(p || q)                 dL/ds = q - p
+    rkl  KL(q || p)                 dL/ds = q * (f - E_q f), f = log q - log p
+    jsd  beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q
+                                    dL/ds = (1 - beta) q * (f - E_q f), f = log q - log m
+    tvd  0.5 * sum |q - p|          dL/ds = q * (g - E_q g), g = 0.5 sign(q - p)
+and, on raw logits: ce (cross-entropy with label smoothing) and mse (the mean squared logit error).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# Elements (rows x vocabulary) of one chunk: 8M fp32 = 32 MiB per temporary, a handful alive at once.
+CHUNK_ELEMENTS = 1 << 23
+
+KINDS = ("kl", "rkl", "jsd", "tvd", "ce", "mse")
+
+
+def chunk_rows(vocab: int, chunk_size: int | None = None) -> int:
+    """Rows per chunk: `chunk_size` when given, else as many as fit `CHUNK_ELEMENTS` (at least 1)."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}")
+        return int(chunk_size)
+    return max(1, CHUNK_ELEMENTS // max(vocab, 1))
+
+
+def row_values(
+    kind: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    temperature: float,
+    beta: float,
+    smoothing: float,
+    grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-row values (n,) of one chunk and, with `grad`, their gradient (n, V) w.r.t. the raw student logits.
+
+    Differentiable through autograd as well (the reference computation in tests uses it on whole rows).
+    The gradient excludes the T^2 factor and the weights, which the caller applies.
+    """
+    if kind == "ce":
+        assert labels is not None
+        s = student.float()
+        lse = torch.logsumexp(s, dim=1)
+        picked = s.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+        values = (1 - smoothing) * (lse - picked)
+        if smoothing:
+            values = values + smoothing * (lse - s.mean(1))
+        if not grad:
+            return values, None
+        g = torch.exp(s - lse.unsqueeze(1))
+        if smoothing:
+            g = g - smoothing / s.shape[1]
+        g.scatter_add_(
+            1, labels.clamp(min=0).unsqueeze(1), torch.full_like(picked, -(1 - smoothing)).unsqueeze(1)
+        )
+        return values, g
+    assert teacher is not None
+    if kind == "mse":
+        d = student.float() - teacher.float()
+        values = d.pow(2).mean(1)
+        return values, (d * (2.0 / d.shape[1]) if grad else None)
+    t = temperature
+    log_q = F.log_softmax(student.float() / t, dim=1)
+    log_p = F.log_softmax(teacher.float() / t, dim=1)
+    q = log_q.exp()
+    if kind == "kl":
+        p = log_p.exp()
+        # xlogy-style: a teacher probability of exactly 0 (a -inf logit) contributes 0, not NaN.
+        values = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(1)
+        return values, ((q - p) / t if grad else None)
+    if kind == "tvd":
+        p = log_p.exp()
+        values = 0.5 * (q - p).abs().sum(1)
+        if not grad:
+            return values, None
+        f = 0.5 * torch.sign(q - p)
+        return values, q * (f - (q * f).sum(1, keepdim=True)) / t
+    if kind == "rkl":
+        f = log_q - log_p
+        values = (q * f).sum(1)
+        return values, (q * (f - values.unsqueeze(1)) / t if grad else None)
+    if kind == "jsd":
+        p = log_p.exp()
+        log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
+        f = log_q - log_m
+        kl_q = (q * f).sum(1)
+        values = beta * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(1) + (1 - beta) * kl_q
+        return values, ((1 - beta) * q * (f - kl_q.unsqueeze(1)) / t if grad else None)
+    raise ValueError(f"unknown row loss {kind!r}; one of {', '.join(KINDS)}")
+
+
+def _scale(kind: str, temperature: float) -> float:
+    return 1.0 if kind in ("ce", "mse") else temperature * temperature
+
+
+class _ChunkedRowLoss(torch.autograd.Function):
+    """sum_i w_i * value_i * scale over (N, V) rows, forward and backward one chunk of rows at a time."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        student: torch.Tensor,
+        teacher: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        weights: torch.Tensor,
+        kind: str,
+        temperature: float,
+        beta: float,
+        smoothing: float,
+        rows: int,
+    ) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=student.device)
+        for a in range(0, student.shape[0], rows):
+            b = a + rows
+            values, _ = row_values(
+                kind,
+                student[a:b],
+                None if teacher is None else teacher[a:b],
+                None if labels is None else labels[a:b],
+                temperature,
+                beta,
+                smoothing,
+            )
+            w = weights[a:b]
+            total = total + torch.where(w > 0, values * w, 0.0).sum()
+        ctx.save_for_backward(student, teacher, labels, weights)
+        ctx.options = (kind, temperature, beta, smoothing, rows)
+        return total * _scale(kind, temperature)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        student, teacher, labels, weights = ctx.saved_tensors
+        kind, temperature, beta, smoothing, rows = ctx.options
+        grad = torch.empty_like(student)
+        coef = grad_out.float() * _scale(kind, temperature)
+        for a in range(0, student.shape[0], rows):
+            b = a + rows
+            _, g = row_values(
+                kind,
+                student[a:b],
+                None if teacher is None else teacher[a:b],
+                None if labels is None else labels[a:b],
+                temperature,
+                beta,
+                smoothing,
+                grad=True,
+            )
+            assert g is not None
+            w = weights[a:b].unsqueeze(1)
+            grad[a:b] = torch.where(w > 0, g * (w * coef), 0.0).to(grad.dtype)
+        return grad, None, None, None, None, None, None, None, None
+
+
+def row_loss(
+    kind: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    weights: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    smoothing: float = 0.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The weighted sum over rows of a per-row loss, chunked: sum_i weights_i * value_i (* T^2).
+
+    Args:
+        kind: one of `KINDS` (module docstring).
+        student: (N, V) student logits, any float dtype; the gradient comes back in that dtype.
+        teacher: (N, V) teacher logits (no gradient flows to them), None for "ce".
+        weights: (N,) float, 0 for the rows that do not count (e.g. mask / mask.sum() for a mean).
+        labels: (N,) int64 classes for "ce" (rows with weight 0 may hold anything, e.g. -100).
+        temperature: softening temperature of the divergences.
+        beta: the mixture weight of "jsd", strictly between 0 and 1.
+        smoothing: label smoothing of "ce".
+        chunk_size: rows per chunk; None picks about `CHUNK_ELEMENTS` / V.
+
+    Returns:
+        A float32 scalar.
+    """
+    rows = chunk_rows(student.shape[-1], chunk_size)
+    if teacher is not None and teacher.requires_grad:
+        # A teacher that is trained too (mutual learning) needs its gradient: the autograd path gives it.
+        values, _ = row_values(kind, student, teacher, labels, temperature, beta, smoothing)
+        return torch.where(weights > 0, values * weights, 0.0).sum() * _scale(kind, temperature)
+    out: torch.Tensor = _ChunkedRowLoss.apply(
+        student, teacher, labels, weights, kind, temperature, beta, smoothing, rows
+    )
+    return out
