@@ -16,7 +16,7 @@ from torch import nn
 from distil.config import KDConfig
 from distil.data.batch import MASK
 from distil.errors import ConfigError
-from distil.features import FeatureCapture, feature_shapes, propose_pairs
+from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
 from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
 from distil.losses.vocab import align_vocab
 
@@ -156,7 +156,8 @@ class ComposedLoss(nn.Module):
             raise ConfigError(
                 f"the batch has a 'mask' of valid positions, but terms {', '.join(blind)} compare whole "
                 "samples (features or relations) and cannot honour it. Fix: use logit terms (kd, ce, rkl, "
-                "js, logit_mse, dkd) with masked data, or drop 'mask' from the batches."
+                "js, tvd, logit_mse, dkd) or per-token hidden-state terms (hidden_mse, hidden_cosine) "
+                "with masked data, or drop 'mask' from the batches."
             )
 
     def close(self) -> None:
@@ -225,16 +226,28 @@ def build_loss(
         label_smoothing=label_smoothing,
     )
     student_capture = teacher_capture = None
+    options = {name: dict(kd.options.get(name) or {}) for name in weights}
     if needs_features:
         assert teacher is not None
-        if kd.feature_pairs == "auto":
-            pairs = propose_pairs(teacher, student, sample_x)
-        else:
+        block_terms = [name for name, c in classes.items() if getattr(c, "maps_blocks", False)]
+        by_stage = any(c.needs_features and name not in block_terms for name, c in classes.items())
+        if kd.feature_pairs != "auto":
             pairs = [(s, t) for s, t in kd.feature_pairs]
+        else:
+            pairs = propose_pairs(teacher, student, sample_x) if by_stage else []
+        for name in block_terms:
+            # A term mapping transformer blocks by index gets those pairs (added once) as its `pairs`.
+            layer_map = options[name].get("layer_map")
+            if layer_map is None and kd.feature_pairs == "auto":
+                layer_map = "auto"
+            if layer_map is not None and "pairs" not in options[name]:
+                mapped = block_pairs(student, teacher, layer_map)
+                pairs.extend(p for p in dict.fromkeys(mapped) if p not in pairs)
+                options[name]["pairs"] = [pairs.index(p) for p in mapped]
         ctx.pairs = pairs
         ctx.student_shapes = feature_shapes(student, [s for s, _ in pairs], sample_x, "student")
         ctx.teacher_shapes = feature_shapes(teacher, [t for _, t in pairs], sample_x, "teacher")
-    terms = {name: build_term(name, ctx, kd.options.get(name)) for name in weights}
+    terms = {name: build_term(name, ctx, options[name] or None) for name in weights}
     if needs_features:
         assert teacher is not None
         student_capture = FeatureCapture(student, [s for s, _ in ctx.pairs], role="student")

@@ -467,6 +467,37 @@ def fitnet_hint(student_feature: torch.Tensor, teacher_feature: torch.Tensor) ->
     return F.mse_loss(student_feature.float(), teacher_feature.float())
 
 
+def hidden_state_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    distance: str = "mse",
+) -> torch.Tensor:
+    """Per-token hidden-state distillation: the mean over the valid positions of a per-position distance.
+
+    Args:
+        student_hidden: (B, T, D) (or (B, D)) student hidden states, already projected to the teacher's
+            width where they differ.
+        teacher_hidden: the teacher's, same shape.
+        mask: optional (B,) or (B, T) bool, the positions that count.
+        distance: "mse" (the mean over D of the squared difference, TinyBERT) or "cosine" (1 - cosine
+            similarity, DistilBERT's hidden-state term).
+
+    Returns:
+        A float32 scalar (sync-free: padded positions are weighted 0, not selected out).
+    """
+    _check_same(student_hidden, teacher_hidden, "hidden states")
+    s, t = student_hidden.float(), teacher_hidden.float()
+    if distance == "mse":
+        per = (s - t).pow(2).mean(-1)
+    elif distance == "cosine":
+        per = 1.0 - F.cosine_similarity(s, t, dim=-1)
+    else:
+        raise ValueError(f"hidden-state distance must be 'mse' or 'cosine', got {distance!r}")
+    weights = position_weights(per.shape, mask, device=per.device)
+    return torch.where(weights > 0, per.reshape(-1) * weights, 0.0).sum()
+
+
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Spatial attention of a (B, C, H, W) map: L2-normalised mean over channels of |f|^p, as (B, H*W)."""
     if feature.dim() != 4:
