@@ -178,7 +178,7 @@ def test_forward_keeps_no_fp32_copy_of_the_logits_for_backward() -> None:
         x = s.clone().requires_grad_(True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
             value = fn(x)
-        # Only references to the inputs (bf16 logits, labels) and the (N,) weights are saved.
+        # Saved: the inputs (references), (N,) weights and the gradient in the logits' dtype (bf16).
         assert all(v.dtype != torch.float32 or v.numel() <= 2 * 64 for v in saved), [
             (v.dtype, tuple(v.shape)) for v in saved
         ]
@@ -197,3 +197,52 @@ def test_a_trained_teacher_gets_its_gradient() -> None:
     naive("kd", s, t2, y, 2.0, mask).backward()
     assert t.grad is not None and t2.grad is not None
     torch.testing.assert_close(t.grad, t2.grad)
+
+
+@pytest.mark.parametrize("kind", ["kl", "rkl", "jsd", "tvd", "ce", "mse"])
+def test_stored_and_recomputed_backward_agree_and_scale_with_the_incoming_gradient(kind: str) -> None:
+    from distil.losses.chunked import row_loss
+
+    s, t, y, mask = _data(torch.bfloat16)
+    w = mask.reshape(-1).float() / mask.sum()
+    grads = []
+    for mode in ("stored", "recompute"):
+        x = s.reshape(-1, s.shape[-1]).clone().requires_grad_(True)
+        value = row_loss(
+            kind,
+            x,
+            None if kind == "ce" else t.reshape(-1, 37),
+            w,
+            labels=y.reshape(-1),
+            temperature=2.0,
+            beta=0.3,
+            chunk_size=5,
+            backward=mode,
+        )
+        (0.9 * value).backward()
+        assert x.grad is not None
+        grads.append(x.grad.float())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-5)
+    # The same as 0.9 times the gradient of the value alone.
+    x = s.reshape(-1, s.shape[-1]).clone().requires_grad_(True)
+    row_loss(
+        kind,
+        x,
+        None if kind == "ce" else t.reshape(-1, 37),
+        w,
+        labels=y.reshape(-1),
+        temperature=2.0,
+        beta=0.3,
+        chunk_size=5,
+    ).backward()
+    assert x.grad is not None
+    torch.testing.assert_close(grads[0], 0.9 * x.grad.float(), rtol=1e-2, atol=1e-5)
+
+
+def test_a_second_backward_of_a_stored_gradient_is_refused() -> None:
+    s, t, _, mask = _data(torch.float32)
+    x = s.clone().requires_grad_(True)
+    value = kd_kl(x, t, 2.0, mask=mask)
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="recompute"):
+        value.backward()

@@ -115,8 +115,105 @@ def _scale(kind: str, temperature: float) -> float:
     return 1.0 if kind in ("ce", "mse") else temperature * temperature
 
 
+# The hot paths of LM distillation (forward KL and cross-entropy) are written out in fewer passes over
+# the chunk than `row_values`: forward keeps each row's logsumexp (N floats), so backward rebuilds the
+# softmaxes with one subtract and exp each, in place. The other kinds use `row_values` both ways.
+
+
+def _soft(x: torch.Tensor, temperature: float, floor: bool = False) -> torch.Tensor:
+    """A new fp32 tensor x / T (safe to modify in place); `floor` clamps -inf logits to a finite -1e4."""
+    y = x * (1.0 / temperature) if x.dtype == torch.float32 else x.float().mul_(1.0 / temperature)
+    return y.clamp_min_(-1e4) if floor else y
+
+
+def _forward_chunk(
+    kind: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    temperature: float,
+    beta: float,
+    smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per-row values of one chunk and the logsumexps backward reuses (None where it recomputes)."""
+    if kind == "kl":
+        assert teacher is not None
+        s = _soft(student, temperature)
+        t = _soft(teacher, temperature, floor=True)
+        lse_s, lse_t = torch.logsumexp(s, dim=1), torch.logsumexp(t, dim=1)
+        p = (t - lse_t.unsqueeze(1)).exp_()
+        # KL(p || q) = sum p (t - s) + lse_s - lse_t, since log p - log q = (t - lse_t) - (s - lse_s).
+        values = p.mul_(t.sub_(s)).sum(1) + lse_s - lse_t
+        return values, lse_s, lse_t
+    if kind == "ce":
+        assert labels is not None
+        s = student.float()
+        lse = torch.logsumexp(s, dim=1)
+        picked = s.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+        values = (1 - smoothing) * (lse - picked)
+        if smoothing:
+            values = values + smoothing * (lse - s.mean(1))
+        return values, lse, None
+    values, _ = row_values(kind, student, teacher, labels, temperature, beta, smoothing)
+    return values, None, None
+
+
+def _grad_chunk(
+    kind: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    temperature: float,
+    beta: float,
+    smoothing: float,
+    lse_s: torch.Tensor | None,
+    lse_t: torch.Tensor | None,
+    coef: torch.Tensor,
+) -> torch.Tensor:
+    """coef (n,) times the gradient of one chunk's per-row values w.r.t. the raw student logits (fp32)."""
+    if kind == "kl":
+        assert teacher is not None and lse_s is not None and lse_t is not None
+        q = _soft(student, temperature).sub_(lse_s.unsqueeze(1)).exp_()
+        p = _soft(teacher, temperature, floor=True).sub_(lse_t.unsqueeze(1)).exp_()
+        return q.sub_(p).mul_((coef / temperature).unsqueeze(1))
+    if kind == "ce":
+        assert labels is not None and lse_s is not None
+        g = torch.sub(student.float(), lse_s.unsqueeze(1)).exp_()
+        if smoothing:
+            g.sub_(smoothing / g.shape[1])
+        g.mul_(coef.unsqueeze(1))
+        g.scatter_add_(1, labels.clamp(min=0).unsqueeze(1), (-(1 - smoothing) * coef).unsqueeze(1))
+        return g
+    _, grad = row_values(kind, student, teacher, labels, temperature, beta, smoothing, grad=True)
+    assert grad is not None
+    return grad.mul_(coef.unsqueeze(1))
+
+
+def _kl_chunk_with_grad(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, coef: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward KL's per-row values and coef-scaled gradient of one chunk in one go (three fp32 buffers)."""
+    s = _soft(student, temperature)
+    t = _soft(teacher, temperature, floor=True)
+    lse_s, lse_t = torch.logsumexp(s, dim=1), torch.logsumexp(t, dim=1)
+    p = (t - lse_t.unsqueeze(1)).exp_()
+    values = t.sub_(s).mul_(p).sum(1) + lse_s - lse_t
+    q = s.sub_(lse_s.unsqueeze(1)).exp_()
+    return values, q.sub_(p).mul_((coef / temperature).unsqueeze(1))
+
+
+def _part(x: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
+    return None if x is None else x[a:b]
+
+
 class _ChunkedRowLoss(torch.autograd.Function):
-    """sum_i w_i * value_i * scale over (N, V) rows, forward and backward one chunk of rows at a time."""
+    """sum_i w_i * value_i * scale over (N, V) rows, one chunk of rows at a time.
+
+    `store` picks where the gradient is computed: in forward, chunk by chunk while the softmaxes are at
+    hand, into one tensor of the student's dtype that backward scales by the incoming gradient (no
+    recomputation: the fastest), or in backward, recomputing each chunk's softmaxes from the inputs and
+    the saved (N,) logsumexps (nothing of size (N, V) is kept between forward and backward).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -130,47 +227,76 @@ class _ChunkedRowLoss(torch.autograd.Function):
         beta: float,
         smoothing: float,
         rows: int,
+        store: bool,
     ) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float32, device=student.device)
+        valid = weights > 0
+        # where, not a product: a padded row's logits may be anything (NaN from a fully masked row).
+        coef = torch.where(valid, weights * _scale(kind, temperature), 0.0)
+        grad = torch.empty_like(student) if store and ctx.needs_input_grad[0] else None
+        lse_s: list[torch.Tensor] = []
+        lse_t: list[torch.Tensor] = []
         for a in range(0, student.shape[0], rows):
             b = a + rows
-            values, _ = row_values(
-                kind,
-                student[a:b],
-                None if teacher is None else teacher[a:b],
-                None if labels is None else labels[a:b],
-                temperature,
-                beta,
-                smoothing,
-            )
-            w = weights[a:b]
-            total = total + torch.where(w > 0, values * w, 0.0).sum()
-        ctx.save_for_backward(student, teacher, labels, weights)
-        ctx.options = (kind, temperature, beta, smoothing, rows)
-        return total * _scale(kind, temperature)
+            part = (student[a:b], _part(teacher, a, b), _part(labels, a, b), temperature, beta, smoothing)
+            g: torch.Tensor | None = None
+            if grad is not None and teacher is not None and kind == "kl":
+                values, g = _kl_chunk_with_grad(student[a:b], teacher[a:b], temperature, coef[a:b])
+                ls = lt = None
+            else:
+                values, ls, lt = _forward_chunk(kind, *part)
+                if grad is not None:
+                    g = _grad_chunk(kind, *part, ls, lt, coef[a:b])
+            total = total + torch.where(valid[a:b], values * coef[a:b], 0.0).sum()
+            if grad is not None:
+                assert g is not None
+                g.masked_fill_(~valid[a:b].unsqueeze(1), 0.0)  # NaN * 0 is NaN: padded rows get exactly 0
+                grad[a:b].copy_(g)
+            else:
+                lse_s += [] if ls is None else [ls]
+                lse_t += [] if lt is None else [lt]
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        else:
+            saved_s = torch.cat(lse_s) if lse_s else None
+            saved_t = torch.cat(lse_t) if lse_t else None
+            ctx.save_for_backward(student, teacher, labels, valid, coef, saved_s, saved_t)
+        ctx.options = (kind, temperature, beta, smoothing, rows, grad is not None)
+        return total
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        student, teacher, labels, weights = ctx.saved_tensors
-        kind, temperature, beta, smoothing, rows = ctx.options
+        kind, temperature, beta, smoothing, rows, stored = ctx.options
+        none = (None,) * 10
+        if stored:
+            if getattr(ctx, "consumed", False):
+                raise RuntimeError(
+                    "a chunked loss with backward='stored' hands its gradient over once; for a second "
+                    "backward (retain_graph) use backward='recompute'"
+                )
+            ctx.consumed = True
+            (grad,) = ctx.saved_tensors
+            return (grad.mul_(grad_out), *none)  # in place: a 0-d fp32 factor, computed in fp32
+        student, teacher, labels, valid, coef, lse_s, lse_t = ctx.saved_tensors
         grad = torch.empty_like(student)
-        coef = grad_out.float() * _scale(kind, temperature)
+        coef = coef * grad_out.float()
         for a in range(0, student.shape[0], rows):
             b = a + rows
-            _, g = row_values(
+            g = _grad_chunk(
                 kind,
                 student[a:b],
-                None if teacher is None else teacher[a:b],
-                None if labels is None else labels[a:b],
+                _part(teacher, a, b),
+                _part(labels, a, b),
                 temperature,
                 beta,
                 smoothing,
-                grad=True,
+                _part(lse_s, a, b),
+                _part(lse_t, a, b),
+                coef[a:b],
             )
-            assert g is not None
-            w = weights[a:b].unsqueeze(1)
-            grad[a:b] = torch.where(w > 0, g * (w * coef), 0.0).to(grad.dtype)
-        return grad, None, None, None, None, None, None, None, None
+            g.masked_fill_(~valid[a:b].unsqueeze(1), 0.0)
+            grad[a:b].copy_(g)
+        return (grad, *none)
 
 
 def row_loss(
@@ -184,6 +310,7 @@ def row_loss(
     beta: float = 0.5,
     smoothing: float = 0.0,
     chunk_size: int | None = None,
+    backward: str = "stored",
 ) -> torch.Tensor:
     """The weighted sum over rows of a per-row loss, chunked: sum_i weights_i * value_i (* T^2).
 
@@ -197,16 +324,21 @@ def row_loss(
         beta: the mixture weight of "jsd", strictly between 0 and 1.
         smoothing: label smoothing of "ce".
         chunk_size: rows per chunk; None picks about `CHUNK_ELEMENTS` / V.
+        backward: "stored" computes the gradient during forward into one tensor of the student's dtype
+            (no recomputation); "recompute" keeps nothing of size (N, V) and recomputes each chunk in
+            backward (slower; for when the loss's forward and backward are far apart).
 
     Returns:
         A float32 scalar.
     """
+    if backward not in ("stored", "recompute"):
+        raise ValueError(f"backward must be 'stored' or 'recompute', got {backward!r}")
     rows = chunk_rows(student.shape[-1], chunk_size)
     if teacher is not None and teacher.requires_grad:
         # A teacher that is trained too (mutual learning) needs its gradient: the autograd path gives it.
         values, _ = row_values(kind, student, teacher, labels, temperature, beta, smoothing)
         return torch.where(weights > 0, values * weights, 0.0).sum() * _scale(kind, temperature)
     out: torch.Tensor = _ChunkedRowLoss.apply(
-        student, teacher, labels, weights, kind, temperature, beta, smoothing, rows
+        student, teacher, labels, weights, kind, temperature, beta, smoothing, rows, backward == "stored"
     )
     return out
