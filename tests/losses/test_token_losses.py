@@ -246,3 +246,15 @@ def test_a_second_backward_of_a_stored_gradient_is_refused() -> None:
     value.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="recompute"):
         value.backward()
+
+
+def test_dkd_on_sequences_is_sync_free_too() -> None:
+    from distil.losses import dkd
+
+    s, t, y, mask = _data(torch.float32)
+    x = s.clone().requires_grad_(True)
+    with _Ops() as ops:
+        dkd(x, t, y, 2.0, mask=mask).backward()
+    assert not [op for op in ops.names if any(k in op for k in SYNCING)]
+    keep = mask & (y != IGNORE_INDEX)
+    torch.testing.assert_close(dkd(s, t, y, 2.0, mask=mask), dkd(s[keep], t[keep], y[keep], 2.0))

@@ -399,7 +399,13 @@ def dkd(
     """
     _check_same(student_logits, teacher_logits, "logits")
     keep = None
-    if student_logits.dim() != 2 or mask is not None:
+    weights = None
+    if student_logits.dim() == 3:
+        # Sequences: every position is a row, weighted (no selection of valid rows, so no host sync).
+        weights = position_weights(student_logits.shape[:-1], mask, labels, device=student_logits.device)
+        student_logits, teacher_logits = _rows(student_logits), _rows(teacher_logits)
+        labels = labels.reshape(-1).clamp(min=0)
+    elif mask is not None or student_logits.dim() != 2:
         mask = _label_mask(labels, mask)
         labels = _valid_labels(student_logits, labels, mask)
         student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
@@ -412,13 +418,18 @@ def dkd(
         labels = labels.clamp(min=0)
     t = temperature
     s, te = student_logits.float() / t, teacher_logits.float() / t
-    gt = F.one_hot(labels, s.shape[1]).bool()
+    # scatter, not F.one_hot: one_hot reads the largest label back to the host to check it.
+    gt = torch.zeros_like(s, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
     ps, pt = F.softmax(s, dim=1), F.softmax(te, dim=1)
     ps_bin = torch.stack([(ps * gt).sum(1), (ps * ~gt).sum(1)], dim=1).clamp_min(1e-12)
     pt_bin = torch.stack([(pt * gt).sum(1), (pt * ~gt).sum(1)], dim=1)
     # Masking the target logit with a large negative value removes it from both softmaxes.
     log_ps_nt = F.log_softmax(s.masked_fill(gt, -1e4), dim=1)
     pt_nt = F.softmax(te.masked_fill(gt, -1e4), dim=1)
+    if weights is not None:
+        rows = alpha * F.kl_div(ps_bin.log(), pt_bin, reduction="none").sum(1)
+        rows = rows + beta * F.kl_div(log_ps_nt, pt_nt, reduction="none").sum(1)
+        return torch.where(weights > 0, rows * weights, 0.0).sum() * (t * t)
     if keep is None:
         tckd = F.kl_div(ps_bin.log(), pt_bin, reduction="batchmean")
         nckd = F.kl_div(log_ps_nt, pt_nt, reduction="batchmean")
