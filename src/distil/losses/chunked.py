@@ -2,10 +2,11 @@
 
 The naive per-token loss of a language model keeps several fp32 (B, T, V) tensors alive from forward
 to backward (the up-cast logits, both log-softmaxes, the element-wise KL): at B=4, T=512, V=32000 each is
-256 MiB. `row_loss` instead walks the rows in chunks of `rows` (chunk_rows: about 8M elements, 32 MiB
-of fp32 per temporary), keeps only the weighted sum in forward, saves nothing but references to its
-inputs, and in backward recomputes each chunk's softmaxes to write the analytic gradient straight into
-one tensor of the student's dtype (the gradient autograd needs anyway).
+250 MiB. `row_loss` instead walks the rows in chunks of `rows` (chunk_rows: about 8M elements, 32 MiB
+of fp32 per temporary) and writes the analytic gradient chunk by chunk straight into one tensor of the
+student's dtype (the gradient autograd needs anyway): during forward by default (backward="stored", no
+recomputation), or in backward from the saved (N,) logsumexps (backward="recompute", nothing of size
+(N, V) kept in between). benchmarks/token_loss_memory.py measures both against the naive loss.
 
 No host synchronisation: padded positions are not selected out (boolean indexing waits for the device
 to count them); they carry weight 0, and `torch.where` keeps whatever their logits hold (even NaN) out
