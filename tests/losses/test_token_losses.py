@@ -258,3 +258,21 @@ def test_dkd_on_sequences_is_sync_free_too() -> None:
     assert not [op for op in ops.names if any(k in op for k in SYNCING)]
     keep = mask & (y != IGNORE_INDEX)
     torch.testing.assert_close(dkd(s, t, y, 2.0, mask=mask), dkd(s[keep], t[keep], y[keep], 2.0))
+
+
+def test_the_composed_lm_loss_is_sync_free_after_the_first_batch() -> None:
+    from distil.losses.compose import ComposedLoss
+    from distil.losses.registry import TermContext, build_term
+
+    ctx = TermContext()
+    loss = ComposedLoss(
+        {n: build_term(n, ctx) for n in ("kd", "ce", "tvd")}, {"kd": 0.5, "ce": 0.4, "tvd": 0.1}
+    )
+    s, t, y, mask = _data(torch.bfloat16)
+    padded_teacher = torch.cat([t, torch.full((*t.shape[:2], 27), -30.0, dtype=t.dtype)], dim=-1)
+    batch = {"labels": y, "mask": mask}
+    loss(s, padded_teacher, batch)  # the first batch checks the padding rows' mass: one sync, once
+    x = s.clone().requires_grad_(True)
+    with _Ops() as ops:
+        loss(x, padded_teacher, batch)["loss"].backward()
+    assert not [op for op in ops.names if any(k in op for k in SYNCING)]
