@@ -34,9 +34,9 @@ def test_default_hinton_loss_follows_warmup_and_temperature_schedule(digits, mon
     temperatures: list[float] = []
     real = logit.kd_kl
 
-    def spy(s: torch.Tensor, t: torch.Tensor, temperature: float, mask=None) -> torch.Tensor:
+    def spy(s: torch.Tensor, t: torch.Tensor, temperature: float, mask=None, **kw) -> torch.Tensor:
         temperatures.append(temperature)
-        return real(s, t, temperature, mask=mask)
+        return real(s, t, temperature, mask=mask, **kw)
 
     monkeypatch.setattr(logit, "kd_kl", spy)
     teacher, student = _nets()

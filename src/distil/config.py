@@ -246,6 +246,12 @@ class KDConfig(_Strict):
         default_factory=list, description="more teachers: the KD target is the weighted mixture of all"
     )
     teacher_weight: float = Field(default=1.0, gt=0, description="weight of the main teacher in an ensemble")
+    vocab_tolerance: float = Field(
+        default=1e-3,
+        ge=0,
+        le=1,
+        description="LM outputs differing by padding rows: most teacher probability allowed on the ids cut",
+    )
 
     @model_validator(mode="after")
     def _some_weight(self) -> KDConfig:

@@ -5,7 +5,8 @@
     ...     maps = capture.features()   # [output of student.layer2, output of student.layer3]
 
 Also: the output shape of every module (`layer_shapes`), teacher/student layer pairs proposed by stage
-(`propose_pairs`), and the adapters that project a student feature onto the teacher's shape.
+(`propose_pairs`) or, for transformers, by a map of block indices (`block_pairs`), and the adapters that
+project a student feature onto the teacher's shape.
 """
 
 from __future__ import annotations
@@ -253,11 +254,64 @@ def propose_pairs(teacher: nn.Module, student: nn.Module, x: torch.Tensor) -> li
     return pairs
 
 
+def transformer_blocks(model: nn.Module, role: str = "model") -> tuple[str, int]:
+    """The path and length of a transformer's stack of blocks: its longest `nn.ModuleList` of one class.
+
+    E.g. ``hf.model.layers`` (llama-style, under distil's `CausalLM`) or ``hf.transformer.h`` (GPT-2).
+
+    Raises:
+        ConfigError: the model has no such list (name the layers with kd.feature_pairs instead).
+    """
+    best: tuple[str, int] | None = None
+    for name, module in model.named_modules():
+        one_class = isinstance(module, nn.ModuleList) and len({type(m) for m in module}) == 1
+        if one_class and (best is None or len(module) > best[1]):
+            best = (name, len(module))
+    if best is None:
+        raise ConfigError(
+            f"the {role} ({type(model).__name__}) has no stack of transformer blocks (an nn.ModuleList of "
+            "one block class) to map layers by index; give kd.feature_pairs as module paths instead."
+        )
+    return best
+
+
+def block_pairs(
+    student: nn.Module, teacher: nn.Module, layer_map: dict[int, int] | str = "auto"
+) -> list[tuple[str, str]]:
+    """(student_path, teacher_path) pairs of transformer blocks from `{student_block: teacher_block}`.
+
+    Indices count from 0; negative ones from the end (-1 is the last block). "auto" maps every student
+    block i to the teacher block at the same relative depth, round((i + 1) * L_t / L_s) - 1, so the last
+    blocks pair up (as DistilBERT/TinyBERT-style uniform maps do).
+
+    Raises:
+        ConfigError: an index out of range, or a model without a block stack; the message names both.
+    """
+    s_path, s_n = transformer_blocks(student, "student")
+    t_path, t_n = transformer_blocks(teacher, "teacher")
+    if layer_map == "auto":
+        mapping = {i: round((i + 1) * t_n / s_n) - 1 for i in range(s_n)}
+    elif isinstance(layer_map, dict):
+        mapping = {int(k): int(v) for k, v in layer_map.items()}
+    else:
+        raise ConfigError(f"layer_map must be 'auto' or {{student_block: teacher_block}}, got {layer_map!r}")
+    pairs = []
+    for si, ti in mapping.items():
+        if not (-s_n <= si < s_n and -t_n <= ti < t_n):
+            raise ConfigError(
+                f"layer_map {si}: {ti} is out of range: the student has {s_n} blocks ({s_path}), the teacher "
+                f"{t_n} ({t_path}); indices count from 0, negative ones from the end."
+            )
+        pairs.append((f"{s_path}.{si % s_n}", f"{t_path}.{ti % t_n}"))
+    return pairs
+
+
 def make_adapter(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> nn.Module:
     """A trainable projection of a student feature onto the teacher's shape (batch dimension excluded).
 
     Equal shapes give `nn.Identity`; (C_s, H, W) -> (C_t, H, W) a 1x1 convolution + BatchNorm (as in
-    CRD code); (D_s,) -> (D_t,) a linear layer. FitNets uses `make_regressor` instead.
+    CRD code); (D_s,) -> (D_t,) a linear layer, and so does (T, D_s) -> (T, D_t) (per-token hidden states:
+    the same linear map at every position). FitNets uses `make_regressor` instead.
 
     Raises:
         ConfigError: the shapes cannot be matched by a projection (different spatial sizes or ranks);
@@ -270,6 +324,8 @@ def make_adapter(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> 
         return nn.Sequential(nn.Conv2d(s[0], t[0], kernel_size=1, bias=False), nn.BatchNorm2d(t[0]))
     if len(s) == 1 and len(t) == 1:
         return nn.Linear(s[0], t[0])
+    if len(s) == 2 and len(t) == 2:
+        return nn.Linear(s[1], t[1])  # positions may differ from the probe's; the map is per position
     raise _unadaptable(s, t)
 
 

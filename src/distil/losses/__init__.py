@@ -1,6 +1,6 @@
 """Distillation losses: pure functions in `functional`, term modules per family, composed by name.
 
-Families: logit (kd, dkd, rkl, js, logit_mse, ce), feature (fitnet, at), relational (rkd, pkt, sp),
+Families: logit (kd, dkd, rkl, js, tvd, logit_mse, ce), feature (fitnet, at), relational (rkd, pkt, sp),
 contrastive (crd). `LOSSES` lists the registered terms; `build_loss` composes a recipe's terms (Hinton KD is the
 composition `{kd: kd_weight, ce: ce_weight}`).
 """
@@ -23,6 +23,7 @@ from distil.losses.functional import (
     rkd_angle,
     rkd_distance,
     similarity_preserving,
+    total_variation,
     valid_rows,
 )
 from distil.losses.logit import CELoss
@@ -65,5 +66,6 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
+    "total_variation",
     "valid_rows",
 ]

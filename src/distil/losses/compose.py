@@ -16,8 +16,9 @@ from torch import nn
 from distil.config import KDConfig
 from distil.data.batch import MASK
 from distil.errors import ConfigError
-from distil.features import FeatureCapture, feature_shapes, propose_pairs
+from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
 from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
+from distil.losses.vocab import align_vocab
 
 
 class ComposedLoss(nn.Module):
@@ -32,6 +33,9 @@ class ComposedLoss(nn.Module):
         warmup: name -> epochs over which the term's weight rises linearly from 1/N of it to all of it.
         student_capture: hooks on the student's feature modules (needed by feature terms).
         teacher_capture: hooks on the teacher's feature modules.
+        vocab_tolerance: (B, T, V) outputs whose vocabularies differ by padding rows are cut to the
+            common ids (`distil.losses.vocab.align_vocab`); the first batch checks that the teacher puts
+            at most this probability on the ids dropped.
 
     The training loop calls `set_epoch(epoch)` at the start of each epoch (0-based); `epoch_offset` is
     added to it, so a loss carried across training phases (an unfreeze schedule) continues its
@@ -50,6 +54,7 @@ class ComposedLoss(nn.Module):
         warmup: dict[str, float] | None = None,
         student_capture: FeatureCapture | None = None,
         teacher_capture: FeatureCapture | None = None,
+        vocab_tolerance: float = 1e-3,
     ) -> None:
         super().__init__()
         if set(terms) != set(weights):
@@ -64,6 +69,8 @@ class ComposedLoss(nn.Module):
         self.teacher_capture = teacher_capture
         self.epoch = 0
         self.epoch_offset = 0
+        self.vocab_tolerance = vocab_tolerance
+        self._vocab_checked = False
 
     @property
     def teacher_needs(self) -> TeacherNeeds:
@@ -106,6 +113,22 @@ class ComposedLoss(nn.Module):
         mask = batch.get(MASK)
         if mask is not None:
             self._check_mask_users()
+        if (
+            isinstance(teacher_out, torch.Tensor)
+            and student_out.dim() == 3
+            and teacher_out.dim() == 3
+            and student_out.shape[-1] != teacher_out.shape[-1]
+        ):
+            # The one place both outputs meet: padding rows are cut here, checked once (one host sync).
+            student_out, teacher_out = align_vocab(
+                student_out,
+                teacher_out,
+                temperature=self.current_temperature(),
+                tolerance=self.vocab_tolerance,
+                mask=mask,
+                check=not self._vocab_checked,
+            )
+            self._vocab_checked = True
         inputs = TermInputs(
             student_logits=student_out,
             teacher_logits=teacher_out,
@@ -133,7 +156,8 @@ class ComposedLoss(nn.Module):
             raise ConfigError(
                 f"the batch has a 'mask' of valid positions, but terms {', '.join(blind)} compare whole "
                 "samples (features or relations) and cannot honour it. Fix: use logit terms (kd, ce, rkl, "
-                "js, logit_mse, dkd) with masked data, or drop 'mask' from the batches."
+                "js, tvd, logit_mse, dkd) or per-token hidden-state terms (hidden_mse, hidden_cosine) "
+                "with masked data, or drop 'mask' from the batches."
             )
 
     def close(self) -> None:
@@ -202,16 +226,28 @@ def build_loss(
         label_smoothing=label_smoothing,
     )
     student_capture = teacher_capture = None
+    options = {name: dict(kd.options.get(name) or {}) for name in weights}
     if needs_features:
         assert teacher is not None
-        if kd.feature_pairs == "auto":
-            pairs = propose_pairs(teacher, student, sample_x)
-        else:
+        block_terms = [name for name, c in classes.items() if getattr(c, "maps_blocks", False)]
+        by_stage = any(c.needs_features and name not in block_terms for name, c in classes.items())
+        if kd.feature_pairs != "auto":
             pairs = [(s, t) for s, t in kd.feature_pairs]
+        else:
+            pairs = propose_pairs(teacher, student, sample_x) if by_stage else []
+        for name in block_terms:
+            # A term mapping transformer blocks by index gets those pairs (added once) as its `pairs`.
+            layer_map = options[name].get("layer_map")
+            if layer_map is None and kd.feature_pairs == "auto":
+                layer_map = "auto"
+            if layer_map is not None and "pairs" not in options[name]:
+                mapped = block_pairs(student, teacher, layer_map)
+                pairs.extend(p for p in dict.fromkeys(mapped) if p not in pairs)
+                options[name]["pairs"] = [pairs.index(p) for p in mapped]
         ctx.pairs = pairs
         ctx.student_shapes = feature_shapes(student, [s for s, _ in pairs], sample_x, "student")
         ctx.teacher_shapes = feature_shapes(teacher, [t for _, t in pairs], sample_x, "teacher")
-    terms = {name: build_term(name, ctx, kd.options.get(name)) for name in weights}
+    terms = {name: build_term(name, ctx, options[name] or None) for name in weights}
     if needs_features:
         assert teacher is not None
         student_capture = FeatureCapture(student, [s for s, _ in ctx.pairs], role="student")
@@ -225,4 +261,5 @@ def build_loss(
         warmup=kd.warmup,
         student_capture=student_capture,
         teacher_capture=teacher_capture,
+        vocab_tolerance=kd.vocab_tolerance,
     )

@@ -1,4 +1,5 @@
-"""Feature-map terms: FitNets hints and attention transfer, on captured (student, teacher) pairs."""
+"""Feature terms on captured (student, teacher) pairs: FitNets hints, attention transfer, and per-token
+hidden-state distillation of transformer blocks (`hidden_mse`, `hidden_cosine`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import torch
 from torch import nn
 
 from distil.errors import ConfigError
-from distil.features import check_shapes, make_regressor
-from distil.losses.functional import attention_transfer, fitnet_hint
+from distil.features import check_shapes, make_adapter, make_regressor
+from distil.losses.functional import attention_transfer, fitnet_hint, hidden_state_loss
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
 
 
@@ -103,3 +104,79 @@ class AttentionTerm(Term):
                 for i in self.indices
             ]
         ).sum()
+
+
+@register_loss("hidden_mse")
+class HiddenMSETerm(Term):
+    """Hidden states of transformer blocks, per token: MSE(projection(h_s), h_t) over the valid positions,
+    averaged over the mapped blocks (TinyBERT's hidden-state loss).
+
+    A trainable linear projection (D_s -> D_t, `distil.features.make_adapter`) maps the student's width
+    onto the teacher's where they differ; it is part of the loss module, which the training loop's
+    optimizer trains with the student. Features are the blocks' outputs (a block returning a tuple gives
+    its first element, the hidden states). The batch mask applies to every position.
+
+    Options:
+        layer_map: {student_block: teacher_block} block indices (negative from the end), or "auto"
+            (every student block to the teacher block at the same relative depth). `build_loss` resolves
+            it into feature pairs of the block stacks (`distil.features.block_pairs`); None (the default)
+            uses explicit kd.feature_pairs when given, else "auto".
+        pairs: indices into the feature pairs (set by `build_loss` from layer_map; default all pairs of
+            per-token or per-sample vectors).
+    """
+
+    needs_features = True
+    uses_mask = True
+    maps_blocks: bool = True
+    distance = "mse"
+
+    def __init__(
+        self,
+        ctx: TermContext,
+        layer_map: dict[int, int] | str | None = None,
+        pairs: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        del layer_map  # resolved into ctx.pairs and `pairs` by build_loss
+        name = f"hidden_{self.distance}"
+        chosen = select_pairs(ctx, pairs, "all", name)
+        if pairs is None:
+            chosen = [i for i in chosen if len(ctx.student_shapes[i]) in (1, 2)]
+        adapters = []
+        for i in chosen:
+            s, t = ctx.student_shapes[i], ctx.teacher_shapes[i]
+            if len(s) not in (1, 2) or len(t) != len(s) or s[:-1] != t[:-1]:
+                raise ConfigError(
+                    f"{name} compares hidden states (T, D) per token; pair {ctx.pairs[i]} has student shape {s} "
+                    f"and teacher shape {t}. Map transformer blocks (layer_map) or pick such layers."
+                )
+            if ctx.adapters:
+                adapters.append(make_adapter(s, t))
+            else:
+                check_shapes(s, t, ctx.pairs[i])
+                adapters.append(nn.Identity())
+        if not chosen:
+            raise ConfigError(f"{name} found no pair of per-token hidden states in the feature pairs")
+        self.indices = chosen
+        self.adapters = nn.ModuleList(adapters)
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return torch.stack(
+            [
+                hidden_state_loss(
+                    adapter(inputs.student_features[i]),
+                    inputs.teacher_features[i],
+                    inputs.mask,
+                    self.distance,
+                )
+                for i, adapter in zip(self.indices, self.adapters, strict=True)
+            ]
+        ).mean()
+
+
+@register_loss("hidden_cosine")
+class HiddenCosineTerm(HiddenMSETerm):
+    """Hidden states of transformer blocks, per token: 1 - cos(projection(h_s), h_t) over the valid
+    positions, averaged over the mapped blocks (DistilBERT's cosine loss). Options as `hidden_mse`."""
+
+    distance = "cosine"

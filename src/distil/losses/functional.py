@@ -8,6 +8,12 @@ valid positions, of its per-position value (for (B, K) logits without a mask: ov
 before), so a padded sequence and a batch of classes are the same computation on flattened rows. A batch
 with no valid position gives 0 (with a gradient path), not NaN.
 
+(B, T, V) logits take the chunked path of `distil.losses.chunked`: positions are rows weighted by
+mask / count (no boolean selection, so no host synchronisation), processed a chunk of rows at a time with
+a hand-written backward, so no fp32 (B, T, V) softmax is kept from forward to backward. `chunk_size`
+(rows per chunk) tunes it; None picks about 8M elements per chunk. (B, K) logits keep the direct formulas
+(bit-identical to earlier versions).
+
 Feature and relational losses take (B, ...) tensors per sample and have no mask.
 """
 
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 
 # A (B, T) label that no loss counts (Hugging Face's padding label); the batch contract defines it.
 from distil.data.batch import IGNORE_INDEX as IGNORE_INDEX
+from distil.losses.chunked import row_loss
 
 
 def valid_rows(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,6 +82,67 @@ def _empty_loss(rows: torch.Tensor) -> torch.Tensor:
     return rows.float().sum() * 0.0
 
 
+def position_weights(
+    positions: torch.Size,
+    mask: torch.Tensor | None,
+    labels: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """(N,) float weights of the flattened positions whose sum is 1 over the valid ones (0 elsewhere).
+
+    Valid: `mask` true (all when None) and, with `labels`, the label is not `IGNORE_INDEX`. The mean is a
+    tensor division (count floored at 1, so no valid position gives all-zero weights), with no host sync.
+    """
+    keep: torch.Tensor | None = None
+    if labels is not None:
+        if tuple(labels.shape) != tuple(positions):
+            raise ValueError(
+                f"labels {tuple(labels.shape)} do not fit logits with positions {tuple(positions)}: (B, K) "
+                "logits take (B,) labels and (B, T, V) logits take (B, T) labels"
+            )
+        keep = labels != IGNORE_INDEX
+    if mask is not None:
+        m = _expand_mask(mask, positions)
+        keep = m if keep is None else keep & m.to(keep.device)
+    if keep is None:
+        n = math.prod(positions)
+        return torch.full((n,), 1.0 / max(n, 1), device=device)
+    w = keep.reshape(-1).to(device=device, dtype=torch.float32)
+    return w / w.sum().clamp(min=1.0)
+
+
+def _rows(logits: torch.Tensor) -> torch.Tensor:
+    if logits.dim() not in (2, 3):
+        raise ValueError(
+            f"logit losses take (B, K) or (B, T, V) logits, got shape {tuple(logits.shape)}; "
+            "flatten other layouts to one of these"
+        )
+    return logits.reshape(-1, logits.shape[-1])  # a view for contiguous logits and for [..., :V] slices
+
+
+def _divergence(
+    kind: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None,
+    beta: float = 0.5,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The chunked, sync-free mean over the valid positions of a per-position divergence."""
+    _check_same(student, teacher, "logits")
+    weights = position_weights(student.shape[:-1], mask, device=student.device)
+    return row_loss(
+        kind,
+        _rows(student),
+        _rows(teacher),
+        weights,
+        temperature=temperature,
+        beta=beta,
+        chunk_size=chunk_size,
+    )
+
+
 def _valid_labels(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The labels of `valid_rows(logits, mask)`, in the same order: (N_valid,)."""
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
@@ -99,6 +167,8 @@ def kd_kl(
     teacher_logits: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Hinton's soft-target loss: T^2 * KL(p_teacher^T || p_student^T), averaged over the valid positions.
 
@@ -110,6 +180,7 @@ def kd_kl(
         teacher_logits: the teacher's, same shape (no gradient needed).
         temperature: T > 0; larger T gives softer distributions.
         mask: optional (B,) or (B, T) bool, the positions that count.
+        chunk_size: positions per chunk of the (B, T, V) path (module docstring).
 
     Returns:
         A scalar tensor.
@@ -119,6 +190,8 @@ def kd_kl(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
             f"{tuple(teacher_logits.shape)} differ: do teacher and student have the same classes?"
         )
+    if student_logits.dim() == 3:
+        return _divergence("kl", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
     student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
@@ -135,6 +208,8 @@ def cross_entropy(
     labels: torch.Tensor,
     label_smoothing: float = 0.0,
     mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Hard-label cross-entropy, averaged over the valid positions.
 
@@ -143,10 +218,22 @@ def cross_entropy(
         labels: (B,) or (B, T); a label equal to `IGNORE_INDEX` (-100) does not count.
         label_smoothing: as in `torch.nn.functional.cross_entropy`.
         mask: optional (B,) or (B, T) bool, the positions that count (and-ed with the labels' own).
+        chunk_size: positions per chunk of the (B, T, V) path (module docstring).
 
     Returns:
         A scalar tensor.
     """
+    if logits.dim() == 3:
+        weights = position_weights(logits.shape[:-1], mask, labels, device=logits.device)
+        return row_loss(
+            "ce",
+            _rows(logits),
+            None,
+            weights,
+            labels=labels.reshape(-1),
+            smoothing=label_smoothing,
+            chunk_size=chunk_size,
+        )
     if logits.dim() == 2 and mask is None:
         # The classification path. (B,) labels of IGNORE_INDEX (samples of an unlabelled transfer set)
         # are skipped; dividing the sum by the count, floored at 1, makes a batch without any label 0
@@ -186,10 +273,14 @@ def reverse_kl(
     teacher_logits: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Reverse KL, T^2 * KL(p_student^T || p_teacher^T): mode-seeking, the student need not cover every
     class the teacher spreads mass on. Logits (B, K) or (B, T, V), optional mask (B,) or (B, T); returns
     the mean over the valid positions."""
+    if student_logits.dim() == 3:
+        return _divergence("rkl", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
     student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
@@ -204,12 +295,38 @@ def js_divergence(
     teacher_logits: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
+    *,
+    beta: float = 0.5,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Jensen-Shannon divergence T^2 * (KL(p_t || m) + KL(p_s || m)) / 2 with m = (p_s + p_t) / 2.
+    """Generalized Jensen-Shannon divergence, times T^2, as in GKD (Agarwal et al. 2024) and TRL:
 
-    Symmetric and bounded by T^2 * log 2. Logits (B, K) or (B, T, V), optional mask (B,) or (B, T);
-    returns the mean over the valid positions.
+        JSD(beta) = beta * KL(p_t || m) + (1 - beta) * KL(p_s || m),  m = beta * p_t + (1 - beta) * p_s
+
+    with p_t, p_s the teacher's and student's softened distributions. beta = 0.5 is the symmetric JSD,
+    bounded by T^2 * log 2. The end points follow TRL's `generalized_jsd_loss`: beta = 0 is the forward
+    KL(p_t || p_s) (`kd`) and beta = 1 the reverse KL(p_s || p_t) (`rkl`) - the formula itself tends to 0
+    there, so they are the KLs it interpolates between, not its limits.
+
+    Args:
+        student_logits: (B, K) or (B, T, V).
+        teacher_logits: the same shape.
+        temperature: T.
+        mask: optional (B,) or (B, T) bool, the positions that count.
+        beta: the teacher's weight in the mixture, in [0, 1].
+        chunk_size: positions per chunk of the (B, T, V) path (module docstring).
+
+    Returns:
+        A scalar tensor: the mean over the valid positions.
     """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"js beta must be in [0, 1] (0 = forward KL, 1 = reverse KL), got {beta}")
+    if beta == 0.0:
+        return kd_kl(student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
+    if beta == 1.0:
+        return reverse_kl(student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
+    if student_logits.dim() == 3 or beta != 0.5:
+        return _divergence("jsd", student_logits, teacher_logits, temperature, mask, beta, chunk_size)
     student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
@@ -222,12 +339,32 @@ def js_divergence(
     return (kl_t + kl_s) / 2 * (t * t)
 
 
+def total_variation(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Total variation distance T^2 * 0.5 * sum |p_s^T - p_t^T| (as in DistiLLM's TVD baseline), averaged
+    over the valid positions. Bounded (by T^2), symmetric, and its gradient does not blow up where the
+    teacher puts almost no mass. Logits (B, K) or (B, T, V), optional mask (B,) or (B, T)."""
+    return _divergence("tvd", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
+
+
 def logit_mse(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Mean squared error between raw logits (Ba & Caruana 2014): over the valid positions, the mean of
     each position's mean over the K (or V) logits. Logits (B, K) or (B, T, V), optional mask (B,) or
     (B, T); returns a scalar."""
+    if student_logits.dim() == 3:
+        return _divergence("mse", student_logits, teacher_logits, 1.0, mask, chunk_size=chunk_size)
     student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
     if student_logits.shape[0] == 0:
         return _empty_loss(student_logits)
@@ -262,7 +399,13 @@ def dkd(
     """
     _check_same(student_logits, teacher_logits, "logits")
     keep = None
-    if student_logits.dim() != 2 or mask is not None:
+    weights = None
+    if student_logits.dim() == 3:
+        # Sequences: every position is a row, weighted (no selection of valid rows, so no host sync).
+        weights = position_weights(student_logits.shape[:-1], mask, labels, device=student_logits.device)
+        student_logits, teacher_logits = _rows(student_logits), _rows(teacher_logits)
+        labels = labels.reshape(-1).clamp(min=0)
+    elif mask is not None or student_logits.dim() != 2:
         mask = _label_mask(labels, mask)
         labels = _valid_labels(student_logits, labels, mask)
         student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
@@ -275,13 +418,18 @@ def dkd(
         labels = labels.clamp(min=0)
     t = temperature
     s, te = student_logits.float() / t, teacher_logits.float() / t
-    gt = F.one_hot(labels, s.shape[1]).bool()
+    # scatter, not F.one_hot: one_hot reads the largest label back to the host to check it.
+    gt = torch.zeros_like(s, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
     ps, pt = F.softmax(s, dim=1), F.softmax(te, dim=1)
     ps_bin = torch.stack([(ps * gt).sum(1), (ps * ~gt).sum(1)], dim=1).clamp_min(1e-12)
     pt_bin = torch.stack([(pt * gt).sum(1), (pt * ~gt).sum(1)], dim=1)
     # Masking the target logit with a large negative value removes it from both softmaxes.
     log_ps_nt = F.log_softmax(s.masked_fill(gt, -1e4), dim=1)
     pt_nt = F.softmax(te.masked_fill(gt, -1e4), dim=1)
+    if weights is not None:
+        rows = alpha * F.kl_div(ps_bin.log(), pt_bin, reduction="none").sum(1)
+        rows = rows + beta * F.kl_div(log_ps_nt, pt_nt, reduction="none").sum(1)
+        return torch.where(weights > 0, rows * weights, 0.0).sum() * (t * t)
     if keep is None:
         tckd = F.kl_div(ps_bin.log(), pt_bin, reduction="batchmean")
         nckd = F.kl_div(log_ps_nt, pt_nt, reduction="batchmean")
@@ -328,6 +476,37 @@ def fitnet_hint(student_feature: torch.Tensor, teacher_feature: torch.Tensor) ->
     feature and the teacher feature of the same shape."""
     _check_same(student_feature, teacher_feature, "features")
     return F.mse_loss(student_feature.float(), teacher_feature.float())
+
+
+def hidden_state_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    distance: str = "mse",
+) -> torch.Tensor:
+    """Per-token hidden-state distillation: the mean over the valid positions of a per-position distance.
+
+    Args:
+        student_hidden: (B, T, D) (or (B, D)) student hidden states, already projected to the teacher's
+            width where they differ.
+        teacher_hidden: the teacher's, same shape.
+        mask: optional (B,) or (B, T) bool, the positions that count.
+        distance: "mse" (the mean over D of the squared difference, TinyBERT) or "cosine" (1 - cosine
+            similarity, DistilBERT's hidden-state term).
+
+    Returns:
+        A float32 scalar (sync-free: padded positions are weighted 0, not selected out).
+    """
+    _check_same(student_hidden, teacher_hidden, "hidden states")
+    s, t = student_hidden.float(), teacher_hidden.float()
+    if distance == "mse":
+        per = (s - t).pow(2).mean(-1)
+    elif distance == "cosine":
+        per = 1.0 - F.cosine_similarity(s, t, dim=-1)
+    else:
+        raise ValueError(f"hidden-state distance must be 'mse' or 'cosine', got {distance!r}")
+    weights = position_weights(per.shape, mask, device=per.device)
+    return torch.where(weights > 0, per.reshape(-1) * weights, 0.0).sum()
 
 
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:

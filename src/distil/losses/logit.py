@@ -14,7 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from distil.losses.functional import cross_entropy, dkd, js_divergence, kd_kl, logit_mse, reverse_kl
+from distil.errors import ConfigError
+from distil.losses.functional import (
+    cross_entropy,
+    dkd,
+    js_divergence,
+    kd_kl,
+    logit_mse,
+    reverse_kl,
+    total_variation,
+)
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
 
 
@@ -33,7 +42,8 @@ class CELoss(nn.Module):
 
 
 # Registered terms for composed losses (see distil.losses.compose); each wraps one pure function and
-# passes it the batch's mask: logits (B, K) or (B, T, V), reduced over the valid positions.
+# passes it the batch's mask: logits (B, K) or (B, T, V), reduced over the valid positions. `chunk_size`
+# (positions per chunk of the (B, T, V) path, None = about 8M logits) trades peak memory for speed.
 
 
 def _teacher(inputs: TermInputs) -> torch.Tensor:
@@ -49,12 +59,19 @@ class CETerm(Term):
     needs_teacher = False
     uses_mask = True
 
-    def __init__(self, ctx: TermContext) -> None:
+    def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
         super().__init__()
         self.label_smoothing = ctx.label_smoothing
+        self.chunk_size = chunk_size
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return cross_entropy(inputs.student_logits, inputs.labels, self.label_smoothing, mask=inputs.mask)
+        return cross_entropy(
+            inputs.student_logits,
+            inputs.labels,
+            self.label_smoothing,
+            mask=inputs.mask,
+            chunk_size=self.chunk_size,
+        )
 
 
 @register_loss("kd")
@@ -63,11 +80,18 @@ class KDTerm(Term):
 
     uses_mask = True
 
-    def __init__(self, ctx: TermContext) -> None:
+    def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
         super().__init__()
+        self.chunk_size = chunk_size
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return kd_kl(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
+        return kd_kl(
+            inputs.student_logits,
+            _teacher(inputs),
+            inputs.temperature,
+            mask=inputs.mask,
+            chunk_size=self.chunk_size,
+        )
 
 
 @register_loss("dkd")
@@ -98,24 +122,67 @@ class ReverseKLTerm(Term):
 
     uses_mask = True
 
-    def __init__(self, ctx: TermContext) -> None:
+    def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
         super().__init__()
+        self.chunk_size = chunk_size
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return reverse_kl(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
+        return reverse_kl(
+            inputs.student_logits,
+            _teacher(inputs),
+            inputs.temperature,
+            mask=inputs.mask,
+            chunk_size=self.chunk_size,
+        )
 
 
 @register_loss("js")
 class JSTerm(Term):
-    """Jensen-Shannon divergence of the softened distributions, times T^2."""
+    """Generalized Jensen-Shannon divergence of the softened distributions, times T^2 (GKD's JSD(beta)).
+
+    Options:
+        beta: the teacher's weight in the mixture m = beta p_t + (1 - beta) p_s; 0.5 (default) is the
+            symmetric JSD, 0 is forward KL (`kd`), 1 reverse KL (`rkl`), as in TRL's GKD trainer.
+        chunk_size: positions per chunk on (B, T, V) logits.
+    """
 
     uses_mask = True
 
-    def __init__(self, ctx: TermContext) -> None:
+    def __init__(self, ctx: TermContext, beta: float = 0.5, chunk_size: int | None = None) -> None:
         super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"js beta must be in [0, 1] (0 = forward KL, 1 = reverse KL), got {beta}")
+        self.beta, self.chunk_size = beta, chunk_size
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return js_divergence(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
+        return js_divergence(
+            inputs.student_logits,
+            _teacher(inputs),
+            inputs.temperature,
+            mask=inputs.mask,
+            beta=self.beta,
+            chunk_size=self.chunk_size,
+        )
+
+
+@register_loss("tvd")
+class TVDTerm(Term):
+    """Total variation distance of the softened distributions, times T^2."""
+
+    uses_mask = True
+
+    def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
+        super().__init__()
+        self.chunk_size = chunk_size
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return total_variation(
+            inputs.student_logits,
+            _teacher(inputs),
+            inputs.temperature,
+            mask=inputs.mask,
+            chunk_size=self.chunk_size,
+        )
 
 
 @register_loss("logit_mse")
@@ -124,8 +191,11 @@ class LogitMSETerm(Term):
 
     uses_mask = True
 
-    def __init__(self, ctx: TermContext) -> None:
+    def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
         super().__init__()
+        self.chunk_size = chunk_size
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return logit_mse(inputs.student_logits, _teacher(inputs), mask=inputs.mask)
+        return logit_mse(
+            inputs.student_logits, _teacher(inputs), mask=inputs.mask, chunk_size=self.chunk_size
+        )

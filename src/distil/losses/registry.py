@@ -171,6 +171,7 @@ METHODS: dict[str, dict[str, float]] = {
     "dkd": {"ce": 1.0, "dkd": 1.0},
     "rkl": {"ce": 0.1, "rkl": 0.9},
     "js": {"ce": 0.1, "js": 0.9},
+    "tvd": {"ce": 0.1, "tvd": 0.9},
     "logit_mse": {"ce": 0.1, "logit_mse": 0.9},
     "fitnet": {"ce": 1.0, "fitnet": 100.0},
     "at": {"ce": 1.0, "at": 1000.0},
