@@ -214,3 +214,15 @@ def test_demo_task_lm_runs_on_the_standard_library(tmp_path: Path) -> None:
 def test_demo_task_is_checked() -> None:
     result = CliRunner().invoke(app, ["demo", "--task", "speech"])
     assert result.exit_code == 2 and "classification or lm" in result.output
+
+
+def test_the_loader_reads_token_blocks_a_batch_at_a_time(corpus: Path) -> None:
+    from distil.data.loader import DatasetLoader
+
+    data = load_text(corpus, block_size=16)
+    loader = DatasetLoader(data.train, 4, shuffle=True, seed=3)
+    loader.set_epoch(0)
+    for batch in loader:
+        stacked = [data.train[int(i)] for i in batch["index"]]
+        assert torch.equal(batch["inputs"], torch.stack([s["inputs"] for s in stacked]))
+        assert torch.equal(batch["labels"], torch.stack([s["labels"] for s in stacked]))

@@ -406,6 +406,11 @@ class TokenBlockSplit:
         inputs, labels = self._read(self.index[index : index + 1] if index >= 0 else self.index[[index]])
         return {"inputs": inputs[0], "labels": labels[0]}
 
+    def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs (B, T), labels (B, T)) of the blocks at `positions` of this split, in one gather (the
+        loader's batched read: the same values as stacking ``split[i]``)."""
+        return self._read(self.index[positions])
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.zeros(len(self), dtype=torch.int64)
