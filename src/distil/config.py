@@ -70,6 +70,20 @@ class DataConfig(_Strict):
     unlabeled: UnlabeledConfig | None = Field(
         default=None, description="students only: hide labels beyond N per class, add unlabelled inputs"
     )
+    block_size: int | None = Field(
+        default=None, ge=2, description="text readers: tokens per training block (None = 256)"
+    )
+    tokenizer: str | None = Field(
+        default=None, description="text readers: a registered tokenizer (None = byte, needs no files)"
+    )
+    split_by: Literal["auto", "files", "blocks"] | None = Field(
+        default=None,
+        description="text readers: hold out whole files (by a hash of their path) or the last blocks; "
+        "None = the reader's default",
+    )
+    errors: Literal["strict", "replace"] | None = Field(
+        default=None, description="text readers: invalid UTF-8 is an error (strict) or U+FFFD (replace)"
+    )
 
     @field_validator("name")
     @classmethod

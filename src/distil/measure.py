@@ -30,6 +30,7 @@ __all__ = [
     "LatencyResult",
     "MetricInputs",
     "ModelMetrics",
+    "StreamingMetrics",
     "Task",
     "accuracy",
     "agreement",
@@ -39,11 +40,14 @@ __all__ = [
     "measure_latency",
     "measure_model",
     "measure_onnx_latency",
+    "measure_token_model",
     "next_token_agreement",
     "per_class_accuracy",
     "perplexity",
     "predict",
     "register_task",
+    "split_metrics",
+    "split_sums",
     "state_dict_bytes",
     "task_details",
     "task_metrics",
@@ -150,6 +154,17 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.float32
+
+
+def _dummy_inputs(
+    model: nn.Module, batch_size: int, input_shape: tuple[int, ...], vocab_size: int | None
+) -> Tensor:
+    """Inputs to time or count a model on: random token ids in [0, vocab_size) for a token model (an
+    embedding takes ids, not floats), else standard-normal floats in the model's dtype."""
+    device = _model_device(model)
+    if vocab_size is not None:
+        return torch.randint(0, vocab_size, (batch_size, *input_shape), device=device)
+    return torch.randn((batch_size, *input_shape), device=device, dtype=_model_dtype(model))
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -282,7 +297,13 @@ def state_dict_bytes(model: nn.Module) -> int:
 # compute
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu") -> int:
+def count_macs(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: str | torch.device = "cpu",
+    *,
+    vocab_size: int | None = None,
+) -> int:
     """Multiply-accumulates of one forward pass on one sample.
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; biases,
@@ -292,13 +313,18 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | tor
         model: The model, already on ``device``.
         input_shape: Shape of one sample, without the batch dimension, e.g. ``(3, 32, 32)``.
         device: Device for the dummy input.
+        vocab_size: for a token model, the vocabulary its ids come from (``input_shape`` is then
+            ``(T,)``: MACs of scoring one block of T tokens).
 
     Returns:
         MACs per sample.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros((1, *input_shape), device=device, dtype=_model_dtype(model))
+    if vocab_size is not None:
+        x = torch.zeros((1, *input_shape), device=device, dtype=torch.long)
+    else:
+        x = torch.zeros((1, *input_shape), device=device, dtype=_model_dtype(model))
     counter = FlopCounterMode(display=False)
     with _eval_mode(model), torch.no_grad(), counter:
         model(x)
@@ -316,6 +342,7 @@ def measure_latency(
     batch_size: int = 1,
     threads: int | None = None,
     min_run_time: float = 0.5,
+    vocab_size: int | None = None,
 ) -> LatencyResult:
     """Time the model's forward pass with ``torch.utils.benchmark``.
 
@@ -328,6 +355,8 @@ def measure_latency(
         batch_size: Samples per forward pass.
         threads: CPU threads for torch; ``None`` keeps the current setting.
         min_run_time: Seconds to keep measuring; longer gives steadier numbers.
+        vocab_size: for a token model, the vocabulary of its random input ids (one forward pass scores
+            a whole block of ``input_shape = (T,)`` tokens).
 
     Returns:
         The latency distribution and throughput.
@@ -343,7 +372,7 @@ def measure_latency(
         _check_positive("threads", threads)
     previous_threads = torch.get_num_threads()
     num_threads = threads if threads is not None else previous_threads
-    x = torch.randn((batch_size, *input_shape), device=_model_device(model), dtype=_model_dtype(model))
+    x = _dummy_inputs(model, batch_size, input_shape, vocab_size)
     try:
         with _eval_mode(model), torch.inference_mode():
             timer = Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=num_threads)
@@ -597,11 +626,33 @@ class Task:
             ``agreement`` fill the report's columns; the others go to ``ModelMetrics.extra``.
         details: Breakdowns by name, each ``(MetricInputs) -> list[float] | None`` (e.g. per-class
             accuracy), written to a checkpoint's sidecar (NaN as null) rather than the report table.
+        streaming: The same scalar metrics computed batch by batch from summed counts (evaluation of a
+            split too large to hold its logits, sharded over processes with one reduction); ``None``:
+            the task is evaluated on whole logits only.
     """
 
     name: str
     metrics: dict[str, Metric]
     details: dict[str, Metric] = field(default_factory=dict)
+    streaming: StreamingMetrics | None = None
+
+
+@dataclass(frozen=True)
+class StreamingMetrics:
+    """A task's metrics as sums over batches: ``sums`` per batch, added up (and across processes), then
+    ``finish`` turns the totals into metrics by name.
+
+    Attributes:
+        sums: ``(logits, labels, reference) -> (K,) float64`` for one batch, on the logits' device and
+            without a host sync; ``reference`` is the teacher's top-1 predictions for that batch (same
+            shape as ``labels``) or ``None``.
+        finish: ``(K,) float64 totals (CPU) -> {name: float | None}``; ``accuracy`` is required.
+        size: K, the number of sums (a process with no samples contributes K zeros).
+    """
+
+    sums: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    finish: Callable[[Tensor], dict[str, float | None]]
+    size: int
 
 
 TASKS: Registry[Task] = Registry("task")
@@ -636,8 +687,32 @@ register_task(
                 else None
             ),
         },
+        streaming=StreamingMetrics(
+            sums=lambda logits, labels, ref: _hit_sums(logits.argmax(-1), labels, ref),
+            finish=lambda t: {
+                # float32, as `accuracy` divides: a sharded evaluation equals a single-process one.
+                "accuracy": float(t[0].float() / t[1].float().clamp(min=1)),
+                "agreement": float(t[2].float() / t[1].float().clamp(min=1)) if t[3] > 0 else None,
+            },
+            size=4,
+        ),
     )
 )
+
+
+def _hit_sums(preds: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor:
+    """[correct, counted, agreeing with `reference`, reference given] over positions not IGNORE_INDEX."""
+    labels = labels.to(preds.device)
+    valid = labels != IGNORE_INDEX
+    agree = (preds == reference.to(preds.device)) & valid if reference is not None else valid[:0]
+    return torch.stack(
+        [
+            ((preds == labels) & valid).sum().double(),
+            valid.sum().double(),
+            agree.sum().double(),
+            torch.tensor(float(reference is not None), dtype=torch.float64, device=preds.device),
+        ]
+    )
 
 
 def _token_valid(logits: Tensor, labels: Tensor, mask: Tensor | None, what: str) -> Tensor:
@@ -706,6 +781,28 @@ def next_token_agreement(
     return _mean_over(hits, valid, "next_token_agreement")
 
 
+def _token_sums(logits: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor:
+    """[correct, counted, agreeing, reference given, summed NLL (nats)] of one (B, T, V) batch."""
+    labels = labels.to(logits.device)
+    nll = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), labels.reshape(-1).long(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return torch.cat([_hit_sums(logits.argmax(-1), labels, reference), nll.double().reshape(1)])
+
+
+def _token_finish(t: Tensor) -> dict[str, float | None]:
+    count = float(t[1])
+    if count == 0:
+        raise DataError("language-model evaluation: no labelled token positions in the split.")
+    mean_nll = float(t[4]) / count
+    return {
+        "accuracy": float(t[0]) / count,
+        "agreement": float(t[2]) / count if t[3] > 0 else None,
+        "perplexity": float(torch.tensor(mean_nll, dtype=torch.float64).exp()),
+        "loss": mean_nll,
+    }
+
+
 register_task(
     Task(
         name="language-modeling",
@@ -719,6 +816,7 @@ register_task(
             ),
             "perplexity": lambda m: perplexity(m.logits, m.labels, m.mask),
         },
+        streaming=StreamingMetrics(sums=_token_sums, finish=_token_finish, size=5),
     )
 )
 
@@ -730,6 +828,84 @@ def task_metrics(task: str, inputs: MetricInputs) -> dict[str, Any]:
         ConfigError: An unknown task (the valid ones and the closest match are listed).
     """
     return {name: metric(inputs) for name, metric in TASKS.get(task).metrics.items()}
+
+
+def split_sums(
+    model: nn.Module,
+    split: SampleSplit,
+    task: str,
+    *,
+    reference: Tensor | None = None,
+    batch_size: int = 64,
+    start: int = 0,
+    stop: int | None = None,
+    keep_predictions: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """The streaming sums of ``task`` (:class:`StreamingMetrics`) over positions [start, stop) of a split.
+
+    Batches are read from the split, so its logits are never held whole (a language model's (N, T, V)
+    would not fit); the sums stay on the model's device until the end (no per-batch host sync).
+
+    Args:
+        model: the model; its training flags are restored afterwards.
+        split: the evaluation data.
+        task: a ``TASKS`` name with ``streaming`` metrics.
+        reference: the teacher's top-1 predictions on the same positions (``(n,)`` or ``(n, T)``), for
+            agreement; ``None``: no agreement.
+        batch_size: samples per forward pass.
+        start, stop: the positions evaluated (one process's shard).
+        keep_predictions: also return this model's top-1 predictions (the reference of later models).
+
+    Returns:
+        (sums (K,) float64 on the model's device, predictions on the CPU or None).
+
+    Raises:
+        ConfigError: an unknown task, or one without streaming metrics.
+    """
+    spec = TASKS.get(task)
+    if spec.streaming is None:
+        raise ConfigError(f"task {task!r} has no streaming metrics; evaluate it on whole logits instead.")
+    _check_positive("batch_size", batch_size)
+    device = _model_device(model)
+    total: Tensor | None = None
+    preds: list[Tensor] = []
+    offset = start
+    with _eval_mode(model), torch.inference_mode():
+        for batch in split.batches(batch_size, start, stop):
+            batch = to_device(batch, device)
+            logits = call_model(model, batch["inputs"])
+            n = logits.shape[0]
+            ref = reference[offset - start : offset - start + n] if reference is not None else None
+            offset += n
+            sums = spec.streaming.sums(logits, batch["labels"], ref)
+            total = sums if total is None else total + sums
+            if keep_predictions:
+                preds.append(logits.argmax(-1).cpu())
+    if total is None:
+        raise DataError(f"{task} evaluation: the split holds no samples in [{start}, {stop}).")
+    return total, (torch.cat(preds) if keep_predictions else None)
+
+
+def split_metrics(
+    model: nn.Module,
+    split: SampleSplit,
+    task: str,
+    *,
+    reference: Tensor | None = None,
+    batch_size: int = 64,
+    keep_predictions: bool = False,
+) -> tuple[dict[str, float | None], Tensor | None]:
+    """The scalar metrics of ``task`` on a whole split, batch by batch (see :func:`split_sums`).
+
+    Returns:
+        (metrics by name, this model's top-1 predictions or None).
+    """
+    sums, preds = split_sums(
+        model, split, task, reference=reference, batch_size=batch_size, keep_predictions=keep_predictions
+    )
+    streaming = TASKS.get(task).streaming
+    assert streaming is not None
+    return streaming.finish(sums.cpu()), preds
 
 
 def task_details(task: str, inputs: MetricInputs) -> dict[str, Any]:
@@ -801,6 +977,65 @@ def measure_model(
             else None
         ),
     )
+
+
+def measure_token_model(
+    name: str,
+    model: nn.Module,
+    split: SampleSplit,
+    *,
+    vocab_size: int,
+    reference: Tensor | None = None,
+    weights_path: str | Path | None = None,
+    latency: bool = True,
+    min_run_time: float = 0.5,
+    batch_size: int = 32,
+    task: str = "language-modeling",
+) -> tuple[ModelMetrics, Tensor]:
+    """Measure a token model (a language model) for a report, reading `split` batch by batch.
+
+    Quality is the task's streaming metrics (next-token accuracy, perplexity, mean NLL and, given the
+    teacher's `reference` predictions, next-token agreement), so the (N, T, V) logits are never held
+    whole. MACs and ``latency_b1_ms`` are of scoring one block of T tokens (random ids); the batch-256
+    throughput is not measured for token models (``None``): generation latency per token
+    (``distil.run.lm_report``) is their speed figure.
+
+    Args:
+        name: label for the report.
+        model: the model, on the device to evaluate on.
+        split: the evaluation blocks ((N, T) ids and next-token labels).
+        vocab_size: the tokenizer's vocabulary (the dummy ids' range).
+        reference: the teacher's top-1 predictions on `split` ((N, T)), for agreement.
+        weights_path: a saved weights file whose size is reported; else the safetensors size.
+        latency: time one block's forward pass at batch 1.
+        min_run_time: seconds per latency measurement.
+        batch_size: blocks per forward pass of the evaluation.
+        task: a ``TASKS`` name with streaming metrics.
+
+    Returns:
+        (the metrics, this model's top-1 predictions on `split`: the reference of later models).
+    """
+    quality, preds = split_metrics(
+        model, split, task, reference=reference, batch_size=batch_size, keep_predictions=True
+    )
+    assert preds is not None
+    shape = tuple(split.sample_shape)
+    metrics = ModelMetrics(
+        name=name,
+        accuracy=float(quality.pop("accuracy") or 0.0),
+        agreement=quality.pop("agreement", None),
+        task=task,
+        extra=quality,
+        params=count_parameters(model),
+        bytes=weights_bytes(weights_path) if weights_path is not None else state_dict_bytes(model),
+        macs=count_macs(model, shape, device=_model_device(model), vocab_size=vocab_size),
+        latency_b1_ms=(
+            measure_latency(model, shape, min_run_time=min_run_time, vocab_size=vocab_size).median_ms
+            if latency
+            else None
+        ),
+    )
+    return metrics, preds
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:

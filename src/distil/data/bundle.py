@@ -9,6 +9,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+# The task name of token data (distil.data.text.LANGUAGE_MODELING, a TASKS name in distil.measure); here
+# so the bundle can size language models without importing the text readers.
+LANGUAGE_MODELING = "language-modeling"
+
 
 @runtime_checkable
 class SampleSplit(Protocol):
@@ -204,7 +208,16 @@ class DataBundle:
         return all(isinstance(s, Split) for s in (self.train, self.val, self.test))
 
     @property
+    def is_tokens(self) -> bool:
+        """Whether samples are token-id sequences (T,) of a language-modelling corpus."""
+        return self.task == LANGUAGE_MODELING
+
+    @property
     def num_classes(self) -> int:
+        """The model's output count: the class names, or for token data the tokenizer's vocabulary size
+        (``extra["vocab_size"]``), since a language model predicts one of `vocab_size` next tokens."""
+        if self.is_tokens and not self.class_names:
+            return int(self.extra.get("vocab_size", 0))
         return len(self.class_names)
 
     @property
@@ -214,23 +227,23 @@ class DataBundle:
 
     @property
     def is_tabular(self) -> bool:
-        """Whether samples are feature vectors (F,) rather than images (C, H, W)."""
-        return len(self.input_shape) == 1
+        """Whether samples are feature vectors (F,) rather than images (C, H, W) or token ids (T,)."""
+        return len(self.input_shape) == 1 and not self.is_tokens
 
     @property
     def in_channels(self) -> int:
-        """What the model registry gets as `in_channels`: C for images, F for feature vectors.
+        """What the model registry gets as `in_channels`: C for images, F for feature vectors, 1 for tokens.
 
         A feature vector is passed on as F channels of a 1x1 image, so every factory's
         (in_channels, image_size) signature still describes the input: in_channels * image_size**2
         values per sample.
         """
-        return self.input_shape[0]
+        return 1 if self.is_tokens else self.input_shape[0]
 
     @property
     def image_size(self) -> int:
-        """What the model registry gets as `image_size`: H for images, 1 for feature vectors."""
-        return 1 if self.is_tabular else self.input_shape[1]
+        """What the model registry gets as `image_size`: H for images, 1 for feature vectors and tokens."""
+        return 1 if len(self.input_shape) == 1 else self.input_shape[1]
 
     def describe(self) -> dict[str, object]:
         """A JSON-friendly summary for run records and checkpoint sidecars."""

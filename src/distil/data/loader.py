@@ -320,12 +320,27 @@ class _WithIndex:
     def __getitem__(self, index: int) -> tuple[int, dict[str, Any]]:
         return int(index), self.dataset[int(index)]
 
+    def __getitems__(self, indices: list[int]) -> Any:
+        # A dataset that reads a whole batch in one go (token blocks: one gather from the memory-mapped
+        # stream) gives the collated batch directly; `collate_samples` passes it through.
+        read = getattr(self.dataset, "read_batch", None)
+        if read is not None:
+            index = torch.as_tensor(indices, dtype=torch.int64)
+            inputs, labels = read(index)
+            return {"inputs": inputs, "labels": labels, "index": index}
+        return [self[i] for i in indices]
 
-def collate_samples(samples: list[tuple[int, dict[str, Any]]]) -> dict[str, torch.Tensor]:
+
+def collate_samples(
+    samples: list[tuple[int, dict[str, Any]]] | dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Stack `(id, {"inputs", "labels"})` samples into one batch dict {"inputs", "labels", "index"}.
 
-    Labels are class ids (int or 0-d tensors, giving (B,)) or per-token tensors (T,) (giving (B, T)).
+    Labels are class ids (int or 0-d tensors, giving (B,)) or per-token tensors (T,) (giving (B, T)). A
+    batch a dataset read whole (a dict, from `read_batch`) is returned as it is.
     """
+    if isinstance(samples, dict):
+        return samples
     index = torch.tensor([i for i, _ in samples], dtype=torch.int64)
     x = torch.stack([torch.as_tensor(s["inputs"]) for _, s in samples])
     labels = [torch.as_tensor(s["labels"], dtype=torch.int64) for _, s in samples]

@@ -52,7 +52,8 @@ def load_dataset(
         limit: keep at most `limit` train samples and `max(1, limit // 5)` test samples (stratified,
             deterministic), for smoke runs and tests.
         options: keyword options of readers that take them (the image readers' `image_size`,
-            `channels`, `on_bad_sample`); None values are left out.
+            `channels`, `on_bad_sample`; the text readers' `block_size`, `tokenizer`, `split_by`,
+            `errors`); None values are left out.
 
     Returns:
         The checked DataBundle.
@@ -83,14 +84,22 @@ def load_dataset(
             accepted = inspect.signature(reader).parameters
             unknown = sorted(k for k in given if k not in accepted)
             if unknown:
+                options_of = (
+                    "the text readers (text, python-stdlib, python-docs)"
+                    if any(k in _TEXT_OPTIONS for k in unknown)
+                    else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
+                )
                 raise ConfigError(
                     f"data.{', data.'.join(unknown)} do(es) not apply to dataset {name!r}; "
-                    "they are options of the image readers (imagefolder, manifest; shards: image_size, channels). Remove them."
+                    f"they are options of {options_of}. Remove them."
                 )
         raw = reader(root_path, **given)
         if not isinstance(raw, RawDataset):
             return raw.build_bundle(name, val_fraction=val_fraction, seed=seed, limit=limit)
     return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)
+
+
+_TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors")
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:

@@ -43,14 +43,13 @@ import numpy as np
 import torch
 
 from distil.data.batch import IGNORE_INDEX
-from distil.data.bundle import DataBundle, batch_ranges
+from distil.data.bundle import LANGUAGE_MODELING, DataBundle, batch_ranges
 from distil.data.registry import DATASETS
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.data.validate import validate_bundle
 from distil.errors import ConfigError, DataError
 from distil.fileio import apply_umask, atomic_write_json
 
-LANGUAGE_MODELING = "language-modeling"
 DEFAULT_BLOCK_SIZE = 256
 DEFAULT_PATTERNS = ("**/*.txt", "**/*.md", "**/*.rst", "**/*.py", "**/*.jsonl")
 TEST_FRACTION = 0.05
@@ -407,6 +406,11 @@ class TokenBlockSplit:
         inputs, labels = self._read(self.index[index : index + 1] if index >= 0 else self.index[[index]])
         return {"inputs": inputs[0], "labels": labels[0]}
 
+    def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs (B, T), labels (B, T)) of the blocks at `positions` of this split, in one gather (the
+        loader's batched read: the same values as stacking ``split[i]``)."""
+        return self._read(self.index[positions])
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.zeros(len(self), dtype=torch.int64)
@@ -571,6 +575,8 @@ def load_text(
         }
     extra = {
         "tokenizer": tok.fingerprint,
+        # The registered name rebuilds the tokenizer later (a report decoding greedy samples).
+        "tokenizer_name": tokenizer if isinstance(tokenizer, str) else "",
         "vocab_size": str(tok.vocab_size),
         "block_size": str(block_size),
         "split_by": "files" if by_files else "blocks",
@@ -640,34 +646,65 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
 
 
 class TextCorpus:
-    """A reader's `LazyDataset` for text: builds the bundle with `load_dataset`'s val_fraction and limit."""
+    """A reader's `LazyDataset` for text: builds the bundle with `load_dataset`'s val_fraction and limit
+    and the recipe's text options (`data.block_size`, `tokenizer`, `split_by`, `errors`)."""
 
-    def __init__(self, root: str | Path, name_hint: str, split_by: str, files: Sequence[Path] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        name_hint: str,
+        split_by: str,
+        files: Sequence[Path] | None = None,
+        *,
+        block_size: int | None = None,
+        tokenizer: str | None = None,
+        errors: str | None = None,
+    ):
         self.root, self.name_hint, self.split_by, self.files = root, name_hint, split_by, files
+        self.block_size = block_size or DEFAULT_BLOCK_SIZE
+        self.tokenizer = tokenizer or "byte"
+        self.errors = errors or "strict"
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         del seed  # the splits are fixed by path hash or position, not by a seed
         return load_text(
             self.root,
             name=name,
+            tokenizer=self.tokenizer,
+            block_size=self.block_size,
             val_fraction=val_fraction,
             limit=limit,
+            errors=self.errors,
             split_by=self.split_by,
             files=self.files,
         )
 
 
 @DATASETS.register("text")
-def text_reader(root: Path | None) -> TextCorpus:
+def text_reader(
+    root: Path | None,
+    block_size: int | None = None,
+    tokenizer: str | None = None,
+    split_by: str | None = None,
+    errors: str | None = None,
+) -> TextCorpus:
     """Plain text / JSONL: `data.root` is a file, a folder, or ``folder/**/*.ext``; byte tokenizer, blocks of
     256, whole files held out when there are enough (see :func:`load_text` for every option)."""
     if root is None:
         raise DataError("dataset 'text' needs data.root: a file, a folder or folder/**/*.txt.")
-    return TextCorpus(root, "text", "auto")
+    return TextCorpus(
+        root, "text", split_by or "auto", block_size=block_size, tokenizer=tokenizer, errors=errors
+    )
 
 
 @DATASETS.register("python-stdlib")
-def python_stdlib_reader(root: Path | None) -> TextCorpus:
+def python_stdlib_reader(
+    root: Path | None,
+    block_size: int | None = None,
+    tokenizer: str | None = None,
+    split_by: str | None = None,
+    errors: str | None = None,
+) -> TextCorpus:
     """The running Python's standard library sources (no download): whole modules held out as test and
     val by a hash of their path; `root` may point at another copy of a standard library."""
     base = root or stdlib_root()
@@ -677,7 +714,53 @@ def python_stdlib_reader(root: Path | None) -> TextCorpus:
             f"no .py files under {base} (Python {sys.version.split()[0]}); this Python ships without its "
             "standard library sources. Give data.root pointing at a folder of .py files."
         )
-    return TextCorpus(base, "python-stdlib", "files", files)
+    return TextCorpus(
+        base,
+        "python-stdlib",
+        split_by or "files",
+        files,
+        block_size=block_size,
+        tokenizer=tokenizer,
+        errors=errors,
+    )
+
+
+PYTHON_DOCS_ROOT = Path("/usr/share/doc/python3.11/html/_sources")
+
+
+def python_docs_files(root: Path) -> list[Path]:
+    """The reStructuredText sources of the Python documentation (``*.rst.txt``) under `root`, sorted."""
+    return sorted(p for p in root.glob("**/*.rst.txt") if p.is_file())
+
+
+@DATASETS.register("python-docs")
+def python_docs_reader(
+    root: Path | None,
+    block_size: int | None = None,
+    tokenizer: str | None = None,
+    split_by: str | None = None,
+    errors: str | None = None,
+) -> TextCorpus:
+    """The Python documentation's prose: the ``.rst.txt`` sources of Debian's python3.11-doc package
+    (``/usr/share/doc/python3.11/html/_sources``, about 500 files, 11 MB of English), whole files held
+    out as test and val by a hash of their path; `root` may point at another ``html/_sources`` folder."""
+    base = root or PYTHON_DOCS_ROOT
+    files = python_docs_files(base) if base.is_dir() else []
+    if not files:
+        raise DataError(
+            f"no Python documentation sources (*.rst.txt) under {base}. Install them with "
+            "`apt-get install python3.11-doc` (Debian/Ubuntu), or give data.root pointing at the "
+            "html/_sources folder of a Python documentation build."
+        )
+    return TextCorpus(
+        base,
+        "python-docs",
+        split_by or "files",
+        files,
+        block_size=block_size,
+        tokenizer=tokenizer,
+        errors=errors,
+    )
 
 
 __all__ = [
@@ -691,6 +774,7 @@ __all__ = [
     "find_files",
     "load_text",
     "path_fraction",
+    "python_docs_files",
     "read_documents",
     "read_jsonl",
     "read_text",

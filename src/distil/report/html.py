@@ -13,7 +13,7 @@ from pathlib import Path
 
 from distil.report.markdown import FIGURES
 from distil.report.rundata import RunData
-from distil.report.tables import COLUMNS, metric_rows
+from distil.report.tables import columns_for, metric_rows
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -86,7 +86,7 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
             "Models side by side",
             f'<p class="note">Ratios are against {escape(run.reference.name)} (the reference); compression '
             "is its stored size over the model's, with the parameter ratio in brackets where that differs.</p>"
-            + table_html(COLUMNS, metric_rows(run.metrics, run.reference), "metrics"),
+            + table_html(columns_for(run.metrics), metric_rows(run.metrics, run.reference), "metrics"),
         )
     ]
     for stem, caption in FIGURES.items():
@@ -102,6 +102,37 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
                 row.append("—" if v != v else f"{v:.1%}")
             rows.append(row)
         sections.append(("Per-class accuracy", table_html(["class", *run.per_class], rows, "per-class")))
+    if run.training:
+        rows = [
+            [
+                stage,
+                f"{v.get('samples_per_s', float('nan')):,.1f}",
+                f"{v.get('tokens_per_s', float('nan')):,.0f}",
+            ]
+            for stage, v in run.training.items()
+        ]
+        sections.append(
+            ("Training throughput", table_html(["stage", "samples/s", "tokens/s"], rows, "training"))
+        )
+    generation = run.generation
+    if generation.get("latency") or generation.get("samples"):
+        body = ""
+        latency = generation.get("latency") or {}
+        if latency:
+            rows = [
+                [name, f"{v['ms_per_token']:.3f}", f"{v['prefill_ms']:.3f}", str(v["threads"])]
+                for name, v in latency.items()
+            ]
+            body += (
+                '<p class="note">Greedy decoding with the KV cache, batch 1: median milliseconds per new '
+                "token.</p>" + table_html(["model", "ms/token", "prefill ms", "threads"], rows, "generation")
+            )
+        for i, prompt in enumerate(generation.get("prompts") or []):
+            body += f"<h3>Prompt {i + 1}</h3><pre>{escape(prompt)}</pre>"
+            for name, texts in (generation.get("samples") or {}).items():
+                if i < len(texts):
+                    body += f"<p>{escape(name)}</p><pre>{escape(texts[i])}</pre>"
+        sections.append(("Generation", body))
     if run.recipe_yaml:
         sections.append(("Resolved recipe", f"<pre>{escape(run.recipe_yaml)}</pre>"))
     return page_html(title, sections, intro)

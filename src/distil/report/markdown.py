@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from distil.report.rundata import RunData
 from distil.report.tables import metrics_markdown
@@ -20,9 +21,15 @@ def data_line(data: Mapping[str, object]) -> str:
     """One sentence on the dataset: name, source and split sizes."""
     sizes = data.get("sizes")
     parts = [f"dataset **{data.get('name', '?')}**"]
+    extra = data.get("extra") if isinstance(data.get("extra"), Mapping) else {}
+    assert isinstance(extra, Mapping)
+    tokens = "vocab_size" in extra  # token data: blocks of a corpus, not classified samples
     if isinstance(sizes, Mapping):
-        parts.append(", ".join(f"{k} {v}" for k, v in sizes.items()) + " samples")
-    if data.get("num_classes"):
+        unit = f" blocks of {extra.get('block_size', '?')} tokens" if tokens else " samples"
+        parts.append(", ".join(f"{k} {v}" for k, v in sizes.items()) + unit)
+    if tokens:
+        parts.append(f"tokenizer {extra.get('tokenizer', '?')} (vocabulary {extra['vocab_size']})")
+    elif data.get("num_classes"):
         parts.append(f"{data['num_classes']} classes")
     if data.get("source"):
         parts.append(f"read from `{data['source']}`")
@@ -40,6 +47,53 @@ def per_class_markdown(class_names: Sequence[str], per_class: Mapping[str, Seque
             cells.append("—" if v != v else f"{v:.1%}")  # v != v: nan (class absent from the test set)
         lines.append(f"| {cls} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def training_markdown(training: Mapping[str, Mapping[str, float]]) -> str:
+    """Mean training throughput per stage (samples/s; tokens/s for token data) as a Markdown table."""
+    tokens = any("tokens_per_s" in v for v in training.values())
+    head = "| stage | samples/s |" + (" tokens/s |" if tokens else "")
+    lines = [head, "|---|---|" + ("---|" if tokens else "")]
+    for stage, v in training.items():
+        row = f"| {stage} | {v.get('samples_per_s', float('nan')):,.1f} |"
+        if tokens:
+            row += f" {v.get('tokens_per_s', float('nan')):,.0f} |"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def generation_markdown(generation: Mapping[str, Any]) -> list[str]:
+    """Decode latency per token (KV cache, batch 1) and greedy samples from fixed test prompts."""
+    out: list[str] = []
+    latency = generation.get("latency") or {}
+    if latency:
+        out += [
+            f"Greedy decoding with the KV cache, batch 1, after a prompt of {generation.get('prompt_tokens')} "
+            "tokens: median milliseconds per new token, every model timed by the same code in one process.",
+            "",
+            "| model | ms/token | prefill ms | threads |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {name} | {v['ms_per_token']:.3f} | {v['prefill_ms']:.3f} | {v['threads']} |"
+            for name, v in latency.items()
+        ]
+        out.append("")
+    prompts = generation.get("prompts") or []
+    samples = generation.get("samples") or {}
+    for i, prompt in enumerate(prompts):
+        out += [f"**Prompt {i + 1}** (the start of a held-out block):", "", "```text", prompt, "```", ""]
+        for name, texts in samples.items():
+            if i < len(texts):
+                out += [
+                    f"{name}, greedy, {generation.get('new_tokens')} tokens:",
+                    "",
+                    "```text",
+                    texts[i],
+                    "```",
+                    "",
+                ]
+    return out
 
 
 def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
@@ -72,6 +126,10 @@ def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
             out += [f"## {caption}", "", f"![{caption}]({figures[stem]})", ""]
     if run.per_class:
         out += ["## Per-class accuracy", "", per_class_markdown(run.class_names, run.per_class)]
+    if run.training:
+        out += ["## Training throughput", "", training_markdown(run.training)]
+    if run.generation.get("latency") or run.generation.get("samples"):
+        out += ["## Generation", "", *generation_markdown(run.generation)]
     if run.recipe_yaml:
         out += ["## Resolved recipe", "", "```yaml", run.recipe_yaml.rstrip(), "```", ""]
     return "\n".join(out)

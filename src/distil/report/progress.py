@@ -29,7 +29,16 @@ LogFormat = Literal["auto", "rich", "plain", "jsonl", "quiet"]
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 
 # Record keys that are not loss terms or accuracies (shown separately or not at all).
-_BOOKKEEPING = {"stage", "epoch", "lr", "seconds", "samples_per_s", "eval_accuracy"}
+_BOOKKEEPING = {
+    "stage",
+    "epoch",
+    "lr",
+    "seconds",
+    "samples_per_s",
+    "tokens_per_s",
+    "eval_accuracy",
+    "eval_perplexity",
+}
 
 
 def _duration(seconds: float) -> str:
@@ -52,6 +61,11 @@ def epoch_summary(record: dict[str, Any], epochs: int | None = None) -> str:
     for key, value in record.items():
         if key.endswith("_accuracy") and key not in _BOOKKEEPING and isinstance(value, int | float):
             parts.append(f"{key.removesuffix('_accuracy')} acc {value:.2%}")
+    for key, value in record.items():  # language models
+        if key.endswith("_perplexity") and key not in _BOOKKEEPING and isinstance(value, int | float):
+            parts.append(f"{key.removesuffix('_perplexity')} ppl {value:.3f}")
+    if isinstance(record.get("tokens_per_s"), int | float):
+        parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
     if isinstance(record.get("lr"), int | float):
         parts.append(f"lr {record['lr']:.3g}")
     if isinstance(record.get("seconds"), int | float):

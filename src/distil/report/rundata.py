@@ -32,6 +32,9 @@ class RunData:
         records: per-epoch training records, each with a "stage".
         per_class: model name -> test accuracy per class (models without it are absent).
         recipe_yaml: the fully resolved recipe, as saved in the run directory ("" if missing).
+        training: stage -> mean training throughput (``samples_per_s``, ``tokens_per_s``), if recorded.
+        generation: language models: the prompts, greedy samples and decode latency per model
+            (``distil.run.lm_report.lm_section``); empty otherwise.
     """
 
     path: Path
@@ -42,6 +45,8 @@ class RunData:
     records: list[dict[str, Any]] = field(default_factory=list)
     per_class: dict[str, list[float]] = field(default_factory=dict)
     recipe_yaml: str = ""
+    training: dict[str, dict[str, float]] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -129,4 +134,6 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
         records=records,
         per_class=per_class,
         recipe_yaml=recipe_file.read_text(encoding="utf-8") if recipe_file.is_file() else "",
+        training=dict(summary.get("training", {})),
+        generation=dict(summary.get("generation", {})),
     )

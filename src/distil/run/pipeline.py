@@ -38,7 +38,15 @@ def load_data(recipe: Recipe) -> DataBundle:
         val_fraction=d.val_fraction,
         seed=recipe.teacher_train.seed,
         limit=d.limit,
-        options={"image_size": d.image_size, "channels": d.channels, "on_bad_sample": d.on_bad_sample},
+        options={
+            "image_size": d.image_size,
+            "channels": d.channels,
+            "on_bad_sample": d.on_bad_sample,
+            "block_size": d.block_size,
+            "tokenizer": d.tokenizer,
+            "split_by": d.split_by,
+            "errors": d.errors,
+        },
     )
     if data.is_tabular:
         sections = {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}

@@ -31,7 +31,15 @@ from torch import nn
 from distil.config import Recipe, recipe_to_yaml
 from distil.data import DataBundle
 from distil.fileio import atomic_write_json
-from distil.measure import MetricInputs, ModelMetrics, compare, measure_model, predict, task_details
+from distil.measure import (
+    MetricInputs,
+    ModelMetrics,
+    compare,
+    measure_model,
+    measure_token_model,
+    predict,
+    task_details,
+)
 from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.resources import oom_hint, preflight
@@ -117,6 +125,7 @@ class Runner:
         self.kept: list[Kept] = []
         self.metrics: list[ModelMetrics] = []
         self.transfer: PreparedStudent | None = None
+        self.generation: dict[str, Any] = {}  # language models: samples and decode latency
         self._dir: RunDir | None = None
 
     @property
@@ -241,6 +250,8 @@ class Runner:
     # --------------------------------------------------------------------------------- measure
 
     def _measure_all(self) -> list[ModelMetrics]:
+        if self.data.is_tokens:
+            return self._measure_tokens()
         data, run = self.data, self.dir
         # The test set is measured in memory (read once from disk for on-disk data).
         x_test, y_test = data.test.head(len(data.test)), data.test.labels
@@ -280,6 +291,44 @@ class Runner:
             atomic_write_json(sidecar, meta)
         return metrics
 
+    def _measure_tokens(self) -> list[ModelMetrics]:
+        """Language models: the test blocks read batch by batch (their logits would not fit in memory),
+        agreement with the first model's (the teacher's) next-token predictions."""
+        data, run = self.data, self.dir
+        metrics: list[ModelMetrics] = []
+        reference: torch.Tensor | None = None
+        for kept in self.kept:
+            name = kept.name
+            model = kept.model.cpu().eval()
+            meta = _meta(self.recipe, data, kept.trained_with, self.histories.get(name, []), name)
+            weights = save_checkpoint(run.file(name), model, kept.spec, meta)
+            m, preds = measure_token_model(
+                name,
+                model,
+                data.test,
+                vocab_size=data.num_classes,
+                reference=reference,
+                weights_path=weights,
+                latency=self.measure_latency,
+                task=data.task,
+            )
+            reference = preds if reference is None else reference
+            metrics.append(m)
+        from distil.run.lm_report import lm_section
+
+        self.generation = lm_section(
+            [(k.name, k.model) for k in self.kept], data.test, data.extra, latency=self.measure_latency
+        )
+        for m in metrics:
+            timed = self.generation["latency"].get(m.name)
+            if timed is not None:
+                m.extra["generate_ms_per_token"] = timed["ms_per_token"]
+            sidecar = run.file(f"{m.name}.json")
+            meta = json.loads(sidecar.read_text())
+            meta["test_metrics"] = m.to_dict()
+            atomic_write_json(sidecar, meta)
+        return metrics
+
     # --------------------------------------------------------------------------------- summary
 
     def _write_summary(self) -> dict[str, dict[str, float | None]]:
@@ -291,6 +340,11 @@ class Runner:
             "metrics": [m.to_dict() for m in metrics],
             "ratios": ratios,
         }
+        throughput = _training_throughput(self.histories)
+        if throughput:
+            summary["training"] = throughput
+        if self.generation:
+            summary["generation"] = self.generation
         atomic_write_json(run.file("summary.json"), summary)
         # Imported here: matplotlib is slow to import and only needed once a run has finished.
         from distil.report.writer import write_report
@@ -307,6 +361,20 @@ class Runner:
         report = run.file("report.md")
         before = report.read_text(encoding="utf-8") if report.is_file() else ""
         run.write_text("report.md", f"{before.rstrip()}\n\n{prepared.report.to_markdown()}\n")
+
+
+def _training_throughput(histories: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per trained stage: mean samples/s and (token data) tokens/s over its epochs."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, history in histories.items():
+        entry: dict[str, float] = {}
+        for key in ("samples_per_s", "tokens_per_s"):
+            values = [float(r[key]) for r in history if key in r]
+            if values:
+                entry[key] = round(sum(values) / len(values), 1)
+        if entry:
+            out[stage] = entry
+    return out
 
 
 def teacher_train_record(recipe: Recipe) -> Any:

@@ -10,7 +10,7 @@ from torch import nn
 
 from distil.config import ModelConfig
 from distil.data import DataBundle
-from distil.errors import CheckpointError, DataError, ModelError
+from distil.errors import CheckpointError, ConfigError, DataError, ModelError
 from distil.models import build_from_spec, model_spec
 from distil.train.checkpoint import (
     load_checkpoint,
@@ -56,6 +56,29 @@ def _check_takes_vectors(model: nn.Module, name: str, data: DataBundle) -> None:
         model.train(was_training)
 
 
+def check_checkpoint_tokenizer(path: str, meta: dict[str, Any], data: DataBundle) -> None:
+    """Refuse a language-model checkpoint trained with another tokenizer than the data's.
+
+    Token-level distillation and every metric compare distributions over one vocabulary, so the teacher,
+    the student and the data must tokenize alike (`distil.data.tokenize.check_same_tokenizer`).
+
+    Raises:
+        ConfigError: naming both tokenizers and the fix.
+    """
+    extra = meta.get("data", {}).get("extra", {}) or {}
+    fingerprint, vocab = extra.get("tokenizer"), extra.get("vocab_size")
+    if fingerprint is None:  # not trained on distil's text data: only the vocabulary size can be checked
+        return
+    if fingerprint != data.extra.get("tokenizer") or str(vocab) != data.extra.get("vocab_size"):
+        raise ConfigError(
+            f"checkpoint {path!r} was trained with tokenizer {fingerprint} (vocabulary {vocab}), but dataset "
+            f"{data.name!r} is tokenized with {data.extra.get('tokenizer')} (vocabulary "
+            f"{data.extra.get('vocab_size')}); a teacher, its student and the data must share one tokenizer "
+            "(token-level distillation compares distributions over one vocabulary). Set data.tokenizer to "
+            "the checkpoint's tokenizer, or use a checkpoint trained with this one."
+        )
+
+
 def build_model(
     cfg: ModelConfig, data: DataBundle, *, seed: int | None = None, trust_code: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -86,6 +109,8 @@ def build_model(
     if ckpt and (Path(ckpt).with_suffix(".json").is_file() or Path(ckpt).is_dir()):
         model, meta = load_checkpoint(ckpt, trust_code=trust_code, trusted_models=[cfg.model])
         spec = meta["spec"]
+        if data.is_tokens:
+            check_checkpoint_tokenizer(ckpt, meta, data)
         trained_classes = meta.get("data", {}).get("num_classes", spec.get("num_classes"))
         if trained_classes != data.num_classes:
             raise DataError(

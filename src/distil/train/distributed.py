@@ -24,7 +24,7 @@ from torch import nn
 
 from distil.data import SampleSplit
 from distil.data.batch import IGNORE_INDEX
-from distil.measure import accuracy, predict_split
+from distil.measure import DEFAULT_TASK, TASKS, accuracy, predict_split, split_sums
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
 
@@ -88,6 +88,46 @@ def sharded_accuracy(
     counts = accelerator.reduce(torch.stack([hits.sum(), valid.sum()]).to(device), reduction="sum")
     correct, total = counts.cpu().float()
     return float(correct / total.clamp(min=1))
+
+
+def sharded_metrics(
+    accelerator: Accelerator,
+    model: nn.Module,
+    split: SampleSplit,
+    task: str = DEFAULT_TASK,
+    batch_size: int | None = None,
+) -> dict[str, float | None]:
+    """The per-epoch evaluation metrics of `task` (a ``distil.measure.TASKS`` name) on `split`.
+
+    Classification is `sharded_accuracy` (``{"accuracy"}``). Any other task is evaluated by its streaming
+    sums (`distil.measure.split_sums`): each process reads its own shard batch by batch, the sums stay
+    on the device, and one reduction adds them up, so no logits are held whole and there is one host
+    sync per evaluation. A language model gets ``accuracy`` (next token), ``perplexity`` and ``loss``
+    (mean NLL in nats).
+
+    Args:
+        accelerator: the run's Accelerator.
+        model: the unwrapped model.
+        split: the evaluation data (the full split, on every rank).
+        task: the data's task.
+        batch_size: samples per forward pass (None: 512 for classification, 32 for other tasks).
+    """
+    if task == DEFAULT_TASK:
+        return {"accuracy": sharded_accuracy(accelerator, model, split, batch_size or 512)}
+    streaming = TASKS.get(task).streaming
+    if streaming is None:
+        raise ValueError(f"task {task!r} has no streaming metrics, so it cannot be evaluated per epoch")
+    if accelerator.num_processes > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+    start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
+    if stop > start:
+        sums, _ = split_sums(model, split, task, batch_size=batch_size or 32, start=start, stop=stop)
+    else:  # more ranks than samples: this one adds nothing (the sums' length comes from one empty batch)
+        sums = torch.zeros(streaming.size, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum")
+    return streaming.finish(sums.cpu())
 
 
 def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -28,7 +28,7 @@ from distil.train.distributed import (
     broadcast_module,
     gather_rank_states,
     reduce_mean,
-    sharded_accuracy,
+    sharded_metrics,
     use_cpu,
 )
 from distil.train.mutual import Cohort
@@ -391,6 +391,9 @@ class TrainLoop:
             "seconds": round(seconds, 3),
             "samples_per_s": round(self.steps_per_epoch * cfg.batch_size * processes / seconds, 1),
         }
+        if self.data.is_tokens:  # each sample is one block of T input tokens, all of them trained on
+            tokens = self.steps_per_epoch * cfg.batch_size * processes * self.data.input_shape[0]
+            record["tokens_per_s"] = round(tokens / seconds, 1)
         # Every rank computes its share; the reduced numbers equal a single-process run's.
         reduced = reduce_mean(accelerator, self.sums)
         record.update({f"train_{k}": float(v) / self.steps_per_epoch for k, v in reduced.items()})
@@ -404,20 +407,24 @@ class TrainLoop:
             self.save_state(epoch + 1, {})
 
     def evaluate(self) -> dict[str, float]:
-        """`{split}_accuracy` and `eval_accuracy`; per student (`s{i}_...`) for a cohort, the first's
-        being the cohort's. Each process evaluates its shard."""
+        """The task's metrics on the evaluation split as `{split}_{metric}` and `eval_{metric}`
+        (classification: accuracy; language modelling: accuracy, perplexity, loss); per student
+        (`s{i}_...`) for a cohort, the first's being the cohort's. Each process evaluates its shard."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self.loss_module is not None:
             broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
-        name = self.eval_name
-        if not isinstance(unwrapped, Cohort):
-            acc = sharded_accuracy(self.accelerator, unwrapped, self.eval_data)
-            return {f"{name}_accuracy": acc, "eval_accuracy": acc}
+        name, task = self.eval_name, self.data.task
+        students = unwrapped.students if isinstance(unwrapped, Cohort) else [unwrapped]
         out: dict[str, float] = {}
-        for i, student in enumerate(unwrapped.students):
-            acc = sharded_accuracy(self.accelerator, student, self.eval_data)
-            out.update({f"s{i}_{name}_accuracy": acc, f"s{i}_eval_accuracy": acc})
-        out.update({f"{name}_accuracy": out[f"s0_{name}_accuracy"], "eval_accuracy": out["s0_eval_accuracy"]})
+        for i, student in enumerate(students):
+            found = sharded_metrics(self.accelerator, student, self.eval_data, task)
+            for key, value in found.items():
+                if value is None:
+                    continue
+                if isinstance(unwrapped, Cohort):
+                    out.update({f"s{i}_{name}_{key}": value, f"s{i}_eval_{key}": value})
+                if i == 0:
+                    out.update({f"{name}_{key}": value, f"eval_{key}": value})
         return out
 
     def _report(self, record: dict[str, Any], epoch: int) -> None:
@@ -427,7 +434,11 @@ class TrainLoop:
             progress.update(
                 task,
                 status=f"epoch {epoch + 1}/{self.cfg.epochs} loss {record['train_loss']:.3f} "
-                f"{self.eval_name} acc {record['eval_accuracy']:.1%}",
+                + (
+                    f"{self.eval_name} ppl {record['eval_perplexity']:.2f}"
+                    if "eval_perplexity" in record
+                    else f"{self.eval_name} acc {record['eval_accuracy']:.1%}"
+                ),
             )
         if self.on_epoch_end is not None and accelerator.is_main_process:
             self.on_epoch_end(record)
