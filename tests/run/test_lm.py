@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from distil.cli.app import app
-from distil.config import parse_recipe
+from distil.config import ModelConfig, parse_recipe
 from distil.data import load_dataset
 from distil.data.text import load_text
 from distil.data.tokenize import ByteTokenizer
-from distil.errors import ConfigError, DataError
+from distil.errors import ConfigError, DataError, ModelError
 from distil.measure import (
     count_macs,
     measure_latency,
@@ -29,7 +29,7 @@ from distil.measure_lm import greedy_ids
 from distil.models import create_model
 from distil.run import run_pipeline
 from distil.run.lm_report import NEW_TOKENS, fixed_prompts, lm_section
-from distil.train.build import check_checkpoint_tokenizer
+from distil.train.build import build_model, check_checkpoint_tokenizer
 from distil.train.distributed import sharded_metrics
 from distil.train.engine import make_accelerator
 
@@ -226,3 +226,15 @@ def test_the_loader_reads_token_blocks_a_batch_at_a_time(corpus: Path) -> None:
         stacked = [data.train[int(i)] for i in batch["index"]]
         assert torch.equal(batch["inputs"], torch.stack([s["inputs"] for s in stacked]))
         assert torch.equal(batch["labels"], torch.stack([s["labels"] for s in stacked]))
+
+
+def test_a_student_derived_from_the_teachers_config_gets_a_self_contained_spec(corpus: Path) -> None:
+    data = load_dataset("text", corpus, options={"block_size": 32})
+    teacher, _ = build_model(ModelConfig(model="hf-causal-lm", kwargs={"config": TINY}), data)
+    derived = ModelConfig(model="hf-causal-lm", kwargs={"from_teacher": {"num_hidden_layers": 1}})
+    student, spec = build_model(derived, data, teacher=teacher)
+    assert student.config.num_hidden_layers == 1
+    assert student.config.hidden_size == teacher.config.hidden_size
+    assert "from_teacher" not in spec["kwargs"] and spec["kwargs"]["config"]["num_hidden_layers"] == 1
+    with pytest.raises(ModelError, match="from_teacher"):
+        build_model(derived, data)  # no teacher to derive from

@@ -115,10 +115,10 @@ def run_pipeline(
         recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
     )
     scratch, student_spec = build_model(
-        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
     kd_student, _ = build_model(
-        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
     warn_if_student_larger(console, teacher, kd_student)
     if recipe.transfer != TransferConfig():
@@ -226,7 +226,7 @@ def distill_student(
     # kd.teachers: an ensemble
     teachers, weights = recipe_teachers(recipe.kd, teacher, data, trust_code=recipe.trust_code)
     student, student_spec = build_model(
-        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
     warn_if_student_larger(console, teacher, student)
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
@@ -274,7 +274,7 @@ def transfer_student(
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
     student, student_spec = build_model(
-        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code
+        recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
     prepared = transfer_into(recipe, teacher, student, data)
 

@@ -301,7 +301,13 @@ class Runner:
             name = kept.name
             model = kept.model.cpu().eval()
             meta = _meta(self.recipe, data, kept.trained_with, self.histories.get(name, []), name)
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta)
+            # A Hugging Face tokenizer goes into NAME-hf/ beside the model (the byte tokenizer needs no files).
+            from distil.data.hf_tokenizer import HFTokenizer
+            from distil.run.lm_report import tokenizer_of
+
+            tokenizer = tokenizer_of(data.extra)
+            hf_tokenizer = tokenizer if isinstance(tokenizer, HFTokenizer) else None
+            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=hf_tokenizer)
             m, preds = measure_token_model(
                 name,
                 model,

@@ -12,6 +12,7 @@ from distil.config import ModelConfig
 from distil.data import DataBundle
 from distil.errors import CheckpointError, ConfigError, DataError, ModelError
 from distil.models import build_from_spec, model_spec
+from distil.models.hf import resolve_from_teacher
 from distil.train.checkpoint import (
     load_checkpoint,
     load_state_dict_file,
@@ -80,7 +81,12 @@ def check_checkpoint_tokenizer(path: str, meta: dict[str, Any], data: DataBundle
 
 
 def build_model(
-    cfg: ModelConfig, data: DataBundle, *, seed: int | None = None, trust_code: bool = False
+    cfg: ModelConfig,
+    data: DataBundle,
+    *,
+    seed: int | None = None,
+    trust_code: bool = False,
+    teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Create the model of `cfg` for `data`, loading `cfg.checkpoint` when set.
 
@@ -94,6 +100,8 @@ def build_model(
         data: the dataset the model is for.
         seed: seeds the random initialisation (so two students can start identically).
         trust_code: let the checkpoint's sidecar name any ``pkg.module:factory`` (trust its author).
+        teacher: the built teacher, for a student whose kwargs say ``from_teacher`` (a Hugging Face
+            student derived from the teacher's config, `distil.models.hf.resolve_from_teacher`).
 
     Returns:
         (model, spec).
@@ -118,6 +126,12 @@ def build_model(
                 f"{data.num_classes}; use a checkpoint trained on this dataset."
             )
         return model, spec
+    if "from_teacher" in cfg.kwargs:
+        if teacher is None:
+            raise ModelError(
+                f"{cfg.model}: kwargs.from_teacher is for the student (derived from the teacher)."
+            )
+        cfg = cfg.model_copy(update={"kwargs": resolve_from_teacher(cfg.kwargs, teacher)})
     try:
         spec = spec_for(cfg, data)
         model = build_from_spec(spec, trusted=[cfg.model])  # the user's own model name
