@@ -137,31 +137,6 @@ class ModelConfig(_Strict):
         return kwargs
 
 
-class AugmentOptions(_Strict):
-    """Options of the augmentation operations named in `TrainConfig.augment` (unused ones are ignored)."""
-
-    scale: tuple[float, float] = Field(
-        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
-    )
-    ratio: tuple[float, float] = Field(
-        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
-    )
-    brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
-    contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
-    saturation: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)")
-    hue: float = Field(default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)")
-    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
-    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
-
-    @model_validator(mode="after")
-    def _ranges(self) -> AugmentOptions:
-        if not 0 < self.scale[0] <= self.scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {list(self.scale)}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must satisfy 0 < min <= max, got {list(self.ratio)}")
-        return self
-
-
 class TrainConfig(_Strict):
     """A training recipe: optimizer, schedule, regularisation, budget and seed.
 
@@ -182,9 +157,22 @@ class TrainConfig(_Strict):
         description="auto = the dataset's standard augmentation; none, crop, crop_flip, or operations "
         "joined by '+': crop, flip, resized_crop, jitter, trivial (TrivialAugment), randaugment",
     )
-    augment_options: AugmentOptions = Field(
-        default_factory=AugmentOptions, description="options of the augmentation operations"
+    augment_scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
     )
+    augment_ratio: tuple[float, float] = Field(
+        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
+    )
+    jitter_brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
+    jitter_contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
+    jitter_saturation: float = Field(
+        default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)"
+    )
+    jitter_hue: float = Field(
+        default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)"
+    )
+    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
+    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
     mixing: Literal["none", "mixup", "cutmix"] = Field(
         default="none",
         description="mix pairs of augmented samples in each batch (function matching: teacher and student "
@@ -239,6 +227,16 @@ class TrainConfig(_Strict):
         gt=0,
         description="also save a resumable training state every N steps (always at each epoch end)",
     )
+
+    @model_validator(mode="after")
+    def _augment_ranges(self) -> TrainConfig:
+        if not 0 < self.augment_scale[0] <= self.augment_scale[1] <= 1:
+            raise ValueError(
+                f"augment_scale must satisfy 0 < min <= max <= 1, got {list(self.augment_scale)}"
+            )
+        if not 0 < self.augment_ratio[0] <= self.augment_ratio[1]:
+            raise ValueError(f"augment_ratio must satisfy 0 < min <= max, got {list(self.augment_ratio)}")
+        return self
 
     @field_validator("augment")
     @classmethod

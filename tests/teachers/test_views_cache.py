@@ -96,10 +96,7 @@ def test_views_cache_key_changes_with_v_and_augmentation(digits, tmp_path: Path)
         key(seed=1),
         key(augment="crop"),
         key(mixing="mixup"),
-        key(
-            augment_options=TrainConfig().augment_options.model_copy(update={"scale": (0.5, 1.0)}),
-            augment="resized_crop",
-        ),
+        key(augment_scale=(0.5, 1.0), augment="resized_crop"),
     ]
     assert all(not o.hit for o in others)
     assert len({first.fingerprint, *(o.fingerprint for o in others)}) == 1 + len(others)

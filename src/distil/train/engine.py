@@ -79,18 +79,17 @@ def eval_split(data: DataBundle) -> tuple[str, SampleSplit]:
 
 def augmenter_for(data: DataBundle, cfg: TrainConfig) -> Augmenter:
     """The training augmentation of `cfg` on `data`: the loader's, and the views cache's (the same draws)."""
-    o = cfg.augment_options
     spec = AugmentSpec(
         ops=parse_ops(data.augment if cfg.augment == "auto" else cfg.augment),
         padding=data.crop_padding,
-        scale=o.scale,
-        ratio=o.ratio,
-        brightness=o.brightness,
-        contrast=o.contrast,
-        saturation=o.saturation,
-        hue=o.hue,
-        randaugment_ops=o.randaugment_ops,
-        randaugment_magnitude=o.randaugment_magnitude,
+        scale=cfg.augment_scale,
+        ratio=cfg.augment_ratio,
+        brightness=cfg.jitter_brightness,
+        contrast=cfg.jitter_contrast,
+        saturation=cfg.jitter_saturation,
+        hue=cfg.jitter_hue,
+        randaugment_ops=cfg.randaugment_ops,
+        randaugment_magnitude=cfg.randaugment_magnitude,
         mixing=cfg.mixing,
         mixing_alpha=cfg.mixing_alpha,
     )
