@@ -17,11 +17,17 @@ finished.
 
     python benchmarks/views_cache.py                                # full recipe: 60k images, 3 seeds
     python benchmarks/views_cache.py --limit 2000 --epochs 1 --seeds 0 --sweep 1  # smoke test
+    python benchmarks/views_cache.py --limit 3000 --timing-rounds 5  # per-epoch cost only, CPU time too
+
+`--timing-rounds R` measures cost only: R rounds of one epoch each of student-only, views KD (cache
+built before) and live KD, alternating so drift in machine load hits all arms alike, each timed by wall
+clock and by this process's CPU time (steadier on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -90,6 +96,54 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timing(
+    rounds: int,
+    teacher: nn.Module,
+    data: Any,
+    base: Any,
+    recipe: Any,
+    accelerator: Any,
+    cache_dir: Path,
+    views: int,
+    out: Path,
+    student: Any,
+) -> None:
+    """Per-epoch cost of the three arms, alternating, by wall clock and process CPU time."""
+    one = base.model_copy(update={"epochs": 1, "seed": 0})
+    cached = one.model_copy(update={"teacher_cache_views": views, "teacher_cache_dir": str(cache_dir)})
+    wall, cpu = time.perf_counter(), time.process_time()
+    distill(teacher, student(0), data, cached, recipe.kd, accelerator=accelerator)  # builds the cache
+    build = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    arms: dict[str, Any] = {
+        "student": lambda: train_model(student(0), data, one, accelerator=accelerator),
+        "views_kd": lambda: distill(teacher, student(0), data, cached, recipe.kd, accelerator=accelerator),
+        "live_kd": lambda: distill(teacher, student(0), data, one, recipe.kd, accelerator=accelerator),
+    }
+    # wall/cpu: the whole call (set-up, opening the cache, the epoch, evaluation); loop: the epoch's
+    # training loop alone (its record's seconds, wall clock).
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "loop": []} for k in arms}
+    for _ in range(rounds):
+        for name, fn in arms.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = fn()
+            times[name]["wall"].append(time.perf_counter() - wall)
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["loop"].append(result.history[0]["seconds"])
+    med = {k: {m: statistics.median(v) for m, v in t.items()} for k, t in times.items()}
+    result = {
+        "train_images": len(data.train),
+        "rounds": rounds,
+        "views": views,
+        "median_epoch_s": med,
+        "views_over_student": {m: med["views_kd"][m] / med["student"][m] for m in ("wall", "cpu", "loop")},
+        "live_over_student": {m: med["live_kd"][m] / med["student"][m] for m in ("wall", "cpu", "loop")},
+        "build_over_live_epoch": {m: build[f"{m}_s"] / med["live_kd"][m] for m in ("wall", "cpu")},
+        "build": build,
+    }
+    atomic_write_json(out / "timing.json", result)
+    print(json.dumps(result, indent=1), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="training images (default: all 60k)")
@@ -100,6 +154,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--teacher", default="/work/bench/kd/teacher", help="a LargeNet checkpoint")
     ap.add_argument("--out", default="/work/bench/views")
+    ap.add_argument("--timing-rounds", type=int, default=0, help="only time alternating 1-epoch arms")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -166,6 +221,12 @@ def main() -> None:
     warm = base.model_copy(update={"epochs": 1})
     train_model(student(0), small, warm, accelerator=accelerator)
     distill(teacher, student(0), small, warm, recipe.kd, accelerator=accelerator)
+
+    if args.timing_rounds:
+        timing(
+            args.timing_rounds, teacher, data, base, recipe, accelerator, cache_dir, args.views, out, student
+        )
+        return
 
     for seed in args.seeds:
         cfg = base.model_copy(update={"seed": seed})
