@@ -18,9 +18,9 @@ from distil.data import DataBundle
 from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
-from distil.teachers.cache import choose_teacher_source, main_process_first, open_or_build
+from distil.teachers.cache import TeacherViews, choose_teacher_source, main_process_first, open_or_build
 from distil.teachers.live import LiveTeacher, freeze
-from distil.train.engine import FitResult, LossFn, TeacherFn, fit
+from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
 from distil.train.stages import Stage
 
@@ -212,8 +212,16 @@ def distill(
         augment = (
             cfg.mixing if augment == "none" else f"{augment}+{cfg.mixing}"
         )  # random: the teacher runs live
+    augmenter = augmenter_for(data, cfg)
+    if not augmenter.is_random:
+        augment = "none"  # e.g. a crop with 0 padding: the inputs never change
+    views = TeacherViews(augmenter, cfg.teacher_cache_views) if cfg.teacher_cache_views else None
     source, reason = choose_teacher_source(
-        cfg.teacher_cache, augment, needs=getattr(loss_fn, "teacher_needs", None), teachers=len(teachers)
+        cfg.teacher_cache,
+        augment,
+        needs=getattr(loss_fn, "teacher_needs", None),
+        teachers=len(teachers),
+        views=views.count if views is not None else None,
     )
     source_record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
     teacher_fn: TeacherFn
@@ -232,6 +240,7 @@ def distill(
                 device=accelerator.device,
                 channels_last=cfg.channels_last,
                 temperatures=schedule() if schedule is not None else (1.0,),
+                views=views if augment != "none" else None,
             )
         if current is not None:
             cached.follow(current)

@@ -166,9 +166,27 @@ class TrainConfig(_Strict):
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=128, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    augment: Literal["auto", "none", "crop", "crop_flip"] = Field(
-        default="auto", description="auto = the dataset's standard augmentation"
+    augment: str = Field(
+        default="auto",
+        description="auto = the dataset's standard augmentation; none, crop, crop_flip, or operations "
+        "joined by '+': crop, flip, resized_crop, jitter, trivial (TrivialAugment), randaugment",
     )
+    augment_scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
+    )
+    augment_ratio: tuple[float, float] = Field(
+        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
+    )
+    jitter_brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
+    jitter_contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
+    jitter_saturation: float = Field(
+        default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)"
+    )
+    jitter_hue: float = Field(
+        default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)"
+    )
+    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
+    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
     mixing: Literal["none", "mixup", "cutmix"] = Field(
         default="none",
         description="mix pairs of augmented samples in each batch (function matching: teacher and student "
@@ -197,6 +215,12 @@ class TrainConfig(_Strict):
         gt=0,
         description="KD only: store only the k largest teacher logits (large class counts)",
     )
+    teacher_cache_views: int | None = Field(
+        default=None,
+        ge=1,
+        description="KD only: V augmented views per sample, each cached with the teacher's output on it; "
+        "epoch e replays view v(e, id) (None = a new draw every epoch and a live teacher)",
+    )
     num_workers: int = Field(
         default=0, ge=0, description="data on disk: worker processes reading samples (0 = the main process)"
     )
@@ -217,6 +241,28 @@ class TrainConfig(_Strict):
         gt=0,
         description="also save a resumable training state every N steps (always at each epoch end)",
     )
+
+    @model_validator(mode="after")
+    def _augment_ranges(self) -> TrainConfig:
+        if not 0 < self.augment_scale[0] <= self.augment_scale[1] <= 1:
+            raise ValueError(
+                f"augment_scale must satisfy 0 < min <= max <= 1, got {list(self.augment_scale)}"
+            )
+        if not 0 < self.augment_ratio[0] <= self.augment_ratio[1]:
+            raise ValueError(f"augment_ratio must satisfy 0 < min <= max, got {list(self.augment_ratio)}")
+        return self
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, value: str) -> str:
+        if value != "auto":
+            from distil.data.augment import parse_ops
+
+            try:
+                parse_ops(value)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return value
 
 
 class ExtraTeacher(ModelConfig):

@@ -103,3 +103,85 @@ def test_a_mixing_loader_hides_labels_and_resumes_to_identical_batches() -> None
     loader.set_epoch(1, start_batch=3)
     for b, ref in zip(loader, full[3:], strict=True):
         assert torch.equal(b["inputs"], ref["inputs"])
+
+
+# --- replayable per-sample draws (distil.data.augment.Augmenter) ---------------------------------------
+
+_ALL_OPS = "resized_crop+flip+jitter+randaugment"
+
+
+def _rgb_augmenter(ops: str = _ALL_OPS, mixing: str = "none", **options):
+    from distil.data.augment import Augmenter, AugmentSpec, parse_ops
+
+    spec = AugmentSpec(
+        parse_ops(ops),
+        padding=2,
+        hue=0.1,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        mixing=mixing,
+        **options,
+    )
+    return Augmenter(spec, seed=5, mean=(0.5, 0.4, 0.3), std=(0.25, 0.25, 0.25), num_samples=40)
+
+
+@pytest.mark.parametrize("ops", ["crop+flip", "resized_crop", "jitter", "trivial", _ALL_OPS])
+def test_a_samples_augmentation_is_the_same_in_any_batch(ops: str) -> None:
+    """A view depends on (seed, id, key) only: not on the batch it is in, its size or position."""
+    aug = _rgb_augmenter(ops)
+    x = torch.randn(40, 3, 10, 12, generator=torch.Generator().manual_seed(1))
+    ids = torch.arange(40)
+    whole = aug(x, ids, 2)
+    assert whole.shape == x.shape and not torch.equal(whole, x)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    for chunk in order.split(7):
+        assert torch.equal(aug(x[chunk], chunk, 2), whole[chunk])
+    assert not torch.equal(aug(x, ids, 3), whole)  # another epoch or view: another draw
+
+
+def test_apply_replays_recorded_parameters() -> None:
+    aug = _rgb_augmenter(mixing="cutmix")
+    x = torch.randn(40, 3, 10, 12, generator=torch.Generator().manual_seed(1))
+    ids, keys = torch.arange(40), torch.arange(40) % 3
+    params = aug.params(ids, keys, x.shape)
+    assert torch.equal(aug.params(ids, keys, x.shape)["box"], params["box"])
+    assert {"partner", "lam", "partner.box"} <= set(params)
+    once = aug.apply(x, params)
+    assert torch.equal(once, aug.apply(x, params))
+    mixed = aug(x, ids, keys, fetch=lambda i: x[i])
+    assert not torch.equal(mixed, once)
+
+
+def test_resized_crop_of_the_whole_image_is_the_identity() -> None:
+    aug = _rgb_augmenter("resized_crop", scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    x = torch.randn(8, 3, 10, 10)
+    torch.testing.assert_close(aug(x, torch.arange(8), 0), x, rtol=1e-5, atol=1e-5)
+
+
+def test_jitter_keeps_pixels_in_range_and_randaugment_draws_n_ops() -> None:
+    aug = _rgb_augmenter("jitter+randaugment", randaugment_ops=3)
+    x = (torch.rand(16, 3, 8, 8) - 0.4) / 0.25
+    out = aug(x, torch.arange(16), 0)
+    pixels = out * 0.25 + torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert aug.params(torch.arange(16), 0, x.shape)["auto_op"].shape == (16, 3)
+
+
+def test_kornia_ops_without_kornia_say_how_to_install_it(monkeypatch) -> None:
+    from distil.data import augment
+
+    monkeypatch.setattr(augment, "is_kornia_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"pip install 'distil\[augment\]'"):
+        augment.AugmentSpec(("trivial",))
+    augment.AugmentSpec(("crop", "flip", "resized_crop", "jitter"), padding=1, brightness=0.2)  # plain torch
+
+
+def test_recipe_augment_names_are_checked() -> None:
+    from distil.config import TrainConfig
+
+    assert TrainConfig(augment="resized_crop+flip").augment == "resized_crop+flip"
+    with pytest.raises(ConfigError, match="rotate"):
+        from distil.config import checked_config
+
+        checked_config(TrainConfig, "recipe", augment="crop+rotate")

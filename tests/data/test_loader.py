@@ -79,7 +79,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="shard_index"):
         TensorLoader(_split(), 2, num_shards=2, shard_index=2)
     with pytest.raises(ConfigError, match="unknown augmentation"):
-        TensorLoader(_split(), 2, augment="flip")
+        TensorLoader(_split(), 2, augment="rotate")
 
 
 # --- the DataLoader path ------------------------------------------------------------------------------

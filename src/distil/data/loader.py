@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from distil.data.augment import AUGMENTS, MIXINGS, augment_batch, mix_batch
+from distil.data.augment import MIXINGS, Augmenter, AugmentSpec, parse_ops, view_of
 from distil.data.batch import IGNORE_INDEX
 from distil.data.bundle import Split
 from distil.errors import ConfigError
@@ -172,13 +172,21 @@ class _Batches:
         mixing: str = "none",
         mixing_alpha: float = 1.0,
         groups: Sequence[torch.Tensor] | None = None,
+        augmenter: Augmenter | None = None,
+        views: int | None = None,
     ) -> None:
-        if augment not in AUGMENTS:
-            raise ConfigError(unknown_name_message("augmentation", augment, AUGMENTS))
         if mixing not in MIXINGS:
             raise ConfigError(unknown_name_message("mixing", mixing, MIXINGS))
-        self.mixing = mixing
-        self.mixing_alpha = mixing_alpha
+        if augmenter is None:
+            spec = AugmentSpec(parse_ops(augment), crop_padding, mixing=mixing, mixing_alpha=mixing_alpha)
+            augmenter = Augmenter(spec, seed=seed, num_samples=num_samples)
+            augmenter.fill = tuple(fill) if fill is not None else None
+        if views is not None and views < 1:
+            raise ConfigError(f"views must be >= 1 (or None: a new draw every epoch), got {views}.")
+        self.augmenter = augmenter
+        self.mixing = augmenter.spec.mixing
+        # V cached views per sample: epoch e replays view v(e, id) instead of drawing anew.
+        self.views = views if augmenter.is_random else None
         self.sampler = EpochSampler(
             num_samples,
             batch_size,
@@ -190,9 +198,7 @@ class _Batches:
             groups=groups,
         )
         self.batch_size = batch_size
-        self.augment = augment
-        self.crop_padding = crop_padding
-        self.fill = tuple(fill) if fill is not None else None
+        self.augment = "+".join(augmenter.spec.ops) or "none"
         self.seed = seed
         self.num_shards = num_shards
         self.shard_index = shard_index
@@ -221,25 +227,27 @@ class _Batches:
         """This shard's sample ids for the current epoch, in iteration order."""
         return self.sampler.indices()
 
-    def _augmented(self, x: torch.Tensor, batch_number: int) -> torch.Tensor:
-        if self.augment == "none":
-            return x
-        # Seeded by the batch's position, not by what ran before: a resumed epoch augments identically.
-        g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.shard_index, batch_number, 1))
-        return augment_batch(x, self.augment, self.crop_padding, g, self.fill)
+    def fetch(self, index: torch.Tensor) -> torch.Tensor:
+        """The un-augmented inputs of samples `index` (mixing partners)."""
+        raise NotImplementedError
 
-    def _batch(
-        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, b: int
-    ) -> dict[str, torch.Tensor]:
-        """The batch dict: augmented, then mixed (with its own stream, seeded like the augmentation)."""
-        x = self._augmented(x, b)
+    def _batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch dict: each sample augmented (and mixed) by the draw of (seed, its id, epoch or view).
+
+        A function of the sample ids alone, not of the batch's position or what ran before: a resumed
+        epoch, another rank count and the views cache all see the same pixels.
+        """
+        if not self.augmenter.is_random:
+            return {"inputs": x, "labels": y, "index": index}
+        keys = view_of(self.seed, index, self.epoch, self.views) if self.views else self.epoch
+        x = self.augmenter(x, index, keys, fetch=self.fetch)
         if self.mixing != "none":
-            x = mix_batch(
-                x, self.mixing, self.mixing_alpha, _seed(self.seed, self.epoch, self.shard_index, b, 3)
-            )
             # A mixed sample has no one class: no label, so only teacher-matching terms train on it.
             y = torch.full_like(y, IGNORE_INDEX)
-        return {"inputs": x, "labels": y, "index": index}
+        batch = {"inputs": x, "labels": y, "index": index}
+        if self.views:
+            batch["view"] = keys  # type: ignore[assignment]  # with index, the views cache's row
+        return batch
 
 
 class TensorLoader(_Batches):
@@ -254,7 +262,7 @@ class TensorLoader(_Batches):
         batch_size: samples per batch.
         shuffle: draw a new permutation every epoch.
         drop_last: drop the final incomplete batch (and the uneven tail across shards).
-        augment: "none", "crop" or "crop_flip" (see `augment_batch`).
+        augment: "none", "crop", "crop_flip" or operations joined by "+" (`distil.data.augment.OPS`).
         crop_padding: padding for random crops.
         fill: per-channel padding value (use `zero_fill(bundle.mean, bundle.std)`).
         seed: base seed of shuffles and augmentation.
@@ -263,6 +271,10 @@ class TensorLoader(_Batches):
         mixing: "none", "mixup" or "cutmix" after the augmentation (`distil.data.augment.mix_batch`);
             mixed batches carry IGNORE_INDEX labels.
         mixing_alpha: Beta(alpha, alpha) of the mixing weights.
+        augmenter: the augmentation (`distil.data.augment.Augmenter`, e.g. with colour ops); replaces
+            augment, crop_padding, fill and mixing when given.
+        views: replay V fixed views per sample (`distil.data.augment.view_of`) instead of a new draw
+            every epoch; batches then carry "view" (the teacher's views cache reads its row by it).
     """
 
     def __init__(
@@ -280,6 +292,8 @@ class TensorLoader(_Batches):
         shard_index: int = 0,
         mixing: str = "none",
         mixing_alpha: float = 1.0,
+        augmenter: Augmenter | None = None,
+        views: int | None = None,
     ) -> None:
         super().__init__(
             len(split),
@@ -294,8 +308,10 @@ class TensorLoader(_Batches):
             shard_index=shard_index,
             mixing=mixing,
             mixing_alpha=mixing_alpha,
+            augmenter=augmenter,
+            views=views,
         )
-        if augment != "none" and split.x.dim() != 4:
+        if self.augmenter.spec.ops and split.x.dim() != 4:
             # Crops and flips are image operations; on feature vectors they have no meaning.
             raise ConfigError(
                 f"augment {augment!r} needs images (N, C, H, W), but this data holds feature vectors of shape "
@@ -304,8 +320,11 @@ class TensorLoader(_Batches):
         self.split = split
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for b, batch_idx in enumerate(self.sampler, start=self.sampler.start_batch):
-            yield self._batch(self.split.x[batch_idx], self.split.y[batch_idx], batch_idx, b)
+        for batch_idx in self.sampler:
+            yield self._batch(self.split.x[batch_idx], self.split.y[batch_idx], batch_idx)
+
+    def fetch(self, index: torch.Tensor) -> torch.Tensor:
+        return self.split.x[index]
 
 
 class _WithIndex:
@@ -358,8 +377,8 @@ class DatasetLoader(_Batches):
 
     Args:
         dataset: a map-style dataset whose `dataset[i]` is ``{"inputs": tensor, "labels": label}``.
-        batch_size, shuffle, drop_last, augment, crop_padding, fill, seed, num_shards, shard_index:
-            as in :class:`TensorLoader`.
+        batch_size, shuffle, drop_last, augment, crop_padding, fill, seed, num_shards, shard_index,
+        mixing, mixing_alpha, augmenter, views: as in :class:`TensorLoader`.
         num_workers: worker processes that read samples (0 = in the main process).
         pin_memory: page-locked batches for faster host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (needs num_workers > 0).
@@ -381,6 +400,8 @@ class DatasetLoader(_Batches):
         shard_index: int = 0,
         mixing: str = "none",
         mixing_alpha: float = 1.0,
+        augmenter: Augmenter | None = None,
+        views: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -401,6 +422,8 @@ class DatasetLoader(_Batches):
             mixing_alpha=mixing_alpha,
             # Data in file shards (distil.data.shards): each rank reads its own shards.
             groups=getattr(dataset, "shard_groups", None),
+            augmenter=augmenter,
+            views=views,
         )
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}.")
@@ -425,5 +448,8 @@ class DatasetLoader(_Batches):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # The sampler runs in this process (workers only read samples), so set_epoch reaches it.
-        for b, batch in enumerate(self._loader, start=self.sampler.start_batch):
-            yield self._batch(batch["inputs"], batch["labels"], batch["index"], b)
+        for batch in self._loader:
+            yield self._batch(batch["inputs"], batch["labels"], batch["index"])
+
+    def fetch(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(self.dataset[int(i)]["inputs"]) for i in index])

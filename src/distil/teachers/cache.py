@@ -30,7 +30,13 @@ renamed into place, so a killed build never leaves a half-written cache that loo
 
 With random augmentation each step's inputs are new random crops/flips, so cached outputs of the
 un-augmented images would be a different, weaker target: `choose_teacher_source` then runs the
-teacher live and says why.
+teacher live and says why - unless the run asks for *views* (`teacher_cache_views: V`). Then every
+sample has V augmented views whose parameters are a pure function of (seed, sample id, view)
+(`distil.data.augment`); the teacher runs once over each (V passes over the data instead of one per
+epoch) and its output on exactly that input is stored in row `view * N + id` of the table. In epoch e
+the loader replays view `v(e, id)` bit for bit and the batch carries `batch["view"]`, so teacher and
+student see the same pixels (consistent teaching, Beyer et al. 2022). V and the augmentation's full
+description (operations, options, seed, normalization, mixing) are part of the fingerprint.
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distil.data import DataBundle, SampleSplit
+from distil.data import DataBundle, SampleSplit, Split
+from distil.data.augment import Augmenter
 from distil.errors import ConfigError
 from distil.fileio import apply_umask, atomic_write_json
 from distil.registry import unknown_name_message
@@ -70,6 +77,49 @@ _FILL = "fill.f32"
 # probability per class); the floor keeps the fill finite when the tail logits are -inf.
 _MIN_TAIL_LOGIT_GAP = 30.0
 _T_DIGITS = 6  # temperatures are matched after rounding to this many decimals
+
+
+@dataclass(frozen=True)
+class TeacherViews:
+    """V augmented views per sample: what a views cache stores the teacher's outputs on.
+
+    Attributes:
+        augmenter: the training augmentation (`distil.train.engine.augmenter_for`: the loader's own).
+        count: V, views per sample.
+    """
+
+    augmenter: Augmenter
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError(f"teacher_cache_views must be >= 1, got {self.count}.")
+
+    def describe(self) -> dict[str, Any]:
+        """The cache-key part: V and everything that determines the augmented pixels."""
+        return {"count": self.count, **self.augmenter.describe()}
+
+
+def _fetcher(split: SampleSplit) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Inputs of given sample ids (the mixing partners of a view)."""
+    if isinstance(split, Split):
+        return lambda ids: split.x[ids]
+    return lambda ids: torch.stack([torch.as_tensor(split[int(i)]["inputs"]) for i in ids])
+
+
+def _input_batches(
+    split: SampleSplit, batch_size: int, views: TeacherViews | None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first table row, teacher inputs) in table order: the samples, or each view of them in turn."""
+    if views is None:
+        for start, batch in zip(range(0, len(split), batch_size), split.batches(batch_size), strict=True):
+            yield start, batch["inputs"]
+        return
+    fetch, n = _fetcher(split), len(split)
+    for view in range(views.count):
+        for start, batch in zip(range(0, n, batch_size), split.batches(batch_size), strict=True):
+            ids = batch["index"] if "index" in batch else torch.arange(start, start + len(batch["inputs"]))
+            yield view * n + start, views.augmenter(batch["inputs"], ids, view, fetch=fetch)
 
 
 def cache_temperatures(temperatures: Any = ()) -> tuple[float, ...]:
@@ -97,6 +147,7 @@ def fingerprint(
     augment: str,
     topk: int | None = None,
     temperatures: tuple[float, ...] = (1.0,),
+    views: TeacherViews | None = None,
 ) -> str:
     """The cache key: SHA-256 of teacher weights + dataset description + train-split contents + transform.
 
@@ -109,6 +160,7 @@ def fingerprint(
         topk: how many logits per sample are stored (None = all).
         temperatures: those a top-k cache stores tail masses for (ignored without top-k: full logits
             serve every temperature).
+        views: a views cache's V and augmentation (`TeacherViews.describe`).
 
     Returns:
         64 hex digits.
@@ -122,13 +174,20 @@ def fingerprint(
     key: dict[str, Any] = {"augment": augment, "topk": topk}
     if topk is not None:
         key["temperatures"] = list(cache_temperatures(temperatures))
-    h.update(json.dumps(key, sort_keys=True).encode())
+    if views is not None:
+        key["views"] = views.describe()
+    h.update(json.dumps(key, sort_keys=True, default=str).encode())
     data.train.update_hash(h)  # the same bytes as hashing train.x, train.y of an in-memory split
     return h.hexdigest()
 
 
 def choose_teacher_source(
-    mode: str, augment: str, *, needs: TeacherNeeds | None = None, teachers: int = 1
+    mode: str,
+    augment: str,
+    *,
+    needs: TeacherNeeds | None = None,
+    teachers: int = 1,
+    views: int | None = None,
 ) -> tuple[str, str]:
     """Decide between the cache and a live teacher, and say why: the one place this is decided.
 
@@ -141,6 +200,8 @@ def choose_teacher_source(
             than the teacher's logits (e.g. features hooked during its forward pass), so "auto" runs the
             teacher live; "on" uses cached logits with it.
         teachers: how many teachers are mixed (an ensemble runs live: the cache holds one teacher).
+        views: `teacher_cache_views`: with random augmentation, the teacher's outputs are cached on V
+            replayed views per sample instead of switching the cache off.
 
     Returns:
         ("cache" | "live", reason).
@@ -153,12 +214,13 @@ def choose_teacher_source(
         raise ConfigError(unknown_name_message("teacher_cache mode", mode, CACHE_MODES))
     if mode == "off":
         return "live", "teacher_cache=off"
-    if augment != "none":
+    if augment != "none" and views is None:
         if mode == "on":
             raise ConfigError(
                 f"teacher_cache=on needs deterministic inputs, but the training augmentation is {augment!r}: "
                 "each step sees new random crops/flips, so stored outputs of the plain images would be a "
-                "different target. Fix: set student_train.augment=none, or teacher_cache=auto/off."
+                "different target. Fix: set student_train.teacher_cache_views (e.g. 4: the teacher's outputs "
+                "on V replayed views per sample), student_train.augment=none, or teacher_cache=auto/off."
             )
         return "live", (
             f"augmentation {augment!r} draws new random inputs every step, so the teacher's outputs "
@@ -182,6 +244,11 @@ def choose_teacher_source(
             "cached logits with it"
         )
     why = f"; {needs.reason}" if needs is not None and needs.reason else ""
+    if augment != "none":
+        return "cache", (
+            f"augmentation {augment!r} is replayed from {views} cached view(s) per sample: the teacher's "
+            f"outputs on exactly those inputs are computed once and reused{why}"
+        )
     return (
         "cache",
         f"inputs are deterministic (augment=none): teacher logits are computed once and reused{why}",
@@ -200,6 +267,7 @@ class CacheInfo:
     num_classes: int
     topk: int | None
     positions: int | None = None  # T for (N, T, V) sequence outputs; None for (N, K)
+    views: int | None = None  # V of a views cache (rows = V * N)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +299,9 @@ class CachedTeacher:
         self.topk: int | None = self.meta["topk"]
         # (N,) for classifiers, (N, T) for sequence outputs: one stored row of logits per position.
         self.positions: int | None = meta.get("positions")
+        # A views cache holds V tables of N rows one after the other: row view * N + id.
+        self.views: int | None = meta.get("views")
+        self.samples: int = int(meta.get("samples") or rows)
         lead = _lead_shape(rows, self.positions)
         # mode "c" (copy-on-write) gives a writable array torch can wrap without a warning; the file
         # itself is never modified.
@@ -299,14 +370,25 @@ class CachedTeacher:
         out = fill.expand(*fill.shape[:-1], self.num_classes).contiguous()
         return out.scatter_(-1, self.indices.index_select(0, idx).long(), values)
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The table rows of a batch: its sample ids, or for a views cache `view * N + id`."""
         if "index" not in batch:
             raise ConfigError(
                 "a cached teacher needs batch['index'] (sample positions in the split), which TensorLoader "
                 "yields; pass batches from TensorLoader or use the live teacher (teacher_cache=off)."
             )
+        if self.views is None:
+            return batch["index"]
+        if "view" not in batch:
+            raise ConfigError(
+                f"this teacher cache stores {self.views} augmented views per sample and needs batch['view'], "
+                "which the loaders yield with views=V (distill passes train.teacher_cache_views)."
+            )
+        return batch["view"].to(batch["index"].device) * self.samples + batch["index"]
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = batch.get("labels")
-        return self.lookup(batch["index"]).to(labels.device if labels is not None else self.values.device)
+        return self.lookup(self.rows(batch)).to(labels.device if labels is not None else self.values.device)
 
 
 def _lead_shape(rows: int, positions: int | None) -> tuple[int, ...]:
@@ -384,6 +466,7 @@ def build_cache(
     channels_last: bool = False,
     temperatures: tuple[float, ...] = (1.0,),
     extra_meta: dict[str, Any] | None = None,
+    views: TeacherViews | None = None,
 ) -> Path:
     """Run the frozen `teacher` over `split`'s inputs once and write the cache directory atomically.
 
@@ -401,6 +484,8 @@ def build_cache(
         channels_last: run the teacher in NHWC layout (faster convolutions on CPU; same outputs).
         temperatures: top-k only: the temperatures to store tail masses for (1.0 is always added).
         extra_meta: more JSON-friendly fields to record (e.g. the dataset description).
+        views: store the teacher's outputs on each of V augmented views of every sample (rows
+            `view * N + id`) instead of on the plain inputs.
 
     Returns:
         `directory`.
@@ -416,7 +501,8 @@ def build_cache(
     teacher.to(device)
     if channels_last:
         teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    n = len(split)
+    samples = len(split)
+    n = samples * (views.count if views is not None else 1)  # table rows
     probe = _teacher_logits(teacher, split.head(1), device)
     num_classes = int(probe.shape[-1])
     positions = int(probe.shape[1]) if probe.ndim == 3 else None
@@ -434,8 +520,8 @@ def build_cache(
             indices = np.memmap(tmp / _INDICES, np.int32, "w+", shape=(*lead, cols))
             assert temps is not None
             fill = np.memmap(tmp / _FILL, np.float32, "w+", shape=(*lead, len(temps)))
-        for start, batch in zip(range(0, n, batch_size), split.batches(batch_size), strict=True):
-            logits = _teacher_logits(teacher, batch["inputs"], device, channels_last)
+        for start, inputs in _input_batches(split, batch_size, views):
+            logits = _teacher_logits(teacher, inputs, device, channels_last)
             if tuple(logits.shape[1:-1]) != lead[1:]:
                 raise ConfigError(
                     f"the teacher returned {tuple(logits.shape)} logits for samples {start}.., but "
@@ -464,6 +550,8 @@ def build_cache(
             "num_classes": num_classes,
             "positions": positions,
             "topk": topk,
+            "views": views.count if views is not None else None,
+            "samples": samples,
             "temperatures": list(temps) if temps is not None else None,
             "dtype": "float16",
             "teacher": f"{type(teacher).__module__}.{type(teacher).__qualname__}",
@@ -496,11 +584,13 @@ def open_or_build(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     temperatures: Any = (1.0,),
+    views: TeacherViews | None = None,
 ) -> tuple[CachedTeacher, CacheInfo]:
-    """The cache for (teacher, data.train, augment, topk): reused when it exists, else built now.
+    """The cache for (teacher, data.train, augment, topk, views): reused when it exists, else built now.
 
     `temperatures` (top-k only) are those the run's loss uses; the cache stores the tail mass at each
-    (module docstring) and is keyed on them.
+    (module docstring) and is keyed on them. `views`: the teacher's outputs on V augmented views per
+    sample (module docstring); the views and their augmentation are part of the key.
 
     A directory with the right name but incomplete or inconsistent files (a crash on a file system
     without atomic renames, a manual edit) is rebuilt.
@@ -510,11 +600,12 @@ def open_or_build(
     """
     start = time.perf_counter()
     temps = cache_temperatures(temperatures)
-    key = fingerprint(teacher, data, augment=augment, topk=topk, temperatures=temps)
+    key = fingerprint(teacher, data, augment=augment, topk=topk, temperatures=temps, views=views)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     directory = root / key[:32]
     meta = _read_meta(directory)
-    hit = meta is not None and meta.get("fingerprint") == key and meta.get("rows") == len(data.train)
+    rows = len(data.train) * (views.count if views is not None else 1)
+    hit = meta is not None and meta.get("fingerprint") == key and meta.get("rows") == rows
     if not hit:
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
@@ -529,6 +620,7 @@ def open_or_build(
             channels_last=channels_last,
             temperatures=temps,
             extra_meta={"data": data.describe(), "augment": augment},
+            views=views,
         )
     cached = CachedTeacher(directory)
     info = CacheInfo(
@@ -540,6 +632,7 @@ def open_or_build(
         num_classes=cached.num_classes,
         topk=cached.topk,
         positions=cached.positions,
+        views=cached.views,
     )
     return cached, info
 

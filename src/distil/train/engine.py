@@ -19,7 +19,8 @@ from rich.progress import Progress
 from torch import nn
 
 from distil.config import TrainConfig
-from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader, zero_fill
+from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
+from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import call_model, to_device
 from distil.errors import TrainingError
 from distil.report.progress import RunProgress
@@ -76,15 +77,35 @@ def eval_split(data: DataBundle) -> tuple[str, SampleSplit]:
     return ("val", data.val) if len(data.val) else ("test", data.test)
 
 
+def augmenter_for(data: DataBundle, cfg: TrainConfig) -> Augmenter:
+    """The training augmentation of `cfg` on `data`: the loader's, and the views cache's (the same draws)."""
+    spec = AugmentSpec(
+        ops=parse_ops(data.augment if cfg.augment == "auto" else cfg.augment),
+        padding=data.crop_padding,
+        scale=cfg.augment_scale,
+        ratio=cfg.augment_ratio,
+        brightness=cfg.jitter_brightness,
+        contrast=cfg.jitter_contrast,
+        saturation=cfg.jitter_saturation,
+        hue=cfg.jitter_hue,
+        randaugment_ops=cfg.randaugment_ops,
+        randaugment_magnitude=cfg.randaugment_magnitude,
+        mixing=cfg.mixing,
+        mixing_alpha=cfg.mixing_alpha,
+    )
+    return Augmenter(spec, seed=cfg.seed, mean=data.mean, std=data.std, num_samples=len(data.train))
+
+
 def train_loader(
-    data: DataBundle, cfg: TrainConfig, accelerator: Accelerator
+    data: DataBundle, cfg: TrainConfig, accelerator: Accelerator, views: int | None = None
 ) -> TensorLoader | DatasetLoader:
     """The shuffled, augmented training batches of this process's shard (the same on every loop).
 
     An in-memory train split takes the fast path (`TensorLoader`, one indexing op per batch); any other
     (e.g. on disk) is read by `DatasetLoader` workers with the recipe's `num_workers`, `pin_memory`
     (default: when the run uses CUDA), `persistent_workers` and `prefetch_factor`. Both give the same
-    batches for the same samples and seed.
+    batches for the same samples and seed. `views` (KD with `cfg.teacher_cache_views`): replay that many
+    fixed augmented views per sample.
     """
     common: dict[str, Any] = {
         "batch_size": cfg.batch_size,
@@ -92,14 +113,11 @@ def train_loader(
         # Drop the ragged last batch only when each rank still gets a full one: a rank whose share is
         # smaller than one batch would otherwise train zero steps.
         "drop_last": len(data.train) // accelerator.num_processes > cfg.batch_size,
-        "augment": data.augment if cfg.augment == "auto" else cfg.augment,
-        "crop_padding": data.crop_padding,
-        "fill": zero_fill(data.mean, data.std),
         "seed": cfg.seed,
         "num_shards": accelerator.num_processes,
         "shard_index": accelerator.process_index,
-        "mixing": cfg.mixing,
-        "mixing_alpha": cfg.mixing_alpha,
+        "augmenter": augmenter_for(data, cfg),
+        "views": views,
     }
     if isinstance(data.train, Split):
         return TensorLoader(data.train, **common)
@@ -218,7 +236,9 @@ class TrainLoop:
         self.progress, self.description, self.on_epoch_end = progress, description, on_epoch_end
         self.log_every = log_every
         torch.manual_seed(cfg.seed)
-        self.loader = train_loader(data, cfg, accelerator)
+        # The views of `teacher_cache_views` are what the teacher's outputs were cached on: KD only.
+        views = cfg.teacher_cache_views if teacher is not None else None
+        self.loader = train_loader(data, cfg, accelerator, views)
         self.steps_per_epoch = len(self.loader)
         self._build_optimization(model)
         self.model = self._prepare(model)
