@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.errors import ConfigError
 from distil.losses.functional import cross_entropy, dkd, js_divergence, kd_kl, logit_mse, reverse_kl
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
+from distil.losses.sparse import TAIL_MODES, SparseTargets, sparse_kd
 
 
 class CELoss(nn.Module):
@@ -39,6 +41,11 @@ class CELoss(nn.Module):
 def _teacher(inputs: TermInputs) -> torch.Tensor:
     if inputs.teacher_logits is None:
         raise ValueError("this loss term needs teacher logits, but no teacher output was given")
+    if isinstance(inputs.teacher_logits, SparseTargets):
+        raise ValueError(
+            "a sparse (topk/sampled) sequence teacher cache serves only the kd term; "
+            "use student_train.teacher_cache_form=full for the other teacher terms"
+        )
     return inputs.teacher_logits
 
 
@@ -59,14 +66,24 @@ class CETerm(Term):
 
 @register_loss("kd")
 class KDTerm(Term):
-    """Hinton KD: T^2 * KL(p_teacher^T || p_student^T)."""
+    """Hinton KD: T^2 * KL(p_teacher^T || p_student^T).
+
+    With sparse teacher targets (a topk/sampled sequence cache) the KL is estimated from them
+    (`distil.losses.sparse.sparse_kd`; `tail` is its top-k tail mode).
+    """
 
     uses_mask = True
 
-    def __init__(self, ctx: TermContext) -> None:
+    def __init__(self, ctx: TermContext, tail: str = "renormalize") -> None:
         super().__init__()
+        if tail not in TAIL_MODES:
+            raise ConfigError(f"kd option tail must be one of {list(TAIL_MODES)}, got {tail!r}")
+        self.tail = tail
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
+        teacher: Any = inputs.teacher_logits
+        if isinstance(teacher, SparseTargets):
+            return sparse_kd(inputs.student_logits, teacher, inputs.temperature, inputs.mask, tail=self.tail)
         return kd_kl(inputs.student_logits, _teacher(inputs), inputs.temperature, mask=inputs.mask)
 
 

@@ -97,6 +97,7 @@ def fingerprint(
     augment: str,
     topk: int | None = None,
     temperatures: tuple[float, ...] = (1.0,),
+    form: dict[str, Any] | None = None,
 ) -> str:
     """The cache key: SHA-256 of teacher weights + dataset description + train-split contents + transform.
 
@@ -109,6 +110,8 @@ def fingerprint(
         topk: how many logits per sample are stored (None = all).
         temperatures: those a top-k cache stores tail masses for (ignored without top-k: full logits
             serve every temperature).
+        form: a sparse sequence form's settings (`distil.teachers.seqcache`: form, k, temperature,
+            proposal, seed); None for the logit tables of this module.
 
     Returns:
         64 hex digits.
@@ -122,6 +125,8 @@ def fingerprint(
     key: dict[str, Any] = {"augment": augment, "topk": topk}
     if topk is not None:
         key["temperatures"] = list(cache_temperatures(temperatures))
+    if form is not None:
+        key["form"] = form
     h.update(json.dumps(key, sort_keys=True).encode())
     data.train.update_hash(h)  # the same bytes as hashing train.x, train.y of an in-memory split
     return h.hexdigest()
@@ -200,6 +205,8 @@ class CacheInfo:
     num_classes: int
     topk: int | None
     positions: int | None = None  # T for (N, T, V) sequence outputs; None for (N, K)
+    form: str = "full"  # "full" or a sparse sequence form (distil.teachers.seqcache): "topk", "sampled"
+    bytes_per_token: float | None = None  # stored bytes per sample (per position for sequences)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -540,8 +547,40 @@ def open_or_build(
         num_classes=cached.num_classes,
         topk=cached.topk,
         positions=cached.positions,
+        bytes_per_token=float(_row_bytes(cached.meta)),
     )
     return cached, info
+
+
+def _row_bytes(meta: dict[str, Any]) -> int:
+    """Stored bytes per row (per sample, or per position of a sequence): values, indices, fill."""
+    cols = int(meta["cols"])
+    if meta.get("topk") is None:
+        return 2 * cols
+    return 2 * cols + 4 * cols + 4 * len(meta["temperatures"])
+
+
+@contextlib.contextmanager
+def atomic_cache_dir(final: Path) -> Iterator[Path]:
+    """A temporary directory next to `final`, renamed to it when the block ends without an error.
+
+    When another process finished the same directory first, theirs is kept (`complete(final)` decides,
+    the caller's `_read_meta`-like check); a failure removes the temporary directory.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / _META).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
