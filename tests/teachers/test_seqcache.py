@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
+from distil.api import distill_loss
+from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
 from distil.data.text import load_text
 from distil.errors import ConfigError
@@ -19,10 +22,13 @@ from distil.teachers.seqcache import (
     SparseCachedTeacher,
     bytes_per_token,
     open_or_build_sequence,
+    open_run_cache,
     resolve_form,
+    sparse_cache_blocker,
     sparse_rows,
     vocab_size,
 )
+from distil.train.engine import TrainLoop, fit
 
 TEXT = "The quick brown fox jumps over the lazy dog. " * 30
 
@@ -152,6 +158,7 @@ def test_a_classifier_teacher_is_refused(text: DataBundle, tmp_path: Path) -> No
         open_or_build_sequence(ByteLM(), text, form="topk", k=300, cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_student_trained_from_each_cache_learns_the_teacher(text: DataBundle, tmp_path: Path) -> None:
     """A direct loop over cached targets: the full KL to the teacher falls with full and sampled targets;
     renormalised top-k (k=8 of 259 broad distributions) teaches the student to leave the tail empty, so
@@ -180,3 +187,42 @@ def test_a_student_trained_from_each_cache_learns_the_teacher(text: DataBundle, 
         final[form] = kd_kl(student(batch["inputs"]), live, 1.0).item()
         assert final[form] < 0.75 * before or form == "topk", (form, before, final[form])
     assert final["topk"] > 1.5 * final["sampled"], final
+
+
+def _loss(kd: KDConfig, data: DataBundle) -> Any:
+    return distill_loss(kd, teacher=ByteLM(), student=ByteLM(1), data=data, cfg=TrainConfig(epochs=2))
+
+
+@pytest.mark.slow
+def test_a_run_picks_the_form_and_trains_through_the_one_loop(
+    text: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Per-epoch evaluation of language models is not part of this module (accuracy of (B, T) outputs
+    # belongs to the LM evaluation); the training steps, the cache and the kd dispatch are under test.
+    monkeypatch.setattr(TrainLoop, "evaluate", lambda self: {"eval_accuracy": 0.0})
+    cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=0.01)
+    for form, want in (("sampled", "sampled"), ("topk", "topk"), ("auto", "full")):
+        teacher, student = ByteLM(0), ByteLM(1)
+        loss = distill_loss(
+            KDConfig(terms={"kd": 1.0, "ce": 0.1}, temperature=1.0),
+            teacher=teacher,
+            student=student,
+            data=text,
+            cfg=cfg,
+        )
+        cached, info = open_run_cache(teacher, text, loss, form=form, k=4, cache_dir=tmp_path)
+        assert info.form == want
+        history = fit(student, text, cfg, loss, teacher=cached).history
+        assert history[-1]["train_kd"] < history[0]["train_kd"], (form, history)
+
+
+def test_sparse_forms_refuse_losses_they_cannot_serve(text: DataBundle, tmp_path: Path) -> None:
+    assert sparse_cache_blocker(_loss(KDConfig(terms={"kd": 1.0, "ce": 0.5}, temperature=2.0), text)) is None
+    rkl = _loss(KDConfig(terms={"kd": 1.0, "rkl": 1.0}), text)
+    assert "rkl" in str(sparse_cache_blocker(rkl))
+    annealed = _loss(KDConfig(terms={"kd": 1.0}, temperature=4.0, temperature_final=1.0), text)
+    assert "schedule" in str(sparse_cache_blocker(annealed))
+    with pytest.raises(ConfigError, match="teacher_cache_form=sampled cannot serve this loss"):
+        open_run_cache(ByteLM(), text, rkl, form="sampled", k=4, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="two cache forms"):
+        TrainConfig(teacher_cache_topk=5, teacher_cache_form="topk")

@@ -392,3 +392,67 @@ def open_or_build_sequence(
         bytes_per_token=float(sparse.bytes_per_token),
     )
     return sparse, info
+
+
+def sparse_cache_blocker(loss_fn: Any) -> str | None:
+    """Why `loss_fn` cannot train from a topk/sampled cache (None when it can).
+
+    A sparse cache serves the `kd` term (and terms that need no teacher, such as `ce`) at one
+    temperature: the weights are stored at it.
+    """
+    terms = getattr(loss_fn, "terms", None)
+    if terms is None:
+        return "the loss is not a composed loss of registered terms (only the kd term reads sparse targets)"
+    from distil.losses.logit import KDTerm
+
+    others = [name for name, term in terms.items() if term.needs_teacher and not isinstance(term, KDTerm)]
+    if others:
+        return f"terms {', '.join(others)} need the teacher's full logits (only kd reads sparse targets)"
+    schedule = getattr(loss_fn, "temperatures", None)
+    temps = schedule() if schedule is not None else ()
+    if len(temps) > 1:
+        return f"the temperature follows a schedule {list(temps)}, but sparse targets are stored at one"
+    return None
+
+
+def open_run_cache(
+    teacher: nn.Module,
+    data: DataBundle,
+    loss_fn: Any,
+    *,
+    form: str,
+    k: int,
+    augment: str = "none",
+    cache_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[CachedTeacher | SparseCachedTeacher, CacheInfo]:
+    """The sequence cache a distillation run uses: `open_or_build_sequence` with the loss's temperature.
+
+    "auto" resolves by vocabulary (`resolve_form`) and falls back to "full" when the loss cannot use
+    sparse targets (`sparse_cache_blocker`); an explicit "topk"/"sampled" with such a loss is an error.
+
+    Raises:
+        ConfigError: an explicit sparse form the loss cannot train from, or the errors of
+            `open_or_build_sequence`.
+    """
+    chosen = resolve_form(form, vocab_size(data))
+    if chosen != "full":
+        blocker = sparse_cache_blocker(loss_fn)
+        if blocker is not None and form != "auto":
+            raise ConfigError(
+                f"teacher_cache_form={form} cannot serve this loss: {blocker}. Fix: teacher_cache_form=full "
+                "(or auto), or a kd-only loss at one temperature (no kd.temperature_final)."
+            )
+        chosen = "full" if blocker is not None else chosen
+    current = getattr(loss_fn, "current_temperature", None)
+    temperature = float(current()) if current is not None else 1.0
+    return open_or_build_sequence(
+        teacher,
+        data,
+        form=chosen,
+        k=k,
+        temperature=temperature,
+        augment=augment,
+        cache_dir=cache_dir,
+        device=device,
+    )
