@@ -59,11 +59,16 @@ class SparseTargets:
         )
 
 
-def _keep(positions: torch.Size, mask: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
-    """A bool mask of `positions` ((B,) or (B, T)): `mask` (a (B,) mask covers whole sequences) and labels."""
-    keep = torch.ones(positions, dtype=torch.bool)
+def _keep(
+    positions: torch.Size, mask: torch.Tensor | None, labels: torch.Tensor | None
+) -> torch.Tensor | None:
+    """A flat bool mask of `positions` ((B,) or (B, T)) from `mask` (a (B,) mask covers whole sequences)
+    and the labels; None when every position counts (no copy of the logits is then made)."""
+    if mask is None and labels is None:
+        return None
+    keep = torch.ones(positions, dtype=torch.bool, device=(mask if mask is not None else labels).device)  # type: ignore[union-attr]
     if mask is not None:
-        m = mask.bool().cpu()
+        m = mask.bool()
         if m.shape != positions and m.dim() == 1 and len(positions) == 2 and m.shape[0] == positions[0]:
             m = m.unsqueeze(1).expand(positions)
         if m.shape != positions:
@@ -72,7 +77,7 @@ def _keep(positions: torch.Size, mask: torch.Tensor | None, labels: torch.Tensor
     if labels is not None:
         if labels.shape != positions:
             raise ValueError(f"labels {tuple(labels.shape)} do not fit positions {tuple(positions)}")
-        keep &= labels.cpu() != IGNORE_INDEX
+        keep &= labels.to(keep.device) != IGNORE_INDEX
     return keep.reshape(-1)
 
 
@@ -117,14 +122,18 @@ def sparse_kd(
             f"student logits {tuple(student_logits.shape)} do not fit sparse targets of "
             f"{tuple(targets.ids.shape)} over {targets.num_classes} classes"
         )
-    keep = _keep(student_logits.shape[:-1], mask, labels).to(student_logits.device)
-    k = targets.ids.shape[-1]
-    s = student_logits.reshape(-1, targets.num_classes)[keep].float() / temperature  # (N, V)
+    keep = _keep(student_logits.shape[:-1], mask, labels)
+    k, device = targets.ids.shape[-1], student_logits.device
+    s = student_logits.reshape(-1, targets.num_classes).float()  # (N, V)
+    ids, logw = targets.ids.to(device).reshape(-1, k), targets.log_weights.to(device).reshape(-1, k).float()
+    aux = targets.aux.to(device).reshape(-1).float()
+    if keep is not None:
+        keep = keep.to(device)
+        s, ids, logw, aux = s[keep], ids[keep], logw[keep], aux[keep]
     if s.shape[0] == 0:
         return s.sum() * 0.0
-    ids = targets.ids.to(s.device).reshape(-1, k)[keep]
-    logw = targets.log_weights.to(s.device).reshape(-1, k)[keep].float()
-    aux = targets.aux.to(s.device).reshape(-1)[keep].float()
+    if temperature != 1.0:
+        s = s / temperature
     # log q_student at the stored ids without a second (N, V) tensor: gather, then subtract logsumexp.
     log_q = s.gather(-1, ids) - torch.logsumexp(s, dim=-1, keepdim=True)  # (N, k)
     if targets.form == "sampled":
