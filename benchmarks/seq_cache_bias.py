@@ -14,8 +14,12 @@ reStructuredText sources (real English, /usr/share/doc/python3.11/html/_sources)
 (c) step time (cache lookup + student forward + loss + backward + optimizer step) of cached KD vs
     the student-only CE step, interleaved step by step in one run (ratios of medians).
 
-    python benchmarks/seq_cache_bias.py                  # ~25 min on 2 shared cores
-    python benchmarks/seq_cache_bias.py --smoke          # a minute: tiny budgets, no claims
+    python benchmarks/seq_cache_bias.py --student-steps 150 --train-ks 8   # the run in docs/lm-cache.md
+    python benchmarks/seq_cache_bias.py --smoke          # a few minutes: tiny budgets, no claims
+
+The run in docs/lm-cache.md took 12 min (teacher, reused afterwards from --out) + 6 min (caches) + 40 min
+(bias, step times, four students) on 2 CPU cores shared at load ~13; the teacher's 12-minute cap gave
+only 56 steps there (--teacher-minutes, --teacher-steps for a stronger one on a free machine).
 """
 
 from __future__ import annotations
