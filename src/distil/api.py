@@ -15,11 +15,19 @@ from torch import nn
 
 from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
+from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
-from distil.teachers.cache import TeacherViews, choose_teacher_source, main_process_first, open_or_build
+from distil.teachers.cache import (
+    CachedTeacher,
+    TeacherViews,
+    choose_teacher_source,
+    main_process_first,
+    open_or_build,
+)
 from distil.teachers.live import LiveTeacher, freeze
+from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache
 from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
 from distil.train.stages import Stage
@@ -230,19 +238,34 @@ def distill(
         # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
         schedule = getattr(loss_fn, "temperatures", None)
         current = getattr(loss_fn, "current_temperature", None)
+        cached: CachedTeacher | SparseCachedTeacher
         with main_process_first(accelerator):
-            cached, info = open_or_build(
-                teacher,
-                data,
-                augment=augment,
-                cache_dir=cfg.teacher_cache_dir,
-                topk=cfg.teacher_cache_topk,
-                device=accelerator.device,
-                channels_last=cfg.channels_last,
-                temperatures=schedule() if schedule is not None else (1.0,),
-                views=views if augment != "none" else None,
-            )
-        if current is not None:
+            if cfg.teacher_cache_form != "auto" or (
+                data.task == LANGUAGE_MODELING and cfg.teacher_cache_topk is None
+            ):  # sequence targets: full, top-k or sampled per token (distil.teachers.seqcache)
+                cached, info = open_run_cache(
+                    teacher,
+                    data,
+                    loss_fn,
+                    form=cfg.teacher_cache_form,
+                    k=cfg.teacher_cache_k,
+                    augment=augment,
+                    cache_dir=cfg.teacher_cache_dir,
+                    device=accelerator.device,
+                )
+            else:
+                cached, info = open_or_build(
+                    teacher,
+                    data,
+                    augment=augment,
+                    cache_dir=cfg.teacher_cache_dir,
+                    topk=cfg.teacher_cache_topk,
+                    device=accelerator.device,
+                    channels_last=cfg.channels_last,
+                    temperatures=schedule() if schedule is not None else (1.0,),
+                    views=views if augment != "none" else None,
+                )
+        if current is not None and isinstance(cached, CachedTeacher):
             cached.follow(current)
         teacher_fn = cached.to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()

@@ -221,6 +221,16 @@ class TrainConfig(_Strict):
         description="KD only: V augmented views per sample, each cached with the teacher's output on it; "
         "epoch e replays view v(e, id) (None = a new draw every epoch and a live teacher)",
     )
+    teacher_cache_form: Literal["auto", "full", "topk", "sampled"] = Field(
+        default="auto",
+        description="KD of sequence models (language modelling): what the cache stores per token; full = all "
+        "V logits (2V bytes), topk = the k most probable tokens + tail mass, sampled = k draws from the "
+        "teacher with importance weights (unbiased); topk/sampled take k*(2+2)+4 bytes (V <= 65536) and "
+        "serve the kd term at one temperature; auto = full for V <= 1024, else sampled (docs/lm-cache.md)",
+    )
+    teacher_cache_k: int = Field(
+        default=16, ge=1, description="KD of sequence models: tokens per position of a topk/sampled cache"
+    )
     num_workers: int = Field(
         default=0, ge=0, description="data on disk: worker processes reading samples (0 = the main process)"
     )
@@ -263,6 +273,16 @@ class TrainConfig(_Strict):
             except ConfigError as e:
                 raise ValueError(str(e)) from None
         return value
+
+    @model_validator(mode="after")
+    def _one_topk_setting(self) -> TrainConfig:
+        if self.teacher_cache_topk is not None and self.teacher_cache_form in ("topk", "sampled"):
+            raise ValueError(
+                f"teacher_cache_topk={self.teacher_cache_topk} (dense top-k logits with a tail fill) and "
+                f"teacher_cache_form={self.teacher_cache_form} (sparse per-token targets) are two cache "
+                "forms; set one: teacher_cache_form with teacher_cache_k, or teacher_cache_topk alone"
+            )
+        return self
 
 
 class ExtraTeacher(ModelConfig):

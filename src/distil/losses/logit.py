@@ -25,6 +25,7 @@ from distil.losses.functional import (
     total_variation,
 )
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
+from distil.losses.sparse import TAIL_MODES, SparseTargets, sparse_kd
 
 
 class CELoss(nn.Module):
@@ -49,6 +50,11 @@ class CELoss(nn.Module):
 def _teacher(inputs: TermInputs) -> torch.Tensor:
     if inputs.teacher_logits is None:
         raise ValueError("this loss term needs teacher logits, but no teacher output was given")
+    if isinstance(inputs.teacher_logits, SparseTargets):
+        raise ValueError(
+            "a sparse (topk/sampled) sequence teacher cache serves only the kd term; "
+            "use student_train.teacher_cache_form=full for the other teacher terms"
+        )
     return inputs.teacher_logits
 
 
@@ -76,15 +82,25 @@ class CETerm(Term):
 
 @register_loss("kd")
 class KDTerm(Term):
-    """Hinton KD: T^2 * KL(p_teacher^T || p_student^T)."""
+    """Hinton KD: T^2 * KL(p_teacher^T || p_student^T).
+
+    With sparse teacher targets (a topk/sampled sequence cache) the KL is estimated from them
+    (`distil.losses.sparse.sparse_kd`; `tail` is its top-k tail mode).
+    """
 
     uses_mask = True
 
-    def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
+    def __init__(self, ctx: TermContext, chunk_size: int | None = None, tail: str = "renormalize") -> None:
         super().__init__()
+        if tail not in TAIL_MODES:
+            raise ConfigError(f"kd option tail must be one of {list(TAIL_MODES)}, got {tail!r}")
         self.chunk_size = chunk_size
+        self.tail = tail
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
+        teacher: Any = inputs.teacher_logits
+        if isinstance(teacher, SparseTargets):  # a top-k or sampled sequence cache (distil.losses.sparse)
+            return sparse_kd(inputs.student_logits, teacher, inputs.temperature, inputs.mask, tail=self.tail)
         return kd_kl(
             inputs.student_logits,
             _teacher(inputs),

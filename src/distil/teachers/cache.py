@@ -148,6 +148,7 @@ def fingerprint(
     topk: int | None = None,
     temperatures: tuple[float, ...] = (1.0,),
     views: TeacherViews | None = None,
+    form: dict[str, Any] | None = None,
 ) -> str:
     """The cache key: SHA-256 of teacher weights + dataset description + train-split contents + transform.
 
@@ -161,6 +162,8 @@ def fingerprint(
         temperatures: those a top-k cache stores tail masses for (ignored without top-k: full logits
             serve every temperature).
         views: a views cache's V and augmentation (`TeacherViews.describe`).
+        form: a sparse sequence form's settings (`distil.teachers.seqcache`: form, k, temperature,
+            proposal, seed); None for the logit tables of this module.
 
     Returns:
         64 hex digits.
@@ -176,6 +179,8 @@ def fingerprint(
         key["temperatures"] = list(cache_temperatures(temperatures))
     if views is not None:
         key["views"] = views.describe()
+    if form is not None:
+        key["form"] = form
     h.update(json.dumps(key, sort_keys=True, default=str).encode())
     data.train.update_hash(h)  # the same bytes as hashing train.x, train.y of an in-memory split
     return h.hexdigest()
@@ -268,6 +273,8 @@ class CacheInfo:
     topk: int | None
     positions: int | None = None  # T for (N, T, V) sequence outputs; None for (N, K)
     views: int | None = None  # V of a views cache (rows = V * N)
+    form: str = "full"  # "full" or a sparse sequence form (distil.teachers.seqcache): "topk", "sampled"
+    bytes_per_token: float | None = None  # stored bytes per sample (per position for sequences)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -633,8 +640,40 @@ def open_or_build(
         topk=cached.topk,
         positions=cached.positions,
         views=cached.views,
+        bytes_per_token=float(_row_bytes(cached.meta)),
     )
     return cached, info
+
+
+def _row_bytes(meta: dict[str, Any]) -> int:
+    """Stored bytes per row (per sample, or per position of a sequence): values, indices, fill."""
+    cols = int(meta["cols"])
+    if meta.get("topk") is None:
+        return 2 * cols
+    return 2 * cols + 4 * cols + 4 * len(meta["temperatures"])
+
+
+@contextlib.contextmanager
+def atomic_cache_dir(final: Path) -> Iterator[Path]:
+    """A temporary directory next to `final`, renamed to it when the block ends without an error.
+
+    When another process finished the same directory first, theirs is kept (`complete(final)` decides,
+    the caller's `_read_meta`-like check); a failure removes the temporary directory.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / _META).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
