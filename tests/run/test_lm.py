@@ -238,3 +238,27 @@ def test_a_student_derived_from_the_teachers_config_gets_a_self_contained_spec(c
     assert "from_teacher" not in spec["kwargs"] and spec["kwargs"]["config"]["num_hidden_layers"] == 1
     with pytest.raises(ModelError, match="from_teacher"):
         build_model(derived, data)  # no teacher to derive from
+
+
+@pytest.mark.slow
+def test_a_local_hugging_face_folder_distils_into_a_student_that_loads_with_transformers(
+    corpus: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    teacher_dir = tmp_path / "my-lm"
+    _lm().hf.save_pretrained(teacher_dir)  # "your own" model: a save_pretrained folder, byte vocabulary
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill", "lm-demo", "--set", "teacher.model=hf-causal-lm",
+            "--set", f"teacher.kwargs={{path: {teacher_dir}}}",
+            "--set", "student.kwargs={from_teacher: {num_hidden_layers: 1}}",
+            "--set", "data.name=text", "--set", f"data.root={corpus}", "--set", "data.block_size=32",
+            "--set", "data.limit=16", "--set", "student_train.epochs=1",
+            "--out", str(tmp_path / "runs"), "--name", "small", "--no-latency", "--quiet",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "runs" / "small" / "student_kd-hf")
+    assert student.config.num_hidden_layers == 1 and student.config.vocab_size == 259

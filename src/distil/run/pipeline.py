@@ -198,7 +198,9 @@ def train_teacher(
 
 
 def _require_teacher(recipe: Recipe, message: str) -> None:
-    if not recipe.teacher.checkpoint:
+    # A Hugging Face model read from its save_pretrained directory (kwargs.path) is a trained teacher too.
+    pretrained = recipe.teacher.model.startswith("hf-") and recipe.teacher.kwargs.get("path")
+    if not recipe.teacher.checkpoint and not pretrained:
         raise ConfigError(message)
 
 
@@ -218,7 +220,8 @@ def distill_student(
     _require_teacher(
         recipe,
         "distillation needs a trained teacher: pass --teacher PATH (a distil checkpoint, or a state_dict "
-        "with --set teacher.model=NAME), or train one with `distil train`.",
+        "with --set teacher.model=NAME; a Hugging Face folder: --set teacher.model=hf-causal-lm "
+        "--set 'teacher.kwargs={path: DIR}'), or train one with `distil train`.",
     )
     data = load_data(recipe)
     kd_data = transfer_set(data, recipe.data.unlabeled)  # data.unlabeled: hidden labels, unlabelled inputs
