@@ -502,7 +502,6 @@ def build_cache(
             (batch, positions, vocabulary) tensor.
     """
     final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
     freeze(teacher)
     device = torch.device(device)
     teacher.to(device)
@@ -518,9 +517,7 @@ def build_cache(
         raise ConfigError(f"teacher_cache_topk must be in [1, {num_classes}] (the class count), got {topk}.")
     cols = topk if topk is not None else num_classes
     temps = cache_temperatures(temperatures) if topk is not None else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
-    try:
+    with atomic_cache_dir(final, complete=lambda path: _read_meta(path) is not None) as tmp:
         values = np.memmap(tmp / _VALUES, np.float16, "w+", shape=(*lead, cols))
         indices = fill = None
         if topk is not None:
@@ -567,16 +564,6 @@ def build_cache(
         }
         atomic_write_json(tmp / _META, meta)
         del values, indices, fill
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Another process finished the same cache first (rename over a non-empty dir fails); use theirs.
-            if _read_meta(final) is None:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -654,11 +641,11 @@ def _row_bytes(meta: dict[str, Any]) -> int:
 
 
 @contextlib.contextmanager
-def atomic_cache_dir(final: Path) -> Iterator[Path]:
+def atomic_cache_dir(final: Path, complete: Callable[[Path], bool]) -> Iterator[Path]:
     """A temporary directory next to `final`, renamed to it when the block ends without an error.
 
-    When another process finished the same directory first, theirs is kept (`complete(final)` decides,
-    the caller's `_read_meta`-like check); a failure removes the temporary directory.
+    When another process finished the same directory first, theirs is kept (`complete(final)` decides:
+    the caller's check that a cache directory is whole); a failure removes the temporary directory.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
@@ -668,7 +655,8 @@ def atomic_cache_dir(final: Path) -> Iterator[Path]:
         try:
             os.replace(tmp, final)
         except OSError:
-            if not (final / _META).exists():
+            # Another process finished the same cache first (rename over a non-empty dir fails); use theirs.
+            if not complete(final):
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:

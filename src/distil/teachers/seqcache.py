@@ -265,7 +265,7 @@ def build_sparse_cache(
         raise ConfigError(f"teacher_cache_k must be in [1, {num_classes}] (the vocabulary), got {k}.")
     id_dtype = _id_dtype(num_classes)
     generator = torch.Generator().manual_seed(seed)
-    with atomic_cache_dir(final) as tmp:
+    with atomic_cache_dir(final, complete=lambda path: _read_meta(path) is not None) as tmp:
         ids = np.memmap(tmp / _IDS, id_dtype, "w+", shape=(n, positions, k))
         logw = np.memmap(tmp / _LOGW, np.float16, "w+", shape=(n, positions, k))
         aux = np.memmap(tmp / _AUX, np.float32, "w+", shape=(n, positions))
