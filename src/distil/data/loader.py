@@ -17,6 +17,7 @@ given the same samples and seed they produce bit-identical batches.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -153,7 +154,14 @@ class EpochSampler(Sampler[torch.Tensor]):
             yield idx[b * self.batch_size : (b + 1) * self.batch_size]
 
 
-class _Batches:
+def sample_inputs(samples: Split | SampleDataset, ids: torch.Tensor) -> torch.Tensor:
+    """The un-augmented inputs of samples `ids`: one indexing op in memory, else sample by sample."""
+    if isinstance(samples, Split):
+        return samples.x[ids]
+    return torch.stack([torch.as_tensor(samples[int(i)]["inputs"]) for i in ids])
+
+
+class _Batches(abc.ABC):
     """What both loaders share: the sampler, the augmentation, and the epoch/batch bookkeeping."""
 
     def __init__(
@@ -227,9 +235,9 @@ class _Batches:
         """This shard's sample ids for the current epoch, in iteration order."""
         return self.sampler.indices()
 
+    @abc.abstractmethod
     def fetch(self, index: torch.Tensor) -> torch.Tensor:
         """The un-augmented inputs of samples `index` (mixing partners)."""
-        raise NotImplementedError
 
     def _batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch dict: each sample augmented (and mixed) by the draw of (seed, its id, epoch or view).
@@ -324,7 +332,7 @@ class TensorLoader(_Batches):
             yield self._batch(self.split.x[batch_idx], self.split.y[batch_idx], batch_idx)
 
     def fetch(self, index: torch.Tensor) -> torch.Tensor:
-        return self.split.x[index]
+        return sample_inputs(self.split, index)
 
 
 class _WithIndex:
@@ -452,4 +460,4 @@ class DatasetLoader(_Batches):
             yield self._batch(batch["inputs"], batch["labels"], batch["index"])
 
     def fetch(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.as_tensor(self.dataset[int(i)]["inputs"]) for i in index])
+        return sample_inputs(self.dataset, index)

@@ -57,8 +57,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from distil.data import DataBundle, SampleSplit, Split
+from distil.data import DataBundle, SampleSplit
 from distil.data.augment import Augmenter
+from distil.data.loader import sample_inputs
 from distil.errors import ConfigError
 from distil.fileio import apply_umask, atomic_write_json
 from distil.registry import unknown_name_message
@@ -100,13 +101,6 @@ class TeacherViews:
         return {"count": self.count, **self.augmenter.describe()}
 
 
-def _fetcher(split: SampleSplit) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Inputs of given sample ids (the mixing partners of a view)."""
-    if isinstance(split, Split):
-        return lambda ids: split.x[ids]
-    return lambda ids: torch.stack([torch.as_tensor(split[int(i)]["inputs"]) for i in ids])
-
-
 def _input_batches(
     split: SampleSplit, batch_size: int, views: TeacherViews | None
 ) -> Iterator[tuple[int, torch.Tensor]]:
@@ -115,7 +109,11 @@ def _input_batches(
         for start, batch in zip(range(0, len(split), batch_size), split.batches(batch_size), strict=True):
             yield start, batch["inputs"]
         return
-    fetch, n = _fetcher(split), len(split)
+    n = len(split)
+
+    def fetch(ids: torch.Tensor) -> torch.Tensor:  # the mixing partners of a view, as the loaders fetch them
+        return sample_inputs(split, ids)
+
     for view in range(views.count):
         for start, batch in zip(range(0, n, batch_size), split.batches(batch_size), strict=True):
             ids = batch["index"] if "index" in batch else torch.arange(start, start + len(batch["inputs"]))
