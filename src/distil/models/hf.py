@@ -64,13 +64,11 @@ def require_transformers() -> Any:
     return transformers
 
 
-class CausalLM(nn.Module):
-    """A Hugging Face causal LM called as distil calls every model: ``model(input_ids) -> logits``.
+class HFModel(nn.Module):
+    """A ``transformers`` model behind distil's model contract; the wrapped model is ``.hf``.
 
     Args:
-        hf_model: a ``transformers`` ``PreTrainedModel`` with a language-modelling head.
-
-    The wrapped model stays reachable as ``.hf`` (for ``save_pretrained``, ``generate`` and its config).
+        hf_model: a ``transformers`` ``PreTrainedModel``.
     """
 
     def __init__(self, hf_model: nn.Module) -> None:
@@ -81,6 +79,16 @@ class CausalLM(nn.Module):
     def config(self) -> Any:
         """The wrapped model's ``transformers`` config."""
         return self.hf.config
+
+
+class CausalLM(HFModel):
+    """A Hugging Face causal LM called as distil calls every model: ``model(input_ids) -> logits``.
+
+    Args:
+        hf_model: a ``transformers`` ``PreTrainedModel`` with a language-modelling head.
+
+    The wrapped model stays reachable as ``.hf`` (for ``save_pretrained``, ``generate`` and its config).
+    """
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for token ids (B, T); the KV cache is off (training and scoring whole blocks)."""
@@ -103,21 +111,12 @@ class CausalLM(nn.Module):
         return out.logits, tuple(out.hidden_states)
 
 
-class SeqClassifier(nn.Module):
+class SeqClassifier(HFModel):
     """A Hugging Face sequence classifier called as distil calls every model: ``model(input_ids) -> (B, K)``.
 
     Args:
         hf_model: a ``transformers`` ``PreTrainedModel`` with a sequence-classification head.
     """
-
-    def __init__(self, hf_model: nn.Module) -> None:
-        super().__init__()
-        self.hf = hf_model
-
-    @property
-    def config(self) -> Any:
-        """The wrapped model's ``transformers`` config."""
-        return self.hf.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, K) for token ids (B, T)."""
@@ -473,7 +472,7 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
 # ------------------------------------------------------------------------------------ save_pretrained
 def is_hf_wrapper(model: nn.Module) -> bool:
     """Whether `model` is a :class:`CausalLM` or :class:`SeqClassifier` (it has a ``save_pretrained`` form)."""
-    return isinstance(model, CausalLM | SeqClassifier)
+    return isinstance(model, HFModel)
 
 
 def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
