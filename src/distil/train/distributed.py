@@ -23,8 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.data import SampleSplit
-from distil.data.batch import IGNORE_INDEX
-from distil.measure import DEFAULT_TASK, TASKS, accuracy, predict_split, split_sums
+from distil.measure import DEFAULT_TASK, TASKS, split_sums
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
 
@@ -54,42 +53,6 @@ def shard_bounds(n: int, num_shards: int, index: int) -> tuple[int, int]:
     return index * n // num_shards, (index + 1) * n // num_shards
 
 
-def sharded_accuracy(
-    accelerator: Accelerator, model: nn.Module, split: SampleSplit, batch_size: int = 512
-) -> float:
-    """Top-1 accuracy of `model` on `split`, each process predicting its own shard.
-
-    Correct counts are summed across processes and divided once, in float32 like
-    `distil.measure.accuracy`, so the result equals a single-process evaluation bit for bit.
-
-    Args:
-        accelerator: the run's Accelerator (one process: a plain evaluation).
-        model: the unwrapped model (weights identical on every rank after a data-parallel step;
-            its buffers are made identical here, from rank 0).
-        split: the evaluation data (the full split, on every rank).
-        batch_size: samples per forward pass.
-
-    Returns:
-        Accuracy in [0, 1].
-    """
-    device = accelerator.device
-    if accelerator.num_processes == 1:
-        return accuracy(predict_split(model, split, batch_size), split.labels)
-    # DDP syncs buffers (BatchNorm statistics) at the start of each forward, so after the last step
-    # every rank holds its own update; take rank 0's, the model that gets saved.
-    for buffer in model.buffers():
-        torch.distributed.broadcast(buffer.data, src=0)
-    start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
-    logits = predict_split(model, split, batch_size, start, stop)
-    labels = split.labels[start:stop]
-    # As `distil.measure.accuracy`: top-1 over the last dim, positions labelled IGNORE_INDEX do not count.
-    valid = labels != IGNORE_INDEX
-    hits = (logits.argmax(dim=-1) == labels) & valid
-    counts = accelerator.reduce(torch.stack([hits.sum(), valid.sum()]).to(device), reduction="sum")
-    correct, total = counts.cpu().float()
-    return float(correct / total.clamp(min=1))
-
-
 def sharded_metrics(
     accelerator: Accelerator,
     model: nn.Module,
@@ -99,31 +62,36 @@ def sharded_metrics(
 ) -> dict[str, float | None]:
     """The per-epoch evaluation metrics of `task` (a ``distil.measure.TASKS`` name) on `split`.
 
-    Classification is `sharded_accuracy` (``{"accuracy"}``). Any other task is evaluated by its streaming
-    sums (`distil.measure.split_sums`): each process reads its own shard batch by batch, the sums stay
-    on the device, and one reduction adds them up, so no logits are held whole and there is one host
-    sync per evaluation. A language model gets ``accuracy`` (next token), ``perplexity`` and ``loss``
-    (mean NLL in nats).
+    Every task is evaluated by its streaming sums (`distil.measure.split_sums`): each process reads its
+    own shard batch by batch, the sums stay on the device, and one reduction adds them up, so no logits
+    are held whole and there is one host sync per evaluation. The totals are finished once, as a
+    single-process evaluation finishes them, so the metrics equal it bit for bit. Classification gets
+    ``accuracy``; a language model ``accuracy`` (next token), ``perplexity`` and ``loss`` (mean NLL in
+    nats).
 
     Args:
-        accelerator: the run's Accelerator.
-        model: the unwrapped model.
+        accelerator: the run's Accelerator (one process: a plain evaluation).
+        model: the unwrapped model (weights identical on every rank after a data-parallel step; its
+            buffers are made identical here, from rank 0).
         split: the evaluation data (the full split, on every rank).
         task: the data's task.
-        batch_size: samples per forward pass (None: 512 for classification, 32 for other tasks).
+        batch_size: samples per forward pass (None: 512 for classification, 32 for other tasks, whose
+            outputs per sample are (T, V)).
     """
-    if task == DEFAULT_TASK:
-        return {"accuracy": sharded_accuracy(accelerator, model, split, batch_size or 512)}
     streaming = TASKS.get(task).streaming
     if streaming is None:
         raise ValueError(f"task {task!r} has no streaming metrics, so it cannot be evaluated per epoch")
+    if batch_size is None:
+        batch_size = 512 if task == DEFAULT_TASK else 32
     if accelerator.num_processes > 1:
+        # DDP syncs buffers (BatchNorm statistics) at the start of each forward, so after the last step
+        # every rank holds its own update; take rank 0's, the model that gets saved.
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer.data, src=0)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
     if stop > start:
-        sums, _ = split_sums(model, split, task, batch_size=batch_size or 32, start=start, stop=stop)
-    else:  # more ranks than samples: this one adds nothing (the sums' length comes from one empty batch)
+        sums, _ = split_sums(model, split, task, batch_size=batch_size, start=start, stop=stop)
+    else:  # more ranks than samples: this one adds nothing
         sums = torch.zeros(streaming.size, dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
         sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum")
@@ -170,7 +138,7 @@ def broadcast_module(accelerator: Accelerator, module: nn.Module, *, buffers_onl
     adapters, CRD heads and memory) is built on each rank from that rank's RNG, so it needs the same.
     `buffers_only` at an epoch end: the BatchNorm statistics of an adapter are each rank's own (they
     are not used in training), so rank 0's, the ones saved, are given to all, as for the student in
-    `sharded_accuracy`. Every rank must call this (it is a collective); with one process nothing happens.
+    `sharded_metrics`. Every rank must call this (it is a collective); with one process nothing happens.
     """
     if accelerator.num_processes == 1:
         return
