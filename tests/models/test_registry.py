@@ -207,3 +207,16 @@ def test_register_model_rejects_duplicates_and_colons() -> None:
     with pytest.raises(ValueError, match="':'"):
         register_model("a:b")
     assert "a:b" not in MODELS
+
+
+def test_loads_trained_weights_is_asked_of_the_registry():
+    from distil.models import loads_trained_weights
+
+    # The Hugging Face factories read trained weights from `path`; built from a config they are random.
+    assert loads_trained_weights("hf-causal-lm", {"path": "some/dir"})
+    assert loads_trained_weights("hf-seq-classifier", {"path": "some/dir"})
+    assert not loads_trained_weights("hf-causal-lm", {"config": {"model_type": "llama"}})
+    assert not loads_trained_weights("hf-causal-lm", {"path": None})
+    # Other models need a checkpoint, whatever their kwargs (a 'path' kwarg means nothing to them).
+    assert not loads_trained_weights("largenet", {"path": "x"})
+    assert not loads_trained_weights("pkg.module:factory", {"path": "x"})

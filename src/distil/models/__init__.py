@@ -19,6 +19,7 @@ from distil.models.registry import (
     is_timm_available,
     is_torchvision_available,
     list_models,
+    loads_trained_weights,
     model_spec,
     register_model,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "is_timm_available",
     "is_torchvision_available",
     "list_models",
+    "loads_trained_weights",
     "model_spec",
     "pruned_spec",
     "register_model",

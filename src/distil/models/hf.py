@@ -310,7 +310,7 @@ def _one_source(what: str, config: Any, path: Any) -> None:
         )
 
 
-@register_model("hf-causal-lm")
+@register_model("hf-causal-lm", weights_kwarg="path")
 def hf_causal_lm(
     *,
     num_classes: int,
@@ -356,7 +356,7 @@ def hf_causal_lm(
 _BYTE_VOCAB, _BYTE_PAD = 259, 258
 
 
-@register_model("hf-seq-classifier")
+@register_model("hf-seq-classifier", weights_kwarg="path")
 def hf_seq_classifier(
     *,
     num_classes: int,

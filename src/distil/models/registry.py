@@ -41,12 +41,18 @@ _SPEC_KEYS = ("name", "num_classes", "in_channels", "image_size", "kwargs")
 _VISION_HINT = "pip install 'distil[vision]'"
 
 
-def register_model(name: str) -> Callable[[F], F]:
+# Registered names whose factory loads trained weights when given this kwarg (a save_pretrained folder).
+_WEIGHTS_KWARG: dict[str, str] = {}
+
+
+def register_model(name: str, *, weights_kwarg: str | None = None) -> Callable[[F], F]:
     """Register a model factory under `name`.
 
     Args:
         name: The registry name, e.g. ``"resnet20"``. Must not contain ``":"`` (reserved for
             ``module:factory`` paths and backends).
+        weights_kwarg: the kwarg that makes the factory load trained weights (``"path"`` for the
+            Hugging Face models): such a model is a trained teacher without a distil checkpoint.
 
     Returns:
         A decorator that registers the factory and returns it unchanged.
@@ -59,9 +65,18 @@ def register_model(name: str) -> Callable[[F], F]:
 
     def decorator(factory: F) -> F:
         MODELS.register(name)(factory)
+        if weights_kwarg is not None:
+            _WEIGHTS_KWARG[name] = weights_kwarg
         return factory
 
     return decorator
+
+
+def loads_trained_weights(name: str, kwargs: Mapping[str, Any]) -> bool:
+    """Whether `create_model(name, **kwargs)` reads trained weights itself (e.g. an ``hf-causal-lm`` given
+    ``path``), so that the model needs no checkpoint to be a teacher."""
+    key = _WEIGHTS_KWARG.get(name)
+    return key is not None and kwargs.get(key) is not None
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -20,6 +20,7 @@ from distil.data import DataBundle, load_dataset
 from distil.data.unlabeled import labeled_part, transfer_set, what_students_saw
 from distil.errors import ConfigError
 from distil.measure import count_parameters
+from distil.models import loads_trained_weights
 from distil.run.runner import PipelineResult, Runner, teacher_train_record
 from distil.run.stages import compress_stage, distill_stage, scratch_stage, teacher_stage, transfer_into
 from distil.teachers.ensemble import recipe_teachers
@@ -198,8 +199,8 @@ def train_teacher(
 
 
 def _require_teacher(recipe: Recipe, message: str) -> None:
-    # A Hugging Face model read from its save_pretrained directory (kwargs.path) is a trained teacher too.
-    pretrained = recipe.teacher.model.startswith("hf-") and recipe.teacher.kwargs.get("path")
+    # A model whose factory reads trained weights (a Hugging Face save_pretrained folder) is one too.
+    pretrained = loads_trained_weights(recipe.teacher.model, recipe.teacher.kwargs)
     if not recipe.teacher.checkpoint and not pretrained:
         raise ConfigError(message)
 
