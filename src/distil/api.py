@@ -29,6 +29,7 @@ from distil.teachers.cache import (
 from distil.teachers.live import LiveTeacher, freeze
 from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache
 from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
+from distil.train.fsdp import check_fsdp, shard_copy, sharding_info
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
 from distil.train.stages import Stage
 
@@ -224,12 +225,22 @@ def distill(
     if not augmenter.is_random:
         augment = "none"  # e.g. a crop with 0 padding: the inputs never change
     views = TeacherViews(augmenter, cfg.teacher_cache_views) if cfg.teacher_cache_views else None
+    needs = getattr(loss_fn, "teacher_needs", None)
+    if cfg.fsdp:
+        check_fsdp(accelerator)
+        if needs is not None and needs.live:
+            raise ConfigError(
+                f"fsdp=true runs a sharded copy of the teacher, but {needs.reason}, captured by hooks on the "
+                "whole teacher. Use terms on the outputs (kd, ce, rkl, js, dkd, logit_mse) with fsdp, or set "
+                "fsdp=false."
+            )
     source, reason = choose_teacher_source(
         cfg.teacher_cache,
         augment,
-        needs=getattr(loss_fn, "teacher_needs", None),
+        needs=needs,
         teachers=len(teachers),
         views=views.count if views is not None else None,
+        sharded=cfg.fsdp,
     )
     source_record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
     teacher_fn: TeacherFn
@@ -270,12 +281,22 @@ def distill(
         teacher_fn = cached.to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()
     else:
+        # With FSDP each teacher runs as a sharded copy, already on the device (the module passed stays
+        # whole, where it is); `to` would try to move its sharded parameters.
+        live = (
+            [shard_copy(t, accelerator, frozen=True, units=cfg.fsdp_units) for t in teachers]
+            if cfg.fsdp
+            else teachers
+        )
+        if cfg.fsdp:
+            source_record["teacher_fsdp"] = sharding_info(live[0])
         if len(teachers) > 1:
             from distil.teachers.ensemble import EnsembleTeacher
 
-            teacher_fn = EnsembleTeacher(teachers, teacher_weights, kd.temperature).to(accelerator.device)
+            ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            teacher_fn = ensemble if cfg.fsdp else ensemble.to(accelerator.device)
         else:
-            teacher_fn = LiveTeacher(teacher).to(accelerator.device)
+            teacher_fn = LiveTeacher(live[0]) if cfg.fsdp else LiveTeacher(live[0]).to(accelerator.device)
         if cfg.channels_last:
             for t in teachers:
                 t.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -200,6 +200,17 @@ class TrainConfig(_Strict):
         default=False, description="NHWC memory layout for conv nets: 1.2-1.6x faster on CPU (oneDNN)"
     )
     compile: bool = Field(default=False, description="torch.compile the trained model (needs a C++ compiler)")
+    fsdp: bool = Field(
+        default=False,
+        description="shard the trained model and its teacher across the processes of a multi-process "
+        "launch (torch FSDP2): each holds 1/N of the parameters, gradients and optimizer state, and "
+        "gathers one unit at a time (docs/lm.md#many-gpus-accelerate-ddp-and-fsdp)",
+    )
+    fsdp_units: list[str] = Field(
+        default_factory=list,
+        description="fsdp: module class names gathered as units of their own (e.g. LlamaDecoderLayer); "
+        "[] = a Hugging Face model's transformer blocks (_no_split_modules), else the whole model",
+    )
     teacher_cache: Literal["auto", "off", "on"] = Field(
         default="auto",
         description="KD only: reuse teacher logits computed once (auto = when augment is none, one teacher "
@@ -273,6 +284,17 @@ class TrainConfig(_Strict):
             except ConfigError as e:
                 raise ValueError(str(e)) from None
         return value
+
+    @model_validator(mode="after")
+    def _fsdp_options(self) -> TrainConfig:
+        if self.fsdp and (self.compile or self.channels_last):
+            raise ValueError(
+                "fsdp=true is not combined with compile or channels_last (a sharded model keeps its own "
+                "parameter layout); set compile=false and channels_last=false"
+            )
+        if self.fsdp_units and not self.fsdp:
+            raise ValueError(f"fsdp_units={self.fsdp_units} needs fsdp=true")
+        return self
 
     @model_validator(mode="after")
     def _one_topk_setting(self) -> TrainConfig:

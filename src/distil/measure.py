@@ -870,7 +870,10 @@ def split_sums(
     total: Tensor | None = None
     preds: list[Tensor] = []
     offset = start
-    with _eval_mode(model), torch.inference_mode():
+    # FSDP keeps the buffers it gathers parameters into across forwards: made under inference_mode they
+    # would break the next training step, so a sharded (DTensor) model is evaluated under no_grad.
+    sharded = any(type(p).__name__ == "DTensor" for p in model.parameters())
+    with _eval_mode(model), torch.no_grad() if sharded else torch.inference_mode():
         for batch in split.batches(batch_size, start, stop):
             batch = to_device(batch, device)
             logits = call_model(model, batch["inputs"])

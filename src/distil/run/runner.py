@@ -46,6 +46,7 @@ from distil.resources import oom_hint, preflight
 from distil.train.checkpoint import save_checkpoint
 from distil.train.distributed import rank_run_root
 from distil.train.engine import make_accelerator
+from distil.train.fsdp import check_fsdp
 from distil.train.runs import RunDir, resolve_resume
 from distil.train.stages import Stage
 from distil.train.state import checkpointing
@@ -120,6 +121,10 @@ class Runner:
         self.accelerator: Any = (
             make_accelerator(recipe.device, recipe.mixed_precision, recipe.trackers) if train else None
         )
+        if self.accelerator is not None:  # before any training: a sharded stage needs several processes
+            for section in ("teacher_train", "student_train"):
+                if getattr(recipe, section).fsdp:
+                    check_fsdp(self.accelerator, what=f"{section}.fsdp")
         self.progress: Any = None
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.kept: list[Kept] = []

@@ -191,6 +191,7 @@ def choose_teacher_source(
     needs: TeacherNeeds | None = None,
     teachers: int = 1,
     views: int | None = None,
+    sharded: bool = False,
 ) -> tuple[str, str]:
     """Decide between the cache and a live teacher, and say why: the one place this is decided.
 
@@ -205,6 +206,8 @@ def choose_teacher_source(
         teachers: how many teachers are mixed (an ensemble runs live: the cache holds one teacher).
         views: `teacher_cache_views`: with random augmentation, the teacher's outputs are cached on V
             replayed views per sample instead of switching the cache off.
+        sharded: the teacher is sharded across processes (`train.fsdp`): each of its forward passes
+            needs every process, while a cache is built by one, so it runs live.
 
     Returns:
         ("cache" | "live", reason).
@@ -217,6 +220,14 @@ def choose_teacher_source(
         raise ConfigError(unknown_name_message("teacher_cache mode", mode, CACHE_MODES))
     if mode == "off":
         return "live", "teacher_cache=off"
+    if sharded:
+        if mode == "on":
+            raise ConfigError(
+                "teacher_cache=on cannot be used with fsdp=true: the teacher is sharded across the "
+                "processes, so each of its forward passes needs all of them, while a cache is built by "
+                "one. Fix: teacher_cache=auto or off (the teacher runs live), or fsdp=false."
+            )
+        return "live", "the teacher is sharded across processes (fsdp): every process runs it live, together"
     if augment != "none" and views is None:
         if mode == "on":
             raise ConfigError(

@@ -10,6 +10,7 @@ student in DistributedDataParallel, and these helpers reduce the epoch's numbers
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.data import SampleSplit
+from distil.data.batch import call_model, to_device
 from distil.measure import DEFAULT_TASK, TASKS, split_sums
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
@@ -72,7 +74,8 @@ def sharded_metrics(
     Args:
         accelerator: the run's Accelerator (one process: a plain evaluation).
         model: the unwrapped model (weights identical on every rank after a data-parallel step; its
-            buffers are made identical here, from rank 0).
+            buffers are made identical here, from rank 0), or an FSDP-sharded one: each of its forward
+            passes is a collective, so every rank runs as many as the rank with the most batches.
         split: the evaluation data (the full split, on every rank).
         task: the data's task.
         batch_size: samples per forward pass (None: 512 for classification, 32 for other tasks, whose
@@ -93,9 +96,35 @@ def sharded_metrics(
         sums, _ = split_sums(model, split, task, batch_size=batch_size, start=start, stop=stop)
     else:  # more ranks than samples: this one adds nothing
         sums = torch.zeros(streaming.size, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1 and _is_sharded(model):
+        most = math.ceil(math.ceil(len(split) / accelerator.num_processes) / batch_size)
+        _idle_forwards(model, split, most - math.ceil((stop - start) / batch_size), accelerator.device)
     if accelerator.num_processes > 1:
         sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum")
     return streaming.finish(sums.cpu())
+
+
+def _is_sharded(model: nn.Module) -> bool:
+    from distil.train.fsdp import is_sharded
+
+    return is_sharded(model)
+
+
+def _idle_forwards(model: nn.Module, split: SampleSplit, count: int, device: torch.device) -> None:
+    """`count` forward passes whose outputs are dropped, so that a rank with fewer evaluation batches
+    still joins every all-gather of a sharded model's forward (else the other ranks wait forever)."""
+    if count <= 0:
+        return
+    inputs = to_device(next(iter(split.batches(1, 0, 1))), device)["inputs"]
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            for _ in range(count):
+                call_model(model, inputs)
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def reduce_mean(accelerator: Accelerator, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

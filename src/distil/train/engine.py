@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from rich.progress import Progress
 from torch import nn
 
@@ -22,7 +23,7 @@ from distil.config import TrainConfig
 from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import call_model, to_device
-from distil.errors import TrainingError
+from distil.errors import ConfigError, TrainingError
 from distil.report.progress import RunProgress
 from distil.train.distributed import (
     average_gradients,
@@ -31,6 +32,17 @@ from distil.train.distributed import (
     reduce_mean,
     sharded_metrics,
     use_cpu,
+)
+from distil.train.fsdp import (
+    check_fsdp,
+    first_nonfinite,
+    full_optimizer_state,
+    gather_into,
+    load_from,
+    reshard,
+    shard_copy,
+    shard_optimizer_state_,
+    sharding_info,
 )
 from distil.train.mutual import Cohort
 from distil.train.optim import build_optimizer, build_scheduler
@@ -59,17 +71,28 @@ def make_accelerator(
 ) -> Accelerator:
     """An Accelerator for `device` ("auto", "cpu", "cuda") and mixed precision ("no", "bf16", "fp16").
 
+    The one place a run's Accelerator is built. FSDP is not Accelerate's here: a stage's `fsdp: true`
+    shards its models itself (`distil.train.fsdp`), so an Accelerate FSDP launch is refused.
+
     `trackers` ("tensorboard", "mlflow", "wandb") are checked to be installed here, and started per run
     with `distil.train.trackers.start_trackers`.
     """
     log_with = check_trackers(trackers)
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=use_cpu(device),
         mixed_precision=mixed_precision,
         log_with=log_with or None,
         # Trackers that write files need a directory now; start_trackers points it at the run directory.
         project_dir="." if log_with else None,
     )
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # Accelerate's FSDP would shard the student only, and its states could not be saved whole.
+        raise ConfigError(
+            "this run was launched with Accelerate's FSDP (accelerate launch --use_fsdp, or an accelerate "
+            "config with FSDP); distil shards the student and the teacher itself: launch with `accelerate "
+            "launch --multi_gpu` (no --use_fsdp) or torchrun, and set student_train.fsdp=true."
+        )
+    return accelerator
 
 
 def eval_split(data: DataBundle) -> tuple[str, SampleSplit]:
@@ -143,15 +166,44 @@ def _check_finite(loss_window: torch.Tensor, first_step: int, last_step: int, cf
     )
 
 
-def _check_weights_finite(model: nn.Module, step: int, cfg: TrainConfig) -> None:
-    """Stop when a weight became NaN/Inf (a diverged update can precede a NaN loss by one step)."""
-    for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            raise TrainingError(
-                f"parameter {name!r} became NaN/Inf by step {step}. Likely causes: a learning rate too high "
-                f"(lr={cfg.lr:g}) or a high distillation temperature without gradient clipping "
-                f"(grad_clip={cfg.grad_clip}). Fix: lower train.lr or set train.grad_clip (e.g. 5.0)."
-            )
+def _check_weights_finite(model: nn.Module, step: int, cfg: TrainConfig, *, sharded: bool = False) -> None:
+    """Stop when a weight became NaN/Inf (a diverged update can precede a NaN loss by one step).
+
+    `sharded` (FSDP): each rank checks its shard and the verdict is shared, so all ranks stop together.
+    """
+    if sharded:
+        bad = first_nonfinite(model)
+    else:
+        bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise TrainingError(
+            f"parameter {bad!r} became NaN/Inf by step {step}. Likely causes: a learning rate too high "
+            f"(lr={cfg.lr:g}) or a high distillation temperature without gradient clipping "
+            f"(grad_clip={cfg.grad_clip}). Fix: lower train.lr or set train.grad_clip (e.g. 5.0)."
+        )
+
+
+def _check_fsdp_model(model: nn.Module, accelerator: Accelerator) -> None:
+    """Refuse what `train.fsdp` cannot train: one process, a cohort, a model whose features are hooked.
+
+    Raises:
+        ConfigError: naming the problem and the fix.
+    """
+    check_fsdp(accelerator)
+    if isinstance(model, Cohort):
+        raise ConfigError(
+            "train.fsdp=true does not train a cohort of students (mutual learning); set fsdp=false."
+        )
+    hooked = [
+        n or "(the model)" for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks
+    ]
+    if hooked:
+        raise ConfigError(
+            f"train.fsdp=true trains a sharded copy of the model, but modules {hooked[:4]} carry forward hooks "
+            "(feature terms such as fitnet, attention or crd capture features with them), which the copy "
+            "would not run. Use terms on the outputs (kd, ce, rkl, js, dkd, logit_mse) with fsdp, or set "
+            "fsdp=false."
+        )
 
 
 def fit(
@@ -240,9 +292,15 @@ class TrainLoop:
         views = cfg.teacher_cache_views if teacher is not None else None
         self.loader = train_loader(data, cfg, accelerator, views)
         self.steps_per_epoch = len(self.loader)
+        # `plain` is the caller's module, returned trained. With FSDP a sharded copy of it is trained
+        # (`distil.train.fsdp`) and `plain` gets its weights back at each saved state and at the end.
+        self.plain, self.fsdp = model, cfg.fsdp
+        if cfg.fsdp:
+            _check_fsdp_model(model, accelerator)
+            model = shard_copy(model, accelerator, frozen=False, units=cfg.fsdp_units)
         self._build_optimization(model)
         self.model = self._prepare(model)
-        self.clip_groups = _clip_groups(accelerator.unwrap_model(self.model), self.optimizer)
+        self.clip_groups = _clip_groups(self._trained(), self.optimizer)
         self.eval_name, self.eval_data = eval_split(data)
         self.task = None
         if progress is not None:
@@ -253,11 +311,7 @@ class TrainLoop:
         self.window = torch.zeros((), device=self.device)  # loss summed since the last NaN check
         self.window_start = 0
         self.checkpoint = checkpoint if checkpoint is not None else store_for(description, cfg)
-        self.stamp = (
-            fingerprint(description, cfg, data.describe(), accelerator.unwrap_model(self.model))
-            if self.checkpoint
-            else None
-        )
+        self.stamp = fingerprint(description, cfg, data.describe(), self.plain) if self.checkpoint else None
         self.scaler = getattr(accelerator, "scaler", None)
         self._resume()
 
@@ -283,8 +337,16 @@ class TrainLoop:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.cfg.compile:
             model.compile()  # in place: the module, its type and state_dict keys stay the same
+        if self.fsdp:
+            # Placed and sharded by FSDP; Accelerate's model preparation would wrap it in DDP.
+            self.optimizer = self.accelerator.prepare(self.optimizer)
+            return model
         model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         return model
+
+    def _trained(self) -> nn.Module:
+        """The module trained: the sharded copy (FSDP), else the model without its DDP wrapper."""
+        return self.model if self.fsdp else self.accelerator.unwrap_model(self.model)
 
     def _resume(self) -> None:
         """Continue from the newest training state of this run, if the store holds one."""
@@ -304,13 +366,16 @@ class TrainLoop:
             )
         restore_state(
             state,
-            model=accelerator.unwrap_model(self.model),
+            model=self.plain if self.fsdp else accelerator.unwrap_model(self.model),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             loss_module=self.loss_module,
             scaler=self.scaler,
             rank=rank,
         )
+        if self.fsdp:  # the state is whole (as one process saves it): each rank keeps its shard
+            load_from(self.model, self.plain)
+            shard_optimizer_state_(self.optimizer)
         self.history, self.step, self.start_epoch, self.skip = (
             state.history,
             state.step,
@@ -327,6 +392,9 @@ class TrainLoop:
     def run(self) -> FitResult:
         for epoch in range(self.start_epoch, self.cfg.epochs):
             self.run_epoch(epoch)
+        if self.fsdp:
+            gather_into(self.model, self.plain)  # every rank returns the whole trained model
+            return FitResult(model=self.plain, history=self.history)
         return FitResult(model=self.accelerator.unwrap_model(self.model), history=self.history)
 
     def run_epoch(self, epoch: int) -> None:
@@ -414,13 +482,15 @@ class TrainLoop:
         if self.data.is_tokens:  # each sample is one block of T input tokens, all of them trained on
             tokens = self.steps_per_epoch * cfg.batch_size * processes * self.data.input_shape[0]
             record["tokens_per_s"] = round(tokens / seconds, 1)
+        if self.fsdp:  # what this process holds of the trained model
+            record["fsdp"] = sharding_info(self.model)
         # Every rank computes its share; the reduced numbers equal a single-process run's.
         reduced = reduce_mean(accelerator, self.sums)
         record.update({f"train_{k}": float(v) / self.steps_per_epoch for k, v in reduced.items()})
         record.update(self.evaluate())
         if not math.isfinite(record["train_loss"]):
             _check_finite(torch.tensor(float("nan")), epoch * self.steps_per_epoch, self.step, cfg)
-        _check_weights_finite(self.model, self.step, cfg)
+        _check_weights_finite(self.model, self.step, cfg, sharded=self.fsdp)
         self.history.append(record)
         self._report(record, epoch)
         if self.checkpoint is not None:
@@ -430,7 +500,7 @@ class TrainLoop:
         """The task's metrics on the evaluation split as `{split}_{metric}` and `eval_{metric}`
         (classification: accuracy; language modelling: accuracy, perplexity, loss); per student
         (`s{i}_...`) for a cohort, the first's being the cohort's. Each process evaluates its shard."""
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped = self._trained()
         if self.loss_module is not None:
             broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
         name, task = self.eval_name, self.data.task
@@ -445,6 +515,8 @@ class TrainLoop:
                     out.update({f"s{i}_{name}_{key}": value, f"s{i}_eval_{key}": value})
                 if i == 0:
                     out.update({f"{name}_{key}": value, f"eval_{key}": value})
+        if self.fsdp:
+            reshard(self.model)  # evaluation left the root unit gathered
         return out
 
     def _report(self, record: dict[str, Any], epoch: int) -> None:
@@ -470,16 +542,20 @@ class TrainLoop:
         """A resumable training state at the current step (`epoch`: the one in progress)."""
         assert self.checkpoint is not None
         accelerator = self.accelerator
-        _check_weights_finite(
-            self.model, self.step, self.cfg
-        )  # never replace a good state with a diverged one
+        # Never replace a good state with a diverged one.
+        _check_weights_finite(self.model, self.step, self.cfg, sharded=self.fsdp)
+        optimizer_state = None
+        if self.fsdp:  # the state is saved whole, as one process saves it (collectives: every rank)
+            gather_into(self.model, self.plain)
+            optimizer_state = full_optimizer_state(self.optimizer)
         ranks = gather_rank_states(accelerator, sums)  # a collective: every rank takes part
         if not accelerator.is_main_process:
             return
         self.checkpoint.save(
             capture_state(
-                model=accelerator.unwrap_model(self.model),
+                model=self.plain if self.fsdp else accelerator.unwrap_model(self.model),
                 optimizer=self.optimizer,
+                optimizer_state=optimizer_state,
                 scheduler=self.scheduler,
                 epoch=epoch,
                 batch=self.step - epoch * self.steps_per_epoch,

@@ -48,7 +48,8 @@ from distil.train.checkpoint import load_state_dict_strict
 FORMAT = "distil-train-state/1"
 _NAME = re.compile(r"^e(\d+)-s(\d+)\.json$")
 # Recipe fields that change how a run is saved, not what it computes: they may differ on resume.
-_NOT_FINGERPRINTED = {"checkpoint_every", "teacher_cache_dir"}
+# fsdp/fsdp_units lay the same computation out across processes; its states are saved whole either way.
+_NOT_FINGERPRINTED = {"checkpoint_every", "teacher_cache_dir", "fsdp", "fsdp_units"}
 _ACTIVE_ROOT: ContextVar[Path | None] = ContextVar("distil_state_root", default=None)
 
 
@@ -228,6 +229,7 @@ def capture_state(
     scaler: Any = None,
     fingerprint: dict[str, Any] | None = None,
     ranks: Sequence[dict[str, Any]] = (),
+    optimizer_state: dict[str, Any] | None = None,
 ) -> TrainState:
     """Snapshot a run between two steps (copies everything to the CPU; the run is not disturbed).
 
@@ -242,11 +244,15 @@ def capture_state(
         fingerprint: from `fingerprint()`, checked when the state is loaded.
         ranks: with several data-parallel processes, `rank_local_state()` of every rank, in rank
             order (rank 0's replaces this process's RNG states and `sums`); empty for one process.
+        optimizer_state: the optimizer's state dict when `optimizer.state_dict()` holds only this
+            process's shard of it (FSDP: `distil.train.fsdp.full_optimizer_state`); None reads it.
     """
     tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
     if loss_module is not None:
         tensors.update({f"loss.{k}": _cpu(v) for k, v in loss_module.state_dict().items()})
-    opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
+    opt_tensors, opt_meta = _split_optimizer(
+        optimizer_state if optimizer_state is not None else optimizer.state_dict()
+    )
     tensors.update(opt_tensors)
     local = list(ranks) or [rank_local_state(sums)]
     for rank, part in enumerate(local):
