@@ -28,20 +28,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from distil.errors import ConfigError
 
 
-def _dtensor() -> type:
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
-
-
 def is_sharded(model: nn.Module) -> bool:
     """Whether `model` holds FSDP-sharded (DTensor) parameters."""
-    dtensor = _dtensor()
-    return any(isinstance(p, dtensor) for p in model.parameters())
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def check_fsdp(accelerator: Accelerator, *, what: str = "train.fsdp") -> None:
@@ -86,14 +80,17 @@ def unit_classes(model: nn.Module, names: Sequence[str] = ()) -> set[str]:
     return declared & present
 
 
-def _policy(accelerator: Accelerator) -> Any:
+def _policy(accelerator: Accelerator, *, root: bool) -> Any:
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     if accelerator.mixed_precision == "bf16":
-        # bf16 all-gathers and compute, fp32 gradient reduction and outputs (the loss is computed in
-        # fp32, as Accelerate's autocast does for a prepared model).
+        # bf16 all-gathers and compute, fp32 gradient reduction; the root's outputs in fp32 (the loss
+        # is computed in fp32, as Accelerate's autocast does for a prepared model). Inner units pass
+        # bf16 on: an fp32 block output would meet the root's bf16 head.
         return MixedPrecisionPolicy(
-            param_dtype=torch.bfloat16, reduce_dtype=torch.float32, output_dtype=torch.float32
+            param_dtype=torch.bfloat16,
+            reduce_dtype=torch.float32,
+            output_dtype=torch.float32 if root else None,
         )
     return MixedPrecisionPolicy()
 
@@ -123,17 +120,13 @@ def shard_copy(
         sharded.requires_grad_(False)
     mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
     # None for the trained model lets FSDP keep the root gathered between forward and backward.
-    kwargs: dict[str, Any] = {
-        "mesh": mesh,
-        "mp_policy": _policy(accelerator),
-        "reshard_after_forward": True if frozen else None,
-    }
+    kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": True if frozen else None}
     classes = unit_classes(sharded, units)
     # Bottom-up, so a unit's parameters are not claimed by an enclosing one; the root takes the rest.
     for module in reversed(list(sharded.modules())):
         if module is not sharded and type(module).__name__ in classes:
-            fully_shard(module, **kwargs)
-    fully_shard(sharded, **kwargs)
+            fully_shard(module, mp_policy=_policy(accelerator, root=False), **kwargs)
+    fully_shard(sharded, mp_policy=_policy(accelerator, root=True), **kwargs)
     return sharded
 
 
@@ -151,11 +144,10 @@ def sharding_info(model: nn.Module) -> dict[str, int]:
     and how many units it is sharded in (for the run records)."""
     from torch.distributed.fsdp import FSDPModule
 
-    dtensor = _dtensor()
     total = local = 0
     for p in model.parameters():
         total += p.numel()
-        local += p.to_local().numel() if isinstance(p, dtensor) else p.numel()
+        local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
     units = sum(isinstance(m, FSDPModule) for m in model.modules())
     return {"parameters": total, "local": local, "units": units}
 
@@ -165,9 +157,8 @@ def gather_into(sharded: nn.Module, plain: nn.Module) -> None:
     """Copy the full parameters and buffers of `sharded` into `plain` (on `plain`'s device), one tensor
     at a time, so no more than one whole parameter is on the device at once. A collective."""
     reshard(sharded)
-    dtensor = _dtensor()
     for name, p in sharded.named_parameters():
-        full = p.full_tensor() if isinstance(p, dtensor) else p
+        full = p.full_tensor() if isinstance(p, DTensor) else p
         plain.get_parameter(name).copy_(full)
     for name, b in sharded.named_buffers():
         plain.get_buffer(name).copy_(b)
@@ -177,13 +168,10 @@ def gather_into(sharded: nn.Module, plain: nn.Module) -> None:
 def load_from(sharded: nn.Module, plain: nn.Module) -> None:
     """Give `sharded` the weights of `plain` (the same on every rank, e.g. a resumed state): each rank
     keeps its own shard. No communication."""
-    from torch.distributed.tensor import distribute_tensor
-
     reshard(sharded)
-    dtensor = _dtensor()
     for name, p in sharded.named_parameters():
         src = plain.get_parameter(name).detach()
-        if isinstance(p, dtensor):
+        if isinstance(p, DTensor):
             own = distribute_tensor(src.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
             p.to_local().copy_(own.to_local())
         else:
@@ -195,7 +183,6 @@ def load_from(sharded: nn.Module, plain: nn.Module) -> None:
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """`optimizer.state_dict()` with every sharded state (Adam's moments, SGD's momentum) gathered
     whole on the CPU: the format a one-process run saves. A collective."""
-    dtensor = _dtensor()
     sd = optimizer.state_dict()
     # In sorted order: every rank must gather the same tensor at the same time, and a resumed
     # optimizer's states need not be in the same order on every rank.
@@ -203,7 +190,7 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     for idx in sorted(sd["state"]):
         slots = sd["state"][idx]
         state[idx] = {
-            k: slots[k].full_tensor().cpu() if isinstance(slots[k], dtensor) else slots[k]
+            k: slots[k].full_tensor().cpu() if isinstance(slots[k], DTensor) else slots[k]
             for k in sorted(slots)
         }
     return {"state": state, "param_groups": sd["param_groups"]}
@@ -213,18 +200,15 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 def shard_optimizer_state_(optimizer: torch.optim.Optimizer) -> None:
     """After `optimizer.load_state_dict(full state)`: keep each rank's shard of the states of sharded
     parameters (in place; no communication: every rank loaded the same state)."""
-    from torch.distributed.tensor import distribute_tensor
-
-    dtensor = _dtensor()
     for group in optimizer.param_groups:
         for p in group["params"]:
-            if not isinstance(p, dtensor):
+            if not isinstance(p, DTensor):
                 continue
             slots = optimizer.state.get(p, {})
             for key, value in list(slots.items()):
                 if (
                     isinstance(value, torch.Tensor)
-                    and not isinstance(value, dtensor)
+                    and not isinstance(value, DTensor)
                     and value.shape == p.shape
                 ):
                     slots[key] = distribute_tensor(
@@ -235,10 +219,9 @@ def shard_optimizer_state_(optimizer: torch.optim.Optimizer) -> None:
 def first_nonfinite(model: nn.Module) -> str | None:
     """The name of a parameter with a NaN/Inf on any process (None: all finite). For a sharded model
     each rank checks its own shard and the verdict is combined, so every rank raises together."""
-    dtensor = _dtensor()
     bad = None
     for name, p in model.named_parameters():
-        local = p.to_local() if isinstance(p, dtensor) else p
+        local = p.to_local() if isinstance(p, DTensor) else p
         if not bool(torch.isfinite(local).all()):
             bad = name
             break
