@@ -176,6 +176,9 @@ def distill(
         teacher_weights: one weight per teacher of an ensemble (default: equal).
         accelerator, progress, on_epoch_end, description: as in `distil.train.engine.fit`.
 
+    With `cfg.fsdp` (a multi-process launch) the teacher runs as a copy sharded across the processes,
+    like the student (`distil.train.fsdp`); it then always runs live.
+
     `cfg.teacher_cache` and what the loss needs pick the teacher source
     (`distil.teachers.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
     teacher and a loss whose terms use only the teacher's logits (kd, dkd, rkl, js, logit_mse, ce),

@@ -174,6 +174,13 @@ WORKER = textwrap.dedent(
     single, _ = split_metrics(result.model, data.val, data.task, batch_size=4)
     (out / f"lockstep{rank}.json").write_text(json.dumps({"sharded": found, "single": single, "val": len(data.val)}))
 
+    # Against DDP: plain SGD with a clip that binds, so a wrong (per-shard) gradient norm or a missing
+    # gradient average would show in the weights.
+    for fsdp in (True, False):
+        sgd = TrainConfig(epochs=1, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.0, grad_clip=0.05, fsdp=fsdp)
+        trained = distill(teacher, student(), data, sgd, accelerator=acc).model
+        save_file(trained.state_dict(), str(out / f"sgd-{'fsdp' if fsdp else 'ddp'}{rank}.safetensors"))
+
     # Resume: drop the newest state (the end of the last epoch); a fresh run continues from the one before.
     acc.wait_for_everyone()
     if acc.is_main_process:
@@ -256,6 +263,13 @@ def test_two_ranks_distil_a_sharded_teacher_into_a_sharded_student(tmp_path: Pat
         assert lockstep["val"] % 2 == 1  # the shards differ in size: one rank runs an extra batch
         assert lockstep["sharded"]["accuracy"] == lockstep["single"]["accuracy"]
         assert lockstep["sharded"]["loss"] == pytest.approx(lockstep["single"]["loss"], rel=1e-5)
+
+    # The same SGD steps as DDP (up to the order of float sums: reduce-scatter vs all-reduce).
+    start = _lm(2, 1).state_dict()
+    ddp, fsdp = (load_file(out / f"sgd-{kind}0.safetensors") for kind in ("ddp", "fsdp"))
+    for k in ddp:
+        torch.testing.assert_close(fsdp[k], ddp[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.allclose(ddp[k], start[k]) for k in ddp)  # it did train
 
     # A run resumed from the state of epoch 2 ends with the uninterrupted run's weights, bit for bit.
     for rank in (0, 1):

@@ -4,7 +4,9 @@ one a single process would report.
 Launch any distil command on several processes (GPUs, or CPU ranks with gloo) with
 `torchrun --nproc_per_node N -m distil.cli.app ...` or `accelerate launch -m distil.cli.app ...`; the
 loop shards the training data by rank (`TensorLoader(num_shards, shard_index)`), Accelerate wraps the
-student in DistributedDataParallel, and these helpers reduce the epoch's numbers.
+student in DistributedDataParallel, and these helpers reduce the epoch's numbers. With `train.fsdp`
+the student and the teacher are sharded instead (`distil.train.fsdp`); `sharded_metrics` then runs
+every rank's forward passes in lockstep.
 """
 
 from __future__ import annotations
