@@ -169,8 +169,20 @@ def oom_hint(sections: dict[str, TrainConfig]) -> Iterator[None]:
         raise TrainingError(
             f"ran out of {'GPU' if gpu else 'CPU'} memory ({str(exc).splitlines()[0][:200]}). Fix: train "
             f"with a smaller batch, e.g. {' '.join(fixes)}{how}"
-            + ("; mixed_precision=bf16 also halves activation memory." if gpu else ".")
+            + ("; mixed_precision=bf16 also halves activation memory" if gpu else ".")
+            + (_shard_hint(sections) if gpu else "")
         ) from None
+
+
+def _shard_hint(sections: dict[str, TrainConfig]) -> str:
+    """For a GPU out of memory: sharding the models across GPUs, for the sections not sharded yet."""
+    unsharded = [s for s, cfg in sections.items() if not cfg.fsdp]
+    if not unsharded:
+        return "."
+    sets = " ".join(f"--set {s}.fsdp=true" for s in unsharded)
+    return (
+        f"; models too big for one GPU: shard them (and the teacher) across GPUs with {sets} under torchrun."
+    )
 
 
 __all__ = [

@@ -138,8 +138,14 @@ def test_a_read_only_filesystem_is_reported_before_training(tmp_path: Path) -> N
 
 def test_out_of_memory_names_the_batch_size_to_use() -> None:
     cfg = TrainConfig(batch_size=256)
-    gpu = r"ran out of GPU memory .*--set teacher_train\.batch_size=128"
+    gpu = r"ran out of GPU memory .*--set teacher_train\.batch_size=128.*--set teacher_train\.fsdp=true"
     with pytest.raises(TrainingError, match=gpu), oom_hint({"teacher_train": cfg}):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    sharded = TrainConfig(batch_size=256, fsdp=True)
+    with (
+        pytest.raises(TrainingError, match=r"halves activation memory\.$"),
+        oom_hint({"student_train": sharded}),
+    ):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     cpu = r"ran out of CPU memory .*student_train\.batch_size=128"
     with pytest.raises(TrainingError, match=cpu), oom_hint({"student_train": cfg}):
