@@ -93,12 +93,14 @@ def sharded_metrics(
         # every rank holds its own update; take rank 0's, the model that gets saved.
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer.data, src=0)
+    # Asked before any forward: a root unit stays gathered (plain tensors) after one.
+    lockstep = accelerator.num_processes > 1 and _is_sharded(model)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
     if stop > start:
         sums, _ = split_sums(model, split, task, batch_size=batch_size, start=start, stop=stop)
     else:  # more ranks than samples: this one adds nothing
         sums = torch.zeros(streaming.size, dtype=torch.float64, device=accelerator.device)
-    if accelerator.num_processes > 1 and _is_sharded(model):
+    if lockstep:
         most = math.ceil(math.ceil(len(split) / accelerator.num_processes) / batch_size)
         _idle_forwards(model, split, most - math.ceil((stop - start) / batch_size), accelerator.device)
     if accelerator.num_processes > 1:

@@ -238,11 +238,16 @@ def fit(
             end); when it already holds one for this run, training continues from it exactly. None:
             the store of an enclosing `distil.train.state.checkpointing` block, if any.
 
+    With `cfg.fsdp` (several processes) a copy of `model` sharded across them is trained
+    (`distil.train.fsdp`); `model` stays a plain module and gets the trained weights back, whole, at
+    every saved state and at the end (on every rank).
+
     Returns:
         FitResult with the trained (unwrapped) model and per-epoch records.
 
     Raises:
         TrainingError: when the loss becomes NaN or Inf.
+        ConfigError: `cfg.fsdp` where it cannot shard (one process, fp16, a cohort, hooked features).
     """
     loop = TrainLoop(
         model,
