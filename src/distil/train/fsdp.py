@@ -13,8 +13,8 @@ frozen teacher cannot go through it (TRL calls `fully_shard` on its teacher itse
 Calling `fully_shard` here treats the student and the teacher alike, on any device, and keeps the one
 Accelerator of the run (`make_accelerator`) for processes, devices and autocast.
 
-The sharded model is a copy (`shard_copy`): the module the caller passed stays an ordinary one on the
-CPU, and gets the trained weights back (`gather_into`) at every saved state and at the end, so saving,
+The sharded model is a copy (`shard_copy`): the module the caller passed stays an ordinary one where
+it is (the pipeline builds models on the CPU), and gets the trained weights back (`gather_into`) at every saved state and at the end, so saving,
 measuring, exporting and a later stage see a plain model. Every function here that moves parameters is
 a collective: every rank must call it, in the same order.
 """
