@@ -178,6 +178,7 @@ def evaluate_checkpoints(
             weights_path=weights,
             latency=measure_latency,
             task=data.task,
+            vocab_size=data.vocab_size,
         )
         if reference_logits is None:
             reference_logits = predict(model, x_test)
