@@ -222,6 +222,7 @@ def classification_bundle(
     """
     if block_size < 2:
         raise ConfigError(f"block_size must be >= 2 tokens (a start token and text), got {block_size}.")
+    tok = get_tokenizer(tokenizer, trust_remote_code=trust_code)
     everything = [d for s in ("train", "val", "test") for d in splits[s]]
     names = list(class_names) if class_names is not None else class_names_of(everything, name)
     for split_name in ("train", "test"):
@@ -231,7 +232,6 @@ def classification_bundle(
                 "in all); add documents, or name files train.jsonl and test.jsonl to choose the splits."
             )
     index = {label: i for i, label in enumerate(names)}
-    tok = get_tokenizer(tokenizer, trust_remote_code=trust_code)
     built: dict[str, Split] = {}
     truncated: dict[str, int] = {}
     for split_name in ("train", "val", "test"):
