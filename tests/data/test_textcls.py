@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from distil.data import load_dataset
 from distil.data.text import PYTHON_DOCS_ROOT, path_fraction
@@ -37,7 +36,9 @@ def labelled(n: int = 60) -> list[dict]:
 
 def test_string_labels_become_sorted_classes_and_rows_are_padded_or_truncated(tmp_path: Path) -> None:
     records = [*labelled(), {"text": "x" * 100, "label": "eggs"}]
-    data = load_dataset("text-classification", write_jsonl(tmp_path / "d.jsonl", records), options={"block_size": 24})
+    data = load_dataset(
+        "text-classification", write_jsonl(tmp_path / "d.jsonl", records), options={"block_size": 24}
+    )
     assert data.task == "classification" and data.class_names == ["eggs", "ham", "spam"]
     assert data.vocab_size == 259 and data.extra["pad_id"] == "258" and data.input_shape == (24,)
     assert not data.is_tabular and data.in_channels == 1
@@ -69,8 +70,10 @@ def test_files_named_by_split_decide_the_splits(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "test.jsonl", labelled(3))
     data = load_dataset("text-classification", tmp_path, val_fraction=0.0)
     assert (len(data.train), len(data.val), len(data.test)) == (40, 0, 6)
+    carved = load_dataset("text-classification", tmp_path, val_fraction=0.25)
+    assert len(carved.train) + len(carved.val) == 40 and len(carved.val) > 0 and len(carved.test) == 6
     write_jsonl(tmp_path / "more.jsonl", labelled(2))
-    with pytest.raises(DataError, match="more.jsonl is not named train, val or test"):
+    with pytest.raises(DataError, match=r"more\.jsonl is not named train, val or test"):
         load_dataset("text-classification", tmp_path)
 
 
@@ -82,7 +85,11 @@ def test_limit_keeps_a_stratified_subset(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("records", "options", "message"),
     [
-        ([{"text": "a", "label": "x"}, {"text": "b"}], {}, r"d\.jsonl:2 has no 'label' field .*'text'.*data\.label_field"),
+        (
+            [{"text": "a", "label": "x"}, {"text": "b"}],
+            {},
+            r"d\.jsonl:2 has no 'label' field .*'text'.*data\.label_field",
+        ),
         ([{"body": "a", "label": "x"}], {}, r"d\.jsonl:1 has no 'text' field .*'body'.*data\.text_field"),
         ([{"text": "a", "label": "x"}, {"text": "  ", "label": "y"}], {}, r"d\.jsonl:2: 'text' is empty"),
         ([{"text": f"t{i}", "label": "x"} for i in range(9)], {}, "at least two classes"),
@@ -91,7 +98,9 @@ def test_limit_keeps_a_stratified_subset(tmp_path: Path) -> None:
         ([{"text": "a", "label": -1}, {"text": "b", "label": 0}], {}, "negative"),
     ],
 )
-def test_bad_records_name_the_file_line_and_fix(tmp_path: Path, records: list, options: dict, message: str) -> None:
+def test_bad_records_name_the_file_line_and_fix(
+    tmp_path: Path, records: list, options: dict, message: str
+) -> None:
     root = write_jsonl(tmp_path / "d.jsonl", records)
     with pytest.raises(DataError, match=message):
         load_dataset("text-classification", root, options=options)
@@ -108,7 +117,7 @@ def test_invalid_utf8_is_reported_like_text_and_replace_reads_it(tmp_path: Path)
 
 
 def test_classification_options_do_not_apply_elsewhere() -> None:
-    with pytest.raises(ConfigError, match="data.label_field do"):
+    with pytest.raises(ConfigError, match=r"data\.label_field do"):
         load_dataset("digits", options={"label_field": "y"})
 
 
@@ -150,7 +159,7 @@ def test_python_docs_topics_label_paragraphs_by_section_and_hold_out_files(tmp_p
 
 
 def test_python_docs_topics_without_the_package_says_how_to_install_it(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="apt-get install python3.11-doc"):
+    with pytest.raises(DataError, match=r"apt-get install python3\.11-doc"):
         load_dataset("python-docs-topics", tmp_path / "nothing")
 
 
@@ -181,7 +190,9 @@ def _local_code_tokenizer(tmp_path: Path) -> Path:
     return directory
 
 
-def test_trust_code_reaches_a_tokenizer_with_its_own_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trust_code_reaches_a_tokenizer_with_its_own_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import transformers.dynamic_module_utils as dynamic
 
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # the copied code goes here
@@ -194,7 +205,9 @@ def test_trust_code_reaches_a_tokenizer_with_its_own_code(tmp_path: Path, monkey
     with pytest.raises(ConfigError, match=r"auto_map.*--trust-code"):
         load_dataset("text-classification", root, options=options)
     with pytest.raises(ConfigError, match=r"auto_map.*--trust-code"):
-        load_dataset("text", write_jsonl(tmp_path / "lm" / "t.jsonl", [{"text": c} for c in corpus]), options=options)
+        load_dataset(
+            "text", write_jsonl(tmp_path / "lm" / "t.jsonl", [{"text": c} for c in corpus]), options=options
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset("text-classification", root, options=options, trust_code=True)

@@ -67,10 +67,12 @@ def test_the_build_checks_vocabulary_and_pad_id_and_names_the_labels(tmp_path: P
     model, _ = build_model(ModelConfig(model="hf-seq-classifier", kwargs={"config": BERT}), data)
     assert model.config.id2label == {0: "food", 1: "sport", 2: "tech"}
     wrong_pad = {"config": {**BERT, "pad_token_id": 0}}
-    with pytest.raises(ModelError, match="pad_token_id is 0 .* pads with id 258"):
+    with pytest.raises(ModelError, match=r"pad_token_id is 0 .* pads with id 258"):
         build_model(ModelConfig(model="hf-seq-classifier", kwargs=wrong_pad), data)
-    with pytest.raises(ModelError, match="vocabulary is 300 .* 259"):
-        build_model(ModelConfig(model="hf-seq-classifier", kwargs={"config": {**BERT, "vocab_size": 300}}), data)
+    with pytest.raises(ModelError, match=r"vocabulary is 300 .* 259"):
+        build_model(
+            ModelConfig(model="hf-seq-classifier", kwargs={"config": {**BERT, "vocab_size": 300}}), data
+        )
 
 
 def _recipe(tmp_path: Path, data: dict, epochs: int) -> Path:
@@ -95,7 +97,18 @@ def _train_then_distill(tmp_path: Path, recipe: Path) -> Path:
     result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(runs), "--name", "t", *quiet])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(
-        app, ["distill", str(recipe), "--teacher", str(runs / "t" / "teacher"), "--out", str(runs), "--name", "s", *quiet]
+        app,
+        [
+            "distill",
+            str(recipe),
+            "--teacher",
+            str(runs / "t" / "teacher"),
+            "--out",
+            str(runs),
+            "--name",
+            "s",
+            *quiet,
+        ],
     )
     assert result.exit_code == 0, result.output
     return runs
@@ -110,7 +123,11 @@ def _check_student(runs: Path, data_options: dict, name: str, root: Path | None)
     assert hf.config.hidden_size == teacher.config.hidden_size
     student, meta = load_checkpoint(runs / "s" / "student_kd")
     data = load_dataset(name, root, val_fraction=0.1, options=data_options)
-    assert hf.config.id2label == dict(enumerate(data.class_names)) == dict(enumerate(meta["data"]["class_names"]))
+    assert (
+        hf.config.id2label
+        == dict(enumerate(data.class_names))
+        == dict(enumerate(meta["data"]["class_names"]))
+    )
     ids = data.test.head(len(data.test))
     with torch.no_grad():
         ours = student.eval()(ids)

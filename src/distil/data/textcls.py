@@ -21,7 +21,8 @@ positions holding its config's ``pad_token_id`` (:class:`distil.models.hf.SeqCla
 
 Splits are fixed, not drawn from a seed: JSONL documents by a hash of their text (:data:`TEST_FRACTION`
 test, ``val_fraction`` val; identical texts always land in one split), or, when the files are named
-``train``/``val``/``test`` (``.jsonl``), by those files; the topics by whole files (a hash of their path,
+``train``/``val``/``test`` (``.jsonl``), by those files (without a val file, val is carved out of train by
+the same hash); the topics by whole files (a hash of their path,
 as ``python-docs``). ``limit`` then keeps a stratified subset. The splits are held in memory as int64 ids
 (``N x T x 8`` bytes) and tokenized on each load; unlike the language-modelling corpora there is no disk
 cache.
@@ -281,7 +282,9 @@ def split_by_text(
     out: dict[str, list[LabelledText]] = {"train": [], "val": [], "test": []}
     for doc in docs:
         u = path_fraction(doc.text)
-        out["test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"].append(doc)
+        out["test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"].append(
+            doc
+        )
     return out
 
 
@@ -309,7 +312,7 @@ class TextClassificationCorpus:
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         _check_fraction(val_fraction, TEST_FRACTION)
-        base, files = find_files(self.root, ("**/*.jsonl",))
+        _, files = find_files(self.root, ("**/*.jsonl",))
         others = [p for p in files if p.suffix != ".jsonl"]
         if others:
             raise DataError(
@@ -334,6 +337,9 @@ class TextClassificationCorpus:
             splits: dict[str, list[LabelledText]] = {"train": [], "val": [], "test": []}
             for p, split_name in named.items():
                 splits[str(split_name)].extend(read[p])
+            if "val" not in named.values():  # val comes out of train, by the hash of each text
+                carved = split_by_text(splits["train"], val_fraction=val_fraction, test_fraction=0.0)
+                splits["train"], splits["val"] = carved["train"], carved["val"]
             how = "files"
         else:
             docs = [d for p in files for d in read[p]]
@@ -453,7 +459,11 @@ def topic_documents(base: Path, files: Sequence[Path], errors: str = "strict") -
             continue
         found = rst_paragraphs(read_text(path, errors))
         n = len(found)
-        picks = range(n) if n <= PARAGRAPHS_PER_FILE else [i * n // PARAGRAPHS_PER_FILE for i in range(PARAGRAPHS_PER_FILE)]
+        picks = (
+            range(n)
+            if n <= PARAGRAPHS_PER_FILE
+            else [i * n // PARAGRAPHS_PER_FILE for i in range(PARAGRAPHS_PER_FILE)]
+        )
         docs += [LabelledText(found[i], topic, f"{path} (paragraph {i + 1})") for i in picks]
     return docs
 

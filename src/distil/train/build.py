@@ -96,7 +96,8 @@ def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> Non
     if not isinstance(model, SeqClassifier) or data.vocab_size is None or data.is_tokens:
         return
     config = model.config
-    vocab = int(model.hf.get_input_embeddings().weight.shape[0])
+    hf: Any = model.hf
+    vocab = int(hf.get_input_embeddings().weight.shape[0])
     if vocab != data.vocab_size:
         raise ModelError(
             f"{name}: the classifier's vocabulary is {vocab} but dataset {data.name!r} is tokenized into "
