@@ -146,6 +146,12 @@ def test_a_bert_teacher_distils_into_a_shallower_student_that_transformers_loads
     metrics = _check_student(runs, options, "text-classification", root)
     assert metrics["student_kd"]["macs"] > 0 and 0.0 <= metrics["student_kd"]["accuracy"] <= 1.0
     assert metrics["student_kd"]["params"] < metrics["teacher"]["params"]
+    # `distil eval` reads the same samples: the sidecar recorded the fields and the block size.
+    result = CliRunner().invoke(
+        app, ["eval", str(runs / "s" / "student_kd"), "--data-root", str(root), "--no-latency", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{metrics['student_kd']['accuracy']:.2%}" in result.output
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -200,6 +201,7 @@ def classification_bundle(
     seed: int = 0,
     class_names: Sequence[str] | None = None,
     extra: dict[str, str] | None = None,
+    options: dict[str, Any] | None = None,
     trust_code: bool = False,
 ) -> DataBundle:
     """A classification bundle of token-id rows from labelled documents already split.
@@ -215,6 +217,8 @@ def classification_bundle(
         class_names: the classes, when fixed by the dataset; None: from the labels
             (:func:`class_names_of`).
         extra: notes added to the bundle's ``extra``.
+        options: the reader options that decided the samples, recorded in checkpoint sidecars so that
+            ``distil eval`` and the other commands on a checkpoint read the same samples.
         trust_code: let an ``hf:DIR`` tokenizer with its own code run it (``--trust-code``).
 
     Raises:
@@ -262,6 +266,7 @@ def classification_bundle(
         std=(),
         source=source,
         extra=notes,
+        options=dict(options or {}),
     )
     if limit is not None:
         bundle = limit_bundle(bundle, limit, seed)
@@ -358,6 +363,13 @@ class TextClassificationCorpus:
                 "label_field": self.label_field,
                 "split_by": how,
                 "files": str(len(files)),
+            },
+            options={
+                "block_size": self.block_size,
+                "tokenizer": self.tokenizer,
+                "errors": self.errors,
+                "text_field": self.text_field,
+                "label_field": self.label_field,
             },
             trust_code=self.trust_code,
         )
@@ -503,6 +515,7 @@ class PythonDocsTopics:
             seed=seed,
             class_names=sorted(set(TOPICS.values())),
             extra={"split_by": "files", "files": str(len(self.files))},
+            options={"block_size": self.block_size, "tokenizer": self.tokenizer, "errors": self.errors},
             trust_code=self.trust_code,
         )
 
