@@ -84,6 +84,12 @@ class DataConfig(_Strict):
     errors: Literal["strict", "replace"] | None = Field(
         default=None, description="text readers: invalid UTF-8 is an error (strict) or U+FFFD (replace)"
     )
+    text_field: str | None = Field(
+        default=None, description="text-classification: the JSONL key of each document's text (None = text)"
+    )
+    label_field: str | None = Field(
+        default=None, description="text-classification: the JSONL key of each document's label (None = label)"
+    )
 
     @field_validator("name")
     @classmethod

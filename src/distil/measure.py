@@ -933,6 +933,7 @@ def measure_model(
     min_run_time: float = 0.5,
     task: str = DEFAULT_TASK,
     mask: Tensor | None = None,
+    vocab_size: int | None = None,
 ) -> ModelMetrics:
     """Measure everything a report shows for one model.
 
@@ -949,6 +950,8 @@ def measure_model(
         min_run_time: Seconds per latency measurement.
         task: Which metrics measure quality (a ``TASKS`` name); classification by default.
         mask: ``(N,)`` or ``(N, T)`` bool, the evaluation positions that count.
+        vocab_size: for a model of token ids (a text classifier), their vocabulary: MACs and latency are
+            then of random ids in ``[0, vocab_size)`` rather than floats.
 
     Returns:
         The model's metrics.
@@ -966,15 +969,21 @@ def measure_model(
         extra=quality,
         params=count_parameters(model),
         bytes=weights_bytes(weights_path) if weights_path is not None else state_dict_bytes(model),
-        macs=count_macs(model, input_shape, device=_model_device(model)),
+        macs=count_macs(model, input_shape, device=_model_device(model), vocab_size=vocab_size),
         latency_b1_ms=(
-            measure_latency(model, input_shape, batch_size=1, min_run_time=min_run_time).median_ms
+            measure_latency(
+                model, input_shape, batch_size=1, min_run_time=min_run_time, vocab_size=vocab_size
+            ).median_ms
             if latency
             else None
         ),
         throughput_b256=(
             measure_latency(
-                model, input_shape, batch_size=THROUGHPUT_BATCH_SIZE, min_run_time=min_run_time
+                model,
+                input_shape,
+                batch_size=THROUGHPUT_BATCH_SIZE,
+                min_run_time=min_run_time,
+                vocab_size=vocab_size,
             ).throughput
             if latency
             else None

@@ -14,6 +14,7 @@ from distil.data import (  # noqa: F401  (imported to register readers)
     shards,
     tabular,
     text,
+    textcls,
 )
 from distil.data.augment import augment_batch, zero_fill
 from distil.data.bundle import DataBundle, SampleSplit, Split

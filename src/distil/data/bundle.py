@@ -213,6 +213,13 @@ class DataBundle:
         return self.task == LANGUAGE_MODELING
 
     @property
+    def vocab_size(self) -> int | None:
+        """The vocabulary of token-id inputs (text data: a language-modelling corpus or classified text,
+        ``extra["vocab_size"]``), or None when samples are not token ids (images, feature vectors)."""
+        vocab = self.extra.get("vocab_size")
+        return int(vocab) if vocab else None
+
+    @property
     def num_classes(self) -> int:
         """The model's output count: the class names, or for token data the tokenizer's vocabulary size
         (``extra["vocab_size"]``), since a language model predicts one of `vocab_size` next tokens."""
@@ -228,17 +235,17 @@ class DataBundle:
     @property
     def is_tabular(self) -> bool:
         """Whether samples are feature vectors (F,) rather than images (C, H, W) or token ids (T,)."""
-        return len(self.input_shape) == 1 and not self.is_tokens
+        return len(self.input_shape) == 1 and self.vocab_size is None
 
     @property
     def in_channels(self) -> int:
-        """What the model registry gets as `in_channels`: C for images, F for feature vectors, 1 for tokens.
+        """What the model registry gets as `in_channels`: C for images, F for feature vectors, 1 for token ids.
 
         A feature vector is passed on as F channels of a 1x1 image, so every factory's
         (in_channels, image_size) signature still describes the input: in_channels * image_size**2
         values per sample.
         """
-        return 1 if self.is_tokens else self.input_shape[0]
+        return 1 if self.vocab_size is not None else self.input_shape[0]
 
     @property
     def image_size(self) -> int:

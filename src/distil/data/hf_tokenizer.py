@@ -95,16 +95,25 @@ class HFTokenizer:
                 f"({', '.join(_TOKENIZER_FILES[:3])}, ...); give the directory save_pretrained wrote."
             )
         config_file = self.path / "tokenizer_config.json"
-        if config_file.is_file() and not trust_remote_code:
+        auto_map = None
+        if config_file.is_file():
             try:
                 auto_map = json.loads(config_file.read_text(encoding="utf-8")).get("auto_map")
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
                 raise ConfigError(f"{str(config_file)!r} is not a valid tokenizer config: {exc}") from None
-            if auto_map:
-                raise ConfigError(
-                    f"{str(config_file)!r} has an auto_map: the tokenizer is Python code in that directory, which "
-                    "distil does not run unless you trust its author (--trust-code)."
-                )
+        if auto_map and not trust_remote_code:
+            raise ConfigError(
+                f"{str(config_file)!r} has an auto_map: the tokenizer is Python code in that directory, which "
+                "distil does not run unless you trust its author (--trust-code, trust_code: true in the "
+                "recipe)."
+            )
+        if auto_map:
+            warnings.warn(
+                f"running the tokenizer code in {str(self.path)!r} (--trust-code): only do this for files whose "
+                "author you trust.",
+                UserWarning,
+                stacklevel=2,
+            )
         transformers = require_transformers()
         try:
             with warnings.catch_warnings():
@@ -135,6 +144,19 @@ class HFTokenizer:
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @property
+    def bos_id(self) -> int | None:
+        """The id a classifier's sequence starts with: the tokenizer's CLS token (BERT), else its BOS."""
+        for token_id in (self.hf.cls_token_id, self.hf.bos_token_id):
+            if token_id is not None:
+                return int(token_id)
+        return None
+
+    @property
+    def pad_id(self) -> int | None:
+        """The id that pads a sequence to its block (None: the tokenizer has no pad token)."""
+        return None if self.hf.pad_token_id is None else int(self.hf.pad_token_id)
 
     def encode(self, text: str) -> list[int]:
         """The ids of `text`, without special tokens (whole corpora: no length warning)."""

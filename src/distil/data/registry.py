@@ -33,6 +33,7 @@ def load_dataset(
     seed: int = 0,
     limit: int | None = None,
     options: Mapping[str, Any] | None = None,
+    trust_code: bool = False,
 ) -> DataBundle:
     """Read a dataset, carve out a validation split, normalize, and check it.
 
@@ -53,7 +54,10 @@ def load_dataset(
             deterministic), for smoke runs and tests.
         options: keyword options of readers that take them (the image readers' `image_size`,
             `channels`, `on_bad_sample`; the text readers' `block_size`, `tokenizer`, `split_by`,
-            `errors`); None values are left out.
+            `errors`; the text classification readers' `text_field`, `label_field`); None values are left
+            out.
+        trust_code: the user trusts code the data names (``--trust-code``): given to readers that take a
+            ``trust_code`` option (the text readers, for an ``hf:DIR`` tokenizer with its own code).
 
     Returns:
         The checked DataBundle.
@@ -73,7 +77,7 @@ def load_dataset(
     if ":" in name:
         result = _call_user_reader(name, root_path)
         if isinstance(result, DataBundle):
-            bundle = _limit_bundle(result, limit, seed) if limit is not None else result
+            bundle = limit_bundle(result, limit, seed) if limit is not None else result
             validate_bundle(bundle)
             return bundle
         raw = _raw_from_dict(name, result)
@@ -85,7 +89,8 @@ def load_dataset(
             unknown = sorted(k for k in given if k not in accepted)
             if unknown:
                 options_of = (
-                    "the text readers (text, python-stdlib, python-docs)"
+                    "the text readers (text, python-stdlib, python-docs, text-classification, "
+                    "python-docs-topics; text_field and label_field: the classification ones)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
                     else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
                 )
@@ -93,13 +98,15 @@ def load_dataset(
                     f"data.{', data.'.join(unknown)} do(es) not apply to dataset {name!r}; "
                     f"they are options of {options_of}. Remove them."
                 )
+        if trust_code and "trust_code" in inspect.signature(reader).parameters:
+            given["trust_code"] = True
         raw = reader(root_path, **given)
         if not isinstance(raw, RawDataset):
             return raw.build_bundle(name, val_fraction=val_fraction, seed=seed, limit=limit)
     return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)
 
 
-_TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors")
+_TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors", "text_field", "label_field")
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:
@@ -150,7 +157,8 @@ def _subset(split: SampleSplit, count: int, seed: int) -> SampleSplit:
     return split.take(torch.from_numpy(taken))
 
 
-def _limit_bundle(bundle: DataBundle, limit: int, seed: int) -> DataBundle:
+def limit_bundle(bundle: DataBundle, limit: int, seed: int) -> DataBundle:
+    """`bundle` with at most `limit` train and ``max(1, limit // 5)`` val/test samples (stratified)."""
     test_limit = max(1, limit // 5)
     return replace(
         bundle,

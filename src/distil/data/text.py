@@ -102,14 +102,12 @@ def read_text(path: Path, errors: str = "strict") -> str:
         ) from exc
 
 
-def read_jsonl(path: Path, errors: str = "strict") -> list[Document]:
-    """The documents of a JSONL file: ``{"text"}`` or ``{"prompt", "completion"}`` per line.
+def jsonl_records(path: Path, errors: str = "strict") -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("file:line", object)`` for each non-blank line of a JSONL file (the one JSONL parser of text data).
 
     Raises:
-        DataError: invalid UTF-8, a line that is not a JSON object, or one without string `text` /
-            `prompt` + `completion`; the message names the file and line.
+        DataError: invalid UTF-8, or a line that is not a JSON object; the message names the file and line.
     """
-    docs = []
     for number, line in enumerate(read_text(path, errors).splitlines(), start=1):
         if not line.strip():
             continue
@@ -119,10 +117,22 @@ def read_jsonl(path: Path, errors: str = "strict") -> list[Document]:
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); each line of a .jsonl file "
-                'must be one object such as {"text": "..."} or {"prompt": "...", "completion": "..."}.'
+                'must be one object such as {"text": "..."}.'
             ) from exc
         if not isinstance(record, dict):
             raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object; {_JSONL_FIX}")
+        yield where, record
+
+
+def read_jsonl(path: Path, errors: str = "strict") -> list[Document]:
+    """The documents of a JSONL file: ``{"text"}`` or ``{"prompt", "completion"}`` per line.
+
+    Raises:
+        DataError: invalid UTF-8, a line that is not a JSON object, or one without string `text` /
+            `prompt` + `completion`; the message names the file and line.
+    """
+    docs = []
+    for where, record in jsonl_records(path, errors):
         if isinstance(record.get("text"), str):
             docs.append(Document(record["text"], where=where))
         elif isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
@@ -493,6 +503,7 @@ def load_text(
     split_by: str = "auto",
     cache_dir: str | Path | None = None,
     files: Sequence[Path] | None = None,
+    trust_code: bool = False,
 ) -> DataBundle:
     """A language-modelling bundle of token blocks from a text corpus.
 
@@ -510,6 +521,7 @@ def load_text(
             every split gets at least one file, else blocks).
         cache_dir: where token streams are cached; None: :func:`default_text_cache_dir`.
         files: the corpus's files, when chosen by the caller (`root` is then the folder they are under).
+        trust_code: let an ``hf:DIR`` tokenizer that names its own code run it (``--trust-code``).
 
     Raises:
         ConfigError: block_size < 2, an unknown `errors`/`split_by`, val_fraction out of range.
@@ -520,7 +532,7 @@ def load_text(
         raise ConfigError(f"split_by must be 'auto', 'files' or 'blocks', got {split_by!r}.")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of train blocks or None, got {limit}.")
-    tok = get_tokenizer(tokenizer)
+    tok = get_tokenizer(tokenizer, trust_remote_code=trust_code)
     if files is None:
         base, files = find_files(root, patterns)
     else:
@@ -647,7 +659,8 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
 
 class TextCorpus:
     """A reader's `LazyDataset` for text: builds the bundle with `load_dataset`'s val_fraction and limit
-    and the recipe's text options (`data.block_size`, `tokenizer`, `split_by`, `errors`)."""
+    and the recipe's text options (`data.block_size`, `tokenizer`, `split_by`, `errors`; `trust_code` from
+    ``--trust-code``, for a tokenizer with its own code)."""
 
     def __init__(
         self,
@@ -659,11 +672,13 @@ class TextCorpus:
         block_size: int | None = None,
         tokenizer: str | None = None,
         errors: str | None = None,
+        trust_code: bool = False,
     ):
         self.root, self.name_hint, self.split_by, self.files = root, name_hint, split_by, files
         self.block_size = block_size or DEFAULT_BLOCK_SIZE
         self.tokenizer = tokenizer or "byte"
         self.errors = errors or "strict"
+        self.trust_code = trust_code
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         del seed  # the splits are fixed by path hash or position, not by a seed
@@ -677,6 +692,7 @@ class TextCorpus:
             errors=self.errors,
             split_by=self.split_by,
             files=self.files,
+            trust_code=self.trust_code,
         )
 
 
@@ -687,13 +703,20 @@ def text_reader(
     tokenizer: str | None = None,
     split_by: str | None = None,
     errors: str | None = None,
+    trust_code: bool = False,
 ) -> TextCorpus:
     """Plain text / JSONL: `data.root` is a file, a folder, or ``folder/**/*.ext``; byte tokenizer, blocks of
     256, whole files held out when there are enough (see :func:`load_text` for every option)."""
     if root is None:
         raise DataError("dataset 'text' needs data.root: a file, a folder or folder/**/*.txt.")
     return TextCorpus(
-        root, "text", split_by or "auto", block_size=block_size, tokenizer=tokenizer, errors=errors
+        root,
+        "text",
+        split_by or "auto",
+        block_size=block_size,
+        tokenizer=tokenizer,
+        errors=errors,
+        trust_code=trust_code,
     )
 
 
@@ -704,6 +727,7 @@ def python_stdlib_reader(
     tokenizer: str | None = None,
     split_by: str | None = None,
     errors: str | None = None,
+    trust_code: bool = False,
 ) -> TextCorpus:
     """The running Python's standard library sources (no download): whole modules held out as test and
     val by a hash of their path; `root` may point at another copy of a standard library."""
@@ -722,6 +746,7 @@ def python_stdlib_reader(
         block_size=block_size,
         tokenizer=tokenizer,
         errors=errors,
+        trust_code=trust_code,
     )
 
 
@@ -740,6 +765,7 @@ def python_docs_reader(
     tokenizer: str | None = None,
     split_by: str | None = None,
     errors: str | None = None,
+    trust_code: bool = False,
 ) -> TextCorpus:
     """The Python documentation's prose: the ``.rst.txt`` sources of Debian's python3.11-doc package
     (``/usr/share/doc/python3.11/html/_sources``, about 500 files, 11 MB of English), whole files held
@@ -760,6 +786,7 @@ def python_docs_reader(
         block_size=block_size,
         tokenizer=tokenizer,
         errors=errors,
+        trust_code=trust_code,
     )
 
 

@@ -116,11 +116,25 @@ class SeqClassifier(HFModel):
 
     Args:
         hf_model: a ``transformers`` ``PreTrainedModel`` with a sequence-classification head.
+
+    distil's batches carry token ids only (B, T), right-padded with the config's ``pad_token_id`` (see
+    :mod:`distil.data.textcls`), so without an explicit `attention_mask` the padding is masked out here:
+    ``attention_mask = input_ids != pad_token_id``. Outside distil, give the saved model the same mask
+    (an encoder such as BERT would otherwise attend to the padding).
     """
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits (B, K) for token ids (B, T)."""
+        """Class logits (B, K) for token ids (B, T); `attention_mask` None: every non-pad position."""
+        if attention_mask is None:
+            attention_mask = padding_mask(input_ids, self.config.pad_token_id)
         return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def padding_mask(input_ids: torch.Tensor, pad_id: int | None) -> torch.Tensor | None:
+    """``(input_ids != pad_id)`` as the 0/1 attention mask transformers takes; None when nothing pads."""
+    if pad_id is None:
+        return None
+    return (input_ids != int(pad_id)).long()
 
 
 def block_names(model: nn.Module) -> list[str]:

@@ -36,6 +36,8 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
 
 IMAGE_OPTIONS = ("image_size", "channels", "on_bad_sample")
 """Reader options a checkpoint's sidecar records (``data.options``) and later commands reuse."""
+TEXT_CLASSIFICATION_OPTIONS = ("block_size", "tokenizer", "errors", "text_field", "label_field")
+"""The same for classified text (`distil.data.textcls`): the samples' length, ids and fields."""
 _MUST_AGREE = ("image_size", "channels")
 
 
@@ -74,7 +76,8 @@ def trained_data_options(
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
         return chosen
     accepted = inspect.signature(DATASETS.get(dataset)).parameters
-    merged = {k: v for k, v in recorded.items() if k in IMAGE_OPTIONS and k in accepted and v is not None}
+    reused = (*IMAGE_OPTIONS, *TEXT_CLASSIFICATION_OPTIONS)
+    merged = {k: v for k, v in recorded.items() if k in reused and k in accepted and v is not None}
     for key in _MUST_AGREE:
         value = chosen.get(key)
         if (
@@ -178,6 +181,7 @@ def evaluate_checkpoints(
             weights_path=weights,
             latency=measure_latency,
             task=data.task,
+            vocab_size=data.vocab_size,
         )
         if reference_logits is None:
             reference_logits = predict(model, x_test)

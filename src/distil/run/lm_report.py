@@ -52,13 +52,14 @@ def fixed_prompts(split: Any, count: int = SAMPLES, tokens: int = PROMPT_TOKENS)
     return [split[i]["inputs"][:tokens] for i in picks]
 
 
-def tokenizer_of(data_extra: dict[str, str]) -> Tokenizer | None:
-    """The tokenizer a bundle's ``extra`` names (``tokenizer_name``), or None when it cannot be rebuilt."""
+def tokenizer_of(data_extra: dict[str, str], *, trust_code: bool = False) -> Tokenizer | None:
+    """The tokenizer a bundle's ``extra`` names (``tokenizer_name``), or None when it cannot be rebuilt
+    (`trust_code`: the user's ``--trust-code``, for a tokenizer with its own code)."""
     name = data_extra.get("tokenizer_name")
     if not name:
         return None
     try:
-        return get_tokenizer(name)
+        return get_tokenizer(name, trust_remote_code=trust_code)
     except Exception:  # a tokenizer that needs files no longer there: the report goes without samples
         return None
 
@@ -69,6 +70,7 @@ def lm_section(
     data_extra: dict[str, str],
     *,
     latency: bool = True,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """The ``generation`` section of a language-model run's summary.json.
 
@@ -77,12 +79,13 @@ def lm_section(
         split: the test split (prompts come from it).
         data_extra: the bundle's ``extra`` (which tokenizer decodes the samples).
         latency: also time generation per token.
+        trust_code: the user's ``--trust-code`` (a tokenizer with its own code decodes the samples).
 
     Returns:
         ``{"prompts": [text...], "samples": {name: [text...]}, "latency": {name: {...}}, ...}``.
     """
     prompts = fixed_prompts(split)
-    tokenizer = tokenizer_of(data_extra)
+    tokenizer = tokenizer_of(data_extra, trust_code=trust_code)
     out: dict[str, Any] = {
         "prompt_tokens": PROMPT_TOKENS,
         "new_tokens": NEW_TOKENS,

@@ -47,7 +47,10 @@ def load_data(recipe: Recipe) -> DataBundle:
             "tokenizer": d.tokenizer,
             "split_by": d.split_by,
             "errors": d.errors,
+            "text_field": d.text_field,
+            "label_field": d.label_field,
         },
+        trust_code=recipe.trust_code,
     )
     if data.is_tabular:
         sections = {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}

@@ -17,6 +17,7 @@ that can fail on bad input fails before anything is written, then call `Runner.e
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -267,7 +268,7 @@ class Runner:
             model = kept.model.cpu().eval()
             history = self.histories.get(name, [])
             meta = _meta(self.recipe, data, kept.trained_with, history, name)
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta)
+            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._hf_tokenizer)
             m = measure_model(
                 name,
                 model,
@@ -278,6 +279,7 @@ class Runner:
                 weights_path=weights,
                 latency=self.measure_latency,
                 task=data.task,
+                vocab_size=data.vocab_size,
             )
             logits = predict(model, x_test)
             if teacher_logits is None:
@@ -296,6 +298,16 @@ class Runner:
             atomic_write_json(sidecar, meta)
         return metrics
 
+    @functools.cached_property
+    def _hf_tokenizer(self) -> Any:
+        """The data's Hugging Face tokenizer, saved into NAME-hf/ beside an HF model (None: the byte
+        tokenizer, which has no files, or data that is not text)."""
+        from distil.data.hf_tokenizer import HFTokenizer
+        from distil.run.lm_report import tokenizer_of
+
+        tokenizer = tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
+        return tokenizer if isinstance(tokenizer, HFTokenizer) else None
+
     def _measure_tokens(self) -> list[ModelMetrics]:
         """Language models: the test blocks read batch by batch (their logits would not fit in memory),
         agreement with the first model's (the teacher's) next-token predictions."""
@@ -306,13 +318,7 @@ class Runner:
             name = kept.name
             model = kept.model.cpu().eval()
             meta = _meta(self.recipe, data, kept.trained_with, self.histories.get(name, []), name)
-            # A Hugging Face tokenizer goes into NAME-hf/ beside the model (the byte tokenizer needs no files).
-            from distil.data.hf_tokenizer import HFTokenizer
-            from distil.run.lm_report import tokenizer_of
-
-            tokenizer = tokenizer_of(data.extra)
-            hf_tokenizer = tokenizer if isinstance(tokenizer, HFTokenizer) else None
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=hf_tokenizer)
+            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._hf_tokenizer)
             m, preds = measure_token_model(
                 name,
                 model,
@@ -328,7 +334,11 @@ class Runner:
         from distil.run.lm_report import lm_section
 
         self.generation = lm_section(
-            [(k.name, k.model) for k in self.kept], data.test, data.extra, latency=self.measure_latency
+            [(k.name, k.model) for k in self.kept],
+            data.test,
+            data.extra,
+            latency=self.measure_latency,
+            trust_code=self.recipe.trust_code,
         )
         for m in metrics:
             timed = self.generation["latency"].get(m.name)

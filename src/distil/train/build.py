@@ -80,6 +80,42 @@ def check_checkpoint_tokenizer(path: str, meta: dict[str, Any], data: DataBundle
         )
 
 
+def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> None:
+    """A Hugging Face sequence classifier for classified text: check it reads the data's ids, name its labels.
+
+    Its vocabulary must be the tokenizer's, and its ``pad_token_id`` the id the data pads with
+    (``extra["pad_id"]``): the classifier masks exactly the positions holding that id, so another pad id
+    would let it attend to the padding (or mask real tokens). The data's class names become the config's
+    ``id2label``/``label2id``, so the saved ``NAME-hf/`` folder knows them.
+
+    Raises:
+        ModelError: a vocabulary or pad id that differs from the data's, with the fix.
+    """
+    from distil.models.hf import SeqClassifier
+
+    if not isinstance(model, SeqClassifier) or data.vocab_size is None or data.is_tokens:
+        return
+    config = model.config
+    hf: Any = model.hf
+    vocab = int(hf.get_input_embeddings().weight.shape[0])
+    if vocab != data.vocab_size:
+        raise ModelError(
+            f"{name}: the classifier's vocabulary is {vocab} but dataset {data.name!r} is tokenized into "
+            f"{data.vocab_size} ids ({data.extra.get('tokenizer')}); set config.vocab_size: {data.vocab_size} "
+            "(or use the model's own tokenizer, tokenizer: hf:DIR)."
+        )
+    pad = data.extra.get("pad_id")
+    if pad is not None and config.pad_token_id != int(pad):
+        raise ModelError(
+            f"{name}: the classifier's pad_token_id is {config.pad_token_id} but dataset {data.name!r} pads "
+            f"with id {pad}; the model masks its own pad id, so it would attend to the padding. Set "
+            f"config.pad_token_id: {pad} in the model kwargs."
+        )
+    if data.class_names:
+        config.id2label = dict(enumerate(data.class_names))
+        config.label2id = {label: i for i, label in enumerate(data.class_names)}
+
+
 def build_model(
     cfg: ModelConfig,
     data: DataBundle,
@@ -117,7 +153,7 @@ def build_model(
     if ckpt and (Path(ckpt).with_suffix(".json").is_file() or Path(ckpt).is_dir()):
         model, meta = load_checkpoint(ckpt, trust_code=trust_code, trusted_models=[cfg.model])
         spec = meta["spec"]
-        if data.is_tokens:
+        if data.vocab_size is not None:
             check_checkpoint_tokenizer(ckpt, meta, data)
         trained_classes = meta.get("data", {}).get("num_classes", spec.get("num_classes"))
         if trained_classes != data.num_classes:
@@ -125,6 +161,7 @@ def build_model(
                 f"checkpoint {ckpt!r} predicts {trained_classes} classes but dataset {data.name!r} has "
                 f"{data.num_classes}; use a checkpoint trained on this dataset."
             )
+        fit_classifier_to_text(model, cfg.model, data)
         return model, spec
     if "from_teacher" in cfg.kwargs:
         if teacher is None:
@@ -142,6 +179,7 @@ def build_model(
         raise ModelError(f"{exc} Note: {_tabular_hint(data)}") from None
     if data.is_tabular:
         _check_takes_vectors(model, cfg.model, data)
+    fit_classifier_to_text(model, cfg.model, data)
     if ckpt:
         if not Path(ckpt).exists():
             raise CheckpointError(
