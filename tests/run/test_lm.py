@@ -262,3 +262,22 @@ def test_a_local_hugging_face_folder_distils_into_a_student_that_loads_with_tran
     assert result.exit_code == 0, result.output
     student = AutoModelForCausalLM.from_pretrained(tmp_path / "runs" / "small" / "student_kd-hf")
     assert student.config.num_hidden_layers == 1 and student.config.vocab_size == 259
+
+
+def test_a_checkpoint_records_its_text_blocks_so_eval_cuts_the_same(corpus: Path, tmp_path: Path) -> None:
+    from distil.models import model_spec
+    from distil.run.evaluate import load_checkpoint_data
+    from distil.train.checkpoint import save_checkpoint
+
+    data = load_text(corpus, block_size=16, split_by="blocks")
+    spec = model_spec("hf-causal-lm", num_classes=259, in_channels=1, image_size=1, config=TINY)
+    save_checkpoint(tmp_path / "m", _lm(), spec, {"data": data.describe()})
+    # distil eval on the checkpoint, told nothing: the recorded block size and split rule, not the defaults.
+    again = load_checkpoint_data(str(tmp_path / "m"), "text", corpus, val_fraction=0.1)
+    assert again.input_shape == (16,) and again.extra["split_by"] == "blocks"
+    assert torch.equal(again.test.head(2), data.test.head(2))
+    # A value given on the command line wins.
+    given = load_checkpoint_data(
+        str(tmp_path / "m"), "text", corpus, val_fraction=0.1, options={"block_size": 8}
+    )
+    assert given.input_shape == (8,)

@@ -607,6 +607,13 @@ def load_text(
         source=str(root),
         extra=extra,
         task=LANGUAGE_MODELING,
+        # Recorded in checkpoint sidecars: `distil eval` on the checkpoint cuts the same blocks.
+        options={
+            "block_size": block_size,
+            "tokenizer": tokenizer if isinstance(tokenizer, str) else None,
+            "errors": errors,
+            "split_by": split_by,
+        },
     )
     validate_bundle(bundle)
     return bundle

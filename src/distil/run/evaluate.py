@@ -36,8 +36,9 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
 
 IMAGE_OPTIONS = ("image_size", "channels", "on_bad_sample")
 """Reader options a checkpoint's sidecar records (``data.options``) and later commands reuse."""
-TEXT_CLASSIFICATION_OPTIONS = ("block_size", "tokenizer", "errors", "text_field", "label_field")
-"""The same for classified text (`distil.data.textcls`): the samples' length, ids and fields."""
+TEXT_OPTIONS = ("block_size", "tokenizer", "errors", "split_by", "text_field", "label_field")
+"""The same for text (language-modelling blocks and classified documents): the samples' length, ids,
+splits and fields."""
 _MUST_AGREE = ("image_size", "channels")
 
 
@@ -76,7 +77,7 @@ def trained_data_options(
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
         return chosen
     accepted = inspect.signature(DATASETS.get(dataset)).parameters
-    reused = (*IMAGE_OPTIONS, *TEXT_CLASSIFICATION_OPTIONS)
+    reused = (*IMAGE_OPTIONS, *TEXT_OPTIONS)
     merged = {k: v for k, v in recorded.items() if k in reused and k in accepted and v is not None}
     for key in _MUST_AGREE:
         value = chosen.get(key)
