@@ -286,20 +286,18 @@ def distill(
     else:
         # With FSDP each teacher runs as a sharded copy, already on the device (the module passed stays
         # whole, where it is); `to` would try to move its sharded parameters.
-        live = (
-            [shard_copy(t, accelerator, frozen=True, units=cfg.fsdp_units) for t in teachers]
-            if cfg.fsdp
-            else teachers
-        )
+        live = teachers
         if cfg.fsdp:
+            live = [shard_copy(t, accelerator, frozen=True, units=cfg.fsdp_units) for t in teachers]
             source_record["teacher_fsdp"] = sharding_info(live[0])
         if len(teachers) > 1:
             from distil.teachers.ensemble import EnsembleTeacher
 
-            ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
-            teacher_fn = ensemble if cfg.fsdp else ensemble.to(accelerator.device)
+            teacher_fn = EnsembleTeacher(live, teacher_weights, kd.temperature)
         else:
-            teacher_fn = LiveTeacher(live[0]) if cfg.fsdp else LiveTeacher(live[0]).to(accelerator.device)
+            teacher_fn = LiveTeacher(live[0])
+        if not cfg.fsdp:
+            teacher_fn = teacher_fn.to(accelerator.device)
         if cfg.channels_last:
             for t in teachers:
                 t.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

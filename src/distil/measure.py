@@ -840,6 +840,7 @@ def split_sums(
     start: int = 0,
     stop: int | None = None,
     keep_predictions: bool = False,
+    inference_mode: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The streaming sums of ``task`` (:class:`StreamingMetrics`) over positions [start, stop) of a split.
 
@@ -855,6 +856,9 @@ def split_sums(
         batch_size: samples per forward pass.
         start, stop: the positions evaluated (one process's shard).
         keep_predictions: also return this model's top-1 predictions (the reference of later models).
+        inference_mode: False runs the forwards under `torch.no_grad` instead: an FSDP-sharded model keeps
+            the buffers it gathers parameters into, and made under inference_mode they would break its
+            next training step.
 
     Returns:
         (sums (K,) float64 on the model's device, predictions on the CPU or None).
@@ -870,10 +874,7 @@ def split_sums(
     total: Tensor | None = None
     preds: list[Tensor] = []
     offset = start
-    # FSDP keeps the buffers it gathers parameters into across forwards: made under inference_mode they
-    # would break the next training step, so a sharded (DTensor) model is evaluated under no_grad.
-    sharded = any(type(p).__name__ == "DTensor" for p in model.parameters())
-    with _eval_mode(model), torch.no_grad() if sharded else torch.inference_mode():
+    with _eval_mode(model), torch.inference_mode() if inference_mode else torch.no_grad():
         for batch in split.batches(batch_size, start, stop):
             batch = to_device(batch, device)
             logits = call_model(model, batch["inputs"])

@@ -28,6 +28,7 @@ from torch import nn
 from distil.data import SampleSplit
 from distil.data.batch import call_model, to_device
 from distil.measure import DEFAULT_TASK, TASKS, split_sums
+from distil.train.fsdp import is_sharded
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
 
@@ -94,10 +95,12 @@ def sharded_metrics(
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer.data, src=0)
     # Asked before any forward: a root unit stays gathered (plain tensors) after one.
-    lockstep = accelerator.num_processes > 1 and _is_sharded(model)
+    lockstep = accelerator.num_processes > 1 and is_sharded(model)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
     if stop > start:
-        sums, _ = split_sums(model, split, task, batch_size=batch_size, start=start, stop=stop)
+        sums, _ = split_sums(
+            model, split, task, batch_size=batch_size, start=start, stop=stop, inference_mode=not lockstep
+        )
     else:  # more ranks than samples: this one adds nothing
         sums = torch.zeros(streaming.size, dtype=torch.float64, device=accelerator.device)
     if lockstep:
@@ -106,12 +109,6 @@ def sharded_metrics(
     if accelerator.num_processes > 1:
         sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum")
     return streaming.finish(sums.cpu())
-
-
-def _is_sharded(model: nn.Module) -> bool:
-    from distil.train.fsdp import is_sharded
-
-    return is_sharded(model)
 
 
 def _idle_forwards(model: nn.Module, split: SampleSplit, count: int, device: torch.device) -> None:
