@@ -84,11 +84,19 @@ class DataConfig(_Strict):
     errors: Literal["strict", "replace"] | None = Field(
         default=None, description="text readers: invalid UTF-8 is an error (strict) or U+FFFD (replace)"
     )
+    newlines: Literal["normalize", "keep"] | None = Field(
+        default=None,
+        description="language-modelling text readers: plain-text files lose a leading UTF-8 byte order mark "
+        "and their CRLF/CR line ends become LF (normalize), or both are kept as tokens (keep); None = normalize",
+    )
     text_field: str | None = Field(
-        default=None, description="text-classification: the JSONL key of each document's text (None = text)"
+        default=None,
+        description="text-classification: the JSONL key or CSV/TSV column of each document's text (None = text)",
     )
     label_field: str | None = Field(
-        default=None, description="text-classification: the JSONL key of each document's label (None = label)"
+        default=None,
+        description="text-classification: the JSONL key or CSV/TSV column of each document's label "
+        "(None = label)",
     )
 
     @field_validator("name")

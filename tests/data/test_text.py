@@ -129,6 +129,42 @@ def test_prompt_tokens_have_no_labels(tmp_path: Path) -> None:
     assert split[0]["inputs"].tolist() == expected[:-1]
 
 
+def test_prompt_and_completion_from_csv_and_tsv_are_masked_as_from_jsonl(tmp_path: Path) -> None:
+    records = [("Q: 2+2, please?", " 4"), ('say "hi"', "hi\nthere"), ("ab", "cd")]
+    jsonl = _write(
+        tmp_path / "j" / "d.jsonl",
+        "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in records),
+    )
+    quoted = "".join('"{}","{}"\r\n'.format(p.replace('"', '""'), c) for p, c in records)
+    csv = _write(tmp_path / "c" / "d.csv", ("\ufeffprompt,completion\r\n" + quoted).encode())
+    tsv = _write(tmp_path / "t" / "d.tsv", "prompt\tcompletion\n" + quoted.replace('","', '"\t"'))
+    streams = [build_stream([f], TOK, cache_dir=tmp_path / "cache", block_size=32) for f in (jsonl, csv, tsv)]
+    tokens = [np.load(s.tokens_path).tolist() for s in streams]
+    masks = [np.load(s.mask_path).tolist() for s in streams if s.mask_path is not None]
+    assert len(masks) == 3 and tokens[0] == tokens[1] == tokens[2] and masks[0] == masks[1] == masks[2]
+    assert sum(not m for m in masks[0]) == sum(len(TOK.encode(p)) for p, _ in records)  # the prompts
+
+
+def test_a_bom_and_crlf_in_a_text_corpus_give_the_tokens_of_the_plain_lf_file(tmp_path: Path) -> None:
+    text = "first line\nsecond line\n\nthird, after a blank line\n" * 3
+    plain = _write(tmp_path / "lf" / "a.txt", text)
+    windows = _write(tmp_path / "crlf" / "a.txt", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    old_mac = _write(tmp_path / "cr" / "a.txt", text.replace("\n", "\r"))
+    cache = tmp_path / "cache"
+    streams = [
+        np.load(build_stream([f], TOK, cache_dir=cache).tokens_path).tolist()
+        for f in (plain, windows, old_mac)
+    ]
+    assert streams[0] == streams[1] == streams[2] == [*TOK.encode(text), EOS]
+    # newlines="keep" keeps them as tokens (and is a cache of its own)
+    kept = build_stream([windows], TOK, cache_dir=cache, newlines="keep")
+    assert np.load(kept.tokens_path).tolist() == [*windows.read_bytes(), EOS]
+    b = load_dataset("text", windows, options={"block_size": 8, "newlines": "keep", "split_by": "blocks"})
+    assert b.options["newlines"] == "keep"  # recorded: `distil eval` on a checkpoint reads the same blocks
+    with pytest.raises(ConfigError, match="newlines must be 'normalize' or 'keep'"):
+        load_text(windows, newlines="strip")
+
+
 def test_a_prompt_and_completion_longer_than_a_block_is_refused(tmp_path: Path) -> None:
     f = _write(
         tmp_path / "d.jsonl",

@@ -77,6 +77,51 @@ def test_files_named_by_split_decide_the_splits(tmp_path: Path) -> None:
         load_dataset("text-classification", tmp_path)
 
 
+def _excel_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
+    """`rows` as Excel saves a CSV: a UTF-8 byte order mark, CRLF line ends, every text quoted."""
+    body = "".join('"{}",{}\r\n'.format(t.replace('"', '""'), label) for t, label in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\ufeff" + header + "\r\n" + body).encode("utf-8"))
+    return path
+
+
+def test_csv_with_quoted_commas_a_bom_and_crlf_gives_the_right_texts_and_labels(tmp_path: Path) -> None:
+    rows = [(r["text"].replace("now", "now, today"), r["label"]) for r in labelled()]
+    rows[0] = ('she said "buy, now"', "spam")
+    data = load_dataset("text-classification", _excel_csv(tmp_path / "d.csv", rows), val_fraction=0.0)
+    assert data.class_names == ["ham", "spam"] and data.extra["text_field"] == "text"
+    tok = ByteTokenizer()
+    got = {
+        tok.decode(x.tolist()): data.class_names[int(y)]
+        for split in (data.train, data.test)
+        for x, y in zip(split.x, split.labels, strict=True)  # type: ignore[attr-defined]
+    }
+    assert got == dict(rows)  # each text whole (its comma and quotes kept, no BOM, no CR), with its label
+
+
+def test_tsv_fields_can_be_renamed_and_integer_labels_are_class_ids(tmp_path: Path) -> None:
+    lines = ["id\tbody\tstars"] + [
+        f"{i}\t{r['text']}\t{int(r['label'] == 'spam') * 2}" for i, r in enumerate(labelled())
+    ]
+    root = tmp_path / "d.tsv"
+    root.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = load_dataset("text-classification", root, options={"text_field": "body", "label_field": "stars"})
+    assert data.class_names == ["0", "1", "2"] and set(data.train.labels.tolist()) == {0, 2}
+    with pytest.raises(
+        DataError,
+        match=r"d\.tsv:2 has no 'text' field \(its columns: \['body', 'id', 'stars'\]\); set data\.text_field=",
+    ):
+        load_dataset("text-classification", root, options={"label_field": "stars"})
+
+
+def test_csv_files_named_by_split_decide_the_splits(tmp_path: Path) -> None:
+    rows = [(r["text"], r["label"]) for r in labelled(10)]
+    _excel_csv(tmp_path / "train.csv", rows)
+    _excel_csv(tmp_path / "test.csv", rows[:4])
+    data = load_dataset("text-classification", tmp_path, val_fraction=0.0)
+    assert (len(data.train), len(data.val), len(data.test)) == (20, 0, 4)
+
+
 def test_limit_keeps_a_stratified_subset(tmp_path: Path) -> None:
     data = load_dataset("text-classification", write_jsonl(tmp_path / "d.jsonl", labelled()), limit=10)
     assert len(data.train) == 10 and sorted(data.train.labels.tolist()) == [0] * 5 + [1] * 5
@@ -228,3 +273,40 @@ def test_a_tokenizer_without_a_pad_token_is_refused_with_the_fix(tmp_path: Path)
     root = write_jsonl(tmp_path / "d.jsonl", [{"text": f"the cat {i}", "label": i % 2} for i in range(20)])
     with pytest.raises(ConfigError, match="no pad token"):
         load_dataset("text-classification", root, options={"tokenizer": f"hf:{tok}"})
+
+
+def test_a_bert_tokenizer_frames_each_row_with_cls_and_sep_then_pads_with_its_pad_id(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from distil.data.tokenize import get_tokenizer
+    from tests.data.test_hf_tokenizer import BERT_VOCAB, CORPUS, save_bert_tokenizer
+
+    directory = save_bert_tokenizer(tmp_path / "bert")
+    ids = {w: i for i, w in enumerate(BERT_VOCAB)}
+    cls, sep, pad = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
+    tok = get_tokenizer(f"hf:{directory}")
+    long = LabelledText("the cat sat on the mat", "a", "t")
+    rows, cut = encode_rows([LabelledText("the cat sat", "a", "t"), long], tok, 7)
+    assert rows[0].tolist() == [cls, ids["the"], ids["cat"], ids["sat"], sep, pad, pad]
+    # truncated text, but the row still ends with [SEP]
+    assert rows[1].tolist() == [cls, *(ids[w] for w in ["the", "cat", "sat", "on", "the"]), sep] and cut == 1
+    # Through the dataset: no eos_token is needed, as documents are never joined.
+    records = [
+        {"text": f"{CORPUS[i % 3]} {'and ' * (i % 4)}", "label": ["x", "y", "z"][i % 3]} for i in range(60)
+    ]
+    root = write_jsonl(tmp_path / "d.jsonl", records)
+    data = load_dataset(
+        "text-classification", root, options={"tokenizer": f"hf:{directory}", "block_size": 16}
+    )
+    assert (data.extra["pad_id"], data.extra["start_id"], data.extra["end_id"]) == (
+        str(pad),
+        str(cls),
+        str(sep),
+    )
+    assert data.vocab_size == len(BERT_VOCAB)
+    for row in data.train.x:  # type: ignore[attr-defined]
+        n = int((row != pad).sum())
+        assert row[0] == cls and row[n - 1] == sep and (row[n:] == pad).all() and (row[1 : n - 1] > sep).all()
+    # Language modelling joins documents with EOS: there the same tokenizer is refused, with the reason.
+    lm = write_jsonl(tmp_path / "lm" / "t.jsonl", [{"text": c} for c in CORPUS])
+    with pytest.raises(ConfigError, match=r"no eos_token, which language-modelling data needs"):
+        load_dataset("text", lm, options={"tokenizer": f"hf:{directory}", "block_size": 4})

@@ -157,6 +157,28 @@ def test_a_bert_teacher_distils_into_a_shallower_student_that_transformers_loads
     assert f"{metrics['student_kd']['accuracy']:.2%}" in result.output
 
 
+def test_a_bert_wordpiece_tokenizer_without_eos_trains_and_distils_a_text_classifier(tmp_path: Path) -> None:
+    from tests.data.test_hf_tokenizer import bert_vocab, save_bert_tokenizer
+
+    filler = ["the", "a", "of", "and", "today", "with"]
+    vocab = bert_vocab([w for words in WORDS.values() for w in words] + filler)
+    tokenizer = save_bert_tokenizer(tmp_path / "bert", vocab)  # [CLS]/[SEP]/[PAD]=0, no eos_token
+    root = _jsonl(tmp_path / "topics.jsonl", per_class=12)
+    options = {"label_field": "topic", "block_size": 24, "tokenizer": f"hf:{tokenizer}"}
+    model = {**BERT, "vocab_size": len(vocab), "pad_token_id": vocab.index("[PAD]")}
+    recipe = json.loads(
+        _recipe(tmp_path, {"name": "text-classification", "root": str(root), **options}, 1).read_text()
+    )
+    recipe["teacher"]["kwargs"]["config"] = model
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    runs = _train_then_distill(tmp_path, tmp_path / "recipe.json")
+    metrics = _check_student(runs, options, "text-classification", root)
+    assert 0.0 <= metrics["student_kd"]["accuracy"] <= 1.0
+    data = load_dataset("text-classification", root, val_fraction=0.1, options=options)
+    first = data.test.head(1)[0]
+    assert first[0] == vocab.index("[CLS]") and vocab.index("[SEP]") in first.tolist()  # what the models read
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not PYTHON_DOCS_ROOT.is_dir(), reason="python3.11-doc is not installed")
 def test_python_docs_topics_teacher_learns_and_its_student_reloads_with_transformers(tmp_path: Path) -> None:

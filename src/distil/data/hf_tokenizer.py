@@ -81,8 +81,9 @@ class HFTokenizer:
         trust_remote_code: let a tokenizer that names its own code run it (only when the user asked).
 
     Raises:
-        ConfigError: no such directory or tokenizer files, custom code without trust, or a tokenizer
-            without an end-of-sequence token (documents are joined with it).
+        ConfigError: no such directory or tokenizer files, or custom code without trust. A tokenizer
+            without an end-of-sequence token (BERT's) loads: only :attr:`eos_id`, which language-modelling
+            data joins documents with, refuses it.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, trust_remote_code: bool = False) -> None:
@@ -125,11 +126,6 @@ class HFTokenizer:
             raise ConfigError(
                 f"transformers cannot load the tokenizer in {str(self.path)!r}: {exc}"
             ) from None
-        if self.hf.eos_token_id is None:
-            raise ConfigError(
-                f"the tokenizer in {str(self.path)!r} has no eos_token; documents are joined with it. Set one "
-                "(tokenizer.eos_token = '...') and save it again."
-            )
         self._fingerprint = tokenizer_fingerprint(self.path)
 
     @property
@@ -139,6 +135,17 @@ class HFTokenizer:
 
     @property
     def eos_id(self) -> int:
+        """The id that ends a document (language-modelling data joins documents with it).
+
+        Raises:
+            ConfigError: the tokenizer has none (an encoder's, such as BERT's: fine for classification).
+        """
+        if self.hf.eos_token_id is None:
+            raise ConfigError(
+                f"the tokenizer in {str(self.path)!r} has no eos_token, which language-modelling data needs: "
+                "documents are joined into one token stream with it. Set one (tokenizer.eos_token = '...', "
+                "e.g. its [SEP]) and save it again; text classification does not need one."
+            )
         return int(self.hf.eos_token_id)
 
     @property
@@ -157,6 +164,23 @@ class HFTokenizer:
     def pad_id(self) -> int | None:
         """The id that pads a sequence to its block (None: the tokenizer has no pad token)."""
         return None if self.hf.pad_token_id is None else int(self.hf.pad_token_id)
+
+    def framing(self) -> tuple[list[int], list[int]]:
+        """The special ids the tokenizer puts before and after one sequence (``add_special_tokens``).
+
+        BERT's ``([CLS], [SEP])``, RoBERTa's ``(<s>, </s>)``, Llama's ``(<s>, )``: found by encoding a probe
+        with and without special tokens. A tokenizer that adds none (GPT-2's) starts with its CLS or BOS
+        token (:attr:`bos_id`) when it has one, as a classifier's first position.
+        """
+        probe = "a b"
+        plain = self.encode(probe)
+        full: list[int] = self.hf(probe, add_special_tokens=True, verbose=False)["input_ids"]
+        if plain and len(full) > len(plain):
+            for i in range(len(full) - len(plain) + 1):
+                if full[i : i + len(plain)] == plain:
+                    return full[:i], full[i + len(plain) :]
+        start = self.bos_id  # adds nothing (or specials that change the text's ids): the start token alone
+        return ([] if start is None else [start]), []
 
     def encode(self, text: str) -> list[int]:
         """The ids of `text`, without special tokens (whole corpora: no length warning)."""

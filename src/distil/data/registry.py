@@ -53,7 +53,7 @@ def load_dataset(
         limit: keep at most `limit` train samples and `max(1, limit // 5)` test samples (stratified,
             deterministic), for smoke runs and tests.
         options: keyword options of readers that take them (the image readers' `image_size`,
-            `channels`, `on_bad_sample`; the text readers' `block_size`, `tokenizer`, `split_by`,
+            `channels`, `on_bad_sample`; the text readers' `block_size`, `tokenizer`, `split_by`, `newlines`,
             `errors`; the text classification readers' `text_field`, `label_field`); None values are left
             out.
         trust_code: the user trusts code the data names (``--trust-code``): given to readers that take a
@@ -90,7 +90,8 @@ def load_dataset(
             if unknown:
                 options_of = (
                     "the text readers (text, python-stdlib, python-docs, text-classification, "
-                    "python-docs-topics; text_field and label_field: the classification ones)"
+                    "python-docs-topics; text_field and label_field: the classification ones; split_by "
+                    "and newlines: the language-modelling ones)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
                     else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
                 )
@@ -106,7 +107,7 @@ def load_dataset(
     return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)
 
 
-_TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors", "text_field", "label_field")
+_TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors", "newlines", "text_field", "label_field")
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:

@@ -2,14 +2,17 @@
 
 Sources (a file, a folder, or a folder with a glob such as ``src/**/*.py``):
 
-* plain-text files (any suffix but ``.jsonl``): each file is one document;
-* JSONL (``.jsonl``): one JSON object per line, ``{"text": ...}`` (one document) or
-  ``{"prompt": ..., "completion": ...}`` (one document whose prompt tokens carry no label: the loss and the
-  metrics count the completion only). Blank lines are skipped.
+* plain-text files (any suffix but ``.jsonl``, ``.csv``, ``.tsv``): each file is one document; a leading
+  UTF-8 byte order mark is dropped and CRLF/CR line ends become LF (``newlines="keep"`` keeps both);
+* records (``.jsonl``, ``.csv``, ``.tsv``, read by :func:`distil.data.records.read_records`): one document
+  per record, ``{"text": ...}`` or ``{"prompt": ..., "completion": ...}`` (one document whose prompt tokens
+  carry no label: the loss and the metrics count the completion only); in CSV/TSV files these are the
+  header's column names. Blank lines are skipped.
 
 Files are read as strict UTF-8: invalid bytes are a :class:`DataError` naming the file and byte offset
 (``errors="replace"`` turns them into U+FFFD instead). Empty files are skipped and counted
-(``DataBundle.extra["skipped_empty_files"]``); a corpus with no text at all is an error.
+(``DataBundle.extra["skipped_empty_files"]``); a corpus with no text at all is an error. The tokenizer
+must have an end-of-sequence token (documents are joined with it).
 
 Packing: the documents of a split are tokenized and joined into one token stream, each followed by the
 tokenizer's EOS id. Block ``i`` is the ``block_size + 1`` tokens ``stream[i*T : i*T + T + 1]`` (``T`` =
@@ -44,6 +47,7 @@ import torch
 
 from distil.data.batch import IGNORE_INDEX
 from distil.data.bundle import LANGUAGE_MODELING, DataBundle, batch_ranges
+from distil.data.records import is_records_file, read_records, read_text, strip_bom
 from distil.data.registry import DATASETS
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.data.validate import validate_bundle
@@ -78,73 +82,43 @@ class Document:
     where: str = ""  # "file" or "file:line", for messages
 
 
-def read_text(path: Path, errors: str = "strict") -> str:
-    """The contents of `path` decoded as UTF-8.
+NEWLINES = ("normalize", "keep")
+"""How plain-text documents' line ends are read: ``normalize`` (a leading byte order mark dropped, CRLF and
+CR made LF, so a file saved on Windows gives the tokens of the same file saved on Linux) or ``keep``."""
 
-    Args:
-        path: the file.
-        errors: "strict" (invalid bytes are an error) or "replace" (they become U+FFFD).
+
+def normalize_newlines(text: str) -> str:
+    """`text` without a leading UTF-8 byte order mark, its CRLF and lone CR line ends made LF."""
+    return strip_bom(text).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def record_document(where: str, record: dict[str, Any]) -> Document:
+    """The document of one record (a JSONL object or a CSV/TSV row): its ``text``, or its ``prompt`` and
+    ``completion``.
 
     Raises:
-        DataError: invalid UTF-8 (with the byte offset) or an unreadable file.
+        DataError: neither a string ``text`` nor string ``prompt`` and ``completion``, naming the record.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read text file {path}: {exc}") from exc
-    try:
-        return data.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not valid UTF-8: byte {exc.start} (0x{data[exc.start]:02x}) cannot be decoded "
-            f"({exc.reason}). Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8), drop it, or read "
-            "with errors='replace' to turn invalid bytes into U+FFFD."
-        ) from exc
+    if isinstance(record.get("text"), str):
+        return Document(record["text"], where=where)
+    if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
+        return Document(record["completion"], prompt=record["prompt"], where=where)
+    raise DataError(f"{where} has keys {sorted(record)}; {_RECORD_FIX}")
 
 
-def jsonl_records(path: Path, errors: str = "strict") -> Iterator[tuple[str, dict[str, Any]]]:
-    """``("file:line", object)`` for each non-blank line of a JSONL file (the one JSONL parser of text data).
+def read_record_documents(path: Path, errors: str = "strict") -> list[Document]:
+    """The documents of a JSONL, CSV or TSV file: ``text``, or ``prompt`` + ``completion``, per record.
 
     Raises:
-        DataError: invalid UTF-8, or a line that is not a JSON object; the message names the file and line.
-    """
-    for number, line in enumerate(read_text(path, errors).splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); each line of a .jsonl file "
-                'must be one object such as {"text": "..."}.'
-            ) from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object; {_JSONL_FIX}")
-        yield where, record
-
-
-def read_jsonl(path: Path, errors: str = "strict") -> list[Document]:
-    """The documents of a JSONL file: ``{"text"}`` or ``{"prompt", "completion"}`` per line.
-
-    Raises:
-        DataError: invalid UTF-8, a line that is not a JSON object, or one without string `text` /
+        DataError: invalid UTF-8, a malformed line or row, or a record without string `text` /
             `prompt` + `completion`; the message names the file and line.
     """
-    docs = []
-    for where, record in jsonl_records(path, errors):
-        if isinstance(record.get("text"), str):
-            docs.append(Document(record["text"], where=where))
-        elif isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
-            docs.append(Document(record["completion"], prompt=record["prompt"], where=where))
-        else:
-            raise DataError(f"{where} has keys {sorted(record)}; {_JSONL_FIX}")
-    return docs
+    return [record_document(where, record) for where, record in read_records(path, errors)]
 
 
-_JSONL_FIX = (
-    'each line needs a string "text", or string "prompt" and "completion" (the loss then counts the '
-    "completion tokens only)."
+_RECORD_FIX = (
+    'each record needs a string "text", or string "prompt" and "completion" (the loss then counts the '
+    "completion tokens only); in a .csv/.tsv file these are the header's column names."
 )
 
 
@@ -186,18 +160,26 @@ def find_files(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> 
     return base, files
 
 
-def read_documents(files: Sequence[Path], errors: str = "strict") -> tuple[list[Document], int]:
-    """The documents of `files` (JSONL by line, others whole) and the number of empty files skipped."""
+def read_documents(
+    files: Sequence[Path], errors: str = "strict", newlines: str = "normalize"
+) -> tuple[list[Document], int]:
+    """The documents of `files` and the number of empty files skipped.
+
+    JSONL, CSV and TSV files give one document per record (:func:`read_record_documents`); any other file
+    is one document, its line ends read as `newlines` says (see :data:`NEWLINES`).
+    """
     docs: list[Document] = []
     empty = 0
     for path in files:
-        if path.suffix == ".jsonl":
-            found = read_jsonl(path, errors)
+        if is_records_file(path):
+            found = read_record_documents(path, errors)
             if not found:
                 empty += 1
             docs.extend(found)
             continue
         text = read_text(path, errors)
+        if newlines == "normalize":
+            text = normalize_newlines(text)
         if not text:
             empty += 1
             continue
@@ -254,7 +236,12 @@ def encode_documents(
 
 
 def cache_key(
-    files: Sequence[Path], tokenizer: Tokenizer, *, errors: str = "strict", block_size: int | None = None
+    files: Sequence[Path],
+    tokenizer: Tokenizer,
+    *,
+    errors: str = "strict",
+    block_size: int | None = None,
+    newlines: str = "normalize",
 ) -> str:
     """A hash of what a token stream depends on: tokenizer, options, and each file's path, size and mtime."""
     entries = []
@@ -267,8 +254,9 @@ def cache_key(
         "vocab_size": tokenizer.vocab_size,
         "eos": tokenizer.eos_id,
         "errors": errors,
-        # Only the prompt-length check depends on the block size (of JSONL files).
-        "block_size": block_size if any(p.suffix == ".jsonl" for p in files) else None,
+        "newlines": newlines,
+        # Only the prompt-length check depends on the block size (of records files).
+        "block_size": block_size if any(is_records_file(p) for p in files) else None,
         "files": entries,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -300,6 +288,7 @@ def build_stream(
     cache_dir: str | Path | None = None,
     errors: str = "strict",
     block_size: int | None = None,
+    newlines: str = "normalize",
 ) -> TokenStream:
     """The token stream of `files`, read from the cache or built into it atomically.
 
@@ -307,7 +296,7 @@ def build_stream(
         DataError: bad input (see :func:`read_documents`, :func:`encode_documents`).
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_text_cache_dir()
-    final = root / cache_key(files, tokenizer, errors=errors, block_size=block_size)
+    final = root / cache_key(files, tokenizer, errors=errors, block_size=block_size, newlines=newlines)
     meta_path = final / _META
     if meta_path.is_file():
         try:
@@ -317,7 +306,7 @@ def build_stream(
             )
         except (OSError, ValueError, KeyError):
             shutil.rmtree(final, ignore_errors=True)  # unreadable: rebuild below
-    docs, empty = read_documents(files, errors)
+    docs, empty = read_documents(files, errors, newlines)
     tokens, mask = encode_documents(docs, tokenizer, block_size)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=root))
@@ -477,11 +466,13 @@ def split_files(
     return out
 
 
-def _check_options(block_size: int, errors: str, val_fraction: float) -> None:
+def _check_options(block_size: int, errors: str, val_fraction: float, newlines: str = "normalize") -> None:
     if block_size < 2:
         raise ConfigError(f"block_size must be >= 2 tokens (inputs and their next tokens), got {block_size}.")
     if errors not in ("strict", "replace"):
         raise ConfigError(f"errors must be 'strict' or 'replace', got {errors!r}.")
+    if newlines not in NEWLINES:
+        raise ConfigError(f"newlines must be 'normalize' or 'keep', got {newlines!r}.")
     if not 0.0 <= val_fraction < 1.0 - TEST_FRACTION:
         raise ConfigError(f"val_fraction must be in [0, {1 - TEST_FRACTION}), got {val_fraction}.")
 
@@ -504,6 +495,7 @@ def load_text(
     cache_dir: str | Path | None = None,
     files: Sequence[Path] | None = None,
     trust_code: bool = False,
+    newlines: str = "normalize",
 ) -> DataBundle:
     """A language-modelling bundle of token blocks from a text corpus.
 
@@ -522,17 +514,21 @@ def load_text(
         cache_dir: where token streams are cached; None: :func:`default_text_cache_dir`.
         files: the corpus's files, when chosen by the caller (`root` is then the folder they are under).
         trust_code: let an ``hf:DIR`` tokenizer that names its own code run it (``--trust-code``).
+        newlines: "normalize" (plain-text files lose a leading byte order mark, CRLF/CR become LF) or
+            "keep" (see :data:`NEWLINES`).
 
     Raises:
-        ConfigError: block_size < 2, an unknown `errors`/`split_by`, val_fraction out of range.
+        ConfigError: block_size < 2, an unknown `errors`/`split_by`/`newlines`, val_fraction out of range,
+            or a tokenizer without an end-of-sequence token (documents are joined with it).
         DataError: bad files, an empty corpus, or a split shorter than one block.
     """
-    _check_options(block_size, errors, val_fraction)
+    _check_options(block_size, errors, val_fraction, newlines)
     if split_by not in ("auto", "files", "blocks"):
         raise ConfigError(f"split_by must be 'auto', 'files' or 'blocks', got {split_by!r}.")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of train blocks or None, got {limit}.")
     tok = get_tokenizer(tokenizer, trust_remote_code=trust_code)
+    _ = tok.eos_id  # documents are joined with it: a tokenizer without one stops here, before any read
     if files is None:
         base, files = find_files(root, patterns)
     else:
@@ -550,7 +546,9 @@ def load_text(
         )
 
     def stream_of(paths: Sequence[Path]) -> TokenStream:
-        return build_stream(paths, tok, cache_dir=cache_dir, errors=errors, block_size=block_size)
+        return build_stream(
+            paths, tok, cache_dir=cache_dir, errors=errors, block_size=block_size, newlines=newlines
+        )
 
     splits: dict[str, TokenBlockSplit] = {}
     skipped = 0
@@ -613,6 +611,7 @@ def load_text(
             "tokenizer": tokenizer if isinstance(tokenizer, str) else None,
             "errors": errors,
             "split_by": split_by,
+            "newlines": newlines,
         },
     )
     validate_bundle(bundle)
@@ -666,8 +665,8 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
 
 class TextCorpus:
     """A reader's `LazyDataset` for text: builds the bundle with `load_dataset`'s val_fraction and limit
-    and the recipe's text options (`data.block_size`, `tokenizer`, `split_by`, `errors`; `trust_code` from
-    ``--trust-code``, for a tokenizer with its own code)."""
+    and the recipe's text options (`data.block_size`, `tokenizer`, `split_by`, `errors`, `newlines`;
+    `trust_code` from ``--trust-code``, for a tokenizer with its own code)."""
 
     def __init__(
         self,
@@ -680,12 +679,14 @@ class TextCorpus:
         tokenizer: str | None = None,
         errors: str | None = None,
         trust_code: bool = False,
+        newlines: str | None = None,
     ):
         self.root, self.name_hint, self.split_by, self.files = root, name_hint, split_by, files
         self.block_size = block_size or DEFAULT_BLOCK_SIZE
         self.tokenizer = tokenizer or "byte"
         self.errors = errors or "strict"
         self.trust_code = trust_code
+        self.newlines = newlines or "normalize"
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         del seed  # the splits are fixed by path hash or position, not by a seed
@@ -700,6 +701,7 @@ class TextCorpus:
             split_by=self.split_by,
             files=self.files,
             trust_code=self.trust_code,
+            newlines=self.newlines,
         )
 
 
@@ -711,6 +713,7 @@ def text_reader(
     split_by: str | None = None,
     errors: str | None = None,
     trust_code: bool = False,
+    newlines: str | None = None,
 ) -> TextCorpus:
     """Plain text / JSONL: `data.root` is a file, a folder, or ``folder/**/*.ext``; byte tokenizer, blocks of
     256, whole files held out when there are enough (see :func:`load_text` for every option)."""
@@ -724,6 +727,7 @@ def text_reader(
         tokenizer=tokenizer,
         errors=errors,
         trust_code=trust_code,
+        newlines=newlines,
     )
 
 
@@ -735,6 +739,7 @@ def python_stdlib_reader(
     split_by: str | None = None,
     errors: str | None = None,
     trust_code: bool = False,
+    newlines: str | None = None,
 ) -> TextCorpus:
     """The running Python's standard library sources (no download): whole modules held out as test and
     val by a hash of their path; `root` may point at another copy of a standard library."""
@@ -754,6 +759,7 @@ def python_stdlib_reader(
         tokenizer=tokenizer,
         errors=errors,
         trust_code=trust_code,
+        newlines=newlines,
     )
 
 
@@ -773,6 +779,7 @@ def python_docs_reader(
     split_by: str | None = None,
     errors: str | None = None,
     trust_code: bool = False,
+    newlines: str | None = None,
 ) -> TextCorpus:
     """The Python documentation's prose: the ``.rst.txt`` sources of Debian's python3.11-doc package
     (``/usr/share/doc/python3.11/html/_sources``, about 500 files, 11 MB of English), whole files held
@@ -794,6 +801,7 @@ def python_docs_reader(
         tokenizer=tokenizer,
         errors=errors,
         trust_code=trust_code,
+        newlines=newlines,
     )
 
 
@@ -810,8 +818,9 @@ __all__ = [
     "path_fraction",
     "python_docs_files",
     "read_documents",
-    "read_jsonl",
+    "read_record_documents",
     "read_text",
+    "record_document",
     "split_files",
     "stdlib_files",
     "stdlib_root",

@@ -2,26 +2,29 @@
 
 Sources:
 
-* ``text-classification``: JSONL (a file, a folder of ``*.jsonl`` or ``folder/**/*.jsonl``), one object
-  per line with a text field and a label field (``data.text_field`` / ``data.label_field``, default
-  ``text`` / ``label``; other keys are ignored). Labels are all strings (the classes are the distinct
-  strings, sorted) or all integers (class ids; the classes are ``"0" .. str(max)``). Lines are read by
-  :func:`distil.data.text.jsonl_records`, so invalid UTF-8 and bad JSON are reported as for language
-  modelling text (``errors: replace`` turns invalid bytes into U+FFFD).
+* ``text-classification``: JSONL, CSV or TSV (a file, a folder of them or ``folder/**/*.csv``): one
+  record per line or row with a text field and a label field (``data.text_field`` / ``data.label_field``,
+  default ``text`` / ``label``; other keys or columns are ignored; a CSV/TSV header row names the
+  columns). Labels are all strings (the classes are the distinct strings, sorted) or all integers (class
+  ids; the classes are ``"0" .. str(max)``; a CSV/TSV file whose labels are all integers gives class ids).
+  Records are read by :func:`distil.data.records.read_records`, so invalid UTF-8, bad JSON and malformed
+  rows are reported with the file and line (``errors: replace`` turns invalid bytes into U+FFFD), and a
+  UTF-8 byte order mark is dropped.
 * ``python-docs-topics``: paragraphs of the Python documentation's reStructuredText sources (Debian's
   python3.11-doc), labelled by the section they come from (see :data:`TOPICS`). Nothing to download.
 
-A sample is ``{"inputs": (T,) int64, "labels": class id}`` with ``T = block_size``: the tokenizer's start
-id (the byte tokenizer's BOS, a Hugging Face tokenizer's CLS or BOS; none if it has neither), then the
-document's tokens, **truncated** to T (the counts are ``extra["truncated"]``) and **right-padded** with the
-tokenizer's pad id (``extra["pad_id"]``). The ids carry no separate mask: ``hf-seq-classifier`` masks the
+A sample is ``{"inputs": (T,) int64, "labels": class id}`` with ``T = block_size``: the special tokens
+the tokenizer puts around one sequence (:func:`row_format`: BERT's ``[CLS] ... [SEP]``, the byte
+tokenizer's BOS first), the document's tokens between them **truncated** so that the row holds T (the
+counts are ``extra["truncated"]``), then **right-padding** with the tokenizer's pad id
+(``extra["pad_id"]``). No end-of-sequence token is needed: documents are never joined. The ids carry no separate mask: ``hf-seq-classifier`` masks the
 positions holding its config's ``pad_token_id`` (:class:`distil.models.hf.SeqClassifier`), and
 ``distil.train.build.fit_classifier_to_text`` refuses a model whose pad id is not the data's. The task is
 ``classification``, so training, distillation and measurement are the ones of every classifier.
 
 Splits are fixed, not drawn from a seed: JSONL documents by a hash of their text (:data:`TEST_FRACTION`
 test, ``val_fraction`` val; identical texts always land in one split), or, when the files are named
-``train``/``val``/``test`` (``.jsonl``), by those files (without a val file, val is carved out of train by
+``train``/``val``/``test`` (``.jsonl``, ``.csv``, ``.tsv``), by those files (without a val file, val is carved out of train by
 the same hash); the topics by whole files (a hash of their path,
 as ``python-docs``). ``limit`` then keeps a stratified subset. The splits are held in memory as int64 ids
 (``N x T x 8`` bytes) and tokenized on each load; unlike the language-modelling corpora there is no disk
@@ -39,15 +42,14 @@ from typing import Any
 import torch
 
 from distil.data.bundle import DataBundle, Split
+from distil.data.records import DELIMITERS, RECORD_SUFFIXES, read_records, read_text
 from distil.data.registry import DATASETS, limit_bundle
 from distil.data.text import (
     DEFAULT_BLOCK_SIZE,
     PYTHON_DOCS_ROOT,
     find_files,
-    jsonl_records,
     path_fraction,
     python_docs_files,
-    read_text,
     split_files,
 )
 from distil.data.tokenize import Tokenizer, get_tokenizer
@@ -73,23 +75,27 @@ class LabelledText:
 # reading
 
 
-def read_labelled_jsonl(
+def read_labelled(
     path: Path, *, text_field: str = "text", label_field: str = "label", errors: str = "strict"
 ) -> list[LabelledText]:
-    """The labelled documents of a JSONL file.
+    """The labelled documents of a JSONL, CSV or TSV file (:func:`distil.data.records.read_records`).
+
+    CSV/TSV values are strings: when every label of such a file is an integer (``0``, ``1``, ...), they are
+    class ids, as JSONL integers are.
 
     Raises:
-        DataError: bad UTF-8 or JSON, a record without the text or label field (its keys are listed, so a
-            misnamed field is found), empty text, or a label that is neither a string nor an integer;
+        DataError: bad UTF-8, JSON or CSV, a record without the text or label field (its keys are listed,
+            so a misnamed field is found), empty text, or a label that is neither a string nor an integer;
             each names the file and line.
     """
     docs = []
-    for where, record in jsonl_records(path, errors):
+    kind = "column" if path.suffix.lower() in DELIMITERS else "key"
+    for where, record in read_records(path, errors):
         for field, option in ((text_field, "text_field"), (label_field, "label_field")):
             if field not in record:
                 raise DataError(
-                    f"{where} has no {field!r} field (its keys: {sorted(record)}); set data.{option} to the key "
-                    f"that holds each document's {option.split('_')[0]}."
+                    f"{where} has no {field!r} field (its {kind}s: {sorted(record)}); set data.{option}=<the "
+                    f"{kind} that holds each document's {option.split('_')[0]}>."
                 )
         text, label = record[text_field], record[label_field]
         if not isinstance(text, str):
@@ -105,7 +111,12 @@ def read_labelled_jsonl(
                 "(class names) or integers (class ids)."
             )
         docs.append(LabelledText(text, label, where))
+    if kind == "column" and all(_INTEGER.fullmatch(str(d.label)) for d in docs):
+        docs = [LabelledText(d.text, int(d.label), d.where) for d in docs]
     return docs
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def class_names_of(docs: Sequence[LabelledText], name: str) -> list[str]:
@@ -144,44 +155,71 @@ def class_names_of(docs: Sequence[LabelledText], name: str) -> list[str]:
 # tokenizing
 
 
-def special_ids(tokenizer: Tokenizer) -> tuple[int | None, int]:
-    """(start id or None, pad id) of a tokenizer, for classification samples.
+@dataclass(frozen=True)
+class RowFormat:
+    """How one document becomes a row: ``head + tokens + tail``, right-padded with ``pad``.
+
+    ``head``/``tail`` are the special ids the tokenizer puts around one sequence (BERT: ``[CLS]`` and
+    ``[SEP]``; the byte tokenizer: its BOS and nothing).
+    """
+
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    pad: int
+
+
+def row_format(tokenizer: Tokenizer) -> RowFormat:
+    """The :class:`RowFormat` of a tokenizer: its ``framing()`` (the special tokens it adds to one
+    sequence) when it has one, else its ``bos_id`` as the start; its ``pad_id``.
 
     Raises:
         ConfigError: a tokenizer without a pad token (a Hugging Face one can be given one and saved again).
     """
-    start = getattr(tokenizer, "bos_id", None)
+    framing = getattr(tokenizer, "framing", None)
+    if framing is not None:
+        head, tail = framing()
+    else:
+        start = getattr(tokenizer, "bos_id", None)
+        head, tail = ([] if start is None else [start]), []
     pad = getattr(tokenizer, "pad_id", None)
     if pad is None:
         raise ConfigError(
             f"tokenizer {tokenizer.fingerprint} has no pad token, which classification samples are padded with. "
             "Give it one (tokenizer.pad_token = tokenizer.eos_token, or add a [PAD] token) and save it again."
         )
-    return (None if start is None else int(start)), int(pad)
+    return RowFormat(tuple(int(i) for i in head), tuple(int(i) for i in tail), int(pad))
 
 
 def encode_rows(
     docs: Sequence[LabelledText], tokenizer: Tokenizer, block_size: int
 ) -> tuple[torch.Tensor, int]:
-    """(N, T) int64 ids, ``[start] + tokens`` truncated to T and right-padded, and how many were truncated.
+    """(N, T) int64 ids, ``head + tokens + tail`` (:func:`row_format`; the tokens truncated so that the
+    tail still ends the row) right-padded to T, and how many documents were truncated.
 
     Raises:
+        ConfigError: a block too short for the special tokens and one token of text.
         DataError: text the tokenizer cannot encode (naming the document), or one that encodes to nothing.
     """
-    start, pad = special_ids(tokenizer)
-    head = [] if start is None else [start]
-    rows = torch.full((len(docs), block_size), pad, dtype=torch.int64)
+    fmt = row_format(tokenizer)
+    room = block_size - len(fmt.head) - len(fmt.tail)
+    if room < 1:
+        raise ConfigError(
+            f"block_size {block_size} leaves no room for text next to the tokenizer's {len(fmt.head)} + "
+            f"{len(fmt.tail)} special tokens; raise block_size to at least {block_size - room + 1}."
+        )
+    rows = torch.full((len(docs), block_size), fmt.pad, dtype=torch.int64)
     truncated = 0
     for i, doc in enumerate(docs):
         try:
-            ids = head + tokenizer.encode(doc.text)
+            tokens = tokenizer.encode(doc.text)
         except UnicodeEncodeError as exc:
             raise DataError(f"{doc.where}: the tokenizer cannot encode this text ({exc}).") from exc
-        if len(ids) == len(head):
+        if not tokens:
             raise DataError(f"{doc.where}: the text encodes to no tokens; drop the record or give it text.")
-        if len(ids) > block_size:
+        if len(tokens) > room:
             truncated += 1
-            ids = ids[:block_size]
+            tokens = tokens[:room]
+        ids = [*fmt.head, *tokens, *fmt.tail]
         rows[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
     return rows, truncated
 
@@ -234,7 +272,7 @@ def classification_bundle(
         if not splits[split_name]:
             raise DataError(
                 f"dataset {name!r}: the {split_name} split of {source!r} is empty ({len(everything)} documents "
-                "in all); add documents, or name files train.jsonl and test.jsonl to choose the splits."
+                "in all); add documents, or name files train.jsonl and test.jsonl (or .csv, .tsv) to choose the splits."
             )
     index = {label: i for i, label in enumerate(names)}
     built: dict[str, Split] = {}
@@ -244,14 +282,15 @@ def classification_bundle(
         x, cut = encode_rows(docs, tok, block_size)
         y = torch.tensor([index[str(d.label)] for d in docs], dtype=torch.int64)
         built[split_name], truncated[split_name] = Split(x, y), cut
-    start, pad = special_ids(tok)
+    fmt = row_format(tok)
     notes = {
         "tokenizer": tok.fingerprint,
         "tokenizer_name": tokenizer if isinstance(tokenizer, str) else "",
         "vocab_size": str(tok.vocab_size),
         "block_size": str(block_size),
-        "pad_id": str(pad),
-        "start_id": "" if start is None else str(start),
+        "pad_id": str(fmt.pad),
+        "start_id": str(fmt.head[0]) if fmt.head else "",
+        "end_id": str(fmt.tail[-1]) if fmt.tail else "",
         "documents": str(len(everything)),
         "truncated": ", ".join(f"{k}: {v}" for k, v in truncated.items()),
         **(extra or {}),
@@ -294,7 +333,8 @@ def split_by_text(
 
 
 class TextClassificationCorpus:
-    """The `LazyDataset` of ``text-classification``: JSONL files read and split when the bundle is built."""
+    """The `LazyDataset` of ``text-classification``: JSONL/CSV/TSV files read and split when the bundle is
+    built."""
 
     def __init__(
         self,
@@ -317,17 +357,16 @@ class TextClassificationCorpus:
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         _check_fraction(val_fraction, TEST_FRACTION)
-        _, files = find_files(self.root, ("**/*.jsonl",))
-        others = [p for p in files if p.suffix != ".jsonl"]
+        _, files = find_files(self.root, tuple(f"**/*{suffix}" for suffix in RECORD_SUFFIXES))
+        others = [p for p in files if p.suffix.lower() not in RECORD_SUFFIXES]
         if others:
             raise DataError(
-                f"dataset {name!r} reads JSONL (one {{{self.text_field!r}: ..., {self.label_field!r}: ...}} per "
-                f"line); {others[0]} is not a .jsonl file."
+                f"dataset {name!r} reads labelled records: JSONL (one {{{self.text_field!r}: ..., "
+                f"{self.label_field!r}: ...}} per line), or CSV/TSV with a header naming those columns; "
+                f"{others[0]} is not a .jsonl, .csv or .tsv file."
             )
         read = {
-            p: read_labelled_jsonl(
-                p, text_field=self.text_field, label_field=self.label_field, errors=self.errors
-            )
+            p: read_labelled(p, text_field=self.text_field, label_field=self.label_field, errors=self.errors)
             for p in files
         }
         named = {p: SPLIT_FILES.get(p.stem.lower()) for p in files}
@@ -385,13 +424,14 @@ def text_classification_reader(
     label_field: str | None = None,
     trust_code: bool = False,
 ) -> TextClassificationCorpus:
-    """Labelled text: `data.root` is a JSONL file, a folder of them or ``folder/**/*.jsonl``, one
-    ``{"text": ..., "label": ...}`` per line (`data.text_field` / `data.label_field` rename them); each
-    document is one sample of ``block_size`` token ids (default 256), truncated or padded."""
+    """Labelled text: `data.root` is a JSONL, CSV or TSV file, a folder of them or ``folder/**/*.csv``, one
+    ``{"text": ..., "label": ...}`` per line (CSV/TSV: columns named by a header row; `data.text_field` /
+    `data.label_field` rename them); each document is one sample of ``block_size`` token ids (default
+    256), truncated or padded."""
     if root is None:
         raise DataError(
-            "dataset 'text-classification' needs data.root: a JSONL file or folder, one "
-            '{"text": "...", "label": "..."} per line.'
+            "dataset 'text-classification' needs data.root: a JSONL, CSV or TSV file or a folder of them, "
+            'one {"text": "...", "label": "..."} per line (CSV/TSV: a header row text,label).'
         )
     return TextClassificationCorpus(
         root,
@@ -549,12 +589,13 @@ def python_docs_topics_reader(
 __all__ = [
     "TOPICS",
     "LabelledText",
+    "RowFormat",
     "class_names_of",
     "classification_bundle",
     "encode_rows",
-    "read_labelled_jsonl",
+    "read_labelled",
+    "row_format",
     "rst_paragraphs",
-    "special_ids",
     "split_by_text",
     "topic_documents",
 ]

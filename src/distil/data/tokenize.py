@@ -23,10 +23,16 @@ class Tokenizer(Protocol):
     """What text data needs from a tokenizer.
 
     * ``vocab_size``: ids lie in ``[0, vocab_size)``;
-    * ``eos_id``: the id that ends a document (documents are joined with it when packed);
+    * ``eos_id``: the id that ends a document (language-modelling data joins documents with it); a
+      tokenizer without one (an encoder's, such as BERT's) raises :class:`ConfigError` here, and is still
+      fine for classification, which never joins documents;
     * ``fingerprint``: a stable name + version that changes whenever the ids of some text would (the key
       of token caches);
     * ``encode(text) -> list[int]`` (no special tokens added); ``decode(ids) -> str``.
+
+    Classification rows also use, when present, ``pad_id``, and ``framing() -> (head ids, tail ids)``
+    (the special tokens around one sequence, e.g. BERT's [CLS] and [SEP]) or else ``bos_id`` as the first
+    id (:func:`distil.data.textcls.row_format`).
     """
 
     @property

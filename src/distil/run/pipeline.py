@@ -47,6 +47,7 @@ def load_data(recipe: Recipe) -> DataBundle:
             "tokenizer": d.tokenizer,
             "split_by": d.split_by,
             "errors": d.errors,
+            "newlines": d.newlines,
             "text_field": d.text_field,
             "label_field": d.label_field,
         },
