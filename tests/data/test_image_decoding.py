@@ -109,8 +109,13 @@ def test_animated_gif_and_png_are_read_as_their_first_frame_and_counted(tmp_path
     frames[0].save(tmp_path / "a" / "anim.gif", save_all=True, append_images=frames[1:])
     frames[0].save(tmp_path / "b" / "anim.png", save_all=True, append_images=frames[1:])  # APNG
     Image.fromarray(np.full((8, 8), 90, np.uint8)).save(tmp_path / "b" / "still.gif")
+    still = Image.fromarray(np.full((8, 8), 60, np.uint8))
+    still.save(tmp_path / "a" / "phone.jpg", format="MPO", save_all=True, append_images=frames[1:])
     b = _load(tmp_path, channels="L")
-    assert len(b.train) + len(b.test) == 9  # the .gif files are read, not dropped
+    assert len(b.train) + len(b.test) == 10
+    assert (
+        abs(float(_raw(b, tmp_path / "a" / "phone.jpg").mean()) - 60 / 255) < 0.02
+    )  # MPO: photo + preview  # the .gif files are read, not dropped
     for name in ("a/anim.gif", "b/anim.png"):
         torch.testing.assert_close(_raw(b, tmp_path / name), torch.full((1, 8, 8), 40 / 255))
     assert b.describe()["extra"]["animated"] == "2 animated image(s): first frame used"  # type: ignore[index]

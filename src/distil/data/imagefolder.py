@@ -68,6 +68,8 @@ HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b
 PLUGIN_HINTS = {"HEIC": "pip install pillow-heif"}
 """Formats Pillow reads only with a plugin, and how to get it (distil does not depend on them)."""
 CORRUPT_REASON = "corrupt or truncated image"
+STILL_MULTIFRAME = frozenset({"MPO"})
+"""Formats whose extra frames are not animation (not counted as animated; the first frame is the photo)."""
 SHOWN_PER_REASON = 3
 """Files named per skip reason in the summary (all are counted)."""
 SPLIT_DIRS = ("train", "val", "test")
@@ -178,10 +180,10 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 def _decode(
     path: str | IO[bytes], mode: str, size: tuple[int, int] | None, what: str | None = None
 ) -> np.ndarray:
-    """One image as uint8 (H, W) or (H, W, 3): the first frame, turned upright by its EXIF orientation,
-    16-bit/float scaled to 8 bits, converted, then resized + center-cropped to `size`.
+    """One image as uint8 (H, W) or (H, W, 3), decoded as every image reader decodes.
 
-    Every reader decodes through here (folders, manifests, shards, Hugging Face datasets), so all of
+    The first frame, turned upright by its EXIF orientation, 16-bit/float scaled to 8 bits, converted
+    to `mode`, then resized + center-cropped to `size`. Every reader decodes through here (folders, manifests, shards, Hugging Face datasets), so all of
     them see the same pixels. `path` is a file or its bytes (a shard member); `what` names it in errors
     (default: the path).
     """
@@ -308,7 +310,8 @@ def _probe(im: Image.Image) -> _Probe:
     orientation = _orientation(im)
     if orientation in SIDEWAYS:
         w, h = h, w
-    animated = bool(getattr(im, "is_animated", False))
+    # A phone's MPO JPEG holds the photo plus a preview: two frames, but not an animation.
+    animated = bool(getattr(im, "is_animated", False)) and im.format not in STILL_MULTIFRAME
     return _Probe((h, w), im.mode, im.format or "", orientation != 1, animated)
 
 
