@@ -183,9 +183,9 @@ def _decode(
     """One image as uint8 (H, W) or (H, W, 3), decoded as every image reader decodes.
 
     The first frame, turned upright by its EXIF orientation, 16-bit/float scaled to 8 bits, converted
-    to `mode`, then resized + center-cropped to `size`. Every reader decodes through here (folders, manifests, shards, Hugging Face datasets), so all of
-    them see the same pixels. `path` is a file or its bytes (a shard member); `what` names it in errors
-    (default: the path).
+    to `mode`, then resized + center-cropped to `size`. Every reader decodes through here (folders,
+    manifests, shards, Hugging Face datasets), so all of them see the same pixels. `path` is a file or
+    its bytes (a shard member); `what` names it in errors (default: the path).
     """
     what = what or str(path)
     fix = CORRUPT_FIX if isinstance(path, str) else SHARD_FIX
@@ -644,7 +644,8 @@ def read_imagefolder(
                 left_out = [f for f, i in given.entries if i >= len(names)]
                 if left_out:
                     warnings.warn(
-                        f"{root / s}: {len(left_out)} image(s) of dropped class(es) {train.dropped} left out.",
+                        f"{root / s}: {len(left_out)} image(s) of dropped class(es) {train.dropped} "
+                        "left out.",
                         UserWarning,
                         stacklevel=2,
                     )

@@ -141,7 +141,7 @@ class ShardsDataset(ImageFilesDataset):
 
 
 FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "TIFF": "tiff", "JPEG2000": "jp2"}
-"""Member extensions of Pillow formats whose name is not their usual suffix (others: the name in lower case)."""
+"""Member extensions of Pillow formats named unlike their usual suffix (others: the name in lower case)."""
 
 
 def _extension(fmt: str) -> str:
