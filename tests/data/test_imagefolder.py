@@ -172,7 +172,7 @@ def test_a_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path: Path
     truncated.write_bytes(truncated.read_bytes()[:200])
     with pytest.raises(DataError, match=r"9\.(png|jpg) is not a readable image.*on_bad_sample=skip"):
         load_dataset("imagefolder", tmp_path)
-    with pytest.warns(UserWarning, match="2 unreadable image"):
+    with pytest.warns(UserWarning, match="2 unreadable file"):
         b = load_dataset("imagefolder", tmp_path, options={"on_bad_sample": "skip"})
     assert len(b.train) + len(b.val) + len(b.test) == 10
     assert b.describe()["extra"]["skipped"].startswith("2 unreadable")

@@ -171,6 +171,80 @@ def test_cli_writes_shards_and_trains_on_them_bad_input_exits_2(tmp_path: Path) 
     assert not (tmp_path / "x").exists()
 
 
+def _awkward_folder(root: Path) -> Path:
+    """Six 32x16 (HxW) images per class plus a sideways phone photo named .HEIC, a 16-bit scan without a
+    suffix, an animated GIF, a text file and macOS litter."""
+    _folder(root, {"a": 3, "b": 3}, size=16)
+    for name in ("a", "b"):  # the folder's images are 32x16 (HxW), the photo's upright size
+        for i in range(3):
+            Image.open(root / name / f"{i}.png").resize((16, 32)).save(root / name / f"{i}.png")
+    stored = np.zeros((16, 32), np.uint8)
+    stored[:, :8] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(root / "a" / "IMG_1.HEIC", format="JPEG", quality=100, exif=exif)
+    ramp = np.linspace(0, 65535, 32 * 16).astype(np.uint16).reshape(32, 16)
+    Image.fromarray(ramp).save(root / "b" / "scan", format="PNG")
+    frames = [Image.fromarray(np.full((32, 16), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(root / "b" / "anim.gif", save_all=True, append_images=frames[1:])
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "a" / ".DS_Store").write_bytes(b"\x00\x00")
+    return root
+
+
+def test_shards_decode_awkward_images_as_the_folder_does_and_keep_its_summary(tmp_path: Path) -> None:
+    src = _awkward_folder(tmp_path / "src")
+    with pytest.warns(UserWarning, match=r"1 not an image Pillow can read \(format TXT\?\)"):
+        index = write_shards(src, tmp_path / "sh", shard_size=4, on_bad_sample="skip")
+    members = [m for s in json.loads(index.read_text())["splits"]["train"] for m in s["members"]]
+    # Named by content: the .HEIC photo is a .jpg member, the suffix-less scan a .png.
+    assert sorted(m.rsplit(".", 1)[1] for m in members) == [
+        "gif",
+        "jpg",
+        "png",
+        "png",
+        "png",
+        "png",
+        "png",
+        "png",
+        "png",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folder = load_dataset("imagefolder", src, val_fraction=0.0, options={"on_bad_sample": "skip"})
+        shards = load_dataset("shards", tmp_path / "sh", val_fraction=0.0)
+    _same(folder, shards)
+    assert shards.input_shape == (3, 32, 16)  # the GIF is a palette image: RGB
+    extra = shards.describe()["extra"]
+    assert isinstance(extra, dict)
+    del extra["test_split"]  # names the folder it was carved from
+    assert extra.items() <= folder.describe()["extra"].items()  # type: ignore[union-attr]
+    assert extra["exif_rotated"].startswith("1 image(s) turned upright")  # type: ignore[index]
+    assert extra["high_bit_depth"].startswith("1 16-bit")  # type: ignore[index]
+    assert extra["animated"] == "1 animated image(s): first frame used"  # type: ignore[index]
+    assert extra["skipped"].startswith("1 unreadable file(s) left out: 1 not an image")  # type: ignore[index]
+
+
+def test_cli_shards_prints_what_the_decode_check_found(tmp_path: Path) -> None:
+    src = _awkward_folder(tmp_path / "src")
+    cmd = ["data", "shards", str(src), str(tmp_path / "sh")]
+    result = CliRunner().invoke(app, cmd)
+    assert result.exit_code == 2, result.output
+    assert "notes.txt is not a readable image: not an image Pillow can read (format TXT?)" in " ".join(
+        result.output.split()
+    )
+    assert not (tmp_path / "sh").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = CliRunner().invoke(app, [*cmd, "--on-bad-sample", "skip"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "skipped: 1 unreadable file(s) left out: 1 not an image Pillow can read (format TXT?)" in out
+    assert "exif_rotated: 1 image(s) turned upright by their EXIF orientation" in out
+    assert "high_bit_depth: 1 16-bit/32-bit/float image(s) scaled to 8 bits" in out
+    assert "animated: 1 animated image(s): first frame used" in out
+
+
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -42,7 +43,9 @@ def shards(
     shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 1000,
     on_bad_sample: Annotated[
         Literal["error", "skip"],
-        typer.Option(help="skip: leave corrupt images out (counted) instead of stopping."),
+        typer.Option(
+            help="skip: leave files that are not readable images out (counted by reason) instead of stopping."
+        ),
     ] = "error",
 ) -> None:
     """Write images as WebDataset tar shards with an index (data.name: shards, data.root: OUT).
@@ -56,6 +59,9 @@ def shards(
 
     index = write_shards(source, out, shard_size=shard_size, on_bad_sample=on_bad_sample)
     written = len(list(out.glob("*.tar")))
+    # What the decode check found: files left out by reason, EXIF-rotated, 16-bit, animated images.
+    for key, line in json.loads(index.read_text(encoding="utf-8")).get("extra", {}).items():
+        console.print(f"{key}: {line}", highlight=False, soft_wrap=True, markup=False)
     console.print(
         f"wrote {written} shard(s) and {index} (train with --set data.name=shards --set data.root={out})"
     )

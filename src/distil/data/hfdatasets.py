@@ -20,17 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from PIL import Image
-
 from distil.data.imagefolder import (
-    CORRUPT_FIX,
-    GRAYSCALE_MODES,
     Channels,
     ImageFilesDataset,
     ImageFolderSplit,
     OnBadSample,
     _options,
     _Scan,
+    _scan,
 )
 from distil.data.registry import DATASETS
 from distil.errors import DataError
@@ -125,32 +122,7 @@ class HFImageDataset(ImageFilesDataset):
     """A Hugging Face image dataset: rows become references, checked by `scans` (a `LazyDataset`)."""
 
     def scans(self) -> dict[str, _Scan]:
-        out: dict[str, _Scan] = {}
-        for name, entries in self.splits.items():
-            refs: list[Any] = []
-            labels: list[int] = []
-            sizes: list[tuple[int, int]] = []
-            skipped: list[str] = []
-            grayscale = True
-            for ref, label in entries:
-                source, what = _image_source(ref)  # type: ignore[arg-type]
-                try:
-                    with Image.open(source) as im:
-                        im.load()
-                        mode, (w, h) = im.mode, im.size
-                except Image.DecompressionBombError as exc:
-                    raise DataError(f"{what}: {exc} Shrink the image.") from exc
-                except Exception as exc:  # any decoder failure is a damaged image
-                    if self.on_bad_sample == "skip":
-                        skipped.append(what)
-                        continue
-                    raise DataError(f"{what} is not a readable image ({exc}); {CORRUPT_FIX}.") from exc
-                refs.append(ref)
-                labels.append(label)
-                sizes.append((h, w))
-                grayscale = grayscale and mode in GRAYSCALE_MODES
-            out[name] = _Scan(refs, labels, sizes, grayscale, skipped)
-        return out
+        return {k: _scan(v, self.on_bad_sample, _image_source) for k, v in self.splits.items()}
 
     def make_split(
         self,

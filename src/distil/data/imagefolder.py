@@ -8,15 +8,24 @@ Layouts::
     labels.csv / labels.jsonl                 a manifest: columns path, label and optional split
                                               (train|val|test); paths relative to the manifest's folder
 
-Files are `.jpg .jpeg .png .webp .bmp` (any case, in sub-folders of a class folder too; hidden files
-are ignored), decoded with Pillow. Class names are the sorted class-folder names, or the manifest's
-sorted labels (all non-negative integers: class indices named "0".."max"; `class_names.json` next to
-the manifest fixes the list and its order).
+Files are whatever Pillow can read, decided by content, not by suffix (a JPEG named `.HEIC` is read;
+in sub-folders of a class folder too); hidden files (.DS_Store, ._x AppleDouble) and Thumbs.db /
+desktop.ini are ignored. Class names are the sorted class-folder names, or the manifest's sorted labels
+(all non-negative integers: class indices named "0".."max"; `class_names.json` next to the manifest
+fixes the list and its order). An empty class folder is an error; with `on_bad_sample="skip"` it is
+left out with a warning (the class is dropped, so it is not in `class_names`).
 
-Load time (one pass): every file is opened and fully decoded once (`Image.load()`), so a corrupt or
-truncated image, an unreadable file or a decompression bomb is reported before anything trains or is
-written, not in epoch 7 inside a worker. With `on_bad_sample="skip"` corrupt/truncated images are
-left out and counted (`bundle.extra["skipped"]`); unreadable files and bombs are errors either way.
+Load time (one pass): every file is opened and fully decoded once (`Image.load()`), so a file that is
+not an image, a corrupt or truncated image, an unreadable file or a decompression bomb is reported
+before anything trains or is written, not in epoch 7 inside a worker. With `on_bad_sample="skip"`
+unidentifiable and corrupt files are left out and counted by reason (`bundle.extra["skipped"]`, e.g.
+"not an image Pillow can read (format TXT?)", "unsupported format HEIC: pip install pillow-heif");
+unreadable files and bombs are errors either way.
+
+Decoding (`_decode`, shared by every image reader, shards and Hugging Face datasets included): the
+first frame of animated images (GIF, APNG, WebP; counted in `extra["animated"]`), turned upright by
+its EXIF orientation (`extra["exif_rotated"]`), 16-bit / 32-bit / float grayscale scaled to 8 bits from
+its range rather than clipped at 255 (`extra["high_bit_depth"]`, see `_to_8bit`).
 
 Samples: converted to `channels` ("L" or "RGB"; "auto": "L" when every image is grayscale, else
 "RGB", so RGBA loses its alpha and palettes are expanded), resized (bilinear) so the shorter side is
@@ -31,14 +40,14 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from distil.data.bundle import DataBundle, RangeSplit, batch_ranges
 from distil.data.raw import TEST_FRACTION, TEST_SEED
@@ -47,33 +56,143 @@ from distil.data.sampling import stratified_take
 from distil.data.validate import validate_bundle
 from distil.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+"""Modes with more than 8 bits per pixel: scaled from their range to 8 bits (`_to_8bit`), not clipped."""
+SYSTEM_FILES = frozenset({"Thumbs.db", "desktop.ini"})
+"""Files operating systems leave in folders; ignored like hidden files (.DS_Store, ._x AppleDouble)."""
+EXIF_ORIENTATION = 0x0112
+SIDEWAYS = frozenset({5, 6, 7, 8})
+"""EXIF orientations that swap width and height."""
+HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+PLUGIN_HINTS = {"HEIC": "pip install pillow-heif"}
+"""Formats Pillow reads only with a plugin, and how to get it (distil does not depend on them)."""
+CORRUPT_REASON = "corrupt or truncated image"
+STILL_MULTIFRAME = frozenset({"MPO"})
+"""Formats whose extra frames are not animation (not counted as animated; the first frame is the photo)."""
+SHOWN_PER_REASON = 3
+"""Files named per skip reason in the summary (all are counted)."""
 SPLIT_DIRS = ("train", "val", "test")
 Channels = Literal["auto", "L", "RGB"]
 OnBadSample = Literal["error", "skip"]
 CORRUPT_FIX = "re-export or delete it, or set data.on_bad_sample=skip to leave such files out"
 SHARD_FIX = "the shard is damaged: rewrite the shards with `distil data shards SRC OUT`"
+T = TypeVar("T")
+
+
+class _BadSample(Exception):
+    """A file the load-time check may leave out (on_bad_sample="skip"): `reason` groups the summary."""
+
+    def __init__(self, reason: str, detail: BaseException) -> None:
+        super().__init__(f"{reason} ({detail})")
+        self.reason = reason
+
+
+def _sniff_format(source: str | IO[bytes]) -> str:
+    """A guess at what a file Pillow cannot identify holds: its ISO-BMFF brand, else its suffix."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                head = f.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+    except OSError:
+        head = b""
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in HEIC_BRANDS:
+            return "HEIC"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+    suffix = Path(source).suffix.lstrip(".").upper() if isinstance(source, str) else ""
+    return suffix or "unknown"
+
+
+def _unidentified_reason(source: str | IO[bytes]) -> str:
+    fmt = _sniff_format(source)
+    if fmt in PLUGIN_HINTS:
+        return f"unsupported format {fmt}: {PLUGIN_HINTS[fmt]}"
+    return f"not an image Pillow can read (format {fmt}?)"
+
+
+def _with_image(source: str | IO[bytes], what: str, use: Callable[[Image.Image], T]) -> T:
+    """`use(image)` on the first frame of `source`, fully decoded; Pillow's failures sorted by what they mean.
+
+    Raises:
+        DataError: a decompression bomb or a file without read permission (never skipped).
+        _BadSample: a file Pillow cannot identify, or a damaged one.
+    """
+    try:
+        with Image.open(source) as im:
+            im.load()  # the first frame: Image.open starts there, animated or not
+            return use(im)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{what}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
+    except PermissionError as exc:
+        raise DataError(f"cannot read {what} ({exc}); make it readable (chmod a+r).") from exc
+    except UnidentifiedImageError as exc:
+        raise _BadSample(_unidentified_reason(source), exc) from exc
+    except DataError:
+        raise
+    except Exception as exc:  # any decoder failure is a damaged file, whatever Pillow raised
+        raise _BadSample(CORRUPT_REASON, exc) from exc
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright; 2..8: flipped and/or rotated), 1 when absent or unreadable."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block: Pillow's own transpose would ignore it too
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """`im` turned as its EXIF orientation says (phone photos are stored sideways plus a tag)."""
+    if _orientation(im) == 1:
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grayscale image scaled to "L" from its range, not clipped at 255.
+
+    I;16*: value / 65535 of white. I: the same when every value fits 16 bits (Pillow reads some 16-bit
+    files as I), else the image's own min..max. F: values in 0..1 are fractions of white, values in
+    0..255 are levels, anything else the image's own min..max.
+    """
+    if im.mode not in DEEP_MODES:
+        return im
+    a = np.nan_to_num(np.asarray(im).astype(np.float64))
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+        levels = a / 257.0
+    elif im.mode == "F" and lo >= 0 and hi <= 1:
+        levels = a * 255.0
+    elif im.mode == "F" and lo >= 0 and hi <= 255:
+        levels = a
+    else:
+        levels = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), "L")
 
 
 def _decode(
     path: str | IO[bytes], mode: str, size: tuple[int, int] | None, what: str | None = None
 ) -> np.ndarray:
-    """One image as uint8 (H, W) or (H, W, 3): converted, then resized + center-cropped to `size`.
+    """One image as uint8 (H, W) or (H, W, 3), decoded as every image reader decodes.
 
-    `path` is a file or its bytes (a shard member); `what` names it in errors (default: the path).
+    The first frame, turned upright by its EXIF orientation, 16-bit/float scaled to 8 bits, converted
+    to `mode`, then resized + center-cropped to `size`. Every reader decodes through here (folders,
+    manifests, shards, Hugging Face datasets), so all of them see the same pixels. `path` is a file or
+    its bytes (a shard member); `what` names it in errors (default: the path).
     """
     what = what or str(path)
     fix = CORRUPT_FIX if isinstance(path, str) else SHARD_FIX
     try:
-        with Image.open(path) as im:
-            img = im.convert(mode)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{what}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
-    except PermissionError as exc:
-        raise DataError(f"cannot read {what} ({exc}); make it readable (chmod a+r).") from exc
-    except Exception as exc:  # any decoder failure is a damaged file, whatever Pillow raised
-        raise DataError(f"{what} is not a readable image ({exc}); {fix}.") from exc
+        img = _with_image(path, what, lambda im: _to_8bit(_upright(im)).convert(mode))
+    except _BadSample as bad:
+        raise DataError(f"{what} is not a readable image: {bad}; {fix}.") from bad
     if size is not None and img.size != size[::-1]:
         img = _resize_crop(img, size[0])
     return np.asarray(img, dtype=np.uint8)
@@ -157,39 +276,122 @@ class ImageFolderSplit(RangeSplit):
 
 @dataclass(frozen=True)
 class _Scan:
-    paths: list[str]
+    """One split after the load-time check: the kept samples and what was noticed on the way."""
+
+    paths: list[Any]
     labels: list[int]
     sizes: list[tuple[int, int]]
+    """(H, W) of each kept image as decoded: upright, so a sideways phone photo counts as turned."""
     grayscale: bool
-    skipped: list[str]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    """Files left out by on_bad_sample="skip": reason -> the files, named as in errors."""
+    formats: list[str] = field(default_factory=list)
+    """Pillow's format of each kept image (JPEG, PNG, GIF...), whatever the file's suffix says."""
+    rotated: int = 0
+    """Images turned upright by their EXIF orientation."""
+    deep: int = 0
+    """16-bit, 32-bit integer or float images, scaled to 8 bits from their range."""
+    animated: int = 0
+    """Animated images (GIF, APNG, WebP) read as their first frame."""
 
 
-def _scan(entries: Sequence[tuple[str, int]], on_bad_sample: OnBadSample) -> _Scan:
-    """Open and decode every file once (see the module docstring); drop or report the bad ones."""
-    paths: list[str] = []
+@dataclass(frozen=True)
+class _Probe:
+    hw: tuple[int, int]
+    mode: str
+    format: str
+    rotated: bool
+    animated: bool
+
+
+def _probe(im: Image.Image) -> _Probe:
+    """What the scan records of a decoded image: its upright (H, W), mode, format and quirks."""
+    w, h = im.size
+    orientation = _orientation(im)
+    if orientation in SIDEWAYS:
+        w, h = h, w
+    # A phone's MPO JPEG holds the photo plus a preview: two frames, but not an animation.
+    animated = bool(getattr(im, "is_animated", False)) and im.format not in STILL_MULTIFRAME
+    return _Probe((h, w), im.mode, im.format or "", orientation != 1, animated)
+
+
+def _as_file(ref: Any) -> tuple[str | IO[bytes], str]:
+    return ref, str(ref)
+
+
+def _scan(
+    entries: Sequence[tuple[Any, int]],
+    on_bad_sample: OnBadSample,
+    source_of: Callable[[Any], tuple[str | IO[bytes], str]] = _as_file,
+) -> _Scan:
+    """Open and decode every image once (see the module docstring); drop or report the bad ones.
+
+    Args:
+        entries: (sample reference, label) pairs; `source_of(ref)` gives what Pillow opens and its
+            name in errors (default: the reference is a file path).
+        on_bad_sample: "skip" leaves unidentifiable and damaged files out, counted by reason.
+
+    Raises:
+        DataError: a bad file under on_bad_sample="error"; a decompression bomb or an unreadable file.
+    """
+    paths: list[Any] = []
     labels: list[int] = []
     sizes: list[tuple[int, int]] = []
-    skipped: list[str] = []
+    formats: list[str] = []
+    skipped: dict[str, list[str]] = {}
+    counts = {"rotated": 0, "deep": 0, "animated": 0}
     grayscale = True
-    for path, label in entries:
+    for ref, label in entries:
+        source, what = source_of(ref)
         try:
-            with Image.open(path) as im:
-                im.load()
-                mode, (w, h) = im.mode, im.size
-        except Image.DecompressionBombError as exc:
-            raise DataError(f"{path}: {exc} Shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS.") from exc
-        except PermissionError as exc:
-            raise DataError(f"cannot read {path} ({exc}); make it readable (chmod a+r).") from exc
-        except Exception as exc:  # any decoder failure is a damaged file, whatever Pillow raised
+            probe = _with_image(source, what, _probe)
+        except _BadSample as bad:
             if on_bad_sample == "skip":
-                skipped.append(path)
+                skipped.setdefault(bad.reason, []).append(what)
                 continue
-            raise DataError(f"{path} is not a readable image ({exc}); {CORRUPT_FIX}.") from exc
-        paths.append(path)
+            raise DataError(f"{what} is not a readable image: {bad}; {CORRUPT_FIX}.") from bad
+        paths.append(ref)
         labels.append(label)
-        sizes.append((h, w))
-        grayscale = grayscale and mode in GRAYSCALE_MODES
-    return _Scan(paths, labels, sizes, grayscale, skipped)
+        sizes.append(probe.hw)
+        formats.append(probe.format)
+        counts["rotated"] += probe.rotated
+        counts["deep"] += probe.mode in DEEP_MODES
+        counts["animated"] += probe.animated
+        grayscale = grayscale and probe.mode in GRAYSCALE_MODES
+    return _Scan(paths, labels, sizes, grayscale, skipped, formats, **counts)
+
+
+def scan_summary(scans: Sequence[_Scan]) -> dict[str, str]:
+    """What the load-time check of `scans` tells the user, as `DataBundle.extra` entries (only non-empty).
+
+    "skipped": every file left out, counted by reason with the first few per reason; "exif_rotated",
+    "high_bit_depth", "animated": how many images needed that treatment to decode right.
+    """
+    by_reason: dict[str, list[str]] = {}
+    for scan in scans:
+        for reason, files in scan.skipped.items():
+            by_reason.setdefault(reason, []).extend(files)
+    out: dict[str, str] = {}
+    if by_reason:
+        total = sum(len(v) for v in by_reason.values())
+        parts = [f"{len(v)} {reason}, e.g. {v[:SHOWN_PER_REASON]}" for reason, v in sorted(by_reason.items())]
+        out["skipped"] = f"{total} unreadable file(s) left out: " + "; ".join(parts)
+    notes = {
+        "exif_rotated": (sum(s.rotated for s in scans), "image(s) turned upright by their EXIF orientation"),
+        "high_bit_depth": (sum(s.deep for s in scans), "16-bit/32-bit/float image(s) scaled to 8 bits"),
+        "animated": (sum(s.animated for s in scans), "animated image(s): first frame used"),
+    }
+    out.update({key: f"{n} {text}" for key, (n, text) in notes.items() if n})
+    return out
+
+
+def warn_summary(source: Any, summary: dict[str, str]) -> None:
+    """Say what `scan_summary` found (a UserWarning, printed where the command runs)."""
+    if "skipped" in summary:
+        warnings.warn(f"{source}: {summary['skipped']} (on_bad_sample=skip).", UserWarning, stacklevel=3)
+    notes = [v for k, v in summary.items() if k != "skipped"]
+    if notes:
+        warnings.warn(f"{source}: {'; '.join(notes)}.", UserWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -230,13 +432,9 @@ class ImageFilesDataset:
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         scans = self.scans()
-        skipped = [p for s in scans.values() for p in s.skipped]
-        extra = dict(self.extra)
-        if skipped:
-            extra["skipped"] = f"{len(skipped)} unreadable image(s) left out, e.g. {skipped[:3]}"
-            warnings.warn(
-                f"{self.source}: {extra['skipped']} (on_bad_sample=skip).", UserWarning, stacklevel=2
-            )
+        summary = scan_summary(list(scans.values()))
+        warn_summary(self.source, summary)
+        extra = {**self.extra, **summary}
         train = scans["train"]
         if not train.paths:
             raise DataError(f"dataset {name!r}: no readable training images under {self.source}.")
@@ -331,14 +529,14 @@ class ImageFilesDataset:
         return bundle
 
 
+def _ignored(parts: Sequence[str]) -> bool:
+    """Hidden (.DS_Store, ._x AppleDouble, .git/...) and system (Thumbs.db) files: never samples."""
+    return any(part.startswith(".") for part in parts) or parts[-1] in SYSTEM_FILES
+
+
 def _image_files(folder: Path) -> list[str]:
-    files = [
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-    ]
+    """Every file under `folder` but hidden/system ones: the scan decides by content what is an image."""
+    files = [p for p in folder.rglob("*") if not _ignored(p.relative_to(folder).parts) and p.is_file()]
     return sorted(str(p) for p in files)
 
 
@@ -349,28 +547,55 @@ def _class_dirs(folder: Path) -> list[Path]:
         raise DataError(f"cannot list {folder} ({exc}); make it readable (chmod a+rx).") from exc
 
 
-def _read_classes(folder: Path, class_names: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
+@dataclass(frozen=True)
+class _Classes:
+    names: list[str]
+    entries: list[tuple[str, int]]
+    dropped: list[str]
+    """Class folders left out (on_bad_sample="skip") because they hold no files."""
+
+
+def _read_classes(folder: Path, class_names: list[str] | None, on_bad_sample: OnBadSample) -> _Classes:
+    """The classes and files of `folder`/<class>/...; `class_names`: the train split's (val/test folders).
+
+    An empty class folder is refused, or with on_bad_sample="skip" left out with a warning: a train
+    class folder drops the class (later class indices shift down, as recorded in class_names), and a
+    val/test folder of a class dropped from train is left out too.
+    """
     dirs = _class_dirs(folder)
     if not dirs:
         raise DataError(
             f"{folder} has no class folders; lay images out as {folder}/<class>/<image>.png "
             f"(or {folder}/train/<class>/... and {folder}/test/<class>/...)."
         )
-    names = class_names if class_names is not None else [d.name for d in dirs]
+    files = {d.name: _image_files(d) for d in dirs}
+    empty = [d for d in dirs if not files[d.name]]
+    if empty and on_bad_sample != "skip":
+        raise DataError(
+            f"class folder {empty[0]} holds no image files; add images or remove it, or set "
+            "data.on_bad_sample=skip to leave empty class folders out."
+        )
+    for d in empty:
+        warnings.warn(
+            f"class folder {d} holds no image files: left out (on_bad_sample=skip)"
+            + ("; the class is dropped." if class_names is None else "."),
+            UserWarning,
+            stacklevel=3,
+        )
+    names = class_names if class_names is not None else [d.name for d in dirs if files[d.name]]
+    if not names:
+        raise DataError(f"every class folder under {folder} is empty; add images.")
     entries: list[tuple[str, int]] = []
     for d in dirs:
+        if not files[d.name]:
+            continue
         if d.name not in names:
             raise DataError(
                 f"{d} is a class folder, but {d.name!r} is not a class of the train split {names}; "
                 "rename or remove it, or add the class to train/."
             )
-        files = _image_files(d)
-        if not files:
-            raise DataError(
-                f"class folder {d} holds no image files ({' '.join(IMAGE_SUFFIXES)}); add images or remove it."
-            )
-        entries.extend((f, names.index(d.name)) for f in files)
-    return names, entries
+        entries.extend((f, names.index(d.name)) for f in files[d.name])
+    return _Classes(names, entries, [d.name for d in empty])
 
 
 def _options(image_size: int | None, channels: str, on_bad_sample: str) -> dict[str, Any]:
@@ -410,15 +635,26 @@ def read_imagefolder(
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder; pass --data-root DIR.")
     if (root / "train").is_dir() and any((root / s).is_dir() for s in ("val", "test")):
-        names, train = _read_classes(root / "train", None)
-        splits = {"train": train}
+        train = _read_classes(root / "train", None, on_bad_sample)
+        names, dropped, splits = train.names, list(train.dropped), {"train": train.entries}
         for s in ("val", "test"):
             if (root / s).is_dir():
-                splits[s] = _read_classes(root / s, names)[1]
+                given = _read_classes(root / s, names + train.dropped, on_bad_sample)
+                # A class dropped from train has no output in the model: its val/test images go too.
+                left_out = [f for f, i in given.entries if i >= len(names)]
+                if left_out:
+                    warnings.warn(
+                        f"{root / s}: {len(left_out)} image(s) of dropped class(es) {train.dropped} "
+                        "left out.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                splits[s] = [(f, i) for f, i in given.entries if i < len(names)]
     else:
-        names, entries = _read_classes(root, None)
-        splits = {"train": entries}
-    return ImageFilesDataset(source=root, class_names=names, splits=splits, **options)
+        classes = _read_classes(root, None, on_bad_sample)
+        names, dropped, splits = classes.names, classes.dropped, {"train": classes.entries}
+    extra = {"empty_classes": f"left out (empty folders): {dropped}"} if dropped else {}
+    return ImageFilesDataset(source=root, class_names=names, splits=splits, extra=extra, **options)
 
 
 def _manifest_rows(path: Path) -> list[dict[str, Any]]:

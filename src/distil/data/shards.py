@@ -24,7 +24,11 @@ shards are dealt anew. Evaluation splits are read in contiguous ranges per proce
 on-disk split), which follow the shard order.
 
 Nothing is decoded at load: every image was opened and decoded when the shards were written (bad files
-stop the writer, or are left out with on_bad_sample=skip) and the index records its size and mode.
+stop the writer, or are left out with on_bad_sample=skip) and the index records its size (upright, as
+decoded) and mode, plus what the scan found (`extra`: files left out by reason, EXIF-rotated, 16-bit
+and animated counts). Members keep the image file's bytes under the extension of their content (a
+JPEG named .HEIC is a .jpg member); samples decode through the image readers' one `_decode`, so EXIF
+orientation, 16-bit scaling and first frames are the same as when reading the folder.
 The load only checks that every shard is there with the size the index records; a shard damaged later
 names itself and the sample when read. The train split's mean/std come from the index when the whole
 train split is used with the recorded preprocessing; a validation carve-out, `limit`, another
@@ -54,6 +58,8 @@ from distil.data.imagefolder import (
     _Scan,
     read_imagefolder,
     read_manifest,
+    scan_summary,
+    warn_summary,
 )
 from distil.data.registry import DATASETS
 from distil.errors import DataError
@@ -134,8 +140,18 @@ class ShardsDataset(ImageFilesDataset):
         return tuple(float(v) for v in s["mean"]), tuple(float(v) for v in s["std"])
 
 
+FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "TIFF": "tiff", "JPEG2000": "jp2"}
+"""Member extensions of Pillow formats named unlike their usual suffix (others: the name in lower case)."""
+
+
+def _extension(fmt: str) -> str:
+    """The member extension of an image in Pillow format `fmt`: from its content, not the file's suffix
+    (a JPEG named photo.HEIC, or a file without a suffix, is stored as .jpg)."""
+    return FORMAT_EXTENSIONS.get(fmt, fmt.lower() or "img")
+
+
 def _shard_entries(
-    file: Path, paths: Sequence[str], labels: Sequence[int], first: int
+    file: Path, paths: Sequence[str], labels: Sequence[int], formats: Sequence[str], first: int
 ) -> tuple[list[tuple[str, int, int]], int]:
     """Write one shard (temp name, then rename); returns each image member's (name, offset, size)."""
     try:
@@ -143,16 +159,18 @@ def _shard_entries(
     except ImportError as exc:
         raise DataError(INSTALL_HINT) from exc
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    exts = [_extension(f) for f in formats]
     try:
         with wds.TarWriter(str(tmp)) as sink:
             for j, (path, label) in enumerate(zip(paths, labels, strict=True)):
-                ext = Path(path).suffix.lower().lstrip(".")
-                sink.write({"__key__": f"{first + j:08d}", ext: Path(path).read_bytes(), "cls": str(label)})
+                sink.write(
+                    {"__key__": f"{first + j:08d}", exts[j]: Path(path).read_bytes(), "cls": str(label)}
+                )
         with tarfile.open(tmp) as tar:
             members = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
         entries = []
-        for j, path in enumerate(paths):
-            name = f"{first + j:08d}.{Path(path).suffix.lower().lstrip('.')}"
+        for j, ext in enumerate(exts):
+            name = f"{first + j:08d}.{ext}"
             entries.append((name, *members[name]))
         os.replace(tmp, file)
     except BaseException:
@@ -206,7 +224,9 @@ def write_shards(
         for first in range(0, len(scan.paths), shard_size):
             stop = min(first + shard_size, len(scan.paths))
             file = out / f"{split}-{first // shard_size:06d}.tar"
-            entries, size = _shard_entries(file, scan.paths[first:stop], scan.labels[first:stop], first)
+            entries, size = _shard_entries(
+                file, scan.paths[first:stop], scan.labels[first:stop], scan.formats[first:stop], first
+            )
             shards.append(
                 {
                     "file": file.name,
@@ -221,9 +241,12 @@ def write_shards(
             )
         splits[split] = shards
     index["splits"] = splits
-    skipped = [p for s in scans.values() for p in s.skipped]
-    if skipped:
-        index["skipped"] = f"{len(skipped)} unreadable image(s) left out, e.g. {skipped[:3]}"
+    # What the scan found (files left out by reason, EXIF-rotated, 16-bit, animated): said now, and
+    # kept in the index so every bundle read from the shards records it as the folder's would.
+    summary = scan_summary(list(scans.values()))
+    warn_summary(source, summary)
+    if summary:
+        index["extra"] = summary
     index["stats"] = _train_stats(out, index)
     # Compact: the index holds a few numbers per sample.
     atomic_write_text(out / INDEX, json.dumps(index, separators=(",", ":")) + "\n")
@@ -273,7 +296,7 @@ def _open_index(
                 grayscale = grayscale and bool(shard["grayscale"])
             if any(not 0 <= v < len(names) for v in labels):
                 raise DataError(f"{folder / INDEX}: a {split} label is outside the {len(names)} classes.")
-            scans[str(split)] = _Scan(refs, labels, sizes, grayscale, [])  # type: ignore[arg-type]
+            scans[str(split)] = _Scan(refs, labels, sizes, grayscale)
     except DataError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -283,7 +306,10 @@ def _open_index(
     if "train" not in scans or not scans["train"].paths:
         raise DataError(f"{folder / INDEX} lists no train shards; {SHARD_FIX}.")
     stats = index.get("stats")
-    extra = {"skipped": str(index["skipped"])} if index.get("skipped") else {}
+    recorded = index.get("extra")
+    extra = {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+    if index.get("skipped"):  # written before the index kept the whole summary
+        extra["skipped"] = str(index["skipped"])
     return ShardsDataset(
         source=folder,
         class_names=names,
