@@ -140,6 +140,21 @@ def test_builds_left_by_dead_processes_are_removed_those_of_live_ones_kept(tmp_p
     assert remove_stale_partials(final) == [live]  # its owner ended without finishing
 
 
+def test_without_locks_claims_still_work_and_nothing_is_taken_for_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # some network and FUSE filesystems
+
+    monkeypatch.setattr("distil.fileio.fcntl.flock", no_locks)
+    build = tmp_path / ".key.x.partial"
+    build.mkdir()
+    lock = lock_dir(build)
+    assert lock is not None and not lock.enforced
+    lock.release()
+    assert remove_stale_partials(tmp_path / "key") == [] and build.is_dir()
+
+
 def test_atomic_dir_cleans_stale_builds_and_leaves_only_the_files(tmp_path: Path) -> None:
     final = tmp_path / "cache" / "key"
     final.parent.mkdir()

@@ -7,6 +7,8 @@ Directories being written (a run's `.NAME.partial`, a cache's temporary build) a
 :func:`lock_dir`: an exclusive advisory lock on a `.lock` file inside, holding the writer's pid. The
 kernel drops the lock when its process dies (even by SIGKILL), so "locked" means "a live process is
 writing it": a second writer is refused, and a build left by a killed process is recognised as stale.
+Where there are no locks (a filesystem without them, a non-POSIX system) claims succeed unenforced,
+as before locks existed, and nothing is ever taken for stale.
 """
 
 from __future__ import annotations
@@ -124,18 +126,21 @@ if hasattr(os, "register_at_fork"):
 class DirLock:
     """This process's exclusive claim on a directory (see :func:`lock_dir`); `release` ends it."""
 
-    def __init__(self, directory: Path, fd: int) -> None:
+    def __init__(self, directory: Path, fd: int, enforced: bool = True) -> None:
         self.directory = directory
+        # False where the filesystem (or OS) has no locks: the claim then excludes no one.
+        self.enforced = enforced
         self._fd: int | None = fd
+        self._pid = os.getpid()  # a forked child's copy of this object holds nothing (see above)
 
     def release(self) -> None:
         """Drop the lock (its `.lock` file stays: unlinking a lock others may have opened races)."""
         with _HELD_GUARD:
-            if self._fd is None:
+            fd, self._fd = self._fd, None
+            if fd is None or os.getpid() != self._pid:
                 return
-            _HELD.discard(self._fd)
-            os.close(self._fd)  # closing the only descriptor releases the flock
-            self._fd = None
+            _HELD.discard(fd)
+            os.close(fd)  # the only descriptor of the open file: the flock ends
 
 
 def lock_dir(directory: str | Path, *, create: bool = True) -> DirLock | None:
@@ -150,37 +155,49 @@ def lock_dir(directory: str | Path, *, create: bool = True) -> DirLock | None:
     """
     path = Path(directory) / LOCK_NAME
     fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), umask_mode())
-    if not _try_flock(fd):
+    got = _try_flock(fd)
+    if got is False:
         os.close(fd)
         return None
     with _HELD_GUARD:
         _HELD.add(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return DirLock(Path(directory), fd)
+    lock = DirLock(Path(directory), fd, enforced=got is True)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        lock.release()
+        raise
+    return lock
 
 
-def _try_flock(fd: int) -> bool:
+def _try_flock(fd: int) -> bool | None:
+    """True: locked; False: another open file holds the lock; None: no locks here."""
     if fcntl is None:
-        return True
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:
+        # A filesystem without locks (some network or FUSE mounts): work unlocked, as before locks.
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return None
+        raise
     return True
 
 
 def is_locked(directory: str | Path) -> bool:
-    """Whether a live process holds `directory`'s lock (a missing `.lock` file: no)."""
+    """Whether a live process holds `directory`'s lock (a missing `.lock` file: no; no locks: yes)."""
     try:
         fd = os.open(Path(directory) / LOCK_NAME, os.O_RDWR)
     except FileNotFoundError:
         return False
     # A lock this process holds counts too: flock belongs to the open file, so a second one conflicts
     # (and closing it leaves ours alone).
-    free = _try_flock(fd)
+    got = _try_flock(fd)
     os.close(fd)
-    return not free
+    return got is not True
 
 
 def lock_holder(directory: str | Path) -> int | None:
@@ -224,7 +241,9 @@ def remove_stale_partials(final: Path, unlocked_after_s: float = STALE_UNLOCKED_
             claim = lock_dir(tmp, create=False)
         except OSError:  # vanished meanwhile (its owner finished), or not ours to open
             continue
-        if claim is not None:  # its owner died: the lock was free; remove it while holding it
+        if claim is not None and not claim.enforced:  # no locks here: cannot tell a live owner
+            claim.release()
+        elif claim is not None:  # its owner died: the lock was free; remove it while holding it
             shutil.rmtree(tmp, ignore_errors=True)
             claim.release()
             removed.append(tmp)
