@@ -36,7 +36,6 @@ import os
 import shutil
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from distil.data.registry import DATASETS
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.data.validate import validate_bundle
 from distil.errors import ConfigError, DataError
-from distil.fileio import apply_umask, atomic_write_json
+from distil.fileio import atomic_dir, atomic_write_json
 
 DEFAULT_BLOCK_SIZE = 256
 DEFAULT_PATTERNS = ("**/*.txt", "**/*.md", "**/*.rst", "**/*.py", "**/*.jsonl")
@@ -309,9 +308,8 @@ def build_stream(
     docs, empty = read_documents(files, errors, newlines)
     tokens, mask = encode_documents(docs, tokenizer, block_size)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=root))
-    apply_umask(tmp, directory=True)
-    try:
+    # A locked temporary build, renamed into place; builds left by killed processes are removed.
+    with atomic_dir(final, complete=lambda path: (path / _META).is_file()) as tmp:
         np.save(tmp / _TOKENS, tokens)
         if mask is not None:
             np.save(tmp / _MASK, mask)
@@ -324,13 +322,6 @@ def build_stream(
             "files": len(files),
         }
         atomic_write_json(tmp / _META, meta)  # last: a folder with meta.json is complete
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / _META).is_file():  # not another process finishing the same cache first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return TokenStream(final, len(tokens), mask is not None, empty, True)
 
 

@@ -46,7 +46,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -61,7 +60,7 @@ from distil.data import DataBundle, SampleSplit
 from distil.data.augment import Augmenter
 from distil.data.loader import sample_inputs
 from distil.errors import ConfigError
-from distil.fileio import apply_umask, atomic_write_json
+from distil.fileio import atomic_dir, atomic_write_json
 from distil.registry import unknown_name_message
 from distil.teachers.live import freeze
 
@@ -649,28 +648,8 @@ def _row_bytes(meta: dict[str, Any]) -> int:
     return 2 * cols + 4 * cols + 4 * len(meta["temperatures"])
 
 
-@contextlib.contextmanager
-def atomic_cache_dir(final: Path, complete: Callable[[Path], bool]) -> Iterator[Path]:
-    """A temporary directory next to `final`, renamed to it when the block ends without an error.
-
-    When another process finished the same directory first, theirs is kept (`complete(final)` decides:
-    the caller's check that a cache directory is whole); a failure removes the temporary directory.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users of the run
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Another process finished the same cache first (rename over a non-empty dir fails); use theirs.
-            if not complete(final):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+# Built under a locked temporary name; builds left by killed processes are removed (see fileio).
+atomic_cache_dir = atomic_dir
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from distil.errors import CheckpointError, TrainingError
-from distil.fileio import atomic_write_bytes, atomic_write_json
+from distil.fileio import atomic_write_bytes, atomic_write_json, is_out_of_space
 from distil.train.checkpoint import load_state_dict_strict
 
 FORMAT = "distil-train-state/1"
@@ -401,9 +401,14 @@ class TrainStateStore:
             kept = (
                 f"the last good state ({previous[0][1].name}) is intact" if previous else "no state was kept"
             )
-            raise TrainingError(
-                f"cannot write the training state {str(weights)!r}: {exc.strerror or exc}; {kept}. "
+            # Only a full disk or quota is about space (a vanished directory is not: see RunDir).
+            fix = (
                 f"It needs about {len(blob) / 2**20:.1f} MiB: free disk space or choose another --out."
+                if is_out_of_space(exc)
+                else "Check that the run directory still exists and is writable."
+            )
+            raise TrainingError(
+                f"cannot write the training state {str(weights)!r}: {exc.strerror or exc}; {kept}. {fix}"
             ) from None
         self._prune(keep={p.stem for _, p in self._complete()[: self.keep]})
         return weights
