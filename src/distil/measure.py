@@ -68,7 +68,7 @@ LATENCY_ROUNDS = 10
 MAX_LATENCY_ROUNDS = 20 * LATENCY_ROUNDS
 # A latency whose p10-p90 range across rounds exceeds this share of its median is marked unreliable; two
 # identical architectures may differ by this much (or by what their spreads allow) before both are.
-MAX_LATENCY_SPREAD = 0.25
+MAX_LATENCY_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
