@@ -234,7 +234,7 @@ def test_twins_agree_within_their_spread_or_the_tolerance() -> None:
         row.latency_b1_ms, row.latency_b1_spread = ms, spread
         return row
 
-    assert latency_conflicts([timed("a", 1.0, 0.0), timed("b", 1.45, 0.0)]) == []  # within MAX_LATENCY_SPREAD (50%)
+    assert latency_conflicts([timed("a", 1.0, 0.0), timed("b", 1.45, 0.0)]) == []  # within 50%
     assert latency_conflicts([timed("a", 1.0, 1.0), timed("b", 1.6, 0.2)]) == []  # 1.5 >= 1.44: overlap
     assert len(latency_conflicts([timed("a", 1.0, 0.1), timed("b", 1.6, 0.1)])) == 1
     other = timed("c", 1.6, 0.0)
