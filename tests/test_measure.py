@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from torch import nn
 from distil.data.batch import IGNORE_INDEX
 from distil.errors import CheckpointError, ConfigError, DataError
 from distil.measure import (
+    LATENCY_ROUNDS,
+    MAX_LATENCY_SPREAD,
     LatencyResult,
     ModelMetrics,
     accuracy,
@@ -21,12 +24,15 @@ from distil.measure import (
     compare,
     count_macs,
     count_parameters,
+    latency_conflicts,
+    measure_latencies,
     measure_latency,
     measure_model,
     measure_onnx_latency,
     per_class_accuracy,
     predict,
     state_dict_bytes,
+    time_models,
     weights_bytes,
 )
 
@@ -125,6 +131,126 @@ def test_measure_latency_fields_and_restores_state() -> None:
     assert result.threads == 1
     assert model.training
     assert torch.get_num_threads() == threads_before
+
+
+class _Machine:
+    """A fake clock that models advance: each call costs its model's base time, times a load factor
+    that is `busy` during calls number `burst` (counted over all models: load from another process)."""
+
+    def __init__(self, burst: range = range(0), busy: float = 1.0) -> None:
+        self.now = 0.0
+        self.calls: list[str] = []
+        self.burst, self.busy = burst, busy
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Timed(nn.Module):
+    """A fake model whose call `i` lasts `base * factors[i % len(factors)]` seconds on `machine`."""
+
+    def __init__(
+        self, name: str, machine: _Machine, base: float, factors: tuple[float, ...] = (1.0,)
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))  # a device and dtype for the dummy inputs
+        self.name, self.machine, self.base, self.factors = name, machine, base, itertools.cycle(factors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        load = self.machine.busy if len(self.machine.calls) in self.machine.burst else 1.0
+        self.machine.calls.append(self.name)
+        self.machine.now += self.base * next(self.factors) * load
+        return x
+
+
+def _row(name: str, params: int = 10) -> ModelMetrics:
+    return ModelMetrics(name, 0.5, None, params=params, bytes=4 * params, macs=params)
+
+
+def test_measure_latencies_times_models_in_interleaved_rounds() -> None:
+    machine = _Machine()
+    fast, slow = _Timed("a", machine, 1e-3), _Timed("b", machine, 3e-3)
+    results = measure_latencies([fast, slow], (1,), min_run_time=0.1, clock=machine)
+    # After warming up, each round times a then b: the models alternate at least once per round.
+    switches = sum(x != y for x, y in itertools.pairwise(machine.calls))
+    assert switches >= 2 * LATENCY_ROUNDS - 1
+    assert [r.median_ms for r in results] == [pytest.approx(1.0), pytest.approx(3.0)]
+    assert all(len(r.samples_ms) >= LATENCY_ROUNDS and r.spread == pytest.approx(0.0) for r in results)
+    assert results[1].throughput == pytest.approx(1 / 3e-3)
+    # One model is the same routine with a list of one.
+    single = measure_latencies([fast], (1,), min_run_time=0.1, clock=machine)[0]
+    assert single.median_ms == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="at least one model"):
+        measure_latencies([], (1,))
+
+
+def test_a_burst_of_load_shows_as_spread_in_both_twins_not_as_one_median() -> None:
+    # Timed one after another, a burst of load during the first model's turn lands on it alone: two
+    # identical nets then "measure" 1 ms and 20 ms (the digits demo's 71.95 vs 0.606 ms).
+    machine = _Machine(burst=range(0, 14), busy=20.0)
+    a, b = _Timed("a", machine, 1e-3), _Timed("b", machine, 1e-3)
+    sequential = [measure_latencies([m], (1,), min_run_time=0.1, clock=machine)[0].median_ms for m in (a, b)]
+    assert sequential[0] > 10 * sequential[1]
+
+    # Interleaved, the burst falls on rounds of both: equal medians, a large spread, both flagged noisy.
+    machine = _Machine(burst=range(30, 90), busy=20.0)
+    a, b = _Timed("a", machine, 1e-3), _Timed("b", machine, 1e-3)
+    rows = [_row("a"), _row("b")]
+    time_models(rows, [a, b], (1,), throughput=False, min_run_time=0.1, clock=machine)
+    assert rows[0].latency_b1_ms == pytest.approx(rows[1].latency_b1_ms)
+    assert all(r.latency_b1_spread is not None and r.latency_b1_spread > MAX_LATENCY_SPREAD for r in rows)
+    assert not rows[0].latency_reliable and not rows[1].latency_reliable
+    assert latency_conflicts(rows) == []  # equal medians: noisy, but not contradicting each other
+
+
+def test_a_noisy_model_is_flagged_and_a_steady_one_is_not() -> None:
+    machine = _Machine()
+    steady = _Timed("steady", machine, 1e-3)
+    noisy = _Timed("noisy", machine, 1e-3, factors=(1.0,) * 20 + (3.0,) * 10)  # every third round slow
+    rows = [_row("steady"), _row("noisy", params=20)]
+    time_models(rows, [steady, noisy], (1,), throughput=False, min_run_time=0.1, clock=machine)
+    assert rows[0].latency_reliable and rows[0].latency_b1_spread == pytest.approx(0.0)
+    assert not rows[1].latency_reliable and rows[1].latency_b1_spread > MAX_LATENCY_SPREAD
+    assert rows[1].to_dict()["latency_reliable"] is False
+
+
+def test_identical_architectures_with_different_medians_are_both_flagged() -> None:
+    machine = _Machine()
+    models = [
+        _Timed("scratch", machine, 1e-3),
+        _Timed("kd", machine, 30e-3),
+        _Timed("teacher", machine, 30e-3),
+    ]
+    rows = [_row("scratch"), _row("kd"), _row("teacher", params=1000)]
+    time_models(rows, models, (1,), throughput=False, min_run_time=0.1, clock=machine)
+    assert all(r.latency_b1_spread == pytest.approx(0.0) for r in rows)  # each steady on its own...
+    assert [(a.name, b.name) for a, b in latency_conflicts(rows)] == [("scratch", "kd")]
+    assert [r.latency_reliable for r in rows] == [False, False, True]  # ...but the twins contradict
+
+
+def test_twins_agree_within_their_spread_or_the_tolerance() -> None:
+    def timed(name: str, ms: float, spread: float) -> ModelMetrics:
+        row = _row(name)
+        row.latency_b1_ms, row.latency_b1_spread = ms, spread
+        return row
+
+    assert latency_conflicts([timed("a", 1.0, 0.0), timed("b", 1.45, 0.0)]) == []  # within 50%
+    assert latency_conflicts([timed("a", 1.0, 1.0), timed("b", 1.6, 0.2)]) == []  # 1.5 >= 1.44: overlap
+    assert len(latency_conflicts([timed("a", 1.0, 0.1), timed("b", 1.6, 0.1)])) == 1
+    other = timed("c", 1.6, 0.0)
+    other.macs = 99  # a different network may well be slower
+    assert latency_conflicts([timed("a", 1.0, 0.0), other]) == []
+    untimed = _row("d")  # rows without a spread (ONNX Runtime rows, old runs) are not compared
+    untimed.latency_b1_ms = 9.0
+    assert latency_conflicts([timed("a", 1.0, 0.0), untimed]) == []
+
+
+def test_measure_latencies_on_real_models_restores_state() -> None:
+    models = [_mlp().train(), nn.Sequential(nn.Flatten(), nn.Linear(12, 3))]
+    threads_before = torch.get_num_threads()
+    results = measure_latencies(models, (12,), batch_size=2, threads=1, min_run_time=FAST)
+    assert all(r.median_ms > 0 and r.spread >= 0 and len(r.samples_ms) >= LATENCY_ROUNDS for r in results)
+    assert models[0].training and torch.get_num_threads() == threads_before
 
 
 def test_measure_latency_rejects_bad_batch_size() -> None:
@@ -240,7 +366,10 @@ def test_measure_model() -> None:
         "macs",
         "latency_b1_ms",
         "throughput_b256",
+        "latency_b1_spread",
+        "latency_reliable",
     }
+    assert metrics.latency_b1_spread is not None and metrics.latency_b1_spread >= 0
 
 
 def test_measure_model_without_latency_uses_weights_file(tmp_path: Path) -> None:

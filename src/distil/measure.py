@@ -8,10 +8,11 @@ measured by the same functions in the same process, so their ratios compare like
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
     "compare",
     "count_macs",
     "count_parameters",
+    "latency_conflicts",
+    "measure_latencies",
     "measure_latency",
     "measure_model",
     "measure_onnx_latency",
@@ -51,12 +54,21 @@ __all__ = [
     "state_dict_bytes",
     "task_details",
     "task_metrics",
+    "time_models",
     "token_nll",
     "weights_bytes",
 ]
 
 # Throughput is reported at one fixed, large batch so runs and models stay comparable.
 THROUGHPUT_BATCH_SIZE = 256
+# Interleaved timing: at least this many rounds (each model timed once per round), so the spread across
+# rounds means something; each round gives a model about min_run_time / LATENCY_ROUNDS of calls.
+LATENCY_ROUNDS = 10
+# A bound on rounds when a model turns out much faster than its calibration said (a busy machine then).
+MAX_LATENCY_ROUNDS = 20 * LATENCY_ROUNDS
+# A latency whose p10-p90 range across rounds exceeds this share of its median is marked unreliable; two
+# identical architectures may differ by this much (or by what their spreads allow) before both are.
+MAX_LATENCY_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,9 @@ class LatencyResult:
         iqr_ms: Interquartile range of the per-pass times, in milliseconds (spread, not error).
         throughput: Samples per second, ``batch_size / median seconds``.
         threads: CPU threads used, or ``None`` when the backend chose its own default.
+        spread: ``(p90 - p10) / median`` of the per-round times (relative; 0.1 = the middle 80% of rounds
+            lie within 10% of the median's size); 0.0 where the backend gave no rounds.
+        samples_ms: The per-round times of one forward pass (the mean over that round's calls), in ms.
     """
 
     batch_size: int
@@ -76,6 +91,8 @@ class LatencyResult:
     iqr_ms: float
     throughput: float
     threads: int | None
+    spread: float = 0.0
+    samples_ms: tuple[float, ...] = ()
 
 
 @dataclass
@@ -91,6 +108,11 @@ class ModelMetrics:
         macs: Multiply-accumulates for one sample.
         latency_b1_ms: Median latency at batch size 1, in ms; ``None`` if latency was not measured.
         throughput_b256: Samples per second at batch size 256; ``None`` if latency was not measured.
+        latency_b1_spread: The batch-1 latency's relative spread across interleaved rounds
+            (``LatencyResult.spread``); ``None`` if not measured that way.
+        latency_reliable: ``False`` when the batch-1 latency is not to be trusted: its spread exceeds
+            ``MAX_LATENCY_SPREAD``, or a model of identical architecture measured in the same run differs
+            from it by more than their spreads allow (``latency_conflicts``).
         task: The task whose metrics were measured (``TASKS``); it says what ``accuracy`` and
             ``agreement`` count (samples for classification).
         extra: The task's other scalar metrics by name (none for classification).
@@ -104,6 +126,8 @@ class ModelMetrics:
     macs: int
     latency_b1_ms: float | None = None
     throughput_b256: float | None = None
+    latency_b1_spread: float | None = None
+    latency_reliable: bool = True
     task: str = "classification"
     extra: dict[str, float | None] = field(default_factory=dict)
 
@@ -111,11 +135,14 @@ class ModelMetrics:
         """Return the metrics as a plain, JSON-serializable dict.
 
         A classification row without extra metrics has exactly the keys it always had (``task`` and
-        ``extra`` appear only when they say something), so sidecars and run records stay as they were.
+        ``extra`` appear only when they say something; the latency's spread and reliability only when it
+        was timed in rounds), so sidecars and run records stay as they were.
         """
         out = dataclasses.asdict(self)
         if self.task == DEFAULT_TASK and not self.extra:
             del out["task"], out["extra"]
+        if self.latency_b1_spread is None:
+            del out["latency_b1_spread"], out["latency_reliable"]
         return out
 
 
@@ -335,6 +362,124 @@ def count_macs(
 # speed
 
 
+def measure_latencies(
+    models: Sequence[nn.Module],
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int = 1,
+    threads: int | None = None,
+    min_run_time: float = 0.5,
+    vocab_size: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[LatencyResult]:
+    """Time the forward passes of several models interleaved, so that they share the machine's moods.
+
+    Timing one model after another lets a burst of load from another process land on one model only (two
+    identical students measured 72 ms and 0.6 ms). Here every round times each model in turn (a block of
+    calls lasting about ``min_run_time / LATENCY_ROUNDS``), for at least ``LATENCY_ROUNDS`` rounds and until
+    each model has run ``min_run_time``: a burst then shows in every model's rounds, as spread, instead of
+    shifting one median. Each model first warms up (one call, then blocks of 1, 10, 100... calls until one
+    lasts a tenth of a round, which also sizes its blocks). Runs in eval mode under ``inference_mode`` on
+    each model's device (CUDA is synchronized around every block); training flags and torch's thread count
+    are restored afterwards.
+
+    Args:
+        models: The models to time; the same inputs' shape for all.
+        input_shape: Shape of one sample, without the batch dimension.
+        batch_size: Samples per forward pass.
+        threads: CPU threads for torch; ``None`` keeps the current setting.
+        min_run_time: Seconds of calls per model; longer gives steadier numbers.
+        vocab_size: for token models, the vocabulary of their random input ids (one forward pass scores
+            a whole block of ``input_shape = (T,)`` tokens).
+        clock: Seconds from an arbitrary origin (tests pass a fake one).
+
+    Returns:
+        Per model, in order: the median, IQR and spread over rounds, the per-round samples, throughput.
+
+    Raises:
+        ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive, or no model is given.
+    """
+    _check_positive("batch_size", batch_size)
+    _check_positive("min_run_time", min_run_time)
+    if threads is not None:
+        _check_positive("threads", threads)
+    if not models:
+        raise ConfigError("measure_latencies needs at least one model to time; got none.")
+    previous_threads = torch.get_num_threads()
+    num_threads = threads if threads is not None else previous_threads
+    inputs = [_dummy_inputs(m, batch_size, input_shape, vocab_size) for m in models]
+    calls = [functools.partial(m, x) for m, x in zip(models, inputs, strict=True)]
+    syncs = [_synchronizer(x.device) for x in inputs]
+    block_s = min_run_time / LATENCY_ROUNDS
+    try:
+        torch.set_num_threads(num_threads)
+        with ExitStack() as stack:
+            for m in models:
+                stack.enter_context(_eval_mode(m))
+            stack.enter_context(torch.inference_mode())
+            numbers = [_warm_up(call, sync, block_s, clock) for call, sync in zip(calls, syncs, strict=True)]
+            samples: list[list[float]] = [[] for _ in models]
+            spent = [0.0] * len(models)
+            rounds = 0
+            while rounds < LATENCY_ROUNDS or (min(spent) < min_run_time and rounds < MAX_LATENCY_ROUNDS):
+                for i, (call, sync, number) in enumerate(zip(calls, syncs, numbers, strict=True)):
+                    per_call = _time_block(call, sync, number, clock)
+                    samples[i].append(per_call)
+                    spent[i] += per_call * number
+                rounds += 1
+    finally:
+        torch.set_num_threads(previous_threads)
+    return [_latency_result(s, batch_size, num_threads) for s in samples]
+
+
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """What makes a block's end mean its work is done: CUDA kernels run asynchronously, CPU ops do not."""
+    if device.type == "cuda":
+        return functools.partial(torch.cuda.synchronize, device)
+    return lambda: None
+
+
+def _time_block(
+    call: Callable[[], object], sync: Callable[[], None], number: int, clock: Callable[[], float]
+) -> float:
+    """Seconds per call, averaged over `number` back-to-back calls."""
+    sync()
+    start = clock()
+    for _ in range(number):
+        call()
+    sync()
+    return max(clock() - start, 1e-9) / number
+
+
+def _warm_up(
+    call: Callable[[], object], sync: Callable[[], None], block_s: float, clock: Callable[[], float]
+) -> int:
+    """Warm a model up and return its calls per round: blocks of 1, 10, 100... calls until one lasts
+    ``block_s / 10`` (the first call, which allocates and plans, is never timed)."""
+    call()
+    number = 1
+    while True:
+        per_call = _time_block(call, sync, number, clock)
+        if per_call * number >= block_s / 10 or number >= 10**6:
+            return max(1, round(block_s / per_call))
+        number *= 10
+
+
+def _latency_result(samples_s: list[float], batch_size: int, threads: int | None) -> LatencyResult:
+    """The median, IQR and relative p10-p90 spread of per-round seconds per call."""
+    cuts = statistics.quantiles(samples_s, n=20, method="inclusive")  # 5% steps: cuts[1] is p10
+    median_s = statistics.median(samples_s)
+    return LatencyResult(
+        batch_size=batch_size,
+        median_ms=median_s * 1e3,
+        iqr_ms=(cuts[14] - cuts[4]) * 1e3,
+        throughput=batch_size / median_s,
+        threads=threads,
+        spread=(cuts[17] - cuts[1]) / median_s,
+        samples_ms=tuple(t * 1e3 for t in samples_s),
+    )
+
+
 def measure_latency(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -344,10 +489,7 @@ def measure_latency(
     min_run_time: float = 0.5,
     vocab_size: int | None = None,
 ) -> LatencyResult:
-    """Time the model's forward pass with ``torch.utils.benchmark``.
-
-    Runs in eval mode under ``inference_mode`` on the model's device (CUDA is synchronized by
-    the timer). Training flags and torch's thread count are restored afterwards.
+    """Time one model's forward pass: ``measure_latencies`` with a list of one.
 
     Args:
         model: The model to time.
@@ -355,8 +497,7 @@ def measure_latency(
         batch_size: Samples per forward pass.
         threads: CPU threads for torch; ``None`` keeps the current setting.
         min_run_time: Seconds to keep measuring; longer gives steadier numbers.
-        vocab_size: for a token model, the vocabulary of its random input ids (one forward pass scores
-            a whole block of ``input_shape = (T,)`` tokens).
+        vocab_size: for a token model, the vocabulary of its random input ids.
 
     Returns:
         The latency distribution and throughput.
@@ -364,29 +505,95 @@ def measure_latency(
     Raises:
         ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive.
     """
-    from torch.utils.benchmark import Timer
-
-    _check_positive("batch_size", batch_size)
-    _check_positive("min_run_time", min_run_time)
-    if threads is not None:
-        _check_positive("threads", threads)
-    previous_threads = torch.get_num_threads()
-    num_threads = threads if threads is not None else previous_threads
-    x = _dummy_inputs(model, batch_size, input_shape, vocab_size)
-    try:
-        with _eval_mode(model), torch.inference_mode():
-            timer = Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=num_threads)
-            measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        torch.set_num_threads(previous_threads)
-    median_s = measurement.median
-    return LatencyResult(
+    return measure_latencies(
+        [model],
+        input_shape,
         batch_size=batch_size,
-        median_ms=median_s * 1e3,
-        iqr_ms=measurement.iqr * 1e3,
-        throughput=batch_size / median_s,
-        threads=num_threads,
+        threads=threads,
+        min_run_time=min_run_time,
+        vocab_size=vocab_size,
+    )[0]
+
+
+def _same_architecture(a: ModelMetrics, b: ModelMetrics) -> bool:
+    """Same task, parameter count, MACs and stored bytes: the same network in the same dtype."""
+    return (a.task, a.params, a.macs, a.bytes) == (b.task, b.params, b.macs, b.bytes)
+
+
+def _timed(m: ModelMetrics) -> tuple[float, float] | None:
+    """(batch-1 median ms, relative spread) of a row timed in rounds, else ``None``."""
+    if m.latency_b1_ms is None or m.latency_b1_spread is None:
+        return None
+    return m.latency_b1_ms, m.latency_b1_spread
+
+
+def _latencies_agree(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two (median ms, spread) timings fit one network: within ``MAX_LATENCY_SPREAD`` of each
+    other, or with overlapping p10-p90 ranges (approximated as median * (1 +/- spread / 2))."""
+    (fast, fast_spread), (slow, slow_spread) = sorted((a, b))
+    if slow <= fast * (1 + MAX_LATENCY_SPREAD):
+        return True
+    return fast * (1 + fast_spread / 2) >= slow * (1 - slow_spread / 2)
+
+
+def latency_conflicts(metrics: Sequence[ModelMetrics]) -> list[tuple[ModelMetrics, ModelMetrics]]:
+    """Pairs of identical architectures timed together whose batch-1 latencies disagree.
+
+    Two copies of one network (e.g. a scratch and a distilled student) run equally fast; medians that
+    differ beyond their spreads say the machine was busy while one of them was timed. Only rows timed in
+    rounds (with a ``latency_b1_spread``) are compared.
+
+    Args:
+        metrics: The rows of one run, in order.
+
+    Returns:
+        The disagreeing pairs, each in the order of `metrics`.
+    """
+    timed = [(m, t) for m in metrics if (t := _timed(m)) is not None]
+    return [
+        (a, b)
+        for i, (a, ta) in enumerate(timed)
+        for b, tb in timed[i + 1 :]
+        if _same_architecture(a, b) and not _latencies_agree(ta, tb)
+    ]
+
+
+def time_models(
+    metrics: Sequence[ModelMetrics],
+    models: Sequence[nn.Module],
+    input_shape: tuple[int, ...],
+    *,
+    throughput: bool = True,
+    min_run_time: float = 0.5,
+    vocab_size: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> None:
+    """Fill in the latency (and throughput) of every row in one interleaved measurement, and say which
+    batch-1 figures are unreliable (``ModelMetrics.latency_reliable``).
+
+    Args:
+        metrics: One row per model, updated in place.
+        models: The models, in the order of `metrics`.
+        input_shape: Shape of one sample, without the batch dimension.
+        throughput: Also time batches of ``THROUGHPUT_BATCH_SIZE`` (samples per second).
+        min_run_time: Seconds of calls per model and batch size.
+        vocab_size: for token models, the vocabulary of their random input ids.
+        clock: Seconds from an arbitrary origin (tests pass a fake one).
+    """
+    timer = functools.partial(
+        measure_latencies, models, input_shape, min_run_time=min_run_time, vocab_size=vocab_size, clock=clock
     )
+    b1 = timer()
+    for m, r in zip(metrics, b1, strict=True):
+        m.latency_b1_ms, m.latency_b1_spread = r.median_ms, r.spread
+    if throughput:
+        big = timer(batch_size=THROUGHPUT_BATCH_SIZE)
+        for m, r in zip(metrics, big, strict=True):
+            m.throughput_b256 = r.throughput
+    in_conflict = {id(m) for pair in latency_conflicts(metrics) for m in pair}
+    for m in metrics:
+        if m.latency_b1_spread is not None:
+            m.latency_reliable = m.latency_b1_spread <= MAX_LATENCY_SPREAD and id(m) not in in_conflict
 
 
 def measure_onnx_latency(
@@ -962,7 +1169,7 @@ def measure_model(
     """
     logits = predict(model, x_eval)
     quality = task_metrics(task, MetricInputs(logits, y_eval, teacher_logits, mask))
-    return ModelMetrics(
+    metrics = ModelMetrics(
         name=name,
         accuracy=quality.pop("accuracy"),
         agreement=quality.pop("agreement", None),
@@ -971,25 +1178,10 @@ def measure_model(
         params=count_parameters(model),
         bytes=weights_bytes(weights_path) if weights_path is not None else state_dict_bytes(model),
         macs=count_macs(model, input_shape, device=_model_device(model), vocab_size=vocab_size),
-        latency_b1_ms=(
-            measure_latency(
-                model, input_shape, batch_size=1, min_run_time=min_run_time, vocab_size=vocab_size
-            ).median_ms
-            if latency
-            else None
-        ),
-        throughput_b256=(
-            measure_latency(
-                model,
-                input_shape,
-                batch_size=THROUGHPUT_BATCH_SIZE,
-                min_run_time=min_run_time,
-                vocab_size=vocab_size,
-            ).throughput
-            if latency
-            else None
-        ),
     )
+    if latency:
+        time_models([metrics], [model], input_shape, min_run_time=min_run_time, vocab_size=vocab_size)
+    return metrics
 
 
 def measure_token_model(
@@ -1042,12 +1234,11 @@ def measure_token_model(
         params=count_parameters(model),
         bytes=weights_bytes(weights_path) if weights_path is not None else state_dict_bytes(model),
         macs=count_macs(model, shape, device=_model_device(model), vocab_size=vocab_size),
-        latency_b1_ms=(
-            measure_latency(model, shape, min_run_time=min_run_time, vocab_size=vocab_size).median_ms
-            if latency
-            else None
-        ),
     )
+    if latency:
+        time_models(
+            [metrics], [model], shape, throughput=False, min_run_time=min_run_time, vocab_size=vocab_size
+        )
     return metrics, preds
 
 

@@ -93,3 +93,41 @@ def test_report_html_renders_in_chromium(tmp_path: Path) -> None:
     pixels = (mpimg.imread(shot)[..., :3] * 255).round().astype(int)
     blue = np.all(np.abs(pixels - np.array([0x1F, 0x77, 0xB4])) <= 3, axis=-1)
     assert blue.sum() > 500
+
+
+# Eight models with the longest cells a report has: names of the compress chain, noisy latencies with their
+# spread, bytes ratios with the parameter ratio in brackets.
+MANY = [
+    {"name": name, "accuracy": 0.9 - 0.01 * i, "agreement": None if i == 0 else 0.95, "params": 1_234_567 // (i + 1),
+     "bytes": 4_938_268 // (i + 1) if "int8" not in name else 1_234_567, "macs": 123_456_789 // (i + 1),
+     "latency_b1_ms": 71.95 / (i + 1), "latency_b1_spread": 0.9 if i % 2 else 0.02,
+     "latency_reliable": i % 2 == 0, "throughput_b256": 123_456.0 * (i + 1)}
+    for i, name in enumerate(("teacher", "student_scratch", "student_kd", "student_kd_transferred_from_teacher",
+                              "pruned.onnx", "pruned+kd.onnx", "qat+kd.onnx", "int8.onnx"))
+]  # fmt: skip
+
+# Measures the models table against the box it lives in, after layout, into the DOM that --dump-dom prints.
+_MEASURE = """<script>
+const table = document.getElementById("metrics");
+const box = table.parentElement;
+document.body.insertAdjacentHTML("beforeend", `<pre id="measured">${table.scrollWidth} ${box.clientWidth} ${
+  box.scrollWidth} ${document.documentElement.scrollWidth} ${window.innerWidth}</pre>`);
+</script></body>"""
+
+
+def test_every_column_of_a_many_model_table_fits_a_1280px_window(tmp_path: Path) -> None:
+    html = write_report(make_run(tmp_path / "runs", metrics=MANY)).html
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.read_text().replace("</body>", _MEASURE))
+    out = _chromium(tmp_path / "profile", "--window-size=1280,2000", "--dump-dom", probe.as_uri()).stdout
+    dom = _Dom()
+    dom.feed(out)
+    assert len(dom.tables["metrics"]) == 1 + len(MANY) and len(dom.tables["metrics"][0]) == 11
+    table_w, box_w, box_scroll_w, page_w, window_w = map(
+        int,
+        out.rsplit('<pre id="measured">', 1)[1].split("</pre>")[0].split(),  # the element, not the script
+    )
+    assert window_w == 1280
+    # No horizontal scrollbar: the table is no wider than its box, and the page no wider than the window.
+    assert table_w <= box_w and box_scroll_w <= box_w, (table_w, box_w, box_scroll_w)
+    assert page_w <= window_w

@@ -14,7 +14,7 @@ from distil.measure import compare
 from distil.report.html import image_html, page_html, table_html
 from distil.report.plots import plot_pareto
 from distil.report.rundata import RunData, load_run
-from distil.report.tables import compression_cell, human
+from distil.report.tables import compression_cell, human, latency_cell
 from distil.report.writer import latency_points, size_points
 
 COMPARE_COLUMNS = (
@@ -48,7 +48,7 @@ def compare_rows(runs: Sequence[RunData]) -> list[list[str]]:
                     human(m.params),
                     human(m.bytes, "B"),
                     human(m.macs),
-                    "—" if m.latency_b1_ms is None else f"{m.latency_b1_ms:.3f} ms",
+                    latency_cell(m),
                     "1x" if is_ref else compression_cell(r),
                 ]
             )

@@ -13,16 +13,18 @@ from pathlib import Path
 
 from distil.report.markdown import FIGURES
 from distil.report.rundata import RunData
-from distil.report.tables import columns_for, metric_rows
+from distil.report.tables import columns_for, latency_notes, metric_rows
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #1f2328; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.85rem; }
-th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.5rem; text-align: right; }
+/* Cells wrap at spaces ("0.606 ms ±45% noisy") and model names anywhere, so that a wide table still fits
+   a laptop's window without a sideways scrollbar; numbers themselves never break. */
+th:first-child, td:first-child { text-align: left; overflow-wrap: anywhere; }
 thead th { background: #f6f8fa; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { color: #57606a; font-size: 0.85rem; }
@@ -40,6 +42,14 @@ def table_html(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: 
     return (
         f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
     )
+
+
+def notes_html(notes: Sequence[str], list_id: str) -> str:
+    """Notes under a table as an escaped bullet list ("" when there are none)."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{escape(note)}</li>" for note in notes)
+    return f'<ul class="note" id="{escape(list_id)}">{items}</ul>'
 
 
 def image_html(png: bytes, caption: str) -> str:
@@ -86,7 +96,8 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
             "Models side by side",
             f'<p class="note">Ratios are against {escape(run.reference.name)} (the reference); compression '
             "is its stored size over the model's, with the parameter ratio in brackets where that differs.</p>"
-            + table_html(columns_for(run.metrics), metric_rows(run.metrics, run.reference), "metrics"),
+            + table_html(columns_for(run.metrics), metric_rows(run.metrics, run.reference), "metrics")
+            + notes_html(latency_notes(run.metrics), "latency-notes"),
         )
     ]
     for stem, caption in FIGURES.items():

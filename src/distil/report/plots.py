@@ -35,12 +35,16 @@ class Point:
         group: the run it belongs to (one colour per group).
         cost: bytes, latency in ms, MACs...: smaller is better.
         accuracy: top-1 accuracy in [0, 1]: larger is better.
+        reliable: False for a cost not to be trusted (a noisy latency): drawn as a hollow marker.
+        spread: the cost's relative p10-p90 range (a latency's), drawn as a horizontal error bar.
     """
 
     label: str
     group: str
     cost: float
     accuracy: float
+    reliable: bool = True
+    spread: float | None = None
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
@@ -105,6 +109,46 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
     return _save(fig, Path(path))
 
 
+UNRELIABLE_NOTE = "hollow: unreliable (noisy) latency, see the report's notes; bars: p10-p90 across rounds"
+
+
+def draw_points(ax: Any, points: Sequence[Point], colour: Any, label: str) -> None:
+    """One group's points: filled when reliable, hollow when not, with their spread as horizontal bars.
+
+    Args:
+        ax: the matplotlib Axes.
+        points: the group's points.
+        colour: the group's colour.
+        label: the legend entry (given once, to the first kind of marker drawn).
+    """
+    for reliable in (True, False):
+        kind = [p for p in points if p.reliable is reliable]
+        if not kind:
+            continue
+        ax.scatter(
+            [p.cost for p in kind],
+            [100 * p.accuracy for p in kind],
+            facecolors=colour if reliable else "none",
+            edgecolors=colour,
+            label=label,
+            zorder=3,
+        )
+        label = "_nolegend_"
+    spread = [p for p in points if p.spread]
+    if spread:
+        # The bar's width is the p10-p90 range; centred on the median (the range's sides are not stored).
+        ax.errorbar(
+            [p.cost for p in spread],
+            [100 * p.accuracy for p in spread],
+            xerr=[[p.cost * (p.spread or 0.0) / 2 for p in spread]] * 2,
+            fmt="none",
+            ecolor=colour,
+            alpha=0.6,
+            capsize=2,
+            zorder=2,
+        )
+
+
 def plot_pareto(points: Sequence[Point], path: str | Path, *, xlabel: str, title: str) -> Path:
     """Accuracy against a cost (log scale), one colour per run, with the Pareto front drawn as a line.
 
@@ -123,13 +167,7 @@ def plot_pareto(points: Sequence[Point], path: str | Path, *, xlabel: str, title
     colours = plt.get_cmap("tab10")
     for i, group in enumerate(groups):
         members = [p for p in usable if p.group == group]
-        ax.scatter(
-            [p.cost for p in members],
-            [100 * p.accuracy for p in members],
-            color=colours(i % 10),
-            label=group,
-            zorder=3,
-        )
+        draw_points(ax, members, colours(i % 10), group)
         # Models at the same spot (e.g. two students of one architecture) share one joined label.
         labels: dict[tuple[float, float], list[str]] = {}
         for p in members:
@@ -154,6 +192,8 @@ def plot_pareto(points: Sequence[Point], path: str | Path, *, xlabel: str, title
         ax.set_xscale("log")
         ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
         ax.legend(fontsize=8)
+    if any(not p.reliable for p in usable):
+        ax.text(0.01, 0.01, UNRELIABLE_NOTE, fontsize=7, color="dimgrey", transform=ax.transAxes)
     else:
         ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes)
     ax.set(title=title, xlabel=xlabel + " (log scale, lower is better)", ylabel="top-1 accuracy (%)")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from distil.measure import ModelMetrics, compare
+from distil.measure import MAX_LATENCY_SPREAD, ModelMetrics, compare, latency_conflicts
 
 COLUMNS = (
     "model",
@@ -63,6 +63,59 @@ def _opt(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+# Appended to a latency (and a speed-up derived from it) that is not to be trusted; `latency_notes` says why.
+NOISY = "(noisy)"
+
+
+def latency_cell(m: ModelMetrics) -> str:
+    """The batch-1 latency, e.g. "0.606 ms ±3%" (± half its p10-p90 range across timing rounds), with
+    `NOISY` appended when it is unreliable; "—" when not measured."""
+    if m.latency_b1_ms is None:
+        return "—"
+    text = f"{m.latency_b1_ms:.3f} ms"
+    if m.latency_b1_spread is not None:
+        half = 50 * m.latency_b1_spread
+        text += f" ±{half:.0f}%" if half >= 1 else " ±<1%"
+    return text if m.latency_reliable else f"{text} {NOISY}"
+
+
+def speedup_cell(reference: ModelMetrics, m: ModelMetrics, speedup: float | None) -> str:
+    """The batch-1 speed-up over `reference`, marked `NOISY` when either latency is unreliable."""
+    if speedup is None:
+        return "—"
+    noisy = not (reference.latency_reliable and m.latency_reliable)
+    return f"{speedup:.2f}x" + (f" {NOISY}" if noisy else "")
+
+
+def latency_notes(metrics: Sequence[ModelMetrics]) -> list[str]:
+    """Why latencies are marked `NOISY`, one sentence each (none when every figure is reliable).
+
+    Args:
+        metrics: The rows of one run (or report).
+
+    Returns:
+        Identical architectures that measured differently, then models whose rounds varied too much, then
+        what to do about it.
+    """
+    notes = [
+        f"{a.name} and {b.name} have the same architecture (parameters, MACs and size) but measured "
+        f"{a.latency_b1_ms:.3f} vs {b.latency_b1_ms:.3f} ms: the machine was busy while they were timed."
+        for a, b in latency_conflicts(metrics)
+    ]
+    notes += [
+        f"{m.name}: its latency varied by {100 * m.latency_b1_spread:.0f}% of its median across timing rounds "
+        f"(p10 to p90; reliable up to {100 * MAX_LATENCY_SPREAD:.0f}%)."
+        for m in metrics
+        if m.latency_b1_spread is not None and m.latency_b1_spread > MAX_LATENCY_SPREAD
+    ]
+    if notes or any(not m.latency_reliable for m in metrics):
+        notes.append(
+            f"Latencies and speed-ups marked {NOISY} are unreliable: rerun on an idle machine (fewer parallel "
+            "jobs) to measure them."
+        )
+    return notes
+
+
 def compression_cell(ratios: dict[str, float | None]) -> str:
     """The stored-size ratio, e.g. "3.4x"; "3.4x (params 1.0x)" when the parameter ratio differs."""
     text = _opt(ratios["compression"], ".1f") + "x"
@@ -89,7 +142,7 @@ def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[l
                 human(m.params),
                 human(m.bytes, "B"),
                 human(m.macs),
-                _opt(m.latency_b1_ms, ".3f") + (" ms" if m.latency_b1_ms is not None else ""),
+                latency_cell(m),
                 _opt(gen, ".3f"),
                 "1x" if is_ref else compression_cell(r),
                 "1x" if is_ref or ppl is None or not ref_ppl else f"{ppl / ref_ppl:.3f}x",
@@ -115,10 +168,10 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
                 human(m.params),
                 human(m.bytes, "B"),
                 human(m.macs),
-                _opt(m.latency_b1_ms, ".3f") + (" ms" if m.latency_b1_ms is not None else ""),
+                latency_cell(m),
                 _opt(m.throughput_b256, ",.0f") + ("/s" if m.throughput_b256 is not None else ""),
                 "1x" if is_ref else compression_cell(r),
-                "1x" if is_ref else ("—" if r["speedup_b1"] is None else f"{r['speedup_b1']:.2f}x"),
+                "1x" if is_ref else speedup_cell(reference, m, r["speedup_b1"]),
                 "" if is_ref else f"{r['accuracy_change']:+.2f} pt",
             ]
         )
@@ -126,8 +179,10 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
 
 
 def metrics_table(metrics: Sequence[ModelMetrics], reference: ModelMetrics, title: str = "") -> Table:
-    """A Rich table with one column per model (so it fits an 80-column terminal), ratios vs `reference`."""
-    table = Table(title=title or None)
+    """A Rich table with one column per model (so it fits an 80-column terminal), ratios vs `reference`;
+    its caption says which latencies are unreliable and why."""
+    notes = latency_notes(metrics)
+    table = Table(title=title or None, caption="\n".join(notes) or None, caption_justify="left")
     table.add_column("metric")
     for m in metrics:
         table.add_column(m.name, justify="right")
@@ -138,8 +193,11 @@ def metrics_table(metrics: Sequence[ModelMetrics], reference: ModelMetrics, titl
 
 
 def metrics_markdown(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> str:
-    """The same table as GitHub-flavoured Markdown."""
+    """The same table as GitHub-flavoured Markdown, followed by the notes on unreliable latencies."""
     columns = columns_for(metrics)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in metric_rows(metrics, reference)]
+    notes = latency_notes(metrics)
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"

@@ -27,9 +27,10 @@ def size_points(run: RunData, group: str | None = None) -> list[Point]:
 
 
 def latency_points(run: RunData, group: str | None = None) -> list[Point]:
-    """Every model with a measured latency as (batch-1 latency ms, accuracy) points."""
+    """Every model with a measured latency as (batch-1 latency ms, accuracy) points, with its spread and
+    whether it is reliable."""
     return [
-        Point(m.name, group or run.name, m.latency_b1_ms, m.accuracy)
+        Point(m.name, group or run.name, m.latency_b1_ms, m.accuracy, m.latency_reliable, m.latency_b1_spread)
         for m in run.metrics
         if m.latency_b1_ms is not None
     ]

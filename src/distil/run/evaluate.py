@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, load_dataset
-from distil.measure import ModelMetrics, measure_model, predict
+from distil.measure import ModelMetrics, measure_model, predict, time_models
 from distil.train.build import build_model
 
 
@@ -168,6 +168,7 @@ def evaluate_checkpoints(
     ``pkg.module:factory`` unless `trust_code`.
     """
     metrics: list[ModelMetrics] = []
+    models: list[torch.nn.Module] = []
     reference_logits: torch.Tensor | None = None
     x_test, y_test = data.test.head(len(data.test)), data.test.labels
     for path in paths:
@@ -180,11 +181,14 @@ def evaluate_checkpoints(
             input_shape=data.input_shape,
             teacher_logits=reference_logits,
             weights_path=weights,
-            latency=measure_latency,
+            latency=False,  # timed below, interleaved, so that the table's latencies compare
             task=data.task,
             vocab_size=data.vocab_size,
         )
         if reference_logits is None:
             reference_logits = predict(model, x_test)
         metrics.append(m)
+        models.append(model)
+    if measure_latency:
+        time_models(metrics, models, data.input_shape, vocab_size=data.vocab_size)
     return metrics

@@ -40,6 +40,7 @@ from distil.measure import (
     measure_token_model,
     predict,
     task_details,
+    time_models,
 )
 from distil.report import metrics_table
 from distil.report.progress import make_progress
@@ -262,6 +263,7 @@ class Runner:
         # The test set is measured in memory (read once from disk for on-disk data).
         x_test, y_test = data.test.head(len(data.test)), data.test.labels
         metrics: list[ModelMetrics] = []
+        sidecars: list[dict[str, Any]] = []
         teacher_logits: torch.Tensor | None = None
         for kept in self.kept:
             name = kept.name
@@ -277,7 +279,7 @@ class Runner:
                 input_shape=data.input_shape,
                 teacher_logits=teacher_logits,
                 weights_path=weights,
-                latency=self.measure_latency,
+                latency=False,  # timed below, every model interleaved with the others
                 task=data.task,
                 vocab_size=data.vocab_size,
             )
@@ -285,18 +287,38 @@ class Runner:
             if teacher_logits is None:
                 teacher_logits = logits
             metrics.append(m)
-            # Record the final test metrics in the sidecar too, so a checkpoint carries its own numbers.
-            sidecar = run.file(f"{name}.json")
-            meta = json.loads(sidecar.read_text())
-            meta["test_metrics"] = m.to_dict()
             # The task's breakdowns (classification: per-class accuracy); None (not NaN, which is not
             # JSON) for a class with no test samples.
             details = task_details(data.task, MetricInputs(logits, y_test, num_classes=data.num_classes))
-            for key, values in details.items():
-                if values is not None:
-                    meta[key] = [None if v != v else v for v in values]
-            atomic_write_json(sidecar, meta)
+            sidecars.append(
+                {
+                    key: [None if v != v else v for v in values]
+                    for key, values in details.items()
+                    if values is not None
+                }
+            )
+        self._time(metrics, throughput=True)
+        for m, details in zip(metrics, sidecars, strict=True):
+            self._record_test_metrics(m, details)
         return metrics
+
+    def _time(self, metrics: list[ModelMetrics], *, throughput: bool) -> None:
+        """Latency of every kept model in one interleaved measurement, so one burst of load cannot make one
+        of them look slow (`distil.measure.time_models`)."""
+        if self.measure_latency:
+            models = [k.model for k in self.kept]
+            shape = tuple(self.data.test.sample_shape) if self.data.is_tokens else self.data.input_shape
+            vocab = self.data.num_classes if self.data.is_tokens else self.data.vocab_size
+            time_models(metrics, models, shape, throughput=throughput, vocab_size=vocab)
+
+    def _record_test_metrics(self, m: ModelMetrics, details: dict[str, Any]) -> None:
+        """The final test metrics (and the task's breakdowns) in the model's sidecar too, so a checkpoint
+        carries its own numbers."""
+        sidecar = self.dir.file(f"{m.name}.json")
+        meta = json.loads(sidecar.read_text())
+        meta["test_metrics"] = m.to_dict()
+        meta.update(details)
+        atomic_write_json(sidecar, meta)
 
     @functools.cached_property
     def _hf_tokenizer(self) -> Any:
@@ -326,11 +348,12 @@ class Runner:
                 vocab_size=data.num_classes,
                 reference=reference,
                 weights_path=weights,
-                latency=self.measure_latency,
+                latency=False,  # timed below, every model interleaved with the others
                 task=data.task,
             )
             reference = preds if reference is None else reference
             metrics.append(m)
+        self._time(metrics, throughput=False)  # token models: generation latency is their speed figure
         from distil.run.lm_report import lm_section
 
         self.generation = lm_section(
@@ -344,10 +367,7 @@ class Runner:
             timed = self.generation["latency"].get(m.name)
             if timed is not None:
                 m.extra["generate_ms_per_token"] = timed["ms_per_token"]
-            sidecar = run.file(f"{m.name}.json")
-            meta = json.loads(sidecar.read_text())
-            meta["test_metrics"] = m.to_dict()
-            atomic_write_json(sidecar, meta)
+            self._record_test_metrics(m, {})
         return metrics
 
     # --------------------------------------------------------------------------------- summary
