@@ -94,20 +94,25 @@ def _kl_kernel(
     saved: tuple[torch.Tensor, ...],
     values: bool,
 ) -> RowOut:
-    """KL(p || q) = sum p (t - s) + lse_s - lse_t (s, t the logits / T); dL/ds = (q - p) / T."""
+    """KL(p || q) = sum p (log p - log q), log p = t - lse_t (s, t the logits / T); dL/ds = (q - p) / T.
+
+    Not sum p (t - s) + lse_s - lse_t: with logits far from 0 (|x / T| ~ 1e4) the two large terms cancel
+    and the rounding of lse, times |t - s|, is the whole result.
+    """
     assert teacher is not None
     s, t = _soft(student, o.temperature), _soft(teacher, o.temperature)
     lse_s, lse_t = _lse(s, saved, 0), _lse(t, saved, 1)
-    p = (t - lse_t.unsqueeze(1)).exp_()
+    log_p = _owned(t).sub_(lse_t.unsqueeze(1))
+    p = log_p.exp()
+    log_q = _owned(s).sub_(lse_s.unsqueeze(1))
     kl = None
     if values:
         # p = 0 where the teacher's logit is -inf (or underflows): 0 * inf is NaN there, and 0 is the limit.
-        terms = _owned(t).sub_(s).mul_(p).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-        kl = terms.sum(1) + lse_s - lse_t
+        terms = _owned(log_p).sub_(log_q).mul_(p).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+        kl = terms.sum(1)
     grad = None
     if coef is not None:
-        q = _owned(s).sub_(lse_s.unsqueeze(1)).exp_()
-        grad = q.sub_(p).mul_((coef / o.temperature).unsqueeze(1))
+        grad = _owned(log_q).exp_().sub_(p).mul_((coef / o.temperature).unsqueeze(1))
     return RowOut(kl, grad, (lse_s, lse_t))
 
 
@@ -195,7 +200,8 @@ def _jsd_kernel(
     b = o.beta
     log_q, log_p, q = _log_softmaxes(student, teacher, o.temperature)
     p = log_p.exp()
-    log_m = torch.logaddexp(log_q + math.log1p(-b), log_p + math.log(b))
+    # Finite stand-ins for -inf: logaddexp's derivative at (-inf, -inf) is NaN (0 * NaN under autograd).
+    log_m = torch.logaddexp(log_q.clamp_min(-1e30) + math.log1p(-b), log_p.clamp_min(-1e30) + math.log(b))
     f = torch.where(q > 0, log_q - log_m, 0.0)
     kl_q = (q * f).sum(1)
     jsd = b * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(1) + (1 - b) * kl_q
