@@ -131,9 +131,9 @@ def _ce_kernel(
     lse = _lse(s, saved, 0)
     ce = None
     if values:
-        ce = (1 - e) * (lse - s.gather(1, y).squeeze(1))
+        ce = lse - s.gather(1, y).squeeze(1)
         if e:
-            ce = ce + e * (lse - s.mean(1))
+            ce = (1 - e) * ce + e * (lse - s.mean(1))
     grad = None
     if coef is not None:
         grad = torch.sub(s, lse.unsqueeze(1)).exp_()
@@ -319,12 +319,13 @@ class _ChunkedRowLoss(torch.autograd.Function):
         rows: int,
         store: bool,
     ) -> torch.Tensor:
-        total = torch.zeros((), dtype=torch.float32, device=student.device)
         valid = weights > 0
+        factor = scale(kind, options.temperature)
         # where, not a product: a padded row's logits may be anything (NaN from a fully masked row).
-        coef = torch.where(valid, weights * scale(kind, options.temperature), 0.0)
+        coef = torch.where(valid, weights * factor if factor != 1.0 else weights, 0.0)
         grad = torch.empty_like(student) if store and ctx.needs_input_grad[0] else None
         saved: list[tuple[torch.Tensor, ...]] = []
+        sums: list[torch.Tensor] = []
         for a in range(0, student.shape[0], rows):
             b = a + rows
             out = row_kernel(
@@ -336,10 +337,14 @@ class _ChunkedRowLoss(torch.autograd.Function):
                 coef=None if grad is None else coef[a:b],
             )
             assert out.values is not None
-            total = total + torch.where(valid[a:b], out.values * coef[a:b], 0.0).sum()
+            # coef is 0 on the rows that do not count; where keeps their (maybe NaN) values out of the dot.
+            sums.append(torch.dot(torch.where(valid[a:b], out.values, 0.0), coef[a:b]))
             if grad is not None:
                 assert out.grad is not None
-                _put(grad, a, b, out.grad, valid)
+                if rows >= student.shape[0] and student.dtype == torch.float32:
+                    grad = _masked(out.grad, valid)  # one chunk in fp32: its buffer is the gradient
+                else:
+                    grad[a:b].copy_(_masked(out.grad, valid[a:b]))
             else:
                 saved.append(out.saved)
         if grad is not None:
@@ -348,7 +353,7 @@ class _ChunkedRowLoss(torch.autograd.Function):
             lses = [torch.cat(parts) for parts in zip(*saved, strict=True)]
             ctx.save_for_backward(student, teacher, labels, valid, coef, *lses)
         ctx.options = (kind, options, rows, grad is not None)
-        return total
+        return sums[0] if len(sums) == 1 else torch.stack(sums).sum() if sums else coef.sum()
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -379,13 +384,13 @@ class _ChunkedRowLoss(torch.autograd.Function):
                 values=False,
             )
             assert out.grad is not None
-            _put(grad, a, b, out.grad, valid)
+            grad[a:b].copy_(_masked(out.grad, valid[a:b]))
         return (grad, *none)
 
 
-def _put(grad: torch.Tensor, a: int, b: int, chunk: torch.Tensor, valid: torch.Tensor) -> None:
-    """Write one chunk's gradient; padded rows get exactly 0 (their NaN * 0 would be NaN)."""
-    grad[a:b].copy_(chunk.masked_fill_(~valid[a:b].unsqueeze(1), 0.0))
+def _masked(chunk: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """One chunk's gradient with exactly 0 on the padded rows (their NaN * 0 would be NaN), in place."""
+    return chunk.masked_fill_(~valid.unsqueeze(1), 0.0)
 
 
 def row_loss(
