@@ -142,14 +142,18 @@ def test_an_all_true_mask_equals_no_mask(name: str) -> None:
     )
 
 
-def test_unmasked_classification_is_bit_for_bit_the_batchmean_formula() -> None:
+def test_unmasked_classification_is_the_batchmean_formula() -> None:
+    """(B, K) logits are B rows of the row kernels: torch's batchmean formulas, to float rounding (no
+    longer bit for bit: the kernel's KL is sum p (t - s) + lse_s - lse_t, which has no NaN at -inf)."""
     s, t = _logits(8, 10, seed=7)
     s, t = s.float(), t.float()
     log_ps, log_pt = torch.log_softmax(s / 4, dim=1), torch.log_softmax(t / 4, dim=1)
     want = torch.nn.functional.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * 16
-    assert torch.equal(kd_kl(s, t, 4.0), want)
+    torch.testing.assert_close(kd_kl(s, t, 4.0), want, rtol=2e-6, atol=1e-7)
     y = torch.arange(8) % 10
-    assert torch.equal(cross_entropy(s, y), torch.nn.functional.cross_entropy(s, y))
+    torch.testing.assert_close(
+        cross_entropy(s, y), torch.nn.functional.cross_entropy(s, y), rtol=2e-6, atol=1e-7
+    )
 
 
 def test_no_valid_position_gives_zero_with_a_gradient() -> None:

@@ -13,27 +13,32 @@ to count them); they carry weight 0, and `torch.where` keeps whatever their logi
 of the sum and of the gradient. The mean over the valid positions is in the weights: mask / count,
 a tensor division.
 
+Each loss has one row kernel (`KERNELS`), used by every path: the chunks here, the (B, K) and (B, T, V)
+functions of `distil.losses.functional` (which only view their logits as rows) and autograd (a trained
+teacher). A kernel returns the per-row values and, given per-row factors, their gradient w.r.t. the raw
+student logits: the backward is that derivative (tests check it against autograd).
+
 Divergences (student q, teacher p, both softmax(logits / T), each multiplied by T^2 as Hinton's KD):
     kl   KL(p || q)                 dL/ds = q - p
     rkl  KL(q || p)                 dL/ds = q * (f - E_q f), f = log q - log p
-    jsd  beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q
+    jsd  beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q, log m by logaddexp
                                     dL/ds = (1 - beta) q * (f - E_q f), f = log q - log m
     tvd  0.5 * sum |q - p|          dL/ds = q * (g - E_q g), g = 0.5 sign(q - p)
 and, on raw logits: ce (cross-entropy with label smoothing) and mse (the mean squared logit error).
+A class with probability 0 on both sides (a -inf logit: masked vocabulary) contributes 0, not NaN.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 # Elements (rows x vocabulary) of one chunk: 8M fp32 = 32 MiB per temporary, a handful alive at once.
 CHUNK_ELEMENTS = 1 << 23
-
-KINDS = ("kl", "rkl", "jsd", "tvd", "ce", "mse")
 
 
 def chunk_rows(vocab: int, chunk_size: int | None = None) -> int:
@@ -45,162 +50,248 @@ def chunk_rows(vocab: int, chunk_size: int | None = None) -> int:
     return max(1, CHUNK_ELEMENTS // max(vocab, 1))
 
 
-def row_values(
-    kind: str,
-    student: torch.Tensor,
-    teacher: torch.Tensor | None,
-    labels: torch.Tensor | None,
-    temperature: float,
-    beta: float,
-    smoothing: float,
-    grad: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-row values (n,) of one chunk and, with `grad`, their gradient (n, V) w.r.t. the raw student logits.
+class RowOptions(NamedTuple):
+    """The hyper-parameters of the row kernels (each kernel reads the ones it has)."""
 
-    Differentiable through autograd as well (the reference computation in tests uses it on whole rows).
-    The gradient excludes the T^2 factor and the weights, which the caller applies.
+    temperature: float = 1.0
+    beta: float = 0.5
+    smoothing: float = 0.0
+
+
+class RowOut(NamedTuple):
+    """What a row kernel returns for one chunk of rows."""
+
+    values: torch.Tensor | None  # (n,) per-row values (without T^2), None when not asked for
+    grad: torch.Tensor | None  # (n, V) fp32: coef times the gradient of the values, None without coef
+    saved: tuple[torch.Tensor, ...]  # (n,) logsumexps a later call may pass back as `saved`
+
+
+def _owned(x: torch.Tensor) -> torch.Tensor:
+    """`x` itself for an in-place update when autograd is off (the chunked path), else a copy.
+
+    The kernels update their own fp32 temporaries in place (half the passes and allocations of the
+    out-of-place form); under autograd (a trained teacher, the reference tests) such a temporary may be
+    saved for backward, so the update goes to a copy instead.
     """
-    if kind == "ce":
-        assert labels is not None
-        s = student.float()
-        lse = torch.logsumexp(s, dim=1)
-        picked = s.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
-        values = (1 - smoothing) * (lse - picked)
-        if smoothing:
-            values = values + smoothing * (lse - s.mean(1))
-        if not grad:
-            return values, None
-        g = torch.exp(s - lse.unsqueeze(1))
-        if smoothing:
-            g = g - smoothing / s.shape[1]
-        g.scatter_add_(
-            1, labels.clamp(min=0).unsqueeze(1), torch.full_like(picked, -(1 - smoothing)).unsqueeze(1)
-        )
-        return values, g
+    return x.clone() if torch.is_grad_enabled() else x
+
+
+def _soft(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A new fp32 tensor x / T (never the input itself, so the kernels may update it in place)."""
+    return x * (1.0 / temperature) if x.dtype == torch.float32 else x.float().mul_(1.0 / temperature)
+
+
+def _lse(x: torch.Tensor, saved: tuple[torch.Tensor, ...], i: int) -> torch.Tensor:
+    return saved[i] if saved else torch.logsumexp(x, dim=1)
+
+
+def _kl_kernel(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    o: RowOptions,
+    coef: torch.Tensor | None,
+    saved: tuple[torch.Tensor, ...],
+    values: bool,
+) -> RowOut:
+    """KL(p || q) = sum p (log p - log q), log p = t - lse_t (s, t the logits / T); dL/ds = (q - p) / T.
+
+    Not sum p (t - s) + lse_s - lse_t: with logits far from 0 (|x / T| ~ 1e4) the two large terms cancel
+    and the rounding of lse, times |t - s|, is the whole result.
+    """
     assert teacher is not None
-    if kind == "mse":
-        d = student.float() - teacher.float()
-        values = d.pow(2).mean(1)
-        return values, (d * (2.0 / d.shape[1]) if grad else None)
-    t = temperature
+    s, t = _soft(student, o.temperature), _soft(teacher, o.temperature)
+    lse_s, lse_t = _lse(s, saved, 0), _lse(t, saved, 1)
+    log_p = _owned(t).sub_(lse_t.unsqueeze(1))
+    p = log_p.exp()
+    log_q = _owned(s).sub_(lse_s.unsqueeze(1))
+    kl = None
+    if values:
+        # p = 0 where the teacher's logit is -inf (or underflows): 0 * inf is NaN there, and 0 is the limit.
+        terms = _owned(log_p).sub_(log_q).mul_(p).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+        kl = terms.sum(1)
+    grad = None
+    if coef is not None:
+        grad = _owned(log_q).exp_().sub_(p).mul_((coef / o.temperature).unsqueeze(1))
+    return RowOut(kl, grad, (lse_s, lse_t))
+
+
+def _ce_kernel(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    o: RowOptions,
+    coef: torch.Tensor | None,
+    saved: tuple[torch.Tensor, ...],
+    values: bool,
+) -> RowOut:
+    """(1 - e) (lse - s_y) + e (lse - mean s); dL/ds = softmax(s) - e / V - (1 - e) onehot(y)."""
+    assert labels is not None
+    s, e, y = student.float(), o.smoothing, labels.clamp(min=0).unsqueeze(1)
+    lse = _lse(s, saved, 0)
+    ce = None
+    if values:
+        ce = lse - s.gather(1, y).squeeze(1)
+        if e:
+            ce = (1 - e) * ce + e * (lse - s.mean(1))
+    grad = None
+    if coef is not None:
+        grad = torch.sub(s, lse.unsqueeze(1)).exp_()
+        if e:
+            grad.sub_(e / s.shape[1])
+        grad.mul_(coef.unsqueeze(1)).scatter_add_(1, y, (-(1 - e) * coef).unsqueeze(1))
+    return RowOut(ce, grad, (lse,))
+
+
+def _log_softmaxes(
+    student: torch.Tensor, teacher: torch.Tensor, t: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     log_q = F.log_softmax(student.float() / t, dim=1)
-    log_p = F.log_softmax(teacher.float() / t, dim=1)
-    q = log_q.exp()
-    if kind == "kl":
-        p = log_p.exp()
-        # xlogy-style: a teacher probability of exactly 0 (a -inf logit) contributes 0, not NaN.
-        values = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(1)
-        return values, ((q - p) / t if grad else None)
-    if kind == "tvd":
-        p = log_p.exp()
-        values = 0.5 * (q - p).abs().sum(1)
-        if not grad:
-            return values, None
-        f = 0.5 * torch.sign(q - p)
-        return values, q * (f - (q * f).sum(1, keepdim=True)) / t
-    if kind == "rkl":
-        f = log_q - log_p
-        values = (q * f).sum(1)
-        return values, (q * (f - values.unsqueeze(1)) / t if grad else None)
-    if kind == "jsd":
-        p = log_p.exp()
-        log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
-        f = log_q - log_m
-        kl_q = (q * f).sum(1)
-        values = beta * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(1) + (1 - beta) * kl_q
-        return values, ((1 - beta) * q * (f - kl_q.unsqueeze(1)) / t if grad else None)
-    raise ValueError(f"unknown row loss {kind!r}; one of {', '.join(KINDS)}")
+    return log_q, F.log_softmax(teacher.float() / t, dim=1), log_q.exp()
 
 
-def _scale(kind: str, temperature: float) -> float:
+def _centred(
+    q: torch.Tensor,
+    f: torch.Tensor,
+    coef: torch.Tensor | None,
+    factor: float,
+    mean: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """coef * factor * q (f - E_q f) (`mean`: E_q f when known), the logits' gradient of E_q f where
+    E_q[df/ds] = 0 (f = log q - log p, log q - log m), or of E_q g with g piecewise constant (tvd)."""
+    if coef is None:
+        return None
+    mean = (q * f).sum(1) if mean is None else mean
+    return q * (f - mean.unsqueeze(1)) * (coef * factor).unsqueeze(1)
+
+
+def _rkl_kernel(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    o: RowOptions,
+    coef: torch.Tensor | None,
+    saved: tuple[torch.Tensor, ...],
+    values: bool,
+) -> RowOut:
+    """KL(q || p) = E_q f, f = log q - log p; dL/ds = q (f - E_q f) / T."""
+    assert teacher is not None
+    log_q, log_p, q = _log_softmaxes(student, teacher, o.temperature)
+    # Where q = 0 (a -inf student logit) the term is 0: log q - log p may be -inf - -inf = NaN there.
+    f = torch.where(q > 0, log_q - log_p, 0.0)
+    rkl = (q * f).sum(1)
+    return RowOut(rkl, _centred(q, f, coef, 1.0 / o.temperature, rkl), ())
+
+
+def _jsd_kernel(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    o: RowOptions,
+    coef: torch.Tensor | None,
+    saved: tuple[torch.Tensor, ...],
+    values: bool,
+) -> RowOut:
+    """beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q;
+    dL/ds = (1 - beta) q (f - E_q f) / T, f = log q - log m.
+
+    log m is a logaddexp of the log-probabilities: exact where both are tiny (no floor on m)."""
+    assert teacher is not None
+    b = o.beta
+    log_q, log_p, q = _log_softmaxes(student, teacher, o.temperature)
+    p = log_p.exp()
+    # Finite stand-ins for -inf: logaddexp's derivative at (-inf, -inf) is NaN (0 * NaN under autograd).
+    log_m = torch.logaddexp(log_q.clamp_min(-1e30) + math.log1p(-b), log_p.clamp_min(-1e30) + math.log(b))
+    f = torch.where(q > 0, log_q - log_m, 0.0)
+    kl_q = (q * f).sum(1)
+    jsd = b * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(1) + (1 - b) * kl_q
+    return RowOut(jsd, _centred(q, f, coef, (1 - b) / o.temperature, kl_q), ())
+
+
+def _tvd_kernel(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    o: RowOptions,
+    coef: torch.Tensor | None,
+    saved: tuple[torch.Tensor, ...],
+    values: bool,
+) -> RowOut:
+    """0.5 sum |q - p|; dL/ds = q (g - E_q g) / T, g = 0.5 sign(q - p)."""
+    assert teacher is not None
+    _, log_p, q = _log_softmaxes(student, teacher, o.temperature)
+    d = q - log_p.exp()
+    return RowOut(0.5 * d.abs().sum(1), _centred(q, 0.5 * torch.sign(d), coef, 1.0 / o.temperature), ())
+
+
+def _mse_kernel(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    o: RowOptions,
+    coef: torch.Tensor | None,
+    saved: tuple[torch.Tensor, ...],
+    values: bool,
+) -> RowOut:
+    """mean (s - t)^2 over the row (raw logits); dL/ds = 2 (s - t) / V."""
+    assert teacher is not None
+    d = student.float() - teacher.float()
+    grad = None if coef is None else d * (coef * (2.0 / d.shape[1])).unsqueeze(1)
+    return RowOut(d.pow(2).mean(1), grad, ())
+
+
+# The one implementation of each per-row loss: values, and coef times their gradient w.r.t. the raw
+# student logits (the derivative of those values: tests check it against autograd). `saved` (the (n,)
+# logsumexps of an earlier call on the same rows) lets backward skip recomputing them.
+KERNELS: dict[str, Callable[..., RowOut]] = {
+    "kl": _kl_kernel,
+    "rkl": _rkl_kernel,
+    "jsd": _jsd_kernel,
+    "tvd": _tvd_kernel,
+    "ce": _ce_kernel,
+    "mse": _mse_kernel,
+}
+KINDS = tuple(KERNELS)
+
+
+def row_kernel(
+    kind: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    options: RowOptions,
+    coef: torch.Tensor | None = None,
+    saved: tuple[torch.Tensor, ...] = (),
+    values: bool = True,
+) -> RowOut:
+    """Run the kernel of `kind` on (n, V) rows (n may be 0).
+
+    Args:
+        kind: one of `KINDS`.
+        student: (n, V) raw student logits, any float dtype.
+        teacher: (n, V) raw teacher logits (None for "ce").
+        labels: (n,) int64 classes for "ce" (negative ones are read as 0: give such rows weight 0).
+        options: temperature, beta, smoothing.
+        coef: (n,) per-row factor of the gradient to return (None: no gradient).
+        saved: the `saved` of an earlier call on the same rows, or ().
+        values: whether to compute the values (backward asks only for the gradient).
+
+    Returns:
+        A `RowOut`; values and gradient exclude the T^2 factor (`scale`), which the caller applies.
+        Differentiable by autograd too (w.r.t. student and teacher).
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    kernel = KERNELS.get(kind)
+    if kernel is None:
+        raise ValueError(f"unknown row loss {kind!r}; one of {', '.join(KINDS)}")
+    return kernel(student, teacher, labels, options, coef, saved, values)
+
+
+def scale(kind: str, temperature: float) -> float:
+    """The factor of a kind's summed values: T^2 for the divergences (Hinton's), 1 on raw logits."""
     return 1.0 if kind in ("ce", "mse") else temperature * temperature
-
-
-# The hot paths of LM distillation (forward KL and cross-entropy) are written out in fewer passes over
-# the chunk than `row_values`: forward keeps each row's logsumexp (N floats), so backward rebuilds the
-# softmaxes with one subtract and exp each, in place. The other kinds use `row_values` both ways.
-
-
-def _soft(x: torch.Tensor, temperature: float, floor: bool = False) -> torch.Tensor:
-    """A new fp32 tensor x / T (safe to modify in place); `floor` clamps -inf logits to a finite -1e4."""
-    y = x * (1.0 / temperature) if x.dtype == torch.float32 else x.float().mul_(1.0 / temperature)
-    return y.clamp_min_(-1e4) if floor else y
-
-
-def _forward_chunk(
-    kind: str,
-    student: torch.Tensor,
-    teacher: torch.Tensor | None,
-    labels: torch.Tensor | None,
-    temperature: float,
-    beta: float,
-    smoothing: float,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Per-row values of one chunk and the logsumexps backward reuses (None where it recomputes)."""
-    if kind == "kl":
-        assert teacher is not None
-        s = _soft(student, temperature)
-        t = _soft(teacher, temperature, floor=True)
-        lse_s, lse_t = torch.logsumexp(s, dim=1), torch.logsumexp(t, dim=1)
-        p = (t - lse_t.unsqueeze(1)).exp_()
-        # KL(p || q) = sum p (t - s) + lse_s - lse_t, since log p - log q = (t - lse_t) - (s - lse_s).
-        values = p.mul_(t.sub_(s)).sum(1) + lse_s - lse_t
-        return values, lse_s, lse_t
-    if kind == "ce":
-        assert labels is not None
-        s = student.float()
-        lse = torch.logsumexp(s, dim=1)
-        picked = s.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
-        values = (1 - smoothing) * (lse - picked)
-        if smoothing:
-            values = values + smoothing * (lse - s.mean(1))
-        return values, lse, None
-    values, _ = row_values(kind, student, teacher, labels, temperature, beta, smoothing)
-    return values, None, None
-
-
-def _grad_chunk(
-    kind: str,
-    student: torch.Tensor,
-    teacher: torch.Tensor | None,
-    labels: torch.Tensor | None,
-    temperature: float,
-    beta: float,
-    smoothing: float,
-    lse_s: torch.Tensor | None,
-    lse_t: torch.Tensor | None,
-    coef: torch.Tensor,
-) -> torch.Tensor:
-    """coef (n,) times the gradient of one chunk's per-row values w.r.t. the raw student logits (fp32)."""
-    if kind == "kl":
-        assert teacher is not None and lse_s is not None and lse_t is not None
-        q = _soft(student, temperature).sub_(lse_s.unsqueeze(1)).exp_()
-        p = _soft(teacher, temperature, floor=True).sub_(lse_t.unsqueeze(1)).exp_()
-        return q.sub_(p).mul_((coef / temperature).unsqueeze(1))
-    if kind == "ce":
-        assert labels is not None and lse_s is not None
-        g = torch.sub(student.float(), lse_s.unsqueeze(1)).exp_()
-        if smoothing:
-            g.sub_(smoothing / g.shape[1])
-        g.mul_(coef.unsqueeze(1))
-        g.scatter_add_(1, labels.clamp(min=0).unsqueeze(1), (-(1 - smoothing) * coef).unsqueeze(1))
-        return g
-    _, grad = row_values(kind, student, teacher, labels, temperature, beta, smoothing, grad=True)
-    assert grad is not None
-    return grad.mul_(coef.unsqueeze(1))
-
-
-def _kl_chunk_with_grad(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float, coef: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward KL's per-row values and coef-scaled gradient of one chunk in one go (three fp32 buffers)."""
-    s = _soft(student, temperature)
-    t = _soft(teacher, temperature, floor=True)
-    lse_s, lse_t = torch.logsumexp(s, dim=1), torch.logsumexp(t, dim=1)
-    p = (t - lse_t.unsqueeze(1)).exp_()
-    values = t.sub_(s).mul_(p).sum(1) + lse_s - lse_t
-    q = s.sub_(lse_s.unsqueeze(1)).exp_()
-    return values, q.sub_(p).mul_((coef / temperature).unsqueeze(1))
 
 
 def _part(x: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
@@ -208,12 +299,12 @@ def _part(x: torch.Tensor | None, a: int, b: int) -> torch.Tensor | None:
 
 
 class _ChunkedRowLoss(torch.autograd.Function):
-    """sum_i w_i * value_i * scale over (N, V) rows, one chunk of rows at a time.
+    """sum_i w_i * value_i * scale over (N, V) rows, one chunk of rows at a time, by the row kernels.
 
     `store` picks where the gradient is computed: in forward, chunk by chunk while the softmaxes are at
     hand, into one tensor of the student's dtype that backward scales by the incoming gradient (no
-    recomputation: the fastest), or in backward, recomputing each chunk's softmaxes from the inputs and
-    the saved (N,) logsumexps (nothing of size (N, V) is kept between forward and backward).
+    recomputation: the fastest), or in backward, calling the kernel again on each chunk with the saved
+    (N,) logsumexps (nothing of size (N, V) is kept between forward and backward).
     """
 
     @staticmethod
@@ -224,51 +315,50 @@ class _ChunkedRowLoss(torch.autograd.Function):
         labels: torch.Tensor | None,
         weights: torch.Tensor,
         kind: str,
-        temperature: float,
-        beta: float,
-        smoothing: float,
+        options: RowOptions,
         rows: int,
         store: bool,
     ) -> torch.Tensor:
-        total = torch.zeros((), dtype=torch.float32, device=student.device)
         valid = weights > 0
+        factor = scale(kind, options.temperature)
         # where, not a product: a padded row's logits may be anything (NaN from a fully masked row).
-        coef = torch.where(valid, weights * _scale(kind, temperature), 0.0)
+        coef = torch.where(valid, weights * factor if factor != 1.0 else weights, 0.0)
         grad = torch.empty_like(student) if store and ctx.needs_input_grad[0] else None
-        lse_s: list[torch.Tensor] = []
-        lse_t: list[torch.Tensor] = []
+        saved: list[tuple[torch.Tensor, ...]] = []
+        sums: list[torch.Tensor] = []
         for a in range(0, student.shape[0], rows):
             b = a + rows
-            part = (student[a:b], _part(teacher, a, b), _part(labels, a, b), temperature, beta, smoothing)
-            g: torch.Tensor | None = None
-            if grad is not None and teacher is not None and kind == "kl":
-                values, g = _kl_chunk_with_grad(student[a:b], teacher[a:b], temperature, coef[a:b])
-                ls = lt = None
-            else:
-                values, ls, lt = _forward_chunk(kind, *part)
-                if grad is not None:
-                    g = _grad_chunk(kind, *part, ls, lt, coef[a:b])
-            total = total + torch.where(valid[a:b], values * coef[a:b], 0.0).sum()
+            out = row_kernel(
+                kind,
+                student[a:b],
+                _part(teacher, a, b),
+                _part(labels, a, b),
+                options,
+                coef=None if grad is None else coef[a:b],
+            )
+            assert out.values is not None
+            # coef is 0 on the rows that do not count; where keeps their (maybe NaN) values out of the dot.
+            sums.append(torch.dot(torch.where(valid[a:b], out.values, 0.0), coef[a:b]))
             if grad is not None:
-                assert g is not None
-                g.masked_fill_(~valid[a:b].unsqueeze(1), 0.0)  # NaN * 0 is NaN: padded rows get exactly 0
-                grad[a:b].copy_(g)
+                assert out.grad is not None
+                if rows >= student.shape[0] and student.dtype == torch.float32:
+                    grad = _masked(out.grad, valid)  # one chunk in fp32: its buffer is the gradient
+                else:
+                    grad[a:b].copy_(_masked(out.grad, valid[a:b]))
             else:
-                lse_s += [] if ls is None else [ls]
-                lse_t += [] if lt is None else [lt]
+                saved.append(out.saved)
         if grad is not None:
             ctx.save_for_backward(grad)
         else:
-            saved_s = torch.cat(lse_s) if lse_s else None
-            saved_t = torch.cat(lse_t) if lse_t else None
-            ctx.save_for_backward(student, teacher, labels, valid, coef, saved_s, saved_t)
-        ctx.options = (kind, temperature, beta, smoothing, rows, grad is not None)
-        return total
+            lses = [torch.cat(parts) for parts in zip(*saved, strict=True)]
+            ctx.save_for_backward(student, teacher, labels, valid, coef, *lses)
+        ctx.options = (kind, options, rows, grad is not None)
+        return sums[0] if len(sums) == 1 else torch.stack(sums).sum() if sums else coef.sum()
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        kind, temperature, beta, smoothing, rows, stored = ctx.options
-        none = (None,) * 10
+        kind, options, rows, stored = ctx.options
+        none = (None,) * 7
         if stored:
             if getattr(ctx, "consumed", False):
                 raise RuntimeError(
@@ -278,26 +368,29 @@ class _ChunkedRowLoss(torch.autograd.Function):
             ctx.consumed = True
             (grad,) = ctx.saved_tensors
             return (grad.mul_(grad_out), *none)  # in place: a 0-d fp32 factor, computed in fp32
-        student, teacher, labels, valid, coef, lse_s, lse_t = ctx.saved_tensors
+        student, teacher, labels, valid, coef, *lses = ctx.saved_tensors
         grad = torch.empty_like(student)
         coef = coef * grad_out.float()
         for a in range(0, student.shape[0], rows):
             b = a + rows
-            g = _grad_chunk(
+            out = row_kernel(
                 kind,
                 student[a:b],
                 _part(teacher, a, b),
                 _part(labels, a, b),
-                temperature,
-                beta,
-                smoothing,
-                _part(lse_s, a, b),
-                _part(lse_t, a, b),
-                coef[a:b],
+                options,
+                coef=coef[a:b],
+                saved=tuple(x[a:b] for x in lses),
+                values=False,
             )
-            g.masked_fill_(~valid[a:b].unsqueeze(1), 0.0)
-            grad[a:b].copy_(g)
+            assert out.grad is not None
+            grad[a:b].copy_(_masked(out.grad, valid[a:b]))
         return (grad, *none)
+
+
+def _masked(chunk: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """One chunk's gradient with exactly 0 on the padded rows (their NaN * 0 would be NaN), in place."""
+    return chunk.masked_fill_(~valid.unsqueeze(1), 0.0)
 
 
 def row_loss(
@@ -335,11 +428,13 @@ def row_loss(
     if backward not in ("stored", "recompute"):
         raise ValueError(f"backward must be 'stored' or 'recompute', got {backward!r}")
     rows = chunk_rows(student.shape[-1], chunk_size)
+    options = RowOptions(temperature, beta, smoothing)
     if teacher is not None and teacher.requires_grad:
-        # A teacher that is trained too (mutual learning) needs its gradient: the autograd path gives it.
-        values, _ = row_values(kind, student, teacher, labels, temperature, beta, smoothing)
-        return torch.where(weights > 0, values * weights, 0.0).sum() * _scale(kind, temperature)
+        # A teacher that is trained too (mutual learning) needs its gradient: autograd through the kernel.
+        values = row_kernel(kind, student, teacher, labels, options).values
+        assert values is not None
+        return torch.where(weights > 0, values * weights, 0.0).sum() * scale(kind, temperature)
     out: torch.Tensor = _ChunkedRowLoss.apply(
-        student, teacher, labels, weights, kind, temperature, beta, smoothing, rows, backward == "stored"
+        student, teacher, labels, weights, kind, options, rows, backward == "stored"
     )
     return out

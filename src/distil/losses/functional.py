@@ -8,11 +8,11 @@ valid positions, of its per-position value (for (B, K) logits without a mask: ov
 before), so a padded sequence and a batch of classes are the same computation on flattened rows. A batch
 with no valid position gives 0 (with a gradient path), not NaN.
 
-(B, T, V) logits take the chunked path of `distil.losses.chunked`: positions are rows weighted by
-mask / count (no boolean selection, so no host synchronisation), processed a chunk of rows at a time with
-a hand-written backward, so no fp32 (B, T, V) softmax is kept from forward to backward. `chunk_size`
-(rows per chunk) tunes it; None picks about 8M elements per chunk. (B, K) logits keep the direct formulas
-(bit-identical to earlier versions).
+Both layouts take the one path of `distil.losses.chunked`: positions are rows ((B, K) is B rows, (B, T, V)
+is B*T) weighted by mask / count (no boolean selection, so no host synchronisation), each loss computed by
+its one row kernel, a chunk of rows at a time with that kernel's gradient as backward, so no fp32
+(B, T, V) softmax is kept from forward to backward. `chunk_size` (rows per chunk) tunes it; None picks
+about 8M elements per chunk.
 
 Feature and relational losses take (B, ...) tensors per sample and have no mask.
 """
@@ -67,21 +67,6 @@ def _expand_mask(mask: torch.Tensor, positions: torch.Size) -> torch.Tensor:
     )
 
 
-def _label_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """`mask` and-ed with `labels != IGNORE_INDEX` ((B,) labels of unlabelled samples, (B, T) padding)."""
-    keep = labels != IGNORE_INDEX
-    if mask is None:
-        return keep
-    if labels.dim() < mask.dim():
-        return mask  # labels that do not fit the positions: `_valid_labels` says so, naming them
-    return keep & _expand_mask(mask, labels.shape)
-
-
-def _empty_loss(rows: torch.Tensor) -> torch.Tensor:
-    """0 for a batch without valid positions (the mean of nothing), still connected to the graph."""
-    return rows.float().sum() * 0.0
-
-
 def position_weights(
     positions: torch.Size,
     mask: torch.Tensor | None,
@@ -129,37 +114,20 @@ def _divergence(
     beta: float = 0.5,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """The chunked, sync-free mean over the valid positions of a per-position divergence."""
+    """The mean over the valid positions of a per-position divergence: (B, K) or (B, T, V) logits viewed
+    as rows for its row kernel (chunked, sync-free)."""
     _check_same(student, teacher, "logits")
+    rows_s, rows_t = _rows(student), _rows(teacher)
     weights = position_weights(student.shape[:-1], mask, device=student.device)
     return row_loss(
         kind,
-        _rows(student),
-        _rows(teacher),
+        rows_s,
+        rows_t,
         weights,
         temperature=temperature,
         beta=beta,
         chunk_size=chunk_size,
     )
-
-
-def _valid_labels(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The labels of `valid_rows(logits, mask)`, in the same order: (N_valid,)."""
-    if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(
-            f"labels {tuple(labels.shape)} do not fit logits {tuple(logits.shape)}: (B, K) logits take (B,) "
-            "labels and (B, T, V) logits take (B, T) labels"
-        )
-    if mask is None:
-        return labels.reshape(-1)
-    return labels.reshape(-1)[_expand_mask(mask, labels.shape).reshape(-1)]
-
-
-def _pair_rows(
-    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_same(student, teacher, "logits")
-    return valid_rows(student, mask), valid_rows(teacher, mask)
 
 
 def kd_kl(
@@ -190,17 +158,7 @@ def kd_kl(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
             f"{tuple(teacher_logits.shape)} differ: do teacher and student have the same classes?"
         )
-    if student_logits.dim() == 3:
-        return _divergence("kl", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
-    student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
-    if student_logits.shape[0] == 0:
-        return _empty_loss(student_logits)
-    t = temperature
-    # Compute in fp32: under bf16/fp16 autocast the log-softmax of small differences loses precision.
-    log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * (t * t)
+    return _divergence("kl", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
 
 
 def cross_entropy(
@@ -223,35 +181,19 @@ def cross_entropy(
     Returns:
         A scalar tensor.
     """
-    if logits.dim() == 3:
-        weights = position_weights(logits.shape[:-1], mask, labels, device=logits.device)
-        return row_loss(
-            "ce",
-            _rows(logits),
-            None,
-            weights,
-            labels=labels.reshape(-1),
-            smoothing=label_smoothing,
-            chunk_size=chunk_size,
-        )
-    if logits.dim() == 2 and mask is None:
-        # The classification path. (B,) labels of IGNORE_INDEX (samples of an unlabelled transfer set)
-        # are skipped; dividing the sum by the count, floored at 1, makes a batch without any label 0
-        # (F.cross_entropy's mean would be 0/0 = NaN) without a host sync to look for one.
-        total = F.cross_entropy(
-            logits.float(),
-            labels,
-            label_smoothing=label_smoothing,
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
-    mask = _label_mask(labels, mask)
-    y = _valid_labels(logits, labels, mask)
-    rows = valid_rows(logits, mask)
-    if rows.shape[0] == 0:
-        return _empty_loss(rows)
-    return F.cross_entropy(rows.float(), y, label_smoothing=label_smoothing)
+    # Labels of IGNORE_INDEX (padding; samples of an unlabelled transfer set) get weight 0, and a batch
+    # without any label gives 0 (F.cross_entropy's mean would be 0/0 = NaN), with no host sync.
+    rows = _rows(logits)
+    weights = position_weights(logits.shape[:-1], mask, labels, device=logits.device)
+    return row_loss(
+        "ce",
+        rows,
+        None,
+        weights,
+        labels=labels.reshape(-1),
+        smoothing=label_smoothing,
+        chunk_size=chunk_size,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -279,15 +221,7 @@ def reverse_kl(
     """Reverse KL, T^2 * KL(p_student^T || p_teacher^T): mode-seeking, the student need not cover every
     class the teacher spreads mass on. Logits (B, K) or (B, T, V), optional mask (B,) or (B, T); returns
     the mean over the valid positions."""
-    if student_logits.dim() == 3:
-        return _divergence("rkl", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
-    student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
-    if student_logits.shape[0] == 0:
-        return _empty_loss(student_logits)
-    t = temperature
-    log_ps = F.log_softmax(student_logits.float() / t, dim=1)
-    log_pt = F.log_softmax(teacher_logits.float() / t, dim=1)
-    return (log_ps.exp() * (log_ps - log_pt)).sum(1).mean() * (t * t)
+    return _divergence("rkl", student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
 
 
 def js_divergence(
@@ -325,18 +259,7 @@ def js_divergence(
         return kd_kl(student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
     if beta == 1.0:
         return reverse_kl(student_logits, teacher_logits, temperature, mask, chunk_size=chunk_size)
-    if student_logits.dim() == 3 or beta != 0.5:
-        return _divergence("jsd", student_logits, teacher_logits, temperature, mask, beta, chunk_size)
-    student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
-    if student_logits.shape[0] == 0:
-        return _empty_loss(student_logits)
-    t = temperature
-    ps = F.softmax(student_logits.float() / t, dim=1)
-    pt = F.softmax(teacher_logits.float() / t, dim=1)
-    log_m = ((ps + pt) / 2).clamp_min(1e-12).log()
-    kl_t = F.kl_div(log_m, pt, reduction="batchmean")
-    kl_s = F.kl_div(log_m, ps, reduction="batchmean")
-    return (kl_t + kl_s) / 2 * (t * t)
+    return _divergence("jsd", student_logits, teacher_logits, temperature, mask, beta, chunk_size)
 
 
 def total_variation(
@@ -363,12 +286,7 @@ def logit_mse(
     """Mean squared error between raw logits (Ba & Caruana 2014): over the valid positions, the mean of
     each position's mean over the K (or V) logits. Logits (B, K) or (B, T, V), optional mask (B,) or
     (B, T); returns a scalar."""
-    if student_logits.dim() == 3:
-        return _divergence("mse", student_logits, teacher_logits, 1.0, mask, chunk_size=chunk_size)
-    student_logits, teacher_logits = _pair_rows(student_logits, teacher_logits, mask)
-    if student_logits.shape[0] == 0:
-        return _empty_loss(student_logits)
-    return F.mse_loss(student_logits.float(), teacher_logits.float())
+    return _divergence("mse", student_logits, teacher_logits, 1.0, mask, chunk_size=chunk_size)
 
 
 def dkd(
@@ -398,26 +316,12 @@ def dkd(
         A scalar tensor: the mean over the valid positions.
     """
     _check_same(student_logits, teacher_logits, "logits")
-    keep = None
-    weights = None
-    if student_logits.dim() == 3:
-        # Sequences: every position is a row, weighted (no selection of valid rows, so no host sync).
-        weights = position_weights(student_logits.shape[:-1], mask, labels, device=student_logits.device)
-        student_logits, teacher_logits = _rows(student_logits), _rows(teacher_logits)
-        labels = labels.reshape(-1).clamp(min=0)
-    elif mask is not None or student_logits.dim() != 2:
-        mask = _label_mask(labels, mask)
-        labels = _valid_labels(student_logits, labels, mask)
-        student_logits, teacher_logits = valid_rows(student_logits, mask), valid_rows(teacher_logits, mask)
-        if student_logits.shape[0] == 0:
-            return _empty_loss(student_logits)
-    else:
-        # (B,) labels of IGNORE_INDEX (an unlabelled transfer set): those rows do not count. Weighting
-        # rows instead of selecting them needs no host sync; a batch without labels gives 0.
-        keep = labels != IGNORE_INDEX
-        labels = labels.clamp(min=0)
+    # Every position is a row, weighted (no selection of valid rows, so no host sync); IGNORE_INDEX labels
+    # get weight 0 and are read as class 0 (any class would do: the row does not count).
+    weights = position_weights(student_logits.shape[:-1], mask, labels, device=student_logits.device)
     t = temperature
-    s, te = student_logits.float() / t, teacher_logits.float() / t
+    s, te = _rows(student_logits).float() / t, _rows(teacher_logits).float() / t
+    labels = labels.reshape(-1).clamp(min=0)
     # scatter, not F.one_hot: one_hot reads the largest label back to the host to check it.
     gt = torch.zeros_like(s, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
     ps, pt = F.softmax(s, dim=1), F.softmax(te, dim=1)
@@ -426,17 +330,9 @@ def dkd(
     # Masking the target logit with a large negative value removes it from both softmaxes.
     log_ps_nt = F.log_softmax(s.masked_fill(gt, -1e4), dim=1)
     pt_nt = F.softmax(te.masked_fill(gt, -1e4), dim=1)
-    if weights is not None:
-        rows = alpha * F.kl_div(ps_bin.log(), pt_bin, reduction="none").sum(1)
-        rows = rows + beta * F.kl_div(log_ps_nt, pt_nt, reduction="none").sum(1)
-        return torch.where(weights > 0, rows * weights, 0.0).sum() * (t * t)
-    if keep is None:
-        tckd = F.kl_div(ps_bin.log(), pt_bin, reduction="batchmean")
-        nckd = F.kl_div(log_ps_nt, pt_nt, reduction="batchmean")
-        return (alpha * tckd + beta * nckd) * (t * t)
     rows = alpha * F.kl_div(ps_bin.log(), pt_bin, reduction="none").sum(1)
     rows = rows + beta * F.kl_div(log_ps_nt, pt_nt, reduction="none").sum(1)
-    return (rows * keep).sum() / keep.sum().clamp(min=1) * (t * t)
+    return torch.where(weights > 0, rows * weights, 0.0).sum() * (t * t)
 
 
 def ensemble_logits(
