@@ -15,6 +15,10 @@ class ConfigError(DistilError):
     """A recipe or option is invalid (unknown key, wrong type, impossible value)."""
 
 
+class NotLogitsError(ConfigError):
+    """A teacher's outputs are probabilities (a final softmax or sigmoid), not the logits KD needs."""
+
+
 class DataError(DistilError):
     """A dataset is missing, corrupt, or does not fit the model (shapes, class counts)."""
 
