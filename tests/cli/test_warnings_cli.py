@@ -19,7 +19,9 @@ def _warning_models() -> list[str]:
     return ["seed-tiny"]
 
 
-def test_a_warning_during_a_command_prints_one_line_without_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_warning_during_a_command_prints_one_line_without_the_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(distil.models, "list_models", _warning_models)
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0, r.output

@@ -46,7 +46,9 @@ def _remote_code_folder(root: Path) -> Path:
     from distil.models.hf import save_hf_pretrained
 
     torch.manual_seed(0)
-    directory = save_hf_pretrained(create_model("hf-causal-lm", num_classes=259, config=TINY), root / "remote")
+    directory = save_hf_pretrained(
+        create_model("hf-causal-lm", num_classes=259, config=TINY), root / "remote"
+    )
     config = json.loads((directory / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_local.LocalForCausalLM"}
     (directory / "config.json").write_text(json.dumps(config))
@@ -56,7 +58,7 @@ def _remote_code_folder(root: Path) -> Path:
 
 def _corpus(root: Path) -> Path:
     rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog"]
     root.mkdir(parents=True)
     for i in range(8):
         (root / f"doc{i}.txt").write_text(" ".join(rng.choice(words) for _ in range(40)))
@@ -73,9 +75,17 @@ def recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     train = {"optimizer": "adamw", "lr": 0.003, "epochs": 1, "batch_size": 8, "teacher_cache": "off"}
     body = {
         "name": "remote",
-        "data": {"name": "text", "root": str(_corpus(tmp_path / "corpus")), "block_size": 16, "val_fraction": 0.2},
+        "data": {
+            "name": "text",
+            "root": str(_corpus(tmp_path / "corpus")),
+            "block_size": 16,
+            "val_fraction": 0.2,
+        },
         "teacher": {"model": "hf-causal-lm", "kwargs": {"path": str(folder), "trust_remote_code": True}},
-        "student": {"model": "hf-causal-lm", "kwargs": {"config": {**TINY, "hidden_size": 8, "intermediate_size": 16}}},
+        "student": {
+            "model": "hf-causal-lm",
+            "kwargs": {"config": {**TINY, "hidden_size": 8, "intermediate_size": 16}},
+        },
         "student_train": train,
         "kd": {"temperature": 1.0, "kd_weight": 0.5, "ce_weight": 0.5},
         "device": "cpu",
