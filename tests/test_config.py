@@ -133,3 +133,36 @@ def test_bad_set_value_blames_the_set_not_the_recipe_file() -> None:
         parse_recipe({"student_train": {"lr": -1}}, source=str(bad), overrides=["kd.temperature=2"])
     assert str(info.value).startswith(f"{bad} has 1 problem(s)")
     assert "--set" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [
+        ("student_train.learning_rate=0.1", "lr"),
+        ("teacher_train.wd=0.01", "weight_decay"),
+        ("student_train.batchsize=64", "batch_size"),
+        ("student_train.num_epochs=3", "epochs"),
+        ("kd.T=2", "temperature"),
+    ],
+)
+def test_other_libraries_key_names_suggest_distils(override: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=f"Did you mean '{meant}'\\?"):
+        load_recipe(None, [override])
+
+
+def test_a_recipe_file_with_learning_rate_suggests_lr(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("student_train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'student_train.learning_rate'. Did you mean 'lr'\?"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(("word", "value"), [("on", "on"), ("off", "off"), ("yes", "on"), ("auto", "auto")])
+def test_teacher_cache_on_off_survive_yaml_booleans(tmp_path, word: str, value: str) -> None:
+    # YAML 1.1 reads on/off/yes as booleans, in --set values and in recipe files alike.
+    assert load_recipe(None, [f"student_train.teacher_cache={word}"]).student_train.teacher_cache == value
+    path = tmp_path / "r.yaml"
+    path.write_text(f"teacher_train:\n  teacher_cache: {word}\n")
+    assert load_recipe(path).teacher_train.teacher_cache == value
+    with pytest.raises(ConfigError, match="teacher_cache"):
+        load_recipe(None, ["student_train.teacher_cache=maybe"])

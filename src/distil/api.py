@@ -27,6 +27,7 @@ from distil.teachers.cache import (
     open_or_build,
 )
 from distil.teachers.live import LiveTeacher, freeze
+from distil.teachers.outputs import check_teacher_outputs
 from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache
 from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
 from distil.train.fsdp import check_fsdp, shard_copy, sharding_info
@@ -198,6 +199,8 @@ def distill(
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
     for t in teachers:
         check_classes(t, data, "teacher")
+        # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
+        check_teacher_outputs(t, data)
     check_classes(student, data, "student")
     teacher = teachers[0]
     built = None  # the loss built here, closed here

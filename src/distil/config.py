@@ -125,6 +125,45 @@ _RENAMED_KEYS: dict[tuple[str, ...], str] = {
     "teacher_train: &recipe {...} and student_train: *recipe)",
 }
 
+# Other libraries' names for distil's keys (too far apart for difflib): suggested wherever the distil key
+# is valid.
+_KEY_SYNONYMS: dict[str, str] = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "wd": "weight_decay",
+    "batchsize": "batch_size",
+    "bs": "batch_size",
+    "num_epochs": "epochs",
+    "n_epochs": "epochs",
+    "max_epochs": "epochs",
+    "optim": "optimizer",
+    "scheduler": "schedule",
+    "lr_scheduler": "schedule",
+    "lr_schedule": "schedule",
+    "warmup": "warmup_epochs",
+    "max_grad_norm": "grad_clip",
+    "clip_grad_norm": "grad_clip",
+    "gradient_clip_val": "grad_clip",
+    "T": "temperature",
+    "temp": "temperature",
+    "workers": "num_workers",
+}
+
+
+def _suggest_key(key: str, valid: list[str]) -> str | None:
+    """The valid key a misspelt or foreign `key` most likely means (a known synonym, else the closest)."""
+    synonym = _KEY_SYNONYMS.get(key, _KEY_SYNONYMS.get(key.lower()))
+    if synonym in valid:
+        return synonym
+    return closest(key, valid) if valid else None
+
+
+def _on_off(value: Any) -> Any:
+    """YAML reads on/off (and yes/no, true/false) as booleans: give an on/off field its word back."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
 
 class ModelConfig(_Strict):
     """A model from the registry (or `pkg.module:factory`), optionally loaded from a checkpoint."""
@@ -286,6 +325,11 @@ class TrainConfig(_Strict):
         if not 0 < self.augment_ratio[0] <= self.augment_ratio[1]:
             raise ValueError(f"augment_ratio must satisfy 0 < min <= max, got {list(self.augment_ratio)}")
         return self
+
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _teacher_cache_word(cls, value: Any) -> Any:
+        return _on_off(value)  # --set student_train.teacher_cache=on arrives as True
 
     @field_validator("augment")
     @classmethod
@@ -521,7 +565,7 @@ def _format_errors(
         if e["type"] == "extra_forbidden":
             valid = _valid_keys(model, e["loc"][:-1])
             hint = _RENAMED_KEYS.get(tuple(str(p) for p in e["loc"]))
-            near = closest(str(e["loc"][-1]), valid) if valid else None
+            near = _suggest_key(str(e["loc"][-1]), valid)
             hint = hint or (repr(near) if near else None)
             fix = f" Did you mean {hint}?" if hint else ""
             text = f"unknown key {loc!r}.{fix} Valid keys here: {', '.join(valid)}."

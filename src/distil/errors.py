@@ -15,6 +15,10 @@ class ConfigError(DistilError):
     """A recipe or option is invalid (unknown key, wrong type, impossible value)."""
 
 
+class NotLogitsError(ConfigError):
+    """A teacher's outputs are probabilities (a final softmax or sigmoid), not the logits KD needs."""
+
+
 class DataError(DistilError):
     """A dataset is missing, corrupt, or does not fit the model (shapes, class counts)."""
 
@@ -43,14 +47,23 @@ class UntrustedCodeError(CheckpointError, ModelError):
     recipe) or says they trust the file's author (``--trust-code``, ``trust_code=True``).
 
     Attributes:
-        names: the ``pkg.module:function`` names that were refused.
+        names: the ``pkg.module:function`` names (or model directories) that were refused.
     """
 
     def __init__(
-        self, names: list[str], *, source: str | None = None, what: str = "model factory", fix: str = ""
+        self,
+        names: list[str],
+        *,
+        source: str | None = None,
+        what: str = "model factory",
+        fix: str = "",
+        message: str = "",
     ) -> None:
         self.names = list(names)
         self.what, self.fix = what, fix
+        if message:  # a case the generic wording does not fit (a directory's own code, not a factory)
+            super().__init__(message)
+            return
         shown = ", ".join(repr(n) for n in self.names)
         plural = "s" if len(self.names) > 1 else ""
         fix = fix or (

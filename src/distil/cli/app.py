@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import TextIO
 
 import typer
 
@@ -33,6 +37,36 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a Python warning as distil's own one-line notice, without the source file and line."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    text = " ".join(str(message).split())  # one line, whatever the warning's own layout
+    typer.echo(f"distil: warning: {text}{kind}", err=True)
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """While a command runs, show warnings as one-line notices; the previous hook comes back after."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
+@app.callback()
+def _each_command(ctx: typer.Context) -> None:
+    # Runs before every subcommand; the context closes (restoring the warning hook) when it ends.
+    ctx.with_resource(one_line_warnings())
+
+
 app.command("demo")(demo.demo)
 app.command("run")(run.run)
 app.command("train")(train.train)

@@ -51,7 +51,8 @@ TrustCodeOption = Annotated[
     typer.Option(
         "--trust-code",
         help="Let checkpoint sidecars name Python code to import (a pkg.module:factory model or dataset "
-        "function you did not name yourself). Only for checkpoints whose author you trust: importing "
+        "function you did not name yourself), and a Hugging Face model folder with its own code run it "
+        "(trust_remote_code: true in the model kwargs). Only for files whose author you trust: importing "
         "runs their code. Without it, name your own factory instead (--model, teacher.model, --data).",
     ),
 ]

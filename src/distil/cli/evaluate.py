@@ -8,7 +8,6 @@ import typer
 
 from distil.cli.common import (
     LogFormatOption,
-    ModelOption,
     QuietOption,
     TrustCodeOption,
     print_metrics_result,
@@ -18,6 +17,32 @@ from distil.cli.common import (
 from distil.cli.export import ChannelsOption, ImageSizeOption, OnBadSampleOption, image_options
 from distil.report import metrics_table
 from distil.train.checkpoint import read_sidecar, trained_dataset
+
+ModelsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): a "
+        "registered name (distil models) or pkg.module:factory (then needs --data). One --model applies to "
+        "every checkpoint; repeat it to give one per checkpoint, in order (a distil checkpoint ignores its "
+        "own, its sidecar names the architecture). Naming your pkg.module:factory also lets distil "
+        "checkpoints whose sidecar names it load.",
+    ),
+]
+
+
+def checkpoint_models(models: list[str] | None, checkpoints: list[str]) -> list[str | None]:
+    """The --model of each checkpoint: none, one for all, or one each in order (a BadParameter else)."""
+    from distil.run.evaluate import per_path_models
+
+    if models and len(models) not in (1, len(checkpoints)):
+        raise typer.BadParameter(
+            f"given {len(models)} times for {len(checkpoints)} checkpoints: give one --model for all of them, "
+            "or one per checkpoint in the same order (for a distil checkpoint, whose sidecar names its "
+            "architecture, any name works in its place).",
+            param_hint="--model",
+        )
+    return per_path_models(models or None, checkpoints)
 
 
 @user_errors
@@ -30,7 +55,7 @@ def evaluate(
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="Dataset directory or file.")] = None,
     latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
-    model: ModelOption = None,
+    model: ModelsOption = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     trust_code: TrustCodeOption = False,
@@ -44,15 +69,19 @@ def evaluate(
 
     A teacher trained elsewhere (a plain state_dict and your model code):
     distil eval teacher.pt --model my_models:make_teacher --data digits
+
+    Two plain state_dicts of different architectures, one --model each, in order:
+    distil eval teacher.pt student.pt --model my_models:big --model my_models:small --data digits
     """
     from distil.run import evaluate_checkpoints, load_checkpoint_data, require_data_for_model
 
-    require_data_for_model(model, data, checkpoints[0])
+    models = checkpoint_models(model, checkpoints)
+    require_data_for_model(models[0], data, checkpoints[0])
     name = data or trained_dataset(read_sidecar(checkpoints[0]), trust_code=trust_code)
     options = image_options(image_size, channels, on_bad_sample)
     bundle = load_checkpoint_data(checkpoints[0], name, data_root, val_fraction=0.0, options=options)
     metrics = evaluate_checkpoints(
-        checkpoints, bundle, measure_latency=latency, model_name=model, trust_code=trust_code
+        checkpoints, bundle, measure_latency=latency, model_name=models, trust_code=trust_code
     )
     run_console(log_format).print(
         metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")

@@ -13,6 +13,7 @@ from distil.cli.common import (
     QuietOption,
     ResumeOption,
     SetOption,
+    TrustCodeOption,
     check_out,
     print_result,
     recipe_from,
@@ -34,6 +35,7 @@ def train(
     latency: LatencyOption = True,
     resume: ResumeOption = None,
     name: Annotated[str | None, typer.Option(help="Run directory name.")] = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Train the recipe's teacher with its teacher_train recipe, then save and measure it.
 
@@ -42,7 +44,7 @@ def train(
     if resume is None:  # a resumed run writes where it started
         check_out(out)
     result = train_teacher(
-        recipe_from(recipe, overrides),
+        recipe_from(recipe, overrides, trust_code=trust_code),
         out,
         run_name=name,
         console=run_console(log_format),

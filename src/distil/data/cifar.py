@@ -102,6 +102,14 @@ def _images_labels(batch: dict[str, Any], label_key: str, path: Path) -> tuple[t
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+def _root_fix(value: str) -> str:
+    """How to give a dataset root on each command (train, distill and run take it only as data.root)."""
+    return (
+        f"data.root: {value} in the recipe or --set data.root={value} (train, distill, run, transfer); "
+        f"--data-root {value} (eval, export, prune, quantize, compress, shrink)"
+    )
+
+
 def _read(
     root: Path | None,
     name: str,
@@ -113,19 +121,20 @@ def _read(
     train, test, meta = files
     if root is None:
         raise DataError(
-            f"dataset {name!r} needs --data-root DIR containing {', '.join([*train, test, meta])}."
+            f"dataset {name!r} needs the folder containing {', '.join([*train, test, meta])} (the python "
+            f"version of {name}): {_root_fix('DIR')}."
         )
     root = Path(root)
     if not root.is_dir():
         raise DataError(
-            f"dataset directory {root} does not exist; pass --data-root DIR containing "
-            f"{', '.join([*train, test, meta])} (the python version of {name})."
+            f"dataset directory {root} does not exist; give the folder containing "
+            f"{', '.join([*train, test, meta])} (the python version of {name}): {_root_fix('DIR')}."
         )
     if not (root / train[0]).is_file() and (root / folder).is_dir():
         # The archive unpacks into `folder`; its parent is the usual mistake.
         raise DataError(
             f"{root} holds the folder {folder}/ rather than the {name} batches themselves; "
-            f"use {root / folder} (--data-root {root / folder}, or data.root={root / folder})."
+            f"use {root / folder} instead: {_root_fix(str(root / folder))}."
         )
     parts = [_images_labels(load_batch(root / f), label_key, root / f) for f in train]
     x_test, y_test = _images_labels(load_batch(root / test), label_key, root / test)

@@ -266,10 +266,14 @@ def check_trusted(spec: Mapping[str, Any], trusted: Collection[str] | bool = ())
     if remote:
         # A Hugging Face directory's own code (trust_remote_code) runs only when the user trusts the file
         # as a whole: naming "hf-causal-lm" says nothing about the code inside that directory.
+        shown = ", ".join(repr(r) for r in remote)
         raise UntrustedCodeError(
             remote,
             what="Hugging Face model directory with its own code (trust_remote_code)",
-            fix="trust_remote_code: true in the model kwargs takes effect only with --trust-code",
+            message=f"the model spec asks to run the Python code in the Hugging Face model directory {shown} "
+            "(trust_remote_code: true in its kwargs); distil runs a directory's own code only when you also "
+            "pass --trust-code (trust_code: true in the recipe, trust_code=True in Python), and only for "
+            "files whose author you trust.",
         )
     allowed = set() if trusted is False else set(trusted)
     untrusted = [f for f in named if f not in allowed]

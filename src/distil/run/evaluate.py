@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,27 +152,53 @@ def load_any(
     return model, meta, weights
 
 
+def per_path_models(model_name: str | Sequence[str | None] | None, paths: Sequence[str]) -> list[str | None]:
+    """One model name per path: a single name (or None) applies to all, a list is matched by position.
+
+    Raises:
+        ConfigError: a list with neither one name nor one per path.
+    """
+    if model_name is None or isinstance(model_name, str):
+        return [model_name] * len(paths)
+    names = list(model_name)
+    if len(names) == 1:
+        return names * len(paths)
+    if len(names) != len(paths):
+        from distil.errors import ConfigError
+
+        raise ConfigError(
+            f"{len(names)} model names for {len(paths)} checkpoints: give one model for all of them, or one "
+            "per checkpoint in the same order (a distil checkpoint's own sidecar names its architecture, so "
+            "any name works in its place)."
+        )
+    return names
+
+
 def evaluate_checkpoints(
     paths: list[str],
     data: DataBundle,
     *,
     measure_latency: bool = True,
-    model_name: str | None = None,
+    model_name: str | Sequence[str | None] | None = None,
     trust_code: bool = False,
 ) -> list[ModelMetrics]:
     """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
 
     A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
-    saved elsewhere, .pt/.pth/.safetensors) is loaded into `model_name` (a registered name or
-    `pkg.module:factory`) built for `data`. A sidecar may name `model_name` as its factory, and no other
-    ``pkg.module:factory`` unless `trust_code`.
+    saved elsewhere, .pt/.pth/.safetensors) is loaded into its model name (a registered name or
+    `pkg.module:factory`) built for `data`: `model_name` is one name for every path, or one per path in
+    order. A sidecar may name its path's model as its factory, and no other ``pkg.module:factory``
+    unless `trust_code`.
+
+    Raises:
+        ConfigError: a list of model names whose length differs from the paths'.
     """
     metrics: list[ModelMetrics] = []
     models: list[torch.nn.Module] = []
     reference_logits: torch.Tensor | None = None
     x_test, y_test = data.test.head(len(data.test)), data.test.labels
-    for path in paths:
-        model, _, weights = load_any(path, data, model_name, trust_code=trust_code)
+    for path, name in zip(paths, per_path_models(model_name, paths), strict=True):
+        model, _, weights = load_any(path, data, name, trust_code=trust_code)
         m = measure_model(
             Path(path).stem,
             model.eval(),

@@ -135,7 +135,8 @@ def build_model(
         cfg: model name, kwargs and optional checkpoint.
         data: the dataset the model is for.
         seed: seeds the random initialisation (so two students can start identically).
-        trust_code: let the checkpoint's sidecar name any ``pkg.module:factory`` (trust its author).
+        trust_code: let the checkpoint's sidecar name any ``pkg.module:factory`` (trust its author), and
+            a Hugging Face directory whose kwargs say ``trust_remote_code: true`` run its own code.
         teacher: the built teacher, for a student whose kwargs say ``from_teacher`` (a Hugging Face
             student derived from the teacher's config, `distil.models.hf.resolve_from_teacher`).
 
@@ -171,7 +172,9 @@ def build_model(
         cfg = cfg.model_copy(update={"kwargs": resolve_from_teacher(cfg.kwargs, teacher)})
     try:
         spec = spec_for(cfg, data)
-        model = build_from_spec(spec, trusted=[cfg.model])  # the user's own model name
+        # The user's own model name is trusted; --trust-code also lets a Hugging Face directory they
+        # name run its own code (trust_remote_code: true in the kwargs asks for it).
+        model = build_from_spec(spec, trusted=True if trust_code else [cfg.model])
     except ModelError as exc:
         if not data.is_tabular:
             raise
