@@ -24,6 +24,7 @@ from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoa
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import call_model, to_device
 from distil.errors import ConfigError, TrainingError
+from distil.measure import split_evaluation
 from distil.train.distributed import (
     average_gradients,
     broadcast_module,
@@ -521,11 +522,11 @@ class TrainLoop:
         unwrapped = self._trained()
         if self.loss_module is not None:
             broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
-        name, task = self.eval_name, self.data.task
+        name, evaluation = self.eval_name, split_evaluation(self.data.task)
         students = unwrapped.students if isinstance(unwrapped, Cohort) else [unwrapped]
         out: dict[str, float] = {}
         for i, student in enumerate(students):
-            found = sharded_metrics(self.accelerator, student, self.eval_data, task)
+            found = sharded_metrics(self.accelerator, student, self.eval_data, evaluation)
             for key, value in found.items():
                 if value is None:
                     continue
