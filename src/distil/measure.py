@@ -31,6 +31,7 @@ __all__ = [
     "LatencyResult",
     "MetricInputs",
     "ModelMetrics",
+    "SplitEvaluation",
     "StreamingMetrics",
     "Task",
     "accuracy",
@@ -49,6 +50,7 @@ __all__ = [
     "perplexity",
     "predict",
     "register_task",
+    "split_evaluation",
     "split_metrics",
     "split_sums",
     "state_dict_bytes",
@@ -1117,6 +1119,70 @@ def split_metrics(
     streaming = TASKS.get(task).streaming
     assert streaming is not None
     return streaming.finish(sums.cpu()), preds
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    """A task's streaming metrics over a range of a split, for an evaluation shared across processes.
+
+    `distil.train.distributed.sharded_metrics` has each process add up :meth:`sums` over its own shard,
+    reduces them, and calls :meth:`finish` once; it knows nothing of tasks. Build one with
+    :func:`split_evaluation`.
+
+    Attributes:
+        task: the ``TASKS`` name.
+        streaming: its streaming metrics.
+        batch_size: the default samples per forward pass.
+    """
+
+    task: str
+    streaming: StreamingMetrics
+    batch_size: int
+
+    @property
+    def size(self) -> int:
+        """The number of sums (a process without samples contributes that many zeros)."""
+        return self.streaming.size
+
+    def sums(
+        self,
+        model: nn.Module,
+        split: SampleSplit,
+        *,
+        start: int,
+        stop: int,
+        batch_size: int,
+        inference_mode: bool,
+    ) -> Tensor:
+        """(K,) float64 sums over positions [start, stop) of `split`, on the model's device (:func:`split_sums`)."""
+        sums, _ = split_sums(
+            model,
+            split,
+            self.task,
+            batch_size=batch_size,
+            start=start,
+            stop=stop,
+            inference_mode=inference_mode,
+        )
+        return sums
+
+    def finish(self, totals: Tensor) -> dict[str, float | None]:
+        """The metrics by name from the (K,) totals (CPU) of every process."""
+        return self.streaming.finish(totals)
+
+
+def split_evaluation(task: str = DEFAULT_TASK) -> SplitEvaluation:
+    """The per-epoch evaluation of `task`: its streaming metrics, 512 samples a batch for classification
+    and 32 for other tasks (whose outputs per sample are (T, V)).
+
+    Raises:
+        ConfigError: an unknown task.
+        ValueError: a task without streaming metrics.
+    """
+    streaming = TASKS.get(task).streaming
+    if streaming is None:
+        raise ValueError(f"task {task!r} has no streaming metrics, so it cannot be evaluated per epoch")
+    return SplitEvaluation(task, streaming, 512 if task == DEFAULT_TASK else 32)
 
 
 def task_details(task: str, inputs: MetricInputs) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from distil.measure import (
     next_token_agreement,
     perplexity,
     predict,
+    split_evaluation,
     split_metrics,
 )
 from distil.measure_lm import greedy_ids
@@ -114,7 +115,8 @@ def test_streaming_metrics_equal_the_whole_logits_formulas(corpus: Path) -> None
     assert found["loss"] == pytest.approx(torch.log(torch.tensor(perplexity(s_logits, y))).item(), rel=1e-5)
     assert found["agreement"] == pytest.approx(next_token_agreement(s_logits, t_logits, y))
     # Per-epoch validation: the same numbers through the sharded evaluation (one process here).
-    per_epoch = sharded_metrics(make_accelerator("cpu"), student, data.test, "language-modeling")
+    evaluation = split_evaluation("language-modeling")
+    per_epoch = sharded_metrics(make_accelerator("cpu"), student, data.test, evaluation)
     assert per_epoch["perplexity"] == pytest.approx(found["perplexity"], rel=1e-6)
     assert per_epoch["accuracy"] == pytest.approx(found["accuracy"])
 

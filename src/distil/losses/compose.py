@@ -219,7 +219,6 @@ def build_loss(
     if teacher is None and any(c.needs_teacher for c in classes.values()):
         raise ConfigError(f"terms {sorted(weights)} need a teacher, but none was given")
     ctx = TermContext(
-        temperature=kd.temperature,
         adapters=kd.adapters,
         num_classes=num_classes,
         n_data=n_data,

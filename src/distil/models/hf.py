@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -33,9 +32,8 @@ import torch
 from torch import nn
 
 from distil.errors import ModelError
+from distil.hf_common import require_transformers
 from distil.models.registry import register_model
-
-LM_HINT = "pip install 'distil[lm]'"
 
 # Small defaults so that a config naming only model_type builds a model that trains on a CPU.
 _SMALL_DEFAULTS: dict[str, Any] = {
@@ -45,23 +43,6 @@ _SMALL_DEFAULTS: dict[str, Any] = {
     "num_attention_heads": 4,
     "max_position_embeddings": 1024,
 }
-
-
-def is_transformers_available() -> bool:
-    """Whether `transformers` can be imported (the ``lm`` extra)."""
-    try:
-        return importlib.util.find_spec("transformers") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def require_transformers() -> Any:
-    """Import and return `transformers`, or raise a ModelError that says how to install it."""
-    if not is_transformers_available():
-        raise ModelError(f"Hugging Face models need the transformers package: {LM_HINT}.")
-    import transformers
-
-    return transformers
 
 
 class HFModel(nn.Module):

@@ -25,11 +25,11 @@ from distil.transfer.parameters import (
     auto_layer_map,
     expand_block_numbers,
     parse_layer_map,
-    select_indices,
     transfer_parameters,
 )
 from distil.transfer.recipe import inherit_recipe, teacher_recipe
 from distil.transfer.report import RecipeRecord, StructureRecord, TransferRecord, TransferReport
+from distil.transfer.selection import select_indices
 from distil.transfer.structure import UnfreezeSchedule, fit_in_phases, reuse_modules
 
 

@@ -1,0 +1,31 @@
+"""The optional ``transformers`` dependency (the ``lm`` extra), shared by the Hugging Face tokenizer
+(:mod:`distil.data.hf_tokenizer`) and models (:mod:`distil.models.hf`).
+
+It sits below both so that data/ and models/ need not import each other for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from distil.errors import ModelError
+
+LM_HINT = "pip install 'distil[lm]'"
+
+
+def is_transformers_available() -> bool:
+    """Whether `transformers` can be imported (the ``lm`` extra)."""
+    try:
+        return importlib.util.find_spec("transformers") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_transformers() -> Any:
+    """Import and return `transformers`, or raise a ModelError that says how to install it."""
+    if not is_transformers_available():
+        raise ModelError(f"Hugging Face models need the transformers package: {LM_HINT}.")
+    import transformers
+
+    return transformers
