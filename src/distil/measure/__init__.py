@@ -8,7 +8,7 @@ Modules, one job each: :mod:`~distil.measure.size` (parameters, bytes), :mod:`~d
 (MACs), :mod:`~distil.measure.timing` (the one timing loop), :mod:`~distil.measure.latency` (torch and
 ONNX latency, a run's models timed together), :mod:`~distil.measure.quality` (predictions and metrics),
 :mod:`~distil.measure.tasks` (the task registry and streaming sums), :mod:`~distil.measure.metrics` (a
-report row and the ratios), :mod:`~distil.measure.model` (everything for one model), and
+report row and the ratios), :mod:`~distil.measure.model` (``measure``: everything for one model, streamed over a split), and
 :mod:`~distil.measure.lm` (generation latency and greedy samples of language models).
 """
 
@@ -25,7 +25,7 @@ from distil.measure.latency import (
     time_models,
 )
 from distil.measure.metrics import ModelMetrics, compare
-from distil.measure.model import measure_model, measure_token_model
+from distil.measure.model import Measured, measure, measure_model, measure_token_model
 from distil.measure.quality import (
     accuracy,
     agreement,
@@ -41,10 +41,12 @@ from distil.measure.tasks import (
     DEFAULT_TASK,
     TASKS,
     MetricInputs,
+    SplitQuality,
     StreamingMetrics,
     Task,
     register_task,
     split_metrics,
+    split_quality,
     split_sums,
     task_details,
     task_metrics,
@@ -59,8 +61,10 @@ __all__ = [
     "TASKS",
     "THROUGHPUT_BATCH_SIZE",
     "LatencyResult",
+    "Measured",
     "MetricInputs",
     "ModelMetrics",
+    "SplitQuality",
     "StreamingMetrics",
     "Task",
     "accuracy",
@@ -69,6 +73,7 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "latency_conflicts",
+    "measure",
     "measure_latencies",
     "measure_latency",
     "measure_model",
@@ -81,6 +86,7 @@ __all__ = [
     "predict_split",
     "register_task",
     "split_metrics",
+    "split_quality",
     "split_sums",
     "state_dict_bytes",
     "task_details",

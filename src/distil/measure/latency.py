@@ -9,7 +9,6 @@ measurement (:func:`time_models`), and identical architectures whose figures dis
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -21,6 +20,7 @@ from torch import nn
 from distil.errors import ConfigError, DistilError
 from distil.measure._util import _check_positive, _dummy_inputs, _eval_mode
 from distil.measure.metrics import ModelMetrics
+from distil.measure.onnxrt import onnx_session
 from distil.measure.timing import LatencyResult, latency_result, time_interleaved
 
 # Throughput is reported at one fixed, large batch so runs and models stay comparable.
@@ -180,6 +180,7 @@ def time_models(
     input_shape: tuple[int, ...],
     *,
     throughput: bool = True,
+    threads: int | None = None,
     min_run_time: float = 0.5,
     vocab_size: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -192,12 +193,19 @@ def time_models(
         models: The models, in the order of `metrics`.
         input_shape: Shape of one sample, without the batch dimension.
         throughput: Also time batches of ``THROUGHPUT_BATCH_SIZE`` (samples per second).
+        threads: CPU threads for torch; ``None`` keeps the current setting.
         min_run_time: Seconds of calls per model and batch size.
         vocab_size: for token models, the vocabulary of their random input ids.
         clock: Seconds from an arbitrary origin (tests pass a fake one).
     """
     timer = functools.partial(
-        measure_latencies, models, input_shape, min_run_time=min_run_time, vocab_size=vocab_size, clock=clock
+        measure_latencies,
+        models,
+        input_shape,
+        threads=threads,
+        min_run_time=min_run_time,
+        vocab_size=vocab_size,
+        clock=clock,
     )
     b1 = timer()
     for m, r in zip(metrics, b1, strict=True):
@@ -220,13 +228,15 @@ def measure_onnx_latency(
     min_run_time: float = 0.5,
     threads: int | None = None,
 ) -> LatencyResult:
-    """Time an exported ONNX model with ONNX Runtime's CPU provider.
+    """Time an exported ONNX model with ONNX Runtime's CPU provider: a session from the one factory
+    (:func:`distil.measure.onnxrt.onnx_session`) timed by the one loop (``time_interleaved``), so its
+    median, IQR and spread mean what a PyTorch model's do.
 
     Args:
         onnx_path: The ``.onnx`` file; its batch axis must be dynamic or equal ``batch_size``.
         input_shape: Shape of one sample, without the batch dimension.
         batch_size: Samples per run.
-        min_run_time: Seconds to keep measuring (after one warm-up run).
+        min_run_time: Seconds of timed runs (after the warm-up).
         threads: Intra-op threads for ONNX Runtime; ``None`` lets it choose.
 
     Returns:
@@ -237,50 +247,20 @@ def measure_onnx_latency(
             rejects an input of this shape.
         ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise DistilError(
-            "measuring ONNX latency needs onnxruntime, which is not installed; "
-            "install it with `pip install onnxruntime`."
-        ) from e
     import numpy as np
 
     _check_positive("batch_size", batch_size)
     _check_positive("min_run_time", min_run_time)
     if threads is not None:
         _check_positive("threads", threads)
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise DistilError(f"ONNX file not found: {str(onnx_path)!r}; export the model first.")
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_path, threads)
     feed = {session.get_inputs()[0].name: np.random.randn(batch_size, *input_shape).astype(np.float32)}
-
     try:
-        session.run(None, feed)  # warm-up: first run allocates and plans
+        session.run(None, feed)  # a first run: the shape is checked before anything is timed
     except Exception as e:  # onnxruntime raises its own, unexported exception types
         raise DistilError(
             f"{str(onnx_path)!r} rejected an input of shape {(batch_size, *input_shape)}: {e}. "
             "Check input_shape, and export with a dynamic batch axis to time other batch sizes."
         ) from e
-
-    times: list[float] = []
-    deadline = time.perf_counter() + min_run_time
-    # At least a few runs so the median and IQR mean something even for slow models.
-    while len(times) < 5 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-
-    q1, median_s, q3 = statistics.quantiles(times, n=4)
-    return LatencyResult(
-        batch_size=batch_size,
-        median_ms=median_s * 1e3,
-        iqr_ms=(q3 - q1) * 1e3,
-        throughput=batch_size / median_s,
-        threads=threads,
-    )
+    (samples,) = time_interleaved([functools.partial(session.run, None, feed)], min_run_time=min_run_time)
+    return latency_result(samples, batch_size, threads)

@@ -72,11 +72,16 @@ class StreamingMetrics:
             shape as ``labels``) or ``None``.
         finish: ``(K,) float64 totals (CPU) -> {name: float | None}``; ``accuracy`` is required.
         size: K, the number of sums (a process with no samples contributes K zeros).
+        detail_sums: The task's breakdowns (``Task.details``) as sums too: ``(preds, labels, num_classes)
+            -> (D,) float64`` for one batch (e.g. per-class hits and counts); ``None``: no breakdowns.
+        detail_finish: ``(D,) totals -> {name: list of float, NaN where undefined}``.
     """
 
     sums: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     finish: Callable[[Tensor], dict[str, float | None]]
     size: int
+    detail_sums: Callable[[Tensor, Tensor, int], Tensor] | None = None
+    detail_finish: Callable[[Tensor], dict[str, list[float]]] | None = None
 
 
 TASKS: Registry[Task] = Registry("task")
@@ -121,9 +126,36 @@ register_task(
                 "agreement": float(t[2].float() / t[1].float().clamp(min=1)) if t[3] > 0 else None,
             },
             size=4,
+            detail_sums=lambda preds, labels, k: _class_sums(preds, labels, k),
+            detail_finish=lambda t: {"per_class_accuracy": _class_finish(t)},
         ),
     )
 )
+
+
+def _class_sums(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """[correct of class 0..K-1, samples of class 0..K-1] over positions not IGNORE_INDEX, (2K,) float64.
+
+    Raises:
+        DataError: A label outside ``[0, num_classes)`` (as :func:`per_class_accuracy`).
+    """
+    labels = labels.to(preds.device).long()
+    valid = labels != IGNORE_INDEX
+    preds, labels = preds[valid], labels[valid]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(
+            f"labels must be in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]; "
+            "check num_classes."
+        )
+    total = torch.bincount(labels, minlength=num_classes)
+    correct = torch.bincount(labels[preds == labels], minlength=num_classes)
+    return torch.cat([correct, total]).double()
+
+
+def _class_finish(t: Tensor) -> list[float]:
+    """Per-class accuracy from :func:`_class_sums`' totals; NaN for a class with no samples."""
+    correct, total = t.chunk(2)
+    return [c / n if n else float("nan") for c, n in zip(correct.tolist(), total.tolist(), strict=True)]
 
 
 def _hit_sums(preds: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor:
@@ -226,12 +258,57 @@ def split_sums(
     Raises:
         ConfigError: an unknown task, or one without streaming metrics.
     """
-    spec = TASKS.get(task)
-    if spec.streaming is None:
-        raise ConfigError(f"task {task!r} has no streaming metrics; evaluate it on whole logits instead.")
+    sums, _, preds = _stream(
+        model,
+        split,
+        _streaming(task),
+        reference=reference,
+        batch_size=batch_size,
+        start=start,
+        stop=stop,
+        keep_predictions=keep_predictions,
+        inference_mode=inference_mode,
+    )
+    if sums is None:
+        raise DataError(f"{task} evaluation: the split holds no samples in [{start}, {stop}).")
+    return sums, preds
+
+
+def _streaming(task: str) -> StreamingMetrics:
+    """The streaming metrics of `task`.
+
+    Raises:
+        ConfigError: an unknown task, or one without streaming metrics.
+    """
+    streaming = TASKS.get(task).streaming
+    if streaming is None:
+        raise ConfigError(
+            f"task {task!r} has no streaming metrics (Task.streaming), so it cannot be measured batch by "
+            "batch over a split; register them, or measure whole logits with measure_model."
+        )
+    return streaming
+
+
+def _stream(
+    model: nn.Module,
+    split: SampleSplit,
+    streaming: StreamingMetrics,
+    *,
+    reference: Tensor | None,
+    batch_size: int,
+    start: int = 0,
+    stop: int | None = None,
+    keep_predictions: bool = False,
+    inference_mode: bool = True,
+    num_classes: int | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """One pass over [start, stop) of `split`: (the task's sums, its detail sums (given `num_classes` and
+    detail sums) or None, the top-1 predictions on the CPU or None); sums are None for no samples."""
     _check_positive("batch_size", batch_size)
     device = _model_device(model)
+    details = streaming.detail_sums if num_classes is not None else None
     total: Tensor | None = None
+    detail_total: Tensor | None = None
     preds: list[Tensor] = []
     offset = start
     with _eval_mode(model), torch.inference_mode() if inference_mode else torch.no_grad():
@@ -241,13 +318,15 @@ def split_sums(
             n = logits.shape[0]
             ref = reference[offset - start : offset - start + n] if reference is not None else None
             offset += n
-            sums = spec.streaming.sums(logits, batch["labels"], ref)
+            sums = streaming.sums(logits, batch["labels"], ref)
             total = sums if total is None else total + sums
+            if details is not None:
+                assert num_classes is not None
+                d = details(logits.argmax(-1), batch["labels"], num_classes)
+                detail_total = d if detail_total is None else detail_total + d
             if keep_predictions:
                 preds.append(logits.argmax(-1).cpu())
-    if total is None:
-        raise DataError(f"{task} evaluation: the split holds no samples in [{start}, {stop}).")
-    return total, (torch.cat(preds) if keep_predictions else None)
+    return total, detail_total, (torch.cat(preds) if keep_predictions and preds else None)
 
 
 def split_metrics(
@@ -264,12 +343,70 @@ def split_metrics(
     Returns:
         (metrics by name, this model's top-1 predictions or None).
     """
-    sums, preds = split_sums(
+    quality = split_quality(
         model, split, task, reference=reference, batch_size=batch_size, keep_predictions=keep_predictions
     )
-    streaming = TASKS.get(task).streaming
-    assert streaming is not None
-    return streaming.finish(sums.cpu()), preds
+    return quality.metrics, quality.predictions
+
+
+@dataclass(frozen=True)
+class SplitQuality:
+    """A model's quality on a split, from one streamed pass.
+
+    Attributes:
+        metrics: The task's scalar metrics by name (``accuracy``, ``agreement``, ...).
+        details: The task's breakdowns by name (classification: ``per_class_accuracy``, NaN for a class
+            with no samples); empty without ``num_classes``.
+        predictions: The model's top-1 predictions on the CPU (the reference of later models), or None.
+    """
+
+    metrics: dict[str, float | None]
+    details: dict[str, list[float]]
+    predictions: Tensor | None
+
+
+def split_quality(
+    model: nn.Module,
+    split: SampleSplit,
+    task: str,
+    *,
+    reference: Tensor | None = None,
+    batch_size: int = 64,
+    keep_predictions: bool = False,
+    num_classes: int | None = None,
+) -> SplitQuality:
+    """The metrics and breakdowns of ``task`` on a whole split, batch by batch: logits are never held
+    whole, only summed counts (and, with `keep_predictions`, the top-1 predictions).
+
+    Args:
+        model: the model; its training flags are restored afterwards.
+        split: the evaluation data.
+        task: a ``TASKS`` name with ``streaming`` metrics.
+        reference: the teacher's top-1 predictions on `split`, for agreement.
+        batch_size: samples per forward pass.
+        keep_predictions: also return this model's top-1 predictions.
+        num_classes: the class count, for the task's breakdowns (per-class accuracy); None: none.
+
+    Raises:
+        ConfigError: an unknown task, or one without streaming metrics.
+        DataError: an empty split, or a label outside ``[0, num_classes)``.
+    """
+    streaming = _streaming(task)
+    sums, detail_sums, preds = _stream(
+        model,
+        split,
+        streaming,
+        reference=reference,
+        batch_size=batch_size,
+        keep_predictions=keep_predictions,
+        num_classes=num_classes,
+    )
+    if sums is None:
+        raise DataError(f"{task} evaluation: the split holds no samples; evaluate on a non-empty set.")
+    details = {}
+    if detail_sums is not None and streaming.detail_finish is not None:
+        details = streaming.detail_finish(detail_sums.cpu())
+    return SplitQuality(streaming.finish(sums.cpu()), details, preds)
 
 
 def task_details(task: str, inputs: MetricInputs) -> dict[str, Any]:
