@@ -78,7 +78,13 @@ def test_streamed_measure_gives_the_whole_logits_figures() -> None:
     x, y = torch.randn(50, 5), torch.randint(0, 3, (50,))  # class 3 has no sample: NaN
     t_logits = predict(teacher, x)
     m = measure(
-        student, Split(x, y), name="s", reference=t_logits.argmax(1), latency=False, batch_size=7, num_classes=4
+        student,
+        Split(x, y),
+        name="s",
+        reference=t_logits.argmax(1),
+        latency=False,
+        batch_size=7,
+        num_classes=4,
     )
     whole = measure_model("s", student, x, y, input_shape=(5,), teacher_logits=t_logits, latency=False)
     assert m.metrics.to_dict() == whole.to_dict()
