@@ -26,7 +26,7 @@ from distil.measure import (
     split_evaluation,
     split_metrics,
 )
-from distil.measure_lm import greedy_ids
+from distil.measure.lm import greedy_ids
 from distil.models import create_model
 from distil.run import run_pipeline
 from distil.run.lm_report import NEW_TOKENS, fixed_prompts, lm_section
@@ -137,7 +137,7 @@ def test_generation_section_times_and_samples_causal_lms_only(corpus: Path) -> N
     assert set(section["latency"]) == {"lm"} and section["latency"]["lm"]["ms_per_token"] > 0
     assert len(section["samples"]["lm"]) == 2 and len(section["prompts"]) == 2
     assert model.training  # the section leaves the model's mode as it found it
-    # The samples are the KV-cache greedy continuations (distil.measure_lm, tested there against
+    # The samples are the KV-cache greedy continuations (distil.measure.lm, tested there against
     # scoring the whole sequence), cut at EOS.
     first = greedy_ids(model, prompts[0], NEW_TOKENS)[0].tolist()
     eos = ByteTokenizer().eos_id

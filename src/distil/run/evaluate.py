@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, load_dataset
-from distil.measure import ModelMetrics, measure_model, predict, time_models
+from distil.measure import ModelMetrics, measure, time_models
+from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.train.build import build_model
 
 
@@ -195,26 +196,27 @@ def evaluate_checkpoints(
     """
     metrics: list[ModelMetrics] = []
     models: list[torch.nn.Module] = []
-    reference_logits: torch.Tensor | None = None
-    x_test, y_test = data.test.head(len(data.test)), data.test.labels
+    reference: torch.Tensor | None = None
+    tokens = data.is_tokens
+    shape = tuple(data.test.sample_shape) if tokens else data.input_shape
+    vocab = data.num_classes if tokens else data.vocab_size
     for path, name in zip(paths, per_path_models(model_name, paths), strict=True):
         model, _, weights = load_any(path, data, name, trust_code=trust_code)
-        m = measure_model(
-            Path(path).stem,
+        measured = measure(
             model.eval(),
-            x_test,
-            y_test,
-            input_shape=data.input_shape,
-            teacher_logits=reference_logits,
+            data.test,
+            data.task,
+            name=Path(path).stem,
+            input_shape=shape,
+            reference=reference,
             weights_path=weights,
             latency=False,  # timed below, interleaved, so that the table's latencies compare
-            task=data.task,
-            vocab_size=data.vocab_size,
+            batch_size=TOKEN_BATCH_SIZE if tokens else PREDICT_BATCH_SIZE,
+            vocab_size=vocab,
         )
-        if reference_logits is None:
-            reference_logits = predict(model, x_test)
-        metrics.append(m)
+        reference = measured.predictions if reference is None else reference
+        metrics.append(measured.metrics)
         models.append(model)
     if measure_latency:
-        time_models(metrics, models, data.input_shape, vocab_size=data.vocab_size)
+        time_models(metrics, models, shape, throughput=not tokens, vocab_size=vocab)
     return metrics

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,12 @@ def hf_pretrained_dir(path: str | Path) -> Path:
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], *, tokenizer: Any = None
+    path: str | Path,
+    model: nn.Module,
+    spec: dict[str, Any],
+    meta: dict[str, Any] | Callable[[Path], dict[str, Any]],
+    *,
+    tokenizer: Any = None,
 ) -> Path:
     """Save `model` as `path`.safetensors + `path`.json (both written atomically).
 
@@ -74,7 +79,8 @@ def save_checkpoint(
         path: checkpoint name without suffix, e.g. `runs/x/student`.
         model: the trained model.
         spec: the architecture spec from `distil.models.model_spec`.
-        meta: anything JSON-serialisable: recipe, data description, metrics...
+        meta: anything JSON-serialisable: recipe, data description, metrics...; or a function of the
+            written weights file returning it (a sidecar that records the file's size, written once).
         tokenizer: a Hugging Face tokenizer (``hf:DIR``) saved into ``NAME-hf/`` with the model.
 
     Returns:
@@ -94,7 +100,7 @@ def save_checkpoint(
         "weights": weights_path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         **extra,
-        **meta,
+        **(meta(weights_path) if callable(meta) else meta),
     }
     atomic_write_json(sidecar_path, sidecar)
     return weights_path
