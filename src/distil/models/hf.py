@@ -480,8 +480,11 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
     Args:
         model: a :class:`CausalLM` or :class:`SeqClassifier` (or a bare ``PreTrainedModel``).
         directory: where to write it (replaced if it exists).
-        tokenizer: a Hugging Face tokenizer (distil's :class:`~distil.data.hf_tokenizer.HFTokenizer` or
-            a transformers one) saved alongside; None skips it (distil's byte tokenizer has no HF form).
+        tokenizer: the tokenizer the model was trained with: its BOS/EOS (and, for a causal LM, PAD) ids
+            are written into config.json and generation_config.json (:func:`write_special_ids`), so
+            ``generate`` stops at its EOS; a Hugging Face one (distil's
+            :class:`~distil.data.hf_tokenizer.HFTokenizer` or a transformers one) is saved alongside
+            (distil's byte tokenizer has no files). None leaves the config's ids as they are.
 
     Returns:
         The directory.
@@ -491,6 +494,9 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
         raise ModelError(
             f"{type(model).__name__} is not a Hugging Face model; it has no save_pretrained form"
         )
+    if tokenizer is not None:
+        # A classifier's forward masks with its config's pad id (SeqClassifier): the saved one stays.
+        write_special_ids(hf, tokenizer, pad=not isinstance(model, SeqClassifier))
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -511,6 +517,43 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int | None]:
+    """The BOS, EOS and PAD ids of `tokenizer` under transformers' config names (None: it has none).
+
+    Args:
+        tokenizer: a transformers tokenizer, distil's ``HFTokenizer`` (read through its ``.hf``), or a
+            distil tokenizer with ``bos_id``/``eos_id``/``pad_id`` (the byte tokenizer).
+    """
+    hf_tok = getattr(tokenizer, "hf", tokenizer)
+    if hasattr(hf_tok, "eos_token_id"):
+        ids = {f"{k}_token_id": getattr(hf_tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad")}
+    else:
+        ids = {f"{k}_token_id": getattr(tokenizer, f"{k}_id", None) for k in ("bos", "eos", "pad")}
+    return {key: None if value is None else int(value) for key, value in ids.items()}
+
+
+def write_special_ids(hf_model: Any, tokenizer: Any, *, pad: bool = True) -> None:
+    """Set the tokenizer's special ids on `hf_model`'s config and generation config.
+
+    A config built from a ``model_type`` carries that family's defaults (llama: BOS 1, EOS 2), which
+    need not be the tokenizer's: ``generate`` outside distil would stop at whatever token holds id 2.
+    An id the tokenizer lacks is written as None, not left at the family's default.
+
+    Args:
+        hf_model: a ``transformers`` ``PreTrainedModel`` (changed in place).
+        tokenizer: as for :func:`special_token_ids`.
+        pad: also the PAD id (False keeps the model's: a classifier's forward masks with it).
+    """
+    ids = special_token_ids(tokenizer)
+    if not pad:
+        ids.pop("pad_token_id", None)
+    generation = getattr(hf_model, "generation_config", None)
+    for key, value in ids.items():
+        setattr(hf_model.config, key, value)
+        if generation is not None:
+            setattr(generation, key, value)
 
 
 def resolve_from_teacher(kwargs: Mapping[str, Any], teacher: nn.Module) -> dict[str, Any]:

@@ -270,7 +270,7 @@ class Runner:
             model = kept.model.cpu().eval()
             history = self.histories.get(name, [])
             meta = _meta(self.recipe, data, kept.trained_with, history, name)
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._hf_tokenizer)
+            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._tokenizer)
             m = measure_model(
                 name,
                 model,
@@ -321,14 +321,12 @@ class Runner:
         atomic_write_json(sidecar, meta)
 
     @functools.cached_property
-    def _hf_tokenizer(self) -> Any:
-        """The data's Hugging Face tokenizer, saved into NAME-hf/ beside an HF model (None: the byte
-        tokenizer, which has no files, or data that is not text)."""
-        from distil.data.hf_tokenizer import HFTokenizer
+    def _tokenizer(self) -> Any:
+        """The data's tokenizer (None: data that is not text): its special ids go into NAME-hf/'s
+        config beside an HF model, and a Hugging Face one's files too."""
         from distil.run.lm_report import tokenizer_of
 
-        tokenizer = tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
-        return tokenizer if isinstance(tokenizer, HFTokenizer) else None
+        return tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
 
     def _measure_tokens(self) -> list[ModelMetrics]:
         """Language models: the test blocks read batch by batch (their logits would not fit in memory),
@@ -340,7 +338,7 @@ class Runner:
             name = kept.name
             model = kept.model.cpu().eval()
             meta = _meta(self.recipe, data, kept.trained_with, self.histories.get(name, []), name)
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._hf_tokenizer)
+            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._tokenizer)
             m, preds = measure_token_model(
                 name,
                 model,

@@ -75,7 +75,8 @@ def save_checkpoint(
         model: the trained model.
         spec: the architecture spec from `distil.models.model_spec`.
         meta: anything JSON-serialisable: recipe, data description, metrics...
-        tokenizer: a Hugging Face tokenizer (``hf:DIR``) saved into ``NAME-hf/`` with the model.
+        tokenizer: the data's tokenizer: its special ids go into ``NAME-hf/``'s config, and a Hugging
+            Face one (``hf:DIR``) is saved there with the model.
 
     Returns:
         The path of the weights file.
