@@ -408,7 +408,8 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
 
     The head size stays the teacher's (so attention heads can be copied whole by layer transfer): a
     narrower ``hidden_size`` without ``num_attention_heads`` keeps ``hidden_size / head_dim`` heads, and
-    ``num_key_value_heads`` shrinks in the same proportion unless given.
+    ``num_key_value_heads`` shrinks in about the same proportion unless given, to a count that divides
+    the heads and that layer transfer can copy (:func:`kv_groups`).
 
     Args:
         teacher_config: the teacher's ``transformers`` config, or its plain dict (with ``model_type``).
@@ -447,7 +448,7 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
         raise ModelError(f"hidden_size {hidden} does not divide into {heads} attention heads")
     values: dict[str, int] = {"hidden_size": hidden, "num_attention_heads": heads}
     if "num_key_value_heads" in changes or hasattr(cfg, "num_key_value_heads"):
-        kv = int(changes.get("num_key_value_heads", max(1, kv_t * heads // heads_t)))
+        kv = int(changes.get("num_key_value_heads", kv_groups(heads, heads_t, kv_t)))
         if heads % kv:
             raise ModelError(f"{heads} attention heads do not split into {kv} key/value groups")
         values["num_key_value_heads"] = kv
@@ -462,6 +463,22 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
     if "head_dim" in out:
         out["head_dim"] = head_dim
     return out
+
+
+def kv_groups(heads: int, heads_t: int, kv_t: int) -> int:
+    """The key/value group count of a student with `heads` query heads, the teacher having `heads_t` in
+    `kv_t` groups.
+
+    The count nearest the teacher's proportion (``kv_t * heads / heads_t``; a tie goes to more groups)
+    among those that divide `heads` and that layer transfer can fill from the teacher (at most `kv_t`
+    groups of at most ``heads_t / kv_t`` heads each). Rounding the proportion down instead gave 8 heads
+    in 2 groups narrowed to 6 heads a single group of 6, which no teacher group holds. With no such
+    count (a student wider than its teacher) the divisor nearest the proportion.
+    """
+    target = kv_t * heads / heads_t
+    divisors = [d for d in range(1, heads + 1) if heads % d == 0]
+    fits = [d for d in divisors if d <= kv_t and heads // d <= heads_t // kv_t]
+    return min(fits or divisors, key=lambda d: (abs(d - target), -d))
 
 
 # ------------------------------------------------------------------------------------ save_pretrained
