@@ -296,7 +296,10 @@ def distill(
         if len(teachers) > 1:
             from distil.teachers.ensemble import EnsembleTeacher
 
-            teacher_fn = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            current = getattr(loss_fn, "current_temperature", None)
+            # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
+            teacher_fn = ensemble.follow(current) if current is not None else ensemble
         else:
             teacher_fn = LiveTeacher(live[0])
         if not cfg.fsdp:
