@@ -88,6 +88,29 @@ def check_mixing(cfg: TrainConfig, loss: Any) -> None:
         )
 
 
+def check_topk_terms(cfg: TrainConfig, loss: Any) -> None:
+    """Refuse a dense top-k teacher cache (`teacher_cache_topk`) under teacher terms other than kd.
+
+    The cache keeps the k largest logits and fills the rest with one value that preserves the softened
+    tail mass: KD's KL is built for that, but rkl, js, tvd, logit_mse and dkd then read made-up logits
+    (logit_mse 17.96 live vs 13.16 cached in one run) and would train on another target silently.
+
+    Raises:
+        ConfigError: naming the terms and the fix.
+    """
+    terms = getattr(loss, "terms", None)
+    if cfg.teacher_cache_topk is None or terms is None:
+        return
+    others = [name for name, term in terms.items() if name != "kd" and getattr(term, "needs_teacher", True)]
+    if others:
+        raise ConfigError(
+            f"teacher_cache_topk={cfg.teacher_cache_topk} caches the top-k teacher logits with a tail fill, "
+            f"which serves only the kd term, but terms {', '.join(others)} compare the teacher's logits too. "
+            "Fix: drop teacher_cache_topk (the full logits are cached), or set teacher_cache: off (the teacher "
+            "runs live)."
+        )
+
+
 def train_model(
     model: nn.Module,
     data: DataBundle,
@@ -271,6 +294,7 @@ def distill(
                     device=accelerator.device,
                 )
             else:
+                check_topk_terms(cfg, loss_fn)  # before anything is built or written
                 cached, info = open_or_build(
                     teacher,
                     data,
@@ -296,7 +320,10 @@ def distill(
         if len(teachers) > 1:
             from distil.teachers.ensemble import EnsembleTeacher
 
-            teacher_fn = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            current = getattr(loss_fn, "current_temperature", None)
+            # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
+            teacher_fn = ensemble.follow(current) if current is not None else ensemble
         else:
             teacher_fn = LiveTeacher(live[0])
         if not cfg.fsdp:

@@ -196,6 +196,9 @@ def test_the_pipeline_trains_and_measures_language_models(corpus: Path, tmp_path
 
     student, _ = load_checkpoint(run / "student_kd")
     assert predict(student, torch.zeros(1, 32, dtype=torch.long)).shape == (1, 32, 259)
+    # Its NAME-hf/ copy stops generating at the byte tokenizer's EOS, not at llama's default id 2.
+    config = json.loads((run / "student_kd-hf" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (ByteTokenizer.BOS, ByteTokenizer.EOS)
 
 
 @pytest.mark.slow

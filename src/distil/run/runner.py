@@ -332,19 +332,15 @@ class Runner:
             m.bytes = weights_bytes(weights)
             return {**meta, "test_metrics": m.to_dict(), **details}
 
-        save_checkpoint(
-            self.dir.file(kept.name), kept.model, kept.spec, sidecar, tokenizer=self._hf_tokenizer
-        )
+        save_checkpoint(self.dir.file(kept.name), kept.model, kept.spec, sidecar, tokenizer=self._tokenizer)
 
     @functools.cached_property
-    def _hf_tokenizer(self) -> Any:
-        """The data's Hugging Face tokenizer, saved into NAME-hf/ beside an HF model (None: the byte
-        tokenizer, which has no files, or data that is not text)."""
-        from distil.data.hf_tokenizer import HFTokenizer
+    def _tokenizer(self) -> Any:
+        """The data's tokenizer (None: data that is not text): its special ids go into NAME-hf/'s
+        config beside an HF model, and a Hugging Face one's files too."""
         from distil.run.lm_report import tokenizer_of
 
-        tokenizer = tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
-        return tokenizer if isinstance(tokenizer, HFTokenizer) else None
+        return tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
 
     # --------------------------------------------------------------------------------- summary
 

@@ -81,7 +81,8 @@ def save_checkpoint(
         spec: the architecture spec from `distil.models.model_spec`.
         meta: anything JSON-serialisable: recipe, data description, metrics...; or a function of the
             written weights file returning it (a sidecar that records the file's size, written once).
-        tokenizer: a Hugging Face tokenizer (``hf:DIR``) saved into ``NAME-hf/`` with the model.
+        tokenizer: the data's tokenizer: its special ids go into ``NAME-hf/``'s config, and a Hugging
+            Face one (``hf:DIR``) is saved there with the model.
 
     Returns:
         The path of the weights file.
