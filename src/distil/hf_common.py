@@ -6,7 +6,9 @@ It sits below both so that data/ and models/ need not import each other for it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
 from distil.errors import ModelError
@@ -29,3 +31,20 @@ def require_transformers() -> Any:
     import transformers
 
     return transformers
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards") for the block.
+
+    distil reports its own progress; a bar per checkpoint file written or read, on stderr, is noise in a
+    run's output. The setting transformers had is restored afterwards.
+    """
+    logging = require_transformers().utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()

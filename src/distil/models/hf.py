@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from distil.errors import ModelError
-from distil.hf_common import require_transformers
+from distil.hf_common import quiet_progress, require_transformers
 from distil.models.registry import register_model
 
 # Small defaults so that a config naming only model_type builds a model that trains on a CPU.
@@ -278,13 +278,14 @@ def load_local(
             stacklevel=2,
         )
     try:
-        return auto.from_pretrained(
-            str(path),
-            local_files_only=True,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            **options,
-        )
+        with quiet_progress():
+            return auto.from_pretrained(
+                str(path),
+                local_files_only=True,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                **options,
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"transformers cannot load {str(path)!r} as a {task}: {exc}") from None
 
@@ -518,7 +519,8 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        hf.save_pretrained(str(staging))
+        with quiet_progress():
+            hf.save_pretrained(str(staging))
         hf_tok = getattr(tokenizer, "hf", tokenizer)
         if hf_tok is not None and hasattr(hf_tok, "save_pretrained"):
             hf_tok.save_pretrained(str(staging))
