@@ -478,8 +478,11 @@ class TransferConfig(_Strict):
         return self
 
     def kd_for(self, kd: KDConfig) -> KDConfig:
-        """The KD settings of the student this transfer prepares: `kd` at `kd_temperature` (a temperature
-        schedule is then dropped), or `kd` itself when there is no override."""
+        """The KD settings of the student this transfer prepares: `kd` at `kd_temperature`, if set.
+
+        A temperature override drops `kd.temperature_final` (the student distills at one temperature);
+        without one, `kd` itself is returned.
+        """
         t = self.kd_temperature
         if t is None or (t == kd.temperature and kd.temperature_final is None):
             return kd
