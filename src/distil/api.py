@@ -19,6 +19,7 @@ from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
+from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
 from distil.teachers.cache import (
     CachedTeacher,
     TeacherViews,
@@ -66,7 +67,7 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
 _LABEL_TERMS = ("ce", "dkd")
 
 
-def check_mixing(cfg: TrainConfig, loss: Any) -> None:
+def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
     """Refuse mixup/cutmix for a loss that trains on labels: a mixed batch's labels are all -100.
 
     Function matching (teacher and student on the same mixed view) trains on teacher-matching terms
@@ -77,7 +78,8 @@ def check_mixing(cfg: TrainConfig, loss: Any) -> None:
     """
     if cfg.mixing == "none":
         return
-    weights = getattr(loss, "weights", None)
+    # Only a composed loss names its terms; any other loss may read labels.
+    weights = loss.weights if isinstance(loss, ComposedLoss) else None
     label_terms = sorted(t for t in _LABEL_TERMS if weights is not None and weights.get(t, 0) > 0)
     if weights is None or label_terms:
         what = f"terms {', '.join(label_terms)} read" if label_terms else "this loss reads"
@@ -194,7 +196,8 @@ def distill(
             Hinton KD, the terms `{kd: kd_weight, ce: ce_weight}`. Warm-ups and `temperature_final`
             apply either way. Also the temperature of an ensemble's mixture. Ignored when `loss` is given.
         loss: a prebuilt loss (`distill_loss`, to carry one across phases) or any loss with the
-            signature `loss(student_out, teacher_out, batch) -> dict`; it is not closed here.
+            signature `loss(student_out, teacher_out, batch) -> dict`; it is not closed here. Only a
+            `distil.losses.protocol.DistillationLoss` follows the epoch (warm-ups, temperature schedule).
         first_epoch: the run's epoch (0-based) this call starts at, when `loss` is carried across
             training phases: its warm-ups and temperature schedule continue from there.
         teacher_weights: one weight per teacher of an ensemble (default: equal).
@@ -215,7 +218,8 @@ def distill(
         FitResult with the trained student and its per-epoch records.
 
     Raises:
-        ValueError: `first_epoch` with a loss that has no `epoch_offset` to continue from.
+        ValueError: `first_epoch` with a loss that is not a `distil.losses.protocol.DistillationLoss`
+            (nothing to continue a schedule from).
     """
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
@@ -232,10 +236,11 @@ def distill(
         loss_fn = built = distill_loss(kd, teacher=teacher, student=student, data=data, cfg=cfg)
     else:
         loss_fn = loss
-    if hasattr(loss_fn, "epoch_offset"):
-        setattr(loss_fn, "epoch_offset", first_epoch)  # noqa: B010  (any loss with an offset, not only ours)
+    scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
+    if scheduled is not None:
+        scheduled.epoch_offset = first_epoch
     elif first_epoch:
-        raise ValueError(f"first_epoch={first_epoch} needs a loss with an epoch_offset (e.g. distill_loss)")
+        raise ValueError(f"first_epoch={first_epoch} needs a DistillationLoss (distill_loss) to go on")
     if accelerator is None:
         from distil.train.engine import make_accelerator
 
@@ -254,7 +259,7 @@ def distill(
     if not augmenter.is_random:
         augment = "none"  # e.g. a crop with 0 padding: the inputs never change
     views = TeacherViews(augmenter, cfg.teacher_cache_views) if cfg.teacher_cache_views else None
-    needs = getattr(loss_fn, "teacher_needs", None)
+    needs = loss_fn.teacher_needs if isinstance(loss_fn, DeclaresTeacherNeeds) else None
     if cfg.fsdp:
         check_fsdp(accelerator)
         if needs is not None and needs.live:
@@ -276,8 +281,6 @@ def distill(
     if source == "cache":
         # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
         # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
-        schedule = getattr(loss_fn, "temperatures", None)
-        current = getattr(loss_fn, "current_temperature", None)
         cached: CachedTeacher | SparseCachedTeacher
         with main_process_first(accelerator):
             if cfg.teacher_cache_form != "auto" or (
@@ -303,11 +306,11 @@ def distill(
                     topk=cfg.teacher_cache_topk,
                     device=accelerator.device,
                     channels_last=cfg.channels_last,
-                    temperatures=schedule() if schedule is not None else (1.0,),
+                    temperatures=scheduled.temperatures() if scheduled is not None else (1.0,),
                     views=views if augment != "none" else None,
                 )
-        if current is not None and isinstance(cached, CachedTeacher):
-            cached.follow(current)
+        if scheduled is not None and isinstance(cached, CachedTeacher):
+            cached.follow(scheduled.current_temperature)
         teacher_fn = cached.to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()
     else:

@@ -17,11 +17,12 @@ from distil.config import KDConfig
 from distil.data.batch import IGNORE_INDEX, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
+from distil.losses.protocol import DistillationLoss
 from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
 from distil.losses.vocab import align_vocab
 
 
-class ComposedLoss(nn.Module):
+class ComposedLoss(nn.Module, DistillationLoss):
     """`loss(student_out, teacher_out, batch) -> dict`: the weighted sum of named terms.
 
     Args:
@@ -37,9 +38,10 @@ class ComposedLoss(nn.Module):
             common ids (`distil.losses.vocab.align_vocab`); the first batch checks that the teacher puts
             at most this probability on the ids dropped.
 
-    The training loop calls `set_epoch(epoch)` at the start of each epoch (0-based); `epoch_offset` is
-    added to it, so a loss carried across training phases (an unfreeze schedule) continues its
-    warm-ups and temperature schedule instead of restarting them. `teacher_needs` says whether cached
+    It implements `distil.losses.protocol.DistillationLoss`: the training loop calls `set_epoch(epoch)`
+    at the start of each epoch (0-based); `epoch_offset` is added to it, so a loss carried across
+    training phases (an unfreeze schedule) continues its warm-ups and temperature schedule instead of
+    restarting them. `teacher_needs` says whether cached
     teacher logits can stand in for the teacher (no term needs features or the live teacher).
     """
 

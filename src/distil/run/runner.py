@@ -44,7 +44,7 @@ from distil.train.runs import RunDir, resolve_resume
 from distil.train.stages import Stage
 from distil.train.state import checkpointing
 from distil.train.trackers import end_trackers, start_trackers
-from distil.transfer import PreparedStudent, transferred_kd
+from distil.transfer import PreparedStudent
 
 # What a sidecar says when a model's training recipe is not known (a teacher loaded from weights
 # trained elsewhere): never the run's own settings, which did not train it.
@@ -420,7 +420,7 @@ def _meta(
         "role": role,
         "recipe": trained_with,
         # The KD settings the student was distilled with (a transferred student's own temperature).
-        "kd": transferred_kd(recipe.transfer, recipe.kd).model_dump(mode="json") if role == KD_ROLE else None,
+        "kd": recipe.student_kd.model_dump(mode="json") if role == KD_ROLE else None,
         "data": data.describe(),
         "metrics": history[-1] if history else {},
     }

@@ -24,6 +24,7 @@ from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoa
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import call_model, to_device
 from distil.errors import ConfigError, TrainingError
+from distil.losses.protocol import DistillationLoss
 from distil.measure import split_evaluation
 from distil.train.distributed import (
     average_gradients,
@@ -240,7 +241,8 @@ def fit(
             that learn from each other: each is then evaluated, as `s{i}_eval_accuracy`).
         data: the in-memory dataset.
         cfg: the training recipe.
-        loss_fn: returns a dict of named scalar terms with the total under "loss".
+        loss_fn: returns a dict of named scalar terms with the total under "loss". A
+            `distil.losses.protocol.DistillationLoss` is also told each epoch (`set_epoch`).
         teacher: gives teacher outputs for a batch (e.g. `LiveTeacher`), or None for plain training.
         accelerator: device/precision/process setup; a CPU-or-GPU default when None.
         progress: a Rich Progress to draw a bar in; None draws nothing. If it is an `EpochReporter`
@@ -422,7 +424,7 @@ class TrainLoop:
         # trained reproduces the rest of an interrupted epoch exactly (the skipped ones are not read).
         start = self.skip if epoch == self.start_epoch else 0
         self.loader.set_epoch(epoch, start_batch=start)
-        if hasattr(self.loss_fn, "set_epoch"):  # losses with warm-ups or temperature schedules
+        if isinstance(self.loss_fn, DistillationLoss):  # warm-ups and temperature schedules
             self.loss_fn.set_epoch(epoch)
         self.model.train()
         started = time.perf_counter()
