@@ -20,6 +20,7 @@ from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
 from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
+from distil.losses.registry import Term
 from distil.teachers.cache import (
     CachedTeacher,
     TeacherViews,
@@ -100,10 +101,13 @@ def check_topk_terms(cfg: TrainConfig, loss: Any) -> None:
     Raises:
         ConfigError: naming the terms and the fix.
     """
-    terms = getattr(loss, "terms", None)
-    if cfg.teacher_cache_topk is None or terms is None:
-        return
-    others = [name for name, term in terms.items() if name != "kd" and getattr(term, "needs_teacher", True)]
+    if cfg.teacher_cache_topk is None or not isinstance(loss, ComposedLoss):
+        return  # only a composed loss names its terms
+    others = [
+        name
+        for name, term in loss.terms.items()
+        if name != "kd" and isinstance(term, Term) and term.needs_teacher
+    ]
     if others:
         raise ConfigError(
             f"teacher_cache_topk={cfg.teacher_cache_topk} caches the top-k teacher logits with a tail fill, "
@@ -324,9 +328,8 @@ def distill(
             from distil.teachers.ensemble import EnsembleTeacher
 
             ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
-            current = getattr(loss_fn, "current_temperature", None)
             # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
-            teacher_fn = ensemble.follow(current) if current is not None else ensemble
+            teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
         else:
             teacher_fn = LiveTeacher(live[0])
         if not cfg.fsdp:
