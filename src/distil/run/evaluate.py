@@ -25,9 +25,9 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
         ConfigError: --model without --data for a file without a distil sidecar.
     """
     from distil.errors import ConfigError
-    from distil.train.checkpoint import _paths
+    from distil.train.checkpoint import checkpoint_paths
 
-    has_sidecar = _paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()
+    has_sidecar = checkpoint_paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()
     if model_name is not None and data is None and not has_sidecar:
         raise ConfigError(
             "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
@@ -68,10 +68,10 @@ def trained_data_options(
     """
     from distil.data import DATASETS
     from distil.errors import ConfigError
-    from distil.train.checkpoint import _paths, read_sidecar
+    from distil.train.checkpoint import checkpoint_paths, read_sidecar
 
     chosen = {k: v for k, v in (given or {}).items() if v is not None}
-    sidecar = _paths(checkpoint)[1]
+    sidecar = checkpoint_paths(checkpoint)[1]
     data = read_sidecar(checkpoint).get("data") if sidecar.is_file() or Path(checkpoint).is_dir() else None
     recorded = data.get("options") if isinstance(data, dict) else None
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
@@ -133,9 +133,9 @@ def load_any(
     from distil.api import check_classes
     from distil.config import ModelConfig
     from distil.errors import CheckpointError
-    from distil.train.checkpoint import _paths, load_checkpoint
+    from distil.train.checkpoint import checkpoint_paths, load_checkpoint
 
-    weights, sidecar = _paths(path)
+    weights, sidecar = checkpoint_paths(path)
     if sidecar.is_file() or Path(path).is_dir():
         model, meta = load_checkpoint(
             path, trust_code=trust_code, trusted_models=[model_name] if model_name else []
