@@ -20,15 +20,17 @@ class CompressOptions:
 
     teacher: str = setting("", "The fp32 teacher checkpoint (teaches every fine-tune).")
     student: str = setting("", "The distilled student checkpoint to compress.")
-    recipe: Recipe | None = None
-    """The recipe whose `compress`, `kd` and `data` (reader options) sections apply (None: defaults)."""
+    recipe: Recipe | None = setting(  # noqa: RUF009 (a dataclasses.field, like the others)
+        None, "The recipe whose `compress`, `kd` and `data` (reader options) sections apply (None: defaults)."
+    )
     out: str = setting("compressed", "Directory for the artefacts and compress.json.")
     latency: bool = setting(True, "Measure latency at batch 1 and 256.")
     data: str | None = setting(None, "Dataset (default: the student's).")
     data_root: str | None = setting(None, "Dataset directory or file.")
     limit: int | None = setting(None, "Use at most this many training samples (fine-tuning, calibration).")
-    model_name: str | None = None
-    """The architecture of a plain state_dict student (a registered name or pkg.module:factory)."""
+    model_name: str | None = setting(
+        None, "The architecture of a plain state_dict student (a registered name or pkg.module:factory)."
+    )
 
 
 @dataclass(frozen=True)

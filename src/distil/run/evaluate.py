@@ -228,12 +228,16 @@ class EvalOptions:
     """What `distil eval` measures: which checkpoints, on which data."""
 
     checkpoints: tuple[str, ...] = setting((), "distil checkpoints; the first is the reference (teacher).")
-    data: DataOptions = field(default_factory=DataOptions)
+    data: DataOptions = field(
+        default_factory=DataOptions,
+        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
+    )
     latency: bool = setting(True, "Measure latency and throughput.")
-    model_name: str | tuple[str | None, ...] | None = None
-    """The architecture of plain state_dict files: one name for every checkpoint, or one per checkpoint."""
-    trust_code: bool = False
-    """Let the checkpoints' sidecars name Python code to import."""
+    model_name: str | tuple[str | None, ...] | None = setting(
+        None,
+        "The architecture of plain state_dict files: one name for every checkpoint, or one per checkpoint.",
+    )
+    trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
 
 
 @dataclass(frozen=True)

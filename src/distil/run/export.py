@@ -20,11 +20,14 @@ class ExportOptions:
     checkpoint: str = setting("", "A distil checkpoint (NAME.safetensors + NAME.json).")
     out: str | None = setting(None, "The .onnx file (default: next to the checkpoint).")
     opset: int = setting(17, "ONNX opset version.")
-    data: DataOptions = field(default_factory=DataOptions)
-    model_name: str | None = None
-    """The architecture of a plain state_dict (a registered name or pkg.module:factory)."""
-    trust_code: bool = False
-    """Let the checkpoint's sidecar name Python code to import."""
+    data: DataOptions = field(
+        default_factory=DataOptions,
+        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
+    )
+    model_name: str | None = setting(
+        None, "The architecture of a plain state_dict (a registered name or pkg.module:factory)."
+    )
+    trust_code: bool = setting(False, "Let the checkpoint's sidecar name Python code to import.")
 
     @property
     def path(self) -> Path:

@@ -35,12 +35,15 @@ class PruneOptions:
     teacher: str | None = setting(None, "Teacher for KD fine-tuning (default: the unpruned model itself).")
     epochs: int = setting(3, "KD fine-tuning epochs (0 = none).")
     lr: float = setting(0.01, "Fine-tuning learning rate.")
-    data: DataOptions = field(default_factory=DataOptions)
-    model_name: str | None = None
-    """The architecture of a plain state_dict (a registered name or pkg.module:factory)."""
+    data: DataOptions = field(
+        default_factory=DataOptions,
+        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
+    )
+    model_name: str | None = setting(
+        None, "The architecture of a plain state_dict (a registered name or pkg.module:factory)."
+    )
     latency: bool = setting(True, "Measure latency and throughput.")
-    trust_code: bool = False
-    """Let the checkpoints' sidecars name Python code to import."""
+    trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
 
 
 @dataclass(frozen=True)

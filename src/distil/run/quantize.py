@@ -33,11 +33,14 @@ class QuantizeOptions:
     epochs: int = setting(2, "QAT + KD epochs.")
     lr: float = setting(0.005, "QAT learning rate.")
     threads: int = setting(1, "ONNX Runtime threads for every latency measurement.")
-    data: DataOptions = field(default_factory=DataOptions)
-    model_name: str | None = None
-    """The architecture of a plain state_dict (a registered name or pkg.module:factory)."""
-    trust_code: bool = False
-    """Let the checkpoints' sidecars name Python code to import."""
+    data: DataOptions = field(
+        default_factory=DataOptions,
+        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
+    )
+    model_name: str | None = setting(
+        None, "The architecture of a plain state_dict (a registered name or pkg.module:factory)."
+    )
+    trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
 
 
 @dataclass(frozen=True)

@@ -36,17 +36,21 @@ class ShrinkOptions:
     )
     batch: int | None = setting(None, "Batch size the budget is for (default: the recipe's, 1).")
     budget_hours: float | None = setting(None, "Wall-clock cap on the search's ranking.")
-    recipe: Recipe | None = None
-    """The recipe whose student_train, kd, shrink and data reader options apply (None: defaults)."""
-    recipe_data: bool | None = None
-    """Read the recipe's dataset (name, root, val_fraction, limit) rather than the teacher's; None: when
-    a recipe is given. ``--data`` wins over both."""
+    recipe: Recipe | None = setting(  # noqa: RUF009 (a dataclasses.field, like the others)
+        None, "The recipe whose student_train, kd, shrink and data reader options apply (None: defaults)."
+    )
+    recipe_data: bool | None = setting(
+        None,
+        "Read the recipe's dataset (name, root, val_fraction, limit) rather than the teacher's "
+        "(None: when a recipe is given); --data wins over both.",
+    )
     out: str = setting("shrink", "Search directory; an existing one with state.json is resumed.")
     data: str | None = setting(None, "Dataset (default: the recipe's, else the teacher's).")
     data_root: str | None = setting(None, "Dataset directory or file.")
     limit: int | None = setting(None, "Use at most this many training samples (fine-tuning, calibration).")
-    model_name: str | None = None
-    """The architecture of a plain state_dict teacher (a registered name or pkg.module:factory)."""
+    model_name: str | None = setting(
+        None, "The architecture of a plain state_dict teacher (a registered name or pkg.module:factory)."
+    )
 
 
 def shrink_settings(options: ShrinkOptions, recipe: Recipe) -> ShrinkConfig:
