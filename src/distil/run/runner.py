@@ -399,9 +399,9 @@ def teacher_train_record(recipe: Recipe) -> Any:
     path = recipe.teacher.checkpoint
     if path is None:
         return recipe.teacher_train
-    from distil.train.checkpoint import _paths, read_sidecar
+    from distil.train.checkpoint import checkpoint_paths, read_sidecar
 
-    if not _paths(path)[1].is_file():
+    if not checkpoint_paths(path)[1].is_file():
         return None
     raw = read_sidecar(path).get("recipe")
     return raw if isinstance(raw, dict) else None
