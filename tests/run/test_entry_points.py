@@ -14,9 +14,8 @@ from distil.cli.app import app
 from distil.config import load_recipe
 from distil.errors import ConfigError
 from distil.models import build_from_spec, model_spec
-from distil.run.checkpoint_data import DataOptions
+from distil.run.checkpoint_data import DataOptions, EvalOptions, evaluate_checkpoint_files
 from distil.run.compress import CompressOptions, compress_checkpoints
-from distil.run.evaluate import EvalOptions, evaluate_checkpoint_files
 from distil.run.export import ExportOptions, export_checkpoint
 from distil.run.layers import LayersOptions, model_layers
 from distil.run.options import help_of

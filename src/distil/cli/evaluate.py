@@ -17,8 +17,7 @@ from distil.cli.options import (
     TrustCodeOption,
 )
 from distil.report import metrics_table
-from distil.run.checkpoint_data import DataOptions
-from distil.run.evaluate import EvalOptions, evaluate_checkpoint_files
+from distil.run.checkpoint_data import DataOptions, EvalOptions, evaluate_checkpoint_files
 from distil.run.options import help_of
 
 ModelsOption = Annotated[

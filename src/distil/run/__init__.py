@@ -11,12 +11,15 @@
   `distil` command only parses, calls it and prints its result).
 """
 
-from distil.run.checkpoint_data import DataOptions, load_checkpoint_and_data
-from distil.run.compress import CompressOptions, CompressOutcome, compress_checkpoints
-from distil.run.evaluate import (
+from distil.run.checkpoint_data import (
+    DataOptions,
     EvalOptions,
     EvalOutcome,
     evaluate_checkpoint_files,
+    load_checkpoint_and_data,
+)
+from distil.run.compress import CompressOptions, CompressOutcome, compress_checkpoints
+from distil.run.evaluate import (
     evaluate_checkpoints,
     load_any,
     load_checkpoint_data,

@@ -1,8 +1,9 @@
-"""Commands on an existing checkpoint: which data they read (:class:`DataOptions`), and loading both."""
+"""Commands on an existing checkpoint: which data they read (:class:`DataOptions`), loading both, and
+`distil eval`'s entry point (:func:`evaluate_checkpoint_files`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from distil.run.options import setting
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from distil.data import DataBundle
+    from distil.measure import ModelMetrics
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,67 @@ def load_checkpoint_and_data(
     )
     model, meta, _ = load_any(checkpoint, bundle, model_name, trust_code=trust_code)
     return model.eval(), meta, bundle
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `distil eval` measures: which checkpoints, on which data."""
+
+    checkpoints: tuple[str, ...] = setting((), "distil checkpoints; the first is the reference (teacher).")
+    data: DataOptions = field(
+        default_factory=DataOptions,
+        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
+    )
+    latency: bool = setting(True, "Measure latency and throughput.")
+    model_name: str | tuple[str | None, ...] | None = setting(
+        None,
+        "The architecture of plain state_dict files: one name for every checkpoint, or one per checkpoint.",
+    )
+    trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What `evaluate_checkpoint_files` measured.
+
+    Attributes:
+        metrics: one row per checkpoint, in order, the first the reference.
+        data_name: the dataset they were measured on.
+        test_samples: the size of its test split.
+    """
+
+    metrics: list[ModelMetrics]
+    data_name: str
+    test_samples: int
+
+
+def evaluate_checkpoint_files(options: EvalOptions) -> EvalOutcome:
+    """Load the data the first checkpoint was trained on (or `options.data.name`) and measure them all.
+
+    Raises:
+        ConfigError: no checkpoints, a plain state_dict without a dataset, or model names that do not
+            match the checkpoints.
+        CheckpointError: a checkpoint that cannot be loaded.
+    """
+    from distil.errors import ConfigError
+    from distil.run.evaluate import (
+        evaluate_checkpoints,
+        load_checkpoint_data,
+        per_path_models,
+        require_data_for_model,
+    )
+    from distil.train.checkpoint import read_sidecar, trained_dataset
+
+    paths = list(options.checkpoints)
+    if not paths:
+        raise ConfigError("no checkpoints to evaluate: give at least one (the first is the reference).")
+    models = per_path_models(options.model_name, paths)
+    require_data_for_model(models[0], options.data.name, paths[0])
+    name = options.data.name or trained_dataset(read_sidecar(paths[0]), trust_code=options.trust_code)
+    bundle = load_checkpoint_data(
+        paths[0], name, options.data.root, val_fraction=0.0, options=options.data.reader_options()
+    )
+    metrics = evaluate_checkpoints(
+        paths, bundle, measure_latency=options.latency, model_name=models, trust_code=options.trust_code
+    )
+    return EvalOutcome(metrics, bundle.name, len(bundle.test))

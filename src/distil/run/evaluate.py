@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ from torch import nn
 from distil.data import DataBundle, load_dataset
 from distil.measure import ModelMetrics, measure, time_models
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
-from distil.run.checkpoint_data import DataOptions
-from distil.run.options import setting
 from distil.train.build import build_model
 
 
@@ -223,61 +220,3 @@ def evaluate_checkpoints(
     if measure_latency:
         time_models(metrics, models, shape, throughput=not tokens, vocab_size=vocab)
     return metrics
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """What `distil eval` measures: which checkpoints, on which data."""
-
-    checkpoints: tuple[str, ...] = setting((), "distil checkpoints; the first is the reference (teacher).")
-    data: DataOptions = field(
-        default_factory=DataOptions,
-        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
-    )
-    latency: bool = setting(True, "Measure latency and throughput.")
-    model_name: str | tuple[str | None, ...] | None = setting(
-        None,
-        "The architecture of plain state_dict files: one name for every checkpoint, or one per checkpoint.",
-    )
-    trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
-
-
-@dataclass(frozen=True)
-class EvalOutcome:
-    """What `evaluate_checkpoint_files` measured.
-
-    Attributes:
-        metrics: one row per checkpoint, in order, the first the reference.
-        data_name: the dataset they were measured on.
-        test_samples: the size of its test split.
-    """
-
-    metrics: list[ModelMetrics]
-    data_name: str
-    test_samples: int
-
-
-def evaluate_checkpoint_files(options: EvalOptions) -> EvalOutcome:
-    """Load the data the first checkpoint was trained on (or `options.data.name`) and measure them all.
-
-    Raises:
-        ConfigError: no checkpoints, a plain state_dict without a dataset, or model names that do not
-            match the checkpoints.
-        CheckpointError: a checkpoint that cannot be loaded.
-    """
-    from distil.errors import ConfigError
-    from distil.train.checkpoint import read_sidecar, trained_dataset
-
-    paths = list(options.checkpoints)
-    if not paths:
-        raise ConfigError("no checkpoints to evaluate: give at least one (the first is the reference).")
-    models = per_path_models(options.model_name, paths)
-    require_data_for_model(models[0], options.data.name, paths[0])
-    name = options.data.name or trained_dataset(read_sidecar(paths[0]), trust_code=options.trust_code)
-    bundle = load_checkpoint_data(
-        paths[0], name, options.data.root, val_fraction=0.0, options=options.data.reader_options()
-    )
-    metrics = evaluate_checkpoints(
-        paths, bundle, measure_latency=options.latency, model_name=models, trust_code=options.trust_code
-    )
-    return EvalOutcome(metrics, bundle.name, len(bundle.test))
