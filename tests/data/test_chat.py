@@ -120,18 +120,24 @@ def test_each_conversation_is_one_row_never_packed_with_another(tmp_path: Path) 
 def test_a_long_conversation_is_refused_naming_the_line_and_the_option(tmp_path: Path) -> None:
     records = [chat(("user", "q"), ("assistant", "a"))] * 3 + [chat(("user", "q" * 80), ("assistant", "a"))]
     root = write_jsonl(tmp_path / "c.jsonl", records)
-    with pytest.raises(DataError, match=r"c\.jsonl:4: the conversation is \d+ tokens.*data\.on_long: truncate"):
+    with pytest.raises(
+        DataError, match=r"c\.jsonl:4: the conversation is \d+ tokens.*data\.on_long: truncate"
+    ):
         load_chat(root, block_size=40)
 
 
 def test_truncate_cuts_and_counts_and_drops_rows_left_without_an_answer() -> None:
-    convs = [Conversation((Message("user", "q"), Message("assistant", "a" * 30)), f"c.jsonl:{i}") for i in range(3)]
+    convs = [
+        Conversation((Message("user", "q"), Message("assistant", "a" * 30)), f"c.jsonl:{i}") for i in range(3)
+    ]
     # The answer falls outside the row: nothing left to train on, so the row is dropped (and counted).
     convs.append(Conversation((Message("user", "q" * 80), Message("assistant", "a")), "c.jsonl:4"))
     rows = conversation_rows(convs, ByteTokenizer(), block_size=40, on_long="truncate")
     assert (rows.truncated, rows.dropped, len(rows.split)) == (4, 1, 3)
     kept = rows.split.targets[0]
-    assert kept[-1] == ord("a") and int((kept != -100).sum()) == 41 - 25  # 25 header tokens, then the answer cut
+    assert (
+        kept[-1] == ord("a") and int((kept != -100).sum()) == 41 - 25
+    )  # 25 header tokens, then the answer cut
     assert rows.split.inputs[0].tolist() == [*b"<|user|>\nq\n<|assistant|>\n", *b"a" * 15]
 
 
@@ -159,7 +165,7 @@ def test_records_that_are_not_conversations_are_named(tmp_path: Path) -> None:
 
 def test_the_text_reader_refuses_conversations_instead_of_packing_them(tmp_path: Path) -> None:
     root = write_jsonl(tmp_path / "c.jsonl", [chat(("user", "q"), ("assistant", "a"))] * 3)
-    with pytest.raises(DataError, match="data.name: chat"):
+    with pytest.raises(DataError, match=r"data\.name: chat"):
         load_text(root, block_size=8, cache_dir=tmp_path / "cache")
 
 
@@ -195,7 +201,9 @@ def test_the_tokenizers_template_marks_what_each_answer_added(tmp_path: Path) ->
 def test_a_tokenizer_without_a_template_is_refused_with_the_fixes(tmp_path: Path) -> None:
     directory = save_chat_tokenizer(tmp_path / "tok", template=None)
     root = write_jsonl(tmp_path / "c.jsonl", [chat(("user", "two"), ("assistant", "four"))] * 2)
-    with pytest.raises(ConfigError, match=r"no chat template.*tokenizer\.chat_template.*chat_template: builtin"):
+    with pytest.raises(
+        ConfigError, match=r"no chat template.*tokenizer\.chat_template.*chat_template: builtin"
+    ):
         load_chat(root, tokenizer=f"hf:{directory}", val_fraction=0.0)
     # The built-in template works with any tokenizer: headers, content and its EOS.
     inputs, labels, _ = rows_of(root, block_size=16, tokenizer=f"hf:{directory}", chat_template="builtin")

@@ -107,11 +107,15 @@ _FORMAT_FIX = (
 
 def _messages(where: str, key: str, value: Any) -> list[Message]:
     if not isinstance(value, list):
-        raise DataError(f"{where}: {key!r} is a {type(value).__name__}, not a list of messages; {_FORMAT_FIX}")
+        raise DataError(
+            f"{where}: {key!r} is a {type(value).__name__}, not a list of messages; {_FORMAT_FIX}"
+        )
     out = []
     for i, item in enumerate(value):
         if not (
-            isinstance(item, dict) and isinstance(item.get("role"), str) and isinstance(item.get("content"), str)
+            isinstance(item, dict)
+            and isinstance(item.get("role"), str)
+            and isinstance(item.get("content"), str)
         ):
             raise DataError(
                 f"{where}: {key}[{i}] is {json.dumps(item)[:80]}; each message is an object with a string "
@@ -361,7 +365,9 @@ def split_conversations(
     out: dict[str, list[Conversation]] = {"train": [], "val": [], "test": []}
     for conv in conversations:
         u = path_fraction(json.dumps(conv.as_dicts(), sort_keys=True, ensure_ascii=False))
-        out["test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"].append(conv)
+        out["test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"].append(
+            conv
+        )
     need = ["train", "test"] + (["val"] if val_fraction > 0 else [])
     if all(out[s] for s in need):
         return out, "hash"
@@ -504,7 +510,9 @@ def _notes(
         if sum(per_split.values()):
             extra[key[what]] = ", ".join(f"{k}: {v}" for k, v in per_split.items())
     if "truncated" in extra:
-        dropped = f"; left without an assistant token and dropped: {extra['dropped']}" if "dropped" in extra else ""
+        dropped = (
+            f"; left without an assistant token and dropped: {extra['dropped']}" if "dropped" in extra else ""
+        )
         warnings.warn(
             f"chat data: conversations longer than block_size {block_size} (+1) cut to the row "
             f"(data.on_long: truncate): {extra['truncated']}{dropped}.",

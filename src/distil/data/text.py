@@ -452,7 +452,9 @@ class TokenRowSplit:
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         if inputs.shape != targets.shape or inputs.dim() != 2:
-            raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must be one (N, T)")
+            raise ValueError(
+                f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must be one (N, T)"
+            )
         self.inputs, self.targets = inputs, targets
 
     def __len__(self) -> int:
