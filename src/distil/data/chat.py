@@ -436,7 +436,7 @@ def load_chat(
         raise DataError(f"dataset {name!r}: {str(root)!r} holds no conversation; {_FORMAT_FIX}")
     groups, how = split_conversations(conversations, val_fraction=val_fraction)
     splits: dict[str, TokenRowSplit] = {}
-    counts = {"truncated": {}, "dropped": {}, "by_piece": {}}  # type: dict[str, dict[str, int]]
+    counts: dict[str, dict[str, int]] = {"truncated": {}, "dropped": {}, "by_piece": {}}
     for split_name in ("train", "val", "test"):
         rows = conversation_rows(
             groups[split_name], tok, block_size=block_size, chat_template=chat_template, on_long=on_long
