@@ -89,6 +89,16 @@ class DataConfig(_Strict):
         description="language-modelling text readers: plain-text files lose a leading UTF-8 byte order mark "
         "and their CRLF/CR line ends become LF (normalize), or both are kept as tokens (keep); None = normalize",
     )
+    chat_template: Literal["auto", "builtin"] | None = Field(
+        default=None,
+        description="chat: render conversations with the tokenizer's own chat template (auto; the byte "
+        "tokenizer has none and uses the built-in <|role|> template) or the built-in one; None = auto",
+    )
+    on_long: Literal["refuse", "truncate"] | None = Field(
+        default=None,
+        description="chat: a conversation longer than block_size + 1 tokens is an error naming it (refuse) "
+        "or is cut to its row and counted (truncate); conversations are never packed together; None = refuse",
+    )
     text_field: str | None = Field(
         default=None,
         description="text-classification: the JSONL key or CSV/TSV column of each document's text (None = text)",

@@ -90,8 +90,8 @@ def load_dataset(
             if unknown:
                 options_of = (
                     "the text readers (text, python-stdlib, python-docs, text-classification, "
-                    "python-docs-topics; text_field and label_field: the classification ones; split_by "
-                    "and newlines: the language-modelling ones)"
+                    "python-docs-topics, chat; text_field and label_field: the classification ones; split_by "
+                    "and newlines: the language-modelling ones; chat_template and on_long: chat)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
                     else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
                 )
@@ -107,7 +107,17 @@ def load_dataset(
     return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)
 
 
-_TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors", "newlines", "text_field", "label_field")
+_TEXT_OPTIONS = (
+    "block_size",
+    "tokenizer",
+    "split_by",
+    "errors",
+    "newlines",
+    "text_field",
+    "label_field",
+    "chat_template",
+    "on_long",
+)
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:

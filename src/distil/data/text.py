@@ -102,6 +102,12 @@ def record_document(where: str, record: dict[str, Any]) -> Document:
         return Document(record["text"], where=where)
     if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
         return Document(record["completion"], prompt=record["prompt"], where=where)
+    if "messages" in record:
+        raise DataError(
+            f"{where} holds a conversation (\"messages\"), which dataset 'text' would pack into blocks with "
+            "its neighbours; read chat data with data.name: chat (one conversation per row, the loss on the "
+            "assistant's tokens only)."
+        )
     raise DataError(f"{where} has keys {sorted(record)}; {_RECORD_FIX}")
 
 
@@ -428,6 +434,63 @@ class TokenBlockSplit:
         for batch in self.batches(1024):
             h.update(batch["inputs"].reshape(-1).view(torch.uint8).numpy())
             h.update(batch["labels"].reshape(-1).view(torch.uint8).numpy())
+
+
+class TokenRowSplit:
+    """Rows of token ids held in memory, one sequence each (a conversation, never two), as a
+    :class:`~distil.data.bundle.SampleSplit`.
+
+    ``split[i] -> {"inputs": (T,) int64 ids, "labels": (T,) int64 next-token ids}``, ``IGNORE_INDEX`` where
+    the next token is not trained (a prompt token, the padding after the sequence); batches are ``(B, T)``,
+    as :class:`TokenBlockSplit`'s, so the loop, the losses and the metrics treat both alike. ``labels``
+    (the interface's per-sample labels) is a zeros ``(N,)`` tensor.
+
+    Args:
+        inputs: (N, T) int64 ids, right-padded.
+        targets: (N, T) int64 next-token ids or ``IGNORE_INDEX``.
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if inputs.shape != targets.shape or inputs.dim() != 2:
+            raise ValueError(
+                f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must be one (N, T)"
+            )
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"inputs": self.inputs[index], "labels": self.targets[index]}
+
+    def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs (B, T), labels (B, T)) of the rows at `positions` (the loader's batched read)."""
+        return self.inputs[positions], self.targets[positions]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.zeros(len(self), dtype=torch.int64)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (int(self.inputs.shape[1]),)
+
+    def head(self, n: int) -> torch.Tensor:
+        return self.inputs[:n]
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        for b, e in batch_ranges(len(self), batch_size, start, stop):
+            yield {"inputs": self.inputs[b:e], "labels": self.targets[b:e], "index": torch.arange(b, e)}
+
+    def take(self, index: torch.Tensor) -> TokenRowSplit:
+        return TokenRowSplit(self.inputs[index], self.targets[index])
+
+    def update_hash(self, h: Any) -> None:
+        # The same bytes as TokenBlockSplit's for the same ids and labels.
+        h.update(f"{torch.int64}:{tuple(self.inputs.shape)}".encode())
+        for batch in self.batches(1024):
+            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
+            h.update(batch["labels"].contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 # --------------------------------------------------------------------------------------------
@@ -800,6 +863,7 @@ __all__ = [
     "LANGUAGE_MODELING",
     "Document",
     "TokenBlockSplit",
+    "TokenRowSplit",
     "TokenStream",
     "build_stream",
     "cache_key",

@@ -37,7 +37,17 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
 
 IMAGE_OPTIONS = ("image_size", "channels", "on_bad_sample")
 """Reader options a checkpoint's sidecar records (``data.options``) and later commands reuse."""
-TEXT_OPTIONS = ("block_size", "tokenizer", "errors", "split_by", "newlines", "text_field", "label_field")
+TEXT_OPTIONS = (
+    "block_size",
+    "tokenizer",
+    "errors",
+    "split_by",
+    "newlines",
+    "text_field",
+    "label_field",
+    "chat_template",
+    "on_long",
+)
 """The same for text (language-modelling blocks and classified documents): the samples' length, ids,
 splits and fields."""
 _MUST_AGREE = ("image_size", "channels")

@@ -48,6 +48,8 @@ def load_data(recipe: Recipe) -> DataBundle:
             "split_by": d.split_by,
             "errors": d.errors,
             "newlines": d.newlines,
+            "chat_template": d.chat_template,
+            "on_long": d.on_long,
             "text_field": d.text_field,
             "label_field": d.label_field,
         },
