@@ -96,7 +96,8 @@ def test_topk_keeps_top_probabilities_and_tail_mass(digits, tmp_path: Path) -> N
     teacher = _teacher(classes=10)
     k = 3
     cached, info = open_or_build(teacher, digits, cache_dir=tmp_path, topk=k)
-    assert info.topk == k and (Path(info.path) / "indices.i32").stat().st_size == len(digits.train) * k * 4
+    # One top-k layout for classifiers and sequences: uint16 ids (K <= 65536), float16 values, a fill per T.
+    assert info.topk == k and (Path(info.path) / "ids").stat().st_size == len(digits.train) * k * 2
     index = torch.arange(40)
     got = torch.softmax(cached.lookup(index), dim=1)
     want = torch.softmax(_reference(teacher, digits.train.x[:40]).double(), dim=1).float()
@@ -105,7 +106,7 @@ def test_topk_keeps_top_probabilities_and_tail_mass(digits, tmp_path: Path) -> N
     torch.testing.assert_close(
         got.sum(1) - got.gather(1, top_i).sum(1), 1 - top_p.sum(1), rtol=1e-2, atol=1e-4
     )
-    with pytest.raises(ConfigError, match=r"teacher_cache_topk must be in \[1, 10\]"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.k must be in \[1, 10\]"):
         open_or_build(teacher, digits, cache_dir=tmp_path, topk=11)
 
 
@@ -294,7 +295,7 @@ def test_distill_with_a_topk_cache_follows_the_temperature_schedule(
     history = distill(_teacher(), student, digits, cfg, kd).history
     assert history[-1]["teacher_source"] == "cache"
     meta = json.loads((Path(history[-1]["teacher_cache"]["path"]) / "meta.json").read_text())
-    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 2
+    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 3
     steps = len(used) // 2
     assert used == [4.0] * steps + [2.0] * steps  # each epoch's lookups use that epoch's tail
 

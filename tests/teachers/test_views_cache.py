@@ -116,7 +116,7 @@ def test_choose_source_uses_views_under_random_augmentation() -> None:
     assert choose_teacher_source("auto", "crop_flip", needs=needs)[0] == "live"
     source, reason = choose_teacher_source("auto", "crop_flip", needs=needs, views=4)
     assert source == "cache" and "4 cached view" in reason
-    with pytest.raises(ConfigError, match="teacher_cache_views"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.views"):
         choose_teacher_source("on", "crop_flip", needs=needs)
     assert choose_teacher_source("off", "crop_flip", needs=needs, views=4)[0] == "live"
 
