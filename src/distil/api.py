@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from rich.progress import Progress
 from torch import nn
 
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, TrainConfig, cache_settings
 from distil.data import DataBundle
 from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
@@ -28,7 +28,7 @@ from distil.teachers.cache import (
 )
 from distil.teachers.live import LiveTeacher, freeze
 from distil.teachers.outputs import check_teacher_outputs
-from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache
+from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache, sparse_cache_blocker
 from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
 from distil.train.fsdp import check_fsdp, shard_copy, sharding_info
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
@@ -180,7 +180,7 @@ def distill(
     With `cfg.fsdp` (a multi-process launch) the teacher runs as a copy sharded across the processes,
     like the student (`distil.train.fsdp`); it then always runs live.
 
-    `cfg.teacher_cache` and what the loss needs pick the teacher source
+    `cfg.teacher_cache` (a `StudentTrainConfig`'s group) and what the loss needs pick the teacher source
     (`distil.teachers.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
     teacher and a loss whose terms use only the teacher's logits (kd, dkd, rkl, js, logit_mse, ce),
     "auto" computes the logits once into an on-disk cache (`distil.teachers.cache`) and reuses them across
@@ -230,7 +230,8 @@ def distill(
     augmenter = augmenter_for(data, cfg)
     if not augmenter.is_random:
         augment = "none"  # e.g. a crop with 0 padding: the inputs never change
-    views = TeacherViews(augmenter, cfg.teacher_cache_views) if cfg.teacher_cache_views else None
+    cache = cache_settings(cfg)
+    views = TeacherViews(augmenter, cache.views) if cache.views else None
     needs = getattr(loss_fn, "teacher_needs", None)
     if cfg.fsdp:
         check_fsdp(accelerator)
@@ -241,7 +242,7 @@ def distill(
                 "fsdp=false."
             )
     source, reason = choose_teacher_source(
-        cfg.teacher_cache,
+        cache.mode,
         augment,
         needs=needs,
         teachers=len(teachers),
@@ -257,26 +258,34 @@ def distill(
         current = getattr(loss_fn, "current_temperature", None)
         cached: CachedTeacher | SparseCachedTeacher
         with main_process_first(accelerator):
-            if cfg.teacher_cache_form != "auto" or (
-                data.task == LANGUAGE_MODELING and cfg.teacher_cache_topk is None
+            if (
+                data.task == LANGUAGE_MODELING
+                and cache.form != "full"
+                and (cache.form != "topk" or sparse_cache_blocker(loss_fn) is None)
             ):  # sequence targets: full, top-k or sampled per token (distil.teachers.seqcache)
                 cached, info = open_run_cache(
                     teacher,
                     data,
                     loss_fn,
-                    form=cfg.teacher_cache_form,
-                    k=cfg.teacher_cache_k,
+                    form=cache.form,
+                    k=cache.k,
                     augment=augment,
-                    cache_dir=cfg.teacher_cache_dir,
+                    cache_dir=cache.dir,
                     device=accelerator.device,
                 )
-            else:
+            else:  # dense logits: all of them, or the top-k and a tail fill per temperature
+                if cache.form == "sampled":
+                    raise ConfigError(
+                        "teacher_cache.form=sampled stores per-token draws of a sequence model's (B, T, V) "
+                        f"outputs, but this is a {data.task} run. Fix: teacher_cache.form=topk (with k) or "
+                        "full."
+                    )
                 cached, info = open_or_build(
                     teacher,
                     data,
                     augment=augment,
-                    cache_dir=cfg.teacher_cache_dir,
-                    topk=cfg.teacher_cache_topk,
+                    cache_dir=cache.dir,
+                    topk=cache.k if cache.form == "topk" else None,
                     device=accelerator.device,
                     channels_last=cfg.channels_last,
                     temperatures=schedule() if schedule is not None else (1.0,),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig
 from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import TeacherNeeds
@@ -146,7 +146,7 @@ def test_choice_of_teacher_source_and_its_reason() -> None:
 def test_logit_only_terms_use_the_cache_and_feature_terms_run_live(
     digits, tmp_path: Path, terms, source
 ) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache={"dir": str(tmp_path)})
     kd = KDConfig(terms=terms, feature_pairs=[("conv2", "conv2")])
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     record = distill(_teacher(), student, digits, cfg, kd).history[-1]
@@ -157,7 +157,7 @@ def test_logit_only_terms_use_the_cache_and_feature_terms_run_live(
 def test_a_user_loss_without_declared_needs_stays_live(digits, tmp_path: Path) -> None:
     from distil.losses import build_loss
 
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache={"dir": str(tmp_path)})
     teacher = _teacher()
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     composed = build_loss(
@@ -180,12 +180,20 @@ def test_a_cached_teacher_needs_sample_indices(digits, tmp_path: Path) -> None:
 
 def test_distill_with_the_cache_matches_live_distillation(digits, tmp_path: Path) -> None:
     teacher = _teacher()
-    cfg = TrainConfig(epochs=2, batch_size=32, augment="none", teacher_cache_dir=str(tmp_path), seed=1)
+    cfg = StudentTrainConfig(
+        epochs=2, batch_size=32, augment="none", teacher_cache={"dir": str(tmp_path)}, seed=1
+    )
 
     def run(mode: str):
         torch.manual_seed(5)
         student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
-        return distill(teacher, student, digits, cfg.model_copy(update={"teacher_cache": mode}), KDConfig())
+        return distill(
+            teacher,
+            student,
+            digits,
+            cfg.model_copy(update={"teacher_cache": cfg.teacher_cache.model_copy(update={"mode": mode})}),
+            KDConfig(),
+        )
 
     live, cached, reused = run("off"), run("auto"), run("on")
     assert [r["teacher_source"] for r in live.history] == ["live", "live"]
@@ -199,7 +207,9 @@ def test_distill_with_the_cache_matches_live_distillation(digits, tmp_path: Path
 
 
 def test_random_augmentation_runs_the_teacher_live_and_says_why(digits, tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="crop_flip", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(
+        epochs=1, batch_size=64, augment="crop_flip", teacher_cache={"dir": str(tmp_path)}
+    )
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     records: list[dict] = []
     result = distill(_teacher(), student, digits, cfg, on_epoch_end=records.append)
@@ -287,8 +297,8 @@ def test_distill_with_a_topk_cache_follows_the_temperature_schedule(
         return column
 
     monkeypatch.setattr(CachedTeacher, "_fill_column", spy)
-    cfg = TrainConfig(
-        epochs=2, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path), teacher_cache_topk=3
+    cfg = StudentTrainConfig(
+        epochs=2, batch_size=64, augment="none", teacher_cache={"dir": str(tmp_path), "form": "topk", "k": 3}
     )
     kd = KDConfig(temperature=4.0, temperature_final=2.0)
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)

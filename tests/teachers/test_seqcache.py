@@ -226,5 +226,3 @@ def test_sparse_forms_refuse_losses_they_cannot_serve(text: DataBundle, tmp_path
     assert "schedule" in str(sparse_cache_blocker(annealed))
     with pytest.raises(ConfigError, match=r"teacher_cache\.form=sampled cannot serve this loss"):
         open_run_cache(ByteLM(), text, rkl, form="sampled", k=4, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="two cache forms"):
-        TrainConfig(teacher_cache_topk=5, teacher_cache_form="topk")

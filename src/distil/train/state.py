@@ -49,7 +49,8 @@ FORMAT = "distil-train-state/1"
 _NAME = re.compile(r"^e(\d+)-s(\d+)\.json$")
 # Recipe fields that change how a run is saved, not what it computes: they may differ on resume.
 # fsdp/fsdp_units lay the same computation out across processes; its states are saved whole either way.
-_NOT_FINGERPRINTED = {"checkpoint_every", "teacher_cache_dir", "fsdp", "fsdp_units"}
+_NOT_FINGERPRINTED = {"checkpoint_every", "fsdp", "fsdp_units"}
+_NOT_FINGERPRINTED_IN = {"teacher_cache": {"dir"}}  # keys of settings groups, likewise
 _ACTIVE_ROOT: ContextVar[Path | None] = ContextVar("distil_state_root", default=None)
 
 
@@ -102,6 +103,9 @@ def fingerprint(stage: str, cfg: Any, data_description: dict[str, Any], model: n
         model: the network being trained (its parameter names and shapes are recorded).
     """
     recipe = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    for group, keys in _NOT_FINGERPRINTED_IN.items():
+        if isinstance(recipe.get(group), dict):
+            recipe[group] = {k: v for k, v in recipe[group].items() if k not in keys}
     return {
         "stage": stage,
         "recipe": recipe,
