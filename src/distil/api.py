@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from rich.progress import Progress
 from torch import nn
 
-from distil.config import KDConfig, TrainConfig, cache_settings
+from distil.config import KDConfig, TeacherCacheConfig, TrainConfig, cache_settings
 from distil.data import DataBundle
 from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
@@ -21,6 +21,7 @@ from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
 from distil.teachers.cache import (
     CachedTeacher,
+    CacheInfo,
     TeacherViews,
     choose_teacher_source,
     main_process_first,
@@ -143,6 +144,58 @@ def distill_loss(
     )
 
 
+def open_teacher_cache(
+    teacher: nn.Module,
+    data: DataBundle,
+    loss_fn: Any,
+    cache: TeacherCacheConfig,
+    *,
+    augment: str,
+    views: TeacherViews | None,
+    device: torch.device | str,
+    channels_last: bool = False,
+) -> tuple[CachedTeacher | SparseCachedTeacher, CacheInfo]:
+    """The teacher cache a distillation run reads: which reader of the one store serves this loss.
+
+    A language model's kd-only loss at one temperature reads sparse targets (`sampled`, or `topk`
+    read sparsely: `distil.teachers.seqcache.open_run_cache`, which also resolves `auto` by the
+    vocabulary); everything else reads dense logits: all of them, or the top-k with a tail fill per
+    temperature of the loss's schedule (`distil.teachers.cache.open_or_build`).
+
+    Raises:
+        ConfigError: `sampled` for a classifier, or the errors of the two readers.
+    """
+    sparse_ok = cache.form != "topk" or sparse_cache_blocker(loss_fn) is None
+    if data.task == LANGUAGE_MODELING and cache.form != "full" and sparse_ok:
+        return open_run_cache(
+            teacher,
+            data,
+            loss_fn,
+            form=cache.form,
+            k=cache.k,
+            augment=augment,
+            cache_dir=cache.dir,
+            device=device,
+        )
+    if cache.form == "sampled":
+        raise ConfigError(
+            "teacher_cache.form=sampled stores per-token draws of a sequence model's (B, T, V) outputs, but "
+            f"this is a {data.task} run. Fix: teacher_cache.form=topk (with k) or full."
+        )
+    schedule = getattr(loss_fn, "temperatures", None)
+    return open_or_build(
+        teacher,
+        data,
+        augment=augment,
+        cache_dir=cache.dir,
+        topk=cache.k if cache.form == "topk" else None,
+        device=device,
+        channels_last=channels_last,
+        temperatures=schedule() if schedule is not None else (1.0,),
+        views=views if augment != "none" else None,
+    )
+
+
 def distill(
     teacher: nn.Module | Sequence[nn.Module],
     student: nn.Module,
@@ -254,43 +307,18 @@ def distill(
     if source == "cache":
         # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
         # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
-        schedule = getattr(loss_fn, "temperatures", None)
         current = getattr(loss_fn, "current_temperature", None)
-        cached: CachedTeacher | SparseCachedTeacher
         with main_process_first(accelerator):
-            if (
-                data.task == LANGUAGE_MODELING
-                and cache.form != "full"
-                and (cache.form != "topk" or sparse_cache_blocker(loss_fn) is None)
-            ):  # sequence targets: full, top-k or sampled per token (distil.teachers.seqcache)
-                cached, info = open_run_cache(
-                    teacher,
-                    data,
-                    loss_fn,
-                    form=cache.form,
-                    k=cache.k,
-                    augment=augment,
-                    cache_dir=cache.dir,
-                    device=accelerator.device,
-                )
-            else:  # dense logits: all of them, or the top-k and a tail fill per temperature
-                if cache.form == "sampled":
-                    raise ConfigError(
-                        "teacher_cache.form=sampled stores per-token draws of a sequence model's (B, T, V) "
-                        f"outputs, but this is a {data.task} run. Fix: teacher_cache.form=topk (with k) or "
-                        "full."
-                    )
-                cached, info = open_or_build(
-                    teacher,
-                    data,
-                    augment=augment,
-                    cache_dir=cache.dir,
-                    topk=cache.k if cache.form == "topk" else None,
-                    device=accelerator.device,
-                    channels_last=cfg.channels_last,
-                    temperatures=schedule() if schedule is not None else (1.0,),
-                    views=views if augment != "none" else None,
-                )
+            cached, info = open_teacher_cache(
+                teacher,
+                data,
+                loss_fn,
+                cache,
+                augment=augment,
+                views=views,
+                device=accelerator.device,
+                channels_last=cfg.channels_last,
+            )
         if current is not None and isinstance(cached, CachedTeacher):
             cached.follow(current)
         teacher_fn = cached.to(accelerator.device)

@@ -287,7 +287,8 @@ def move_keys(data: Any, table: dict[str, Moved], model: type[BaseModel]) -> Any
             raise ValueError(
                 f"{key} is a setting of the student's distillation ({path} of student_train), not of this "
                 f"recipe section, which never uses it. Remove it here; set student_train.{path} (sharing "
-                "one recipe through a YAML anchor? write student_train: {<<: *recipe, ...})."
+                "one recipe through a YAML anchor? write student_train: {<<: *recipe, ...}; in Python, "
+                f"StudentTrainConfig({path.split('.')[0]}=...))."
             )
     if not any(key in data for key in table):
         return data
@@ -594,6 +595,14 @@ class CompressConfig(_Strict):
     quantize: QuantizeConfig | None = Field(default_factory=QuantizeConfig)
     opset: int = Field(default=17, ge=13)
     latency_threads: int = Field(default=1, gt=0, description="threads for every latency measurement")
+
+    @field_validator("finetune", mode="before")
+    @classmethod
+    def _as_student_recipe(cls, value: Any) -> Any:
+        # The fine-tune is a distillation (a student's recipe); a plain TrainConfig gets the cache defaults.
+        if isinstance(value, TrainConfig) and not isinstance(value, StudentTrainConfig):
+            return value.model_dump()
+        return value
 
 
 class ShrinkConfig(_Strict):

@@ -92,3 +92,10 @@ def digits_small():
     from distil.data import load_dataset
 
     return load_dataset("digits", limit=40)
+
+
+def test_a_sampled_format_draws_the_same_rows_in_every_build(tmp_path: Path) -> None:
+    z, fmt = _logits((6, 4, 9)), Sampled(4, seed=5)
+    first = _build(tmp_path / "a", z, fmt)
+    second = _build(tmp_path / "b", z, fmt)  # the same format object, built again
+    assert torch.equal(first.arrays["ids"], second.arrays["ids"])

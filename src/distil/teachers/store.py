@@ -108,6 +108,9 @@ class RowFormat(ABC):
     def check(self, num_classes: int) -> None:  # noqa: B027  (most formats accept any class count)
         """Refuse parameters that do not fit `num_classes` (ConfigError)."""
 
+    def begin(self) -> None:  # noqa: B027  (only random formats keep state)
+        """Called before a build writes its first row (a random format restarts its draws)."""
+
     def bytes_per_row(self, num_classes: int) -> int:
         """Stored bytes per row (per sample, or per position of a sequence)."""
         return sum(dt.itemsize * self.width(n, num_classes) for n, dt in self.files(num_classes).items())
@@ -253,7 +256,9 @@ class Sampled(RowFormat):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", round(float(self.temperature), _T_DIGITS))
-        self._generator.manual_seed(self.seed)
+
+    def begin(self) -> None:
+        self._generator.manual_seed(self.seed)  # the same draws whichever build this format serves
 
     def params(self) -> dict[str, Any]:
         return {
@@ -522,6 +527,7 @@ def build(
     positions = int(probe.shape[1]) if probe.ndim == 3 else None
     lead = (n,) if positions is None else (n, positions)
     fmt.check(num_classes)
+    fmt.begin()
     shapes = {name: (*lead, fmt.width(name, num_classes)) for name in fmt.files(num_classes)}
     with atomic_dir(final, complete=lambda path: read_meta(path) is not None) as tmp:
         arrays = {
