@@ -74,7 +74,7 @@ def train(
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     started, budget = time.perf_counter(), 60 * minutes if minutes is not None else math.inf
-    term, losses = KDTerm(TermContext(temperature=1.0)), []
+    term, losses = KDTerm(TermContext()), []
     n = len(data.train)
     order, at = torch.randperm(n, generator=g), 0
     for step in range(steps):
@@ -193,7 +193,7 @@ def step_times(data: Any, caches: dict[str, Any], steps: int, batch: int) -> dic
     arms = ["student-only", *caches]
     models = {a: create_model("hf-causal-lm", num_classes=vocab_size(data), config=STUDENT) for a in arms}
     opts = {a: torch.optim.AdamW(m.parameters(), lr=1e-3) for a, m in models.items()}
-    term = KDTerm(TermContext(temperature=1.0))
+    term = KDTerm(TermContext())
     times: dict[str, list[float]] = {a: [] for a in arms}
     g = torch.Generator().manual_seed(0)
     n = len(data.train)

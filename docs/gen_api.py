@@ -31,6 +31,27 @@ EXTRA: list[tuple[str, list[str]]] = [
     ("distil.report.rundata", ["load_run", "RunData"]),
     ("distil.report.plots", ["plot_training_curves", "plot_pareto", "plot_per_class", "pareto_front"]),
     ("distil.train.trackers", ["start_trackers", "end_trackers"]),
+    ("distil.train.checkpoint", ["checkpoint_paths"]),
+    (
+        "distil.run",
+        [
+            "prune_checkpoint",
+            "PruneOptions",
+            "quantize_checkpoint",
+            "QuantizeOptions",
+            "export_checkpoint",
+            "ExportOptions",
+            "compress_checkpoints",
+            "CompressOptions",
+            "shrink_checkpoint",
+            "ShrinkOptions",
+            "evaluate_checkpoint_files",
+            "EvalOptions",
+            "model_layers",
+            "LayersOptions",
+            "DataOptions",
+        ],
+    ),
 ]
 
 
@@ -71,6 +92,11 @@ def _entry(qualname: str, obj: Any, level: str = "###") -> list[str]:
             lines += _fields_table(obj)
         elif dataclasses.is_dataclass(obj):
             lines += ["", f"```python\n{obj.__name__}{_signature(obj)}\n```"]
+            # Options dataclasses (distil.run) document each field once; the CLI shows it as --help.
+            documented = [f for f in dataclasses.fields(obj) if "doc" in f.metadata]
+            if documented:
+                lines += ["", "| field | description |", "|---|---|"]
+                lines += [f"| `{f.name}` | {f.metadata['doc']} |" for f in documented]
         for name, member in inspect.getmembers(obj):
             if name.startswith("_") or not callable(member) or name in dir(BaseModel):
                 continue

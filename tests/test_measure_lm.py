@@ -9,7 +9,7 @@ import torch
 
 from distil.data.tokenize import ByteTokenizer
 from distil.errors import ModelError
-from distil.measure_lm import generation_latency, greedy_ids, greedy_samples
+from distil.measure.lm import generation_latency, greedy_ids, greedy_samples
 from distil.models import create_model
 
 pytest.importorskip("transformers")

@@ -19,6 +19,8 @@ from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
+from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
+from distil.losses.registry import Term
 from distil.teachers.cache import (
     CachedTeacher,
     CacheInfo,
@@ -67,7 +69,7 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
 _LABEL_TERMS = ("ce", "dkd")
 
 
-def check_mixing(cfg: TrainConfig, loss: Any) -> None:
+def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
     """Refuse mixup/cutmix for a loss that trains on labels: a mixed batch's labels are all -100.
 
     Function matching (teacher and student on the same mixed view) trains on teacher-matching terms
@@ -78,7 +80,8 @@ def check_mixing(cfg: TrainConfig, loss: Any) -> None:
     """
     if cfg.mixing == "none":
         return
-    weights = getattr(loss, "weights", None)
+    # Only a composed loss names its terms; any other loss may read labels.
+    weights = loss.weights if isinstance(loss, ComposedLoss) else None
     label_terms = sorted(t for t in _LABEL_TERMS if weights is not None and weights.get(t, 0) > 0)
     if weights is None or label_terms:
         what = f"terms {', '.join(label_terms)} read" if label_terms else "this loss reads"
@@ -86,6 +89,32 @@ def check_mixing(cfg: TrainConfig, loss: Any) -> None:
             f"mixing={cfg.mixing!r} mixes pairs of samples, whose labels are then unknown (-100), but {what} "
             "labels. Fix: distill with teacher-matching terms only (function matching: --set 'kd.terms={kd: "
             "1}'), or set mixing: none."
+        )
+
+
+def check_topk_terms(cache: TeacherCacheConfig, loss: Any) -> None:
+    """Refuse a dense top-k teacher cache (`teacher_cache.form: topk`) under teacher terms other than kd.
+
+    The cache keeps the k largest logits and fills the rest with one value that preserves the softened
+    tail mass: KD's KL is built for that, but rkl, js, tvd, logit_mse and dkd then read made-up logits
+    (logit_mse 17.96 live vs 13.16 cached in one run) and would train on another target silently.
+
+    Raises:
+        ConfigError: naming the terms and the fix.
+    """
+    if cache.form != "topk" or not isinstance(loss, ComposedLoss):
+        return  # only a composed loss names its terms
+    others = [
+        name
+        for name, term in loss.terms.items()
+        if name != "kd" and isinstance(term, Term) and term.needs_teacher
+    ]
+    if others:
+        raise ConfigError(
+            f"teacher_cache.form=topk (k={cache.k}) caches the top-k teacher logits with a tail fill, which "
+            f"serves only the kd term, but terms {', '.join(others)} compare the teacher's logits too. Fix: "
+            "teacher_cache.form=full (the full logits are cached), or teacher_cache.mode=off (the teacher "
+            "runs live)."
         )
 
 
@@ -182,7 +211,8 @@ def open_teacher_cache(
             "teacher_cache.form=sampled stores per-token draws of a sequence model's (B, T, V) outputs, but "
             f"this is a {data.task} run. Fix: teacher_cache.form=topk (with k) or full."
         )
-    schedule = getattr(loss_fn, "temperatures", None)
+    check_topk_terms(cache, loss_fn)  # before anything is built or written
+    scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
     return open_or_build(
         teacher,
         data,
@@ -191,7 +221,7 @@ def open_teacher_cache(
         topk=cache.k if cache.form == "topk" else None,
         device=device,
         channels_last=channels_last,
-        temperatures=schedule() if schedule is not None else (1.0,),
+        temperatures=scheduled.temperatures() if scheduled is not None else (1.0,),
         views=views if augment != "none" else None,
     )
 
@@ -224,7 +254,8 @@ def distill(
             Hinton KD, the terms `{kd: kd_weight, ce: ce_weight}`. Warm-ups and `temperature_final`
             apply either way. Also the temperature of an ensemble's mixture. Ignored when `loss` is given.
         loss: a prebuilt loss (`distill_loss`, to carry one across phases) or any loss with the
-            signature `loss(student_out, teacher_out, batch) -> dict`; it is not closed here.
+            signature `loss(student_out, teacher_out, batch) -> dict`; it is not closed here. Only a
+            `distil.losses.protocol.DistillationLoss` follows the epoch (warm-ups, temperature schedule).
         first_epoch: the run's epoch (0-based) this call starts at, when `loss` is carried across
             training phases: its warm-ups and temperature schedule continue from there.
         teacher_weights: one weight per teacher of an ensemble (default: equal).
@@ -245,7 +276,8 @@ def distill(
         FitResult with the trained student and its per-epoch records.
 
     Raises:
-        ValueError: `first_epoch` with a loss that has no `epoch_offset` to continue from.
+        ValueError: `first_epoch` with a loss that is not a `distil.losses.protocol.DistillationLoss`
+            (nothing to continue a schedule from).
     """
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
@@ -262,10 +294,11 @@ def distill(
         loss_fn = built = distill_loss(kd, teacher=teacher, student=student, data=data, cfg=cfg)
     else:
         loss_fn = loss
-    if hasattr(loss_fn, "epoch_offset"):
-        setattr(loss_fn, "epoch_offset", first_epoch)  # noqa: B010  (any loss with an offset, not only ours)
+    scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
+    if scheduled is not None:
+        scheduled.epoch_offset = first_epoch
     elif first_epoch:
-        raise ValueError(f"first_epoch={first_epoch} needs a loss with an epoch_offset (e.g. distill_loss)")
+        raise ValueError(f"first_epoch={first_epoch} needs a DistillationLoss (distill_loss) to go on")
     if accelerator is None:
         from distil.train.engine import make_accelerator
 
@@ -285,7 +318,7 @@ def distill(
         augment = "none"  # e.g. a crop with 0 padding: the inputs never change
     cache = cache_settings(cfg)
     views = TeacherViews(augmenter, cache.views) if cache.views else None
-    needs = getattr(loss_fn, "teacher_needs", None)
+    needs = loss_fn.teacher_needs if isinstance(loss_fn, DeclaresTeacherNeeds) else None
     if cfg.fsdp:
         check_fsdp(accelerator)
         if needs is not None and needs.live:
@@ -307,7 +340,6 @@ def distill(
     if source == "cache":
         # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
         # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
-        current = getattr(loss_fn, "current_temperature", None)
         with main_process_first(accelerator):
             cached, info = open_teacher_cache(
                 teacher,
@@ -319,8 +351,8 @@ def distill(
                 device=accelerator.device,
                 channels_last=cfg.channels_last,
             )
-        if current is not None and isinstance(cached, CachedTeacher):
-            cached.follow(current)
+        if scheduled is not None and isinstance(cached, CachedTeacher):
+            cached.follow(scheduled.current_temperature)
         teacher_fn = cached.to(accelerator.device)
         source_record["teacher_cache"] = info.to_dict()
     else:
@@ -333,7 +365,9 @@ def distill(
         if len(teachers) > 1:
             from distil.teachers.ensemble import EnsembleTeacher
 
-            teacher_fn = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
+            # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
+            teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
         else:
             teacher_fn = LiveTeacher(live[0])
         if not cfg.fsdp:

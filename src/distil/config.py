@@ -521,8 +521,20 @@ class KDConfig(_Strict):
         return self
 
 
+# A student initialised from the teacher already sits near the teacher's solution; at the T = 4 that suits a
+# random one, KD's first steps carried it away and transfer + KD ended below transfer alone. Measured with
+# benchmarks/transfer_fashion_mnist.py (docs/transfer.md#transfer--kd-defaults): at 1 epoch T = 1 gained
+# most (+3.4 pt over T = 4 at lr x 0.2).
+TRANSFERRED_KD_TEMPERATURE = 1.0  # transfer.kd_temperature: None with init: teacher
+
+
 class TransferConfig(_Strict):
-    """Knowledge transfer from the teacher before (or instead of) distillation: see docs/transfer.md."""
+    """Knowledge transfer from the teacher before (or instead of) distillation: see docs/transfer.md.
+
+    `kd_temperature` is resolved when the config is read: None with `init: teacher` becomes
+    `TRANSFERRED_KD_TEMPERATURE`, so the recipe saved with a run states the temperature its student
+    distilled at, and `kd_for` is the one place that applies it.
+    """
 
     init: Literal["random", "teacher"] = Field(
         default="random", description="teacher = initialise the student from the teacher's weights"
@@ -554,6 +566,24 @@ class TransferConfig(_Strict):
     override: list[str] = Field(
         default_factory=list, description="student_train fields that win over the inherited recipe"
     )
+
+    @model_validator(mode="after")
+    def _resolve_kd_temperature(self) -> TransferConfig:
+        if self.kd_temperature is None and self.init == "teacher":
+            # An assignment re-runs this validator (validate_assignment), which then has nothing to do.
+            self.kd_temperature = TRANSFERRED_KD_TEMPERATURE
+        return self
+
+    def kd_for(self, kd: KDConfig) -> KDConfig:
+        """The KD settings of the student this transfer prepares: `kd` at `kd_temperature`, if set.
+
+        A temperature override drops `kd.temperature_final` (the student distills at one temperature);
+        without one, `kd` itself is returned.
+        """
+        t = self.kd_temperature
+        if t is None or (t == kd.temperature and kd.temperature_final is None):
+            return kd
+        return kd.model_copy(update={"temperature": t, "temperature_final": None})
 
 
 class PruneConfig(_Strict):
@@ -655,6 +685,11 @@ class Recipe(_Strict):
         description="let checkpoint sidecars name pkg.module:factory code this recipe does not name "
         "(only for checkpoints whose author you trust; --trust-code)",
     )
+
+    @property
+    def student_kd(self) -> KDConfig:
+        """The KD settings the (possibly transferred) student distills with: `transfer.kd_for(kd)`."""
+        return self.transfer.kd_for(self.kd)
 
 
 _C = TypeVar("_C", bound=BaseModel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -91,3 +92,12 @@ def test_a_transfer_set_that_does_not_fit_the_teacher_is_refused_with_the_fix(di
         read_unlabeled(wrong_classes, digits)
     with pytest.raises(DataError, match="does not exist"):
         read_unlabeled(tmp_path / "missing.npz", digits)
+
+
+def test_any_object_with_the_rule_s_fields_makes_a_transfer_set(digits) -> None:
+    # data/ does not depend on the recipe schema: a plain object reads like UnlabeledConfig.
+    rule = SimpleNamespace(keep_per_class=2, keep_fraction=None, root=None, seed=0)
+    plain = transfer_set(digits, rule)
+    assert torch.equal(
+        plain.train.labels, transfer_set(digits, UnlabeledConfig(keep_per_class=2)).train.labels
+    )

@@ -73,3 +73,20 @@ def test_quiet_prints_nothing() -> None:
         task = progress.add_task("x", total=1, status="")
         progress.epoch_end(task, RECORD, 4)
     assert out.getvalue() == ""
+
+
+def test_training_prints_one_plain_line_per_epoch_through_the_loop() -> None:
+    from distil.api import train_model
+    from distil.config import TrainConfig
+    from distil.data import load_dataset
+    from distil.models import create_model
+
+    out = io.StringIO()
+    data = load_dataset("digits", limit=120)
+    model = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    with make_progress(_console(out, False), log_format="plain") as progress:
+        train_model(
+            model, data, TrainConfig(epochs=2, batch_size=32), progress=progress, description="teacher"
+        )
+    lines = out.getvalue().splitlines()
+    assert [line.split()[:3] for line in lines] == [["teacher", "epoch", "1/2"], ["teacher", "epoch", "2/2"]]

@@ -23,9 +23,10 @@ from distil.measure import (
     next_token_agreement,
     perplexity,
     predict,
+    split_evaluation,
     split_metrics,
 )
-from distil.measure_lm import greedy_ids
+from distil.measure.lm import greedy_ids
 from distil.models import create_model
 from distil.run import run_pipeline
 from distil.run.lm_report import NEW_TOKENS, fixed_prompts, lm_section
@@ -114,7 +115,8 @@ def test_streaming_metrics_equal_the_whole_logits_formulas(corpus: Path) -> None
     assert found["loss"] == pytest.approx(torch.log(torch.tensor(perplexity(s_logits, y))).item(), rel=1e-5)
     assert found["agreement"] == pytest.approx(next_token_agreement(s_logits, t_logits, y))
     # Per-epoch validation: the same numbers through the sharded evaluation (one process here).
-    per_epoch = sharded_metrics(make_accelerator("cpu"), student, data.test, "language-modeling")
+    evaluation = split_evaluation("language-modeling")
+    per_epoch = sharded_metrics(make_accelerator("cpu"), student, data.test, evaluation)
     assert per_epoch["perplexity"] == pytest.approx(found["perplexity"], rel=1e-6)
     assert per_epoch["accuracy"] == pytest.approx(found["accuracy"])
 
@@ -135,7 +137,7 @@ def test_generation_section_times_and_samples_causal_lms_only(corpus: Path) -> N
     assert set(section["latency"]) == {"lm"} and section["latency"]["lm"]["ms_per_token"] > 0
     assert len(section["samples"]["lm"]) == 2 and len(section["prompts"]) == 2
     assert model.training  # the section leaves the model's mode as it found it
-    # The samples are the KV-cache greedy continuations (distil.measure_lm, tested there against
+    # The samples are the KV-cache greedy continuations (distil.measure.lm, tested there against
     # scoring the whole sequence), cut at EOS.
     first = greedy_ids(model, prompts[0], NEW_TOKENS)[0].tolist()
     eos = ByteTokenizer().eos_id
@@ -194,6 +196,9 @@ def test_the_pipeline_trains_and_measures_language_models(corpus: Path, tmp_path
 
     student, _ = load_checkpoint(run / "student_kd")
     assert predict(student, torch.zeros(1, 32, dtype=torch.long)).shape == (1, 32, 259)
+    # Its NAME-hf/ copy stops generating at the byte tokenizer's EOS, not at llama's default id 2.
+    config = json.loads((run / "student_kd-hf" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (ByteTokenizer.BOS, ByteTokenizer.EOS)
 
 
 @pytest.mark.slow

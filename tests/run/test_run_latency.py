@@ -12,6 +12,7 @@ from rich.console import Console
 from torch import nn
 
 import distil.measure as measure
+import distil.measure.latency as latency
 from distil.config import load_recipe
 from distil.models import create_model
 from distil.run.pipeline import load_data
@@ -26,7 +27,7 @@ def test_a_run_times_all_its_models_together_and_records_the_spread(tmp_path: Pa
         calls.append((kwargs.get("batch_size", 1), [type(m).__name__ for m in models]))
         return real(models, input_shape, **{**kwargs, "min_run_time": 0.005})  # fast, not a benchmark
 
-    monkeypatch.setattr(measure, "measure_latencies", spy)
+    monkeypatch.setattr(latency, "measure_latencies", spy)  # where time_models finds it
     recipe = load_recipe(None, ["name=timed", "data.limit=120"])
     data = load_data(recipe)
     torch.manual_seed(0)
@@ -62,7 +63,7 @@ def test_measure_model_of_one_model_is_the_interleaved_timer_with_a_list_of_one(
         calls.append(len(models))
         return real(models, input_shape, **{**kwargs, "min_run_time": 0.005})
 
-    monkeypatch.setattr(measure, "measure_latencies", spy)
+    monkeypatch.setattr(latency, "measure_latencies", spy)  # where time_models finds it
     model = nn.Sequential(nn.Linear(4, 2))
     m = measure.measure_model(
         "m", model, torch.randn(8, 4), torch.zeros(8, dtype=torch.long), input_shape=(4,)

@@ -102,7 +102,7 @@ def test_a_sampled_format_draws_the_same_rows_in_every_build(tmp_path: Path) -> 
 
 
 def test_a_classifier_run_reads_topk_densely_and_refuses_sampled(digits_small, tmp_path: Path) -> None:
-    # One top-k: `form: topk` serves a classifier's logit terms (it was a sequence-only form before).
+    # One top-k: `form: topk` serves a classifier's kd term (it was a sequence-only form before).
     from distil.api import distill
     from distil.config import KDConfig, StudentTrainConfig
     from distil.errors import ConfigError
@@ -114,7 +114,7 @@ def test_a_classifier_run_reads_topk_densely_and_refuses_sampled(digits_small, t
         student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
         cache = {"form": form, "k": 3, "dir": str(tmp_path)}
         cfg = StudentTrainConfig(epochs=1, batch_size=20, augment="none", teacher_cache=cache)
-        return distill(teacher, student, digits_small, cfg, KDConfig(terms={"kd": 1.0, "dkd": 1.0})).history
+        return distill(teacher, student, digits_small, cfg, KDConfig(terms={"kd": 1.0, "ce": 0.5})).history
 
     record = run("topk")[0]
     assert record["teacher_source"] == "cache" and record["teacher_cache"]["form"] == "topk"

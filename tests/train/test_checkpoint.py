@@ -9,6 +9,7 @@ import torch
 from distil.errors import CheckpointError
 from distil.models import build_from_spec, model_spec
 from distil.train.checkpoint import (
+    checkpoint_paths,
     load_checkpoint,
     load_state_dict_file,
     load_state_dict_strict,
@@ -112,3 +113,16 @@ def test_the_pickle_refusal_never_advises_unpickling(tmp_path, writer) -> None:
 def test_missing_weights_file(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state_dict_file(tmp_path / "nope.pt")
+
+
+def test_checkpoint_paths_name_both_files_for_every_spelling(tmp_path) -> None:
+    expected = (tmp_path / "m.safetensors", tmp_path / "m.json")
+    for given in ("m", "m.json", "m.safetensors"):
+        assert checkpoint_paths(tmp_path / given) == expected
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match="0 checkpoints"):
+        checkpoint_paths(run)
+    model, spec = _model()
+    save_checkpoint(run / "student", model, spec, {})
+    assert checkpoint_paths(run) == (run / "student.safetensors", run / "student.json")

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 
 from distil.data import load_dataset
 from distil.errors import ConfigError
-from distil.measure import accuracy, predict
+from distil.measure import accuracy, predict, split_evaluation, split_metrics
 from distil.models import create_model
-from distil.train.distributed import rank_run_root, rank_zero_console, shard_bounds, use_cpu
+from distil.train.distributed import rank_run_root, rank_zero_console, shard_bounds, sharded_metrics, use_cpu
+from distil.train.engine import make_accelerator
 
 WORKER = textwrap.dedent(
     """
@@ -239,3 +240,35 @@ def test_two_gloo_ranks_keep_loss_adapters_heads_and_crd_memory_identical(tmp_pa
     for bank in ("memory_s", "memory_t"):
         moved = (trained[f"terms.crd.{bank}"] != init0[f"terms.crd.{bank}"]).any(dim=1).sum()
         assert int(moved) == 2 * info["steps"] * info["batch"], bank
+
+
+class _CountSamples:
+    """A metric that is not a task's: the samples a shard saw, and the forward passes it took."""
+
+    size, batch_size = 2, 3
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def sums(
+        self, model, split, *, start: int, stop: int, batch_size: int, inference_mode: bool
+    ) -> torch.Tensor:
+        self.calls.append((start, stop, batch_size))
+        return torch.tensor([stop - start, -(-(stop - start) // batch_size)], dtype=torch.float64)
+
+    def finish(self, totals: torch.Tensor) -> dict[str, float | None]:
+        return {"samples": float(totals[0]), "forwards": float(totals[1])}
+
+
+def test_sharded_metrics_reduces_the_evaluation_it_is_given() -> None:
+    data = load_dataset("digits", limit=50, val_fraction=0.2)
+    model = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
+    accelerator = make_accelerator("cpu")
+    counting = _CountSamples()
+    n = len(data.val)
+    assert sharded_metrics(accelerator, model, data.val, counting) == {"samples": n, "forwards": -(-n // 3)}
+    assert counting.calls == [(0, n, 3)]  # one process: the whole split, at the evaluation's batch size
+    # A task's evaluation is the same numbers as a whole-split one.
+    found = sharded_metrics(accelerator, model, data.val, split_evaluation(data.task), batch_size=7)
+    single, _ = split_metrics(model, data.val, data.task, batch_size=7)
+    assert found == single

@@ -1,11 +1,15 @@
+from typing import Any
+
 import pytest
 import torch
+from rich.progress import Progress, TaskID
 
 from distil.api import distill, train_model
 from distil.config import KDConfig, TrainConfig
 from distil.data import load_dataset
 from distil.errors import DataError, TrainingError
 from distil.models import create_model
+from distil.train.engine import EpochReporter
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +76,28 @@ def test_every_rank_gets_a_batch_when_its_share_is_smaller_than_one() -> None:
     for rank in range(2):
         loader = train_loader(data, cfg, SimpleNamespace(num_processes=2, process_index=rank))  # type: ignore[arg-type]
         assert len(loader) == 1 and len(next(iter(loader))["index"]) == 50
+
+
+class _EpochLog(Progress):
+    """A Rich progress display that is not distil's, but reports epochs (an `EpochReporter`)."""
+
+    def __init__(self) -> None:
+        super().__init__(disable=True)
+        self.reported: list[tuple[int, int]] = []
+
+    def epoch_end(self, task_id: TaskID, record: dict[str, Any], epochs: int) -> None:
+        self.reported.append((record["epoch"], epochs))
+
+
+def test_the_loop_reports_epochs_to_any_display_that_takes_them() -> None:
+    small = load_dataset("digits", limit=120)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.1)
+    display = _EpochLog()
+    with display:
+        result = train_model(_net(), small, cfg, progress=display)
+    assert display.reported == [(1, 2), (2, 2)]
+    assert [r["epoch"] for r in result.history] == [1, 2] and display.tasks[0].finished  # the bar is full
+    assert isinstance(display, EpochReporter) and not isinstance(Progress(), EpochReporter)
+    with Progress(disable=True) as bars_only:  # a plain Rich display only gets its bar
+        train_model(_net(), small, cfg, progress=bars_only)
+    assert bars_only.tasks[0].finished

@@ -139,7 +139,7 @@ WORKER = textwrap.dedent(
     from distil.api import distill
     from distil.config import TrainConfig, parse_recipe
     from distil.data import load_dataset
-    from distil.measure import split_metrics
+    from distil.measure import split_evaluation, split_metrics
     from distil.models import create_model
     from distil.train.distributed import sharded_metrics
     from distil.train.fsdp import shard_copy
@@ -170,7 +170,7 @@ WORKER = textwrap.dedent(
     # Evaluation in lockstep: 4 blocks per forward gives the two ranks' shards a different number of
     # batches (the one with fewer must still join every all-gather, or both wait forever).
     sharded = shard_copy(result.model, acc, frozen=False)
-    found = sharded_metrics(acc, sharded, data.val, data.task, batch_size=4)
+    found = sharded_metrics(acc, sharded, data.val, split_evaluation(data.task), batch_size=4)
     single, _ = split_metrics(result.model, data.val, data.task, batch_size=4)
     (out / f"lockstep{rank}.json").write_text(json.dumps({"sharded": found, "single": single, "val": len(data.val)}))
 

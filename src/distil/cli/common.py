@@ -1,4 +1,4 @@
-"""What every command shares: error handling, the console, recipe loading with --set overrides."""
+"""What commands share besides their options (options.py): errors, console, output checks, recipes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,57 +19,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console()
 err_console = Console(stderr=True)
-
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a recipe value, e.g. --set student_train.lr=0.1 (repeatable)."),
-]
-OutOption = Annotated[str, typer.Option("--out", help="Directory that receives the run directory.")]
-LatencyOption = Annotated[
-    bool,
-    typer.Option("--latency/--no-latency", help="Measure latency and throughput (a few seconds per model)."),
-]
-ResumeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--resume",
-        help="Continue an interrupted run from its last training state: give its partial directory "
-        "(runs/.NAME.partial, printed when the run started) and the same recipe and --set options.",
-    ),
-]
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="The architecture of plain state_dict files (weights saved elsewhere, no distil sidecar): "
-        "a registered name (distil models) or pkg.module:factory (then needs --data). Naming your "
-        "pkg.module:factory also lets distil checkpoints whose sidecar names it load.",
-    ),
-]
-TrustCodeOption = Annotated[
-    bool,
-    typer.Option(
-        "--trust-code",
-        help="Let checkpoint sidecars name Python code to import (a pkg.module:factory model or dataset "
-        "function you did not name yourself), and a Hugging Face model folder with its own code run it "
-        "(trust_remote_code: true in the model kwargs). Only for files whose author you trust: importing "
-        "runs their code. Without it, name your own factory instead (--model, teacher.model, --data).",
-    ),
-]
-
-
-QuietOption = Annotated[
-    bool, typer.Option("--quiet", "-q", help="No progress output at all (the final table is still printed).")
-]
-LogFormatOption = Annotated[
-    str,
-    typer.Option(
-        "--log-format",
-        help="Progress output: rich (live bars with ETA, loss terms, accuracy), plain (one line per epoch, "
-        "for logs), jsonl (one JSON object per epoch on stdout, tables on stderr, for scripts), quiet, or "
-        "auto (rich on a terminal, plain otherwise).",
-    ),
-]
 
 
 def run_console(log_format: str) -> Console:

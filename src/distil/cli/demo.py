@@ -6,19 +6,8 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import (
-    LatencyOption,
-    LogFormatOption,
-    OutOption,
-    QuietOption,
-    ResumeOption,
-    SetOption,
-    check_out,
-    print_result,
-    recipe_from,
-    run_console,
-    user_errors,
-)
+from distil.cli.common import check_out, print_result, recipe_from, run_console, user_errors
+from distil.cli.options import LatencyOption, LogFormatOption, OutOption, QuietOption, ResumeOption, SetOption
 from distil.run import run_pipeline
 
 # `--task` -> the bundled recipe of its demo (classification's is chosen by --dataset).

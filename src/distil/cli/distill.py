@@ -6,22 +6,21 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import (
+from distil.cli.common import check_out, print_result, recipe_from, run_console, user_errors
+from distil.cli.options import (
     LatencyOption,
+    LayerMapOption,
     LogFormatOption,
+    MethodOption,
     OutOption,
     QuietOption,
     ResumeOption,
+    SelectionOption,
     SetOption,
     TrustCodeOption,
-    check_out,
-    print_result,
-    recipe_from,
-    run_console,
-    user_errors,
+    method_overrides,
+    transfer_overrides,
 )
-from distil.cli.layers import MethodOption, method_overrides
-from distil.cli.transfer import LayerMapOption, SelectionOption, transfer_overrides
 from distil.run import distill_student
 
 

@@ -6,17 +6,20 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import (
+from distil.cli.common import print_metrics_result, run_console, user_errors
+from distil.cli.options import (
+    ChannelsOption,
+    DataRootOption,
+    ImageSizeOption,
     LogFormatOption,
+    OnBadSampleOption,
     QuietOption,
     TrustCodeOption,
-    print_metrics_result,
-    run_console,
-    user_errors,
 )
-from distil.cli.export import ChannelsOption, ImageSizeOption, OnBadSampleOption, image_options
 from distil.report import metrics_table
-from distil.train.checkpoint import read_sidecar, trained_dataset
+from distil.run.checkpoint_data import DataOptions
+from distil.run.evaluate import EvalOptions, evaluate_checkpoint_files
+from distil.run.options import help_of
 
 ModelsOption = Annotated[
     list[str] | None,
@@ -47,14 +50,12 @@ def checkpoint_models(models: list[str] | None, checkpoints: list[str]) -> list[
 
 @user_errors
 def evaluate(
-    checkpoints: Annotated[
-        list[str], typer.Argument(help="distil checkpoints; the first is the reference (teacher).")
-    ],
+    checkpoints: Annotated[list[str], typer.Argument(help=help_of(EvalOptions, "checkpoints"))],
     data: Annotated[
         str | None, typer.Option(help="Dataset name (default: the one the first checkpoint was trained on).")
     ] = None,
-    data_root: Annotated[str | None, typer.Option(help="Dataset directory or file.")] = None,
-    latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+    data_root: DataRootOption = None,
+    latency: Annotated[bool, typer.Option(help=help_of(EvalOptions, "latency"))] = True,
     model: ModelsOption = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
@@ -73,17 +74,15 @@ def evaluate(
     Two plain state_dicts of different architectures, one --model each, in order:
     distil eval teacher.pt student.pt --model my_models:big --model my_models:small --data digits
     """
-    from distil.run import evaluate_checkpoints, load_checkpoint_data, require_data_for_model
-
-    models = checkpoint_models(model, checkpoints)
-    require_data_for_model(models[0], data, checkpoints[0])
-    name = data or trained_dataset(read_sidecar(checkpoints[0]), trust_code=trust_code)
-    options = image_options(image_size, channels, on_bad_sample)
-    bundle = load_checkpoint_data(checkpoints[0], name, data_root, val_fraction=0.0, options=options)
-    metrics = evaluate_checkpoints(
-        checkpoints, bundle, measure_latency=latency, model_name=models, trust_code=trust_code
+    options = EvalOptions(
+        checkpoints=tuple(checkpoints),
+        data=DataOptions(data, data_root, None, image_size, channels, on_bad_sample),
+        latency=latency,
+        model_name=tuple(checkpoint_models(model, checkpoints)),
+        trust_code=trust_code,
     )
-    run_console(log_format).print(
-        metrics_table(metrics, metrics[0], title=f"{bundle.name} test set ({len(bundle.test)} samples)")
-    )
+    result = evaluate_checkpoint_files(options)
+    metrics = result.metrics
+    title = f"{result.data_name} test set ({result.test_samples} samples)"
+    run_console(log_format).print(metrics_table(metrics, metrics[0], title=title))
     print_metrics_result(log_format, metrics)

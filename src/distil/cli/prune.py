@@ -2,68 +2,54 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from distil.cli.common import (
-    LogFormatOption,
-    ModelOption,
-    QuietOption,
-    TrustCodeOption,
-    check_out,
-    command_progress,
-    print_metrics_result,
-    run_console,
-    user_errors,
-)
-from distil.cli.export import (
+from distil.cli.common import command_progress, print_metrics_result, run_console, user_errors
+from distil.cli.options import (
     ChannelsOption,
     DataOption,
     DataRootOption,
     ImageSizeOption,
     LimitOption,
+    LogFormatOption,
+    ModelOption,
     OnBadSampleOption,
-    checkpoint_and_data,
-    image_options,
+    QuietOption,
+    TrustCodeOption,
 )
-from distil.train.stages import Stage
+from distil.run.checkpoint_data import DataOptions
+from distil.run.options import help_of
+from distil.run.prune import PruneOptions, prune_checkpoint
+
+H = PruneOptions
 
 
 @user_errors
 def prune(
-    checkpoint: Annotated[str, typer.Argument(help="The distil checkpoint to prune.")],
-    out: Annotated[
-        str, typer.Option(help="Checkpoint name to write (NAME.safetensors + NAME.json).")
-    ] = "pruned",
+    checkpoint: Annotated[str, typer.Argument(help=help_of(H, "checkpoint"))],
+    out: Annotated[str, typer.Option(help=help_of(H, "out"))] = "pruned",
     method: Annotated[
-        Literal["structured", "unstructured"],
-        typer.Option(help="structured: remove channels (smaller, faster); unstructured: zero weights."),
+        Literal["structured", "unstructured"], typer.Option(help=help_of(H, "method"))
     ] = "structured",
-    ratio: Annotated[float | None, typer.Option(help="Fraction of channels (or weights) removed.")] = None,
-    macs_reduction: Annotated[
-        float | None, typer.Option(help="Structured: prune until MACs fall this many times (e.g. 2).")
-    ] = None,
+    ratio: Annotated[float | None, typer.Option(help=help_of(H, "ratio"))] = None,
+    macs_reduction: Annotated[float | None, typer.Option(help=help_of(H, "macs_reduction"))] = None,
     criterion: Annotated[
-        Literal["magnitude", "taylor", "bn-scale"], typer.Option(help="Channel importance.")
+        Literal["magnitude", "taylor", "bn-scale"], typer.Option(help=help_of(H, "criterion"))
     ] = "magnitude",
     global_pruning: Annotated[
-        bool, typer.Option("--global/--uniform", help="Rank channels across layers, or prune each alike.")
+        bool, typer.Option("--global/--uniform", help=help_of(H, "global_pruning"))
     ] = False,
-    ignore: Annotated[
-        list[str] | None, typer.Option(help="Module path kept unpruned (repeatable; default: classifier).")
-    ] = None,
-    teacher: Annotated[
-        str | None, typer.Option(help="Teacher for KD fine-tuning (default: the unpruned model itself).")
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="KD fine-tuning epochs (0 = none).")] = 3,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 0.01,
+    ignore: Annotated[list[str] | None, typer.Option(help=help_of(H, "ignore"))] = None,
+    teacher: Annotated[str | None, typer.Option(help=help_of(H, "teacher"))] = None,
+    epochs: Annotated[int, typer.Option(help=help_of(H, "epochs"))] = 3,
+    lr: Annotated[float, typer.Option(help=help_of(H, "lr"))] = 0.01,
     data: DataOption = None,
     data_root: DataRootOption = None,
     limit: LimitOption = None,
     model_name: ModelOption = None,
-    latency: Annotated[bool, typer.Option(help="Measure latency and throughput.")] = True,
+    latency: Annotated[bool, typer.Option(help=help_of(H, "latency"))] = True,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
     trust_code: TrustCodeOption = False,
@@ -77,84 +63,29 @@ def prune(
 
     Example: distil prune runs/fm/student_kd.json --macs-reduction 2 --out runs/fm/student_pruned
     """
-    import copy
-
-    import torch
-
-    from distil.api import distill
-    from distil.compress import finish_pruning_, prune
-    from distil.compress.sparsity import NO_SPEEDUP_NOTE
-    from distil.config import PruneConfig, TrainConfig, checked_config
-    from distil.errors import ConfigError
-    from distil.measure import measure_model, predict
     from distil.report import metrics_table
-    from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
-    check_out(out, is_file=True)  # before fine-tuning, not after it
-    if method == "structured" and ratio is None and macs_reduction is None:
-        raise ConfigError("give --ratio (e.g. 0.3) or --macs-reduction (e.g. 2) for structured pruning.")
-    if method == "unstructured" and ratio is None:
-        raise ConfigError("unstructured pruning needs --ratio (the fraction of weights zeroed).")
-    cfg = checked_config(
-        PruneConfig,
-        "distil prune options",
+    options = PruneOptions(
+        checkpoint=checkpoint,
+        out=out,
         method=method,
         ratio=ratio,
-        macs_reduction=macs_reduction if ratio is None else None,
+        macs_reduction=macs_reduction,
         criterion=criterion,
         global_pruning=global_pruning,
-        ignore=ignore,
+        ignore=tuple(ignore or ()),
+        teacher=teacher,
+        epochs=epochs,
+        lr=lr,
+        data=DataOptions(data, data_root, limit, image_size, channels, on_bad_sample),
+        model_name=model_name,
+        latency=latency,
+        trust_code=trust_code,
     )
     console = run_console(log_format)
-    model, meta, bundle = checkpoint_and_data(
-        checkpoint,
-        data,
-        data_root,
-        limit,
-        model_name,
-        trust_code=trust_code,
-        options=image_options(image_size, channels, on_bad_sample),
-    )
-    reference = load_checkpoint(teacher, trust_code=trust_code)[0].eval() if teacher else copy.deepcopy(model)
-    shape = tuple(bundle.input_shape)
-    calibration = (bundle.train.head(256), bundle.train.labels[:256]) if criterion == "taylor" else None
-    result = prune(
-        model, cfg, spec=meta["spec"], example_inputs=torch.zeros((1, *shape)), calibration=calibration
-    )
-    pruned, spec = result.model, result.spec
-    if result.sparsity is None:
-        console.print(
-            f"pruned {result.pruning_ratio:.1%} of channels: MACs {result.base_macs:,} -> {result.macs:,} "
-            f"({result.macs_reduction:.2f}x fewer), params {result.base_params:,} -> {result.params:,}"
-        )
-    else:
-        console.print(f"zeroed {result.sparsity.sparsity:.1%} of prunable weights. Note: {NO_SPEEDUP_NOTE}.")
-    if epochs > 0:
-        finetune = TrainConfig(epochs=epochs, lr=lr)
-        with command_progress(log_format, quiet) as progress:
-            pruned = distill(
-                reference, pruned, bundle, finetune, progress=progress, description=Stage.PRUNE_FINETUNE
-            ).model
-    finish_pruning_(pruned, result)
-    weights = save_checkpoint(
-        out, pruned.cpu().eval(), spec, {"role": Stage.PRUNED, "data": bundle.describe()}
-    )
-    x, y = bundle.test.head(len(bundle.test)), bundle.test.labels
-    rows = [
-        measure_model(
-            "before", model, x, y, input_shape=shape, teacher_logits=predict(reference, x), latency=latency
-        ),
-        measure_model(
-            "pruned",
-            pruned,
-            x,
-            y,
-            input_shape=shape,
-            teacher_logits=predict(reference, x),
-            weights_path=weights,
-            latency=latency,
-        ),
-    ]
-    console.print(metrics_table(rows, rows[0], title=f"{bundle.name} test set"))
-    console.print(f"wrote {weights} and {Path(weights).with_suffix('.json')}")
-    print_metrics_result(log_format, rows, checkpoint=weights)
+    with command_progress(log_format, quiet) as progress:
+        result = prune_checkpoint(options, log=console.print, progress=progress)
+    rows = result.metrics
+    console.print(metrics_table(rows, rows[0], title=f"{result.data_name} test set"))
+    console.print(f"wrote {result.weights} and {result.weights.with_suffix('.json')}")
+    print_metrics_result(log_format, rows, checkpoint=result.weights)

@@ -9,7 +9,8 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from distil.cli.common import SetOption, check_out, console, recipe_from, user_errors
+from distil.cli.common import check_out, console, recipe_from, user_errors
+from distil.cli.options import SetOption
 from distil.errors import ConfigError
 from distil.fileio import atomic_write_text
 from distil.recipes import bundled_recipes, resolve_recipe

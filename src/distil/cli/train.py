@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import (
+from distil.cli.common import check_out, print_result, recipe_from, run_console, user_errors
+from distil.cli.options import (
     LatencyOption,
     LogFormatOption,
     OutOption,
@@ -14,11 +15,6 @@ from distil.cli.common import (
     ResumeOption,
     SetOption,
     TrustCodeOption,
-    check_out,
-    print_result,
-    recipe_from,
-    run_console,
-    user_errors,
 )
 from distil.run import train_teacher
 

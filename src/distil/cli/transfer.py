@@ -6,66 +6,19 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.common import (
+from distil.cli.common import check_out, print_result, recipe_from, run_console, user_errors
+from distil.cli.options import (
     LatencyOption,
+    LayerMapOption,
     LogFormatOption,
     OutOption,
     QuietOption,
+    SelectionOption,
     SetOption,
     TrustCodeOption,
-    check_out,
-    print_result,
-    recipe_from,
-    run_console,
-    user_errors,
+    transfer_overrides,
 )
 from distil.run import transfer_student
-
-SelectionOption = Annotated[
-    str | None,
-    typer.Option(
-        "--selection",
-        help="Which teacher channels a thinner student keeps: uniform (evenly spaced), first, l1 (largest L1 norm).",
-    ),
-]
-LayerMapOption = Annotated[
-    str | None,
-    typer.Option(
-        "--layer-map",
-        help="Student=teacher blocks for a shallower student, e.g. layer1.1=layer1.2,layer2.1=layer2.2 "
-        "(default: evenly spaced).",
-    ),
-]
-
-
-def transfer_overrides(
-    selection: str | None,
-    layer_map: str | None,
-    reuse: str | None = None,
-    share: bool = False,
-    trainable: bool = False,
-    unfreeze_epoch: int | None = None,
-    partial: bool = False,
-) -> list[str]:
-    """The `--set transfer.*` overrides that the transfer options stand for."""
-    from distil.transfer import parse_layer_map
-
-    sets: list[str] = []
-    if selection:
-        sets.append(f"transfer.selection={selection}")
-    if layer_map:
-        pairs = parse_layer_map(layer_map)
-        sets.append("transfer.layer_map={" + ", ".join(f"'{s}': '{t}'" for s, t in pairs.items()) + "}")
-    if reuse:
-        names = [n.strip() for n in reuse.split(",") if n.strip()]
-        sets.append("transfer.reuse=[" + ", ".join(f"'{n}'" for n in names) + "]")
-        sets.append(f"transfer.reuse_mode={'share' if share else 'copy'}")
-        sets.append(f"transfer.freeze={str(not trainable).lower()}")
-    if unfreeze_epoch is not None:
-        sets.append(f"transfer.unfreeze_epoch={unfreeze_epoch}")
-    if partial:
-        sets.append("transfer.strict=false")
-    return sets
 
 
 @user_errors

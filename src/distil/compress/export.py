@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from distil.errors import DataError, DistilError
 from distil.fileio import apply_umask
+from distil.measure.onnxrt import INSTALL_HINT, onnx_session
 
 __all__ = [
     "OnnxVerification",
@@ -31,7 +32,7 @@ __all__ = [
     "verify_onnx",
 ]
 
-_INSTALL_HINT = "pip install 'distil[compress]' (or pip install onnx onnxruntime)"
+_INSTALL_HINT = INSTALL_HINT
 DEFAULT_OPSET = 17
 
 
@@ -102,21 +103,6 @@ def export_onnx(
             f"unsupported at opset {opset}, try a newer opset (export.opset / --opset), or replace that layer."
         ) from exc
     return path
-
-
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session for `path` (`threads` intra-op threads; None = ORT's default)."""
-    _require_onnx("running an ONNX model")
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise DistilError(f"ONNX file not found: {str(path)!r}; export the model first (distil export).")
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_predict(path: str | Path, x: Tensor, batch_size: int = 512, threads: int | None = None) -> Tensor:
@@ -226,7 +212,8 @@ def measure_onnx(
         input_shape: One sample's shape.
         macs: MACs per sample of the network (counted on its PyTorch form; int8 MACs for int8 files).
         reference_logits: The teacher's logits on `x`, for top-1 agreement.
-        threads: ORT intra-op threads for the latency measurements.
+        threads: ORT intra-op threads for the latency measurements (and the evaluation); give a run's
+            PyTorch rows the same count so that one report's latencies compare.
         latency: Measure latency at batch 1 and throughput at batch 256.
 
     Returns:

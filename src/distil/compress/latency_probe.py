@@ -9,8 +9,9 @@ onnxruntime imported, one warmed-up session per file, and prints JSON::
     [{"path": "model.onnx", "median_ms": 0.081, "q1_ms": 0.079, "q3_ms": 0.085, "iqr_ms": 0.006, ...}]
 
 Files are timed in interleaved rounds (file A, file B, file A, ...) so that a burst of load from other
-processes hits every file alike, and the spread (quartiles over all timed runs) is reported with the
-median. :func:`probe_latency` runs it with :mod:`subprocess` and returns the parsed records.
+processes hits every file alike, and the spread (quartiles over the rounds) is reported with the median;
+the loop and the sessions are distil's own (:mod:`distil.measure.timing`, :mod:`distil.measure.onnxrt`),
+loaded by path, so the probe's figures mean what every other latency in distil means. :func:`probe_latency` runs it with :mod:`subprocess` and returns the parsed records.
 
 The script half imports no part of distil (running it by path skips the package's torch import).
 """
@@ -18,12 +19,13 @@ The script half imports no part of distil (running it by path skips the package'
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,14 +33,20 @@ from typing import Any
 __all__ = ["main", "probe_latency"]
 
 
-def _session(path: str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+def _shared(name: str) -> Any:
+    """distil's module ``distil/measure/NAME.py``, loaded by path: the timing loop and the session factory
+    are the ones every other measurement uses, and they import nothing but the standard library
+    (importing the ``distil`` package would load torch into the timed process)."""
+    key = f"_distil_probe_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    path = Path(__file__).resolve().parent.parent / "measure" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(key, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module  # before running it: dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def _feed(session: Any, batch: int) -> dict[str, Any]:
@@ -58,34 +66,24 @@ def _feed(session: Any, batch: int) -> dict[str, Any]:
 def measure(
     paths: Sequence[str], *, threads: int = 1, batch: int = 1, min_run_time: float = 0.5, rounds: int = 5
 ) -> list[dict[str, Any]]:
-    """Time each file in `rounds` interleaved rounds of about ``min_run_time / rounds`` seconds each."""
-    sessions = [_session(p, threads) for p in paths]
-    feeds = [_feed(s, batch) for s in sessions]
-    for s, f in zip(sessions, feeds, strict=True):  # warm-up: allocation, planning, caches
-        warm_until = time.perf_counter() + 0.05
-        while time.perf_counter() < warm_until:
-            s.run(None, f)
-    times: list[list[float]] = [[] for _ in paths]
-    per_round = min_run_time / max(rounds, 1)
-    for _ in range(max(rounds, 1)):
-        for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-            deadline = time.perf_counter() + per_round
-            n = 0
-            while n < 3 or time.perf_counter() < deadline:
-                start = time.perf_counter()
-                s.run(None, f)
-                times[i].append(time.perf_counter() - start)
-                n += 1
+    """Time each file in interleaved rounds (at least `rounds`, about ``min_run_time / rounds`` seconds of
+    runs per file each) with distil's one timing loop, each in a session from its one factory."""
+    timing, onnxrt = _shared("timing"), _shared("onnxrt")
+    sessions = [onnxrt.onnx_session(p, threads) for p in paths]
+    calls = [functools.partial(s.run, None, _feed(s, batch)) for s in sessions]
+    samples = timing.time_interleaved(calls, min_run_time=min_run_time, rounds=max(rounds, 1))
     records = []
-    for p, t in zip(paths, times, strict=True):
-        q1, med, q3 = statistics.quantiles(t, n=4) if len(t) >= 2 else (t[0], t[0], t[0])
+    for p, t in zip(paths, samples, strict=True):
+        result = timing.latency_result(t, batch, threads)
+        cuts = statistics.quantiles(t, n=20, method="inclusive")  # the quartiles of result.iqr_ms
         records.append(
             {
                 "path": p,
-                "median_ms": med * 1e3,
-                "q1_ms": q1 * 1e3,
-                "q3_ms": q3 * 1e3,
-                "iqr_ms": (q3 - q1) * 1e3,
+                "median_ms": result.median_ms,
+                "q1_ms": cuts[4] * 1e3,
+                "q3_ms": cuts[14] * 1e3,
+                "iqr_ms": result.iqr_ms,
+                "spread": result.spread,
                 "min_ms": min(t) * 1e3,
                 "runs": len(t),
                 "threads": threads,
@@ -116,7 +114,8 @@ def probe_latency(
         timeout: Seconds before the probe is killed.
 
     Returns:
-        ``[{"path", "median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "runs", "threads", "batch", "bytes"}]``.
+        ``[{"path", "median_ms", "q1_ms", "q3_ms", "iqr_ms", "spread", "min_ms", "runs" (timed rounds),
+        "threads", "batch", "bytes"}]``.
 
     Raises:
         DistilError: The probe failed (its stderr is quoted) or a file is missing.

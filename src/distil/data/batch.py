@@ -36,14 +36,6 @@ def call_model(model: nn.Module | Any, inputs: torch.Tensor | Mapping[str, torch
     return model(inputs)
 
 
-def batch_size_of(batch: Mapping[str, Any]) -> int:
-    """The number of samples in a batch (from its labels, else its ids)."""
-    ref = batch.get(LABELS, batch.get(INDEX))
-    if ref is None:
-        raise KeyError(f"a batch needs {LABELS!r} or {INDEX!r}; got keys {sorted(batch)}")
-    return int(ref.shape[0])
-
-
 def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
     """Move every tensor of a batch (also those of a dict of inputs) to `device`."""
 

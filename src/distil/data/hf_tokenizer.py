@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distil.errors import ConfigError
+from distil.hf_common import require_transformers
 
 # The files that decide how text becomes ids (model weights and config.json do not).
 _TOKENIZER_FILES = (
@@ -87,8 +88,6 @@ class HFTokenizer:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, trust_remote_code: bool = False) -> None:
-        from distil.models.hf import require_transformers
-
         self.path = Path(path)
         if not self.path.is_dir() or not tokenizer_files(self.path):
             raise ConfigError(

@@ -2,7 +2,8 @@
 
 Distillation pays most where the student's labels are scarce and the teacher can label the rest
 (Hinton et al. 2015: a student trained on 3% of the data reached 57.0% with soft targets, 44.5% with
-hard labels). A recipe says so with `data.unlabeled` (`distil.config.UnlabeledConfig`):
+hard labels). A recipe says so with `data.unlabeled` (`distil.config.UnlabeledConfig`, which this module
+reads through the :class:`UnlabeledRule` protocol, so data/ does not depend on the recipe schema):
 
 * the **teacher** trains on every label of the dataset (`teacher_train` is never changed);
 * the **distilled student** trains on :func:`transfer_set`: the training split with the labels of all but
@@ -22,15 +23,38 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from distil.config import UnlabeledConfig
 from distil.data.batch import IGNORE_INDEX
 from distil.data.bundle import DataBundle, Split
 from distil.data.raw import to_float_inputs
 from distil.errors import DataError
+
+
+class UnlabeledRule(Protocol):
+    """Which training labels the students keep and which unlabelled inputs they get.
+
+    `distil.config.UnlabeledConfig` (a recipe's `data.unlabeled`) is one; any object with these
+    attributes will do.
+
+    Attributes:
+        keep_per_class: labels kept per class, or None.
+        keep_fraction: or the fraction of each class's labels kept, or None (neither: all are kept).
+        root: a `.npz`/`.npy` file or a folder of them with more unlabelled inputs, or None.
+        seed: which samples keep their labels.
+    """
+
+    @property
+    def keep_per_class(self) -> int | None: ...
+    @property
+    def keep_fraction(self) -> float | None: ...
+    @property
+    def root(self) -> str | None: ...
+    @property
+    def seed(self) -> int: ...
 
 
 def hide_labels(
@@ -143,11 +167,15 @@ def _read_one(path: Path, data: DataBundle) -> torch.Tensor:
     return (x - mean) / std
 
 
-def transfer_set(data: DataBundle, cfg: UnlabeledConfig | None) -> DataBundle:
+def transfer_set(data: DataBundle, cfg: UnlabeledRule | None) -> DataBundle:
     """The distilled student's data: `data` with hidden labels and the unlabelled inputs appended.
 
     Returns `data` itself when `cfg` is None. Validation and test splits are unchanged; the counts are
     recorded in `extra` (`labeled`, `unlabeled`).
+
+    Args:
+        data: the labelled dataset the teacher trains on.
+        cfg: the rule (a recipe's `data.unlabeled`), or None for no transfer set.
 
     Raises:
         DataError: a training split that is not in memory, or unreadable/mismatched unlabelled inputs.

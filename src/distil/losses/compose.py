@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 from distil.config import KDConfig
-from distil.data.batch import MASK
+from distil.data.batch import IGNORE_INDEX, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
+from distil.losses.protocol import DistillationLoss
 from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
 from distil.losses.vocab import align_vocab
 
 
-class ComposedLoss(nn.Module):
+class ComposedLoss(nn.Module, DistillationLoss):
     """`loss(student_out, teacher_out, batch) -> dict`: the weighted sum of named terms.
 
     Args:
@@ -37,9 +38,10 @@ class ComposedLoss(nn.Module):
             common ids (`distil.losses.vocab.align_vocab`); the first batch checks that the teacher puts
             at most this probability on the ids dropped.
 
-    The training loop calls `set_epoch(epoch)` at the start of each epoch (0-based); `epoch_offset` is
-    added to it, so a loss carried across training phases (an unfreeze schedule) continues its
-    warm-ups and temperature schedule instead of restarting them. `teacher_needs` says whether cached
+    It implements `distil.losses.protocol.DistillationLoss`: the training loop calls `set_epoch(epoch)`
+    at the start of each epoch (0-based); `epoch_offset` is added to it, so a loss carried across
+    training phases (an unfreeze schedule) continues its warm-ups and temperature schedule instead of
+    restarting them. `teacher_needs` says whether cached
     teacher logits can stand in for the teacher (no term needs features or the live teacher).
     """
 
@@ -134,7 +136,7 @@ class ComposedLoss(nn.Module):
             teacher_logits=teacher_out,
             labels=batch["labels"],
             index=batch.get("index"),
-            mask=mask,
+            mask=positions_that_count(mask, batch["labels"]),
             student_features=self.student_capture.features() if self.student_capture else [],
             teacher_features=self.teacher_capture.features() if self.teacher_capture else [],
             temperature=self.current_temperature(),
@@ -165,6 +167,33 @@ class ComposedLoss(nn.Module):
         for capture in (self.student_capture, self.teacher_capture):
             if capture is not None:
                 capture.remove()
+
+
+def positions_that_count(mask: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor | None:
+    """The mask every term reduces over: with (B, T) token labels, `mask` and-ed with labels != -100.
+
+    A prompt token (or padding) of a language-model batch is labelled `IGNORE_INDEX` without a mask;
+    CE skips it, and so must the teacher terms, or they average over prompts. (B,) labels keep `mask`
+    as it is: an unlabeled sample (-100) still trains the teacher terms. A mask of another shape is
+    passed on unchanged, for the term to refuse with its own message.
+
+    Args:
+        mask: the batch's (B,) or (B, T) bool mask, or None.
+        labels: (B,) classes or (B, T) token ids.
+
+    Returns:
+        (B, T) bool for token labels, else `mask`.
+    """
+    if labels.dim() != 2:
+        return mask
+    keep = labels != IGNORE_INDEX
+    if mask is None:
+        return keep
+    if mask.dim() == 1 and mask.shape[0] == labels.shape[0]:
+        return keep & mask.bool().to(keep.device).unsqueeze(1)
+    if tuple(mask.shape) == tuple(labels.shape):
+        return keep & mask.bool().to(keep.device)
+    return mask
 
 
 def resolve_terms(kd: KDConfig) -> dict[str, float]:
@@ -219,7 +248,6 @@ def build_loss(
     if teacher is None and any(c.needs_teacher for c in classes.values()):
         raise ConfigError(f"terms {sorted(weights)} need a teacher, but none was given")
     ctx = TermContext(
-        temperature=kd.temperature,
         adapters=kd.adapters,
         num_classes=num_classes,
         n_data=n_data,

@@ -53,7 +53,6 @@ class CRDTerm(Term):
     """
 
     needs_features = True
-    needs_index = True
     memory_s: torch.Tensor
     memory_t: torch.Tensor
 

@@ -57,7 +57,6 @@ class TermContext:
     """What a term knows when it is built (for sizing adapters, memory banks, ...).
 
     Attributes:
-        temperature: the initial temperature.
         pairs: (student_path, teacher_path) feature pairs, empty when no term needs features.
         student_shapes: per pair, the student feature shape without the batch dimension.
         teacher_shapes: per pair, the teacher feature shape without the batch dimension.
@@ -67,7 +66,6 @@ class TermContext:
         label_smoothing: for the cross-entropy term.
     """
 
-    temperature: float = 4.0
     pairs: list[tuple[str, str]] = field(default_factory=list)
     student_shapes: list[tuple[int, ...]] = field(default_factory=list)
     teacher_shapes: list[tuple[int, ...]] = field(default_factory=list)
@@ -104,7 +102,6 @@ class Term(nn.Module, abc.ABC):
     - `needs_teacher`: teacher logits (from the live teacher or the cache).
     - `needs_features`: captured (student, teacher) features; the teacher then runs live.
     - `needs_live_teacher`: the teacher's forward pass for anything else (it then runs live).
-    - `needs_index`: `batch["index"]` (sample positions, e.g. for memory banks).
     - `uses_mask`: the term reduces over the valid positions of `inputs.mask` (the logit terms). A term
       without it compares per-sample (B, ...) features or relations, where a mask of positions has no
       meaning, so `ComposedLoss` refuses a batch with a mask rather than silently counting every position.
@@ -113,7 +110,6 @@ class Term(nn.Module, abc.ABC):
     needs_teacher: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
     needs_live_teacher: ClassVar[bool] = False
-    needs_index: ClassVar[bool] = False
     uses_mask: ClassVar[bool] = False
 
     @classmethod

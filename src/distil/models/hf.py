@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -33,9 +32,8 @@ import torch
 from torch import nn
 
 from distil.errors import ModelError
+from distil.hf_common import quiet_progress, require_transformers
 from distil.models.registry import register_model
-
-LM_HINT = "pip install 'distil[lm]'"
 
 # Small defaults so that a config naming only model_type builds a model that trains on a CPU.
 _SMALL_DEFAULTS: dict[str, Any] = {
@@ -45,23 +43,6 @@ _SMALL_DEFAULTS: dict[str, Any] = {
     "num_attention_heads": 4,
     "max_position_embeddings": 1024,
 }
-
-
-def is_transformers_available() -> bool:
-    """Whether `transformers` can be imported (the ``lm`` extra)."""
-    try:
-        return importlib.util.find_spec("transformers") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def require_transformers() -> Any:
-    """Import and return `transformers`, or raise a ModelError that says how to install it."""
-    if not is_transformers_available():
-        raise ModelError(f"Hugging Face models need the transformers package: {LM_HINT}.")
-    import transformers
-
-    return transformers
 
 
 class HFModel(nn.Module):
@@ -297,13 +278,14 @@ def load_local(
             stacklevel=2,
         )
     try:
-        return auto.from_pretrained(
-            str(path),
-            local_files_only=True,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            **options,
-        )
+        with quiet_progress():
+            return auto.from_pretrained(
+                str(path),
+                local_files_only=True,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                **options,
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"transformers cannot load {str(path)!r} as a {task}: {exc}") from None
 
@@ -427,7 +409,8 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
 
     The head size stays the teacher's (so attention heads can be copied whole by layer transfer): a
     narrower ``hidden_size`` without ``num_attention_heads`` keeps ``hidden_size / head_dim`` heads, and
-    ``num_key_value_heads`` shrinks in the same proportion unless given.
+    ``num_key_value_heads`` shrinks in about the same proportion unless given, to a count that divides
+    the heads and that layer transfer can copy (:func:`kv_groups`).
 
     Args:
         teacher_config: the teacher's ``transformers`` config, or its plain dict (with ``model_type``).
@@ -466,7 +449,7 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
         raise ModelError(f"hidden_size {hidden} does not divide into {heads} attention heads")
     values: dict[str, int] = {"hidden_size": hidden, "num_attention_heads": heads}
     if "num_key_value_heads" in changes or hasattr(cfg, "num_key_value_heads"):
-        kv = int(changes.get("num_key_value_heads", max(1, kv_t * heads // heads_t)))
+        kv = int(changes.get("num_key_value_heads", kv_groups(heads, heads_t, kv_t)))
         if heads % kv:
             raise ModelError(f"{heads} attention heads do not split into {kv} key/value groups")
         values["num_key_value_heads"] = kv
@@ -481,6 +464,22 @@ def derive_student_config(teacher_config: Any, **changes: int) -> dict[str, Any]
     if "head_dim" in out:
         out["head_dim"] = head_dim
     return out
+
+
+def kv_groups(heads: int, heads_t: int, kv_t: int) -> int:
+    """The key/value group count of a student with `heads` query heads, the teacher having `heads_t` in
+    `kv_t` groups.
+
+    The count nearest the teacher's proportion (``kv_t * heads / heads_t``; a tie goes to more groups)
+    among those that divide `heads` and that layer transfer can fill from the teacher (at most `kv_t`
+    groups of at most ``heads_t / kv_t`` heads each). Rounding the proportion down instead gave 8 heads
+    in 2 groups narrowed to 6 heads a single group of 6, which no teacher group holds. With no such
+    count (a student wider than its teacher) the divisor nearest the proportion.
+    """
+    target = kv_t * heads / heads_t
+    divisors = [d for d in range(1, heads + 1) if heads % d == 0]
+    fits = [d for d in divisors if d <= kv_t and heads // d <= heads_t // kv_t]
+    return min(fits or divisors, key=lambda d: (abs(d - target), -d))
 
 
 # ------------------------------------------------------------------------------------ save_pretrained
@@ -499,8 +498,11 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
     Args:
         model: a :class:`CausalLM` or :class:`SeqClassifier` (or a bare ``PreTrainedModel``).
         directory: where to write it (replaced if it exists).
-        tokenizer: a Hugging Face tokenizer (distil's :class:`~distil.data.hf_tokenizer.HFTokenizer` or
-            a transformers one) saved alongside; None skips it (distil's byte tokenizer has no HF form).
+        tokenizer: the tokenizer the model was trained with: its BOS/EOS (and, for a causal LM, PAD) ids
+            are written into config.json and generation_config.json (:func:`write_special_ids`), so
+            ``generate`` stops at its EOS; a Hugging Face one (distil's
+            :class:`~distil.data.hf_tokenizer.HFTokenizer` or a transformers one) is saved alongside
+            (distil's byte tokenizer has no files). None leaves the config's ids as they are.
 
     Returns:
         The directory.
@@ -510,11 +512,15 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
         raise ModelError(
             f"{type(model).__name__} is not a Hugging Face model; it has no save_pretrained form"
         )
+    if tokenizer is not None:
+        # A classifier's forward masks with its config's pad id (SeqClassifier): the saved one stays.
+        write_special_ids(hf, tokenizer, pad=not isinstance(model, SeqClassifier))
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        hf.save_pretrained(str(staging))
+        with quiet_progress():
+            hf.save_pretrained(str(staging))
         hf_tok = getattr(tokenizer, "hf", tokenizer)
         if hf_tok is not None and hasattr(hf_tok, "save_pretrained"):
             hf_tok.save_pretrained(str(staging))
@@ -530,6 +536,43 @@ def save_hf_pretrained(model: nn.Module, directory: str | os.PathLike[str], toke
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int | None]:
+    """The BOS, EOS and PAD ids of `tokenizer` under transformers' config names (None: it has none).
+
+    Args:
+        tokenizer: a transformers tokenizer, distil's ``HFTokenizer`` (read through its ``.hf``), or a
+            distil tokenizer with ``bos_id``/``eos_id``/``pad_id`` (the byte tokenizer).
+    """
+    hf_tok = getattr(tokenizer, "hf", tokenizer)
+    if hasattr(hf_tok, "eos_token_id"):
+        ids = {f"{k}_token_id": getattr(hf_tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad")}
+    else:
+        ids = {f"{k}_token_id": getattr(tokenizer, f"{k}_id", None) for k in ("bos", "eos", "pad")}
+    return {key: None if value is None else int(value) for key, value in ids.items()}
+
+
+def write_special_ids(hf_model: Any, tokenizer: Any, *, pad: bool = True) -> None:
+    """Set the tokenizer's special ids on `hf_model`'s config and generation config.
+
+    A config built from a ``model_type`` carries that family's defaults (llama: BOS 1, EOS 2), which
+    need not be the tokenizer's: ``generate`` outside distil would stop at whatever token holds id 2.
+    An id the tokenizer lacks is written as None, not left at the family's default.
+
+    Args:
+        hf_model: a ``transformers`` ``PreTrainedModel`` (changed in place).
+        tokenizer: as for :func:`special_token_ids`.
+        pad: also the PAD id (False keeps the model's: a classifier's forward masks with it).
+    """
+    ids = special_token_ids(tokenizer)
+    if not pad:
+        ids.pop("pad_token_id", None)
+    generation = getattr(hf_model, "generation_config", None)
+    for key, value in ids.items():
+        setattr(hf_model.config, key, value)
+        if generation is not None:
+            setattr(generation, key, value)
 
 
 def resolve_from_teacher(kwargs: Mapping[str, Any], teacher: nn.Module) -> dict[str, Any]:

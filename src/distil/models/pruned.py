@@ -3,8 +3,8 @@
 A structurally pruned model (see :mod:`distil.compress.prune`) is an ordinary ``nn.Module`` with smaller
 layers. It is saved as a ``"pruned"`` spec, plain JSON, and rebuilt here by :func:`build_pruned` without
 Torch-Pruning and without unpickling anything: the layer map only resizes layers the base model already
-has. :func:`distil.models.build_from_spec` builds ``"pruned"`` specs through this module, so loading a
-pruned checkpoint needs nothing from :mod:`distil.compress`.
+has. :func:`distil.models.build_from_spec` builds ``"pruned"`` specs through this module (which registers
+:func:`build_pruned` with it), so loading a pruned checkpoint needs nothing from :mod:`distil.compress`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from distil.errors import ModelError
+from distil.models.registry import build_from_spec, register_spec_builder
 
 __all__ = ["PRUNED", "RESIZABLE", "build_pruned", "pruned_spec"]
 
@@ -59,8 +60,6 @@ def pruned_spec(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
         ``{"name": "pruned", num_classes, in_channels, image_size, "kwargs": {"base": ..., "layers": ...}}``,
         plain JSON, accepted by :func:`distil.models.build_from_spec`.
     """
-    from distil.models.registry import build_from_spec
-
     base = _base_of(spec)
     # The caller built `model` from this spec already, so rebuilding its base imports nothing new.
     reference = dict(build_from_spec(base, trusted=True).named_modules())
@@ -122,6 +121,7 @@ def _resized(module: nn.Module, sizes: Mapping[str, Any]) -> nn.Module:
     raise ModelError(f"cannot resize a {type(module).__name__}")
 
 
+@register_spec_builder(PRUNED)
 def build_pruned(spec: Mapping[str, Any], *, trusted: Collection[str] | bool = ()) -> nn.Module:
     """Rebuild a pruned model from its spec: the base model with the listed layers resized.
 
@@ -136,8 +136,6 @@ def build_pruned(spec: Mapping[str, Any], *, trusted: Collection[str] | bool = (
         ModelError: A malformed spec, or a layer path/type that does not match the base model.
         UntrustedCodeError: The base names a user factory that is not trusted (nothing was imported).
     """
-    from distil.models.registry import build_from_spec
-
     kwargs = spec.get("kwargs")
     if not isinstance(kwargs, Mapping) or not isinstance(kwargs.get("base"), Mapping):
         raise ModelError(

@@ -44,6 +44,27 @@ _VISION_HINT = "pip install 'distil[vision]'"
 # Registered names whose factory loads trained weights when given this kwarg (a save_pretrained folder).
 _WEIGHTS_KWARG: dict[str, str] = {}
 
+# Spec names that are not models but built from the whole spec, e.g. ``"pruned"`` (a base spec with resized
+# layers): each registered by the module that builds it (distil.models.pruned), which sits above this one.
+SpecBuilder = Callable[..., nn.Module]
+_SPEC_BUILDERS: dict[str, SpecBuilder] = {}
+
+
+def register_spec_builder(name: str) -> Callable[[SpecBuilder], SpecBuilder]:
+    """Register `builder(spec, *, trusted) -> nn.Module` for specs named `name` (see :func:`build_from_spec`).
+
+    Raises:
+        ValueError: If the name is already a spec builder's.
+    """
+
+    def decorator(builder: SpecBuilder) -> SpecBuilder:
+        if name in _SPEC_BUILDERS:
+            raise ValueError(f"spec name {name!r} already has a builder")
+        _SPEC_BUILDERS[name] = builder
+        return builder
+
+    return decorator
+
 
 def register_model(name: str, *, weights_kwarg: str | None = None) -> Callable[[F], F]:
     """Register a model factory under `name`.
@@ -314,11 +335,9 @@ def build_from_spec(spec: Mapping[str, Any], *, trusted: Collection[str] | bool 
     kwargs = spec["kwargs"]
     if not isinstance(kwargs, Mapping):
         raise ModelError(f"model spec 'kwargs' must be a mapping, got {type(kwargs).__name__}: {kwargs!r}")
-    if spec["name"] == "pruned":
-        # A structurally pruned model: its base architecture with resized layers (no torch-pruning needed).
-        from distil.models.pruned import build_pruned
-
-        return build_pruned(spec, trusted=trusted)
+    builder = _SPEC_BUILDERS.get(spec["name"])
+    if builder is not None:  # e.g. a structurally pruned model: its base with resized layers
+        return builder(spec, trusted=trusted)
     return create_model(
         spec["name"],
         num_classes=spec["num_classes"],

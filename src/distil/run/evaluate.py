@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, load_dataset
-from distil.measure import ModelMetrics, measure_model, predict, time_models
+from distil.measure import ModelMetrics, measure, time_models
+from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
+from distil.run.checkpoint_data import DataOptions
+from distil.run.options import setting
 from distil.train.build import build_model
 
 
@@ -25,9 +29,9 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
         ConfigError: --model without --data for a file without a distil sidecar.
     """
     from distil.errors import ConfigError
-    from distil.train.checkpoint import _paths
+    from distil.train.checkpoint import checkpoint_paths
 
-    has_sidecar = _paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()
+    has_sidecar = checkpoint_paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()
     if model_name is not None and data is None and not has_sidecar:
         raise ConfigError(
             "--model loads plain state_dict files, which do not record their dataset: add --data NAME"
@@ -68,10 +72,10 @@ def trained_data_options(
     """
     from distil.data import DATASETS
     from distil.errors import ConfigError
-    from distil.train.checkpoint import _paths, read_sidecar
+    from distil.train.checkpoint import checkpoint_paths, read_sidecar
 
     chosen = {k: v for k, v in (given or {}).items() if v is not None}
-    sidecar = _paths(checkpoint)[1]
+    sidecar = checkpoint_paths(checkpoint)[1]
     data = read_sidecar(checkpoint).get("data") if sidecar.is_file() or Path(checkpoint).is_dir() else None
     recorded = data.get("options") if isinstance(data, dict) else None
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
@@ -133,9 +137,9 @@ def load_any(
     from distil.api import check_classes
     from distil.config import ModelConfig
     from distil.errors import CheckpointError
-    from distil.train.checkpoint import _paths, load_checkpoint
+    from distil.train.checkpoint import checkpoint_paths, load_checkpoint
 
-    weights, sidecar = _paths(path)
+    weights, sidecar = checkpoint_paths(path)
     if sidecar.is_file() or Path(path).is_dir():
         model, meta = load_checkpoint(
             path, trust_code=trust_code, trusted_models=[model_name] if model_name else []
@@ -195,26 +199,85 @@ def evaluate_checkpoints(
     """
     metrics: list[ModelMetrics] = []
     models: list[torch.nn.Module] = []
-    reference_logits: torch.Tensor | None = None
-    x_test, y_test = data.test.head(len(data.test)), data.test.labels
+    reference: torch.Tensor | None = None
+    tokens = data.is_tokens
+    shape = tuple(data.test.sample_shape) if tokens else data.input_shape
+    vocab = data.num_classes if tokens else data.vocab_size
     for path, name in zip(paths, per_path_models(model_name, paths), strict=True):
         model, _, weights = load_any(path, data, name, trust_code=trust_code)
-        m = measure_model(
-            Path(path).stem,
+        measured = measure(
             model.eval(),
-            x_test,
-            y_test,
-            input_shape=data.input_shape,
-            teacher_logits=reference_logits,
+            data.test,
+            data.task,
+            name=Path(path).stem,
+            input_shape=shape,
+            reference=reference,
             weights_path=weights,
             latency=False,  # timed below, interleaved, so that the table's latencies compare
-            task=data.task,
-            vocab_size=data.vocab_size,
+            batch_size=TOKEN_BATCH_SIZE if tokens else PREDICT_BATCH_SIZE,
+            vocab_size=vocab,
         )
-        if reference_logits is None:
-            reference_logits = predict(model, x_test)
-        metrics.append(m)
+        reference = measured.predictions if reference is None else reference
+        metrics.append(measured.metrics)
         models.append(model)
     if measure_latency:
-        time_models(metrics, models, data.input_shape, vocab_size=data.vocab_size)
+        time_models(metrics, models, shape, throughput=not tokens, vocab_size=vocab)
     return metrics
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `distil eval` measures: which checkpoints, on which data."""
+
+    checkpoints: tuple[str, ...] = setting((), "distil checkpoints; the first is the reference (teacher).")
+    data: DataOptions = field(
+        default_factory=DataOptions,
+        metadata={"doc": "The dataset read and its reader options (default: the checkpoint's)."},
+    )
+    latency: bool = setting(True, "Measure latency and throughput.")
+    model_name: str | tuple[str | None, ...] | None = setting(
+        None,
+        "The architecture of plain state_dict files: one name for every checkpoint, or one per checkpoint.",
+    )
+    trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What `evaluate_checkpoint_files` measured.
+
+    Attributes:
+        metrics: one row per checkpoint, in order, the first the reference.
+        data_name: the dataset they were measured on.
+        test_samples: the size of its test split.
+    """
+
+    metrics: list[ModelMetrics]
+    data_name: str
+    test_samples: int
+
+
+def evaluate_checkpoint_files(options: EvalOptions) -> EvalOutcome:
+    """Load the data the first checkpoint was trained on (or `options.data.name`) and measure them all.
+
+    Raises:
+        ConfigError: no checkpoints, a plain state_dict without a dataset, or model names that do not
+            match the checkpoints.
+        CheckpointError: a checkpoint that cannot be loaded.
+    """
+    from distil.errors import ConfigError
+    from distil.train.checkpoint import read_sidecar, trained_dataset
+
+    paths = list(options.checkpoints)
+    if not paths:
+        raise ConfigError("no checkpoints to evaluate: give at least one (the first is the reference).")
+    models = per_path_models(options.model_name, paths)
+    require_data_for_model(models[0], options.data.name, paths[0])
+    name = options.data.name or trained_dataset(read_sidecar(paths[0]), trust_code=options.trust_code)
+    bundle = load_checkpoint_data(
+        paths[0], name, options.data.root, val_fraction=0.0, options=options.data.reader_options()
+    )
+    metrics = evaluate_checkpoints(
+        paths, bundle, measure_latency=options.latency, model_name=models, trust_code=options.trust_code
+    )
+    return EvalOutcome(metrics, bundle.name, len(bundle.test))

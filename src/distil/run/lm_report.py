@@ -6,7 +6,7 @@ cached keys and values. Latency is the median of those steps, teacher and studen
 code in the same process (so their ratio compares like with like); samples are greedy (argmax), so
 they are the same on every run.
 
-The decoding itself is :mod:`distil.measure_lm`'s; this module picks the prompts and assembles the
+The decoding itself is :mod:`distil.measure.lm`'s; this module picks the prompts and assembles the
 summary section. A model qualifies when it is a :class:`distil.models.hf.CausalLM`; others are left out.
 """
 
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from distil.data.tokenize import Tokenizer, get_tokenizer
-from distil.measure_lm import generation_latency, greedy_ids
+from distil.measure.lm import generation_latency, greedy_ids
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 48

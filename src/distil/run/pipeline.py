@@ -276,9 +276,9 @@ def transfer_student(
     console = rank_zero_console(console)
     _require_teacher(recipe, "transfer needs a trained teacher: pass --teacher PATH (a distil checkpoint).")
     if recipe.transfer.init == "random" and not recipe.transfer.reuse and not recipe.transfer.inherit_recipe:
-        recipe = recipe.model_copy(
-            update={"transfer": recipe.transfer.model_copy(update={"init": "teacher"})}
-        )
+        # Validated, not copied: the temperature override of init: teacher is resolved like a read recipe's.
+        transfer = TransferConfig.model_validate({**recipe.transfer.model_dump(), "init": "teacher"})
+        recipe = recipe.model_copy(update={"transfer": transfer})
     data = load_data(recipe)
     teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
     student, student_spec = build_model(

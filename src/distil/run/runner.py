@@ -18,7 +18,6 @@ that can fail on bad input fails before anything is written, then call `Runner.e
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,16 +31,8 @@ from torch import nn
 from distil.config import Recipe, recipe_to_yaml
 from distil.data import DataBundle
 from distil.fileio import atomic_write_json
-from distil.measure import (
-    MetricInputs,
-    ModelMetrics,
-    compare,
-    measure_model,
-    measure_token_model,
-    predict,
-    task_details,
-    time_models,
-)
+from distil.measure import ModelMetrics, compare, measure, time_models, weights_bytes
+from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.report import metrics_table
 from distil.report.progress import make_progress
 from distil.resources import oom_hint, preflight
@@ -53,7 +44,7 @@ from distil.train.runs import RunDir, resolve_resume
 from distil.train.stages import Stage
 from distil.train.state import checkpointing
 from distil.train.trackers import end_trackers, start_trackers
-from distil.transfer import PreparedStudent, transferred_kd
+from distil.transfer import PreparedStudent
 
 # What a sidecar says when a model's training recipe is not known (a teacher loaded from weights
 # trained elsewhere): never the run's own settings, which did not train it.
@@ -257,109 +248,73 @@ class Runner:
     # --------------------------------------------------------------------------------- measure
 
     def _measure_all(self) -> list[ModelMetrics]:
-        if self.data.is_tokens:
-            return self._measure_tokens()
-        data, run = self.data, self.dir
-        # The test set is measured in memory (read once from disk for on-disk data).
-        x_test, y_test = data.test.head(len(data.test)), data.test.labels
+        """Every kept model measured on the test set, one streamed pass each (`distil.measure.measure`; the
+        first model's predictions are the reference for agreement), all timed together, then saved: its
+        weights, and its sidecar written once with the final test metrics and the task's breakdowns."""
+        data, tokens = self.data, self.data.is_tokens
         metrics: list[ModelMetrics] = []
-        sidecars: list[dict[str, Any]] = []
-        teacher_logits: torch.Tensor | None = None
+        details: list[dict[str, Any]] = []
+        reference: torch.Tensor | None = None
         for kept in self.kept:
-            name = kept.name
-            model = kept.model.cpu().eval()
-            history = self.histories.get(name, [])
-            meta = _meta(self.recipe, data, kept.trained_with, history, name)
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._hf_tokenizer)
-            m = measure_model(
-                name,
-                model,
-                x_test,
-                y_test,
-                input_shape=data.input_shape,
-                teacher_logits=teacher_logits,
-                weights_path=weights,
+            measured = measure(
+                kept.model.cpu().eval(),
+                data.test,
+                data.task,
+                name=kept.name,
+                input_shape=self._input_shape,
+                reference=reference,
                 latency=False,  # timed below, every model interleaved with the others
-                task=data.task,
-                vocab_size=data.vocab_size,
+                batch_size=TOKEN_BATCH_SIZE if tokens else PREDICT_BATCH_SIZE,
+                vocab_size=self._vocab_size,
+                num_classes=None if tokens else data.num_classes,
             )
-            logits = predict(model, x_test)
-            if teacher_logits is None:
-                teacher_logits = logits
-            metrics.append(m)
-            # The task's breakdowns (classification: per-class accuracy); None (not NaN, which is not
-            # JSON) for a class with no test samples.
-            details = task_details(data.task, MetricInputs(logits, y_test, num_classes=data.num_classes))
-            sidecars.append(
-                {
-                    key: [None if v != v else v for v in values]
-                    for key, values in details.items()
-                    if values is not None
-                }
-            )
-        self._time(metrics, throughput=True)
-        for m, details in zip(metrics, sidecars, strict=True):
-            self._record_test_metrics(m, details)
+            reference = measured.predictions if reference is None else reference
+            metrics.append(measured.metrics)
+            # None (not NaN, which is not JSON) for a class with no test samples.
+            details.append({k: [None if v != v else v for v in vs] for k, vs in measured.details.items()})
+        self._time(metrics, throughput=not tokens)  # token models: generation latency is their speed figure
+        if tokens:
+            self._generation(metrics)
+        for kept, m, extra in zip(self.kept, metrics, details, strict=True):
+            self._save(kept, m, extra)
         return metrics
+
+    @property
+    def _input_shape(self) -> tuple[int, ...]:
+        """One sample's shape, for MACs and latency (a token model's: one block of T ids)."""
+        return tuple(self.data.test.sample_shape) if self.data.is_tokens else self.data.input_shape
+
+    @property
+    def _vocab_size(self) -> int | None:
+        """The range of a token model's input ids (a language model's vocabulary is its classes)."""
+        return self.data.num_classes if self.data.is_tokens else self.data.vocab_size
 
     def _time(self, metrics: list[ModelMetrics], *, throughput: bool) -> None:
         """Latency of every kept model in one interleaved measurement, so one burst of load cannot make one
-        of them look slow (`distil.measure.time_models`)."""
+        of them look slow (`distil.measure.time_models`). A run that compresses times its PyTorch rows
+        with the thread count of its ONNX rows (`compress.latency_threads`), so one report's latencies
+        compare."""
         if self.measure_latency:
             models = [k.model for k in self.kept]
-            shape = tuple(self.data.test.sample_shape) if self.data.is_tokens else self.data.input_shape
-            vocab = self.data.num_classes if self.data.is_tokens else self.data.vocab_size
-            time_models(metrics, models, shape, throughput=throughput, vocab_size=vocab)
-
-    def _record_test_metrics(self, m: ModelMetrics, details: dict[str, Any]) -> None:
-        """The final test metrics (and the task's breakdowns) in the model's sidecar too, so a checkpoint
-        carries its own numbers."""
-        sidecar = self.dir.file(f"{m.name}.json")
-        meta = json.loads(sidecar.read_text())
-        meta["test_metrics"] = m.to_dict()
-        meta.update(details)
-        atomic_write_json(sidecar, meta)
-
-    @functools.cached_property
-    def _hf_tokenizer(self) -> Any:
-        """The data's Hugging Face tokenizer, saved into NAME-hf/ beside an HF model (None: the byte
-        tokenizer, which has no files, or data that is not text)."""
-        from distil.data.hf_tokenizer import HFTokenizer
-        from distil.run.lm_report import tokenizer_of
-
-        tokenizer = tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
-        return tokenizer if isinstance(tokenizer, HFTokenizer) else None
-
-    def _measure_tokens(self) -> list[ModelMetrics]:
-        """Language models: the test blocks read batch by batch (their logits would not fit in memory),
-        agreement with the first model's (the teacher's) next-token predictions."""
-        data, run = self.data, self.dir
-        metrics: list[ModelMetrics] = []
-        reference: torch.Tensor | None = None
-        for kept in self.kept:
-            name = kept.name
-            model = kept.model.cpu().eval()
-            meta = _meta(self.recipe, data, kept.trained_with, self.histories.get(name, []), name)
-            weights = save_checkpoint(run.file(name), model, kept.spec, meta, tokenizer=self._hf_tokenizer)
-            m, preds = measure_token_model(
-                name,
-                model,
-                data.test,
-                vocab_size=data.num_classes,
-                reference=reference,
-                weights_path=weights,
-                latency=False,  # timed below, every model interleaved with the others
-                task=data.task,
+            compress = self.recipe.compress
+            threads = compress.latency_threads if compress is not None else None
+            time_models(
+                metrics,
+                models,
+                self._input_shape,
+                throughput=throughput,
+                threads=threads,
+                vocab_size=self._vocab_size,
             )
-            reference = preds if reference is None else reference
-            metrics.append(m)
-        self._time(metrics, throughput=False)  # token models: generation latency is their speed figure
+
+    def _generation(self, metrics: list[ModelMetrics]) -> None:
+        """Language models: greedy samples and decoding latency per token (`distil.run.lm_report`)."""
         from distil.run.lm_report import lm_section
 
         self.generation = lm_section(
             [(k.name, k.model) for k in self.kept],
-            data.test,
-            data.extra,
+            self.data.test,
+            self.data.extra,
             latency=self.measure_latency,
             trust_code=self.recipe.trust_code,
         )
@@ -367,8 +322,25 @@ class Runner:
             timed = self.generation["latency"].get(m.name)
             if timed is not None:
                 m.extra["generate_ms_per_token"] = timed["ms_per_token"]
-            self._record_test_metrics(m, {})
-        return metrics
+
+    def _save(self, kept: Kept, m: ModelMetrics, details: dict[str, Any]) -> None:
+        """The checkpoint of a measured model: weights, and a sidecar that carries its own final numbers
+        (written once; the row's size is the weights file's)."""
+        meta = _meta(self.recipe, self.data, kept.trained_with, self.histories.get(kept.name, []), kept.name)
+
+        def sidecar(weights: Path) -> dict[str, Any]:
+            m.bytes = weights_bytes(weights)
+            return {**meta, "test_metrics": m.to_dict(), **details}
+
+        save_checkpoint(self.dir.file(kept.name), kept.model, kept.spec, sidecar, tokenizer=self._tokenizer)
+
+    @functools.cached_property
+    def _tokenizer(self) -> Any:
+        """The data's tokenizer (None: data that is not text): its special ids go into NAME-hf/'s
+        config beside an HF model, and a Hugging Face one's files too."""
+        from distil.run.lm_report import tokenizer_of
+
+        return tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
 
     # --------------------------------------------------------------------------------- summary
 
@@ -427,9 +399,9 @@ def teacher_train_record(recipe: Recipe) -> Any:
     path = recipe.teacher.checkpoint
     if path is None:
         return recipe.teacher_train
-    from distil.train.checkpoint import _paths, read_sidecar
+    from distil.train.checkpoint import checkpoint_paths, read_sidecar
 
-    if not _paths(path)[1].is_file():
+    if not checkpoint_paths(path)[1].is_file():
         return None
     raw = read_sidecar(path).get("recipe")
     return raw if isinstance(raw, dict) else None
@@ -448,7 +420,7 @@ def _meta(
         "role": role,
         "recipe": trained_with,
         # The KD settings the student was distilled with (a transferred student's own temperature).
-        "kd": transferred_kd(recipe.transfer, recipe.kd).model_dump(mode="json") if role == KD_ROLE else None,
+        "kd": recipe.student_kd.model_dump(mode="json") if role == KD_ROLE else None,
         "data": data.describe(),
         "metrics": history[-1] if history else {},
     }

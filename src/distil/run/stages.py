@@ -20,7 +20,7 @@ from distil.data import DataBundle
 from distil.losses.compose import ComposedLoss
 from distil.run.runner import Runner
 from distil.train.stages import Stage
-from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe, transferred_kd
+from distil.transfer import PreparedStudent, fit_in_phases, prepare_student, teacher_recipe
 
 
 def train_on_labels(
@@ -113,8 +113,8 @@ def distill_stage(
 
 
 def transferred(recipe: Recipe) -> Recipe:
-    """`recipe` with the KD settings of its (possibly transferred) student (`transfer.kd_temperature`)."""
-    return recipe.model_copy(update={"kd": transferred_kd(recipe.transfer, recipe.kd)})
+    """`recipe` with the KD settings of its (possibly transferred) student (`Recipe.student_kd`)."""
+    return recipe.model_copy(update={"kd": recipe.student_kd})
 
 
 def compress_stage(runner: Runner) -> None:

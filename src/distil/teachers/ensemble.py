@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ class EnsembleTeacher:
     Args:
         modules: the trained teachers (frozen here: eval mode, no gradients).
         weights: one non-negative weight per teacher (default: equal).
-        temperature: the T the mixture is formed at; use the KD temperature.
+        temperature: the T the mixture is formed at; use the KD temperature. A loss whose temperature
+            follows a schedule (`temperature_final`) sets it per call through :meth:`follow`.
 
     Raises:
         ConfigError: no teachers, or weights that do not match them.
@@ -45,6 +46,13 @@ class EnsembleTeacher:
         self.modules = [freeze(m) for m in modules]
         self.weights = weights
         self.temperature = temperature
+        self._temperature: Callable[[], float] | None = None
+
+    def follow(self, temperature: Callable[[], float]) -> EnsembleTeacher:
+        """Mix at `temperature()` (e.g. `ComposedLoss.current_temperature`) at each call, so the mixture
+        is the one the KD term distills at in every epoch, not the first epoch's."""
+        self._temperature = temperature
+        return self
 
     def to(self, device: torch.device) -> EnsembleTeacher:
         for m in self.modules:
@@ -57,7 +65,8 @@ class EnsembleTeacher:
         shapes = {tuple(z.shape) for z in logits}
         if len(shapes) > 1:
             raise ConfigError(f"the teachers of an ensemble give different output shapes {sorted(shapes)}")
-        return ensemble_logits(logits, self.weights, self.temperature)
+        t = self._temperature() if self._temperature is not None else self.temperature
+        return ensemble_logits(logits, self.weights, t)
 
 
 def recipe_teachers(

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,21 @@ from distil.models.registry import check_trusted
 FORMAT = "distil-checkpoint/1"
 
 
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, sidecar) for a checkpoint given as NAME, NAME.json, NAME.safetensors or a run dir."""
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """The two files of a checkpoint: where its weights and its JSON sidecar are (or would be written).
+
+    Nothing is read, so this also tells whether a file is a distil checkpoint (its sidecar exists) or a
+    plain state_dict (none does).
+
+    Args:
+        path: NAME, NAME.json, NAME.safetensors, or a directory holding exactly one checkpoint.
+
+    Returns:
+        (weights path ``NAME.safetensors``, sidecar path ``NAME.json``).
+
+    Raises:
+        CheckpointError: `path` is a directory holding no checkpoint, or several.
+    """
     p = Path(path)
     if p.is_dir():
         candidates = sorted(p.glob("*.json"))
@@ -57,12 +70,17 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def hf_pretrained_dir(path: str | Path) -> Path:
     """Where the ``save_pretrained`` copy of a Hugging Face checkpoint `path` goes: ``NAME-hf/``."""
-    weights_path, _ = _paths(path)
+    weights_path, _ = checkpoint_paths(path)
     return weights_path.with_name(f"{weights_path.stem}-hf")
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], *, tokenizer: Any = None
+    path: str | Path,
+    model: nn.Module,
+    spec: dict[str, Any],
+    meta: dict[str, Any] | Callable[[Path], dict[str, Any]],
+    *,
+    tokenizer: Any = None,
 ) -> Path:
     """Save `model` as `path`.safetensors + `path`.json (both written atomically).
 
@@ -74,13 +92,15 @@ def save_checkpoint(
         path: checkpoint name without suffix, e.g. `runs/x/student`.
         model: the trained model.
         spec: the architecture spec from `distil.models.model_spec`.
-        meta: anything JSON-serialisable: recipe, data description, metrics...
-        tokenizer: a Hugging Face tokenizer (``hf:DIR``) saved into ``NAME-hf/`` with the model.
+        meta: anything JSON-serialisable: recipe, data description, metrics...; or a function of the
+            written weights file returning it (a sidecar that records the file's size, written once).
+        tokenizer: the data's tokenizer: its special ids go into ``NAME-hf/``'s config, and a Hugging
+            Face one (``hf:DIR``) is saved there with the model.
 
     Returns:
         The path of the weights file.
     """
-    weights_path, sidecar_path = _paths(path)
+    weights_path, sidecar_path = checkpoint_paths(path)
     blob = st_save(_state_dict(model))
     atomic_write_bytes(weights_path, blob)
     from distil.models.hf import is_hf_wrapper, save_hf_pretrained
@@ -94,7 +114,7 @@ def save_checkpoint(
         "weights": weights_path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         **extra,
-        **meta,
+        **(meta(weights_path) if callable(meta) else meta),
     }
     atomic_write_json(sidecar_path, sidecar)
     return weights_path
@@ -102,7 +122,7 @@ def save_checkpoint(
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The JSON sidecar of a checkpoint, validated to be one."""
-    _, sidecar_path = _paths(path)
+    _, sidecar_path = checkpoint_paths(path)
     if not sidecar_path.is_file():
         raise CheckpointError(
             f"checkpoint sidecar {str(sidecar_path)!r} not found; a distil checkpoint is NAME.safetensors + "
@@ -144,7 +164,7 @@ def load_checkpoint(
         CheckpointError: missing or corrupt files, a hash mismatch, weights that do not fit the spec, or
             (as UntrustedCodeError) a factory the user did not name.
     """
-    weights_path, sidecar_path = _paths(path)
+    weights_path, sidecar_path = checkpoint_paths(path)
     meta = read_sidecar(path)
     trusted = _trusted(trust_code, trusted_models)
     try:

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -27,7 +27,6 @@ from torch import nn
 
 from distil.data import SampleSplit
 from distil.data.batch import call_model, to_device
-from distil.measure import DEFAULT_TASK, TASKS, split_sums
 from distil.train.fsdp import is_sharded
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
@@ -58,21 +57,55 @@ def shard_bounds(n: int, num_shards: int, index: int) -> tuple[int, int]:
     return index * n // num_shards, (index + 1) * n // num_shards
 
 
+class ShardEvaluation(Protocol):
+    """Metrics as sums over a range of a split, added up across processes and then finished.
+
+    `distil.measure.split_evaluation(task)` gives a task's; `sharded_metrics` only shards, reduces and
+    keeps sharded forwards in lockstep, and knows nothing of the metrics.
+    """
+
+    @property
+    def size(self) -> int:
+        """The number of sums (a process without samples contributes that many zeros)."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """The default samples per forward pass."""
+        ...
+
+    def sums(
+        self,
+        model: nn.Module,
+        split: SampleSplit,
+        *,
+        start: int,
+        stop: int,
+        batch_size: int,
+        inference_mode: bool,
+    ) -> torch.Tensor:
+        """(size,) float64 sums over positions [start, stop) of `split`, on the model's device."""
+        ...
+
+    def finish(self, totals: torch.Tensor) -> dict[str, float | None]:
+        """The metrics by name from the (size,) totals (CPU) of every process."""
+        ...
+
+
 def sharded_metrics(
     accelerator: Accelerator,
     model: nn.Module,
     split: SampleSplit,
-    task: str = DEFAULT_TASK,
+    evaluation: ShardEvaluation,
     batch_size: int | None = None,
 ) -> dict[str, float | None]:
-    """The per-epoch evaluation metrics of `task` (a ``distil.measure.TASKS`` name) on `split`.
+    """The per-epoch evaluation metrics of `evaluation` (e.g. `distil.measure.split_evaluation(task)`).
 
-    Every task is evaluated by its streaming sums (`distil.measure.split_sums`): each process reads its
-    own shard batch by batch, the sums stay on the device, and one reduction adds them up, so no logits
-    are held whole and there is one host sync per evaluation. The totals are finished once, as a
-    single-process evaluation finishes them, so the metrics equal it bit for bit. Classification gets
-    ``accuracy``; a language model ``accuracy`` (next token), ``perplexity`` and ``loss`` (mean NLL in
-    nats).
+    Every metric is evaluated by its streaming sums: each process reads its own shard batch by batch,
+    the sums stay on the device, and one reduction adds them up, so no logits are held whole and there
+    is one host sync per evaluation. The totals are finished once, as a single-process evaluation
+    finishes them, so the metrics equal it bit for bit. Classification gets ``accuracy``; a language
+    model ``accuracy`` (next token), ``perplexity`` and ``loss`` (mean NLL in nats).
 
     Args:
         accelerator: the run's Accelerator (one process: a plain evaluation).
@@ -80,15 +113,11 @@ def sharded_metrics(
             buffers are made identical here, from rank 0), or an FSDP-sharded one: each of its forward
             passes is a collective, so every rank runs as many as the rank with the most batches.
         split: the evaluation data (the full split, on every rank).
-        task: the data's task.
-        batch_size: samples per forward pass (None: 512 for classification, 32 for other tasks, whose
-            outputs per sample are (T, V)).
+        evaluation: the metrics, as sums over a range of the split (the data's task's).
+        batch_size: samples per forward pass (None: `evaluation.batch_size`).
     """
-    streaming = TASKS.get(task).streaming
-    if streaming is None:
-        raise ValueError(f"task {task!r} has no streaming metrics, so it cannot be evaluated per epoch")
     if batch_size is None:
-        batch_size = 512 if task == DEFAULT_TASK else 32
+        batch_size = evaluation.batch_size
     if accelerator.num_processes > 1:
         # DDP syncs buffers (BatchNorm statistics) at the start of each forward, so after the last step
         # every rank holds its own update; take rank 0's, the model that gets saved.
@@ -98,17 +127,17 @@ def sharded_metrics(
     lockstep = accelerator.num_processes > 1 and is_sharded(model)
     start, stop = shard_bounds(len(split), accelerator.num_processes, accelerator.process_index)
     if stop > start:
-        sums, _ = split_sums(
-            model, split, task, batch_size=batch_size, start=start, stop=stop, inference_mode=not lockstep
+        sums = evaluation.sums(
+            model, split, start=start, stop=stop, batch_size=batch_size, inference_mode=not lockstep
         )
     else:  # more ranks than samples: this one adds nothing
-        sums = torch.zeros(streaming.size, dtype=torch.float64, device=accelerator.device)
+        sums = torch.zeros(evaluation.size, dtype=torch.float64, device=accelerator.device)
     if lockstep:
         most = math.ceil(math.ceil(len(split) / accelerator.num_processes) / batch_size)
         _idle_forwards(model, split, most - math.ceil((stop - start) / batch_size), accelerator.device)
     if accelerator.num_processes > 1:
         sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum")
-    return streaming.finish(sums.cpu())
+    return evaluation.finish(sums.cpu())
 
 
 def _idle_forwards(model: nn.Module, split: SampleSplit, count: int, device: torch.device) -> None:

@@ -11,12 +11,12 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from torch import nn
 
 from distil.config import TrainConfig, cache_settings
@@ -24,7 +24,8 @@ from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoa
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import call_model, to_device
 from distil.errors import ConfigError, TrainingError
-from distil.report.progress import RunProgress
+from distil.losses.protocol import DistillationLoss
+from distil.measure import split_evaluation
 from distil.train.distributed import (
     average_gradients,
     broadcast_module,
@@ -52,6 +53,19 @@ from distil.train.trackers import check_trackers, log_to_trackers
 
 LossFn = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 TeacherFn = Callable[[dict[str, torch.Tensor]], Any]
+
+
+@runtime_checkable
+class EpochReporter(Protocol):
+    """A progress display that also reports each finished epoch (`distil.report.progress.RunProgress`).
+
+    The loop only draws bars in a Rich `Progress`; one that has `epoch_end` is also given every epoch's
+    record (on the main process), to show as a line, a JSON object or a status. The display is the
+    caller's: the loop does not know how records are shown.
+    """
+
+    def epoch_end(self, task_id: TaskID, record: dict[str, Any], epochs: int) -> None:
+        """Report a finished epoch of the stage whose bar is `task_id` (of `epochs` in all)."""
 
 
 @dataclass
@@ -227,10 +241,12 @@ def fit(
             that learn from each other: each is then evaluated, as `s{i}_eval_accuracy`).
         data: the in-memory dataset.
         cfg: the training recipe.
-        loss_fn: returns a dict of named scalar terms with the total under "loss".
+        loss_fn: returns a dict of named scalar terms with the total under "loss". A
+            `distil.losses.protocol.DistillationLoss` is also told each epoch (`set_epoch`).
         teacher: gives teacher outputs for a batch (e.g. `LiveTeacher`), or None for plain training.
         accelerator: device/precision/process setup; a CPU-or-GPU default when None.
-        progress: a Rich Progress to draw a bar in; None draws nothing.
+        progress: a Rich Progress to draw a bar in; None draws nothing. If it is an `EpochReporter`
+            (e.g. `distil.report.progress.make_progress`), each epoch's record is reported to it too.
         description: label of the progress bar and the records (a `Stage` or any name).
         on_epoch_end: called with each epoch's record (e.g. to append to metrics.jsonl).
         log_every: steps between host syncs (progress update and NaN check).
@@ -408,7 +424,7 @@ class TrainLoop:
         # trained reproduces the rest of an interrupted epoch exactly (the skipped ones are not read).
         start = self.skip if epoch == self.start_epoch else 0
         self.loader.set_epoch(epoch, start_batch=start)
-        if hasattr(self.loss_fn, "set_epoch"):  # losses with warm-ups or temperature schedules
+        if isinstance(self.loss_fn, DistillationLoss):  # warm-ups and temperature schedules
             self.loss_fn.set_epoch(epoch)
         self.model.train()
         started = time.perf_counter()
@@ -508,11 +524,11 @@ class TrainLoop:
         unwrapped = self._trained()
         if self.loss_module is not None:
             broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
-        name, task = self.eval_name, self.data.task
+        name, evaluation = self.eval_name, split_evaluation(self.data.task)
         students = unwrapped.students if isinstance(unwrapped, Cohort) else [unwrapped]
         out: dict[str, float] = {}
         for i, student in enumerate(students):
-            found = sharded_metrics(self.accelerator, student, self.eval_data, task)
+            found = sharded_metrics(self.accelerator, student, self.eval_data, evaluation)
             for key, value in found.items():
                 if value is None:
                     continue
@@ -539,7 +555,7 @@ class TrainLoop:
             )
         if self.on_epoch_end is not None and accelerator.is_main_process:
             self.on_epoch_end(record)
-        if isinstance(progress, RunProgress) and task is not None and accelerator.is_main_process:
+        if isinstance(progress, EpochReporter) and task is not None and accelerator.is_main_process:
             progress.epoch_end(task, record, self.cfg.epochs)  # loss terms on the bar, or a plain/JSON line
         log_to_trackers(accelerator, record)
 

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distil.config import KDConfig, TrainConfig, TransferConfig
+from distil.config import TRANSFERRED_KD_TEMPERATURE, KDConfig, TrainConfig, TransferConfig
 from distil.errors import TransferError
 from distil.transfer.parameters import (
     auto_layer_map,
     expand_block_numbers,
     parse_layer_map,
-    select_indices,
     transfer_parameters,
 )
 from distil.transfer.recipe import inherit_recipe, teacher_recipe
 from distil.transfer.report import RecipeRecord, StructureRecord, TransferRecord, TransferReport
+from distil.transfer.selection import select_indices
 from distil.transfer.structure import UnfreezeSchedule, fit_in_phases, reuse_modules
 
 
@@ -50,10 +50,9 @@ class PreparedStudent:
 
 # A student initialised from the teacher already sits near the teacher's solution; at the lr and T = 4 that
 # suit a random one, KD's first steps carried it away and transfer + KD ended below transfer alone.
-# Measured with benchmarks/transfer_fashion_mnist.py (docs/transfer.md#transfer--kd-defaults): at 1
-# epoch T = 1 gained most (+3.4 pt over T = 4 at lr x 0.2), the lower lr another +1.4 pt over lr x 1.
+# Measured with benchmarks/transfer_fashion_mnist.py (docs/transfer.md#transfer--kd-defaults): the lower
+# lr gained another +1.4 pt over lr x 1 (the temperature: distil.config.TRANSFERRED_KD_TEMPERATURE).
 TRANSFERRED_LR_SCALE = 0.2  # transfer.lr_scale: None
-TRANSFERRED_KD_TEMPERATURE = 1.0  # transfer.kd_temperature: None
 
 
 def transferred_lr_scale(cfg: TransferConfig) -> float:
@@ -64,17 +63,12 @@ def transferred_lr_scale(cfg: TransferConfig) -> float:
 
 
 def transferred_kd(cfg: TransferConfig, kd: KDConfig) -> KDConfig:
-    """The KD settings of a student prepared by `cfg`: `kd` with the transferred student's temperature.
+    """The KD settings of a student prepared by `cfg`: `cfg.kd_for(kd)` (`Recipe.student_kd` of a recipe).
 
-    `cfg.kd_temperature`, else `TRANSFERRED_KD_TEMPERATURE` when the student is initialised from the
-    teacher (a temperature schedule is then dropped), else `kd` unchanged.
+    `cfg.kd_temperature` (resolved when `cfg` was read: `TRANSFERRED_KD_TEMPERATURE` with init: teacher)
+    with the temperature schedule dropped, else `kd` unchanged.
     """
-    t = cfg.kd_temperature
-    if t is None and cfg.init == "teacher":
-        t = TRANSFERRED_KD_TEMPERATURE
-    if t is None or (t == kd.temperature and kd.temperature_final is None):
-        return kd
-    return kd.model_copy(update={"temperature": t, "temperature_final": None})
+    return cfg.kd_for(kd)
 
 
 def prepare_student(
@@ -151,6 +145,7 @@ def prepare_student(
 
 
 __all__ = [
+    "TRANSFERRED_KD_TEMPERATURE",
     "PreparedStudent",
     "RecipeRecord",
     "StructureRecord",

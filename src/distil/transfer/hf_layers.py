@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from distil.errors import TransferError
-from distil.transfer.parameters import select_indices
+from distil.transfer.selection import select_indices
 
 # Projection names inside one block, per family.
 _LLAMA = {

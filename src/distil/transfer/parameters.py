@@ -22,51 +22,15 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from distil.errors import TransferError
-from distil.registry import closest
+from distil.transfer.hf_layers import hf_width_donor, is_hf_model
 from distil.transfer.report import TransferRecord, TransferReport
-
-Selection = Literal["uniform", "first", "l1"]
-SELECTIONS: tuple[str, ...] = ("uniform", "first", "l1")
-
-
-# --------------------------------------------------------------------------------------------- selection
-def select_indices(n: int, k: int, selection: str, importance: torch.Tensor | None = None) -> list[int]:
-    """Which `k` of `n` channels to keep, in ascending order.
-
-    Args:
-        n: the teacher's channel count.
-        k: the student's channel count (1 <= k <= n).
-        selection: "uniform" (evenly spaced: floor(i * n / k)), "first" (0..k-1) or "l1" (the k with the
-            largest importance).
-        importance: one score per channel, required for "l1".
-
-    Returns:
-        `k` sorted channel indices.
-    """
-    if not 1 <= k <= n:
-        raise TransferError(
-            f"cannot keep {k} of {n} channels; the student must not be wider than the teacher"
-        )
-    if selection == "first":
-        return list(range(k))
-    if selection == "uniform":
-        return [i * n // k for i in range(k)]
-    if selection == "l1":
-        if importance is None or importance.numel() != n:
-            raise TransferError(f"l1 selection needs one importance score per channel ({n})")
-        # A stable sort keeps the lower index on ties, so a tie-break never depends on the platform.
-        order = torch.sort(importance.double(), descending=True, stable=True).indices[:k]
-        return sorted(int(i) for i in order)
-    raise TransferError(
-        f"unknown selection {selection!r}. Valid selections: {', '.join(SELECTIONS)}"
-        + (f". Did you mean {closest(selection, SELECTIONS)!r}?" if closest(selection, SELECTIONS) else ".")
-    )
+from distil.transfer.selection import SELECTIONS, select_indices
 
 
 # --------------------------------------------------------------------------------------------- layer map
@@ -332,8 +296,6 @@ def transfer_parameters(
             the teacher, an invalid layer map, or (strict) shapes that selection cannot reconcile.
             The student is left untouched when this is raised.
     """
-    from distil.transfer.hf_layers import hf_width_donor, is_hf_model
-
     if selection not in SELECTIONS:
         select_indices(1, 1, selection)  # raises with the valid choices
     t_state = teacher.state_dict()

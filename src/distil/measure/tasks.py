@@ -1,0 +1,478 @@
+"""Tasks: which quality metrics a model is measured by (``TASKS``), and their streaming sums over a split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distil.data.batch import IGNORE_INDEX, call_model, to_device
+from distil.data.bundle import SampleSplit
+from distil.errors import ConfigError, DataError
+from distil.measure._util import _check_positive, _eval_mode, _model_device
+from distil.measure.quality import accuracy, agreement, next_token_agreement, per_class_accuracy, perplexity
+from distil.registry import Registry
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """What a task metric sees: one model's outputs on the evaluation set.
+
+    Attributes:
+        logits: ``(N, K)`` or ``(N, T, V)``.
+        labels: ``(N,)`` classes or ``(N, T)`` tokens (``IGNORE_INDEX`` where a position has none).
+        teacher_logits: The reference (teacher) model's logits, same shape; ``None`` for the teacher.
+        mask: ``(N,)`` or ``(N, T)`` bool, the positions that count; ``None`` when all do.
+        num_classes: The class (vocabulary) count, when known.
+    """
+
+    logits: Tensor
+    labels: Tensor
+    teacher_logits: Tensor | None = None
+    mask: Tensor | None = None
+    num_classes: int | None = None
+
+
+Metric = Callable[[MetricInputs], Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """The quality metrics of one kind of model output.
+
+    Attributes:
+        name: The key in ``TASKS`` (and ``ModelMetrics.task``).
+        metrics: Scalar metrics by name, each ``(MetricInputs) -> float | None`` (``None``: not
+            applicable, e.g. agreement of the teacher itself). ``accuracy`` (required) and
+            ``agreement`` fill the report's columns; the others go to ``ModelMetrics.extra``.
+        details: Breakdowns by name, each ``(MetricInputs) -> list[float] | None`` (e.g. per-class
+            accuracy), written to a checkpoint's sidecar (NaN as null) rather than the report table.
+        streaming: The same scalar metrics computed batch by batch from summed counts (evaluation of a
+            split too large to hold its logits, sharded over processes with one reduction); ``None``:
+            the task is evaluated on whole logits only.
+    """
+
+    name: str
+    metrics: dict[str, Metric]
+    details: dict[str, Metric] = field(default_factory=dict)
+    streaming: StreamingMetrics | None = None
+
+
+@dataclass(frozen=True)
+class StreamingMetrics:
+    """A task's metrics as sums over batches: ``sums`` per batch, added up (and across processes), then
+    ``finish`` turns the totals into metrics by name.
+
+    Attributes:
+        sums: ``(logits, labels, reference) -> (K,) float64`` for one batch, on the logits' device and
+            without a host sync; ``reference`` is the teacher's top-1 predictions for that batch (same
+            shape as ``labels``) or ``None``.
+        finish: ``(K,) float64 totals (CPU) -> {name: float | None}``; ``accuracy`` is required.
+        size: K, the number of sums (a process with no samples contributes K zeros).
+        detail_sums: The task's breakdowns (``Task.details``) as sums too: ``(preds, labels, num_classes)
+            -> (D,) float64`` for one batch (e.g. per-class hits and counts); ``None``: no breakdowns.
+        detail_finish: ``(D,) totals -> {name: list of float, NaN where undefined}``.
+    """
+
+    sums: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    finish: Callable[[Tensor], dict[str, float | None]]
+    size: int
+    detail_sums: Callable[[Tensor, Tensor, int], Tensor] | None = None
+    detail_finish: Callable[[Tensor], dict[str, list[float]]] | None = None
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+DEFAULT_TASK = "classification"
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to ``TASKS``; a task needs an ``accuracy`` metric (the report's quality column).
+
+    Raises:
+        ValueError: No ``accuracy`` metric, or the name is taken.
+    """
+    if "accuracy" not in task.metrics:
+        raise ValueError(f"task {task.name!r} needs an 'accuracy' metric (the report's quality column)")
+    TASKS.register(task.name)(task)
+    return task
+
+
+register_task(
+    Task(
+        name="classification",
+        metrics={
+            "accuracy": lambda m: accuracy(m.logits, m.labels, m.mask),
+            "agreement": lambda m: (
+                agreement(m.logits, m.teacher_logits, m.mask) if m.teacher_logits is not None else None
+            ),
+        },
+        details={
+            "per_class_accuracy": lambda m: (
+                per_class_accuracy(m.logits, m.labels, m.num_classes, m.mask)
+                if m.num_classes is not None
+                else None
+            ),
+        },
+        streaming=StreamingMetrics(
+            sums=lambda logits, labels, ref: _hit_sums(logits.argmax(-1), labels, ref),
+            finish=lambda t: {
+                # float32, as `accuracy` divides: a sharded evaluation equals a single-process one.
+                "accuracy": float(t[0].float() / t[1].float().clamp(min=1)),
+                "agreement": float(t[2].float() / t[1].float().clamp(min=1)) if t[3] > 0 else None,
+            },
+            size=4,
+            detail_sums=lambda preds, labels, k: _class_sums(preds, labels, k),
+            detail_finish=lambda t: {"per_class_accuracy": _class_finish(t)},
+        ),
+    )
+)
+
+
+def _class_sums(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """[correct of class 0..K-1, samples of class 0..K-1] over positions not IGNORE_INDEX, (2K,) float64.
+
+    Raises:
+        DataError: A label outside ``[0, num_classes)`` (as :func:`per_class_accuracy`).
+    """
+    labels = labels.to(preds.device).long()
+    valid = labels != IGNORE_INDEX
+    preds, labels = preds[valid], labels[valid]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(
+            f"labels must be in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]; "
+            "check num_classes."
+        )
+    total = torch.bincount(labels, minlength=num_classes)
+    correct = torch.bincount(labels[preds == labels], minlength=num_classes)
+    return torch.cat([correct, total]).double()
+
+
+def _class_finish(t: Tensor) -> list[float]:
+    """Per-class accuracy from :func:`_class_sums`' totals; NaN for a class with no samples."""
+    correct, total = t.chunk(2)
+    return [c / n if n else float("nan") for c, n in zip(correct.tolist(), total.tolist(), strict=True)]
+
+
+def _hit_sums(preds: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor:
+    """[correct, counted, agreeing with `reference`, reference given] over positions not IGNORE_INDEX."""
+    labels = labels.to(preds.device)
+    valid = labels != IGNORE_INDEX
+    agree = (preds == reference.to(preds.device)) & valid if reference is not None else valid[:0]
+    return torch.stack(
+        [
+            ((preds == labels) & valid).sum().double(),
+            valid.sum().double(),
+            agree.sum().double(),
+            torch.tensor(float(reference is not None), dtype=torch.float64, device=preds.device),
+        ]
+    )
+
+
+def _token_sums(logits: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor:
+    """[correct, counted, agreeing, reference given, summed NLL (nats)] of one (B, T, V) batch."""
+    labels = labels.to(logits.device)
+    nll = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), labels.reshape(-1).long(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return torch.cat([_hit_sums(logits.argmax(-1), labels, reference), nll.double().reshape(1)])
+
+
+def _token_finish(t: Tensor) -> dict[str, float | None]:
+    count = float(t[1])
+    if count == 0:
+        raise DataError("language-model evaluation: no labelled token positions in the split.")
+    mean_nll = float(t[4]) / count
+    return {
+        "accuracy": float(t[0]) / count,
+        "agreement": float(t[2]) / count if t[3] > 0 else None,
+        "perplexity": float(torch.tensor(mean_nll, dtype=torch.float64).exp()),
+        "loss": mean_nll,
+    }
+
+
+register_task(
+    Task(
+        name="language-modeling",
+        metrics={
+            # Next-token accuracy: the report's quality column.
+            "accuracy": lambda m: accuracy(m.logits, m.labels, m.mask),
+            "agreement": lambda m: (
+                next_token_agreement(m.logits, m.teacher_logits, m.labels, m.mask)
+                if m.teacher_logits is not None
+                else None
+            ),
+            "perplexity": lambda m: perplexity(m.logits, m.labels, m.mask),
+        },
+        streaming=StreamingMetrics(sums=_token_sums, finish=_token_finish, size=5),
+    )
+)
+
+
+def task_metrics(task: str, inputs: MetricInputs) -> dict[str, Any]:
+    """The scalar metrics of ``task`` on ``inputs``, by name.
+
+    Raises:
+        ConfigError: An unknown task (the valid ones and the closest match are listed).
+    """
+    return {name: metric(inputs) for name, metric in TASKS.get(task).metrics.items()}
+
+
+def split_sums(
+    model: nn.Module,
+    split: SampleSplit,
+    task: str,
+    *,
+    reference: Tensor | None = None,
+    batch_size: int = 64,
+    start: int = 0,
+    stop: int | None = None,
+    keep_predictions: bool = False,
+    inference_mode: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """The streaming sums of ``task`` (:class:`StreamingMetrics`) over positions [start, stop) of a split.
+
+    Batches are read from the split, so its logits are never held whole (a language model's (N, T, V)
+    would not fit); the sums stay on the model's device until the end (no per-batch host sync).
+
+    Args:
+        model: the model; its training flags are restored afterwards.
+        split: the evaluation data.
+        task: a ``TASKS`` name with ``streaming`` metrics.
+        reference: the teacher's top-1 predictions on the same positions (``(n,)`` or ``(n, T)``), for
+            agreement; ``None``: no agreement.
+        batch_size: samples per forward pass.
+        start, stop: the positions evaluated (one process's shard).
+        keep_predictions: also return this model's top-1 predictions (the reference of later models).
+        inference_mode: False runs the forwards under `torch.no_grad` instead: an FSDP-sharded model keeps
+            the buffers it gathers parameters into, and made under inference_mode they would break its
+            next training step.
+
+    Returns:
+        (sums (K,) float64 on the model's device, predictions on the CPU or None).
+
+    Raises:
+        ConfigError: an unknown task, or one without streaming metrics.
+    """
+    sums, _, preds = _stream(
+        model,
+        split,
+        _streaming(task),
+        reference=reference,
+        batch_size=batch_size,
+        start=start,
+        stop=stop,
+        keep_predictions=keep_predictions,
+        inference_mode=inference_mode,
+    )
+    if sums is None:
+        raise DataError(f"{task} evaluation: the split holds no samples in [{start}, {stop}).")
+    return sums, preds
+
+
+def _streaming(task: str) -> StreamingMetrics:
+    """The streaming metrics of `task`.
+
+    Raises:
+        ConfigError: an unknown task, or one without streaming metrics.
+    """
+    streaming = TASKS.get(task).streaming
+    if streaming is None:
+        raise ConfigError(
+            f"task {task!r} has no streaming metrics (Task.streaming), so it cannot be measured batch by "
+            "batch over a split; register them, or measure whole logits with measure_model."
+        )
+    return streaming
+
+
+def _stream(
+    model: nn.Module,
+    split: SampleSplit,
+    streaming: StreamingMetrics,
+    *,
+    reference: Tensor | None,
+    batch_size: int,
+    start: int = 0,
+    stop: int | None = None,
+    keep_predictions: bool = False,
+    inference_mode: bool = True,
+    num_classes: int | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """One pass over [start, stop) of `split`: (the task's sums, its detail sums (given `num_classes` and
+    detail sums) or None, the top-1 predictions on the CPU or None); sums are None for no samples."""
+    _check_positive("batch_size", batch_size)
+    device = _model_device(model)
+    details = streaming.detail_sums if num_classes is not None else None
+    total: Tensor | None = None
+    detail_total: Tensor | None = None
+    preds: list[Tensor] = []
+    offset = start
+    with _eval_mode(model), torch.inference_mode() if inference_mode else torch.no_grad():
+        for batch in split.batches(batch_size, start, stop):
+            batch = to_device(batch, device)
+            logits = call_model(model, batch["inputs"])
+            n = logits.shape[0]
+            ref = reference[offset - start : offset - start + n] if reference is not None else None
+            offset += n
+            sums = streaming.sums(logits, batch["labels"], ref)
+            total = sums if total is None else total + sums
+            if details is not None:
+                assert num_classes is not None
+                d = details(logits.argmax(-1), batch["labels"], num_classes)
+                detail_total = d if detail_total is None else detail_total + d
+            if keep_predictions:
+                preds.append(logits.argmax(-1).cpu())
+    return total, detail_total, (torch.cat(preds) if keep_predictions and preds else None)
+
+
+def split_metrics(
+    model: nn.Module,
+    split: SampleSplit,
+    task: str,
+    *,
+    reference: Tensor | None = None,
+    batch_size: int = 64,
+    keep_predictions: bool = False,
+) -> tuple[dict[str, float | None], Tensor | None]:
+    """The scalar metrics of ``task`` on a whole split, batch by batch (see :func:`split_sums`).
+
+    Returns:
+        (metrics by name, this model's top-1 predictions or None).
+    """
+    quality = split_quality(
+        model, split, task, reference=reference, batch_size=batch_size, keep_predictions=keep_predictions
+    )
+    return quality.metrics, quality.predictions
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    """A task's streaming metrics over a range of a split, for an evaluation shared across processes.
+
+    `distil.train.distributed.sharded_metrics` has each process add up :meth:`sums` over its own shard,
+    reduces them, and calls :meth:`finish` once; it knows nothing of tasks. Build one with
+    :func:`split_evaluation`.
+
+    Attributes:
+        task: the ``TASKS`` name.
+        streaming: its streaming metrics.
+        batch_size: the default samples per forward pass.
+    """
+
+    task: str
+    streaming: StreamingMetrics
+    batch_size: int
+
+    @property
+    def size(self) -> int:
+        """The number of sums (a process without samples contributes that many zeros)."""
+        return self.streaming.size
+
+    def sums(
+        self,
+        model: nn.Module,
+        split: SampleSplit,
+        *,
+        start: int,
+        stop: int,
+        batch_size: int,
+        inference_mode: bool,
+    ) -> Tensor:
+        """(K,) float64 sums over positions [start, stop) of `split`, on the model's device (:func:`split_sums`)."""
+        sums, _ = split_sums(
+            model,
+            split,
+            self.task,
+            batch_size=batch_size,
+            start=start,
+            stop=stop,
+            inference_mode=inference_mode,
+        )
+        return sums
+
+    def finish(self, totals: Tensor) -> dict[str, float | None]:
+        """The metrics by name from the (K,) totals (CPU) of every process."""
+        return self.streaming.finish(totals)
+
+
+def split_evaluation(task: str = DEFAULT_TASK) -> SplitEvaluation:
+    """The per-epoch evaluation of `task`: its streaming metrics, 512 samples a batch for classification
+    and 32 for other tasks (whose outputs per sample are (T, V)).
+
+    Raises:
+        ConfigError: an unknown task.
+        ValueError: a task without streaming metrics.
+    """
+    streaming = TASKS.get(task).streaming
+    if streaming is None:
+        raise ValueError(f"task {task!r} has no streaming metrics, so it cannot be evaluated per epoch")
+    return SplitEvaluation(task, streaming, 512 if task == DEFAULT_TASK else 32)
+
+
+@dataclass(frozen=True)
+class SplitQuality:
+    """A model's quality on a split, from one streamed pass.
+
+    Attributes:
+        metrics: The task's scalar metrics by name (``accuracy``, ``agreement``, ...).
+        details: The task's breakdowns by name (classification: ``per_class_accuracy``, NaN for a class
+            with no samples); empty without ``num_classes``.
+        predictions: The model's top-1 predictions on the CPU (the reference of later models), or None.
+    """
+
+    metrics: dict[str, float | None]
+    details: dict[str, list[float]]
+    predictions: Tensor | None
+
+
+def split_quality(
+    model: nn.Module,
+    split: SampleSplit,
+    task: str,
+    *,
+    reference: Tensor | None = None,
+    batch_size: int = 64,
+    keep_predictions: bool = False,
+    num_classes: int | None = None,
+) -> SplitQuality:
+    """The metrics and breakdowns of ``task`` on a whole split, batch by batch: logits are never held
+    whole, only summed counts (and, with `keep_predictions`, the top-1 predictions).
+
+    Args:
+        model: the model; its training flags are restored afterwards.
+        split: the evaluation data.
+        task: a ``TASKS`` name with ``streaming`` metrics.
+        reference: the teacher's top-1 predictions on `split`, for agreement.
+        batch_size: samples per forward pass.
+        keep_predictions: also return this model's top-1 predictions.
+        num_classes: the class count, for the task's breakdowns (per-class accuracy); None: none.
+
+    Raises:
+        ConfigError: an unknown task, or one without streaming metrics.
+        DataError: an empty split, or a label outside ``[0, num_classes)``.
+    """
+    streaming = _streaming(task)
+    sums, detail_sums, preds = _stream(
+        model,
+        split,
+        streaming,
+        reference=reference,
+        batch_size=batch_size,
+        keep_predictions=keep_predictions,
+        num_classes=num_classes,
+    )
+    if sums is None:
+        raise DataError(f"{task} evaluation: the split holds no samples; evaluate on a non-empty set.")
+    details = {}
+    if detail_sums is not None and streaming.detail_finish is not None:
+        details = streaming.detail_finish(detail_sums.cpu())
+    return SplitQuality(streaming.finish(sums.cpu()), details, preds)
+
+
+def task_details(task: str, inputs: MetricInputs) -> dict[str, Any]:
+    """The non-scalar breakdowns of ``task`` on ``inputs`` (e.g. ``per_class_accuracy``), by name."""
+    return {name: detail(inputs) for name, detail in TASKS.get(task).details.items()}

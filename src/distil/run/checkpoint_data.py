@@ -1,0 +1,83 @@
+"""Commands on an existing checkpoint: which data they read (:class:`DataOptions`), and loading both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from distil.run.options import setting
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from distil.data import DataBundle
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """The dataset a command on an existing checkpoint reads, and its reader options.
+
+    Every field left at None means "what the checkpoint recorded": a distil checkpoint's sidecar names
+    its dataset and, for an image folder, the preprocessing it was trained with.
+    """
+
+    name: str | None = setting(None, "Dataset name (default: the one the checkpoint was trained on).")
+    root: str | None = setting(None, "Dataset directory or file.")
+    limit: int | None = setting(None, "Use at most this many training samples (fine-tuning, calibration).")
+    image_size: int | None = setting(
+        None, "Image folders: resize + center-crop to N x N (default: what the checkpoint recorded)."
+    )
+    channels: Literal["auto", "L", "RGB"] | None = setting(
+        None, "Image folders: L or RGB (default: what the checkpoint recorded)."
+    )
+    on_bad_sample: Literal["error", "skip"] | None = setting(
+        None, "Image folders: skip (and count) corrupt images (default: what the checkpoint recorded)."
+    )
+
+    def reader_options(self) -> dict[str, Any]:
+        """The image reader options given here (None: not given, the recorded one applies)."""
+        return {"image_size": self.image_size, "channels": self.channels, "on_bad_sample": self.on_bad_sample}
+
+
+def recipe_reader_options(recipe: Any) -> dict[str, Any]:
+    """The image reader options a recipe's data section gives (None: not given).
+
+    Args:
+        recipe: a :class:`distil.config.Recipe`; its ``data.image_size/channels/on_bad_sample`` apply.
+    """
+    d = recipe.data
+    return {"image_size": d.image_size, "channels": d.channels, "on_bad_sample": d.on_bad_sample}
+
+
+def load_checkpoint_and_data(
+    checkpoint: str,
+    data: DataOptions,
+    model_name: str | None = None,
+    *,
+    trust_code: bool = False,
+) -> tuple[nn.Module, dict[str, Any], DataBundle]:
+    """Load a checkpoint and the dataset it was trained on (or `data.name`), with a validation split.
+
+    A distil checkpoint brings its architecture, dataset and reader options (an image folder's
+    image_size/channels; options given in `data` win, a contradicting one is an error); a plain
+    state_dict needs `model_name` (--model) and `data.name` (--data). The sidecar chooses no code: a
+    factory or dataset function it names is refused unless it is `model_name` or `trust_code` is set.
+
+    Returns:
+        (the model in eval mode, its sidecar metadata, the data with a 10% validation split).
+
+    Raises:
+        ConfigError: `model_name` for a plain state_dict without `data.name`, or reader options that
+            contradict the recorded ones.
+        CheckpointError: a missing, corrupt or unfitting checkpoint.
+    """
+    from distil.run.evaluate import load_any, load_checkpoint_data, require_data_for_model
+    from distil.train.checkpoint import read_sidecar, trained_dataset
+
+    require_data_for_model(model_name, data.name, checkpoint)
+    name = data.name or trained_dataset(read_sidecar(checkpoint), trust_code=trust_code)
+    bundle = load_checkpoint_data(
+        checkpoint, name, data.root, val_fraction=0.1, limit=data.limit, options=data.reader_options()
+    )
+    model, meta, _ = load_any(checkpoint, bundle, model_name, trust_code=trust_code)
+    return model.eval(), meta, bundle
