@@ -224,8 +224,8 @@ class TeacherCacheConfig(_Strict):
     form: Literal["auto", "full", "topk", "sampled"] = Field(
         default="auto",
         description="what is stored per sample (per token for sequence models): full = all logits (2 bytes "
-        "each); topk = the k largest + a tail fill per temperature (classifiers: any logit term; sequence "
-        "models: the kd term's sparse targets); sampled = k draws with importance weights (sequence models, "
+        "each); topk = the k largest + a tail fill per temperature (the kd term only: dense logits, or a "
+        "sequence model's sparse targets); sampled = k draws with importance weights (sequence models, "
         "unbiased); auto = full for classifiers and vocabularies <= 1024, else sampled",
     )
     k: int = Field(default=16, ge=1, description="topk/sampled: logits or tokens kept per sample (per token)")

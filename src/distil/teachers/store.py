@@ -6,7 +6,7 @@ per row is a *format* (the classes below, which only write rows and read them ba
 - ``full``: all K (or V) logits, float16.
 - ``topk``: the k largest logits (float16), their ids, and one fill logit per temperature the run uses
   (float32) that keeps the tail's total probability at that temperature exactly
-  (`distil.teachers.cache`). Read back either as dense logits (any loss, any stored temperature) or as
+  (`distil.teachers.cache`). Read back either as dense logits (the kd term at any stored temperature) or as
   sparse targets for the `kd` term of a sequence model (`SparseTargets`: log p_T of the k ids and the
   tail mass, derived from the same numbers). This is the one top-k: classifiers and language models
   share its layout.
