@@ -111,3 +111,21 @@ def test_recipe_new_writes_the_group_and_it_loads(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the new shape: no deprecated key
         assert load_recipe(path).student_train.teacher_cache.k == 8
+
+
+def test_a_training_state_saved_with_the_flat_keys_still_resumes() -> None:
+    import torch
+
+    from distil.train.state import fingerprint, upgrade_fingerprint
+
+    model = torch.nn.Linear(2, 2)
+    flat = {"teacher_cache": "auto", "teacher_cache_form": "auto", "teacher_cache_k": 16}
+    flat |= {"teacher_cache_topk": 3, "teacher_cache_views": None}  # as saved before the group
+    student = fingerprint("student_kd", StudentTrainConfig(teacher_cache={"form": "topk", "k": 3}), {}, model)
+    saved = {**student, "recipe": {k: v for k, v in student["recipe"].items() if k != "teacher_cache"} | flat}
+    assert saved != student and upgrade_fingerprint(saved, student) == student
+    teacher = fingerprint("teacher", TrainConfig(), {}, model)
+    assert upgrade_fingerprint({**teacher, "recipe": teacher["recipe"] | flat}, teacher) == teacher
+    # A changed cache setting is still a different run.
+    other = fingerprint("student_kd", StudentTrainConfig(teacher_cache={"form": "topk", "k": 5}), {}, model)
+    assert upgrade_fingerprint(saved, other) != other
