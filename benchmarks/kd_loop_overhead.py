@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig, TrainConfig
 from distil.data import DataBundle, load_dataset
 from distil.models import create_model
 from distil.train.checkpoint import load_checkpoint
@@ -133,7 +133,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist", val_fraction=0.05, limit=args.limit)
-    cfg = TrainConfig(
+    cfg = StudentTrainConfig(
         epochs=1,
         batch_size=args.batch_size,
         augment="none",

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig, TrainConfig
 from distil.data import DataBundle, load_dataset
 from distil.models import create_model
 from distil.train.engine import make_accelerator
@@ -133,7 +133,7 @@ def main() -> None:
         train=full.train.take(pick.sort().values),
         val=full.val.take(torch.arange(min(16, len(full.val)))),
     )
-    cfg = TrainConfig(
+    cfg = StudentTrainConfig(
         optimizer="adamw",
         lr=3e-3,
         weight_decay=0.01,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from distil.api import distill, train_model
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig, TrainConfig
 from distil.data import DataBundle, load_dataset
 from distil.measure import count_parameters, split_metrics
 from distil.models import build_from_spec, model_spec
@@ -60,7 +60,7 @@ BLOCK = 256
 
 
 def train_cfg(steps: int, seed: int, lr: float) -> TrainConfig:
-    return TrainConfig(
+    return StudentTrainConfig(
         optimizer="adamw",
         lr=lr,
         weight_decay=0.01,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from distil.api import distill, train_model
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig, TeacherCacheConfig
 from distil.data import load_dataset
 from distil.models import create_model
 from distil.teachers.cache import open_or_build
@@ -67,12 +67,12 @@ def main() -> None:
         return model
 
     cache_dir = Path(args.cache_dir or tempfile.mkdtemp(prefix="distil-cache-bench-"))
-    base = TrainConfig(
+    base = StudentTrainConfig(
         epochs=1,
         batch_size=args.batch_size,
         augment="none",
         channels_last=True,
-        teacher_cache_dir=str(cache_dir),
+        teacher_cache=TeacherCacheConfig(dir=str(cache_dir)),
     )
     accelerator = make_accelerator("cpu")
     # Warm-up (untimed): lazy initialisation and oneDNN kernel selection happen on the first calls.
@@ -81,7 +81,7 @@ def main() -> None:
         teacher,
         student(),
         data,
-        base.model_copy(update={"teacher_cache": "off"}),
+        base.model_copy(update={"teacher_cache": base.teacher_cache.model_copy(update={"mode": "off"})}),
         KDConfig(),
         accelerator=accelerator,
     )
@@ -103,8 +103,12 @@ def main() -> None:
         "KD, cached teacher": [],
         "KD, live teacher": [],
     }
-    cached_cfg = base.model_copy(update={"teacher_cache": "on"})
-    live_cfg = base.model_copy(update={"teacher_cache": "off"})
+    cached_cfg = base.model_copy(
+        update={"teacher_cache": base.teacher_cache.model_copy(update={"mode": "on"})}
+    )
+    live_cfg = base.model_copy(
+        update={"teacher_cache": base.teacher_cache.model_copy(update={"mode": "off"})}
+    )
     records: list[dict] = []
     for r in range(args.rounds):
         arms["student only (CE)"].append(

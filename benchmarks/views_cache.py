@@ -6,7 +6,7 @@ with the same thread count, so their per-epoch times are ratios measured side by
 
 * student-only: the student trained on the labels (a new augmentation draw every epoch);
 * live KD: the teacher runs on every batch (a new draw every epoch, teacher and student see it);
-* views KD: `teacher_cache_views: V`: V draws per sample are fixed, the teacher's outputs on exactly
+* views KD: `teacher_cache: {views: V}`: V draws per sample are fixed, the teacher's outputs on exactly
   those inputs are cached once (reported apart, as a fraction of the live KD run), and epoch e replays
   view v(e, id) to the student.
 
@@ -39,7 +39,7 @@ from torch import nn
 
 import distil
 from distil.api import distill, train_model
-from distil.config import load_recipe
+from distil.config import TeacherCacheConfig, load_recipe
 from distil.data import load_dataset
 from distil.fileio import atomic_write_json
 from distil.models import create_model
@@ -110,7 +110,7 @@ def timing(
 ) -> None:
     """Per-epoch cost of the three arms, alternating, by wall clock and process CPU time."""
     one = base.model_copy(update={"epochs": 1, "seed": 0})
-    cached = one.model_copy(update={"teacher_cache_views": views, "teacher_cache_dir": str(cache_dir)})
+    cached = one.model_copy(update={"teacher_cache": TeacherCacheConfig(views=views, dir=str(cache_dir))})
     wall, cpu = time.perf_counter(), time.process_time()
     distill(teacher, student(0), data, cached, recipe.kd, accelerator=accelerator)  # builds the cache
     build = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
@@ -202,7 +202,7 @@ def main() -> None:
             teacher,
             student(seed),
             data,
-            cfg.model_copy(update={"teacher_cache_views": views, "teacher_cache_dir": str(cache_dir)}),
+            cfg.model_copy(update={"teacher_cache": TeacherCacheConfig(views=views, dir=str(cache_dir))}),
             recipe.kd,
             accelerator=accelerator,
         )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig, TrainConfig
 from distil.data import load_dataset
 from distil.losses import logit
 from distil.losses.compose import ComposedLoss
@@ -40,7 +40,7 @@ def test_default_hinton_loss_follows_warmup_and_temperature_schedule(digits, mon
 
     monkeypatch.setattr(logit, "kd_kl", spy)
     teacher, student = _nets()
-    cfg = TrainConfig(epochs=3, batch_size=64, augment="none", teacher_cache="off")
+    cfg = StudentTrainConfig(epochs=3, batch_size=64, augment="none", teacher_cache="off")
     kd = KDConfig(temperature=4.0, temperature_final=1.0, warmup={"kd": 2}, kd_weight=0.9, ce_weight=0.1)
     history = distill(teacher, student, digits, cfg, kd).history
     steps = len(temperatures) // 3

@@ -160,9 +160,14 @@ def test_a_recipe_file_with_learning_rate_suggests_lr(tmp_path) -> None:
 @pytest.mark.parametrize(("word", "value"), [("on", "on"), ("off", "off"), ("yes", "on"), ("auto", "auto")])
 def test_teacher_cache_on_off_survive_yaml_booleans(tmp_path, word: str, value: str) -> None:
     # YAML 1.1 reads on/off/yes as booleans, in --set values and in recipe files alike.
-    assert load_recipe(None, [f"student_train.teacher_cache={word}"]).student_train.teacher_cache == value
+    # A plain word still sets the mode of the teacher_cache group.
+    assert (
+        load_recipe(None, [f"student_train.teacher_cache={word}"]).student_train.teacher_cache.mode == value
+    )
     path = tmp_path / "r.yaml"
-    path.write_text(f"teacher_train:\n  teacher_cache: {word}\n")
-    assert load_recipe(path).teacher_train.teacher_cache == value
+    path.write_text(f"student_train:\n  teacher_cache: {word}\n")
+    assert load_recipe(path).student_train.teacher_cache.mode == value
+    path.write_text(f"student_train:\n  teacher_cache: {{mode: {word}, k: 4}}\n")
+    assert load_recipe(path).student_train.teacher_cache.mode == value
     with pytest.raises(ConfigError, match="teacher_cache"):
         load_recipe(None, ["student_train.teacher_cache=maybe"])

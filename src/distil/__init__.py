@@ -19,6 +19,8 @@ from distil.config import (
     QuantizeConfig,
     Recipe,
     ShrinkConfig,
+    StudentTrainConfig,
+    TeacherCacheConfig,
     TrainConfig,
     load_recipe,
 )
@@ -61,6 +63,8 @@ __all__ = [
     "QuantizeConfig",
     "Recipe",
     "ShrinkConfig",
+    "StudentTrainConfig",
+    "TeacherCacheConfig",
     "TrainConfig",
     "TrainingError",
     "TransferError",

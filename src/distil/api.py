@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from rich.progress import Progress
 from torch import nn
 
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, TeacherCacheConfig, TrainConfig, cache_settings
 from distil.data import DataBundle
 from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
@@ -23,6 +23,7 @@ from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
 from distil.losses.registry import Term
 from distil.teachers.cache import (
     CachedTeacher,
+    CacheInfo,
     TeacherViews,
     choose_teacher_source,
     main_process_first,
@@ -30,7 +31,7 @@ from distil.teachers.cache import (
 )
 from distil.teachers.live import LiveTeacher, freeze
 from distil.teachers.outputs import check_teacher_outputs
-from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache
+from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache, sparse_cache_blocker
 from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
 from distil.train.fsdp import check_fsdp, shard_copy, sharding_info
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
@@ -91,8 +92,8 @@ def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
         )
 
 
-def check_topk_terms(cfg: TrainConfig, loss: Any) -> None:
-    """Refuse a dense top-k teacher cache (`teacher_cache_topk`) under teacher terms other than kd.
+def check_topk_terms(cache: TeacherCacheConfig, loss: Any) -> None:
+    """Refuse a dense top-k teacher cache (`teacher_cache.form: topk`) under teacher terms other than kd.
 
     The cache keeps the k largest logits and fills the rest with one value that preserves the softened
     tail mass: KD's KL is built for that, but rkl, js, tvd, logit_mse and dkd then read made-up logits
@@ -101,7 +102,7 @@ def check_topk_terms(cfg: TrainConfig, loss: Any) -> None:
     Raises:
         ConfigError: naming the terms and the fix.
     """
-    if cfg.teacher_cache_topk is None or not isinstance(loss, ComposedLoss):
+    if cache.form != "topk" or not isinstance(loss, ComposedLoss):
         return  # only a composed loss names its terms
     others = [
         name
@@ -110,9 +111,9 @@ def check_topk_terms(cfg: TrainConfig, loss: Any) -> None:
     ]
     if others:
         raise ConfigError(
-            f"teacher_cache_topk={cfg.teacher_cache_topk} caches the top-k teacher logits with a tail fill, "
-            f"which serves only the kd term, but terms {', '.join(others)} compare the teacher's logits too. "
-            "Fix: drop teacher_cache_topk (the full logits are cached), or set teacher_cache: off (the teacher "
+            f"teacher_cache.form=topk (k={cache.k}) caches the top-k teacher logits with a tail fill, which "
+            f"serves only the kd term, but terms {', '.join(others)} compare the teacher's logits too. Fix: "
+            "teacher_cache.form=full (the full logits are cached), or teacher_cache.mode=off (the teacher "
             "runs live)."
         )
 
@@ -172,6 +173,59 @@ def distill_loss(
     )
 
 
+def open_teacher_cache(
+    teacher: nn.Module,
+    data: DataBundle,
+    loss_fn: Any,
+    cache: TeacherCacheConfig,
+    *,
+    augment: str,
+    views: TeacherViews | None,
+    device: torch.device | str,
+    channels_last: bool = False,
+) -> tuple[CachedTeacher | SparseCachedTeacher, CacheInfo]:
+    """The teacher cache a distillation run reads: which reader of the one store serves this loss.
+
+    A language model's kd-only loss at one temperature reads sparse targets (`sampled`, or `topk`
+    read sparsely: `distil.teachers.seqcache.open_run_cache`, which also resolves `auto` by the
+    vocabulary); everything else reads dense logits: all of them, or the top-k with a tail fill per
+    temperature of the loss's schedule (`distil.teachers.cache.open_or_build`).
+
+    Raises:
+        ConfigError: `sampled` for a classifier, or the errors of the two readers.
+    """
+    sparse_ok = cache.form != "topk" or sparse_cache_blocker(loss_fn) is None
+    if data.task == LANGUAGE_MODELING and cache.form != "full" and sparse_ok:
+        return open_run_cache(
+            teacher,
+            data,
+            loss_fn,
+            form=cache.form,
+            k=cache.k,
+            augment=augment,
+            cache_dir=cache.dir,
+            device=device,
+        )
+    if cache.form == "sampled":
+        raise ConfigError(
+            "teacher_cache.form=sampled stores per-token draws of a sequence model's (B, T, V) outputs, but "
+            f"this is a {data.task} run. Fix: teacher_cache.form=topk (with k) or full."
+        )
+    check_topk_terms(cache, loss_fn)  # before anything is built or written
+    scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
+    return open_or_build(
+        teacher,
+        data,
+        augment=augment,
+        cache_dir=cache.dir,
+        topk=cache.k if cache.form == "topk" else None,
+        device=device,
+        channels_last=channels_last,
+        temperatures=scheduled.temperatures() if scheduled is not None else (1.0,),
+        views=views if augment != "none" else None,
+    )
+
+
 def distill(
     teacher: nn.Module | Sequence[nn.Module],
     student: nn.Module,
@@ -210,7 +264,7 @@ def distill(
     With `cfg.fsdp` (a multi-process launch) the teacher runs as a copy sharded across the processes,
     like the student (`distil.train.fsdp`); it then always runs live.
 
-    `cfg.teacher_cache` and what the loss needs pick the teacher source
+    `cfg.teacher_cache` (a `StudentTrainConfig`'s group) and what the loss needs pick the teacher source
     (`distil.teachers.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
     teacher and a loss whose terms use only the teacher's logits (kd, dkd, rkl, js, logit_mse, ce),
     "auto" computes the logits once into an on-disk cache (`distil.teachers.cache`) and reuses them across
@@ -262,7 +316,8 @@ def distill(
     augmenter = augmenter_for(data, cfg)
     if not augmenter.is_random:
         augment = "none"  # e.g. a crop with 0 padding: the inputs never change
-    views = TeacherViews(augmenter, cfg.teacher_cache_views) if cfg.teacher_cache_views else None
+    cache = cache_settings(cfg)
+    views = TeacherViews(augmenter, cache.views) if cache.views else None
     needs = loss_fn.teacher_needs if isinstance(loss_fn, DeclaresTeacherNeeds) else None
     if cfg.fsdp:
         check_fsdp(accelerator)
@@ -273,7 +328,7 @@ def distill(
                 "fsdp=false."
             )
     source, reason = choose_teacher_source(
-        cfg.teacher_cache,
+        cache.mode,
         augment,
         needs=needs,
         teachers=len(teachers),
@@ -285,34 +340,17 @@ def distill(
     if source == "cache":
         # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
         # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
-        cached: CachedTeacher | SparseCachedTeacher
         with main_process_first(accelerator):
-            if cfg.teacher_cache_form != "auto" or (
-                data.task == LANGUAGE_MODELING and cfg.teacher_cache_topk is None
-            ):  # sequence targets: full, top-k or sampled per token (distil.teachers.seqcache)
-                cached, info = open_run_cache(
-                    teacher,
-                    data,
-                    loss_fn,
-                    form=cfg.teacher_cache_form,
-                    k=cfg.teacher_cache_k,
-                    augment=augment,
-                    cache_dir=cfg.teacher_cache_dir,
-                    device=accelerator.device,
-                )
-            else:
-                check_topk_terms(cfg, loss_fn)  # before anything is built or written
-                cached, info = open_or_build(
-                    teacher,
-                    data,
-                    augment=augment,
-                    cache_dir=cfg.teacher_cache_dir,
-                    topk=cfg.teacher_cache_topk,
-                    device=accelerator.device,
-                    channels_last=cfg.channels_last,
-                    temperatures=scheduled.temperatures() if scheduled is not None else (1.0,),
-                    views=views if augment != "none" else None,
-                )
+            cached, info = open_teacher_cache(
+                teacher,
+                data,
+                loss_fn,
+                cache,
+                augment=augment,
+                views=views,
+                device=accelerator.device,
+                channels_last=cfg.channels_last,
+            )
         if scheduled is not None and isinstance(cached, CachedTeacher):
             cached.follow(scheduled.current_temperature)
         teacher_fn = cached.to(accelerator.device)

@@ -7,8 +7,9 @@ problems found in one recipe are reported together.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -133,6 +134,9 @@ _SIZE_KWARGS = ("num_classes", "in_channels", "image_size")
 _RENAMED_KEYS: dict[tuple[str, ...], str] = {
     ("train",): "'teacher_train' and/or 'student_train' (one recipe per model; to share one, write "
     "teacher_train: &recipe {...} and student_train: *recipe)",
+    ("teacher_train", "teacher_cache"): "'student_train.teacher_cache' (the teacher cache serves the "
+    "student's distillation; the teacher's training never uses it. Sharing a recipe? write "
+    "student_train: {<<: *recipe, teacher_cache: ...})",
 }
 
 # Other libraries' names for distil's keys (too far apart for difflib): suggested wherever the distil key
@@ -214,11 +218,135 @@ class ModelConfig(_Strict):
         return kwargs
 
 
+class TeacherCacheConfig(_Strict):
+    """Where a student's teacher outputs come from: computed once into an on-disk cache, or live.
+
+    One store for every form (`distil.teachers.store`); a plain word (`teacher_cache: on`, YAML's
+    on/off booleans included) sets the mode alone.
+    """
+
+    mode: Literal["auto", "off", "on"] = Field(
+        default="auto",
+        description="auto = cache when augment is none (or views are set), one teacher and only logit terms "
+        "such as kd, dkd, rkl, js, logit_mse; on = always, an error when it cannot serve the loss; "
+        "off = the teacher runs live",
+    )
+    form: Literal["auto", "full", "topk", "sampled"] = Field(
+        default="auto",
+        description="what is stored per sample (per token for sequence models): full = all logits (2 bytes "
+        "each); topk = the k largest + a tail fill per temperature (the kd term only: dense logits, or a "
+        "sequence model's sparse targets); sampled = k draws with importance weights (sequence models, "
+        "unbiased); auto = full for classifiers and vocabularies <= 1024, else sampled",
+    )
+    k: int = Field(default=16, ge=1, description="topk/sampled: logits or tokens kept per sample (per token)")
+    views: int | None = Field(
+        default=None,
+        ge=1,
+        description="V augmented views per sample, each cached with the teacher's output on it; epoch e "
+        "replays view v(e, id) (None = a new draw every epoch and a live teacher)",
+    )
+    dir: str | None = Field(
+        default=None, description="where caches live; None = $DISTIL_CACHE_DIR or ~/.cache/distil/teacher"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_word(cls, value: Any) -> Any:
+        # `teacher_cache: on` (a word, or YAML's boolean) still means the mode.
+        value = _on_off(value)
+        return {"mode": value} if isinstance(value, str) else value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_boolean(cls, value: Any) -> Any:
+        return _on_off(value)  # `mode: on` in YAML arrives as True
+
+
+class Moved(NamedTuple):
+    """Where an old flat recipe key now lives: a dotted path inside its section, plus values it implies."""
+
+    path: str
+    implies: tuple[tuple[str, Any], ...] = ()  # (dotted path, value) pairs the old key also sets
+
+
+# Old flat keys of a training section -> their place in a settings group. A later regroup adds rows.
+MOVED_KEYS: dict[str, Moved] = {
+    "teacher_cache_dir": Moved("teacher_cache.dir"),
+    "teacher_cache_views": Moved("teacher_cache.views"),
+    "teacher_cache_form": Moved("teacher_cache.form"),
+    "teacher_cache_k": Moved("teacher_cache.k"),
+    # The classifier's dense top-k and the sequence top-k are one form now.
+    "teacher_cache_topk": Moved("teacher_cache.k", (("teacher_cache.form", "topk"),)),
+}
+
+
+def move_keys(data: Any, table: dict[str, Moved], model: type[BaseModel]) -> Any:
+    """Read old flat keys of `data` into their groups, with one deprecation warning per key (once).
+
+    A key whose group `model` does not have (a teacher's recipe has no teacher cache) is refused.
+
+    Raises:
+        ValueError: a moved key on a model without its group, or an old and a new key that disagree.
+    """
+    if not isinstance(data, dict):
+        return data
+    groups = {moved.path.split(".")[0]: moved.path.split(".")[0] for moved in table.values()}
+    for key in data:
+        path = table[key].path if key in table else groups.get(key, "")
+        if path and path.split(".")[0] not in model.model_fields:
+            raise ValueError(
+                f"{key} is a setting of the student's distillation ({path} of student_train), not of this "
+                f"recipe section, which never uses it. Remove it here; set student_train.{path} (sharing "
+                "one recipe through a YAML anchor? write student_train: {<<: *recipe, ...}; in Python, "
+                f"StudentTrainConfig({path.split('.')[0]}=...))."
+            )
+    if not any(key in data for key in table):
+        return data
+    out = {k: v for k, v in data.items() if k not in table}
+    for old in (key for key in data if key in table):
+        moved = table[old]
+        also = "".join(f" with {path}: {value}" for path, value in moved.implies)
+        warnings.warn(
+            f"recipe key {old} is deprecated: write {moved.path}{also} (in the same section) instead",
+            FutureWarning,
+            stacklevel=2,
+        )
+        for path, value in ((moved.path, data[old]), *moved.implies):
+            _set_dotted(out, path, value, old)
+    return out
+
+
+def _set_dotted(data: dict[str, Any], path: str, value: Any, old: str) -> None:
+    """Set `data[a][b]...` = value for path "a.b...", refusing to overwrite a different value."""
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        child = _on_off(child)
+        if isinstance(child, str):  # `teacher_cache: on` next to old flat keys: the group's word
+            child = {"mode": child}
+        node[part] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    if leaf in node and node[leaf] != value:
+        raise ValueError(
+            f"{old} sets {path}={value!r}, but {path} is also given as {node[leaf]!r}; keep only the "
+            f"{path.split('.')[0]} group"
+        )
+    node[leaf] = value
+
+
 class TrainConfig(_Strict):
     """A training recipe: optimizer, schedule, regularisation, budget and seed.
 
-    It is saved with every checkpoint, so a student can inherit its teacher's recipe.
+    It is saved with every checkpoint, so a student can inherit its teacher's recipe. The teacher-output
+    cache is a distillation setting: it lives in `StudentTrainConfig.teacher_cache`, and a teacher's
+    recipe refuses it.
     """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return move_keys(data, MOVED_KEYS, cls)
 
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(default=0.05, gt=0)
@@ -274,37 +402,6 @@ class TrainConfig(_Strict):
         description="fsdp: module class names gathered as units of their own (e.g. LlamaDecoderLayer); "
         "[] = a Hugging Face model's transformer blocks (_no_split_modules), else the whole model",
     )
-    teacher_cache: Literal["auto", "off", "on"] = Field(
-        default="auto",
-        description="KD only: reuse teacher logits computed once (auto = when augment is none, one teacher "
-        "and only logit terms such as kd, dkd, rkl, js, logit_mse; on = always, an error when it cannot "
-        "serve the loss; off = teacher runs live)",
-    )
-    teacher_cache_dir: str | None = Field(
-        default=None,
-        description="KD only: where teacher caches live; None = $DISTIL_CACHE_DIR or ~/.cache/distil/teacher",
-    )
-    teacher_cache_topk: int | None = Field(
-        default=None,
-        gt=0,
-        description="KD only: store only the k largest teacher logits (large class counts)",
-    )
-    teacher_cache_views: int | None = Field(
-        default=None,
-        ge=1,
-        description="KD only: V augmented views per sample, each cached with the teacher's output on it; "
-        "epoch e replays view v(e, id) (None = a new draw every epoch and a live teacher)",
-    )
-    teacher_cache_form: Literal["auto", "full", "topk", "sampled"] = Field(
-        default="auto",
-        description="KD of sequence models (language modelling): what the cache stores per token; full = all "
-        "V logits (2V bytes), topk = the k most probable tokens + tail mass, sampled = k draws from the "
-        "teacher with importance weights (unbiased); topk/sampled take k*(2+2)+4 bytes (V <= 65536) and "
-        "serve the kd term at one temperature; auto = full for V <= 1024, else sampled (docs/lm-cache.md)",
-    )
-    teacher_cache_k: int = Field(
-        default=16, ge=1, description="KD of sequence models: tokens per position of a topk/sampled cache"
-    )
     num_workers: int = Field(
         default=0, ge=0, description="data on disk: worker processes reading samples (0 = the main process)"
     )
@@ -336,11 +433,6 @@ class TrainConfig(_Strict):
             raise ValueError(f"augment_ratio must satisfy 0 < min <= max, got {list(self.augment_ratio)}")
         return self
 
-    @field_validator("teacher_cache", mode="before")
-    @classmethod
-    def _teacher_cache_word(cls, value: Any) -> Any:
-        return _on_off(value)  # --set student_train.teacher_cache=on arrives as True
-
     @field_validator("augment")
     @classmethod
     def _known_augment(cls, value: str) -> str:
@@ -364,15 +456,20 @@ class TrainConfig(_Strict):
             raise ValueError(f"fsdp_units={self.fsdp_units} needs fsdp=true")
         return self
 
-    @model_validator(mode="after")
-    def _one_topk_setting(self) -> TrainConfig:
-        if self.teacher_cache_topk is not None and self.teacher_cache_form in ("topk", "sampled"):
-            raise ValueError(
-                f"teacher_cache_topk={self.teacher_cache_topk} (dense top-k logits with a tail fill) and "
-                f"teacher_cache_form={self.teacher_cache_form} (sparse per-token targets) are two cache "
-                "forms; set one: teacher_cache_form with teacher_cache_k, or teacher_cache_topk alone"
-            )
-        return self
+
+class StudentTrainConfig(TrainConfig):
+    """A student's training recipe: a `TrainConfig` and where its teacher's outputs come from."""
+
+    teacher_cache: TeacherCacheConfig = Field(
+        default_factory=lambda: TeacherCacheConfig(),
+        description="reuse the teacher's outputs computed once (docs/lm-cache.md); `teacher_cache: on` "
+        "sets the mode alone",
+    )
+
+
+def cache_settings(cfg: TrainConfig) -> TeacherCacheConfig:
+    """The teacher-cache settings of a training recipe: a student's own, else the defaults."""
+    return cfg.teacher_cache if isinstance(cfg, StudentTrainConfig) else TeacherCacheConfig()
 
 
 class ExtraTeacher(ModelConfig):
@@ -534,10 +631,18 @@ class CompressConfig(_Strict):
     """The compression chain after distillation: prune -> KD fine-tune -> int8 -> ONNX export."""
 
     prune: PruneConfig | None = Field(default_factory=PruneConfig)
-    finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))
+    finetune: StudentTrainConfig = Field(default_factory=lambda: StudentTrainConfig(epochs=3, lr=0.01))
     quantize: QuantizeConfig | None = Field(default_factory=QuantizeConfig)
     opset: int = Field(default=17, ge=13)
     latency_threads: int = Field(default=1, gt=0, description="threads for every latency measurement")
+
+    @field_validator("finetune", mode="before")
+    @classmethod
+    def _as_student_recipe(cls, value: Any) -> Any:
+        # The fine-tune is a distillation (a student's recipe); a plain TrainConfig gets the cache defaults.
+        if isinstance(value, TrainConfig) and not isinstance(value, StudentTrainConfig):
+            return value.model_dump()
+        return value
 
 
 class ShrinkConfig(_Strict):
@@ -575,7 +680,7 @@ class Recipe(_Strict):
     teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(model="largenet"))
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(model="smallnet"))
     teacher_train: TrainConfig = Field(default_factory=TrainConfig)
-    student_train: TrainConfig = Field(default_factory=TrainConfig)
+    student_train: StudentTrainConfig = Field(default_factory=StudentTrainConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"

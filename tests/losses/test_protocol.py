@@ -11,7 +11,7 @@ import torch
 
 import distil
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig
 from distil.data import load_dataset
 from distil.losses import CELoss, TeacherNeeds, kd_kl
 from distil.losses.compose import build_loss
@@ -77,14 +77,14 @@ def test_composed_loss_implements_the_protocol_explicitly_and_plain_losses_do_no
 def test_a_distillation_loss_follows_the_run_epoch_across_phases(digits) -> None:
     teacher, student = _nets()
     loss = ScheduledKD()
-    cfg = TrainConfig(epochs=2, batch_size=32, augment="none", teacher_cache="off")
+    cfg = StudentTrainConfig(epochs=2, batch_size=32, augment="none", teacher_cache="off")
     distill(teacher, student, digits, cfg, loss=loss, first_epoch=3)
     assert loss.epoch_offset == 3 and loss.epochs == [3, 4]
 
 
 def test_a_plain_callable_trains_and_cannot_continue_a_schedule(digits) -> None:
     teacher, student = _nets()
-    cfg = TrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache="off")
+    cfg = StudentTrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache="off")
     history = distill(teacher, student, digits, cfg, loss=_kd).history
     assert history[-1]["train_loss"] == pytest.approx(history[-1]["train_kd"])
     with pytest.raises(ValueError, match="first_epoch=1 needs a DistillationLoss"):
@@ -100,7 +100,7 @@ def test_a_plain_callable_that_declares_its_needs_trains_from_the_cache(digits, 
     kd_only.teacher_needs = TeacherNeeds(live=False, reason="logits only")  # type: ignore[attr-defined]
     assert isinstance(kd_only, DeclaresTeacherNeeds) and not isinstance(kd_only, DistillationLoss)
     teacher, student = _nets()
-    cfg = TrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache={"dir": str(tmp_path)})
     record = distill(teacher, student, digits, cfg, loss=kd_only).history[-1]
     assert record["teacher_source"] == "cache", record["teacher_source_reason"]
 

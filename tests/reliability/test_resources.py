@@ -259,7 +259,7 @@ def test_an_interrupted_pipeline_resumes_without_retraining_finished_stages(
         "teacher_train.batch_size=32",
     ]
     sets += ["student_train.batch_size=32", "student_train.checkpoint_every=3", "teacher.model=smallnet"]
-    sets += [f"student_train.teacher_cache_dir={tmp_path / 'cache'}"]
+    sets += [f"student_train.teacher_cache.dir={tmp_path / 'cache'}"]
     recipe = load_recipe(None, sets)
     quiet = {"show_progress": False, "measure_latency": False}
     reference = pipeline.run_pipeline(recipe, tmp_path / "ref", run_name="ref", **quiet)

@@ -26,7 +26,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from distil.cli.app import app
-from distil.config import ModelConfig, TrainConfig
+from distil.config import ModelConfig, StudentTrainConfig
 from distil.data import load_dataset
 from distil.errors import CheckpointError, DistilError, UntrustedCodeError
 from distil.models import build_from_spec, model_spec
@@ -287,14 +287,19 @@ def test_a_sidecar_cannot_choose_a_dataset_function(tmp_path: Path, sentinel: Se
 
 
 def test_an_inherited_recipe_does_not_choose_where_distil_writes(tmp_path: Path) -> None:
-    teacher = TrainConfig(teacher_cache_dir=str(tmp_path / "elsewhere"), epochs=3)
-    resolved, records = inherit_recipe(teacher, TrainConfig())
-    assert resolved.teacher_cache_dir is None and resolved.epochs == 3
-    record = next(r for r in records if r.field == "teacher_cache_dir")
+    # A student's checkpoint reused as a teacher carries a cache directory in its saved recipe.
+    teacher = StudentTrainConfig(teacher_cache={"dir": str(tmp_path / "elsewhere")}, epochs=3)
+    resolved, records = inherit_recipe(teacher, StudentTrainConfig())
+    assert resolved.teacher_cache.dir is None and resolved.epochs == 3
+    record = next(r for r in records if r.field == "teacher_cache")
     assert record.source == "student" and "does not choose where distil writes" in record.reason
-    mine = TrainConfig(teacher_cache_dir=str(tmp_path / "mine"))
-    resolved, _ = inherit_recipe(teacher, mine, ["teacher_cache_dir"])  # the user's own value wins
-    assert resolved.teacher_cache_dir == str(tmp_path / "mine")
+    mine = StudentTrainConfig(teacher_cache={"dir": str(tmp_path / "mine")})
+    resolved, _ = inherit_recipe(teacher, mine, ["teacher_cache"])  # the user's own value wins
+    assert resolved.teacher_cache.dir == str(tmp_path / "mine")
+    # An older sidecar saved the cache keys flat: they are dropped, not refused, when inherited.
+    old = {"epochs": 3, "teacher_cache": "auto", "teacher_cache_dir": str(tmp_path / "elsewhere")}
+    resolved, _ = inherit_recipe(old, StudentTrainConfig())
+    assert resolved.teacher_cache.dir is None and resolved.epochs == 3
 
 
 def test_a_run_directory_cannot_point_the_report_outside_it(tmp_path: Path) -> None:

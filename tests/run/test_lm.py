@@ -156,14 +156,14 @@ def test_a_checkpoint_of_another_tokenizer_is_refused(corpus: Path) -> None:
 
 
 def _recipe(corpus: Path) -> dict:
-    train = {"optimizer": "adamw", "lr": 0.003, "epochs": 2, "batch_size": 8, "teacher_cache": "off"}
+    train = {"optimizer": "adamw", "lr": 0.003, "epochs": 2, "batch_size": 8}
     return {
         "name": "lm-tiny",
         "data": {"name": "text", "root": str(corpus), "block_size": 32, "val_fraction": 0.2},
         "teacher": {"model": "hf-causal-lm", "kwargs": {"config": TINY}},
         "student": {"model": "hf-causal-lm", "kwargs": {"config": SMALLER}},
         "teacher_train": train,
-        "student_train": train,
+        "student_train": {**train, "teacher_cache": "off"},
         "kd": {"temperature": 1.0, "kd_weight": 0.5, "ce_weight": 0.5},
         "device": "cpu",
     }

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig
 from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import TeacherNeeds
@@ -96,7 +96,8 @@ def test_topk_keeps_top_probabilities_and_tail_mass(digits, tmp_path: Path) -> N
     teacher = _teacher(classes=10)
     k = 3
     cached, info = open_or_build(teacher, digits, cache_dir=tmp_path, topk=k)
-    assert info.topk == k and (Path(info.path) / "indices.i32").stat().st_size == len(digits.train) * k * 4
+    # One top-k layout for classifiers and sequences: uint16 ids (K <= 65536), float16 values, a fill per T.
+    assert info.topk == k and (Path(info.path) / "ids").stat().st_size == len(digits.train) * k * 2
     index = torch.arange(40)
     got = torch.softmax(cached.lookup(index), dim=1)
     want = torch.softmax(_reference(teacher, digits.train.x[:40]).double(), dim=1).float()
@@ -105,7 +106,7 @@ def test_topk_keeps_top_probabilities_and_tail_mass(digits, tmp_path: Path) -> N
     torch.testing.assert_close(
         got.sum(1) - got.gather(1, top_i).sum(1), 1 - top_p.sum(1), rtol=1e-2, atol=1e-4
     )
-    with pytest.raises(ConfigError, match=r"teacher_cache_topk must be in \[1, 10\]"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.k must be in \[1, 10\]"):
         open_or_build(teacher, digits, cache_dir=tmp_path, topk=11)
 
 
@@ -145,7 +146,7 @@ def test_choice_of_teacher_source_and_its_reason() -> None:
 def test_logit_only_terms_use_the_cache_and_feature_terms_run_live(
     digits, tmp_path: Path, terms, source
 ) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache={"dir": str(tmp_path)})
     kd = KDConfig(terms=terms, feature_pairs=[("conv2", "conv2")])
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     record = distill(_teacher(), student, digits, cfg, kd).history[-1]
@@ -156,7 +157,7 @@ def test_logit_only_terms_use_the_cache_and_feature_terms_run_live(
 def test_a_user_loss_without_declared_needs_stays_live(digits, tmp_path: Path) -> None:
     from distil.losses import build_loss
 
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache={"dir": str(tmp_path)})
     teacher = _teacher()
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     composed = build_loss(
@@ -179,12 +180,20 @@ def test_a_cached_teacher_needs_sample_indices(digits, tmp_path: Path) -> None:
 
 def test_distill_with_the_cache_matches_live_distillation(digits, tmp_path: Path) -> None:
     teacher = _teacher()
-    cfg = TrainConfig(epochs=2, batch_size=32, augment="none", teacher_cache_dir=str(tmp_path), seed=1)
+    cfg = StudentTrainConfig(
+        epochs=2, batch_size=32, augment="none", teacher_cache={"dir": str(tmp_path)}, seed=1
+    )
 
     def run(mode: str):
         torch.manual_seed(5)
         student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
-        return distill(teacher, student, digits, cfg.model_copy(update={"teacher_cache": mode}), KDConfig())
+        return distill(
+            teacher,
+            student,
+            digits,
+            cfg.model_copy(update={"teacher_cache": cfg.teacher_cache.model_copy(update={"mode": mode})}),
+            KDConfig(),
+        )
 
     live, cached, reused = run("off"), run("auto"), run("on")
     assert [r["teacher_source"] for r in live.history] == ["live", "live"]
@@ -198,7 +207,9 @@ def test_distill_with_the_cache_matches_live_distillation(digits, tmp_path: Path
 
 
 def test_random_augmentation_runs_the_teacher_live_and_says_why(digits, tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="crop_flip", teacher_cache_dir=str(tmp_path))
+    cfg = StudentTrainConfig(
+        epochs=1, batch_size=64, augment="crop_flip", teacher_cache={"dir": str(tmp_path)}
+    )
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     records: list[dict] = []
     result = distill(_teacher(), student, digits, cfg, on_epoch_end=records.append)
@@ -286,15 +297,15 @@ def test_distill_with_a_topk_cache_follows_the_temperature_schedule(
         return column
 
     monkeypatch.setattr(CachedTeacher, "_fill_column", spy)
-    cfg = TrainConfig(
-        epochs=2, batch_size=64, augment="none", teacher_cache_dir=str(tmp_path), teacher_cache_topk=3
+    cfg = StudentTrainConfig(
+        epochs=2, batch_size=64, augment="none", teacher_cache={"dir": str(tmp_path), "form": "topk", "k": 3}
     )
     kd = KDConfig(temperature=4.0, temperature_final=2.0)
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     history = distill(_teacher(), student, digits, cfg, kd).history
     assert history[-1]["teacher_source"] == "cache"
     meta = json.loads((Path(history[-1]["teacher_cache"]["path"]) / "meta.json").read_text())
-    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 2
+    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 3
     steps = len(used) // 2
     assert used == [4.0] * steps + [2.0] * steps  # each epoch's lookups use that epoch's tail
 

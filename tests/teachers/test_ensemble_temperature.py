@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distil.api import distill
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig
 from distil.data import load_dataset
 from distil.losses import build_loss, logit
 from distil.models import create_model
@@ -54,7 +54,7 @@ def test_distill_mixes_each_epoch_at_the_temperature_the_kd_term_uses(
     data = load_dataset("digits", limit=64, val_fraction=0.1, seed=0)
     torch.manual_seed(0)
     nets = [create_model("smallnet", num_classes=10, in_channels=1, image_size=8) for _ in range(3)]
-    cfg = TrainConfig(epochs=3, batch_size=32, augment="none", teacher_cache="off")
+    cfg = StudentTrainConfig(epochs=3, batch_size=32, augment="none", teacher_cache="off")
     kd = KDConfig(temperature=4.0, temperature_final=1.0)
     distill(nets[:2], nets[2], data, cfg, kd)
     assert mixed == used and sorted(set(used), reverse=True) == [4.0, 2.5, 1.0]

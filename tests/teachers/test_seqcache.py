@@ -62,7 +62,7 @@ def test_bytes_per_token_and_the_auto_form() -> None:
     assert bytes_per_token("topk", 259, 16) == bytes_per_token("sampled", 259, 16) == 16 * 4 + 4
     assert bytes_per_token("sampled", 100_000, 16) == 16 * 6 + 4  # int32 ids above 65536
     assert resolve_form("auto", 259) == "full" and resolve_form("auto", 32_000) == "sampled"
-    with pytest.raises(ConfigError, match="teacher_cache_form"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.form"):
         resolve_form("topq", 10)
 
 
@@ -87,8 +87,10 @@ def test_sparse_cache_holds_the_teachers_targets_by_sample_id(
     if form == "topk":
         ids, logw, aux = sparse_rows(live, "topk", k)
         assert torch.equal(got.ids, ids)
-        torch.testing.assert_close(got.log_weights, logw.half().float())
-        torch.testing.assert_close(got.aux, aux)
+        # Derived from the float16 top-k logits and the tail fill (the one top-k layout): log p_T to
+        # float16 precision of the logits, the tail mass to float32 arithmetic.
+        torch.testing.assert_close(got.log_weights, logw, rtol=0, atol=1e-2)
+        torch.testing.assert_close(got.aux, aux, rtol=1e-2, atol=1e-4)
     else:  # draws of each position's own distribution: weights are 1/k, negentropy exact
         torch.testing.assert_close(
             got.log_weights,
@@ -125,7 +127,7 @@ def test_the_key_covers_form_k_temperature_and_seed_and_a_rerun_hits(
 def test_a_damaged_sparse_cache_is_rebuilt(text: DataBundle, tmp_path: Path) -> None:
     teacher = ByteLM()
     _, info = open_or_build_sequence(teacher, text, form="topk", k=3, cache_dir=tmp_path)
-    with open(Path(info.path) / "logw.f16", "r+b") as f:
+    with open(Path(info.path) / "values.f16", "r+b") as f:
         f.truncate(10)
     with pytest.raises(ConfigError, match="not a complete sparse teacher cache"):
         SparseCachedTeacher(info.path)
@@ -154,7 +156,7 @@ def test_a_classifier_teacher_is_refused(text: DataBundle, tmp_path: Path) -> No
 
     with pytest.raises(ConfigError, match=r"\(B, T, V\)"):
         open_or_build_sequence(Pooled(), text, form="sampled", k=3, cache_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"teacher_cache_k must be in \[1, 259\]"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.k must be in \[1, 259\]"):
         open_or_build_sequence(ByteLM(), text, form="topk", k=300, cache_dir=tmp_path)
 
 
@@ -222,7 +224,5 @@ def test_sparse_forms_refuse_losses_they_cannot_serve(text: DataBundle, tmp_path
     assert "rkl" in str(sparse_cache_blocker(rkl))
     annealed = _loss(KDConfig(terms={"kd": 1.0}, temperature=4.0, temperature_final=1.0), text)
     assert "schedule" in str(sparse_cache_blocker(annealed))
-    with pytest.raises(ConfigError, match="teacher_cache_form=sampled cannot serve this loss"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.form=sampled cannot serve this loss"):
         open_run_cache(ByteLM(), text, rkl, form="sampled", k=4, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="two cache forms"):
-        TrainConfig(teacher_cache_topk=5, teacher_cache_form="topk")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distil.api import distill
-from distil.config import TrainConfig
+from distil.config import StudentTrainConfig, TrainConfig
 from distil.data import TensorLoader, load_dataset
 from distil.data.augment import view_of
 from distil.errors import ConfigError
@@ -46,7 +46,9 @@ def _recording(teacher):
 def test_replayed_student_input_is_the_teachers_input_bit_for_bit(
     digits, tmp_path: Path, augment, mixing
 ) -> None:
-    cfg = TrainConfig(augment=augment, mixing=mixing, seed=3, batch_size=32, teacher_cache_views=3)
+    cfg = StudentTrainConfig(
+        augment=augment, mixing=mixing, seed=3, batch_size=32, teacher_cache={"views": 3}
+    )
     teacher = _teacher()
     seen = _recording(teacher)
     views = TeacherViews(augmenter_for(digits, cfg), 3)
@@ -116,14 +118,14 @@ def test_choose_source_uses_views_under_random_augmentation() -> None:
     assert choose_teacher_source("auto", "crop_flip", needs=needs)[0] == "live"
     source, reason = choose_teacher_source("auto", "crop_flip", needs=needs, views=4)
     assert source == "cache" and "4 cached view" in reason
-    with pytest.raises(ConfigError, match="teacher_cache_views"):
+    with pytest.raises(ConfigError, match=r"teacher_cache\.views"):
         choose_teacher_source("on", "crop_flip", needs=needs)
     assert choose_teacher_source("off", "crop_flip", needs=needs, views=4)[0] == "live"
 
 
 def test_distill_with_views_trains_on_the_cached_views(digits, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        epochs=2, batch_size=64, augment="crop_flip", teacher_cache_views=2, teacher_cache_dir=str(tmp_path)
+    cfg = StudentTrainConfig(
+        epochs=2, batch_size=64, augment="crop_flip", teacher_cache={"views": 2, "dir": str(tmp_path)}
     )
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     result = distill(_teacher(), student, digits, cfg)
@@ -132,7 +134,7 @@ def test_distill_with_views_trains_on_the_cached_views(digits, tmp_path: Path) -
     assert record["teacher_cache"]["rows"] == 2 * len(digits.train)
     # The same run with the live teacher on the same replayed views trains the same student (the
     # cache's float16 rounding aside).
-    live_cfg = cfg.model_copy(update={"teacher_cache": "off"})
+    live_cfg = cfg.model_copy(update={"teacher_cache": cfg.teacher_cache.model_copy(update={"mode": "off"})})
     live_student = create_model("smallnet", num_classes=10, in_channels=1, image_size=8)
     live = distill(_teacher(), live_student, digits, live_cfg)
     assert live.history[-1]["teacher_source"] == "live"

@@ -26,7 +26,7 @@ WORKER = textwrap.dedent(
     from accelerate import Accelerator
     from safetensors.torch import save_file
     from distil.api import distill
-    from distil.config import TrainConfig
+    from distil.config import StudentTrainConfig
     from distil.data import load_dataset
     from distil.models import create_model
 
@@ -40,7 +40,7 @@ WORKER = textwrap.dedent(
     # A BatchNorm student: its running statistics must agree across ranks too.
     torch.manual_seed(100 + acc.process_index)
     student = create_model("resnet8", num_classes=10, in_channels=1, image_size=8)
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, teacher_cache_dir=out + "/cache")
+    cfg = StudentTrainConfig(epochs=2, batch_size=16, lr=0.05, teacher_cache={"dir": out + "/cache"})
     log = open(f"{out}/epochs-rank{acc.process_index}.jsonl", "w")
     result = distill(teacher, student, data, cfg, accelerator=acc,
                      on_epoch_end=lambda r: log.write(json.dumps(r) + "\\n"))

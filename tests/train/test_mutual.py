@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from distil.api import distill, mutual_learning
-from distil.config import KDConfig, TrainConfig
+from distil.config import KDConfig, StudentTrainConfig, TrainConfig
 from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import cross_entropy, kd_kl
@@ -17,7 +17,7 @@ from distil.train.engine import make_accelerator, train_loader
 from distil.train.mutual import mutual_losses
 from distil.train.optim import build_optimizer, build_scheduler
 
-CFG = TrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache="off")
+CFG = StudentTrainConfig(epochs=1, batch_size=32, augment="none", teacher_cache="off")
 
 
 def net(name: str = "smallnet", seed: int = 0, **kw: float) -> nn.Module:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from distil.api import distill, train_model
-from distil.config import TrainConfig
+from distil.config import StudentTrainConfig, TrainConfig
 from distil.data import DataBundle, Split, load_dataset
 from distil.errors import TransferError
 from distil.models import create_model
@@ -138,7 +138,7 @@ def test_frozen_reused_batchnorm_stays_in_eval_mode_and_the_teacher_is_unchanged
     with torch.no_grad():
         before_out = teacher(data.train.x)
     reuse_modules(teacher, student, ["conv1", "bn1"], mode=mode, freeze=True)  # type: ignore[arg-type]
-    cfg = TrainConfig(epochs=2, batch_size=16, augment="none", lr=0.05, teacher_cache="off")
+    cfg = StudentTrainConfig(epochs=2, batch_size=16, augment="none", lr=0.05, teacher_cache="off")
     trained = distill(teacher, student, data, cfg).model
 
     after_state = teacher.state_dict()

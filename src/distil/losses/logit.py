@@ -53,7 +53,7 @@ def _teacher(inputs: TermInputs) -> torch.Tensor:
     if isinstance(inputs.teacher_logits, SparseTargets):
         raise ValueError(
             "a sparse (topk/sampled) sequence teacher cache serves only the kd term; "
-            "use student_train.teacher_cache_form=full for the other teacher terms"
+            "use student_train.teacher_cache.form=full for the other teacher terms"
         )
     return inputs.teacher_logits
 

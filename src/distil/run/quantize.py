@@ -99,7 +99,7 @@ def quantize_checkpoint(
         CheckpointError: a checkpoint that cannot be loaded.
     """
     from distil.compress import compress_model
-    from distil.config import CompressConfig, TrainConfig
+    from distil.config import CompressConfig, StudentTrainConfig
     from distil.resources import check_writable
     from distil.train.checkpoint import load_checkpoint
 
@@ -114,7 +114,7 @@ def quantize_checkpoint(
         reference = copy.deepcopy(model)
     cfg = CompressConfig(
         prune=None,
-        finetune=TrainConfig(epochs=options.epochs, lr=options.lr),
+        finetune=StudentTrainConfig(epochs=options.epochs, lr=options.lr),
         quantize=quantize_cfg,
         latency_threads=options.threads,
     )

@@ -19,7 +19,7 @@ from accelerate.utils import DistributedType
 from rich.progress import Progress, TaskID
 from torch import nn
 
-from distil.config import TrainConfig
+from distil.config import TrainConfig, cache_settings
 from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import call_model, to_device
@@ -141,7 +141,7 @@ def train_loader(
     An in-memory train split takes the fast path (`TensorLoader`, one indexing op per batch); any other
     (e.g. on disk) is read by `DatasetLoader` workers with the recipe's `num_workers`, `pin_memory`
     (default: when the run uses CUDA), `persistent_workers` and `prefetch_factor`. Both give the same
-    batches for the same samples and seed. `views` (KD with `cfg.teacher_cache_views`): replay that many
+    batches for the same samples and seed. `views` (KD with `cfg.teacher_cache.views`): replay that many
     fixed augmented views per sample.
     """
     common: dict[str, Any] = {
@@ -309,8 +309,8 @@ class TrainLoop:
         self.progress, self.description, self.on_epoch_end = progress, description, on_epoch_end
         self.log_every = log_every
         torch.manual_seed(cfg.seed)
-        # The views of `teacher_cache_views` are what the teacher's outputs were cached on: KD only.
-        views = cfg.teacher_cache_views if teacher is not None else None
+        # The views of `teacher_cache.views` are what the teacher's outputs were cached on: KD only.
+        views = cache_settings(cfg).views if teacher is not None else None
         self.loader = train_loader(data, cfg, accelerator, views)
         self.steps_per_epoch = len(self.loader)
         # `plain` is the caller's module, returned trained. With FSDP a sharded copy of it is trained

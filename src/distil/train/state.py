@@ -49,7 +49,8 @@ FORMAT = "distil-train-state/1"
 _NAME = re.compile(r"^e(\d+)-s(\d+)\.json$")
 # Recipe fields that change how a run is saved, not what it computes: they may differ on resume.
 # fsdp/fsdp_units lay the same computation out across processes; its states are saved whole either way.
-_NOT_FINGERPRINTED = {"checkpoint_every", "teacher_cache_dir", "fsdp", "fsdp_units"}
+_NOT_FINGERPRINTED = {"checkpoint_every", "fsdp", "fsdp_units"}
+_NOT_FINGERPRINTED_IN = {"teacher_cache": {"dir"}}  # keys of settings groups, likewise
 _ACTIVE_ROOT: ContextVar[Path | None] = ContextVar("distil_state_root", default=None)
 
 
@@ -102,12 +103,37 @@ def fingerprint(stage: str, cfg: Any, data_description: dict[str, Any], model: n
         model: the network being trained (its parameter names and shapes are recorded).
     """
     recipe = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    for group, keys in _NOT_FINGERPRINTED_IN.items():
+        if isinstance(recipe.get(group), dict):
+            recipe[group] = {k: v for k, v in recipe[group].items() if k not in keys}
     return {
         "stage": stage,
         "recipe": recipe,
         "data": data_description,
         "model": {k: list(v.shape) for k, v in model.state_dict().items()},
     }
+
+
+def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint saved before the teacher-cache settings became one group, in today's shape.
+
+    Such a recipe holds the flat keys teacher_cache, teacher_cache_form, _k, _topk and _views (the
+    directory was never fingerprinted): a teacher's recipe loses them (it has no cache now), a
+    student's gets them as its `teacher_cache` group, so a run started before the change resumes.
+    """
+    recipe = saved.get("recipe")
+    if not isinstance(recipe, dict) or "teacher_cache_form" not in recipe:
+        return saved
+    kept = {k: v for k, v in recipe.items() if k != "teacher_cache" and not k.startswith("teacher_cache_")}
+    if "teacher_cache" in expected.get("recipe", {}):
+        topk = recipe.get("teacher_cache_topk")
+        kept["teacher_cache"] = {
+            "mode": recipe.get("teacher_cache"),
+            "form": "topk" if topk is not None else recipe.get("teacher_cache_form"),
+            "k": topk if topk is not None else recipe.get("teacher_cache_k"),
+            "views": recipe.get("teacher_cache_views"),
+        }
+    return {**saved, "recipe": kept}
 
 
 def _diff(saved: Any, current: Any, path: str = "") -> Iterator[str]:
@@ -459,8 +485,9 @@ class TrainStateStore:
                 f"{str(weights)!r} does not match the tensor list in its sidecar "
                 f"({len(bad)} differ: {', '.join(bad[:5])})."
             )
-        if expected is not None and meta.get("fingerprint") != expected:
-            diffs = list(_diff(meta.get("fingerprint") or {}, expected))
+        saved = upgrade_fingerprint(meta.get("fingerprint") or {}, expected or {})
+        if expected is not None and saved != expected:
+            diffs = list(_diff(saved, expected))
             raise CheckpointError(
                 f"the training state in {str(self.directory)!r} belongs to a different run: "
                 f"{'; '.join(diffs[:5])}. Resume with the recipe the run was started with "

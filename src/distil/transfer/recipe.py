@@ -9,19 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from distil.config import TrainConfig
+from distil.config import MOVED_KEYS, TrainConfig
 from distil.errors import TransferError
 from distil.registry import closest
 from distil.transfer.report import RecipeRecord
 
+_T = TypeVar("_T", bound=TrainConfig)
+
 # The seed belongs to the student's run (two students of one teacher should be able to differ).
 NOT_INHERITED = ("seed",)
 # Paths: a checkpoint's sidecar is data from whoever shared it, and must not choose where distil writes.
-PATH_FIELDS = ("teacher_cache_dir",)
+PATH_FIELDS: tuple[str, ...] = ()
+# Settings only a student's recipe has (the teacher cache, with its directory): always the student's own.
+STUDENT_ONLY_REASON = (
+    "the student's own setting (a teacher's recipe has none, and a checkpoint does not choose where distil "
+    "writes)"
+)
+
+
+def _without_student_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe without student-only settings (older sidecars saved the cache keys flat)."""
+    student_only = set(MOVED_KEYS) | {moved.path.split(".")[0] for moved in MOVED_KEYS.values()}
+    return {k: v for k, v in raw.items() if k not in student_only}
 
 
 def teacher_recipe(path: str | Path) -> TrainConfig:
@@ -53,20 +66,21 @@ def teacher_recipe(path: str | Path) -> TrainConfig:
             "`distil train` (which saves it), or drop --inherit-recipe."
         )
     try:
-        return TrainConfig.model_validate(raw)
+        return TrainConfig.model_validate(_without_student_settings(raw))
     except ValidationError as exc:
         raise TransferError(f"the teacher's saved recipe in {str(path)!r} is invalid: {exc}") from None
 
 
 def inherit_recipe(
     teacher: TrainConfig | Mapping[str, Any],
-    student: TrainConfig,
+    student: _T,
     overrides: Iterable[str] = (),
-) -> tuple[TrainConfig, list[RecipeRecord]]:
+) -> tuple[_T, list[RecipeRecord]]:
     """The student's recipe: the teacher's values, except the fields named in `overrides`.
 
-    The seed and paths (``teacher_cache_dir``) are never inherited: the teacher's recipe comes from a
-    checkpoint sidecar, and a file must not choose where distil writes. The report says so per field.
+    The seed and the student-only settings (``teacher_cache``, with its directory) are never inherited:
+    the teacher's recipe comes from a checkpoint sidecar, and a file must not choose where distil writes.
+    The report says so per field.
 
     Args:
         teacher: the teacher's training recipe.
@@ -74,13 +88,18 @@ def inherit_recipe(
         overrides: field names the user set explicitly (e.g. from ``--set student_train.batch_size=64``).
 
     Returns:
-        (the resolved TrainConfig, one RecipeRecord per field saying where its value came from).
+        (the resolved recipe, of the student's type, one RecipeRecord per field saying where its value came
+        from).
 
     Raises:
         TransferError: an override that is not a TrainConfig field (closest match suggested).
     """
-    t = teacher if isinstance(teacher, TrainConfig) else TrainConfig.model_validate(dict(teacher))
-    fields = list(TrainConfig.model_fields)
+    t = (
+        teacher
+        if isinstance(teacher, TrainConfig)
+        else TrainConfig.model_validate(_without_student_settings(dict(teacher)))
+    )
+    fields = list(type(student).model_fields)
     given = set(overrides)
     unknown = sorted(given - set(fields))
     if unknown:
@@ -94,8 +113,12 @@ def inherit_recipe(
     values: dict[str, Any] = {}
     records: list[RecipeRecord] = []
     for name in fields:
-        t_value, s_value = getattr(t, name), getattr(student, name)
-        if name in given:
+        t_value, s_value = getattr(t, name, None), getattr(student, name)
+        if name not in TrainConfig.model_fields:
+            values[name] = s_value
+            shown = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in (s_value, t_value)]
+            records.append(RecipeRecord(name, shown[0], "student", shown[1], STUDENT_ONLY_REASON))
+        elif name in given:
             values[name] = s_value
             records.append(RecipeRecord(name, s_value, "user", t_value, "set by the user"))
         elif name in NOT_INHERITED:
@@ -128,4 +151,4 @@ def inherit_recipe(
                 f"linear scaling rule: lr = {t.lr:g} * {student.batch_size} / {t.batch_size} (batch size changed)",
             )
         )
-    return TrainConfig.model_validate(values), records
+    return type(student).model_validate(values), records
