@@ -26,7 +26,7 @@ from distil.compress import export_onnx
 from distil.compress.export import onnx_predict
 from distil.compress.latency_probe import probe_latency
 from distil.compress.quantize import quantize_onnx
-from distil.config import KDConfig, ShrinkConfig, TrainConfig
+from distil.config import AugmentConfig, KDConfig, ShrinkConfig, TrainConfig
 from distil.data import Split, load_dataset
 from distil.errors import ConfigError
 from distil.measure import accuracy
@@ -75,7 +75,11 @@ def main() -> None:
         t_spec = model_spec("largenet", data.num_classes, c, h)
         teacher = build_from_spec(t_spec)
         train_model(
-            teacher, data, train_cfg.model_copy(update={"epochs": args.teacher_epochs, "augment": "auto"})
+            teacher,
+            data,
+            train_cfg.model_copy(
+                update={"epochs": args.teacher_epochs, "augment": AugmentConfig(ops="auto")}
+            ),
         )
         save_checkpoint(out / "teacher", teacher, t_spec, {"data": data.describe()})
         teacher_note = f"trained here, {args.teacher_epochs} epochs on {len(data.train):,} images"

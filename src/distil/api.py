@@ -61,12 +61,12 @@ def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
     """Refuse mixup/cutmix for a loss that trains on labels: a mixed batch's labels are all -100.
 
     Function matching (teacher and student on the same mixed view) trains on teacher-matching terms
-    only, so `cfg.mixing` needs a teacher and a loss without `ce`/`dkd`.
+    only, so `cfg.augment.mixing` needs a teacher and a loss without `ce`/`dkd`.
 
     Raises:
         ConfigError: with the fix.
     """
-    if cfg.mixing == "none":
+    if cfg.augment.mixing == "none":
         return
     # Only a composed loss names its terms; any other loss may read labels.
     weights = loss.weights if isinstance(loss, ComposedLoss) else None
@@ -74,9 +74,10 @@ def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
     if weights is None or label_terms:
         what = f"terms {', '.join(label_terms)} read" if label_terms else "this loss reads"
         raise ConfigError(
-            f"mixing={cfg.mixing!r} mixes pairs of samples, whose labels are then unknown (-100), but {what} "
+            f"augment.mixing={cfg.augment.mixing!r} mixes pairs of samples, whose labels are then unknown (-100), "
+            f"but {what} "
             "labels. Fix: distill with teacher-matching terms only (function matching: --set 'kd.terms={kd: "
-            "1}'), or set mixing: none."
+            "1}'), or set augment.mixing: none."
         )
 
 
@@ -170,7 +171,7 @@ def distill(
         teacher_weights: one weight per teacher of an ensemble (default: equal).
         accelerator, progress, on_epoch_end, description: as in `distil.train.engine.fit`.
 
-    With `cfg.fsdp` (a multi-process launch) the teacher runs as a copy sharded across the processes,
+    With `cfg.fsdp.enabled` (a multi-process launch) the teacher runs as a copy sharded across the processes,
     like the student (`distil.train.fsdp`); it then always runs live.
 
     `cfg.teacher_cache` (a `StudentTrainConfig`'s group) and what the loss needs pick the teacher source

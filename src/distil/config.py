@@ -262,6 +262,117 @@ class TeacherCacheConfig(_Strict):
         return _on_off(value)  # `mode: on` in YAML arrives as True
 
 
+class AugmentConfig(_Strict):
+    """The training augmentation: which operations, their options, and batch mixing.
+
+    A plain word (`augment: crop_flip`) sets the operations alone.
+    """
+
+    ops: str = Field(
+        default="auto",
+        description="auto = the dataset's standard augmentation; none, crop, crop_flip, or operations "
+        "joined by '+': crop, flip, resized_crop, jitter, trivial (TrivialAugment), randaugment",
+    )
+    scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
+    )
+    ratio: tuple[float, float] = Field(
+        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
+    )
+    jitter_brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
+    jitter_contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
+    jitter_saturation: float = Field(
+        default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)"
+    )
+    jitter_hue: float = Field(
+        default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)"
+    )
+    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
+    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
+    mixing: Literal["none", "mixup", "cutmix"] = Field(
+        default="none",
+        description="mix pairs of augmented samples in each batch (function matching: teacher and student "
+        "see the same mixed view; labels become -100, so only teacher-matching terms train)",
+    )
+    mixing_alpha: float = Field(default=1.0, gt=0, description="Beta(alpha, alpha) of the mixing weights")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ops_word(cls, value: Any) -> Any:
+        return {"ops": value} if isinstance(value, str) else value  # `augment: crop` names the operations
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, value: str) -> str:
+        if value != "auto":
+            from distil.data.augment import parse_ops
+
+            try:
+                parse_ops(value)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"augment.scale must satisfy 0 < min <= max <= 1, got {list(self.scale)}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"augment.ratio must satisfy 0 < min <= max, got {list(self.ratio)}")
+        return self
+
+
+class LoaderConfig(_Strict):
+    """How batches are read from data on disk (an in-memory dataset ignores these)."""
+
+    num_workers: int = Field(
+        default=0, ge=0, description="worker processes reading samples (0 = the main process)"
+    )
+    pin_memory: bool | None = Field(
+        default=None, description="page-locked batches (None = when the run uses CUDA)"
+    )
+    persistent_workers: bool = Field(
+        default=False, description="keep workers alive between epochs (needs num_workers >= 1)"
+    )
+    prefetch_factor: int | None = Field(
+        default=None, gt=0, description="batches each worker reads ahead (needs num_workers >= 1)"
+    )
+
+
+class FSDPConfig(_Strict):
+    """Sharding the trained model and its teacher across the processes of a multi-process launch.
+
+    A plain boolean (`fsdp: true`) sets `enabled` alone.
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="shard with torch FSDP2: each process holds 1/N of the parameters, gradients and "
+        "optimizer state, and gathers one unit at a time (docs/lm.md#many-gpus-accelerate-ddp-and-fsdp)",
+    )
+    units: list[str] = Field(
+        default_factory=list,
+        description="module class names gathered as units of their own (e.g. LlamaDecoderLayer); [] = a "
+        "Hugging Face model's transformer blocks (_no_split_modules), else the whole model",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enabled_word(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value  # `fsdp: true`
+
+    @model_validator(mode="after")
+    def _units_need_fsdp(self) -> FSDPConfig:
+        if self.units and not self.enabled:
+            raise ValueError(f"fsdp.units={self.units} needs fsdp.enabled=true (or fsdp: true)")
+        return self
+
+
+# A settings group written as one plain value (`teacher_cache: on`, `augment: crop`, `fsdp: true`)
+# means this field of the group; old flat keys and `--set` overrides next to such a word keep it.
+GROUP_WORDS = {"teacher_cache": "mode", "augment": "ops", "fsdp": "enabled"}
+
+
 class Moved(NamedTuple):
     """Where an old flat recipe key now lives: a dotted path inside its section, plus values it implies."""
 
@@ -277,6 +388,21 @@ MOVED_KEYS: dict[str, Moved] = {
     "teacher_cache_k": Moved("teacher_cache.k"),
     # The classifier's dense top-k and the sequence top-k are one form now.
     "teacher_cache_topk": Moved("teacher_cache.k", (("teacher_cache.form", "topk"),)),
+    "augment_scale": Moved("augment.scale"),
+    "augment_ratio": Moved("augment.ratio"),
+    "jitter_brightness": Moved("augment.jitter_brightness"),
+    "jitter_contrast": Moved("augment.jitter_contrast"),
+    "jitter_saturation": Moved("augment.jitter_saturation"),
+    "jitter_hue": Moved("augment.jitter_hue"),
+    "randaugment_ops": Moved("augment.randaugment_ops"),
+    "randaugment_magnitude": Moved("augment.randaugment_magnitude"),
+    "mixing": Moved("augment.mixing"),
+    "mixing_alpha": Moved("augment.mixing_alpha"),
+    "num_workers": Moved("loader.num_workers"),
+    "pin_memory": Moved("loader.pin_memory"),
+    "persistent_workers": Moved("loader.persistent_workers"),
+    "prefetch_factor": Moved("loader.prefetch_factor"),
+    "fsdp_units": Moved("fsdp.units"),
 }
 
 
@@ -322,9 +448,8 @@ def _set_dotted(data: dict[str, Any], path: str, value: Any, old: str) -> None:
     node = data
     for part in parents:
         child = node.get(part)
-        child = _on_off(child)
-        if isinstance(child, str):  # `teacher_cache: on` next to old flat keys: the group's word
-            child = {"mode": child}
+        if child is not None and not isinstance(child, dict) and part in GROUP_WORDS:
+            child = {GROUP_WORDS[part]: child}  # `augment: crop` next to old flat keys: the group's word
         node[part] = child = dict(child) if isinstance(child, dict) else {}
         node = child
     if leaf in node and node[leaf] != value:
@@ -337,6 +462,11 @@ def _set_dotted(data: dict[str, Any], path: str, value: Any, old: str) -> None:
 
 class TrainConfig(_Strict):
     """A training recipe: optimizer, schedule, regularisation, budget and seed.
+
+    The settings most runs change (optimizer, lr, epochs, batch_size...) are flat keys; the rarely
+    touched ones are small groups: `augment` (`AugmentConfig`), `loader` (`LoaderConfig`) and `fsdp`
+    (`FSDPConfig`). The flat keys these groups replaced still load, each with one deprecation line
+    (`MOVED_KEYS`).
 
     It is saved with every checkpoint, so a student can inherit its teacher's recipe. The teacher-output
     cache is a distillation setting: it lives in `StudentTrainConfig.teacher_cache`, and a teacher's
@@ -357,33 +487,10 @@ class TrainConfig(_Strict):
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=128, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    augment: str = Field(
-        default="auto",
-        description="auto = the dataset's standard augmentation; none, crop, crop_flip, or operations "
-        "joined by '+': crop, flip, resized_crop, jitter, trivial (TrivialAugment), randaugment",
+    augment: AugmentConfig = Field(
+        default_factory=lambda: AugmentConfig(),
+        description="the training augmentation and batch mixing; `augment: crop_flip` sets the operations alone",
     )
-    augment_scale: tuple[float, float] = Field(
-        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
-    )
-    augment_ratio: tuple[float, float] = Field(
-        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
-    )
-    jitter_brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
-    jitter_contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
-    jitter_saturation: float = Field(
-        default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)"
-    )
-    jitter_hue: float = Field(
-        default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)"
-    )
-    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
-    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
-    mixing: Literal["none", "mixup", "cutmix"] = Field(
-        default="none",
-        description="mix pairs of augmented samples in each batch (function matching: teacher and student "
-        "see the same mixed view; labels become -100, so only teacher-matching terms train)",
-    )
-    mixing_alpha: float = Field(default=1.0, gt=0, description="Beta(alpha, alpha) of the mixing weights")
     grad_clip: float | None = Field(
         default=5.0, gt=0, description="max gradient norm; KD with T^2 scaling can diverge without it"
     )
@@ -391,30 +498,12 @@ class TrainConfig(_Strict):
         default=False, description="NHWC memory layout for conv nets: 1.2-1.6x faster on CPU (oneDNN)"
     )
     compile: bool = Field(default=False, description="torch.compile the trained model (needs a C++ compiler)")
-    fsdp: bool = Field(
-        default=False,
-        description="shard the trained model and its teacher across the processes of a multi-process "
-        "launch (torch FSDP2): each holds 1/N of the parameters, gradients and optimizer state, and "
-        "gathers one unit at a time (docs/lm.md#many-gpus-accelerate-ddp-and-fsdp)",
+    fsdp: FSDPConfig = Field(
+        default_factory=lambda: FSDPConfig(),
+        description="shard the trained model and its teacher across processes; `fsdp: true` enables it",
     )
-    fsdp_units: list[str] = Field(
-        default_factory=list,
-        description="fsdp: module class names gathered as units of their own (e.g. LlamaDecoderLayer); "
-        "[] = a Hugging Face model's transformer blocks (_no_split_modules), else the whole model",
-    )
-    num_workers: int = Field(
-        default=0, ge=0, description="data on disk: worker processes reading samples (0 = the main process)"
-    )
-    pin_memory: bool | None = Field(
-        default=None, description="data on disk: page-locked batches (None = when the run uses CUDA)"
-    )
-    persistent_workers: bool = Field(
-        default=False, description="data on disk: keep workers alive between epochs (needs num_workers >= 1)"
-    )
-    prefetch_factor: int | None = Field(
-        default=None,
-        gt=0,
-        description="data on disk: batches each worker reads ahead (needs num_workers >= 1)",
+    loader: LoaderConfig = Field(
+        default_factory=lambda: LoaderConfig(), description="how batches are read from data on disk"
     )
     seed: int = 0
     checkpoint_every: int | None = Field(
@@ -424,36 +513,12 @@ class TrainConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _augment_ranges(self) -> TrainConfig:
-        if not 0 < self.augment_scale[0] <= self.augment_scale[1] <= 1:
-            raise ValueError(
-                f"augment_scale must satisfy 0 < min <= max <= 1, got {list(self.augment_scale)}"
-            )
-        if not 0 < self.augment_ratio[0] <= self.augment_ratio[1]:
-            raise ValueError(f"augment_ratio must satisfy 0 < min <= max, got {list(self.augment_ratio)}")
-        return self
-
-    @field_validator("augment")
-    @classmethod
-    def _known_augment(cls, value: str) -> str:
-        if value != "auto":
-            from distil.data.augment import parse_ops
-
-            try:
-                parse_ops(value)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return value
-
-    @model_validator(mode="after")
     def _fsdp_options(self) -> TrainConfig:
-        if self.fsdp and (self.compile or self.channels_last):
+        if self.fsdp.enabled and (self.compile or self.channels_last):
             raise ValueError(
                 "fsdp=true is not combined with compile or channels_last (a sharded model keeps its own "
                 "parameter layout); set compile=false and channels_last=false"
             )
-        if self.fsdp_units and not self.fsdp:
-            raise ValueError(f"fsdp_units={self.fsdp_units} needs fsdp=true")
         return self
 
 
@@ -803,15 +868,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
+            if part in GROUP_WORDS and child is not None and not isinstance(child, dict):
+                node[part] = child = {GROUP_WORDS[part]: child}  # `augment: crop`, then `augment.scale=...`
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
             raise ConfigError(
                 f"override {item!r}: the value is not valid YAML; quote strings, e.g. --set name='\"a: b\"'"
             ) from None
+        leaf = parts[-1]
+        if leaf in GROUP_WORDS and isinstance(node.get(leaf), dict) and not isinstance(parsed, dict):
+            node[leaf][GROUP_WORDS[leaf]] = parsed  # a group's word keeps the group's other settings
+        else:
+            node[leaf] = parsed
     return result
 
 

@@ -176,7 +176,7 @@ def oom_hint(sections: dict[str, TrainConfig]) -> Iterator[None]:
 
 def _shard_hint(sections: dict[str, TrainConfig]) -> str:
     """For a GPU out of memory: sharding the models across GPUs, for the sections not sharded yet."""
-    unsharded = [s for s, cfg in sections.items() if not cfg.fsdp]
+    unsharded = [s for s, cfg in sections.items() if not cfg.fsdp.enabled]
     if not unsharded:
         return "."
     sets = " ".join(f"--set {s}.fsdp=true" for s in unsharded)

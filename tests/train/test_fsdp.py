@@ -58,13 +58,15 @@ def _two_ranks(mixed_precision: str = "no") -> SimpleNamespace:
 
 
 def test_fsdp_options_that_cannot_combine_are_refused_by_the_config() -> None:
-    assert TrainConfig(fsdp=True, fsdp_units=["LlamaDecoderLayer"]).fsdp_units == ["LlamaDecoderLayer"]
+    assert TrainConfig(fsdp={"enabled": True, "units": ["LlamaDecoderLayer"]}).fsdp.units == [
+        "LlamaDecoderLayer"
+    ]
     with pytest.raises(ValidationError, match="compile=false and channels_last=false"):
         TrainConfig(fsdp=True, compile=True)
     with pytest.raises(ValidationError, match="channels_last"):
         TrainConfig(fsdp=True, channels_last=True)
-    with pytest.raises(ValidationError, match="needs fsdp=true"):
-        TrainConfig(fsdp_units=["LlamaDecoderLayer"])
+    with pytest.raises(ValidationError, match=r"needs fsdp\.enabled=true"):
+        TrainConfig(fsdp={"units": ["LlamaDecoderLayer"]})
 
 
 def test_fsdp_needs_several_processes_and_no_fp16() -> None:

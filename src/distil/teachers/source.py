@@ -123,9 +123,10 @@ def teacher_augment(data: DataBundle, cfg: TrainConfig) -> tuple[str, Augmenter]
     Mixing (mixup/cutmix) is random, so it joins the name; an augmenter that never changes its inputs
     (a crop with 0 padding) is "none", which lets the teacher's outputs be cached.
     """
-    augment = data.augment if cfg.augment == "auto" else cfg.augment
-    if cfg.mixing != "none":
-        augment = cfg.mixing if augment == "none" else f"{augment}+{cfg.mixing}"
+    ops, mixing = cfg.augment.ops, cfg.augment.mixing
+    augment = data.augment if ops == "auto" else ops
+    if mixing != "none":
+        augment = mixing if augment == "none" else f"{augment}+{mixing}"
     augmenter = augmenter_for(data, cfg)
     return (augment if augmenter.is_random else "none"), augmenter
 
@@ -154,8 +155,8 @@ def _live_teacher(
     # With FSDP each teacher runs as a sharded copy, already on the device (the module passed stays
     # whole, where it is); `to` would try to move its sharded parameters.
     live = teachers
-    if cfg.fsdp:
-        live = [shard_copy(t, accelerator, frozen=True, units=cfg.fsdp_units) for t in teachers]
+    if cfg.fsdp.enabled:
+        live = [shard_copy(t, accelerator, frozen=True, units=cfg.fsdp.units) for t in teachers]
         record["teacher_fsdp"] = sharding_info(live[0])
     teacher_fn: Any
     if len(teachers) > 1:
@@ -166,7 +167,7 @@ def _live_teacher(
         teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
     else:
         teacher_fn = LiveTeacher(live[0])
-    if not cfg.fsdp:
+    if not cfg.fsdp.enabled:
         teacher_fn = teacher_fn.to(accelerator.device)
     if cfg.channels_last:
         for t in teachers:
@@ -210,7 +211,7 @@ def teacher_source(
     cache = cache_settings(cfg)
     views = TeacherViews(augmenter, cache.views) if cache.views else None
     needs = loss_fn.teacher_needs if isinstance(loss_fn, DeclaresTeacherNeeds) else None
-    if cfg.fsdp:
+    if cfg.fsdp.enabled:
         _check_sharded(needs, accelerator)
     source, reason = choose_teacher_source(
         cache.mode,
@@ -218,7 +219,7 @@ def teacher_source(
         needs=needs,
         teachers=len(teachers),
         views=views.count if views is not None else None,
-        sharded=cfg.fsdp,
+        sharded=cfg.fsdp.enabled,
     )
     record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
     scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
