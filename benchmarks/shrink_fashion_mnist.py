@@ -63,7 +63,7 @@ def main() -> None:
     c, h, _ = data.input_shape
     # No augmentation: the teacher's logits are computed once and cached, for every candidate alike.
     train_cfg = TrainConfig(
-        epochs=args.epochs, lr=0.05, warmup_epochs=0.5, augment="none", channels_last=True
+        epochs=args.epochs, lr=0.05, schedule={"warmup_epochs": 0.5}, augment="none", channels_last=True
     )
     kd = KDConfig(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The training recipe's augmentation, loader and FSDP settings as groups; the old flat keys as aliases."""
+"""The training recipe's optimizer, schedule, augmentation, loader and FSDP settings as groups; the old flat
+keys as aliases."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from distil.config import (
     AugmentConfig,
     FSDPConfig,
     LoaderConfig,
+    OptimizerConfig,
+    ScheduleConfig,
     StudentTrainConfig,
     TrainConfig,
     load_recipe,
@@ -22,6 +25,9 @@ from distil.errors import ConfigError
 
 # The old spellings on purpose: these tests are about the aliases. old key -> (value, group, field).
 OLD_KEYS = {
+    "momentum": (0.5, "optimizer", "momentum"),
+    "weight_decay": (0.01, "optimizer", "weight_decay"),
+    "warmup_epochs": (0.5, "schedule", "warmup_epochs"),
     "augment_scale": ([0.5, 1.0], "augment", "scale"),
     "augment_ratio": ([0.5, 2.0], "augment", "ratio"),
     "jitter_brightness": (0.2, "augment", "jitter_brightness"),
@@ -68,6 +74,11 @@ def test_every_moved_key_of_these_groups_is_covered_here() -> None:
 
 OLD_SHAPE = """\
 student_train:
+  optimizer: adamw
+  lr: 0.01
+  weight_decay: 0.01
+  schedule: step
+  warmup_epochs: 1
   epochs: 2
   augment: resized_crop+flip
   augment_scale: [0.35, 1.0]
@@ -82,6 +93,9 @@ student_train:
 
 NEW_SHAPE = """\
 student_train:
+  optimizer: {name: adamw, weight_decay: 0.01}
+  lr: 0.01
+  schedule: {name: step, warmup_epochs: 1}
   epochs: 2
   augment:
     ops: resized_crop+flip
@@ -101,7 +115,7 @@ def test_a_recipe_in_the_old_shape_and_one_in_the_new_shape_give_equal_configs(t
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         from_old = load_recipe(old)
-    assert len(_future_lines(caught)) == 7  # one per old key; `augment: word`, `fsdp: true` are the groups'
+    assert len(_future_lines(caught)) == 9  # one per old key; `optimizer: adamw`, `fsdp: true`... are words
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         from_new = load_recipe(new)
@@ -111,6 +125,8 @@ def test_a_recipe_in_the_old_shape_and_one_in_the_new_shape_give_equal_configs(t
         ops="resized_crop+flip", scale=(0.35, 1.0), jitter_brightness=0.2, mixing="cutmix", mixing_alpha=0.5
     )
     assert train.loader == LoaderConfig(num_workers=2, prefetch_factor=3)
+    assert train.optimizer == OptimizerConfig(name="adamw", weight_decay=0.01)
+    assert train.schedule == ScheduleConfig(name="step", warmup_epochs=1)
     assert train.fsdp == FSDPConfig(enabled=True, units=["Block"])
 
 
@@ -119,6 +135,7 @@ def test_a_groups_plain_word_keeps_working_in_yaml_python_and_overrides() -> Non
         warnings.simplefilter("error", FutureWarning)  # the groups' words are not deprecated
         assert TrainConfig(augment="crop").augment == AugmentConfig(ops="crop")
         assert TrainConfig(fsdp=True).fsdp == FSDPConfig(enabled=True)
+        assert TrainConfig(optimizer="adam", schedule="constant").optimizer == OptimizerConfig(name="adam")
         # A word set by --set keeps the group's other settings; a field set under a word keeps the word.
         cfg = load_recipe(
             None,
@@ -160,6 +177,7 @@ def test_recipe_new_writes_the_groups_and_an_old_dotted_override_still_works(tmp
 
     path = tmp_path / "x.yaml"
     old = ["--set", "student_train.num_workers=2", "--set", "student_train.mixing=mixup"]
+    old += ["--set", "student_train.momentum=0.5", "--set", "student_train.lr=0.1"]
     args = ["recipe", "new", str(path), "--from", "fashion-mnist-patient", *old]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the old dotted paths: their deprecation lines
@@ -168,9 +186,10 @@ def test_recipe_new_writes_the_groups_and_an_old_dotted_override_still_works(tmp
     written = yaml.safe_load(path.read_text())
     for section in ("teacher_train", "student_train"):
         assert not set(written[section]) & set(OLD_KEYS), section
-        assert {"augment", "loader", "fsdp"} <= set(written[section])
+        assert {"optimizer", "schedule", "augment", "loader", "fsdp"} <= set(written[section])
     assert written["student_train"]["loader"]["num_workers"] == 2
     assert written["student_train"]["augment"]["mixing"] == "mixup"
+    assert written["student_train"]["optimizer"]["momentum"] == 0.5 and written["student_train"]["lr"] == 0.1
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the new shape: no deprecated key
         recipe = load_recipe(path)
@@ -230,3 +249,20 @@ def test_a_training_state_saved_with_the_flat_keys_still_resumes(tmp_path: Path)
     other = same.model_copy(update={"augment": same.augment.model_copy(update={"mixing": "mixup"})})
     with pytest.raises(CheckpointError, match=r"augment\.mixing"):
         store.latest(fingerprint("student_kd", other, {}, model))
+
+
+def test_a_copy_with_updates_puts_words_and_old_keys_in_their_groups() -> None:
+    # Regression: pydantic's model_copy stores updates unchecked, so `optimizer="adam"` became a bare
+    # string (the optimizer builder then failed) and an old key such as `mixing` was stored where nothing
+    # reads it: the copy would have trained without mixing, silently.
+    cfg = StudentTrainConfig(augment="crop", teacher_cache="off", epochs=3)
+    copy = cfg.model_copy(update={"optimizer": "adam", "epochs": 2})
+    assert type(copy) is StudentTrainConfig and copy.optimizer == OptimizerConfig(name="adam")
+    assert (copy.epochs, copy.augment.ops, copy.teacher_cache.mode) == (2, "crop", "off")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixed = cfg.model_copy(update={"mixing": "mixup"})
+    assert mixed.augment == AugmentConfig(ops="crop", mixing="mixup")
+    assert len(_future_lines(caught)) == 1
+    with pytest.raises(ValueError, match="epochs"):
+        cfg.model_copy(update={"epochs": 0})  # checked like the constructor

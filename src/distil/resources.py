@@ -76,8 +76,8 @@ def check_writable(directory: str | Path, option: str = "--out") -> Path:
 
 def optimizer_slots(cfg: TrainConfig) -> int:
     """Tensors the optimizer keeps per parameter (SGD momentum: 1, Adam/AdamW: 2)."""
-    if cfg.optimizer == "sgd":
-        return 1 if cfg.momentum > 0 else 0
+    if cfg.optimizer.name == "sgd":
+        return 1 if cfg.optimizer.momentum > 0 else 0
     return 2
 
 

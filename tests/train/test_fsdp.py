@@ -156,7 +156,7 @@ WORKER = textwrap.dedent(
     torch.manual_seed(0)
     teacher = create_model("hf-causal-lm", num_classes=data.num_classes, config={**LLAMA, "num_hidden_layers": 3})
     epochs = 3 if precision == "no" else 1
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, optimizer="adamw", weight_decay=0.0, fsdp=True)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, optimizer={"name": "adamw", "weight_decay": 0.0}, fsdp=True)
 
     def student():
         torch.manual_seed(1)
@@ -179,7 +179,7 @@ WORKER = textwrap.dedent(
     # Against DDP: plain SGD with a clip that binds, so a wrong (per-shard) gradient norm or a missing
     # gradient average would show in the weights.
     for fsdp in (True, False):
-        sgd = TrainConfig(epochs=1, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.0, grad_clip=0.05, fsdp=fsdp)
+        sgd = TrainConfig(epochs=1, batch_size=8, lr=0.5, optimizer={"momentum": 0.0, "weight_decay": 0.0}, grad_clip=0.05, fsdp=fsdp)
         trained = distill(teacher, student(), data, sgd, accelerator=acc).model
         save_file(trained.state_dict(), str(out / f"sgd-{'fsdp' if fsdp else 'ddp'}{rank}.safetensors"))
 

@@ -13,9 +13,8 @@ from distil.train.checkpoint import save_checkpoint
 from distil.transfer import inherit_recipe, teacher_recipe
 
 TEACHER = TrainConfig(
-    optimizer="adamw",
+    optimizer={"name": "adamw", "weight_decay": 1e-4},
     lr=0.1,
-    weight_decay=1e-4,
     schedule="step",
     epochs=30,
     batch_size=128,
@@ -40,7 +39,12 @@ def test_everything_but_the_seed_is_inherited_without_overrides() -> None:
 def test_user_overrides_win_and_lr_follows_the_batch_size_linearly() -> None:
     student = TrainConfig(batch_size=32, epochs=2, lr=0.5)
     cfg, records = inherit_recipe(TEACHER, student, ["batch_size", "epochs"])
-    assert (cfg.batch_size, cfg.epochs, cfg.optimizer, cfg.weight_decay) == (32, 2, "adamw", 1e-4)
+    assert (cfg.batch_size, cfg.epochs, cfg.optimizer.name, cfg.optimizer.weight_decay) == (
+        32,
+        2,
+        "adamw",
+        1e-4,
+    )
     assert cfg.lr == pytest.approx(0.1 * 32 / 128)
     lr = next(r for r in records if r.field == "lr")
     assert (lr.source, lr.teacher_value) == ("scaled", 0.1)

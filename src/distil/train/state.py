@@ -41,7 +41,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from distil.config import MOVED_KEYS
+from distil.config import GROUP_WORDS, MOVED_KEYS
 from distil.errors import CheckpointError, TrainingError
 from distil.fileio import atomic_write_bytes, atomic_write_json, is_out_of_space
 from distil.train.checkpoint import load_state_dict_strict
@@ -116,7 +116,7 @@ def fingerprint(stage: str, cfg: Any, data_description: dict[str, Any], model: n
 
 
 def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
-    """A fingerprint saved before settings became groups (teacher cache, augmentation, loader), in today's shape.
+    """A fingerprint saved before settings became groups (teacher cache, optimizer, augmentation...), as today.
 
     So a run started before a regroup resumes under it; what it computed is the same.
     """
@@ -147,15 +147,14 @@ def _flat_cache_keys(recipe: dict[str, Any], expected: dict[str, Any]) -> dict[s
 
 
 def _flat_groups(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The flat augmentation and loader keys (`augment: crop`, `augment_scale`, `num_workers`...) as groups.
-
-    A recipe saved before the regroup always held `augment` as a word; `config.MOVED_KEYS` says where
-    each other key went (the fsdp keys were never fingerprinted).
-    """
-    if not isinstance(recipe.get("augment"), str):
+    """The flat keys of settings now grouped (`optimizer: sgd`, `momentum`, `augment: crop`, `num_workers`...)
+    as their groups: a group's word becomes its main field, `config.MOVED_KEYS` says where each other key
+    went (the fsdp keys were never fingerprinted; the cache keys are read by `_flat_cache_keys`)."""
+    words = {k for k, v in recipe.items() if k in GROUP_WORDS and not isinstance(v, dict)}
+    if not words and not any(k in MOVED_KEYS for k in recipe):
         return recipe
     out = {k: v for k, v in recipe.items() if k not in MOVED_KEYS}
-    out["augment"] = {"ops": recipe["augment"]}
+    out.update({k: {GROUP_WORDS[k]: recipe[k]} for k in words})
     for old, moved in MOVED_KEYS.items():
         group, _, leaf = moved.path.partition(".")
         if old in recipe and group not in ("teacher_cache", *_NOT_FINGERPRINTED):
