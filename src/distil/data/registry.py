@@ -93,6 +93,8 @@ def load_dataset(
                     "python-docs-topics; text_field and label_field: the classification ones; split_by "
                     "and newlines: the language-modelling ones)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
+                    else "the arithmetic reader (digits, operations, train_size, test_size, problem_seed)"
+                    if any(k in _ARITHMETIC_OPTIONS for k in unknown)
                     else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
                 )
                 raise ConfigError(
@@ -108,6 +110,7 @@ def load_dataset(
 
 
 _TEXT_OPTIONS = ("block_size", "tokenizer", "split_by", "errors", "newlines", "text_field", "label_field")
+_ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed")
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:

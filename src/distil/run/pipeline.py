@@ -50,6 +50,11 @@ def load_data(recipe: Recipe) -> DataBundle:
             "newlines": d.newlines,
             "text_field": d.text_field,
             "label_field": d.label_field,
+            "digits": d.digits,
+            "operations": d.operations,
+            "train_size": d.train_size,
+            "test_size": d.test_size,
+            "problem_seed": d.problem_seed,
         },
         trust_code=recipe.trust_code,
     )
