@@ -50,7 +50,7 @@ def test_prompts_carry_no_label_and_the_answer_and_eos_do() -> None:
     for i, problem in enumerate(task.test_problems()[:10]):
         sample = data.test[i]
         prompt = tok.encode(problem.prompt)
-        answer = tok.encode(problem.completion) + [tok.eos_id]
+        answer = [*tok.encode(problem.completion), tok.eos_id]
         t = len(prompt)
         # Each sample starts at its prompt; the next tokens of prompt positions are labelled from the last one.
         assert sample["inputs"][:t].tolist() == prompt

@@ -26,7 +26,8 @@ def test_a_run_on_arithmetic_reports_exact_match_next_to_perplexity(tmp_path: Pa
         "--set", "teacher_train.batch_size=16", "--set", "student_train.batch_size=16",
     ]  # fmt: skip
     result = CliRunner().invoke(
-        app, ["run", "lm-arithmetic", "--out", str(tmp_path), "--name", "a", "--no-latency", "--quiet", *quick]
+        app,
+        ["run", "lm-arithmetic", "--out", str(tmp_path), "--name", "a", "--no-latency", "--quiet", *quick],
     )
     assert result.exit_code == 0, result.output
     run = tmp_path / "a"
@@ -42,5 +43,7 @@ def test_a_run_on_arithmetic_reports_exact_match_next_to_perplexity(tmp_path: Pa
     assert problems and set(problems[0]["answers"]) == set(checked)
     report = (run / "report.md").read_text()
     assert "| perplexity | exact match | answer agreement | bits/byte |" in report
-    assert f"| {problems[0]['prompt']} | {problems[0]['gold']} |" in report and ("✓" in report or "✗" in report)
+    assert f"| {problems[0]['prompt']} | {problems[0]['gold']} |" in report and (
+        "✓" in report or "✗" in report
+    )
     assert "exact match" in (run / "report.html").read_text()

@@ -184,7 +184,9 @@ def check_generation(
         )
     max_new = max(len(tokenizer.encode(p.completion)) for p in problems) + EXTRA_NEW_TOKENS
     with _eval_mode(model):
-        answers = greedy_answers(model, tokenizer, [p.prompt for p in problems], max_new, batch_size=batch_size)
+        answers = greedy_answers(
+            model, tokenizer, [p.prompt for p in problems], max_new, batch_size=batch_size
+        )
     nll, num_bytes = completion_nll(model, tokenizer, problems, batch_size=batch_size)
     n = len(problems)
     right = sum(check(p.prompt, a) for p, a in zip(problems, answers, strict=True))

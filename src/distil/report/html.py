@@ -140,9 +140,8 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
             )
         if generation.get("problems"):
             head, rows = problem_rows(generation["problems"])
-            body += (
-                '<p class="note">Held-out problems, greedy answers (✓ right, ✗ wrong).</p>'
-                + table_html(head, rows, "problems")
+            body += '<p class="note">Held-out problems, greedy answers (✓ right, ✗ wrong).</p>' + table_html(
+                head, rows, "problems"
             )
         for i, prompt in enumerate(generation.get("prompts") or []):
             body += f"<h3>Prompt {i + 1}</h3><pre>{escape(prompt)}</pre>"
