@@ -324,9 +324,8 @@ class Runner:
             timed = self.generation["latency"].get(m.name)
             if timed is not None:
                 m.extra["generate_ms_per_token"] = timed["ms_per_token"]
-            m.extra.update(
-                self.generation.get("checked", {}).get(m.name, {})
-            )  # exact match beside perplexity
+            # Checkable answers: exact match and bits per byte beside perplexity.
+            m.extra.update(self.generation.get("checked", {}).get(m.name, {}))
 
     def _save(self, kept: Kept, m: ModelMetrics, details: dict[str, Any]) -> None:
         """The checkpoint of a measured model: weights, and a sidecar that carries its own final numbers
