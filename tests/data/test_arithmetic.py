@@ -92,3 +92,13 @@ def test_limit_keeps_the_first_problems_and_the_task_the_same_test_problems() ->
     assert (len(data.train), len(data.val), len(data.test)) == (50, 10, 10)
     full = load_dataset("arithmetic", options=SMALL)
     assert torch.equal(data.test.head(10), full.test.head(10))
+
+
+def test_test_problems_are_drawn_like_the_train_problems() -> None:
+    # Distinct pairs make early draws take the few small-number pairs: test must not get all of them.
+    problems = ArithmeticData(digits=2, operations="+", train_size=2000, test_size=400).all_problems()
+
+    def mean_length(ps: list) -> float:
+        return sum(len(p.prompt) for p in ps) / len(ps)
+
+    assert abs(mean_length(problems[:400]) - mean_length(problems[400:])) < 0.2

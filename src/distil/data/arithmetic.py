@@ -78,6 +78,9 @@ def generate_problems(digits: int, operations: str, count: int, seed: int) -> li
     # Draws give up well after the space of distinct pairs is exhausted (a count it cannot hold).
     for _ in range(50 * count + 10_000):
         if len(out) == count:
+            # Early draws take the few pairs of small numbers, later ones find them taken: shuffled, the
+            # test problems (the first ones) come from the same distribution as the train problems.
+            rng.shuffle(out)
             return out
         op = rng.choice(operations)
         a = _operand(rng, digits)
@@ -90,6 +93,7 @@ def generate_problems(digits: int, operations: str, count: int, seed: int) -> li
         seen.add(key)
         out.append(_problem(a, op, b))
     if len(out) == count:
+        rng.shuffle(out)
         return out
     raise DataError(
         f"arithmetic: only about {len(out)} problems with distinct operand pairs exist for digits={digits} "
