@@ -52,7 +52,7 @@ DEFAULT_TEST_SIZE = 500
 MAX_DIGITS = 18  # far beyond what small models learn; a typo such as 300 stops here
 ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed")
 """The reader options that decide the problems (recorded in checkpoint sidecars with the tokenizer)."""
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bumped whenever the same options give other problems (2: shuffled before the split)
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
 
 
