@@ -109,6 +109,21 @@ class DataConfig(_Strict):
         description="text-classification: the JSONL key or CSV/TSV column of each document's label "
         "(None = label)",
     )
+    digits: int | None = Field(
+        default=None, ge=1, description="arithmetic: the most digits of an operand (None = 3)"
+    )
+    operations: str | None = Field(
+        default=None, description="arithmetic: the operations drawn from, characters of '+-*' (None = +-*)"
+    )
+    train_size: int | None = Field(
+        default=None, gt=0, description="arithmetic: generated train + val problems (None = 20000)"
+    )
+    test_size: int | None = Field(
+        default=None, gt=0, description="arithmetic: generated held-out test problems (None = 500)"
+    )
+    problem_seed: int | None = Field(
+        default=None, description="arithmetic: the seed the problems are generated from (None = 0)"
+    )
 
     @field_validator("name")
     @classmethod
