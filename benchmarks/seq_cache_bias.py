@@ -43,6 +43,7 @@ from distil.losses.registry import TermContext, TermInputs
 from distil.losses.sparse import SparseTargets, sparse_kd
 from distil.models import create_model
 from distil.teachers.seqcache import bytes_per_token, open_or_build_sequence, sparse_rows, vocab_size
+from distil.teachers.store import Sampled
 
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 TEACHER = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
@@ -166,12 +167,14 @@ def bias_table(
         for tail in ("renormalize", "bucket"):
             loss, g = grad_of(lambda x, tail=tail, t=t: sparse_kd(x, t, 1.0, tail=tail), s)
             record(f"topk ({tail})", k, loss, g)
-        gen = torch.Generator().manual_seed(k)
+        # The rows a sampled cache stores (distinct ids + counts), read back as the store reads them.
+        fmt, positions = Sampled(k, 1.0, seed=k), torch.arange(z.shape[0] * z.shape[1])
+        fmt.begin()
         losses, grads = [], []
         for _ in range(draws):
-            ids, logw, aux = sparse_rows(z, "sampled", k, 1.0, generator=gen)
-            t = SparseTargets("sampled", ids, logw.half().float(), aux, 1.0, v)
-            loss, g = grad_of(lambda x, t=t: sparse_kd(x, t, 1.0), s)
+            arrays = {n: torch.from_numpy(a) for n, a in fmt.encode(z.reshape(-1, v)).items()}
+            t = fmt.sparse(arrays, positions, 1.0, v)
+            loss, g = grad_of(lambda x, t=t: sparse_kd(x.reshape(-1, v), t, 1.0), s)
             losses.append(loss)
             grads.append(g)
         single = [((lv - full_loss) / full_loss, float(cos(g, full_g, 0)), float((g - full_g).norm() / full_g.norm()))
@@ -260,7 +263,9 @@ def main() -> None:
         )
         caches[name], build[name] = cached, info.bytes_per_token or 0.0
         print(
-            f"cache {name}: {info.bytes_per_token} B/token, hit={info.hit}, {info.seconds:.1f} s", flush=True
+            f"cache {name}: {info.bytes_per_token} B/token, hit={info.hit}, {info.seconds:.1f} s, "
+            f"build {info.build}",
+            flush=True,
         )
 
     out_json = args.out / ("results-smoke.json" if args.smoke else "results.json")

@@ -61,12 +61,31 @@ def test_old_and_new_spellings_that_disagree_are_refused() -> None:
     assert cfg.teacher_cache == TeacherCacheConfig(mode="on", k=4)
 
 
-@pytest.mark.parametrize("setting", ["teacher_cache=off", "teacher_cache.k=4", "teacher_cache_dir=/tmp/x"])
-def test_teacher_train_refuses_cache_settings_and_says_where_they_go(setting: str) -> None:
+def test_teacher_train_refuses_the_cache_group_and_says_where_it_goes() -> None:
     with pytest.raises(ConfigError, match=r"student_train\.teacher_cache"):
-        load_recipe(None, [f"teacher_train.{setting}"])
+        load_recipe(None, ["teacher_train.teacher_cache.k=4"])
     with pytest.raises(ValueError, match="setting of the student's distillation"):
-        TrainConfig.model_validate({setting.split("=")[0].split(".")[0]: "off"})
+        TrainConfig.model_validate({"teacher_cache": {"mode": "off"}})
+
+
+@pytest.mark.parametrize("setting", ["teacher_cache=off", "teacher_cache_dir=/tmp/x"])
+def test_old_cache_keys_on_teacher_train_are_ignored_with_a_notice(setting: str) -> None:
+    # Old recipes shared one YAML anchor between teacher_train and student_train, cache keys included.
+    with pytest.warns(FutureWarning, match=r"ignored in this section.*student_train\.teacher_cache"):
+        recipe = load_recipe(None, [f"teacher_train.{setting}"])
+    assert "teacher_cache" not in type(recipe.teacher_train).model_fields
+
+
+def test_an_old_recipe_sharing_one_anchor_with_cache_keys_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        "teacher_train: &train\n  epochs: 3\n  teacher_cache: 'off'\n  teacher_cache_topk: 4\n"
+        "student_train: *train\n"
+    )
+    with pytest.warns(FutureWarning):
+        recipe = load_recipe(path)
+    assert recipe.teacher_train.epochs == 3 and recipe.student_train.epochs == 3
+    assert recipe.student_train.teacher_cache == TeacherCacheConfig(mode="off", form="topk", k=4)
 
 
 def test_a_shared_recipe_anchor_gets_the_cache_by_a_merge_key(tmp_path: Path) -> None:

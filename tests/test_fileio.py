@@ -173,3 +173,23 @@ def test_only_a_full_disk_or_quota_is_out_of_space() -> None:
     assert is_out_of_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
     assert not is_out_of_space(OSError(errno.ENOTEMPTY, "Directory not empty"))
     assert not is_out_of_space(OSError(errno.ENOENT, "No such file or directory"))
+
+
+def test_a_new_lock_file_is_locked_before_it_appears(tmp_path, monkeypatch) -> None:
+    # Regression (two torchrun ranks building one token cache): a `.lock` that existed unlocked for an
+    # instant let the other rank take it for a dead owner's and remove the build in progress.
+    from distil import fileio
+
+    seen: list[bool] = []
+    real = fileio._try_flock
+
+    def spy(fd: int):
+        seen.append((tmp_path / fileio.LOCK_NAME).exists())
+        return real(fd)
+
+    monkeypatch.setattr(fileio, "_try_flock", spy)
+    claim = fileio.lock_dir(tmp_path)
+    assert claim is not None and seen == [False]  # locked while still under its private name
+    assert fileio.is_locked(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == [fileio.LOCK_NAME]
+    claim.release()
+    assert not fileio.is_locked(tmp_path)

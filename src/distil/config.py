@@ -112,6 +112,21 @@ class DataConfig(_Strict):
         description="text-classification: the JSONL key or CSV/TSV column of each document's label "
         "(None = label)",
     )
+    digits: int | None = Field(
+        default=None, ge=1, description="arithmetic: the most digits of an operand (None = 3)"
+    )
+    operations: str | None = Field(
+        default=None, description="arithmetic: the operations drawn from, characters of '+-*' (None = +-*)"
+    )
+    train_size: int | None = Field(
+        default=None, gt=0, description="arithmetic: generated train + val problems (None = 20000)"
+    )
+    test_size: int | None = Field(
+        default=None, gt=0, description="arithmetic: generated held-out test problems (None = 500)"
+    )
+    problem_seed: int | None = Field(
+        default=None, description="arithmetic: the seed the problems are generated from (None = 0)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -457,7 +472,9 @@ MOVED_KEYS: dict[str, Moved] = {
 def move_keys(data: Any, table: dict[str, Moved], model: type[BaseModel]) -> Any:
     """Read old flat keys of `data` into their groups, with one deprecation warning per key (once).
 
-    A key whose group `model` does not have (a teacher's recipe has no teacher cache) is refused.
+    On a model without the key's group (a teacher's recipe has no teacher cache), an old spelling is
+    dropped with a warning (old recipes shared one anchor between both sections) and the new group is
+    refused.
 
     Raises:
         ValueError: a moved key on a model without its group, or an old and a new key that disagree.
@@ -465,9 +482,20 @@ def move_keys(data: Any, table: dict[str, Moved], model: type[BaseModel]) -> Any
     if not isinstance(data, dict):
         return data
     groups = {moved.path.split(".")[0]: moved.path.split(".")[0] for moved in table.values()}
-    for key in data:
+    for key in list(data):
         path = table[key].path if key in table else groups.get(key, "")
         if path and path.split(".")[0] not in model.model_fields:
+            if key in table or not isinstance(data[key], dict):
+                # An old recipe shared one YAML anchor between teacher_train and student_train, so its
+                # teacher section carries the flat cache keys it never used: read it, say so, drop them.
+                warnings.warn(
+                    f"recipe key {key} is ignored in this section (the teacher's training uses no teacher "
+                    f"cache); set student_train.{path} instead",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                data = {k: v for k, v in data.items() if k != key}
+                continue
             raise ValueError(
                 f"{key} is a setting of the student's distillation ({path} of student_train), not of this "
                 f"recipe section, which never uses it. Remove it here; set student_train.{path} (sharing "

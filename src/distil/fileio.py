@@ -153,9 +153,7 @@ def lock_dir(directory: str | Path, *, create: bool = True) -> DirLock | None:
     Returns:
         The held lock, or None when another live process (or another claim in this one) holds it.
     """
-    path = Path(directory) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), umask_mode())
-    got = _try_flock(fd)
+    fd, got = _open_locked(Path(directory) / LOCK_NAME, create)
     if got is False:
         os.close(fd)
         return None
@@ -169,6 +167,29 @@ def lock_dir(directory: str | Path, *, create: bool = True) -> DirLock | None:
         lock.release()
         raise
     return lock
+
+
+def _open_locked(path: Path, create: bool) -> tuple[int, bool | None]:
+    """Open the lock file `path` and try to lock it: (descriptor, what :func:`_try_flock` said).
+
+    A new lock file is made under a private name, locked, and only then linked to `path`: a lock file
+    that exists unlocked for an instant would let another process take it for a dead owner's and remove
+    the directory being built (two ranks building one token cache did exactly that).
+    """
+    if create and not path.exists():
+        staging = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, umask_mode())
+        try:
+            got = _try_flock(fd)
+            os.link(staging, path)  # fails if another claimant's lock file appeared first
+            return fd, got
+        except OSError:  # theirs came first (or no hard links here): contend for the file at `path`
+            os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+    fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), umask_mode())
+    return fd, _try_flock(fd)
 
 
 def _try_flock(fd: int) -> bool | None:

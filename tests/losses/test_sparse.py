@@ -129,3 +129,20 @@ def test_a_batch_without_valid_positions_gives_zero_with_a_gradient() -> None:
     loss = sparse_kd(s, _targets(z, "sampled", 3), 1.0, mask=torch.zeros(3, 6, dtype=torch.bool))
     loss.backward()
     assert loss.item() == 0.0 and s.grad is not None
+
+
+@pytest.mark.parametrize("tail", ["renormalize", "bucket"])
+def test_minus_inf_teacher_logits_give_a_finite_loss_equal_to_the_kl(tail: str) -> None:
+    # A masked vocabulary (-inf logits) and top-k with k beyond the finite support: weight-0 terms are 0.
+    z, s, t = _logits(11), _logits(12), 2.0
+    z[..., 20:] = -float("inf")
+    z[0, 0, 3:] = -float("inf")  # three finite logits, k = 8
+    p, log_q = torch.softmax(z.double() / t, -1), torch.log_softmax(s.double() / t, -1)
+    kl = (t * t * (torch.special.xlogy(p, p) - p * log_q).sum(-1)).mean()
+    targets = _targets(z, "topk", 25, t)  # every finite logit and some -inf ones: exact
+    loss, g = _grad(lambda x: sparse_kd(x, targets, t, tail=tail), s)
+    torch.testing.assert_close(loss.double(), kl, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(g).all()
+    for targets in (_targets(z, "topk", 8, t), _targets(z, "sampled", 8, t, generator=torch.Generator())):
+        loss, g = _grad(lambda x, targets=targets: sparse_kd(x, targets, t, tail=tail), s)
+        assert torch.isfinite(loss) and torch.isfinite(g).all(), targets.form

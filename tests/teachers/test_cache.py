@@ -12,6 +12,7 @@ from distil.data import load_dataset
 from distil.errors import ConfigError
 from distil.losses import TeacherNeeds
 from distil.models import create_model
+from distil.teachers import store
 from distil.teachers.cache import CachedTeacher, choose_teacher_source, fingerprint, open_or_build
 
 
@@ -305,7 +306,7 @@ def test_distill_with_a_topk_cache_follows_the_temperature_schedule(
     history = distill(_teacher(), student, digits, cfg, kd).history
     assert history[-1]["teacher_source"] == "cache"
     meta = json.loads((Path(history[-1]["teacher_cache"]["path"]) / "meta.json").read_text())
-    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == 3
+    assert meta["temperatures"] == [1.0, 2.0, 4.0] and meta["format_version"] == store.FORMAT_VERSION
     steps = len(used) // 2
     assert used == [4.0] * steps + [2.0] * steps  # each epoch's lookups use that epoch's tail
 

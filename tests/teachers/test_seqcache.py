@@ -59,8 +59,10 @@ def _batch(data: DataBundle, index: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def test_bytes_per_token_and_the_auto_form() -> None:
     assert bytes_per_token("full", 259) == 518
-    assert bytes_per_token("topk", 259, 16) == bytes_per_token("sampled", 259, 16) == 16 * 4 + 4
-    assert bytes_per_token("sampled", 100_000, 16) == 16 * 6 + 4  # int32 ids above 65536
+    assert bytes_per_token("topk", 259, 16) == 16 * 4 + 4
+    assert bytes_per_token("sampled", 259, 16) == 16 * 3 + 4  # ids + one-byte counts
+    assert bytes_per_token("sampled", 259, 16, proposal_temperature=2.0) == 16 * 5 + 4  # + fp16 log p/r
+    assert bytes_per_token("sampled", 100_000, 16) == 16 * 5 + 4  # int32 ids above 65536
     assert resolve_form("auto", 259) == "full" and resolve_form("auto", 32_000) == "sampled"
     with pytest.raises(ConfigError, match=r"teacher_cache\.form"):
         resolve_form("topq", 10)
@@ -75,9 +77,11 @@ def test_sparse_cache_holds_the_teachers_targets_by_sample_id(
         teacher, text, form=form, k=k, cache_dir=tmp_path / "c", batch_size=4
     )
     assert isinstance(cached, SparseCachedTeacher) and not info.hit
-    assert info.form == form and info.bytes_per_token == bytes_per_token(form, 259, k) == 28
+    want = {"topk": 28, "sampled": 22}[form]  # k (2 + 2) + 4; k (2 + 1) + 4: one-byte counts
+    assert info.form == form and info.bytes_per_token == bytes_per_token(form, 259, k) == want
     meta = json.loads((Path(info.path) / "meta.json").read_text())
-    assert meta["form"] == form and meta["k"] == k and meta["bytes_per_token"] == 28
+    assert meta["form"] == form and meta["k"] == k and meta["bytes_per_token"] == want
+    assert meta["build"]["batch_size"] == 4 and info.build == meta["build"]
     index = torch.tensor([3, 0, 3, len(text.train) - 1])
     batch = _batch(text, index)
     got = cached(batch)
@@ -91,13 +95,10 @@ def test_sparse_cache_holds_the_teachers_targets_by_sample_id(
         # float16 precision of the logits, the tail mass to float32 arithmetic.
         torch.testing.assert_close(got.log_weights, logw, rtol=0, atol=1e-2)
         torch.testing.assert_close(got.aux, aux, rtol=1e-2, atol=1e-4)
-    else:  # draws of each position's own distribution: weights are 1/k, negentropy exact
-        torch.testing.assert_close(
-            got.log_weights,
-            torch.full_like(got.log_weights, -torch.log(torch.tensor(6.0)).item()),
-            atol=2e-3,
-            rtol=0,
-        )
+    else:  # draws of each position's own distribution: weights count / k, summing to 1; negentropy exact
+        w = got.log_weights.exp()
+        torch.testing.assert_close(w.sum(-1), torch.ones(4, 16), rtol=0, atol=1e-6)
+        assert set((w * k).round().unique().tolist()) <= set(range(k + 1))
         p = torch.softmax(live.double(), -1)
         torch.testing.assert_close(got.aux.double(), (p * p.log()).sum(-1), rtol=1e-5, atol=1e-5)
         assert torch.equal(got.ids[0], got.ids[2])  # the same sample gives the same stored draws
@@ -226,3 +227,18 @@ def test_sparse_forms_refuse_losses_they_cannot_serve(text: DataBundle, tmp_path
     assert "schedule" in str(sparse_cache_blocker(annealed))
     with pytest.raises(ConfigError, match=r"teacher_cache\.form=sampled cannot serve this loss"):
         open_run_cache(ByteLM(), text, rkl, form="sampled", k=4, cache_dir=tmp_path)
+
+
+def test_a_runs_cache_build_takes_its_batch_from_the_recipe(
+    text: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distil.api import distill
+    from distil.config import StudentTrainConfig
+
+    monkeypatch.setattr(TrainLoop, "evaluate", lambda self: {"eval_accuracy": 0.0})
+    cfg = StudentTrainConfig(
+        epochs=1, batch_size=5, teacher_cache={"form": "sampled", "k": 4, "dir": str(tmp_path)}
+    )
+    history = distill(ByteLM(0), ByteLM(1), text, cfg, KDConfig(terms={"kd": 1.0}, temperature=1.0)).history
+    built = history[-1]["teacher_cache"]["build"]
+    assert built["batch_size"] == 5 and built["peak_rss_bytes"] > 0

@@ -4,6 +4,7 @@ Importing this package registers every built-in reader in `DATASETS`.
 """
 
 from distil.data import (  # noqa: F401  (imported to register readers)
+    arithmetic,
     chat,
     cifar,
     digits,

@@ -11,17 +11,20 @@ log-weight each, plus one float32 per position. Two forms fill them differently:
   mass is spread, and renormalising also inflates the head.
 - ``sampled``: k i.i.d. draws x_j ~ r (the proposal: the teacher's distribution at temperature T, or at
   another temperature) with importance weights w_j = p(x_j) / (k r(x_j)); the float is the teacher's
-  negative entropy `sum_v p log p`. For any f, `sum_j w_j f(x_j)` is an unbiased estimate of
+  negative entropy `sum_v p log p`. A cache stores each distinct id once with its count c (weight
+  c p / (k r): the same sum as c separate slots), so slots may have weight 0 (log-weight -inf). For any f, `sum_j w_j f(x_j)` is an unbiased estimate of
   `sum_v p(v) f(v)`, so `negent - sum_j w_j log q(x_j)` is an unbiased estimate of KL(p || q) and its
   gradient w.r.t. the student logits of the true KL gradient (Random Sampling KD, arXiv 2503.16870).
 
 Shapes: student logits (B, T, V) (or (B, K) with (B, k) targets); targets (B, T, k). Every loss is
 `T^2 *` the mean over the valid positions (`mask`, and labels != -100 when `labels` are given), like
 `distil.losses.functional.kd_kl`, which is the full-logit reference they are compared against.
+Terms of weight 0 count 0 (0 log 0 = 0), so a teacher with -inf logits gives a finite loss.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,7 +42,8 @@ class SparseTargets:
     Attributes:
         form: "topk" or "sampled".
         ids: (B, T, k) int64 token ids.
-        log_weights: (B, T, k) float32: log p_T(id) (topk) or log(p_T(id) / (k r(id))) (sampled).
+        log_weights: (B, T, k) float32: log p_T(id) (topk) or log(count * p_T(id) / (k r(id))) (sampled:
+            the id drawn `count` times of k); -inf for weight 0 (a -inf teacher logit, an unused slot).
         aux: (B, T) float32: the tail mass (topk) or the teacher's negative entropy sum p log p (sampled).
         temperature: the KD temperature T the weights are for.
         num_classes: V.
@@ -79,6 +83,13 @@ def _keep(
             raise ValueError(f"labels {tuple(labels.shape)} do not fit positions {tuple(positions)}")
         keep &= labels.to(keep.device) != IGNORE_INDEX
     return keep.reshape(-1)
+
+
+def _weighted(log_w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """exp(log_w) * x, and 0 where the weight is 0 (log_w = -inf: a -inf teacher logit, an unused slot):
+    0 * -inf would be NaN, and the weight-0 terms of a KL are 0 (the xlogy convention)."""
+    keep = log_w > -math.inf
+    return torch.where(keep, log_w.exp() * torch.where(keep, x, 0.0), 0.0)
 
 
 def sparse_kd(
@@ -137,12 +148,12 @@ def sparse_kd(
     # log q_student at the stored ids without a second (N, V) tensor: gather, then subtract logsumexp.
     log_q = s.gather(-1, ids) - torch.logsumexp(s, dim=-1, keepdim=True)  # (N, k)
     if targets.form == "sampled":
-        per_row = aux - (logw.exp() * log_q).sum(-1)
+        per_row = aux - _weighted(logw, log_q).sum(-1)
     elif tail == "renormalize":
         log_w = torch.log_softmax(logw, dim=-1)
-        per_row = (log_w.exp() * (log_w - log_q)).sum(-1)
+        per_row = _weighted(log_w, log_w - log_q).sum(-1)
     else:
-        head = (logw.exp() * (logw - log_q)).sum(-1)
+        head = _weighted(logw, logw - log_q).sum(-1)
         # The student's mass outside the teacher's top-k; the floor keeps log and gradient finite.
         student_tail = (1.0 - log_q.exp().sum(-1)).clamp_min(1e-12).log()
         t = aux.clamp_min(0.0)

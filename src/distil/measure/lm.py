@@ -90,10 +90,19 @@ def _cache_of(out: Any) -> Any:
 
 @torch.inference_mode()
 def _decode(
-    hf: Any, ids: torch.Tensor, new_tokens: int, times: list[float] | None = None
+    hf: Any,
+    ids: torch.Tensor,
+    new_tokens: int,
+    times: list[float] | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> tuple[torch.Tensor, float]:
-    """Greedy decoding with the KV cache: (new ids (B, new_tokens), prefill seconds); step times appended."""
+    """Greedy decoding with the KV cache: (new ids (B, <= new_tokens), prefill seconds); step times appended.
+
+    With `stop_ids`, decoding ends early once every row has produced one of them (the rows' later ids are
+    then whatever the model said after its stop; callers cut each row at its first stop id).
+    """
     device = ids.device
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     _sync(device)
     start = time.perf_counter()
     out = hf(input_ids=ids, use_cache=True)
@@ -101,8 +110,11 @@ def _decode(
     _sync(device)
     prefill = time.perf_counter() - start
     past, tokens = _cache_of(out), [token]
+    done = torch.isin(token[:, 0], stop)
     name = _cache_argument(hf)
     for _ in range(new_tokens - 1):
+        if len(stop_ids) and bool(done.all()):
+            break
         start = time.perf_counter()
         out = hf(input_ids=token, use_cache=True, **{name: past})
         past, token = _cache_of(out), out.logits[:, -1].argmax(-1, keepdim=True)
@@ -110,6 +122,7 @@ def _decode(
         if times is not None:
             times.append(time.perf_counter() - start)
         tokens.append(token)
+        done |= torch.isin(token[:, 0], stop)
     return torch.cat(tokens, dim=1), prefill
 
 
@@ -163,13 +176,22 @@ def generation_latency(
     )
 
 
-def greedy_ids(model: nn.Module, prompt_ids: torch.Tensor | Sequence[int], new_tokens: int) -> torch.Tensor:
-    """The greedy continuation (B, new_tokens) of `prompt_ids` (T,) or (B, T), decoded with the KV cache."""
+def greedy_ids(
+    model: nn.Module,
+    prompt_ids: torch.Tensor | Sequence[int],
+    new_tokens: int,
+    *,
+    stop_ids: Sequence[int] = (),
+) -> torch.Tensor:
+    """The greedy continuation (B, new_tokens) of `prompt_ids` (T,) or (B, T), decoded with the KV cache.
+
+    With `stop_ids` it may be shorter: decoding ends once every row has produced a stop id.
+    """
     if new_tokens < 1:
         raise ModelError(f"new_tokens must be >= 1, got {new_tokens}")
     model.eval()
     ids = _as_batch(prompt_ids, next(model.parameters()).device)
-    return _decode(_hf(model), ids, new_tokens)[0]
+    return _decode(_hf(model), ids, new_tokens, stop_ids=stop_ids)[0]
 
 
 def greedy_samples(model: nn.Module, tokenizer: Any, prompts: Sequence[str], n: int) -> list[str]:

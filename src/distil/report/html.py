@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
 
-from distil.report.markdown import FIGURES
+from distil.report.markdown import FIGURES, problem_rows
 from distil.report.rundata import RunData
 from distil.report.tables import columns_for, latency_notes, metric_rows
 
@@ -126,7 +126,7 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
             ("Training throughput", table_html(["stage", "samples/s", "tokens/s"], rows, "training"))
         )
     generation = run.generation
-    if generation.get("latency") or generation.get("samples"):
+    if generation.get("latency") or generation.get("samples") or generation.get("problems"):
         body = ""
         latency = generation.get("latency") or {}
         if latency:
@@ -137,6 +137,11 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
             body += (
                 '<p class="note">Greedy decoding with the KV cache, batch 1: median milliseconds per new '
                 "token.</p>" + table_html(["model", "ms/token", "prefill ms", "threads"], rows, "generation")
+            )
+        if generation.get("problems"):
+            head, rows = problem_rows(generation["problems"])
+            body += '<p class="note">Held-out problems, greedy answers (✓ right, ✗ wrong).</p>' + table_html(
+                head, rows, "problems"
             )
         for i, prompt in enumerate(generation.get("prompts") or []):
             body += f"<h3>Prompt {i + 1}</h3><pre>{escape(prompt)}</pre>"

@@ -62,6 +62,41 @@ def training_markdown(training: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer_cell(answer: str, correct: bool) -> str:
+    """A model's answer with a check mark (right) or a cross (wrong); "(empty)" for no answer."""
+    return f"{answer or '(empty)'} {'✓' if correct else '✗'}"
+
+
+def problem_rows(problems: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the sample problems table: prompt, gold answer, each model's answer."""
+    names = list(problems[0].get("answers", {})) if problems else []
+    rows = [
+        [
+            str(p["prompt"]),
+            str(p["gold"]),
+            *(answer_cell(str(p["answers"][n]), bool(p["correct"][n])) for n in names),
+        ]
+        for p in problems
+    ]
+    return ["problem", "answer", *names], rows
+
+
+def problems_markdown(problems: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Sample held-out problems with every model's greedy answer, marked right or wrong."""
+    if not problems:
+        return []
+    head, rows = problem_rows(problems)
+    out = [
+        "Held-out problems, greedy answers (✓ right, ✗ wrong); exact match over the whole test set is in the "
+        "table above.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
 def generation_markdown(generation: Mapping[str, Any]) -> list[str]:
     """Decode latency per token (KV cache, batch 1) and greedy samples from fixed test prompts."""
     out: list[str] = []
@@ -79,6 +114,7 @@ def generation_markdown(generation: Mapping[str, Any]) -> list[str]:
             for name, v in latency.items()
         ]
         out.append("")
+    out += problems_markdown(generation.get("problems") or [])
     prompts = generation.get("prompts") or []
     samples = generation.get("samples") or {}
     for i, prompt in enumerate(prompts):
@@ -128,7 +164,7 @@ def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
         out += ["## Per-class accuracy", "", per_class_markdown(run.class_names, run.per_class)]
     if run.training:
         out += ["## Training throughput", "", training_markdown(run.training)]
-    if run.generation.get("latency") or run.generation.get("samples"):
+    if run.generation.get("latency") or run.generation.get("samples") or run.generation.get("problems"):
         out += ["## Generation", "", *generation_markdown(run.generation)]
     if run.recipe_yaml:
         out += ["## Resolved recipe", "", "```yaml", run.recipe_yaml.rstrip(), "```", ""]

@@ -39,6 +39,8 @@ LM_COLUMNS = (
     "perplexity ratio",
 )
 LM_TASK = "language-modeling"
+# Data with checkable answers (distil.measure.generation) adds these after perplexity.
+CHECKED_COLUMNS = ("exact match", "answer agreement", "bits/byte")
 
 
 def is_lm(metrics: Sequence[ModelMetrics]) -> bool:
@@ -48,7 +50,16 @@ def is_lm(metrics: Sequence[ModelMetrics]) -> bool:
 
 def columns_for(metrics: Sequence[ModelMetrics]) -> tuple[str, ...]:
     """The table's columns for these models: `COLUMNS`, or `LM_COLUMNS` for language models."""
-    return LM_COLUMNS if is_lm(metrics) else COLUMNS
+    if not is_lm(metrics):
+        return COLUMNS
+    if not _checked(metrics):
+        return LM_COLUMNS
+    return (*LM_COLUMNS[:2], *CHECKED_COLUMNS, *LM_COLUMNS[2:])
+
+
+def _checked(metrics: Sequence[ModelMetrics]) -> bool:
+    """Whether some row has generation metrics of checkable answers (exact match)."""
+    return any("exact_match" in m.extra for m in metrics)
 
 
 def human(n: float, unit: str = "") -> str:
@@ -128,15 +139,26 @@ def compression_cell(ratios: dict[str, float | None]) -> str:
 def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[list[str]]:
     rows = []
     ref_ppl = reference.extra.get("perplexity")
+    checked = _checked(metrics)
     for m in metrics:
         r = compare(reference, m)
         is_ref = m is reference
         ppl = m.extra.get("perplexity")
         gen = m.extra.get("generate_ms_per_token")
+        answers = (
+            [
+                _opt(m.extra.get("exact_match"), ".2%"),
+                _opt(m.extra.get("answer_agreement"), ".2%"),
+                _opt(m.extra.get("bits_per_byte"), ".3f"),
+            ]
+            if checked
+            else []
+        )
         rows.append(
             [
                 m.name,
                 _opt(ppl, ".3f"),
+                *answers,
                 f"{m.accuracy:.2%}",
                 _opt(m.agreement, ".2%"),
                 human(m.params),

@@ -50,6 +50,9 @@ TEXT_OPTIONS = (
 )
 """The same for text (language-modelling blocks and classified documents): the samples' length, ids,
 splits and fields."""
+ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed")
+"""The same for the generated arithmetic problems: which problems, so an evaluation reads the held-out
+set the model was measured on."""
 _MUST_AGREE = ("image_size", "channels")
 
 
@@ -88,7 +91,7 @@ def trained_data_options(
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
         return chosen
     accepted = inspect.signature(DATASETS.get(dataset)).parameters
-    reused = (*IMAGE_OPTIONS, *TEXT_OPTIONS)
+    reused = (*IMAGE_OPTIONS, *TEXT_OPTIONS, *ARITHMETIC_OPTIONS)
     merged = {k: v for k, v in recorded.items() if k in reused and k in accepted and v is not None}
     for key in _MUST_AGREE:
         value = chosen.get(key)

@@ -1,4 +1,5 @@
-"""What a language model's report adds: generation latency per token (KV cache) and greedy samples.
+"""What a language model's report adds: generation latency per token (KV cache) and greedy samples; on
+data with checkable answers, exact match of greedy answers (:mod:`distil.measure.generation`).
 
 Both decode with the model's own KV cache, one token per forward pass, the way a deployed model
 generates: the prompt is scored once (prefill), then each new token is one step that attends to the
@@ -19,11 +20,14 @@ import torch
 from torch import nn
 
 from distil.data.tokenize import Tokenizer, get_tokenizer
+from distil.data.verifiable import Problem, VerifiableTask
+from distil.measure.generation import check_generation
 from distil.measure.lm import generation_latency, greedy_ids
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 48
 SAMPLES = 2
+SAMPLE_PROBLEMS = 6
 
 
 def _is_causal_lm(model: nn.Module) -> bool:
@@ -64,6 +68,25 @@ def tokenizer_of(data_extra: dict[str, str], *, trust_code: bool = False) -> Tok
         return None
 
 
+def sample_problems(
+    problems: Sequence[Problem],
+    answers: dict[str, list[str]],
+    check: Any,
+    count: int = SAMPLE_PROBLEMS,
+) -> list[dict[str, Any]]:
+    """`count` evenly spaced problems with every model's answer and whether the check accepts it."""
+    picks = sorted({i * len(problems) // count for i in range(count)}) if problems else []
+    return [
+        {
+            "prompt": problems[i].prompt,
+            "gold": problems[i].completion.split("\n", 1)[0],
+            "answers": {name: texts[i] for name, texts in answers.items()},
+            "correct": {name: bool(check(problems[i].prompt, texts[i])) for name, texts in answers.items()},
+        }
+        for i in picks
+    ]
+
+
 def lm_section(
     models: Sequence[tuple[str, nn.Module]],
     split: Any,
@@ -71,6 +94,7 @@ def lm_section(
     *,
     latency: bool = True,
     trust_code: bool = False,
+    task: VerifiableTask | None = None,
 ) -> dict[str, Any]:
     """The ``generation`` section of a language-model run's summary.json.
 
@@ -80,27 +104,43 @@ def lm_section(
         data_extra: the bundle's ``extra`` (which tokenizer decodes the samples).
         latency: also time generation per token.
         trust_code: the user's ``--trust-code`` (a tokenizer with its own code decodes the samples).
+        task: data with checkable answers (:func:`distil.data.verifiable.verifiable_task`): every model
+            answers the first ``len(split)`` test problems (:mod:`distil.measure.generation`), and sample
+            problems replace the free-text samples.
 
     Returns:
-        ``{"prompts": [text...], "samples": {name: [text...]}, "latency": {name: {...}}, ...}``.
+        ``{"prompts": [text...], "samples": {name: [text...]}, "latency": {name: {...}}, ...}``, with a
+        task also ``"checked": {name: {"exact_match", "answer_agreement", "bits_per_byte"}}`` and
+        ``"problems": [{"prompt", "gold", "answers": {name: text}, "correct": {name: bool}}...]``.
     """
     prompts = fixed_prompts(split)
     tokenizer = tokenizer_of(data_extra, trust_code=trust_code)
+    checked = task is not None and tokenizer is not None
     out: dict[str, Any] = {
         "prompt_tokens": PROMPT_TOKENS,
         "new_tokens": NEW_TOKENS,
-        "prompts": [tokenizer.decode(p.tolist()) for p in prompts] if tokenizer is not None else [],
+        "prompts": [tokenizer.decode(p.tolist()) for p in prompts] if tokenizer and not checked else [],
         "samples": {},
         "latency": {},
     }
     if not prompts:
         return out
+    problems = task.test_problems()[: len(split)] if task is not None else []
+    answers: dict[str, list[str]] = {}
+    if checked:
+        out["checked"] = {}
     for name, model in models:
         if not _is_causal_lm(model):
             continue
         flags = [(m, m.training) for m in model.modules()]
         try:
-            if tokenizer is not None:
+            if checked:
+                assert task is not None and tokenizer is not None
+                reference = next(iter(answers.values()), None)  # the first model's: the teacher's
+                result = check_generation(model, tokenizer, problems, task.check, reference=reference)
+                answers[name] = result.answers
+                out["checked"][name] = result.metrics()
+            elif tokenizer is not None:
                 out["samples"][name] = _continuations(model, prompts, tokenizer)
             if latency:
                 timed = generation_latency(model, prompts[0], NEW_TOKENS).to_dict()
@@ -108,7 +148,10 @@ def lm_section(
         finally:
             for module, flag in flags:
                 module.training = flag
+    if checked:
+        assert task is not None
+        out["problems"] = sample_problems(problems, answers, task.check)
     return out
 
 
-__all__ = ["fixed_prompts", "lm_section", "tokenizer_of"]
+__all__ = ["fixed_prompts", "lm_section", "sample_problems", "tokenizer_of"]

@@ -52,6 +52,11 @@ def load_data(recipe: Recipe) -> DataBundle:
             "on_long": d.on_long,
             "text_field": d.text_field,
             "label_field": d.label_field,
+            "digits": d.digits,
+            "operations": d.operations,
+            "train_size": d.train_size,
+            "test_size": d.test_size,
+            "problem_seed": d.problem_seed,
         },
         trust_code=recipe.trust_code,
     )

@@ -309,6 +309,7 @@ class Runner:
 
     def _generation(self, metrics: list[ModelMetrics]) -> None:
         """Language models: greedy samples and decoding latency per token (`distil.run.lm_report`)."""
+        from distil.data.verifiable import verifiable_task
         from distil.run.lm_report import lm_section
 
         self.generation = lm_section(
@@ -317,11 +318,14 @@ class Runner:
             self.data.extra,
             latency=self.measure_latency,
             trust_code=self.recipe.trust_code,
+            task=verifiable_task(self.data),
         )
         for m in metrics:
             timed = self.generation["latency"].get(m.name)
             if timed is not None:
                 m.extra["generate_ms_per_token"] = timed["ms_per_token"]
+            # Checkable answers: exact match and bits per byte beside perplexity.
+            m.extra.update(self.generation.get("checked", {}).get(m.name, {}))
 
     def _save(self, kept: Kept, m: ModelMetrics, details: dict[str, Any]) -> None:
         """The checkpoint of a measured model: weights, and a sidecar that carries its own final numbers

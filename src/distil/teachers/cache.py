@@ -219,6 +219,7 @@ class CacheInfo:
     views: int | None = None  # V of a views cache (rows = V * N)
     form: str = "full"  # the row format: "full", "topk" or "sampled" (distil.teachers.store)
     bytes_per_token: float | None = None  # stored bytes per sample (per position for sequences)
+    build: dict[str, Any] | None = None  # the build's batch size, chunk, peak memory, seconds (store.build)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +240,7 @@ class CacheInfo:
             views=meta.get("views"),
             form=meta["form"],
             bytes_per_token=float(meta["bytes_per_token"]),
+            build=meta.get("build"),
         )
 
 

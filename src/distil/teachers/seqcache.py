@@ -9,17 +9,20 @@ position instead (their losses: `distil.losses.sparse`):
   tail mass 1 - sum_topk p_T, exactly as a cache of those numbers would (up to float16 rounding of the
   logits). What every caching tool stores; biased (Anshumann et al., ACL 2025, arXiv 2503.16870).
 - ``sampled``: k i.i.d. draws from a proposal r (the teacher's distribution at the KD temperature T, or
-  at `proposal_temperature`), log of the importance weight p_T / (k r) of each, and the teacher's
-  negative entropy (for the KL's value). Unbiased in loss and gradient at the same bytes per token.
+  at `proposal_temperature`), kept as the distinct ids drawn with their counts (k one-byte counts;
+  unused slots count 0), with a proposal the log-ratio log(p_T / r) of each, and the teacher's negative
+  entropy (for the KL's value). Read back as weights count * p_T / (k r): exactly count / k (summing to
+  1) for the default proposal. Unbiased in loss and gradient, at fewer bytes per token than top-k.
 
 The third form, ``full`` (all V logits, fp16; for small vocabularies), is read densely
 (`distil.teachers.cache.CachedTeacher`), which `open_or_build_sequence` returns for ``form="full"``.
 All three share one key, one metadata reader, one atomic build and memory-mapped reads by
 `batch["index"]`.
 
-Bytes per token (`bytes_per_token`): full 2V; sampled k * (b + 2) + 4, where b is 2 for V <= 65536
-(uint16 ids) and 4 above; topk k * (b + 2) + 4 per stored temperature (one at T = 1, two otherwise:
-T and 1). At V = 259 (bytes): full 518, k=16 68.
+Bytes per token (`bytes_per_token`): full 2V; sampled k * (b + 1) + 4 (k * (b + 3) + 4 with a
+proposal), where b is 2 for V <= 65536 (uint16 ids) and 4 above; topk k * (b + 2) + 4 per stored
+temperature (one at T = 1, two otherwise: T and 1). At V = 259 (bytes): full 518, k=16 topk 68,
+sampled 52.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from distil.registry import unknown_name_message
 from distil.teachers import store
 from distil.teachers.cache import CachedTeacher, CacheInfo, batch_rows, open_or_build
 from distil.teachers.live import freeze
-from distil.teachers.store import FullLogits, RowFormat, Sampled, TopK, cache_temperatures, id_dtype
+from distil.teachers.store import FullLogits, RowFormat, Sampled, TopK
 
 SEQUENCE_FORMS = ("full", "topk", "sampled")
 # `auto` keeps all logits while they are cheap (2V bytes per token), else samples.
@@ -84,24 +87,28 @@ def sequence_format(
 
 
 def bytes_per_token(
-    form: str, num_classes: int, k: int | None = None, temperatures: tuple[float, ...] = (1.0,)
+    form: str,
+    num_classes: int,
+    k: int | None = None,
+    temperatures: tuple[float, ...] = (1.0,),
+    proposal_temperature: float | None = None,
 ) -> int:
     """Stored bytes per position of a sequence cache of `form` over `num_classes` tokens.
 
-    full: 2V (fp16 logits); sampled: k * (id bytes + 2) + 4; topk: k * (id bytes + 2) + 4 per stored
-    temperature (`temperatures` and 1).
+    full: 2V (fp16 logits); topk: k * (id bytes + 2) + 4 per stored temperature (`temperatures` and
+    1); sampled: k * (id bytes + 1) + 4, k * (id bytes + 3) + 4 with a proposal (its row format's
+    `bytes_per_row`).
 
     Raises:
         ConfigError: an unknown form, or a sparse form without k.
     """
-    if form == "full":
-        return 2 * num_classes
     if form not in SEQUENCE_FORMS:
         raise ConfigError(unknown_name_message("teacher_cache.form", form, SEQUENCE_FORMS))
-    if k is None:
+    if form != "full" and k is None:
         raise ConfigError(f"bytes_per_token of form {form!r} needs k")
-    fills = len(cache_temperatures(temperatures)) if form == "topk" else 1
-    return k * (id_dtype(num_classes).itemsize + 2) + 4 * fills
+    if form == "topk":
+        return TopK(k or 1, temperatures).bytes_per_row(num_classes)
+    return sequence_format(form, k or 1, proposal_temperature=proposal_temperature).bytes_per_row(num_classes)
 
 
 def sparse_rows(
@@ -136,7 +143,8 @@ def sparse_rows(
     flat = logr.exp().reshape(-1, z.shape[-1])
     ids = torch.multinomial(flat, k, replacement=True, generator=generator).reshape(*z.shape[:-1], k)
     logw = logp.gather(-1, ids) - logr.gather(-1, ids) - torch.log(torch.tensor(float(k), dtype=z.dtype))
-    aux = (logp.exp() * logp).sum(-1)
+    p = logp.exp()
+    aux = torch.special.xlogy(p, p).sum(-1)  # 0 log 0 = 0: -inf logits (a masked vocabulary) add nothing
     return ids, logw.float(), aux.float()
 
 
@@ -296,8 +304,11 @@ def open_run_cache(
     augment: str = "none",
     cache_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
+    batch_size: int = 64,
 ) -> tuple[CachedTeacher | SparseCachedTeacher, CacheInfo]:
     """The sequence cache a distillation run uses: `open_or_build_sequence` with the loss's temperature.
+
+    `batch_size`: samples per teacher pass of a build (a run passes its recipe's batch size).
 
     "auto" resolves by vocabulary (`resolve_form`) and falls back to "full" when the loss cannot use
     sparse targets (`sparse_cache_blocker`); an explicit "topk"/"sampled" with such a loss is an error.
@@ -326,4 +337,5 @@ def open_run_cache(
         augment=augment,
         cache_dir=cache_dir,
         device=device,
+        batch_size=batch_size,
     )

@@ -74,6 +74,7 @@ def open_teacher_cache(
     views: TeacherViews | None,
     device: torch.device | str,
     channels_last: bool = False,
+    batch_size: int = 64,
 ) -> tuple[CachedTeacher | SparseCachedTeacher, CacheInfo]:
     """The teacher cache a distillation run reads: which reader of the one store serves this loss.
 
@@ -96,6 +97,7 @@ def open_teacher_cache(
             augment=augment,
             cache_dir=cache.dir,
             device=device,
+            batch_size=batch_size,
         )
     if cache.form == "sampled":
         raise ConfigError(
@@ -112,6 +114,7 @@ def open_teacher_cache(
         topk=cache.k if cache.form == "topk" else None,
         device=device,
         channels_last=channels_last,
+        batch_size=batch_size,
         temperatures=scheduled.temperatures() if scheduled is not None else (1.0,),
         views=views if augment != "none" else None,
     )
@@ -238,6 +241,7 @@ def teacher_source(
             views=views,
             device=accelerator.device,
             channels_last=cfg.channels_last,
+            batch_size=cfg.batch_size,  # the build's teacher batch follows the recipe
         )
     if scheduled is not None and isinstance(cached, CachedTeacher):
         cached.follow(scheduled.current_temperature)

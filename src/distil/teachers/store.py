@@ -11,7 +11,9 @@ per row is a *format* (the classes below, which only write rows and read them ba
   tail mass, derived from the same numbers). This is the one top-k: classifiers and language models
   share its layout.
 - ``sampled``: k draws per row from the teacher at the KD temperature (or a proposal temperature),
-  their ids, float16 log importance weights, and the teacher's negative entropy (float32).
+  stored as the distinct ids drawn with their counts (k slots; unused slots have count 0), with a
+  proposal the float16 log(p_T / r) of each, and the teacher's negative entropy (float32). The weights
+  count * p_T / (k r) are formed on read (`Sampled.sparse`): exactly count / k for the default proposal.
 
 *Which* rows are stored is orthogonal to the format: the plain samples (N rows), or V augmented views
 of each (`TeacherViews`: rows ``view * N + id``). A row is one sample, or one sample and position of a
@@ -25,11 +27,18 @@ training split, the augmentation, the views, the format and its parameters: `cac
 recorded for it; nothing is unpickled), the atomic build (`distil.fileio.atomic_dir`: built under a
 locked temporary name, renamed into place; builds of killed processes are removed), and opening the
 arrays as read-only memory maps. A directory whose metadata does not validate is rebuilt. Caches of
-older versions (format_version < 3) have other keys and are simply rebuilt.
+older versions (format_version < 4) have other keys and are simply rebuilt.
+
+The build runs the teacher `batch_size` rows at a time (a run passes its recipe's batch size) and
+encodes the logits in chunks of at most `CHUNK_ELEMENTS` logits, in float32, so its memory is the
+teacher's batch of logits plus a bounded working set whatever the format; the chunking does not change
+a byte of the cache. Its peak resident memory is recorded in the metadata (`meta["build"]`). Teacher
+logits may be -inf (a masked vocabulary); a row without any finite logit, NaN or +inf is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -55,12 +64,15 @@ from distil.losses.sparse import SparseTargets
 from distil.registry import unknown_name_message
 from distil.teachers.live import freeze
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: sampled rows as distinct ids + counts, float32 build
 META = "meta.json"
 # A tail more than this many softened logits (z/T) below the k-th is irrelevant (< e^-30 of its
 # probability per class); the floor keeps the fill finite when the tail logits are -inf.
 _MIN_TAIL_LOGIT_GAP = 30.0
 _T_DIGITS = 6  # temperatures are matched after rounding to this many decimals
+# The build encodes at most this many logits at once (float32: 16 MB per working copy): its memory is
+# bounded by the teacher's batch, not by batch x positions x vocabulary x the format's temporaries.
+CHUNK_ELEMENTS = 1 << 22
 
 Shape = tuple[int, ...]
 
@@ -241,10 +253,14 @@ class TopK(RowFormat):
 
 @dataclass(frozen=True)
 class Sampled(RowFormat):
-    """k draws per row from a proposal r, log importance weights p_T / (k r), and sum p_T log p_T.
+    """k draws per row from a proposal r, stored as distinct ids with counts, and sum p_T log p_T.
 
-    Unbiased estimates of the KL and its gradient at k * (id bytes + 2) + 4 bytes per row
-    (`distil.losses.sparse`).
+    A row has k slots: the distinct ids drawn (ascending) with how often each was drawn; unused slots
+    have count 0 (and id 0). With a proposal (`proposal_temperature`) each slot also stores the
+    float16 log(p_T / r) of its id; with the default proposal (r = p_T) that ratio is 1 and is not
+    stored, so the weights count / k are exact and sum to 1. The estimate is the same as from the k
+    draws one by one (`distil.losses.sparse`): k * (id bytes + 1) + 4 bytes per row, k * (id bytes +
+    3) + 4 with a proposal.
     """
 
     k: int
@@ -269,21 +285,20 @@ class Sampled(RowFormat):
         }
 
     def files(self, num_classes: int) -> dict[str, np.dtype[Any]]:
-        return {
-            "ids": id_dtype(num_classes),
-            "logw.f16": np.dtype(np.float16),
-            "aux.f32": np.dtype(np.float32),
-        }
+        files = {"ids": id_dtype(num_classes), "counts.u8": np.dtype(np.uint8)}
+        if self.proposal_temperature is not None:
+            files["logratio.f16"] = np.dtype(np.float16)
+        return {**files, "aux.f32": np.dtype(np.float32)}
 
     def width(self, name: str, num_classes: int) -> int:
         return 1 if name == "aux.f32" else self.k
 
     def check(self, num_classes: int) -> None:
-        if self.k < 1:
-            raise ConfigError(f"teacher_cache.k must be >= 1, got {self.k} (form sampled).")
+        if not 1 <= self.k <= 255:  # a count is one byte
+            raise ConfigError(f"teacher_cache.k must be in [1, 255], got {self.k} (form sampled).")
 
     def encode(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        z = logits.double()
+        z = logits.float()
         logp = torch.log_softmax(z / self.temperature, dim=-1)
         logr = (
             logp
@@ -291,28 +306,54 @@ class Sampled(RowFormat):
             else torch.log_softmax(z / self.proposal_temperature, -1)
         )
         flat = logr.exp().reshape(-1, z.shape[-1])
-        ids = torch.multinomial(flat, self.k, replacement=True, generator=self._generator)
-        ids = ids.reshape(*z.shape[:-1], self.k)
-        logw = logp.gather(-1, ids) - logr.gather(-1, ids) - math.log(self.k)
-        aux = (logp.exp() * logp).sum(-1, keepdim=True)
-        return {
-            "ids": ids.numpy().astype(id_dtype(logits.shape[-1])),
-            "logw.f16": logw.half().numpy(),
-            "aux.f32": aux.float().numpy(),
-        }
+        draws = torch.multinomial(flat, self.k, replacement=True, generator=self._generator)
+        ids, counts = distinct_counts(draws)
+        ids, counts = ids.reshape(*z.shape[:-1], self.k), counts.reshape(*z.shape[:-1], self.k)
+        p = logp.exp()
+        # sum p log p with 0 log 0 = 0: a -inf logit (masked vocabulary) has p = 0 and adds nothing.
+        aux = torch.special.xlogy(p, p).sum(-1, keepdim=True)
+        out = {"ids": ids.numpy().astype(id_dtype(z.shape[-1])), "counts.u8": counts.numpy().astype(np.uint8)}
+        if self.proposal_temperature is not None:
+            ratio = (logp.gather(-1, ids) - logr.gather(-1, ids)).masked_fill(counts == 0, 0.0)
+            out["logratio.f16"] = ratio.half().numpy()
+        return {**out, "aux.f32": aux.numpy()}
 
     def sparse(
         self, arrays: dict[str, torch.Tensor], rows: torch.Tensor, temperature: float, num_classes: int
     ) -> SparseTargets:
-        """The stored draws of `rows` (their weights are for this format's own temperature)."""
+        """The stored draws of `rows` (their weights are for this format's own temperature).
+
+        log_weights are log(count * p_T / (k r)): -inf in unused slots (count 0), log(count / k) for
+        the default proposal.
+        """
+        counts = arrays["counts.u8"].index_select(0, rows).float()
+        logw = counts.log() - math.log(self.k)
+        if "logratio.f16" in arrays:
+            logw = logw + arrays["logratio.f16"].index_select(0, rows).float()
         return SparseTargets(
             form="sampled",
             ids=arrays["ids"].index_select(0, rows).long(),
-            log_weights=arrays["logw.f16"].index_select(0, rows).float(),
+            log_weights=logw,
             aux=arrays["aux.f32"].index_select(0, rows)[..., 0].float(),
             temperature=self.temperature,
             num_classes=num_classes,
         )
+
+
+def distinct_counts(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct ids of each row of (R, k) draws (ascending) and how often each was drawn.
+
+    Returns:
+        (ids, counts), both (R, k) int64: the first u slots of a row hold its u distinct ids; the
+        others have id 0 and count 0.
+    """
+    s = draws.sort(dim=-1).values
+    first = torch.ones_like(s, dtype=torch.bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    slot = first.long().cumsum(-1) - 1  # the slot of each draw's id: 0..u-1
+    counts = torch.zeros_like(s).scatter_add_(1, slot, torch.ones_like(s))
+    ids = torch.zeros_like(s).scatter_(1, slot, s)  # every draw of a slot writes the same id
+    return ids, counts
 
 
 FORMATS: dict[str, type[RowFormat]] = {"full": FullLogits, "topk": TopK, "sampled": Sampled}
@@ -489,6 +530,52 @@ def teacher_logits(
     return out.float().cpu()
 
 
+def chunk_rows(num_classes: int, chunk_elements: int = CHUNK_ELEMENTS) -> int:
+    """Rows of `num_classes` logits the build encodes at once: at most `chunk_elements` logits (>= 1 row)."""
+    return max(1, chunk_elements // num_classes)
+
+
+def check_logits(logits: torch.Tensor, first: int, positions: int) -> None:
+    """Refuse (R, V) teacher logits a cache cannot represent: NaN, +inf, or a row that is all -inf.
+
+    -inf alone is fine (a masked vocabulary: those tokens have probability 0).
+
+    Raises:
+        ConfigError: naming the first bad row as (sample, position) and the fix.
+    """
+    bad = torch.isnan(logits).any(-1) | (logits == math.inf).any(-1) | (logits == -math.inf).all(-1)
+    if bool(bad.any()):
+        row = first + int(bad.nonzero()[0, 0])
+        where = f"sample {row // positions}, position {row % positions}" if positions > 1 else f"sample {row}"
+        raise ConfigError(
+            f"the teacher's logits at {where} are NaN, +inf, or -inf for every class: a cache stores "
+            "distributions, and these are none. Fix the teacher (its weights or its masking) or use "
+            "teacher_cache.mode=off to see the live teacher fail the same way."
+        )
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for `peak_memory`: the process's resident high-water mark (Linux) and the
+    accelerator's allocator peak."""
+    with contextlib.suppress(OSError):  # "5" resets VmHWM (Linux >= 4.0); elsewhere the process peak is kept
+        Path("/proc/self/clear_refs").write_text("5")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, int]:
+    """The peak resident memory since `reset_peak_memory` (`peak_rss_bytes`, Linux only) and, on CUDA,
+    the allocator's peak (`peak_device_bytes`)."""
+    peak: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak["peak_rss_bytes"] = int(line.split()[1]) * 1024
+    if device.type == "cuda":
+        peak["peak_device_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    return peak
+
+
 def build(
     teacher: nn.Module,
     split: SampleSplit,
@@ -501,19 +588,25 @@ def build(
     channels_last: bool = False,
     views: TeacherViews | None = None,
     extra_meta: dict[str, Any] | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> Path:
     """Run the frozen `teacher` over the rows of `split` once and write `fmt`'s files atomically.
 
     Rows take the shape of the teacher's outputs: (N,) for (B, K) logits, (N, T) for a sequence
-    model's (B, T, V) (every sample of the split has the same T). With `views`, V * N rows.
+    model's (B, T, V) (every sample of the split has the same T). With `views`, V * N rows. The
+    teacher runs on `batch_size` samples at a time; their logits are encoded `chunk_rows` rows at a
+    time (the same bytes for any chunking). The metadata's `build` records the batch size, the chunk,
+    the peak memory (`peak_memory`) and the seconds.
 
     Returns:
         `directory`.
 
     Raises:
         ConfigError: format parameters that do not fit the class count, outputs that are not logits,
-            or samples whose outputs differ in length.
+            logits that are NaN, +inf or -inf everywhere in a row (`check_logits`), or samples whose
+            outputs differ in length.
     """
+    started = time.perf_counter()
     final = Path(directory)
     freeze(teacher)
     device = torch.device(device)
@@ -528,12 +621,17 @@ def build(
     lead = (n,) if positions is None else (n, positions)
     fmt.check(num_classes)
     fmt.begin()
+    reset_peak_memory(device)
     shapes = {name: (*lead, fmt.width(name, num_classes)) for name in fmt.files(num_classes)}
     with atomic_dir(final, complete=lambda path: read_meta(path) is not None) as tmp:
         arrays = {
             name: np.memmap(tmp / name, dtype, "w+", shape=shapes[name])
             for name, dtype in fmt.files(num_classes).items()
         }
+        # Flat (rows x positions, width) views of the files: chunks of positions are written in place.
+        flat = {name: arr.reshape(-1, arr.shape[-1]) for name, arr in arrays.items()}
+        per_row = positions or 1
+        step = chunk_rows(num_classes, chunk_elements)
         for start, inputs in input_batches(split, batch_size, views):
             logits = teacher_logits(teacher, inputs, device, channels_last)
             if tuple(logits.shape[1:-1]) != lead[1:]:
@@ -541,11 +639,23 @@ def build(
                     f"the teacher returned {tuple(logits.shape)} logits for samples {start}.., but "
                     f"{tuple(probe.shape)} for the first: a cache needs every sample padded to the same length."
                 )
-            for name, rows in fmt.encode(logits).items():
-                arrays[name][start : start + logits.shape[0]] = rows
+            logits = logits.reshape(-1, num_classes)
+            for at in range(0, logits.shape[0], step):
+                chunk, first = logits[at : at + step], start * per_row + at
+                check_logits(chunk, first, per_row)
+                for name, rows in fmt.encode(chunk).items():
+                    flat[name][first : first + chunk.shape[0]] = rows
+            del logits
         for arr in arrays.values():
             arr.flush()
-        del arrays
+        del arrays, flat
+        peak = peak_memory(device)
+        built = {
+            "batch_size": batch_size,
+            "chunk_rows": step,
+            **peak,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         meta = {
             "format_version": FORMAT_VERSION,
             "fingerprint": key,
@@ -558,6 +668,7 @@ def build(
             "num_classes": num_classes,
             "views": views.count if views is not None else None,
             "bytes_per_token": fmt.bytes_per_row(num_classes),
+            "build": built,
             "files": {
                 name: {"dtype": dtype.name, "shape": list(shapes[name])}
                 for name, dtype in fmt.files(num_classes).items()
