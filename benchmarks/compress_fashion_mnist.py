@@ -71,7 +71,7 @@ def main() -> None:
             teacher_source = f"loaded {args.teacher}"
         else:
             teacher = build_from_spec(model_spec("largenet", num_classes=10, in_channels=c, image_size=h))
-            cfg = TrainConfig(epochs=args.teacher_epochs, lr=0.05, warmup_epochs=0.5)
+            cfg = TrainConfig(epochs=args.teacher_epochs, lr=0.05, schedule={"warmup_epochs": 0.5})
             teacher = train_model(teacher, data, cfg, progress=progress, description="teacher").model
             teacher_source = f"trained here, {args.teacher_epochs} epochs on {len(data.train)} images"
         timings["teacher_s"] = time.perf_counter() - t0
@@ -82,7 +82,7 @@ def main() -> None:
         student_spec = model_spec("smallnet", num_classes=10, in_channels=c, image_size=h)
         torch.manual_seed(0)
         student = build_from_spec(student_spec)
-        kd_cfg = TrainConfig(epochs=args.kd_epochs, lr=0.05, warmup_epochs=0.5)
+        kd_cfg = TrainConfig(epochs=args.kd_epochs, lr=0.05, schedule={"warmup_epochs": 0.5})
         student = distill(
             teacher, student, data, kd_cfg, kd, progress=progress, description="kd student"
         ).model

@@ -22,14 +22,18 @@ from pathlib import Path
 
 
 def child(mode: str, dataset: str, folder: str, workers: int, batch_size: int) -> None:
-    from distil.config import TrainConfig
+    from distil.config import LoaderConfig, TrainConfig
     from distil.data import load_dataset
     from distil.train.engine import make_accelerator, train_loader
 
     started = time.perf_counter()
     data = load_dataset(dataset) if mode == "memory" else load_dataset("npy-dir", folder)
     loaded = time.perf_counter() - started
-    cfg = TrainConfig(batch_size=batch_size, augment="none", num_workers=workers if mode == "disk" else 0)
+    cfg = TrainConfig(
+        batch_size=batch_size,
+        augment="none",
+        loader=LoaderConfig(num_workers=workers if mode == "disk" else 0),
+    )
     loader = train_loader(data, cfg, make_accelerator("cpu"))
     started = time.perf_counter()
     samples = sum(int(b["labels"].shape[0]) for b in loader)

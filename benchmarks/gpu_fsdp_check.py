@@ -95,8 +95,7 @@ def main() -> int:
             epochs=args.epochs,
             batch_size=args.batch,
             lr=1e-3,
-            optimizer="adamw",
-            weight_decay=0.0,
+            optimizer={"name": "adamw", "weight_decay": 0.0},
             grad_clip=1.0,
             fsdp=kind == "fsdp",
         )

@@ -23,7 +23,7 @@ import warnings
 
 
 def child(folder: str, workers: int, batch_size: int, dataset: str = "imagefolder") -> None:
-    from distil.config import TrainConfig
+    from distil.config import LoaderConfig, TrainConfig
     from distil.data import load_dataset
     from distil.train.engine import make_accelerator, train_loader
 
@@ -32,7 +32,7 @@ def child(folder: str, workers: int, batch_size: int, dataset: str = "imagefolde
         warnings.simplefilter("ignore")
         data = load_dataset(dataset, folder)
     loaded = time.perf_counter() - started
-    cfg = TrainConfig(batch_size=batch_size, augment="none", num_workers=workers)
+    cfg = TrainConfig(batch_size=batch_size, augment="none", loader=LoaderConfig(num_workers=workers))
     loader = train_loader(data, cfg, make_accelerator("cpu"))
     started = time.perf_counter()
     samples = sum(int(b["labels"].shape[0]) for b in loader)

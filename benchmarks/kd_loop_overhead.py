@@ -44,9 +44,12 @@ def plain_kd_epoch(
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.optimizer.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
-        momentum=cfg.momentum,
+        momentum=cfg.optimizer.momentum,
     )
     n = len(data.train)
     steps = n // cfg.batch_size

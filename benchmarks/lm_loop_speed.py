@@ -58,7 +58,10 @@ def plain_kd_epoch(
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.optimizer.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
     )
     n = len(data.train)
@@ -134,9 +137,8 @@ def main() -> None:
         val=full.val.take(torch.arange(min(16, len(full.val)))),
     )
     cfg = StudentTrainConfig(
-        optimizer="adamw",
+        optimizer={"name": "adamw", "weight_decay": 0.01},
         lr=3e-3,
-        weight_decay=0.01,
         epochs=1,
         batch_size=args.batch_size,
         grad_clip=1.0,

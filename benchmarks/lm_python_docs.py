@@ -61,11 +61,9 @@ BLOCK = 256
 
 def train_cfg(steps: int, seed: int, lr: float) -> TrainConfig:
     return StudentTrainConfig(
-        optimizer="adamw",
+        optimizer={"name": "adamw", "weight_decay": 0.01},
         lr=lr,
-        weight_decay=0.01,
-        schedule="cosine",
-        warmup_epochs=0.05,
+        schedule={"name": "cosine", "warmup_epochs": 0.05},
         epochs=1,
         batch_size=BATCH,
         grad_clip=1.0,

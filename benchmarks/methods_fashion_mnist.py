@@ -67,7 +67,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("fashion-mnist", val_fraction=0.0, limit=args.limit)
     cfg = TrainConfig(
-        optimizer="sgd", lr=0.05, epochs=args.epochs, batch_size=128, warmup_epochs=0.5, augment="auto"
+        optimizer="sgd",
+        lr=0.05,
+        epochs=args.epochs,
+        batch_size=128,
+        schedule={"warmup_epochs": 0.5},
+        augment="auto",
     )
     # `limit` also shrinks the test split (limit // 5): evaluate on all 10k test images instead, put in
     # the subset's normalisation (its mean/std are computed on the subset).

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from distil.api import train_model
-from distil.config import TrainConfig
+from distil.config import LoaderConfig, TrainConfig
 from distil.data import DataBundle, load_dataset
 from distil.measure import accuracy, predict_split
 from distil.models import create_model
@@ -83,7 +83,9 @@ def main() -> None:
                 warnings.simplefilter("ignore")
                 data = load_dataset(name, root, val_fraction=0.1, seed=seed, limit=args.limit)
             started = time.perf_counter()
-            acc = train_and_test(data, cfg.model_copy(update={"num_workers": workers}), args.model)
+            acc = train_and_test(
+                data, cfg.model_copy(update={"loader": LoaderConfig(num_workers=workers)}), args.model
+            )
             row[f"{path}_acc"] = acc
             row[f"{path}_s"] = round(time.perf_counter() - started, 1)
             row[f"{path}_train"] = len(data.train)

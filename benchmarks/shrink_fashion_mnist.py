@@ -26,7 +26,7 @@ from distil.compress import export_onnx
 from distil.compress.export import onnx_predict
 from distil.compress.latency_probe import probe_latency
 from distil.compress.quantize import quantize_onnx
-from distil.config import KDConfig, ShrinkConfig, TrainConfig
+from distil.config import AugmentConfig, KDConfig, ShrinkConfig, TrainConfig
 from distil.data import Split, load_dataset
 from distil.errors import ConfigError
 from distil.measure import accuracy
@@ -63,7 +63,7 @@ def main() -> None:
     c, h, _ = data.input_shape
     # No augmentation: the teacher's logits are computed once and cached, for every candidate alike.
     train_cfg = TrainConfig(
-        epochs=args.epochs, lr=0.05, warmup_epochs=0.5, augment="none", channels_last=True
+        epochs=args.epochs, lr=0.05, schedule={"warmup_epochs": 0.5}, augment="none", channels_last=True
     )
     kd = KDConfig(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
     t0 = time.perf_counter()
@@ -75,7 +75,11 @@ def main() -> None:
         t_spec = model_spec("largenet", data.num_classes, c, h)
         teacher = build_from_spec(t_spec)
         train_model(
-            teacher, data, train_cfg.model_copy(update={"epochs": args.teacher_epochs, "augment": "auto"})
+            teacher,
+            data,
+            train_cfg.model_copy(
+                update={"epochs": args.teacher_epochs, "augment": AugmentConfig(ops="auto")}
+            ),
         )
         save_checkpoint(out / "teacher", teacher, t_spec, {"data": data.describe()})
         teacher_note = f"trained here, {args.teacher_epochs} epochs on {len(data.train):,} images"

@@ -87,7 +87,7 @@ def main() -> None:
         cfg = recipe.teacher_train
         plain = {
             role: plain_mlp_accuracy(
-                name, list(spec.kwargs["hidden"]), cfg.epochs, cfg.lr, cfg.weight_decay, cfg.seed
+                name, list(spec.kwargs["hidden"]), cfg.epochs, cfg.lr, cfg.optimizer.weight_decay, cfg.seed
             )
             for role, spec in (("teacher", recipe.teacher), ("student", recipe.student))
         }
@@ -106,7 +106,7 @@ def main() -> None:
     r = rows[0][-1]
     console.print(
         f"teacher mlp hidden={r.teacher.kwargs['hidden']}, student mlp hidden={r.student.kwargs['hidden']}, "
-        f"{r.teacher_train.epochs} epochs, {r.teacher_train.optimizer} lr {r.teacher_train.lr}, seed "
+        f"{r.teacher_train.epochs} epochs, {r.teacher_train.optimizer.name} lr {r.teacher_train.lr}, seed "
         f"{r.teacher_train.seed}; one test sample is {1 / 36:.1%} of wine and {1 / 114:.1%} of breast-cancer"
     )
 

@@ -78,7 +78,7 @@ def main() -> None:
 
     hinton = KDConfig()
     if args.part == "labels":
-        cfg0 = base.model_copy(update={"augment": "none"})
+        cfg0 = base.model_copy(update={"augment": base.augment.model_copy(update={"ops": "none"})})
         for frac in args.fractions:
             kd_data = transfer_set(data, UnlabeledConfig(keep_fraction=frac)) if frac < 1 else data
             scratch_data = labeled_part(kd_data)
@@ -106,7 +106,7 @@ def main() -> None:
             )
             fm = fm_cfg.model_copy(update={"seed": seed})
             run(
-                f"function matching ({fm.mixing}, kd only, T {patient.kd.temperature:g})",
+                f"function matching ({fm.augment.mixing}, kd only, T {patient.kd.temperature:g})",
                 seed,
                 lambda s, c=fm: distill(teacher, s, data, c, patient.kd).model,
             )

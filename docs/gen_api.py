@@ -25,7 +25,18 @@ OUT = Path(__file__).parent / "api.md"
 
 # Extra modules documented after the top-level API: (module, names).
 EXTRA: list[tuple[str, list[str]]] = [
-    ("distil.config", ["DataConfig", "TransferConfig"]),
+    (
+        "distil.config",
+        [
+            "DataConfig",
+            "TransferConfig",
+            "OptimizerConfig",
+            "ScheduleConfig",
+            "AugmentConfig",
+            "LoaderConfig",
+            "FSDPConfig",
+        ],
+    ),
     ("distil.report.writer", ["write_report"]),
     ("distil.report.compare", ["write_comparison"]),
     ("distil.report.rundata", ["load_run", "RunData"]),

@@ -93,3 +93,30 @@ def test_one_loss_is_carried_across_unfreeze_phases(digits, monkeypatch) -> None
     assert [s["T"] for s in seen] == [4.0, 2.5, 1.0]  # so does the temperature schedule
     torch.testing.assert_close(seen[1]["w"], ends[0], rtol=0, atol=0)  # phase 2 starts where 1 ended
     assert not torch.equal(seen[0]["w"], ends[0])  # and the regressor did train in phase 1
+
+
+def test_a_refused_teacher_source_leaves_no_feature_hooks_on_the_models(digits) -> None:
+    # Regression: the loss built by `distill` was closed only around `fit`, so a source refused after it
+    # was built (here a cache demanded for a term that needs the teacher's features) left its hooks on.
+    from distil.errors import ConfigError
+
+    teacher, student = _nets()
+    cfg = StudentTrainConfig(epochs=1, batch_size=64, augment="none", teacher_cache="on")
+    kd = KDConfig(terms={"kd": 1.0, "fitnet": 1.0}, feature_pairs=[("conv2", "conv2")])
+    with pytest.raises(ConfigError, match="teacher_cache=on"):
+        distill(teacher, student, digits, cfg, kd)
+    assert not student.conv2._forward_hooks and not teacher.conv2._forward_hooks
+
+
+def test_the_teacher_source_is_one_function_that_returns_the_callable_and_its_record(digits) -> None:
+    from distil.teachers.source import teacher_source
+    from distil.train.engine import make_accelerator
+
+    teacher, _ = _nets()
+    accelerator = make_accelerator("cpu")
+    loss = object()  # a user loss that declares nothing: the teacher runs live
+    live, record = teacher_source([teacher], digits, loss, StudentTrainConfig(augment="none"), accelerator)  # type: ignore[arg-type]
+    assert record["teacher_source"] == "live" and "teacher_cache" not in record
+    batch = {"inputs": digits.train.head(4)}
+    assert torch.equal(live(batch), teacher(batch["inputs"]))
+    assert not any(p.requires_grad for p in teacher.parameters())  # frozen whichever source is used

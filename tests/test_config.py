@@ -139,7 +139,8 @@ def test_bad_set_value_blames_the_set_not_the_recipe_file() -> None:
     ("override", "meant"),
     [
         ("student_train.learning_rate=0.1", "lr"),
-        ("teacher_train.wd=0.01", "weight_decay"),
+        ("teacher_train.wd=0.01", "optimizer.weight_decay"),
+        ("student_train.workers=2", "loader.num_workers"),
         ("student_train.batchsize=64", "batch_size"),
         ("student_train.num_epochs=3", "epochs"),
         ("kd.T=2", "temperature"),

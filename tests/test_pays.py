@@ -68,7 +68,7 @@ def test_pipeline_teacher_keeps_every_label_and_students_the_kept_ones(tmp_path:
 
 def test_function_matching_trains_on_kd_only_and_refuses_label_terms(digits) -> None:
     teacher, student = _nets()
-    cfg = TrainConfig(epochs=1, batch_size=32, mixing="mixup", augment="none")
+    cfg = TrainConfig(epochs=1, batch_size=32, augment={"ops": "none", "mixing": "mixup"})
     with pytest.raises(ConfigError, match=r"kd.terms=\{kd: 1\}"):
         distill(teacher, student, digits, cfg, KDConfig())  # ce 0.1 would read mixed labels
     with pytest.raises(ConfigError, match="mixing"):

@@ -13,27 +13,15 @@ from accelerate import Accelerator
 from rich.progress import Progress
 from torch import nn
 
-from distil.config import KDConfig, TeacherCacheConfig, TrainConfig, cache_settings
+from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
-from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
-from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
-from distil.losses.registry import Term
-from distil.teachers.cache import (
-    CachedTeacher,
-    CacheInfo,
-    TeacherViews,
-    choose_teacher_source,
-    main_process_first,
-    open_or_build,
-)
-from distil.teachers.live import LiveTeacher, freeze
+from distil.losses.protocol import DistillationLoss
 from distil.teachers.outputs import check_teacher_outputs
-from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache, sparse_cache_blocker
-from distil.train.engine import FitResult, LossFn, TeacherFn, augmenter_for, fit
-from distil.train.fsdp import check_fsdp, shard_copy, sharding_info
+from distil.teachers.source import teacher_source
+from distil.train.engine import FitResult, LossFn, fit, make_accelerator
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
 from distil.train.stages import Stage
 
@@ -73,12 +61,12 @@ def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
     """Refuse mixup/cutmix for a loss that trains on labels: a mixed batch's labels are all -100.
 
     Function matching (teacher and student on the same mixed view) trains on teacher-matching terms
-    only, so `cfg.mixing` needs a teacher and a loss without `ce`/`dkd`.
+    only, so `cfg.augment.mixing` needs a teacher and a loss without `ce`/`dkd`.
 
     Raises:
         ConfigError: with the fix.
     """
-    if cfg.mixing == "none":
+    if cfg.augment.mixing == "none":
         return
     # Only a composed loss names its terms; any other loss may read labels.
     weights = loss.weights if isinstance(loss, ComposedLoss) else None
@@ -86,35 +74,10 @@ def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
     if weights is None or label_terms:
         what = f"terms {', '.join(label_terms)} read" if label_terms else "this loss reads"
         raise ConfigError(
-            f"mixing={cfg.mixing!r} mixes pairs of samples, whose labels are then unknown (-100), but {what} "
+            f"augment.mixing={cfg.augment.mixing!r} mixes pairs of samples, whose labels are then unknown (-100), "
+            f"but {what} "
             "labels. Fix: distill with teacher-matching terms only (function matching: --set 'kd.terms={kd: "
-            "1}'), or set mixing: none."
-        )
-
-
-def check_topk_terms(cache: TeacherCacheConfig, loss: Any) -> None:
-    """Refuse a dense top-k teacher cache (`teacher_cache.form: topk`) under teacher terms other than kd.
-
-    The cache keeps the k largest logits and fills the rest with one value that preserves the softened
-    tail mass: KD's KL is built for that, but rkl, js, tvd, logit_mse and dkd then read made-up logits
-    (logit_mse 17.96 live vs 13.16 cached in one run) and would train on another target silently.
-
-    Raises:
-        ConfigError: naming the terms and the fix.
-    """
-    if cache.form != "topk" or not isinstance(loss, ComposedLoss):
-        return  # only a composed loss names its terms
-    others = [
-        name
-        for name, term in loss.terms.items()
-        if name != "kd" and isinstance(term, Term) and term.needs_teacher
-    ]
-    if others:
-        raise ConfigError(
-            f"teacher_cache.form=topk (k={cache.k}) caches the top-k teacher logits with a tail fill, which "
-            f"serves only the kd term, but terms {', '.join(others)} compare the teacher's logits too. Fix: "
-            "teacher_cache.form=full (the full logits are cached), or teacher_cache.mode=off (the teacher "
-            "runs live)."
+            "1}'), or set augment.mixing: none."
         )
 
 
@@ -173,62 +136,6 @@ def distill_loss(
     )
 
 
-def open_teacher_cache(
-    teacher: nn.Module,
-    data: DataBundle,
-    loss_fn: Any,
-    cache: TeacherCacheConfig,
-    *,
-    augment: str,
-    views: TeacherViews | None,
-    device: torch.device | str,
-    channels_last: bool = False,
-    batch_size: int = 64,
-) -> tuple[CachedTeacher | SparseCachedTeacher, CacheInfo]:
-    """The teacher cache a distillation run reads: which reader of the one store serves this loss.
-
-    A language model's kd-only loss at one temperature reads sparse targets (`sampled`, or `topk`
-    read sparsely: `distil.teachers.seqcache.open_run_cache`, which also resolves `auto` by the
-    vocabulary); everything else reads dense logits: all of them, or the top-k with a tail fill per
-    temperature of the loss's schedule (`distil.teachers.cache.open_or_build`).
-
-    Raises:
-        ConfigError: `sampled` for a classifier, or the errors of the two readers.
-    """
-    sparse_ok = cache.form != "topk" or sparse_cache_blocker(loss_fn) is None
-    if data.task == LANGUAGE_MODELING and cache.form != "full" and sparse_ok:
-        return open_run_cache(
-            teacher,
-            data,
-            loss_fn,
-            form=cache.form,
-            k=cache.k,
-            augment=augment,
-            cache_dir=cache.dir,
-            device=device,
-            batch_size=batch_size,
-        )
-    if cache.form == "sampled":
-        raise ConfigError(
-            "teacher_cache.form=sampled stores per-token draws of a sequence model's (B, T, V) outputs, but "
-            f"this is a {data.task} run. Fix: teacher_cache.form=topk (with k) or full."
-        )
-    check_topk_terms(cache, loss_fn)  # before anything is built or written
-    scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
-    return open_or_build(
-        teacher,
-        data,
-        augment=augment,
-        cache_dir=cache.dir,
-        topk=cache.k if cache.form == "topk" else None,
-        device=device,
-        channels_last=channels_last,
-        batch_size=batch_size,
-        temperatures=scheduled.temperatures() if scheduled is not None else (1.0,),
-        views=views if augment != "none" else None,
-    )
-
-
 def distill(
     teacher: nn.Module | Sequence[nn.Module],
     student: nn.Module,
@@ -264,11 +171,11 @@ def distill(
         teacher_weights: one weight per teacher of an ensemble (default: equal).
         accelerator, progress, on_epoch_end, description: as in `distil.train.engine.fit`.
 
-    With `cfg.fsdp` (a multi-process launch) the teacher runs as a copy sharded across the processes,
+    With `cfg.fsdp.enabled` (a multi-process launch) the teacher runs as a copy sharded across the processes,
     like the student (`distil.train.fsdp`); it then always runs live.
 
     `cfg.teacher_cache` (a `StudentTrainConfig`'s group) and what the loss needs pick the teacher source
-    (`distil.teachers.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
+    (`distil.teachers.source.teacher_source`, deciding by `distil.teachers.cache.choose_teacher_source`): with deterministic inputs (augment "none"), one
     teacher and a loss whose terms use only the teacher's logits (kd, dkd, rkl, js, logit_mse, ce),
     "auto" computes the logits once into an on-disk cache (`distil.teachers.cache`) and reuses them across
     epochs and runs; random augmentation, an ensemble, terms that capture teacher features, or a user
@@ -290,107 +197,27 @@ def distill(
         # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
         check_teacher_outputs(t, data)
     check_classes(student, data, "student")
-    teacher = teachers[0]
     built = None  # the loss built here, closed here
-    loss_fn: LossFn
     if loss is None:
-        loss_fn = built = distill_loss(kd, teacher=teacher, student=student, data=data, cfg=cfg)
-    else:
-        loss_fn = loss
-    scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
-    if scheduled is not None:
-        scheduled.epoch_offset = first_epoch
-    elif first_epoch:
-        raise ValueError(f"first_epoch={first_epoch} needs a DistillationLoss (distill_loss) to go on")
-    if accelerator is None:
-        from distil.train.engine import make_accelerator
-
-        accelerator = make_accelerator()
-    # The teacher source (cached logits or a live forward pass) is chosen here, from what the loss
-    # declares it needs, and recorded in every epoch record with the reason.
-    for t in teachers:
-        freeze(t)  # whichever source is used, a teacher is never trained
-    check_mixing(cfg, loss_fn)
-    augment = data.augment if cfg.augment == "auto" else cfg.augment
-    if cfg.mixing != "none":
-        augment = (
-            cfg.mixing if augment == "none" else f"{augment}+{cfg.mixing}"
-        )  # random: the teacher runs live
-    augmenter = augmenter_for(data, cfg)
-    if not augmenter.is_random:
-        augment = "none"  # e.g. a crop with 0 padding: the inputs never change
-    cache = cache_settings(cfg)
-    views = TeacherViews(augmenter, cache.views) if cache.views else None
-    needs = loss_fn.teacher_needs if isinstance(loss_fn, DeclaresTeacherNeeds) else None
-    if cfg.fsdp:
-        check_fsdp(accelerator)
-        if needs is not None and needs.live:
-            raise ConfigError(
-                f"fsdp=true runs a sharded copy of the teacher, but {needs.reason}, captured by hooks on the "
-                "whole teacher. Use terms on the outputs (kd, ce, rkl, js, dkd, logit_mse) with fsdp, or set "
-                "fsdp=false."
-            )
-    source, reason = choose_teacher_source(
-        cache.mode,
-        augment,
-        needs=needs,
-        teachers=len(teachers),
-        views=views.count if views is not None else None,
-        sharded=cfg.fsdp,
-    )
-    source_record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
-    teacher_fn: TeacherFn
-    if source == "cache":
-        # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
-        # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
-        with main_process_first(accelerator):
-            cached, info = open_teacher_cache(
-                teacher,
-                data,
-                loss_fn,
-                cache,
-                augment=augment,
-                views=views,
-                device=accelerator.device,
-                channels_last=cfg.channels_last,
-                batch_size=cfg.batch_size,  # the build's teacher batch follows the recipe
-            )
-        if scheduled is not None and isinstance(cached, CachedTeacher):
-            cached.follow(scheduled.current_temperature)
-        teacher_fn = cached.to(accelerator.device)
-        source_record["teacher_cache"] = info.to_dict()
-    else:
-        # With FSDP each teacher runs as a sharded copy, already on the device (the module passed stays
-        # whole, where it is); `to` would try to move its sharded parameters.
-        live = teachers
-        if cfg.fsdp:
-            live = [shard_copy(t, accelerator, frozen=True, units=cfg.fsdp_units) for t in teachers]
-            source_record["teacher_fsdp"] = sharding_info(live[0])
-        if len(teachers) > 1:
-            from distil.teachers.ensemble import EnsembleTeacher
-
-            ensemble = EnsembleTeacher(live, teacher_weights, kd.temperature)
-            # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
-            teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
-        else:
-            teacher_fn = LiveTeacher(live[0])
-        if not cfg.fsdp:
-            teacher_fn = teacher_fn.to(accelerator.device)
-        if cfg.channels_last:
-            for t in teachers:
-                t.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-    def log(record: dict[str, Any]) -> None:
-        record.update(source_record)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-
+        loss = built = distill_loss(kd, teacher=teachers[0], student=student, data=data, cfg=cfg)
     try:
+        _continue_schedule(loss, first_epoch)
+        check_mixing(cfg, loss)
+        accelerator = accelerator or make_accelerator()
+        teacher_fn, source_record = teacher_source(
+            teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
+        )
+
+        def log(record: dict[str, Any]) -> None:
+            record.update(source_record)  # every epoch says where its teacher outputs came from
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+
         result = fit(
             student,
             data,
             cfg,
-            loss_fn,
+            loss,
             teacher=teacher_fn,
             accelerator=accelerator,
             progress=progress,
@@ -403,6 +230,18 @@ def distill(
     for record in result.history:
         record.update(source_record)
     return result
+
+
+def _continue_schedule(loss_fn: LossFn, first_epoch: int) -> None:
+    """Start a `DistillationLoss`'s warm-ups and temperature schedule at the run's `first_epoch`.
+
+    Raises:
+        ValueError: `first_epoch` with any other loss (nothing to continue a schedule from).
+    """
+    if isinstance(loss_fn, DistillationLoss):
+        loss_fn.epoch_offset = first_epoch
+    elif first_epoch:
+        raise ValueError(f"first_epoch={first_epoch} needs a DistillationLoss (distill_loss) to go on")
 
 
 def mutual_learning(

@@ -7,12 +7,15 @@ problems found in one recipe are reported together.
 
 from __future__ import annotations
 
+import typing
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import Self
 
 from distil.errors import ConfigError
 from distil.registry import closest, unknown_name_message
@@ -184,6 +187,9 @@ def _suggest_key(key: str, valid: list[str]) -> str | None:
     synonym = _KEY_SYNONYMS.get(key, _KEY_SYNONYMS.get(key.lower()))
     if synonym in valid:
         return synonym
+    moved = MOVED_KEYS.get(synonym or "")
+    if moved is not None and moved.path.split(".")[0] in valid:
+        return moved.path  # e.g. wd -> optimizer.weight_decay
     return closest(key, valid) if valid else None
 
 
@@ -277,6 +283,156 @@ class TeacherCacheConfig(_Strict):
         return _on_off(value)  # `mode: on` in YAML arrives as True
 
 
+class OptimizerConfig(_Strict):
+    """The optimizer and its settings (the learning rate is `lr`, beside the group: the value tuned most).
+
+    A plain word (`optimizer: adamw`) sets the name alone.
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd: momentum (0 = plain SGD)")
+    weight_decay: float = Field(
+        default=5e-4, ge=0, description="L2 penalty on weights (never on biases or norm parameters)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_word(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value  # `optimizer: adamw`
+
+
+class ScheduleConfig(_Strict):
+    """How the learning rate changes over training. A plain word (`schedule: step`) sets the name alone."""
+
+    name: Literal["cosine", "step", "constant", "onecycle"] = Field(
+        default="cosine",
+        description="cosine decay to 0, step (x0.1 at 50% and 75%), constant, or onecycle",
+    )
+    warmup_epochs: float = Field(default=0.0, ge=0, description="linear warm-up from 0, in epochs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_word(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value  # `schedule: step`
+
+
+class AugmentConfig(_Strict):
+    """The training augmentation: which operations, their options, and batch mixing.
+
+    A plain word (`augment: crop_flip`) sets the operations alone.
+    """
+
+    ops: str = Field(
+        default="auto",
+        description="auto = the dataset's standard augmentation; none, crop, crop_flip, or operations "
+        "joined by '+': crop, flip, resized_crop, jitter, trivial (TrivialAugment), randaugment",
+    )
+    scale: tuple[float, float] = Field(
+        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
+    )
+    ratio: tuple[float, float] = Field(
+        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
+    )
+    jitter_brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
+    jitter_contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
+    jitter_saturation: float = Field(
+        default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)"
+    )
+    jitter_hue: float = Field(
+        default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)"
+    )
+    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
+    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
+    mixing: Literal["none", "mixup", "cutmix"] = Field(
+        default="none",
+        description="mix pairs of augmented samples in each batch (function matching: teacher and student "
+        "see the same mixed view; labels become -100, so only teacher-matching terms train)",
+    )
+    mixing_alpha: float = Field(default=1.0, gt=0, description="Beta(alpha, alpha) of the mixing weights")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ops_word(cls, value: Any) -> Any:
+        return {"ops": value} if isinstance(value, str) else value  # `augment: crop` names the operations
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, value: str) -> str:
+        if value != "auto":
+            from distil.data.augment import parse_ops
+
+            try:
+                parse_ops(value)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"augment.scale must satisfy 0 < min <= max <= 1, got {list(self.scale)}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"augment.ratio must satisfy 0 < min <= max, got {list(self.ratio)}")
+        return self
+
+
+class LoaderConfig(_Strict):
+    """How batches are read from data on disk (an in-memory dataset ignores these)."""
+
+    num_workers: int = Field(
+        default=0, ge=0, description="worker processes reading samples (0 = the main process)"
+    )
+    pin_memory: bool | None = Field(
+        default=None, description="page-locked batches (None = when the run uses CUDA)"
+    )
+    persistent_workers: bool = Field(
+        default=False, description="keep workers alive between epochs (needs num_workers >= 1)"
+    )
+    prefetch_factor: int | None = Field(
+        default=None, gt=0, description="batches each worker reads ahead (needs num_workers >= 1)"
+    )
+
+
+class FSDPConfig(_Strict):
+    """Sharding the trained model and its teacher across the processes of a multi-process launch.
+
+    A plain boolean (`fsdp: true`) sets `enabled` alone.
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="shard with torch FSDP2: each process holds 1/N of the parameters, gradients and "
+        "optimizer state, and gathers one unit at a time (docs/lm.md#many-gpus-accelerate-ddp-and-fsdp)",
+    )
+    units: list[str] = Field(
+        default_factory=list,
+        description="module class names gathered as units of their own (e.g. LlamaDecoderLayer); [] = a "
+        "Hugging Face model's transformer blocks (_no_split_modules), else the whole model",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enabled_word(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value  # `fsdp: true`
+
+    @model_validator(mode="after")
+    def _units_need_fsdp(self) -> FSDPConfig:
+        if self.units and not self.enabled:
+            raise ValueError(f"fsdp.units={self.units} needs fsdp.enabled=true (or fsdp: true)")
+        return self
+
+
+# A settings group written as one plain value (`teacher_cache: on`, `augment: crop`, `fsdp: true`)
+# means this field of the group; old flat keys and `--set` overrides next to such a word keep it.
+GROUP_WORDS = {
+    "teacher_cache": "mode",
+    "optimizer": "name",
+    "schedule": "name",
+    "augment": "ops",
+    "fsdp": "enabled",
+}
+
+
 class Moved(NamedTuple):
     """Where an old flat recipe key now lives: a dotted path inside its section, plus values it implies."""
 
@@ -292,6 +448,24 @@ MOVED_KEYS: dict[str, Moved] = {
     "teacher_cache_k": Moved("teacher_cache.k"),
     # The classifier's dense top-k and the sequence top-k are one form now.
     "teacher_cache_topk": Moved("teacher_cache.k", (("teacher_cache.form", "topk"),)),
+    "momentum": Moved("optimizer.momentum"),
+    "weight_decay": Moved("optimizer.weight_decay"),
+    "warmup_epochs": Moved("schedule.warmup_epochs"),
+    "augment_scale": Moved("augment.scale"),
+    "augment_ratio": Moved("augment.ratio"),
+    "jitter_brightness": Moved("augment.jitter_brightness"),
+    "jitter_contrast": Moved("augment.jitter_contrast"),
+    "jitter_saturation": Moved("augment.jitter_saturation"),
+    "jitter_hue": Moved("augment.jitter_hue"),
+    "randaugment_ops": Moved("augment.randaugment_ops"),
+    "randaugment_magnitude": Moved("augment.randaugment_magnitude"),
+    "mixing": Moved("augment.mixing"),
+    "mixing_alpha": Moved("augment.mixing_alpha"),
+    "num_workers": Moved("loader.num_workers"),
+    "pin_memory": Moved("loader.pin_memory"),
+    "persistent_workers": Moved("loader.persistent_workers"),
+    "prefetch_factor": Moved("loader.prefetch_factor"),
+    "fsdp_units": Moved("fsdp.units"),
 }
 
 
@@ -350,9 +524,8 @@ def _set_dotted(data: dict[str, Any], path: str, value: Any, old: str) -> None:
     node = data
     for part in parents:
         child = node.get(part)
-        child = _on_off(child)
-        if isinstance(child, str):  # `teacher_cache: on` next to old flat keys: the group's word
-            child = {"mode": child}
+        if child is not None and not isinstance(child, dict) and part in GROUP_WORDS:
+            child = {GROUP_WORDS[part]: child}  # `augment: crop` next to old flat keys: the group's word
         node[part] = child = dict(child) if isinstance(child, dict) else {}
         node = child
     if leaf in node and node[leaf] != value:
@@ -366,6 +539,12 @@ def _set_dotted(data: dict[str, Any], path: str, value: Any, old: str) -> None:
 class TrainConfig(_Strict):
     """A training recipe: optimizer, schedule, regularisation, budget and seed.
 
+    The values most runs tune (lr, epochs, batch_size, grad_clip, seed) are flat keys; the rest are small
+    groups, each also written as one word where it has a main setting: `optimizer` (`OptimizerConfig`:
+    `optimizer: adamw`), `schedule` (`ScheduleConfig`: `schedule: step`), `augment` (`AugmentConfig`:
+    `augment: crop`), `loader` (`LoaderConfig`) and `fsdp` (`FSDPConfig`: `fsdp: true`). The flat keys
+    these groups replaced still load, each with one deprecation line (`MOVED_KEYS`).
+
     It is saved with every checkpoint, so a student can inherit its teacher's recipe. The teacher-output
     cache is a distillation setting: it lives in `StudentTrainConfig.teacher_cache`, and a teacher's
     recipe refuses it.
@@ -376,42 +555,34 @@ class TrainConfig(_Strict):
     def _moved_keys(cls, data: Any) -> Any:
         return move_keys(data, MOVED_KEYS, cls)
 
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "step", "constant", "onecycle"] = "cosine"
-    warmup_epochs: float = Field(default=0.0, ge=0)
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with `update` applied and validated, as the constructor would: a group's word
+        (`optimizer="adam"`) or an old flat key (`mixing="mixup"`) lands in its group (pydantic's own
+        copy would store it unchecked, where nothing reads it)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        data = self.model_dump()
+        for key in update:
+            if key in MOVED_KEYS:
+                _drop_moved(data, key)  # the update replaces the group's value
+        return self.model_validate({**data, **update})
+
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig(),
+        description="sgd, adam or adamw, with momentum and weight_decay; `optimizer: adamw` sets the name alone",
+    )
+    lr: float = Field(default=0.05, gt=0, description="peak learning rate")
+    schedule: ScheduleConfig = Field(
+        default_factory=lambda: ScheduleConfig(),
+        description="the learning-rate schedule and its warm-up; `schedule: step` sets the name alone",
+    )
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=128, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    augment: str = Field(
-        default="auto",
-        description="auto = the dataset's standard augmentation; none, crop, crop_flip, or operations "
-        "joined by '+': crop, flip, resized_crop, jitter, trivial (TrivialAugment), randaugment",
+    augment: AugmentConfig = Field(
+        default_factory=lambda: AugmentConfig(),
+        description="the training augmentation and batch mixing; `augment: crop_flip` sets the operations alone",
     )
-    augment_scale: tuple[float, float] = Field(
-        default=(0.08, 1.0), description="resized_crop: range of the crop's area (fraction of the image)"
-    )
-    augment_ratio: tuple[float, float] = Field(
-        default=(3 / 4, 4 / 3), description="resized_crop: range of the aspect ratio (log-uniform)"
-    )
-    jitter_brightness: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-b, 1+b]")
-    jitter_contrast: float = Field(default=0.4, ge=0, lt=1, description="jitter: factor in [1-c, 1+c]")
-    jitter_saturation: float = Field(
-        default=0.4, ge=0, lt=1, description="jitter: factor in [1-s, 1+s] (RGB)"
-    )
-    jitter_hue: float = Field(
-        default=0.0, ge=0, le=0.5, description="jitter: shift in [-h, h] turns (RGB; kornia)"
-    )
-    randaugment_ops: int = Field(default=2, ge=1, description="randaugment: operations per sample (N)")
-    randaugment_magnitude: int = Field(default=9, ge=0, le=30, description="randaugment: magnitude M of 30")
-    mixing: Literal["none", "mixup", "cutmix"] = Field(
-        default="none",
-        description="mix pairs of augmented samples in each batch (function matching: teacher and student "
-        "see the same mixed view; labels become -100, so only teacher-matching terms train)",
-    )
-    mixing_alpha: float = Field(default=1.0, gt=0, description="Beta(alpha, alpha) of the mixing weights")
     grad_clip: float | None = Field(
         default=5.0, gt=0, description="max gradient norm; KD with T^2 scaling can diverge without it"
     )
@@ -419,30 +590,12 @@ class TrainConfig(_Strict):
         default=False, description="NHWC memory layout for conv nets: 1.2-1.6x faster on CPU (oneDNN)"
     )
     compile: bool = Field(default=False, description="torch.compile the trained model (needs a C++ compiler)")
-    fsdp: bool = Field(
-        default=False,
-        description="shard the trained model and its teacher across the processes of a multi-process "
-        "launch (torch FSDP2): each holds 1/N of the parameters, gradients and optimizer state, and "
-        "gathers one unit at a time (docs/lm.md#many-gpus-accelerate-ddp-and-fsdp)",
+    fsdp: FSDPConfig = Field(
+        default_factory=lambda: FSDPConfig(),
+        description="shard the trained model and its teacher across processes; `fsdp: true` enables it",
     )
-    fsdp_units: list[str] = Field(
-        default_factory=list,
-        description="fsdp: module class names gathered as units of their own (e.g. LlamaDecoderLayer); "
-        "[] = a Hugging Face model's transformer blocks (_no_split_modules), else the whole model",
-    )
-    num_workers: int = Field(
-        default=0, ge=0, description="data on disk: worker processes reading samples (0 = the main process)"
-    )
-    pin_memory: bool | None = Field(
-        default=None, description="data on disk: page-locked batches (None = when the run uses CUDA)"
-    )
-    persistent_workers: bool = Field(
-        default=False, description="data on disk: keep workers alive between epochs (needs num_workers >= 1)"
-    )
-    prefetch_factor: int | None = Field(
-        default=None,
-        gt=0,
-        description="data on disk: batches each worker reads ahead (needs num_workers >= 1)",
+    loader: LoaderConfig = Field(
+        default_factory=lambda: LoaderConfig(), description="how batches are read from data on disk"
     )
     seed: int = 0
     checkpoint_every: int | None = Field(
@@ -452,36 +605,12 @@ class TrainConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _augment_ranges(self) -> TrainConfig:
-        if not 0 < self.augment_scale[0] <= self.augment_scale[1] <= 1:
-            raise ValueError(
-                f"augment_scale must satisfy 0 < min <= max <= 1, got {list(self.augment_scale)}"
-            )
-        if not 0 < self.augment_ratio[0] <= self.augment_ratio[1]:
-            raise ValueError(f"augment_ratio must satisfy 0 < min <= max, got {list(self.augment_ratio)}")
-        return self
-
-    @field_validator("augment")
-    @classmethod
-    def _known_augment(cls, value: str) -> str:
-        if value != "auto":
-            from distil.data.augment import parse_ops
-
-            try:
-                parse_ops(value)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return value
-
-    @model_validator(mode="after")
     def _fsdp_options(self) -> TrainConfig:
-        if self.fsdp and (self.compile or self.channels_last):
+        if self.fsdp.enabled and (self.compile or self.channels_last):
             raise ValueError(
                 "fsdp=true is not combined with compile or channels_last (a sharded model keeps its own "
                 "parameter layout); set compile=false and channels_last=false"
             )
-        if self.fsdp_units and not self.fsdp:
-            raise ValueError(f"fsdp_units={self.fsdp_units} needs fsdp=true")
         return self
 
 
@@ -819,28 +948,89 @@ def checked_config(model: type[_C], source: str, **fields: Any) -> _C:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides (values parsed as YAML: 0.1, true, [1, 2]) to a recipe dict."""
+    """Apply `a.b.c=value` overrides (values parsed as YAML: 0.1, true, [1, 2]) to a recipe dict.
+
+    An old flat key of a training section (`student_train.momentum`) replaces the recipe file's value at
+    its group's place (`optimizer.momentum`), so it overrides the file rather than contradicting it; two
+    overrides that disagree are still refused (`move_keys`).
+    """
     # Not a YAML round trip nor copy.deepcopy: both keep an anchor's aliases as one shared dict, so
     # `--set teacher_train.epochs=20` would also change `student_train: *recipe`.
     result = _unshared_copy(raw) or {}
+    parsed: list[tuple[list[str], Any, str]] = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not KEY=VALUE; example: --set student_train.lr=0.1")
-        node = result
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            parsed.append((key.strip().split("."), yaml.safe_load(value) if value.strip() else None, item))
         except yaml.YAMLError:
             raise ConfigError(
                 f"override {item!r}: the value is not valid YAML; quote strings, e.g. --set name='\"a: b\"'"
             ) from None
+    for parts, _, _ in parsed:
+        _drop_moved_from_file(result, parts)
+    for parts, value, item in parsed:
+        _set_override(result, parts, value, item)
     return result
+
+
+def _drop_moved_from_file(result: dict[str, Any], parts: list[str]) -> None:
+    """Remove the recipe file's value that an old flat key given by --set replaces (and what it implies)."""
+    *section, leaf = parts
+    model = _section_model(section)
+    if leaf not in MOVED_KEYS or model is None or not issubclass(model, TrainConfig):
+        return
+    node: Any = result
+    for part in section:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return
+    _drop_moved(node, leaf)
+
+
+def _drop_moved(section: dict[str, Any], old: str) -> None:
+    """Remove from `section` the group values that old flat key `old` sets (and those it implies)."""
+    moved = MOVED_KEYS[old]
+    for path in (moved.path, *(p for p, _ in moved.implies)):
+        group, _, field = path.partition(".")
+        value = section.get(group)
+        if isinstance(value, dict):
+            value.pop(field, None)
+        elif value is not None and GROUP_WORDS.get(group) == field:
+            del section[group]  # the group's word is the field replaced
+
+
+def _section_model(path: list[str]) -> type[BaseModel] | None:
+    """The schema of the recipe section at `path` (e.g. ["compress", "finetune"]), or None."""
+    model: type[BaseModel] = Recipe
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _set_override(result: dict[str, Any], parts: list[str], value: Any, item: str) -> None:
+    """Set `result[a][b]... = value` for one override, reading a group's plain word as its main field."""
+    node = result
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if part in GROUP_WORDS and child is not None and not isinstance(child, dict):
+            node[part] = child = {GROUP_WORDS[part]: child}  # `augment: crop`, then `augment.scale=...`
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    leaf = parts[-1]
+    if leaf in GROUP_WORDS and isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+        node[leaf][GROUP_WORDS[leaf]] = value  # a group's word keeps the group's other settings
+    else:
+        node[leaf] = value
 
 
 def _unshared_copy(value: Any) -> Any:

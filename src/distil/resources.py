@@ -76,8 +76,8 @@ def check_writable(directory: str | Path, option: str = "--out") -> Path:
 
 def optimizer_slots(cfg: TrainConfig) -> int:
     """Tensors the optimizer keeps per parameter (SGD momentum: 1, Adam/AdamW: 2)."""
-    if cfg.optimizer == "sgd":
-        return 1 if cfg.momentum > 0 else 0
+    if cfg.optimizer.name == "sgd":
+        return 1 if cfg.optimizer.momentum > 0 else 0
     return 2
 
 
@@ -176,7 +176,7 @@ def oom_hint(sections: dict[str, TrainConfig]) -> Iterator[None]:
 
 def _shard_hint(sections: dict[str, TrainConfig]) -> str:
     """For a GPU out of memory: sharding the models across GPUs, for the sections not sharded yet."""
-    unsharded = [s for s, cfg in sections.items() if not cfg.fsdp]
+    unsharded = [s for s, cfg in sections.items() if not cfg.fsdp.enabled]
     if not unsharded:
         return "."
     sets = " ".join(f"--set {s}.fsdp=true" for s in unsharded)

@@ -180,7 +180,7 @@ def test_kornia_ops_without_kornia_say_how_to_install_it(monkeypatch) -> None:
 def test_recipe_augment_names_are_checked() -> None:
     from distil.config import TrainConfig
 
-    assert TrainConfig(augment="resized_crop+flip").augment == "resized_crop+flip"
+    assert TrainConfig(augment="resized_crop+flip").augment.ops == "resized_crop+flip"
     with pytest.raises(ConfigError, match="rotate"):
         from distil.config import checked_config
 

@@ -117,7 +117,9 @@ def test_the_loop_reads_disk_through_the_dataloader_and_memory_through_tensors(d
     assert torch.equal(
         predict_split(model, memory.test, 16, 3, 40), predict_split(model, disk.test, 16, 3, 40)
     )
-    workers = TrainConfig(num_workers=2, persistent_workers=True, prefetch_factor=2, pin_memory=False)
+    workers = TrainConfig(
+        loader={"num_workers": 2, "persistent_workers": True, "prefetch_factor": 2, "pin_memory": False}
+    )
     assert train_loader(disk, workers, acc)._loader.num_workers == 2
 
 

@@ -320,7 +320,7 @@ from distil.train.engine import make_accelerator, train_loader
 
 acc = make_accelerator("cpu")
 data = load_dataset("shards", sys.argv[1], val_fraction=0.0)
-loader = train_loader(data, TrainConfig(batch_size=4, num_workers=1, augment="none"), acc)
+loader = train_loader(data, TrainConfig(batch_size=4, loader={"num_workers": 1}, augment="none"), acc)
 loader.set_epoch(1)
 ids = [int(i) for b in loader for i in b["index"]]
 files = sorted({data.train.paths[i][0] for i in ids})

@@ -228,7 +228,11 @@ def test_a_diverged_cli_run_stops_with_the_cause_and_keeps_its_last_good_state(t
         "teacher_train.lr=1e12",
         "teacher_train.grad_clip=null",
     ]
-    sets += ["teacher_train.momentum=0", "teacher_train.checkpoint_every=1", "teacher_train.batch_size=16"]
+    sets += [
+        "teacher_train.optimizer.momentum=0",
+        "teacher_train.checkpoint_every=1",
+        "teacher_train.batch_size=16",
+    ]
     result = CliRunner().invoke(app, [*args, *(a for s in sets for a in ("--set", s))])
     assert result.exit_code == 2
     assert "NaN/Inf" in result.output and "lr=1e+12" in result.output

@@ -303,7 +303,9 @@ def test_only_the_newest_states_are_kept(digits, tmp_path: Path) -> None:
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_state(digits, tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=3, batch_size=32, lr=1e12, grad_clip=None, momentum=0.0, checkpoint_every=1)
+    cfg = TrainConfig(
+        epochs=3, batch_size=32, lr=1e12, grad_clip=None, optimizer={"momentum": 0.0}, checkpoint_every=1
+    )
     store = TrainStateStore(tmp_path, every=1)
     with pytest.raises(TrainingError, match=r"(NaN/Inf between steps|became NaN/Inf by step).*lr=1e\+12"):
         fit(_net(), digits, cfg, CELoss(), checkpoint=store)

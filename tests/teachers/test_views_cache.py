@@ -47,7 +47,7 @@ def test_replayed_student_input_is_the_teachers_input_bit_for_bit(
     digits, tmp_path: Path, augment, mixing
 ) -> None:
     cfg = StudentTrainConfig(
-        augment=augment, mixing=mixing, seed=3, batch_size=32, teacher_cache={"views": 3}
+        augment={"ops": augment, "mixing": mixing}, seed=3, batch_size=32, teacher_cache={"views": 3}
     )
     teacher = _teacher()
     seen = _recording(teacher)
@@ -86,19 +86,19 @@ def test_epoch_to_view_mapping_cycles_through_all_views() -> None:
 def test_views_cache_key_changes_with_v_and_augmentation(digits, tmp_path: Path) -> None:
     teacher = _teacher()
 
-    def key(**changes):
-        cfg = TrainConfig(augment="crop_flip", seed=0).model_copy(update=changes)
-        views = TeacherViews(augmenter_for(digits, cfg), changes.pop("views", 2))
-        return open_or_build(teacher, digits, augment=cfg.augment, cache_dir=tmp_path, views=views)[1]
+    def key(views: int = 2, seed: int = 0, **augment):
+        cfg = TrainConfig(augment={"ops": "crop_flip", **augment}, seed=seed)
+        replay = TeacherViews(augmenter_for(digits, cfg), views)
+        return open_or_build(teacher, digits, augment=cfg.augment.ops, cache_dir=tmp_path, views=replay)[1]
 
     first = key()
     assert not first.hit and key().hit
     others = [
         key(views=3),
         key(seed=1),
-        key(augment="crop"),
+        key(ops="crop"),
         key(mixing="mixup"),
-        key(augment_scale=(0.5, 1.0), augment="resized_crop"),
+        key(scale=(0.5, 1.0), ops="resized_crop"),
     ]
     assert all(not o.hit for o in others)
     assert len({first.fingerprint, *(o.fingerprint for o in others)}) == 1 + len(others)

@@ -43,7 +43,7 @@ def test_distillation_moves_the_student_towards_the_teacher(digits) -> None:
 
 
 def test_divergence_stops_with_a_message_naming_the_cause(digits) -> None:
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e12, grad_clip=None, momentum=0.0)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e12, grad_clip=None, optimizer={"momentum": 0.0})
     with pytest.raises(TrainingError, match=r"NaN/Inf between steps \d+ and \d+.*lr=1e\+12"):
         train_model(_net(), digits, cfg)
 

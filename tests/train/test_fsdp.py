@@ -58,13 +58,15 @@ def _two_ranks(mixed_precision: str = "no") -> SimpleNamespace:
 
 
 def test_fsdp_options_that_cannot_combine_are_refused_by_the_config() -> None:
-    assert TrainConfig(fsdp=True, fsdp_units=["LlamaDecoderLayer"]).fsdp_units == ["LlamaDecoderLayer"]
+    assert TrainConfig(fsdp={"enabled": True, "units": ["LlamaDecoderLayer"]}).fsdp.units == [
+        "LlamaDecoderLayer"
+    ]
     with pytest.raises(ValidationError, match="compile=false and channels_last=false"):
         TrainConfig(fsdp=True, compile=True)
     with pytest.raises(ValidationError, match="channels_last"):
         TrainConfig(fsdp=True, channels_last=True)
-    with pytest.raises(ValidationError, match="needs fsdp=true"):
-        TrainConfig(fsdp_units=["LlamaDecoderLayer"])
+    with pytest.raises(ValidationError, match=r"needs fsdp\.enabled=true"):
+        TrainConfig(fsdp={"units": ["LlamaDecoderLayer"]})
 
 
 def test_fsdp_needs_several_processes_and_no_fp16() -> None:
@@ -154,7 +156,7 @@ WORKER = textwrap.dedent(
     torch.manual_seed(0)
     teacher = create_model("hf-causal-lm", num_classes=data.num_classes, config={**LLAMA, "num_hidden_layers": 3})
     epochs = 3 if precision == "no" else 1
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, optimizer="adamw", weight_decay=0.0, fsdp=True)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, optimizer={"name": "adamw", "weight_decay": 0.0}, fsdp=True)
 
     def student():
         torch.manual_seed(1)
@@ -177,7 +179,7 @@ WORKER = textwrap.dedent(
     # Against DDP: plain SGD with a clip that binds, so a wrong (per-shard) gradient norm or a missing
     # gradient average would show in the weights.
     for fsdp in (True, False):
-        sgd = TrainConfig(epochs=1, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.0, grad_clip=0.05, fsdp=fsdp)
+        sgd = TrainConfig(epochs=1, batch_size=8, lr=0.5, optimizer={"momentum": 0.0, "weight_decay": 0.0}, grad_clip=0.05, fsdp=fsdp)
         trained = distill(teacher, student(), data, sgd, accelerator=acc).model
         save_file(trained.state_dict(), str(out / f"sgd-{'fsdp' if fsdp else 'ddp'}{rank}.safetensors"))
 

@@ -65,7 +65,9 @@ def load_data(recipe: Recipe) -> DataBundle:
         if recipe.compress is not None:
             sections["compress.finetune"] = recipe.compress.finetune
         bad = [
-            f"{k}.augment={cfg.augment}" for k, cfg in sections.items() if cfg.augment not in ("auto", "none")
+            f"{k}.augment={cfg.augment.ops}"
+            for k, cfg in sections.items()
+            if cfg.augment.ops not in ("auto", "none")
         ]
         if bad:
             raise ConfigError(

@@ -116,7 +116,7 @@ class Runner:
         )
         if self.accelerator is not None:  # before any training: a sharded stage needs several processes
             for section in ("teacher_train", "student_train"):
-                if getattr(recipe, section).fsdp:
+                if getattr(recipe, section).fsdp.enabled:
                     check_fsdp(self.accelerator, what=f"{section}.fsdp")
         self.progress: Any = None
         self.histories: dict[str, list[dict[str, Any]]] = {}

@@ -116,19 +116,20 @@ def eval_split(data: DataBundle) -> tuple[str, SampleSplit]:
 
 def augmenter_for(data: DataBundle, cfg: TrainConfig) -> Augmenter:
     """The training augmentation of `cfg` on `data`: the loader's, and the views cache's (the same draws)."""
+    aug = cfg.augment
     spec = AugmentSpec(
-        ops=parse_ops(data.augment if cfg.augment == "auto" else cfg.augment),
+        ops=parse_ops(data.augment if aug.ops == "auto" else aug.ops),
         padding=data.crop_padding,
-        scale=cfg.augment_scale,
-        ratio=cfg.augment_ratio,
-        brightness=cfg.jitter_brightness,
-        contrast=cfg.jitter_contrast,
-        saturation=cfg.jitter_saturation,
-        hue=cfg.jitter_hue,
-        randaugment_ops=cfg.randaugment_ops,
-        randaugment_magnitude=cfg.randaugment_magnitude,
-        mixing=cfg.mixing,
-        mixing_alpha=cfg.mixing_alpha,
+        scale=aug.scale,
+        ratio=aug.ratio,
+        brightness=aug.jitter_brightness,
+        contrast=aug.jitter_contrast,
+        saturation=aug.jitter_saturation,
+        hue=aug.jitter_hue,
+        randaugment_ops=aug.randaugment_ops,
+        randaugment_magnitude=aug.randaugment_magnitude,
+        mixing=aug.mixing,
+        mixing_alpha=aug.mixing_alpha,
     )
     return Augmenter(spec, seed=cfg.seed, mean=data.mean, std=data.std, num_samples=len(data.train))
 
@@ -139,8 +140,8 @@ def train_loader(
     """The shuffled, augmented training batches of this process's shard (the same on every loop).
 
     An in-memory train split takes the fast path (`TensorLoader`, one indexing op per batch); any other
-    (e.g. on disk) is read by `DatasetLoader` workers with the recipe's `num_workers`, `pin_memory`
-    (default: when the run uses CUDA), `persistent_workers` and `prefetch_factor`. Both give the same
+    (e.g. on disk) is read by `DatasetLoader` workers with the recipe's `loader` group (`num_workers`,
+    `pin_memory` (default: when the run uses CUDA), `persistent_workers`, `prefetch_factor`). Both give the same
     batches for the same samples and seed. `views` (KD with `cfg.teacher_cache.views`): replay that many
     fixed augmented views per sample.
     """
@@ -158,13 +159,14 @@ def train_loader(
     }
     if isinstance(data.train, Split):
         return TensorLoader(data.train, **common)
-    pin = cfg.pin_memory if cfg.pin_memory is not None else accelerator.device.type == "cuda"
+    loader = cfg.loader
+    pin = loader.pin_memory if loader.pin_memory is not None else accelerator.device.type == "cuda"
     return DatasetLoader(
         data.train,
-        num_workers=cfg.num_workers,
+        num_workers=loader.num_workers,
         pin_memory=pin,
-        persistent_workers=cfg.persistent_workers,
-        prefetch_factor=cfg.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
+        prefetch_factor=loader.prefetch_factor,
         **common,
     )
 
@@ -254,7 +256,7 @@ def fit(
             end); when it already holds one for this run, training continues from it exactly. None:
             the store of an enclosing `distil.train.state.checkpointing` block, if any.
 
-    With `cfg.fsdp` (several processes) a copy of `model` sharded across them is trained
+    With `cfg.fsdp.enabled` (several processes) a copy of `model` sharded across them is trained
     (`distil.train.fsdp`); `model` stays a plain module and gets the trained weights back, whole, at
     every saved state and at the end (on every rank).
 
@@ -263,7 +265,7 @@ def fit(
 
     Raises:
         TrainingError: when the loss becomes NaN or Inf.
-        ConfigError: `cfg.fsdp` where it cannot shard (one process, fp16, a cohort, hooked features).
+        ConfigError: `cfg.fsdp.enabled` where it cannot shard (one process, fp16, a cohort, hooked features).
     """
     loop = TrainLoop(
         model,
@@ -315,10 +317,10 @@ class TrainLoop:
         self.steps_per_epoch = len(self.loader)
         # `plain` is the caller's module, returned trained. With FSDP a sharded copy of it is trained
         # (`distil.train.fsdp`) and `plain` gets its weights back at each saved state and at the end.
-        self.plain, self.fsdp = model, cfg.fsdp
-        if cfg.fsdp:
+        self.plain, self.fsdp = model, cfg.fsdp.enabled
+        if self.fsdp:
             _check_fsdp_model(model, accelerator)
-            model = shard_copy(model, accelerator, frozen=False, units=cfg.fsdp_units)
+            model = shard_copy(model, accelerator, frozen=False, units=cfg.fsdp.units)
         self._build_optimization(model)
         self.model = self._prepare(model)
         self.clip_groups = _clip_groups(self._trained(), self.optimizer)

@@ -70,7 +70,7 @@ def unit_classes(model: nn.Module, names: Sequence[str] = ()) -> set[str]:
         missing = sorted(set(names) - present)
         if missing:
             raise ConfigError(
-                f"fsdp_units names {missing}, but the model has no module of that class; its classes are "
+                f"fsdp.units names {missing}, but the model has no module of that class; its classes are "
                 f"{', '.join(sorted(present))}."
             )
         return set(names)

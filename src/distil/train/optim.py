@@ -26,12 +26,12 @@ def build_optimizer(
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": decay, "weight_decay": cfg.optimizer.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
+    if cfg.optimizer.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.optimizer.momentum)
+    if cfg.optimizer.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
@@ -55,9 +55,9 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step scheduler covering `cfg.epochs * steps_per_epoch` steps."""
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
+    if cfg.schedule.name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total, 1))
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    warmup = int(cfg.schedule.warmup_epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule)
+        optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule.name)
     )

@@ -41,6 +41,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from distil.config import GROUP_WORDS, MOVED_KEYS
 from distil.errors import CheckpointError, TrainingError
 from distil.fileio import atomic_write_bytes, atomic_write_json, is_out_of_space
 from distil.train.checkpoint import load_state_dict_strict
@@ -48,8 +49,8 @@ from distil.train.checkpoint import load_state_dict_strict
 FORMAT = "distil-train-state/1"
 _NAME = re.compile(r"^e(\d+)-s(\d+)\.json$")
 # Recipe fields that change how a run is saved, not what it computes: they may differ on resume.
-# fsdp/fsdp_units lay the same computation out across processes; its states are saved whole either way.
-_NOT_FINGERPRINTED = {"checkpoint_every", "fsdp", "fsdp_units"}
+# The fsdp group lays the same computation out across processes; its states are saved whole either way.
+_NOT_FINGERPRINTED = {"checkpoint_every", "fsdp"}
 _NOT_FINGERPRINTED_IN = {"teacher_cache": {"dir"}}  # keys of settings groups, likewise
 _ACTIVE_ROOT: ContextVar[Path | None] = ContextVar("distil_state_root", default=None)
 
@@ -115,15 +116,24 @@ def fingerprint(stage: str, cfg: Any, data_description: dict[str, Any], model: n
 
 
 def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
-    """A fingerprint saved before the teacher-cache settings became one group, in today's shape.
+    """A fingerprint saved before settings became groups (teacher cache, optimizer, augmentation...), as today.
 
-    Such a recipe holds the flat keys teacher_cache, teacher_cache_form, _k, _topk and _views (the
-    directory was never fingerprinted): a teacher's recipe loses them (it has no cache now), a
-    student's gets them as its `teacher_cache` group, so a run started before the change resumes.
+    So a run started before a regroup resumes under it; what it computed is the same.
     """
     recipe = saved.get("recipe")
-    if not isinstance(recipe, dict) or "teacher_cache_form" not in recipe:
+    if not isinstance(recipe, dict):
         return saved
+    return {**saved, "recipe": _flat_groups(_flat_cache_keys(recipe, expected))}
+
+
+def _flat_cache_keys(recipe: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys teacher_cache, teacher_cache_form, _k, _topk and _views as the `teacher_cache` group.
+
+    (The directory was never fingerprinted.) A teacher's recipe loses them (it has no cache now), a
+    student's gets them as its group.
+    """
+    if "teacher_cache_form" not in recipe:
+        return recipe
     kept = {k: v for k, v in recipe.items() if k != "teacher_cache" and not k.startswith("teacher_cache_")}
     if "teacher_cache" in expected.get("recipe", {}):
         topk = recipe.get("teacher_cache_topk")
@@ -133,7 +143,23 @@ def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict
             "k": topk if topk is not None else recipe.get("teacher_cache_k"),
             "views": recipe.get("teacher_cache_views"),
         }
-    return {**saved, "recipe": kept}
+    return kept
+
+
+def _flat_groups(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys of settings now grouped (`optimizer: sgd`, `momentum`, `augment: crop`, `num_workers`...)
+    as their groups: a group's word becomes its main field, `config.MOVED_KEYS` says where each other key
+    went (the fsdp keys were never fingerprinted; the cache keys are read by `_flat_cache_keys`)."""
+    words = {k for k, v in recipe.items() if k in GROUP_WORDS and not isinstance(v, dict)}
+    if not words and not any(k in MOVED_KEYS for k in recipe):
+        return recipe
+    out = {k: v for k, v in recipe.items() if k not in MOVED_KEYS}
+    out.update({k: {GROUP_WORDS[k]: recipe[k]} for k in words})
+    for old, moved in MOVED_KEYS.items():
+        group, _, leaf = moved.path.partition(".")
+        if old in recipe and group not in ("teacher_cache", *_NOT_FINGERPRINTED):
+            out.setdefault(group, {})[leaf] = recipe[old]
+    return out
 
 
 def _diff(saved: Any, current: Any, path: str = "") -> Iterator[str]:

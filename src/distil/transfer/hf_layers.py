@@ -13,6 +13,7 @@ together) and of MLP units. :func:`~distil.transfer.parameters.transfer_paramete
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -75,6 +76,210 @@ def _l1_cols(w: torch.Tensor) -> torch.Tensor:
     return w.detach().double().abs().sum(0)
 
 
+@dataclass(frozen=True)
+class _Widths:
+    """The teacher's (t) and the student's (s) widths; whole heads, so one head size."""
+
+    head_dim: int
+    heads_t: int
+    heads_s: int
+    kv_t: int
+    kv_s: int
+    hidden_t: int
+    hidden_s: int
+    mlp_t: int
+    mlp_s: int
+
+    @property
+    def rep_t(self) -> int:  # query heads per key/value group
+        return self.heads_t // self.kv_t
+
+    @property
+    def rep_s(self) -> int:
+        return self.heads_s // self.kv_s
+
+
+def _check_pair(tc: Any, sc: Any, state: dict[str, torch.Tensor], block: str) -> tuple[str, _Widths]:
+    """The family of the pair and its widths, or an error saying why the student cannot take a cut.
+
+    Raises:
+        TransferError: another model type or family, a different head size, or a wider student.
+    """
+    if tc.model_type != sc.model_type:
+        raise TransferError(
+            f"the teacher is a {tc.model_type} and the student a {sc.model_type}: width selection maps tensors "
+            "of one model type. Derive the student from the teacher's config (derive_student_config)."
+        )
+    family = _family(state, block)
+    if family is None:
+        raise TransferError(
+            f"a narrower {tc.model_type} student cannot be initialised from its teacher yet: width selection knows "
+            "the llama family (llama, mistral, qwen2: q/k/v/o_proj, gate/up/down_proj) and gpt2. Keep the "
+            "teacher's widths (fewer layers still transfer), or use init: random."
+        )
+    hd_t, hd_s = _head_dim(tc), _head_dim(sc)
+    if hd_t != hd_s:
+        raise TransferError(
+            f"the student's attention head size {hd_s} differs from the teacher's {hd_t}; whole heads are copied, "
+            "so keep the head size (fewer heads for a narrower model: derive_student_config does this)."
+        )
+    w = _Widths(
+        head_dim=hd_t,
+        heads_t=int(tc.num_attention_heads),
+        heads_s=int(sc.num_attention_heads),
+        kv_t=_kv_heads(tc),
+        kv_s=_kv_heads(sc),
+        hidden_t=int(tc.hidden_size),
+        hidden_s=int(sc.hidden_size),
+        mlp_t=_mlp_size(tc),
+        mlp_s=_mlp_size(sc),
+    )
+    if w.kv_s > w.kv_t or w.rep_s > w.rep_t:
+        raise TransferError(
+            f"the student has {w.heads_s} heads in {w.kv_s} key/value groups but the teacher {w.heads_t} in "
+            f"{w.kv_t}: each student group must be one of the teacher's, with at most as many query heads."
+        )
+    return family, w
+
+
+class _Cutter:
+    """Chooses the kept units of one teacher, block by block, and records every tensor's cut."""
+
+    def __init__(self, state: dict[str, torch.Tensor], family: str, widths: _Widths, selection: str) -> None:
+        self.state, self.family, self.w, self.selection = state, family, widths, selection
+        self.names = _LLAMA if family == "llama" else _GPT2
+        # Linear weights are (out, in); gpt2's Conv1D weights are (in, out).
+        self.out_dim, self.in_dim = (0, 1) if family == "llama" else (1, 0)
+        self.cut: dict[str, dict[int, torch.Tensor]] = {}  # tensor name -> {dim: indices}
+        self.notes: dict[str, str] = {}
+
+    def l1_out(self, name: str) -> torch.Tensor:
+        """L1 norm per output unit of a projection."""
+        return self.state[name].detach().double().abs().sum(self.in_dim)
+
+    def l1_in(self, name: str) -> torch.Tensor:
+        """L1 norm per input unit of a projection."""
+        return self.state[name].detach().double().abs().sum(self.out_dim)
+
+    def hidden(self, embedding: torch.Tensor, blocks: list[str]) -> torch.Tensor:
+        """The residual stream's units: one choice for the whole model (the embedding and every block's
+        writes to it)."""
+        score = None
+        if self.selection == "l1":
+            score = _l1_cols(embedding)
+            for b in blocks:
+                score = (
+                    score
+                    + self.l1_out(f"{b}.{self.names['o']}.weight")
+                    + self.l1_out(f"{b}.{self.names['down']}.weight")
+                )
+        w = self.w
+        return torch.tensor(select_indices(w.hidden_t, w.hidden_s, self.selection, score), dtype=torch.long)
+
+    def _head_scores(self, b: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """L1 scores of the key/value groups and of the query heads of block `b` (None: not l1)."""
+        if self.selection != "l1":
+            return None, None
+        w, names = self.w, self.names
+        head_in = self.l1_in(f"{b}.{names['o']}.weight").view(w.heads_t, w.head_dim).sum(1)
+        if self.family == "llama":
+            k, v, q = (f"{b}.{names[p]}.weight" for p in "kvq")
+            kv_score = (self.l1_out(k) + self.l1_out(v)).view(w.kv_t, w.head_dim).sum(1)
+            return kv_score, self.l1_out(q).view(w.heads_t, w.head_dim).sum(1) + head_in
+        # fused q, k, v columns; one key/value head per query head
+        qkv = self.l1_out(f"{b}.{names['qkv']}.weight").view(3, w.heads_t, w.head_dim).sum((0, 2)) + head_in
+        return qkv, qkv
+
+    def heads(self, b: str) -> tuple[list[int], list[int]]:
+        """The kept key/value groups of block `b` and, inside each, its kept query heads."""
+        w = self.w
+        kv_score, q_score = self._head_scores(b)
+        groups = select_indices(w.kv_t, w.kv_s, self.selection, kv_score)
+        q_heads: list[int] = []
+        for g in groups:
+            local = q_score[g * w.rep_t : (g + 1) * w.rep_t] if q_score is not None else None
+            q_heads += [g * w.rep_t + j for j in select_indices(w.rep_t, w.rep_s, self.selection, local)]
+        return groups, q_heads
+
+    def mlp(self, b: str) -> torch.Tensor:
+        """The kept MLP units of block `b`."""
+        ups, down = [f"{b}.{n}" for n in self.names["up"]], f"{b}.{self.names['down']}"
+        score = None
+        if self.selection == "l1":
+            score = sum(self.l1_out(f"{u}.weight") for u in ups) + self.l1_in(f"{down}.weight")
+        w = self.w
+        return torch.tensor(select_indices(w.mlp_t, w.mlp_s, self.selection, score), dtype=torch.long)
+
+    def block(self, b: str, hid: torch.Tensor, hid_note: str) -> None:
+        """Record the cuts and notes of every projection of block `b`."""
+        w, names = self.w, self.names
+        o, down = f"{b}.{names['o']}", f"{b}.{names['down']}"
+        ups = [f"{b}.{n}" for n in names["up"]]
+        groups, q_heads = self.heads(b)
+        q_units, kv_units = _rows(q_heads, w.head_dim), _rows(groups, w.head_dim)
+        mlp = self.mlp(b)
+        # (module, output units, input units) of every projection in the block.
+        projections = [(o, hid, q_units), (down, hid, mlp), *((u, mlp, hid) for u in ups)]
+        if self.family == "llama":
+            projections += [
+                (f"{b}.{names['q']}", q_units, hid),
+                (f"{b}.{names['k']}", kv_units, hid),
+                (f"{b}.{names['v']}", kv_units, hid),
+            ]
+            attention = [f"{b}.{names[p]}" for p in "qkvo"]
+        else:
+            h_t = w.hidden_t
+            qkv_units = torch.cat([q_units, h_t + q_units, 2 * h_t + q_units])
+            projections.append((f"{b}.{names['qkv']}", qkv_units, hid))
+            attention = [f"{b}.{names['qkv']}", o]
+        for module, outs, ins in projections:
+            self.cut[f"{module}.weight"] = {self.out_dim: outs, self.in_dim: ins}
+            self.cut[f"{module}.bias"] = {0: outs}
+        sel = self.selection
+        head_note = (
+            f"{sel} selection of heads {q_heads} of {w.heads_t} (key/value groups {groups} of {w.kv_t})"
+        )
+        for module in attention:
+            self.notes[module] = f"{head_note}; {hid_note}"
+        for module in (down, *ups):
+            self.notes[module] = f"{sel} selection of {w.mlp_s}/{w.mlp_t} MLP units; {hid_note}"
+
+    def residual(self, hid: torch.Tensor, hid_note: str) -> None:
+        """Record the cuts of the tensors outside the blocks' projections on the residual stream:
+        embeddings, the output head and every norm."""
+        h_t = self.w.hidden_t
+        for name, tensor in self.state.items():
+            module = name.rsplit(".", 1)[0]
+            if name in self.cut:
+                continue
+            if (
+                tensor.dim() == 2
+                and tensor.shape[1] == h_t
+                and module.endswith(("embed_tokens", "lm_head", "wte", "wpe"))
+            ):
+                self.cut[name] = {1: hid}
+                self.notes[module] = hid_note
+            elif (
+                tensor.dim() == 1
+                and tensor.shape[0] == h_t
+                and (module.endswith("norm") or module.rsplit(".", 1)[-1].startswith("ln_"))
+                and not module.endswith(("q_norm", "k_norm"))
+            ):
+                self.cut[name] = {0: hid}
+                self.notes[module] = hid_note
+
+    def donor(self) -> dict[str, torch.Tensor]:
+        """Every teacher tensor, cut where recorded."""
+        donor: dict[str, torch.Tensor] = {}
+        for name, tensor in self.state.items():
+            out = tensor.detach()
+            for dim, idx in self.cut.get(name, {}).items():
+                if out.dim() > dim:
+                    out = out.index_select(dim, idx.to(out.device))
+            donor[name] = out
+        return donor
+
+
 def hf_width_donor(
     teacher: nn.Module, student: nn.Module, selection: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -96,133 +301,13 @@ def hf_width_donor(
         TransferError: another model type or family, a different head size, or a wider student.
     """
     t_hf: Any = teacher.hf
-    tc: Any = t_hf.config
-    sc: Any = getattr(student.hf, "config", None)
-    if tc.model_type != sc.model_type:
-        raise TransferError(
-            f"the teacher is a {tc.model_type} and the student a {sc.model_type}: width selection maps tensors "
-            "of one model type. Derive the student from the teacher's config (derive_student_config)."
-        )
     state = teacher.state_dict()
     blocks = _blocks(teacher)
-    family = _family(state, blocks[0])
-    if family is None:
-        raise TransferError(
-            f"a narrower {tc.model_type} student cannot be initialised from its teacher yet: width selection knows "
-            "the llama family (llama, mistral, qwen2: q/k/v/o_proj, gate/up/down_proj) and gpt2. Keep the "
-            "teacher's widths (fewer layers still transfer), or use init: random."
-        )
-    hd_t, hd_s = _head_dim(tc), _head_dim(sc)
-    if hd_t != hd_s:
-        raise TransferError(
-            f"the student's attention head size {hd_s} differs from the teacher's {hd_t}; whole heads are copied, "
-            "so keep the head size (fewer heads for a narrower model: derive_student_config does this)."
-        )
-    heads_t, heads_s = int(tc.num_attention_heads), int(sc.num_attention_heads)
-    kv_t, kv_s = _kv_heads(tc), _kv_heads(sc)
-    rep_t, rep_s = heads_t // kv_t, heads_s // kv_s
-    if kv_s > kv_t or rep_s > rep_t:
-        raise TransferError(
-            f"the student has {heads_s} heads in {kv_s} key/value groups but the teacher {heads_t} in {kv_t}: "
-            "each student group must be one of the teacher's, with at most as many query heads."
-        )
-    h_t, h_s = int(tc.hidden_size), int(sc.hidden_size)
-    i_t, i_s = _mlp_size(tc), _mlp_size(sc)
-    l1 = selection == "l1"
-    names = _LLAMA if family == "llama" else _GPT2
-    # Linear weights are (out, in); gpt2's Conv1D weights are (in, out).
-    out_dim, in_dim = (0, 1) if family == "llama" else (1, 0)
-
-    def l1_out(name: str) -> torch.Tensor:  # per output unit of a projection
-        w = state[name].detach().double().abs()
-        return w.sum(in_dim)
-
-    def l1_in(name: str) -> torch.Tensor:  # per input unit of a projection
-        w = state[name].detach().double().abs()
-        return w.sum(out_dim)
-
-    # The residual stream: one choice for the whole model (the embedding and every block's writes to it).
-    hidden_score = None
-    if l1:
-        hidden_score = _l1_cols(t_hf.get_input_embeddings().weight)
-        for b in blocks:
-            hidden_score = (
-                hidden_score + l1_out(f"{b}.{names['o']}.weight") + l1_out(f"{b}.{names['down']}.weight")
-            )
-    hid = torch.tensor(select_indices(h_t, h_s, selection, hidden_score), dtype=torch.long)
-
-    notes: dict[str, str] = {}
-    cut: dict[str, dict[int, torch.Tensor]] = {}  # tensor name -> {dim: indices}
-    hid_note = f"{selection} selection of {h_s}/{h_t} hidden units"
+    family, widths = _check_pair(t_hf.config, getattr(student.hf, "config", None), state, blocks[0])
+    cutter = _Cutter(state, family, widths, selection)
+    hid = cutter.hidden(t_hf.get_input_embeddings().weight, blocks)
+    hid_note = f"{selection} selection of {widths.hidden_s}/{widths.hidden_t} hidden units"
     for b in blocks:
-        o, down = f"{b}.{names['o']}", f"{b}.{names['down']}"
-        ups = [f"{b}.{n}" for n in names["up"]]
-        kv_score = q_score = mlp_score = None
-        if l1:
-            head_in = l1_in(f"{o}.weight").view(heads_t, hd_t).sum(1)
-            if family == "llama":
-                k, v, q = (f"{b}.{names[p]}.weight" for p in "kvq")
-                kv_score = (l1_out(k) + l1_out(v)).view(kv_t, hd_t).sum(1)
-                q_score = l1_out(q).view(heads_t, hd_t).sum(1) + head_in
-            else:  # fused q, k, v columns; one key/value head per query head
-                kv_score = q_score = (
-                    l1_out(f"{b}.{names['qkv']}.weight").view(3, heads_t, hd_t).sum((0, 2)) + head_in
-                )
-            mlp_score = sum(l1_out(f"{u}.weight") for u in ups) + l1_in(f"{down}.weight")
-        groups = select_indices(kv_t, kv_s, selection, kv_score)
-        q_heads = []
-        for g in groups:
-            local = q_score[g * rep_t : (g + 1) * rep_t] if q_score is not None else None
-            q_heads += [g * rep_t + j for j in select_indices(rep_t, rep_s, selection, local)]
-        q_units, kv_units = _rows(q_heads, hd_t), _rows(groups, hd_t)
-        mlp = torch.tensor(select_indices(i_t, i_s, selection, mlp_score), dtype=torch.long)
-        # (module, output units, input units) of every projection in the block.
-        projections = [(o, hid, q_units), (down, hid, mlp), *((u, mlp, hid) for u in ups)]
-        if family == "llama":
-            projections += [
-                (f"{b}.{names['q']}", q_units, hid),
-                (f"{b}.{names['k']}", kv_units, hid),
-                (f"{b}.{names['v']}", kv_units, hid),
-            ]
-            attention = [f"{b}.{names[p]}" for p in "qkvo"]
-        else:
-            qkv_units = torch.cat([q_units, h_t + q_units, 2 * h_t + q_units])
-            projections.append((f"{b}.{names['qkv']}", qkv_units, hid))
-            attention = [f"{b}.{names['qkv']}", o]
-        for module, outs, ins in projections:
-            cut[f"{module}.weight"] = {out_dim: outs, in_dim: ins}
-            cut[f"{module}.bias"] = {0: outs}
-        head_note = (
-            f"{selection} selection of heads {q_heads} of {heads_t} (key/value groups {groups} of {kv_t})"
-        )
-        for module in attention:
-            notes[module] = f"{head_note}; {hid_note}"
-        for module in (down, *ups):
-            notes[module] = f"{selection} selection of {i_s}/{i_t} MLP units; {hid_note}"
-    for name, tensor in state.items():
-        module = name.rsplit(".", 1)[0]
-        if name in cut:
-            continue
-        if (
-            tensor.dim() == 2
-            and tensor.shape[1] == h_t
-            and module.endswith(("embed_tokens", "lm_head", "wte", "wpe"))
-        ):
-            cut[name] = {1: hid}
-            notes[module] = hid_note
-        elif (
-            tensor.dim() == 1
-            and tensor.shape[0] == h_t
-            and (module.endswith("norm") or module.rsplit(".", 1)[-1].startswith("ln_"))
-            and not module.endswith(("q_norm", "k_norm"))
-        ):
-            cut[name] = {0: hid}
-            notes[module] = hid_note
-    donor: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        out = tensor.detach()
-        for dim, idx in cut.get(name, {}).items():
-            if out.dim() > dim:
-                out = out.index_select(dim, idx.to(out.device))
-        donor[name] = out
-    return donor, notes
+        cutter.block(b, hid, hid_note)
+    cutter.residual(hid, hid_note)
+    return cutter.donor(), cutter.notes

@@ -7,13 +7,14 @@ the learning rate follows the linear scaling rule (Goyal et al., 2017):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from distil.config import MOVED_KEYS, TrainConfig
+from distil.config import GROUP_WORDS, MOVED_KEYS, StudentTrainConfig, TrainConfig
 from distil.errors import TransferError
 from distil.registry import closest
 from distil.transfer.report import RecipeRecord
@@ -33,8 +34,28 @@ STUDENT_ONLY_REASON = (
 
 def _without_student_settings(raw: dict[str, Any]) -> dict[str, Any]:
     """A saved recipe without student-only settings (older sidecars saved the cache keys flat)."""
-    student_only = set(MOVED_KEYS) | {moved.path.split(".")[0] for moved in MOVED_KEYS.values()}
+    groups = set(StudentTrainConfig.model_fields) - set(TrainConfig.model_fields)  # teacher_cache
+    student_only = groups | {old for old, moved in MOVED_KEYS.items() if moved.path.split(".")[0] in groups}
     return {k: v for k, v in raw.items() if k not in student_only}
+
+
+def _saved_recipe(raw: dict[str, Any]) -> TrainConfig:
+    """A recipe saved by distil (a checkpoint's sidecar): older flat keys load without deprecation lines,
+    since the user did not write them and cannot change them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return TrainConfig.model_validate(_without_student_settings(raw))
+
+
+def _override_path(name: str) -> str:
+    """An overridden field as its place today: an old flat key becomes its group's field, a group's plain
+    word (`augment`, `fsdp`) that word's field, so the rest of the group is still inherited."""
+    name = MOVED_KEYS[name].path if name in MOVED_KEYS else name
+    return f"{name}.{GROUP_WORDS[name]}" if name in GROUP_WORDS else name
+
+
+def _json(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def teacher_recipe(path: str | Path) -> TrainConfig:
@@ -66,7 +87,7 @@ def teacher_recipe(path: str | Path) -> TrainConfig:
             "`distil train` (which saves it), or drop --inherit-recipe."
         )
     try:
-        return TrainConfig.model_validate(_without_student_settings(raw))
+        return _saved_recipe(raw)
     except ValidationError as exc:
         raise TransferError(f"the teacher's saved recipe in {str(path)!r} is invalid: {exc}") from None
 
@@ -85,7 +106,9 @@ def inherit_recipe(
     Args:
         teacher: the teacher's training recipe.
         student: the student's recipe as configured; only its `overrides` fields (and the seed) are kept.
-        overrides: field names the user set explicitly (e.g. from ``--set student_train.batch_size=64``).
+        overrides: field names the user set explicitly (e.g. from ``--set student_train.batch_size=64``);
+            a group's field (``augment.mixing``, or its old flat key ``mixing``) takes only that field from
+            the student and inherits the rest of the group.
 
     Returns:
         (the resolved recipe, of the student's type, one RecipeRecord per field saying where its value came
@@ -94,13 +117,10 @@ def inherit_recipe(
     Raises:
         TransferError: an override that is not a TrainConfig field (closest match suggested).
     """
-    t = (
-        teacher
-        if isinstance(teacher, TrainConfig)
-        else TrainConfig.model_validate(_without_student_settings(dict(teacher)))
-    )
+    t = teacher if isinstance(teacher, TrainConfig) else _saved_recipe(dict(teacher))
     fields = list(type(student).model_fields)
-    given = set(overrides)
+    paths = {_override_path(name) for name in overrides}
+    given = {path.split(".")[0] for path in paths}
     unknown = sorted(given - set(fields))
     if unknown:
         hints = [
@@ -114,30 +134,11 @@ def inherit_recipe(
     records: list[RecipeRecord] = []
     for name in fields:
         t_value, s_value = getattr(t, name, None), getattr(student, name)
-        if name not in TrainConfig.model_fields:
-            values[name] = s_value
-            shown = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in (s_value, t_value)]
-            records.append(RecipeRecord(name, shown[0], "student", shown[1], STUDENT_ONLY_REASON))
-        elif name in given:
-            values[name] = s_value
-            records.append(RecipeRecord(name, s_value, "user", t_value, "set by the user"))
-        elif name in NOT_INHERITED:
-            values[name] = s_value
-            records.append(RecipeRecord(name, s_value, "student", t_value, "the run's own seed"))
-        elif name in PATH_FIELDS:
-            values[name] = s_value
-            records.append(
-                RecipeRecord(
-                    name,
-                    s_value,
-                    "student",
-                    t_value,
-                    "a path: a checkpoint does not choose where distil writes",
-                )
-            )
-        else:
-            values[name] = t_value
-            records.append(RecipeRecord(name, t_value, "teacher", t_value, "inherited from the teacher"))
+        value, source, reason = _inherited(
+            name, t_value, s_value, {p for p in paths if p.split(".")[0] == name}
+        )
+        values[name] = value
+        records.append(RecipeRecord(name, _json(value), source, _json(t_value), reason))
     if "batch_size" in given and "lr" not in given and student.batch_size != t.batch_size:
         scaled = t.lr * student.batch_size / t.batch_size
         values["lr"] = scaled
@@ -152,3 +153,28 @@ def inherit_recipe(
             )
         )
     return type(student).model_validate(values), records
+
+
+def _inherited(name: str, t_value: Any, s_value: Any, given: set[str]) -> tuple[Any, Any, str]:
+    """One field of the student's recipe: (value, source, reason).
+
+    `given` holds the paths the user set inside this field: the field itself, or fields of its group
+    (`augment.mixing`), which then come from the student while the group's others are inherited.
+    """
+    if name not in TrainConfig.model_fields:
+        return s_value, "student", STUDENT_ONLY_REASON
+    if name in given:
+        return s_value, "user", "set by the user"
+    if given:  # fields of a group
+        leaves = sorted(path.split(".", 1)[1].split(".")[0] for path in given)
+        value = t_value.model_validate({**t_value.model_dump(), **{k: getattr(s_value, k) for k in leaves}})
+        return (
+            value,
+            "user",
+            f"{', '.join(f'{name}.{k}' for k in leaves)} set by the user, the rest inherited",
+        )
+    if name in NOT_INHERITED:
+        return s_value, "student", "the run's own seed"
+    if name in PATH_FIELDS:
+        return s_value, "student", "a path: a checkpoint does not choose where distil writes"
+    return t_value, "teacher", "inherited from the teacher"
