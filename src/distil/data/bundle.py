@@ -9,6 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from distil.data.batch import INDEX, INPUTS, LABELS
+
 # The task name of token data (distil.data.text.LANGUAGE_MODELING, a TASKS name in distil.measure); here
 # so the bundle can size language models without importing the text readers.
 LANGUAGE_MODELING = "language-modeling"
@@ -100,7 +102,7 @@ class RangeSplit(abc.ABC):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if index < 0:
             index += len(self)
-        return {"inputs": self._read(index, index + 1)[0], "labels": self._labels[index]}
+        return {INPUTS: self._read(index, index + 1)[0], LABELS: self._labels[index]}
 
     @property
     def labels(self) -> torch.Tensor:
@@ -115,14 +117,14 @@ class RangeSplit(abc.ABC):
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         for b, e in batch_ranges(len(self), batch_size, start, stop):
-            yield {"inputs": self._read(b, e), "labels": self._labels[b:e], "index": torch.arange(b, e)}
+            yield {INPUTS: self._read(b, e), LABELS: self._labels[b:e], INDEX: torch.arange(b, e)}
 
     def update_hash(self, h: Any) -> None:
         # The header and bytes `hash_tensor` would feed for the whole (N, ...) float32 tensor, read in
         # chunks, so an on-disk split hashes like the same samples held in memory.
         h.update(f"{torch.float32}:{(len(self), *self._shape)}".encode())
         for batch in self.batches(HASH_CHUNK):
-            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
+            h.update(batch[INPUTS].contiguous().reshape(-1).view(torch.uint8).numpy())
         hash_tensor(h, self._labels)
 
 
@@ -139,7 +141,7 @@ class Split:
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Sample `index` as ``{"inputs", "labels"}``: a Split is also a map-style dataset."""
-        return {"inputs": self.x[index], "labels": self.y[index]}
+        return {INPUTS: self.x[index], LABELS: self.y[index]}
 
     @property
     def labels(self) -> torch.Tensor:
@@ -156,7 +158,7 @@ class Split:
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         """Consecutive batches ``{"inputs", "labels", "index"}`` over positions [start, stop), in order."""
         for b, e in batch_ranges(len(self), batch_size, start, stop):
-            yield {"inputs": self.x[b:e], "labels": self.y[b:e], "index": torch.arange(b, e)}
+            yield {INPUTS: self.x[b:e], LABELS: self.y[b:e], INDEX: torch.arange(b, e)}
 
     def take(self, index: torch.Tensor) -> Split:
         """The samples at `index` (positions in this split), as a new in-memory Split."""

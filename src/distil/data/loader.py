@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distil.data.augment import MIXINGS, Augmenter, AugmentSpec, parse_ops, view_of
-from distil.data.batch import IGNORE_INDEX
+from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS
 from distil.data.bundle import Split
 from distil.errors import ConfigError
 from distil.registry import unknown_name_message
@@ -158,7 +158,7 @@ def sample_inputs(samples: Split | SampleDataset, ids: torch.Tensor) -> torch.Te
     """The un-augmented inputs of samples `ids`: one indexing op in memory, else sample by sample."""
     if isinstance(samples, Split):
         return samples.x[ids]
-    return torch.stack([torch.as_tensor(samples[int(i)]["inputs"]) for i in ids])
+    return torch.stack([torch.as_tensor(samples[int(i)][INPUTS]) for i in ids])
 
 
 class _Batches(abc.ABC):
@@ -246,13 +246,13 @@ class _Batches(abc.ABC):
         epoch, another rank count and the views cache all see the same pixels.
         """
         if not self.augmenter.is_random:
-            return {"inputs": x, "labels": y, "index": index}
+            return {INPUTS: x, LABELS: y, INDEX: index}
         keys = view_of(self.seed, index, self.epoch, self.views) if self.views else self.epoch
         x = self.augmenter(x, index, keys, fetch=self.fetch)
         if self.mixing != "none":
             # A mixed sample has no one class: no label, so only teacher-matching terms train on it.
             y = torch.full_like(y, IGNORE_INDEX)
-        batch = {"inputs": x, "labels": y, "index": index}
+        batch = {INPUTS: x, LABELS: y, INDEX: index}
         if self.views:
             batch["view"] = keys  # type: ignore[assignment]  # with index, the views cache's row
         return batch
@@ -354,7 +354,7 @@ class _WithIndex:
         if read is not None:
             index = torch.as_tensor(indices, dtype=torch.int64)
             inputs, labels = read(index)
-            return {"inputs": inputs, "labels": labels, "index": index}
+            return {INPUTS: inputs, LABELS: labels, INDEX: index}
         return [self[i] for i in indices]
 
 
@@ -369,10 +369,10 @@ def collate_samples(
     if isinstance(samples, dict):
         return samples
     index = torch.tensor([i for i, _ in samples], dtype=torch.int64)
-    x = torch.stack([torch.as_tensor(s["inputs"]) for _, s in samples])
-    labels = [torch.as_tensor(s["labels"], dtype=torch.int64) for _, s in samples]
+    x = torch.stack([torch.as_tensor(s[INPUTS]) for _, s in samples])
+    labels = [torch.as_tensor(s[LABELS], dtype=torch.int64) for _, s in samples]
     y = torch.stack(labels) if labels and labels[0].dim() else torch.as_tensor([int(v) for v in labels])
-    return {"inputs": x, "labels": y, "index": index}
+    return {INPUTS: x, LABELS: y, INDEX: index}
 
 
 class DatasetLoader(_Batches):
@@ -457,7 +457,7 @@ class DatasetLoader(_Batches):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # The sampler runs in this process (workers only read samples), so set_epoch reaches it.
         for batch in self._loader:
-            yield self._batch(batch["inputs"], batch["labels"], batch["index"])
+            yield self._batch(batch[INPUTS], batch[LABELS], batch[INDEX])
 
     def fetch(self, index: torch.Tensor) -> torch.Tensor:
         return sample_inputs(self.dataset, index)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.data.batch import IGNORE_INDEX
+from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS
 from distil.data.bundle import LANGUAGE_MODELING, DataBundle, batch_ranges
 from distil.data.records import is_records_file, read_records, read_text, strip_bom
 from distil.data.registry import DATASETS
@@ -400,7 +400,7 @@ class TokenBlockSplit:
         if not -len(self) <= index < len(self):
             raise IndexError(f"block {index} out of range for a split of {len(self)}")
         inputs, labels = self._read(self.index[index : index + 1] if index >= 0 else self.index[[index]])
-        return {"inputs": inputs[0], "labels": labels[0]}
+        return {INPUTS: inputs[0], LABELS: labels[0]}
 
     def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs (B, T), labels (B, T)) of the blocks at `positions` of this split, in one gather (the
@@ -421,7 +421,7 @@ class TokenBlockSplit:
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         for b, e in batch_ranges(len(self), batch_size, start, stop):
             inputs, labels = self._read(self.index[b:e])
-            yield {"inputs": inputs, "labels": labels, "index": torch.arange(b, e)}
+            yield {INPUTS: inputs, LABELS: labels, INDEX: torch.arange(b, e)}
 
     def take(self, index: torch.Tensor) -> TokenBlockSplit:
         return TokenBlockSplit(
@@ -432,8 +432,8 @@ class TokenBlockSplit:
         # The header `hash_tensor` writes for the whole (N, T) inputs, then inputs and labels chunk by chunk.
         h.update(f"{torch.int64}:{(len(self), self.block_size)}".encode())
         for batch in self.batches(1024):
-            h.update(batch["inputs"].reshape(-1).view(torch.uint8).numpy())
-            h.update(batch["labels"].reshape(-1).view(torch.uint8).numpy())
+            h.update(batch[INPUTS].reshape(-1).view(torch.uint8).numpy())
+            h.update(batch[LABELS].reshape(-1).view(torch.uint8).numpy())
 
 
 class TokenRowSplit:
@@ -461,7 +461,7 @@ class TokenRowSplit:
         return int(self.inputs.shape[0])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"inputs": self.inputs[index], "labels": self.targets[index]}
+        return {INPUTS: self.inputs[index], LABELS: self.targets[index]}
 
     def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs (B, T), labels (B, T)) of the rows at `positions` (the loader's batched read)."""
@@ -480,7 +480,7 @@ class TokenRowSplit:
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         for b, e in batch_ranges(len(self), batch_size, start, stop):
-            yield {"inputs": self.inputs[b:e], "labels": self.targets[b:e], "index": torch.arange(b, e)}
+            yield {INPUTS: self.inputs[b:e], LABELS: self.targets[b:e], INDEX: torch.arange(b, e)}
 
     def take(self, index: torch.Tensor) -> TokenRowSplit:
         return TokenRowSplit(self.inputs[index], self.targets[index])
@@ -489,8 +489,8 @@ class TokenRowSplit:
         # The same bytes as TokenBlockSplit's for the same ids and labels.
         h.update(f"{torch.int64}:{tuple(self.inputs.shape)}".encode())
         for batch in self.batches(1024):
-            h.update(batch["inputs"].contiguous().reshape(-1).view(torch.uint8).numpy())
-            h.update(batch["labels"].contiguous().reshape(-1).view(torch.uint8).numpy())
+            h.update(batch[INPUTS].contiguous().reshape(-1).view(torch.uint8).numpy())
+            h.update(batch[LABELS].contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from distil.config import KDConfig
-from distil.data.batch import IGNORE_INDEX, MASK
+from distil.data.batch import IGNORE_INDEX, INDEX, LABELS, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
 from distil.losses.protocol import DistillationLoss
@@ -134,9 +134,9 @@ class ComposedLoss(nn.Module, DistillationLoss):
         inputs = TermInputs(
             student_logits=student_out,
             teacher_logits=teacher_out,
-            labels=batch["labels"],
-            index=batch.get("index"),
-            mask=positions_that_count(mask, batch["labels"]),
+            labels=batch[LABELS],
+            index=batch.get(INDEX),
+            mask=positions_that_count(mask, batch[LABELS]),
             student_features=self.student_capture.features() if self.student_capture else [],
             teacher_features=self.teacher_capture.features() if self.teacher_capture else [],
             temperature=self.current_temperature(),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.data.batch import LABELS, MASK
 from distil.errors import ConfigError
 from distil.losses.functional import (
     cross_entropy,
@@ -38,7 +39,7 @@ class CELoss(nn.Module):
     def forward(
         self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        ce = cross_entropy(student_out, batch["labels"], self.label_smoothing, mask=batch.get("mask"))
+        ce = cross_entropy(student_out, batch[LABELS], self.label_smoothing, mask=batch.get(MASK))
         return {"loss": ce, "ce": ce}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from distil.data.batch import IGNORE_INDEX, call_model, to_device
+from distil.data.batch import IGNORE_INDEX, INPUTS, call_model, to_device
 from distil.data.bundle import SampleSplit, Split
 from distil.errors import DataError
 from distil.measure._util import _check_positive, _eval_mode, _model_device
@@ -104,7 +104,7 @@ def predict_split(
     outputs: list[Tensor] = []
     with _eval_mode(model), torch.inference_mode():
         for batch in split.batches(batch_size, start, stop):
-            outputs.append(call_model(model, to_device(batch, device)["inputs"]).cpu())
+            outputs.append(call_model(model, to_device(batch, device)[INPUTS]).cpu())
     if not outputs:
         return predict(model, split.head(0), batch_size).cpu()
     return torch.cat(outputs)

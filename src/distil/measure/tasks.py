@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distil.data.batch import IGNORE_INDEX, call_model, to_device
+from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, call_model, to_device
 from distil.data.bundle import SampleSplit
 from distil.errors import ConfigError, DataError
 from distil.measure._util import _check_positive, _eval_mode, _model_device
@@ -314,15 +314,15 @@ def _stream(
     with _eval_mode(model), torch.inference_mode() if inference_mode else torch.no_grad():
         for batch in split.batches(batch_size, start, stop):
             batch = to_device(batch, device)
-            logits = call_model(model, batch["inputs"])
+            logits = call_model(model, batch[INPUTS])
             n = logits.shape[0]
             ref = reference[offset - start : offset - start + n] if reference is not None else None
             offset += n
-            sums = streaming.sums(logits, batch["labels"], ref)
+            sums = streaming.sums(logits, batch[LABELS], ref)
             total = sums if total is None else total + sums
             if details is not None:
                 assert num_classes is not None
-                d = details(logits.argmax(-1), batch["labels"], num_classes)
+                d = details(logits.argmax(-1), batch[LABELS], num_classes)
                 detail_total = d if detail_total is None else detail_total + d
             if keep_predictions:
                 preds.append(logits.argmax(-1).cpu())

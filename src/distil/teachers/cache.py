@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, SampleSplit
+from distil.data.batch import INDEX, LABELS
 from distil.errors import ConfigError
 from distil.fileio import atomic_dir
 from distil.registry import unknown_name_message
@@ -333,7 +334,7 @@ class CachedTeacher:
         return batch_rows(batch, self.views, self.samples)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch.get("labels")
+        labels = batch.get(LABELS)
         return self.lookup(self.rows(batch)).to(labels.device if labels is not None else self.values.device)
 
 
@@ -343,19 +344,19 @@ def batch_rows(batch: dict[str, torch.Tensor], views: int | None, samples: int) 
     Raises:
         ConfigError: a batch without the ids (or views) the cache is addressed by.
     """
-    if "index" not in batch:
+    if INDEX not in batch:
         raise ConfigError(
             "a cached teacher needs batch['index'] (sample positions in the split), which TensorLoader "
             "yields; pass batches from TensorLoader or use the live teacher (teacher_cache.mode=off)."
         )
     if views is None:
-        return batch["index"]
+        return batch[INDEX]
     if "view" not in batch:
         raise ConfigError(
             f"this teacher cache stores {views} augmented views per sample and needs batch['view'], "
             "which the loaders yield with views=V (distill passes student_train.teacher_cache.views)."
         )
-    return batch["view"].to(batch["index"].device) * samples + batch["index"]
+    return batch["view"].to(batch[INDEX].device) * samples + batch[INDEX]
 
 
 def build_cache(

@@ -9,7 +9,7 @@ from torch import nn
 
 from distil.config import KDConfig
 from distil.data import DataBundle
-from distil.data.batch import call_model
+from distil.data.batch import INPUTS, call_model
 from distil.errors import ConfigError
 from distil.losses.functional import ensemble_logits
 from distil.teachers.live import freeze
@@ -61,7 +61,7 @@ class EnsembleTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = [call_model(m, batch["inputs"]) for m in self.modules]
+        logits = [call_model(m, batch[INPUTS]) for m in self.modules]
         shapes = {tuple(z.shape) for z in logits}
         if len(shapes) > 1:
             raise ConfigError(f"the teachers of an ensemble give different output shapes {sorted(shapes)}")

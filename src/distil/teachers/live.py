@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distil.data.batch import call_model
+from distil.data.batch import INPUTS, call_model
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -31,4 +31,4 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return call_model(self.module, batch["inputs"])
+        return call_model(self.module, batch[INPUTS])

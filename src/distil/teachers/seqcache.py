@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle
+from distil.data.batch import LABELS
 from distil.errors import ConfigError
 from distil.losses.sparse import SparseTargets
 from distil.registry import unknown_name_message
@@ -203,7 +204,7 @@ class SparseCachedTeacher:
         return self
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> SparseTargets:
-        labels = batch.get("labels")
+        labels = batch.get(LABELS)
         targets = self.lookup(batch_rows(batch, self.views, self.samples))
         return targets.to(labels.device) if labels is not None else targets
 

@@ -57,6 +57,7 @@ from torch import nn
 
 from distil.data import DataBundle, SampleSplit
 from distil.data.augment import Augmenter
+from distil.data.batch import INDEX, INPUTS
 from distil.data.loader import sample_inputs
 from distil.errors import ConfigError
 from distil.fileio import atomic_dir, atomic_write_json
@@ -403,7 +404,7 @@ def input_batches(
     """(first table row, teacher inputs) in table order: the samples, or each view of them in turn."""
     if views is None:
         for start, batch in zip(range(0, len(split), batch_size), split.batches(batch_size), strict=True):
-            yield start, batch["inputs"]
+            yield start, batch[INPUTS]
         return
     n = len(split)
 
@@ -412,8 +413,8 @@ def input_batches(
 
     for view in range(views.count):
         for start, batch in zip(range(0, n, batch_size), split.batches(batch_size), strict=True):
-            ids = batch["index"] if "index" in batch else torch.arange(start, start + len(batch["inputs"]))
-            yield view * n + start, views.augmenter(batch["inputs"], ids, view, fetch=fetch)
+            ids = batch[INDEX] if INDEX in batch else torch.arange(start, start + len(batch[INPUTS]))
+            yield view * n + start, views.augmenter(batch[INPUTS], ids, view, fetch=fetch)
 
 
 # ------------------------------------------------------------------------------------- key, meta

@@ -26,7 +26,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.data import SampleSplit
-from distil.data.batch import call_model, to_device
+from distil.data.batch import INPUTS, call_model, to_device
 from distil.train.fsdp import is_sharded
 from distil.train.runs import resolve_resume
 from distil.train.state import rank_local_state
@@ -145,7 +145,7 @@ def _idle_forwards(model: nn.Module, split: SampleSplit, count: int, device: tor
     still joins every all-gather of a sharded model's forward (else the other ranks wait forever)."""
     if count <= 0:
         return
-    inputs = to_device(next(iter(split.batches(1, 0, 1))), device)["inputs"]
+    inputs = to_device(next(iter(split.batches(1, 0, 1))), device)[INPUTS]
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

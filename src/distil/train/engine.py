@@ -22,7 +22,7 @@ from torch import nn
 from distil.config import TrainConfig, cache_settings
 from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
-from distil.data.batch import call_model, to_device
+from distil.data.batch import INPUTS, call_model, to_device
 from distil.errors import ConfigError, TrainingError
 from distil.losses.protocol import DistillationLoss
 from distil.measure import split_evaluation
@@ -441,12 +441,12 @@ class TrainLoop:
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The loss terms of one batch (teacher outputs under no_grad, student under autocast)."""
         batch = to_device(batch, self.device)
-        inputs = batch["inputs"]
+        inputs = batch[INPUTS]
         if self.cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-            batch["inputs"] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
+            batch[INPUTS] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
         teacher_out = self.teacher(batch) if self.teacher is not None else None
         with self.accelerator.autocast():
-            student_out = call_model(self.model, batch["inputs"])
+            student_out = call_model(self.model, batch[INPUTS])
         return self.loss_fn(student_out, teacher_out, batch)
 
     def train_step(self, batch: dict[str, Any], epoch: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.data.batch import LABELS
 from distil.errors import ConfigError
 from distil.losses.functional import cross_entropy, kd_kl
 
@@ -109,7 +110,7 @@ class MutualLoss(nn.Module):
         self, student_out: Sequence[torch.Tensor], teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         per_student = mutual_losses(
-            student_out, batch["labels"], self.temperature, self.kd_weight, self.ce_weight
+            student_out, batch[LABELS], self.temperature, self.kd_weight, self.ce_weight
         )
         terms = {"loss": torch.stack([t["loss"] for t in per_student]).sum()}
         for i, t in enumerate(per_student):
