@@ -26,6 +26,7 @@ INPUTS = "inputs"
 LABELS = "labels"
 INDEX = "index"
 MASK = "mask"
+VIEW = "view"  # with INDEX, the row of a views cache (batches of an augmented run that uses one)
 IGNORE_INDEX = -100
 
 

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distil.data.augment import MIXINGS, Augmenter, AugmentSpec, parse_ops, view_of
-from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS
+from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS, VIEW
 from distil.data.bundle import Split
 from distil.errors import ConfigError
 from distil.registry import unknown_name_message
@@ -254,7 +254,7 @@ class _Batches(abc.ABC):
             y = torch.full_like(y, IGNORE_INDEX)
         batch = {INPUTS: x, LABELS: y, INDEX: index}
         if self.views:
-            batch["view"] = keys  # type: ignore[assignment]  # with index, the views cache's row
+            batch[VIEW] = keys  # type: ignore[assignment]  # with index, the views cache's row
         return batch
 
 

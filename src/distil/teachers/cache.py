@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, SampleSplit
-from distil.data.batch import INDEX, LABELS
+from distil.data.batch import INDEX, LABELS, VIEW
 from distil.errors import ConfigError
 from distil.fileio import atomic_dir
 from distil.registry import unknown_name_message
@@ -351,12 +351,12 @@ def batch_rows(batch: dict[str, torch.Tensor], views: int | None, samples: int) 
         )
     if views is None:
         return batch[INDEX]
-    if "view" not in batch:
+    if VIEW not in batch:
         raise ConfigError(
             f"this teacher cache stores {views} augmented views per sample and needs batch['view'], "
             "which the loaders yield with views=V (distill passes student_train.teacher_cache.views)."
         )
-    return batch["view"].to(batch[INDEX].device) * samples + batch[INDEX]
+    return batch[VIEW].to(batch[INDEX].device) * samples + batch[INDEX]
 
 
 def build_cache(
