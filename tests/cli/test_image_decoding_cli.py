@@ -82,3 +82,29 @@ def test_train_drops_an_empty_class_folder_when_skipping_and_records_the_classes
     assert "b2 holds no image files: left out" in " ".join(result.output.split())
     sidecar = json.loads((out / "skip" / "teacher.json").read_text())
     assert sidecar["data"]["class_names"] == ["a", "b", "c"] and sidecar["data"]["num_classes"] == 3
+
+
+def test_train_drops_a_class_whose_every_file_was_skipped_and_records_the_classes(tmp_path: Path) -> None:
+    # Files are images by content now, so a folder of only unreadable files is not "empty" when listed;
+    # under skip it must still be dropped, not kept as a class the model never sees.
+    data = _folder(tmp_path / "data")
+    (data / "d").mkdir()
+    (data / "d" / "notes.txt").write_text("not an image")
+    (data / "d" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nxx")
+    out = tmp_path / "runs"
+    args = ["train", "--quiet", "--no-latency", "--out", str(out), "--name", "skip"]
+    for kv in (
+        "teacher.model=tiny-cnn",
+        "data.name=imagefolder",
+        f"data.root={data}",
+        "data.image_size=10",
+        "teacher_train.epochs=1",
+        "data.on_bad_sample=skip",
+    ):
+        args += ["--set", kv]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "class(es) ['d'] have no readable training image left" in " ".join(result.output.split())
+    sidecar = json.loads((out / "skip" / "teacher.json").read_text())
+    assert sidecar["data"]["class_names"] == ["a", "b", "c"] and sidecar["data"]["num_classes"] == 3
+    assert "['d']" in sidecar["data"]["extra"]["unreadable_classes"]

@@ -41,7 +41,7 @@ import csv
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
@@ -435,6 +435,18 @@ class ImageFilesDataset:
         summary = scan_summary(list(scans.values()))
         warn_summary(self.source, summary)
         extra = {**self.extra, **summary}
+        class_names = list(self.class_names)
+        if self.on_bad_sample == "skip":
+            listed = {label for _, label in self.splits["train"]}
+            scans, class_names, emptied = _drop_classes_without_images(scans, class_names, listed)
+            if emptied:
+                warnings.warn(
+                    f"{self.source}: class(es) {emptied} have no readable training image left "
+                    "(on_bad_sample=skip): the class is dropped, with its val/test images.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                extra["unreadable_classes"] = f"left out (no readable training image): {emptied}"
         train = scans["train"]
         if not train.paths:
             raise DataError(f"dataset {name!r}: no readable training images under {self.source}.")
@@ -513,7 +525,7 @@ class ImageFilesDataset:
             train=split(train_paths, y_train, ti, stats),
             val=val,
             test=split(test_paths, y_test_all, tei, stats),
-            class_names=list(self.class_names),
+            class_names=class_names,
             mean=mean,
             std=std,
             source=str(self.source),
@@ -527,6 +539,36 @@ class ImageFilesDataset:
         )
         validate_bundle(bundle)
         return bundle
+
+
+def _drop_classes_without_images(
+    scans: dict[str, _Scan], names: list[str], listed: set[int]
+) -> tuple[dict[str, _Scan], list[str], list[str]]:
+    """Leave out the classes whose every training file was skipped, as an empty class folder is.
+
+    Without it the model would get an output for a class it never sees, and the recorded classes would
+    name it. Only classes with training files (`listed`) before the scan are dropped. Returns the scans
+    (labels renumbered, the dropped classes' val/test images left out), the kept class names and the
+    dropped ones.
+    """
+    gone = listed - set(scans["train"].labels)
+    kept = [i for i in range(len(names)) if i not in gone]
+    if len(kept) == len(names):
+        return scans, names, []
+    new_id = {old: new for new, old in enumerate(kept)}
+
+    def relabel(scan: _Scan) -> _Scan:
+        rows = [j for j, label in enumerate(scan.labels) if label in new_id]
+        return replace(
+            scan,
+            paths=[scan.paths[j] for j in rows],
+            labels=[new_id[scan.labels[j]] for j in rows],
+            sizes=[scan.sizes[j] for j in rows],
+            formats=[scan.formats[j] for j in rows] if scan.formats else [],
+        )
+
+    dropped = [names[i] for i in sorted(gone)]
+    return {k: relabel(s) for k, s in scans.items()}, [names[i] for i in kept], dropped
 
 
 def _ignored(parts: Sequence[str]) -> bool:
