@@ -135,3 +135,25 @@ def test_two_resumes_of_one_partial_run_cannot_both_write(tmp_path: Path) -> Non
         with pytest.raises(ConfigError, match=rf"\(pid {os.getpid()}\)"), second:
             pass
     assert (tmp_path / "r").is_dir()
+
+
+def test_a_partial_directory_being_created_this_instant_is_not_called_ended(tmp_path) -> None:
+    # Regression (review): between another process's mkdir and its lock there is no lock file; the
+    # second --name must not be told "its process has ended ... remove it (rm -r)" about a live run.
+    import threading
+
+    from distil.fileio import lock_dir
+    from distil.train.runs import _taken_message
+
+    partial = tmp_path / ".same.partial"
+    partial.mkdir()
+    held = []
+    timer = threading.Timer(0.3, lambda: held.append(lock_dir(partial)))  # the creator locks a bit later
+    timer.start()
+    try:
+        message = _taken_message(partial)
+    finally:
+        timer.join()
+    assert "is being written by a running distil process" in message and "rm -r" not in message
+    held[0].release()
+    assert "its process has ended" in _taken_message(partial)  # a lock file nobody holds: an ended run

@@ -32,6 +32,7 @@ from distil.fileio import (
 )
 
 _MAX_SUFFIX = 1000
+_CLAIM_GRACE_S = 2.0  # how long a fresh partial directory may go without its lock file (see _taken_message)
 
 
 def _slug(name: str) -> str:
@@ -245,6 +246,11 @@ def _busy_message(partial: Path) -> str:
 
 def _taken_message(partial: Path) -> str:
     """Why an exact --name cannot start: its partial directory is a live run's, or an interrupted one."""
+    # Its creator locks it right after its mkdir: a directory without a lock file yet may be a run
+    # starting this instant, not an ended one, so give the lock a moment to appear.
+    deadline = time.monotonic() + _CLAIM_GRACE_S
+    while not (partial / LOCK_NAME).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     if is_locked(partial):
         return _busy_message(partial)
     return (
