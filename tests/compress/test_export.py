@@ -33,3 +33,16 @@ def test_verify_on_no_data_is_a_clear_error(tmp_path: Path) -> None:
         verify_onnx(path, model, torch.empty(0, 1, 4, 4))
     with pytest.raises(DataError, match="rejected inputs"):
         onnx_predict(path, torch.randn(2, 3, 4, 4))
+
+
+def test_an_onnx_row_carries_its_latency_spread_and_reliability(tmp_path: Path) -> None:
+    # Regression (review): ONNX rows were timed in rounds but kept no spread, so a noisy ONNX latency
+    # was never marked in the report the way a PyTorch one is.
+    from distil.compress.export import measure_onnx
+
+    model = create_model("smallnet", num_classes=10, in_channels=1, image_size=8).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", (1, 8, 8))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    row = measure_onnx("m", path, x, y, (1, 8, 8), macs=1, min_run_time=0.05)
+    assert row.latency_b1_ms is not None and row.latency_b1_spread is not None
+    assert row.latency_reliable is (row.latency_b1_spread <= 0.5)

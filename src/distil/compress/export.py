@@ -220,6 +220,7 @@ def measure_onnx(
         distil.measure.ModelMetrics.
     """
     from distil.measure import THROUGHPUT_BATCH_SIZE, ModelMetrics, accuracy, agreement, measure_onnx_latency
+    from distil.measure.latency import MAX_LATENCY_SPREAD
 
     logits = onnx_predict(path, x, threads=threads)
     row = ModelMetrics(
@@ -235,6 +236,7 @@ def measure_onnx(
         big = measure_onnx_latency(
             path, input_shape, batch_size=THROUGHPUT_BATCH_SIZE, threads=threads, min_run_time=min_run_time
         )
-        row.latency_b1_ms = b1.median_ms
+        row.latency_b1_ms, row.latency_b1_spread = b1.median_ms, b1.spread
+        row.latency_reliable = b1.spread <= MAX_LATENCY_SPREAD  # marked like a PyTorch row's
         row.throughput_b256 = big.throughput
     return row
