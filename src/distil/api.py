@@ -194,8 +194,9 @@ def distill(
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
     for t in teachers:
         check_classes(t, data, "teacher")
-        # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
-        check_teacher_outputs(t, data)
+        if kd.teacher_outputs == "check":
+            # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
+            check_teacher_outputs(t, data)
     check_classes(student, data, "student")
     built = None  # the loss built here, closed here
     if loss is None:

@@ -644,6 +644,11 @@ class KDConfig(_Strict):
     temperature: float = Field(default=4.0, gt=0)
     kd_weight: float = Field(default=0.9, ge=0)
     ce_weight: float = Field(default=0.1, ge=0)
+    teacher_outputs: Literal["check", "logits"] = Field(
+        default="check",
+        description="check: refuse a teacher whose first outputs look like probabilities; logits: they are "
+        "logits even if they do (e.g. a non-negative head whose values all lie in [0, 1])",
+    )
     # Composed losses (docs/methods.md): registered terms by name with weights; None = {kd: kd_weight,
     # ce: ce_weight}, exactly the Hinton loss above.
     terms: dict[str, float] | None = Field(

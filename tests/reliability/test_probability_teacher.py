@@ -104,6 +104,18 @@ def test_the_same_teacher_without_the_activation_distills(
     assert [m["name"] for m in summary["metrics"]] == ["teacher", "student_kd"]
 
 
+def test_a_user_who_knows_the_outputs_are_logits_can_say_so(
+    tmp_path: Path, user_teacher: tuple[str, Path]
+) -> None:
+    # A head whose logits happen to lie in [0, 1] (non-negative, small) would be refused with no way
+    # through; the message names the override, and the override lets it distil.
+    module, weights = user_teacher
+    code, out = _distill(tmp_path, f"{module}:sigmoid_teacher", weights)
+    assert code == 2 and "kd.teacher_outputs=logits" in " ".join(out.split()), out
+    code, out = _distill(tmp_path, f"{module}:sigmoid_teacher", weights, "kd.teacher_outputs=logits")
+    assert code == 0, out
+
+
 def test_probability_kind_tells_probabilities_from_logits() -> None:
     torch.manual_seed(0)
     z = torch.randn(32, 10)

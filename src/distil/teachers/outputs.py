@@ -74,7 +74,8 @@ def check_logits(outputs: torch.Tensor, role: str = "teacher") -> None:
         f"the {role}'s outputs look like probabilities ({seen}): distil expects pre-activation logits. "
         f"Remove the final {kind} from the {role} (e.g. wrap it to return the layer before), or return "
         f"{undo} of its outputs, which are the logits up to a constant. Distilling probabilities as logits "
-        "gives a near-zero KD loss and a student that learns almost nothing."
+        "gives a near-zero KD loss and a student that learns almost nothing. If these values really are "
+        "logits, say so with --set kd.teacher_outputs=logits."
     )
 
 
