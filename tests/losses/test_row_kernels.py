@@ -176,3 +176,33 @@ def test_a_trained_teacher_gets_the_gradient_of_the_formula_written_out(name: st
     assert xs.grad is not None and xt.grad is not None and rs.grad is not None and rt.grad is not None
     torch.testing.assert_close(xs.grad, rs.grad.float(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(xt.grad, rt.grad.float(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backward", ["stored", "recompute"])
+def test_chunks_free_their_temporaries_before_the_next_chunk(
+    monkeypatch: pytest.MonkeyPatch, backward: str
+) -> None:
+    """Only one chunk's (n, V) temporaries are alive at a time: the peak memory of the chunked loss is the
+    gradient plus one chunk (benchmarks/token_loss_memory.py), not two chunks."""
+    import weakref
+
+    from distil.losses import chunked
+    from distil.losses.chunked import row_loss
+
+    kernel = chunked.KERNELS["kl"]
+    earlier: list[weakref.ref[torch.Tensor]] = []
+    alive_at_call: list[int] = []
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        alive_at_call.append(sum(ref() is not None for ref in earlier))
+        out = kernel(*args, **kwargs)
+        if out.grad is not None:
+            earlier.append(weakref.ref(out.grad))
+        return out
+
+    monkeypatch.setitem(chunked.KERNELS, "kl", watched)
+    s = torch.randn(8, 5, requires_grad=True)
+    t = torch.randn(8, 5)
+    row_loss("kl", s, t, torch.full((8,), 1 / 8), temperature=2.0, chunk_size=2, backward=backward).backward()
+    assert len(alive_at_call) >= 4 and earlier
+    assert alive_at_call == [0] * len(alive_at_call)

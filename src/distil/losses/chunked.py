@@ -347,6 +347,8 @@ class _ChunkedRowLoss(torch.autograd.Function):
                     grad[a:b].copy_(_masked(out.grad, valid[a:b]))
             else:
                 saved.append(out.saved)
+            # Free this chunk's temporaries before the next chunk makes its own (one chunk, not two, alive).
+            del out
         if grad is not None:
             ctx.save_for_backward(grad)
         else:
@@ -385,6 +387,7 @@ class _ChunkedRowLoss(torch.autograd.Function):
             )
             assert out.grad is not None
             grad[a:b].copy_(_masked(out.grad, valid[a:b]))
+            del out  # as in forward: this chunk's gradient is freed before the next one is computed
         return (grad, *none)
 
 
