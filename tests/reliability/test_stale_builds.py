@@ -7,7 +7,7 @@ from pathlib import Path
 
 from distil.data.text import build_stream, cache_key
 from distil.data.tokenize import ByteTokenizer
-from distil.teachers.cache import atomic_cache_dir
+from distil.fileio import atomic_dir
 from tests.test_fileio import Owner
 
 
@@ -41,7 +41,7 @@ def test_a_teacher_cache_build_removes_killed_builds_of_its_key(tmp_path: Path) 
     final = tmp_path / "teacher-cache" / "f1ng3rpr1nt"
     killed = _killed_build(final.parent / ".f1ng3rpr1nt.abc.partial")
     other_key = _killed_build(final.parent / ".0therkey.abc.partial")  # not this build's business
-    with atomic_cache_dir(final, complete=lambda p: (p / "meta.json").is_file()) as tmp:
+    with atomic_dir(final, complete=lambda p: (p / "meta.json").is_file()) as tmp:
         (tmp / "meta.json").write_text("{}")
     assert not killed.exists() and other_key.is_dir()
     assert sorted(p.name for p in final.iterdir()) == ["meta.json"]

@@ -54,7 +54,6 @@ from torch import nn
 from distil.data import DataBundle, SampleSplit
 from distil.data.batch import INDEX, LABELS, VIEW
 from distil.errors import ConfigError
-from distil.fileio import atomic_dir
 from distil.registry import unknown_name_message
 from distil.teachers import store
 from distil.teachers.store import (
@@ -423,10 +422,6 @@ def open_or_build(
         channels_last=channels_last,
     )
     return CachedTeacher(opened.store.path), CacheInfo.of(opened)
-
-
-# Built under a locked temporary name; builds left by killed processes are removed (see fileio).
-atomic_cache_dir = atomic_dir
 
 
 @contextlib.contextmanager

@@ -280,16 +280,20 @@ def sparse_cache_blocker(loss_fn: Any) -> str | None:
     A sparse cache serves the `kd` term (and terms that need no teacher, such as `ce`) at one
     temperature: the weights are stored at it.
     """
-    terms = getattr(loss_fn, "terms", None)
-    if terms is None:
-        return "the loss is not a composed loss of registered terms (only the kd term reads sparse targets)"
+    from distil.losses.compose import ComposedLoss
     from distil.losses.logit import KDTerm
+    from distil.losses.registry import Term
 
-    others = [name for name, term in terms.items() if term.needs_teacher and not isinstance(term, KDTerm)]
+    if not isinstance(loss_fn, ComposedLoss):
+        return "the loss is not a composed loss of registered terms (only the kd term reads sparse targets)"
+    others = [
+        name
+        for name, term in loss_fn.terms.items()
+        if isinstance(term, Term) and term.needs_teacher and not isinstance(term, KDTerm)
+    ]
     if others:
         return f"terms {', '.join(others)} need the teacher's full logits (only kd reads sparse targets)"
-    schedule = getattr(loss_fn, "temperatures", None)
-    temps = schedule() if schedule is not None else ()
+    temps = loss_fn.temperatures()
     if len(temps) > 1:
         return f"the temperature follows a schedule {list(temps)}, but sparse targets are stored at one"
     return None
@@ -327,8 +331,9 @@ def open_run_cache(
                 "(or auto), or a kd-only loss at one temperature (no kd.temperature_final)."
             )
         chosen = "full" if blocker is not None else chosen
-    current = getattr(loss_fn, "current_temperature", None)
-    temperature = float(current()) if current is not None else 1.0
+    from distil.losses.protocol import DistillationLoss
+
+    temperature = float(loss_fn.current_temperature()) if isinstance(loss_fn, DistillationLoss) else 1.0
     return open_or_build_sequence(
         teacher,
         data,
