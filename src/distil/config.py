@@ -124,6 +124,11 @@ class DataConfig(_Strict):
     problem_seed: int | None = Field(
         default=None, description="arithmetic: the seed the problems are generated from (None = 0)"
     )
+    answer_order: Literal["natural", "reversed"] | None = Field(
+        default=None,
+        description="arithmetic: answers written as read (natural) or least-significant digit first "
+        "(reversed: what small models learn); None = natural",
+    )
 
     @field_validator("name")
     @classmethod

@@ -57,6 +57,7 @@ def load_data(recipe: Recipe) -> DataBundle:
             "train_size": d.train_size,
             "test_size": d.test_size,
             "problem_seed": d.problem_seed,
+            "answer_order": d.answer_order,
         },
         trust_code=recipe.trust_code,
     )
