@@ -129,6 +129,11 @@ class DataConfig(_Strict):
         description="arithmetic: answers written as read (natural) or least-significant digit first "
         "(reversed: what small models learn); None = natural",
     )
+    pad_operands: bool | None = Field(
+        default=None,
+        description="arithmetic: write every operand with `digits` digits, zeros in front ('05+33='), so "
+        "digits of equal place align; None = false",
+    )
 
     @field_validator("name")
     @classmethod

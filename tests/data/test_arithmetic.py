@@ -128,3 +128,22 @@ def test_the_answer_order_is_recorded_and_checked() -> None:
     assert load_dataset("arithmetic", options=SMALL).options["answer_order"] == "natural"  # the default
     with pytest.raises(ConfigError, match="answer_order"):
         load_dataset("arithmetic", options={"answer_order": "backwards"})
+
+
+def test_padded_operands_have_digits_digits_and_the_same_numbers() -> None:
+    plain = generate_problems(3, "+-*", 100, seed=0)
+    padded = generate_problems(3, "+-*", 100, seed=0, pad_operands=True)
+    assert [p.completion for p in plain] == [p.completion for p in padded]
+    for p, q in zip(plain, padded, strict=True):
+        a, op, b = _split(q.prompt)
+        assert len(a) == 3 and len(b) == (1 if op == "*" else 3)  # the multiplier is one digit
+        assert _pair(p.prompt) == _pair(q.prompt) and check_answer(q.prompt, q.completion)
+    assert check_answer("005+033=", "83", "reversed")
+    data = load_dataset("arithmetic", options={**SMALL, "pad_operands": True})
+    assert data.options["pad_operands"] is True and "zero-padded" in data.source
+
+
+def _split(prompt: str) -> tuple[str, str, str]:
+    op = next(c for c in prompt if c in "+-*")
+    a, b = prompt.rstrip("=").split(op)
+    return a, op, b

@@ -13,6 +13,11 @@ step is a local function of two operand digits and one carry, instead of needing
 its first digit. :func:`check_answer` reads the answer in the task's order; :func:`natural_reading`
 turns it back into the number (reports show both).
 
+Operand width: ``pad_operands`` writes every operand with ``digits`` digits, zeros in front
+(``"05+33="``; the ``*`` digit stays one digit). The digits of equal place then sit at the same
+distance from each answer digit in every problem, which a model with relative positions (RoPE) finds
+at once; free-width operands make it first learn where each number ends.
+
 Held out by operand pair: no two problems share their unordered pair of operands, across all
 operations, so ``12+345`` in test means neither ``345+12`` nor ``345-12`` is in train or val.
 
@@ -61,7 +66,15 @@ ANSWER_ORDERS = ("natural", "reversed")
 # Natural by default: the plain reading, and the meaning of every checkpoint recorded before the option
 # existed (its sidecar names no order); recipes for small models set reversed.
 DEFAULT_ANSWER_ORDER = "natural"
-ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed", "answer_order")
+ARITHMETIC_OPTIONS = (
+    "digits",
+    "operations",
+    "train_size",
+    "test_size",
+    "problem_seed",
+    "answer_order",
+    "pad_operands",
+)
 """The reader options that decide the problems (recorded in checkpoint sidecars with the tokenizer)."""
 CACHE_FORMAT = 2  # bumped whenever the same options give other problems (2: shuffled before the split)
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
@@ -84,16 +97,23 @@ def natural_reading(answer: str, answer_order: str) -> str:
     return answer[::-1] if answer_order == "reversed" else answer
 
 
-def _problem(a: int, op: str, b: int, answer_order: str) -> Problem:
-    return Problem(f"{a}{op}{b}=", written_answer(OPERATIONS[op](a, b), answer_order) + "\n")
+def _problem(a: int, op: str, b: int, answer_order: str, width: int) -> Problem:
+    # The one-digit multiplier keeps its width: it is one digit by construction.
+    prompt = f"{a:0{width}d}{op}{b:0{1 if op == '*' else width}d}="
+    return Problem(prompt, written_answer(OPERATIONS[op](a, b), answer_order) + "\n")
 
 
 def generate_problems(
-    digits: int, operations: str, count: int, seed: int, answer_order: str = DEFAULT_ANSWER_ORDER
+    digits: int,
+    operations: str,
+    count: int,
+    seed: int,
+    answer_order: str = DEFAULT_ANSWER_ORDER,
+    pad_operands: bool = False,
 ) -> list[Problem]:
     """`count` problems, no two with the same unordered operand pair, the same for the same arguments.
 
-    The order only decides how answers are written: both orders give the same prompts.
+    `answer_order` and `pad_operands` only decide how problems are written: the numbers are the same.
 
     Raises:
         DataError: fewer than `count` distinct operand pairs exist for these digits and operations.
@@ -117,7 +137,7 @@ def generate_problems(
         if key in seen:
             continue
         seen.add(key)
-        out.append(_problem(a, op, b, answer_order))
+        out.append(_problem(a, op, b, answer_order, digits if pad_operands else 1))
     if len(out) == count:
         rng.shuffle(out)
         return out
@@ -132,8 +152,8 @@ def check_answer(prompt: str, generated: str, answer_order: str = DEFAULT_ANSWER
     """Whether `generated` (what follows `prompt`, up to its first newline) is the right number, written
     in `answer_order` (reversed: ``"12+345="`` is answered ``"753"``).
 
-    Surrounding spaces are forgiven; leading zeros (trailing ones when reversed), signs or other text are
-    not.
+    Operands may have leading zeros (``"05+33="``); in the answer, surrounding spaces are forgiven, leading
+    zeros (trailing ones when reversed), signs or other text are not.
 
     Raises:
         DataError: `prompt` is not an arithmetic problem (``"12+345="``).
@@ -197,6 +217,7 @@ class ArithmeticData:
         test_size: held-out test problems.
         problem_seed: the generator's seed.
         answer_order: ``natural`` or ``reversed`` (answers written least-significant digit first).
+        pad_operands: write operands with `digits` digits, zeros in front.
         tokenizer: a registered tokenizer name (byte by default).
         trust_code: let an ``hf:DIR`` tokenizer that names its own code run it.
         cache_dir: where the token stream is cached; None: :func:`default_cache_dir`.
@@ -213,12 +234,14 @@ class ArithmeticData:
         test_size: int = DEFAULT_TEST_SIZE,
         problem_seed: int = 0,
         answer_order: str = DEFAULT_ANSWER_ORDER,
+        pad_operands: bool = False,
         tokenizer: str = "byte",
         trust_code: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
         _check_options(digits, operations, train_size, test_size, answer_order)
-        self.digits, self.operations, self.answer_order = digits, operations, answer_order
+        self.digits, self.operations = digits, operations
+        self.answer_order, self.pad_operands = answer_order, pad_operands
         self.train_size, self.test_size, self.problem_seed = train_size, test_size, problem_seed
         self.tokenizer, self.trust_code = tokenizer, trust_code
         self.cache_dir = cache_dir
@@ -234,6 +257,7 @@ class ArithmeticData:
             "test_size": self.test_size,
             "problem_seed": self.problem_seed,
             "answer_order": self.answer_order,
+            "pad_operands": self.pad_operands,
             "tokenizer": self.tokenizer,
         }
 
@@ -242,7 +266,7 @@ class ArithmeticData:
         if self._problems is None:
             count = self.test_size + self.train_size
             self._problems = generate_problems(
-                self.digits, self.operations, count, self.problem_seed, self.answer_order
+                self.digits, self.operations, count, self.problem_seed, self.answer_order, self.pad_operands
             )
         return self._problems
 
@@ -330,7 +354,7 @@ class ArithmeticData:
             std=(),
             source=(
                 f"generated: digits={self.digits}, operations={self.operations}, seed={self.problem_seed}, "
-                f"answers {self.answer_order}"
+                f"answers {self.answer_order}{', operands zero-padded' if self.pad_operands else ''}"
             ),
             extra={
                 "tokenizer": tok.fingerprint,
@@ -355,11 +379,12 @@ def arithmetic_reader(
     test_size: int | None = None,
     problem_seed: int | None = None,
     answer_order: str | None = None,
+    pad_operands: bool | None = None,
     tokenizer: str | None = None,
     trust_code: bool = False,
 ) -> ArithmeticData:
     """Generated arithmetic problems, prompt ``"12+345="`` and completion ``"357\\n"`` (``"753\\n"`` with
-    ``answer_order="reversed"``; no files; `root` is not used): 3 digits, ``+-*``, natural answers, 20000
+    ``answer_order="reversed"``, ``"02+345="`` with ``pad_operands``; no files; `root` is not used): 3 digits, ``+-*``, natural answers, 20000
     train+val and 500 test problems by default, byte tokenizer."""
     if root is not None:
         raise DataError(
@@ -373,6 +398,7 @@ def arithmetic_reader(
         test_size=DEFAULT_TEST_SIZE if test_size is None else test_size,
         problem_seed=0 if problem_seed is None else problem_seed,
         answer_order=DEFAULT_ANSWER_ORDER if answer_order is None else answer_order,
+        pad_operands=bool(pad_operands),
         tokenizer=tokenizer or "byte",
         trust_code=trust_code,
     )

@@ -58,6 +58,7 @@ def load_data(recipe: Recipe) -> DataBundle:
             "test_size": d.test_size,
             "problem_seed": d.problem_seed,
             "answer_order": d.answer_order,
+            "pad_operands": d.pad_operands,
         },
         trust_code=recipe.trust_code,
     )
