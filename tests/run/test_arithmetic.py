@@ -82,3 +82,14 @@ def test_sample_problems_show_reversed_answers_with_the_number_they_read_as() ->
     # Natural answers (no `readable`) are shown as they are.
     plain = sample_problems([Problem("12+345=", "357\n")], {"m": ["357"]}, check_answer)[0]
     assert plain["gold"] == "357" and plain["answers"]["m"] == "357"
+
+
+def test_the_bundled_recipe_writes_problems_a_small_model_learns_and_refuses_an_unknown_order() -> None:
+    from distil.config import load_recipe
+    from distil.errors import ConfigError
+    from distil.recipes import resolve_recipe
+
+    recipe = load_recipe(resolve_recipe("lm-arithmetic"))
+    assert recipe.data.answer_order == "reversed" and recipe.data.pad_operands is True
+    with pytest.raises(ConfigError, match="answer_order"):
+        load_recipe(resolve_recipe("lm-arithmetic"), ["data.answer_order=backwards"])
