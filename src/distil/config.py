@@ -127,6 +127,16 @@ class DataConfig(_Strict):
     problem_seed: int | None = Field(
         default=None, description="arithmetic: the seed the problems are generated from (None = 0)"
     )
+    answer_order: Literal["natural", "reversed"] | None = Field(
+        default=None,
+        description="arithmetic: answers written as read (natural) or least-significant digit first "
+        "(reversed: what small models learn); None = natural",
+    )
+    pad_operands: bool | None = Field(
+        default=None,
+        description="arithmetic: write every operand with `digits` digits, zeros in front ('05+33='), so "
+        "digits of equal place align; None = false",
+    )
 
     @field_validator("name")
     @classmethod

@@ -102,3 +102,48 @@ def test_test_problems_are_drawn_like_the_train_problems() -> None:
         return sum(len(p.prompt) for p in ps) / len(ps)
 
     assert abs(mean_length(problems[:400]) - mean_length(problems[400:])) < 0.2
+
+
+def test_reversed_answers_are_written_least_significant_digit_first_and_checked_so() -> None:
+    natural = generate_problems(3, "+-*", 100, seed=0)
+    reverse = generate_problems(3, "+-*", 100, seed=0, answer_order="reversed")
+    # The same problems, only the answers' digits in the other order.
+    assert [p.prompt for p in natural] == [p.prompt for p in reverse]
+    assert all(r.completion == n.completion[:-1][::-1] + "\n" for n, r in zip(natural, reverse, strict=True))
+    assert generate_problems(1, "+", 1, seed=0, answer_order="reversed")[0].completion.endswith("\n")
+    assert check_answer("12+345=", "753", "reversed") and check_answer("95+5=", "001", "reversed")
+    for wrong in ("357", "7530", "75", "1", "100"):
+        assert not check_answer("12+345=", wrong, "reversed"), wrong
+    assert not check_answer("95+5=", "100", "reversed") and not check_answer("95+5=", "1", "reversed")
+    task = verifiable_task(load_dataset("arithmetic", options={**SMALL, "answer_order": "reversed"}))
+    assert isinstance(task, ArithmeticData) and task.answer_order == "reversed"
+    first = task.test_problems()[0]
+    assert task.check(first.prompt, first.completion) and task.readable("753") == "357"
+    assert ArithmeticData(**SMALL).readable("753") == "753"
+
+
+def test_the_answer_order_is_recorded_and_checked() -> None:
+    data = load_dataset("arithmetic", options={**SMALL, "answer_order": "reversed"})
+    assert data.options["answer_order"] == "reversed" and "reversed" in data.source
+    assert load_dataset("arithmetic", options=SMALL).options["answer_order"] == "natural"  # the default
+    with pytest.raises(ConfigError, match="answer_order"):
+        load_dataset("arithmetic", options={"answer_order": "backwards"})
+
+
+def test_padded_operands_have_digits_digits_and_the_same_numbers() -> None:
+    plain = generate_problems(3, "+-*", 100, seed=0)
+    padded = generate_problems(3, "+-*", 100, seed=0, pad_operands=True)
+    assert [p.completion for p in plain] == [p.completion for p in padded]
+    for p, q in zip(plain, padded, strict=True):
+        a, op, b = _split(q.prompt)
+        assert len(a) == 3 and len(b) == (1 if op == "*" else 3)  # the multiplier is one digit
+        assert _pair(p.prompt) == _pair(q.prompt) and check_answer(q.prompt, q.completion)
+    assert check_answer("005+033=", "83", "reversed")
+    data = load_dataset("arithmetic", options={**SMALL, "pad_operands": True})
+    assert data.options["pad_operands"] is True and "zero-padded" in data.source
+
+
+def _split(prompt: str) -> tuple[str, str, str]:
+    op = next(c for c in prompt if c in "+-*")
+    a, b = prompt.rstrip("=").split(op)
+    return a, op, b

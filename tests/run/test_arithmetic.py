@@ -66,3 +66,30 @@ def test_eval_of_an_arithmetic_checkpoint_reads_the_problems_it_was_measured_on(
     assert result.exit_code == 0, result.output
     options = trained_data_options(str(tmp_path / "t" / "teacher"), "arithmetic")
     assert options["digits"] == 2 and options["problem_seed"] == 7 and options["test_size"] == 6
+
+
+def test_sample_problems_show_reversed_answers_with_the_number_they_read_as() -> None:
+    from distil.data.arithmetic import ArithmeticData, check_answer
+    from distil.data.verifiable import Problem
+    from distil.run.lm_report import sample_problems
+
+    task = ArithmeticData(digits=3, operations="+", train_size=10, test_size=2, answer_order="reversed")
+    problems = [Problem("12+345=", "753\n")]
+    shown = sample_problems(problems, {"m": ["753"], "n": ["9"]}, task.check, readable=task.readable)[0]
+    assert shown["gold"] == "753 (reads 357)" and shown["answers"]["m"] == "753 (reads 357)"
+    assert shown["answers"]["n"] == "9"  # a palindrome reads as it is written: shown once
+    assert shown["correct"] == {"m": True, "n": False}
+    # Natural answers (no `readable`) are shown as they are.
+    plain = sample_problems([Problem("12+345=", "357\n")], {"m": ["357"]}, check_answer)[0]
+    assert plain["gold"] == "357" and plain["answers"]["m"] == "357"
+
+
+def test_the_bundled_recipe_writes_problems_a_small_model_learns_and_refuses_an_unknown_order() -> None:
+    from distil.config import load_recipe
+    from distil.errors import ConfigError
+    from distil.recipes import resolve_recipe
+
+    recipe = load_recipe(resolve_recipe("lm-arithmetic"))
+    assert recipe.data.answer_order == "reversed" and recipe.data.pad_operands is True
+    with pytest.raises(ConfigError, match="answer_order"):
+        load_recipe(resolve_recipe("lm-arithmetic"), ["data.answer_order=backwards"])

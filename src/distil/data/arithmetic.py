@@ -6,6 +6,18 @@ count uniform, then the value), ``+`` adds two such numbers, ``-`` subtracts the
 (answers are never negative), ``*`` multiplies one by a single digit 0-9. The difficulty knob is
 ``digits``; ``operations`` chooses among ``+``, ``-``, ``*``.
 
+Answer order: ``natural`` writes the answer as it is read (``"12+345="`` -> ``"357\\n"``); ``reversed``
+writes its digits least-significant first (``"753\\n"``). Reversed answers are what small models learn:
+a left-to-right decoder then emits each digit after the lower digits that decide its carry, so every
+step is a local function of two operand digits and one carry, instead of needing the whole sum before
+its first digit. :func:`check_answer` reads the answer in the task's order; :func:`natural_reading`
+turns it back into the number (reports show both).
+
+Operand width: ``pad_operands`` writes every operand with ``digits`` digits, zeros in front
+(``"05+33="``; the ``*`` digit stays one digit). The digits of equal place then sit at the same
+distance from each answer digit in every problem, which a model with relative positions (RoPE) finds
+at once; free-width operands make it first learn where each number ends.
+
 Held out by operand pair: no two problems share their unordered pair of operands, across all
 operations, so ``12+345`` in test means neither ``345+12`` nor ``345-12`` is in train or val.
 
@@ -50,7 +62,19 @@ DEFAULT_OPERATIONS = "+-*"
 DEFAULT_TRAIN_SIZE = 20_000
 DEFAULT_TEST_SIZE = 500
 MAX_DIGITS = 18  # far beyond what small models learn; a typo such as 300 stops here
-ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed")
+ANSWER_ORDERS = ("natural", "reversed")
+# Natural by default: the plain reading, and the meaning of every checkpoint recorded before the option
+# existed (its sidecar names no order); recipes for small models set reversed.
+DEFAULT_ANSWER_ORDER = "natural"
+ARITHMETIC_OPTIONS = (
+    "digits",
+    "operations",
+    "train_size",
+    "test_size",
+    "problem_seed",
+    "answer_order",
+    "pad_operands",
+)
 """The reader options that decide the problems (recorded in checkpoint sidecars with the tokenizer)."""
 CACHE_FORMAT = 2  # bumped whenever the same options give other problems (2: shuffled before the split)
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
@@ -62,12 +86,34 @@ def _operand(rng: random.Random, digits: int) -> int:
     return rng.randint(0 if n == 1 else 10 ** (n - 1), 10**n - 1)
 
 
-def _problem(a: int, op: str, b: int) -> Problem:
-    return Problem(f"{a}{op}{b}=", f"{OPERATIONS[op](a, b)}\n")
+def written_answer(value: int, answer_order: str) -> str:
+    """`value` as the task writes it: its decimal digits, least-significant first when reversed."""
+    text = str(value)
+    return text[::-1] if answer_order == "reversed" else text
 
 
-def generate_problems(digits: int, operations: str, count: int, seed: int) -> list[Problem]:
+def natural_reading(answer: str, answer_order: str) -> str:
+    """An answer written in `answer_order` as the number reads (reversed back; natural unchanged)."""
+    return answer[::-1] if answer_order == "reversed" else answer
+
+
+def _problem(a: int, op: str, b: int, answer_order: str, width: int) -> Problem:
+    # The one-digit multiplier keeps its width: it is one digit by construction.
+    prompt = f"{a:0{width}d}{op}{b:0{1 if op == '*' else width}d}="
+    return Problem(prompt, written_answer(OPERATIONS[op](a, b), answer_order) + "\n")
+
+
+def generate_problems(
+    digits: int,
+    operations: str,
+    count: int,
+    seed: int,
+    answer_order: str = DEFAULT_ANSWER_ORDER,
+    pad_operands: bool = False,
+) -> list[Problem]:
     """`count` problems, no two with the same unordered operand pair, the same for the same arguments.
+
+    `answer_order` and `pad_operands` only decide how problems are written: the numbers are the same.
 
     Raises:
         DataError: fewer than `count` distinct operand pairs exist for these digits and operations.
@@ -91,7 +137,7 @@ def generate_problems(digits: int, operations: str, count: int, seed: int) -> li
         if key in seen:
             continue
         seen.add(key)
-        out.append(_problem(a, op, b))
+        out.append(_problem(a, op, b, answer_order, digits if pad_operands else 1))
     if len(out) == count:
         rng.shuffle(out)
         return out
@@ -102,10 +148,12 @@ def generate_problems(digits: int, operations: str, count: int, seed: int) -> li
     )
 
 
-def check_answer(prompt: str, generated: str) -> bool:
-    """Whether `generated` (what follows `prompt`, up to its first newline) is the right number.
+def check_answer(prompt: str, generated: str, answer_order: str = DEFAULT_ANSWER_ORDER) -> bool:
+    """Whether `generated` (what follows `prompt`, up to its first newline) is the right number, written
+    in `answer_order` (reversed: ``"12+345="`` is answered ``"753"``).
 
-    Surrounding spaces are forgiven; leading zeros, signs or other text are not.
+    Operands may have leading zeros (``"05+33="``); in the answer, surrounding spaces are forgiven, leading
+    zeros (trailing ones when reversed), signs or other text are not.
 
     Raises:
         DataError: `prompt` is not an arithmetic problem (``"12+345="``).
@@ -114,10 +162,10 @@ def check_answer(prompt: str, generated: str) -> bool:
     if match is None:
         raise DataError(f"arithmetic: {prompt!r} is not a problem of the form '12+345='.")
     a, op, b = int(match[1]), match[2], int(match[3])
-    return generated.split("\n", 1)[0].strip() == str(OPERATIONS[op](a, b))
+    return generated.split("\n", 1)[0].strip() == written_answer(OPERATIONS[op](a, b), answer_order)
 
 
-def _check_options(digits: int, operations: str, train_size: int, test_size: int) -> None:
+def _check_options(digits: int, operations: str, train_size: int, test_size: int, answer_order: str) -> None:
     if not 1 <= digits <= MAX_DIGITS:
         raise ConfigError(f"data.digits must be in [1, {MAX_DIGITS}], got {digits}.")
     unknown = sorted(set(operations) - set(OPERATIONS))
@@ -129,6 +177,10 @@ def _check_options(digits: int, operations: str, train_size: int, test_size: int
     if train_size < 1 or test_size < 1:
         raise ConfigError(
             f"data.train_size and data.test_size must be >= 1, got {train_size} and {test_size}."
+        )
+    if answer_order not in ANSWER_ORDERS:
+        raise ConfigError(
+            f"data.answer_order must be one of {', '.join(ANSWER_ORDERS)}, got {answer_order!r}."
         )
 
 
@@ -164,6 +216,8 @@ class ArithmeticData:
         train_size: problems for train and val together (val is the last `val_fraction` of them).
         test_size: held-out test problems.
         problem_seed: the generator's seed.
+        answer_order: ``natural`` or ``reversed`` (answers written least-significant digit first).
+        pad_operands: write operands with `digits` digits, zeros in front.
         tokenizer: a registered tokenizer name (byte by default).
         trust_code: let an ``hf:DIR`` tokenizer that names its own code run it.
         cache_dir: where the token stream is cached; None: :func:`default_cache_dir`.
@@ -179,12 +233,15 @@ class ArithmeticData:
         train_size: int = DEFAULT_TRAIN_SIZE,
         test_size: int = DEFAULT_TEST_SIZE,
         problem_seed: int = 0,
+        answer_order: str = DEFAULT_ANSWER_ORDER,
+        pad_operands: bool = False,
         tokenizer: str = "byte",
         trust_code: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
-        _check_options(digits, operations, train_size, test_size)
+        _check_options(digits, operations, train_size, test_size, answer_order)
         self.digits, self.operations = digits, operations
+        self.answer_order, self.pad_operands = answer_order, pad_operands
         self.train_size, self.test_size, self.problem_seed = train_size, test_size, problem_seed
         self.tokenizer, self.trust_code = tokenizer, trust_code
         self.cache_dir = cache_dir
@@ -199,6 +256,8 @@ class ArithmeticData:
             "train_size": self.train_size,
             "test_size": self.test_size,
             "problem_seed": self.problem_seed,
+            "answer_order": self.answer_order,
+            "pad_operands": self.pad_operands,
             "tokenizer": self.tokenizer,
         }
 
@@ -206,7 +265,9 @@ class ArithmeticData:
         """Every problem: the test problems first, then train and val (see :meth:`splits`)."""
         if self._problems is None:
             count = self.test_size + self.train_size
-            self._problems = generate_problems(self.digits, self.operations, count, self.problem_seed)
+            self._problems = generate_problems(
+                self.digits, self.operations, count, self.problem_seed, self.answer_order, self.pad_operands
+            )
         return self._problems
 
     def test_problems(self) -> list[Problem]:
@@ -215,7 +276,11 @@ class ArithmeticData:
 
     def check(self, prompt: str, generated: str) -> bool:
         """Whether `generated` answers `prompt` (:func:`check_answer`)."""
-        return check_answer(prompt, generated)
+        return check_answer(prompt, generated, self.answer_order)
+
+    def readable(self, answer: str) -> str:
+        """`answer` as the number reads, for reports (:func:`natural_reading` in this task's order)."""
+        return natural_reading(answer, self.answer_order)
 
     def split_positions(self, val_fraction: float, limit: int | None = None) -> dict[str, torch.Tensor]:
         """The positions of each split's problems in :meth:`all_problems` (and of its stream's blocks).
@@ -287,7 +352,10 @@ class ArithmeticData:
             class_names=[],
             mean=(),
             std=(),
-            source=f"generated: digits={self.digits}, operations={self.operations}, seed={self.problem_seed}",
+            source=(
+                f"generated: digits={self.digits}, operations={self.operations}, seed={self.problem_seed}, "
+                f"answers {self.answer_order}{', operands zero-padded' if self.pad_operands else ''}"
+            ),
             extra={
                 "tokenizer": tok.fingerprint,
                 "tokenizer_name": self.tokenizer,
@@ -310,11 +378,14 @@ def arithmetic_reader(
     train_size: int | None = None,
     test_size: int | None = None,
     problem_seed: int | None = None,
+    answer_order: str | None = None,
+    pad_operands: bool | None = None,
     tokenizer: str | None = None,
     trust_code: bool = False,
 ) -> ArithmeticData:
-    """Generated arithmetic problems, prompt ``"12+345="`` and completion ``"357\\n"`` (no files; `root` is
-    not used): 3 digits, ``+-*``, 20000 train+val and 500 test problems by default, byte tokenizer."""
+    """Generated arithmetic problems, prompt ``"12+345="`` and completion ``"357\\n"`` (``"753\\n"`` with
+    ``answer_order="reversed"``, ``"02+345="`` with ``pad_operands``; no files; `root` is not used): 3 digits, ``+-*``, natural answers, 20000
+    train+val and 500 test problems by default, byte tokenizer."""
     if root is not None:
         raise DataError(
             f"dataset 'arithmetic' is generated and reads no files, but data.root={str(root)!r} was given. "
@@ -326,15 +397,20 @@ def arithmetic_reader(
         train_size=DEFAULT_TRAIN_SIZE if train_size is None else train_size,
         test_size=DEFAULT_TEST_SIZE if test_size is None else test_size,
         problem_seed=0 if problem_seed is None else problem_seed,
+        answer_order=DEFAULT_ANSWER_ORDER if answer_order is None else answer_order,
+        pad_operands=bool(pad_operands),
         tokenizer=tokenizer or "byte",
         trust_code=trust_code,
     )
 
 
 __all__ = [
+    "ANSWER_ORDERS",
     "ARITHMETIC_OPTIONS",
     "ArithmeticData",
     "check_answer",
     "encode_problems",
     "generate_problems",
+    "natural_reading",
+    "written_answer",
 ]

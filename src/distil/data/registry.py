@@ -93,7 +93,8 @@ def load_dataset(
                     "python-docs-topics, chat; text_field and label_field: the classification ones; split_by "
                     "and newlines: the language-modelling ones; chat_template and on_long: chat)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
-                    else "the arithmetic reader (digits, operations, train_size, test_size, problem_seed)"
+                    else "the arithmetic reader (digits, operations, train_size, test_size, problem_seed, "
+                    "answer_order, pad_operands)"
                     if any(k in _ARITHMETIC_OPTIONS for k in unknown)
                     else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
                 )
@@ -120,7 +121,15 @@ _TEXT_OPTIONS = (
     "chat_template",
     "on_long",
 )
-_ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed")
+_ARITHMETIC_OPTIONS = (
+    "digits",
+    "operations",
+    "train_size",
+    "test_size",
+    "problem_seed",
+    "answer_order",
+    "pad_operands",
+)
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:

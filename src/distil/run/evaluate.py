@@ -50,7 +50,15 @@ TEXT_OPTIONS = (
 )
 """The same for text (language-modelling blocks and classified documents): the samples' length, ids,
 splits and fields."""
-ARITHMETIC_OPTIONS = ("digits", "operations", "train_size", "test_size", "problem_seed")
+ARITHMETIC_OPTIONS = (
+    "digits",
+    "operations",
+    "train_size",
+    "test_size",
+    "problem_seed",
+    "answer_order",
+    "pad_operands",
+)
 """The same for the generated arithmetic problems: which problems, so an evaluation reads the held-out
 set the model was measured on."""
 _MUST_AGREE = ("image_size", "channels")

@@ -13,7 +13,7 @@ summary section. A model qualifies when it is a :class:`distil.models.hf.CausalL
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -68,19 +68,31 @@ def tokenizer_of(data_extra: dict[str, str], *, trust_code: bool = False) -> Tok
         return None
 
 
+def shown_answer(answer: str, readable: Callable[[str], str] | None) -> str:
+    """`answer` for a report: as written, then as it reads where the task writes it otherwise (an
+    arithmetic answer written least-significant digit first: ``"753 (reads 357)"``)."""
+    reading = readable(answer) if readable is not None and answer else answer
+    return answer if reading == answer else f"{answer} (reads {reading})"
+
+
 def sample_problems(
     problems: Sequence[Problem],
     answers: dict[str, list[str]],
     check: Any,
     count: int = SAMPLE_PROBLEMS,
+    *,
+    readable: Callable[[str], str] | None = None,
 ) -> list[dict[str, Any]]:
-    """`count` evenly spaced problems with every model's answer and whether the check accepts it."""
+    """`count` evenly spaced problems with every model's answer and whether the check accepts it.
+
+    `readable` (a task's optional ``readable(answer)``) gives the reading shown beside each answer.
+    """
     picks = sorted({i * len(problems) // count for i in range(count)}) if problems else []
     return [
         {
             "prompt": problems[i].prompt,
-            "gold": problems[i].completion.split("\n", 1)[0],
-            "answers": {name: texts[i] for name, texts in answers.items()},
+            "gold": shown_answer(problems[i].completion.split("\n", 1)[0], readable),
+            "answers": {name: shown_answer(texts[i], readable) for name, texts in answers.items()},
             "correct": {name: bool(check(problems[i].prompt, texts[i])) for name, texts in answers.items()},
         }
         for i in picks
@@ -150,7 +162,9 @@ def lm_section(
                 module.training = flag
     if checked:
         assert task is not None
-        out["problems"] = sample_problems(problems, answers, task.check)
+        # Optional beyond the VerifiableTask protocol: tasks that write answers unlike their reading.
+        readable = getattr(task, "readable", None)
+        out["problems"] = sample_problems(problems, answers, task.check, readable=readable)
     return out
 
 

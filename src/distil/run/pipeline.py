@@ -57,6 +57,8 @@ def load_data(recipe: Recipe) -> DataBundle:
             "train_size": d.train_size,
             "test_size": d.test_size,
             "problem_seed": d.problem_seed,
+            "answer_order": d.answer_order,
+            "pad_operands": d.pad_operands,
         },
         trust_code=recipe.trust_code,
     )
