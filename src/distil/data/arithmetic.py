@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from distil.data.bundle import LANGUAGE_MODELING, DataBundle
-from distil.data.registry import DATASETS
+from distil.data.registry import ARITHMETIC_OPTIONS, DATASETS
 from distil.data.text import Document, TokenBlockSplit, TokenStream, default_text_cache_dir, encode_documents
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.data.validate import validate_bundle
@@ -66,16 +66,6 @@ ANSWER_ORDERS = ("natural", "reversed")
 # Natural by default: the plain reading, and the meaning of every checkpoint recorded before the option
 # existed (its sidecar names no order); recipes for small models set reversed.
 DEFAULT_ANSWER_ORDER = "natural"
-ARITHMETIC_OPTIONS = (
-    "digits",
-    "operations",
-    "train_size",
-    "test_size",
-    "problem_seed",
-    "answer_order",
-    "pad_operands",
-)
-"""The reader options that decide the problems (recorded in checkpoint sidecars with the tokenizer)."""
 CACHE_FORMAT = 2  # bumped whenever the same options give other problems (2: shuffled before the split)
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
 

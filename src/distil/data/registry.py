@@ -95,7 +95,7 @@ def load_dataset(
                     if any(k in _TEXT_OPTIONS for k in unknown)
                     else "the arithmetic reader (digits, operations, train_size, test_size, problem_seed, "
                     "answer_order, pad_operands)"
-                    if any(k in _ARITHMETIC_OPTIONS for k in unknown)
+                    if any(k in ARITHMETIC_OPTIONS for k in unknown)
                     else "the image readers (imagefolder, manifest, hf-datasets; shards: image_size, channels)"
                 )
                 raise ConfigError(
@@ -121,7 +121,7 @@ _TEXT_OPTIONS = (
     "chat_template",
     "on_long",
 )
-_ARITHMETIC_OPTIONS = (
+ARITHMETIC_OPTIONS = (
     "digits",
     "operations",
     "train_size",
@@ -130,6 +130,7 @@ _ARITHMETIC_OPTIONS = (
     "answer_order",
     "pad_operands",
 )
+"""The arithmetic reader's options that decide the problems (recorded in checkpoint sidecars)."""
 
 
 def _call_user_reader(name: str, root: Path | None) -> Any:

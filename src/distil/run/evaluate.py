@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, load_dataset
+from distil.data.registry import ARITHMETIC_OPTIONS
 from distil.measure import ModelMetrics, measure, time_models
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.train.build import build_model
@@ -50,17 +51,6 @@ TEXT_OPTIONS = (
 )
 """The same for text (language-modelling blocks and classified documents): the samples' length, ids,
 splits and fields."""
-ARITHMETIC_OPTIONS = (
-    "digits",
-    "operations",
-    "train_size",
-    "test_size",
-    "problem_seed",
-    "answer_order",
-    "pad_operands",
-)
-"""The same for the generated arithmetic problems: which problems, so an evaluation reads the held-out
-set the model was measured on."""
 _MUST_AGREE = ("image_size", "channels")
 
 
