@@ -47,11 +47,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distil.data.bundle import LANGUAGE_MODELING, DataBundle
+from distil.data.bundle import DataBundle
 from distil.data.registry import ARITHMETIC_OPTIONS, DATASETS
-from distil.data.text import Document, TokenBlockSplit, TokenStream, default_text_cache_dir, encode_documents
+from distil.data.text import (
+    Document,
+    TokenBlockSplit,
+    TokenStream,
+    default_text_cache_dir,
+    encode_documents,
+    token_bundle,
+)
 from distil.data.tokenize import Tokenizer, get_tokenizer
-from distil.data.validate import validate_bundle
 from distil.data.verifiable import VERIFIABLE, Problem
 from distil.errors import ConfigError, DataError
 from distil.fileio import atomic_dir, atomic_write_json
@@ -334,30 +340,18 @@ class ArithmeticData:
             k: TokenBlockSplit(stream.tokens_path, stream.mask_path, t, v, tok.vocab_size)
             for k, v in positions.items()
         }
-        bundle = DataBundle(
-            name=name,
-            train=splits["train"],
-            val=splits["val"],
-            test=splits["test"],
-            class_names=[],
-            mean=(),
-            std=(),
-            source=(
-                f"generated: digits={self.digits}, operations={self.operations}, seed={self.problem_seed}, "
-                f"answers {self.answer_order}{', operands zero-padded' if self.pad_operands else ''}"
-            ),
-            extra={
-                "tokenizer": tok.fingerprint,
-                "tokenizer_name": self.tokenizer,
-                "vocab_size": str(tok.vocab_size),
-                "block_size": str(t),
-                VERIFIABLE: "true",
-            },
-            task=LANGUAGE_MODELING,
-            options=self.options,
+        source = (
+            f"generated: digits={self.digits}, operations={self.operations}, seed={self.problem_seed}, "
+            f"answers {self.answer_order}{', operands zero-padded' if self.pad_operands else ''}"
         )
-        validate_bundle(bundle)
-        return bundle
+        extra = {
+            "tokenizer": tok.fingerprint,
+            "tokenizer_name": self.tokenizer,
+            "vocab_size": str(tok.vocab_size),
+            "block_size": str(t),
+            VERIFIABLE: "true",
+        }
+        return token_bundle(name, splits, source, extra, self.options)
 
 
 @DATASETS.register("arithmetic")

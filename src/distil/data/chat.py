@@ -58,12 +58,11 @@ from typing import Any
 import torch
 
 from distil.data.batch import IGNORE_INDEX
-from distil.data.bundle import LANGUAGE_MODELING, DataBundle
+from distil.data.bundle import DataBundle
 from distil.data.records import RECORD_SUFFIXES, read_records
 from distil.data.registry import DATASETS
-from distil.data.text import DEFAULT_BLOCK_SIZE, TokenRowSplit, find_files, path_fraction
+from distil.data.text import DEFAULT_BLOCK_SIZE, TokenRowSplit, find_files, path_fraction, token_bundle
 from distil.data.tokenize import Tokenizer, get_tokenizer
-from distil.data.validate import validate_bundle
 from distil.errors import ConfigError, DataError
 
 ASSISTANT = "assistant"
@@ -458,28 +457,15 @@ def load_chat(
             k: s.take(torch.arange(min(len(s), limit if k == "train" else small))) for k, s in splits.items()
         }
     extra = _notes(tok, tokenizer, block_size, template, on_long, how, len(files), len(conversations), counts)
-    bundle = DataBundle(
-        name=name,
-        train=splits["train"],
-        val=splits["val"],
-        test=splits["test"],
-        class_names=[],
-        mean=(),
-        std=(),
-        source=str(root),
-        extra=extra,
-        task=LANGUAGE_MODELING,
-        # Recorded in checkpoint sidecars: `distil eval` on the checkpoint builds the same rows.
-        options={
-            "block_size": block_size,
-            "tokenizer": tokenizer if isinstance(tokenizer, str) else None,
-            "errors": errors,
-            "chat_template": chat_template,
-            "on_long": on_long,
-        },
-    )
-    validate_bundle(bundle)
-    return bundle
+    # Recorded in checkpoint sidecars: `distil eval` on the checkpoint builds the same rows.
+    options = {
+        "block_size": block_size,
+        "tokenizer": tokenizer if isinstance(tokenizer, str) else None,
+        "errors": errors,
+        "chat_template": chat_template,
+        "on_long": on_long,
+    }
+    return token_bundle(name, splits, str(root), extra, options)
 
 
 def _notes(

@@ -648,6 +648,27 @@ def load_text(
     }
     if skipped:
         extra["skipped_empty_files"] = str(skipped)
+    # Recorded in checkpoint sidecars: `distil eval` on the checkpoint cuts the same blocks.
+    options = {
+        "block_size": block_size,
+        "tokenizer": tokenizer if isinstance(tokenizer, str) else None,
+        "errors": errors,
+        "split_by": split_by,
+        "newlines": newlines,
+    }
+    return token_bundle(name, splits, str(root), extra, options)
+
+
+def token_bundle(
+    name: str, splits: dict[str, Any], source: str, extra: dict[str, str], options: dict[str, Any]
+) -> DataBundle:
+    """The checked `DataBundle` of a language-modelling dataset (text, chat, arithmetic): its train, val
+    and test token splits, no classes or normalisation, and the reader `options` that rebuild the same
+    samples (recorded in checkpoint sidecars, reused by `distil eval`).
+
+    Raises:
+        DataError: a bundle that `validate_bundle` refuses.
+    """
     bundle = DataBundle(
         name=name,
         train=splits["train"],
@@ -656,17 +677,10 @@ def load_text(
         class_names=[],
         mean=(),
         std=(),
-        source=str(root),
+        source=source,
         extra=extra,
         task=LANGUAGE_MODELING,
-        # Recorded in checkpoint sidecars: `distil eval` on the checkpoint cuts the same blocks.
-        options={
-            "block_size": block_size,
-            "tokenizer": tokenizer if isinstance(tokenizer, str) else None,
-            "errors": errors,
-            "split_by": split_by,
-            "newlines": newlines,
-        },
+        options=options,
     )
     validate_bundle(bundle)
     return bundle
