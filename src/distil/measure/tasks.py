@@ -404,13 +404,9 @@ def split_evaluation(task: str = DEFAULT_TASK) -> SplitEvaluation:
     and 32 for other tasks (whose outputs per sample are (T, V)).
 
     Raises:
-        ConfigError: an unknown task.
-        ValueError: a task without streaming metrics.
+        ConfigError: an unknown task, or one without streaming metrics.
     """
-    streaming = TASKS.get(task).streaming
-    if streaming is None:
-        raise ValueError(f"task {task!r} has no streaming metrics, so it cannot be evaluated per epoch")
-    return SplitEvaluation(task, streaming, 512 if task == DEFAULT_TASK else 32)
+    return SplitEvaluation(task, _streaming(task), 512 if task == DEFAULT_TASK else 32)
 
 
 @dataclass(frozen=True)
