@@ -54,14 +54,16 @@ def check_writable(directory: str | Path, option: str = "--out") -> Path:
     d = Path(directory)
     created = [p for p in (d, *d.parents) if not p.exists()]
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".distil-write-probe-", dir=d)
-        try:
-            os.write(fd, b"x")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        for attempt in range(3):
+            d.mkdir(parents=True, exist_ok=True)
+            try:
+                _write_probe(d)
+                break
+            except FileNotFoundError:
+                # Another process probing the same new directory (a torchrun rank) removed it again
+                # between our mkdir and our write: make it again.
+                if attempt == 2:
+                    raise
     except OSError as exc:
         raise ConfigError(
             f"the output directory {str(d)!r} is not writable ({exc.strerror or exc}); choose another "
@@ -72,6 +74,17 @@ def check_writable(directory: str | Path, option: str = "--out") -> Path:
             with contextlib.suppress(OSError):
                 p.rmdir()
     return d
+
+
+def _write_probe(directory: Path) -> None:
+    """Write, sync and remove one small file in `directory` (raises the OSError that stops a writer)."""
+    fd, probe = tempfile.mkstemp(prefix=".distil-write-probe-", dir=directory)
+    try:
+        os.write(fd, b"x")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def optimizer_slots(cfg: TrainConfig) -> int:

@@ -307,3 +307,24 @@ def test_an_interrupted_pipeline_resumes_without_retraining_finished_stages(
         ("student_kd", 1),
         ("student_kd", 2),
     ]
+
+
+def test_a_new_output_directory_removed_by_another_probe_is_made_again(tmp_path, monkeypatch) -> None:
+    # Regression (slow FSDP CLI test): two torchrun ranks probe the same new --out; one removed the
+    # directory it had created while the other was about to write its probe file there.
+    import tempfile
+
+    from distil import resources
+
+    real, calls = tempfile.mkstemp, []
+
+    def racing_mkstemp(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            (tmp_path / "new" / "runs").rmdir()  # the other rank's clean-up, between our mkdir and write
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(resources.tempfile, "mkstemp", racing_mkstemp)
+    assert resources.check_writable(tmp_path / "new" / "runs") == tmp_path / "new" / "runs"
+    assert len(calls) == 2 and not (tmp_path / "new").exists()  # probed again; what it made is removed
