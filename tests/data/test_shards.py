@@ -316,6 +316,7 @@ import json, sys, warnings
 warnings.simplefilter("ignore")
 from distil.config import TrainConfig
 from distil.data import load_dataset
+from distil.train.distributed import close_process_group
 from distil.train.engine import make_accelerator, train_loader
 
 acc = make_accelerator("cpu")
@@ -326,6 +327,7 @@ ids = [int(i) for b in loader for i in b["index"]]
 files = sorted({data.train.paths[i][0] for i in ids})
 with open(f"{sys.argv[2]}/rank{acc.process_index}.json", "w") as f:
     json.dump({"ids": ids, "files": files, "batches": len(loader), "world": acc.num_processes}, f)
+close_process_group()
 """
 
 

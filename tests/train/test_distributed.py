@@ -29,6 +29,7 @@ WORKER = textwrap.dedent(
     from distil.config import StudentTrainConfig
     from distil.data import load_dataset
     from distil.models import create_model
+    from distil.train.distributed import close_process_group
 
     torch.set_num_threads(1)
     out = sys.argv[1]
@@ -48,6 +49,7 @@ WORKER = textwrap.dedent(
     save_file(result.model.state_dict(), f"{out}/rank{acc.process_index}.safetensors")
     with open(f"{out}/history-rank{acc.process_index}.json", "w") as f:
         json.dump({"world": acc.num_processes, "history": result.history}, f)
+    close_process_group()
     """
 )
 
@@ -63,6 +65,7 @@ LOSS_WORKER = textwrap.dedent(
     from distil.data import load_dataset
     from distil.losses.compose import build_loss
     from distil.models import create_model
+    from distil.train.distributed import close_process_group
 
     torch.set_num_threads(1)
     out = sys.argv[1]
@@ -84,6 +87,7 @@ LOSS_WORKER = textwrap.dedent(
     save_file(result.model.state_dict(), f"{out}/student{r}.safetensors")
     save_file(loss.state_dict(), f"{out}/loss{r}.safetensors")
     json.dump({"steps": len(data.train) // 2 // 16, "batch": 16}, open(f"{out}/info{r}.json", "w"))
+    close_process_group()
     """
 )
 

@@ -143,7 +143,7 @@ WORKER = textwrap.dedent(
     from distil.data import load_dataset
     from distil.measure import split_evaluation, split_metrics
     from distil.models import create_model
-    from distil.train.distributed import sharded_metrics
+    from distil.train.distributed import close_process_group, sharded_metrics
     from distil.train.fsdp import shard_copy
     from distil.train.state import checkpointing
 
@@ -167,6 +167,7 @@ WORKER = textwrap.dedent(
     save_file(result.model.state_dict(), str(out / f"student{rank}.safetensors"))
     (out / f"history{rank}.json").write_text(json.dumps({"world": acc.num_processes, "history": result.history}))
     if precision != "no":
+        close_process_group()
         sys.exit(0)
 
     # Evaluation in lockstep: 4 blocks per forward gives the two ranks' shards a different number of
@@ -193,6 +194,7 @@ WORKER = textwrap.dedent(
     with checkpointing(out / "state"):
         resumed = distill(teacher, student(), data, cfg, accelerator=acc)
     save_file(resumed.model.state_dict(), str(out / f"resumed{rank}.safetensors"))
+    close_process_group()
     """
 )
 

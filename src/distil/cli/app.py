@@ -97,11 +97,25 @@ def models() -> None:
         console.print(name)
 
 
+def close_process_group() -> None:
+    """End a launcher's process group after a successful command (see distil.train.distributed)."""
+    if "torch.distributed" in sys.modules:  # nothing to close when torch was never imported
+        from distil.train.distributed import close_process_group as close
+
+        close()
+
+
 def main() -> None:
     # Like `python -m`, let `pkg.module:factory` names find modules in the current directory.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if done.code in (0, None):
+            close_process_group()
+        raise
+    close_process_group()
 
 
 if __name__ == "__main__":

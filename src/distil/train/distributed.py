@@ -48,6 +48,17 @@ def use_cpu(device: str) -> bool:
     return device == "auto" and launched and not has_accelerator
 
 
+def close_process_group() -> None:
+    """Destroy the default process group, if one was started, before the interpreter exits.
+
+    Without it gloo's worker threads can outlive the interpreter and abort the rank at exit ("terminate
+    called without an active exception", SIGABRT) after a run that otherwise succeeded. Call it only
+    after success: on a failed rank the others may still be inside a collective.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def shard_bounds(n: int, num_shards: int, index: int) -> tuple[int, int]:
     """The contiguous range `[start, stop)` of `n` items that shard `index` of `num_shards` evaluates.
 
