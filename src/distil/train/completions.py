@@ -1,0 +1,192 @@
+"""Completions generated for the prompts of a language-model batch: the student's own (on-policy
+distillation) or the teacher's (sequence-level KD).
+
+A prompt/completion batch (:mod:`distil.data.text`, chat, arithmetic) holds one sample per row, starting
+at its prompt's first token: ``inputs[t]`` is token ``t`` and ``labels[t]`` the next token where it belongs
+to the completion (``IGNORE_INDEX`` on the prompt and on the padding after the end of sequence). The
+prompt of a row is therefore ``inputs[:p]`` with ``p`` one past the first labelled position.
+
+:func:`generate_completions` reads each row's prompt, generates a completion for it with transformers'
+``generate`` (KV cache, left-padded prompts with their attention mask, sampling at a temperature with
+top-p, or greedy at temperature 0, stopping each row at its end-of-sequence id), and writes the batch back
+in the same layout: prompt, generated tokens (the end-of-sequence id included and labelled, as the data
+labels it), then padding without labels. The shape stays (B, T): a completion gets at most the room the
+block has after the longest prompt. Sampling draws from torch's global RNG, which a training state saves
+per process, so a resumed run draws the same completions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, MASK
+from distil.errors import DataError, ModelError
+from distil.hf_common import quiet_progress
+from distil.measure._util import _eval_mode
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are drawn.
+
+    Attributes:
+        temperature: softmax temperature of the sampling; 0 decodes greedily.
+        top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = all).
+        max_new_tokens: most tokens per completion (end of sequence included); None = the room the
+            block leaves after the batch's longest prompt.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Completions:
+    """A batch whose completions were generated, and what it cost.
+
+    Attributes:
+        batch: the input batch's keys with ``inputs``, ``labels`` and ``mask`` replaced (same shapes).
+        generated_tokens: tokens generated over all rows (each row up to and including its end of sequence).
+    """
+
+    batch: dict[str, Any]
+    generated_tokens: int
+
+
+def prompt_lengths(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) the prompt length of each row of (B, T) next-token `labels`: one past the first labelled position.
+
+    Raises:
+        DataError: a row with no labelled position (no completion, so no prompt boundary to read).
+    """
+    labelled = labels != IGNORE_INDEX
+    missing = (~labelled.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise DataError(
+            f"generating completions needs prompt/completion samples, but {len(missing)} row(s) of the batch "
+            f"(e.g. row {missing[0]}) have no labelled token. Plain text has no prompts: use prompt/completion "
+            "or chat records (docs/lm.md), or set the on-policy lmbda to 0."
+        )
+    return labelled.int().argmax(dim=1) + 1
+
+
+def left_padded_prompts(
+    inputs: torch.Tensor, lengths: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts `inputs[b, :lengths[b]]` right-aligned in (B, P) with `pad_id` before them, P the longest,
+    and their attention mask (1 on prompt tokens): the layout batched generation reads."""
+    longest = int(lengths.max())
+    shift = torch.arange(longest, device=inputs.device) - (longest - lengths)[:, None]
+    keep = shift >= 0
+    ids = torch.where(keep, inputs.gather(1, shift.clamp(min=0)), torch.full_like(shift, pad_id))
+    return ids, keep.long()
+
+
+def completion_lengths(generated: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B,) tokens of each generated row up to and including its first `eos_id` (all of them without one)."""
+    width = generated.shape[1]
+    is_eos = generated == eos_id
+    first = torch.where(
+        is_eos.any(dim=1),
+        is_eos.int().argmax(dim=1) + 1,
+        torch.full_like(is_eos[:, 0], width, dtype=torch.long),
+    )
+    return first.long()
+
+
+def _causal_lm(model: nn.Module) -> Any:
+    hf = getattr(model, "hf", model)
+    if not hasattr(hf, "generate"):
+        raise ModelError(
+            f"{type(model).__name__} cannot generate: completions need a Hugging Face causal LM (hf-causal-lm, "
+            "hf:DIR) or a module with a transformers-style generate()."
+        )
+    return hf
+
+
+@torch.no_grad()
+def generate_completions(
+    model: nn.Module, batch: dict[str, Any], sampling: Sampling, *, eos_id: int, pad_id: int | None = None
+) -> Completions:
+    """`batch` with each row's completion replaced by one `model` generates from the row's prompt.
+
+    Args:
+        model: a causal LM (a distil ``CausalLM`` or a transformers model); put in eval mode while it
+            generates, its flags restored after. No gradient flows through generation.
+        batch: a prompt/completion batch with (B, T) ``inputs`` and ``labels``.
+        sampling: temperature, top-p and the most new tokens.
+        eos_id: the id that ends a completion (the data's end of sequence).
+        pad_id: the id written after it (default `eos_id`, as the data pads).
+
+    Returns:
+        Completions: the rewritten batch (``mask`` marks the generated positions) and the token count.
+
+    Raises:
+        DataError: a row without a completion, or prompts that leave no room in the block.
+    """
+    inputs, labels = batch[INPUTS], batch[LABELS]
+    pad = eos_id if pad_id is None else pad_id
+    lengths = prompt_lengths(labels)
+    block = inputs.shape[1]
+    room = block - int(lengths.max()) + 1  # label positions left after the longest prompt
+    new_tokens = min(sampling.max_new_tokens or room, room)
+    if new_tokens < 1:
+        raise DataError(
+            f"a prompt fills the whole block of {block} tokens: there is no room to generate a completion."
+        )
+    prompts, attention = left_padded_prompts(inputs, lengths, pad)
+    hf = _causal_lm(model)
+    options: dict[str, Any] = {"do_sample": False}
+    if sampling.temperature > 0:
+        options = {
+            "do_sample": True,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": 0,
+        }
+    with _eval_mode(model), quiet_progress():
+        out = hf.generate(
+            input_ids=prompts,
+            attention_mask=attention,
+            max_new_tokens=new_tokens,
+            min_new_tokens=1,
+            eos_token_id=eos_id,
+            pad_token_id=pad,
+            use_cache=True,
+            **options,
+        )
+    generated = out[:, prompts.shape[1] :]
+    made = completion_lengths(generated, eos_id)
+    return Completions(batch=_rewrite(batch, lengths, generated, made, pad), generated_tokens=int(made.sum()))
+
+
+def _rewrite(
+    batch: dict[str, Any], lengths: torch.Tensor, generated: torch.Tensor, made: torch.Tensor, pad_id: int
+) -> dict[str, Any]:
+    """The batch with rows ``prompt + generated[:made]`` right-padded, labels on the generated tokens only."""
+    inputs = batch[INPUTS]
+    rows, block = inputs.shape
+    position = torch.arange(block + 1, device=inputs.device).expand(rows, -1)
+    in_prompt = position < lengths[:, None]
+    offset = position - lengths[:, None]
+    in_completion = (offset >= 0) & (offset < made[:, None])
+    prompt_part = inputs.gather(1, position.clamp(max=block - 1))
+    completion_part = generated.gather(1, offset.clamp(min=0, max=generated.shape[1] - 1))
+    sequence = torch.where(in_prompt, prompt_part, torch.where(in_completion, completion_part, pad_id))
+    labels = torch.where(in_completion[:, 1:], sequence[:, 1:], IGNORE_INDEX)
+    return {**batch, INPUTS: sequence[:, :-1].contiguous(), LABELS: labels, MASK: labels != IGNORE_INDEX}
+
+
+__all__ = [
+    "Completions",
+    "Sampling",
+    "completion_lengths",
+    "generate_completions",
+    "left_padded_prompts",
+    "prompt_lengths",
+]

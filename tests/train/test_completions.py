@@ -1,0 +1,115 @@
+"""Completions generated for a batch's prompts: prompt boundaries, left padding, the rewritten layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, MASK
+from distil.errors import DataError, ModelError
+from distil.measure.lm import greedy_ids
+from distil.models import create_model
+from distil.train.completions import (
+    Sampling,
+    completion_lengths,
+    generate_completions,
+    left_padded_prompts,
+    prompt_lengths,
+)
+
+EOS = 9
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 16,
+}
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    # Row 0: prompt [1, 2, 3], completion [4, EOS]; row 1: prompt [5], completion [6, 7, EOS]. T = 6.
+    inputs = torch.tensor([[1, 2, 3, 4, EOS, EOS], [5, 6, 7, EOS, EOS, EOS]])
+    labels = torch.tensor([[-100, -100, 4, EOS, -100, -100], [6, 7, EOS, -100, -100, -100]])
+    return {INPUTS: inputs, LABELS: labels, "index": torch.tensor([3, 8])}
+
+
+def test_prompt_lengths_are_one_past_the_first_labelled_position() -> None:
+    assert prompt_lengths(_batch()[LABELS]).tolist() == [3, 1]
+    with pytest.raises(DataError, match="no labelled token"):
+        prompt_lengths(torch.full((2, 4), IGNORE_INDEX))
+
+
+def test_prompts_are_right_aligned_behind_padding() -> None:
+    ids, attention = left_padded_prompts(_batch()[INPUTS], torch.tensor([3, 1]), pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 5]]
+    assert attention.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_a_completion_ends_at_its_first_end_of_sequence() -> None:
+    generated = torch.tensor([[4, EOS, 4, EOS], [6, 6, 6, 6]])
+    assert completion_lengths(generated, EOS).tolist() == [2, 4]
+
+
+class _Scripted(torch.nn.Module):
+    """A 'model' whose generate() appends fixed tokens, to check the layout without sampling."""
+
+    def __init__(self, new: list[list[int]]) -> None:
+        super().__init__()
+        self.new = torch.tensor(new)
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: object
+    ) -> torch.Tensor:
+        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}  # type: ignore[dict-item]
+        return torch.cat([input_ids, self.new[:, : int(kwargs["max_new_tokens"])]], dim=1)  # type: ignore[call-overload]
+
+
+def test_the_batch_is_rewritten_prompt_then_generation_with_labels_on_generated_tokens_only() -> None:
+    model = _Scripted([[7, EOS, 3, 3, 3, 3], [8, 8, 8, 8, 8, 8]])
+    out = generate_completions(model, _batch(), Sampling(temperature=0), eos_id=EOS, pad_id=0)
+    # The room after the longest prompt (3 of T = 6): 4 label positions.
+    assert model.seen["max_new_tokens"] == 4 and model.seen["do_sample"] is False
+    assert out.batch[INPUTS].tolist() == [[1, 2, 3, 7, EOS, 0], [5, 8, 8, 8, 8, 0]]
+    assert out.batch[LABELS].tolist() == [[-100, -100, 7, EOS, -100, -100], [8, 8, 8, 8, -100, -100]]
+    assert out.batch[MASK].tolist() == (out.batch[LABELS] != -100).tolist()
+    assert out.generated_tokens == 2 + 4
+    assert out.batch["index"].tolist() == [3, 8]  # other keys pass through
+
+
+def test_max_new_tokens_caps_the_completion() -> None:
+    model = _Scripted([[7, 7, 7, 7], [8, 8, 8, 8]])
+    out = generate_completions(model, _batch(), Sampling(temperature=0, max_new_tokens=2), eos_id=EOS)
+    assert model.seen["max_new_tokens"] == 2
+    assert out.batch[LABELS].tolist() == [[-100, -100, 7, 7, -100, -100], [8, 8, -100, -100, -100, -100]]
+
+
+def test_greedy_completions_of_prompts_of_different_lengths_match_one_by_one_decoding() -> None:
+    torch.manual_seed(0)
+    model = create_model("hf-causal-lm", num_classes=12, config=LLAMA)
+    batch = _batch()
+    out = generate_completions(model, batch, Sampling(temperature=0, max_new_tokens=3), eos_id=11)
+    for row, p in enumerate([3, 1]):
+        alone = greedy_ids(model, batch[INPUTS][row, :p], 3)[0].tolist()
+        assert out.batch[INPUTS][row, p : p + 2].tolist() == alone[:2]
+        assert out.batch[LABELS][row, p - 1 : p + 2].tolist() == alone
+
+
+def test_sampling_draws_from_the_global_rng_so_a_seed_repeats_it() -> None:
+    torch.manual_seed(0)
+    model = create_model("hf-causal-lm", num_classes=12, config=LLAMA)
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        draws.append(
+            generate_completions(model, _batch(), Sampling(temperature=1.0), eos_id=11).batch[INPUTS]
+        )
+    assert torch.equal(draws[0], draws[1])
+
+
+def test_a_model_that_cannot_generate_is_named() -> None:
+    with pytest.raises(ModelError, match="cannot generate"):
+        generate_completions(torch.nn.Linear(2, 2), _batch(), Sampling(), eos_id=EOS)
