@@ -587,6 +587,11 @@ class TrainConfig(_Strict):
         description="the learning-rate schedule and its warm-up; `schedule: step` sets the name alone",
     )
     epochs: int = Field(default=10, gt=0)
+    max_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="stop after this many optimizer steps (the schedule spans them); None = `epochs` whole epochs",
+    )
     batch_size: int = Field(default=128, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     augment: AugmentConfig = Field(
@@ -624,13 +629,49 @@ class TrainConfig(_Strict):
         return self
 
 
+class GenerationConfig(_Strict):
+    """Where a language-model student's training completions come from (prompt/completion or chat data).
+
+    By default every batch trains on the dataset's completions (supervised KD). With `lmbda` > 0 a batch
+    is, with that probability, rewritten with completions the student samples from its prompts, which
+    the teacher then scores (on-policy distillation, GKD: Agarwal et al. 2024). `seq_kd` replaces the
+    dataset's completions by the teacher's own, generated once and cached (sequence-level KD: Kim & Rush
+    2016). Sampling settings apply to both.
+    """
+
+    lmbda: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="probability that a batch trains on the student's own completions (0: the dataset's)",
+    )
+    seq_kd: bool = Field(
+        default=False,
+        description="train on the teacher's completions (generated once, cached) instead of the data's",
+    )
+    temperature: float = Field(
+        default=1.0, ge=0, description="sampling temperature of generation; 0 = greedy"
+    )
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling: the probability mass kept")
+    max_new_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="most tokens per completion; None = the room the block leaves after the prompt",
+    )
+
+
 class StudentTrainConfig(TrainConfig):
-    """A student's training recipe: a `TrainConfig` and where its teacher's outputs come from."""
+    """A student's training recipe: a `TrainConfig`, where its teacher's outputs come from, and (language
+    models) where its completions come from."""
 
     teacher_cache: TeacherCacheConfig = Field(
         default_factory=lambda: TeacherCacheConfig(),
         description="reuse the teacher's outputs computed once (docs/lm-cache.md); `teacher_cache: on` "
         "sets the mode alone",
+    )
+    generation: GenerationConfig = Field(
+        default_factory=lambda: GenerationConfig(),
+        description="on-policy distillation (lmbda) and sequence-level KD (seq_kd) for language models (docs/lm.md)",
     )
 
 

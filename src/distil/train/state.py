@@ -41,7 +41,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from distil.config import GROUP_WORDS, MOVED_KEYS
+from distil.config import GROUP_WORDS, MOVED_KEYS, GenerationConfig
 from distil.errors import CheckpointError, TrainingError
 from distil.fileio import atomic_write_bytes, atomic_write_json, is_out_of_space
 from distil.train.checkpoint import load_state_dict_strict
@@ -123,7 +123,22 @@ def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict
     recipe = saved.get("recipe")
     if not isinstance(recipe, dict):
         return saved
-    return {**saved, "recipe": _flat_groups(_flat_cache_keys(recipe, expected))}
+    return {**saved, "recipe": _added_keys(_flat_groups(_flat_cache_keys(recipe, expected)), expected)}
+
+
+# Settings added after states were first saved, with the value that means "as before" (and so what a
+# state saved without them was trained with).
+_ADDED_KEYS: dict[str, Any] = {
+    "max_steps": None,
+    "generation": GenerationConfig().model_dump(mode="json"),
+}
+
+
+def _added_keys(recipe: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` with each later-added setting it lacks at its as-before value, where today's recipe has it."""
+    today = expected.get("recipe", {})
+    missing = {k: v for k, v in _ADDED_KEYS.items() if k not in recipe and k in today}
+    return {**recipe, **missing} if missing else recipe
 
 
 def _flat_cache_keys(recipe: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
