@@ -21,8 +21,9 @@ from distil.losses.compose import ComposedLoss
 from distil.losses.protocol import DistillationLoss
 from distil.teachers.outputs import check_teacher_outputs
 from distil.teachers.source import teacher_source
-from distil.train.engine import FitResult, LossFn, fit, make_accelerator
+from distil.train.engine import FitResult, LossFn, fit, make_accelerator, train_loader
 from distil.train.mutual import Cohort, MutualLoss, MutualResult
+from distil.train.optim import step_budget
 from distil.train.stages import Stage
 
 
@@ -205,6 +206,9 @@ def distill(
         _continue_schedule(loss, first_epoch)
         check_mixing(cfg, loss)
         accelerator = accelerator or make_accelerator()
+        if isinstance(loss, ComposedLoss) and cfg.max_steps is not None:
+            # Its temperature schedule spans the epochs the step budget runs, not `cfg.epochs`.
+            loss.epochs = first_epoch + step_budget(cfg, len(train_loader(data, cfg, accelerator)))[0]
         teacher_fn, source_record = teacher_source(
             teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
         )

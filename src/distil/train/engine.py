@@ -46,7 +46,7 @@ from distil.train.fsdp import (
     sharding_info,
 )
 from distil.train.mutual import Cohort
-from distil.train.optim import build_optimizer, build_scheduler
+from distil.train.optim import build_optimizer, build_scheduler, step_budget
 from distil.train.stages import Stage
 from distil.train.state import TrainStateStore, capture_state, fingerprint, restore_state, store_for
 from distil.train.trackers import check_trackers, log_to_trackers
@@ -325,9 +325,11 @@ class TrainLoop:
         self.model = self._prepare(model)
         self.clip_groups = _clip_groups(self._trained(), self.optimizer)
         self.eval_name, self.eval_data = eval_split(data)
+        # `epochs` whole epochs, or `max_steps` steps (the last epoch cut short).
+        self.epochs, self.total_steps = step_budget(cfg, self.steps_per_epoch)
         self.task = None
         if progress is not None:
-            self.task = progress.add_task(description, total=cfg.epochs * self.steps_per_epoch, status="")
+            self.task = progress.add_task(description, total=self.total_steps, status="")
         self.history: list[dict[str, Any]] = []
         self.step = self.start_epoch = self.skip = 0
         self.sums: dict[str, torch.Tensor] = {}  # this epoch's summed loss terms
@@ -413,7 +415,7 @@ class TrainLoop:
     # -- training -------------------------------------------------------------------------------------
 
     def run(self) -> FitResult:
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        for epoch in range(self.start_epoch, self.epochs):
             self.run_epoch(epoch)
         if self.fsdp:
             gather_into(self.model, self.plain)  # every rank returns the whole trained model
@@ -435,6 +437,8 @@ class TrainLoop:
         self.window = torch.zeros((), device=self.device)
         self.window_start = self.step
         for batch in self.loader:
+            if self.step >= self.total_steps:  # max_steps ends the run inside its last epoch
+                break
             self.train_step(batch, epoch)
         self.end_of_epoch(epoch, time.perf_counter() - started)
 
@@ -465,14 +469,14 @@ class TrainLoop:
             self.sums[name] = self.sums[name] + detached if name in self.sums else detached
         self.window = self.window + terms["loss"].detach().float()
         step, steps_per_epoch = self.step, self.steps_per_epoch
-        if step % self.log_every == 0 or step % steps_per_epoch == 0:
+        if step % self.log_every == 0 or step % steps_per_epoch == 0 or step == self.total_steps:
             _check_finite(self.window, self.window_start, step, self.cfg)  # the one host sync per window
             if self.progress is not None and self.task is not None:
                 mean_loss = float(self.sums["loss"]) / (step - epoch * steps_per_epoch)
                 self.progress.update(
                     self.task,
                     completed=step,
-                    status=f"epoch {epoch + 1}/{self.cfg.epochs} loss {mean_loss:.3f}",
+                    status=f"epoch {epoch + 1}/{self.epochs} loss {mean_loss:.3f}",
                 )
             self.window = torch.zeros((), device=self.device)
             self.window_start = step
@@ -495,21 +499,24 @@ class TrainLoop:
         """Reduce the loss sums, evaluate, record, report, and save the state of the finished epoch."""
         cfg, accelerator = self.cfg, self.accelerator
         processes = accelerator.num_processes
+        steps = self.step - epoch * self.steps_per_epoch  # this epoch's: fewer where max_steps ends it
         record: dict[str, Any] = {
             "stage": self.description,
             "epoch": epoch + 1,
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": round(seconds, 3),
-            "samples_per_s": round(self.steps_per_epoch * cfg.batch_size * processes / seconds, 1),
+            "samples_per_s": round(steps * cfg.batch_size * processes / seconds, 1),
         }
         if self.data.is_tokens:  # each sample is one block of T input tokens, all of them trained on
-            tokens = self.steps_per_epoch * cfg.batch_size * processes * self.data.input_shape[0]
+            tokens = steps * cfg.batch_size * processes * self.data.input_shape[0]
             record["tokens_per_s"] = round(tokens / seconds, 1)
+        if steps != self.steps_per_epoch:
+            record["steps"] = steps
         if self.fsdp:  # what this process holds of the trained model
             record["fsdp"] = sharding_info(self.model)
         # Every rank computes its share; the reduced numbers equal a single-process run's.
         reduced = reduce_mean(accelerator, self.sums)
-        record.update({f"train_{k}": float(v) / self.steps_per_epoch for k, v in reduced.items()})
+        record.update({f"train_{k}": float(v) / steps for k, v in reduced.items()})
         record.update(self.evaluate())
         if not math.isfinite(record["train_loss"]):
             _check_finite(torch.tensor(float("nan")), epoch * self.steps_per_epoch, self.step, cfg)
@@ -548,7 +555,7 @@ class TrainLoop:
         if progress is not None and task is not None:
             progress.update(
                 task,
-                status=f"epoch {epoch + 1}/{self.cfg.epochs} loss {record['train_loss']:.3f} "
+                status=f"epoch {epoch + 1}/{self.epochs} loss {record['train_loss']:.3f} "
                 + (
                     f"{self.eval_name} ppl {record['eval_perplexity']:.2f}"
                     if "eval_perplexity" in record
@@ -558,7 +565,7 @@ class TrainLoop:
         if self.on_epoch_end is not None and accelerator.is_main_process:
             self.on_epoch_end(record)
         if isinstance(progress, EpochReporter) and task is not None and accelerator.is_main_process:
-            progress.epoch_end(task, record, self.cfg.epochs)  # loss terms on the bar, or a plain/JSON line
+            progress.epoch_end(task, record, self.epochs)  # loss terms on the bar, or a plain/JSON line
         log_to_trackers(accelerator, record)
 
     def save_state(self, epoch: int, sums: dict[str, torch.Tensor]) -> None:

@@ -50,11 +50,19 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 1.0
 
 
+def step_budget(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs begun, optimizer steps) of a run: `cfg.epochs` whole epochs, or with `cfg.max_steps` that many
+    steps, the last epoch cut short where they end (`max_steps` replaces `epochs` as the budget)."""
+    if cfg.max_steps is None:
+        return cfg.epochs, cfg.epochs * steps_per_epoch
+    return max(1, math.ceil(cfg.max_steps / max(steps_per_epoch, 1))), cfg.max_steps
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step scheduler covering `cfg.epochs * steps_per_epoch` steps."""
-    total = cfg.epochs * steps_per_epoch
+    """A per-step scheduler covering the run's steps (`step_budget`)."""
+    total = step_budget(cfg, steps_per_epoch)[1]
     if cfg.schedule.name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total, 1))
     warmup = int(cfg.schedule.warmup_epochs * steps_per_epoch)

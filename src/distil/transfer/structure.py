@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from distil.config import TrainConfig
-from distil.errors import TransferError
+from distil.errors import ConfigError, TransferError
 from distil.train.stages import unfrozen
 from distil.transfer.parameters import _closest_n
 from distil.transfer.report import StructureRecord
@@ -196,6 +196,11 @@ def fit_in_phases(
     Returns:
         (trained model, per-epoch records numbered over the whole run).
     """
+    if schedule is not None and cfg.max_steps is not None:
+        raise ConfigError(
+            f"transfer.unfreeze_epoch={schedule.epoch} counts epochs, but student_train.max_steps="
+            f"{cfg.max_steps} sets the budget in steps. Fix: use student_train.epochs, or drop unfreeze_epoch."
+        )
     if schedule is None or schedule.epoch > cfg.epochs:
         if schedule is not None:
             schedule.apply(model, 1)
