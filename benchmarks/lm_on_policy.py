@@ -18,6 +18,11 @@ Arms run interleaved (seed by seed, every arm in turn), so machine load hits the
     python benchmarks/lm_on_policy.py --out /tmp/onpolicy                    # teacher + 7 arms x 3 seeds
     python benchmarks/lm_on_policy.py --teacher RUN/teacher --arms kd onpolicy-rkl-1 --seeds 0
 
+``--format chat``: the same problems as chat conversations (a JSONL of ``{"messages": [user: "07+35=",
+assistant: "24"]}`` written from the task's train and val problems, read by the ``chat`` dataset with the
+built-in template, the loss on the assistant's tokens only, blocks of 48 tokens); the teacher is trained on
+them, and the held-out problems are asked as the rendered user turn.
+
 Smoke test: ``--steps 3 --seeds 0 --train-size 200 --teacher-epochs 1``. Results are written as they
 come: ``OUT/students.jsonl`` (one line per student) and ``OUT/results.md``.
 """
@@ -35,7 +40,7 @@ from distil.api import distill, train_model
 from distil.config import GenerationConfig, KDConfig, Recipe, StudentTrainConfig, load_recipe
 from distil.data import DataBundle
 from distil.data.tokenize import get_tokenizer
-from distil.data.verifiable import verifiable_task
+from distil.data.verifiable import Problem, verifiable_task
 from distil.measure.generation import check_generation
 from distil.recipes import resolve_recipe
 from distil.run.pipeline import load_data
@@ -53,6 +58,9 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 
 
+CHAT_BLOCK = 48  # "<|user|>\n07+35=\n<|assistant|>\n24" + EOS: 34 tokens
+
+
 def _recipe(args: argparse.Namespace) -> Recipe:
     overrides = []
     if args.train_size:
@@ -60,6 +68,42 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     if args.teacher_epochs:
         overrides.append(f"teacher_train.epochs={args.teacher_epochs}")
     return load_recipe(resolve_recipe("lm-arithmetic"), overrides)
+
+
+def _as_chat(recipe: Recipe, task: Any, out: Path) -> Recipe:
+    """The recipe on the task's train and val problems written as chat conversations (test held out)."""
+    path = out / "arithmetic-chat.jsonl"
+    with path.open("w") as f:
+        for problem in task.all_problems()[len(task.test_problems()) :]:
+            messages = [
+                {"role": "user", "content": problem.prompt},
+                {"role": "assistant", "content": problem.completion.rstrip("\n")},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    raw = recipe.model_dump(mode="json")
+    raw["data"] = {
+        "name": "chat",
+        "root": str(path),
+        "block_size": CHAT_BLOCK,
+        "tokenizer": "byte",
+        "chat_template": "builtin",
+        "val_fraction": recipe.data.val_fraction,
+    }
+    for model in ("teacher", "student"):
+        raw[model]["kwargs"]["config"]["max_position_embeddings"] = CHAT_BLOCK
+    return Recipe.model_validate(raw)
+
+
+def _chat_problems(task: Any) -> tuple[list[Problem], Any]:
+    """The held-out problems asked as the built-in template's user turn, and their check."""
+    asked = {f"<|user|>\n{p.prompt}\n<|assistant|>\n": p.prompt for p in task.test_problems()}
+    problems = [
+        Problem(prompt=chat, completion=original_completion)
+        for chat, original_completion in zip(
+            asked, (p.completion.rstrip("\n") for p in task.test_problems()), strict=True
+        )
+    ]
+    return problems, lambda prompt, answer: task.check(asked[prompt], answer)
 
 
 def _teacher(recipe: Recipe, data: DataBundle, args: argparse.Namespace) -> Any:
@@ -70,7 +114,7 @@ def _teacher(recipe: Recipe, data: DataBundle, args: argparse.Namespace) -> Any:
     started = time.perf_counter()
     trained = train_model(model, data, recipe.teacher_train).model
     print(f"teacher trained in {time.perf_counter() - started:.0f} s", flush=True)
-    save_checkpoint(trained, spec, path)
+    save_checkpoint(path, trained, spec, {"data": data.describe()})
     return trained
 
 
@@ -127,17 +171,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1905, help="optimizer steps of every student")
     parser.add_argument("--train-size", type=int, help="override the recipe's data.train_size")
     parser.add_argument("--teacher-epochs", type=int, help="override the recipe's teacher_train.epochs")
+    parser.add_argument(
+        "--format", choices=["plain", "chat"], default="plain", help="problems as text or as chat"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     recipe = _recipe(args)
-    data = load_data(recipe)
-    task = verifiable_task(data)
+    task = verifiable_task(load_data(recipe))
     assert task is not None, "lm-arithmetic is a verifiable task"
+    problems, check = task.test_problems(), task.check
+    if args.format == "chat":
+        recipe = _as_chat(recipe, task, args.out)
+        problems, check = _chat_problems(task)
+    data = load_data(recipe)
     tokenizer = get_tokenizer(str(recipe.data.tokenizer))
-    problems = task.test_problems()
     teacher = _teacher(recipe, data, args)
-    reference = check_generation(teacher, tokenizer, problems, task.check)
+    reference = check_generation(teacher, tokenizer, problems, check)
     print(f"teacher exact match {reference.exact_match:.1%}", flush=True)
 
     rows: list[dict[str, Any]] = []
@@ -147,7 +197,7 @@ def main() -> None:
             started = time.perf_counter()
             student, history = _student(recipe, data, teacher, arm, seed, args.steps)
             seconds = time.perf_counter() - started
-            checked = check_generation(student, tokenizer, problems, task.check, reference=reference.answers)
+            checked = check_generation(student, tokenizer, problems, check, reference=reference.answers)
             generated = sum(r.get("generated_tokens", 0) for r in history)
             gen_seconds = sum(r.get("generation_seconds", 0.0) for r in history)
             row = {
