@@ -208,7 +208,9 @@ def test_npz_arbitrary_arrays(x: np.ndarray, y: np.ndarray, with_test: bool) -> 
         np.savez(path, **arrays)  # type: ignore[arg-type]
         bundle = _only_user_errors(lambda: load_dataset("npz", path, val_fraction=0.0), DataError)
         if bundle is not None:
-            assert bundle.train.x.dim() == 4 and torch.isfinite(bundle.train.x).all()
+            # Images (N, C, H, W) or feature vectors (N, F): never a sample without values.
+            assert bundle.train.x.dim() in (2, 4) and bundle.train.x[0].numel() > 0
+            assert torch.isfinite(bundle.train.x).all()
             assert len(bundle.train) > 0 and int(bundle.train.y.max()) < bundle.num_classes
 
 
@@ -347,3 +349,16 @@ def test_recipe_reader_never_builds_python_objects(tmp_path: Path) -> None:
     path.write_text(yaml.dump({"name": "x"}) + "extra: !!python/name:os.system\n")
     with pytest.raises(ConfigError):
         load_recipe_dict(path)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"), [(np.zeros((1, 2), np.uint8), "1 sample"), (np.zeros((3, 0), np.uint8), "no values")]
+)
+def test_npz_with_a_label_count_other_than_its_samples_or_empty_samples_is_a_data_error(
+    tmp_path: Path, x: np.ndarray, message: str
+) -> None:
+    # Found by test_npz_arbitrary_arrays: x (1, 0) with 3 labels was accepted and carved by label index.
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=np.zeros(3, np.uint8))
+    with pytest.raises(DataError, match=message):
+        load_dataset("npz", path, val_fraction=0.0)

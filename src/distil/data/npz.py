@@ -64,6 +64,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
         )
     x_train = to_float_inputs(arrays["x"], f"x in {path}")
     y_train = to_labels(arrays["y"], f"y in {path}")
+    _check_same_length(path, "x", x_train, "y", y_train)
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(
             f"{path} has only one of x_test / y_test; found keys {sorted(arrays)}. Save both or neither."
@@ -73,6 +74,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
     if "x_test" in arrays:
         x_test = to_float_inputs(arrays["x_test"], f"x_test in {path}")
         y_test = to_labels(arrays["y_test"], f"y_test in {path}")
+        _check_same_length(path, "x_test", x_test, "y_test", y_test)
     else:
         # Without a test split every stage would train and then fail at the final measurement.
         x_train, y_train, x_test, y_test = _carve_test(path, x_train, y_train)
@@ -91,6 +93,14 @@ def read_npz(root: Path | None = None) -> RawDataset:
     return RawDataset(
         x_train, y_train, x_test, y_test, class_names, source=str(path), label_fix=label_fix, extra=extra
     )
+
+
+def _check_same_length(path: Path, x_name: str, x: torch.Tensor, y_name: str, y: torch.Tensor) -> None:
+    # Checked before a test split is carved by sample index, which would otherwise pair the wrong rows.
+    if len(x) != len(y):
+        raise DataError(
+            f"{path}: {x_name} holds {len(x)} sample(s) but {y_name} {len(y)} label(s); save one label per sample."
+        )
 
 
 def _carve_test(path: Path, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:

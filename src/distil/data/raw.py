@@ -134,6 +134,10 @@ def to_float_inputs(array: Any, what: str) -> torch.Tensor:
         return to_nchw_float(arr, what)
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{what} has dtype {arr.dtype}; expected numeric features (int or float).")
+    if arr.shape[1] == 0:
+        raise DataError(
+            f"{what} has shape {arr.shape}: its samples hold no values; expected (N, F) with F >= 1."
+        )
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
