@@ -163,7 +163,6 @@ def generate_completions(
             input_ids=prompts,
             attention_mask=attention,
             max_new_tokens=new_tokens,
-            min_new_tokens=1,
             eos_token_id=eos_id,
             pad_token_id=pad,
             use_cache=True,
