@@ -412,17 +412,22 @@ def open_or_build(
     if meta is None or not hit:
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
-        build(
-            teacher,
-            data.train,
-            directory,
-            settings,
-            key=key,
-            vocab_size=data.num_classes,
-            device=device,
-            progress=progress,
-            extra_meta={"data": data.describe()},
-        )
+        # The teacher goes back where it was: a sharded (FSDP) run copies it from there, whole on no GPU.
+        home = next(teacher.parameters(), torch.empty(0)).device
+        try:
+            build(
+                teacher,
+                data.train,
+                directory,
+                settings,
+                key=key,
+                vocab_size=data.num_classes,
+                device=device,
+                progress=progress,
+                extra_meta={"data": data.describe()},
+            )
+        finally:
+            teacher.to(home)
         meta = read_meta(directory)
         assert meta is not None
     return Generations(GeneratedSplit(directory), key, directory, hit, meta)
