@@ -113,3 +113,14 @@ def test_sampling_draws_from_the_global_rng_so_a_seed_repeats_it() -> None:
 def test_a_model_that_cannot_generate_is_named() -> None:
     with pytest.raises(ModelError, match="cannot generate"):
         generate_completions(torch.nn.Linear(2, 2), _batch(), Sampling(), eos_id=EOS)
+
+
+def test_a_model_may_end_its_completion_at_once_as_the_data_can() -> None:
+    # An empty answer is the end-of-sequence token alone (labelled). Forbidding it at the first step
+    # (min_new_tokens) would make the teacher's greedy completion one it would not give, silently.
+    torch.manual_seed(0)
+    model = create_model("hf-causal-lm", num_classes=12, config=LLAMA)
+    batch = _batch()
+    first = int(greedy_ids(model, batch[INPUTS][0, :3], 1)[0, 0])
+    out = generate_completions(model, batch, Sampling(temperature=0), eos_id=first, pad_id=0)
+    assert out.batch[LABELS][0].tolist() == [-100, -100, first, -100, -100, -100]

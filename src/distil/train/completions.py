@@ -109,6 +109,15 @@ def _causal_lm(model: nn.Module) -> Any:
     return hf
 
 
+def check_can_generate(model: nn.Module) -> None:
+    """Refuse, before any work, a model that cannot generate completions.
+
+    Raises:
+        ModelError: `model` is neither a Hugging Face causal LM nor a module with a ``generate()``.
+    """
+    _causal_lm(model)
+
+
 @torch.no_grad()
 def generate_completions(
     model: nn.Module, batch: dict[str, Any], sampling: Sampling, *, eos_id: int, pad_id: int | None = None
@@ -154,7 +163,6 @@ def generate_completions(
             input_ids=prompts,
             attention_mask=attention,
             max_new_tokens=new_tokens,
-            min_new_tokens=1,
             eos_token_id=eos_id,
             pad_token_id=pad,
             use_cache=True,
@@ -185,6 +193,7 @@ def _rewrite(
 __all__ = [
     "Completions",
     "Sampling",
+    "check_can_generate",
     "completion_lengths",
     "generate_completions",
     "left_padded_prompts",
