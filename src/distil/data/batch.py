@@ -9,7 +9,10 @@ A batch is a dict:
   marks a position without a label, which no loss or metric counts);
 * ``index``: (B,) int64, each sample's stable id in its split, which teacher caches, samplers and resume
   key on;
-* optional masks, e.g. ``mask``: (B, T) bool, the positions a loss or metric counts.
+* optional masks, e.g. ``mask``: (B, T) bool, the positions a loss or metric counts;
+* ``generated``: True on a language-model batch whose completions a model generated during training
+  (on-policy distillation, `distil.train.onpolicy`); absent otherwise. A loss then trains on its
+  teacher-matching terms only: the labels are the model's own samples, not gold tokens.
 
 Samples of a map-style dataset use the same keys without the batch dimension (``{"inputs", "labels"}``).
 """
@@ -26,6 +29,7 @@ INPUTS = "inputs"
 LABELS = "labels"
 INDEX = "index"
 MASK = "mask"
+GENERATED = "generated"  # a batch whose completions the student generated (its labels are no gold)
 VIEW = "view"  # with INDEX, the row of a views cache (batches of an augmented run that uses one)
 IGNORE_INDEX = -100
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from distil.config import KDConfig
-from distil.data.batch import IGNORE_INDEX, INDEX, LABELS, MASK
+from distil.data.batch import GENERATED, IGNORE_INDEX, INDEX, LABELS, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
 from distil.losses.protocol import DistillationLoss
@@ -43,6 +43,11 @@ class ComposedLoss(nn.Module, DistillationLoss):
     training phases (an unfreeze schedule) continues its warm-ups and temperature schedule instead of
     restarting them. `teacher_needs` says whether cached
     teacher logits can stand in for the teacher (no term needs features or the live teacher).
+
+    On a batch whose completions were generated during training (``batch["generated"]``: on-policy
+    distillation), label-only terms (``ce``: `Term.needs_teacher` False) are left out of the total and
+    reported as 0: their labels would be the student's own samples. The teacher terms reduce over the
+    generated tokens (the batch's ``mask``).
     """
 
     def __init__(
@@ -143,12 +148,23 @@ class ComposedLoss(nn.Module, DistillationLoss):
         )
         out: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
+        generated = bool(batch.get(GENERATED, False))
         for name, term in self.terms.items():
+            if generated and not getattr(term, "needs_teacher", True):
+                # The labels of a generated batch are the student's own samples, not gold tokens: a
+                # label-only term (ce) would train the student on them. It counts 0 and is left out.
+                out[name] = torch.zeros((), device=student_out.device)
+                continue
             value = term(inputs)
             out[name] = value
             weighted = self.current_weight(name) * value
             total = weighted if total is None else total + weighted
-        assert total is not None  # build_loss never makes an empty loss
+        if total is None:
+            raise ConfigError(
+                f"a generated batch (on-policy distillation) trains on teacher-matching terms only, but the "
+                f"loss has none (terms: {', '.join(self.terms)}). Fix: add a divergence term (e.g. kd), or "
+                "set student_train.generation.lmbda=0."
+            )
         return {"loss": total, **out}
 
     def _check_mask_users(self) -> None:
