@@ -127,6 +127,7 @@ def choose_teacher_source(
     teachers: int = 1,
     views: int | None = None,
     sharded: bool = False,
+    on_policy: float = 0.0,
 ) -> tuple[str, str]:
     """Decide between the cache and a live teacher, and say why: the one place this is decided.
 
@@ -143,18 +144,32 @@ def choose_teacher_source(
             replayed views per sample instead of switching the cache off.
         sharded: the teacher is sharded across processes (`train.fsdp`): each of its forward passes
             needs every process, while a cache is built by one, so it runs live.
+        on_policy: `student_train.generation.lmbda`: the probability that a batch's completions are the
+            student's own, sampled during training; above 0 the teacher must score text no cache holds.
 
     Returns:
         ("cache" | "live", reason).
 
     Raises:
-        ConfigError: unknown mode, or "on" with random augmentation, an ensemble, or a loss that needs the
-            live teacher.
+        ConfigError: unknown mode, or "on" with random augmentation, an ensemble, a loss that needs the
+            live teacher, or on-policy generation.
     """
     if mode not in CACHE_MODES:
         raise ConfigError(unknown_name_message("teacher_cache mode", mode, CACHE_MODES))
     if mode == "off":
         return "live", "teacher_cache=off"
+    if on_policy > 0:
+        if mode == "on":
+            raise ConfigError(
+                f"teacher_cache=on cannot be used with on-policy distillation (generation.lmbda={on_policy:g}): "
+                "a share of the batches are completions the student samples during training, which the "
+                "teacher must score as they are made. Fix: student_train.teacher_cache.mode=auto or off "
+                "(the teacher runs live), or student_train.generation.lmbda=0."
+            )
+        return "live", (
+            f"on-policy distillation (generation.lmbda={on_policy:g}): the teacher scores completions the "
+            "student samples during training, which no cache holds"
+        )
     if sharded:
         if mode == "on":
             raise ConfigError(

@@ -178,6 +178,12 @@ def _live_teacher(
     return teacher_fn  # type: ignore[no-any-return]
 
 
+def on_policy_lmbda(cfg: TrainConfig) -> float:
+    """`cfg.generation.lmbda` of a student's recipe (a plain `TrainConfig` has none: 0)."""
+    generation = getattr(cfg, "generation", None)
+    return float(generation.lmbda) if generation is not None else 0.0
+
+
 def teacher_source(
     teachers: Sequence[nn.Module],
     data: DataBundle,
@@ -194,8 +200,8 @@ def teacher_source(
         teachers: one frozen teacher, or the members of an ensemble (they are frozen here either way).
         data: the dataset of the run.
         loss_fn: the run's loss; what it declares it needs (`teacher_needs`) rules out a cache.
-        cfg: the student's recipe: `teacher_cache` (a `StudentTrainConfig`'s group), augmentation,
-            mixing, `fsdp`, `channels_last`.
+        cfg: the student's recipe: `teacher_cache` and `generation.lmbda` (a `StudentTrainConfig`'s
+            groups: on-policy generation runs the teacher live), augmentation, mixing, `fsdp`, `channels_last`.
         accelerator: the run's accelerator (the device, and rank 0 builds a cache first).
         weights: one weight per teacher of an ensemble (default: equal).
         temperature: the ensemble's mixing temperature when the loss has no schedule to follow.
@@ -223,6 +229,7 @@ def teacher_source(
         teachers=len(teachers),
         views=views.count if views is not None else None,
         sharded=cfg.fsdp.enabled,
+        on_policy=on_policy_lmbda(cfg),
     )
     record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
     scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
