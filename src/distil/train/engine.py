@@ -68,6 +68,22 @@ class EpochReporter(Protocol):
         """Report a finished epoch of the stage whose bar is `task_id` (of `epochs` in all)."""
 
 
+@runtime_checkable
+class BatchRewriter(Protocol):
+    """Rewrites training batches before their forward pass (`distil.train.onpolicy.OnPolicy`: the
+    student's own completions with probability lmbda).
+
+    Called with the trained module (unwrapped: no DDP wrapper), the batch on the device and the
+    0-based global step; it returns the batch to train on. `end_epoch` (a collective: every rank calls
+    it) gives its epoch's record fields and the seconds this rank spent rewriting, which the loop's
+    `tokens_per_s` leaves out (it measures training).
+    """
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], step: int) -> dict[str, Any]: ...
+
+    def end_epoch(self, accelerator: Accelerator) -> tuple[dict[str, Any], float]: ...
+
+
 @dataclass
 class FitResult:
     """What a training run produced: the trained model and one record per epoch."""
@@ -235,6 +251,7 @@ def fit(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 10,
     checkpoint: TrainStateStore | None = None,
+    rewriter: BatchRewriter | None = None,
 ) -> FitResult:
     """Train `model` on `data.train` with `loss_fn(student_out, teacher_out, batch)`.
 
@@ -255,6 +272,8 @@ def fit(
         checkpoint: where to save training states (every `checkpoint.every` steps and at each epoch
             end); when it already holds one for this run, training continues from it exactly. None:
             the store of an enclosing `distil.train.state.checkpointing` block, if any.
+        rewriter: rewrites each batch before its forward pass (on-policy distillation:
+            `distil.train.onpolicy.OnPolicy`); None trains on the data's batches as they come.
 
     With `cfg.fsdp.enabled` (several processes) a copy of `model` sharded across them is trained
     (`distil.train.fsdp`); `model` stays a plain module and gets the trained weights back, whole, at
@@ -279,6 +298,7 @@ def fit(
         on_epoch_end=on_epoch_end,
         log_every=log_every,
         checkpoint=checkpoint,
+        rewriter=rewriter,
     )
     return loop.run()
 
@@ -305,8 +325,10 @@ class TrainLoop:
         on_epoch_end: Callable[[dict[str, Any]], None] | None,
         log_every: int,
         checkpoint: TrainStateStore | None,
+        rewriter: BatchRewriter | None = None,
     ) -> None:
         self.data, self.cfg, self.loss_fn, self.teacher = data, cfg, loss_fn, teacher
+        self.rewriter = rewriter
         self.accelerator, self.device = accelerator, accelerator.device
         self.progress, self.description, self.on_epoch_end = progress, description, on_epoch_end
         self.log_every = log_every
@@ -445,6 +467,9 @@ class TrainLoop:
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The loss terms of one batch (teacher outputs under no_grad, student under autocast)."""
         batch = to_device(batch, self.device)
+        if self.rewriter is not None:  # e.g. the student's own completions; generated as it trains
+            with self.accelerator.autocast():
+                batch = self.rewriter(self._trained(), batch, self.step)
         inputs = batch[INPUTS]
         if self.cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             batch[INPUTS] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
@@ -500,6 +525,9 @@ class TrainLoop:
         cfg, accelerator = self.cfg, self.accelerator
         processes = accelerator.num_processes
         steps = self.step - epoch * self.steps_per_epoch  # this epoch's: fewer where max_steps ends it
+        rewritten, rewrite_seconds = (
+            self.rewriter.end_epoch(accelerator) if self.rewriter is not None else ({}, 0.0)
+        )
         record: dict[str, Any] = {
             "stage": self.description,
             "epoch": epoch + 1,
@@ -509,9 +537,11 @@ class TrainLoop:
         }
         if self.data.is_tokens:  # each sample is one block of T input tokens, all of them trained on
             tokens = steps * cfg.batch_size * processes * self.data.input_shape[0]
-            record["tokens_per_s"] = round(tokens / seconds, 1)
+            # Training throughput: the time spent rewriting batches (generating) is not training.
+            record["tokens_per_s"] = round(tokens / max(seconds - rewrite_seconds, 1e-9), 1)
         if steps != self.steps_per_epoch:
             record["steps"] = steps
+        record.update(rewritten)
         if self.fsdp:  # what this process holds of the trained model
             record["fsdp"] = sharding_info(self.model)
         # Every rank computes its share; the reduced numbers equal a single-process run's.
