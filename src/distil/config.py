@@ -674,6 +674,24 @@ class StudentTrainConfig(TrainConfig):
         description="on-policy distillation (lmbda) and sequence-level KD (seq_kd) for language models (docs/lm.md)",
     )
 
+    @model_validator(mode="after")
+    def _on_policy_settings(self) -> StudentTrainConfig:
+        # Found at recipe load, before any stage trains (the engine's checks would wait for the distill stage).
+        lmbda = self.generation.lmbda
+        if lmbda > 0 and self.teacher_cache.mode == "on":
+            raise ValueError(
+                f"teacher_cache=on cannot be used with on-policy distillation (generation.lmbda={lmbda:g}): the "
+                "teacher must score the completions the student samples during training. Fix: "
+                "student_train.teacher_cache.mode=auto or off, or student_train.generation.lmbda=0."
+            )
+        if lmbda > 0 and self.fsdp.enabled:
+            raise ValueError(
+                f"on-policy distillation (generation.lmbda={lmbda:g}) is not supported with fsdp=true: the student "
+                "generates, which a sharded student cannot do alone. Fix: fsdp=false (each process generates "
+                "for its own shard), or student_train.generation.lmbda=0."
+            )
+        return self
+
 
 def cache_settings(cfg: TrainConfig) -> TeacherCacheConfig:
     """The teacher-cache settings of a training recipe: a student's own, else the defaults."""

@@ -15,18 +15,21 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from distil.api import distill, distill_loss
-from distil.config import GenerationConfig, KDConfig, StudentTrainConfig
+from distil.config import FSDPConfig, GenerationConfig, KDConfig, StudentTrainConfig
 from distil.data import load_dataset
 from distil.data.batch import GENERATED, IGNORE_INDEX, INPUTS, LABELS, MASK
 from distil.errors import ConfigError, DataError, ModelError
+from distil.losses.registry import TeacherNeeds
 from distil.models import create_model
+from distil.teachers.cache import choose_teacher_source
 from distil.teachers.live import LiveTeacher, freeze
 from distil.train.completions import Sampling
 from distil.train.engine import fit
-from distil.train.onpolicy import OnPolicy
+from distil.train.onpolicy import OnPolicy, check_on_policy
 from distil.train.state import TrainStateStore
 
 LLAMA = {
@@ -172,10 +175,18 @@ def test_distill_runs_the_teacher_live_and_says_why(sums) -> None:
 
 def test_what_on_policy_distillation_cannot_train_is_refused_before_training(sums, tmp_path: Path) -> None:
     teacher, student = _lm(sums, 0), _lm(sums, 1)
+    # A recipe says so when it is loaded; a config built without validation, when distill starts.
+    with pytest.raises(ValidationError, match=r"teacher_cache=on cannot be used with on-policy.*lmbda=0"):
+        _cfg(0.5, teacher_cache={"mode": "on"})
+    with pytest.raises(ValidationError, match="not supported with fsdp=true"):
+        _cfg(0.5, fsdp=True)
+    # The same decisions where they are made (a config built without validation reaches them).
     with pytest.raises(ConfigError, match=r"teacher_cache=on cannot be used with on-policy.*lmbda=0"):
-        distill(teacher, student, sums, _cfg(0.5, teacher_cache={"mode": "on"}), KD)
+        choose_teacher_source("on", "none", needs=TeacherNeeds(False), on_policy=0.5)
+    assert choose_teacher_source("auto", "none", needs=TeacherNeeds(False), on_policy=0.5)[0] == "live"
+    sharded = StudentTrainConfig.model_construct(fsdp=FSDPConfig(enabled=True), seed=0)
     with pytest.raises(ConfigError, match="fsdp=true shards"):
-        distill(teacher, student, sums, _cfg(0.5, fsdp=True), KD)
+        check_on_policy(GenerationConfig(lmbda=0.5), sharded, sums, student, None)
     with pytest.raises(ConfigError, match="teacher-matching terms only"):
         distill(teacher, student, sums, _cfg(0.5), KDConfig(terms={"ce": 1.0}))
     (tmp_path / "a.txt").write_text("plain text without prompts " * 40)
@@ -264,7 +275,7 @@ WORKER = textwrap.dedent(
     from accelerate import Accelerator
     from safetensors.torch import save_file
     from distil.api import distill
-    from distil.config import GenerationConfig, KDConfig, StudentTrainConfig
+    from distil.config import FSDPConfig, GenerationConfig, KDConfig, StudentTrainConfig
     from distil.data import load_dataset
     from distil.models import create_model
     from distil.train.distributed import close_process_group
