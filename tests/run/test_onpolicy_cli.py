@@ -54,3 +54,22 @@ def test_on_policy_with_a_forced_teacher_cache_stops_when_the_recipe_is_read(tmp
     assert result.exit_code != 0
     assert "teacher_cache=on cannot be used with on-policy" in result.output
     assert not (tmp_path / ".b.partial").exists() and not (tmp_path / "b").exists()  # nothing trained
+
+
+def test_on_policy_on_plain_text_stops_before_the_teacher_trains(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("plain text has no prompts to generate from. " * 30)
+    args = ["run", "lm-demo", "--out", str(tmp_path / "runs"), "--name", "c", "--no-latency", "--quiet"]
+    args += ["--set", f"teacher.kwargs={TINY}", "--set", f"student.kwargs={TINY}"]
+    args += [
+        "--set",
+        "data.name=text",
+        "--set",
+        f"data.root={tmp_path / 'corpus'}",
+        "--set",
+        "data.block_size=16",
+    ]
+    result = CliRunner().invoke(app, [*args, "--set", "student_train.generation.lmbda=0.5"])
+    assert result.exit_code != 0
+    assert "one prompt/completion sample per row" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()  # no run directory: nothing was trained

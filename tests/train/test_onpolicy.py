@@ -189,6 +189,9 @@ def test_what_on_policy_distillation_cannot_train_is_refused_before_training(sum
         check_on_policy(GenerationConfig(lmbda=0.5), sharded, sums, student, None)
     with pytest.raises(ConfigError, match="teacher-matching terms only"):
         distill(teacher, student, sums, _cfg(0.5), KDConfig(terms={"ce": 1.0}))
+    with pytest.raises(ConfigError, match="teacher-matching terms only"):  # a pipeline checks the recipe's kd
+        check_on_policy(GenerationConfig(lmbda=0.5), _cfg(0.5), sums, student, KDConfig(terms={"ce": 1.0}))
+    check_on_policy(GenerationConfig(lmbda=0.0), _cfg(0.0), load_dataset("digits", limit=100), student, None)
     (tmp_path / "a.txt").write_text("plain text without prompts " * 40)
     text = load_dataset("text", tmp_path, options={"block_size": 16})
     with pytest.raises(DataError, match=r"one prompt/completion sample per row.*data.name: chat"):

@@ -26,6 +26,7 @@ from distil.run.stages import compress_stage, distill_stage, scratch_stage, teac
 from distil.teachers.ensemble import recipe_teachers
 from distil.train.build import build_model
 from distil.train.distributed import rank_zero_console
+from distil.train.onpolicy import check_on_policy
 from distil.train.stages import Stage
 from distil.transfer import PreparedStudent
 
@@ -137,6 +138,7 @@ def run_pipeline(
         recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
     warn_if_student_larger(console, teacher, kd_student)
+    check_on_policy(recipe.student_train.generation, recipe.student_train, kd_data, kd_student, recipe.kd)
     if recipe.transfer != TransferConfig():
         # A dry run on copies checks the transfer (shapes, names, maps) before anything is written; the
         # real one runs once the teacher is trained. Transfer applies to the KD student only, so the
@@ -248,6 +250,7 @@ def distill_student(
         recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
     warn_if_student_larger(console, teacher, student)
+    check_on_policy(recipe.student_train.generation, recipe.student_train, kd_data, student, recipe.kd)
     # Knowledge transfer (init from teacher, reused modules, inherited recipe) happens before the run
     # directory exists, so a bad transfer writes nothing.
     prepared = transfer_into(recipe, teacher, student, data)

@@ -27,11 +27,13 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from distil.config import GenerationConfig, TrainConfig
+from distil.config import GenerationConfig, KDConfig, TrainConfig
 from distil.data import DataBundle
 from distil.data.batch import GENERATED
 from distil.data.text import EOS_ID, PROMPT_ROWS
 from distil.errors import ConfigError, DataError
+from distil.losses.compose import ComposedLoss, resolve_terms
+from distil.losses.registry import LOSSES
 from distil.train.completions import Sampling, check_can_generate, generate_completions
 from distil.train.distributed import reduce_mean
 
@@ -109,14 +111,25 @@ class OnPolicy:
 def check_on_policy(
     generation: GenerationConfig, cfg: TrainConfig, data: DataBundle, student: nn.Module, loss: Any
 ) -> None:
-    """Refuse, before training, what on-policy distillation (`generation.lmbda` > 0) cannot train.
+    """Refuse, before training, what on-policy distillation (`generation.lmbda` > 0) cannot train
+    (nothing to check at lmbda 0).
+
+    Args:
+        generation: the student's generation settings.
+        cfg: the student's training recipe.
+        data: the data the student trains on.
+        student: the student model.
+        loss: the run's loss (a composed loss names its terms), or the `KDConfig` it will be built
+            from (a pipeline checks before anything trains), or any other loss (not checked).
 
     Raises:
-        ConfigError: FSDP, or a composed loss with no teacher term (nothing left on a generated batch).
+        ConfigError: FSDP, or a loss with no teacher term (nothing left to train on a generated batch).
         DataError: data whose rows are not one prompt/completion sample each, or that does not record its
             end-of-sequence id.
         ModelError: a student that cannot generate (not a causal LM).
     """
+    if generation.lmbda <= 0:
+        return  # the dataset's batches, as ever
     if cfg.fsdp.enabled:
         raise ConfigError(
             f"student_train.generation.lmbda={generation.lmbda} generates completions with the student, "
@@ -137,16 +150,22 @@ def check_on_policy(
             "each generated completion. Fix: build the bundle with distil.data.text.token_bundle, or set lmbda=0."
         )
     check_can_generate(student)
-    weights = getattr(loss, "weights", None)
-    terms = getattr(loss, "terms", None)
-    if weights is not None and terms is not None:
-        teacher_terms = [n for n, t in terms.items() if getattr(t, "needs_teacher", True)]
-        if not teacher_terms:
-            raise ConfigError(
-                f"student_train.generation.lmbda={generation.lmbda} trains generated batches on the "
-                f"teacher-matching terms only, but the loss has none (terms: {', '.join(terms)}). Fix: add "
-                "a divergence term (e.g. --set 'kd.terms={kd: 1}'), or set lmbda=0."
-            )
+    needs = _teacher_needs_by_term(loss)
+    if needs is not None and not any(needs.values()):
+        raise ConfigError(
+            f"student_train.generation.lmbda={generation.lmbda} trains generated batches on the "
+            f"teacher-matching terms only, but the loss has none (terms: {', '.join(needs)}). Fix: add "
+            "a divergence term (e.g. --set 'kd.terms={kd: 1}'), or set lmbda=0."
+        )
+
+
+def _teacher_needs_by_term(loss: Any) -> dict[str, bool] | None:
+    """Term name -> whether it compares with the teacher, for a composed loss or a `KDConfig`; else None."""
+    if isinstance(loss, KDConfig):
+        return {name: LOSSES.get(name).needs_teacher for name in resolve_terms(loss)}
+    if isinstance(loss, ComposedLoss):
+        return {name: bool(getattr(term, "needs_teacher", True)) for name, term in loss.terms.items()}
+    return None
 
 
 def on_policy(
