@@ -326,3 +326,15 @@ def test_two_gloo_ranks_each_generate_for_their_shard_and_end_with_identical_stu
     assert [r["on_policy_batches"] for r in records] == [steps, steps]
     # Generated tokens are summed over both ranks: both report the same total.
     assert records[0]["generated_tokens"] == records[1]["generated_tokens"] > 0
+
+
+def test_a_state_saved_before_bundles_recorded_their_eos_id_still_resumes(sums) -> None:
+    from distil.train.state import fingerprint, upgrade_fingerprint
+
+    cfg = StudentTrainConfig(epochs=1)
+    today = fingerprint("student_kd", cfg, sums.describe(), _lm(sums, 1))
+    old_extra = {k: v for k, v in today["data"]["extra"].items() if k not in ("eos_id", "prompt_rows")}
+    saved = {**today, "data": {**today["data"], "extra": old_extra}}
+    assert saved != today and upgrade_fingerprint(saved, today) == today
+    other = {**saved, "data": {**saved["data"], "extra": {**old_extra, "tokenizer": "other-v1"}}}
+    assert upgrade_fingerprint(other, today) != today  # another tokenizer is still another run

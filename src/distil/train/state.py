@@ -120,10 +120,28 @@ def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict
 
     So a run started before a regroup resumes under it; what it computed is the same.
     """
+    saved = _added_data_notes(saved, expected)
     recipe = saved.get("recipe")
     if not isinstance(recipe, dict):
         return saved
     return {**saved, "recipe": _added_keys(_flat_groups(_flat_cache_keys(recipe, expected)), expected)}
+
+
+# Notes a token bundle's `extra` gained after states were first saved. They follow from what is still
+# fingerprinted (the tokenizer's fingerprint, the reader), so a state saved without them trained on the same data.
+_ADDED_DATA_NOTES = ("eos_id", "prompt_rows")
+
+
+def _added_data_notes(saved: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with today's values of the `_ADDED_DATA_NOTES` its data description lacks."""
+    data, today = saved.get("data"), expected.get("data")
+    if not isinstance(data, dict) or not isinstance(today, dict):
+        return saved
+    extra, today_extra = data.get("extra"), today.get("extra")
+    if not isinstance(extra, dict) or not isinstance(today_extra, dict):
+        return saved
+    missing = {k: today_extra[k] for k in _ADDED_DATA_NOTES if k in today_extra and k not in extra}
+    return {**saved, "data": {**data, "extra": {**extra, **missing}}} if missing else saved
 
 
 # Settings added after states were first saved, with the value that means "as before" (and so what a
