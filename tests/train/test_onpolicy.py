@@ -194,7 +194,10 @@ def test_what_on_policy_distillation_cannot_train_is_refused_before_training(sum
     check_on_policy(GenerationConfig(lmbda=0.0), _cfg(0.0), load_dataset("digits", limit=100), student, None)
     (tmp_path / "a.txt").write_text("plain text without prompts " * 40)
     text = load_dataset("text", tmp_path, options={"block_size": 16})
-    with pytest.raises(DataError, match=r"one prompt/completion sample per row.*data.name: chat"):
+    with pytest.raises(
+        DataError,
+        match=r"one prompt/completion sample per row: training sample 0 is labelled.*data.name: chat",
+    ):
         distill(_lm(text, 0), _lm(text, 1), text, _cfg(0.5), KD)
     digits = load_dataset("digits", limit=100)
     torch.manual_seed(0)
@@ -220,7 +223,7 @@ def test_chat_data_trains_on_policy(tmp_path: Path) -> None:
     rows = [{"prompt": f"what is {i}+1?", "completion": f"{i + 1}"} for i in range(40)]
     (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     chat = load_dataset("chat", tmp_path, options={"block_size": 48})
-    assert chat.extra["prompt_rows"] == "true" and chat.extra["eos_id"] == "257"
+    assert chat.extra["eos_id"] == "257"
     result = distill(_lm(chat, 0), _lm(chat, 1), chat, _cfg(1.0, batch_size=8), KD)
     assert result.history[0]["on_policy_batches"] == len(chat.train) // 8
     assert result.history[0]["generated_tokens"] > 0
@@ -333,7 +336,7 @@ def test_a_state_saved_before_bundles_recorded_their_eos_id_still_resumes(sums) 
 
     cfg = StudentTrainConfig(epochs=1)
     today = fingerprint("student_kd", cfg, sums.describe(), _lm(sums, 1))
-    old_extra = {k: v for k, v in today["data"]["extra"].items() if k not in ("eos_id", "prompt_rows")}
+    old_extra = {k: v for k, v in today["data"]["extra"].items() if k != "eos_id"}
     saved = {**today, "data": {**today["data"], "extra": old_extra}}
     assert saved != today and upgrade_fingerprint(saved, today) == today
     other = {**saved, "data": {**saved["data"], "extra": {**old_extra, "tokenizer": "other-v1"}}}

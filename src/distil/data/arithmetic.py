@@ -351,7 +351,7 @@ class ArithmeticData:
             "block_size": str(t),
             VERIFIABLE: "true",
         }
-        return token_bundle(name, splits, source, extra, self.options, eos_id=tok.eos_id, prompt_rows=True)
+        return token_bundle(name, splits, source, extra, self.options, eos_id=tok.eos_id)
 
 
 @DATASETS.register("arithmetic")

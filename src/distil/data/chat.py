@@ -465,7 +465,7 @@ def load_chat(
         "chat_template": chat_template,
         "on_long": on_long,
     }
-    return token_bundle(name, splits, str(root), extra, options, eos_id=tok.eos_id, prompt_rows=True)
+    return token_bundle(name, splits, str(root), extra, options, eos_id=tok.eos_id)
 
 
 def _notes(

@@ -661,10 +661,6 @@ def load_text(
 
 EOS_ID = "eos_id"
 """``DataBundle.extra`` key of a token bundle: the end-of-sequence id (what ends a generated completion)."""
-PROMPT_ROWS = "prompt_rows"
-"""``DataBundle.extra`` key, ``"true"`` when every row is one sample that starts at its prompt's first token
-(chat, arithmetic): a row's prompt can then be given to a model to generate from. Packed blocks (text
-files and records) cut documents anywhere, so they do not record it."""
 
 
 def token_bundle(
@@ -675,17 +671,16 @@ def token_bundle(
     options: dict[str, Any],
     *,
     eos_id: int,
-    prompt_rows: bool = False,
 ) -> DataBundle:
     """The checked `DataBundle` of a language-modelling dataset (text, chat, arithmetic): its train, val
     and test token splits, no classes or normalisation, and the reader `options` that rebuild the same
     samples (recorded in checkpoint sidecars, reused by `distil eval`). `extra` also records `eos_id`
-    (:data:`EOS_ID`) and, for one sample per row starting at its prompt, :data:`PROMPT_ROWS`.
+    (:data:`EOS_ID`), which ends a completion generated from a row's prompt.
 
     Raises:
         DataError: a bundle that `validate_bundle` refuses.
     """
-    extra = {**extra, EOS_ID: str(eos_id), **({PROMPT_ROWS: "true"} if prompt_rows else {})}
+    extra = {**extra, EOS_ID: str(eos_id)}
     bundle = DataBundle(
         name=name,
         train=splits["train"],

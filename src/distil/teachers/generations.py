@@ -52,7 +52,7 @@ from distil.fileio import atomic_dir, atomic_write_json
 from distil.teachers.cache import main_process_first
 from distil.teachers.live import freeze
 from distil.teachers.store import default_cache_dir, id_dtype
-from distil.train.completions import Sampling, check_can_generate, generate_completions
+from distil.train.completions import Sampling, check_can_generate, generate_completions, prompt_rows_problem
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -174,32 +174,15 @@ _FIX = (
 
 
 def check_prompt_rows(split: SampleSplit, batch_size: int = 1024) -> None:
-    """Refuse a split whose rows are not one prompt followed by one completion.
-
-    A row's labelled positions (the next token is trained) must form one run that starts after a
-    prompt of at least two tokens: plain text is labelled everywhere, a packed block of records can
-    start inside a completion, a multi-turn conversation has several completions. Reads labels only.
+    """Refuse a split whose rows are not one prompt followed by one completion
+    (`distil.train.completions.prompt_rows_problem`).
 
     Raises:
         DataError: naming the first bad row, what is wrong with it and the fix.
     """
-    for batch in split.batches(batch_size):
-        labelled = batch[LABELS] != IGNORE_INDEX
-        starts = labelled & ~torch.nn.functional.pad(labelled, (1, 0))[:, :-1]
-        runs = starts.sum(dim=1)
-        problems = {
-            "is labelled at every position (plain text: no prompt for the teacher to complete)": labelled.all(
-                1
-            ),
-            "has no completion (no labelled token)": runs == 0,
-            "starts inside a completion (packed text blocks cut documents anywhere)": labelled[:, 0],
-            "holds several completions (a multi-turn conversation or packed documents); seq-KD completes "
-            "one prompt per row": runs > 1,
-        }
-        for what, bad in problems.items():
-            if bool(bad.any()):
-                row = int(batch[INDEX][bad.nonzero()[0, 0]])
-                raise DataError(f"training sample {row} {what}. {_FIX}")
+    problem = prompt_rows_problem(split, batch_size)
+    if problem is not None:
+        raise DataError(f"{problem}. {_FIX}")
 
 
 def check_seq_kd(teachers: Sequence[nn.Module], data: DataBundle) -> None:

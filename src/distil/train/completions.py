@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, MASK
+from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
 from distil.hf_common import quiet_progress
 from distil.measure._util import _eval_mode
@@ -118,6 +118,37 @@ def check_can_generate(model: nn.Module) -> None:
     _causal_lm(model)
 
 
+def prompt_rows_problem(split: Any, batch_size: int = 1024) -> str | None:
+    """What makes `split` not one prompt followed by one completion per row, or None when nothing does.
+
+    A row's labelled positions (the next token is trained) must form one run that starts after a
+    prompt of at least two tokens: plain text is labelled everywhere, a packed block of records can
+    start inside a completion, a multi-turn conversation has several completions. Reads labels only
+    (`split.batches`), so it is cheap for in-memory rows and memory-mapped blocks alike.
+
+    Returns:
+        None, or "training sample N <what is wrong>" for the first bad row.
+    """
+    for batch in split.batches(batch_size):
+        labels = batch[LABELS]
+        if labels.dim() != 2:
+            return "training samples have one label each (a classifier's data): there are no prompts"
+        labelled = labels != IGNORE_INDEX
+        starts = labelled & ~torch.nn.functional.pad(labelled, (1, 0))[:, :-1]
+        runs = starts.sum(dim=1)
+        problems = {
+            "is labelled at every position (plain text: no prompt to complete)": labelled.all(1),
+            "has no completion (no labelled token)": runs == 0,
+            "starts inside a completion (packed text blocks cut documents anywhere)": labelled[:, 0],
+            "holds several completions (a multi-turn conversation or packed documents); one prompt per "
+            "row is completed": runs > 1,
+        }
+        for what, bad in problems.items():
+            if bool(bad.any()):
+                return f"training sample {int(batch[INDEX][bad.nonzero()[0, 0]])} {what}"
+    return None
+
+
 @torch.no_grad()
 def generate_completions(
     model: nn.Module, batch: dict[str, Any], sampling: Sampling, *, eos_id: int, pad_id: int | None = None
@@ -198,4 +229,5 @@ __all__ = [
     "generate_completions",
     "left_padded_prompts",
     "prompt_lengths",
+    "prompt_rows_problem",
 ]

@@ -30,11 +30,11 @@ from torch import nn
 from distil.config import GenerationConfig, KDConfig, TrainConfig
 from distil.data import DataBundle
 from distil.data.batch import GENERATED
-from distil.data.text import EOS_ID, PROMPT_ROWS
+from distil.data.text import EOS_ID
 from distil.errors import ConfigError, DataError
 from distil.losses.compose import ComposedLoss, resolve_terms
 from distil.losses.registry import LOSSES
-from distil.train.completions import Sampling, check_can_generate, generate_completions
+from distil.train.completions import Sampling, check_can_generate, generate_completions, prompt_rows_problem
 from distil.train.distributed import reduce_mean
 
 
@@ -124,8 +124,8 @@ def check_on_policy(
 
     Raises:
         ConfigError: FSDP, or a loss with no teacher term (nothing left to train on a generated batch).
-        DataError: data whose rows are not one prompt/completion sample each, or that does not record its
-            end-of-sequence id.
+        DataError: data whose rows are not one prompt/completion sample each
+            (`distil.train.completions.prompt_rows_problem`), or that does not record its end-of-sequence id.
         ModelError: a student that cannot generate (not a causal LM).
     """
     if generation.lmbda <= 0:
@@ -136,13 +136,13 @@ def check_on_policy(
             "which fsdp=true shards across the processes (generation would need every process at every "
             "token). Fix: fsdp=false (data parallelism: each process generates for its own shard), or lmbda=0."
         )
-    if data.extra.get(PROMPT_ROWS) != "true":
+    problem = prompt_rows_problem(data.train)
+    if problem is not None:
         raise DataError(
             f"student_train.generation.lmbda={generation.lmbda} samples completions from each row's prompt, "
-            f"but dataset {data.name!r} does not hold one prompt/completion sample per row (plain text and "
-            "text records are packed into blocks that cut documents anywhere, so a row has no prompt of "
-            "its own). Fix: use `data.name: chat` with prompt/completion or messages records, or the "
-            "arithmetic task (docs/lm.md, On-policy distillation), or set lmbda=0."
+            f"but dataset {data.name!r} is not one prompt/completion sample per row: {problem}. Fix: use "
+            "`data.name: chat` with single-turn prompt/completion records, or the arithmetic task "
+            "(docs/lm.md, On-policy distillation), or set lmbda=0."
         )
     if EOS_ID not in data.extra:
         raise DataError(

@@ -128,8 +128,8 @@ def upgrade_fingerprint(saved: dict[str, Any], expected: dict[str, Any]) -> dict
 
 
 # Notes a token bundle's `extra` gained after states were first saved. They follow from what is still
-# fingerprinted (the tokenizer's fingerprint, the reader), so a state saved without them trained on the same data.
-_ADDED_DATA_NOTES = ("eos_id", "prompt_rows")
+# fingerprinted (the tokenizer's fingerprint), so a state saved without them trained on the same data.
+_ADDED_DATA_NOTES = ("eos_id",)
 
 
 def _added_data_notes(saved: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
