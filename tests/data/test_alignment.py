@@ -83,18 +83,22 @@ def test_chunks_join_tokens_that_cover_the_same_bytes(bpes) -> None:
     assert chunks and chunks == sorted(set(row.teacher_chunks) - {NO_CHUNK})
     raw = text.encode()
     for c in chunks:
-        s_bytes = b"".join(a.table[i] or b"" for i, k in zip(s_ids, row.student_chunks) if k == c)
-        t_bytes = b"".join(b.table[i] or b"" for i, k in zip(row.teacher_ids, row.teacher_chunks) if k == c)
+        s_bytes = b"".join(
+            a.table[i] or b"" for i, k in zip(s_ids, row.student_chunks, strict=False) if k == c
+        )
+        t_bytes = b"".join(
+            b.table[i] or b"" for i, k in zip(row.teacher_ids, row.teacher_chunks, strict=False) if k == c
+        )
         assert s_bytes == t_bytes and s_bytes in raw
     assert sum(s_lens) == sum(t_lens) == len(raw)
 
 
 def test_eos_is_a_chunk_of_its_own_and_the_first_tokens_are_context(bpes, byte) -> None:
     a, _ = bpes
-    ids = list(b"The fox") + [byte.eos_id] + list(b"ef")
+    ids = [*list(b"The fox"), byte.eos_id, *list(b"ef")]
     inputs, labels = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
     al = align_rows(inputs, labels, byte, a)
-    teacher_ids = a.tokenizer.encode("The fox") + [a.eos_id] + a.tokenizer.encode("ef")
+    teacher_ids = [*a.tokenizer.encode("The fox"), a.eos_id, *a.tokenizer.encode("ef")]
     assert a.lengths(teacher_ids[:1]) == [3]  # "The" is one token of the teacher
     assert al.teacher_inputs[0].tolist() == teacher_ids[:-1]
     assert al.teacher_targets[0].tolist() == teacher_ids[1:]

@@ -36,7 +36,9 @@ NO_CHUNK = -1
 
 def _gpt2_byte_decoder() -> dict[str, int]:
     """The inverse of the printable-character alphabet byte-level BPEs (GPT-2's) spell bytes with."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    )
     chars = list(printable)
     extra = 0
     for b in range(256):
@@ -134,7 +136,17 @@ def valid_utf8_runs(data: bytes) -> list[tuple[int, int]]:
     n = len(data)
     while p < n:
         b = data[p]
-        size = 1 if b < 0x80 else 2 if 0xC2 <= b < 0xE0 else 3 if 0xE0 <= b < 0xF0 else 4 if 0xF0 <= b < 0xF5 else 0
+        size = (
+            1
+            if b < 0x80
+            else 2
+            if 0xC2 <= b < 0xE0
+            else 3
+            if 0xE0 <= b < 0xF0
+            else 4
+            if 0xF0 <= b < 0xF5
+            else 0
+        )
         ok = size > 0 and p + size <= n
         if ok and size > 1:
             try:
@@ -153,9 +165,9 @@ def valid_utf8_runs(data: bytes) -> list[tuple[int, int]]:
     return runs
 
 
-def chunk_ids(student_spans: Sequence[tuple[int, int]], teacher_spans: Sequence[tuple[int, int]]) -> tuple[
-    list[int], list[int]
-]:
+def chunk_ids(
+    student_spans: Sequence[tuple[int, int]], teacher_spans: Sequence[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
     """The chunk of each student token and each teacher token, from their (start, end) unit spans.
 
     Chunks are the intervals between consecutive offsets where both tokenizations have a boundary. A chunk
