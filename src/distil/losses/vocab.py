@@ -21,7 +21,7 @@ MAX_PADDING = 1024
 
 _DIFFERENT_TOKENIZERS = (
     "Per-token terms (kd, rkl, js, ...) compare the teacher's and the student's probabilities id by id, so "
-    "they need one tokenizer; distil never maps one tokenizer's ids onto another's. For a teacher with "
+    "they need the same tokenizer; distil never maps one tokenizer's ids onto another's. For a teacher with "
     "another tokenizer, set kd.teacher_tokenizer to it (the teacher then reads the same text with its own "
     "tokens, aligned by bytes) and use the cross-tokenizer terms uld or alm (e.g. kd.terms: {ce: 0.3, "
     "alm: 0.7}); or train the student on text the teacher generated (sequence-level distillation)."
