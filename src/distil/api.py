@@ -19,6 +19,7 @@ from distil.errors import ConfigError, DataError
 from distil.losses import CELoss
 from distil.losses.compose import ComposedLoss
 from distil.losses.protocol import DistillationLoss
+from distil.teachers.crosstok import cross_tokenizer_record, cross_tokenizer_teacher
 from distil.teachers.generations import seq_kd_data
 from distil.teachers.outputs import check_teacher_outputs
 from distil.teachers.source import teacher_source
@@ -50,9 +51,11 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
     """Fail clearly when a model's output count differs from the dataset's class count."""
     k = output_classes(model, data)
     if k != data.num_classes:
+        lm = " A teacher with another tokenizer: set kd.teacher_tokenizer to it and use terms uld or alm."
         raise DataError(
             f"the {role} predicts {k} classes but dataset {data.name!r} has {data.num_classes}; build the "
             f"{role} with num_classes={data.num_classes} (or use a checkpoint trained on this dataset)."
+            + (lm if role == "teacher" and data.task == "language-modeling" else "")
         )
 
 
@@ -211,7 +214,8 @@ def distill(
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
-    for t in teachers:
+    cross = cross_tokenizer_teacher(teachers, data, kd)  # None unless kd.teacher_tokenizer is set
+    for t in teachers if cross is None else []:  # a cross-tokenizer teacher was checked on its own ids
         check_classes(t, data, "teacher")
         if kd.teacher_outputs == "check":
             # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
@@ -233,8 +237,12 @@ def distill(
         if isinstance(loss, ComposedLoss) and cfg.max_steps is not None:
             # Its temperature schedule spans the epochs the step budget runs, not `cfg.epochs`.
             loss.epochs = first_epoch + step_budget(cfg, len(train_loader(data, cfg, accelerator)))[0]
-        teacher_fn, source_record = teacher_source(
-            teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
+        teacher_fn, source_record = (
+            teacher_source(
+                teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
+            )
+            if cross is None
+            else (cross.to(accelerator.device), cross_tokenizer_record(kd))
         )
         source_record.update(completions)
 

@@ -744,6 +744,11 @@ class KDConfig(_Strict):
         default_factory=list, description="more teachers: the KD target is the weighted mixture of all"
     )
     teacher_weight: float = Field(default=1.0, gt=0, description="weight of the main teacher in an ensemble")
+    teacher_tokenizer: str | None = Field(
+        default=None,
+        description="the teacher's own tokenizer when it differs from data.tokenizer (the teacher reads the "
+        "same text with it, aligned by bytes; terms uld/alm with ce); None = the data's",
+    )
     vocab_tolerance: float = Field(
         default=1e-3,
         ge=0,

@@ -195,4 +195,49 @@ class HFTokenizer:
         return f"HFTokenizer({str(self.path)!r}, {self.fingerprint})"
 
 
-__all__ = ["PREFIX", "HFTokenizer", "tokenizer_files", "tokenizer_fingerprint"]
+def train_byte_bpe(
+    texts: Sequence[str],
+    vocab_size: int,
+    directory: str | os.PathLike[str],
+    *,
+    eos_token: str = "<|endoftext|>",
+    min_frequency: int = 2,
+) -> str:
+    """Train a byte-level BPE on `texts` (``tokenizers``, in memory) and save it where ``hf:DIR`` reads it.
+
+    The tokenizer adds no prefix space and no normalizer, so its tokens spell back exactly the text they
+    encode (what cross-tokenizer alignment needs, `distil.data.alignment`); `eos_token` is its one special
+    token (id 0).
+
+    Args:
+        texts: the training text.
+        vocab_size: the vocabulary size (at least the 256 bytes plus the special token).
+        directory: where ``tokenizer.json`` and ``tokenizer_config.json`` are written (created).
+        eos_token: the end-of-sequence token.
+        min_frequency: the fewest occurrences a merge needs.
+
+    Returns:
+        The tokenizer's name for `get_tokenizer`: ``"hf:" + directory``.
+    """
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    raw = RawTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[eos_token],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    transformers = require_transformers()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=eos_token)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(directory))
+    return f"{PREFIX}{directory}"
+
+
+__all__ = ["PREFIX", "HFTokenizer", "tokenizer_files", "tokenizer_fingerprint", "train_byte_bpe"]

@@ -51,6 +51,12 @@ class CELoss(nn.Module):
 def _teacher(inputs: TermInputs) -> torch.Tensor:
     if inputs.teacher_logits is None:
         raise ValueError("this loss term needs teacher logits, but no teacher output was given")
+    if not isinstance(inputs.teacher_logits, torch.Tensor | SparseTargets):
+        raise ConfigError(
+            "the teacher reads the text with another tokenizer (kd.teacher_tokenizer), so its outputs are over "
+            "another vocabulary and other positions; per-token terms cannot compare them. Use the "
+            "cross-tokenizer terms uld or alm (with ce)."
+        )
     if isinstance(inputs.teacher_logits, SparseTargets):
         raise ValueError(
             "a sparse (topk/sampled) sequence teacher cache serves only the kd term; "

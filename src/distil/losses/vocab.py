@@ -5,7 +5,8 @@ Models of one family often pad the output layer past the tokenizer's vocabulary 
 two outputs are cut to their common prefix - the real vocabulary - after checking, on the first batch,
 that the teacher puts (almost) no probability on the ids it drops. Outputs that differ by more than
 `MAX_PADDING` ids, or whose dropped ids carry mass, come from different tokenizers: distil refuses them,
-because it does not map one tokenizer's ids onto another's.
+because it does not map one tokenizer's ids onto another's: a teacher with another tokenizer is named by
+`kd.teacher_tokenizer` and distilled with the byte-aligned terms of `distil.losses.crosstok`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from distil.losses.chunked import chunk_rows
 MAX_PADDING = 1024
 
 _DIFFERENT_TOKENIZERS = (
-    "Token-level distillation compares the teacher's and the student's probabilities id by id, so both "
-    "need the same tokenizer (a student built with the teacher's tokenizer and vocabulary); distil does "
-    "not map between different tokenizers. Pick a teacher of the student's family, or train the student "
-    "on text the teacher generated (sequence-level distillation)."
+    "Per-token terms (kd, rkl, js, ...) compare the teacher's and the student's probabilities id by id, so "
+    "they need the same tokenizer; distil never maps one tokenizer's ids onto another's. For a teacher with "
+    "another tokenizer, set kd.teacher_tokenizer to it (the teacher then reads the same text with its own "
+    "tokens, aligned by bytes) and use the cross-tokenizer terms uld or alm (e.g. kd.terms: {ce: 0.3, "
+    "alm: 0.7}); or train the student on text the teacher generated (sequence-level distillation)."
 )
 
 

@@ -1,0 +1,262 @@
+"""Distillation between models with different tokenizers: ULD and the chunk-aligned likelihood loss (ALM).
+
+Per-token terms (kd, rkl, js, ...) compare two distributions id by id, which means nothing when the ids
+belong to different vocabularies (clamping one model's ids into the other's vocabulary, as some tools do,
+trains on garbage). The terms here compare what does correspond, by the byte alignment of
+`distil.data.alignment`:
+
+* ``alm`` (exact where the tokenizations agree): for each chunk of text that both tokenizers split at its
+  ends, the student's and the teacher's log-likelihood of the chunk (sums of their token log-probs over the
+  chunk's tokens: the probability of the same bytes after the same bytes) are compared by a binarised
+  f-divergence, as in ALM (Minixhofer et al. 2025): the KL between the Bernoulli distributions with
+  probabilities ``p_T = exp(l_T)`` and ``p_S = exp(l_S)`` ("is the next text this chunk?"); option
+  ``distance: abs`` uses ``|l_T - l_S|`` instead. With one tokenizer every token is a chunk.
+* ``uld`` (the simple baseline; Boizard et al. 2024): at the first position of each chunk both models
+  predict the start of the same text after the same text; their probability vectors, sorted in decreasing
+  order and the shorter padded with zeros, are compared by the Wasserstein-1 distance between the two
+  rank distributions (sum of absolute differences), ignoring which token is which.
+
+Both reduce over the chunks whose student positions all count (the batch's mask and labels: completion
+tokens only). The teacher's output is a :class:`CrossTokenizerOutput` (the teacher's logits on its own
+tokens with the batch's `Alignment`, from `distil.teachers.crosstok.CrossTokenizerTeacher`), or plain
+logits of the student's own tokenizer (the identity alignment).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from distil.data.alignment import NO_CHUNK, Alignment, identity_alignment
+from distil.errors import ConfigError
+from distil.losses.registry import Term, TermContext, TermInputs, register_loss
+
+CROSS_TOKENIZER_TERMS = ("uld", "alm")
+"""The teacher terms that work across tokenizers (with `ce`, which needs no teacher)."""
+
+
+@dataclass
+class CrossTokenizerOutput:
+    """A teacher's output on its own tokenization of the batch's text.
+
+    Attributes:
+        logits: (B, U, V_t) the teacher's logits at its positions.
+        alignment: which teacher and student positions predict tokens of which chunk.
+    """
+
+    logits: torch.Tensor
+    alignment: Alignment
+
+
+def per_token_logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) at each position: (B, T, V), (B, T) -> (B, T) float32 (0 where target < 0)."""
+    safe = targets.clamp(min=0).unsqueeze(-1)
+    picked = logits.gather(-1, safe).squeeze(-1).float()
+    return torch.where(targets >= 0, picked - torch.logsumexp(logits.float(), dim=-1), 0.0)
+
+
+def chunk_logprob(logprob: torch.Tensor, chunks: torch.Tensor, num_chunks: int) -> torch.Tensor:
+    """The sum of per-token log-probs over each chunk: (B, T), (B, T) -> (num_chunks,)."""
+    keep = chunks != NO_CHUNK
+    out = torch.zeros(num_chunks, dtype=logprob.dtype, device=logprob.device)
+    return out.index_add(0, chunks[keep], logprob[keep])
+
+
+def counted_chunks(chunks: torch.Tensor, mask: torch.Tensor | None, num_chunks: int) -> torch.Tensor:
+    """(num_chunks,) bool: chunks with student positions, all of which count under `mask` ((B, T) bool)."""
+    keep = chunks != NO_CHUNK
+    ids = chunks[keep]
+    seen = torch.zeros(num_chunks, dtype=torch.bool, device=chunks.device).index_fill(0, ids, True)
+    if mask is None:
+        return seen
+    blocked = (~mask.bool().to(chunks.device))[keep]
+    bad = torch.zeros(num_chunks, dtype=torch.bool, device=chunks.device).index_fill(0, ids[blocked], True)
+    return seen & ~bad
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate at both ends (Mächler 2012)."""
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def binary_kl(log_p: torch.Tensor, log_q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """KL(Bernoulli(p) || Bernoulli(q)) from log p and log q, elementwise (both clamped below log 1)."""
+    top = math.log1p(-eps)
+    log_p, log_q = log_p.clamp(max=top), log_q.clamp(max=top)
+    p = log_p.exp()
+    return p * (log_p - log_q) + (1 - p) * (log1mexp(log_p) - log1mexp(log_q))
+
+
+def alm_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    alignment: Alignment,
+    mask: torch.Tensor | None = None,
+    *,
+    distance: str = "binary_kl",
+) -> torch.Tensor:
+    """The chunk-aligned likelihood loss: the mean over counted chunks of d(l_T, l_S).
+
+    Args:
+        student_logits: (B, T, V_s).
+        teacher_logits: (B, U, V_t), at the alignment's teacher positions.
+        alignment: the chunks of both sides' positions.
+        mask: (B, T) bool, the student positions that count (None: all); a chunk counts when all of its
+            student positions do.
+        distance: ``binary_kl`` (KL between Bernoulli(exp l_T) and Bernoulli(exp l_S)) or ``abs``
+            (|l_T - l_S|).
+
+    Returns:
+        A scalar; 0 (with a gradient path) when no chunk counts.
+    """
+    n = alignment.num_chunks
+    l_s = chunk_logprob(
+        per_token_logprob(student_logits, alignment.student_targets), alignment.student_chunks, n
+    )
+    with torch.no_grad():
+        l_t = chunk_logprob(
+            per_token_logprob(teacher_logits, alignment.teacher_targets), alignment.teacher_chunks, n
+        )
+    counted = counted_chunks(alignment.student_chunks, mask, n)
+    if distance == "binary_kl":
+        d = binary_kl(l_t, l_s)
+    elif distance == "abs":
+        d = (l_t - l_s).abs()
+    else:
+        raise ConfigError(f"alm distance must be 'binary_kl' or 'abs', got {distance!r}")
+    if not bool(counted.any()):
+        return student_logits.sum() * 0.0
+    return d[counted].mean()
+
+
+def _first_positions(chunks: torch.Tensor, num_chunks: int) -> torch.Tensor:
+    """(num_chunks,) the flat index of each chunk's first position (a large value where it has none)."""
+    flat = chunks.reshape(-1)
+    keep = flat != NO_CHUNK
+    index = torch.arange(flat.numel(), device=flat.device)
+    first = torch.full((num_chunks,), flat.numel(), dtype=torch.long, device=flat.device)
+    return first.scatter_reduce(0, flat[keep], index[keep], reduce="amin")
+
+
+def uld_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    alignment: Alignment,
+    mask: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Universal logit distillation: W1 between sorted probability vectors at each chunk's first positions.
+
+    Args:
+        student_logits: (B, T, V_s).
+        teacher_logits: (B, U, V_t).
+        alignment: the chunks of both sides' positions.
+        mask: (B, T) bool, the student positions that count (None: all).
+        temperature: both distributions are softened by it (ULD uses 1).
+
+    Returns:
+        The mean over counted chunks of sum_k |sort(p_s)_k - sort(p_t)_k| (scalar).
+    """
+    n = alignment.num_chunks
+    counted = counted_chunks(alignment.student_chunks, mask, n)
+    if not bool(counted.any()):
+        return student_logits.sum() * 0.0
+    s_at = _first_positions(alignment.student_chunks, n)[counted]
+    t_at = _first_positions(alignment.teacher_chunks, n)[counted]
+    s_rows = student_logits.reshape(-1, student_logits.shape[-1])[s_at].float()
+    t_rows = teacher_logits.reshape(-1, teacher_logits.shape[-1])[t_at].float().detach()
+    p_s = torch.softmax(s_rows / temperature, dim=-1).sort(dim=-1, descending=True).values
+    p_t = torch.softmax(t_rows / temperature, dim=-1).sort(dim=-1, descending=True).values
+    width = max(p_s.shape[-1], p_t.shape[-1])
+    p_s = F.pad(p_s, (0, width - p_s.shape[-1]))
+    p_t = F.pad(p_t, (0, width - p_t.shape[-1]))
+    return (p_s - p_t).abs().sum(-1).mean()
+
+
+def _aligned(inputs: TermInputs) -> tuple[torch.Tensor, Alignment]:
+    """The teacher's logits and the alignment: the cross-tokenizer output's, or the identity one."""
+    teacher: Any = inputs.teacher_logits
+    if isinstance(teacher, CrossTokenizerOutput):
+        return teacher.logits, teacher.alignment
+    if isinstance(teacher, torch.Tensor) and teacher.dim() == 3 and inputs.labels.dim() == 2:
+        return teacher, identity_alignment(inputs.labels)
+    raise ConfigError(
+        "the uld and alm terms compare language models token by token: they need (B, T, V) teacher logits "
+        f"(or a cross-tokenizer teacher's output), got {type(teacher).__name__}; a sparse teacher cache does "
+        "not serve them (teacher_cache.mode: off)."
+    )
+
+
+@register_loss("alm")
+class ALMTerm(Term):
+    """Chunk-aligned likelihood matching across tokenizers (`alm_loss`).
+
+    Options:
+        distance: ``binary_kl`` (default, ALM's binarised KL) or ``abs``.
+    """
+
+    uses_mask = True
+
+    def __init__(self, ctx: TermContext, distance: str = "binary_kl") -> None:
+        super().__init__()
+        if distance not in ("binary_kl", "abs"):
+            raise ConfigError(f"alm option distance must be 'binary_kl' or 'abs', got {distance!r}")
+        self.distance = distance
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        teacher, alignment = _aligned(inputs)
+        return alm_loss(inputs.student_logits, teacher, alignment, inputs.mask, distance=self.distance)
+
+
+@register_loss("uld")
+class ULDTerm(Term):
+    """Universal logit distillation across tokenizers (`uld_loss`), at the loss's temperature."""
+
+    uses_mask = True
+
+    def __init__(self, ctx: TermContext) -> None:
+        super().__init__()
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        teacher, alignment = _aligned(inputs)
+        return uld_loss(
+            inputs.student_logits, teacher, alignment, inputs.mask, temperature=inputs.temperature
+        )
+
+
+def check_cross_tokenizer_terms(weights: dict[str, float]) -> None:
+    """Refuse teacher terms that compare ids one by one when the teacher has another tokenizer.
+
+    Raises:
+        ConfigError: naming the terms and the ones that work across tokenizers.
+    """
+    from distil.losses.registry import LOSSES
+
+    wrong = sorted(n for n in weights if n not in CROSS_TOKENIZER_TERMS and LOSSES.get(n).needs_teacher)
+    if wrong:
+        raise ConfigError(
+            f"kd.teacher_tokenizer is set (the teacher reads the text with another tokenizer), but terms "
+            f"{', '.join(wrong)} compare the two models' outputs id by id, which differ between vocabularies. "
+            f"Fix: use the cross-tokenizer terms {' or '.join(CROSS_TOKENIZER_TERMS)} (with ce), e.g. "
+            "kd.terms: {ce: 0.3, alm: 0.7}."
+        )
+
+
+__all__ = [
+    "CROSS_TOKENIZER_TERMS",
+    "ALMTerm",
+    "CrossTokenizerOutput",
+    "ULDTerm",
+    "alm_loss",
+    "binary_kl",
+    "check_cross_tokenizer_terms",
+    "chunk_logprob",
+    "counted_chunks",
+    "per_token_logprob",
+    "uld_loss",
+]

@@ -1,0 +1,137 @@
+"""A teacher that reads the batch's text with its own tokenizer (`kd.teacher_tokenizer`).
+
+`CrossTokenizerTeacher(batch)` turns each row of student ids (from the data, or the student's own
+generations on-policy: it sees whatever batch the loop trains on) into the teacher's ids of the same
+bytes (`distil.data.alignment.align_rows`), runs the frozen teacher on them, and returns its logits with
+the alignment (`distil.losses.crosstok.CrossTokenizerOutput`), which only the cross-tokenizer terms (uld,
+alm) read. The teacher always runs live: a cache of teacher logits is keyed by the student's ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.config import KDConfig
+from distil.data.alignment import TokenizerBytes, align_rows
+from distil.data.batch import INPUTS, LABELS
+from distil.data.bundle import LANGUAGE_MODELING, DataBundle
+from distil.data.tokenize import Tokenizer, get_tokenizer
+from distil.errors import ConfigError
+from distil.losses.compose import resolve_terms
+from distil.losses.crosstok import CrossTokenizerOutput, check_cross_tokenizer_terms
+from distil.losses.vocab import MAX_PADDING
+from distil.teachers.live import freeze
+
+
+class CrossTokenizerTeacher:
+    """Runs a frozen teacher on its own tokenization of each batch's text.
+
+    Args:
+        module: the teacher (a causal LM over `teacher_tokenizer`'s ids).
+        student_tokenizer: the tokenizer of the batches' ids.
+        teacher_tokenizer: the teacher's.
+        max_teacher_len: the most tokens the teacher reads per row (None: no limit).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        student_tokenizer: Tokenizer,
+        teacher_tokenizer: Tokenizer,
+        *,
+        max_teacher_len: int | None = None,
+    ) -> None:
+        self.module = freeze(module)
+        self.student = TokenizerBytes.of(student_tokenizer)
+        self.teacher = TokenizerBytes.of(teacher_tokenizer)
+        self.max_teacher_len = max_teacher_len
+
+    def to(self, device: torch.device | str) -> CrossTokenizerTeacher:
+        self.module.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Any]) -> CrossTokenizerOutput:
+        inputs = batch[INPUTS]
+        alignment = align_rows(
+            inputs, batch[LABELS], self.student, self.teacher, max_teacher_len=self.max_teacher_len
+        ).to(inputs.device)
+        logits = self.module(alignment.teacher_inputs)
+        return CrossTokenizerOutput(logits, alignment)
+
+
+def _context_length(module: nn.Module) -> int | None:
+    """A Hugging Face model's position limit (`max_position_embeddings`), else None."""
+    config = getattr(getattr(module, "hf", module), "config", None)
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def _check_teacher_vocab(module: nn.Module, tokenizer: Tokenizer) -> None:
+    """Refuse a teacher whose output width does not fit its tokenizer (a wrong tokenizer named)."""
+    device = next(module.parameters()).device
+    width = int(module(torch.tensor([[tokenizer.eos_id]], device=device)).shape[-1])
+    if not tokenizer.vocab_size <= width <= tokenizer.vocab_size + MAX_PADDING:
+        raise ConfigError(
+            f"the teacher predicts {width} ids but kd.teacher_tokenizer ({tokenizer.fingerprint}) has "
+            f"{tokenizer.vocab_size}: name the tokenizer the teacher was trained with."
+        )
+
+
+def data_tokenizer(data: DataBundle, *, trust_code: bool = False) -> Tokenizer:
+    """The tokenizer of a language-model bundle's ids, rebuilt from its name and checked by fingerprint.
+
+    Raises:
+        ConfigError: data that is not language modelling, or whose tokenizer was passed as an object
+            (no name to rebuild it from) or has changed since the data was tokenized.
+    """
+    name = data.extra.get("tokenizer_name")
+    if data.task != LANGUAGE_MODELING or not name:
+        raise ConfigError(
+            "kd.teacher_tokenizer aligns the teacher's tokens with the student's by bytes, which needs "
+            f"language-model data read with a named tokenizer (data.tokenizer); dataset {data.name!r} "
+            f"({data.task}) has none."
+        )
+    tok = get_tokenizer(name, trust_remote_code=trust_code)
+    if tok.fingerprint != data.extra.get("tokenizer", tok.fingerprint):
+        raise ConfigError(
+            f"the tokenizer {name!r} is now {tok.fingerprint}, but the data was tokenized with "
+            f"{data.extra['tokenizer']}; read the data again."
+        )
+    return tok
+
+
+def cross_tokenizer_teacher(
+    teachers: list[nn.Module], data: DataBundle, kd: KDConfig, *, trust_code: bool = False
+) -> CrossTokenizerTeacher | None:
+    """The teacher of a cross-tokenizer run (`kd.teacher_tokenizer` set), checked; None when it is unset.
+
+    Raises:
+        ConfigError: an ensemble, data that is not language modelling or has no tokenizer, per-token terms
+            (`check_cross_tokenizer_terms`), or a teacher whose output does not fit the tokenizer named.
+    """
+    if kd.teacher_tokenizer is None:
+        return None
+    student_tok = data_tokenizer(data, trust_code=trust_code)
+    if len(teachers) > 1:
+        raise ConfigError("kd.teacher_tokenizer takes one teacher; drop kd.teachers (ensembles).")
+    check_cross_tokenizer_terms(resolve_terms(kd))
+    tok = get_tokenizer(kd.teacher_tokenizer, trust_remote_code=trust_code)
+    with torch.no_grad():
+        freeze(teachers[0])
+        _check_teacher_vocab(teachers[0], tok)
+    return CrossTokenizerTeacher(teachers[0], student_tok, tok, max_teacher_len=_context_length(teachers[0]))
+
+
+def cross_tokenizer_record(kd: KDConfig) -> dict[str, Any]:
+    """What every epoch of a cross-tokenizer run logs about its teacher source."""
+    return {
+        "teacher_source": "live",
+        "teacher_source_reason": f"the teacher reads the text with its own tokenizer ({kd.teacher_tokenizer})",
+    }
+
+
+__all__ = ["CrossTokenizerTeacher", "cross_tokenizer_record", "cross_tokenizer_teacher", "data_tokenizer"]

@@ -1,0 +1,128 @@
+"""Byte alignment of two tokenizations: chunks where both end a token, multi-byte UTF-8, real BPEs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distil.data.alignment import (
+    NO_CHUNK,
+    TokenizerBytes,
+    align_row,
+    align_rows,
+    chunk_ids,
+    encode_spans,
+    valid_utf8_runs,
+)
+from distil.data.hf_tokenizer import train_byte_bpe
+from distil.data.tokenize import get_tokenizer
+from distil.errors import DataError
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. A naïve café serves crème brûlée.",
+    "def add(x, y):\n    return x + y\n\nprint(add(1, 2))  # 3\n",
+    "日本語のテキストと English text, mixed — with dashes… and émojis 🙂.",
+]
+
+
+@pytest.fixture(scope="module")
+def bpes(tmp_path_factory) -> tuple[TokenizerBytes, TokenizerBytes]:
+    """Two deliberately different byte-level BPEs, trained in memory on a few sentences."""
+    root = tmp_path_factory.mktemp("bpe")
+    a = train_byte_bpe(TEXTS * 10, 320, root / "a")
+    b = train_byte_bpe([t.upper() + t[::-1] for t in TEXTS] * 10, 290, root / "b")
+    return TokenizerBytes.of(get_tokenizer(a)), TokenizerBytes.of(get_tokenizer(b))
+
+
+@pytest.fixture(scope="module")
+def byte() -> TokenizerBytes:
+    return TokenizerBytes.of(get_tokenizer("byte"))
+
+
+def test_chunks_of_hand_made_tokenizations() -> None:
+    # "abcde": student ab|c|de, teacher a|bc|de: both end at 3 and 5 -> chunks [0,3) and [3,5).
+    s, t = chunk_ids([(0, 2), (2, 3), (3, 5)], [(0, 1), (1, 3), (3, 5)])
+    assert s == [0, 0, 1] and t == [0, 0, 1]
+    # A teacher that leaves bytes 2..3 unread: the chunk holding them is covered by one side only.
+    s, t = chunk_ids([(0, 1), (1, 2), (2, 3), (3, 4)], [(0, 1), (1, 2), (3, 4)])
+    assert s == [0, 1, NO_CHUNK, 2] and t == [0, 1, 2]
+
+
+def test_valid_runs_skip_cut_characters() -> None:
+    data = "é".encode()[1:] + b"ab" + "é".encode() + "日".encode()[:2]
+    assert valid_utf8_runs(data) == [(1, 5)]
+    assert valid_utf8_runs(b"a\xffb") == [(0, 1), (2, 3)]
+
+
+def test_byte_rows_cut_mid_character_align_on_whole_characters(byte) -> None:
+    text = "naïve café"
+    ids = list(text.encode())[3:]  # starts inside ï
+    row = align_row(ids, byte, byte)
+    assert bytes(row.teacher_ids) == "ve café".encode()
+    assert row.student_chunks[0] == NO_CHUNK  # the lone continuation byte is read by no teacher
+    assert all(c != NO_CHUNK for c in row.student_chunks[1:])
+
+
+def test_round_trip_through_both_tokenizers_reproduces_the_text(bpes, byte) -> None:
+    a, b = bpes
+    for text in TEXTS:
+        for student, teacher in ((byte, a), (a, b), (b, a), (a, byte)):
+            ids, _ = encode_spans(student, text)
+            row = align_row(ids, student, teacher)
+            assert teacher.tokenizer.decode(row.teacher_ids) == text
+            assert row.teacher_ids == teacher.tokenizer.encode(text)
+
+
+def test_chunks_join_tokens_that_cover_the_same_bytes(bpes) -> None:
+    a, b = bpes
+    text = TEXTS[2]
+    s_ids, s_lens = encode_spans(a, text)
+    row = align_row(s_ids, a, b)
+    t_lens = b.lengths(row.teacher_ids)
+    chunks = sorted(set(row.student_chunks) - {NO_CHUNK})
+    assert chunks and chunks == sorted(set(row.teacher_chunks) - {NO_CHUNK})
+    raw = text.encode()
+    for c in chunks:
+        s_bytes = b"".join(
+            a.table[i] or b"" for i, k in zip(s_ids, row.student_chunks, strict=False) if k == c
+        )
+        t_bytes = b"".join(
+            b.table[i] or b"" for i, k in zip(row.teacher_ids, row.teacher_chunks, strict=False) if k == c
+        )
+        assert s_bytes == t_bytes and s_bytes in raw
+    assert sum(s_lens) == sum(t_lens) == len(raw)
+
+
+def test_eos_is_a_chunk_of_its_own_and_the_first_tokens_are_context(bpes, byte) -> None:
+    a, _ = bpes
+    ids = [*list(b"The fox"), byte.eos_id, *list(b"ef")]
+    inputs, labels = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+    al = align_rows(inputs, labels, byte, a)
+    teacher_ids = [*a.tokenizer.encode("The fox"), a.eos_id, *a.tokenizer.encode("ef")]
+    assert a.lengths(teacher_ids[:1]) == [3]  # "The" is one token of the teacher
+    assert al.teacher_inputs[0].tolist() == teacher_ids[:-1]
+    assert al.teacher_targets[0].tolist() == teacher_ids[1:]
+    eos_pos_s = ids.index(byte.eos_id) - 1
+    eos_pos_t = teacher_ids.index(a.eos_id) - 1
+    assert al.student_chunks[0, eos_pos_s] == al.teacher_chunks[0, eos_pos_t] != NO_CHUNK
+    # Positions 0 and 1 predict "h" and "e", inside the teacher's first token (never predicted).
+    assert al.student_chunks[0, :2].tolist() == [NO_CHUNK, NO_CHUNK]
+    assert al.student_chunks[0, 2] != NO_CHUNK
+
+
+def test_identical_tokenizers_give_one_chunk_per_token(byte) -> None:
+    ids = torch.tensor([list(b"hello world")])
+    al = align_rows(ids[:, :-1], ids[:, 1:], byte, byte)
+    assert al.num_chunks == 10
+    assert torch.equal(al.student_chunks, al.teacher_chunks)
+    assert torch.equal(al.teacher_inputs, ids[:, :-1]) and torch.equal(al.student_targets, ids[:, 1:])
+
+
+def test_a_tokenizer_that_changes_the_text_is_refused(byte) -> None:
+    class Lower:
+        def encode(self, text: str) -> list[int]:
+            return list(text.lower().encode())
+
+    lower = TokenizerBytes(Lower(), byte.table, byte.eos_id)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="does not reproduce"):
+        encode_spans(lower, "ABC")
