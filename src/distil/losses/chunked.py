@@ -21,11 +21,20 @@ student logits: the backward is that derivative (tests check it against autograd
 Divergences (student q, teacher p, both softmax(logits / T), each multiplied by T^2 as Hinton's KD):
     kl   KL(p || q)                 dL/ds = q - p
     rkl  KL(q || p)                 dL/ds = q * (f - E_q f), f = log q - log p
-    jsd  beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q, log m by logaddexp
+    jsd  beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q
                                     dL/ds = (1 - beta) q * (f - E_q f), f = log q - log m
     tvd  0.5 * sum |q - p|          dL/ds = q * (g - E_q g), g = 0.5 sign(q - p)
 and, on raw logits: ce (cross-entropy with label smoothing) and mse (the mean squared logit error).
-A class with probability 0 on both sides (a -inf logit: masked vocabulary) contributes 0, not NaN.
+rkl, jsd and tvd follow one rule (`_centred`): with dq_i/ds_j = q_i (delta_ij - q_j), a loss whose
+derivative w.r.t. q is h has dL/ds_j = q_j (h_j - E_q h), and a constant in h cancels; each kernel's
+docstring derives its h (f + 1, (1 - beta) f, g). A class with probability 0 on both sides (a -inf
+logit: masked vocabulary) contributes 0, not NaN.
+
+Speed: each chunk's time is its number of passes over (n, V) and, on CPU, of new (n, V) tensors (a
+fresh 32 MiB buffer costs as much as several passes over one). So the kernels update their own
+temporaries in place, share q * f between value and gradient, and keep kd's budget: two new (n, V)
+tensors besides logsumexp's for rkl and tvd (kd: three), five for jsd (q, p, log q, log p, m).
+benchmarks/divergence_speed.py measures them against kd.
 """
 
 from __future__ import annotations
@@ -35,10 +44,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 # Elements (rows x vocabulary) of one chunk: 8M fp32 = 32 MiB per temporary, a handful alive at once.
 CHUNK_ELEMENTS = 1 << 23
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def chunk_rows(vocab: int, chunk_size: int | None = None) -> int:
@@ -83,6 +92,38 @@ def _soft(x: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def _lse(x: torch.Tensor, saved: tuple[torch.Tensor, ...], i: int) -> torch.Tensor:
     return saved[i] if saved else torch.logsumexp(x, dim=1)
+
+
+def _softmaxes(
+    x: torch.Tensor, saved: tuple[torch.Tensor, ...], i: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log softmax, softmax and logsumexp of the rows of `x`, a kernel's own fp32 (n, V) logits / T.
+
+    `x` becomes the log-softmax in place (`_owned`), so the softmax is the one new (n, V) tensor: the
+    textbook `logsumexp` then `exp(x - lse)` makes two and reads `x` once more. With `saved` (the
+    logsumexps of an earlier call on these rows, `saved[i]`) the max and the sum are skipped.
+    """
+    if saved:
+        lse = saved[i]
+        log_probs = _owned(x).sub_(lse.unsqueeze(1))
+        return log_probs, log_probs.exp(), lse
+    top = x.amax(1, keepdim=True)
+    shifted = _owned(x).sub_(top)
+    probs = shifted.exp()
+    total = probs.sum(1, keepdim=True)
+    probs = _owned(probs).div_(total)
+    log_total = total.log()
+    return _owned(shifted).sub_(log_total), probs, (top + log_total).squeeze(1)
+
+
+def _centred(q: torch.Tensor, qh: torch.Tensor, mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """factor * q (h - E_q h), from q * h (updated in place) and E_q h: the logits' gradient of a loss L(q)
+    with dL/dq = h (up to a constant per row), times `factor` (coef / T and the loss's own constant).
+
+    Chain rule through the softmax of s = logits / T: dq_i/ds_j = q_i (delta_ij - q_j), so
+    dL/ds_j = sum_i h_i q_i (delta_ij - q_j) = q_j (h_j - E_q h); h + c gives the same (sum q = 1).
+    """
+    return _owned(qh).addcmul_(q, mean.unsqueeze(1), value=-1.0).mul_(factor.unsqueeze(1))
 
 
 def _kl_kernel(
@@ -143,28 +184,6 @@ def _ce_kernel(
     return RowOut(ce, grad, (lse,))
 
 
-def _log_softmaxes(
-    student: torch.Tensor, teacher: torch.Tensor, t: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    log_q = F.log_softmax(student.float() / t, dim=1)
-    return log_q, F.log_softmax(teacher.float() / t, dim=1), log_q.exp()
-
-
-def _centred(
-    q: torch.Tensor,
-    f: torch.Tensor,
-    coef: torch.Tensor | None,
-    factor: float,
-    mean: torch.Tensor | None = None,
-) -> torch.Tensor | None:
-    """coef * factor * q (f - E_q f) (`mean`: E_q f when known), the logits' gradient of E_q f where
-    E_q[df/ds] = 0 (f = log q - log p, log q - log m), or of E_q g with g piecewise constant (tvd)."""
-    if coef is None:
-        return None
-    mean = (q * f).sum(1) if mean is None else mean
-    return q * (f - mean.unsqueeze(1)) * (coef * factor).unsqueeze(1)
-
-
 def _rkl_kernel(
     student: torch.Tensor,
     teacher: torch.Tensor | None,
@@ -174,13 +193,26 @@ def _rkl_kernel(
     saved: tuple[torch.Tensor, ...],
     values: bool,
 ) -> RowOut:
-    """KL(q || p) = E_q f, f = log q - log p; dL/ds = q (f - E_q f) / T."""
+    """KL(q || p) = E_q f, f = log q - log p; dL/ds = q (f - E_q f) / T.
+
+    Derivation: d(q_i f_i)/dq_i = f_i + 1 and sum_i q_i (delta_ij - q_j) = 0, so the +1 drops out and
+    `_centred` applies with f itself. Two (n, V) temporaries besides the logsumexps' (kd: three): f is
+    written over log p and q over log q; values and gradient share q * f.
+    """
     assert teacher is not None
-    log_q, log_p, q = _log_softmaxes(student, teacher, o.temperature)
-    # Where q = 0 (a -inf student logit) the term is 0: log q - log p may be -inf - -inf = NaN there.
-    f = torch.where(q > 0, log_q - log_p, 0.0)
-    rkl = (q * f).sum(1)
-    return RowOut(rkl, _centred(q, f, coef, 1.0 / o.temperature, rkl), ())
+    s, t = _soft(student, o.temperature), _soft(teacher, o.temperature)
+    lse_s, lse_t = _lse(s, saved, 0), _lse(t, saved, 1)
+    log_q = _owned(s).sub_(lse_s.unsqueeze(1))
+    # Where q = 0 (a -inf student logit) f is -inf or NaN and its term is 0: f := 0 there. f = +inf where
+    # q > 0 = p is the true, infinite divergence and stays.
+    f = _owned(t).sub_(lse_t.unsqueeze(1)).sub_(log_q).neg_()
+    f = f.nan_to_num_(nan=0.0, posinf=math.inf, neginf=0.0)
+    q = _owned(log_q).exp_()
+    qf = _owned(f).mul_(q)
+    # + 0 * lse_t: a NaN teacher row gives NaN (as NaN logits should), not the 0 the f := 0 above would.
+    rkl = qf.sum(1) + lse_t * 0.0
+    grad = None if coef is None else _centred(q, qf, rkl, coef / o.temperature)
+    return RowOut(rkl, grad, (lse_s, lse_t))
 
 
 def _jsd_kernel(
@@ -195,17 +227,35 @@ def _jsd_kernel(
     """beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q;
     dL/ds = (1 - beta) q (f - E_q f) / T, f = log q - log m.
 
-    log m is a logaddexp of the log-probabilities: exact where both are tiny (no floor on m)."""
+    Derivation: with g = log p - log m, dL/dq_i = -beta (1 - beta) p_i / m_i + (1 - beta) (f_i + 1
+    - (1 - beta) q_i / m_i) = (1 - beta) (f_i + 1 - (beta p_i + (1 - beta) q_i) / m_i) = (1 - beta) f_i,
+    which `_centred` takes through the softmax. The value is beta E_p g + (1 - beta) E_q f.
+
+    m is mixed from the probabilities (`lerp`, one pass; exact to rounding wherever m is a normal
+    float, > 1e-38) and its log taken once; a term whose probability is 0 (a masked class) is 0: f, g :=
+    0 where they are -inf (NaN logits still give NaN, through p or q). beta = 0 or 1 give the formula's
+    value there, 0 (`js_divergence` maps those ends to kd and rkl).
+    """
     assert teacher is not None
     b = o.beta
-    log_q, log_p, q = _log_softmaxes(student, teacher, o.temperature)
-    p = log_p.exp()
-    # Finite stand-ins for -inf: logaddexp's derivative at (-inf, -inf) is NaN (0 * NaN under autograd).
-    log_m = torch.logaddexp(log_q.clamp_min(-1e30) + math.log1p(-b), log_p.clamp_min(-1e30) + math.log(b))
-    f = torch.where(q > 0, log_q - log_m, 0.0)
-    kl_q = (q * f).sum(1)
-    jsd = b * torch.where(p > 0, p * (log_p - log_m), 0.0).sum(1) + (1 - b) * kl_q
-    return RowOut(jsd, _centred(q, f, coef, (1 - b) / o.temperature, kl_q), ())
+    log_q, q, lse_s = _softmaxes(_soft(student, o.temperature), saved, 0)
+    log_p, p, lse_t = _softmaxes(_soft(teacher, o.temperature), saved, 1)
+    # Floored at the smallest normal float: log m stays finite (and autograd's 1 / m too) where both
+    # probabilities are 0; the terms this changes are below 1e-36.
+    log_m = _owned(torch.lerp(p, q, 1.0 - b)).clamp_min_(_TINY).log_()
+    jsd = None
+    # Only -inf (log of a 0 probability, whose term is 0) becomes 0; NaN stays NaN.
+    if values:
+        g = _owned(log_p).sub_(log_m).nan_to_num_(nan=math.nan, posinf=math.inf, neginf=0.0)
+        kl_p = _owned(g).mul_(p).sum(1)
+    f = _owned(log_q).sub_(log_m).nan_to_num_(nan=math.nan, posinf=math.inf, neginf=0.0)
+    del log_m
+    qf = _owned(f).mul_(q)
+    kl_q = qf.sum(1)
+    if values:
+        jsd = b * kl_p + (1.0 - b) * kl_q
+    grad = None if coef is None else _centred(q, qf, kl_q, coef * ((1.0 - b) / o.temperature))
+    return RowOut(jsd, grad, (lse_s, lse_t))
 
 
 def _tvd_kernel(
@@ -217,11 +267,23 @@ def _tvd_kernel(
     saved: tuple[torch.Tensor, ...],
     values: bool,
 ) -> RowOut:
-    """0.5 sum |q - p|; dL/ds = q (g - E_q g) / T, g = 0.5 sign(q - p)."""
+    """0.5 sum |q - p|; dL/ds = q (g - E_q g) / T, g = 0.5 sign(q - p).
+
+    Derivation: dL/dq_i = g_i (0 where q_i = p_i: the subgradient autograd takes too), piecewise constant,
+    so `_centred` applies. Two (n, V) temporaries: q, and d = p - q over p; sum |d| is an L1 norm (no
+    |d| is made), and -sign(d) = sign(q - p) goes into the factor.
+    """
     assert teacher is not None
-    _, log_p, q = _log_softmaxes(student, teacher, o.temperature)
-    d = q - log_p.exp()
-    return RowOut(0.5 * d.abs().sum(1), _centred(q, 0.5 * torch.sign(d), coef, 1.0 / o.temperature), ())
+    s, t = _soft(student, o.temperature), _soft(teacher, o.temperature)
+    lse_s, lse_t = _lse(s, saved, 0), _lse(t, saved, 1)
+    q = _owned(s).sub_(lse_s.unsqueeze(1)).exp_()
+    d = _owned(_owned(t).sub_(lse_t.unsqueeze(1)).exp_()).sub_(q)  # exp_ saves its output for autograd
+    tvd = 0.5 * torch.linalg.vector_norm(d, ord=1, dim=1) if values else None
+    grad = None
+    if coef is not None:
+        qs = _owned(d).sign_().mul_(q)  # q * sign(p - q)
+        grad = _centred(q, qs, qs.sum(1), coef * (-0.5 / o.temperature))
+    return RowOut(tvd, grad, (lse_s, lse_t))
 
 
 def _mse_kernel(
