@@ -2,8 +2,10 @@
 answers can be checked (recipe ``lm-arithmetic``: 2-digit addition, answers least-significant digit first).
 
 One teacher (the recipe's, 1.43M parameters; trained here or given with ``--teacher``) and, per seed, one
-student per arm (the recipe's, 3.7x smaller), every arm from the same initial weights and for the same
-number of optimizer steps (``--steps``, default the recipe's 15 epochs = 1905 steps):
+student per arm (the recipe's, 3.7x smaller). As in GKD (which first fine-tunes its students on the
+gold data), every arm of a seed starts from the same student trained ``--warmup-steps`` (1200) steps
+of SFT on the gold answers, then trains ``--steps`` (700) more, the same number for every arm; with
+``--warmup-steps 0`` every arm starts from the same random initialisation instead:
 
 * ``sft``: cross-entropy on the gold answers (no teacher);
 * ``kd``: supervised KD, forward KL(teacher || student) per token on the gold answers (lmbda 0);
@@ -23,7 +25,7 @@ assistant: "24"]}`` written from the task's train and val problems, read by the 
 built-in template, the loss on the assistant's tokens only, blocks of 48 tokens); the teacher is trained on
 them, and the held-out problems are asked as the rendered user turn.
 
-Smoke test: ``--steps 3 --seeds 0 --train-size 200 --teacher-epochs 1``. Results are written as they
+Smoke test: ``--steps 3 --warmup-steps 2 --seeds 0 --train-size 200 --teacher-epochs 1``. Results are written as they
 come: ``OUT/students.jsonl`` (one line per student) and ``OUT/results.md``.
 """
 
@@ -118,19 +120,36 @@ def _teacher(recipe: Recipe, data: DataBundle, args: argparse.Namespace) -> Any:
     return trained
 
 
+def _config(recipe: Recipe, seed: int, steps: int, generation: dict[str, Any]) -> StudentTrainConfig:
+    raw = recipe.student_train.model_dump()
+    return StudentTrainConfig.model_validate(
+        {**raw, "seed": seed, "max_steps": steps, "generation": GenerationConfig(**generation).model_dump()}
+    )
+
+
+def _warm_start(recipe: Recipe, data: DataBundle, seed: int, steps: int) -> dict[str, Any] | None:
+    """The student of `seed` after `steps` of SFT on the gold answers (None for 0): every arm starts there."""
+    if steps == 0:
+        return None
+    model, _ = build_model(recipe.student, data, seed=seed)
+    trained = train_model(model, data, _config(recipe, seed, steps, {})).model
+    return {k: v.clone() for k, v in trained.state_dict().items()}
+
+
 def _student(
-    recipe: Recipe, data: DataBundle, teacher: Any, arm: str, seed: int, steps: int
+    recipe: Recipe,
+    data: DataBundle,
+    teacher: Any,
+    arm: str,
+    seed: int,
+    steps: int,
+    start: dict[str, Any] | None,
 ) -> tuple[Any, list]:
     settings = ARMS[arm]
     model, _ = build_model(recipe.student, data, seed=seed)
-    cfg = StudentTrainConfig.model_validate(
-        {
-            **recipe.student_train.model_dump(),
-            "seed": seed,
-            "max_steps": steps,
-            "generation": GenerationConfig(**settings.get("generation", {})).model_dump(),
-        }
-    )
+    if start is not None:
+        model.load_state_dict(start)
+    cfg = _config(recipe, seed, steps, settings.get("generation", {}))
     if arm == "sft":
         return train_model(model, data, cfg).model, []
     kd = KDConfig(temperature=1.0, terms=settings["terms"])
@@ -168,7 +187,13 @@ def main() -> None:
     parser.add_argument("--teacher", help="a distil checkpoint of the recipe's teacher (default: train one)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1905, help="optimizer steps of every student")
+    parser.add_argument("--steps", type=int, default=700, help="optimizer steps of every arm")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=1200,
+        help="SFT steps every arm of a seed starts from (0: from scratch)",
+    )
     parser.add_argument("--train-size", type=int, help="override the recipe's data.train_size")
     parser.add_argument("--teacher-epochs", type=int, help="override the recipe's teacher_train.epochs")
     parser.add_argument(
@@ -193,9 +218,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     log = args.out / "students.jsonl"
     for seed in args.seeds:
+        started = time.perf_counter()
+        start = _warm_start(recipe, data, seed, args.warmup_steps)
+        if start is not None:
+            print(
+                f"seed {seed}: {args.warmup_steps} SFT steps in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
         for arm in args.arms:
             started = time.perf_counter()
-            student, history = _student(recipe, data, teacher, arm, seed, args.steps)
+            student, history = _student(recipe, data, teacher, arm, seed, args.steps, start)
             seconds = time.perf_counter() - started
             checked = check_generation(student, tokenizer, problems, check, reference=reference.answers)
             generated = sum(r.get("generated_tokens", 0) for r in history)
@@ -203,6 +235,7 @@ def main() -> None:
             row = {
                 "arm": arm,
                 "seed": seed,
+                "warmup_steps": args.warmup_steps,
                 "steps": args.steps,
                 "seconds": round(seconds, 1),
                 "generated_tokens_per_s": round(generated / gen_seconds, 1) if gen_seconds else None,
