@@ -61,7 +61,7 @@ def demo(
              distil demo --labels-per-class 0       (every label for everyone: KD gains little there)
              distil demo --dataset fashion-mnist --set teacher_train.epochs=2
              distil demo --task lm  (a language model on the standard library: a teacher trained once on
-                                    10x the students' text, cached; about a minute on 2 cores)
+                                    10x the students' text, cached; 1-4 minutes the first time on 2 cores, then under one)
     """
     if task not in ("classification", "lm"):
         raise typer.BadParameter(f"--task must be classification or lm, got {task!r}.", param_hint="--task")
