@@ -227,15 +227,21 @@ def labeled_part(data: DataBundle, *, equal_steps: bool = True) -> DataBundle:
     return replace(data, train=data.train.take(index))
 
 
-def what_students_saw(data: DataBundle, kd_data: DataBundle) -> str:
-    """One line for the run's table: the training samples and labels each model learnt from."""
+def what_students_saw(data: DataBundle, kd_data: DataBundle, teacher_checkpoint: str | None = None) -> str:
+    """One line for the run's table: the training samples and labels each model learnt from.
+
+    `teacher_checkpoint`: the teacher was trained elsewhere (`teacher.checkpoint`), not on `data`.
+    """
     n = len(data.train)
+    teacher = f"teacher: trained elsewhere ({teacher_checkpoint}); " if teacher_checkpoint else ""
     if kd_data is data:
-        return f"teacher and students: the {n} labelled training samples"
+        who = "students" if teacher_checkpoint else "teacher and students"
+        return f"{teacher}{who}: the {n} labelled training samples"
     labeled = int(labeled_mask(kd_data.train.labels).sum())
     unlabeled = len(kd_data.train) - labeled
+    teacher = teacher or f"teacher_train: all {n} labelled training samples; "
     return (
-        f"teacher_train: all {n} labelled training samples; student_scratch: only the {labeled} that keep their "
+        f"{teacher}student_scratch: only the {labeled} that keep their "
         f"labels (repeated to {len(kd_data.train)} an epoch, the same steps); student_kd: those {labeled} labels "
         f"+ the teacher's outputs on {unlabeled} unlabelled samples"
     )

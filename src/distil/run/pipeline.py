@@ -173,7 +173,10 @@ def run_pipeline(
         show_progress=show_progress,
         log_format=log_format,
         title=_title(recipe, data),
-        footer=lambda path: [what_students_saw(data, kd_data), f"run directory: {path}"],
+        footer=lambda path: [
+            what_students_saw(data, kd_data, recipe.teacher.checkpoint),
+            f"run directory: {path}",
+        ],
     )
 
 
