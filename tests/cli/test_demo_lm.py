@@ -171,3 +171,19 @@ def test_the_real_lm_demo_prints_a_distilled_student_better_than_the_scratch_one
     # The printed table shows the same numbers (3 decimals).
     assert f"{ppl['student_scratch']:.3f}" in output and f"{ppl['student_kd']:.3f}" in output
     assert ppl["teacher"] < ppl["student_kd"] < 0.95 * ppl["student_scratch"]
+
+
+def test_the_label_budget_of_the_classification_demo_is_refused_for_the_lm_demo() -> None:
+    result = CliRunner().invoke(app, ["demo", "--task", "lm", "--labels-per-class", "3"])
+    assert result.exit_code == 2 and "data.limit" in result.output
+
+
+def test_hiding_labels_of_token_data_is_refused_with_the_fix() -> None:
+    from distil.config import UnlabeledConfig
+    from distil.data import load_dataset
+    from distil.data.unlabeled import transfer_set
+    from distil.errors import ConfigError
+
+    data = load_dataset("arithmetic", options={"train_size": 40, "test_size": 10, "digits": 2})
+    with pytest.raises(ConfigError, match="token data"):
+        transfer_set(data, UnlabeledConfig(keep_fraction=0.5))

@@ -205,6 +205,7 @@ def test_the_pipeline_trains_and_measures_language_models(corpus: Path, tmp_path
 def test_demo_task_lm_runs_on_the_standard_library(tmp_path: Path) -> None:
     quick = [
         "--set", "data.limit=40", "--set", "teacher_train.epochs=1", "--set", "student_train.epochs=1",
+        "--teacher-blocks", "80",
     ]  # fmt: skip
     result = CliRunner().invoke(
         app, ["demo", "--task", "lm", "--out", str(tmp_path), "--no-latency", "--quiet", *quick]

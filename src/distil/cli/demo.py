@@ -15,6 +15,7 @@ from distil.run.demo_teacher import cached_teacher, with_teacher
 
 # `--task` -> the bundled recipe of its demo (classification's is chosen by --dataset).
 LM_DEMO_RECIPE = "lm-demo"
+DEFAULT_LABELS_PER_CLASS = 5
 # The lm demo's teacher budget: 10x the students' 300 blocks (docs/lm.md#demo).
 LM_TEACHER_BLOCKS = 3000
 
@@ -32,13 +33,14 @@ def demo(
         str, typer.Option(help="digits (bundled with scikit-learn) or fashion-mnist (Debian package).")
     ] = "digits",
     labels_per_class: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="labels the students keep per class; the distilled student also learns the teacher's outputs "
-            "on the rest, the scratch student only the labelled ones (0 = all labels for everyone)",
+            help="classification: labels the students keep per class (default 5); the distilled student also "
+            "learns the teacher's outputs on the rest, the scratch student only the labelled ones (0 = all "
+            "labels for everyone)",
         ),
-    ] = 5,
+    ] = None,
     teacher_blocks: Annotated[
         int | None,
         typer.Option(
@@ -77,6 +79,14 @@ def demo(
             "every label (choose the students' with --labels-per-class).",
             param_hint="--teacher-blocks",
         )
+    if task == "lm" and labels_per_class is not None:
+        raise typer.BadParameter(
+            "--labels-per-class is the classification demo's label budget; the lm demo's students get less "
+            "text instead (--set data.limit=N blocks; the teacher's with --teacher-blocks).",
+            param_hint="--labels-per-class",
+        )
+    if labels_per_class is None:
+        labels_per_class = DEFAULT_LABELS_PER_CLASS
     if resume is None:  # a resumed run writes where it started
         check_out(out)
     console = run_console(log_format)

@@ -31,7 +31,7 @@ import torch
 from distil.data.batch import IGNORE_INDEX
 from distil.data.bundle import DataBundle, Split
 from distil.data.raw import to_float_inputs
-from distil.errors import DataError
+from distil.errors import ConfigError, DataError
 
 
 class UnlabeledRule(Protocol):
@@ -182,6 +182,12 @@ def transfer_set(data: DataBundle, cfg: UnlabeledRule | None) -> DataBundle:
     """
     if cfg is None:
         return data
+    if data.vocab_size is not None:
+        raise ConfigError(
+            f"data.unlabeled hides class labels of images or feature vectors, but {data.name!r} is token data "
+            "(each position's label is its next token). Fix: drop data.unlabeled; a language model's student "
+            "budget is less text (data.limit) or fewer steps (student_train.max_steps)."
+        )
     train = data.train
     if not isinstance(train, Split):
         raise DataError(
