@@ -293,6 +293,9 @@ def test_an_interrupted_on_policy_run_resumes_to_bit_identical_weights(sums, tmp
         resumed = run(TrainStateStore(root, every=4))
         _same_weights(reference.model, resumed.model)
         assert resumed.history[-1]["train_loss"] == reference.history[-1]["train_loss"]
+        # The records count the whole epoch's generation, before and after the interruption.
+        for field in ("on_policy_batches", "generated_tokens"):
+            assert [r[field] for r in resumed.history] == [r[field] for r in reference.history], field
 
 
 WORKER = textwrap.dedent(

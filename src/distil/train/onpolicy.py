@@ -89,6 +89,16 @@ class OnPolicy:
         self.batches += 1
         return {**made.batch, GENERATED: True}
 
+    def counters(self) -> dict[str, float]:
+        """This rank's counts of the epoch so far (saved with a training state)."""
+        return {"batches": float(self.batches), "tokens": float(self.tokens), "seconds": self.seconds}
+
+    def load_counters(self, counters: dict[str, float]) -> None:
+        """Continue the counts of a resumed epoch (missing ones, from a state saved without them: 0)."""
+        self.batches = int(counters.get("batches", 0))
+        self.tokens = int(counters.get("tokens", 0))
+        self.seconds = float(counters.get("seconds", 0.0))
+
     def end_epoch(self, accelerator: Accelerator) -> tuple[dict[str, Any], float]:
         """The epoch's generation record over all ranks, and the seconds this rank spent generating.
 
