@@ -11,6 +11,7 @@ from distil.measure.lm import greedy_ids
 from distil.models import create_model
 from distil.train.completions import (
     Sampling,
+    completion_end_problem,
     completion_lengths,
     generate_completions,
     left_padded_prompts,
@@ -124,3 +125,27 @@ def test_a_model_may_end_its_completion_at_once_as_the_data_can() -> None:
     first = int(greedy_ids(model, batch[INPUTS][0, :3], 1)[0, 0])
     out = generate_completions(model, batch, Sampling(temperature=0), eos_id=first, pad_id=0)
     assert out.batch[LABELS][0].tolist() == [-100, -100, first, -100, -100, -100]
+
+
+class _Rows:
+    """A split of the given (B, T) labels, read as `prompt_rows_problem` reads one."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        self.labels = labels
+
+    def batches(self, batch_size: int):  # type: ignore[no-untyped-def]
+        yield {LABELS: self.labels, "index": torch.arange(len(self.labels))}
+
+
+def test_a_completion_without_the_end_of_sequence_id_is_named() -> None:
+    labels = _batch()[LABELS]
+    assert completion_end_problem(_Rows(labels), EOS) is None
+    # Row 1 ends its answer with 7 (a chat template's end of turn), not EOS: generation would run on.
+    unended = torch.tensor([[-100, -100, 4, EOS, -100, -100], [6, 7, 7, -100, -100, -100]])
+    assert completion_end_problem(_Rows(unended), EOS) == (
+        "training sample 1 has a completion without the end-of-sequence id 9 (it ends with token 7), so a "
+        "generated completion would not stop where the data's answers stop"
+    )
+    # A completion cut by the block (labelled to the last position) cannot hold its EOS: not counted.
+    cut = torch.tensor([[-100, -100, 4, 5, 6, 7]])
+    assert completion_end_problem(_Rows(cut), EOS) is None

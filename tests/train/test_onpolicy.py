@@ -229,6 +229,27 @@ def test_chat_data_trains_on_policy(tmp_path: Path) -> None:
     assert result.history[0]["generated_tokens"] > 0
 
 
+def test_chat_whose_template_ends_the_turn_without_eos_is_refused_for_generation(tmp_path: Path) -> None:
+    from distil.data.hf_tokenizer import train_byte_bpe
+    from distil.teachers.generations import check_seq_kd
+
+    rows = [{"prompt": f"what is {i}+1?", "completion": f"{i + 1}"} for i in range(40)]
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    name = train_byte_bpe([json.dumps(r) for r in rows] * 5, 300, tmp_path / "tok")
+    config = tmp_path / "tok" / "tokenizer_config.json"
+    template = (  # ends the assistant's turn with "</turn>\n": never the tokenizer's eos_token
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    config.write_text(json.dumps({**json.loads(config.read_text()), "chat_template": template}))
+    chat = load_dataset("chat", tmp_path, options={"block_size": 48, "tokenizer": name})
+    student = _lm(chat, 1)
+    with pytest.raises(DataError, match=r"without the end-of-sequence id 0 .*chat_template: builtin"):
+        check_on_policy(GenerationConfig(lmbda=0.5), _cfg(0.5), chat, student, KD)
+    with pytest.raises(DataError, match=r"seq_kd: training sample \d+ has a completion without"):
+        check_seq_kd([student], chat)
+
+
 class Crash(Exception):
     """Stands in for a kill right after the n-th training state reached the disk."""
 
@@ -272,6 +293,9 @@ def test_an_interrupted_on_policy_run_resumes_to_bit_identical_weights(sums, tmp
         resumed = run(TrainStateStore(root, every=4))
         _same_weights(reference.model, resumed.model)
         assert resumed.history[-1]["train_loss"] == reference.history[-1]["train_loss"]
+        # The records count the whole epoch's generation, before and after the interruption.
+        for field in ("on_policy_batches", "generated_tokens"):
+            assert [r[field] for r in resumed.history] == [r[field] for r in reference.history], field
 
 
 WORKER = textwrap.dedent(

@@ -52,7 +52,14 @@ from distil.fileio import atomic_dir, atomic_write_json
 from distil.teachers.cache import main_process_first
 from distil.teachers.live import freeze
 from distil.teachers.store import default_cache_dir, id_dtype
-from distil.train.completions import Sampling, check_can_generate, generate_completions, prompt_rows_problem
+from distil.train.completions import (
+    EOS_FIX,
+    Sampling,
+    check_can_generate,
+    completion_end_problem,
+    generate_completions,
+    prompt_rows_problem,
+)
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -191,8 +198,9 @@ def check_seq_kd(teachers: Sequence[nn.Module], data: DataBundle) -> None:
     Raises:
         ConfigError: data that is not a language-modelling task, or an ensemble of teachers.
         ModelError: a teacher that cannot generate.
-        DataError: samples that are not prompt/completion rows (`check_prompt_rows`), or data without a
-            named tokenizer (the end-of-sequence id a completion stops at).
+        DataError: samples that are not prompt/completion rows (`check_prompt_rows`), data without a
+            named tokenizer (the end-of-sequence id a completion stops at), or completions without that id
+            (`distil.train.completions.completion_end_problem`).
     """
     if data.task != LANGUAGE_MODELING:
         raise ConfigError(
@@ -211,6 +219,9 @@ def check_seq_kd(teachers: Sequence[nn.Module], data: DataBundle) -> None:
             "completion stops at is unknown. Build the data with a registered tokenizer name."
         )
     check_prompt_rows(data.train)
+    unended = completion_end_problem(data.train, get_tokenizer(data.extra["tokenizer_name"]).eos_id)
+    if unended is not None:
+        raise DataError(f"student_train.generation.seq_kd: {unended}. {EOS_FIX}")
 
 
 # ------------------------------------------------------------------------------------- key, meta

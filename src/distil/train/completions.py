@@ -149,6 +149,43 @@ def prompt_rows_problem(split: Any, batch_size: int = 1024) -> str | None:
     return None
 
 
+EOS_FIX = (
+    "Fix: end every answer with the tokenizer's end-of-sequence token (data.chat_template: builtin does; a "
+    "tokenizer's chat template must end the assistant's turn with its eos_token)"
+)
+"""The fix that follows a `completion_end_problem` (on-policy distillation and seq-KD say the same)."""
+
+
+def completion_end_problem(split: Any, eos_id: int, batch_size: int = 1024) -> str | None:
+    """What makes `split`'s completions not stop at `eos_id`, or None when every one does.
+
+    A generated completion ends at the first `eos_id`, so each completion the data teaches must hold
+    it: one that ends otherwise (a chat template whose end of turn is not the tokenizer's end of
+    sequence) would have the model generate past its answer until the block runs out, and the KD terms
+    train on that. A completion cut by the block (labelled up to the last position) is not checked.
+    Reads labels only, like `prompt_rows_problem`.
+
+    Returns:
+        None, or "training sample N ..." for the first completion without `eos_id`.
+    """
+    for batch in split.batches(batch_size):
+        labels = batch[LABELS]
+        if labels.dim() != 2:
+            return None  # not token rows: `prompt_rows_problem` names that
+        labelled = labels != IGNORE_INDEX
+        ends_inside = labelled.any(dim=1) & ~labelled[:, -1]
+        bad = ends_inside & ~(labelled & (labels == eos_id)).any(dim=1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            last = int(labels[row][labelled[row]][-1])
+            return (
+                f"training sample {int(batch[INDEX][row])} has a completion without the end-of-sequence id "
+                f"{eos_id} (it ends with token {last}), so a generated completion would not stop where the "
+                "data's answers stop"
+            )
+    return None
+
+
 @torch.no_grad()
 def generate_completions(
     model: nn.Module, batch: dict[str, Any], sampling: Sampling, *, eos_id: int, pad_id: int | None = None
@@ -222,9 +259,11 @@ def _rewrite(
 
 
 __all__ = [
+    "EOS_FIX",
     "Completions",
     "Sampling",
     "check_can_generate",
+    "completion_end_problem",
     "completion_lengths",
     "generate_completions",
     "left_padded_prompts",

@@ -83,6 +83,18 @@ class BatchRewriter(Protocol):
 
     def end_epoch(self, accelerator: Accelerator) -> tuple[dict[str, Any], float]: ...
 
+    def counters(self) -> dict[str, float]:
+        """This rank's counts of the epoch so far, saved with a training state (`load_counters` on resume)."""
+        ...
+
+    def load_counters(self, counters: dict[str, float]) -> None:
+        """Continue the epoch's counts of a resumed state."""
+        ...
+
+
+# Prefix of the rewriter's counters among a saved state's per-rank sums (they are not loss terms).
+_REWRITER = "rewriter."
+
 
 @dataclass
 class FitResult:
@@ -430,7 +442,11 @@ class TrainLoop:
             state.batch,
         )
         resumed = state.rank_sums(rank) if rank < state.processes else state.sums
-        self.sums = {k: v.to(self.device) for k, v in resumed.items()}
+        self.sums = {k: v.to(self.device) for k, v in resumed.items() if not k.startswith(_REWRITER)}
+        if self.rewriter is not None:  # its counts of the interrupted epoch (none in older states)
+            self.rewriter.load_counters(
+                {k[len(_REWRITER) :]: float(v) for k, v in resumed.items() if k.startswith(_REWRITER)}
+            )
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=self.step)
 
@@ -608,6 +624,12 @@ class TrainLoop:
         if self.fsdp:  # the state is saved whole, as one process saves it (collectives: every rank)
             gather_into(self.model, self.plain)
             optimizer_state = full_optimizer_state(self.optimizer)
+        if self.rewriter is not None:  # the epoch's generation counts resume with its loss sums
+            counters = self.rewriter.counters()
+            sums = {
+                **sums,
+                **{_REWRITER + k: torch.tensor(v, dtype=torch.float64) for k, v in counters.items()},
+            }
         ranks = gather_rank_states(accelerator, sums)  # a collective: every rank takes part
         if not accelerator.is_main_process:
             return

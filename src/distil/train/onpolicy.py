@@ -34,7 +34,14 @@ from distil.data.text import EOS_ID
 from distil.errors import ConfigError, DataError
 from distil.losses.compose import ComposedLoss, resolve_terms
 from distil.losses.registry import LOSSES
-from distil.train.completions import Sampling, check_can_generate, generate_completions, prompt_rows_problem
+from distil.train.completions import (
+    EOS_FIX,
+    Sampling,
+    check_can_generate,
+    completion_end_problem,
+    generate_completions,
+    prompt_rows_problem,
+)
 from distil.train.distributed import reduce_mean
 
 
@@ -82,6 +89,16 @@ class OnPolicy:
         self.batches += 1
         return {**made.batch, GENERATED: True}
 
+    def counters(self) -> dict[str, float]:
+        """This rank's counts of the epoch so far (saved with a training state)."""
+        return {"batches": float(self.batches), "tokens": float(self.tokens), "seconds": self.seconds}
+
+    def load_counters(self, counters: dict[str, float]) -> None:
+        """Continue the counts of a resumed epoch (missing ones, from a state saved without them: 0)."""
+        self.batches = int(counters.get("batches", 0))
+        self.tokens = int(counters.get("tokens", 0))
+        self.seconds = float(counters.get("seconds", 0.0))
+
     def end_epoch(self, accelerator: Accelerator) -> tuple[dict[str, Any], float]:
         """The epoch's generation record over all ranks, and the seconds this rank spent generating.
 
@@ -125,7 +142,8 @@ def check_on_policy(
     Raises:
         ConfigError: FSDP, or a loss with no teacher term (nothing left to train on a generated batch).
         DataError: data whose rows are not one prompt/completion sample each
-            (`distil.train.completions.prompt_rows_problem`), or that does not record its end-of-sequence id.
+            (`distil.train.completions.prompt_rows_problem`), that does not record its end-of-sequence id,
+            or whose completions do not end with it (`completion_end_problem`).
         ModelError: a student that cannot generate (not a causal LM).
     """
     if generation.lmbda <= 0:
@@ -149,6 +167,9 @@ def check_on_policy(
             f"dataset {data.name!r} does not record its end-of-sequence id (extra[{EOS_ID!r}]), which ends "
             "each generated completion. Fix: build the bundle with distil.data.text.token_bundle, or set lmbda=0."
         )
+    unended = completion_end_problem(data.train, int(data.extra[EOS_ID]))
+    if unended is not None:
+        raise DataError(f"student_train.generation.lmbda={generation.lmbda}: {unended}. {EOS_FIX}")
     check_can_generate(student)
     needs = _teacher_needs_by_term(loss)
     if needs is not None and not any(needs.values()):
