@@ -65,8 +65,9 @@ class _Scripted(torch.nn.Module):
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: object
     ) -> torch.Tensor:
-        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}  # type: ignore[dict-item]
-        return torch.cat([input_ids, self.new[:, : int(kwargs["max_new_tokens"])]], dim=1)  # type: ignore[call-overload]
+        config = kwargs["generation_config"]
+        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask, **config.to_dict()}  # type: ignore[attr-defined]
+        return torch.cat([input_ids, self.new[:, : int(config.max_new_tokens)]], dim=1)  # type: ignore[attr-defined]
 
 
 def test_the_batch_is_rewritten_prompt_then_generation_with_labels_on_generated_tokens_only() -> None:
@@ -91,6 +92,8 @@ def test_max_new_tokens_caps_the_completion() -> None:
 def test_greedy_completions_of_prompts_of_different_lengths_match_one_by_one_decoding() -> None:
     torch.manual_seed(0)
     model = create_model("hf-causal-lm", num_classes=12, config=LLAMA)
+    # A checkpoint's own generation settings are not applied: distil samples from the model as it is.
+    model.hf.generation_config.suppress_tokens = [t for t in range(12) if t != 5]
     batch = _batch()
     out = generate_completions(model, batch, Sampling(temperature=0, max_new_tokens=3), eos_id=11)
     for row, p in enumerate([3, 1]):

@@ -218,27 +218,39 @@ def generate_completions(
         )
     prompts, attention = left_padded_prompts(inputs, lengths, pad)
     hf = _causal_lm(model)
-    options: dict[str, Any] = {"do_sample": False}
-    if sampling.temperature > 0:
-        options = {
-            "do_sample": True,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": 0,
-        }
+    config = _generation_config(sampling, new_tokens, eos_id, pad)
+    # Only the settings distil owns: a checkpoint's own generation_config (repetition penalty, suppressed
+    # tokens, minimum length...) would sample from another distribution than the one the KD terms compare,
+    # and transformers fills a given config's unset fields from the model's, so the model's is swapped out.
+    own = getattr(hf, "generation_config", None)
     with _eval_mode(model), quiet_progress():
-        out = hf.generate(
-            input_ids=prompts,
-            attention_mask=attention,
-            max_new_tokens=new_tokens,
-            eos_token_id=eos_id,
-            pad_token_id=pad,
-            use_cache=True,
-            **options,
-        )
+        try:
+            if own is not None:
+                hf.generation_config = config
+            out = hf.generate(input_ids=prompts, attention_mask=attention, generation_config=config)
+        finally:
+            if own is not None:
+                hf.generation_config = own
     generated = out[:, prompts.shape[1] :]
     made = completion_lengths(generated, eos_id)
     return Completions(batch=_rewrite(batch, lengths, generated, made, pad), generated_tokens=int(made.sum()))
+
+
+def _generation_config(sampling: Sampling, new_tokens: int, eos_id: int, pad_id: int) -> Any:
+    """A transformers GenerationConfig with nothing but `sampling`'s settings, the budget and the stop id."""
+    from transformers import GenerationConfig
+
+    sample = sampling.temperature > 0
+    return GenerationConfig(
+        max_new_tokens=new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        use_cache=True,
+        do_sample=sample,
+        temperature=sampling.temperature if sample else 1.0,
+        top_p=sampling.top_p if sample else 1.0,
+        top_k=0 if sample else None,
+    )
 
 
 def _rewrite(
