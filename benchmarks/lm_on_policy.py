@@ -10,6 +10,8 @@ of SFT on the gold answers, then trains ``--steps`` (700) more, the same number 
 * ``sft``: cross-entropy on the gold answers (no teacher);
 * ``kd``: supervised KD, forward KL(teacher || student) per token on the gold answers (lmbda 0);
 * ``seq-kd``: cross-entropy on the teacher's greedy answers, generated once and cached (Kim & Rush 2016);
+* ``rkl`` / ``jsd``: reverse KL / generalized JSD (beta 0.5) on the gold answers (lmbda 0: the supervised
+  counterparts of the on-policy arms);
 * ``onpolicy-rkl-0.5`` / ``-1``: reverse KL on the student's own sampled answers for half / all batches;
 * ``onpolicy-jsd-0.5`` / ``-1``: generalized JSD (beta 0.5) likewise (GKD, Agarwal et al. 2024).
 
@@ -53,6 +55,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "sft": {"terms": {"ce": 1.0}},
     "kd": {"terms": {"kd": 1.0}},
     "seq-kd": {"terms": {"ce": 1.0}, "generation": {"seq_kd": True, "temperature": 0.0}},
+    "rkl": {"terms": {"rkl": 1.0}},
+    "jsd": {"terms": {"js": 1.0}},
     "onpolicy-rkl-0.5": {"terms": {"rkl": 1.0}, "generation": {"lmbda": 0.5}},
     "onpolicy-rkl-1": {"terms": {"rkl": 1.0}, "generation": {"lmbda": 1.0}},
     "onpolicy-jsd-0.5": {"terms": {"js": 1.0}, "generation": {"lmbda": 0.5}},
