@@ -213,3 +213,19 @@ def test_bytes_that_are_not_utf8_leave_their_chunks_out_and_the_loss_finite(sums
     assert out.alignment.num_chunks > 0  # the valid text around the bad bytes is still compared
     value = alm_loss(student(inputs), out.logits, out.alignment)
     assert torch.isfinite(value)
+
+
+def test_distil_run_and_distil_distill_refuse_a_teacher_tokenizer_before_writing_anything(tmp_path) -> None:
+    """Their stages would build the teacher for the student's vocabulary (a misleading vocabulary error)
+    or measure it on the student's ids: refused naming the API that runs it."""
+    from distil.run import run_pipeline
+    from distil.run.pipeline import distill_student
+
+    recipe = parse_recipe(
+        {"teacher": {"model": "hf-causal-lm", "checkpoint": str(tmp_path / "t")},
+         "kd": {"terms": {"ce": 0.3, "alm": 0.7}, "teacher_tokenizer": "byte"}}
+    )  # fmt: skip
+    for command in (run_pipeline, distill_student):
+        with pytest.raises(ConfigError, match=r"kd\.teacher_tokenizer=.*distil\.distill\("):
+            command(recipe, tmp_path / "runs", show_progress=False)
+    assert not (tmp_path / "runs").exists()
