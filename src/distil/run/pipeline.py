@@ -113,7 +113,7 @@ def refuse_cross_tokenizer(recipe: Recipe) -> None:
         f"kd.teacher_tokenizer={recipe.kd.teacher_tokenizer!r}: a teacher with another tokenizer is distilled by "
         "the Python API, not yet by `distil run`/`distil distill` (their stages build, train and measure the "
         "teacher on the data's tokenization). Fix: call distil.distill(teacher, student, data, cfg, "
-        "KDConfig(teacher_tokenizer=..., terms={'ce': 0.3, 'alm': 0.7})) (docs/lm.md#teacher-with-another-"
+        "KDConfig(teacher_tokenizer=..., terms={'ce': 1.0, 'alm': 1.0})) (docs/lm.md#teacher-with-another-"
         "tokenizer; benchmarks/lm_cross_tokenizer.py does it end to end), or remove kd.teacher_tokenizer."
     )
 
