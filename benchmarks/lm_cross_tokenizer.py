@@ -8,7 +8,8 @@ teacher's (``--teacher-vocab``, on one half of the training files) and a differe
 per seed, students of one size start from the same initial weights and train for the same number of steps:
 
 * byte-level student and different-BPE student, each: scratch (CE), ``{ce: 0.3, uld: 0.7}`` and
-  ``{ce: 0.3, alm: 0.7}`` with ``kd.teacher_tokenizer`` naming the teacher's BPE;
+  ``{ce: 0.3, alm: 0.7}`` with ``kd.teacher_tokenizer`` naming the teacher's BPE (the weights are
+  ``--ce-weight`` and ``--kd-weight``);
 * the upper reference: a student with the teacher's own tokenizer and same-tokenizer KD
   (``{ce: 0.3, kd: 0.7}``).
 
@@ -104,6 +105,8 @@ def main() -> None:
     p.add_argument("--student-vocab", type=int, default=512)
     p.add_argument("--files", type=int, default=0, help="use only this many corpus files (0 = all)")
     p.add_argument("--test-blocks", type=int, default=256)
+    p.add_argument("--ce-weight", type=float, default=0.3, help="the ce term's weight in every KD arm")
+    p.add_argument("--kd-weight", type=float, default=0.7, help="the teacher term's (uld, alm, kd) weight")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -156,10 +159,10 @@ def main() -> None:
         for kind, tok in (("byte", "byte"), ("bpe-student", tok_s))
         for method, terms in (
             ("scratch", None),
-            ("uld", {"ce": 0.3, "uld": 0.7}),
-            ("alm", {"ce": 0.3, "alm": 0.7}),
+            ("uld", {"ce": a.ce_weight, "uld": a.kd_weight}),
+            ("alm", {"ce": a.ce_weight, "alm": a.kd_weight}),
         )
-    ] + [("bpe-teacher", tok_t, "kd-same-tokenizer", {"ce": 0.3, "kd": 0.7})]
+    ] + [("bpe-teacher", tok_t, "kd-same-tokenizer", {"ce": a.ce_weight, "kd": a.kd_weight})]
     for seed in a.seeds:
         for kind, tok, method, terms in runs:
             t0 = time.time()

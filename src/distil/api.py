@@ -210,11 +210,13 @@ def distill(
         ConfigError, DataError, ModelError: on-policy distillation that cannot run (fsdp, data without
             one prompt per row, a student that cannot generate, a loss without a teacher term,
             teacher_cache=on), before training starts.
+        ConfigError: `kd.teacher_tokenizer` with seq_kd or teacher_cache=on
+            (`distil.config.cross_tokenizer_problems`); it always runs the teacher live.
     """
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
-    cross = cross_tokenizer_teacher(teachers, data, kd)  # None unless kd.teacher_tokenizer is set
+    cross = cross_tokenizer_teacher(teachers, data, kd, cfg)  # None unless kd.teacher_tokenizer is set
     for t in teachers if cross is None else []:  # a cross-tokenizer teacher was checked on its own ids
         check_classes(t, data, "teacher")
         if kd.teacher_outputs == "check":

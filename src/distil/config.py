@@ -767,6 +767,34 @@ class KDConfig(_Strict):
         return self
 
 
+def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
+    """What a teacher with another tokenizer (`kd.teacher_tokenizer`) cannot be combined with in the
+    student's recipe, one message with its fix each (empty: nothing; also when no teacher tokenizer is set).
+
+    Checked when a recipe is read (`Recipe`) and again by `distil.api.distill`, which can be called with
+    configs built in code.
+    """
+    if kd.teacher_tokenizer is None or not isinstance(cfg, StudentTrainConfig):
+        return []
+    problems = []
+    if cfg.generation.seq_kd:
+        problems.append(
+            "student_train.generation.seq_kd cannot be used with kd.teacher_tokenizer: seq-KD writes the "
+            "teacher's generated ids into the student's rows as they are, and the teacher's ids belong to "
+            "its own tokenizer (they are not decoded with it and re-encoded with the student's). Fix: set "
+            "student_train.generation.seq_kd=false and distil with uld/alm on the data, or on-policy "
+            "(student_train.generation.lmbda > 0), which the byte alignment serves."
+        )
+    if cfg.teacher_cache.mode == "on":
+        problems.append(
+            "student_train.teacher_cache.mode=on cannot be used with kd.teacher_tokenizer: the teacher cache "
+            "stores teacher outputs at the student's token positions, while a teacher with another tokenizer "
+            "reads its own tokenization of each batch (aligned by bytes), so it runs live. Fix: "
+            "student_train.teacher_cache.mode=auto (it chooses live and says why) or off."
+        )
+    return problems
+
+
 # A student initialised from the teacher already sits near the teacher's solution; at the T = 4 that suits a
 # random one, KD's first steps carried it away and transfer + KD ended below transfer alone. Measured with
 # benchmarks/transfer_fashion_mnist.py (docs/transfer.md#transfer--kd-defaults): at 1 epoch T = 1 gained
@@ -936,6 +964,14 @@ class Recipe(_Strict):
     def student_kd(self) -> KDConfig:
         """The KD settings the (possibly transferred) student distills with: `transfer.kd_for(kd)`."""
         return self.transfer.kd_for(self.kd)
+
+    @model_validator(mode="after")
+    def _cross_tokenizer(self) -> Recipe:
+        # Found at recipe load, before the teacher trains (distill() checks again for configs built in code).
+        problems = cross_tokenizer_problems(self.kd, self.student_train)
+        if problems:
+            raise ValueError(" ".join(problems))
+        return self
 
 
 _C = TypeVar("_C", bound=BaseModel)

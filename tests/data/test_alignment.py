@@ -126,3 +126,14 @@ def test_a_tokenizer_that_changes_the_text_is_refused(byte) -> None:
     lower = TokenizerBytes(Lower(), byte.table, byte.eos_id)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="does not reproduce"):
         encode_spans(lower, "ABC")
+
+
+def test_an_id_past_the_students_tokenizer_ends_the_row_like_padding(byte) -> None:
+    """A student whose output is padded beyond its tokenizer may sample such an id on-policy: it spells
+    no text, so the row's text ends there instead of the run stopping with an error."""
+    ids = [*b"abc def", len(byte.table) + 3, *b"ghi"]
+    row = align_row(ids, byte, byte)
+    assert bytes(row.teacher_ids) == b"abc def"
+    assert all(c == NO_CHUNK for c in row.student_chunks[7:])
+    with pytest.raises(DataError, match="outside the student's vocabulary"):
+        align_row([*b"ab", -5], byte, byte)

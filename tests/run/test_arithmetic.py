@@ -33,8 +33,9 @@ def test_a_run_on_arithmetic_reports_exact_match_next_to_perplexity(tmp_path: Pa
     run = tmp_path / "a"
     summary = json.loads((run / "summary.json").read_text())
     for m in summary["metrics"]:
-        assert 0.0 <= m["extra"]["exact_match"] <= 1.0 and m["extra"]["bits_per_byte"] > 0
-        assert "perplexity" in m["extra"]
+        assert 0.0 <= m["extra"]["exact_match"] <= 1.0 and m["extra"]["answer_bits_per_byte"] > 0
+        # The test split's bits per byte (every labelled token) is its own figure beside the answers'.
+        assert m["extra"]["bits_per_byte"] > 0 and "perplexity" in m["extra"]
     assert summary["metrics"][0]["extra"]["answer_agreement"] is None  # the teacher is the reference
     assert summary["metrics"][1]["extra"]["answer_agreement"] is not None
     checked = summary["generation"]["checked"]
@@ -42,7 +43,9 @@ def test_a_run_on_arithmetic_reports_exact_match_next_to_perplexity(tmp_path: Pa
     problems = summary["generation"]["problems"]
     assert problems and set(problems[0]["answers"]) == set(checked)
     report = (run / "report.md").read_text()
-    assert "| perplexity | exact match | answer agreement | bits/byte |" in report
+    assert (
+        "| perplexity | bits/byte | byte ppl | exact match | answer agreement | answer bits/byte |" in report
+    )
     assert f"| {problems[0]['prompt']} | {problems[0]['gold']} |" in report and (
         "✓" in report or "✗" in report
     )

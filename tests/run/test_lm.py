@@ -4,6 +4,7 @@ LM rows, generation latency and samples, the tokenizer check, and `distil demo -
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -178,6 +179,9 @@ def test_the_pipeline_trains_and_measures_language_models(corpus: Path, tmp_path
     for m in summary["metrics"]:
         assert m["task"] == "language-modeling"
         assert 1.0 < m["extra"]["perplexity"] < 259.0
+        # Per byte too (the byte tokenizer: one byte a token, EOS none), so other tokenizers compare.
+        assert 0.0 < m["extra"]["bits_per_byte"] < math.log2(259) + 1
+        assert m["extra"]["byte_perplexity"] == pytest.approx(2 ** m["extra"]["bits_per_byte"])
         assert m["extra"]["generate_ms_per_token"] > 0
         assert m["macs"] > 0 and m["throughput_b256"] is None
     assert summary["metrics"][0]["agreement"] is None
@@ -188,7 +192,7 @@ def test_the_pipeline_trains_and_measures_language_models(corpus: Path, tmp_path
     assert all(r["tokens_per_s"] > 0 and r["eval_perplexity"] > 1.0 for r in records)
     assert all(r["eval_perplexity"] == pytest.approx(2.718281828 ** r["eval_loss"]) for r in records)
     report = (run / "report.md").read_text()
-    assert "| model | perplexity | next-token acc |" in report
+    assert "| model | perplexity | bits/byte | byte ppl | next-token acc |" in report
     assert "## Generation" in report and "tokens/s" in report
     assert "Generation" in (run / "report.html").read_text()
     # The distilled student loads back with its architecture from the sidecar.
@@ -287,3 +291,22 @@ def test_a_checkpoint_records_its_text_blocks_so_eval_cuts_the_same(corpus: Path
         str(tmp_path / "m"), "text", corpus, val_fraction=0.1, options={"block_size": 8}
     )
     assert given.input_shape == (8,)
+
+
+def test_eval_of_language_model_checkpoints_reports_bits_per_byte(corpus: Path, tmp_path: Path) -> None:
+    """`distil eval` of LM checkpoints: per-token perplexity and, the data's tokenizer being byte-level, bits
+    per byte and per-byte perplexity for each (the same pass as a run's measurement)."""
+    from distil.measure.bytes import split_bits_per_byte
+    from distil.models import model_spec
+    from distil.run.evaluate import evaluate_checkpoints
+    from distil.train.checkpoint import save_checkpoint
+
+    data = load_text(corpus, block_size=16)
+    spec = model_spec("hf-causal-lm", num_classes=259, in_channels=1, image_size=1, config=TINY)
+    for i in range(2):
+        save_checkpoint(tmp_path / f"m{i}", _lm(seed=i), spec, {"data": data.describe()})
+    rows = evaluate_checkpoints([str(tmp_path / "m0"), str(tmp_path / "m1")], data, measure_latency=False)
+    alone = split_bits_per_byte(_lm(seed=1), data.test, ByteTokenizer())
+    assert rows[1].extra["bits_per_byte"] == pytest.approx(alone["bits_per_byte"], rel=1e-5)
+    assert all(r.extra["byte_perplexity"] == pytest.approx(2 ** r.extra["bits_per_byte"]) for r in rows)
+    assert all("perplexity" in r.extra for r in rows)

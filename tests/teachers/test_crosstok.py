@@ -5,13 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distil.api import distill
-from distil.config import KDConfig, StudentTrainConfig
+from distil.api import distill, distill_loss
+from distil.config import GenerationConfig, KDConfig, StudentTrainConfig, parse_recipe
+from distil.data import load_dataset
+from distil.data.batch import GENERATED, INPUTS, LABELS, MASK
 from distil.data.hf_tokenizer import train_byte_bpe
 from distil.data.text import load_text
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, DataError
+from distil.losses.crosstok import alm_loss
 from distil.models import create_model
+from distil.teachers.crosstok import CrossTokenizerTeacher
+from distil.train.completions import Sampling
+from distil.train.engine import fit
+from distil.train.onpolicy import OnPolicy
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat.\n"
 
@@ -78,3 +85,147 @@ def test_a_teacher_tokenizer_that_does_not_fit_the_teacher_is_refused(setup) -> 
     data, name = setup
     with pytest.raises(ConfigError, match="name the tokenizer the teacher was trained with"):
         distill(_lm(2000, 0), _lm(259, 1), data, _cfg(), KDConfig(terms={"alm": 1.0}, teacher_tokenizer=name))
+
+
+# -- what a teacher with another tokenizer cannot be combined with ---------------------------------------
+
+
+def test_seq_kd_with_a_teacher_tokenizer_is_refused_naming_the_fix(setup) -> None:
+    """seq-KD would write the teacher's ids (its own vocabulary) into the student's rows: refused, in code
+    and when a recipe is read, before anything is generated."""
+    data, name = setup
+    teacher = _lm(get_tokenizer(name).vocab_size, 0)
+    cfg = StudentTrainConfig(epochs=1, batch_size=4, generation=GenerationConfig(seq_kd=True))
+    kd = KDConfig(terms={"ce": 0.3, "alm": 0.7}, teacher_tokenizer=name)
+    with pytest.raises(ConfigError, match=r"seq_kd cannot be used with kd\.teacher_tokenizer.*seq_kd=false"):
+        distill(teacher, _lm(259, 1), data, cfg, kd)
+    recipe = {
+        "student_train": {"generation": {"seq_kd": True}},
+        "kd": {"terms": {"alm": 1.0}, "teacher_tokenizer": name},
+    }
+    with pytest.raises(ConfigError, match=r"seq_kd cannot be used with kd\.teacher_tokenizer"):
+        parse_recipe(recipe)
+
+
+def test_teacher_cache_on_with_a_teacher_tokenizer_is_refused_and_auto_runs_live_saying_why(setup) -> None:
+    data, name = setup
+    teacher = _lm(get_tokenizer(name).vocab_size, 0)
+    kd = KDConfig(terms={"alm": 1.0}, teacher_tokenizer=name)
+    on = StudentTrainConfig(epochs=1, batch_size=4, max_steps=1, teacher_cache="on")
+    with pytest.raises(
+        ConfigError, match=r"teacher_cache\.mode=on cannot be used with kd\.teacher_tokenizer"
+    ):
+        distill(teacher, _lm(259, 1), data, on, kd)
+    with pytest.raises(ConfigError, match=r"teacher_cache\.mode=auto"):
+        parse_recipe(
+            {
+                "student_train": {"teacher_cache": "on"},
+                "kd": {"terms": {"alm": 1.0}, "teacher_tokenizer": name},
+            }
+        )
+    auto = StudentTrainConfig(epochs=1, batch_size=4, max_steps=1, teacher_cache="auto")
+    record = distill(teacher, _lm(259, 1), data, auto, kd).history[-1]
+    assert record["teacher_source"] == "live" and "teacher cache" in record["teacher_source_reason"]
+
+
+# -- on-policy: the student's own samples, aligned by bytes -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sums(tmp_path_factory):
+    data = load_dataset("arithmetic", options={"digits": 2, "train_size": 64, "test_size": 8})
+    byte = get_tokenizer("byte")
+    texts = [byte.decode([i for i in row.tolist() if i < 256]) for row in data.train.head(64)]
+    name = train_byte_bpe(texts * 4, 300, tmp_path_factory.mktemp("sums") / "bpe")
+    return data, name
+
+
+def _arith_lm(vocab: int, seed: int) -> torch.nn.Module:
+    return _lm(vocab, seed)
+
+
+def test_on_policy_with_a_teacher_tokenizer_trains_with_alm(sums) -> None:
+    """generation.lmbda=1 with kd.teacher_tokenizer + alm: every batch is the byte student's own sample,
+    which the BPE teacher reads with its tokenizer; the student's weights move."""
+    data, name = sums
+    teacher, student = _arith_lm(get_tokenizer(name).vocab_size, 0), _arith_lm(data.num_classes, 1)
+    before = [p.detach().clone() for p in student.parameters()]
+    cfg = StudentTrainConfig(
+        epochs=1, batch_size=8, lr=1e-2, max_steps=2, generation=GenerationConfig(lmbda=1.0)
+    )
+    kd = KDConfig(terms={"ce": 0.5, "alm": 0.5}, temperature=1.0, teacher_tokenizer=name)
+    record = distill(teacher, student, data, cfg, kd).history[-1]
+    assert record["on_policy_batches"] == 2 and record["generated_tokens"] > 0
+    assert record["teacher_source"] == "live"
+    assert record["train_ce"] == 0.0 and torch.isfinite(torch.tensor(record["train_alm"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+
+
+def _invalid_utf8(batch: dict) -> bool:
+    rows = [
+        [i for i, keep in zip(x, m, strict=True) if keep]
+        for x, m in zip(batch[LABELS].tolist(), batch[MASK].tolist(), strict=True)
+    ]
+
+    def bad(row: list[int]) -> bool:
+        try:
+            bytes(i for i in row if i < 256).decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    return any(bad(r) for r in rows)
+
+
+def test_a_byte_students_invalid_utf8_samples_are_aligned_without_crashing(sums) -> None:
+    """A byte student samples any byte (an untrained one, at temperature 1, about half of them above 0x7F):
+    its samples are not valid UTF-8, the teacher reads the valid runs only, and the loss stays finite."""
+    data, name = sums
+    teacher, student = _arith_lm(get_tokenizer(name).vocab_size, 0), _arith_lm(data.num_classes, 1)
+    seen: list[dict] = []
+
+    class Spy(CrossTokenizerTeacher):
+        def __call__(self, batch):
+            seen.append(batch)
+            return super().__call__(batch)
+
+    cross = Spy(teacher, get_tokenizer("byte"), get_tokenizer(name))
+    cfg = StudentTrainConfig(epochs=1, batch_size=8, lr=1e-2, max_steps=2)
+    kd = KDConfig(terms={"alm": 1.0}, temperature=1.0, teacher_tokenizer=name)
+    loss = distill_loss(kd, teacher=teacher, student=student, data=data, cfg=cfg)
+    always = OnPolicy(1.0, Sampling(temperature=1.0, top_p=1.0), eos_id=int(data.extra["eos_id"]), seed=0)
+    record = fit(student, data, cfg, loss, teacher=cross, rewriter=always).history[-1]
+    assert seen and all(b.get(GENERATED) is True for b in seen)
+    assert any(_invalid_utf8(b) for b in seen)
+    assert torch.isfinite(torch.tensor(record["train_alm"]))
+
+
+def test_bytes_that_are_not_utf8_leave_their_chunks_out_and_the_loss_finite(sums) -> None:
+    """The same, made by hand: a row of stray continuation and lead bytes between text."""
+    _, name = sums
+    teacher, student = _arith_lm(get_tokenizer(name).vocab_size, 0), _arith_lm(259, 1)
+    row = [*b"12+34=", 0xFF, 0xC3, 0x80, 0x80, 0xE2, *b"46", 0xF0, 0x9F]
+    inputs = torch.tensor([row[:-1], [0xFF] * (len(row) - 1)])
+    labels = torch.tensor([row[1:], [0xFE] * (len(row) - 1)])
+    out = CrossTokenizerTeacher(teacher, get_tokenizer("byte"), get_tokenizer(name))(
+        {INPUTS: inputs, LABELS: labels}
+    )
+    assert out.alignment.num_chunks > 0  # the valid text around the bad bytes is still compared
+    value = alm_loss(student(inputs), out.logits, out.alignment)
+    assert torch.isfinite(value)
+
+
+def test_distil_run_and_distil_distill_refuse_a_teacher_tokenizer_before_writing_anything(tmp_path) -> None:
+    """Their stages would build the teacher for the student's vocabulary (a misleading vocabulary error)
+    or measure it on the student's ids: refused naming the API that runs it."""
+    from distil.run import run_pipeline
+    from distil.run.pipeline import distill_student
+
+    recipe = parse_recipe(
+        {"teacher": {"model": "hf-causal-lm", "checkpoint": str(tmp_path / "t")},
+         "kd": {"terms": {"ce": 0.3, "alm": 0.7}, "teacher_tokenizer": "byte"}}
+    )  # fmt: skip
+    for command in (run_pipeline, distill_student):
+        with pytest.raises(ConfigError, match=r"kd\.teacher_tokenizer=.*distil\.distill\("):
+            command(recipe, tmp_path / "runs", show_progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -221,11 +221,12 @@ def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: Toke
     The student's tokens are turned into bytes by its byte table; each stretch between EOS tokens is
     encoded by the teacher (each valid UTF-8 run of it separately), and the student's EOS becomes the
     teacher's. A student token without bytes other than EOS (padding) ends the row: it and what follows
-    get no chunk.
+    get no chunk. So does an id past the tokenizer's table: a model whose output is padded beyond its
+    tokenizer can sample one on-policy, and it spells no text.
 
     Raises:
-        DataError: a student id outside its vocabulary, or a teacher tokenizer that does not reproduce
-            the text (`encode_spans`).
+        DataError: a negative student id, or a teacher tokenizer that does not reproduce the text
+            (`encode_spans`).
     """
     s_spans: list[tuple[int, int]] = []
     t_ids: list[int] = []
@@ -247,9 +248,9 @@ def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: Toke
 
     for i in student_ids:
         i = int(i)
-        if not 0 <= i < len(student.table):
+        if i < 0:
             raise DataError(f"token id {i} is outside the student's vocabulary [0, {len(student.table)})")
-        piece = student.table[i]
+        piece = student.table[i] if i < len(student.table) else None
         if i == student.eos_id:
             flush()
             s_spans.append((unit, unit + 1))

@@ -9,29 +9,50 @@ their NLL still counts (a model must predict the end of a document too).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from distil.data.alignment import byte_table
-from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, call_model
 from distil.data.bundle import SampleSplit
 from distil.data.tokenize import Tokenizer
-from distil.errors import DataError
-from distil.measure._util import _eval_mode, _model_device
+from distil.errors import ConfigError, DataError
+from distil.measure.tasks import LM_TASK, split_evaluation, split_sums
+
+# Labelled tokens spell no bytes: bits per byte is undefined.
+_NO_BYTES = "bits per byte: the split's labelled tokens spell no bytes."
 
 
 def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
-    """(V,) int64: the bytes each id spells (0 for special tokens)."""
+    """(V,) int64: the bytes each id spells (0 for special tokens).
+
+    Raises:
+        ConfigError: a tokenizer that is not byte-level (its tokens' bytes are not known exactly).
+    """
     return torch.tensor([len(b or b"") for b in byte_table(tokenizer)], dtype=torch.long)
 
 
-@torch.no_grad()
+def known_token_bytes(tokenizer: Tokenizer | None) -> tuple[torch.Tensor | None, str]:
+    """The byte length of each id of `tokenizer` for a per-byte measurement, or None and why not.
+
+    Returns:
+        (``token_byte_lengths(tokenizer)`` or None, "" or the reason: no tokenizer recorded, or one that
+        is not byte-level, such as a SentencePiece vocabulary whose pieces are not bytes).
+    """
+    if tokenizer is None:
+        return None, "the data records no tokenizer that can be rebuilt"
+    try:
+        return token_byte_lengths(tokenizer), ""
+    except ConfigError as e:
+        return None, str(e)
+
+
 def split_bits_per_byte(
     model: nn.Module, split: SampleSplit, tokenizer: Tokenizer, *, batch_size: int = 16
 ) -> dict[str, float]:
     """Bits per byte (and per-byte perplexity, 2 ** bpb) of `model` on the labelled tokens of `split`.
+
+    The language-modelling task's streamed sums (`distil.measure.tasks`), the same pass every report's
+    measurement makes, read for their per-byte figures.
 
     Args:
         model: a causal LM over `tokenizer`'s ids; its training flag is restored afterwards.
@@ -43,27 +64,24 @@ def split_bits_per_byte(
         ``{"bits_per_byte", "byte_perplexity", "nll_nats", "bytes"}``.
 
     Raises:
+        ConfigError: a tokenizer that is not byte-level.
         DataError: the split's labelled tokens spell no bytes.
     """
-    lengths = token_byte_lengths(tokenizer)
-    device = _model_device(model)
-    nll = 0.0
-    total = 0
-    with _eval_mode(model):
-        for batch in split.batches(batch_size):
-            labels = batch[LABELS].to(device)
-            logits = call_model(model, batch[INPUTS].to(device)).float()
-            nll += float(
-                nn.functional.cross_entropy(
-                    logits.flatten(0, 1), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-                )
-            )
-            keep = labels != IGNORE_INDEX
-            total += int(lengths.to(device)[labels[keep].clamp(max=len(lengths) - 1)].sum())
-    if total == 0:
-        raise DataError("bits per byte: the split's labelled tokens spell no bytes.")
-    bpb = nll / total / math.log(2)
-    return {"bits_per_byte": bpb, "byte_perplexity": 2.0**bpb, "nll_nats": nll, "bytes": float(total)}
+    sums, _ = split_sums(
+        model, split, LM_TASK, batch_size=batch_size, token_bytes=token_byte_lengths(tokenizer)
+    )
+    totals = sums.cpu()
+    metrics = split_evaluation(LM_TASK).finish(totals)
+    bpb = metrics.get("bits_per_byte")
+    if bpb is None:
+        raise DataError(_NO_BYTES)
+    assert metrics["byte_perplexity"] is not None
+    return {
+        "bits_per_byte": bpb,
+        "byte_perplexity": metrics["byte_perplexity"],
+        "nll_nats": float(totals[4]),
+        "bytes": float(totals[5]),
+    }
 
 
-__all__ = ["split_bits_per_byte", "token_byte_lengths"]
+__all__ = ["known_token_bytes", "split_bits_per_byte", "token_byte_lengths"]

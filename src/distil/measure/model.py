@@ -98,6 +98,7 @@ def measure_token_model(
     min_run_time: float = 0.5,
     batch_size: int = 32,
     task: str = "language-modeling",
+    token_bytes: Tensor | None = None,
 ) -> tuple[ModelMetrics, Tensor]:
     """Measure a token model (a language model) for a report, reading `split` batch by batch.
 
@@ -118,6 +119,8 @@ def measure_token_model(
         min_run_time: seconds per latency measurement.
         batch_size: blocks per forward pass of the evaluation.
         task: a ``TASKS`` name with streaming metrics.
+        token_bytes: ``(V,)`` the bytes each token id spells: adds ``bits_per_byte`` and
+            ``byte_perplexity`` (see :func:`measure`).
 
     Returns:
         (the metrics, this model's top-1 predictions on `split`: the reference of later models).
@@ -134,6 +137,7 @@ def measure_token_model(
         min_run_time=min_run_time,
         batch_size=batch_size,
         vocab_size=vocab_size,
+        token_bytes=token_bytes,
     )
     assert measured.predictions is not None
     return measured.metrics, measured.predictions
@@ -170,6 +174,7 @@ def measure(
     batch_size: int = PREDICT_BATCH_SIZE,
     vocab_size: int | None = None,
     num_classes: int | None = None,
+    token_bytes: Tensor | None = None,
 ) -> Measured:
     """Measure one model on a split for a report, for every task the same way: quality streamed batch by
     batch (summed counts, never the whole logits), size, MACs and, optionally, latency.
@@ -191,6 +196,9 @@ def measure(
         batch_size: samples per forward pass of the evaluation (bounds memory, not results).
         vocab_size: for a model of token ids, their vocabulary: MACs and latency are of random ids.
         num_classes: the class count, for the task's breakdowns (per-class accuracy).
+        token_bytes: for a language model, ``(V,)`` the bytes each token id spells
+            (`distil.measure.bytes.token_byte_lengths`): the row then also has ``bits_per_byte`` and
+            ``byte_perplexity``, which compare models with different tokenizers; None: per token only.
 
     Returns:
         The row, the breakdowns and the model's top-1 predictions.
@@ -208,6 +216,7 @@ def measure(
         batch_size=batch_size,
         keep_predictions=True,
         num_classes=num_classes,
+        token_bytes=token_bytes,
     )
     metrics = _row(name, model, dict(quality.metrics), task, weights_path, shape, vocab_size)
     if latency:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,9 +68,11 @@ class StreamingMetrics:
     ``finish`` turns the totals into metrics by name.
 
     Attributes:
-        sums: ``(logits, labels, reference) -> (K,) float64`` for one batch, on the logits' device and
-            without a host sync; ``reference`` is the teacher's top-1 predictions for that batch (same
-            shape as ``labels``) or ``None``.
+        sums: ``(logits, labels, reference, token_bytes) -> (K,) float64`` for one batch, on the logits'
+            device and without a host sync; ``reference`` is the teacher's top-1 predictions for that batch
+            (same shape as ``labels``) or ``None``; ``token_bytes`` is the ``(V,)`` count of bytes each
+            token id spells (0 for special tokens, on the logits' device) when the data's tokenizer is
+            known to be byte-level, else ``None`` (tasks that do not measure per byte ignore it).
         finish: ``(K,) float64 totals (CPU) -> {name: float | None}``; ``accuracy`` is required.
         size: K, the number of sums (a process with no samples contributes K zeros).
         detail_sums: The task's breakdowns (``Task.details``) as sums too: ``(preds, labels, num_classes)
@@ -77,7 +80,7 @@ class StreamingMetrics:
         detail_finish: ``(D,) totals -> {name: list of float, NaN where undefined}``.
     """
 
-    sums: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    sums: Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
     finish: Callable[[Tensor], dict[str, float | None]]
     size: int
     detail_sums: Callable[[Tensor, Tensor, int], Tensor] | None = None
@@ -88,6 +91,8 @@ TASKS: Registry[Task] = Registry("task")
 
 
 DEFAULT_TASK = "classification"
+# Language models: next-token metrics, and bits per byte where the tokenizer's bytes are known.
+LM_TASK = "language-modeling"
 
 
 def register_task(task: Task) -> Task:
@@ -119,7 +124,7 @@ register_task(
             ),
         },
         streaming=StreamingMetrics(
-            sums=lambda logits, labels, ref: _hit_sums(logits.argmax(-1), labels, ref),
+            sums=lambda logits, labels, ref, _bytes: _hit_sums(logits.argmax(-1), labels, ref),
             finish=lambda t: {
                 # float32, as `accuracy` divides: a sharded evaluation equals a single-process one.
                 "accuracy": float(t[0].float() / t[1].float().clamp(min=1)),
@@ -173,31 +178,50 @@ def _hit_sums(preds: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor
     )
 
 
-def _token_sums(logits: Tensor, labels: Tensor, reference: Tensor | None) -> Tensor:
-    """[correct, counted, agreeing, reference given, summed NLL (nats)] of one (B, T, V) batch."""
+def _token_sums(
+    logits: Tensor, labels: Tensor, reference: Tensor | None, token_bytes: Tensor | None
+) -> Tensor:
+    """[correct, counted, agreeing, reference given, summed NLL (nats), bytes the labelled tokens spell,
+    bytes known] of one (B, T, V) batch (the last two 0 without `token_bytes`)."""
     labels = labels.to(logits.device)
     nll = torch.nn.functional.cross_entropy(
         logits.flatten(0, 1).float(), labels.reshape(-1).long(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    return torch.cat([_hit_sums(logits.argmax(-1), labels, reference), nll.double().reshape(1)])
+    spelled = torch.zeros(2, dtype=torch.float64, device=logits.device)
+    if token_bytes is not None:
+        ids = labels[labels != IGNORE_INDEX].long()
+        # An id past the table (a model vocabulary padded beyond the tokenizer's) spells nothing, as a special.
+        inside = ids < token_bytes.numel()
+        lengths = torch.where(inside, token_bytes[ids.clamp(max=token_bytes.numel() - 1)], 0)
+        spelled = torch.stack([lengths.sum().double(), spelled.new_ones(())])
+    return torch.cat([_hit_sums(logits.argmax(-1), labels, reference), nll.double().reshape(1), spelled])
 
 
 def _token_finish(t: Tensor) -> dict[str, float | None]:
+    """Next-token accuracy, agreement, perplexity and mean NLL per token; with the bytes known, also bits
+    per byte (summed NLL / bytes spelled / ln 2: the same quantity for any tokenizer of the text, so
+    students with different vocabularies compare) and per-byte perplexity (2 ** bits per byte)."""
     count = float(t[1])
     if count == 0:
         raise DataError("language-model evaluation: no labelled token positions in the split.")
     mean_nll = float(t[4]) / count
-    return {
+    out: dict[str, float | None] = {
         "accuracy": float(t[0]) / count,
         "agreement": float(t[2]) / count if t[3] > 0 else None,
         "perplexity": float(torch.tensor(mean_nll, dtype=torch.float64).exp()),
         "loss": mean_nll,
     }
+    if t[6] > 0:
+        num_bytes = float(t[5])
+        bpb = float(t[4]) / num_bytes / math.log(2) if num_bytes > 0 else None
+        out["bits_per_byte"] = bpb
+        out["byte_perplexity"] = 2.0**bpb if bpb is not None else None
+    return out
 
 
 register_task(
     Task(
-        name="language-modeling",
+        name=LM_TASK,
         metrics={
             # Next-token accuracy: the report's quality column.
             "accuracy": lambda m: accuracy(m.logits, m.labels, m.mask),
@@ -208,7 +232,7 @@ register_task(
             ),
             "perplexity": lambda m: perplexity(m.logits, m.labels, m.mask),
         },
-        streaming=StreamingMetrics(sums=_token_sums, finish=_token_finish, size=5),
+        streaming=StreamingMetrics(sums=_token_sums, finish=_token_finish, size=7),
     )
 )
 
@@ -233,6 +257,7 @@ def split_sums(
     stop: int | None = None,
     keep_predictions: bool = False,
     inference_mode: bool = True,
+    token_bytes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The streaming sums of ``task`` (:class:`StreamingMetrics`) over positions [start, stop) of a split.
 
@@ -251,6 +276,8 @@ def split_sums(
         inference_mode: False runs the forwards under `torch.no_grad` instead: an FSDP-sharded model keeps
             the buffers it gathers parameters into, and made under inference_mode they would break its
             next training step.
+        token_bytes: ``(V,)`` the bytes each token id spells (`distil.measure.bytes.token_byte_lengths`),
+            for a language model's bits per byte; None: not measured per byte.
 
     Returns:
         (sums (K,) float64 on the model's device, predictions on the CPU or None).
@@ -268,6 +295,7 @@ def split_sums(
         stop=stop,
         keep_predictions=keep_predictions,
         inference_mode=inference_mode,
+        token_bytes=token_bytes,
     )
     if sums is None:
         raise DataError(f"{task} evaluation: the split holds no samples in [{start}, {stop}).")
@@ -301,11 +329,13 @@ def _stream(
     keep_predictions: bool = False,
     inference_mode: bool = True,
     num_classes: int | None = None,
+    token_bytes: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """One pass over [start, stop) of `split`: (the task's sums, its detail sums (given `num_classes` and
     detail sums) or None, the top-1 predictions on the CPU or None); sums are None for no samples."""
     _check_positive("batch_size", batch_size)
     device = _model_device(model)
+    lengths = token_bytes.to(device=device, dtype=torch.long) if token_bytes is not None else None
     details = streaming.detail_sums if num_classes is not None else None
     total: Tensor | None = None
     detail_total: Tensor | None = None
@@ -318,7 +348,7 @@ def _stream(
             n = logits.shape[0]
             ref = reference[offset - start : offset - start + n] if reference is not None else None
             offset += n
-            sums = streaming.sums(logits, batch[LABELS], ref)
+            sums = streaming.sums(logits, batch[LABELS], ref, lengths)
             total = sums if total is None else total + sums
             if details is not None:
                 assert num_classes is not None
@@ -434,6 +464,7 @@ def split_quality(
     batch_size: int = 64,
     keep_predictions: bool = False,
     num_classes: int | None = None,
+    token_bytes: Tensor | None = None,
 ) -> SplitQuality:
     """The metrics and breakdowns of ``task`` on a whole split, batch by batch: logits are never held
     whole, only summed counts (and, with `keep_predictions`, the top-1 predictions).
@@ -446,6 +477,8 @@ def split_quality(
         batch_size: samples per forward pass.
         keep_predictions: also return this model's top-1 predictions.
         num_classes: the class count, for the task's breakdowns (per-class accuracy); None: none.
+        token_bytes: ``(V,)`` the bytes each token id spells, for a language model's ``bits_per_byte``
+            and ``byte_perplexity``; None: not measured per byte.
 
     Raises:
         ConfigError: an unknown task, or one without streaming metrics.
@@ -460,6 +493,7 @@ def split_quality(
         batch_size=batch_size,
         keep_predictions=keep_predictions,
         num_classes=num_classes,
+        token_bytes=token_bytes,
     )
     if sums is None:
         raise DataError(f"{task} evaluation: the split holds no samples; evaluate on a non-empty set.")

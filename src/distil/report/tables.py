@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from distil.measure import MAX_LATENCY_SPREAD, ModelMetrics, compare, latency_conflicts
+from distil.measure.tasks import LM_TASK
 
 COLUMNS = (
     "model",
@@ -23,11 +24,15 @@ COLUMNS = (
 )
 
 
-# Language models (task "language-modeling"): perplexity is the quality column, costs are per block of T
-# tokens, and generation latency per token (KV cache) is the speed that matters.
+# Language models (task "language-modeling"): perplexity is the quality column, with bits per byte and
+# per-byte perplexity beside it (they do not depend on the tokenizer, so students with other vocabularies
+# compare); costs are per block of T tokens, and generation latency per token (KV cache) is the speed that
+# matters.
 LM_COLUMNS = (
     "model",
     "perplexity",
+    "bits/byte",
+    "byte ppl",
     "next-token acc",
     "agreement",
     "params",
@@ -38,9 +43,11 @@ LM_COLUMNS = (
     "compression",
     "perplexity ratio",
 )
-LM_TASK = "language-modeling"
-# Data with checkable answers (distil.measure.generation) adds these after perplexity.
-CHECKED_COLUMNS = ("exact match", "answer agreement", "bits/byte")
+# Data with checkable answers (distil.measure.generation) adds these after the per-byte columns.
+CHECKED_COLUMNS = ("exact match", "answer agreement", "answer bits/byte")
+# The checked answers' metrics as a row's extra keys: their bits per byte (of the gold answers given
+# their prompts) is not the test split's ``bits_per_byte``.
+CHECKED_EXTRA = {"bits_per_byte": "answer_bits_per_byte"}
 
 
 def is_lm(metrics: Sequence[ModelMetrics]) -> bool:
@@ -54,7 +61,7 @@ def columns_for(metrics: Sequence[ModelMetrics]) -> tuple[str, ...]:
         return COLUMNS
     if not _checked(metrics):
         return LM_COLUMNS
-    return (*LM_COLUMNS[:2], *CHECKED_COLUMNS, *LM_COLUMNS[2:])
+    return (*LM_COLUMNS[:4], *CHECKED_COLUMNS, *LM_COLUMNS[4:])
 
 
 def _checked(metrics: Sequence[ModelMetrics]) -> bool:
@@ -136,6 +143,18 @@ def compression_cell(ratios: dict[str, float | None]) -> str:
     return text
 
 
+def _per_byte(m: ModelMetrics) -> tuple[float | None, float | None]:
+    """(the test split's bits per byte, the checked answers' bits per byte) of a row.
+
+    A run written before the split's figure existed stored the answers' under ``bits_per_byte``: it is
+    shown as the answers' then, not as the split's.
+    """
+    extra = m.extra
+    if "exact_match" in extra and "answer_bits_per_byte" not in extra:
+        return None, extra.get("bits_per_byte")
+    return extra.get("bits_per_byte"), extra.get("answer_bits_per_byte")
+
+
 def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[list[str]]:
     rows = []
     ref_ppl = reference.extra.get("perplexity")
@@ -145,11 +164,12 @@ def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[l
         is_ref = m is reference
         ppl = m.extra.get("perplexity")
         gen = m.extra.get("generate_ms_per_token")
+        split_bpb, answer_bpb = _per_byte(m)
         answers = (
             [
                 _opt(m.extra.get("exact_match"), ".2%"),
                 _opt(m.extra.get("answer_agreement"), ".2%"),
-                _opt(m.extra.get("bits_per_byte"), ".3f"),
+                _opt(answer_bpb, ".3f"),
             ]
             if checked
             else []
@@ -158,6 +178,8 @@ def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[l
             [
                 m.name,
                 _opt(ppl, ".3f"),
+                _opt(split_bpb, ".3f"),
+                _opt(m.extra.get("byte_perplexity") if split_bpb is not None else None, ".3f"),
                 *answers,
                 f"{m.accuracy:.2%}",
                 _opt(m.agreement, ".2%"),

@@ -14,6 +14,7 @@ from distil.data import DataBundle, load_dataset
 from distil.data.registry import ARITHMETIC_OPTIONS
 from distil.measure import ModelMetrics, measure, time_models
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
+from distil.run.lm_report import lm_token_bytes, tokenizer_of
 from distil.train.build import build_model
 
 
@@ -196,6 +197,9 @@ def evaluate_checkpoints(
 ) -> list[ModelMetrics]:
     """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
 
+    Language models are measured per token (perplexity) and, where the data's tokenizer is byte-level, per
+    byte too (``bits_per_byte``, ``byte_perplexity``), so checkpoints with other tokenizers compare.
+
     A path with a distil sidecar brings its own architecture; any other weights file (a plain state_dict
     saved elsewhere, .pt/.pth/.safetensors) is loaded into its model name (a registered name or
     `pkg.module:factory`) built for `data`: `model_name` is one name for every path, or one per path in
@@ -211,6 +215,7 @@ def evaluate_checkpoints(
     tokens = data.is_tokens
     shape = tuple(data.test.sample_shape) if tokens else data.input_shape
     vocab = data.num_classes if tokens else data.vocab_size
+    token_bytes = lm_token_bytes(data.task, tokenizer_of(data.extra, trust_code=trust_code))
     for path, name in zip(paths, per_path_models(model_name, paths), strict=True):
         model, _, weights = load_any(path, data, name, trust_code=trust_code)
         measured = measure(
@@ -224,6 +229,7 @@ def evaluate_checkpoints(
             latency=False,  # timed below, interleaved, so that the table's latencies compare
             batch_size=TOKEN_BATCH_SIZE if tokens else PREDICT_BATCH_SIZE,
             vocab_size=vocab,
+            token_bytes=token_bytes,
         )
         reference = measured.predictions if reference is None else reference
         metrics.append(measured.metrics)

@@ -21,8 +21,10 @@ from torch import nn
 
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.data.verifiable import Problem, VerifiableTask
+from distil.measure.bytes import known_token_bytes
 from distil.measure.generation import check_generation
 from distil.measure.lm import generation_latency, greedy_ids
+from distil.measure.tasks import LM_TASK
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 48
@@ -66,6 +68,15 @@ def tokenizer_of(data_extra: dict[str, str], *, trust_code: bool = False) -> Tok
         return get_tokenizer(name, trust_remote_code=trust_code)
     except Exception:  # a tokenizer that needs files no longer there: the report goes without samples
         return None
+
+
+def lm_token_bytes(task: str, tokenizer: Tokenizer | None) -> torch.Tensor | None:
+    """The bytes each token id spells, for a language model's bits per byte (`distil.measure.measure`'s
+    `token_bytes`): None for another task, or a tokenizer that is unknown or not byte-level (the report
+    then shows per-token perplexity only, and bits per byte as "—")."""
+    if task != LM_TASK:
+        return None
+    return known_token_bytes(tokenizer)[0]
 
 
 def shown_answer(answer: str, readable: Callable[[str], str] | None) -> str:
@@ -168,4 +179,4 @@ def lm_section(
     return out
 
 
-__all__ = ["fixed_prompts", "lm_section", "sample_problems", "tokenizer_of"]
+__all__ = ["fixed_prompts", "lm_section", "lm_token_bytes", "sample_problems", "tokenizer_of"]

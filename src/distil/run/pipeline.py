@@ -99,6 +99,25 @@ def warn_if_student_larger(console: Console, teacher: nn.Module, student: nn.Mod
     )
 
 
+def refuse_cross_tokenizer(recipe: Recipe) -> None:
+    """Refuse `kd.teacher_tokenizer` in a command run: its teacher must be built, trained and measured on
+    its own tokenization of the data, which the run's stages do not do yet (they would build it for the
+    student's vocabulary and fail with a misleading vocabulary error, or measure it on the student's ids).
+
+    Raises:
+        ConfigError: naming the Python API that runs it.
+    """
+    if recipe.kd.teacher_tokenizer is None:
+        return
+    raise ConfigError(
+        f"kd.teacher_tokenizer={recipe.kd.teacher_tokenizer!r}: a teacher with another tokenizer is distilled by "
+        "the Python API, not yet by `distil run`/`distil distill` (their stages build, train and measure the "
+        "teacher on the data's tokenization). Fix: call distil.distill(teacher, student, data, cfg, "
+        "KDConfig(teacher_tokenizer=..., terms={'ce': 1.0, 'alm': 1.0})) (docs/lm.md#teacher-with-another-"
+        "tokenizer; benchmarks/lm_cross_tokenizer.py does it end to end), or remove kd.teacher_tokenizer."
+    )
+
+
 def _title(recipe: Recipe, data: DataBundle) -> str:
     return f"{recipe.name}: {data.name} test set"
 
@@ -125,6 +144,7 @@ def run_pipeline(
     """
     console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
+    refuse_cross_tokenizer(recipe)
     data = load_data(recipe)
     kd_data = transfer_set(data, recipe.data.unlabeled)  # students: data.unlabeled hides labels, adds inputs
     scratch_data = labeled_part(kd_data)  # the scratch student: the labelled samples, as many steps
@@ -244,6 +264,7 @@ def distill_student(
         "with --set teacher.model=NAME; a Hugging Face folder: --set teacher.model=hf-causal-lm "
         "--set 'teacher.kwargs={path: DIR}'), or train one with `distil train`.",
     )
+    refuse_cross_tokenizer(recipe)
     data = load_data(recipe)
     kd_data = transfer_set(data, recipe.data.unlabeled)  # data.unlabeled: hidden labels, unlabelled inputs
     teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)

@@ -35,6 +35,7 @@ from distil.measure import ModelMetrics, compare, measure, time_models, weights_
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.report import metrics_table
 from distil.report.progress import make_progress
+from distil.report.tables import CHECKED_EXTRA
 from distil.resources import oom_hint, preflight
 from distil.train.checkpoint import save_checkpoint
 from distil.train.distributed import rank_run_root
@@ -267,6 +268,7 @@ class Runner:
                 batch_size=TOKEN_BATCH_SIZE if tokens else PREDICT_BATCH_SIZE,
                 vocab_size=self._vocab_size,
                 num_classes=None if tokens else data.num_classes,
+                token_bytes=self._token_bytes,
             )
             reference = measured.predictions if reference is None else reference
             metrics.append(measured.metrics)
@@ -324,8 +326,9 @@ class Runner:
             timed = self.generation["latency"].get(m.name)
             if timed is not None:
                 m.extra["generate_ms_per_token"] = timed["ms_per_token"]
-            # Checkable answers: exact match and bits per byte beside perplexity.
-            m.extra.update(self.generation.get("checked", {}).get(m.name, {}))
+            # Checkable answers: exact match, and the answers' bits per byte beside the test split's.
+            checked = self.generation.get("checked", {}).get(m.name, {})
+            m.extra.update({CHECKED_EXTRA.get(k, k): v for k, v in checked.items()})
 
     def _save(self, kept: Kept, m: ModelMetrics, details: dict[str, Any]) -> None:
         """The checkpoint of a measured model: weights, and a sidecar that carries its own final numbers
@@ -337,6 +340,13 @@ class Runner:
             return {**meta, "test_metrics": m.to_dict(), **details}
 
         save_checkpoint(self.dir.file(kept.name), kept.model, kept.spec, sidecar, tokenizer=self._tokenizer)
+
+    @functools.cached_property
+    def _token_bytes(self) -> torch.Tensor | None:
+        """A language model's bytes per token id, for bits per byte in every row (None: not measurable)."""
+        from distil.run.lm_report import lm_token_bytes
+
+        return lm_token_bytes(self.data.task, self._tokenizer)
 
     @functools.cached_property
     def _tokenizer(self) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distil.config import KDConfig
+from distil.config import KDConfig, TrainConfig, cross_tokenizer_problems
 from distil.data.alignment import TokenizerBytes, align_rows
 from distil.data.batch import INPUTS, LABELS
 from distil.data.bundle import LANGUAGE_MODELING, DataBundle
@@ -105,16 +105,26 @@ def data_tokenizer(data: DataBundle, *, trust_code: bool = False) -> Tokenizer:
 
 
 def cross_tokenizer_teacher(
-    teachers: list[nn.Module], data: DataBundle, kd: KDConfig, *, trust_code: bool = False
+    teachers: list[nn.Module],
+    data: DataBundle,
+    kd: KDConfig,
+    cfg: TrainConfig | None = None,
+    *,
+    trust_code: bool = False,
 ) -> CrossTokenizerTeacher | None:
     """The teacher of a cross-tokenizer run (`kd.teacher_tokenizer` set), checked; None when it is unset.
 
     Raises:
-        ConfigError: an ensemble, data that is not language modelling or has no tokenizer, per-token terms
-            (`check_cross_tokenizer_terms`), or a teacher whose output does not fit the tokenizer named.
+        ConfigError: settings of `cfg` it cannot serve (`distil.config.cross_tokenizer_problems`: seq-KD,
+            teacher_cache=on), an ensemble, data that is not language modelling or has no tokenizer,
+            per-token terms (`check_cross_tokenizer_terms`), or a teacher whose output does not fit the
+            tokenizer named.
     """
     if kd.teacher_tokenizer is None:
         return None
+    problems = cross_tokenizer_problems(kd, cfg) if cfg is not None else []
+    if problems:
+        raise ConfigError("\n".join(problems))
     student_tok = data_tokenizer(data, trust_code=trust_code)
     if len(teachers) > 1:
         raise ConfigError("kd.teacher_tokenizer takes one teacher; drop kd.teachers (ensembles).")
@@ -130,7 +140,8 @@ def cross_tokenizer_record(kd: KDConfig) -> dict[str, Any]:
     """What every epoch of a cross-tokenizer run logs about its teacher source."""
     return {
         "teacher_source": "live",
-        "teacher_source_reason": f"the teacher reads the text with its own tokenizer ({kd.teacher_tokenizer})",
+        "teacher_source_reason": f"the teacher reads the text with its own tokenizer ({kd.teacher_tokenizer}), "
+        "aligned by bytes in each batch: a teacher cache stores outputs at the student's token positions",
     }
 
 
