@@ -774,9 +774,16 @@ def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
     Checked when a recipe is read (`Recipe`) and again by `distil.api.distill`, which can be called with
     configs built in code.
     """
-    if kd.teacher_tokenizer is None or not isinstance(cfg, StudentTrainConfig):
+    if kd.teacher_tokenizer is None:
         return []
     problems = []
+    if kd.teachers:
+        problems.append(
+            "kd.teachers cannot be used with kd.teacher_tokenizer: the byte alignment serves one teacher "
+            "with its own tokenizer. Fix: drop kd.teachers (or kd.teacher_tokenizer)."
+        )
+    if not isinstance(cfg, StudentTrainConfig):
+        return problems
     if cfg.generation.seq_kd:
         problems.append(
             "student_train.generation.seq_kd cannot be used with kd.teacher_tokenizer: seq-KD writes the "

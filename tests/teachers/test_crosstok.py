@@ -215,17 +215,29 @@ def test_bytes_that_are_not_utf8_leave_their_chunks_out_and_the_loss_finite(sums
     assert torch.isfinite(value)
 
 
-def test_distil_run_and_distil_distill_refuse_a_teacher_tokenizer_before_writing_anything(tmp_path) -> None:
-    """Their stages would build the teacher for the student's vocabulary (a misleading vocabulary error)
-    or measure it on the student's ids: refused naming the API that runs it."""
+def test_distil_run_refuses_a_teacher_tokenizer_with_a_teacher_it_would_train_before_writing_anything(
+    tmp_path,
+) -> None:
+    """`distil run` would train its teacher on the data's tokens: refused naming a teacher checkpoint."""
     from distil.run import run_pipeline
-    from distil.run.pipeline import distill_student
 
     recipe = parse_recipe(
-        {"teacher": {"model": "hf-causal-lm", "checkpoint": str(tmp_path / "t")},
+        {"teacher": {"model": "hf-causal-lm"},
          "kd": {"terms": {"ce": 0.3, "alm": 0.7}, "teacher_tokenizer": "byte"}}
     )  # fmt: skip
-    for command in (run_pipeline, distill_student):
-        with pytest.raises(ConfigError, match=r"kd\.teacher_tokenizer=.*distil\.distill\("):
-            command(recipe, tmp_path / "runs", show_progress=False)
+    with pytest.raises(ConfigError, match=r"kd\.teacher_tokenizer=.*teacher\.checkpoint.*distil distill"):
+        run_pipeline(recipe, tmp_path / "runs", show_progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_kd_teachers_with_a_teacher_tokenizer_are_refused_when_the_recipe_is_read() -> None:
+    with pytest.raises(ConfigError, match=r"kd\.teachers cannot be used with kd\.teacher_tokenizer"):
+        parse_recipe(
+            {
+                "kd": {
+                    "terms": {"alm": 1.0},
+                    "teacher_tokenizer": "byte",
+                    "teachers": [{"model": "smallnet", "checkpoint": "t"}],
+                }
+            }
+        )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -208,11 +208,17 @@ def chunk_ids(
 
 @dataclass
 class RowAlignment:
-    """One row's teacher tokens and the chunk of every token of both models (`chunk_ids`)."""
+    """One row's teacher tokens and the chunk of every token of both models (`chunk_ids`).
+
+    `student_spans` and `teacher_spans` are each token's (start, end) units in the row's text (one per
+    byte, one per EOS); the student's stop where the row's text does (at padding).
+    """
 
     teacher_ids: list[int]
     student_chunks: list[int]
     teacher_chunks: list[int]
+    student_spans: list[tuple[int, int]] = field(default_factory=list)
+    teacher_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: TokenizerBytes) -> RowAlignment:
@@ -267,7 +273,7 @@ def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: Toke
     flush()
     s_chunks, t_chunks = chunk_ids(s_spans, t_spans)
     s_chunks += [NO_CHUNK] * (len(student_ids) - len(s_chunks))
-    return RowAlignment(t_ids, s_chunks, t_chunks)
+    return RowAlignment(t_ids, s_chunks, t_chunks, s_spans, t_spans)
 
 
 @dataclass

@@ -30,6 +30,9 @@ class ModelMetrics:
         task: The task whose metrics were measured (``TASKS``); it says what ``accuracy`` and
             ``agreement`` count (samples for classification).
         extra: The task's other scalar metrics by name (none for classification).
+        tokenizer: The tokenizer a language model read the test text with, when it is not the data's (a
+            teacher with its own tokenizer); its per-token figures (``accuracy``, perplexity) are then per
+            its own tokens and compare with no other row; bits per byte do. None: the data's.
     """
 
     name: str
@@ -44,6 +47,7 @@ class ModelMetrics:
     latency_reliable: bool = True
     task: str = "classification"
     extra: dict[str, float | None] = field(default_factory=dict)
+    tokenizer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the metrics as a plain, JSON-serializable dict.
@@ -57,6 +61,8 @@ class ModelMetrics:
             del out["task"], out["extra"]
         if self.latency_b1_spread is None:
             del out["latency_b1_spread"], out["latency_reliable"]
+        if self.tokenizer is None:
+            del out["tokenizer"]
         return out
 
 
@@ -80,7 +86,9 @@ def compare(teacher: ModelMetrics, student: ModelMetrics) -> dict[str, float | N
         parameter counts: 1.0 for an int8 copy of the same net), ``macs_ratio`` (teacher/student),
         ``speedup_b1`` (teacher/student latency at batch 1), ``throughput_ratio`` (student/teacher
         at batch 256), ``accuracy_change`` (student minus teacher, in percentage points). A ratio
-        is ``None`` when a value is missing (latency not measured) or the denominator is 0.
+        is ``None`` when a value is missing (latency not measured) or the denominator is 0;
+        ``accuracy_change`` is ``None`` when the two read the text with different tokenizers
+        (``ModelMetrics.tokenizer``: their per-token accuracies count different tokens).
     """
     params_ratio = _ratio(teacher.params, student.params)
     bytes_ratio = _ratio(teacher.bytes, student.bytes) if teacher.bytes else None
@@ -91,5 +99,7 @@ def compare(teacher: ModelMetrics, student: ModelMetrics) -> dict[str, float | N
         "macs_ratio": _ratio(teacher.macs, student.macs),
         "speedup_b1": _ratio(teacher.latency_b1_ms, student.latency_b1_ms),
         "throughput_ratio": _ratio(student.throughput_b256, teacher.throughput_b256),
-        "accuracy_change": (student.accuracy - teacher.accuracy) * 100,
+        "accuracy_change": (
+            (student.accuracy - teacher.accuracy) * 100 if teacher.tokenizer == student.tokenizer else None
+        ),
     }

@@ -134,6 +134,18 @@ def latency_notes(metrics: Sequence[ModelMetrics]) -> list[str]:
     return notes
 
 
+def tokenizer_notes(metrics: Sequence[ModelMetrics]) -> list[str]:
+    """What a row measured on its own tokenization of the test text compares with, one sentence each."""
+    return [
+        f"{m.name} reads the text with its own tokenizer ({m.tokenizer}): it is measured on its own "
+        "tokenization of the same test text. Bits per byte and byte perplexity compare with the other rows; "
+        "its perplexity and next-token accuracy are per its own tokens (not comparable, no ratio); agreement, "
+        "latency per block and generation are not measured for it (they would feed it the data's token ids)."
+        for m in metrics
+        if m.tokenizer is not None
+    ]
+
+
 def compression_cell(ratios: dict[str, float | None]) -> str:
     """The stored-size ratio, e.g. "3.4x"; "3.4x (params 1.0x)" when the parameter ratio differs."""
     text = _opt(ratios["compression"], ".1f") + "x"
@@ -189,7 +201,9 @@ def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[l
                 latency_cell(m),
                 _opt(gen, ".3f"),
                 "1x" if is_ref else compression_cell(r),
-                "1x" if is_ref or ppl is None or not ref_ppl else f"{ppl / ref_ppl:.3f}x",
+                "1x"
+                if is_ref or ppl is None or not ref_ppl or m.tokenizer != reference.tokenizer
+                else f"{ppl / ref_ppl:.3f}x",
             ]
         )
     return rows
@@ -225,7 +239,7 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
 def metrics_table(metrics: Sequence[ModelMetrics], reference: ModelMetrics, title: str = "") -> Table:
     """A Rich table with one column per model (so it fits an 80-column terminal), ratios vs `reference`;
     its caption says which latencies are unreliable and why."""
-    notes = latency_notes(metrics)
+    notes = tokenizer_notes(metrics) + latency_notes(metrics)
     table = Table(title=title or None, caption="\n".join(notes) or None, caption_justify="left")
     table.add_column("metric")
     for m in metrics:
@@ -241,7 +255,7 @@ def metrics_markdown(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -
     columns = columns_for(metrics)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in metric_rows(metrics, reference)]
-    notes = latency_notes(metrics)
+    notes = tokenizer_notes(metrics) + latency_notes(metrics)
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"

@@ -118,6 +118,7 @@ def lm_section(
     latency: bool = True,
     trust_code: bool = False,
     task: VerifiableTask | None = None,
+    first_is_reference: bool = True,
 ) -> dict[str, Any]:
     """The ``generation`` section of a language-model run's summary.json.
 
@@ -130,6 +131,8 @@ def lm_section(
         task: data with checkable answers (:func:`distil.data.verifiable.verifiable_task`): every model
             answers the first ``len(split)`` test problems (:mod:`distil.measure.generation`), and sample
             problems replace the free-text samples.
+        first_is_reference: the first model is the teacher, whose answers the others' answer agreement
+            is measured against; False (the teacher is not among `models`): no answer agreement.
 
     Returns:
         ``{"prompts": [text...], "samples": {name: [text...]}, "latency": {name: {...}}, ...}``, with a
@@ -159,7 +162,8 @@ def lm_section(
         try:
             if checked:
                 assert task is not None and tokenizer is not None
-                reference = next(iter(answers.values()), None)  # the first model's: the teacher's
+                # The first model's: the teacher's (none when the teacher does not answer here).
+                reference = next(iter(answers.values()), None) if first_is_reference else None
                 result = check_generation(model, tokenizer, problems, task.check, reference=reference)
                 answers[name] = result.answers
                 out["checked"][name] = result.metrics()

@@ -23,6 +23,7 @@ from distil.measure import count_parameters
 from distil.models import loads_trained_weights
 from distil.run.runner import PipelineResult, Runner, teacher_train_record
 from distil.run.stages import compress_stage, distill_stage, scratch_stage, teacher_stage, transfer_into
+from distil.teachers.crosstok import cross_tokenizer_teacher, teacher_view
 from distil.teachers.ensemble import recipe_teachers
 from distil.train.build import build_model
 from distil.train.distributed import rank_zero_console
@@ -99,23 +100,43 @@ def warn_if_student_larger(console: Console, teacher: nn.Module, student: nn.Mod
     )
 
 
-def refuse_cross_tokenizer(recipe: Recipe) -> None:
-    """Refuse `kd.teacher_tokenizer` in a command run: its teacher must be built, trained and measured on
-    its own tokenization of the data, which the run's stages do not do yet (they would build it for the
-    student's vocabulary and fail with a misleading vocabulary error, or measure it on the student's ids).
+def refuse_in_run_cross_teacher(recipe: Recipe) -> None:
+    """Refuse `kd.teacher_tokenizer` with a teacher the run would train: `distil run` trains it on the data's
+    tokenization (`data.tokenizer`), not on the tokenizer it is named with.
 
     Raises:
-        ConfigError: naming the Python API that runs it.
+        ConfigError: naming the commands that distil from a trained teacher instead.
     """
-    if recipe.kd.teacher_tokenizer is None:
+    if recipe.kd.teacher_tokenizer is None or recipe.teacher.checkpoint is not None:
         return
     raise ConfigError(
-        f"kd.teacher_tokenizer={recipe.kd.teacher_tokenizer!r}: a teacher with another tokenizer is distilled by "
-        "the Python API, not yet by `distil run`/`distil distill` (their stages build, train and measure the "
-        "teacher on the data's tokenization). Fix: call distil.distill(teacher, student, data, cfg, "
-        "KDConfig(teacher_tokenizer=..., terms={'ce': 1.0, 'alm': 1.0})) (docs/lm.md#teacher-with-another-"
-        "tokenizer; benchmarks/lm_cross_tokenizer.py does it end to end), or remove kd.teacher_tokenizer."
+        f"kd.teacher_tokenizer={recipe.kd.teacher_tokenizer!r} needs a trained teacher: `distil run` would train "
+        "its teacher on the data's tokenization (data.tokenizer), not on its own. Fix: set teacher.checkpoint "
+        "(--set teacher.checkpoint=PATH), or `distil distill RECIPE --teacher PATH`; train that teacher first "
+        f"with `distil train RECIPE --set data.tokenizer={recipe.kd.teacher_tokenizer}` (without "
+        "kd.teacher_tokenizer)."
     )
+
+
+def cross_tokenizer_view(recipe: Recipe, data: DataBundle, teacher: nn.Module | None) -> DataBundle | None:
+    """The data as a teacher with its own tokenizer (`kd.teacher_tokenizer`) reads it, or None when unset.
+
+    Without `teacher`: the view to build the teacher for (its vocabulary and tokenizer, no rows). With the
+    built `teacher`: the distillation is checked as `distil.api.distill` will check it (terms, data, the
+    teacher's output width: `cross_tokenizer_teacher`), before any run directory exists, and the view's
+    test split is the test text in the teacher's tokens, where its row is measured.
+
+    Raises:
+        ConfigError, DataError: what `cross_tokenizer_teacher` refuses, a tokenizer that is not byte-level
+            or does not reproduce the text.
+    """
+    if recipe.kd.teacher_tokenizer is None:
+        return None
+    if teacher is None:
+        return teacher_view(data, recipe.kd, trust_code=recipe.trust_code, rows=False)
+    kd = recipe.student_kd
+    cross_tokenizer_teacher([teacher], data, kd, recipe.student_train, trust_code=recipe.trust_code)
+    return teacher_view(data, kd, teacher, trust_code=recipe.trust_code)
 
 
 def _title(recipe: Recipe, data: DataBundle) -> str:
@@ -144,13 +165,17 @@ def run_pipeline(
     """
     console = rank_zero_console(console)
     # Everything that can fail on bad input happens before the run directory exists.
-    refuse_cross_tokenizer(recipe)
+    refuse_in_run_cross_teacher(recipe)
     data = load_data(recipe)
     kd_data = transfer_set(data, recipe.data.unlabeled)  # students: data.unlabeled hides labels, adds inputs
     scratch_data = labeled_part(kd_data)  # the scratch student: the labelled samples, as many steps
     teacher, teacher_spec = build_model(
-        recipe.teacher, data, seed=recipe.teacher_train.seed, trust_code=recipe.trust_code
+        recipe.teacher,
+        cross_tokenizer_view(recipe, data, None) or data,
+        seed=recipe.teacher_train.seed,
+        trust_code=recipe.trust_code,
     )
+    teacher_data = cross_tokenizer_view(recipe, data, teacher)  # None: the teacher reads the data's tokens
     scratch, student_spec = build_model(
         recipe.student, data, seed=recipe.student_train.seed, trust_code=recipe.trust_code, teacher=teacher
     )
@@ -172,7 +197,7 @@ def run_pipeline(
         prepared = transfer_into(recipe, t, kd_student, data)
         teachers, weights = recipe_teachers(recipe.kd, t, data, trust_code=recipe.trust_code)
         kd = distill_stage(r, teachers, weights, kd_student, prepared, kd_data)
-        r.keep(Stage.TEACHER, t, teacher_spec, teacher_train_record(recipe))
+        r.keep(Stage.TEACHER, t, teacher_spec, teacher_train_record(recipe), data=teacher_data)
         r.keep(Stage.STUDENT_SCRATCH, s, student_spec, recipe.student_train)
         r.keep(Stage.STUDENT_KD, kd, student_spec, prepared.train_cfg)
 
@@ -264,10 +289,12 @@ def distill_student(
         "with --set teacher.model=NAME; a Hugging Face folder: --set teacher.model=hf-causal-lm "
         "--set 'teacher.kwargs={path: DIR}'), or train one with `distil train`.",
     )
-    refuse_cross_tokenizer(recipe)
     data = load_data(recipe)
     kd_data = transfer_set(data, recipe.data.unlabeled)  # data.unlabeled: hidden labels, unlabelled inputs
-    teacher, teacher_spec = build_model(recipe.teacher, data, trust_code=recipe.trust_code)
+    teacher, teacher_spec = build_model(
+        recipe.teacher, cross_tokenizer_view(recipe, data, None) or data, trust_code=recipe.trust_code
+    )
+    teacher_data = cross_tokenizer_view(recipe, data, teacher)  # None: the teacher reads the data's tokens
     # kd.teachers: an ensemble
     teachers, weights = recipe_teachers(recipe.kd, teacher, data, trust_code=recipe.trust_code)
     student, student_spec = build_model(
@@ -281,7 +308,7 @@ def distill_student(
 
     def train(r: Runner) -> None:
         trained = distill_stage(r, teachers, weights, student, prepared, kd_data)
-        r.keep(Stage.TEACHER, teacher, teacher_spec, teacher_train_record(recipe))
+        r.keep(Stage.TEACHER, teacher, teacher_spec, teacher_train_record(recipe), data=teacher_data)
         r.keep(Stage.STUDENT_KD, trained, student_spec, prepared.train_cfg)
 
     return Runner(recipe, data, console=console, measure_latency=measure_latency).execute(

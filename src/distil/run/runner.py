@@ -71,13 +71,16 @@ class Kept:
     """A model a stage produced, to be saved and measured: its stage name, spec and training recipe.
 
     `trained_with` is the recipe section that trained it, a sidecar's recipe dict (a teacher trained
-    elsewhere), or None when it is not known.
+    elsewhere), or None when it is not known. `data` is the data as this model reads it when that is not
+    the run's (a teacher with its own tokenizer: `distil.teachers.crosstok.teacher_view`): it is measured
+    on that test split and saved with that tokenizer, and never fed the run's token ids.
     """
 
     name: str
     model: nn.Module
     spec: dict[str, Any]
     trained_with: Any
+    data: DataBundle | None = None
 
 
 StageFn = Callable[["Runner"], None]
@@ -142,9 +145,18 @@ class Runner:
         """The epoch records of stage `name`."""
         self.histories[name] = history
 
-    def keep(self, name: str, model: nn.Module, spec: dict[str, Any], trained_with: Any) -> None:
-        """Save and measure `model` as `name` once training ends (in the order kept)."""
-        self.kept.append(Kept(name, model, spec, trained_with))
+    def keep(
+        self,
+        name: str,
+        model: nn.Module,
+        spec: dict[str, Any],
+        trained_with: Any,
+        *,
+        data: DataBundle | None = None,
+    ) -> None:
+        """Save and measure `model` as `name` once training ends (in the order kept); `data`: the data as
+        it reads it, when that is not the run's (`Kept.data`)."""
+        self.kept.append(Kept(name, model, spec, trained_with, data))
 
     def kept_model(self, name: str) -> Kept:
         """The model a stage kept as `name`."""
@@ -251,30 +263,42 @@ class Runner:
     def _measure_all(self) -> list[ModelMetrics]:
         """Every kept model measured on the test set, one streamed pass each (`distil.measure.measure`; the
         first model's predictions are the reference for agreement), all timed together, then saved: its
-        weights, and its sidecar written once with the final test metrics and the task's breakdowns."""
-        data, tokens = self.data, self.data.is_tokens
+        weights, and its sidecar written once with the final test metrics and the task's breakdowns.
+
+        A model that reads the text with its own tokenizer (`Kept.data`) is measured on its own tokenization
+        of the test text (bits per byte compare; its per-token figures are its own, `ModelMetrics.tokenizer`
+        says whose) and left out of what would feed it the run's ids: agreement (as either side), latency per
+        block and generation."""
+        tokens = self.data.is_tokens
         metrics: list[ModelMetrics] = []
         details: list[dict[str, Any]] = []
         reference: torch.Tensor | None = None
-        for kept in self.kept:
+        for i, kept in enumerate(self.kept):
+            data = kept.data or self.data
             measured = measure(
                 kept.model.cpu().eval(),
                 data.test,
                 data.task,
                 name=kept.name,
-                input_shape=self._input_shape,
-                reference=reference,
+                input_shape=_input_shape(data),
+                reference=reference if kept.data is None else None,
                 latency=False,  # timed below, every model interleaved with the others
                 batch_size=TOKEN_BATCH_SIZE if tokens else PREDICT_BATCH_SIZE,
-                vocab_size=self._vocab_size,
+                vocab_size=_vocab_size(data),
                 num_classes=None if tokens else data.num_classes,
-                token_bytes=self._token_bytes,
+                token_bytes=self._token_bytes if kept.data is None else _token_bytes(data, self.recipe),
             )
-            reference = measured.predictions if reference is None else reference
+            if kept.data is not None:
+                measured.metrics.tokenizer = data.extra.get("tokenizer_name") or data.extra.get("tokenizer")
+            if i == 0 and kept.data is None:  # the reference is the first model's, on the run's tokens
+                reference = measured.predictions
             metrics.append(measured.metrics)
             # None (not NaN, which is not JSON) for a class with no test samples.
             details.append({k: [None if v != v else v for v in vs] for k, vs in measured.details.items()})
-        self._time(metrics, throughput=not tokens)  # token models: generation latency is their speed figure
+        # Token models: generation latency is their speed figure.
+        self._time(
+            [m for k, m in zip(self.kept, metrics, strict=True) if k.data is None], throughput=not tokens
+        )
         if tokens:
             self._generation(metrics)
         for kept, m, extra in zip(self.kept, metrics, details, strict=True):
@@ -284,20 +308,20 @@ class Runner:
     @property
     def _input_shape(self) -> tuple[int, ...]:
         """One sample's shape, for MACs and latency (a token model's: one block of T ids)."""
-        return tuple(self.data.test.sample_shape) if self.data.is_tokens else self.data.input_shape
+        return _input_shape(self.data)
 
     @property
     def _vocab_size(self) -> int | None:
         """The range of a token model's input ids (a language model's vocabulary is its classes)."""
-        return self.data.num_classes if self.data.is_tokens else self.data.vocab_size
+        return _vocab_size(self.data)
 
     def _time(self, metrics: list[ModelMetrics], *, throughput: bool) -> None:
-        """Latency of every kept model in one interleaved measurement, so one burst of load cannot make one
-        of them look slow (`distil.measure.time_models`). A run that compresses times its PyTorch rows
-        with the thread count of its ONNX rows (`compress.latency_threads`), so one report's latencies
-        compare."""
-        if self.measure_latency:
-            models = [k.model for k in self.kept]
+        """Latency of every kept model that reads the run's data (`metrics`, in the order kept) in one
+        interleaved measurement, so one burst of load cannot make one of them look slow
+        (`distil.measure.time_models`). A run that compresses times its PyTorch rows with the thread count
+        of its ONNX rows (`compress.latency_threads`), so one report's latencies compare."""
+        if self.measure_latency and metrics:
+            models = [k.model for k in self.kept if k.data is None]
             compress = self.recipe.compress
             threads = compress.latency_threads if compress is not None else None
             time_models(
@@ -314,13 +338,16 @@ class Runner:
         from distil.data.verifiable import verifiable_task
         from distil.run.lm_report import lm_section
 
+        # A model with its own tokenizer would read the run's prompt ids: it does not generate here.
+        own = [k for k in self.kept if k.data is None]
         self.generation = lm_section(
-            [(k.name, k.model) for k in self.kept],
+            [(k.name, k.model) for k in own],
             self.data.test,
             self.data.extra,
             latency=self.measure_latency,
             trust_code=self.recipe.trust_code,
             task=verifiable_task(self.data),
+            first_is_reference=bool(own) and own[0] is self.kept[0],
         )
         for m in metrics:
             timed = self.generation["latency"].get(m.name)
@@ -333,28 +360,26 @@ class Runner:
     def _save(self, kept: Kept, m: ModelMetrics, details: dict[str, Any]) -> None:
         """The checkpoint of a measured model: weights, and a sidecar that carries its own final numbers
         (written once; the row's size is the weights file's)."""
-        meta = _meta(self.recipe, self.data, kept.trained_with, self.histories.get(kept.name, []), kept.name)
+        data = kept.data or self.data
+        meta = _meta(self.recipe, data, kept.trained_with, self.histories.get(kept.name, []), kept.name)
+        tokenizer = self._tokenizer if kept.data is None else tokenizer_of_data(data, self.recipe)
 
         def sidecar(weights: Path) -> dict[str, Any]:
             m.bytes = weights_bytes(weights)
             return {**meta, "test_metrics": m.to_dict(), **details}
 
-        save_checkpoint(self.dir.file(kept.name), kept.model, kept.spec, sidecar, tokenizer=self._tokenizer)
+        save_checkpoint(self.dir.file(kept.name), kept.model, kept.spec, sidecar, tokenizer=tokenizer)
 
     @functools.cached_property
     def _token_bytes(self) -> torch.Tensor | None:
         """A language model's bytes per token id, for bits per byte in every row (None: not measurable)."""
-        from distil.run.lm_report import lm_token_bytes
-
-        return lm_token_bytes(self.data.task, self._tokenizer)
+        return _token_bytes(self.data, self.recipe, self._tokenizer)
 
     @functools.cached_property
     def _tokenizer(self) -> Any:
         """The data's tokenizer (None: data that is not text): its special ids go into NAME-hf/'s
         config beside an HF model, and a Hugging Face one's files too."""
-        from distil.run.lm_report import tokenizer_of
-
-        return tokenizer_of(self.data.extra, trust_code=self.recipe.trust_code)
+        return tokenizer_of_data(self.data, self.recipe)
 
     # --------------------------------------------------------------------------------- summary
 
@@ -388,6 +413,31 @@ class Runner:
         report = run.file("report.md")
         before = report.read_text(encoding="utf-8") if report.is_file() else ""
         run.write_text("report.md", f"{before.rstrip()}\n\n{prepared.report.to_markdown()}\n")
+
+
+def _input_shape(data: DataBundle) -> tuple[int, ...]:
+    """One sample's shape, for MACs and latency (a token model's: one block of T ids)."""
+    return tuple(data.test.sample_shape) if data.is_tokens else data.input_shape
+
+
+def _vocab_size(data: DataBundle) -> int | None:
+    """The range of a token model's input ids (a language model's vocabulary is its classes)."""
+    return data.num_classes if data.is_tokens else data.vocab_size
+
+
+def tokenizer_of_data(data: DataBundle, recipe: Recipe) -> Any:
+    """The tokenizer `data` names (None: data that is not text, or one that cannot be rebuilt)."""
+    from distil.run.lm_report import tokenizer_of
+
+    return tokenizer_of(data.extra, trust_code=recipe.trust_code)
+
+
+def _token_bytes(data: DataBundle, recipe: Recipe, tokenizer: Any = None) -> torch.Tensor | None:
+    """A language model's bytes per token id of `data`'s tokenizer, for bits per byte (None: not
+    measurable)."""
+    from distil.run.lm_report import lm_token_bytes
+
+    return lm_token_bytes(data.task, tokenizer if tokenizer is not None else tokenizer_of_data(data, recipe))
 
 
 def _training_throughput(histories: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:

@@ -9,15 +9,17 @@ alm) read. The teacher always runs live: a cache of teacher logits is keyed by t
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
 from distil.config import KDConfig, TrainConfig, cross_tokenizer_problems
-from distil.data.alignment import TokenizerBytes, align_rows
-from distil.data.batch import INPUTS, LABELS
-from distil.data.bundle import LANGUAGE_MODELING, DataBundle
+from distil.data.alignment import TokenizerBytes, align_row, align_rows, row_tokens
+from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS
+from distil.data.bundle import LANGUAGE_MODELING, DataBundle, SampleSplit
+from distil.data.text import EOS_ID, TokenRowSplit
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.errors import ConfigError
 from distil.losses.compose import resolve_terms
@@ -136,6 +138,109 @@ def cross_tokenizer_teacher(
     return CrossTokenizerTeacher(teachers[0], student_tok, tok, max_teacher_len=_context_length(teachers[0]))
 
 
+def _own_row(
+    tokens: list[int],
+    labels: list[int],
+    student: TokenizerBytes,
+    teacher: TokenizerBytes,
+    max_len: int | None,
+) -> tuple[list[int], list[int]]:
+    """One student row re-read by the teacher: its (inputs, next-token labels), a label kept only where the
+    teacher's token lies wholly in bytes whose student tokens are labelled (a prompt stays unscored)."""
+    row = align_row(tokens, student, teacher)
+    scored: set[int] = set()  # the units (bytes, EOS) of the labelled student tokens: token j is label j - 1's
+    for j, (a, b) in enumerate(row.student_spans[1:], start=1):
+        if labels[j - 1] != IGNORE_INDEX:
+            scored.update(range(a, b))
+    ids = row.teacher_ids[: max_len + 1] if max_len is not None else row.teacher_ids
+    targets = [
+        i if all(u in scored for u in range(a, b)) else IGNORE_INDEX
+        for i, (a, b) in zip(ids[1:], row.teacher_spans[1 : len(ids)], strict=True)
+    ]
+    return ids[:-1], targets
+
+
+def retokenized_split(
+    split: SampleSplit,
+    student: TokenizerBytes,
+    teacher: TokenizerBytes,
+    *,
+    max_len: int | None = None,
+    batch_size: int = 256,
+) -> TokenRowSplit:
+    """`split`'s text as the teacher reads it: each row's bytes encoded by the teacher's tokenizer.
+
+    Each row keeps its text (the byte alignment of `distil.data.alignment.align_row`: no decoding to
+    strings and back) and what is scored in it; only the teacher's tokens lying wholly in labelled text are
+    labelled. Each tokenization's first token of a row is context only, so the bytes a model is scored on
+    differ by that token's. Rows are right-padded with the teacher's EOS (labels `IGNORE_INDEX`).
+
+    Args:
+        split: token rows of the student's tokenizer (inputs and next-token labels).
+        student, teacher: the two tokenizers with their byte tables.
+        max_len: the most tokens the teacher reads per row (its context length); None: no limit.
+        batch_size: rows read at once.
+    """
+    rows: list[tuple[list[int], list[int]]] = []
+    for batch in split.batches(batch_size):
+        inputs, labels = batch[INPUTS], batch[LABELS]
+        for tokens, y in zip(row_tokens(inputs, labels), labels.tolist(), strict=True):
+            rows.append(_own_row(tokens, y, student, teacher, max_len))
+    width = max([1, *(len(x) for x, _ in rows)])
+    ids = torch.full((len(rows), width), teacher.eos_id, dtype=torch.long)
+    targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for k, (x, y) in enumerate(rows):
+        ids[k, : len(x)] = torch.tensor(x, dtype=torch.long)
+        targets[k, : len(y)] = torch.tensor(y, dtype=torch.long)
+    return TokenRowSplit(ids, targets)
+
+
+def teacher_view(
+    data: DataBundle,
+    kd: KDConfig,
+    teacher: nn.Module | None = None,
+    *,
+    trust_code: bool = False,
+    rows: bool = True,
+) -> DataBundle:
+    """The run's data as a teacher with its own tokenizer (`kd.teacher_tokenizer`) reads it: the test split
+    re-tokenized (`retokenized_split`, up to the teacher's context length), no train or val rows, and
+    `extra` naming the teacher's tokenizer and vocabulary, so its checkpoint is built, measured (bits per
+    byte from its own byte table) and saved for that tokenizer. `rows=False`: no test rows either (the view
+    a teacher is built for, before its context length is known).
+
+    Raises:
+        ConfigError: data that is not language modelling or has no named tokenizer (`data_tokenizer`), or a
+            tokenizer that is not byte-level.
+    """
+    assert kd.teacher_tokenizer is not None
+    student = TokenizerBytes.of(data_tokenizer(data, trust_code=trust_code))
+    tok = get_tokenizer(kd.teacher_tokenizer, trust_remote_code=trust_code)
+    own = TokenizerBytes.of(tok)
+    max_len = _context_length(teacher) if teacher is not None else None
+    test = retokenized_split(
+        data.test if rows else data.test.take(torch.zeros(0, dtype=torch.long)), student, own, max_len=max_len
+    )
+    empty = test.take(torch.zeros(0, dtype=torch.long))
+    extra = {
+        **data.extra,
+        "tokenizer": tok.fingerprint,
+        "tokenizer_name": kd.teacher_tokenizer,
+        "vocab_size": str(tok.vocab_size),
+        EOS_ID: str(tok.eos_id),
+        # The text is the data's, read with another tokenizer: say whose tokens the blocks were cut in.
+        "retokenized_from": data.extra.get("tokenizer", ""),
+    }
+    return dataclasses.replace(
+        data,
+        train=empty,
+        val=empty,
+        test=test,
+        extra=extra,
+        options={**data.options, "tokenizer": kd.teacher_tokenizer},
+    )
+
+
 def cross_tokenizer_record(kd: KDConfig) -> dict[str, Any]:
     """What every epoch of a cross-tokenizer run logs about its teacher source."""
     return {
@@ -145,4 +250,11 @@ def cross_tokenizer_record(kd: KDConfig) -> dict[str, Any]:
     }
 
 
-__all__ = ["CrossTokenizerTeacher", "cross_tokenizer_record", "cross_tokenizer_teacher", "data_tokenizer"]
+__all__ = [
+    "CrossTokenizerTeacher",
+    "cross_tokenizer_record",
+    "cross_tokenizer_teacher",
+    "data_tokenizer",
+    "retokenized_split",
+    "teacher_view",
+]
