@@ -116,6 +116,8 @@ def test_distil_distill_measures_a_teacher_with_its_own_tokenizer_on_its_own_tok
     assert sidecar["data"]["extra"]["tokenizer"] == get_tokenizer(name).fingerprint
     report = (run / "report.md").read_text()
     assert f"teacher reads the text with its own tokenizer ({name})" in report
+    kd_row = next(line for line in report.splitlines() if line.startswith("| student_kd |"))
+    assert kd_row.rstrip(" |").endswith("—")  # no perplexity ratio across vocabularies
 
 
 def test_distil_run_with_a_teacher_it_would_train_and_a_teacher_tokenizer_writes_nothing(

@@ -167,9 +167,16 @@ def _per_byte(m: ModelMetrics) -> tuple[float | None, float | None]:
     return extra.get("bits_per_byte"), extra.get("answer_bits_per_byte")
 
 
+def _perplexity_ratio(m: ModelMetrics, reference: ModelMetrics, is_ref: bool) -> str:
+    """`m`'s perplexity over the reference's; "—" when they count different tokens (another tokenizer)."""
+    ppl, ref_ppl = m.extra.get("perplexity"), reference.extra.get("perplexity")
+    if is_ref or ppl is None or not ref_ppl:
+        return "1x"
+    return "—" if m.tokenizer != reference.tokenizer else f"{ppl / ref_ppl:.3f}x"
+
+
 def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[list[str]]:
     rows = []
-    ref_ppl = reference.extra.get("perplexity")
     checked = _checked(metrics)
     for m in metrics:
         r = compare(reference, m)
@@ -201,9 +208,7 @@ def _lm_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> list[l
                 latency_cell(m),
                 _opt(gen, ".3f"),
                 "1x" if is_ref else compression_cell(r),
-                "1x"
-                if is_ref or ppl is None or not ref_ppl or m.tokenizer != reference.tokenizer
-                else f"{ppl / ref_ppl:.3f}x",
+                _perplexity_ratio(m, reference, is_ref),
             ]
         )
     return rows
