@@ -148,7 +148,9 @@ def _own_row(
     """One student row re-read by the teacher: its (inputs, next-token labels), a label kept only where the
     teacher's token lies wholly in bytes whose student tokens are labelled (a prompt stays unscored)."""
     row = align_row(tokens, student, teacher)
-    scored: set[int] = set()  # the units (bytes, EOS) of the labelled student tokens: token j is label j - 1's
+    scored: set[int] = (
+        set()
+    )  # the units (bytes, EOS) of the labelled student tokens: token j is label j - 1's
     for j, (a, b) in enumerate(row.student_spans[1:], start=1):
         if labels[j - 1] != IGNORE_INDEX:
             scored.update(range(a, b))
