@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
-from distil.measure.lm import greedy_ids
+from distil.measure.lm import decode, greedy_ids
 from distil.models import create_model
 from distil.train.completions import (
     Sampling,
+    _hf_generate,
     completion_end_problem,
     completion_lengths,
     generate_completions,
@@ -54,27 +57,36 @@ def test_a_completion_ends_at_its_first_end_of_sequence() -> None:
     assert completion_lengths(generated, EOS).tolist() == [2, 4]
 
 
-class _Scripted(torch.nn.Module):
-    """A 'model' whose generate() appends fixed tokens, to check the layout without sampling."""
+class _ScriptedLM(torch.nn.Module):
+    """A causal LM whose step k says token ``new[b][k]`` for row b (its 'cache' counts the steps), so
+    distil's decoder runs on it without sampling; it records what each forward call was given."""
 
-    def __init__(self, new: list[list[int]]) -> None:
+    def __init__(self, new: list[list[int]], vocab: int = 12) -> None:
         super().__init__()
-        self.new = torch.tensor(new)
-        self.seen: dict[str, torch.Tensor] = {}
+        self.new, self.vocab = torch.tensor(new), vocab
+        self.config = SimpleNamespace(is_encoder_decoder=False)
+        self.seen: list[dict[str, torch.Tensor | None]] = []
 
-    def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: object
-    ) -> torch.Tensor:
-        config = kwargs["generation_config"]
-        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask, **config.to_dict()}  # type: ignore[attr-defined]
-        return torch.cat([input_ids, self.new[:, : int(config.max_new_tokens)]], dim=1)  # type: ignore[attr-defined]
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: int | None = None,
+        use_cache: bool = True,
+    ) -> SimpleNamespace:
+        step = past_key_values or 0
+        self.seen.append({"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids})
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[:, -1].scatter_(1, self.new[:, step : step + 1], 1.0)
+        return SimpleNamespace(logits=logits, past_key_values=step + 1)
 
 
 def test_the_batch_is_rewritten_prompt_then_generation_with_labels_on_generated_tokens_only() -> None:
-    model = _Scripted([[7, EOS, 3, 3, 3, 3], [8, 8, 8, 8, 8, 8]])
+    model = _ScriptedLM([[7, EOS, 3, 3, 3, 3], [8, 8, 8, 8, 8, 8]])
     out = generate_completions(model, _batch(), Sampling(temperature=0), eos_id=EOS, pad_id=0)
-    # The room after the longest prompt (3 of T = 6): 4 label positions.
-    assert model.seen["max_new_tokens"] == 4 and model.seen["do_sample"] is False
+    # The room after the longest prompt (3 of T = 6): 4 label positions, so 4 steps (row 1 never stops).
+    assert len(model.seen) == 4
     assert out.batch[INPUTS].tolist() == [[1, 2, 3, 7, EOS, 0], [5, 8, 8, 8, 8, 0]]
     assert out.batch[LABELS].tolist() == [[-100, -100, 7, EOS, -100, -100], [8, 8, 8, 8, -100, -100]]
     assert out.batch[MASK].tolist() == (out.batch[LABELS] != -100).tolist()
@@ -82,11 +94,96 @@ def test_the_batch_is_rewritten_prompt_then_generation_with_labels_on_generated_
     assert out.batch["index"].tolist() == [3, 8]  # other keys pass through
 
 
+def test_left_padded_prompts_get_their_mask_and_positions_and_the_mask_grows_each_step() -> None:
+    model = _ScriptedLM([[7, 7, 7, 7], [8, 8, 8, 8]])
+    generate_completions(model, _batch(), Sampling(temperature=0, max_new_tokens=3), eos_id=EOS, pad_id=0)
+    prefill, second, third = model.seen
+    assert prefill["input_ids"].tolist() == [[1, 2, 3], [0, 0, 5]]
+    assert prefill["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert prefill["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]  # row 1 starts at its first token
+    assert second["input_ids"].tolist() == [[7], [8]] and second["position_ids"].tolist() == [[3], [1]]
+    assert second["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    assert third["position_ids"].tolist() == [[4], [2]] and third["attention_mask"].shape == (2, 5)
+
+
+def test_an_end_of_sequence_stops_its_row_which_reads_and_writes_padding_after_it() -> None:
+    model = _ScriptedLM([[EOS, 5, 5, 5], [4, 6, EOS, 5]])
+    out = generate_completions(model, _batch(), Sampling(temperature=0), eos_id=EOS, pad_id=0)
+    assert len(model.seen) == 3  # every row ended: no fourth step
+    assert [step["input_ids"].tolist() for step in model.seen[1:]] == [[[EOS], [4]], [[0], [6]]]
+    assert out.batch[INPUTS].tolist() == [[1, 2, 3, EOS, 0, 0], [5, 4, 6, EOS, 0, 0]]
+    assert out.batch[LABELS].tolist() == [[-100, -100, EOS, -100, -100, -100], [4, 6, EOS, -100, -100, -100]]
+    assert out.generated_tokens == 1 + 3
+
+
 def test_max_new_tokens_caps_the_completion() -> None:
-    model = _Scripted([[7, 7, 7, 7], [8, 8, 8, 8]])
+    model = _ScriptedLM([[7, 7, 7, 7], [8, 8, 8, 8]])
     out = generate_completions(model, _batch(), Sampling(temperature=0, max_new_tokens=2), eos_id=EOS)
-    assert model.seen["max_new_tokens"] == 2
+    assert len(model.seen) == 2
     assert out.batch[LABELS].tolist() == [[-100, -100, 7, 7, -100, -100], [8, 8, -100, -100, -100, -100]]
+
+
+class _GenerateOnly(torch.nn.Module):
+    """A 'model' with a transformers-style generate() and no forward the decoder can drive."""
+
+    def __init__(self, new: list[list[int]]) -> None:
+        super().__init__()
+        self.new = torch.tensor(new)
+        self.seen: dict[str, object] = {}
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: object
+    ) -> torch.Tensor:
+        config = kwargs["generation_config"]
+        self.seen = {"attention_mask": attention_mask, **config.to_dict()}  # type: ignore[attr-defined]
+        return torch.cat([input_ids, self.new[:, : int(config.max_new_tokens)]], dim=1)  # type: ignore[attr-defined]
+
+
+def test_a_model_the_decoder_cannot_drive_generates_with_its_own_generate_and_says_so() -> None:
+    model = _GenerateOnly([[7, EOS, 3, 3], [8, 8, 8, 8]])
+    with pytest.warns(UserWarning, match="_GenerateOnly: generating with transformers' generate"):
+        out = generate_completions(model, _batch(), Sampling(temperature=0), eos_id=EOS, pad_id=0)
+    assert model.seen["max_new_tokens"] == 4 and model.seen["do_sample"] is False
+    assert out.batch[INPUTS].tolist() == [[1, 2, 3, 7, EOS, 0], [5, 8, 8, 8, 8, 0]]
+
+
+def _tiny_llama() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("hf-causal-lm", num_classes=12, config=LLAMA).eval()
+
+
+def _left_padded(rows: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    inputs = torch.randint(0, 12, (rows, 6))
+    return left_padded_prompts(inputs, torch.tensor([5, 1, 3, 2][:rows]), pad_id=0)
+
+
+def test_greedy_decoding_of_left_padded_prompts_equals_transformers_generate() -> None:
+    hf = _tiny_llama().hf
+    prompts, attention = _left_padded()
+    want = _hf_generate(hf, prompts, attention, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
+    eos = int(want[0, 1])  # a token row 0 says second: row 0 (and maybe others) stops early
+    want = _hf_generate(hf, prompts, attention, Sampling(temperature=0), 6, eos_id=eos, pad_id=0)
+    got = decode(hf, prompts, 6, attention_mask=attention, stop_ids=(eos,), pad_id=0)[0]
+    assert torch.equal(got, want)
+
+
+def test_sampling_draws_as_transformers_generate_does_from_the_same_seed() -> None:
+    hf = _tiny_llama().hf
+    prompts, attention = _left_padded()
+    sampling = Sampling(temperature=0.7, top_p=0.9)
+    torch.manual_seed(3)
+    want = _hf_generate(hf, prompts, attention, sampling, 6, eos_id=11, pad_id=0)
+    torch.manual_seed(3)
+    got = decode(hf, prompts, 6, attention_mask=attention, temperature=0.7, top_p=0.9, stop_ids=(11,), pad_id=0)
+    assert torch.equal(got[0], want)
+
+
+def test_a_tiny_top_p_keeps_only_the_most_likely_token() -> None:
+    model = _tiny_llama()
+    greedy = generate_completions(model, _batch(), Sampling(temperature=0), eos_id=11).batch[INPUTS]
+    nucleus = generate_completions(model, _batch(), Sampling(temperature=1.0, top_p=1e-6), eos_id=11)
+    assert torch.equal(nucleus.batch[INPUTS], greedy)
 
 
 def test_greedy_completions_of_prompts_of_different_lengths_match_one_by_one_decoding() -> None:

@@ -88,42 +88,116 @@ def _cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+def _accepts(hf: Any) -> frozenset[str]:
+    """The names `hf.forward` takes (empty when its signature cannot be read)."""
+    try:
+        return frozenset(inspect.signature(hf.forward).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+def decode_problem(hf: Any) -> str | None:
+    """Why :func:`decode` cannot drive `hf` (left-padded prompts need its mask and positions), or None.
+
+    The decoder passes the attention mask, explicit position ids (left padding shifts every row's
+    positions) and the KV cache by name; a forward without one of them (an encoder-decoder, a
+    state-space model's ``cache_params``) would decode another continuation than transformers' own
+    ``generate`` gives it.
+    """
+    if getattr(getattr(hf, "config", None), "is_encoder_decoder", False):
+        return "an encoder-decoder model"
+    takes = _accepts(hf)
+    missing = [name for name in ("attention_mask", "position_ids", _cache_argument(hf)) if name not in takes]
+    if missing:
+        return f"its forward takes no {', '.join(missing)}"
+    return None
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """(B,) the next ids from last-position `logits` (B, V): argmax at temperature 0, else a draw.
+
+    The draw is transformers' own: logits divided by the temperature, nucleus (top-p) filtering that
+    keeps the smallest set of tokens whose probability reaches `top_p` (at least one), then one
+    ``torch.multinomial`` draw per row from the global RNG, so a seed repeats it.
+    """
+    if temperature <= 0:
+        return logits.argmax(-1)
+    scores = logits.float() / temperature
+    if top_p < 1.0:
+        ordered, order = scores.sort(dim=-1)
+        drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
+        drop[:, -1] = False
+        scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+
+
 @torch.inference_mode()
-def _decode(
+def decode(
     hf: Any,
     ids: torch.Tensor,
     new_tokens: int,
-    times: list[float] | None = None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
     stop_ids: Sequence[int] = (),
+    pad_id: int | None = None,
+    times: list[float] | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Greedy decoding with the KV cache: (new ids (B, <= new_tokens), prefill seconds); step times appended.
+    """Decode with the KV cache: prefill once, then one position per step. The one decoder of distil.
 
-    With `stop_ids`, decoding ends early once every row has produced one of them (the rows' later ids are
-    then whatever the model said after its stop; callers cut each row at its first stop id).
+    Args:
+        hf: a transformers causal LM (:func:`decode_problem` is None for it).
+        ids: (B, P) prompts, left-padded when their lengths differ.
+        new_tokens: most tokens to generate per row.
+        attention_mask: (B, P) 1 on prompt tokens, 0 on the left padding; None = no padding. Positions
+            count from each row's first prompt token, as transformers' ``generate`` counts them.
+        temperature: 0 = greedy (argmax); else sampling at that temperature, with `top_p`.
+        top_p: nucleus filtering of the sampling (1 = off).
+        stop_ids: a row is finished once it produced one of them; decoding ends when every row is.
+        pad_id: what finished rows produce (and read) afterwards; None = the model's own ids.
+        times: when given, each step's seconds after the prefill are appended (CUDA synchronised).
+
+    Returns:
+        (new ids (B, <= new_tokens), prefill seconds).
     """
-    device = ids.device
+    device, rows = ids.device, ids.shape[0]
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    _sync(device)
-    start = time.perf_counter()
-    out = hf(input_ids=ids, use_cache=True)
-    token = out.logits[:, -1].argmax(-1, keepdim=True)
-    _sync(device)
-    prefill = time.perf_counter() - start
-    past, tokens = _cache_of(out), [token]
-    done = torch.isin(token[:, 0], stop)
-    name = _cache_argument(hf)
-    for _ in range(new_tokens - 1):
-        if len(stop_ids) and bool(done.all()):
-            break
-        start = time.perf_counter()
-        out = hf(input_ids=token, use_cache=True, **{name: past})
-        past, token = _cache_of(out), out.logits[:, -1].argmax(-1, keepdim=True)
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(device=device, dtype=torch.long)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    # The mask is only needed where there is padding (transformers' generate drops an all-ones mask too).
+    padded = attention_mask is not None and not bool(mask.all())
+    takes, name = _accepts(hf), _cache_argument(hf)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    tokens: list[torch.Tensor] = []
+    step_in, past, prefill = ids, None, 0.0
+    for step in range(new_tokens):
         _sync(device)
-        if times is not None:
+        start = time.perf_counter()
+        kwargs = {name: past} if past is not None else {}
+        if padded:
+            kwargs["attention_mask"] = mask
+        if attention_mask is not None:
+            kwargs["position_ids"] = position
+        out = hf(input_ids=step_in, use_cache=True, **kwargs, **extra)
+        token = _next_token(out.logits[:, -1], temperature, top_p)
+        if pad_id is not None:
+            token = torch.where(done, pad_id, token)
+        _sync(device)
+        if step == 0:
+            prefill = time.perf_counter() - start
+        elif times is not None:
             times.append(time.perf_counter() - start)
         tokens.append(token)
-        done |= torch.isin(token[:, 0], stop)
-    return torch.cat(tokens, dim=1), prefill
+        done |= torch.isin(token, stop)
+        if len(stop_ids) and bool(done.all()):
+            break
+        past, step_in = _cache_of(out), token[:, None]
+        position = position[:, -1:] + 1
+        if padded:
+            mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
+    return torch.stack(tokens, dim=1), prefill
 
 
 def generation_latency(
@@ -162,9 +236,9 @@ def generation_latency(
     device = next(model.parameters()).device
     ids = _as_batch(prompt_ids, device)
     for _ in range(warmup):
-        _decode(hf, ids, new_tokens)
+        decode(hf, ids, new_tokens)
     steps: list[float] = []
-    prefills = [_decode(hf, ids, new_tokens, steps)[1] for _ in range(repeats)]
+    prefills = [decode(hf, ids, new_tokens, times=steps)[1] for _ in range(repeats)]
     return GenerationLatency(
         ms_per_token=statistics.median(steps) * 1e3,
         prefill_ms=statistics.median(prefills) * 1e3,
@@ -191,7 +265,7 @@ def greedy_ids(
         raise ModelError(f"new_tokens must be >= 1, got {new_tokens}")
     model.eval()
     ids = _as_batch(prompt_ids, next(model.parameters()).device)
-    return _decode(_hf(model), ids, new_tokens, stop_ids=stop_ids)[0]
+    return decode(_hf(model), ids, new_tokens, stop_ids=stop_ids)[0]
 
 
 def greedy_samples(model: nn.Module, tokenizer: Any, prompts: Sequence[str], n: int) -> list[str]:
@@ -216,4 +290,11 @@ def greedy_samples(model: nn.Module, tokenizer: Any, prompts: Sequence[str], n: 
     return texts
 
 
-__all__ = ["GenerationLatency", "generation_latency", "greedy_ids", "greedy_samples"]
+__all__ = [
+    "GenerationLatency",
+    "decode",
+    "decode_problem",
+    "generation_latency",
+    "greedy_ids",
+    "greedy_samples",
+]

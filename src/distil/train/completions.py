@@ -6,9 +6,11 @@ at its prompt's first token: ``inputs[t]`` is token ``t`` and ``labels[t]`` the 
 to the completion (``IGNORE_INDEX`` on the prompt and on the padding after the end of sequence). The
 prompt of a row is therefore ``inputs[:p]`` with ``p`` one past the first labelled position.
 
-:func:`generate_completions` reads each row's prompt, generates a completion for it with transformers'
-``generate`` (KV cache, left-padded prompts with their attention mask, sampling at a temperature with
-top-p, or greedy at temperature 0, stopping each row at its end-of-sequence id), and writes the batch back
+:func:`generate_completions` reads each row's prompt, generates a completion for it with distil's decoder
+(:func:`distil.measure.lm.decode`: KV cache, left-padded prompts with their attention mask and positions,
+sampling at a temperature with top-p as transformers' ``generate`` samples, or greedy at temperature 0,
+stopping each row at its end-of-sequence id; ``generate`` itself only for a model the decoder cannot
+drive, with a warning), and writes the batch back
 in the same layout: prompt, generated tokens (the end-of-sequence id included and labelled, as the data
 labels it), then padding without labels. The shape stays (B, T): a completion gets at most the room the
 block has after the longest prompt. Sampling draws from torch's global RNG, which a training state saves
@@ -17,6 +19,7 @@ per process, so a resumed run draws the same completions.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,7 @@ from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
 from distil.hf_common import quiet_progress
 from distil.measure._util import _eval_mode
+from distil.measure.lm import decode, decode_problem
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ def completion_lengths(generated: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 def _causal_lm(model: nn.Module) -> Any:
     hf = getattr(model, "hf", model)
-    if not hasattr(hf, "generate"):
+    if decode_problem(hf) is not None and not hasattr(hf, "generate"):
         raise ModelError(
             f"{type(model).__name__} cannot generate: completions need a Hugging Face causal LM (hf-causal-lm, "
             "hf:DIR) or a module with a transformers-style generate()."
@@ -218,12 +222,58 @@ def generate_completions(
         )
     prompts, attention = left_padded_prompts(inputs, lengths, pad)
     hf = _causal_lm(model)
-    config = _generation_config(sampling, new_tokens, eos_id, pad)
+    with _eval_mode(model):
+        generated = _generate(hf, prompts, attention, sampling, new_tokens, eos_id, pad)
+    made = completion_lengths(generated, eos_id)
+    return Completions(batch=_rewrite(batch, lengths, generated, made, pad), generated_tokens=int(made.sum()))
+
+
+def _generate(
+    hf: Any,
+    prompts: torch.Tensor,
+    attention: torch.Tensor,
+    sampling: Sampling,
+    new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """(B, <= new_tokens) ids generated after the left-padded `prompts`: distil's decoder, or transformers'
+    ``generate`` for a model it cannot drive (said once per model class)."""
+    problem = decode_problem(hf)
+    if problem is None:
+        return decode(
+            hf,
+            prompts,
+            new_tokens,
+            attention_mask=attention,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop_ids=(eos_id,),
+            pad_id=pad_id,
+        )[0]
+    warnings.warn(
+        f"{type(hf).__name__}: generating with transformers' generate, not distil's faster decoder ({problem})",
+        stacklevel=4,  # the caller of generate_completions (through no_grad's wrapper)
+    )
+    return _hf_generate(hf, prompts, attention, sampling, new_tokens, eos_id, pad_id)
+
+
+def _hf_generate(
+    hf: Any,
+    prompts: torch.Tensor,
+    attention: torch.Tensor,
+    sampling: Sampling,
+    new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """transformers' ``generate`` with distil's settings only: the ids after the prompts."""
+    config = _generation_config(sampling, new_tokens, eos_id, pad_id)
     # Only the settings distil owns: a checkpoint's own generation_config (repetition penalty, suppressed
     # tokens, minimum length...) would sample from another distribution than the one the KD terms compare,
     # and transformers fills a given config's unset fields from the model's, so the model's is swapped out.
     own = getattr(hf, "generation_config", None)
-    with _eval_mode(model), quiet_progress():
+    with quiet_progress():
         try:
             if own is not None:
                 hf.generation_config = config
@@ -231,9 +281,7 @@ def generate_completions(
         finally:
             if own is not None:
                 hf.generation_config = own
-    generated = out[:, prompts.shape[1] :]
-    made = completion_lengths(generated, eos_id)
-    return Completions(batch=_rewrite(batch, lengths, generated, made, pad), generated_tokens=int(made.sum()))
+    return out[:, prompts.shape[1] :]
 
 
 def _generation_config(sampling: Sampling, new_tokens: int, eos_id: int, pad_id: int) -> Any:
