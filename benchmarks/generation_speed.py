@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 import torch
 
+from distil.measure.lm import decode
 from distil.models import create_model
 from distil.train.completions import Sampling, _hf_generate, completion_lengths, left_padded_prompts
-from distil.measure.lm import decode
 
 STUDENT = {
     "model_type": "llama",
@@ -49,7 +49,9 @@ def _prompts(batch: int, longest: int, seed: int) -> tuple[torch.Tensor, torch.T
     return left_padded_prompts(ids, lengths, PAD)
 
 
-def _runners(hf: object, prompts: torch.Tensor, attention: torch.Tensor, sampling: Sampling, new: int) -> dict:
+def _runners(
+    hf: object, prompts: torch.Tensor, attention: torch.Tensor, sampling: Sampling, new: int
+) -> dict:
     def ours() -> torch.Tensor:
         return decode(
             hf,

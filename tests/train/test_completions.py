@@ -76,7 +76,9 @@ class _ScriptedLM(torch.nn.Module):
         use_cache: bool = True,
     ) -> SimpleNamespace:
         step = past_key_values or 0
-        self.seen.append({"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids})
+        self.seen.append(
+            {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        )
         logits = torch.zeros(*input_ids.shape, self.vocab)
         logits[:, -1].scatter_(1, self.new[:, step : step + 1], 1.0)
         return SimpleNamespace(logits=logits, past_key_values=step + 1)
@@ -147,9 +149,12 @@ def test_a_model_the_decoder_cannot_drive_generates_with_its_own_generate_and_sa
     assert out.batch[INPUTS].tolist() == [[1, 2, 3, 7, EOS, 0], [5, 8, 8, 8, 8, 0]]
 
 
-def _tiny_llama() -> torch.nn.Module:
+GPT2 = {"model_type": "gpt2", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+
+
+def _tiny_llama(config: dict[str, object] = LLAMA) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model("hf-causal-lm", num_classes=12, config=LLAMA).eval()
+    return create_model("hf-causal-lm", num_classes=12, config=config).eval()
 
 
 def _left_padded(rows: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,8 +163,11 @@ def _left_padded(rows: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     return left_padded_prompts(inputs, torch.tensor([5, 1, 3, 2][:rows]), pad_id=0)
 
 
-def test_greedy_decoding_of_left_padded_prompts_equals_transformers_generate() -> None:
-    hf = _tiny_llama().hf
+@pytest.mark.parametrize("config", [LLAMA, GPT2], ids=["llama", "gpt2"])
+def test_greedy_decoding_of_left_padded_prompts_equals_transformers_generate(
+    config: dict[str, object],
+) -> None:
+    hf = _tiny_llama(config).hf
     prompts, attention = _left_padded()
     want = _hf_generate(hf, prompts, attention, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
     eos = int(want[0, 1])  # a token row 0 says second: row 0 (and maybe others) stops early
@@ -175,7 +183,9 @@ def test_sampling_draws_as_transformers_generate_does_from_the_same_seed() -> No
     torch.manual_seed(3)
     want = _hf_generate(hf, prompts, attention, sampling, 6, eos_id=11, pad_id=0)
     torch.manual_seed(3)
-    got = decode(hf, prompts, 6, attention_mask=attention, temperature=0.7, top_p=0.9, stop_ids=(11,), pad_id=0)
+    got = decode(
+        hf, prompts, 6, attention_mask=attention, temperature=0.7, top_p=0.9, stop_ids=(11,), pad_id=0
+    )
     assert torch.equal(got[0], want)
 
 

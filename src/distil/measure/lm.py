@@ -163,7 +163,9 @@ def decode(
     """
     device, rows = ids.device, ids.shape[0]
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(device=device, dtype=torch.long)
+    mask = (
+        torch.ones_like(ids) if attention_mask is None else attention_mask.to(device=device, dtype=torch.long)
+    )
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     # The mask is only needed where there is padding (transformers' generate drops an all-ones mask too).
     padded = attention_mask is not None and not bool(mask.all())
