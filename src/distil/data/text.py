@@ -335,7 +335,59 @@ def build_stream(
 # the split
 
 
-class TokenBlockSplit:
+class IndexedTokenRows:
+    """The :class:`~distil.data.bundle.SampleSplit` methods of a split that reads (T,) token rows by number.
+
+    A subclass sets ``index`` ((N,) int64 row numbers of the split, in order) and ``block_size`` (T), and
+    reads rows with ``_read(rows) -> (inputs (B, T), labels (B, T))``; everything else follows from those.
+    """
+
+    index: torch.Tensor
+    block_size: int
+
+    def _read(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"row {index} out of range for a split of {len(self)}")
+        inputs, labels = self._read(self.index[index : index + 1] if index >= 0 else self.index[[index]])
+        return {INPUTS: inputs[0], LABELS: labels[0]}
+
+    def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs (B, T), labels (B, T)) of the rows at `positions` of this split, in one gather (the
+        loader's batched read: the same values as stacking ``split[i]``)."""
+        return self._read(self.index[positions])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.zeros(len(self), dtype=torch.int64)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.block_size,)
+
+    def head(self, n: int) -> torch.Tensor:
+        return self._read(self.index[:n])[0]
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        for b, e in batch_ranges(len(self), batch_size, start, stop):
+            inputs, labels = self._read(self.index[b:e])
+            yield {INPUTS: inputs, LABELS: labels, INDEX: torch.arange(b, e)}
+
+    def update_hash(self, h: Any) -> None:
+        # The header `hash_tensor` writes for the whole (N, T) inputs, then inputs and labels chunk by chunk
+        # (the same bytes as `TokenRowSplit`'s for the same ids and labels).
+        h.update(f"{torch.int64}:{(len(self), self.block_size)}".encode())
+        for batch in self.batches(1024):
+            h.update(batch[INPUTS].reshape(-1).view(torch.uint8).numpy())
+            h.update(batch[LABELS].reshape(-1).view(torch.uint8).numpy())
+
+
+class TokenBlockSplit(IndexedTokenRows):
     """Fixed blocks of a memory-mapped token stream, as a :class:`~distil.data.bundle.SampleSplit`.
 
     ``split[i] -> {"inputs": (T,) int64 ids, "labels": (T,) int64 next-token ids}`` (``IGNORE_INDEX`` where
@@ -379,9 +431,6 @@ class TokenBlockSplit:
                 self._mask = np.load(self.mask_path, mmap_mode="r", allow_pickle=False)
         return self._tokens, self._mask
 
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
     def _read(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.block_size
         if len(blocks) == 0:  # also an empty split, which has no stream file
@@ -396,44 +445,10 @@ class TokenBlockSplit:
             labels[~torch.from_numpy(np.asarray(mask[offsets[:, 1:]], dtype=bool))] = IGNORE_INDEX
         return ids[:, :-1].contiguous(), labels
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"block {index} out of range for a split of {len(self)}")
-        inputs, labels = self._read(self.index[index : index + 1] if index >= 0 else self.index[[index]])
-        return {INPUTS: inputs[0], LABELS: labels[0]}
-
-    def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs (B, T), labels (B, T)) of the blocks at `positions` of this split, in one gather (the
-        loader's batched read: the same values as stacking ``split[i]``)."""
-        return self._read(self.index[positions])
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return torch.zeros(len(self), dtype=torch.int64)
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return (self.block_size,)
-
-    def head(self, n: int) -> torch.Tensor:
-        return self._read(self.index[:n])[0]
-
-    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
-        for b, e in batch_ranges(len(self), batch_size, start, stop):
-            inputs, labels = self._read(self.index[b:e])
-            yield {INPUTS: inputs, LABELS: labels, INDEX: torch.arange(b, e)}
-
     def take(self, index: torch.Tensor) -> TokenBlockSplit:
         return TokenBlockSplit(
             self.tokens_path, self.mask_path, self.block_size, self.index[index], self.vocab_size
         )
-
-    def update_hash(self, h: Any) -> None:
-        # The header `hash_tensor` writes for the whole (N, T) inputs, then inputs and labels chunk by chunk.
-        h.update(f"{torch.int64}:{(len(self), self.block_size)}".encode())
-        for batch in self.batches(1024):
-            h.update(batch[INPUTS].reshape(-1).view(torch.uint8).numpy())
-            h.update(batch[LABELS].reshape(-1).view(torch.uint8).numpy())
 
 
 class TokenRowSplit:

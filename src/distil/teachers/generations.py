@@ -33,7 +33,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ from torch import nn
 from distil.config import StudentTrainConfig, TrainConfig
 from distil.data import DataBundle, SampleSplit
 from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS
-from distil.data.bundle import LANGUAGE_MODELING, batch_ranges, hash_tensor
+from distil.data.bundle import LANGUAGE_MODELING, hash_tensor
+from distil.data.text import IndexedTokenRows
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, DataError
 from distil.fileio import atomic_dir, atomic_write_json
@@ -76,7 +77,7 @@ COMPLETIONS = "completions"
 # ------------------------------------------------------------------------------------- the split
 
 
-class GeneratedSplit:
+class GeneratedSplit(IndexedTokenRows):
     """The cached prompt + teacher-completion rows, as a :class:`~distil.data.bundle.SampleSplit`.
 
     ``split[i] -> {"inputs": (T,) int64, "labels": (T,) int64}`` (``IGNORE_INDEX`` on the prompt and the
@@ -124,46 +125,10 @@ class GeneratedSplit:
         )
         return ids[:, :-1].contiguous(), labels
 
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"row {index} out of range for a split of {len(self)}")
-        inputs, labels = self._read(self.index[[index]])
-        return {INPUTS: inputs[0], LABELS: labels[0]}
-
-    def read_batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs (B, T), labels (B, T)) of the rows at `positions` of this split, in one read."""
-        return self._read(self.index[positions])
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return torch.zeros(len(self), dtype=torch.int64)
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return (self.block_size,)
-
-    def head(self, n: int) -> torch.Tensor:
-        return self._read(self.index[:n])[0]
-
-    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
-        for b, e in batch_ranges(len(self), batch_size, start, stop):
-            inputs, labels = self._read(self.index[b:e])
-            yield {INPUTS: inputs, LABELS: labels, INDEX: torch.arange(b, e)}
-
     def take(self, index: torch.Tensor) -> GeneratedSplit:
         taken = GeneratedSplit.__new__(GeneratedSplit)
         taken.__dict__.update({**self.__dict__, "index": self.index[index], "_arrays": None})
         return taken
-
-    def update_hash(self, h: Any) -> None:
-        # The same bytes as the token splits' (`distil.data.text.TokenRowSplit`) for the same ids and labels.
-        h.update(f"{torch.int64}:{(len(self), self.block_size)}".encode())
-        for batch in self.batches(1024):
-            h.update(batch[INPUTS].reshape(-1).view(torch.uint8).numpy())
-            h.update(batch[LABELS].reshape(-1).view(torch.uint8).numpy())
 
 
 # ------------------------------------------------------------------------------------- checks
