@@ -792,13 +792,6 @@ def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
             "student_train.generation.seq_kd=false and distil with uld/alm on the data, or on-policy "
             "(student_train.generation.lmbda > 0), which the byte alignment serves."
         )
-    if cfg.teacher_cache.mode == "on":
-        problems.append(
-            "student_train.teacher_cache.mode=on cannot be used with kd.teacher_tokenizer: the teacher cache "
-            "stores teacher outputs at the student's token positions, while a teacher with another tokenizer "
-            "reads its own tokenization of each batch (aligned by bytes), so it runs live. Fix: "
-            "student_train.teacher_cache.mode=auto (it chooses live and says why) or off."
-        )
     return problems
 
 
