@@ -146,6 +146,8 @@ def test_uld_with_fewer_kept_probabilities_is_within_the_teachers_tail_mass(corp
     used = arrays["chunks.i32"].index_select(0, batch[INDEX]).max(dim=1).values + 1
     mean_tail = torch.cat([t[:n] for t, n in zip(tails, used.tolist(), strict=True)]).mean()
     assert 0 < abs(got - live) <= mean_tail + 1e-6
+    recorded = info.build["uld_tail_mass"]["1.0"]  # the bound, in every epoch record's teacher_cache
+    assert 0 < recorded["mean"] <= recorded["max"] and mean_tail <= recorded["max"]
 
 
 def test_a_cache_of_another_student_or_teacher_tokenizer_is_not_reused(corpus, tmp_path: Path) -> None:
