@@ -391,11 +391,13 @@ class SplitEvaluation:
         task: the ``TASKS`` name.
         streaming: its streaming metrics.
         batch_size: the default samples per forward pass.
+        token_bytes: a language model's ``(V,)`` bytes per token id, for bits per byte; None: not measured.
     """
 
     task: str
     streaming: StreamingMetrics
     batch_size: int
+    token_bytes: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -421,6 +423,7 @@ class SplitEvaluation:
             start=start,
             stop=stop,
             inference_mode=inference_mode,
+            token_bytes=self.token_bytes,
         )
         return sums
 
@@ -429,14 +432,15 @@ class SplitEvaluation:
         return self.streaming.finish(totals)
 
 
-def split_evaluation(task: str = DEFAULT_TASK) -> SplitEvaluation:
+def split_evaluation(task: str = DEFAULT_TASK, token_bytes: Tensor | None = None) -> SplitEvaluation:
     """The per-epoch evaluation of `task`: its streaming metrics, 512 samples a batch for classification
-    and 32 for other tasks (whose outputs per sample are (T, V)).
+    and 32 for other tasks (whose outputs per sample are (T, V)); with `token_bytes` (a language model's
+    bytes per token id) also bits per byte, from the same sums as `distil.measure.measure`'s.
 
     Raises:
         ConfigError: an unknown task, or one without streaming metrics.
     """
-    return SplitEvaluation(task, _streaming(task), 512 if task == DEFAULT_TASK else 32)
+    return SplitEvaluation(task, _streaming(task), 512 if task == DEFAULT_TASK else 32, token_bytes)
 
 
 @dataclass(frozen=True)
