@@ -276,7 +276,7 @@ def uld_from_sorted(
     s_at = _first_positions(student_chunks, n)[counted]
     s_rows = student_logits.reshape(-1, student_logits.shape[-1])[s_at].float()
     p_s = torch.softmax(s_rows / temperature, dim=-1).sort(dim=-1, descending=True).values
-    p_t = teacher_sorted.to(p_s.device, p_s.dtype)[counted.to(teacher_sorted.device)]
+    p_t = teacher_sorted.to(p_s.device, p_s.dtype)[counted.to(p_s.device)]
     k = p_t.shape[-1]
     if p_s.shape[-1] < k:
         p_s = F.pad(p_s, (0, k - p_s.shape[-1]))
