@@ -219,7 +219,11 @@ def _first_positions(chunks: torch.Tensor, num_chunks: int) -> torch.Tensor:
 
 
 def teacher_sorted_probs(
-    teacher_logits: torch.Tensor, alignment: Alignment, temperature: float, k: int | None = None
+    teacher_logits: torch.Tensor,
+    alignment: Alignment,
+    temperature: float,
+    k: int | None = None,
+    chunks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `uld` needs of the teacher: its probabilities at each chunk's first position, sorted.
 
@@ -228,15 +232,20 @@ def teacher_sorted_probs(
         alignment: the chunks of both sides' positions.
         temperature: the softening of the distribution.
         k: keep the k largest (None: all V_t).
+        chunks: (num_chunks,) bool, the chunks to compute (None: all); the live loss computes only the
+            counted ones.
 
     Returns:
-        ((num_chunks, min(k, V_t)) probabilities in decreasing order, (num_chunks,) the probability left
-        out: the tail beyond k, 0 with all kept). Rows of chunks without a teacher position are 0.
+        ((C, min(k, V_t)) probabilities in decreasing order, (C,) the probability left out: the tail beyond
+        k, 0 with all kept), C the chunks computed, in order. Rows of chunks without a teacher position
+        are 0.
     """
     n, width = alignment.num_chunks, teacher_logits.shape[-1]
     keep = width if k is None else min(k, width)
     with torch.no_grad():
         at = _first_positions(alignment.teacher_chunks, n)
+        if chunks is not None:
+            at = at[chunks.to(at.device)]
         has = at < alignment.teacher_chunks.numel()
         rows = teacher_logits.reshape(-1, width)[at.clamp(max=max(0, alignment.teacher_chunks.numel() - 1))]
         p = torch.softmax(rows.float() / temperature, dim=-1)
@@ -244,6 +253,30 @@ def teacher_sorted_probs(
         tail = (p.sum(-1) - head.sum(-1)).clamp(min=0.0) if keep < width else torch.zeros_like(p[:, 0])
         head = torch.where(has.unsqueeze(-1), head, 0.0)
         return head, torch.where(has, tail, 0.0)
+
+
+def _student_sorted(
+    student_logits: torch.Tensor, student_chunks: torch.Tensor, counted: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """(C, V_s) the student's probabilities at each counted chunk's first position, decreasing."""
+    s_at = _first_positions(student_chunks, counted.numel())[counted]
+    s_rows = student_logits.reshape(-1, student_logits.shape[-1])[s_at].float()
+    return torch.softmax(s_rows / temperature, dim=-1).sort(dim=-1, descending=True).values
+
+
+def sorted_w1(p_s: torch.Tensor, p_t: torch.Tensor) -> torch.Tensor:
+    """The mean over rows of sum_j |p_s,j - p_t,j| for (C, V_s) and (C, k) sorted probabilities, the
+    teacher's beyond k counted as 0 (the student's beyond k then add their sum).
+
+    With the teacher's k largest probabilities only, this differs from the W1 of the full vectors by at
+    most the teacher's tail mass per row (triangle inequality), so the mean by at most the rows' mean
+    tail mass; with k = V_t it is the full W1 (the shorter vector padded with zeros).
+    """
+    p_t = p_t.to(p_s.device, p_s.dtype)
+    k = p_t.shape[-1]
+    if p_s.shape[-1] < k:
+        p_s = F.pad(p_s, (0, k - p_s.shape[-1]))
+    return ((p_s[:, :k] - p_t).abs().sum(-1) + p_s[:, k:].sum(-1)).mean()
 
 
 def uld_from_sorted(
@@ -255,11 +288,7 @@ def uld_from_sorted(
     *,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """`uld_loss` from the teacher's sorted probabilities per chunk (live, or read from a teacher cache).
-
-    With the teacher's k largest probabilities only, its others count as 0: the student's sorted
-    probabilities beyond k add their sum. That differs from the full W1 by at most the teacher's tail
-    mass per chunk (triangle inequality), so the mean by at most the counted chunks' mean tail mass.
+    """`uld_loss` from the teacher's sorted probabilities per chunk read from a teacher cache (`sorted_w1`).
 
     Args:
         student_logits: (B, T, V_s).
@@ -269,19 +298,11 @@ def uld_from_sorted(
         num_chunks: chunks in the batch.
         mask, temperature: as in `uld_loss`.
     """
-    n = num_chunks
-    counted = counted_chunks(student_chunks, mask, n)
+    counted = counted_chunks(student_chunks, mask, num_chunks)
     if not bool(counted.any()):
         return student_logits.sum() * 0.0
-    s_at = _first_positions(student_chunks, n)[counted]
-    s_rows = student_logits.reshape(-1, student_logits.shape[-1])[s_at].float()
-    p_s = torch.softmax(s_rows / temperature, dim=-1).sort(dim=-1, descending=True).values
-    p_t = teacher_sorted.to(p_s.device, p_s.dtype)[counted.to(p_s.device)]
-    k = p_t.shape[-1]
-    if p_s.shape[-1] < k:
-        p_s = F.pad(p_s, (0, k - p_s.shape[-1]))
-    head = (p_s[:, :k] - p_t).abs().sum(-1)
-    return (head + p_s[:, k:].sum(-1)).mean()
+    p_t = teacher_sorted[counted.to(teacher_sorted.device)]
+    return sorted_w1(_student_sorted(student_logits, student_chunks, counted, temperature), p_t)
 
 
 def uld_loss(
@@ -305,17 +326,11 @@ def uld_loss(
         The mean over counted chunks of sum_k |sort(p_s)_k - sort(p_t)_k| (scalar; the shorter vector
         padded with zeros).
     """
-    if not bool(counted_chunks(alignment.student_chunks, mask, alignment.num_chunks).any()):
+    counted = counted_chunks(alignment.student_chunks, mask, alignment.num_chunks)
+    if not bool(counted.any()):
         return student_logits.sum() * 0.0
-    teacher_sorted, _ = teacher_sorted_probs(teacher_logits, alignment, temperature)
-    return uld_from_sorted(
-        student_logits,
-        teacher_sorted,
-        alignment.student_chunks,
-        alignment.num_chunks,
-        mask,
-        temperature=temperature,
-    )
+    p_t, _ = teacher_sorted_probs(teacher_logits, alignment, temperature, chunks=counted)
+    return sorted_w1(_student_sorted(student_logits, alignment.student_chunks, counted, temperature), p_t)
 
 
 def _aligned(inputs: TermInputs) -> tuple[torch.Tensor, Alignment] | ChunkTargets:
@@ -424,6 +439,7 @@ __all__ = [
     "chunk_logprob",
     "counted_chunks",
     "per_token_logprob",
+    "sorted_w1",
     "teacher_chunk_logprob",
     "teacher_sorted_probs",
     "uld_from_sorted",
