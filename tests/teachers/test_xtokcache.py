@@ -10,7 +10,8 @@ import torch
 
 from distil.api import distill
 from distil.config import GenerationConfig, KDConfig, StudentTrainConfig
-from distil.data.batch import INDEX, INPUTS, LABELS
+from distil.data import load_dataset
+from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS
 from distil.data.hf_tokenizer import train_byte_bpe
 from distil.data.text import load_text
 from distil.data.tokenize import get_tokenizer
@@ -282,3 +283,24 @@ def test_a_run_on_the_cache_killed_mid_epoch_resumes_to_bit_identical_weights(co
     resumed = run(TrainStateStore(tmp_path / "state", every=3))
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_prompt_rows_cached_equal_live_with_the_prompt_unscored(tmp_path: Path) -> None:
+    """Prompt/completion rows (labels IGNORE on the prompt and the padding): the cached targets count the
+    same chunks (the completion's) as the live alignment, with the same loss."""
+    data = load_dataset("arithmetic", options={"digits": 2, "train_size": 24, "test_size": 4})
+    byte = get_tokenizer("byte")
+    texts = [byte.decode([i for i in row.tolist() if i < 256]) for row in data.train.head(24)]
+    tok = get_tokenizer(train_byte_bpe(texts * 4, 300, tmp_path / "bpe"))
+    cross = CrossTokenizerTeacher(_lm(tok.vocab_size, 0), byte, tok, max_teacher_len=64)
+    loss = _loss({"alm": 0.5, "uld": 0.5})
+    cached, _ = open_cross_tokenizer_cache(cross, data, loss, k=tok.vocab_size, cache_dir=tmp_path / "c")
+    batch = _batch(data.train, [7, 3, 11, 0])
+    assert bool((batch[LABELS] == IGNORE_INDEX).any(dim=1).all())  # every row has an unscored prompt
+    live_out, cached_out = cross(batch), cached(batch)
+    assert cached_out.num_chunks == live_out.alignment.num_chunks
+    torch.testing.assert_close(cached_out.student_targets, live_out.alignment.student_targets)
+    torch.testing.assert_close(cached_out.student_chunks, live_out.alignment.student_chunks)
+    s = torch.randn(4, batch[INPUTS].shape[1], 259)
+    for name in ("alm", "uld"):
+        torch.testing.assert_close(loss(s, cached_out, batch)[name], loss(s, live_out, batch)[name])
