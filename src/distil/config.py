@@ -969,6 +969,15 @@ class Recipe(_Strict):
     def _cross_tokenizer(self) -> Recipe:
         # Found at recipe load, before the teacher trains (distill() checks again for configs built in code).
         problems = cross_tokenizer_problems(self.kd, self.student_train)
+        if self.kd.teacher_tokenizer is not None and self.transfer.init == "teacher":
+            # Parameter transfer copies the embedding and output-head rows by id, and an id names another
+            # string in each tokenizer: the student would start from meanings shuffled at random.
+            problems.append(
+                "transfer.init=teacher cannot be used with kd.teacher_tokenizer: it copies the teacher's "
+                "token embeddings and output head row by row, and a token id means a different string in "
+                "each tokenizer. Fix: transfer.init=random (the byte-aligned loss carries the teacher's "
+                "knowledge), or a student with the teacher's tokenizer."
+            )
         if problems:
             raise ValueError(" ".join(problems))
         return self

@@ -236,3 +236,14 @@ def test_kd_teachers_with_a_teacher_tokenizer_are_refused_when_the_recipe_is_rea
                 }
             }
         )
+
+
+def test_init_from_a_teacher_with_another_tokenizer_is_refused_when_the_recipe_is_read() -> None:
+    # Parameter transfer copies embedding rows by id: with two tokenizers of the same size it would
+    # run silently, starting the student from embeddings whose rows mean other strings.
+    with pytest.raises(
+        ConfigError, match=r"transfer\.init=teacher cannot be used with kd\.teacher_tokenizer"
+    ):
+        parse_recipe(
+            {"kd": {"terms": {"alm": 1.0}, "teacher_tokenizer": "byte"}, "transfer": {"init": "teacher"}}
+        )
