@@ -155,9 +155,7 @@ def test_a_checkpoint_rebuilds_from_its_sidecar_with_the_same_outputs(
         torch.testing.assert_close(loaded.eval()(ids), model(ids), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(
-    ("name", "num_classes"), [("lstm-classifier", 3), ("gru-lm", 259), ("lstm-lm", 259)]
-)
+@pytest.mark.parametrize(("name", "num_classes"), [("lstm-classifier", 3), ("gru-lm", 259), ("lstm-lm", 259)])
 def test_onnx_export_has_dynamic_batch_and_length_and_matches_pytorch(
     tmp_path: Path, name: str, num_classes: int
 ) -> None:
@@ -167,13 +165,13 @@ def test_onnx_export_has_dynamic_batch_and_length_and_matches_pytorch(
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=num_classes, **SMALL).eval()
-    path = export_onnx(
-        model, tmp_path / f"{name}.onnx", (8,), input_dtype=torch.long, dynamic_sequence=True
-    )
+    path = export_onnx(model, tmp_path / f"{name}.onnx", (8,), input_dtype=torch.long, dynamic_sequence=True)
     for length in (5, 13):
         ids = _ids(4, length, seed=length)
         with torch.no_grad():
-            torch.testing.assert_close(onnx_predict(path, ids, batch_size=3), model(ids), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                onnx_predict(path, ids, batch_size=3), model(ids), rtol=1e-4, atol=1e-5
+            )
     check = verify_onnx(path, model, _ids(4, 11))
     assert check.max_abs_diff < 1e-4 and check.top1_agreement == 1.0
     for batch in (1, 32):

@@ -85,7 +85,9 @@ def test_the_build_checks_an_lstm_classifiers_vocabulary_and_pad_id(tmp_path: Pa
     with pytest.raises(ModelError, match=r"pad_id is 0 .* pads with id 258.*kwargs.pad_id: 258"):
         build_model(ModelConfig(model="lstm-classifier", kwargs=wrong_pad), data)
     with pytest.raises(ModelError, match=r"vocabulary is 300 .* 259 ids"):
-        build_model(ModelConfig(model="lstm-classifier", kwargs={**BILSTM, "vocab_size": 300, "pad_id": 0}), data)
+        build_model(
+            ModelConfig(model="lstm-classifier", kwargs={**BILSTM, "vocab_size": 300, "pad_id": 0}), data
+        )
 
 
 @pytest.mark.skipif(not PYTHON_DOCS_ROOT.is_dir(), reason="python3.11-doc is not installed")
@@ -115,7 +117,12 @@ ARITHMETIC = [
 
 
 def test_a_gru_lm_distils_from_a_llama_through_the_chunked_token_losses(tmp_path: Path) -> None:
-    chunked = ["--set", "kd.terms={kd: 0.7, ce: 0.3}", "--set", "kd.options={kd: {chunk_size: 5}, ce: {chunk_size: 5}}"]
+    chunked = [
+        "--set",
+        "kd.terms={kd: 0.7, ce: 0.3}",
+        "--set",
+        "kd.options={kd: {chunk_size: 5}, ce: {chunk_size: 5}}",
+    ]
     result = CliRunner().invoke(app, [*ARITHMETIC, "--out", str(tmp_path), "--name", "a", *chunked])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

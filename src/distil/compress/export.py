@@ -140,9 +140,9 @@ def onnx_predict(path: str | Path, x: Tensor, batch_size: int = 512, threads: in
     name = session.get_inputs()[0].name
     outputs: list[np.ndarray] = []
     for start in range(0, x.shape[0], batch_size):
-        chunk = x[start : start + batch_size].detach().cpu()
+        part = x[start : start + batch_size].detach().cpu()
         # Token ids stay integers (an embedding's input); anything else is the float the export traced.
-        chunk = (chunk.long() if not chunk.is_floating_point() else chunk.float()).numpy()
+        chunk = (part.float() if part.is_floating_point() else part.long()).numpy()
         try:
             outputs.append(session.run(None, {name: chunk})[0])
         except Exception as exc:  # onnxruntime's exception types are not importable

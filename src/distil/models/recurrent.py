@@ -82,7 +82,9 @@ class BiLSTMEncoder(nn.Module):
     (:func:`reverse_valid`), so the right padding comes after them in both directions.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, dropout: float):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, dropout: float
+    ):
         super().__init__()
         directions = 2 if bidirectional else 1
         self.forward_layers = nn.ModuleList()
@@ -236,7 +238,9 @@ class RecurrentLM(nn.Module):
         self.config = RecurrentLMConfig(vocab_size=vocab_size)
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         rnn = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn(embed_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = rnn(
+            embed_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
         self.dropout = nn.Dropout(dropout)
         project = tie_weights and hidden_size != embed_dim
         self.project: nn.Module = nn.Linear(hidden_size, embed_dim) if project else nn.Identity()
@@ -309,7 +313,9 @@ def lstm_classifier(
         ModelError: a size that is not positive, an unknown pooling, a pad id outside the vocabulary.
     """
     name = "lstm-classifier"
-    _positive(name, vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers)
+    _positive(
+        name, vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers
+    )
     if pooling not in POOLINGS:
         raise ModelError(f"{name}: pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
     if head_hidden < 0:
