@@ -137,6 +137,8 @@ def test_accuracy(model: torch.nn.Module, data: DataBundle) -> float:
 def get_teacher(data: DataBundle, out: Path, given: Path | None, epochs: int) -> torch.nn.Module:
     if given is not None:
         teacher, _ = load_checkpoint(given)
+        row = {"model": "teacher", "method": "labels", "seed": 0, "train_seconds": None}
+        record(out, {**row, "params": count_parameters(teacher), "accuracy": test_accuracy(teacher, data)})
         return teacher
     spec = spec_of("teacher", data)
     torch.manual_seed(0)

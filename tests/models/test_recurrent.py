@@ -155,16 +155,28 @@ def test_a_checkpoint_rebuilds_from_its_sidecar_with_the_same_outputs(
         torch.testing.assert_close(loaded.eval()(ids), model(ids), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(("name", "num_classes"), [("lstm-classifier", 3), ("gru-lm", 259), ("lstm-lm", 259)])
+BERT = {"model_type": "bert", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+BERT_KWARGS = {"config": {**BERT, "num_attention_heads": 2, "max_position_embeddings": 16}}
+
+
+@pytest.mark.parametrize(
+    ("name", "num_classes", "kwargs"),
+    [
+        ("lstm-classifier", 3, SMALL),
+        ("gru-lm", 259, SMALL),
+        ("lstm-lm", 259, SMALL),
+        ("hf-seq-classifier", 3, BERT_KWARGS),  # the transformer students they are timed beside
+    ],
+)
 def test_onnx_export_has_dynamic_batch_and_length_and_matches_pytorch(
-    tmp_path: Path, name: str, num_classes: int
+    tmp_path: Path, name: str, num_classes: int, kwargs: dict
 ) -> None:
     pytest.importorskip("onnxruntime")
     from distil.compress.export import export_onnx, onnx_predict, verify_onnx
     from distil.measure import measure_onnx_latency
 
     torch.manual_seed(0)
-    model = create_model(name, num_classes=num_classes, **SMALL).eval()
+    model = create_model(name, num_classes=num_classes, **kwargs).eval()
     path = export_onnx(model, tmp_path / f"{name}.onnx", (8,), input_dtype=torch.long, dynamic_sequence=True)
     for length in (5, 13):
         ids = _ids(4, length, seed=length)
