@@ -24,10 +24,11 @@ Latency: each student kind (the seed-0 model) and the teacher exported to ONNX (
 and sequence axes) and timed by ONNX Runtime with one intra-op thread at batch 1 and 32 (distil's
 ``measure_onnx_latency``: the median of interleaved rounds and their spread), all in this one process.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/text_bilstm.py            # ~25 min on 2 busy cores
-    python benchmarks/text_bilstm.py --teacher OUT/teacher                         # reuse a trained teacher
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/text_bilstm.py          # ~25 min on 2 busy cores
+    python benchmarks/text_bilstm.py --keep-per-class 50 --teacher OUT/teacher --out OUT50  # reuse the teacher
     python benchmarks/text_bilstm.py --train-size 400 --teacher-epochs 1 --student-epochs 1 --seeds 0  # smoke
 
+The measured runs (docs/text-classification.md) are these defaults with 10 and with 50 labels per class.
 Results go to ``OUT/results.jsonl`` (one line per model) and ``OUT/results.md`` (the tables).
 """
 
@@ -264,10 +265,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/work/bench/text_bilstm"))
     parser.add_argument("--teacher", type=Path, default=None, help="a trained teacher checkpoint to reuse")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train-size", type=int, default=8000)
-    parser.add_argument("--keep-per-class", type=int, default=50)
-    parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--student-epochs", type=int, default=4)
+    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--keep-per-class", type=int, default=10)
+    parser.add_argument("--teacher-epochs", type=int, default=5)
+    parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--student-lr", type=float, default=3e-3)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument(
