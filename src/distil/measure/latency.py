@@ -269,7 +269,13 @@ def measure_onnx_latency(
     if threads is not None:
         _check_positive("threads", threads)
     session = onnx_session(onnx_path, threads)
-    feed = {session.get_inputs()[0].name: np.random.randn(batch_size, *input_shape).astype(np.float32)}
+    first = session.get_inputs()[0]
+    shape = (batch_size, *input_shape)
+    if first.type == "tensor(int64)":  # a text model's token ids: every id costs one embedding lookup
+        sample = np.zeros(shape, np.int64)
+    else:
+        sample = np.random.randn(*shape).astype(np.float32)
+    feed = {first.name: sample}
     try:
         session.run(None, feed)  # a first run: the shape is checked before anything is timed
     except Exception as e:  # onnxruntime raises its own, unexported exception types

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
-from distil.models import hf, resnet_cifar, seed
+from distil.models import hf, recurrent, resnet_cifar, seed
 from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,
@@ -43,6 +43,7 @@ __all__ = [
     "loads_trained_weights",
     "model_spec",
     "pruned_spec",
+    "recurrent",
     "register_model",
     "resnet_cifar",
     "seed",

@@ -92,7 +92,11 @@ def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> Non
         ModelError: a vocabulary or pad id that differs from the data's, with the fix.
     """
     from distil.models.hf import SeqClassifier
+    from distil.models.recurrent import LSTMClassifier
 
+    if isinstance(model, LSTMClassifier) and data.vocab_size is not None and not data.is_tokens:
+        _fit_lstm_classifier(model, name, data)
+        return
     if not isinstance(model, SeqClassifier) or data.vocab_size is None or data.is_tokens:
         return
     config = model.config
@@ -114,6 +118,26 @@ def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> Non
     if data.class_names:
         config.id2label = dict(enumerate(data.class_names))
         config.label2id = {label: i for i, label in enumerate(data.class_names)}
+
+
+def _fit_lstm_classifier(model: Any, name: str, data: DataBundle) -> None:
+    """An ``lstm-classifier`` must read the data's ids and pool without its padding (as a SeqClassifier).
+
+    Raises:
+        ModelError: a vocabulary or pad id that differs from the data's, with the kwarg that fixes it.
+    """
+    if model.vocab_size != data.vocab_size:
+        raise ModelError(
+            f"{name}: the model's vocabulary is {model.vocab_size} but dataset {data.name!r} is tokenized into "
+            f"{data.vocab_size} ids ({data.extra.get('tokenizer')}); set kwargs.vocab_size: {data.vocab_size}."
+        )
+    pad = data.extra.get("pad_id")
+    if pad is not None and model.pad_id != int(pad):
+        raise ModelError(
+            f"{name}: the model's pad_id is {model.pad_id} but dataset {data.name!r} pads with id {pad}; the "
+            f"model pools every position not holding its pad id, so it would read the padding. Set "
+            f"kwargs.pad_id: {pad}."
+        )
 
 
 def build_model(
