@@ -227,3 +227,68 @@ def test_multilabel_recipe_on_class_labels_names_the_conversion(tmp_path: Path) 
     )
     assert r.exit_code != 0
     assert "np.eye(L, dtype=np.float32).take(y, axis=0)" in _flat(r.output), r.output
+
+
+def _regression_npz(tmp_path: Path, scale: float = 1.0) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 10)).astype(np.float32)
+    # Targets in [0, 1]: a regression teacher's outputs may lie there, and must not be taken for probabilities.
+    y = (1 / (1 + np.exp(-(x @ rng.normal(size=(10, 2)))))).astype(np.float32) * scale
+    path = tmp_path / "values.npz"
+    np.savez(path, x=x[:200], y=y[:200], x_test=x[200:], y_test=y[200:])
+    return path
+
+
+def test_regression_train_distill_eval_export(tmp_path: Path) -> None:
+    data = _regression_npz(tmp_path)
+    out = _train_and_distill(tmp_path, data)
+    records = [json.loads(line) for line in (out / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_reg_kd", "train_reg_label", "val_r2", "val_mae"} <= set(records[-1])
+    summary = json.loads((out / "s" / "summary.json").read_text())
+    student = next(m for m in summary["metrics"] if m["name"] == "student_kd")
+    assert student["task"] == "regression" and {"r2", "mae", "rmse"} <= set(student["extra"])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            str(out / "t" / "teacher.json"),
+            str(out / "s" / "student_kd.json"),
+            "--data-root",
+            str(data),
+            "--no-latency",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "r2" in r.output and "rmse" in r.output and "Δ r2" in r.output
+    onnx = tmp_path / "student.onnx"
+    r = runner.invoke(
+        app, ["export", str(out / "s" / "student_kd.json"), "--out", str(onnx), "--data-root", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+
+
+def test_multilabel_refuses_a_topk_teacher_cache(tmp_path: Path) -> None:
+    # Top-k with a tail fill approximates a softmax; multilabel sigmoids need every label's logit.
+    data = _multilabel_npz(tmp_path)
+    out = tmp_path / "runs"
+    r = runner.invoke(
+        app,
+        [
+            "train", "--out", str(out), "--name", "t", "-q", "--no-latency",
+            *_data_sets(data, "teacher.model=mlp", "teacher_train.epochs=1"),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        [
+            "distill", "--teacher", str(out / "t" / "teacher.safetensors"), "--out", str(out), "--name", "s",
+            "-q", "--no-latency",
+            *_data_sets(
+                data, "teacher.model=mlp", "student.model=mlp", "student_train.teacher_cache.form=topk",
+                "student_train.teacher_cache.k=2",
+            ),
+        ],
+    )  # fmt: skip
+    assert r.exit_code != 0
+    assert "serves only the kd term, but terms ml_kd" in _flat(r.output), r.output
