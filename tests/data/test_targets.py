@@ -84,3 +84,14 @@ def test_float_targets_are_taken_at_random_not_stratified() -> None:
     taken, rest = stratified_take(y, 10, seed=3)
     assert len(taken) == 10 and len(rest) == 40
     assert (taken == stratified_take(y, 10, seed=3)[0]).all()  # seeded: the same every run
+
+
+def test_hiding_labels_of_multilabel_data_is_refused(tmp_path: Path) -> None:
+    from distil.config import UnlabeledConfig
+    from distil.data.unlabeled import transfer_set
+    from distil.errors import ConfigError
+
+    y = (np.random.default_rng(1).random((60, 5)) < 0.4).astype(np.float32)
+    data = load_dataset("npz", _npz(tmp_path, y))
+    with pytest.raises(ConfigError, match=r"multilabel data .float label rows.. Fix: drop data.unlabeled"):
+        transfer_set(data, UnlabeledConfig(keep_per_class=2))

@@ -42,7 +42,9 @@ def test_binary_kd_mask_keeps_only_the_counted_samples() -> None:
     torch.manual_seed(1)
     s, t = torch.randn(6, 4), torch.randn(6, 4)
     mask = torch.tensor([True, False, True, True, False, False])
-    assert math.isclose(float(binary_kd(s, t, 2.0, mask)), float(binary_kd(s[mask], t[mask], 2.0)), rel_tol=1e-6)
+    assert math.isclose(
+        float(binary_kd(s, t, 2.0, mask)), float(binary_kd(s[mask], t[mask], 2.0)), rel_tol=1e-6
+    )
 
 
 def test_binary_cross_entropy_matches_the_formula() -> None:
@@ -62,7 +64,9 @@ def test_class_indices_given_to_the_multilabel_terms_are_refused() -> None:
 def test_multilabel_defaults_to_its_own_terms_and_refuses_softmax_ones() -> None:
     assert resolve_terms(KDConfig(), "multilabel") == {"ml_kd": 0.9, "ml_bce": 0.1}
     assert resolve_terms(KDConfig(), "classification") == {"kd": 0.9, "ce": 0.1}
-    with pytest.raises(ConfigError, match=r"terms ce, kd do not fit multilabel.*kd.terms=\{ml_kd: 0.9, ml_bce: 0.1\}"):
+    with pytest.raises(
+        ConfigError, match=r"terms ce, kd do not fit multilabel.*kd.terms=\{ml_kd: 0.9, ml_bce: 0.1\}"
+    ):
         resolve_terms(KDConfig(terms={"kd": 0.9, "ce": 0.1}), "multilabel")
     with pytest.raises(ConfigError, match="ml_kd do not fit classification"):
         resolve_terms(KDConfig(terms={"ml_kd": 1.0}), "classification")
@@ -72,3 +76,25 @@ def test_a_multilabel_teacher_trains_on_binary_cross_entropy() -> None:
     loss = supervised_loss("multilabel")
     out = loss(torch.zeros(2, 3), None, {"labels": torch.ones(2, 3)})
     assert set(out) == {"loss", "ml_bce"} and math.isclose(float(out["loss"]), math.log(2), rel_tol=1e-6)
+
+
+def test_label_smoothing_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(ConfigError, match=r"label_smoothing=0\.1"):
+        supervised_loss("multilabel", label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("term", ["ml_bce", "reg_label"])
+def test_mixing_is_refused_for_the_new_label_terms(term: str) -> None:
+    # Mixed samples' labels become -100: a float label term would train on them as targets.
+    from torch import nn
+
+    from distil.api import check_mixing
+    from distil.config import TrainConfig
+    from distil.losses.compose import ComposedLoss
+    from distil.losses.registry import TermContext, build_term
+
+    loss = ComposedLoss({term: build_term(term, TermContext())}, {term: 1.0})
+    cfg = TrainConfig.model_validate({"augment": {"mixing": "mixup"}})
+    with pytest.raises(ConfigError, match=f"terms {term} read labels"):
+        check_mixing(cfg, loss)
+    assert isinstance(loss, nn.Module)

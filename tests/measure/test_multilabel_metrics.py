@@ -25,7 +25,9 @@ def _scores(n: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_map_and_f1_equal_sklearn() -> None:
     y, z = _scores(120, 5, 0)
     got = multilabel_finish(multilabel_sums(z, y, None), 5)
-    assert got["mAP"] == pytest.approx(average_precision_score(y.numpy(), z.numpy(), average="macro"), abs=1e-9)
+    assert got["mAP"] == pytest.approx(
+        average_precision_score(y.numpy(), z.numpy(), average="macro"), abs=1e-9
+    )
     assert got["accuracy"] == got["mAP"]
     pred = (z >= 0).numpy()
     assert got["micro_f1"] == pytest.approx(f1_score(y.numpy(), pred, average="micro"), abs=1e-9)

@@ -119,6 +119,11 @@ class BCETerm(Term):
 
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
+        if ctx.label_smoothing:
+            raise ConfigError(
+                f"label_smoothing={ctx.label_smoothing:g} smooths one-class targets of ce; ml_bce trains on 0/1 "
+                "labels and would ignore it. Fix: set label_smoothing to 0 for multilabel data."
+            )
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return binary_cross_entropy(inputs.student_logits, inputs.labels, inputs.mask)
