@@ -95,3 +95,12 @@ def test_hiding_labels_of_multilabel_data_is_refused(tmp_path: Path) -> None:
     data = load_dataset("npz", _npz(tmp_path, y))
     with pytest.raises(ConfigError, match=r"multilabel data .float label rows.. Fix: drop data.unlabeled"):
         transfer_set(data, UnlabeledConfig(keep_per_class=2))
+
+
+def test_soft_multilabel_targets_are_taken_when_the_recipe_names_multilabel(tmp_path: Path) -> None:
+    # CREPE's targets are Gaussian-blurred pitch bins: in [0, 1], not 0/1, so the labels alone say regression.
+    y = np.random.default_rng(1).random((60, 8)).astype(np.float32)
+    assert load_dataset("npz", _npz(tmp_path, y)).task == "regression"
+    assert load_dataset("npz", _npz(tmp_path, y), task="multilabel").task == "multilabel"
+    with pytest.raises(DataError, match=r"values outside \[0, 1\]"):
+        load_dataset("npz", _npz(tmp_path, y * 2), task="multilabel")

@@ -3,7 +3,9 @@
 A user's arrays (an .npz file, a reader's dict) carry no task tag, so the labels' shape and dtype tell it:
 
 * ``(N,)`` integers: ``classification`` (one class per sample);
-* ``(N, L)`` floats that are all 0 or 1: ``multilabel`` (L independent yes/no labels);
+* ``(N, L)`` floats that are all 0 or 1: ``multilabel`` (L independent yes/no labels); a recipe that names
+  ``multilabel`` may also give soft targets in [0, 1] (e.g. CREPE's Gaussian-blurred pitch bins), which
+  ``ml_bce`` trains on as they are and the metrics count as positive from 0.5;
 * any other ``(N,)`` or ``(N, D)`` floats: ``regression`` (D real targets per sample);
 
 A recipe names the task (``data.task``) where the labels cannot say it, e.g. ``regression`` for targets that
@@ -115,11 +117,11 @@ def _check_requested(task: str, y: torch.Tensor, source: str) -> None:
                 f"integer class indices of shape {shape}. Fix: drop data.task for single-class data, or save "
                 "np.eye(L, dtype=np.float32).take(y, axis=0) (one 0/1 row per sample)."
             )
-        if y.dim() != 2 or not is_binary(y):
+        if y.dim() != 2 or (y.numel() and (float(y.min()) < 0 or float(y.max()) > 1)):
             raise DataError(
-                f"{source}: data.task=multilabel needs (N, L) rows of 0 and 1, but the labels have shape "
-                f"{shape} with values other than 0/1. Fix: threshold them (y >= 0.5) or set "
-                "data.task=regression for real-valued targets."
+                f"{source}: data.task=multilabel needs (N, L) rows of values in [0, 1] (0/1 labels, or soft "
+                f"targets such as blurred pitch bins), but the labels have shape {shape} with values outside "
+                "[0, 1]. Fix: threshold or rescale them, or set data.task=regression for real-valued targets."
             )
     if task == REGRESSION and not y.is_floating_point():
         raise DataError(
