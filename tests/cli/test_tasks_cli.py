@@ -292,3 +292,12 @@ def test_multilabel_refuses_a_topk_teacher_cache(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.exit_code != 0
     assert "serves only the kd term, but terms ml_kd" in _flat(r.output), r.output
+
+
+def test_a_single_label_sigmoid_is_caught_on_multilabel_data() -> None:
+    from distil.teachers.outputs import MIN_VALUES, probability_kind
+
+    p = torch.sigmoid(torch.randn(MIN_VALUES, 1))
+    assert probability_kind(p) is None  # one output per sample: not judged for classification
+    assert probability_kind(p, single_output=True) == "sigmoid"
+    assert probability_kind(torch.randn(MIN_VALUES, 1), single_output=True) is None
