@@ -301,3 +301,25 @@ def test_a_single_label_sigmoid_is_caught_on_multilabel_data() -> None:
     assert probability_kind(p) is None  # one output per sample: not judged for classification
     assert probability_kind(p, single_output=True) == "sigmoid"
     assert probability_kind(torch.randn(MIN_VALUES, 1), single_output=True) is None
+
+
+def test_eval_refuses_a_multilabel_checkpoint_on_class_data(tmp_path: Path) -> None:
+    data = _multilabel_npz(tmp_path, labels=10)  # as many outputs as digits has classes
+    out = tmp_path / "runs"
+    r = runner.invoke(
+        app,
+        [
+            "train", "--out", str(out), "--name", "t", "-q", "--no-latency",
+            *_data_sets(data, "teacher.model=mlp", "teacher_train.epochs=1"),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rng = np.random.default_rng(2)
+    classes = tmp_path / "classes.npz"
+    x = rng.normal(size=(60, 12)).astype(np.float32)
+    np.savez(classes, x=x, y=np.arange(60) % 10, x_test=x[:20], y_test=np.arange(20) % 10)
+    r = runner.invoke(
+        app, ["eval", str(out / "t" / "teacher.json"), "--data-root", str(classes), "--no-latency"]
+    )
+    assert r.exit_code != 0
+    assert "was trained for multilabel" in _flat(r.output), r.output

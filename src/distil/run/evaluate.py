@@ -12,10 +12,11 @@ from torch import nn
 
 from distil.data import DataBundle, load_dataset
 from distil.data.registry import ARITHMETIC_OPTIONS
+from distil.errors import DataError
 from distil.measure import ModelMetrics, measure, time_models
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.run.lm_report import lm_token_bytes, tokenizer_of
-from distil.train.build import build_model
+from distil.train.build import build_model, check_checkpoint_task
 
 
 def require_data_for_model(model_name: str | None, data: str | None, checkpoint: str) -> None:
@@ -125,7 +126,15 @@ def load_checkpoint_data(
     """
     merged = trained_data_options(checkpoint, dataset, options)
     task = recorded_task(checkpoint, dataset)
-    return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged, task=task)
+    try:
+        return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged, task=task)
+    except DataError as exc:
+        if task is None:
+            raise
+        raise DataError(
+            f"checkpoint {checkpoint} was trained for {task} (its sidecar's data.task), but these labels do "
+            f"not fit it: {exc} Evaluate it on data of its task."
+        ) from None
 
 
 def recorded_task(checkpoint: str, dataset: str) -> str | None:
@@ -169,6 +178,7 @@ def load_any(
         model, meta = load_checkpoint(
             path, trust_code=trust_code, trusted_models=[model_name] if model_name else []
         )
+        check_checkpoint_task(path, meta, data)  # a multilabel model measured as a classifier, or back
     elif model_name is not None:
         model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data, trust_code=trust_code)
         meta, weights = {"spec": spec, "data": data.describe()}, Path(path)
