@@ -219,6 +219,12 @@ def distill(
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
+    if len(teachers) > 1 and data.task not in ("classification", "language-modeling"):
+        # The ensemble mixes softmax distributions: sigmoid labels and values are not mixed that way.
+        raise ConfigError(
+            f"an ensemble of {len(teachers)} teachers mixes their softmax distributions, which {data.task} "
+            "outputs are not. Fix: distil from one teacher."
+        )
     cross = cross_tokenizer_teacher(teachers, data, kd, cfg)  # None unless kd.teacher_tokenizer is set
     for t in teachers if cross is None else []:  # a cross-tokenizer teacher was checked on its own ids
         check_classes(t, data, "teacher")

@@ -98,3 +98,15 @@ def test_mixing_is_refused_for_the_new_label_terms(term: str) -> None:
     with pytest.raises(ConfigError, match=f"terms {term} read labels"):
         check_mixing(cfg, loss)
     assert isinstance(loss, nn.Module)
+
+
+def test_an_ensemble_of_multilabel_teachers_is_refused() -> None:
+    from torch import nn
+
+    from distil.api import distill
+    from distil.data.bundle import DataBundle, Split
+
+    split = Split(torch.randn(8, 4), (torch.rand(8, 2) < 0.5).float())
+    data = DataBundle("npz", split, split, split, ["0", "1"], (0.0,) * 4, (1.0,) * 4, task="multilabel")
+    with pytest.raises(ConfigError, match="mixes their softmax distributions"):
+        distill([nn.Linear(4, 2), nn.Linear(4, 2)], nn.Linear(4, 2), data)
