@@ -317,6 +317,12 @@ def mutual_learning(
         MutualResult with every trained student and per-epoch records (`s{i}_eval_accuracy`, ...).
     """
     cfg = cfg or TrainConfig()
+    if data.task != "classification":
+        # MutualLoss is softmax KL plus cross-entropy on class indices.
+        raise ConfigError(
+            f"mutual learning trains students on softmax KL and class labels, but {data.name!r} is {data.task} "
+            "data. Fix: distil each student from a teacher (distill) instead."
+        )
     for i, s in enumerate(students):
         check_classes(s, data, f"student {i}")
     cohort = Cohort(students)

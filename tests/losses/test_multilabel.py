@@ -110,3 +110,15 @@ def test_an_ensemble_of_multilabel_teachers_is_refused() -> None:
     data = DataBundle("npz", split, split, split, ["0", "1"], (0.0,) * 4, (1.0,) * 4, task="multilabel")
     with pytest.raises(ConfigError, match="mixes their softmax distributions"):
         distill([nn.Linear(4, 2), nn.Linear(4, 2)], nn.Linear(4, 2), data)
+
+
+def test_mutual_learning_on_multilabel_data_is_refused() -> None:
+    from torch import nn
+
+    from distil.api import mutual_learning
+    from distil.data.bundle import DataBundle, Split
+
+    split = Split(torch.randn(8, 4), (torch.rand(8, 2) < 0.5).float())
+    data = DataBundle("npz", split, split, split, ["0", "1"], (0.0,) * 4, (1.0,) * 4, task="multilabel")
+    with pytest.raises(ConfigError, match="mutual learning trains students on softmax KL"):
+        mutual_learning([nn.Linear(4, 2), nn.Linear(4, 2)], data)
