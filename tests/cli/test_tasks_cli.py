@@ -88,6 +88,9 @@ def test_multilabel_train_distill_eval_export(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "s" / "metrics.jsonl").read_text().splitlines()]
     kd = [r for r in records if r["stage"] == "student_kd"]
     assert "train_ml_kd" in kd[-1] and "train_ml_bce" in kd[-1] and "val_mAP" in kd[-1]
+    # Cached by default, every label's logit (never top-k: a tail fill approximates a softmax's tail).
+    assert kd[-1]["teacher_source"] == "cache" and kd[-1]["teacher_cache"]["form"] == "full"
+    assert kd[-1]["teacher_cache"]["topk"] is None
     summary = json.loads((out / "s" / "summary.json").read_text())
     student = next(m for m in summary["metrics"] if m["name"] == "student_kd")
     assert student["task"] == "multilabel" and 0 < student["accuracy"] <= 1
