@@ -20,7 +20,7 @@ from distil.errors import ConfigError, DataError
 from distil.losses import supervised_loss
 from distil.losses.compose import ComposedLoss
 from distil.losses.protocol import DistillationLoss
-from distil.teachers.crosstok import cross_tokenizer_record, cross_tokenizer_teacher
+from distil.teachers.crosstok import cross_tokenizer_source, cross_tokenizer_teacher
 from distil.teachers.generations import seq_kd_data
 from distil.teachers.outputs import check_teacher_outputs
 from distil.teachers.source import teacher_source
@@ -213,8 +213,8 @@ def distill(
         ConfigError, DataError, ModelError: on-policy distillation that cannot run (fsdp, data without
             one prompt per row, a student that cannot generate, a loss without a teacher term,
             teacher_cache=on), before training starts.
-        ConfigError: `kd.teacher_tokenizer` with seq_kd or teacher_cache=on
-            (`distil.config.cross_tokenizer_problems`); it always runs the teacher live.
+        ConfigError: `kd.teacher_tokenizer` with seq_kd (`distil.config.cross_tokenizer_problems`); its
+            teacher source is chosen by `distil.teachers.crosstok.cross_tokenizer_source`.
     """
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
@@ -253,7 +253,7 @@ def distill(
                 teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
             )
             if cross is None
-            else (cross.to(accelerator.device), cross_tokenizer_record(kd))
+            else cross_tokenizer_source(cross, data, loss, cfg, accelerator)
         )
         source_record.update(completions)
 

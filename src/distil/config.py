@@ -797,13 +797,6 @@ def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
             "student_train.generation.seq_kd=false and distil with uld/alm on the data, or on-policy "
             "(student_train.generation.lmbda > 0), which the byte alignment serves."
         )
-    if cfg.teacher_cache.mode == "on":
-        problems.append(
-            "student_train.teacher_cache.mode=on cannot be used with kd.teacher_tokenizer: the teacher cache "
-            "stores teacher outputs at the student's token positions, while a teacher with another tokenizer "
-            "reads its own tokenization of each batch (aligned by bytes), so it runs live. Fix: "
-            "student_train.teacher_cache.mode=auto (it chooses live and says why) or off."
-        )
     return problems
 
 
@@ -981,6 +974,15 @@ class Recipe(_Strict):
     def _cross_tokenizer(self) -> Recipe:
         # Found at recipe load, before the teacher trains (distill() checks again for configs built in code).
         problems = cross_tokenizer_problems(self.kd, self.student_train)
+        if self.kd.teacher_tokenizer is not None and self.transfer.init == "teacher":
+            # Parameter transfer copies the embedding and output-head rows by id, and an id names another
+            # string in each tokenizer: the student would start from meanings shuffled at random.
+            problems.append(
+                "transfer.init=teacher cannot be used with kd.teacher_tokenizer: it copies the teacher's "
+                "token embeddings and output head row by row, and a token id means a different string in "
+                "each tokenizer. Fix: transfer.init=random (the byte-aligned loss carries the teacher's "
+                "knowledge), or a student with the teacher's tokenizer."
+            )
         if problems:
             raise ValueError(" ".join(problems))
         return self

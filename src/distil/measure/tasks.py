@@ -491,11 +491,13 @@ class SplitEvaluation:
         task: the ``TASKS`` name.
         streaming: its streaming metrics.
         batch_size: the default samples per forward pass.
+        token_bytes: a language model's ``(V,)`` bytes per token id, for bits per byte; None: not measured.
     """
 
     task: str
     streaming: StreamingMetrics
     batch_size: int
+    token_bytes: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -521,6 +523,7 @@ class SplitEvaluation:
             start=start,
             stop=stop,
             inference_mode=inference_mode,
+            token_bytes=self.token_bytes,
         )
         return sums
 
@@ -529,12 +532,16 @@ class SplitEvaluation:
         return self.streaming.finish(totals)
 
 
-def split_evaluation(task: str = DEFAULT_TASK, width: int | None = None) -> SplitEvaluation:
+def split_evaluation(
+    task: str = DEFAULT_TASK, token_bytes: Tensor | None = None, *, width: int | None = None
+) -> SplitEvaluation:
     """The per-epoch evaluation of `task`: its streaming metrics, 32 samples a batch for language models
-    (whose outputs per sample are (T, V)) and 512 for other tasks.
+    (whose outputs per sample are (T, V)) and 512 for other tasks; with `token_bytes` (a language model's
+    bytes per token id) also bits per byte, from the same sums as `distil.measure.measure`'s.
 
     Args:
         task: a ``TASKS`` name.
+        token_bytes: a language model's ``(V,)`` bytes per token id; None: not measured per byte.
         width: the model's output width (the data's ``num_classes``), for a task whose sums are per output.
 
     Raises:
@@ -544,7 +551,7 @@ def split_evaluation(task: str = DEFAULT_TASK, width: int | None = None) -> Spli
     streaming = _streaming(task, width)
     if not isinstance(streaming, StreamingMetrics):
         raise ConfigError(f"task {task!r} sums its metrics per output: pass the model's output width.")
-    return SplitEvaluation(task, streaming, 32 if task == LM_TASK else 512)
+    return SplitEvaluation(task, streaming, 32 if task == LM_TASK else 512, token_bytes)
 
 
 @dataclass(frozen=True)

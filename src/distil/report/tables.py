@@ -171,8 +171,9 @@ def tokenizer_notes(metrics: Sequence[ModelMetrics]) -> list[str]:
     return [
         f"{m.name} reads the text with its own tokenizer ({m.tokenizer}): it is measured on its own "
         "tokenization of the same test text. Bits per byte and byte perplexity compare with the other rows; "
-        "its perplexity and next-token accuracy are per its own tokens (not comparable, no ratio); agreement, "
-        "latency per block and generation are not measured for it (they would feed it the data's token ids)."
+        "its perplexity and next-token accuracy are per its own tokens (not comparable, no ratio); its latency "
+        "per block is timed on a block of its own tokens (the same text as the others' block); agreement and "
+        "generation are not measured for it (they would feed it the data's token ids)."
         for m in metrics
         if m.tokenizer is not None
     ]
