@@ -104,3 +104,13 @@ def test_soft_multilabel_targets_are_taken_when_the_recipe_names_multilabel(tmp_
     assert load_dataset("npz", _npz(tmp_path, y), task="multilabel").task == "multilabel"
     with pytest.raises(DataError, match=r"values outside \[0, 1\]"):
         load_dataset("npz", _npz(tmp_path, y * 2), task="multilabel")
+
+
+def test_whole_number_float_labels_are_refused_until_the_recipe_says_which(tmp_path: Path) -> None:
+    # Class indices saved as float64 (a pandas column) must not silently become a regression.
+    y = (np.arange(60) % 3).astype(np.float64)
+    with pytest.raises(
+        DataError, match=r"save y.astype\(int\) for classification, or set data.task=regression"
+    ):
+        load_dataset("npz", _npz(tmp_path, y))
+    assert load_dataset("npz", _npz(tmp_path, y), task="regression").task == "regression"

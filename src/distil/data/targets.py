@@ -86,6 +86,8 @@ def choose_task(requested: str | None, labels: list[torch.Tensor], source: str) 
     """
     found = {labels_task(y) for y in labels if y.numel()}
     if requested is None:
+        for y in labels:
+            _refuse_float_class_indices(y, source)
         if len(found) > 1:
             raise DataError(
                 f"{source}: the splits' labels describe different tasks ({', '.join(sorted(found))}); save "
@@ -95,6 +97,21 @@ def choose_task(requested: str | None, labels: list[torch.Tensor], source: str) 
     for y in labels:
         _check_requested(requested, y, source)
     return requested
+
+
+def _refuse_float_class_indices(y: torch.Tensor, source: str) -> None:
+    """Refuse (N,) float labels that are all whole numbers: class indices saved as floats (a pandas column,
+    a float64 array) would otherwise be fitted as regression targets without a word.
+
+    Raises:
+        DataError: naming both readings and how to choose one.
+    """
+    if y.is_floating_point() and y.dim() == 1 and y.numel() and bool((y == y.round()).all()):
+        raise DataError(
+            f"{source}: the labels are (N,) floats that are all whole numbers (e.g. {float(y[0]):g}): class "
+            "indices saved as floats, or integer-valued regression targets? Fix: save y.astype(int) for "
+            "classification, or set data.task=regression to fit them as values."
+        )
 
 
 def _check_requested(task: str, y: torch.Tensor, source: str) -> None:
