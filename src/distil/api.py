@@ -15,8 +15,9 @@ from torch import nn
 
 from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
+from distil.data.targets import outputs_are_logits
 from distil.errors import ConfigError, DataError
-from distil.losses import CELoss
+from distil.losses import supervised_loss
 from distil.losses.compose import ComposedLoss
 from distil.losses.protocol import DistillationLoss
 from distil.teachers.crosstok import cross_tokenizer_source, cross_tokenizer_teacher
@@ -60,7 +61,7 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
 
 
 # Terms that read the true class of every sample: a mixed (mixup/cutmix) sample has none.
-_LABEL_TERMS = ("ce", "dkd")
+_LABEL_TERMS = ("ce", "dkd", "ml_bce", "reg_label")
 
 
 def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
@@ -97,7 +98,8 @@ def train_model(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     description: str = Stage.TRAIN,
 ) -> FitResult:
-    """Train `model` on the labels of `data` with cross-entropy (a teacher, or a scratch baseline)."""
+    """Train `model` on the labels of `data` with its task's label loss (cross-entropy; multilabel: binary
+    cross-entropy): a teacher, or a scratch baseline."""
     cfg = cfg or TrainConfig()
     check_classes(model, data, "model")
     check_mixing(cfg, None)
@@ -105,7 +107,7 @@ def train_model(
         model,
         data,
         cfg,
-        CELoss(cfg.label_smoothing),
+        supervised_loss(data.task, cfg.label_smoothing),
         accelerator=accelerator,
         progress=progress,
         on_epoch_end=on_epoch_end,
@@ -139,6 +141,7 @@ def distill_loss(
         n_data=len(data.train),
         label_smoothing=cfg.label_smoothing,
         epochs=cfg.epochs,
+        task=data.task,
     )
 
 
@@ -216,10 +219,16 @@ def distill(
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
+    if len(teachers) > 1 and data.task not in ("classification", "language-modeling"):
+        # The ensemble mixes softmax distributions: sigmoid labels and values are not mixed that way.
+        raise ConfigError(
+            f"an ensemble of {len(teachers)} teachers mixes their softmax distributions, which {data.task} "
+            "outputs are not. Fix: distil from one teacher."
+        )
     cross = cross_tokenizer_teacher(teachers, data, kd, cfg)  # None unless kd.teacher_tokenizer is set
     for t in teachers if cross is None else []:  # a cross-tokenizer teacher was checked on its own ids
         check_classes(t, data, "teacher")
-        if kd.teacher_outputs == "check":
+        if kd.teacher_outputs == "check" and outputs_are_logits(data.task):
             # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
             check_teacher_outputs(t, data)
     check_classes(student, data, "student")
@@ -308,6 +317,12 @@ def mutual_learning(
         MutualResult with every trained student and per-epoch records (`s{i}_eval_accuracy`, ...).
     """
     cfg = cfg or TrainConfig()
+    if data.task != "classification":
+        # MutualLoss is softmax KL plus cross-entropy on class indices.
+        raise ConfigError(
+            f"mutual learning trains students on softmax KL and class labels, but {data.name!r} is {data.task} "
+            "data. Fix: distil each student from a teacher (distill) instead."
+        )
     for i, s in enumerate(students):
         check_classes(s, data, f"student {i}")
     cohort = Cohort(students)

@@ -228,6 +228,7 @@ def measure_onnx(
     threads: int | None = 1,
     latency: bool = True,
     min_run_time: float = 0.5,
+    task: str = "classification",
 ) -> Any:
     """One report row for a deployed ONNX file: everything measured on the file with ONNX Runtime.
 
@@ -241,21 +242,26 @@ def measure_onnx(
         threads: ORT intra-op threads for the latency measurements (and the evaluation); give a run's
             PyTorch rows the same count so that one report's latencies compare.
         latency: Measure latency at batch 1 and throughput at batch 256.
+        task: The data's task (``TASKS``): its metrics fill the row (multilabel: mAP, regression: R^2, ...).
 
     Returns:
         distil.measure.ModelMetrics.
     """
-    from distil.measure import THROUGHPUT_BATCH_SIZE, ModelMetrics, accuracy, agreement, measure_onnx_latency
+    from distil.measure import THROUGHPUT_BATCH_SIZE, ModelMetrics, measure_onnx_latency
     from distil.measure.latency import MAX_LATENCY_SPREAD
+    from distil.measure.tasks import MetricInputs, task_metrics
 
     logits = onnx_predict(path, x, threads=threads)
+    quality = task_metrics(task, MetricInputs(logits, y, reference_logits))
     row = ModelMetrics(
         name=name,
-        accuracy=accuracy(logits, y),
-        agreement=agreement(logits, reference_logits) if reference_logits is not None else None,
+        accuracy=float(quality.pop("accuracy") or 0.0),
+        agreement=quality.pop("agreement", None),
         params=onnx_parameter_count(path),
         bytes=Path(path).stat().st_size,
         macs=macs,
+        task=task,
+        extra=quality,
     )
     if latency:
         b1 = measure_onnx_latency(path, input_shape, threads=threads, min_run_time=min_run_time)

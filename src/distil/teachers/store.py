@@ -172,6 +172,26 @@ class RowBlocks:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+FLOAT16_MAX = 65504.0
+
+
+def to_float16(values: torch.Tensor) -> np.ndarray:
+    """`values` as float16, refusing finite values beyond its range, which would be stored as inf (e.g. a
+    regression teacher's outputs in the hundreds of thousands) and silently become another target.
+
+    Raises:
+        ConfigError: naming the largest value and the fix.
+    """
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    if math.isfinite(largest) and largest > FLOAT16_MAX:
+        raise ConfigError(
+            f"the teacher cache stores outputs as float16 (at most {FLOAT16_MAX:g}), but the teacher output "
+            f"{largest:.6g}: it would be stored as inf. Fix: student_train.teacher_cache.mode=off (the teacher "
+            "runs live), or scale the targets (e.g. standardise regression targets) and train the teacher on them."
+        )
+    return values.half().numpy()
+
+
 @dataclass(frozen=True)
 class FullLogits(RowFormat):
     """All logits per row, float16."""
@@ -188,7 +208,7 @@ class FullLogits(RowFormat):
         return num_classes
 
     def encode(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"values.f16": logits.half().numpy()}
+        return {"values.f16": to_float16(logits)}
 
     def dense(
         self, arrays: dict[str, torch.Tensor], rows: torch.Tensor, temperature: float | None
