@@ -134,3 +134,15 @@ def test_a_student_without_the_token_is_refused_with_the_fix(term: str) -> None:
 def test_the_deit_methods_are_named_methods() -> None:
     assert method_terms("deit") == {"deit": 1.0}
     assert method_terms("deit_soft") == {"deit_soft": 1.0}
+
+
+def test_mutual_learning_trains_a_token_student_on_its_averaged_heads() -> None:
+    from distil.train.mutual import MutualLoss, mutual_losses
+
+    student = _token_student().train()
+    peer = create_model("vit-tiny", num_classes=5, in_channels=1, image_size=8, dim=16, depth=1, heads=2)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    outs = (student(x), peer.train()(x))
+    terms = MutualLoss()(outs, None, {"labels": y})
+    expected = mutual_losses([outs[0].logits, outs[1]], y, 1.0, 1.0, 1.0)
+    torch.testing.assert_close(terms["s0_loss"], expected[0]["loss"])
