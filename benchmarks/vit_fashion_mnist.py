@@ -11,7 +11,8 @@ arm; only the loss (and the token) differ:
     optional (``--arms``): "soft KD, DeiT weights" (0.9 CE + 0.1 T^2 KL at T=3, DeiT's soft setting) and
     "DeiT soft token" (0.5 CE on the class head + 0.5 T^2 KL on the distillation head)
 
-DeiT's published ordering on ImageNet is hard-token > soft KD > scratch (Touvron et al. 2021, their distillation table).
+DeiT's published ordering on ImageNet is hard-token > soft KD > scratch (Touvron et al. 2021,
+their distillation table).
 Prints one Markdown table: test accuracy per seed and mean ± std on all 10k test images.
 
     python benchmarks/vit_fashion_mnist.py                       # 4k images, 8 epochs, seeds 0 1 2
