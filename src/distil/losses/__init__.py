@@ -1,13 +1,15 @@
 """Distillation losses: pure functions in `functional`, term modules per family, composed by name.
 
 Families: logit (kd, dkd, rkl, js, tvd, logit_mse, ce), feature (fitnet, at), relational (rkd, pkt, sp),
-contrastive (crd), cross-tokenizer (uld, alm). `LOSSES` lists the registered terms; `build_loss` composes a recipe's terms (Hinton KD is the
-composition `{kd: kd_weight, ce: ce_weight}`).
+contrastive (crd), cross-tokenizer (uld, alm), DeiT's distillation token (deit, deit_soft). `LOSSES` lists
+the registered terms; `build_loss` composes a recipe's terms (Hinton KD is the composition
+`{kd: kd_weight, ce: ce_weight}`).
 """
 
 from distil.losses import (  # noqa: F401  (registers their terms)
     contrastive,
     crosstok,
+    deit,
     feature,
     multilabel,
     regression,

@@ -30,6 +30,7 @@ from distil.losses.registry import (
     task_terms,
 )
 from distil.losses.vocab import align_vocab
+from distil.models.vit import TokenLogits
 
 
 class ComposedLoss(nn.Module, DistillationLoss):
@@ -125,8 +126,22 @@ class ComposedLoss(nn.Module, DistillationLoss):
         return w * min(1.0, (self.epoch + 1) / n) if n > 0 else w
 
     def forward(
-        self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
+        self, student_out: torch.Tensor | TokenLogits, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
+        # A distillation-token student (training mode) gives both heads: every term sees their average,
+        # the deit terms the heads themselves.
+        if isinstance(student_out, TokenLogits):
+            return self._terms(student_out.logits, teacher_out, batch, student_out)
+        return self._terms(student_out, teacher_out, batch, None)
+
+    def _terms(
+        self,
+        student_out: torch.Tensor,
+        teacher_out: Any,
+        batch: dict[str, torch.Tensor],
+        heads: TokenLogits | None,
+    ) -> dict[str, torch.Tensor]:
+        """The named terms and their weighted total, for (B, K) or (B, T, V) student logits."""
         mask = batch.get(MASK)
         if mask is not None:
             self._check_mask_users()
@@ -155,6 +170,7 @@ class ComposedLoss(nn.Module, DistillationLoss):
             student_features=self.student_capture.features() if self.student_capture else [],
             teacher_features=self.teacher_capture.features() if self.teacher_capture else [],
             temperature=self.current_temperature(),
+            student_heads=heads,
         )
         out: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None

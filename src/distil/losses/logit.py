@@ -27,6 +27,7 @@ from distil.losses.functional import (
 )
 from distil.losses.registry import SOFTMAX_TASKS, Term, TermContext, TermInputs, register_loss
 from distil.losses.sparse import TAIL_MODES, SparseTargets, sparse_kd
+from distil.models.vit import plain_logits
 
 
 class CELoss(nn.Module):
@@ -39,7 +40,10 @@ class CELoss(nn.Module):
     def forward(
         self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        ce = cross_entropy(student_out, batch[LABELS], self.label_smoothing, mask=batch.get(MASK))
+        # A distillation-token student trains both heads through their average, as at test time.
+        ce = cross_entropy(
+            plain_logits(student_out), batch[LABELS], self.label_smoothing, mask=batch.get(MASK)
+        )
         return {"loss": ce, "ce": ce}
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from distil.errors import ConfigError
+from distil.models.vit import TokenLogits
 from distil.registry import Registry
 
 
@@ -40,6 +41,8 @@ class TermInputs:
         temperature: the current softening temperature (it may follow a schedule).
         mask: `batch["mask"]`: (B,) or (B, T) bool, the positions that count, or None (all count). Only
             terms with `uses_mask = True` may receive one.
+        student_heads: both heads' logits of a student with a distillation token (training mode), whose
+            average is `student_logits`; None for every other student. The `deit` terms read it.
     """
 
     student_logits: torch.Tensor
@@ -50,6 +53,7 @@ class TermInputs:
     teacher_features: list[torch.Tensor] = field(default_factory=list)
     temperature: float = 4.0
     mask: torch.Tensor | None = None  # last, so positional construction keeps working
+    student_heads: TokenLogits | None = None
 
 
 @dataclass
@@ -180,6 +184,9 @@ METHODS: dict[str, dict[str, float]] = {
     "pkt": {"ce": 1.0, "pkt": 30000.0},
     "crd": {"ce": 1.0, "crd": 0.8},
     "scratch": {"ce": 1.0},
+    # DeiT (Touvron et al. 2021): each term is the whole objective (class head CE + distillation head).
+    "deit": {"deit": 1.0},
+    "deit_soft": {"deit_soft": 1.0},
 }
 
 
