@@ -150,6 +150,9 @@ def test_refuses_what_the_simulation_cannot_run(digits: DataBundle, monkeypatch:
         federated_data(replace(digits, task="language-modeling"), FederatedConfig())
     with pytest.raises(DataError, match="leaves none"):
         federated_data(digits, FederatedConfig(transfer_size=len(digits.train)))
+    hidden = Split(digits.train.x, torch.full_like(digits.train.y, -100))
+    with pytest.raises(DataError, match="no label"):
+        federated_data(replace(digits, train=hidden), FederatedConfig(transfer_size=10))
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="WORLD_SIZE=2"):
         federated_data(digits, FederatedConfig(transfer_size=10))

@@ -38,6 +38,7 @@ from distil.measure.size import state_dict_bytes
 from distil.train.engine import make_accelerator
 
 RoundCallback = Callable[[dict[str, Any]], None]
+SERVER = 2**31 - 1  # the "client" number whose `local_seed` seeds the server's distillation
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def check_federated(data: DataBundle, cfg: FederatedConfig, transfer: SampleSpli
     Raises:
         ConfigError: several processes (torchrun), FedDF without a transfer set, keep_best without a
             validation split.
-        DataError: data that is not single-label classification, or a transfer set of another shape.
+        DataError: data that is not single-label classification, training samples without a label, or a
+            transfer set of another shape.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -116,6 +118,12 @@ def check_federated(data: DataBundle, cfg: FederatedConfig, transfer: SampleSpli
             f"federated simulation splits clients by class label (Dirichlet over classes), but {data.name!r} "
             f"is {data.task} data with no single label per sample. Use an image or tabular classification "
             "dataset."
+        )
+    if bool((data.train.labels < 0).any()):
+        raise DataError(
+            f"{int((data.train.labels < 0).sum())} training samples of {data.name!r} have no label (-100, e.g. "
+            "data.unlabeled), but every client trains on labels. Drop data.unlabeled; the server's unlabelled "
+            "data is transfer_size (or a transfer split)."
         )
     if "feddf" in cfg.methods and transfer is None and cfg.transfer_size == 0:
         raise ConfigError(
@@ -262,6 +270,9 @@ class Simulation:
             bytes_total=self.bytes_total,
             seconds=round(time.perf_counter() - started, 3),
         )
+        # The accelerator keeps a reference to every model it prepared: release the round's. Once per
+        # round, not per fit: it runs a full garbage collection, which took half of a round's time.
+        self.accelerator.free_memory()
         self.history.append(record)
         if self.on_round_end is not None:
             self.on_round_end(record)
@@ -275,7 +286,6 @@ class Simulation:
         result = train_model(
             local, self.fed.clients[k], cfg, accelerator=self.accelerator, description=f"client {k}"
         )
-        self.accelerator.free_memory()  # the accelerator keeps references to every prepared model
         return result.model, result.history[-1].get("val_accuracy") if result.history else None
 
     def distill_round(
@@ -287,12 +297,11 @@ class Simulation:
             clients,
             self.model,
             self.fed.server,
-            server_config(self.local, self.cfg, local_seed(self.cfg.seed, r, -1 % 2**31)),
+            server_config(self.local, self.cfg, local_seed(self.cfg.seed, r, SERVER)),
             server_kd(self.cfg),
             accelerator=self.accelerator,
             description="server",
         )
-        self.accelerator.free_memory()
         after = result.history[-1].get("val_accuracy") if result.history else None
         kept = not (self.cfg.keep_best and before is not None and after is not None and after < before)
         if not kept:
@@ -350,8 +359,8 @@ def federate(
     local = local or TrainConfig()
     if local.fsdp.enabled:
         raise ConfigError("federated clients train in one process; set fsdp=false in the local recipe.")
-    check_classes(model, data, "model")
     fed = federated_data(data, cfg, transfer)
+    check_classes(model, data, "model")
     accelerator = accelerator or make_accelerator()
     runs: dict[str, FederatedRun] = {
         m: Simulation(m, model, fed, cfg, local, accelerator, on_round_end).run() for m in cfg.methods
