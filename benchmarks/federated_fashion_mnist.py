@@ -37,6 +37,7 @@ import torch
 from distil.config import TrainConfig
 from distil.data import DataBundle, load_dataset
 from distil.federated import FederatedConfig, federate
+from distil.federated.plot import plot_rounds
 from distil.fileio import atomic_write_json, atomic_write_text
 from distil.models import create_model
 
@@ -151,37 +152,15 @@ def table(out: Path) -> str:
         )
     text = "\n".join(lines)
     atomic_write_text(out / "table.md", text + "\n")
-    plot(runs, alphas, out / "federated_fashion_mnist.png")
+    panels = {
+        f"Dirichlet alpha {alpha:g}": {
+            m: [[h["test_accuracy"] for h in r["history"][m]] for r in runs if r["alpha"] == alpha]
+            for m in METHODS
+        }
+        for alpha in alphas
+    }
+    print(f"plot: {plot_rounds(panels, out / 'federated_fashion_mnist.png')}")
     return text
-
-
-def plot(runs: list[dict[str, Any]], alphas: list[float], path: Path) -> None:
-    """Test accuracy per round: one panel per alpha, mean over seeds with the seeds' range shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(alphas), figsize=(5 * len(alphas), 3.8), layout="constrained", squeeze=False
-    )
-    for ax, alpha in zip(axes[0], alphas, strict=True):
-        group = [r for r in runs if r["alpha"] == alpha]
-        for method, label in (("fedavg", "FedAvg"), ("feddf", "FedDF")):
-            curves = torch.tensor([[100 * h["test_accuracy"] for h in r["history"][method]] for r in group])
-            rounds = range(1, curves.shape[1] + 1)
-            ax.plot(rounds, curves.mean(0), marker=".", label=f"{label} (mean of {len(group)} seeds)")
-            ax.fill_between(rounds, curves.min(0).values, curves.max(0).values, alpha=0.2)
-        ax.set(
-            title=f"Dirichlet alpha {alpha:g}",
-            xlabel="round (equal bytes sent)",
-            ylabel="server test accuracy (%)",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"plot: {path}")
 
 
 def main() -> None:
