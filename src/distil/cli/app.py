@@ -19,6 +19,7 @@ from distil.cli import (
     distill,
     evaluate,
     export,
+    federate,
     layers,
     prune,
     quantize,
@@ -81,6 +82,7 @@ app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
 app.command("compress")(compress.compress)
 app.command("shrink")(shrink.shrink)
+app.command("federate")(federate.federate)
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(data.app, name="data")
 
