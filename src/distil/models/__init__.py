@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
-from distil.models import hf, resnet_cifar, seed
+from distil.models import crepe, hf, resnet_cifar, seed
 from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,
@@ -36,6 +36,7 @@ __all__ = [
     "build_from_spec",
     "build_pruned",
     "create_model",
+    "crepe",
     "hf",
     "is_timm_available",
     "is_torchvision_available",
