@@ -19,6 +19,7 @@ from distil.cli import (
     distill,
     evaluate,
     export,
+    import_,
     layers,
     prune,
     quantize,
@@ -79,6 +80,7 @@ app.command("compare")(compare.compare)
 app.command("prune")(prune.prune)
 app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
+app.command("import")(import_.import_)
 app.command("compress")(compress.compress)
 app.command("shrink")(shrink.shrink)
 app.add_typer(recipe.app, name="recipe")
