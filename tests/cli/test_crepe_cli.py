@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from distil.cli.app import app
 from distil.models.crepe import CrepeLogits
+from distil.run import trained_data_options
 
 runner = CliRunner()
 
@@ -58,8 +59,14 @@ def test_distill_a_crepe_state_dict_on_audio_frames_then_eval(tmp_path: Path) ->
     sidecar = json.loads((out / "s" / "student_kd.json").read_text())
     assert sidecar["data"]["options"] == {"normalize": "none"}
     assert sidecar["data"]["mean"] == [0.0] and sidecar["data"]["input_shape"] == [1024]
-    r = runner.invoke(
-        app, ["eval", str(out / "s" / "student_kd.json"), "--data-root", str(data), "--no-latency"]
-    )
+    student = out / "s" / "student_kd.json"
+    # Later commands read the frames as the student was trained on them (unnormalized), unasked.
+    assert trained_data_options(str(student), "npz") == {"normalize": "none"}
+    r = runner.invoke(app, ["eval", str(student), "--data-root", str(data), "--no-latency"])
     assert r.exit_code == 0, r.output
     assert "student_kd" in r.output
+    r = runner.invoke(
+        app, ["export", str(student), "--data-root", str(data), "--out", str(tmp_path / "s.onnx")]
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s.onnx").is_file()

