@@ -15,8 +15,9 @@ from torch import nn
 
 from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
+from distil.data.targets import outputs_are_logits
 from distil.errors import ConfigError, DataError
-from distil.losses import CELoss
+from distil.losses import supervised_loss
 from distil.losses.compose import ComposedLoss
 from distil.losses.protocol import DistillationLoss
 from distil.teachers.crosstok import cross_tokenizer_record, cross_tokenizer_teacher
@@ -97,7 +98,8 @@ def train_model(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     description: str = Stage.TRAIN,
 ) -> FitResult:
-    """Train `model` on the labels of `data` with cross-entropy (a teacher, or a scratch baseline)."""
+    """Train `model` on the labels of `data` with its task's label loss (cross-entropy; multilabel: binary
+    cross-entropy): a teacher, or a scratch baseline."""
     cfg = cfg or TrainConfig()
     check_classes(model, data, "model")
     check_mixing(cfg, None)
@@ -105,7 +107,7 @@ def train_model(
         model,
         data,
         cfg,
-        CELoss(cfg.label_smoothing),
+        supervised_loss(data.task, cfg.label_smoothing),
         accelerator=accelerator,
         progress=progress,
         on_epoch_end=on_epoch_end,
@@ -139,6 +141,7 @@ def distill_loss(
         n_data=len(data.train),
         label_smoothing=cfg.label_smoothing,
         epochs=cfg.epochs,
+        task=data.task,
     )
 
 
@@ -219,7 +222,7 @@ def distill(
     cross = cross_tokenizer_teacher(teachers, data, kd, cfg)  # None unless kd.teacher_tokenizer is set
     for t in teachers if cross is None else []:  # a cross-tokenizer teacher was checked on its own ids
         check_classes(t, data, "teacher")
-        if kd.teacher_outputs == "check":
+        if kd.teacher_outputs == "check" and outputs_are_logits(data.task):
             # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
             check_teacher_outputs(t, data)
     check_classes(student, data, "student")

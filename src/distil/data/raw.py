@@ -50,7 +50,8 @@ def normalize_options(mode: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class RawDataset:
     """Train/test arrays as read from disk: `x` float32 (N, C, H, W) images in the file's pixel scale, or
-    (N, F) feature vectors (tabular data); `y` int64.
+    (N, F) feature vectors (tabular data); `y` int64 class indices, or float32 (N,)/(N, D) targets
+    (multilabel rows, regression targets: `distil.data.targets`).
 
     `load_dataset` turns this into a `DataBundle` (limit, validation split, normalization).
     """

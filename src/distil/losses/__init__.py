@@ -5,8 +5,15 @@ contrastive (crd), cross-tokenizer (uld, alm). `LOSSES` lists the registered ter
 composition `{kd: kd_weight, ce: ce_weight}`).
 """
 
-from distil.losses import contrastive, crosstok, feature, relational  # noqa: F401  (registers their terms)
-from distil.losses.compose import ComposedLoss, build_loss, resolve_terms
+from distil.losses import (  # noqa: F401  (registers their terms)
+    contrastive,
+    crosstok,
+    feature,
+    multilabel,
+    regression,
+    relational,
+)
+from distil.losses.compose import ComposedLoss, build_loss, resolve_terms, supervised_loss
 from distil.losses.functional import (
     IGNORE_INDEX,
     attention_transfer,
@@ -66,6 +73,7 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
+    "supervised_loss",
     "total_variation",
     "valid_rows",
 ]

@@ -126,7 +126,23 @@ def load_checkpoint_data(
     See :func:`trained_data_options` for how given and recorded options combine.
     """
     merged = trained_data_options(checkpoint, dataset, options)
-    return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged)
+    task = recorded_task(checkpoint, dataset)
+    return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged, task=task)
+
+
+def recorded_task(checkpoint: str, dataset: str) -> str | None:
+    """The task a checkpoint's sidecar records for its data (``data.task``, written only for tasks other
+    than classification and language modelling) when `dataset` is the one it was trained on; else None
+    (the data's own task). A recipe's ``data.task`` (e.g. regression of 0/1 targets) so carries over."""
+    from distil.train.checkpoint import checkpoint_paths, read_sidecar
+
+    if not (checkpoint_paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()):
+        return None
+    data = read_sidecar(checkpoint).get("data")
+    if not isinstance(data, dict) or data.get("name") != dataset:
+        return None
+    task = data.get("task")
+    return task if isinstance(task, str) else None
 
 
 def load_any(

@@ -64,6 +64,7 @@ def load_data(recipe: Recipe) -> DataBundle:
             "pad_operands": d.pad_operands,
         },
         trust_code=recipe.trust_code,
+        task=d.task,
     )
     if data.is_tabular:
         sections = {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}

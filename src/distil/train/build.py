@@ -80,6 +80,29 @@ def check_checkpoint_tokenizer(path: str, meta: dict[str, Any], data: DataBundle
         )
 
 
+def check_checkpoint_task(path: str, meta: dict[str, Any], data: DataBundle) -> None:
+    """Refuse a checkpoint trained for another task than the data's (`distil.data.targets`).
+
+    A sidecar records ``data.task`` only for tasks other than classification and language modelling, so a
+    classifier (softmax over classes) given multilabel data, or a multilabel model (a sigmoid per label)
+    given class labels, is told apart before any output is compared.
+
+    Raises:
+        DataError: naming both tasks and the fix.
+    """
+    recorded = (meta.get("data") or {}).get("task")
+    ours = None if data.task in ("classification", "language-modeling") else data.task
+    if recorded == ours:
+        return
+    trained = recorded or "classification (one class per sample)"
+    raise DataError(
+        f"checkpoint {path!r} was trained for {trained}, but dataset {data.name!r} is {data.task} data "
+        f"({'class indices' if data.task == 'classification' else 'float label rows'}); its outputs mean "
+        "something else. Use a checkpoint trained on this kind of labels, or give the data the labels it "
+        "was trained on (data.task names the task: docs/tasks.md)."
+    )
+
+
 def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> None:
     """A Hugging Face sequence classifier for classified text: check it reads the data's ids, name its labels.
 
@@ -156,6 +179,7 @@ def build_model(
         spec = meta["spec"]
         if data.vocab_size is not None:
             check_checkpoint_tokenizer(ckpt, meta, data)
+        check_checkpoint_task(ckpt, meta, data)
         trained_classes = meta.get("data", {}).get("num_classes", spec.get("num_classes"))
         if trained_classes != data.num_classes:
             raise DataError(

@@ -579,7 +579,7 @@ class TrainLoop:
         unwrapped = self._trained()
         if self.loss_module is not None:
             broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
-        name, evaluation = self.eval_name, split_evaluation(self.data.task)
+        name, evaluation = self.eval_name, split_evaluation(self.data.task, self.data.num_classes)
         students = unwrapped.students if isinstance(unwrapped, Cohort) else [unwrapped]
         out: dict[str, float] = {}
         for i, student in enumerate(students):
