@@ -76,6 +76,11 @@ class DataConfig(_Strict):
     on_bad_sample: Literal["error", "skip"] | None = Field(
         default=None, description="image readers: skip (and count) corrupt images instead of stopping"
     )
+    normalize: Literal["auto", "none"] | None = Field(
+        default=None,
+        description="npz / npy-dir: none keeps the values (a model that normalizes its own inputs, e.g. "
+        "CREPE's audio frames); None/auto = standardize each feature or channel with training statistics",
+    )
     unlabeled: UnlabeledConfig | None = Field(
         default=None, description="students only: hide labels beyond N per class, add unlabelled inputs"
     )

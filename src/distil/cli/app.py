@@ -20,6 +20,7 @@ from distil.cli import (
     evaluate,
     export,
     federate,
+    import_,
     layers,
     prune,
     quantize,
@@ -80,6 +81,7 @@ app.command("compare")(compare.compare)
 app.command("prune")(prune.prune)
 app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
+app.command("import")(import_.import_)
 app.command("compress")(compress.compress)
 app.command("shrink")(shrink.shrink)
 app.command("federate")(federate.federate)

@@ -14,6 +14,7 @@ from distil.data.raw import (
     TEST_FRACTION,
     TEST_SEED,
     RawDataset,
+    check_normalize,
     infer_class_names,
     split_off_test,
     to_float_inputs,
@@ -24,7 +25,7 @@ from distil.errors import DataError
 
 
 @DATASETS.register("npz")
-def read_npz(root: Path | None = None) -> RawDataset:
+def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDataset:
     """Read arrays `x`, `y` (train) and optional `x_test`, `y_test`, `class_names` from an .npz file.
 
     `y` is (N,) integer class indices (classification), (N, L) 0/1 floats (multilabel) or (N,)/(N, D)
@@ -40,6 +41,9 @@ def read_npz(root: Path | None = None) -> RawDataset:
 
     Args:
         root: path of the .npz file (required).
+        normalize: `auto` (None): standardize each feature / channel with the training split's
+            statistics; `none`: keep the values, e.g. (N, 1024) audio frames for a model that normalizes
+            each frame itself (`distil.data.raw.NORMALIZE_MODES`).
 
     Raises:
         DataError: when the file is missing, unreadable, lacks `x`/`y`, or has no test split and too few
@@ -48,6 +52,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
     if root is None:
         raise DataError("dataset 'npz' needs the file path: pass --data-root FILE.npz (arrays x, y).")
     path = Path(root)
+    mode = check_normalize(normalize, f"npz file {path}")
     if not path.is_file():
         raise DataError(
             f"npz file {path} does not exist; pass --data-root FILE.npz containing arrays x and y."
@@ -102,7 +107,15 @@ def read_npz(root: Path | None = None) -> RawDataset:
         "and labels as class indices >= 0."
     )
     return RawDataset(
-        x_train, y_train, x_test, y_test, class_names, source=str(path), label_fix=label_fix, extra=extra
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        class_names,
+        source=str(path),
+        label_fix=label_fix,
+        extra=extra,
+        normalize=mode,
     )
 
 

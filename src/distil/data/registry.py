@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from distil.data.bundle import DataBundle, SampleSplit, Split, batch_ranges
-from distil.data.raw import LazyDataset, RawDataset, infer_class_names, to_float_inputs
+from distil.data.raw import LazyDataset, RawDataset, infer_class_names, normalize_options, to_float_inputs
 from distil.data.sampling import stratified_take
 from distil.data.targets import CLASSIFICATION, choose_task, target_names, to_targets
 from distil.data.validate import validate_bundle, validate_split
@@ -94,7 +94,9 @@ def load_dataset(
             unknown = sorted(k for k in given if k not in accepted)
             if unknown:
                 options_of = (
-                    "the text readers (text, python-stdlib, python-docs, text-classification, "
+                    "the array readers (npz, npy-dir: normalize)"
+                    if "normalize" in unknown
+                    else "the text readers (text, python-stdlib, python-docs, text-classification, "
                     "python-docs-topics, chat; text_field and label_field: the classification ones; split_by "
                     "and newlines: the language-modelling ones; chat_template and on_long: chat)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
@@ -262,7 +264,7 @@ def _build_bundle(
         raise DataError(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
-    mean, std = channel_stats(x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK))
+    mean, std = input_stats((x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)), raw.normalize)
     m, s = stat_tensors(mean, std, x_train.dim())
     bundle = DataBundle(
         name=name,
@@ -277,6 +279,7 @@ def _build_bundle(
         source=raw.source,
         extra=dict(raw.extra),
         task=task,
+        options=normalize_options(raw.normalize),
     )
     validate_bundle(bundle)
     return bundle
@@ -293,6 +296,21 @@ def stat_tensors(
     """Mean/std shaped to broadcast over a batch: (1, C, 1, 1) for images, (1, F) for feature vectors."""
     shape = (1, -1, *([1] * (dim - 2)))
     return torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
+
+
+def input_stats(
+    chunks: Iterable[torch.Tensor], normalize: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std a bundle applies: :func:`channel_stats`, or (0,), (1,) (the identity) for ``none``.
+
+    Args:
+        chunks: the training inputs, chunk by chunk (not read at all for ``none``).
+        normalize: one of `distil.data.raw.NORMALIZE_MODES`.
+    """
+    if normalize == "none":
+        # One value broadcasts over every channel or feature, and the sidecar says plainly: untouched.
+        return (0.0,), (1.0,)
+    return channel_stats(chunks)
 
 
 def channel_stats(chunks: Iterable[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:

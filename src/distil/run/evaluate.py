@@ -40,6 +40,8 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
 
 IMAGE_OPTIONS = ("image_size", "channels", "on_bad_sample")
 """Reader options a checkpoint's sidecar records (``data.options``) and later commands reuse."""
+ARRAY_OPTIONS = ("normalize",)
+"""The npz / npy-dir readers' recorded option: a model trained on unnormalized values is measured on them."""
 TEXT_OPTIONS = (
     "block_size",
     "tokenizer",
@@ -91,7 +93,7 @@ def trained_data_options(
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
         return chosen
     accepted = inspect.signature(DATASETS.get(dataset)).parameters
-    reused = (*IMAGE_OPTIONS, *TEXT_OPTIONS, *ARITHMETIC_OPTIONS)
+    reused = (*IMAGE_OPTIONS, *ARRAY_OPTIONS, *TEXT_OPTIONS, *ARITHMETIC_OPTIONS)
     merged = {k: v for k, v in recorded.items() if k in reused and k in accepted and v is not None}
     for key in _MUST_AGREE:
         value = chosen.get(key)
