@@ -148,7 +148,9 @@ def chat(tmp_path_factory, bpes) -> TokenizerBytes:
     """A byte-level BPE with ChatML special tokens and a pad token, as chat models' tokenizers have."""
     root = tmp_path_factory.mktemp("chat")
     tok = get_tokenizer(train_byte_bpe([t[::-1] for t in TEXTS] * 10, 280, root / "base"))
-    tok.hf.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "pad_token": "<pad>"})
+    tok.hf.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "pad_token": "<pad>"}
+    )
     tok.hf.save_pretrained(str(root / "chat"))
     return TokenizerBytes.of(get_tokenizer(f"hf:{root / 'chat'}"))
 
@@ -181,7 +183,8 @@ def test_special_tokens_other_than_eos_separate_text_and_only_padding_ends_the_r
     assert all(al.student_chunks[0, i] == NO_CHUNK for i, t in enumerate(targets) if t in specials)
     assert all(al.student_chunks[0, i] == NO_CHUNK for i, t in enumerate(targets) if t == chat.pad_id)
     # The teacher reads the text between the special tokens, none of theirs (it has no such tokens).
-    spelled = b"".join(teacher.table[i] or b"" for i in al.teacher_inputs[0].tolist() + [int(al.teacher_targets[0, -1])])
+    read = [*al.teacher_inputs[0].tolist(), int(al.teacher_targets[0, -1])]
+    spelled = b"".join(teacher.table[i] or b"" for i in read)
     assert b"im_start" not in spelled and b"the assistant says four" in spelled
 
 

@@ -15,7 +15,13 @@ from distil.data.hf_tokenizer import train_byte_bpe
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, DataError
 from distil.losses.compose import build_loss
-from distil.losses.crosstok import ALIGNED_FRACTION, alm_loss, binary_kl, check_cross_tokenizer_terms, uld_loss
+from distil.losses.crosstok import (
+    ALIGNED_FRACTION,
+    alm_loss,
+    binary_kl,
+    check_cross_tokenizer_terms,
+    uld_loss,
+)
 from distil.losses.functional import kd_kl
 from distil.teachers.crosstok import CrossTokenizerTeacher
 

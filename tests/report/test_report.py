@@ -101,7 +101,10 @@ def test_compare_runs(tmp_path: Path) -> None:
 def _lm_metrics(bpb: tuple[float, float], student_tokenizer: str | None) -> list[dict]:
     """A teacher and a student language model with bits per byte (the student maybe on another tokenizer)."""
     rows = []
-    for name, acc, b, tok in (("teacher", 0.6, bpb[0], None), ("student_alm", 0.5, bpb[1], student_tokenizer)):
+    for name, acc, b, tok in (
+        ("teacher", 0.6, bpb[0], None),
+        ("student_alm", 0.5, bpb[1], student_tokenizer),
+    ):
         extra = {"perplexity": 4.0, "bits_per_byte": b, "byte_perplexity": 2**b}
         rows.append(
             {"name": name, "accuracy": acc, "agreement": None, "params": 1000, "bytes": 4000, "macs": 10,

@@ -266,7 +266,11 @@ def drop_cut_chunks(
             bounds[c] = (min(lo, a), max(hi, b))
     keep = sorted(c for c, (a, b) in bounds.items() if a not in cut_starts and b not in cut_ends)
     number = {c: k for k, c in enumerate(keep)}
-    return [number.get(c, NO_CHUNK) for c in student_chunks], [number.get(c, NO_CHUNK) for c in teacher_chunks]
+
+    def renumbered(chunks: list[int]) -> list[int]:
+        return [number.get(c, NO_CHUNK) for c in chunks]
+
+    return renumbered(student_chunks), renumbered(teacher_chunks)
 
 
 def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: TokenizerBytes) -> RowAlignment:
