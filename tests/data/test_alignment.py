@@ -163,8 +163,9 @@ def _chat_row(chat: TokenizerBytes, block: int) -> tuple[torch.Tensor, torch.Ten
     )
     ids = chat.tokenizer.encode(text)
     start = ids.index(chat.tokenizer.hf.convert_tokens_to_ids("<|im_start|>"), 1)
-    assert chat.pad_id is not None
-    x = ids[:-1] + [chat.pad_id] * (block - len(ids) + 1)
+    pad = chat.tokenizer.pad_id  # what data/chat.py pads with (pad_id_of)
+    assert pad is not None and pad != chat.eos_id
+    x = ids[:-1] + [pad] * (block - len(ids) + 1)
     y = ids[1:] + [IGNORE_INDEX] * (block - len(ids) + 1)
     y[: start + 3] = [IGNORE_INDEX] * (start + 3)  # the prompt and the assistant's header
     return torch.tensor([x]), torch.tensor([y]), start
@@ -181,7 +182,8 @@ def test_special_tokens_other_than_eos_separate_text_and_only_padding_ends_the_r
     specials = {chat.tokenizer.hf.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")}
     targets = al.student_targets[0].tolist()
     assert all(al.student_chunks[0, i] == NO_CHUNK for i, t in enumerate(targets) if t in specials)
-    assert all(al.student_chunks[0, i] == NO_CHUNK for i, t in enumerate(targets) if t == chat.pad_id)
+    pad = chat.tokenizer.pad_id
+    assert all(al.student_chunks[0, i] == NO_CHUNK for i, t in enumerate(targets) if t == pad)
     # The teacher reads the text between the special tokens, none of theirs (it has no such tokens).
     read = [*al.teacher_inputs[0].tolist(), int(al.teacher_targets[0, -1])]
     spelled = b"".join(teacher.table[i] or b"" for i in read)
