@@ -782,7 +782,8 @@ def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
     student's recipe, one message with its fix each (empty: nothing; also when no teacher tokenizer is set).
 
     Checked when a recipe is read (`Recipe`) and again by `distil.api.distill`, which can be called with
-    configs built in code.
+    configs built in code. It sees the KD and student settings only: the recipe (`Recipe._cross_tokenizer`)
+    adds the refusal of `transfer.init=teacher`, whose config this function is not given.
     """
     if kd.teacher_tokenizer is None:
         return []

@@ -64,6 +64,8 @@ def test_a_teacher_with_its_own_tokenizer_distills_a_byte_student(setup) -> None
     # teacher_cache auto: the teacher's per-chunk values are cached (tests/teachers/test_xtokcache.py).
     assert record["teacher_source"] == "cache" and "own tokenizer" in record["teacher_source_reason"]
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=False))
+    # The epoch record says how much of the trained text the teacher terms compared (cut chunks are not).
+    assert 0 < record["train_aligned_fraction"] < 1
 
 
 def test_another_vocabulary_without_its_tokenizer_is_refused_with_the_fix(setup) -> None:
@@ -121,6 +123,7 @@ def test_teacher_cache_off_with_a_teacher_tokenizer_runs_live_and_on_is_read(set
     off = StudentTrainConfig(epochs=1, batch_size=4, max_steps=1, teacher_cache="off")
     record = distill(teacher, _lm(259, 1), data, off, kd).history[-1]
     assert record["teacher_source"] == "live" and record["teacher_source_reason"] == "teacher_cache=off"
+    assert 0 < record["train_aligned_fraction"] < 1  # live and cached alike
 
 
 # -- on-policy: the student's own samples, aligned by bytes -----------------------------------------------

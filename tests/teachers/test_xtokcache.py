@@ -304,3 +304,14 @@ def test_prompt_rows_cached_equal_live_with_the_prompt_unscored(tmp_path: Path) 
     s = torch.randn(4, batch[INPUTS].shape[1], 259)
     for name in ("alm", "uld"):
         torch.testing.assert_close(loss(s, cached_out, batch)[name], loss(s, live_out, batch)[name])
+
+
+def test_a_cache_of_the_old_chunking_is_not_reused() -> None:
+    """Version 2 chunks differently (special tokens separate text, cut chunks dropped): its key differs
+    from a version-1 cache's, so an old cache is rebuilt, not read with the new alignment."""
+    from distil.teachers.store import AlignedChunks
+
+    new = AlignedChunks(positions=8, student_tokenizer="s", teacher_tokenizer="t")
+    assert new.version >= 2
+    old = AlignedChunks(positions=8, student_tokenizer="s", teacher_tokenizer="t", version=1)
+    assert new.params() != old.params()

@@ -175,6 +175,7 @@ class ComposedLoss(nn.Module, DistillationLoss):
         out: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         generated = bool(batch.get(GENERATED, False))
+        reported: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
             if generated and not getattr(term, "needs_teacher", True):
                 # The labels of a generated batch are the student's own samples, not gold tokens: a
@@ -183,6 +184,9 @@ class ComposedLoss(nn.Module, DistillationLoss):
                 continue
             value = term(inputs)
             out[name] = value
+            # Scalars a term reports besides its value (the cross-tokenizer terms' aligned fraction):
+            # recorded with the terms, never weighted into the total.
+            reported.update(getattr(term, "report", {}))
             weighted = self.current_weight(name) * value
             total = weighted if total is None else total + weighted
         if total is None:
@@ -191,7 +195,7 @@ class ComposedLoss(nn.Module, DistillationLoss):
                 f"loss has none (terms: {', '.join(self.terms)}). Fix: add a divergence term (e.g. kd), or "
                 "set student_train.generation.lmbda=0."
             )
-        return {"loss": total, **out}
+        return {"loss": total, **out, **reported}
 
     def _check_mask_users(self) -> None:
         """Refuse a masked batch when a term would ignore its mask (features, relations: per sample)."""

@@ -5,9 +5,10 @@ belong to different vocabularies (clamping one model's ids into the other's voca
 trains on garbage). The terms here compare what does correspond, by the byte alignment of
 `distil.data.alignment`:
 
-* ``alm`` (exact where the tokenizations agree): for each chunk of text that both tokenizers split at its
-  ends, the student's and the teacher's log-likelihood of the chunk (sums of their token log-probs over the
-  chunk's tokens: the probability of the same bytes after the same bytes) are compared by a binarised
+* ``alm`` (an approximate likelihood match over an exact alignment): for each chunk of text that both
+  tokenizers split at its ends, the student's and the teacher's log-likelihood of the chunk (sums of their
+  token log-probs over the chunk's tokens: each the probability of *its own token sequence* for the same
+  bytes after the same bytes, not of the bytes under every tokenization) are compared by a binarised
   f-divergence, as in ALM (Minixhofer et al. 2025): the KL between the Bernoulli distributions with
   probabilities ``p_T = exp(l_T)`` and ``p_S = exp(l_S)`` ("is the next text this chunk?"); option
   ``distance: abs`` uses ``|l_T - l_S|`` instead. With one tokenizer every token is a chunk.
@@ -17,7 +18,9 @@ trains on garbage). The terms here compare what does correspond, by the byte ali
   rank distributions (sum of absolute differences), ignoring which token is which.
 
 Both reduce over the chunks whose student positions all count (the batch's mask and labels: completion
-tokens only). The teacher's output is a :class:`CrossTokenizerOutput` (the teacher's logits on its own
+tokens only). Each also reports ``aligned_fraction``, the share of the batch's counted (completion)
+positions that lie in compared chunks, which the run's epoch record averages (`train_aligned_fraction`);
+a first batch that compares none stops the run (`ChunkTerm.report_coverage`). The teacher's output is a :class:`CrossTokenizerOutput` (the teacher's logits on its own
 tokens with the batch's `Alignment`, from `distil.teachers.crosstok.CrossTokenizerTeacher`), plain
 logits of the student's own tokenizer (the identity alignment), or :class:`ChunkTargets`, the teacher's
 values per chunk read from a teacher cache. Each loss is computed in two steps, live and cached alike:
@@ -35,11 +38,15 @@ import torch
 import torch.nn.functional as F
 
 from distil.data.alignment import NO_CHUNK, Alignment, identity_alignment
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DataError
 from distil.losses.registry import Term, TermContext, TermInputs, register_loss
 
 CROSS_TOKENIZER_TERMS = ("uld", "alm")
 """The teacher terms that work across tokenizers (with `ce`, which needs no teacher)."""
+
+ALIGNED_FRACTION = "aligned_fraction"
+"""The name of the scalar the cross-tokenizer terms report: compared completion positions / completion
+positions of the batch (`aligned_positions`)."""
 
 
 @dataclass
@@ -120,6 +127,17 @@ def counted_chunks(chunks: torch.Tensor, mask: torch.Tensor | None, num_chunks: 
     blocked = (~mask.bool().to(chunks.device))[keep]
     bad = torch.zeros(num_chunks, dtype=torch.bool, device=chunks.device).index_fill(0, ids[blocked], True)
     return seen & ~bad
+
+
+def aligned_positions(
+    chunks: torch.Tensor, mask: torch.Tensor | None, num_chunks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(compared, counted): the batch's counted student positions ((B, T) `mask`, None: all) that lie in a
+    compared chunk (`counted_chunks`), and all its counted positions; two scalar tensors (no host sync)."""
+    counts = torch.ones_like(chunks, dtype=torch.bool) if mask is None else mask.bool().to(chunks.device)
+    counted = counted_chunks(chunks, mask, num_chunks)
+    compared = (chunks != NO_CHUNK) & counted[chunks.clamp(min=0)] & counts
+    return compared.sum(), counts.sum()
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -350,8 +368,50 @@ def _aligned(inputs: TermInputs) -> tuple[torch.Tensor, Alignment] | ChunkTarget
     )
 
 
+def _student_side(aligned: tuple[torch.Tensor, Alignment] | ChunkTargets) -> tuple[torch.Tensor, int]:
+    """The student's chunk per position and the number of chunks, live or cached."""
+    if isinstance(aligned, ChunkTargets):
+        return aligned.student_chunks, aligned.num_chunks
+    return aligned[1].student_chunks, aligned[1].num_chunks
+
+
+class ChunkTerm(Term):
+    """A cross-tokenizer term: it reports the share of the batch's counted positions it compares.
+
+    `report` holds ``{ALIGNED_FRACTION: tensor}`` after each forward (`ComposedLoss` adds it to the step's
+    record). The first batch is checked: when it has counted positions but none lies in a compared chunk,
+    the term would train nothing, silently, for the whole run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.report: dict[str, torch.Tensor] = {}
+        self._checked = False
+
+    def report_coverage(self, chunks: torch.Tensor, mask: torch.Tensor | None, num_chunks: int) -> None:
+        """Record the batch's aligned fraction; on the first batch, refuse one that compares nothing.
+
+        Raises:
+            DataError: the first batch has counted positions and none of them is compared.
+        """
+        compared, counted = aligned_positions(chunks, mask, num_chunks)
+        self.report = {ALIGNED_FRACTION: compared.float() / counted.clamp(min=1).float()}
+        if self._checked:
+            return
+        self._checked = True  # one host sync, on the first batch only
+        if int(counted) > 0 and int(compared) == 0:
+            raise DataError(
+                f"the cross-tokenizer terms compare none of the first batch's {int(counted)} trained positions: "
+                "no chunk of their text is read whole by both tokenizers, so alm/uld would be 0 on every "
+                "batch. Causes: trained tokens that spell no text (special tokens only), rows the teacher "
+                "cannot read (invalid UTF-8, beyond its context length), or a student tokenizer whose padding "
+                "id is not its tokenizer's pad token. Fix: check the data's labels and both tokenizers "
+                "(kd.teacher_tokenizer), or train without the teacher terms."
+            )
+
+
 @register_loss("alm")
-class ALMTerm(Term):
+class ALMTerm(ChunkTerm):
     """Chunk-aligned likelihood matching across tokenizers (`alm_loss`).
 
     Options:
@@ -368,6 +428,8 @@ class ALMTerm(Term):
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         aligned = _aligned(inputs)
+        chunks, n = _student_side(aligned)
+        self.report_coverage(chunks, inputs.mask, n)
         if isinstance(aligned, ChunkTargets):
             return alm_from_chunks(
                 inputs.student_logits,
@@ -383,7 +445,7 @@ class ALMTerm(Term):
 
 
 @register_loss("uld")
-class ULDTerm(Term):
+class ULDTerm(ChunkTerm):
     """Universal logit distillation across tokenizers (`uld_loss`), at the loss's temperature."""
 
     uses_mask = True
@@ -393,6 +455,8 @@ class ULDTerm(Term):
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         aligned = _aligned(inputs)
+        chunks, n = _student_side(aligned)
+        self.report_coverage(chunks, inputs.mask, n)
         if isinstance(aligned, ChunkTargets):
             return uld_from_sorted(
                 inputs.student_logits,
@@ -427,11 +491,14 @@ def check_cross_tokenizer_terms(weights: dict[str, float]) -> None:
 
 
 __all__ = [
+    "ALIGNED_FRACTION",
     "CROSS_TOKENIZER_TERMS",
     "ALMTerm",
     "ChunkTargets",
+    "ChunkTerm",
     "CrossTokenizerOutput",
     "ULDTerm",
+    "aligned_positions",
     "alm_from_chunks",
     "alm_loss",
     "binary_kl",

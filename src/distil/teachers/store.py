@@ -447,7 +447,9 @@ class AlignedChunks(RowFormat):
     k: int = 0
     temperatures: tuple[float, ...] = ()
     max_teacher_len: int | None = None
-    version: int = 1
+    # 2: special tokens separate text instead of ending the row; chunks cut by the row's end or by invalid
+    # UTF-8 are dropped. A version-1 cache holds other chunks: its key differs, so it is rebuilt.
+    version: int = 2
     name: ClassVar[str] = "aligned"
     tokenizers: tuple[TokenizerBytes, TokenizerBytes] | None = field(default=None, compare=False, repr=False)
 
