@@ -26,6 +26,7 @@ from distil.cli import (
     report,
     run,
     shrink,
+    synthesize,
     train,
     transfer,
 )
@@ -81,6 +82,7 @@ app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
 app.command("compress")(compress.compress)
 app.command("shrink")(shrink.shrink)
+app.command("synthesize")(synthesize.synthesize)
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(data.app, name="data")
 

@@ -40,6 +40,9 @@ class RawDataset:
     """How the user fixes labels outside [0, len(class_names)) with this reader; "" = a fixed class list."""
     extra: dict[str, str] = field(default_factory=dict)
     """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    """(mean, std) per channel/feature that the file records for its inputs (a synthetic transfer set made
+    in a teacher's input space), used instead of statistics of the train split; None = computed."""
 
 
 class LazyDataset(Protocol):

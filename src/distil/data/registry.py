@@ -232,7 +232,9 @@ def _build_bundle(
         raise DataError(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
-    mean, std = channel_stats(x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK))
+    mean, std = raw.normalization or channel_stats(
+        x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)
+    )
     m, s = stat_tensors(mean, std, x_train.dim())
     bundle = DataBundle(
         name=name,
