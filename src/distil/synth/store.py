@@ -80,7 +80,7 @@ def write_synthetic(
         )
     x_test, y_test = _raw_split(data.test, data)
     x = _denormalize(synthetic.inputs, data)
-    arrays = {
+    arrays: dict[str, Any] = {
         "x": x.numpy(),
         "y": synthetic.teacher_labels.numpy().astype(np.int64),
         "target": synthetic.targets.numpy().astype(np.int64),
