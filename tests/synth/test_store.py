@@ -63,25 +63,3 @@ def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "synth").mkdir()
     with pytest.raises(DataError, match="exists"):
         write_synthetic(tmp_path / "synth", _synthetic(), data)
-
-
-def test_npz_mean_std_must_come_together_and_fit_the_channels(tmp_path: Path) -> None:
-    x = np.random.default_rng(0).random((10, 1, 4, 4)).astype(np.float32)
-    y = np.arange(10) % 2
-    np.savez(tmp_path / "one.npz", x=x, y=y, x_test=x, y_test=y, mean=np.array([0.5]))
-    with pytest.raises(DataError, match="only one of mean / std"):
-        load_dataset("npz", tmp_path / "one.npz")
-    np.savez(
-        tmp_path / "two.npz",
-        x=x,
-        y=y,
-        x_test=x,
-        y_test=y,
-        mean=np.array([0.5, 0.5]),
-        std=np.array([1.0, 1.0]),
-    )
-    with pytest.raises(DataError, match="1 channel"):
-        load_dataset("npz", tmp_path / "two.npz")
-    np.savez(tmp_path / "zero.npz", x=x, y=y, x_test=x, y_test=y, mean=np.array([0.5]), std=np.array([0.0]))
-    with pytest.raises(DataError, match="std > 0"):
-        load_dataset("npz", tmp_path / "zero.npz")
