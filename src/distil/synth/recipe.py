@@ -60,8 +60,9 @@ def synthesize_for_recipe(
         out,
         synthetic,
         data,
-        teacher=f"{recipe.teacher.model} @ {recipe.teacher.checkpoint}",
-        extra={"recipe": recipe.name},
+        teacher=str(recipe.teacher.checkpoint),
+        # A distil checkpoint names its own architecture; a state_dict is the recipe's teacher.model.
+        extra={"recipe": recipe.name, "teacher_model": recipe.teacher.model},
     )
 
 
