@@ -96,3 +96,16 @@ def test_an_unknown_method_lists_the_valid_ones() -> None:
 
     with pytest.raises(ConfigError, match="adversarial"):
         synthesize(_teacher(), (1, 6, 6), 3, SynthesisConfig(method="deepinversio"))
+
+
+def test_the_competition_term_reads_the_student_without_changing_it() -> None:
+    teacher = _teacher()
+    torch.manual_seed(1)
+    student = make(num_classes=3, in_channels=1, image_size=6).train()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = SynthesisConfig(
+        count=4, deepinversion=DeepInversionConfig(iterations=3, batch_size=4, competition_weight=1.0)
+    )
+    synthesize(teacher, (1, 6, 6), 3, cfg, student=student)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # BN stats too
+    assert student.training and all(p.requires_grad and p.grad is None for p in student.parameters())

@@ -179,10 +179,11 @@ def play(
             f"adversarial: {count} inputs asked for, but the game generates {produced} ({cfg.steps} steps x "
             f"{cfg.student_steps} student steps x {cfg.batch_size}); raise steps or lower the count."
         )
-    torch.manual_seed(seed)  # the generator's initialisation
     gen = torch.Generator().manual_seed(seed)
     device = next(teacher.parameters()).device
-    generator = Generator(cfg.z_dim, input_shape).to(device)
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        generator = Generator(cfg.z_dim, input_shape).to(device)
     g_opt = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
     s_opt = torch.optim.SGD(student.parameters(), lr=cfg.student_lr, momentum=0.9, weight_decay=5e-4)
     per_batch = _kept_per_batch(count, cfg.steps * cfg.student_steps)
