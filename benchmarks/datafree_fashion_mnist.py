@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from dataclasses import replace
@@ -82,10 +83,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="real training images (smoke tests)")
     ap.add_argument("--out", default="benchmarks/out/datafree_fashion_mnist")
-    ap.add_argument("--table", action="store_true", help="only print the table of the finished seeds")
+    ap.add_argument("--adv-balance", type=float, default=0.0, help="DAFL class-entropy weight (0: DFAD)")
+    ap.add_argument("--methods", nargs="+", default=["deepinversion", "adversarial"])
+    ap.add_argument("--no-baselines", action="store_true", help="skip the noise and real-data students")
+    ap.add_argument("--reuse", default=None, help="an earlier --out: train on its synthetic sets again")
+    ap.add_argument(
+        "--table",
+        nargs="+",
+        default=None,
+        help="only print the table of these earlier --out folders (merged)",
+    )
     args = ap.parse_args()
     if args.table:
-        print(write_table(Path(args.out)))
+        print(write_table([Path(p) for p in args.table], Path(args.out)))
         return
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -135,6 +145,39 @@ def main() -> None:
         wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         return accuracy(predict(model.eval(), test_x), test_y), wall, cpu_s
 
+    def make_set(name: str, scfg: SynthesisConfig, seed: int) -> Path:
+        probe, _ = build_model(STUDENT, data, seed=seed)
+        c0 = time.process_time()
+        synthetic = synthesize(teacher, tuple(data.input_shape), data.num_classes, scfg, student=probe)
+        cpu.setdefault(f"{name} synthesis", []).append(time.process_time() - c0)
+        seconds.setdefault(f"{name} synthesis", []).append(synthetic.seconds)
+        folder = out / f"{name}_s{seed}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        path = write_synthetic(folder, synthetic, data, teacher=str(teacher_path))
+        agree = float((synthetic.teacher_labels == synthetic.targets).float().mean())
+        counts = torch.bincount(synthetic.teacher_labels, minlength=data.num_classes).tolist()
+        print(
+            f"  {name}: {synthetic.seconds:.0f} s, teacher agrees with targets {agree:.1%}, classes {counts}"
+        )
+        if synthetic.student is not None:
+            record(
+                f"{name}: the game's own student", accuracy(predict(synthetic.student, test_x), test_y), 0.0
+            )
+        return path
+
+    def reuse_set(folder: Path, name: str, seed: int) -> Path:
+        # The sets of an earlier run (its results.json has their synthesis costs): students trained longer
+        # on the same inputs cost no new synthesis.
+        prev = json.loads((folder / "results.json").read_text())
+        at = prev["args"]["seeds"].index(seed)
+        cpu.setdefault(f"{name} synthesis", []).append(prev["cpu_seconds"][f"{name} synthesis"][at])
+        seconds.setdefault(f"{name} synthesis", []).append(prev["seconds"][f"{name} synthesis"][at])
+        game = f"{name}: the game's own student"
+        if game in prev["accuracy"]:
+            record(game, prev["accuracy"][game][at], 0.0)
+        return folder / f"{name}_s{seed}" / "transfer.npz"
+
     for seed in args.seeds:
         print(f"seed {seed}", flush=True)
         shape = tuple(data.input_shape)
@@ -142,7 +185,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn((args.count, *shape), generator=gen)
         noise_data = replace(data, train=Split(noise, torch.zeros(args.count, dtype=torch.int64)))
-        record("noise (Gaussian) + KD", *kd_student(seed, noise_data, args.synthetic_epochs))
+        if not args.no_baselines:
+            record("noise (Gaussian) + KD", *kd_student(seed, noise_data, args.synthetic_epochs))
         # (b), (c) the synthesisers, through write_synthetic and the npz reader
         methods = {
             "deepinversion": SynthesisConfig(
@@ -155,37 +199,18 @@ def main() -> None:
                 method="adversarial",
                 count=args.count,
                 seed=seed,
-                adversarial=AdversarialConfig(steps=args.adv_steps, batch_size=args.adv_batch),
+                adversarial=AdversarialConfig(
+                    steps=args.adv_steps, batch_size=args.adv_batch, balance_weight=args.adv_balance
+                ),
             ),
         }
-        for name, scfg in methods.items():
-            probe, _ = build_model(STUDENT, data, seed=seed)
-            c0 = time.process_time()
-            synthetic = synthesize(teacher, shape, data.num_classes, scfg, student=probe)
-            cpu.setdefault(f"{name} synthesis", []).append(time.process_time() - c0)
-            folder = out / f"{name}_s{seed}"
-            if folder.exists():
-                import shutil
-
-                shutil.rmtree(folder)
-            path = write_synthetic(folder, synthetic, data, teacher=str(teacher_path))
-            agree = float((synthetic.teacher_labels == synthetic.targets).float().mean())
-            counts = torch.bincount(synthetic.teacher_labels, minlength=data.num_classes).tolist()
-            print(
-                f"  {name}: {synthetic.seconds:.0f} s, teacher agrees with targets {agree:.1%}, classes {counts}",
-                flush=True,
-            )
-            seconds.setdefault(f"{name} synthesis", []).append(synthetic.seconds)
+        for name, scfg in ((n, methods[n]) for n in args.methods):
+            path = reuse_set(Path(args.reuse), name, seed) if args.reuse else make_set(name, scfg, seed)
             synth_data = load_dataset("npz", path, val_fraction=0.0)
             record(f"{name} transfer set + KD", *kd_student(seed, synth_data, args.synthetic_epochs))
-            if synthetic.student is not None:
-                record(
-                    f"{name}: the game's own student",
-                    accuracy(predict(synthetic.student, test_x), test_y),
-                    0.0,
-                )
         # (d) the reference: KD on the real training images
-        record("real training data + KD", *kd_student(seed, data, args.real_epochs))
+        if not args.no_baselines:
+            record("real training data + KD", *kd_student(seed, data, args.real_epochs))
         (out / "results.json").write_text(
             json.dumps(
                 {
@@ -199,53 +224,67 @@ def main() -> None:
             )
         )
 
-    print(write_table(out), flush=True)
+    print(write_table([out], out), flush=True)
 
 
-def write_table(out: Path) -> str:
-    """The markdown table of results.json (the seeds finished so far), also written as table.md."""
-    saved = json.loads((out / "results.json").read_text())
-    args, rows, seconds, cpu = saved["args"], saved["accuracy"], saved["seconds"], saved["cpu_seconds"]
+def write_table(outs: list[Path], dest: Path) -> str:
+    """The markdown table of the results.json of `outs` (e.g. one folder per seed), written to dest/table.md.
+
+    Rows missing from a folder (a run with --no-baselines) are left out of its seeds; the gap column
+    needs the real-data KD row.
+    """
+    runs = [json.loads((out / "results.json").read_text()) for out in outs]
+    args = runs[0]["args"]
+    rows: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for run in runs:
+        for merged, key in ((rows, "accuracy"), (seconds, "seconds"), (cpu, "cpu_seconds")):
+            for row, values in run[key].items():
+                merged.setdefault(row, []).extend(values)
 
     def fmt(v: list[float]) -> str:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        return f"{statistics.mean(v):.2%} ± {sd:.2%}"
+        return f"{statistics.mean(v):.2%} ± {sd:.2%} (n={len(v)})"
 
     reference = "real training data + KD"
-    real = statistics.mean(rows[reference])
-    real_s, real_cpu = statistics.mean(seconds[reference]), statistics.mean(cpu[reference])
+    real = statistics.mean(rows[reference]) if reference in rows else None
+    real_cpu = statistics.mean(cpu[reference]) if reference in cpu else None
+    seeds = sorted({seed for run in runs for seed in run["args"]["seeds"]})
     lines = [
-        f"Fashion-MNIST, teacher LargeNet+BatchNorm {saved['teacher_accuracy']:.2%}, student SmallNet, "
-        f"{len(rows[reference])} seed(s) of {args['seeds']}, all 10k real test images; {args['count']} "
-        f"synthetic/noise inputs per seed, {args['synthetic_epochs']} KD epochs over them; real-data KD "
-        f"{args['real_epochs']} epoch(s) over {args['limit'] or 60000} real training images",
+        f"Fashion-MNIST, teacher LargeNet+BatchNorm {runs[0]['teacher_accuracy']:.2%}, student SmallNet, "
+        f"seeds {seeds}, all 10k real test images; {args['count']} synthetic/noise inputs per seed, "
+        f"{args['synthetic_epochs']} KD epochs over them; real-data KD {args['real_epochs']} epoch(s) over "
+        f"{args['limit'] or 60000} real training images",
         "",
-        "| student (what it saw) | test accuracy | vs real-data KD | synthesis CPU s (x one real KD run) "
-        "| KD CPU s (wall s) |",
+        "| student (what it saw) | test accuracy (mean ± sd) | vs real-data KD | synthesis CPU s "
+        "(x one real KD run) | KD CPU s (wall s) |",
         "|---|---|---|---|---|",
     ]
     for row, v in rows.items():
-        gap = f"{100 * (statistics.mean(v) - real):+.2f} pt"
+        gap = "" if real is None else f"{100 * (statistics.mean(v) - real):+.2f} pt"
         game = "game" in row
         synth = cpu.get(f"{row.split(' ')[0].rstrip(':')} synthesis")
-        cost = (
-            f"{statistics.mean(synth):.0f} ({statistics.mean(synth) / real_cpu:.1f}x)"
-            if synth and not game
-            else ""
-        )
+        cost = ""
+        if synth and not game:
+            ratio = f" ({statistics.mean(synth) / real_cpu:.1f}x)" if real_cpu else ""
+            cost = f"{statistics.mean(synth):.0f}{ratio}"
         kd_s = (
             "(inside the synthesis)"
             if game
             else f"{statistics.mean(cpu[row]):.0f} ({statistics.mean(seconds[row]):.0f})"
         )
         lines.append(f"| {row} | {fmt(v)} | {gap} | {cost} | {kd_s} |")
-    lines += [
-        "",
-        f"one real-data KD run: {real_cpu:.0f} CPU s, {real_s:.0f} s wall ({args['threads']} thread; a shared "
-        "2-core machine: wall time depends on the other jobs, CPU time on the work)",
-    ]
+    if real_cpu is not None:
+        real_s = statistics.mean(seconds[reference])
+        lines += [
+            "",
+            f"one real-data KD run: {real_cpu:.0f} CPU s, {real_s:.0f} s wall (1 thread; a shared 2-core "
+            "machine: wall time depends on the other jobs, CPU time on the work)",
+        ]
     table = "\n".join(lines)
-    (out / "table.md").write_text(table + "\n")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "table.md").write_text(table + "\n")
     return table
 
 

@@ -71,3 +71,28 @@ def test_the_game_refuses_more_inputs_than_it_generates_and_needs_a_student() ->
         )
     with pytest.raises(ConfigError, match="student"):
         synthesize(teacher, (1, 6, 6), 3, SynthesisConfig(method="adversarial", count=2, adversarial=small))
+
+
+def test_class_entropy_is_log_k_for_a_balanced_batch_and_0_for_one_class() -> None:
+    from distil.synth.adversarial import class_entropy
+
+    balanced = torch.eye(3) * 50.0  # each sample one class, all classes present
+    assert class_entropy(balanced).item() == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-4)
+    one_class = torch.tensor([[50.0, 0.0, 0.0]] * 4)
+    assert class_entropy(one_class).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_balance_term_moves_the_generator_towards_more_teacher_classes() -> None:
+    from distil.synth.adversarial import class_entropy
+
+    teacher, student = _pair()
+    generator = Generator(8, (1, 6, 6))
+    z = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = float(class_entropy(teacher(generator(z))))
+    opt = torch.optim.SGD(generator.parameters(), lr=0.05)
+    for _ in range(5):
+        generator_step(generator, student, teacher, opt, z, balance_weight=100.0)
+    with torch.no_grad():
+        after = float(class_entropy(teacher(generator(z))))
+    assert after > before

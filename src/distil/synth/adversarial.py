@@ -36,6 +36,9 @@ class AdversarialConfig:
         z_dim: noise dimension of the generator.
         generator_lr, student_lr: Adam learning rates (generator) and SGD learning rate (student).
         temperature: of the student's KD loss on generated batches.
+        balance_weight: weight of DAFL's information-entropy term (Chen et al. 2019): the generator also
+            maximises the entropy of the teacher's mean class distribution over a batch, so it cannot
+            collapse onto one class (0: plain DFAD).
     """
 
     steps: int = 200
@@ -45,12 +48,15 @@ class AdversarialConfig:
     generator_lr: float = 1e-3
     student_lr: float = 0.05
     temperature: float = 1.0
+    balance_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.steps, self.student_steps, self.batch_size, self.z_dim) < 1:
             raise ModelError("adversarial: steps, student_steps, batch_size and z_dim must be >= 1.")
         if min(self.generator_lr, self.student_lr, self.temperature) <= 0:
             raise ModelError("adversarial: learning rates and temperature must be > 0.")
+        if self.balance_weight < 0:
+            raise ModelError(f"adversarial: balance_weight must be >= 0, got {self.balance_weight}.")
 
 
 class Generator(nn.Module):
@@ -94,18 +100,32 @@ def disagreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> 
     return (student_logits - teacher_logits).abs().mean()
 
 
+def class_entropy(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the teacher's mean class distribution over a (B, K) batch: log K when balanced."""
+    mean = teacher_logits.softmax(dim=1).mean(dim=0)
+    return -(mean * mean.clamp_min(1e-12).log()).sum()
+
+
 def generator_step(
-    generator: nn.Module, student: nn.Module, teacher: nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor
+    generator: nn.Module,
+    student: nn.Module,
+    teacher: nn.Module,
+    opt: torch.optim.Optimizer,
+    z: torch.Tensor,
+    balance_weight: float = 0.0,
 ) -> float:
-    """One generator update: gradient ascent on the student-teacher disagreement; returns it (before).
+    """One generator update: gradient ascent on the student-teacher disagreement (plus `balance_weight`
+    times `class_entropy`); returns the disagreement before the update.
 
     The student and teacher are not updated (the optimizer holds only the generator's parameters);
     gradients reach the generator through both.
     """
     opt.zero_grad(set_to_none=True)
     x = generator(z)
-    gap = disagreement(student(x), teacher(x))
-    (-gap).backward()
+    teacher_logits = teacher(x)
+    gap = disagreement(student(x), teacher_logits)
+    objective = gap + balance_weight * class_entropy(teacher_logits) if balance_weight else gap
+    (-objective).backward()
     opt.step()
     return float(gap.detach())
 
@@ -193,7 +213,7 @@ def play(
     for step in range(cfg.steps):
         generator.train()
         student.eval()  # the generator's signal: the student's current function, without updating its BN
-        gap = generator_step(generator, student, teacher, g_opt, _noise(cfg, gen, device))
+        gap = generator_step(generator, student, teacher, g_opt, _noise(cfg, gen, device), cfg.balance_weight)
         student.train()
         losses = []
         for _ in range(cfg.student_steps):
