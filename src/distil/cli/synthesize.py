@@ -41,6 +41,13 @@ def synthesize(
             "(student.checkpoint: a partly trained one; it is not updated)."
         ),
     ] = 0.0,
+    balance: Annotated[
+        float,
+        typer.Option(
+            help="adversarial: weight of the class-entropy term (DAFL) that keeps the generator from "
+            "collapsing onto one teacher class; 0 = plain DFAD."
+        ),
+    ] = 0.0,
     out: Annotated[str, typer.Option("--out", help="Folder to create: transfer.npz, grids, report.html.")] = (
         "synthetic"
     ),
@@ -68,7 +75,7 @@ def synthesize(
         deepinversion=DeepInversionConfig(
             iterations=iterations, batch_size=batch_size, competition_weight=competition
         ),
-        adversarial=AdversarialConfig(steps=steps, batch_size=batch_size),
+        adversarial=AdversarialConfig(steps=steps, batch_size=batch_size, balance_weight=balance),
     )
     with command_progress(log_format, quiet) as progress:
         task = progress.add_task(method, total=None, status="")
