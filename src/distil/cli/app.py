@@ -28,6 +28,7 @@ from distil.cli import (
     report,
     run,
     shrink,
+    synthesize,
     train,
     transfer,
 )
@@ -85,6 +86,7 @@ app.command("import")(import_.import_)
 app.command("compress")(compress.compress)
 app.command("shrink")(shrink.shrink)
 app.command("federate")(federate.federate)
+app.command("synthesize")(synthesize.synthesize)
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(data.app, name="data")
 

@@ -37,7 +37,9 @@ def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDatas
     Images follow `distil.data.raw.to_nchw_float`: (N, H, W) gains a channel, (N, H, W, C) with C in
     (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` a stratified 20% of `x`/`y`
     (seed 0, the same every run) is held out as the test split, with a warning, and
-    `DataBundle.describe()["extra"]["test_split"]` records it.
+    `DataBundle.describe()["extra"]["test_split"]` records it. Optional arrays `mean` and `std` (one
+    value per channel or feature) are the normalization of the inputs, used instead of the train split's
+    statistics (a synthetic transfer set written in its teacher's input space by `distil synthesize`).
 
     Args:
         root: path of the .npz file (required).
@@ -116,7 +118,35 @@ def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDatas
         label_fix=label_fix,
         extra=extra,
         normalize=mode,
+        normalization=_recorded_normalization(path, arrays, x_train),
     )
+
+
+def _recorded_normalization(
+    path: Path, arrays: dict[str, np.ndarray], x: torch.Tensor
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The file's own `mean`/`std` (one value per channel or feature), checked; None when it has neither.
+
+    A synthetic transfer set (`distil synthesize`) is made in its teacher's input space: normalizing it
+    with its own statistics would hand the teacher other tensors than the ones it was made for.
+    """
+    if "mean" not in arrays and "std" not in arrays:
+        return None
+    if "mean" not in arrays or "std" not in arrays:
+        raise DataError(
+            f"{path} has only one of mean / std; save both (the inputs' normalization) or neither."
+        )
+    mean = np.asarray(arrays["mean"], dtype=np.float64).reshape(-1)
+    std = np.asarray(arrays["std"], dtype=np.float64).reshape(-1)
+    channels = x.shape[1]
+    if len(mean) != channels or len(std) != channels:
+        raise DataError(
+            f"{path}: mean has {len(mean)} and std {len(std)} value(s), but the samples have {channels} "
+            "channel(s)/feature(s); save one mean and one std per channel."
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise DataError(f"{path}: mean/std must be finite and std > 0; got mean {mean}, std {std}.")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def _check_same_length(path: Path, x_name: str, x: torch.Tensor, y_name: str, y: torch.Tensor) -> None:

@@ -70,6 +70,10 @@ class RawDataset:
     """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
     normalize: str = "auto"
     """One of `NORMALIZE_MODES`: how `load_dataset` normalizes the samples."""
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    """(mean, std) per channel/feature that the file records for its inputs (a synthetic transfer set made
+    in a teacher's input space), used instead of statistics of the train split (with `normalize: auto`);
+    None = computed."""
 
 
 class LazyDataset(Protocol):

@@ -264,7 +264,12 @@ def _build_bundle(
         raise DataError(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
-    mean, std = input_stats((x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)), raw.normalize)
+    if raw.normalization is not None and raw.normalize == "auto":
+        mean, std = raw.normalization
+    else:
+        mean, std = input_stats(
+            (x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)), raw.normalize
+        )
     m, s = stat_tensors(mean, std, x_train.dim())
     bundle = DataBundle(
         name=name,

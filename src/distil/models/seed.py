@@ -36,6 +36,11 @@ def pooled_size(image_size: int, pools: int = 2) -> int:
     return image_size
 
 
+NORMS = (None, "batch")
+"""The seed conv nets' normalisation after each conv: none (the seed document's nets) or BatchNorm2d
+(``norm="batch"``, e.g. a teacher that DeepInversion can invert from its running statistics)."""
+
+
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
@@ -53,6 +58,7 @@ class _ConvNet(nn.Module):
         channels: tuple[int, int],
         hidden: int,
         dropout: float,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         side = pooled_size(image_size)
@@ -64,11 +70,18 @@ class _ConvNet(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ModelError(f"{name}: dropout must be in [0, 1), got {dropout!r}.")
+        if norm not in NORMS:
+            raise ModelError(f"{name}: norm must be one of {list(NORMS)}, got {norm!r}.")
         c1, c2 = channels
         self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1)
+        if norm == "batch":
+            # Added only when asked, so the default nets keep their module paths and checkpoints load.
+            self.bn1 = nn.BatchNorm2d(c1)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
+        if norm == "batch":
+            self.bn2 = nn.BatchNorm2d(c2)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
@@ -80,8 +93,14 @@ class _ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (N, num_classes) for images of shape (N, C, H, W)."""
-        x = self.pool1(self.relu1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
+        x = self.conv1(x)
+        if hasattr(self, "bn1"):
+            x = self.bn1(x)
+        x = self.pool1(self.relu1(x))
+        x = self.conv2(x)
+        if hasattr(self, "bn2"):
+            x = self.bn2(x)
+        x = self.pool2(self.relu2(x))
         x = self.relu3(self.fc1(self.flatten(x)))
         return self.fc2(self.dropout(x))
 
@@ -100,9 +119,10 @@ class LargeNet(_ConvNet):
         image_size: Input height (= width); pooled sizes use floor, so 30 -> 15 -> 7.
         width: Multiplier of the 64/128/512 widths; ``width=0.5`` is a thinner student of the same layout.
         dropout: Dropout probability before ``fc2``.
+        norm: None (the seed net) or ``"batch"``: BatchNorm2d (``bn1``, ``bn2``) after each conv.
 
     Raises:
-        ModelError: If the image is smaller than 4x4, or width/dropout are out of range.
+        ModelError: If the image is smaller than 4x4, or width/dropout/norm are out of range.
     """
 
     def __init__(
@@ -112,6 +132,7 @@ class LargeNet(_ConvNet):
         image_size: int = 32,
         width: float = 1.0,
         dropout: float = 0.0,
+        norm: str | None = None,
     ) -> None:
         _check_width("largenet", width)
         super().__init__(
@@ -122,6 +143,7 @@ class LargeNet(_ConvNet):
             channels=(_scaled(64, width), _scaled(128, width)),
             hidden=_scaled(512, width),
             dropout=dropout,
+            norm=norm,
         )
 
 
@@ -138,9 +160,10 @@ class SmallNet(_ConvNet):
         image_size: Input height (= width).
         width: Multiplier of the 16/32/64 widths.
         dropout: Dropout probability before ``fc2``.
+        norm: None (the seed net) or ``"batch"``: BatchNorm2d (``bn1``, ``bn2``) after each conv.
 
     Raises:
-        ModelError: If the image is smaller than 4x4, or width/dropout are out of range.
+        ModelError: If the image is smaller than 4x4, or width/dropout/norm are out of range.
     """
 
     def __init__(
@@ -150,6 +173,7 @@ class SmallNet(_ConvNet):
         image_size: int = 32,
         width: float = 1.0,
         dropout: float = 0.0,
+        norm: str | None = None,
     ) -> None:
         _check_width("smallnet", width)
         super().__init__(
@@ -160,6 +184,7 @@ class SmallNet(_ConvNet):
             channels=(_scaled(16, width), _scaled(32, width)),
             hidden=_scaled(64, width),
             dropout=dropout,
+            norm=norm,
         )
 
 
@@ -227,18 +252,30 @@ class TinyCNN(nn.Module):
 
 @register_model("largenet")
 def largenet(
-    *, num_classes: int, in_channels: int, image_size: int, width: float = 1.0, dropout: float = 0.0
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: float = 1.0,
+    dropout: float = 0.0,
+    norm: str | None = None,
 ) -> LargeNet:
     """The seed teacher, :class:`LargeNet`."""
-    return LargeNet(num_classes, in_channels, image_size, width=width, dropout=dropout)
+    return LargeNet(num_classes, in_channels, image_size, width=width, dropout=dropout, norm=norm)
 
 
 @register_model("smallnet")
 def smallnet(
-    *, num_classes: int, in_channels: int, image_size: int, width: float = 1.0, dropout: float = 0.0
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: float = 1.0,
+    dropout: float = 0.0,
+    norm: str | None = None,
 ) -> SmallNet:
     """The seed student, :class:`SmallNet`."""
-    return SmallNet(num_classes, in_channels, image_size, width=width, dropout=dropout)
+    return SmallNet(num_classes, in_channels, image_size, width=width, dropout=dropout, norm=norm)
 
 
 @register_model("mlp")
