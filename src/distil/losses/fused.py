@@ -1,0 +1,285 @@
+"""Fused LM head + per-token loss: the (B, T, V) logits are never materialised.
+
+A causal LM's logits are its final hidden states (B, T, H) times the head weight (V, H). At V = 128k,
+T = 2048 one (B, T, V) bf16 tensor is 512 MiB per sequence, and the naive loss keeps several of them
+(student and teacher logits, their fp32 up-casts, the gradient). The fused path instead walks the
+positions in chunks of rows: per chunk,
+
+    logits  = hidden_chunk @ W^T (+ b)                 # (n, V), in the matmul dtype (autocast's, or W's)
+    teacher = teacher_hidden_chunk @ W_t^T (+ b_t)     # or the chunk's rows of cached teacher logits
+    value, g = row_kernel(kind, logits, teacher, ...)  # distil.losses.chunked: one kernel per loss
+    grad_hidden[chunk] = g @ W ;  grad_W += g^T @ hidden_chunk (fp32 accumulator)
+
+so at most one chunk of logits (about `CHUNK_ELEMENTS`) exists at a time, for both models. The row
+kernels are the ones every other path uses (`distil.losses.chunked.KERNELS`); only the matrix products
+around them are new. Several terms (e.g. kd + ce) share each chunk's logits: one head product per
+chunk whatever the number of terms, and one gradient, weighted by the terms' weights.
+
+The gradient is computed during forward (as `backward="stored"` of the chunked losses and Liger-Kernel's
+fused linear losses) and kept until backward: (N, H) for the hidden states and (V, H) fp32 for the head
+(the size of the weight's own gradient). A tied head (the embedding matrix) gets this gradient added to
+the embedding's by autograd, as for any weight used twice.
+
+The model side is `HeadOutput` (what `distil.models.hf.CausalLM` returns with ``head=False``); the loss
+side is `fused_terms`, which `distil.losses.compose.ComposedLoss` calls when the student gives one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from distil.losses.chunked import RowOptions, _masked, chunk_rows, row_kernel, scale
+from distil.losses.functional import position_weights
+
+# kd.fused=auto fuses the head of a separable causal LM from this vocabulary size up: below it the
+# (B, T, V) logits are small next to the model's activations and the chunked path is as good.
+FUSED_MIN_VOCAB = 32000
+FUSED_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """A causal LM's output one step before its logits: the final hidden states and the head.
+
+    Attributes:
+        hidden: (B, T, H) final hidden states (after the final norm).
+        weight: (V, H) the output head's weight (the embedding matrix itself when tied).
+        bias: (V,) the head's bias, or None.
+        dtype: the dtype of the head's matrix product: autocast's when the model ran under autocast,
+            else the weight's (what the model's own head would have computed in).
+    """
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    dtype: torch.dtype
+
+    @property
+    def vocab(self) -> int:
+        """V, the width of the logits this head makes."""
+        return int(self.weight.shape[0])
+
+    @property
+    def positions(self) -> torch.Size:
+        """(B, T): the positions the hidden states are for."""
+        return self.hidden.shape[:-1]
+
+    def rows(self) -> torch.Tensor:
+        """The hidden states as (N, H) rows, N = B * T."""
+        return self.hidden.reshape(-1, self.hidden.shape[-1])
+
+    def logits(self) -> torch.Tensor:
+        """The whole (B, T, V) logits, as the model would have returned them (the unfused fallback)."""
+        w, b = self.weight.to(self.dtype), None if self.bias is None else self.bias.to(self.dtype)
+        return F.linear(self.hidden.to(self.dtype), w, b)
+
+
+def head_output(hidden: torch.Tensor, head: torch.nn.Linear) -> HeadOutput:
+    """A `HeadOutput` of `hidden` and the linear `head`, in the dtype autocast (if on) gives the head."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+    return HeadOutput(hidden, head.weight, head.bias, dtype)
+
+
+def as_logits(output: Any) -> Any:
+    """`output` itself, or the logits of a `HeadOutput` (materialised: the unfused path)."""
+    return output.logits() if isinstance(output, HeadOutput) else output
+
+
+class FusedPart(NamedTuple):
+    """One loss term computed on the fused path.
+
+    Attributes:
+        kind: the row kernel (`distil.losses.chunked.KINDS`).
+        options: its temperature, beta, smoothing.
+        weight: the term's weight in the total (its gradient is scaled by it).
+    """
+
+    kind: str
+    options: RowOptions
+    weight: float
+
+
+class _TeacherRows:
+    """The teacher's logits of a chunk of rows: from its hidden states and head (never all at once), or
+    sliced from (N, V) logits it already has (a full teacher cache), or none (ce alone)."""
+
+    def __init__(self, teacher: HeadOutput | torch.Tensor | None) -> None:
+        self.logits: torch.Tensor | None = None
+        self.head: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        if isinstance(teacher, HeadOutput):
+            dt = teacher.dtype
+            bias = None if teacher.bias is None else teacher.bias.detach().to(dt)
+            self.head = (teacher.rows().detach().to(dt), teacher.weight.detach().to(dt), bias)
+        elif teacher is not None:
+            self.logits = teacher.detach().reshape(-1, teacher.shape[-1])
+
+    def chunk(self, a: int, b: int) -> torch.Tensor | None:
+        if self.head is not None:
+            hidden, weight, bias = self.head
+            return F.linear(hidden[a:b], weight, bias)
+        return None if self.logits is None else self.logits[a:b]
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """sum_k weight_k * sum_i w_ki * value_k(logits_i) over the rows, logits made chunk by chunk.
+
+    Returns the weighted total (differentiable) and the per-term sums (for logging; not differentiable).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        teacher: _TeacherRows,
+        labels: torch.Tensor | None,
+        row_weights: torch.Tensor,
+        parts: tuple[FusedPart, ...],
+        rows: int,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_rows = hidden.shape[0]
+        w, b, h = weight.to(dtype), None if bias is None else bias.to(dtype), hidden.to(dtype)
+        valid = row_weights > 0  # (P, N)
+        factors = torch.tensor([scale(p.kind, p.options.temperature) for p in parts], device=hidden.device)
+        # where, not a product: a row that does not count may hold anything (NaN of a fully masked row).
+        coefs = torch.where(valid, row_weights * factors.unsqueeze(1), 0.0)
+        mix = torch.tensor([p.weight for p in parts], device=hidden.device, dtype=torch.float32)
+        want_h, want_w, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grads = want_h or want_w or want_b
+        grad_h = torch.empty_like(hidden) if want_h else None
+        # fp32 accumulator over the chunks (bf16 partial sums would round at every chunk).
+        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if want_w else None
+        grad_b = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32) if want_b else None
+        product = torch.empty(weight.shape, device=weight.device, dtype=dtype) if want_w else None
+        sums = torch.zeros(len(parts), device=hidden.device, dtype=torch.float32)
+        for a in range(0, n_rows, rows):
+            end = min(a + rows, n_rows)
+            logits = F.linear(h[a:end], w, b)
+            t = teacher.chunk(a, end)
+            g: torch.Tensor | None = None
+            for k, part in enumerate(parts):
+                coef = coefs[k, a:end]
+                out = row_kernel(
+                    part.kind,
+                    logits,
+                    t,
+                    None if labels is None else labels[a:end],
+                    part.options,
+                    coef=coef * mix[k] if grads else None,
+                )
+                assert out.values is not None
+                sums[k] += torch.dot(torch.where(valid[k, a:end], out.values, 0.0), coef)
+                if out.grad is not None:
+                    part_grad = _masked(out.grad, valid[k, a:end])
+                    g = part_grad if g is None else g.add_(part_grad)
+                del out
+            del logits, t
+            if g is None:
+                continue
+            gd = g.to(dtype)
+            del g
+            if grad_h is not None:
+                grad_h[a:end] = gd @ w
+            if grad_w is not None and product is not None:
+                torch.mm(gd.t(), h[a:end], out=product)  # one reused (V, H) buffer, no allocation per chunk
+                grad_w.add_(product)
+            if grad_b is not None:
+                grad_b.add_(gd.sum(0, dtype=torch.float32))
+            del gd
+        del product
+        ctx.save_for_backward(*(x if x is not None else torch.empty(0) for x in (grad_h, grad_w, grad_b)))
+        ctx.present = (grad_h is not None, grad_w is not None, grad_b is not None)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.mark_non_differentiable(sums)
+        total = (sums * mix).sum()
+        return total, sums
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor, grad_sums: torch.Tensor) -> tuple[Any, ...]:
+        del grad_sums  # the per-term sums are for logging only
+        if getattr(ctx, "consumed", False):
+            raise RuntimeError("the fused LM loss hands its gradient over once; a second backward is not supported")
+        ctx.consumed = True
+        factor = grad_total.float()
+        out: list[torch.Tensor | None] = []
+        for saved, present, dtype in zip(ctx.saved_tensors, ctx.present, ctx.dtypes, strict=True):
+            out.append(saved.mul_(factor).to(dtype) if present else None)
+        return (*out, *(None,) * 6)
+
+
+def part_weights(
+    parts: Sequence[FusedPart], positions: torch.Size, mask: torch.Tensor | None, labels: torch.Tensor
+) -> torch.Tensor:
+    """(P, N) row weights, each row summing to 1 over its valid positions: the mean the terms take.
+
+    The divergences count `mask` (already and-ed with labels != -100 by the composed loss); ce also the
+    labels themselves, exactly as `distil.losses.functional.cross_entropy` does.
+    """
+    device = labels.device
+    plain = position_weights(positions, mask, device=device)
+    labelled = position_weights(positions, mask, labels, device=device)
+    return torch.stack([labelled if p.kind == "ce" else plain for p in parts])
+
+
+def fused_loss(
+    student: HeadOutput,
+    teacher: HeadOutput | torch.Tensor | None,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
+    parts: Sequence[FusedPart],
+    *,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted total of `parts` and each part's value, head and loss fused chunk by chunk.
+
+    Args:
+        student: the student's hidden states (B, T, H) and head (V, H).
+        teacher: the teacher's hidden states and head, or its (B, T, V) logits, or None (ce alone).
+        labels: (B, T) int64 tokens (-100 where a position has no label).
+        mask: (B, T) bool positions that count, or None.
+        parts: the terms: kernel kind, options and weight in the total.
+        chunk_size: rows per chunk; None picks about `CHUNK_ELEMENTS` / V.
+
+    Returns:
+        The total sum_k weight_k * term_k (a differentiable fp32 scalar) and the (P,) term values (each
+        the mean over its valid positions, T^2 included for the divergences; not differentiable).
+
+    Raises:
+        ValueError: no parts, a teacher of another vocabulary or positions, labels of other positions.
+    """
+    if not parts:
+        raise ValueError("fused_loss needs at least one term")
+    positions, vocab = student.positions, student.vocab
+    if tuple(labels.shape) != tuple(positions):
+        raise ValueError(f"labels {tuple(labels.shape)} do not fit the hidden states' positions {tuple(positions)}")
+    if teacher is not None:
+        t_positions = teacher.positions if isinstance(teacher, HeadOutput) else teacher.shape[:-1]
+        t_vocab = teacher.vocab if isinstance(teacher, HeadOutput) else teacher.shape[-1]
+        if tuple(t_positions) != tuple(positions) or t_vocab != vocab:
+            raise ValueError(
+                f"the teacher's outputs cover positions {tuple(t_positions)} over {t_vocab} ids, the "
+                f"student's {tuple(positions)} over {vocab}: the fused path needs the same of both"
+            )
+    row_weights = part_weights(parts, positions, mask, labels)
+    rows = chunk_rows(vocab, chunk_size)
+    flat_labels = labels.reshape(-1) if any(p.kind == "ce" for p in parts) else None
+    total, values = _FusedHeadLoss.apply(
+        student.rows(),
+        student.weight,
+        student.bias,
+        _TeacherRows(teacher),
+        flat_labels,
+        row_weights,
+        tuple(parts),
+        rows,
+        student.dtype,
+    )
+    return total, values
