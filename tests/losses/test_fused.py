@@ -3,6 +3,8 @@ pure functions of distil.losses.functional; the wiring through the composed loss
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,4 +206,143 @@ def test_mismatched_teacher_is_refused() -> None:
             None,
             [PARTS["kd"]],
         )
-    del warnings
+
+
+# -- wiring: a causal LM's head, the training loop, the fallbacks ----------------------------------------
+
+transformers = pytest.importorskip("transformers")
+
+from distil.api import distill  # noqa: E402
+from distil.config import KDConfig, StudentTrainConfig  # noqa: E402
+from distil.data.bundle import DataBundle  # noqa: E402
+from distil.data.text import LANGUAGE_MODELING, TokenRowSplit  # noqa: E402
+from distil.losses.fused import plan_fused  # noqa: E402
+from distil.models import create_model  # noqa: E402
+
+LM_VOCAB = 67
+
+
+def _lm(model_type: str, hidden: int, seed: int, **extra: object) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if model_type == "gpt2":
+        config = {"model_type": "gpt2", "n_embd": hidden, "n_layer": 2, "n_head": 2, "n_positions": 64}
+    else:
+        config = {
+            "model_type": "llama",
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+        }
+    return create_model("hf-causal-lm", num_classes=LM_VOCAB, config={**config, **extra})
+
+
+def _bundle(n: int = 8, t: int = 10) -> DataBundle:
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, LM_VOCAB, (n, t + 1), generator=g)
+    labels = ids[:, 1:].clone()
+    labels[:, :3] = -100  # prompt tokens: no label, and no teacher term either
+    split = TokenRowSplit(ids[:, :-1], labels)
+    few = split.take(torch.arange(2))
+    names = [str(i) for i in range(LM_VOCAB)]
+    return DataBundle("tiny-lm", split, few, few, names, (), (), task=LANGUAGE_MODELING)
+
+
+@pytest.mark.parametrize(("model_type", "tied"), [("llama", False), ("llama", True), ("gpt2", True)])
+def test_head_output_gives_the_models_logits(model_type: str, tied: bool) -> None:
+    extra = {"tie_word_embeddings": tied} if model_type == "llama" else {}
+    lm = _lm(model_type, 16, 0, **extra).eval()
+    ids = torch.randint(0, LM_VOCAB, (2, 7))
+    out = lm(ids, head=False)
+    assert isinstance(out, HeadOutput) and out.vocab == LM_VOCAB
+    assert (out.weight is lm.hf.get_input_embeddings().weight) == tied
+    torch.testing.assert_close(out.logits(), lm(ids))
+
+
+def _train(fused: str, terms: dict[str, float], student_seed: int = 1, **kd: object) -> tuple[torch.nn.Module, list]:
+    teacher, student = _lm("llama", 24, 0), _lm("llama", 16, student_seed, tie_word_embeddings=True)
+    cfg = StudentTrainConfig(epochs=1, batch_size=4, lr=1e-2, optimizer={"name": "adamw"}, teacher_cache="off", seed=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = distill(teacher, student, _bundle(), cfg, KDConfig(terms=terms, temperature=2.0, fused=fused, **kd))
+    return result.model, [str(w.message) for w in seen if "kd.fused" in str(w.message)], result.history
+
+
+@pytest.mark.parametrize("terms", [{"kd": 0.9, "ce": 0.1}, {"js": 1.0, "tvd": 0.5, "rkl": 0.2}])
+def test_training_steps_fused_equal_unfused(terms: dict[str, float]) -> None:
+    plain, notices, history = _train("off", terms)
+    fused, fused_notices, fused_history = _train("on", terms)
+    assert not notices and not fused_notices
+    assert fused_history[0]["fused_head"] == "student+teacher" and "fused_head" not in history[0]
+    untrained = _lm("llama", 16, 1, tie_word_embeddings=True).state_dict()
+    assert not torch.equal(untrained["hf.model.embed_tokens.weight"], fused.state_dict()["hf.model.embed_tokens.weight"])
+    for (name, a), (_, b) in zip(plain.state_dict().items(), fused.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    for key in ("train_loss", *(f"train_{t}" for t in terms)):
+        assert fused_history[0][key] == pytest.approx(history[0][key], rel=1e-4)
+
+
+def test_a_term_that_cannot_fuse_falls_back_with_a_notice() -> None:
+    _, notices, history = _train("on", {"kd": 1.0, "dkd": 1.0})
+    assert len(notices) == 1 and "terms dkd are not per-position losses" in notices[0]
+    assert "fused_head" not in history[0]
+
+
+def test_a_head_that_does_not_separate_falls_back_with_a_notice() -> None:
+    """A step after the head (a soft-cap as gemma2's, here of logits as small as a fresh model's)."""
+    student = _lm("llama", 16, 1)
+    original = student.hf.forward
+
+    def capped(*args: object, **kwargs: object) -> object:
+        out = original(*args, **kwargs)
+        cap = out.logits.abs().max() / 2
+        out.logits = cap * torch.tanh(out.logits / cap)
+        return out
+
+    student.hf.forward = capped
+    ids = torch.randint(0, LM_VOCAB, (1, 8))
+    plan, notice = plan_fused("on", student=student, teachers=[], terms={}, sample=ids, vocab=LM_VOCAB, sharded=False)
+    assert plan is None and notice is not None and "not its head applied to its final hidden states" in notice
+    plan, notice = plan_fused(
+        "on", student=torch.nn.Linear(2, 2), teachers=[], terms={}, sample=ids, vocab=LM_VOCAB, sharded=False
+    )
+    assert plan is None and "not a Hugging Face causal LM" in str(notice)
+
+
+def test_plan_modes_and_fsdp() -> None:
+    student, ids = _lm("llama", 16, 1), torch.randint(0, LM_VOCAB, (1, 8))
+    common = {"student": student, "teachers": [_lm("gpt2", 16, 0)], "terms": {}, "sample": ids}
+    assert plan_fused("off", vocab=LM_VOCAB, sharded=False, **common) == (None, None)
+    assert plan_fused("auto", vocab=LM_VOCAB, sharded=False, **common) == (None, None)  # small vocabulary
+    plan, notice = plan_fused("auto", vocab=50000, sharded=False, **common)
+    assert plan is not None and plan.student and plan.teacher and notice is None
+    plan, notice = plan_fused("auto", vocab=50000, sharded=True, **common)
+    assert plan is None and "train.fsdp shards the head weight" in str(notice)
+
+
+def test_sparse_teacher_rows_fall_back_at_run_time_with_one_notice() -> None:
+    from distil.losses.fused import FusedPlan
+    from distil.losses.sparse import SparseTargets
+
+    student = _lm("llama", 16, 1)
+    ids = torch.randint(0, LM_VOCAB, (2, 6))
+    from distil.losses.compose import ComposedLoss
+    from distil.losses.logit import KDTerm
+    from distil.losses.registry import TermContext
+
+    loss = ComposedLoss({"kd": KDTerm(TermContext())}, {"kd": 1.0}, temperature=1.0)
+    loss.fused = FusedPlan(student=True, teacher=False)
+    assert loss.model_call_options("student") == {"head": False} and loss.model_call_options("teacher") == {}
+    k = 3
+    logits = torch.randn(2, 6, LM_VOCAB)
+    top = torch.log_softmax(logits, -1).topk(k, -1)
+    targets = SparseTargets("topk", top.indices, top.values, 1 - top.values.exp().sum(-1), 1.0, LM_VOCAB)
+    batch = {"labels": torch.randint(0, LM_VOCAB, (2, 6))}
+    want = loss(student(ids), targets, batch)["loss"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = [loss(student(ids, head=False), targets, batch)["loss"] for _ in range(2)]
+    notes = [str(w.message) for w in seen]
+    assert len(notes) == 1 and "sparse rows of a top-k/sampled cache" in notes[0]
+    torch.testing.assert_close(got[0], want)

@@ -283,3 +283,177 @@ def fused_loss(
         student.dtype,
     )
     return total, values
+
+
+# -- wiring: which runs fuse, and the composed loss's terms on the fused path ---------------------------
+
+
+@dataclass(frozen=True)
+class FusedPlan:
+    """Which models of a run give hidden states and head instead of logits (`kd.fused`).
+
+    Attributes:
+        student: the student does (the loss then makes its logits chunk by chunk).
+        teacher: a live teacher does too (else its logits are whole: a cache, an ensemble, a head that
+            does not separate; the student side is fused still).
+    """
+
+    student: bool
+    teacher: bool
+
+
+# The tokens of the first sample the head check runs on: enough to see a mismatch, cheap on any model.
+_PROBE_TOKENS = 16
+
+
+def head_blocker(model: torch.nn.Module, sample: torch.Tensor) -> str | None:
+    """Why `model`'s logits cannot be made from its hidden states and head, or None when they can.
+
+    Separable: a `distil.models.hf.CausalLM` whose output embedding is a linear layer, and whose logits on
+    the first tokens of `sample` equal that layer applied to its final hidden states (so a soft-cap, a
+    logit scale or any other step after the head is seen here, not trained on silently).
+
+    Args:
+        model: the model, as it is trained.
+        sample: (B, T) token ids of one training batch.
+    """
+    from distil.models.hf import CausalLM
+
+    if not isinstance(model, CausalLM):
+        return f"the model ({type(model).__name__}) is not a Hugging Face causal LM (hf-causal-lm)"
+    head = model.hf.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or model.hf.base_model is model.hf:
+        return f"{type(model.hf).__name__} has no separate linear output head"
+    ids = sample[:1, :_PROBE_TOKENS].to(head.weight.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            whole = model(ids).float()
+            parts = model(ids, head=False).logits().float()
+    finally:
+        model.train(was_training)
+    # Relative to the logits' own scale: a freshly initialised model's are tiny, and a cap or scale of
+    # them as small as they are must still show (the same operations give the same values, up to rounding).
+    if not torch.allclose(whole, parts, rtol=1e-3, atol=1e-3 * float(whole.abs().max()) + 1e-12):
+        return (
+            f"{type(model.hf).__name__}'s logits are not its head applied to its final hidden states "
+            "(a step after the head: a soft-cap or a logit scale)"
+        )
+    return None
+
+
+def plan_fused(
+    mode: str,
+    *,
+    student: torch.nn.Module,
+    teachers: Sequence[torch.nn.Module],
+    terms: Any,
+    sample: Any,
+    vocab: int,
+    sharded: bool,
+) -> tuple[FusedPlan | None, str | None]:
+    """Whether a run fuses its LM head, and the one-line notice when it was asked to but cannot.
+
+    `auto` fuses a separable causal-LM student from `FUSED_MIN_VOCAB` ids up (a notice only where it
+    would have); `on` fuses at any vocabulary size (a notice whenever it cannot); `off` never does.
+
+    Args:
+        mode: `kd.fused`: "auto", "on" or "off".
+        student: the student; teachers: the run's teachers (a live single one may give its hidden states).
+        terms: the composed loss's terms (name -> `Term`): each must be a per-position loss of the logits.
+        sample: a training batch's inputs ((B, T) token ids for a causal LM).
+        vocab: the data's vocabulary size.
+        sharded: FSDP (`train.fsdp`): the head weight is split across processes.
+
+    Returns:
+        The plan (None: the unfused path) and the notice to show (None: nothing to say).
+    """
+    if mode not in FUSED_MODES:
+        raise ValueError(f"kd.fused must be one of {FUSED_MODES}, got {mode!r}")
+    if mode == "off" or (mode == "auto" and vocab < FUSED_MIN_VOCAB):
+        return None, None
+    from distil.models.hf import CausalLM
+
+    if mode == "auto" and not isinstance(student, CausalLM):
+        return None, None  # not a language model: nothing to fuse, nothing to say
+    reason = _plan_blocker(student, terms, sample, sharded)
+    if reason is not None:
+        return None, fallback_notice(reason)
+    teacher = len(teachers) == 1 and isinstance(sample, torch.Tensor) and head_blocker(teachers[0], sample) is None
+    return FusedPlan(student=True, teacher=teacher), None
+
+
+def _plan_blocker(student: torch.nn.Module, terms: Any, sample: Any, sharded: bool) -> str | None:
+    """Why the student's head cannot be fused in this run, or None."""
+    if sharded:
+        # Each process holds a shard of the head weight; the chunks would need it whole (all-gathered).
+        return "train.fsdp shards the head weight across processes, which the fused path does not gather"
+    blocked = [name for name, term in terms.items() if term.row_part(1.0) is None]
+    if blocked:
+        return f"terms {', '.join(blocked)} are not per-position losses of the logits"
+    if not isinstance(sample, torch.Tensor):
+        return "the batch inputs are not a (B, T) tensor of token ids"
+    return head_blocker(student, sample)
+
+
+def fallback_notice(reason: str) -> str:
+    """The one-line notice of a run that computes whole logits although kd.fused asked otherwise."""
+    return f"kd.fused: {reason}; this run computes the whole (B, T, V) logits instead (the unfused path)."
+
+
+def fused_terms(
+    terms: Any,
+    weights: dict[str, float],
+    student: HeadOutput,
+    teacher: Any,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
+    temperature: float,
+    *,
+    generated: bool = False,
+) -> dict[str, torch.Tensor] | str:
+    """A composed loss's terms on the fused path, or why they cannot be (the caller falls back).
+
+    Args:
+        terms: name -> `Term` (`ComposedLoss.terms`).
+        weights: name -> the term's weight this epoch.
+        student: the student's hidden states and head.
+        teacher: the teacher's `HeadOutput`, (B, T, V) logits, or whatever the source gave.
+        labels: (B, T) tokens; mask: the positions that count (labels != -100 and-ed in).
+        temperature: the current temperature.
+        generated: an on-policy batch: label-only terms (ce) count 0 and are left out of the total.
+
+    Returns:
+        {"loss": total, name: value, ...} as `ComposedLoss` returns them (values not differentiable), or
+        a reason string.
+    """
+    from distil.losses.sparse import SparseTargets
+
+    blocked = [name for name, term in terms.items() if term.row_part(temperature) is None]
+    if blocked:
+        return f"terms {', '.join(blocked)} are not per-position losses of the logits"
+    if labels.dim() != 2:
+        return "the labels are not (B, T) tokens"
+    needs_teacher = any(term.needs_teacher for term in terms.values())
+    if needs_teacher:
+        if isinstance(teacher, SparseTargets):
+            return "the teacher's outputs are the sparse rows of a top-k/sampled cache"
+        if not isinstance(teacher, HeadOutput | torch.Tensor):
+            return "the teacher's outputs are not logits over the student's positions"
+        t_vocab = teacher.vocab if isinstance(teacher, HeadOutput) else teacher.shape[-1]
+        t_positions = teacher.positions if isinstance(teacher, HeadOutput) else teacher.shape[:-1]
+        if t_vocab != student.vocab or tuple(t_positions) != tuple(student.positions):
+            return f"the teacher's outputs ({t_vocab} ids) and the student's ({student.vocab}) differ in size"
+    parts, names = [], []
+    for name, term in terms.items():
+        if generated and not term.needs_teacher:
+            continue  # a generated batch's labels are the student's own samples (see ComposedLoss)
+        kind, options = term.row_part(temperature)
+        parts.append(FusedPart(kind, options, weights[name]))
+        names.append(name)
+    if not parts:
+        return "no term trains on this batch"
+    total, values = fused_loss(student, teacher if needs_teacher else None, labels, mask, parts)
+    zero = torch.zeros((), device=total.device)
+    return {"loss": total, **{n: values[names.index(n)] if n in names else zero for n in terms}}

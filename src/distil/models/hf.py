@@ -71,8 +71,19 @@ class CausalLM(HFModel):
     The wrapped model stays reachable as ``.hf`` (for ``save_pretrained``, ``generate`` and its config).
     """
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids (B, T); the KV cache is off (training and scoring whole blocks)."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, head: bool = True
+    ) -> Any:
+        """Logits (B, T, V) for token ids (B, T); the KV cache is off (training and scoring whole blocks).
+
+        ``head=False`` (the fused LM loss, `distil.losses.fused`): the final hidden states and the output
+        head instead, as a `distil.losses.fused.HeadOutput`, so the loss makes the logits chunk by chunk.
+        """
+        if not head:
+            from distil.losses.fused import head_output
+
+            base = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            return head_output(base.last_hidden_state, self.hf.get_output_embeddings())
         out = self.hf(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits
 

@@ -24,7 +24,7 @@ from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoa
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import INPUTS, call_model, to_device
 from distil.errors import ConfigError, TrainingError
-from distil.losses.protocol import DistillationLoss
+from distil.losses.protocol import ChoosesModelOutputs, DistillationLoss
 from distil.measure import split_evaluation
 from distil.train.distributed import (
     average_gradients,
@@ -490,8 +490,10 @@ class TrainLoop:
         if self.cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             batch[INPUTS] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
         teacher_out = self.teacher(batch) if self.teacher is not None else None
+        # e.g. a causal LM's hidden states and head instead of its logits (the fused LM loss)
+        options = self.loss_fn.model_call_options("student") if isinstance(self.loss_fn, ChoosesModelOutputs) else {}
         with self.accelerator.autocast():
-            student_out = call_model(self.model, batch[INPUTS])
+            student_out = call_model(self.model, batch[INPUTS], **options)
         return self.loss_fn(student_out, teacher_out, batch)
 
     def train_step(self, batch: dict[str, Any], epoch: int) -> None:
