@@ -280,7 +280,12 @@ def distill(
 
 
 def fused_plan(
-    kd: KDConfig, cfg: TrainConfig, student: nn.Module, teachers: Sequence[nn.Module], data: DataBundle, loss: ComposedLoss
+    kd: KDConfig,
+    cfg: TrainConfig,
+    student: nn.Module,
+    teachers: Sequence[nn.Module],
+    data: DataBundle,
+    loss: ComposedLoss,
 ) -> FusedPlan | None:
     """The fused LM head plan of `kd.fused` for this run (`distil.losses.fused.plan_fused`); a one-line
     notice when it was asked for (or `auto` would have fused) but cannot be."""

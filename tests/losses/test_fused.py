@@ -18,13 +18,16 @@ from distil.losses.functional import (
     reverse_kl,
     total_variation,
 )
-from distil.losses.fused import FusedPart, HeadOutput, fused_loss
+from distil.losses.fused import FusedPart, fused_loss
+from distil.models.hf import HeadOutput
 
 B, T, H, HT, V = 2, 5, 8, 12, 37
 TEMP = 2.0
 
 
-def _naive(name: str, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _naive(
+    name: str, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """The reference: the pure functions on whole (B, T, V) logits (mask and-ed with labels != -100)."""
     m = mask & (labels != -100)
     if name == "kd":
@@ -106,7 +109,9 @@ def test_several_terms_share_one_pass_with_their_weights() -> None:
     mask = x["mask"] & (x["labels"] != -100)
     parts = [PARTS["kd"]._replace(weight=0.9), PARTS["ce"]._replace(weight=0.1)]
     student = HeadOutput(x["hidden"], x["weight"], x["bias"], torch.float32)
-    total, _ = fused_loss(student, HeadOutput(x["th"], x["tw"], None, torch.float32), x["labels"], mask, parts, chunk_size=4)
+    total, _ = fused_loss(
+        student, HeadOutput(x["th"], x["tw"], None, torch.float32), x["labels"], mask, parts, chunk_size=4
+    )
     total.backward()
     torch.testing.assert_close(total, ref, rtol=1e-5, atol=1e-6)
     for g, w in zip(_grads(x), want, strict=True):
@@ -122,7 +127,12 @@ def test_teacher_logits_rows_serve_as_teacher() -> None:
     want = _grads(x)
     mask = x["mask"] & (x["labels"] != -100)
     total, _ = fused_loss(
-        HeadOutput(x["hidden"], x["weight"], None, torch.float32), t_logits, x["labels"], mask, [PARTS["kd"]], chunk_size=2
+        HeadOutput(x["hidden"], x["weight"], None, torch.float32),
+        t_logits,
+        x["labels"],
+        mask,
+        [PARTS["kd"]],
+        chunk_size=2,
     )
     total.backward()
     torch.testing.assert_close(total, ref, rtol=1e-5, atol=1e-6)
@@ -145,7 +155,12 @@ def test_tied_head_accumulates_into_the_embedding() -> None:
     want = emb.weight.grad.clone()
     emb.weight.grad = None
     total, _ = fused_loss(
-        HeadOutput(hidden(), emb.weight, None, torch.float32), None, labels, None, [PARTS["ce"]._replace(options=RowOptions())], chunk_size=3
+        HeadOutput(hidden(), emb.weight, None, torch.float32),
+        None,
+        labels,
+        None,
+        [PARTS["ce"]._replace(options=RowOptions())],
+        chunk_size=3,
     )
     total.backward()
     torch.testing.assert_close(emb.weight.grad, want, rtol=1e-4, atol=1e-6)
@@ -186,12 +201,16 @@ def test_single_position_and_all_masked() -> None:
     ref.backward()
     want = hidden.grad.clone()
     hidden.grad = None
-    total, _ = fused_loss(HeadOutput(hidden, weight, None, torch.float32), teacher, labels, None, [PARTS["kd"]], chunk_size=2)
+    total, _ = fused_loss(
+        HeadOutput(hidden, weight, None, torch.float32), teacher, labels, None, [PARTS["kd"]], chunk_size=2
+    )
     total.backward()
     torch.testing.assert_close(hidden.grad, want, rtol=1e-4, atol=1e-6)
     none = torch.zeros(3, 1, dtype=torch.bool)
     hidden.grad = None
-    total, _ = fused_loss(HeadOutput(hidden, weight, None, torch.float32), teacher, labels, none, [PARTS["kd"]])
+    total, _ = fused_loss(
+        HeadOutput(hidden, weight, None, torch.float32), teacher, labels, none, [PARTS["kd"]]
+    )
     total.backward()
     assert float(total.detach()) == 0.0 and torch.count_nonzero(hidden.grad) == 0
 
@@ -260,12 +279,18 @@ def test_head_output_gives_the_models_logits(model_type: str, tied: bool) -> Non
     torch.testing.assert_close(out.logits(), lm(ids))
 
 
-def _train(fused: str, terms: dict[str, float], student_seed: int = 1, **kd: object) -> tuple[torch.nn.Module, list]:
+def _train(
+    fused: str, terms: dict[str, float], student_seed: int = 1, **kd: object
+) -> tuple[torch.nn.Module, list]:
     teacher, student = _lm("llama", 24, 0), _lm("llama", 16, student_seed, tie_word_embeddings=True)
-    cfg = StudentTrainConfig(epochs=1, batch_size=4, lr=1e-2, optimizer={"name": "adamw"}, teacher_cache="off", seed=0)
+    cfg = StudentTrainConfig(
+        epochs=1, batch_size=4, lr=1e-2, optimizer={"name": "adamw"}, teacher_cache="off", seed=0
+    )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        result = distill(teacher, student, _bundle(), cfg, KDConfig(terms=terms, temperature=2.0, fused=fused, **kd))
+        result = distill(
+            teacher, student, _bundle(), cfg, KDConfig(terms=terms, temperature=2.0, fused=fused, **kd)
+        )
     return result.model, [str(w.message) for w in seen if "kd.fused" in str(w.message)], result.history
 
 
@@ -276,7 +301,9 @@ def test_training_steps_fused_equal_unfused(terms: dict[str, float]) -> None:
     assert not notices and not fused_notices
     assert fused_history[0]["fused_head"] == "student+teacher" and "fused_head" not in history[0]
     untrained = _lm("llama", 16, 1, tie_word_embeddings=True).state_dict()
-    assert not torch.equal(untrained["hf.model.embed_tokens.weight"], fused.state_dict()["hf.model.embed_tokens.weight"])
+    assert not torch.equal(
+        untrained["hf.model.embed_tokens.weight"], fused.state_dict()["hf.model.embed_tokens.weight"]
+    )
     for (name, a), (_, b) in zip(plain.state_dict().items(), fused.state_dict().items(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     for key in ("train_loss", *(f"train_{t}" for t in terms)):
@@ -302,7 +329,9 @@ def test_a_head_that_does_not_separate_falls_back_with_a_notice() -> None:
 
     student.hf.forward = capped
     ids = torch.randint(0, LM_VOCAB, (1, 8))
-    plan, notice = plan_fused("on", student=student, teachers=[], terms={}, sample=ids, vocab=LM_VOCAB, sharded=False)
+    plan, notice = plan_fused(
+        "on", student=student, teachers=[], terms={}, sample=ids, vocab=LM_VOCAB, sharded=False
+    )
     assert plan is None and notice is not None and "not its head applied to its final hidden states" in notice
     plan, notice = plan_fused(
         "on", student=torch.nn.Linear(2, 2), teachers=[], terms={}, sample=ids, vocab=LM_VOCAB, sharded=False

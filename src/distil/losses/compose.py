@@ -18,10 +18,11 @@ from distil.config import KDConfig
 from distil.data.batch import GENERATED, IGNORE_INDEX, INDEX, LABELS, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
-from distil.losses.fused import FusedPlan, HeadOutput, as_logits, fallback_notice, fused_terms
+from distil.losses.fused import FusedPlan, as_logits, fallback_notice, fused_terms
 from distil.losses.protocol import DistillationLoss
 from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
 from distil.losses.vocab import align_vocab
+from distil.models.hf import HeadOutput
 
 
 class ComposedLoss(nn.Module, DistillationLoss):
@@ -184,7 +185,11 @@ class ComposedLoss(nn.Module, DistillationLoss):
         return {"loss": total, **out}
 
     def _fused_forward(
-        self, student_out: HeadOutput, teacher_out: Any, batch: dict[str, torch.Tensor], mask: torch.Tensor | None
+        self,
+        student_out: HeadOutput,
+        teacher_out: Any,
+        batch: dict[str, torch.Tensor],
+        mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor] | None:
         """The terms with the LM head fused (`distil.losses.fused`); None (after a one-time notice) when
         this batch's outputs cannot be, e.g. the sparse rows of a top-k teacher cache."""

@@ -20,7 +20,7 @@ fused linear losses) and kept until backward: (N, H) for the hidden states and (
 (the size of the weight's own gradient). A tied head (the embedding matrix) gets this gradient added to
 the embedding's by autograd, as for any weight used twice.
 
-The model side is `HeadOutput` (what `distil.models.hf.CausalLM` returns with ``head=False``); the loss
+The model side is `distil.models.hf.HeadOutput` (what `CausalLM` returns with ``head=False``); the loss
 side is `fused_terms`, which `distil.losses.compose.ComposedLoss` calls when the student gives one.
 """
 
@@ -35,55 +35,12 @@ import torch.nn.functional as F
 
 from distil.losses.chunked import RowOptions, _masked, chunk_rows, row_kernel, scale
 from distil.losses.functional import position_weights
+from distil.models.hf import CausalLM, HeadOutput
 
 # kd.fused=auto fuses the head of a separable causal LM from this vocabulary size up: below it the
 # (B, T, V) logits are small next to the model's activations and the chunked path is as good.
 FUSED_MIN_VOCAB = 32000
 FUSED_MODES = ("auto", "on", "off")
-
-
-@dataclass(frozen=True)
-class HeadOutput:
-    """A causal LM's output one step before its logits: the final hidden states and the head.
-
-    Attributes:
-        hidden: (B, T, H) final hidden states (after the final norm).
-        weight: (V, H) the output head's weight (the embedding matrix itself when tied).
-        bias: (V,) the head's bias, or None.
-        dtype: the dtype of the head's matrix product: autocast's when the model ran under autocast,
-            else the weight's (what the model's own head would have computed in).
-    """
-
-    hidden: torch.Tensor
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    dtype: torch.dtype
-
-    @property
-    def vocab(self) -> int:
-        """V, the width of the logits this head makes."""
-        return int(self.weight.shape[0])
-
-    @property
-    def positions(self) -> torch.Size:
-        """(B, T): the positions the hidden states are for."""
-        return self.hidden.shape[:-1]
-
-    def rows(self) -> torch.Tensor:
-        """The hidden states as (N, H) rows, N = B * T."""
-        return self.hidden.reshape(-1, self.hidden.shape[-1])
-
-    def logits(self) -> torch.Tensor:
-        """The whole (B, T, V) logits, as the model would have returned them (the unfused fallback)."""
-        w, b = self.weight.to(self.dtype), None if self.bias is None else self.bias.to(self.dtype)
-        return F.linear(self.hidden.to(self.dtype), w, b)
-
-
-def head_output(hidden: torch.Tensor, head: torch.nn.Linear) -> HeadOutput:
-    """A `HeadOutput` of `hidden` and the linear `head`, in the dtype autocast (if on) gives the head."""
-    device = hidden.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
-    return HeadOutput(hidden, head.weight, head.bias, dtype)
 
 
 def as_logits(output: Any) -> Any:
@@ -206,7 +163,9 @@ class _FusedHeadLoss(torch.autograd.Function):
     def backward(ctx: Any, grad_total: torch.Tensor, grad_sums: torch.Tensor) -> tuple[Any, ...]:
         del grad_sums  # the per-term sums are for logging only
         if getattr(ctx, "consumed", False):
-            raise RuntimeError("the fused LM loss hands its gradient over once; a second backward is not supported")
+            raise RuntimeError(
+                "the fused LM loss hands its gradient over once; a second backward is not supported"
+            )
         ctx.consumed = True
         factor = grad_total.float()
         out: list[torch.Tensor | None] = []
@@ -259,7 +218,9 @@ def fused_loss(
         raise ValueError("fused_loss needs at least one term")
     positions, vocab = student.positions, student.vocab
     if tuple(labels.shape) != tuple(positions):
-        raise ValueError(f"labels {tuple(labels.shape)} do not fit the hidden states' positions {tuple(positions)}")
+        raise ValueError(
+            f"labels {tuple(labels.shape)} do not fit the hidden states' positions {tuple(positions)}"
+        )
     if teacher is not None:
         t_positions = teacher.positions if isinstance(teacher, HeadOutput) else teacher.shape[:-1]
         t_vocab = teacher.vocab if isinstance(teacher, HeadOutput) else teacher.shape[-1]
@@ -317,13 +278,12 @@ def head_blocker(model: torch.nn.Module, sample: torch.Tensor) -> str | None:
         model: the model, as it is trained.
         sample: (B, T) token ids of one training batch.
     """
-    from distil.models.hf import CausalLM
-
     if not isinstance(model, CausalLM):
         return f"the model ({type(model).__name__}) is not a Hugging Face causal LM (hf-causal-lm)"
-    head = model.hf.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear) or model.hf.base_model is model.hf:
-        return f"{type(model.hf).__name__} has no separate linear output head"
+    hf: Any = model.hf
+    head = hf.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or hf.base_model is hf:
+        return f"{type(hf).__name__} has no separate linear output head"
     ids = sample[:1, :_PROBE_TOKENS].to(head.weight.device)
     was_training = model.training
     model.eval()
@@ -373,14 +333,14 @@ def plan_fused(
         raise ValueError(f"kd.fused must be one of {FUSED_MODES}, got {mode!r}")
     if mode == "off" or (mode == "auto" and vocab < FUSED_MIN_VOCAB):
         return None, None
-    from distil.models.hf import CausalLM
-
     if mode == "auto" and not isinstance(student, CausalLM):
         return None, None  # not a language model: nothing to fuse, nothing to say
     reason = _plan_blocker(student, terms, sample, sharded)
     if reason is not None:
         return None, fallback_notice(reason)
-    teacher = len(teachers) == 1 and isinstance(sample, torch.Tensor) and head_blocker(teachers[0], sample) is None
+    teacher = (
+        len(teachers) == 1 and isinstance(sample, torch.Tensor) and head_blocker(teachers[0], sample) is None
+    )
     return FusedPlan(student=True, teacher=teacher), None
 
 

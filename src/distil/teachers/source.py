@@ -170,7 +170,9 @@ def _live_teacher(
         teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
     else:
         # e.g. a causal LM's hidden states and head for the fused LM loss, not its logits
-        options = scheduled.model_call_options("teacher") if isinstance(scheduled, ChoosesModelOutputs) else {}
+        options: dict[str, Any] = (
+            scheduled.model_call_options("teacher") if isinstance(scheduled, ChoosesModelOutputs) else {}
+        )
         teacher_fn = LiveTeacher(live[0], options)
     if not cfg.fsdp.enabled:
         teacher_fn = teacher_fn.to(accelerator.device)

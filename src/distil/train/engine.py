@@ -491,7 +491,11 @@ class TrainLoop:
             batch[INPUTS] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
         teacher_out = self.teacher(batch) if self.teacher is not None else None
         # e.g. a causal LM's hidden states and head instead of its logits (the fused LM loss)
-        options = self.loss_fn.model_call_options("student") if isinstance(self.loss_fn, ChoosesModelOutputs) else {}
+        options: dict[str, Any] = (
+            self.loss_fn.model_call_options("student")
+            if isinstance(self.loss_fn, ChoosesModelOutputs)
+            else {}
+        )
         with self.accelerator.autocast():
             student_out = call_model(self.model, batch[INPUTS], **options)
         return self.loss_fn(student_out, teacher_out, batch)
