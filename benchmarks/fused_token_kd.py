@@ -169,7 +169,6 @@ def trl_step(args: argparse.Namespace) -> Any:
         seq_kd=False,
         bf16=args.bf16,
         use_cpu=True,
-        gradient_checkpointing=False,
         per_device_train_batch_size=args.batch,
         learning_rate=1e-4,
         optim="adamw_torch",
@@ -184,6 +183,7 @@ def trl_step(args: argparse.Namespace) -> Any:
     )
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     model = trainer.accelerator.prepare(trainer.model)
+    trainer.current_gradient_accumulation_steps = 1  # what Trainer.train sets before its steps
     # One prompt token, then B x T trained positions: GKD's loss covers the logits of positions
     # prompt_len - 1 .. -1 against labels[:, prompt_len:], i.e. exactly T positions per row.
     full = torch.cat([ids[:, :1], ids], dim=1)
