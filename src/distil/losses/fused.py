@@ -83,6 +83,34 @@ class _TeacherRows:
         return None if self.logits is None else self.logits[a:b]
 
 
+def _chunk_terms(
+    parts: tuple[FusedPart, ...],
+    logits: torch.Tensor,
+    teacher: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    coefs: torch.Tensor,
+    valid: torch.Tensor,
+    mix: torch.Tensor,
+    sums: torch.Tensor,
+    grads: bool,
+) -> torch.Tensor | None:
+    """Every term's row kernel on one chunk's logits: adds each term's weighted values to `sums` (in
+    place) and returns the chunk's (n, V) fp32 logits gradient of the weighted total (None: no grads)."""
+    g: torch.Tensor | None = None
+    for k, part in enumerate(parts):
+        out = row_kernel(
+            part.kind, logits, teacher, labels, part.options, coef=coefs[k] * mix[k] if grads else None
+        )
+        assert out.values is not None
+        # coef is 0 on the rows that do not count; where keeps their (maybe NaN) values out of the dot.
+        sums[k] += torch.dot(torch.where(valid[k], out.values, 0.0), coefs[k])
+        if out.grad is not None:
+            part_grad = _masked(out.grad, valid[k])
+            g = part_grad if g is None else g.add_(part_grad)
+        del out  # this term's temporaries go before the next term makes its own
+    return g
+
+
 class _FusedHeadLoss(torch.autograd.Function):
     """sum_k weight_k * sum_i w_ki * value_k(logits_i) over the rows, logits made chunk by chunk.
 
@@ -115,30 +143,24 @@ class _FusedHeadLoss(torch.autograd.Function):
         # fp32 accumulator over the chunks (bf16 partial sums would round at every chunk).
         grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if want_w else None
         grad_b = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32) if want_b else None
-        product = torch.empty(weight.shape, device=weight.device, dtype=dtype) if want_w else None
+        bf16_product = want_w and dtype != torch.float32
+        product = torch.empty(weight.shape, device=weight.device, dtype=dtype) if bf16_product else None
         sums = torch.zeros(len(parts), device=hidden.device, dtype=torch.float32)
         for a in range(0, n_rows, rows):
             end = min(a + rows, n_rows)
             logits = F.linear(h[a:end], w, b)
-            t = teacher.chunk(a, end)
-            g: torch.Tensor | None = None
-            for k, part in enumerate(parts):
-                coef = coefs[k, a:end]
-                out = row_kernel(
-                    part.kind,
-                    logits,
-                    t,
-                    None if labels is None else labels[a:end],
-                    part.options,
-                    coef=coef * mix[k] if grads else None,
-                )
-                assert out.values is not None
-                sums[k] += torch.dot(torch.where(valid[k, a:end], out.values, 0.0), coef)
-                if out.grad is not None:
-                    part_grad = _masked(out.grad, valid[k, a:end])
-                    g = part_grad if g is None else g.add_(part_grad)
-                del out
-            del logits, t
+            g = _chunk_terms(
+                parts,
+                logits,
+                teacher.chunk(a, end),
+                None if labels is None else labels[a:end],
+                coefs[:, a:end],
+                valid[:, a:end],
+                mix,
+                sums,
+                grads,
+            )
+            del logits  # one chunk's logits alive at a time
             if g is None:
                 continue
             gd = g.to(dtype)
@@ -146,8 +168,10 @@ class _FusedHeadLoss(torch.autograd.Function):
             if grad_h is not None:
                 grad_h[a:end] = gd @ w
             if grad_w is not None and product is not None:
-                torch.mm(gd.t(), h[a:end], out=product)  # one reused (V, H) buffer, no allocation per chunk
-                grad_w.add_(product)
+                # One reused (V, H) buffer for the chunk's product, added to the fp32 accumulator.
+                grad_w.add_(torch.mm(gd.t(), h[a:end], out=product))
+            elif grad_w is not None:
+                grad_w.addmm_(gd.t(), h[a:end])  # fp32: straight into the accumulator
             if grad_b is not None:
                 grad_b.add_(gd.sum(0, dtype=torch.float32))
             del gd
