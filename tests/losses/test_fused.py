@@ -289,7 +289,11 @@ def _train(
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         result = distill(
-            teacher, student, _bundle(), cfg, KDConfig(terms=terms, temperature=2.0, fused=fused, **kd)
+            teacher,
+            student,
+            _bundle(),
+            cfg,
+            KDConfig(terms=terms, temperature=2.0, fused=fused, **kd),
         )
     return result.model, [str(w.message) for w in seen if "kd.fused" in str(w.message)], result.history
 
@@ -308,6 +312,36 @@ def test_training_steps_fused_equal_unfused(terms: dict[str, float]) -> None:
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     for key in ("train_loss", *(f"train_{t}" for t in terms)):
         assert fused_history[0][key] == pytest.approx(history[0][key], rel=1e-4)
+
+
+def test_under_bf16_autocast_the_head_runs_in_bf16_and_matches_unfused() -> None:
+    """Mixed precision (the loop runs the student under autocast): the head's product is in autocast's
+    bf16, as the model's own head would be; value and gradients match the unfused loss within bf16's."""
+    from distil.losses.compose import build_loss
+    from distil.losses.fused import FusedPlan
+
+    teacher, student = _lm("llama", 24, 0).eval(), _lm("llama", 16, 1)
+    ids = torch.randint(0, LM_VOCAB, (2, 9))
+    batch = {"labels": torch.randint(0, LM_VOCAB, (2, 9))}
+    kd = KDConfig(terms={"kd": 0.9, "ce": 0.1}, temperature=2.0)
+    loss = build_loss(kd, student=student, teacher=teacher, sample_x=ids, num_classes=LM_VOCAB)
+    results = []
+    for plan in (None, FusedPlan(student=True, teacher=True)):
+        loss.fused = plan
+        with torch.no_grad():
+            teacher_out = teacher(ids, **loss.model_call_options("teacher"))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            student_out = student(ids, **loss.model_call_options("student"))
+        if plan is not None:
+            assert isinstance(student_out, HeadOutput) and student_out.dtype == torch.bfloat16
+        value = loss(student_out, teacher_out, batch)["loss"]
+        student.zero_grad()
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in student.parameters()]))
+    (plain, plain_grads), (fused, fused_grads) = results
+    torch.testing.assert_close(fused, plain, rtol=1e-2, atol=1e-3)
+    for a, b in zip(plain_grads, fused_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=5e-2, atol=5e-3 * float(a.abs().max()) + 1e-6)
 
 
 def test_a_term_that_cannot_fuse_falls_back_with_a_notice() -> None:

@@ -143,8 +143,8 @@ class _FusedHeadLoss(torch.autograd.Function):
         # fp32 accumulator over the chunks (bf16 partial sums would round at every chunk).
         grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if want_w else None
         grad_b = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32) if want_b else None
-        bf16_product = want_w and dtype != torch.float32
-        product = torch.empty(weight.shape, device=weight.device, dtype=dtype) if bf16_product else None
+        low_precision = want_w and dtype != torch.float32  # bf16, fp16: products rounded, sums in fp32
+        product = torch.empty(weight.shape, device=weight.device, dtype=dtype) if low_precision else None
         sums = torch.zeros(len(parts), device=hidden.device, dtype=torch.float32)
         for a in range(0, n_rows, rows):
             end = min(a + rows, n_rows)
