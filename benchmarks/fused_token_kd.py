@@ -271,6 +271,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (a fresh process per arm each)")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per process, after one warm-up")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--arms", default=",".join(ARMS), help="the distil arms to run, of " + ",".join(ARMS))
     ap.add_argument("--trl", action="store_true", help="add the TRL GKDTrainer arm (needs --setup-trl once)")
     ap.add_argument("--setup-trl", action="store_true", help="create the TRL virtual environment and exit")
     ap.add_argument("--fp32", action="store_true", help="fp32 even where bf16 is native")
@@ -286,7 +287,7 @@ def main() -> None:
         print(json.dumps(one_arm(args)))
         return
     args.bf16 = not args.fp32 and bf16_usable()
-    arms = [*ARMS, "trl"] if args.trl else list(ARMS)
+    arms = [a for a in args.arms.split(",") if a in ARMS] + (["trl"] if args.trl else [])
     if args.trl and not (TRL_VENV / "bin" / "python").exists():
         raise SystemExit(f"no TRL environment at {TRL_VENV}: run with --setup-trl first")
     dtype = "bf16 autocast (teacher bf16)" if args.bf16 else "fp32"
@@ -320,7 +321,7 @@ def main() -> None:
                 f"{'':>8} {arm:>8} {s['tokens_per_s']:>9.0f} {seconds:>7.2f} {s['peak_mib']:>9.0f} "
                 f"{s['extra_mib']:>9.0f} {s['loss']:>8.4f}"
             )
-        if "trl" in summary:
+        if "trl" in summary and "fused" in summary:
             ref, ours = summary["trl"], summary["fused"]
             print(
                 f"{'':>8} fused vs trl: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x tokens/s, "
