@@ -10,9 +10,9 @@ positions in chunks of rows: per chunk,
     value, g = row_kernel(kind, logits, teacher, ...)  # distil.losses.chunked: one kernel per loss
     grad_hidden[chunk] = g @ W ;  grad_W += g^T @ hidden_chunk (fp32 accumulator)
 
-so at most one chunk of logits (about `FUSED_CHUNK_ELEMENTS`) exists at a time, for both models. The row
-kernels are the ones every other path uses (`distil.losses.chunked.KERNELS`); only the matrix products
-around them are new. Several terms (e.g. kd + ce) share each chunk's logits: one head product per
+so at most one chunk of logits (`chunk_rows`, at least `FUSED_MIN_ROWS` rows) exists at a time, for
+both models. The row kernels are the ones every other path uses (`distil.losses.chunked.KERNELS`);
+only the matrix products around them are new. Several terms (e.g. kd + ce) share each chunk's logits: one head product per
 chunk whatever the number of terms, and one gradient, weighted by the terms' weights.
 
 The gradient is computed during forward (as `backward="stored"` of the chunked losses and Liger-Kernel's
@@ -33,15 +33,15 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from distil.losses.chunked import CHUNK_ELEMENTS, RowOptions, _masked, chunk_rows, row_kernel, scale
+from distil.losses.chunked import RowOptions, _masked, chunk_rows, row_kernel, scale
 from distil.losses.functional import position_weights
 from distil.models.hf import CausalLM, HeadOutput
 
-# Elements (rows x V) of one fused chunk: 4x the chunked path's, since each chunk also streams the head
-# weights (student and teacher) and the (V, H) gradient accumulator once; measured at V = 128k: 65-row
-# chunks ran about 40% slower than whole logits, 256-row chunks about as fast (docs/lm-losses.md). Its
-# fp32 temporaries are 128 MiB each, a handful alive at once, whatever B and T.
-FUSED_CHUNK_ELEMENTS = 4 * CHUNK_ELEMENTS
+# Rows of one fused chunk, at least: each chunk streams both heads' weights and the (V, H) gradient
+# accumulator once, a cost per chunk that only more rows amortise (at V = 128k, 65-row chunks - the
+# chunked path's 8M logits - ran about 40% slower than whole logits, 256-row ones as fast). Above V = 32k
+# the chunks are then larger than the chunked path's: 128 MiB per fp32 temporary at V = 128k.
+FUSED_MIN_ROWS = 256
 
 # kd.fused=auto fuses the head of a separable causal LM from this vocabulary size up: below it the
 # (B, T, V) logits are small next to the model's activations and the chunked path is as good.
@@ -235,7 +235,7 @@ def fused_loss(
         labels: (B, T) int64 tokens (-100 where a position has no label).
         mask: (B, T) bool positions that count, or None.
         parts: the terms: kernel kind, options and weight in the total.
-        chunk_size: rows per chunk; None picks about `FUSED_CHUNK_ELEMENTS` / V.
+        chunk_size: rows per chunk; None: about `CHUNK_ELEMENTS` / V, at least `FUSED_MIN_ROWS`.
 
     Returns:
         The total sum_k weight_k * term_k (a differentiable fp32 scalar) and the (P,) term values (each
@@ -260,8 +260,7 @@ def fused_loss(
                 f"student's {tuple(positions)} over {vocab}: the fused path needs the same of both"
             )
     row_weights = part_weights(parts, positions, mask, labels)
-    rows = chunk_size if chunk_size is not None else max(1, FUSED_CHUNK_ELEMENTS // vocab)
-    rows = chunk_rows(vocab, rows)  # checks a given size
+    rows = chunk_rows(vocab, chunk_size) if chunk_size is not None else max(chunk_rows(vocab), FUSED_MIN_ROWS)
     flat_labels = labels.reshape(-1) if any(p.kind == "ce" for p in parts) else None
     total, values = _FusedHeadLoss.apply(
         student.rows(),
