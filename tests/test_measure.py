@@ -184,6 +184,28 @@ def test_measure_latencies_times_models_in_interleaved_rounds() -> None:
         measure_latencies([], (1,))
 
 
+def test_each_model_can_be_timed_on_its_own_inputs_in_the_one_measurement() -> None:
+    """A teacher with its own tokenizer reads blocks of its own ids: `per_model` gives each model its
+    shape and id range, still interleaved with the others."""
+    machine = _Machine()
+    seen: dict[str, tuple[tuple[int, ...], int]] = {}
+
+    class _Ids(_Timed):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen[self.name] = (tuple(x.shape), int(x.max()))
+            return super().forward(x)
+
+    student, teacher = _Ids("s", machine, 1e-3), _Ids("t", machine, 2e-3)
+    per_model = [((16,), 259), ((6,), 4)]
+    results = measure_latencies(
+        [student, teacher], (16,), min_run_time=0.1, clock=machine, per_model=per_model
+    )
+    assert seen["s"][0] == (1, 16) and seen["t"][0] == (1, 6) and seen["t"][1] < 4
+    assert [r.median_ms for r in results] == [pytest.approx(1.0), pytest.approx(2.0)]
+    with pytest.raises(ConfigError, match="give one each"):
+        measure_latencies([student, teacher], (16,), per_model=per_model[:1])
+
+
 def test_a_burst_of_load_shows_as_spread_in_both_twins_not_as_one_median() -> None:
     # Timed one after another, a burst of load during the first model's turn lands on it alone: two
     # identical nets then "measure" 1 ms and 20 ms (the digits demo's 71.95 vs 0.606 ms).

@@ -16,12 +16,13 @@ from torch import nn
 
 from distil.config import KDConfig, TrainConfig
 from distil.data import DataBundle
+from distil.data.targets import outputs_are_logits
 from distil.errors import ConfigError, DataError
-from distil.losses import CELoss
+from distil.losses import supervised_loss
 from distil.losses.compose import ComposedLoss
 from distil.losses.fused import FusedPlan, plan_fused
 from distil.losses.protocol import DistillationLoss
-from distil.teachers.crosstok import cross_tokenizer_record, cross_tokenizer_teacher
+from distil.teachers.crosstok import cross_tokenizer_source, cross_tokenizer_teacher
 from distil.teachers.generations import seq_kd_data
 from distil.teachers.outputs import check_teacher_outputs
 from distil.teachers.source import teacher_source
@@ -62,7 +63,7 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
 
 
 # Terms that read the true class of every sample: a mixed (mixup/cutmix) sample has none.
-_LABEL_TERMS = ("ce", "dkd")
+_LABEL_TERMS = ("ce", "dkd", "ml_bce", "reg_label")
 
 
 def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
@@ -99,7 +100,8 @@ def train_model(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     description: str = Stage.TRAIN,
 ) -> FitResult:
-    """Train `model` on the labels of `data` with cross-entropy (a teacher, or a scratch baseline)."""
+    """Train `model` on the labels of `data` with its task's label loss (cross-entropy; multilabel: binary
+    cross-entropy): a teacher, or a scratch baseline."""
     cfg = cfg or TrainConfig()
     check_classes(model, data, "model")
     check_mixing(cfg, None)
@@ -107,7 +109,7 @@ def train_model(
         model,
         data,
         cfg,
-        CELoss(cfg.label_smoothing),
+        supervised_loss(data.task, cfg.label_smoothing),
         accelerator=accelerator,
         progress=progress,
         on_epoch_end=on_epoch_end,
@@ -141,6 +143,7 @@ def distill_loss(
         n_data=len(data.train),
         label_smoothing=cfg.label_smoothing,
         epochs=cfg.epochs,
+        task=data.task,
     )
 
 
@@ -212,16 +215,22 @@ def distill(
         ConfigError, DataError, ModelError: on-policy distillation that cannot run (fsdp, data without
             one prompt per row, a student that cannot generate, a loss without a teacher term,
             teacher_cache=on), before training starts.
-        ConfigError: `kd.teacher_tokenizer` with seq_kd or teacher_cache=on
-            (`distil.config.cross_tokenizer_problems`); it always runs the teacher live.
+        ConfigError: `kd.teacher_tokenizer` with seq_kd (`distil.config.cross_tokenizer_problems`); its
+            teacher source is chosen by `distil.teachers.crosstok.cross_tokenizer_source`.
     """
     cfg = cfg or TrainConfig()
     kd = kd or KDConfig()
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
+    if len(teachers) > 1 and data.task not in ("classification", "language-modeling"):
+        # The ensemble mixes softmax distributions: sigmoid labels and values are not mixed that way.
+        raise ConfigError(
+            f"an ensemble of {len(teachers)} teachers mixes their softmax distributions, which {data.task} "
+            "outputs are not. Fix: distil from one teacher."
+        )
     cross = cross_tokenizer_teacher(teachers, data, kd, cfg)  # None unless kd.teacher_tokenizer is set
     for t in teachers if cross is None else []:  # a cross-tokenizer teacher was checked on its own ids
         check_classes(t, data, "teacher")
-        if kd.teacher_outputs == "check":
+        if kd.teacher_outputs == "check" and outputs_are_logits(data.task):
             # On raw outputs, before a live or cached source is chosen: every KD path and ensemble member.
             check_teacher_outputs(t, data)
     check_classes(student, data, "student")
@@ -248,7 +257,7 @@ def distill(
                 teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
             )
             if cross is None
-            else (cross.to(accelerator.device), cross_tokenizer_record(kd))
+            else cross_tokenizer_source(cross, data, loss, cfg, accelerator)
         )
         source_record.update(completions)
         if isinstance(loss, ComposedLoss) and loss.fused is not None:
@@ -338,6 +347,12 @@ def mutual_learning(
         MutualResult with every trained student and per-epoch records (`s{i}_eval_accuracy`, ...).
     """
     cfg = cfg or TrainConfig()
+    if data.task != "classification":
+        # MutualLoss is softmax KL plus cross-entropy on class indices.
+        raise ConfigError(
+            f"mutual learning trains students on softmax KL and class labels, but {data.name!r} is {data.task} "
+            "data. Fix: distil each student from a teacher (distill) instead."
+        )
     for i, s in enumerate(students):
         check_classes(s, data, f"student {i}")
     cohort = Cohort(students)

@@ -60,6 +60,11 @@ class DataConfig(_Strict):
 
     name: str = "digits"
     root: str | None = Field(default=None, description="directory or file; None = the reader's default")
+    task: Literal["classification", "multilabel", "regression"] | None = Field(
+        default=None,
+        description="what the labels are (docs/tasks.md); None = told from them: (N,) ints classification, "
+        "(N, L) 0/1 floats multilabel, other floats regression",
+    )
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")
     image_size: int | None = Field(
@@ -70,6 +75,11 @@ class DataConfig(_Strict):
     )
     on_bad_sample: Literal["error", "skip"] | None = Field(
         default=None, description="image readers: skip (and count) corrupt images instead of stopping"
+    )
+    normalize: Literal["auto", "none"] | None = Field(
+        default=None,
+        description="npz / npy-dir: none keeps the values (a model that normalizes its own inputs, e.g. "
+        "CREPE's audio frames); None/auto = standardize each feature or channel with training statistics",
     )
     unlabeled: UnlabeledConfig | None = Field(
         default=None, description="students only: hide labels beyond N per class, add unlabelled inputs"
@@ -778,7 +788,8 @@ def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
     student's recipe, one message with its fix each (empty: nothing; also when no teacher tokenizer is set).
 
     Checked when a recipe is read (`Recipe`) and again by `distil.api.distill`, which can be called with
-    configs built in code.
+    configs built in code. It sees the KD and student settings only: the recipe (`Recipe._cross_tokenizer`)
+    adds the refusal of `transfer.init=teacher`, whose config this function is not given.
     """
     if kd.teacher_tokenizer is None:
         return []
@@ -797,13 +808,6 @@ def cross_tokenizer_problems(kd: KDConfig, cfg: TrainConfig) -> list[str]:
             "its own tokenizer (they are not decoded with it and re-encoded with the student's). Fix: set "
             "student_train.generation.seq_kd=false and distil with uld/alm on the data, or on-policy "
             "(student_train.generation.lmbda > 0), which the byte alignment serves."
-        )
-    if cfg.teacher_cache.mode == "on":
-        problems.append(
-            "student_train.teacher_cache.mode=on cannot be used with kd.teacher_tokenizer: the teacher cache "
-            "stores teacher outputs at the student's token positions, while a teacher with another tokenizer "
-            "reads its own tokenization of each batch (aligned by bytes), so it runs live. Fix: "
-            "student_train.teacher_cache.mode=auto (it chooses live and says why) or off."
         )
     return problems
 
@@ -982,6 +986,15 @@ class Recipe(_Strict):
     def _cross_tokenizer(self) -> Recipe:
         # Found at recipe load, before the teacher trains (distill() checks again for configs built in code).
         problems = cross_tokenizer_problems(self.kd, self.student_train)
+        if self.kd.teacher_tokenizer is not None and self.transfer.init == "teacher":
+            # Parameter transfer copies the embedding and output-head rows by id, and an id names another
+            # string in each tokenizer: the student would start from meanings shuffled at random.
+            problems.append(
+                "transfer.init=teacher cannot be used with kd.teacher_tokenizer: it copies the teacher's "
+                "token embeddings and output head row by row, and a token id means a different string in "
+                "each tokenizer. Fix: transfer.init=random (the byte-aligned loss carries the teacher's "
+                "knowledge), or a student with the teacher's tokenizer."
+            )
         if problems:
             raise ValueError(" ".join(problems))
         return self

@@ -9,13 +9,19 @@ import torch
 from torch import nn
 
 from distil.config import KDConfig
-from distil.data.alignment import Alignment
+from distil.data.alignment import NO_CHUNK, Alignment
 from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS
 from distil.data.hf_tokenizer import train_byte_bpe
 from distil.data.tokenize import get_tokenizer
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DataError
 from distil.losses.compose import build_loss
-from distil.losses.crosstok import alm_loss, binary_kl, check_cross_tokenizer_terms, uld_loss
+from distil.losses.crosstok import (
+    ALIGNED_FRACTION,
+    alm_loss,
+    binary_kl,
+    check_cross_tokenizer_terms,
+    uld_loss,
+)
 from distil.losses.functional import kd_kl
 from distil.teachers.crosstok import CrossTokenizerTeacher
 
@@ -103,10 +109,13 @@ def test_alm_with_one_tokenizer_is_the_per_token_likelihood_match() -> None:
     expect = binary_kl(lp_t, lp_s).mean()
     got = _loss({"alm": 1.0})(s, t, batch)["alm"]
     assert got.item() == pytest.approx(expect.item(), rel=1e-5)
-    # And through the cross-tokenizer teacher with the byte tokenizer on both sides (chunks = tokens).
+    # And through the cross-tokenizer teacher with the byte tokenizer on both sides (chunks = tokens, but
+    # the last, cut by the row's end, is not compared: the identity alignment drops it too when unlabelled).
     teacher = nn.Embedding(259, 259)
     out = CrossTokenizerTeacher(teacher, get_tokenizer("byte"), get_tokenizer("byte"))(batch)
-    direct = _loss({"alm": 1.0})(s, teacher(batch[INPUTS]), batch)["alm"]
+    cut = {**batch, LABELS: batch[LABELS].clone()}
+    cut[LABELS][0, -1] = IGNORE_INDEX
+    direct = _loss({"alm": 1.0})(s, teacher(batch[INPUTS]), cut)["alm"]
     assert _loss({"alm": 1.0})(s, out, batch)["alm"].item() == pytest.approx(direct.item(), rel=1e-6)
 
 
@@ -135,7 +144,7 @@ def test_the_clamping_trap_distil_aligns_by_bytes(bpe) -> None:
     lp_s = torch.log_softmax(s[0], -1)
     labels = batch[LABELS][0]
     terms = []
-    for j in range(1, len(t_ids)):
+    for j in range(1, len(t_ids) - 1):  # the last token's chunk is cut by the row's end: not compared
         a, b = spans[j]
         l_t = lp_t[j - 1, t_ids[j]]
         l_s = sum(lp_s[p - 1, labels[p - 1]] for p in range(a, b))  # position p-1 predicts byte p
@@ -166,3 +175,37 @@ def test_uld_and_alm_train_from_a_cross_tokenizer_teacher(bpe) -> None:
     terms["loss"].backward()
     assert student.weight.grad is not None and student.weight.grad.abs().sum() > 0
     assert teacher.weight.grad is None
+
+
+def test_cross_tokenizer_terms_report_the_fraction_of_completion_positions_compared(bpe) -> None:
+    """alm and uld report `aligned_fraction` (compared counted positions / counted positions), which the
+    epoch record averages: a run whose rows are mostly not compared shows it."""
+    teacher = nn.Embedding(bpe.vocab_size, bpe.vocab_size)
+    batch = _byte_batch(TEXT)
+    batch[LABELS][0, :5] = IGNORE_INDEX  # a prompt: neither counted nor compared
+    out = CrossTokenizerTeacher(teacher, get_tokenizer("byte"), bpe)(batch)
+    s = torch.randn(1, batch[INPUTS].shape[1], 259)
+    terms = _loss({"ce": 1.0, "alm": 1.0, "uld": 1.0})(s, out, batch)
+    counts = batch[LABELS] != IGNORE_INDEX
+    chunks = out.alignment.student_chunks
+    # A chunk is compared when all of its positions count (one straddling the prompt's end is not).
+    whole = [c for c in set(chunks[0].tolist()) - {NO_CHUNK} if bool(counts[chunks == c].all())]
+    compared = sum(int((chunks == c).sum()) for c in whole)
+    assert 0 < terms[ALIGNED_FRACTION].item() < 1
+    assert terms[ALIGNED_FRACTION].item() == pytest.approx(compared / counts.sum().item())
+    assert terms["loss"].item() == pytest.approx((terms["ce"] + terms["alm"] + terms["uld"]).item())
+
+
+def test_a_first_batch_that_compares_no_completion_position_is_refused() -> None:
+    """Labels only on the row's last token, whose chunk the row's end cuts: alm would be 0 on every batch
+    (the rev24 chat rows were); the run stops with the causes instead of training silently on nothing."""
+    teacher = nn.Embedding(259, 259)
+    batch = _byte_batch(TEXT)
+    batch[LABELS][0, :-1] = IGNORE_INDEX
+    out = CrossTokenizerTeacher(teacher, get_tokenizer("byte"), get_tokenizer("byte"))(batch)
+    s = torch.randn(1, batch[INPUTS].shape[1], 259)
+    with pytest.raises(DataError, match="compare none of the first batch"):
+        _loss({"ce": 1.0, "alm": 1.0})(s, out, batch)
+    loss = _loss({"ce": 1.0, "alm": 1.0})
+    loss(s, out, _byte_batch(TEXT))  # a first batch with compared positions passes; later ones may have none
+    assert loss(s, out, batch)[ALIGNED_FRACTION].item() == 0.0

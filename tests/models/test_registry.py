@@ -28,6 +28,8 @@ CASES = [
     for c, size in SHAPES
     if not (name.startswith("resnet") and size == 28)
     and not name.startswith("hf-")  # token models: tests/models/test_hf.py
+    and name not in ("lstm-classifier", "gru-lm", "lstm-lm")  # token models: tests/models/test_recurrent.py
+    and name != "crepe"  # (N, 1024) audio frames and 360 bins only: tests/models/test_crepe.py
 ]
 
 

@@ -96,3 +96,37 @@ def test_compare_runs(tmp_path: Path) -> None:
     assert html.count("data:image/png;base64,") == 2 and '<table id="compare">' in html
     with pytest.raises(ConfigError, match="at least one"):
         write_comparison([], tmp_path / "none")
+
+
+def _lm_metrics(bpb: tuple[float, float], student_tokenizer: str | None) -> list[dict]:
+    """A teacher and a student language model with bits per byte (the student maybe on another tokenizer)."""
+    rows = []
+    for name, acc, b, tok in (
+        ("teacher", 0.6, bpb[0], None),
+        ("student_alm", 0.5, bpb[1], student_tokenizer),
+    ):
+        extra = {"perplexity": 4.0, "bits_per_byte": b, "byte_perplexity": 2**b}
+        rows.append(
+            {"name": name, "accuracy": acc, "agreement": None, "params": 1000, "bytes": 4000, "macs": 10,
+             "latency_b1_ms": 1.0, "throughput_b256": 10.0, "task": "language-modeling", "extra": extra,
+             "tokenizer": tok}
+        )  # fmt: skip
+    return rows
+
+
+def test_compare_shows_and_compares_language_models_by_bits_per_byte(tmp_path: Path) -> None:
+    """LM runs (students of other tokenizers included, whose next-token accuracy counts other tokens) are
+    compared by bits per byte; the table has bits/byte and byte-perplexity columns."""
+    from distil.report.compare import COMPARE_COLUMNS, compare_table
+
+    run = make_run(tmp_path, "lm", metrics=_lm_metrics((2.0, 2.5), "hf-other"))
+    other = make_run(tmp_path, "cls")
+    runs, files = write_comparison([run, other], tmp_path / "cmp")
+    rows = compare_rows(runs)
+    col = {name: i for i, name in enumerate(COMPARE_COLUMNS)}
+    student = rows[1]
+    assert student[col["bits/byte"]] == "2.500" and student[col["byte ppl"]] == f"{2**2.5:.3f}"
+    assert student[col["Δ vs teacher"]] == "+0.500 bits/B"
+    assert rows[3][col["bits/byte"]] == "—" and rows[3][col["Δ vs teacher"]] == "-20.00 pt"  # classifiers
+    assert "bits/byte" in files.markdown.read_text()
+    assert "bits/B" in [c.header for c in compare_table(runs).columns]

@@ -91,7 +91,7 @@ def test_distil_distill_measures_a_teacher_with_its_own_tokenizer_on_its_own_tok
     root, name, teacher = setup
     args = ["distill", str(root / "recipe.yaml"), "--teacher", str(root / "teacher.safetensors")]
     args += ["--set", f"kd.teacher_tokenizer={name}", "--set", "kd.terms={ce: 1, alm: 1}"]
-    args += ["--out", str(tmp_path / "runs"), "--quiet", "--no-latency", "--name", "x"]
+    args += ["--out", str(tmp_path / "runs"), "--quiet", "--name", "x"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "x"
@@ -111,6 +111,9 @@ def test_distil_distill_measures_a_teacher_with_its_own_tokenizer_on_its_own_tok
         "teacher" not in summary["generation"]["samples"] and "student_kd" in summary["generation"]["samples"]
     )
     assert summary["ratios"]["student_kd"]["accuracy_change"] is None
+    # Timed with the student in one interleaved measurement, on a block of its own tokens (the same text).
+    assert t["latency_b1_ms"] > 0 and s["latency_b1_ms"] > 0
+    assert summary["ratios"]["student_kd"]["speedup_b1"] is not None
     # Its checkpoint is saved with its own tokenizer; the report says what its row compares with.
     sidecar = json.loads((run / "teacher.json").read_text())
     assert sidecar["data"]["extra"]["tokenizer"] == get_tokenizer(name).fingerprint

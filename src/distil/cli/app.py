@@ -19,6 +19,8 @@ from distil.cli import (
     distill,
     evaluate,
     export,
+    federate,
+    import_,
     layers,
     prune,
     quantize,
@@ -79,8 +81,10 @@ app.command("compare")(compare.compare)
 app.command("prune")(prune.prune)
 app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
+app.command("import")(import_.import_)
 app.command("compress")(compress.compress)
 app.command("shrink")(shrink.shrink)
+app.command("federate")(federate.federate)
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(data.app, name="data")
 

@@ -79,7 +79,8 @@ MethodOption = Annotated[
     str | None,
     typer.Option(
         "--method",
-        help="Distillation method by name (kd, dkd, rkl, js, tvd, logit_mse, fitnet, at, sp, rkd, pkt, crd, scratch): "
+        help="Distillation method by name (kd, dkd, rkl, js, tvd, logit_mse, fitnet, at, sp, rkd, pkt, crd, "
+        "deit, deit_soft, scratch): "
         "sets kd.terms to its published weights; combine terms with --set kd.terms.NAME=WEIGHT.",
     ),
 ]

@@ -127,6 +127,7 @@ def compress_model(
             reference_logits=None if name == "teacher.onnx" else teacher_logits,
             threads=threads,
             latency=measure_latency,
+            task=data.task,
         )
         result.metrics.append(row)
         result.artefacts[name] = path

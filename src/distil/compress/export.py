@@ -53,6 +53,8 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    input_dtype: torch.dtype = torch.float32,
+    dynamic_sequence: bool = False,
 ) -> Path:
     """Export `model` to ONNX (TorchScript exporter), written atomically.
 
@@ -62,6 +64,9 @@ def export_onnx(
         input_shape: One sample's shape, e.g. ``(1, 28, 28)``.
         opset: ONNX opset version.
         dynamic_batch: Make the batch axis symbolic so any batch size runs.
+        input_dtype: The input's dtype: ``torch.long`` for token ids (a text model's input).
+        dynamic_sequence: Make axis 1 (a token model's sequence) symbolic too, in the input and, when the
+            model returns one output per position (a language model's (B, T, V)), in the logits.
 
     Returns:
         The path written.
@@ -76,8 +81,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     # Export a CPU eval copy so the caller's model keeps its device and training flags.
     exportable = copy.deepcopy(model).cpu().eval()
-    dummy = torch.zeros((1, *input_shape))
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    dummy = torch.zeros((1, *input_shape), dtype=input_dtype)
+    axes = _dynamic_axes(exportable, dummy, dynamic_batch, dynamic_sequence)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     apply_umask(tmp)  # the exporter writes into this file, which keeps mkstemp's 0600 otherwise
@@ -105,6 +110,24 @@ def export_onnx(
     return path
 
 
+def _dynamic_axes(
+    model: nn.Module, dummy: Tensor, batch: bool, sequence: bool
+) -> dict[str, dict[int, str]] | None:
+    """The exporter's ``dynamic_axes``: batch (axis 0) and/or sequence (axis 1, also of per-token logits)."""
+    if not (batch or sequence):
+        return None
+    axes: dict[str, dict[int, str]] = {"input": {}, "logits": {}}
+    if batch:
+        axes["input"][0] = axes["logits"][0] = "batch"
+    if sequence:
+        axes["input"][1] = "sequence"
+        with torch.no_grad():
+            per_token = model(dummy).dim() == 3  # (B, T, V): one output per position
+        if per_token:
+            axes["logits"][1] = "sequence"
+    return axes
+
+
 def onnx_predict(path: str | Path, x: Tensor, batch_size: int = 512, threads: int | None = None) -> Tensor:
     """Logits of the ONNX model at `path` on `x`, computed in batches with ONNX Runtime.
 
@@ -117,7 +140,9 @@ def onnx_predict(path: str | Path, x: Tensor, batch_size: int = 512, threads: in
     name = session.get_inputs()[0].name
     outputs: list[np.ndarray] = []
     for start in range(0, x.shape[0], batch_size):
-        chunk = x[start : start + batch_size].detach().cpu().float().numpy()
+        part = x[start : start + batch_size].detach().cpu()
+        # Token ids stay integers (an embedding's input); anything else is the float the export traced.
+        chunk = (part.float() if part.is_floating_point() else part.long()).numpy()
         try:
             outputs.append(session.run(None, {name: chunk})[0])
         except Exception as exc:  # onnxruntime's exception types are not importable
@@ -186,7 +211,8 @@ def verify_onnx(path: str | Path, model: nn.Module, x: Tensor, batch_size: int =
     return OnnxVerification(
         samples=int(x.shape[0]),
         max_abs_diff=float((ours - ref).abs().max()),
-        top1_agreement=float((ours.argmax(1) == ref.argmax(1)).float().mean()),
+        # The last axis holds the classes: (B, K) of a classifier, (B, T, V) of a language model.
+        top1_agreement=float((ours.argmax(-1) == ref.argmax(-1)).float().mean()),
     )
 
 
@@ -202,6 +228,7 @@ def measure_onnx(
     threads: int | None = 1,
     latency: bool = True,
     min_run_time: float = 0.5,
+    task: str = "classification",
 ) -> Any:
     """One report row for a deployed ONNX file: everything measured on the file with ONNX Runtime.
 
@@ -215,21 +242,26 @@ def measure_onnx(
         threads: ORT intra-op threads for the latency measurements (and the evaluation); give a run's
             PyTorch rows the same count so that one report's latencies compare.
         latency: Measure latency at batch 1 and throughput at batch 256.
+        task: The data's task (``TASKS``): its metrics fill the row (multilabel: mAP, regression: R^2, ...).
 
     Returns:
         distil.measure.ModelMetrics.
     """
-    from distil.measure import THROUGHPUT_BATCH_SIZE, ModelMetrics, accuracy, agreement, measure_onnx_latency
+    from distil.measure import THROUGHPUT_BATCH_SIZE, ModelMetrics, measure_onnx_latency
     from distil.measure.latency import MAX_LATENCY_SPREAD
+    from distil.measure.tasks import MetricInputs, task_metrics
 
     logits = onnx_predict(path, x, threads=threads)
+    quality = task_metrics(task, MetricInputs(logits, y, reference_logits))
     row = ModelMetrics(
         name=name,
-        accuracy=accuracy(logits, y),
-        agreement=agreement(logits, reference_logits) if reference_logits is not None else None,
+        accuracy=float(quality.pop("accuracy") or 0.0),
+        agreement=quality.pop("agreement", None),
         params=onnx_parameter_count(path),
         bytes=Path(path).stat().st_size,
         macs=macs,
+        task=task,
+        extra=quality,
     )
     if latency:
         b1 = measure_onnx_latency(path, input_shape, threads=threads, min_run_time=min_run_time)

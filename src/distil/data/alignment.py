@@ -1,13 +1,17 @@
 """Aligning two tokenizations of one text by bytes: the chunks where both tokenizers end a token.
 
-A teacher and a student with different tokenizers read the same text as different token sequences. Their
-predictions compare exactly only over stretches of text that both split at the same places: a *chunk* is
-the text between two consecutive byte offsets at which both tokenizations have a token boundary. Over a
-chunk, the sum of the student's token log-probabilities and the sum of the teacher's are both the
-log-probability of the same bytes after the same preceding bytes.
+A teacher and a student with different tokenizers read the same text as different token sequences. The
+alignment is exact: a *chunk* is the text between two consecutive byte offsets at which both tokenizations
+have a token boundary, so both models' tokens over a chunk spell the same bytes after the same preceding
+bytes. The sum of a model's token log-probabilities over a chunk is the log-probability of *its own token
+sequence* for those bytes, not of the bytes (other tokenizations of them have probability too): comparing
+the two sums (`distil.losses.crosstok`) is an approximate likelihood match.
 
-Offsets are measured in *units*: one per byte, and one for each end-of-sequence token (which joins
-documents and has no bytes; the student's EOS is the teacher's EOS, a chunk of its own). A token's bytes
+Offsets are measured in *units*: one per byte, and one for each special token without bytes. The student's
+end-of-sequence token (which joins documents) is the teacher's EOS, a chunk of its own. Another special
+token (a chat template's ``<|im_start|>``) separates the text around it: it has a unit the teacher does not
+read, so it is in no chunk, and the teacher's text continues after it. The student's padding token (where it
+differs from EOS: the chat rows' padding) ends the row's text. A token's bytes
 come from its tokenizer's byte table (:func:`byte_table`: the byte tokenizer's are trivial, a byte-level
 BPE's come from its vocabulary), so a student's ids, from data or from its own generations, are turned into
 the text the teacher reads without decoding and re-encoding through strings that could change it;
@@ -96,31 +100,51 @@ class TokenizerBytes:
     tokenizer: Tokenizer
     table: list[bytes | None]
     eos_id: int
+    pad_id: int | None = None
+    """The id rows are padded with where it is not EOS (`distil.data.chat.pad_id_of`); None: no such id."""
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> TokenizerBytes:
-        return cls(tokenizer, byte_table(tokenizer), tokenizer.eos_id)
+        pad = getattr(tokenizer, "pad_id", None)
+        eos = tokenizer.eos_id
+        return cls(tokenizer, byte_table(tokenizer), eos, None if pad is None or pad == eos else int(pad))
 
     def lengths(self, ids: Sequence[int]) -> list[int]:
         """The byte length of each id (0 for special tokens)."""
         return [len(self.table[i] or b"") for i in ids]
 
 
+def encode_text(tok: TokenizerBytes, text: str) -> list[int]:
+    """The ids of `text` read as text: a special token's string in it ("<|endoftext|>") is spelled out.
+
+    A Hugging Face tokenizer turns such a string into its special id even without added special tokens;
+    that id spells no bytes, so the text would not be reproduced. `split_special_tokens=True` reads it as
+    the characters it is.
+    """
+    hf = getattr(tok.tokenizer, "hf", None)
+    if hf is None:
+        return tok.tokenizer.encode(text)
+    ids: list[int] = hf(text, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+    return ids
+
+
 def encode_spans(tok: TokenizerBytes, text: str) -> tuple[list[int], list[int]]:
     """The ids of `text` and each id's byte length, checked to concatenate back to `text`'s UTF-8 bytes.
 
     Raises:
-        DataError: the tokens do not spell the text (a tokenizer that normalizes or adds a prefix space):
-            the two models would then read different texts.
+        DataError: the tokens do not spell the text (a tokenizer that normalizes, adds a prefix space, or
+            reads a special token's string as its special id): the two models would then read different
+            texts.
     """
-    ids = tok.tokenizer.encode(text)
+    ids = encode_text(tok, text)
     pieces = [tok.table[i] or b"" for i in ids]
     if b"".join(pieces) != text.encode("utf-8"):
         raise DataError(
             f"{tok.tokenizer!r} does not reproduce the text it encodes ({text[:40]!r}... becomes "
-            f"{b''.join(pieces)[:40]!r}...): it normalizes the text or adds a prefix space, so its tokens cannot be "
-            "aligned with another tokenizer's by bytes. Use a tokenizer without normalizers (add_prefix_space "
-            "false)."
+            f"{b''.join(pieces)[:40]!r}...): it normalizes the text, adds a prefix space, or turns a special "
+            "token's string in the text into a special id, so its tokens cannot be aligned with another "
+            "tokenizer's by bytes. Use a tokenizer without normalizers (add_prefix_space false) whose "
+            "special tokens are not split out of text (split_special_tokens)."
         )
     return ids, [len(p) for p in pieces]
 
@@ -211,7 +235,7 @@ class RowAlignment:
     """One row's teacher tokens and the chunk of every token of both models (`chunk_ids`).
 
     `student_spans` and `teacher_spans` are each token's (start, end) units in the row's text (one per
-    byte, one per EOS); the student's stop where the row's text does (at padding).
+    byte, one per special token); the student's stop where the row's text does (at padding).
     """
 
     teacher_ids: list[int]
@@ -221,14 +245,45 @@ class RowAlignment:
     teacher_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
+def drop_cut_chunks(
+    student_chunks: list[int],
+    teacher_chunks: list[int],
+    student_spans: Sequence[tuple[int, int]],
+    cut_starts: set[int],
+    cut_ends: set[int],
+) -> tuple[list[int], list[int]]:
+    """Both sides' chunks without those that start in `cut_starts` or end in `cut_ends`, renumbered.
+
+    Where the text is cut (the row's end inside the text, a gap of invalid UTF-8), the teacher encodes a
+    fragment: its token there is often one it would not use in context (the row "...hel" ends with "hel"
+    where the text goes on "hello"), so its likelihood of the chunk is biased low. Such chunks are not
+    compared, as a row's first chunk is not.
+    """
+    bounds: dict[int, tuple[int, int]] = {}
+    for c, (a, b) in zip(student_chunks, student_spans, strict=False):
+        if c != NO_CHUNK:
+            lo, hi = bounds.get(c, (a, b))
+            bounds[c] = (min(lo, a), max(hi, b))
+    keep = sorted(c for c, (a, b) in bounds.items() if a not in cut_starts and b not in cut_ends)
+    number = {c: k for k, c in enumerate(keep)}
+
+    def renumbered(chunks: list[int]) -> list[int]:
+        return [number.get(c, NO_CHUNK) for c in chunks]
+
+    return renumbered(student_chunks), renumbered(teacher_chunks)
+
+
 def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: TokenizerBytes) -> RowAlignment:
     """The teacher's tokens of the text `student_ids` spell, and both sides' chunks.
 
-    The student's tokens are turned into bytes by its byte table; each stretch between EOS tokens is
+    The student's tokens are turned into bytes by its byte table; each stretch between special tokens is
     encoded by the teacher (each valid UTF-8 run of it separately), and the student's EOS becomes the
-    teacher's. A student token without bytes other than EOS (padding) ends the row: it and what follows
-    get no chunk. So does an id past the tokenizer's table: a model whose output is padded beyond its
-    tokenizer can sample one on-policy, and it spells no text.
+    teacher's. Another special token without bytes separates the stretches: one unit that the teacher does
+    not read (in no chunk). The student's padding id (`TokenizerBytes.pad_id`) ends the row: it and what
+    follows get no chunk. So does an id past the tokenizer's table: a model whose output is padded beyond
+    its tokenizer can sample one on-policy, and it spells no text. Chunks at a cut in the text are dropped
+    (`drop_cut_chunks`): the last one when the row's text runs to its last token, and those next to a gap
+    of invalid UTF-8.
 
     Raises:
         DataError: a negative student id, or a teacher tokenizer that does not reproduce the text
@@ -237,13 +292,20 @@ def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: Toke
     s_spans: list[tuple[int, int]] = []
     t_ids: list[int] = []
     t_spans: list[tuple[int, int]] = []
+    cut_starts: set[int] = set()
+    cut_ends: set[int] = set()
     unit = 0
     segment = bytearray()
     seg_start = 0
+    in_text = False  # whether the last token read spelled bytes (the row's end then cuts the text)
 
     def flush() -> None:
         data = bytes(segment)
         for a, b in valid_utf8_runs(data):
+            if a > 0:
+                cut_starts.add(seg_start + a)
+            if b < len(data):
+                cut_ends.add(seg_start + b)
             ids, lens = encode_spans(teacher, data[a:b].decode("utf-8"))
             pos = seg_start + a
             for i, n in zip(ids, lens, strict=True):
@@ -256,22 +318,28 @@ def align_row(student_ids: Sequence[int], student: TokenizerBytes, teacher: Toke
         i = int(i)
         if i < 0:
             raise DataError(f"token id {i} is outside the student's vocabulary [0, {len(student.table)})")
-        piece = student.table[i] if i < len(student.table) else None
-        if i == student.eos_id:
-            flush()
-            s_spans.append((unit, unit + 1))
-            t_ids.append(teacher.eos_id)
-            t_spans.append((unit, unit + 1))
-            unit += 1
-            seg_start = unit
-        elif piece is None:
-            break  # padding (or another special token): the rest of the row is not text
-        else:
+        if i == student.pad_id or i >= len(student.table):
+            in_text = False  # the text before padding is whole
+            break
+        piece = student.table[i]
+        in_text = piece is not None
+        if piece is not None:
             s_spans.append((unit, unit + len(piece)))
             segment.extend(piece)
             unit += len(piece)
+            continue
+        flush()
+        s_spans.append((unit, unit + 1))
+        if i == student.eos_id:
+            t_ids.append(teacher.eos_id)
+            t_spans.append((unit, unit + 1))
+        unit += 1
+        seg_start = unit
     flush()
+    if in_text:
+        cut_ends.add(unit)
     s_chunks, t_chunks = chunk_ids(s_spans, t_spans)
+    s_chunks, t_chunks = drop_cut_chunks(s_chunks, t_chunks, s_spans, cut_starts, cut_ends)
     s_chunks += [NO_CHUNK] * (len(student_ids) - len(s_chunks))
     return RowAlignment(t_ids, s_chunks, t_chunks, s_spans, t_spans)
 
@@ -404,7 +472,9 @@ __all__ = [
     "align_rows",
     "byte_table",
     "chunk_ids",
+    "drop_cut_chunks",
     "encode_spans",
+    "encode_text",
     "identity_alignment",
     "row_tokens",
     "valid_utf8_runs",

@@ -25,7 +25,8 @@ class SampleSplit(Protocol):
     in-memory fast paths (``TensorLoader``, ``predict_split``) read ``Split.x`` directly.
 
     * ``len(split)``, ``split[i] -> {"inputs", "labels"}``: a map-style dataset (``DatasetLoader``);
-    * ``labels``: (N,) int64, always in memory (stratification, class checks, accuracy);
+    * ``labels``: (N,) int64, always in memory (stratification, class checks, accuracy); for the
+      multilabel and regression tasks (N, L) / (N,) / (N, D) float32 targets (`distil.data.targets`);
     * ``sample_shape``: (C, H, W) or (F,);
     * ``head(n)``: the first n inputs as one tensor (example inputs, calibration);
     * ``batches(batch_size)``: batch dicts ``{"inputs", "labels", "index"}`` in order (evaluation,
@@ -131,7 +132,8 @@ class RangeSplit(abc.ABC):
 @dataclass(frozen=True)
 class Split:
     """One split held in memory: `x` is (N, C, H, W) images or (N, F) feature vectors, float32 and already
-    normalized; `y` is (N,) int64. Implements :class:`SampleSplit`."""
+    normalized; `y` is (N,) int64 (or float targets, see `distil.data.targets`). Implements
+    :class:`SampleSplit`."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -184,7 +186,8 @@ class DataBundle:
         crop_padding: zero padding (pixels) used by random crops.
         source: where the data was read from (a path or a package name), for the run record.
         extra: notes on how the data was read (e.g. ``test_split``: a test split carved from train data).
-        task: the task whose metrics measure models on this data (a `distil.measure.TASKS` name).
+        task: the task whose metrics measure models on this data (a `distil.measure.TASKS` name):
+            chosen by the reader or the labels, or named by a recipe (`distil.data.targets`).
         options: the reader options that decided the samples (an image folder's resolved
             ``image_size`` and ``channels``, its ``on_bad_sample``), recorded in checkpoint sidecars
             so a later command on the same files rebuilds the same preprocessing.
@@ -272,4 +275,7 @@ class DataBundle:
             summary["extra"] = dict(self.extra)
         if self.options:
             summary["options"] = dict(self.options)
+        if self.task not in ("classification", LANGUAGE_MODELING):
+            # Only for the other tasks, so classification summaries (and cache keys) do not change.
+            summary["task"] = self.task
         return summary

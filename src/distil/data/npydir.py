@@ -34,11 +34,13 @@ from distil.data.raw import (
     TEST_FRACTION,
     TEST_SEED,
     RawDataset,
+    check_normalize,
     infer_class_names,
+    normalize_options,
     to_float_inputs,
     to_labels,
 )
-from distil.data.registry import DATASETS, STATS_CHUNK, channel_stats, select_samples, stat_tensors
+from distil.data.registry import DATASETS, STATS_CHUNK, input_stats, select_samples, stat_tensors
 from distil.data.sampling import stratified_take
 from distil.data.validate import validate_bundle, validate_split
 from distil.errors import DataError
@@ -137,6 +139,8 @@ class NpyDirDataset:
     sample_shape: tuple[int, ...]
     augment: str = "none"
     crop_padding: int = 0
+    normalize: str = "auto"
+    """One of `distil.data.raw.NORMALIZE_MODES`."""
 
     def build_bundle(self, name: str, *, val_fraction: float, seed: int, limit: int | None) -> DataBundle:
         train_rows = torch.arange(len(self.y_train))
@@ -157,7 +161,7 @@ class NpyDirDataset:
             to_float_inputs(array[train_index[b:e].numpy()], f"x_train in {self.root}")
             for b, e in batch_ranges(len(train_index), STATS_CHUNK)
         )
-        mean, std = channel_stats(chunks)
+        mean, std = input_stats(chunks, self.normalize)
         extra: dict[str, str] = {}
         if self.test_rows is not None:
             extra["test_split"] = (
@@ -180,17 +184,19 @@ class NpyDirDataset:
             crop_padding=self.crop_padding,
             source=str(self.root),
             extra=extra,
+            options=normalize_options(self.normalize),
         )
         validate_bundle(bundle)
         return bundle
 
 
 @DATASETS.register("npy-dir")
-def read_npy_dir(root: Path | None = None) -> NpyDirDataset:
+def read_npy_dir(root: Path | None = None, normalize: str | None = None) -> NpyDirDataset:
     """Open a folder of `.npy` arrays (see the module docstring) without reading the samples.
 
     Args:
         root: the folder (required).
+        normalize: `auto` (None) or `none` (keep the values), as for `distil.data.npz.read_npz`.
 
     Raises:
         DataError: when the folder or an array is missing or unreadable, the arrays disagree, or a
@@ -201,6 +207,7 @@ def read_npy_dir(root: Path | None = None) -> NpyDirDataset:
             "dataset 'npy-dir' needs the folder: pass --data-root DIR (x_train.npy, y_train.npy)."
         )
     root = Path(root)
+    mode = check_normalize(normalize, f"npy-dir folder {root}")
     missing = [f for f in ("x_train.npy", "y_train.npy") if not (root / f).is_file()]
     if missing:
         raise DataError(
@@ -266,6 +273,7 @@ def read_npy_dir(root: Path | None = None) -> NpyDirDataset:
         sample_shape=shape,
         augment=str(meta.get("augment", "none")),
         crop_padding=int(meta.get("crop_padding", 0)),
+        normalize=mode,
     )
 
 

@@ -14,18 +14,23 @@ from distil.data.raw import (
     TEST_FRACTION,
     TEST_SEED,
     RawDataset,
+    check_normalize,
     infer_class_names,
     split_off_test,
     to_float_inputs,
-    to_labels,
 )
 from distil.data.registry import DATASETS
+from distil.data.targets import target_names, to_targets
 from distil.errors import DataError
 
 
 @DATASETS.register("npz")
-def read_npz(root: Path | None = None) -> RawDataset:
+def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDataset:
     """Read arrays `x`, `y` (train) and optional `x_test`, `y_test`, `class_names` from an .npz file.
+
+    `y` is (N,) integer class indices (classification), (N, L) 0/1 floats (multilabel) or (N,)/(N, D)
+    floats (regression); `distil.data.targets` says how the task is told from them (or a recipe's
+    ``data.task``). `class_names`, for float targets, names their columns.
 
     `x` of shape (N, F) is N feature vectors (tabular data: each feature is normalized on its own), and
     so is (N, 1, F) or any layout whose samples have one non-1 dimension.
@@ -36,6 +41,9 @@ def read_npz(root: Path | None = None) -> RawDataset:
 
     Args:
         root: path of the .npz file (required).
+        normalize: `auto` (None): standardize each feature / channel with the training split's
+            statistics; `none`: keep the values, e.g. (N, 1024) audio frames for a model that normalizes
+            each frame itself (`distil.data.raw.NORMALIZE_MODES`).
 
     Raises:
         DataError: when the file is missing, unreadable, lacks `x`/`y`, or has no test split and too few
@@ -44,6 +52,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
     if root is None:
         raise DataError("dataset 'npz' needs the file path: pass --data-root FILE.npz (arrays x, y).")
     path = Path(root)
+    mode = check_normalize(normalize, f"npz file {path}")
     if not path.is_file():
         raise DataError(
             f"npz file {path} does not exist; pass --data-root FILE.npz containing arrays x and y."
@@ -63,7 +72,7 @@ def read_npz(root: Path | None = None) -> RawDataset:
             f"{path} lacks array(s) {missing}; found keys {sorted(arrays)}. Save x and y (train)."
         )
     x_train = to_float_inputs(arrays["x"], f"x in {path}")
-    y_train = to_labels(arrays["y"], f"y in {path}")
+    y_train = to_targets(arrays["y"], f"y in {path}")
     _check_same_length(path, "x", x_train, "y", y_train)
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(
@@ -73,25 +82,40 @@ def read_npz(root: Path | None = None) -> RawDataset:
     names = arrays.get("class_names")
     if "x_test" in arrays:
         x_test = to_float_inputs(arrays["x_test"], f"x_test in {path}")
-        y_test = to_labels(arrays["y_test"], f"y_test in {path}")
+        y_test = to_targets(arrays["y_test"], f"y_test in {path}")
         _check_same_length(path, "x_test", x_test, "y_test", y_test)
     else:
         # Without a test split every stage would train and then fail at the final measurement.
+        how = "at random" if y_train.is_floating_point() else "stratified"  # float targets have no classes
         x_train, y_train, x_test, y_test = _carve_test(path, x_train, y_train)
         extra["test_split"] = (
             f"carved: {len(y_test)} of {len(y_test) + len(y_train)} samples of x/y "
-            f"({TEST_FRACTION:.0%}, stratified, seed {TEST_SEED}) because the file has no x_test/y_test"
+            f"({TEST_FRACTION:.0%}, {how}, seed {TEST_SEED}) because the file has no x_test/y_test"
         )
         warnings.warn(f"{path}: test split {extra['test_split']}", UserWarning, stacklevel=2)
-    class_names = (
-        [str(c) for c in names.tolist()] if names is not None else infer_class_names(y_train, y_test)
-    )
+    if y_train.is_floating_point():
+        # Multilabel rows or regression targets: one output per column (named by class_names if given).
+        class_names = target_names(y_train, y_test)
+        if names is not None and len(names) == len(class_names):
+            class_names = [str(c) for c in names.tolist()]
+    else:
+        class_names = (
+            [str(c) for c in names.tolist()] if names is not None else infer_class_names(y_train, y_test)
+        )
     label_fix = (
         "Save a class_names array covering every label (or leave it out to number the classes 0..max), "
         "and labels as class indices >= 0."
     )
     return RawDataset(
-        x_train, y_train, x_test, y_test, class_names, source=str(path), label_fix=label_fix, extra=extra
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        class_names,
+        source=str(path),
+        label_fix=label_fix,
+        extra=extra,
+        normalize=mode,
     )
 
 

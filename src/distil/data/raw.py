@@ -20,10 +20,38 @@ TEST_FRACTION = 0.2
 TEST_SEED = 0
 
 
+NORMALIZE_MODES = ("auto", "none")
+"""`auto`: standardize each channel (images) or each feature (vectors) with training-split statistics;
+`none`: keep the values (for a model that normalizes its inputs itself, e.g. CREPE normalizing each
+1024-sample audio frame, where per-position statistics would distort every frame)."""
+
+
+def check_normalize(mode: str | None, what: str) -> str:
+    """The normalization mode a reader was given (None: ``auto``).
+
+    Raises:
+        DataError: a mode that is not one of `NORMALIZE_MODES`.
+    """
+    if mode is None:
+        return "auto"
+    if mode not in NORMALIZE_MODES:
+        raise DataError(
+            f"data.normalize={mode!r} for {what}; valid: {', '.join(NORMALIZE_MODES)} (none keeps the values, "
+            "for a model that normalizes its own inputs)."
+        )
+    return mode
+
+
+def normalize_options(mode: str) -> dict[str, str]:
+    """The reader options a bundle records for `mode`: none for the default, so other keys stay unchanged."""
+    return {} if mode == "auto" else {"normalize": mode}
+
+
 @dataclass(frozen=True)
 class RawDataset:
     """Train/test arrays as read from disk: `x` float32 (N, C, H, W) images in the file's pixel scale, or
-    (N, F) feature vectors (tabular data); `y` int64.
+    (N, F) feature vectors (tabular data); `y` int64 class indices, or float32 (N,)/(N, D) targets
+    (multilabel rows, regression targets: `distil.data.targets`).
 
     `load_dataset` turns this into a `DataBundle` (limit, validation split, normalization).
     """
@@ -40,6 +68,8 @@ class RawDataset:
     """How the user fixes labels outside [0, len(class_names)) with this reader; "" = a fixed class list."""
     extra: dict[str, str] = field(default_factory=dict)
     """Notes about how the data was read (e.g. a carved test split), kept in `DataBundle.describe()`."""
+    normalize: str = "auto"
+    """One of `NORMALIZE_MODES`: how `load_dataset` normalizes the samples."""
 
 
 class LazyDataset(Protocol):

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from distil.data.bundle import DataBundle, SampleSplit, Split, batch_ranges
-from distil.data.raw import LazyDataset, RawDataset, infer_class_names, to_float_inputs, to_labels
+from distil.data.raw import LazyDataset, RawDataset, infer_class_names, normalize_options, to_float_inputs
 from distil.data.sampling import stratified_take
+from distil.data.targets import CLASSIFICATION, choose_task, target_names, to_targets
 from distil.data.validate import validate_bundle, validate_split
 from distil.errors import ConfigError, DataError
 from distil.registry import Registry
@@ -34,6 +35,7 @@ def load_dataset(
     limit: int | None = None,
     options: Mapping[str, Any] | None = None,
     trust_code: bool = False,
+    task: str | None = None,
 ) -> DataBundle:
     """Read a dataset, carve out a validation split, normalize, and check it.
 
@@ -58,6 +60,8 @@ def load_dataset(
             out.
         trust_code: the user trusts code the data names (``--trust-code``): given to readers that take a
             ``trust_code`` option (the text readers, for an ``hf:DIR`` tokenizer with its own code).
+        task: the task the recipe names (``data.task``: classification, multilabel, regression), checked
+            against the labels; None: the labels' own (`distil.data.targets.choose_task`).
 
     Returns:
         The checked DataBundle.
@@ -78,6 +82,7 @@ def load_dataset(
         result = _call_user_reader(name, root_path)
         if isinstance(result, DataBundle):
             bundle = limit_bundle(result, limit, seed) if limit is not None else result
+            _check_bundle_task(bundle, task)
             validate_bundle(bundle)
             return bundle
         raw = _raw_from_dict(name, result)
@@ -89,7 +94,9 @@ def load_dataset(
             unknown = sorted(k for k in given if k not in accepted)
             if unknown:
                 options_of = (
-                    "the text readers (text, python-stdlib, python-docs, text-classification, "
+                    "the array readers (npz, npy-dir: normalize)"
+                    if "normalize" in unknown
+                    else "the text readers (text, python-stdlib, python-docs, text-classification, "
                     "python-docs-topics, chat; text_field and label_field: the classification ones; split_by "
                     "and newlines: the language-modelling ones; chat_template and on_long: chat)"
                     if any(k in _TEXT_OPTIONS for k in unknown)
@@ -106,8 +113,25 @@ def load_dataset(
             given["trust_code"] = True
         raw = reader(root_path, **given)
         if not isinstance(raw, RawDataset):
-            return raw.build_bundle(name, val_fraction=val_fraction, seed=seed, limit=limit)
-    return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit)
+            bundle = raw.build_bundle(name, val_fraction=val_fraction, seed=seed, limit=limit)
+            _check_bundle_task(bundle, task)
+            return bundle
+    chosen = choose_task(task, [raw.y_train, raw.y_test], raw.source or name)
+    return _build_bundle(name, raw, val_fraction=val_fraction, seed=seed, limit=limit, task=chosen)
+
+
+def _check_bundle_task(bundle: DataBundle, task: str | None) -> None:
+    """Refuse a recipe's ``data.task`` that a reader with its own task (text, images on disk) contradicts.
+
+    Raises:
+        DataError: naming both tasks and the fix.
+    """
+    if task is not None and task != bundle.task:
+        raise DataError(
+            f"data.task={task} but dataset {bundle.name!r} is read as {bundle.task} data; this reader decides "
+            "its task itself. Fix: drop data.task, or save the data as .npz arrays whose labels fit the task "
+            "(docs/tasks.md)."
+        )
 
 
 _TEXT_OPTIONS = (
@@ -159,9 +183,11 @@ def _raw_from_dict(name: str, result: Any) -> RawDataset:
         raise DataError(
             f"dataset callable {name!r} returned a dict without {missing}; keys found: {sorted(result)}."
         )
-    y_train = to_labels(result["y_train"], f"y_train from {name}")
-    y_test = to_labels(result["y_test"], f"y_test from {name}")
+    y_train = to_targets(result["y_train"], f"y_train from {name}")
+    y_test = to_targets(result["y_test"], f"y_test from {name}")
     names = result.get("class_names")
+    if y_train.is_floating_point():
+        names = target_names(y_train, y_test)
     return RawDataset(
         x_train=to_float_inputs(result["x_train"], f"x_train from {name}"),
         y_train=y_train,
@@ -213,7 +239,13 @@ def select_samples(
 
 
 def _build_bundle(
-    name: str, raw: RawDataset, *, val_fraction: float, seed: int, limit: int | None
+    name: str,
+    raw: RawDataset,
+    *,
+    val_fraction: float,
+    seed: int,
+    limit: int | None,
+    task: str = CLASSIFICATION,
 ) -> DataBundle:
     # Check the reader's output before any arithmetic, so NaNs are reported against the source split.
     num_classes = len(raw.class_names)
@@ -222,8 +254,8 @@ def _build_bundle(
         f"The classes of {name!r} are fixed: check that the data root holds {name!r} (not another dataset) "
         "and re-download it if it is damaged."
     )
-    validate_split(name, "train", raw.x_train, raw.y_train, num_classes, label_fix)
-    validate_split(name, "test", raw.x_test, raw.y_test, num_classes, label_fix)
+    validate_split(name, "train", raw.x_train, raw.y_train, num_classes, label_fix, task=task)
+    validate_split(name, "test", raw.x_test, raw.y_test, num_classes, label_fix, task=task)
     ti, vi, tei = select_samples(raw.y_train, raw.y_test, val_fraction=val_fraction, seed=seed, limit=limit)
     x_train, y_train = raw.x_train[ti], raw.y_train[ti]
     x_val, y_val = raw.x_train[vi], raw.y_train[vi]
@@ -232,7 +264,7 @@ def _build_bundle(
         raise DataError(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
-    mean, std = channel_stats(x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK))
+    mean, std = input_stats((x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)), raw.normalize)
     m, s = stat_tensors(mean, std, x_train.dim())
     bundle = DataBundle(
         name=name,
@@ -246,6 +278,8 @@ def _build_bundle(
         crop_padding=raw.crop_padding,
         source=raw.source,
         extra=dict(raw.extra),
+        task=task,
+        options=normalize_options(raw.normalize),
     )
     validate_bundle(bundle)
     return bundle
@@ -262,6 +296,21 @@ def stat_tensors(
     """Mean/std shaped to broadcast over a batch: (1, C, 1, 1) for images, (1, F) for feature vectors."""
     shape = (1, -1, *([1] * (dim - 2)))
     return torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
+
+
+def input_stats(
+    chunks: Iterable[torch.Tensor], normalize: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std a bundle applies: :func:`channel_stats`, or (0,), (1,) (the identity) for ``none``.
+
+    Args:
+        chunks: the training inputs, chunk by chunk (not read at all for ``none``).
+        normalize: one of `distil.data.raw.NORMALIZE_MODES`.
+    """
+    if normalize == "none":
+        # One value broadcasts over every channel or feature, and the sidecar says plainly: untouched.
+        return (0.0,), (1.0,)
+    return channel_stats(chunks)
 
 
 def channel_stats(chunks: Iterable[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -188,6 +188,12 @@ def transfer_set(data: DataBundle, cfg: UnlabeledRule | None) -> DataBundle:
             "(each position's label is its next token). Fix: drop data.unlabeled; a language model's student "
             "budget is less text (data.limit) or fewer steps (student_train.max_steps)."
         )
+    if data.task != "classification":
+        # Hidden labels are -100 class indices: a multilabel row or regression target has no such marker.
+        raise ConfigError(
+            f"data.unlabeled hides class labels, but {data.name!r} is {data.task} data (float label rows). Fix: "
+            "drop data.unlabeled, or train the student on teacher terms only (kd.terms without a label term)."
+        )
     train = data.train
     if not isinstance(train, Split):
         raise DataError(

@@ -15,6 +15,8 @@ def validate_split(
     y: torch.Tensor,
     num_classes: int,
     label_fix: str = "Pass class_names covering every label.",
+    *,
+    task: str = "classification",
 ) -> None:
     """Check one split: finite (N, C, H, W) images or (N, F) feature vectors, 1-d labels in
     [0, num_classes), matching lengths.
@@ -27,6 +29,8 @@ def validate_split(
         num_classes: number of classes.
         label_fix: how this data's source can fix out-of-range labels (readers differ: an npz file can
             carry class_names, a built-in dataset's classes are fixed).
+        task: the data's task; only classification labels are class indices checked against the classes
+            (multilabel and regression targets are (N,) or (N, D) float rows, checked by `distil.data.targets`).
 
     Raises:
         DataError: naming the dataset and split, with the fix.
@@ -37,7 +41,7 @@ def validate_split(
             f"{where}: x has shape {tuple(x.shape)}; expected (N, C, H, W) images or (N, F) feature "
             "vectors. Return images as (N, H, W), (N, H, W, C) or (N, C, H, W)."
         )
-    if y.dim() != 1 or x.shape[0] != y.shape[0]:
+    if (y.dim() != 1 and task == "classification") or x.shape[0] != y.shape[0]:
         raise DataError(
             f"{where}: x holds {x.shape[0]} samples but y has shape {tuple(y.shape)}; "
             "expected one label per image."
@@ -47,7 +51,7 @@ def validate_split(
         raise DataError(
             f"{where}: {bad} image(s) contain NaN or Inf pixels. Fix or drop those samples in the source data."
         )
-    if y.numel():
+    if y.numel() and task == "classification":
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             raise DataError(

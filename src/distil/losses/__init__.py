@@ -1,12 +1,21 @@
 """Distillation losses: pure functions in `functional`, term modules per family, composed by name.
 
 Families: logit (kd, dkd, rkl, js, tvd, logit_mse, ce), feature (fitnet, at), relational (rkd, pkt, sp),
-contrastive (crd), cross-tokenizer (uld, alm). `LOSSES` lists the registered terms; `build_loss` composes a recipe's terms (Hinton KD is the
-composition `{kd: kd_weight, ce: ce_weight}`).
+contrastive (crd), cross-tokenizer (uld, alm), DeiT's distillation token (deit, deit_soft). `LOSSES` lists
+the registered terms; `build_loss` composes a recipe's terms (Hinton KD is the composition
+`{kd: kd_weight, ce: ce_weight}`).
 """
 
-from distil.losses import contrastive, crosstok, feature, relational  # noqa: F401  (registers their terms)
-from distil.losses.compose import ComposedLoss, build_loss, resolve_terms
+from distil.losses import (  # noqa: F401  (registers their terms)
+    contrastive,
+    crosstok,
+    deit,
+    feature,
+    multilabel,
+    regression,
+    relational,
+)
+from distil.losses.compose import ComposedLoss, build_loss, resolve_terms, supervised_loss
 from distil.losses.functional import (
     IGNORE_INDEX,
     attention_transfer,
@@ -66,6 +75,7 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
+    "supervised_loss",
     "total_variation",
     "valid_rows",
 ]

@@ -19,10 +19,21 @@ from distil.data.batch import GENERATED, IGNORE_INDEX, INDEX, LABELS, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
 from distil.losses.fused import FusedPlan, as_logits, fallback_notice, fused_terms
+from distil.losses.logit import CELoss
 from distil.losses.protocol import DistillationLoss
-from distil.losses.registry import LOSSES, TeacherNeeds, Term, TermContext, TermInputs, build_term
+from distil.losses.registry import (
+    LOSSES,
+    TeacherNeeds,
+    Term,
+    TermContext,
+    TermInputs,
+    build_term,
+    check_term_tasks,
+    task_terms,
+)
 from distil.losses.vocab import align_vocab
 from distil.models.hf import HeadOutput
+from distil.models.vit import TokenLogits
 
 
 class ComposedLoss(nn.Module, DistillationLoss):
@@ -127,8 +138,22 @@ class ComposedLoss(nn.Module, DistillationLoss):
         return w * min(1.0, (self.epoch + 1) / n) if n > 0 else w
 
     def forward(
-        self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
+        self, student_out: torch.Tensor | TokenLogits, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
+        # A distillation-token student (training mode) gives both heads: every term sees their average,
+        # the deit terms the heads themselves.
+        if isinstance(student_out, TokenLogits):
+            return self._terms(student_out.logits, teacher_out, batch, student_out)
+        return self._terms(student_out, teacher_out, batch, None)
+
+    def _terms(
+        self,
+        student_out: torch.Tensor,
+        teacher_out: Any,
+        batch: dict[str, torch.Tensor],
+        heads: TokenLogits | None,
+    ) -> dict[str, torch.Tensor]:
+        """The named terms and their weighted total, for (B, K) or (B, T, V) student logits."""
         mask = batch.get(MASK)
         if mask is not None:
             self._check_mask_users()
@@ -162,10 +187,12 @@ class ComposedLoss(nn.Module, DistillationLoss):
             student_features=self.student_capture.features() if self.student_capture else [],
             teacher_features=self.teacher_capture.features() if self.teacher_capture else [],
             temperature=self.current_temperature(),
+            student_heads=heads,
         )
         out: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         generated = bool(batch.get(GENERATED, False))
+        reported: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
             if generated and not getattr(term, "needs_teacher", True):
                 # The labels of a generated batch are the student's own samples, not gold tokens: a
@@ -174,6 +201,9 @@ class ComposedLoss(nn.Module, DistillationLoss):
                 continue
             value = term(inputs)
             out[name] = value
+            # Scalars a term reports besides its value (the cross-tokenizer terms' aligned fraction):
+            # recorded with the terms, never weighted into the total.
+            reported.update(getattr(term, "report", {}))
             weighted = self.current_weight(name) * value
             total = weighted if total is None else total + weighted
         if total is None:
@@ -182,7 +212,7 @@ class ComposedLoss(nn.Module, DistillationLoss):
                 f"loss has none (terms: {', '.join(self.terms)}). Fix: add a divergence term (e.g. kd), or "
                 "set student_train.generation.lmbda=0."
             )
-        return {"loss": total, **out}
+        return {"loss": total, **out, **reported}
 
     def _fused_forward(
         self,
@@ -244,7 +274,8 @@ def positions_that_count(mask: torch.Tensor | None, labels: torch.Tensor) -> tor
     Returns:
         (B, T) bool for token labels, else `mask`.
     """
-    if labels.dim() != 2:
+    if labels.dim() != 2 or labels.is_floating_point():
+        # (B, L) float rows (multilabel, regression) are one sample's targets, not token positions.
         return mask
     keep = labels != IGNORE_INDEX
     if mask is None:
@@ -256,16 +287,24 @@ def positions_that_count(mask: torch.Tensor | None, labels: torch.Tensor) -> tor
     return mask
 
 
-def resolve_terms(kd: KDConfig) -> dict[str, float]:
-    """The term weights of a KD config: `kd.terms`, or `{"kd": kd_weight, "ce": ce_weight}`; zero weights dropped.
+def resolve_terms(kd: KDConfig, task: str | None = None) -> dict[str, float]:
+    """The term weights of a KD config: `kd.terms`, or `{"kd": kd_weight, "ce": ce_weight}` (for a task with
+    its own pair, `distil.losses.registry.TASK_TERMS`, e.g. multilabel's `ml_kd`/`ml_bce`); zero weights dropped.
+
+    Args:
+        kd: the distillation settings.
+        task: the data's task (`DataBundle.task`); given, every term must fit it (`Term.tasks`).
 
     Raises:
-        ConfigError: an unknown term name (the valid names and the closest match are listed), or no term
-            with a positive weight.
+        ConfigError: an unknown term name (the valid names and the closest match are listed), a term that
+            does not fit `task`, or no term with a positive weight.
     """
-    weights = dict(kd.terms) if kd.terms is not None else {"kd": kd.kd_weight, "ce": kd.ce_weight}
+    kd_name, ce_name = task_terms(task or "classification")
+    weights = dict(kd.terms) if kd.terms is not None else {kd_name: kd.kd_weight, ce_name: kd.ce_weight}
     for name in [*weights, *kd.options, *kd.warmup]:
         LOSSES.get(name)  # raises with the valid names and the closest match
+    if task is not None:
+        check_term_tasks(list(weights), task)
     kept = {k: float(v) for k, v in weights.items() if v != 0}
     if not kept:
         raise ConfigError(f"kd.terms {weights} has no term with a non-zero weight: nothing would be trained")
@@ -282,6 +321,7 @@ def build_loss(
     n_data: int = 0,
     label_smoothing: float = 0.0,
     epochs: int = 1,
+    task: str | None = None,
 ) -> ComposedLoss:
     """Build the composed loss of `kd` for this student/teacher pair.
 
@@ -298,11 +338,13 @@ def build_loss(
         n_data: training-set size (sizes CRD's memory bank).
         label_smoothing: for the cross-entropy term.
         epochs: training epochs (for the temperature schedule).
+        task: the data's task: picks the default terms and refuses terms that do not fit it.
 
     Raises:
-        ConfigError: unknown term, option or module path; feature shapes that no adapter can match.
+        ConfigError: unknown term, option or module path; a term that does not fit `task`; feature shapes
+            that no adapter can match.
     """
-    weights = resolve_terms(kd)
+    weights = resolve_terms(kd, task)
     classes = {name: LOSSES.get(name) for name in weights}
     needs_features = any(c.needs_features for c in classes.values())
     if teacher is None and any(c.needs_teacher for c in classes.values()):
@@ -351,3 +393,16 @@ def build_loss(
         teacher_capture=teacher_capture,
         vocab_tolerance=kd.vocab_tolerance,
     )
+
+
+def supervised_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
+    """The loss a model trains on the labels with (a teacher, a scratch baseline): `task`'s label term.
+
+    Classification and language modelling: cross-entropy (`CELoss`); a task with its own label term
+    (`distil.losses.registry.TASK_TERMS`, e.g. multilabel's `ml_bce`) gets that term alone, logged under its name.
+    """
+    name = task_terms(task)[1]
+    if name == "ce":
+        return CELoss(label_smoothing)
+    term = build_term(name, TermContext(label_smoothing=label_smoothing))
+    return ComposedLoss({name: term}, {name: 1.0})

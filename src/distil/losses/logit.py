@@ -26,8 +26,9 @@ from distil.losses.functional import (
     reverse_kl,
     total_variation,
 )
-from distil.losses.registry import Term, TermContext, TermInputs, register_loss
+from distil.losses.registry import SOFTMAX_TASKS, Term, TermContext, TermInputs, register_loss
 from distil.losses.sparse import TAIL_MODES, SparseTargets, sparse_kd
+from distil.models.vit import plain_logits
 
 
 class CELoss(nn.Module):
@@ -40,7 +41,10 @@ class CELoss(nn.Module):
     def forward(
         self, student_out: torch.Tensor, teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        ce = cross_entropy(student_out, batch[LABELS], self.label_smoothing, mask=batch.get(MASK))
+        # A distillation-token student trains both heads through their average, as at test time.
+        ce = cross_entropy(
+            plain_logits(student_out), batch[LABELS], self.label_smoothing, mask=batch.get(MASK)
+        )
         return {"loss": ce, "ce": ce}
 
 
@@ -69,6 +73,8 @@ def _teacher(inputs: TermInputs) -> torch.Tensor:
 @register_loss("ce")
 class CETerm(Term):
     """Cross-entropy on the labels (uses the recipe's label smoothing)."""
+
+    tasks = SOFTMAX_TASKS
 
     needs_teacher = False
     uses_mask = True
@@ -99,6 +105,7 @@ class KDTerm(Term):
     (`distil.losses.sparse.sparse_kd`; `tail` is its top-k tail mode).
     """
 
+    tasks = SOFTMAX_TASKS
     uses_mask = True
 
     def __init__(self, ctx: TermContext, chunk_size: int | None = None, tail: str = "renormalize") -> None:
@@ -128,6 +135,8 @@ class KDTerm(Term):
 class DKDTerm(Term):
     """Decoupled KD: alpha * TCKD + beta * NCKD (Zhao et al. 2022)."""
 
+    tasks = SOFTMAX_TASKS
+
     uses_mask = True
 
     def __init__(self, ctx: TermContext, alpha: float = 1.0, beta: float = 8.0) -> None:
@@ -149,6 +158,8 @@ class DKDTerm(Term):
 @register_loss("rkl")
 class ReverseKLTerm(Term):
     """Reverse KL: T^2 * KL(p_student^T || p_teacher^T)."""
+
+    tasks = SOFTMAX_TASKS
 
     uses_mask = True
 
@@ -179,6 +190,7 @@ class JSTerm(Term):
         chunk_size: positions per chunk on (B, T, V) logits.
     """
 
+    tasks = SOFTMAX_TASKS
     uses_mask = True
 
     def __init__(self, ctx: TermContext, beta: float = 0.5, chunk_size: int | None = None) -> None:
@@ -206,6 +218,8 @@ class JSTerm(Term):
 @register_loss("tvd")
 class TVDTerm(Term):
     """Total variation distance of the softened distributions, times T^2."""
+
+    tasks = SOFTMAX_TASKS
 
     uses_mask = True
 

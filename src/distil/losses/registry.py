@@ -24,6 +24,7 @@ from torch import nn
 
 from distil.errors import ConfigError
 from distil.losses.chunked import RowOptions
+from distil.models.vit import TokenLogits
 from distil.registry import Registry
 
 
@@ -41,6 +42,8 @@ class TermInputs:
         temperature: the current softening temperature (it may follow a schedule).
         mask: `batch["mask"]`: (B,) or (B, T) bool, the positions that count, or None (all count). Only
             terms with `uses_mask = True` may receive one.
+        student_heads: both heads' logits of a student with a distillation token (training mode), whose
+            average is `student_logits`; None for every other student. The `deit` terms read it.
     """
 
     student_logits: torch.Tensor
@@ -51,6 +54,7 @@ class TermInputs:
     teacher_features: list[torch.Tensor] = field(default_factory=list)
     temperature: float = 4.0
     mask: torch.Tensor | None = None  # last, so positional construction keeps working
+    student_heads: TokenLogits | None = None
 
 
 @dataclass
@@ -106,12 +110,16 @@ class Term(nn.Module, abc.ABC):
     - `uses_mask`: the term reduces over the valid positions of `inputs.mask` (the logit terms). A term
       without it compares per-sample (B, ...) features or relations, where a mask of positions has no
       meaning, so `ComposedLoss` refuses a batch with a mask rather than silently counting every position.
+    - `tasks`: the data tasks (`DataBundle.task`) whose outputs the term can read, e.g. the softmax terms
+      classification and language modelling only; None: any (features, relations). `build_loss` refuses a
+      term on data of another task (a softmax KD of sigmoid multilabel outputs would be silently wrong).
     """
 
     needs_teacher: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
     needs_live_teacher: ClassVar[bool] = False
     uses_mask: ClassVar[bool] = False
+    tasks: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def runs_teacher_live(cls) -> bool:
@@ -184,7 +192,44 @@ METHODS: dict[str, dict[str, float]] = {
     "pkt": {"ce": 1.0, "pkt": 30000.0},
     "crd": {"ce": 1.0, "crd": 0.8},
     "scratch": {"ce": 1.0},
+    # DeiT (Touvron et al. 2021): each term is the whole objective (class head CE + distillation head).
+    "deit": {"deit": 1.0},
+    "deit_soft": {"deit_soft": 1.0},
 }
+
+
+# The tasks softmax terms read: one class (or next token) per position.
+SOFTMAX_TASKS = frozenset({"classification", "language-modeling"})
+
+# Per task, the (teacher-matching, label) terms a recipe's kd_weight and ce_weight weigh when kd.terms is
+# unset; every other task's pair is (kd, ce). `distil.losses.compose.supervised_loss` trains on the second.
+TASK_TERMS: dict[str, tuple[str, str]] = {
+    "multilabel": ("ml_kd", "ml_bce"),
+    "regression": ("reg_kd", "reg_label"),
+}
+
+
+def task_terms(task: str) -> tuple[str, str]:
+    """The (teacher-matching, label) term names of `task`: ("kd", "ce") unless `TASK_TERMS` says otherwise."""
+    return TASK_TERMS.get(task, ("kd", "ce"))
+
+
+def check_term_tasks(names: list[str], task: str) -> None:
+    """Refuse terms that cannot read the outputs of `task` (`Term.tasks`).
+
+    Raises:
+        ConfigError: naming the terms, the task, and the terms that fit it.
+    """
+    wrong = sorted(n for n in names if (t := LOSSES.get(n).tasks) is not None and task not in t)
+    if not wrong:
+        return
+    fits = sorted(n for n in LOSSES.names() if (t := LOSSES.get(n).tasks) is not None and task in t)
+    kd_name, ce_name = task_terms(task)
+    raise ConfigError(
+        f"loss terms {', '.join(wrong)} do not fit {task} data: they read other outputs (softmax terms "
+        f"compare one-class distributions). Terms made for {task}: {', '.join(fits) or 'none'}; feature terms "
+        f"fit any task. Fix: --set 'kd.terms={{{kd_name}: 0.9, {ce_name}: 0.1}}' (or leave kd.terms unset)."
+    )
 
 
 def method_terms(name: str) -> dict[str, float]:

@@ -131,7 +131,8 @@ def completion_nll(
             for row, i in enumerate(batch):
                 start = len(pieces[i][0])
                 labels[row, start - 1 : -1] = ids[row, start:]  # position t predicts token t + 1
-            logits = hf(input_ids=ids).logits
+            out = hf(input_ids=ids)
+            logits = getattr(out, "logits", out)  # a recurrent LM returns the logits themselves
             nll = torch.nn.functional.cross_entropy(
                 logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
             )

@@ -41,6 +41,7 @@ def measure_latencies(
     min_run_time: float = 0.5,
     vocab_size: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    per_model: Sequence[tuple[tuple[int, ...], int | None]] | None = None,
 ) -> list[LatencyResult]:
     """Time the forward passes of several models interleaved, so that they share the machine's moods.
 
@@ -59,12 +60,15 @@ def measure_latencies(
         vocab_size: for token models, the vocabulary of their random input ids (one forward pass scores
             a whole block of ``input_shape = (T,)`` tokens).
         clock: Seconds from an arbitrary origin (tests pass a fake one).
+        per_model: one (input_shape, vocab_size) per model, in place of the shared ones: a model that
+            reads the text with its own tokenizer is timed on a block of its own tokens.
 
     Returns:
         Per model, in order: the median, IQR and spread over rounds, the per-round samples, throughput.
 
     Raises:
-        ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive, or no model is given.
+        ConfigError: If ``batch_size``, ``threads`` or ``min_run_time`` is not positive, no model is given,
+            or ``per_model`` does not have one entry per model.
     """
     _check_positive("batch_size", batch_size)
     _check_positive("min_run_time", min_run_time)
@@ -74,7 +78,14 @@ def measure_latencies(
         raise ConfigError("measure_latencies needs at least one model to time; got none.")
     previous_threads = torch.get_num_threads()
     num_threads = threads if threads is not None else previous_threads
-    inputs = [_dummy_inputs(m, batch_size, input_shape, vocab_size) for m in models]
+    shapes = list(per_model) if per_model is not None else [(input_shape, vocab_size)] * len(models)
+    if len(shapes) != len(models):
+        raise ConfigError(
+            f"per_model gives {len(shapes)} input shapes for {len(models)} models; give one each."
+        )
+    inputs = [
+        _dummy_inputs(m, batch_size, shape, vocab) for m, (shape, vocab) in zip(models, shapes, strict=True)
+    ]
     calls = [functools.partial(m, x) for m, x in zip(models, inputs, strict=True)]
     syncs = [_synchronizer(x.device) for x in inputs]
     try:
@@ -184,6 +195,7 @@ def time_models(
     min_run_time: float = 0.5,
     vocab_size: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    per_model: Sequence[tuple[tuple[int, ...], int | None]] | None = None,
 ) -> None:
     """Fill in the latency (and throughput) of every row in one interleaved measurement, and say which
     batch-1 figures are unreliable (``ModelMetrics.latency_reliable``).
@@ -197,6 +209,8 @@ def time_models(
         min_run_time: Seconds of calls per model and batch size.
         vocab_size: for token models, the vocabulary of their random input ids.
         clock: Seconds from an arbitrary origin (tests pass a fake one).
+        per_model: one (input_shape, vocab_size) per model in place of the shared ones
+            (`measure_latencies`).
     """
     timer = functools.partial(
         measure_latencies,
@@ -206,6 +220,7 @@ def time_models(
         min_run_time=min_run_time,
         vocab_size=vocab_size,
         clock=clock,
+        per_model=per_model,
     )
     b1 = timer()
     for m, r in zip(metrics, b1, strict=True):
@@ -254,7 +269,13 @@ def measure_onnx_latency(
     if threads is not None:
         _check_positive("threads", threads)
     session = onnx_session(onnx_path, threads)
-    feed = {session.get_inputs()[0].name: np.random.randn(batch_size, *input_shape).astype(np.float32)}
+    first = session.get_inputs()[0]
+    shape = (batch_size, *input_shape)
+    if first.type == "tensor(int64)":  # a text model's token ids: every id costs one embedding lookup
+        sample = np.zeros(shape, np.int64)
+    else:
+        sample = np.random.randn(*shape).astype(np.float32)
+    feed = {first.name: sample}
     try:
         session.run(None, feed)  # a first run: the shape is checked before anything is timed
     except Exception as e:  # onnxruntime raises its own, unexported exception types

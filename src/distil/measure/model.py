@@ -14,7 +14,14 @@ from distil.measure.latency import time_models
 from distil.measure.metrics import ModelMetrics
 from distil.measure.quality import predict
 from distil.measure.size import count_parameters, state_dict_bytes, weights_bytes
-from distil.measure.tasks import DEFAULT_TASK, TASKS, MetricInputs, split_quality, task_metrics
+from distil.measure.tasks import (
+    DEFAULT_TASK,
+    MetricInputs,
+    has_streaming,
+    split_quality,
+    task_metrics,
+    task_predictions,
+)
 
 # Samples per forward pass of an evaluation: bounds memory, not results.
 PREDICT_BATCH_SIZE = 512
@@ -61,9 +68,9 @@ def measure_model(
     Raises:
         ConfigError: An unknown task.
     """
-    if TASKS.get(task).streaming is not None and mask is None:
-        # The one streaming path, on the tensors as an in-memory split; agreement from the teacher's top-1.
-        reference = teacher_logits.argmax(-1).cpu() if teacher_logits is not None else None
+    if has_streaming(task) and mask is None:
+        # The one streaming path, on the tensors as an in-memory split; agreement from the teacher's decisions.
+        reference = task_predictions(task, teacher_logits).cpu() if teacher_logits is not None else None
         return measure(
             model,
             Split(x_eval, y_eval),

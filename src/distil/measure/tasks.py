@@ -14,7 +14,10 @@ from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, call_model, to_devic
 from distil.data.bundle import SampleSplit
 from distil.errors import ConfigError, DataError
 from distil.measure._util import _check_positive, _eval_mode, _model_device
+from distil.measure.multilabel import decisions, multilabel_finish, multilabel_sums, sums_size
 from distil.measure.quality import accuracy, agreement, next_token_agreement, per_class_accuracy, perplexity
+from distil.measure.regression import regression_finish, regression_sums
+from distil.measure.regression import sums_size as regression_size
 from distil.registry import Registry
 
 
@@ -53,13 +56,21 @@ class Task:
             accuracy), written to a checkpoint's sidecar (NaN as null) rather than the report table.
         streaming: The same scalar metrics computed batch by batch from summed counts (evaluation of a
             split too large to hold its logits, sharded over processes with one reduction); ``None``:
-            the task is evaluated on whole logits only.
+            the task is evaluated on whole logits only (or by `streaming_for`).
+        streaming_for: For a task whose sums are per output (multilabel: per label), its streaming
+            metrics for a model of that many outputs; used where `streaming` is None.
+        main: The name the report gives the ``accuracy`` column for this task (e.g. ``mAP``).
+        formats: How the report writes a metric (a format spec by metric name, ``accuracy`` for the main
+            column); unnamed metrics are shares, written as percentages (``.2%``).
     """
 
     name: str
     metrics: dict[str, Metric]
     details: dict[str, Metric] = field(default_factory=dict)
     streaming: StreamingMetrics | None = None
+    streaming_for: Callable[[int], StreamingMetrics] | None = None
+    main: str = "accuracy"
+    formats: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class StreamingMetrics:
         detail_sums: The task's breakdowns (``Task.details``) as sums too: ``(preds, labels, num_classes)
             -> (D,) float64`` for one batch (e.g. per-class hits and counts); ``None``: no breakdowns.
         detail_finish: ``(D,) totals -> {name: list of float, NaN where undefined}``.
+        predict: ``logits -> predictions``: what a model decides, the reference its agreement is measured
+            against (classification: the top-1 class; multilabel: the (B, L) labels whose logit is > 0).
     """
 
     sums: Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
@@ -85,6 +98,7 @@ class StreamingMetrics:
     size: int
     detail_sums: Callable[[Tensor, Tensor, int], Tensor] | None = None
     detail_finish: Callable[[Tensor], dict[str, list[float]]] | None = None
+    predict: Callable[[Tensor], Tensor] = field(default=lambda logits: logits.argmax(-1))
 
 
 TASKS: Registry[Task] = Registry("task")
@@ -237,6 +251,75 @@ register_task(
 )
 
 
+MULTILABEL_TASK = "multilabel"
+
+
+def _multilabel_streaming(width: int) -> StreamingMetrics:
+    """Multilabel's streaming metrics for `width` labels (`distil.measure.multilabel`)."""
+    return StreamingMetrics(
+        sums=lambda logits, labels, ref, _bytes: multilabel_sums(logits, labels, ref),
+        finish=lambda t: multilabel_finish(t, width),
+        size=sums_size(width),
+        predict=decisions,
+    )
+
+
+def _multilabel_metric(name: str) -> Metric:
+    """One multilabel metric on whole logits: the streaming sums of one batch, finished."""
+
+    def metric(m: MetricInputs) -> float | None:
+        ref = decisions(m.teacher_logits) if m.teacher_logits is not None else None
+        width = int(m.logits.shape[-1])
+        return multilabel_finish(multilabel_sums(m.logits, m.labels, ref).cpu(), width)[name]
+
+    return metric
+
+
+register_task(
+    Task(
+        name=MULTILABEL_TASK,
+        metrics={n: _multilabel_metric(n) for n in ("accuracy", "agreement", "mAP", "micro_f1", "macro_f1")},
+        streaming_for=_multilabel_streaming,
+        main="mAP",
+    )
+)
+
+
+REGRESSION_TASK = "regression"
+
+
+def _regression_streaming(width: int) -> StreamingMetrics:
+    """Regression's streaming metrics for `width` outputs (`distil.measure.regression`); a model's
+    prediction is its outputs themselves (the teacher's are the reference of agreement)."""
+    return StreamingMetrics(
+        sums=lambda out, labels, ref, _bytes: regression_sums(out, labels, ref),
+        finish=lambda t: regression_finish(t, width),
+        size=regression_size(width),
+        predict=lambda out: out,
+    )
+
+
+def _regression_metric(name: str) -> Metric:
+    """One regression metric on whole outputs: the streaming sums of one batch, finished."""
+
+    def metric(m: MetricInputs) -> float | None:
+        width = int(m.logits.shape[-1])
+        return regression_finish(regression_sums(m.logits, m.labels, m.teacher_logits).cpu(), width)[name]
+
+    return metric
+
+
+register_task(
+    Task(
+        name=REGRESSION_TASK,
+        metrics={n: _regression_metric(n) for n in ("accuracy", "agreement", "r2", "mae", "rmse")},
+        streaming_for=_regression_streaming,
+        main="r2",
+        formats={"accuracy": ".4f", "agreement": ".4f", "r2": ".4f", "mae": ".4g", "rmse": ".4g"},
+    )
+)
+
+
 def task_metrics(task: str, inputs: MetricInputs) -> dict[str, Any]:
     """The scalar metrics of ``task`` on ``inputs``, by name.
 
@@ -285,7 +368,7 @@ def split_sums(
     Raises:
         ConfigError: an unknown task, or one without streaming metrics.
     """
-    sums, _, preds = _stream(
+    sums, _, preds, _ = _stream(
         model,
         split,
         _streaming(task),
@@ -302,13 +385,27 @@ def split_sums(
     return sums, preds
 
 
-def _streaming(task: str) -> StreamingMetrics:
-    """The streaming metrics of `task`.
+def has_streaming(task: str) -> bool:
+    """Whether `task` is measured batch by batch (fixed sums, or sums per output).
+
+    Raises:
+        ConfigError: an unknown task.
+    """
+    t = TASKS.get(task)
+    return t.streaming is not None or t.streaming_for is not None
+
+
+def _streaming(task: str, width: int | None = None) -> StreamingMetrics | Callable[[int], StreamingMetrics]:
+    """The streaming metrics of `task`; for a task whose sums are per output and no `width` given, the
+    function that makes them for a model's output width (resolved on the first batch).
 
     Raises:
         ConfigError: an unknown task, or one without streaming metrics.
     """
-    streaming = TASKS.get(task).streaming
+    t = TASKS.get(task)
+    if t.streaming is None and t.streaming_for is not None:
+        return t.streaming_for(width) if width is not None else t.streaming_for
+    streaming = t.streaming
     if streaming is None:
         raise ConfigError(
             f"task {task!r} has no streaming metrics (Task.streaming), so it cannot be measured batch by "
@@ -320,7 +417,7 @@ def _streaming(task: str) -> StreamingMetrics:
 def _stream(
     model: nn.Module,
     split: SampleSplit,
-    streaming: StreamingMetrics,
+    streaming: StreamingMetrics | Callable[[int], StreamingMetrics],
     *,
     reference: Tensor | None,
     batch_size: int,
@@ -330,13 +427,13 @@ def _stream(
     inference_mode: bool = True,
     num_classes: int | None = None,
     token_bytes: Tensor | None = None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, StreamingMetrics | Callable[[int], StreamingMetrics]]:
     """One pass over [start, stop) of `split`: (the task's sums, its detail sums (given `num_classes` and
-    detail sums) or None, the top-1 predictions on the CPU or None); sums are None for no samples."""
+    detail sums) or None, the predictions (`StreamingMetrics.predict`) on the CPU or None, the streaming
+    metrics, sized by the model's outputs if they were per output); sums are None for no samples."""
     _check_positive("batch_size", batch_size)
     device = _model_device(model)
     lengths = token_bytes.to(device=device, dtype=torch.long) if token_bytes is not None else None
-    details = streaming.detail_sums if num_classes is not None else None
     total: Tensor | None = None
     detail_total: Tensor | None = None
     preds: list[Tensor] = []
@@ -345,6 +442,9 @@ def _stream(
         for batch in split.batches(batch_size, start, stop):
             batch = to_device(batch, device)
             logits = call_model(model, batch[INPUTS])
+            if not isinstance(streaming, StreamingMetrics):
+                streaming = streaming(int(logits.shape[-1]))  # sums per output: sized by the model's
+            details = streaming.detail_sums if num_classes is not None else None
             n = logits.shape[0]
             ref = reference[offset - start : offset - start + n] if reference is not None else None
             offset += n
@@ -352,11 +452,11 @@ def _stream(
             total = sums if total is None else total + sums
             if details is not None:
                 assert num_classes is not None
-                d = details(logits.argmax(-1), batch[LABELS], num_classes)
+                d = details(streaming.predict(logits), batch[LABELS], num_classes)
                 detail_total = d if detail_total is None else detail_total + d
             if keep_predictions:
-                preds.append(logits.argmax(-1).cpu())
-    return total, detail_total, (torch.cat(preds) if keep_predictions and preds else None)
+                preds.append(streaming.predict(logits).cpu())
+    return total, detail_total, (torch.cat(preds) if keep_predictions and preds else None), streaming
 
 
 def split_metrics(
@@ -391,11 +491,13 @@ class SplitEvaluation:
         task: the ``TASKS`` name.
         streaming: its streaming metrics.
         batch_size: the default samples per forward pass.
+        token_bytes: a language model's ``(V,)`` bytes per token id, for bits per byte; None: not measured.
     """
 
     task: str
     streaming: StreamingMetrics
     batch_size: int
+    token_bytes: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -421,6 +523,7 @@ class SplitEvaluation:
             start=start,
             stop=stop,
             inference_mode=inference_mode,
+            token_bytes=self.token_bytes,
         )
         return sums
 
@@ -429,14 +532,26 @@ class SplitEvaluation:
         return self.streaming.finish(totals)
 
 
-def split_evaluation(task: str = DEFAULT_TASK) -> SplitEvaluation:
-    """The per-epoch evaluation of `task`: its streaming metrics, 512 samples a batch for classification
-    and 32 for other tasks (whose outputs per sample are (T, V)).
+def split_evaluation(
+    task: str = DEFAULT_TASK, token_bytes: Tensor | None = None, *, width: int | None = None
+) -> SplitEvaluation:
+    """The per-epoch evaluation of `task`: its streaming metrics, 32 samples a batch for language models
+    (whose outputs per sample are (T, V)) and 512 for other tasks; with `token_bytes` (a language model's
+    bytes per token id) also bits per byte, from the same sums as `distil.measure.measure`'s.
+
+    Args:
+        task: a ``TASKS`` name.
+        token_bytes: a language model's ``(V,)`` bytes per token id; None: not measured per byte.
+        width: the model's output width (the data's ``num_classes``), for a task whose sums are per output.
 
     Raises:
-        ConfigError: an unknown task, or one without streaming metrics.
+        ConfigError: an unknown task, one without streaming metrics, or one with sums per output and no
+            `width`.
     """
-    return SplitEvaluation(task, _streaming(task), 512 if task == DEFAULT_TASK else 32)
+    streaming = _streaming(task, width)
+    if not isinstance(streaming, StreamingMetrics):
+        raise ConfigError(f"task {task!r} sums its metrics per output: pass the model's output width.")
+    return SplitEvaluation(task, streaming, 32 if task == LM_TASK else 512, token_bytes)
 
 
 @dataclass(frozen=True)
@@ -484,11 +599,10 @@ def split_quality(
         ConfigError: an unknown task, or one without streaming metrics.
         DataError: an empty split, or a label outside ``[0, num_classes)``.
     """
-    streaming = _streaming(task)
-    sums, detail_sums, preds = _stream(
+    sums, detail_sums, preds, streaming = _stream(
         model,
         split,
-        streaming,
+        _streaming(task, num_classes),
         reference=reference,
         batch_size=batch_size,
         keep_predictions=keep_predictions,
@@ -497,10 +611,19 @@ def split_quality(
     )
     if sums is None:
         raise DataError(f"{task} evaluation: the split holds no samples; evaluate on a non-empty set.")
+    assert isinstance(streaming, StreamingMetrics)  # resolved by the pass when sized per output
     details = {}
     if detail_sums is not None and streaming.detail_finish is not None:
         details = streaming.detail_finish(detail_sums.cpu())
     return SplitQuality(streaming.finish(sums.cpu()), details, preds)
+
+
+def task_predictions(task: str, logits: Tensor) -> Tensor:
+    """What a model of `task` decides from its `logits` (top-1 class; multilabel: the labels turned on):
+    the reference a later model's agreement is measured against."""
+    t = TASKS.get(task)
+    streaming = t.streaming or (t.streaming_for(int(logits.shape[-1])) if t.streaming_for else None)
+    return streaming.predict(logits) if streaming is not None else logits.argmax(-1)
 
 
 def task_details(task: str, inputs: MetricInputs) -> dict[str, Any]:

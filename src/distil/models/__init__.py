@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
-from distil.models import hf, resnet_cifar, seed
+from distil.models import crepe, hf, recurrent, resnet_cifar, seed, vit
 from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,
@@ -25,6 +25,7 @@ from distil.models.registry import (
 )
 from distil.models.resnet_cifar import CifarResNet
 from distil.models.seed import MLP, LargeNet, SmallNet, TinyCNN
+from distil.models.vit import TokenLogits, VisionTransformer, plain_logits
 
 __all__ = [
     "MLP",
@@ -33,17 +34,23 @@ __all__ = [
     "LargeNet",
     "SmallNet",
     "TinyCNN",
+    "TokenLogits",
+    "VisionTransformer",
     "build_from_spec",
     "build_pruned",
     "create_model",
+    "crepe",
     "hf",
     "is_timm_available",
     "is_torchvision_available",
     "list_models",
     "loads_trained_weights",
     "model_spec",
+    "plain_logits",
     "pruned_spec",
+    "recurrent",
     "register_model",
     "resnet_cifar",
     "seed",
+    "vit",
 ]

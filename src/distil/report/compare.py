@@ -10,11 +10,11 @@ from rich.table import Table
 
 from distil.errors import ConfigError
 from distil.fileio import atomic_write_text
-from distil.measure import compare
+from distil.measure import ModelMetrics, compare
 from distil.report.html import image_html, page_html, table_html
 from distil.report.plots import plot_pareto
 from distil.report.rundata import RunData, load_run
-from distil.report.tables import compression_cell, human, latency_cell
+from distil.report.tables import _opt, _per_byte, compression_cell, human, latency_cell
 from distil.report.writer import latency_points, size_points
 
 COMPARE_COLUMNS = (
@@ -23,6 +23,8 @@ COMPARE_COLUMNS = (
     "dataset",
     "accuracy",
     "Δ vs teacher",
+    "bits/byte",
+    "byte ppl",
     "params",
     "size",
     "MACs/sample",
@@ -31,20 +33,37 @@ COMPARE_COLUMNS = (
 )
 
 
+def _delta(m: ModelMetrics, reference: ModelMetrics, accuracy_change: float | None) -> str:
+    """A model against its run's reference: in bits per byte when both have it (language models: it does
+    not depend on the tokenizer), else in accuracy points; "—" when neither compares (next-token accuracy
+    of two tokenizers counts different tokens)."""
+    bpb, ref_bpb = _per_byte(m)[0], _per_byte(reference)[0]
+    if bpb is not None and ref_bpb is not None:
+        return f"{bpb - ref_bpb:+.3f} bits/B"
+    return "—" if accuracy_change is None else f"{accuracy_change:+.2f} pt"
+
+
 def compare_rows(runs: Sequence[RunData]) -> list[list[str]]:
-    """One row per model of every run; ratios are against each run's own reference (teacher)."""
+    """One row per model of every run; ratios are against each run's own reference (teacher).
+
+    Language models with bits per byte are compared by it (``Δ vs teacher`` in bits per byte, lower is
+    better), other models by accuracy; ``bits/byte`` and ``byte ppl`` are "—" where a model has none.
+    """
     rows = []
     for run in runs:
         for m in run.metrics:
             is_ref = m is run.reference
             r = compare(run.reference, m)
+            bpb = _per_byte(m)[0]
             rows.append(
                 [
                     run.name,
                     m.name,
                     str(run.data.get("name", "?")),
                     f"{m.accuracy:.2%}",
-                    "" if is_ref else f"{r['accuracy_change']:+.2f} pt",
+                    "" if is_ref else _delta(m, run.reference, r["accuracy_change"]),
+                    _opt(bpb, ".3f"),
+                    _opt(m.extra.get("byte_perplexity") if bpb is not None else None, ".3f"),
                     human(m.params),
                     human(m.bytes, "B"),
                     human(m.macs),
@@ -62,12 +81,20 @@ def compare_table(runs: Sequence[RunData]) -> Table:
     """
     caption = "\n".join(f"run {i}: {run.name} ({run.data.get('name', '?')})" for i, run in enumerate(runs, 1))
     table = Table(title=f"{len(runs)} runs side by side", caption=caption, box=None, pad_edge=False)
-    for header in ("run", "model", "accuracy", "Δ acc", "params", "size", "latency b1", "compr."):
+    rows = compare_rows(runs)
+    per_byte = any(row[5] != "—" for row in rows)  # language models with bits per byte: show it
+    headers = ["run", "model", "accuracy", "Δ", "params", "size", "latency b1", "compr."]
+    if per_byte:
+        headers.insert(3, "bits/B")
+    for header in headers:
         table.add_column(header, justify="left" if header in ("run", "model") else "right", no_wrap=True)
     index = {run.name: i for i, run in enumerate(runs, 1)}
-    for row in compare_rows(runs):
-        run_name, model, _, acc, delta, params, size, _, latency, compression = row
-        table.add_row(str(index[run_name]), model, acc, delta, params, size, latency, compression)
+    for row in rows:
+        run_name, model, _, acc, delta, bpb, _, params, size, _, latency, compression = row
+        cells = [str(index[run_name]), model, acc, delta, params, size, latency, compression]
+        if per_byte:
+            cells.insert(3, bpb)
+        table.add_row(*cells)
     return table
 
 

@@ -17,6 +17,15 @@ FIGURES: dict[str, str] = {
 }
 
 
+# What a model's outputs are, for the tasks whose outputs are not classes (`distil.data.targets`).
+OUTPUT_UNITS = {"multilabel": "labels (multilabel)", "regression": "target columns (regression)"}
+# What agreement measures, for the tasks where it is not the share of equal top-1 predictions.
+AGREEMENT = {
+    "multilabel": "share of (sample, label) decisions equal to the reference's",
+    "regression": "R² of the model's outputs to the reference's",
+}
+
+
 def data_line(data: Mapping[str, object]) -> str:
     """One sentence on the dataset: name, source and split sizes."""
     sizes = data.get("sizes")
@@ -29,6 +38,8 @@ def data_line(data: Mapping[str, object]) -> str:
         parts.append(", ".join(f"{k} {v}" for k, v in sizes.items()) + unit)
     if tokens:
         parts.append(f"tokenizer {extra.get('tokenizer', '?')} (vocabulary {extra['vocab_size']})")
+    elif data.get("task") in OUTPUT_UNITS:
+        parts.append(f"{data.get('num_classes')} {OUTPUT_UNITS[str(data['task'])]}")
     elif data.get("num_classes"):
         parts.append(f"{data['num_classes']} classes")
     if data.get("source"):
@@ -152,8 +163,11 @@ def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
         "",
         f"Ratios are against `{run.reference.name}`: compression = its stored size / the model's "
         "(with the parameter ratio in brackets where that differs, e.g. for int8); "
-        "speed-up = its latency / the model's; agreement = share of test samples where the model's top-1 "
-        "matches the reference's.",
+        "speed-up = its latency / the model's; agreement = "
+        + AGREEMENT.get(
+            run.reference.task, "share of test samples where the model's top-1 matches the reference's"
+        )
+        + ".",
         "",
         metrics_markdown(run.metrics, run.reference),
     ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from distil.measure import MAX_LATENCY_SPREAD, ModelMetrics, compare, latency_conflicts
-from distil.measure.tasks import LM_TASK
+from distil.measure.tasks import LM_TASK, TASKS
 
 COLUMNS = (
     "model",
@@ -55,10 +55,42 @@ def is_lm(metrics: Sequence[ModelMetrics]) -> bool:
     return bool(metrics) and all(m.task == LM_TASK for m in metrics)
 
 
+def task_quality(metrics: Sequence[ModelMetrics]) -> tuple[str, tuple[str, ...]]:
+    """(the name of the quality column, the task's other metrics shown beside agreement) of these rows.
+
+    Rows of one registered task other than classification are named by it: its main metric (`Task.main`,
+    e.g. multilabel's mAP, which ``ModelMetrics.accuracy`` holds) and its other scalar metrics (e.g.
+    micro_f1, macro_f1); classification, or rows of mixed tasks, keep "accuracy" and nothing beside it.
+    """
+    tasks = {m.task for m in metrics}
+    if len(tasks) != 1 or (name := tasks.pop()) not in TASKS.names():
+        return "accuracy", ()
+    task = TASKS.get(name)
+    others = tuple(n for n in task.metrics if n not in ("accuracy", "agreement", task.main))
+    return task.main, others
+
+
+def _formats(metrics: Sequence[ModelMetrics]) -> dict[str, str]:
+    """The format specs of the rows' task (`Task.formats`); none for mixed or unknown tasks."""
+    tasks = {m.task for m in metrics}
+    if len(tasks) != 1 or (name := tasks.pop()) not in TASKS.names():
+        return {}
+    return TASKS.get(name).formats
+
+
 def columns_for(metrics: Sequence[ModelMetrics]) -> tuple[str, ...]:
-    """The table's columns for these models: `COLUMNS`, or `LM_COLUMNS` for language models."""
+    """The table's columns for these models: `COLUMNS` (the quality column and Δ named by the task, its
+    other metrics after agreement: `task_quality`), or `LM_COLUMNS` for language models."""
     if not is_lm(metrics):
-        return COLUMNS
+        main, others = task_quality(metrics)
+        return (
+            "model",
+            main,
+            "agreement",
+            *others,
+            *COLUMNS[3:-1],
+            f"Δ {main}",
+        )
     if not _checked(metrics):
         return LM_COLUMNS
     return (*LM_COLUMNS[:4], *CHECKED_COLUMNS, *LM_COLUMNS[4:])
@@ -139,8 +171,9 @@ def tokenizer_notes(metrics: Sequence[ModelMetrics]) -> list[str]:
     return [
         f"{m.name} reads the text with its own tokenizer ({m.tokenizer}): it is measured on its own "
         "tokenization of the same test text. Bits per byte and byte perplexity compare with the other rows; "
-        "its perplexity and next-token accuracy are per its own tokens (not comparable, no ratio); agreement, "
-        "latency per block and generation are not measured for it (they would feed it the data's token ids)."
+        "its perplexity and next-token accuracy are per its own tokens (not comparable, no ratio); its latency "
+        "per block is timed on a block of its own tokens (the same text as the others' block); agreement and "
+        "generation are not measured for it (they would feed it the data's token ids)."
         for m in metrics
         if m.tokenizer is not None
     ]
@@ -219,6 +252,8 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
     `reference` (the teacher)."""
     if is_lm(metrics):
         return _lm_rows(metrics, reference)
+    others = task_quality(metrics)[1]
+    fmt = _formats(metrics)
     rows = []
     for m in metrics:
         r = compare(reference, m)
@@ -226,8 +261,9 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
         rows.append(
             [
                 m.name,
-                f"{m.accuracy:.2%}",
-                _opt(m.agreement, ".2%"),
+                format(m.accuracy, fmt.get("accuracy", ".2%")),
+                _opt(m.agreement, fmt.get("agreement", ".2%")),
+                *(_opt(m.extra.get(name), fmt.get(name, ".2%")) for name in others),
                 human(m.params),
                 human(m.bytes, "B"),
                 human(m.macs),

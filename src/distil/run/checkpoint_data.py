@@ -35,10 +35,18 @@ class DataOptions:
     on_bad_sample: Literal["error", "skip"] | None = setting(
         None, "Image folders: skip (and count) corrupt images (default: what the checkpoint recorded)."
     )
+    normalize: Literal["auto", "none"] | None = setting(
+        None, "npz / npy-dir: none keeps the values unnormalized (default: what the checkpoint recorded)."
+    )
 
     def reader_options(self) -> dict[str, Any]:
-        """The image reader options given here (None: not given, the recorded one applies)."""
-        return {"image_size": self.image_size, "channels": self.channels, "on_bad_sample": self.on_bad_sample}
+        """The reader options given here (None: not given, the recorded one applies)."""
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "on_bad_sample": self.on_bad_sample,
+            "normalize": self.normalize,
+        }
 
 
 def recipe_reader_options(recipe: Any) -> dict[str, Any]:
@@ -48,7 +56,12 @@ def recipe_reader_options(recipe: Any) -> dict[str, Any]:
         recipe: a :class:`distil.config.Recipe`; its ``data.image_size/channels/on_bad_sample`` apply.
     """
     d = recipe.data
-    return {"image_size": d.image_size, "channels": d.channels, "on_bad_sample": d.on_bad_sample}
+    return {
+        "image_size": d.image_size,
+        "channels": d.channels,
+        "on_bad_sample": d.on_bad_sample,
+        "normalize": d.normalize,
+    }
 
 
 def load_checkpoint_and_data(

@@ -12,10 +12,11 @@ from torch import nn
 
 from distil.data import DataBundle, load_dataset
 from distil.data.registry import ARITHMETIC_OPTIONS
+from distil.errors import DataError
 from distil.measure import ModelMetrics, measure, time_models
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.run.lm_report import lm_token_bytes, tokenizer_of
-from distil.train.build import build_model
+from distil.train.build import build_model, check_checkpoint_task
 
 
 def require_data_for_model(model_name: str | None, data: str | None, checkpoint: str) -> None:
@@ -39,6 +40,8 @@ def require_data_for_model(model_name: str | None, data: str | None, checkpoint:
 
 IMAGE_OPTIONS = ("image_size", "channels", "on_bad_sample")
 """Reader options a checkpoint's sidecar records (``data.options``) and later commands reuse."""
+ARRAY_OPTIONS = ("normalize",)
+"""The npz / npy-dir readers' recorded option: a model trained on unnormalized values is measured on them."""
 TEXT_OPTIONS = (
     "block_size",
     "tokenizer",
@@ -90,7 +93,7 @@ def trained_data_options(
     if not isinstance(recorded, dict) or ":" in dataset or dataset not in DATASETS:
         return chosen
     accepted = inspect.signature(DATASETS.get(dataset)).parameters
-    reused = (*IMAGE_OPTIONS, *TEXT_OPTIONS, *ARITHMETIC_OPTIONS)
+    reused = (*IMAGE_OPTIONS, *ARRAY_OPTIONS, *TEXT_OPTIONS, *ARITHMETIC_OPTIONS)
     merged = {k: v for k, v in recorded.items() if k in reused and k in accepted and v is not None}
     for key in _MUST_AGREE:
         value = chosen.get(key)
@@ -124,7 +127,31 @@ def load_checkpoint_data(
     See :func:`trained_data_options` for how given and recorded options combine.
     """
     merged = trained_data_options(checkpoint, dataset, options)
-    return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged)
+    task = recorded_task(checkpoint, dataset)
+    try:
+        return load_dataset(dataset, root, val_fraction=val_fraction, limit=limit, options=merged, task=task)
+    except DataError as exc:
+        if task is None:
+            raise
+        raise DataError(
+            f"checkpoint {checkpoint} was trained for {task} (its sidecar's data.task), but these labels do "
+            f"not fit it: {exc} Evaluate it on data of its task."
+        ) from None
+
+
+def recorded_task(checkpoint: str, dataset: str) -> str | None:
+    """The task a checkpoint's sidecar records for its data (``data.task``, written only for tasks other
+    than classification and language modelling) when `dataset` is the one it was trained on; else None
+    (the data's own task). A recipe's ``data.task`` (e.g. regression of 0/1 targets) so carries over."""
+    from distil.train.checkpoint import checkpoint_paths, read_sidecar
+
+    if not (checkpoint_paths(checkpoint)[1].is_file() or Path(checkpoint).is_dir()):
+        return None
+    data = read_sidecar(checkpoint).get("data")
+    if not isinstance(data, dict) or data.get("name") != dataset:
+        return None
+    task = data.get("task")
+    return task if isinstance(task, str) else None
 
 
 def load_any(
@@ -153,6 +180,7 @@ def load_any(
         model, meta = load_checkpoint(
             path, trust_code=trust_code, trusted_models=[model_name] if model_name else []
         )
+        check_checkpoint_task(path, meta, data)  # a multilabel model measured as a classifier, or back
     elif model_name is not None:
         model, spec = build_model(ModelConfig(model=model_name, checkpoint=path), data, trust_code=trust_code)
         meta, weights = {"spec": spec, "data": data.describe()}, Path(path)

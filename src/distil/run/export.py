@@ -68,6 +68,8 @@ def export_checkpoint(options: ExportOptions) -> ExportOutcome:
         ConfigError: an unwritable output directory (checked before anything is loaded).
         CheckpointError: a checkpoint that cannot be loaded.
     """
+    import torch
+
     from distil.compress import export_onnx, verify_onnx
     from distil.resources import check_writable
 
@@ -76,7 +78,17 @@ def export_checkpoint(options: ExportOptions) -> ExportOutcome:
     net, _, bundle = load_checkpoint_and_data(
         options.checkpoint, options.data, options.model_name, trust_code=options.trust_code
     )
-    export_onnx(net, path, tuple(bundle.input_shape), opset=options.opset)
     check_split = bundle.val if len(bundle.val) else bundle.test
-    check = verify_onnx(path, net, check_split.head(len(check_split)))
+    inputs = check_split.head(len(check_split))
+    # Token ids (text) export as int64 with a symbolic sequence axis; images and features as float.
+    tokens = bundle.vocab_size is not None
+    export_onnx(
+        net,
+        path,
+        tuple(inputs.shape[1:]) if tokens else tuple(bundle.input_shape),
+        opset=options.opset,
+        input_dtype=torch.long if tokens else torch.float32,
+        dynamic_sequence=tokens,
+    )
+    check = verify_onnx(path, net, inputs)
     return ExportOutcome(path, options.opset, check)

@@ -33,8 +33,11 @@ SAMPLE_PROBLEMS = 6
 
 
 def _is_causal_lm(model: nn.Module) -> bool:
-    """Whether `model` wraps a ``transformers`` causal LM (one with a KV cache to decode with)."""
-    return isinstance(getattr(model, "hf", None), nn.Module)
+    """Whether `model` wraps a ``transformers`` causal LM (one with a KV cache to decode with), or is a
+    recurrent LM (its state is its cache: the one decoder runs it too)."""
+    from distil.models.recurrent import RecurrentLM
+
+    return isinstance(getattr(model, "hf", None), nn.Module) or isinstance(model, RecurrentLM)
 
 
 def _continuations(model: nn.Module, prompts: Sequence[torch.Tensor], tokenizer: Tokenizer) -> list[str]:

@@ -45,6 +45,7 @@ def load_data(recipe: Recipe) -> DataBundle:
             "image_size": d.image_size,
             "channels": d.channels,
             "on_bad_sample": d.on_bad_sample,
+            "normalize": d.normalize,
             "block_size": d.block_size,
             "tokenizer": d.tokenizer,
             "split_by": d.split_by,
@@ -63,6 +64,7 @@ def load_data(recipe: Recipe) -> DataBundle:
             "pad_operands": d.pad_operands,
         },
         trust_code=recipe.trust_code,
+        task=d.task,
     )
     if data.is_tabular:
         sections = {"teacher_train": recipe.teacher_train, "student_train": recipe.student_train}

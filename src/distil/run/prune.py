@@ -154,7 +154,14 @@ def prune_checkpoint(
     teacher_logits = predict(reference, x)
     rows = [
         measure_model(
-            "before", model, x, y, input_shape=shape, teacher_logits=teacher_logits, latency=options.latency
+            "before",
+            model,
+            x,
+            y,
+            input_shape=shape,
+            teacher_logits=teacher_logits,
+            latency=options.latency,
+            task=bundle.task,
         ),
         measure_model(
             "pruned",
@@ -165,6 +172,7 @@ def prune_checkpoint(
             teacher_logits=teacher_logits,
             weights_path=weights,
             latency=options.latency,
+            task=bundle.task,
         ),
     ]
     return PruneOutcome(Path(weights), rows, bundle.name)

@@ -267,8 +267,8 @@ class Runner:
 
         A model that reads the text with its own tokenizer (`Kept.data`) is measured on its own tokenization
         of the test text (bits per byte compare; its per-token figures are its own, `ModelMetrics.tokenizer`
-        says whose) and left out of what would feed it the run's ids: agreement (as either side), latency per
-        block and generation."""
+        says whose), timed on a block of its own tokens, and left out of what would feed it the run's ids:
+        agreement (as either side) and generation."""
         tokens = self.data.is_tokens
         metrics: list[ModelMetrics] = []
         details: list[dict[str, Any]] = []
@@ -296,9 +296,7 @@ class Runner:
             # None (not NaN, which is not JSON) for a class with no test samples.
             details.append({k: [None if v != v else v for v in vs] for k, vs in measured.details.items()})
         # Token models: generation latency is their speed figure.
-        self._time(
-            [m for k, m in zip(self.kept, metrics, strict=True) if k.data is None], throughput=not tokens
-        )
+        self._time(metrics, throughput=not tokens)
         if tokens:
             self._generation(metrics)
         for kept, m, extra in zip(self.kept, metrics, details, strict=True):
@@ -316,21 +314,22 @@ class Runner:
         return _vocab_size(self.data)
 
     def _time(self, metrics: list[ModelMetrics], *, throughput: bool) -> None:
-        """Latency of every kept model that reads the run's data (`metrics`, in the order kept) in one
-        interleaved measurement, so one burst of load cannot make one of them look slow
-        (`distil.measure.time_models`). A run that compresses times its PyTorch rows with the thread count
-        of its ONNX rows (`compress.latency_threads`), so one report's latencies compare."""
+        """Latency of every kept model (`metrics`, in the order kept) in one interleaved measurement, so one
+        burst of load cannot make one of them look slow (`distil.measure.time_models`); a model with its
+        own tokenizer (`Kept.data`) on a block of its own tokens (its test rows' width: the same text as a
+        block of the run's). A run that compresses times its PyTorch rows with the thread count of its ONNX
+        rows (`compress.latency_threads`), so one report's latencies compare."""
         if self.measure_latency and metrics:
-            models = [k.model for k in self.kept if k.data is None]
             compress = self.recipe.compress
             threads = compress.latency_threads if compress is not None else None
             time_models(
                 metrics,
-                models,
+                [k.model for k in self.kept],
                 self._input_shape,
                 throughput=throughput,
                 threads=threads,
                 vocab_size=self._vocab_size,
+                per_model=[_timed_input(k.data or self.data) for k in self.kept],
             )
 
     def _generation(self, metrics: list[ModelMetrics]) -> None:
@@ -418,6 +417,13 @@ class Runner:
 def _input_shape(data: DataBundle) -> tuple[int, ...]:
     """One sample's shape, for MACs and latency (a token model's: one block of T ids)."""
     return tuple(data.test.sample_shape) if data.is_tokens else data.input_shape
+
+
+def _timed_input(data: DataBundle) -> tuple[tuple[int, ...], int | None]:
+    """(one sample's shape, the range of its random ids) a model reading `data` is timed on; a teacher's
+    own view of the text names its tokenizer's vocabulary in `extra` (its ids, not the run's)."""
+    own = data.extra.get("vocab_size") if data.extra.get("retokenized_from") is not None else None
+    return _input_shape(data), int(own) if own is not None else _vocab_size(data)
 
 
 def _vocab_size(data: DataBundle) -> int | None:

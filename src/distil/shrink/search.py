@@ -695,12 +695,18 @@ def shrink_model(
         ShrinkResult.
 
     Raises:
-        ConfigError: No budget given, or no candidate meets it (the message names the fastest latency
+        ConfigError: Data of another task than classification, no budget given, or no candidate meets it (the message names the fastest latency
             reached), before any training.
     """
     if cfg.target_latency_ms is None and cfg.target_size_bytes is None:
         raise ConfigError(
             "give a budget: target_latency_ms (--target-latency 0.3ms) and/or target_size_bytes (--target-size 200kB)."
+        )
+    if data.task != "classification":
+        # The search ranks candidates by top-1 accuracy, which float label rows do not have.
+        raise ConfigError(
+            f"distil shrink ranks candidates by classification accuracy, but {data.name!r} is {data.task} data. "
+            "Fix: compress with distil compress (prune, quantize), whose rows use the task's own metrics."
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

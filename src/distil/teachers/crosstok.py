@@ -4,28 +4,42 @@
 generations on-policy: it sees whatever batch the loop trains on) into the teacher's ids of the same
 bytes (`distil.data.alignment.align_rows`), runs the frozen teacher on them, and returns its logits with
 the alignment (`distil.losses.crosstok.CrossTokenizerOutput`), which only the cross-tokenizer terms (uld,
-alm) read. The teacher always runs live: a cache of teacher logits is keyed by the student's ids.
+alm) read.
+
+For a fixed training split the chunks of every row are fixed, so the teacher's part of those terms is
+too: `cross_tokenizer_source` decides between it and a cache as every run decides
+(`distil.teachers.cache.choose_teacher_source`: on-policy batches, which are generated, run it live), and
+the cache (`distil.teachers.store.AlignedChunks`, read by `CachedCrossTokenizerTeacher`) stores per row
+the teacher's log-likelihood of each chunk (`alm`) and its k largest probabilities at each chunk's first
+position, sorted (`uld`), keyed by the teacher's weights, both tokenizers' fingerprints and the data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from torch import nn
 
-from distil.config import KDConfig, TrainConfig, cross_tokenizer_problems
+from distil.config import KDConfig, TrainConfig, cache_settings, cross_tokenizer_problems
 from distil.data.alignment import TokenizerBytes, align_row, align_rows, row_tokens
 from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS
 from distil.data.bundle import LANGUAGE_MODELING, DataBundle, SampleSplit
 from distil.data.text import EOS_ID, TokenRowSplit
 from distil.data.tokenize import Tokenizer, get_tokenizer
 from distil.errors import ConfigError
-from distil.losses.compose import resolve_terms
-from distil.losses.crosstok import CrossTokenizerOutput, check_cross_tokenizer_terms
+from distil.losses.compose import ComposedLoss, resolve_terms
+from distil.losses.crosstok import ChunkTargets, CrossTokenizerOutput, check_cross_tokenizer_terms
+from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
 from distil.losses.vocab import MAX_PADDING
+from distil.teachers import store
+from distil.teachers.cache import CacheInfo, batch_rows, choose_teacher_source, main_process_first
 from distil.teachers.live import freeze
+from distil.teachers.source import on_policy_lmbda, teacher_augment
+from distil.teachers.store import next_tokens
 
 
 class CrossTokenizerTeacher:
@@ -117,8 +131,8 @@ def cross_tokenizer_teacher(
     """The teacher of a cross-tokenizer run (`kd.teacher_tokenizer` set), checked; None when it is unset.
 
     Raises:
-        ConfigError: settings of `cfg` it cannot serve (`distil.config.cross_tokenizer_problems`: seq-KD,
-            teacher_cache=on), an ensemble, data that is not language modelling or has no tokenizer,
+        ConfigError: settings of `cfg` it cannot serve (`distil.config.cross_tokenizer_problems`: seq-KD),
+            an ensemble, data that is not language modelling or has no tokenizer,
             per-token terms (`check_cross_tokenizer_terms`), or a teacher whose output does not fit the
             tokenizer named.
     """
@@ -243,20 +257,152 @@ def teacher_view(
     )
 
 
-def cross_tokenizer_record(kd: KDConfig) -> dict[str, Any]:
-    """What every epoch of a cross-tokenizer run logs about its teacher source."""
-    return {
-        "teacher_source": "live",
-        "teacher_source_reason": f"the teacher reads the text with its own tokenizer ({kd.teacher_tokenizer}), "
-        "aligned by bytes in each batch: a teacher cache stores outputs at the student's token positions",
-    }
+class CachedCrossTokenizerTeacher:
+    """A `TeacherFn` reading a cross-tokenizer run's teacher cache (`distil.teachers.store.AlignedChunks`):
+    `cached(batch) -> ChunkTargets`, by `batch["index"]`, what `alm` and `uld` need per chunk.
+
+    Args:
+        opened: the store (`store.open_or_build` with an `AlignedChunks` format).
+
+    Raises:
+        ConfigError: a store of another form.
+    """
+
+    def __init__(self, opened: store.Store) -> None:
+        if not isinstance(opened.format, store.AlignedChunks):
+            raise ConfigError(
+                f"{str(opened.path)!r} holds {opened.format.name} rows, not a cross-tokenizer teacher's "
+                "per-chunk values (form aligned)."
+            )
+        self.store = opened
+        self.format: store.AlignedChunks = opened.format
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> CachedCrossTokenizerTeacher:
+        self.device = torch.device(device)
+        return self
+
+    def __call__(self, batch: dict[str, Any]) -> ChunkTargets:
+        inputs, labels = batch[INPUTS], batch[LABELS]
+        if inputs.shape[1] != self.format.positions:
+            raise ConfigError(
+                f"this cross-tokenizer teacher cache holds rows of {self.format.positions} tokens, the batch "
+                f"{inputs.shape[1]}: it was built for other data (teacher_cache.mode=off runs the teacher live)."
+            )
+        rows = batch_rows(batch, None, self.store.rows).cpu()
+        targets = next_tokens(inputs, labels)
+        out = self.format.targets(self.store.arrays, rows, targets.cpu(), self.store.num_classes)
+        return dataclasses.replace(
+            out,
+            student_chunks=out.student_chunks.to(inputs.device),
+            student_targets=targets,
+            logprob=out.logprob.to(inputs.device),
+            sorted_probs=out.sorted_probs.to(inputs.device) if out.sorted_probs is not None else None,
+        )
+
+
+def aligned_format(cross: CrossTokenizerTeacher, data: DataBundle, loss: Any, k: int) -> store.AlignedChunks:
+    """The cache format of a cross-tokenizer run: keyed by both tokenizers' fingerprints and the
+    teacher's context length; with `uld` among the loss's terms (or a loss that does not name them), the
+    teacher's `k` largest probabilities per chunk at every temperature of the loss's schedule."""
+    composed = loss if isinstance(loss, ComposedLoss) else None
+    uld = composed is None or "uld" in composed.terms
+    scheduled = loss if isinstance(loss, DistillationLoss) else None
+    return store.AlignedChunks(
+        positions=int(data.train.head(1).shape[1]),
+        student_tokenizer=cross.student.tokenizer.fingerprint,
+        teacher_tokenizer=cross.teacher.tokenizer.fingerprint,
+        k=k if uld else 0,
+        temperatures=scheduled.temperatures() if scheduled is not None and uld else (1.0,),
+        max_teacher_len=cross.max_teacher_len,
+        tokenizers=(cross.student, cross.teacher),
+    )
+
+
+def open_cross_tokenizer_cache(
+    cross: CrossTokenizerTeacher,
+    data: DataBundle,
+    loss: Any,
+    *,
+    k: int = 16,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> tuple[CachedCrossTokenizerTeacher, CacheInfo]:
+    """The cross-tokenizer teacher cache of (teacher, both tokenizers, data.train, loss): reused when
+    complete, else built now (`distil.teachers.store.open_or_build` with `aligned_format`).
+
+    Returns:
+        (the cached teacher on CPU, info saying where it is and whether it was a hit).
+    """
+    opened = store.open_or_build(
+        cross.module,
+        data,
+        aligned_format(cross, data, loss, k),
+        cache_dir=cache_dir,
+        device=device,
+        batch_size=batch_size,
+    )
+    return CachedCrossTokenizerTeacher(opened.store), CacheInfo.of(opened)
+
+
+def cross_tokenizer_source(
+    cross: CrossTokenizerTeacher,
+    data: DataBundle,
+    loss: Any,
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+) -> tuple[CrossTokenizerTeacher | CachedCrossTokenizerTeacher, dict[str, Any]]:
+    """Where a cross-tokenizer run's teacher outputs come from, decided as every run's are
+    (`distil.teachers.cache.choose_teacher_source`: on-policy batches, sharding, a loss that needs the
+    live teacher or `teacher_cache=off` run it live; `on` refused with the same messages), and the record
+    every epoch logs.
+
+    Raises:
+        ConfigError: what `choose_teacher_source` refuses, or a `teacher_cache.form` other than auto (the
+            cross-tokenizer cache has its own form).
+    """
+    cache = cache_settings(cfg)
+    augment, _ = teacher_augment(data, cfg)
+    needs = loss.teacher_needs if isinstance(loss, DeclaresTeacherNeeds) else None
+    source, reason = choose_teacher_source(
+        cache.mode, augment, needs=needs, sharded=cfg.fsdp.enabled, on_policy=on_policy_lmbda(cfg)
+    )
+    if source != "cache":
+        return cross.to(accelerator.device), {"teacher_source": source, "teacher_source_reason": reason}
+    if cache.form != "auto":
+        raise ConfigError(
+            f"teacher_cache.form={cache.form} stores teacher outputs at the student's token positions, but the "
+            "teacher reads the text with its own tokenizer (kd.teacher_tokenizer): its cache stores per-chunk "
+            "values (form aligned). Fix: teacher_cache.form=auto (teacher_cache.k sets the probabilities uld "
+            "keeps per chunk)."
+        )
+    with main_process_first(accelerator):
+        cached, info = open_cross_tokenizer_cache(
+            cross,
+            data,
+            loss,
+            k=cache.k,
+            cache_dir=cache.dir,
+            device=accelerator.device,
+            batch_size=cfg.batch_size,
+        )
+    reason += (
+        f"; the teacher reads the text with its own tokenizer ({cross.teacher.tokenizer.fingerprint}), so the "
+        "cache stores its values per chunk of the byte alignment, keyed by both tokenizers"
+    )
+    record = {"teacher_source": "cache", "teacher_source_reason": reason, "teacher_cache": info.to_dict()}
+    return cached.to(accelerator.device), record
 
 
 __all__ = [
+    "CachedCrossTokenizerTeacher",
     "CrossTokenizerTeacher",
-    "cross_tokenizer_record",
+    "aligned_format",
+    "cross_tokenizer_source",
     "cross_tokenizer_teacher",
     "data_tokenizer",
+    "open_cross_tokenizer_cache",
     "retokenized_split",
     "teacher_view",
 ]

@@ -30,11 +30,13 @@ NEAR_ZERO = 1e-2
 ProbabilityKind = Literal["softmax", "sigmoid"]
 
 
-def probability_kind(outputs: torch.Tensor) -> ProbabilityKind | None:
+def probability_kind(outputs: torch.Tensor, single_output: bool = False) -> ProbabilityKind | None:
     """Whether model outputs look like probabilities rather than logits.
 
     Args:
         outputs: (B, K) or (B, T, V) outputs of one batch.
+        single_output: K = 1 outputs are sigmoid logits too (a multilabel model of one label), so all of
+            them in [0, 1] is a sigmoid as for K >= 2; otherwise one output per sample is never judged.
 
     Returns:
         "softmax" when every value is in [0, 1] and every row sums to 1 (within rounding); "sigmoid" when
@@ -50,18 +52,18 @@ def probability_kind(outputs: torch.Tensor) -> ProbabilityKind | None:
     tolerance = max(SUM_TOLERANCE, width * torch.finfo(outputs.dtype).eps)  # bf16 rows round coarsely
     if width >= 2 and float((rows.sum(-1) - 1).abs().max()) <= tolerance:
         return "softmax"
-    if width >= 2 and rows.numel() >= MIN_VALUES and float(rows.max()) >= NEAR_ZERO:
+    if (width >= 2 or single_output) and rows.numel() >= MIN_VALUES and float(rows.max()) >= NEAR_ZERO:
         return "sigmoid"
     return None
 
 
-def check_logits(outputs: torch.Tensor, role: str = "teacher") -> None:
+def check_logits(outputs: torch.Tensor, role: str = "teacher", single_output: bool = False) -> None:
     """Refuse outputs that look like probabilities (see :func:`probability_kind`).
 
     Raises:
         NotLogitsError: with what was seen and the fix.
     """
-    kind = probability_kind(outputs)
+    kind = probability_kind(outputs, single_output)
     if kind is None:
         return
     seen = (
@@ -95,13 +97,15 @@ def check_teacher_outputs(teacher: nn.Module, data: DataBundle, role: str = "tea
     """Run `teacher` on the first training samples and refuse it if its outputs are probabilities.
 
     One sample suffices for a sequence model's (1, T, V); a classifier with few classes is run on
-    `PROBE_SAMPLES` samples, enough values to tell sigmoid outputs from logits.
+    `PROBE_SAMPLES` samples, enough values to tell sigmoid outputs from logits (`MIN_VALUES` samples for a
+    multilabel model, whose single label is judged too).
 
     Raises:
         NotLogitsError: the outputs look like softmax or sigmoid probabilities.
     """
+    single = data.task == "multilabel"  # one sigmoid label is a probability too
     out = _first_outputs(teacher, data, 1)
     if out is not None and out.numel() < MIN_VALUES and len(data.train) > 1:
-        out = _first_outputs(teacher, data, PROBE_SAMPLES)
+        out = _first_outputs(teacher, data, MIN_VALUES if single else PROBE_SAMPLES)
     if out is not None:
-        check_logits(out, role)
+        check_logits(out, role, single_output=single)

@@ -15,6 +15,11 @@ per row is a *format* (the classes below, which only write rows and read them ba
   proposal the float16 log(p_T / r) of each, and the teacher's negative entropy (float32). The weights
   count * p_T / (k r) are formed on read (`Sampled.sparse`): exactly count / k for the default proposal.
 
+- ``aligned``: for a teacher with its own tokenizer (`kd.teacher_tokenizer`), per row of student tokens
+  what the cross-tokenizer terms need of it per chunk of the byte alignment (`AlignedChunks`): its
+  log-likelihood of each chunk, and its k largest probabilities at each chunk's first position. Its rows
+  are built from the alignment, not from logits alone (`RowFormat.rows`).
+
 *Which* rows are stored is orthogonal to the format: the plain samples (N rows), or V augmented views
 of each (`TeacherViews`: rows ``view * N + id``). A row is one sample, or one sample and position of a
 sequence model's (N, T, V) outputs. So any format can be built over views: the build loop yields
@@ -56,11 +61,13 @@ import torch
 from torch import nn
 
 from distil.data import DataBundle, SampleSplit
+from distil.data.alignment import NO_CHUNK, Alignment, TokenizerBytes, align_rows
 from distil.data.augment import Augmenter
-from distil.data.batch import INDEX, INPUTS
+from distil.data.batch import INDEX, INPUTS, LABELS
 from distil.data.loader import sample_inputs
 from distil.errors import ConfigError
 from distil.fileio import atomic_dir, atomic_write_json
+from distil.losses.crosstok import ChunkTargets, teacher_chunk_logprob, teacher_sorted_probs
 from distil.losses.sparse import SparseTargets
 from distil.registry import unknown_name_message
 from distil.teachers.live import freeze
@@ -128,6 +135,62 @@ class RowFormat(ABC):
         """Stored bytes per row (per sample, or per position of a sequence)."""
         return sum(dt.itemsize * self.width(n, num_classes) for n, dt in self.files(num_classes).items())
 
+    def rows(self, teacher: nn.Module, split: SampleSplit, plan: BuildPlan) -> RowBlocks:
+        """The rows a build writes: by default the teacher's logits on each row's inputs, `encode`d
+        (`logit_rows`); a format whose rows need more than the logits (`AlignedChunks`) overrides it."""
+        return logit_rows(self, teacher, split, plan)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How a build runs the teacher: rows at a time, where, and which rows (`TeacherViews`)."""
+
+    batch_size: int
+    device: torch.device
+    channels_last: bool = False
+    views: TeacherViews | None = None
+    chunk_elements: int = CHUNK_ELEMENTS
+
+
+@dataclass
+class RowBlocks:
+    """What a build writes: the files' leading shape, the class count, and the rows block by block.
+
+    Attributes:
+        lead: (N,) or (N, T): the rows of every file (each holds (*lead, width) values).
+        num_classes: the teacher's classes (vocabulary), which sets the files' widths.
+        positions: T of a sequence model's (N, T) rows, else None.
+        blocks: (first flat row, {file: (rows, width) values}) in any order; run lazily, inside the
+            build's atomic directory.
+        summary: facts about the rows the blocks fill in as they run, recorded in the metadata's `build`.
+    """
+
+    lead: Shape
+    num_classes: int
+    positions: int | None
+    blocks: Iterator[tuple[int, dict[str, np.ndarray]]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+FLOAT16_MAX = 65504.0
+
+
+def to_float16(values: torch.Tensor) -> np.ndarray:
+    """`values` as float16, refusing finite values beyond its range, which would be stored as inf (e.g. a
+    regression teacher's outputs in the hundreds of thousands) and silently become another target.
+
+    Raises:
+        ConfigError: naming the largest value and the fix.
+    """
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    if math.isfinite(largest) and largest > FLOAT16_MAX:
+        raise ConfigError(
+            f"the teacher cache stores outputs as float16 (at most {FLOAT16_MAX:g}), but the teacher output "
+            f"{largest:.6g}: it would be stored as inf. Fix: student_train.teacher_cache.mode=off (the teacher "
+            "runs live), or scale the targets (e.g. standardise regression targets) and train the teacher on them."
+        )
+    return values.half().numpy()
+
 
 @dataclass(frozen=True)
 class FullLogits(RowFormat):
@@ -145,7 +208,7 @@ class FullLogits(RowFormat):
         return num_classes
 
     def encode(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"values.f16": logits.half().numpy()}
+        return {"values.f16": to_float16(logits)}
 
     def dense(
         self, arrays: dict[str, torch.Tensor], rows: torch.Tensor, temperature: float | None
@@ -357,7 +420,237 @@ def distinct_counts(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, counts
 
 
-FORMATS: dict[str, type[RowFormat]] = {"full": FullLogits, "topk": TopK, "sampled": Sampled}
+@dataclass(frozen=True)
+class AlignedChunks(RowFormat):
+    """What the cross-tokenizer terms need of a teacher with its own tokenizer, per row of student tokens.
+
+    A teacher with another tokenizer is compared with the student over *chunks*, stretches of text both
+    tokenizations split at their ends (`distil.data.alignment`). For a fixed row of student tokens the
+    chunks are fixed, so the teacher's part of `alm` and `uld` is too: per chunk, its log-likelihood of
+    the chunk (`alm`) and, with `k` > 0, its k largest probabilities at the chunk's first position,
+    sorted, with the probability left out, per temperature (`uld`). A row has at most T chunks (each has
+    a student position), numbered from 0 in the row; files (lead (N,)):
+
+    - ``chunks.i32``: (T,) the chunk each student position predicts a token of (-1: none);
+    - ``logprob.f32``: (T,) l_T of chunk slot 0..T-1 (0 in unused slots);
+    - with k > 0, ``probs.f32``: (T * len(temperatures) * min(k, V_t)) and ``tail.f32``:
+      (T * len(temperatures)) the sorted probabilities and the tail mass (the bound of `uld`'s error).
+
+    Keyed (`cache_key`) by both tokenizers' fingerprints (hashes of their vocabularies and merges), the
+    teacher's context length, T, k, the temperatures and `version`, besides the teacher's weights and
+    the data. `tokenizers` (student's, teacher's byte tables) is needed to build, not to read.
+    """
+
+    positions: int
+    student_tokenizer: str
+    teacher_tokenizer: str
+    k: int = 0
+    temperatures: tuple[float, ...] = ()
+    max_teacher_len: int | None = None
+    # 2: special tokens separate text instead of ending the row; chunks cut by the row's end or by invalid
+    # UTF-8 are dropped. A version-1 cache holds other chunks: its key differs, so it is rebuilt.
+    version: int = 2
+    name: ClassVar[str] = "aligned"
+    tokenizers: tuple[TokenizerBytes, TokenizerBytes] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        temps = cache_temperatures(self.temperatures) if self.k > 0 else ()
+        object.__setattr__(self, "temperatures", temps)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "positions": self.positions,
+            "student_tokenizer": self.student_tokenizer,
+            "teacher_tokenizer": self.teacher_tokenizer,
+            "k": self.k,
+            "temperatures": list(self.temperatures),
+            "max_teacher_len": self.max_teacher_len,
+            "version": self.version,
+        }
+
+    def kept(self, num_classes: int) -> int:
+        """Probabilities kept per chunk and temperature: min(k, V_t) (all of them when k >= V_t)."""
+        return min(self.k, num_classes)
+
+    def files(self, num_classes: int) -> dict[str, np.dtype[Any]]:
+        files = {"chunks.i32": np.dtype(np.int32), "logprob.f32": np.dtype(np.float32)}
+        if self.k > 0:
+            files.update({"probs.f32": np.dtype(np.float32), "tail.f32": np.dtype(np.float32)})
+        return files
+
+    def width(self, name: str, num_classes: int) -> int:
+        per_slot = {
+            "probs.f32": len(self.temperatures) * self.kept(num_classes),
+            "tail.f32": len(self.temperatures),
+        }
+        return self.positions * per_slot.get(name, 1)
+
+    def encode(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
+        raise ConfigError(
+            "aligned rows are encoded with their byte alignment (AlignedChunks.rows), not from logits"
+        )
+
+    def rows(self, teacher: nn.Module, split: SampleSplit, plan: BuildPlan) -> RowBlocks:
+        """Align each batch of student rows with the teacher's tokenization, run the teacher on it, and
+        keep its per-chunk values (`encode_aligned`).
+
+        Raises:
+            ConfigError: no tokenizers given, views, rows of another length than `positions`, or teacher
+                log-likelihoods that are NaN or infinite.
+        """
+        if self.tokenizers is None:
+            raise ConfigError(
+                "an aligned teacher cache is built with both tokenizers (AlignedChunks.tokenizers)"
+            )
+        if plan.views is not None:
+            raise ConfigError("an aligned (cross-tokenizer) teacher cache stores no augmented views")
+        student, own = self.tokenizers
+        probe = teacher_logits(teacher, torch.tensor([[own.eos_id]]), plan.device)
+        num_classes = int(probe.shape[-1])
+
+        def blocks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+            for start, batch in zip(
+                range(0, len(split), plan.batch_size), split.batches(plan.batch_size), strict=True
+            ):
+                inputs, labels = batch[INPUTS], batch[LABELS]
+                if inputs.shape[1] != self.positions:
+                    raise ConfigError(
+                        f"rows {start}.. have {inputs.shape[1]} tokens, the cache {self.positions}: an aligned "
+                        "cache needs every row of one length."
+                    )
+                alignment = align_rows(inputs, labels, student, own, max_teacher_len=self.max_teacher_len)
+                logits = teacher_logits(teacher, alignment.teacher_inputs, plan.device)
+                rows = self.encode_aligned(logits, alignment, start)
+                if self.k > 0:
+                    tails.append(_used_tails(rows, len(self.temperatures)))
+                yield start, rows
+            if tails:
+                summary["uld_tail_mass"] = _tail_summary(torch.cat(tails), self.temperatures)
+
+        tails: list[torch.Tensor] = []
+        summary: dict[str, Any] = {}
+        return RowBlocks((len(split),), num_classes, None, blocks(), summary)
+
+    def encode_aligned(
+        self, logits: torch.Tensor, alignment: Alignment, first: int = 0
+    ) -> dict[str, np.ndarray]:
+        """The rows of one batch: its teacher logits (B, U, V_t) on `alignment`'s teacher inputs.
+
+        Raises:
+            ConfigError: a chunk log-likelihood that is NaN or infinite (naming the sample), or a row with
+                more chunks than positions.
+        """
+        rows = alignment.student_chunks.shape[0]
+        slot_row, slot, local = _row_slots(alignment, rows)
+        if bool((slot >= self.positions).any()):
+            raise ConfigError(
+                f"a row of samples {first}.. has more chunks than its {self.positions} positions"
+            )
+        l_t = teacher_chunk_logprob(logits, alignment)
+        bad = ~torch.isfinite(l_t)
+        if bool(bad.any()):
+            sample = first + int(slot_row[bad.nonzero()[0, 0]])
+            raise ConfigError(
+                f"the teacher's log-likelihood of a chunk of sample {sample} is {float(l_t[bad][0])}: its logits "
+                "are NaN or +inf, or give its own token probability 0. Fix the teacher, or use "
+                "teacher_cache.mode=off to see the live teacher fail the same way."
+            )
+        logprob = torch.zeros(rows, self.positions)
+        logprob[slot_row, slot] = l_t
+        out = {"chunks.i32": local.to(torch.int32).numpy(), "logprob.f32": logprob.numpy()}
+        if self.k > 0:
+            kept = self.kept(logits.shape[-1])
+            probs = torch.zeros(rows, self.positions, len(self.temperatures), kept)
+            tail = torch.zeros(rows, self.positions, len(self.temperatures))
+            for j, t in enumerate(self.temperatures):
+                head, rest = teacher_sorted_probs(logits, alignment, t, self.k)
+                probs[slot_row, slot, j] = head
+                tail[slot_row, slot, j] = rest
+            out["probs.f32"] = probs.reshape(rows, -1).numpy()
+            out["tail.f32"] = tail.reshape(rows, -1).numpy()
+        return out
+
+    def targets(
+        self,
+        arrays: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        student_targets: torch.Tensor,
+        num_classes: int,
+    ) -> ChunkTargets:
+        """The `ChunkTargets` of `rows`, numbered across them as a live alignment of the batch numbers them.
+
+        Args:
+            arrays: the store's files.
+            rows: (B,) the rows (sample ids) of the batch.
+            student_targets: (B, T) the token each student position predicts (`next_tokens`).
+            num_classes: the teacher's vocabulary (V_t).
+        """
+        local = arrays["chunks.i32"].index_select(0, rows).long()
+        counts = (local.max(dim=1).values + 1).clamp(min=0)
+        offsets = counts.cumsum(0) - counts
+        chunks = torch.where(local >= 0, local + offsets.unsqueeze(1), NO_CHUNK)
+        used = torch.arange(self.positions).unsqueeze(0) < counts.unsqueeze(1)  # row-major: global order
+        logprob = arrays["logprob.f32"].index_select(0, rows)[used]
+        probs = None
+        if self.k > 0:
+            shape = (len(rows), self.positions, len(self.temperatures), self.kept(num_classes))
+            probs = arrays["probs.f32"].index_select(0, rows).reshape(shape)[used]
+        return ChunkTargets(student_targets, chunks, int(counts.sum()), logprob, probs, self.temperatures)
+
+
+def _used_tails(rows: dict[str, np.ndarray], temperatures: int) -> torch.Tensor:
+    """(chunks, temperatures) the tail masses of one block's chunks (its rows' used slots)."""
+    chunks = torch.from_numpy(rows["chunks.i32"]).long()
+    used = torch.arange(chunks.shape[1]).unsqueeze(0) <= chunks.max(dim=1).values.unsqueeze(1)
+    return torch.from_numpy(rows["tail.f32"]).reshape(*chunks.shape, temperatures)[used]
+
+
+def _tail_summary(tails: torch.Tensor, temperatures: tuple[float, ...]) -> dict[str, dict[str, float]]:
+    """Per temperature, the mean and the largest teacher probability `uld` left out of a chunk: its loss
+    differs from the exact one by at most the mean over the chunks a batch counts."""
+    if len(tails) == 0:
+        return {str(t): {"mean": 0.0, "max": 0.0} for t in temperatures}
+    return {
+        str(t): {"mean": float(tails[:, j].mean()), "max": float(tails[:, j].max())}
+        for j, t in enumerate(temperatures)
+    }
+
+
+def _row_slots(alignment: Alignment, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each chunk's row and slot in it, and the student chunks numbered within their rows.
+
+    `align_rows` numbers a batch's chunks row after row, each row's consecutively: a chunk's slot is its
+    id minus the smallest id in its row.
+
+    Returns:
+        ((num_chunks,) row of each chunk, (num_chunks,) its slot, (B, T) row-local student chunks).
+    """
+    n = alignment.num_chunks
+    row_of = torch.zeros(n, dtype=torch.long)
+    for chunks in (alignment.student_chunks, alignment.teacher_chunks):
+        which = torch.arange(chunks.shape[0]).unsqueeze(1).expand_as(chunks)
+        keep = chunks != NO_CHUNK
+        row_of.scatter_(0, chunks[keep], which[keep])
+    first = torch.full((rows,), n, dtype=torch.long).scatter_reduce(0, row_of, torch.arange(n), reduce="amin")
+    slot = torch.arange(n) - first[row_of]
+    s = alignment.student_chunks
+    which = torch.arange(rows).unsqueeze(1).expand_as(s)
+    local = torch.where(s != NO_CHUNK, s - first[which], NO_CHUNK)
+    return row_of, slot, local
+
+
+def next_tokens(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) the token each student position predicts, as `distil.data.alignment.align_rows` sets its
+    `student_targets`: the next input, and at the last position the last label (`IGNORE_INDEX` if none)."""
+    return torch.cat([inputs[:, 1:], labels[:, -1:].to(inputs.dtype)], dim=1)
+
+
+FORMATS: dict[str, type[RowFormat]] = {
+    "full": FullLogits,
+    "topk": TopK,
+    "sampled": Sampled,
+    "aligned": AlignedChunks,
+}
 
 
 def format_from(name: str, params: dict[str, Any]) -> RowFormat:
@@ -577,6 +870,42 @@ def peak_memory(device: torch.device) -> dict[str, int]:
     return peak
 
 
+def logit_rows(fmt: RowFormat, teacher: nn.Module, split: SampleSplit, plan: BuildPlan) -> RowBlocks:
+    """A logit format's rows: the teacher's logits on each row's inputs, `encode`d `chunk_rows` at a time.
+
+    Rows take the shape of the teacher's outputs: (N,) for (B, K) logits, (N, T) for a sequence model's
+    (B, T, V) (every sample of the split has the same T). With `plan.views`, V * N rows.
+
+    Raises:
+        ConfigError: outputs that are not logits, logits that are NaN, +inf or -inf everywhere in a row
+            (`check_logits`), or samples whose outputs differ in length.
+    """
+    n = len(split) * (plan.views.count if plan.views is not None else 1)
+    probe = teacher_logits(teacher, split.head(1), plan.device)
+    num_classes = int(probe.shape[-1])
+    positions = int(probe.shape[1]) if probe.ndim == 3 else None
+    lead = (n,) if positions is None else (n, positions)
+    per_row = positions or 1
+    step = chunk_rows(num_classes, plan.chunk_elements)
+
+    def blocks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for start, inputs in input_batches(split, plan.batch_size, plan.views):
+            logits = teacher_logits(teacher, inputs, plan.device, plan.channels_last)
+            if tuple(logits.shape[1:-1]) != lead[1:]:
+                raise ConfigError(
+                    f"the teacher returned {tuple(logits.shape)} logits for samples {start}.., but "
+                    f"{tuple(probe.shape)} for the first: a cache needs every sample padded to the same length."
+                )
+            logits = logits.reshape(-1, num_classes)
+            for at in range(0, logits.shape[0], step):
+                chunk, first = logits[at : at + step], start * per_row + at
+                check_logits(chunk, first, per_row)
+                yield first, fmt.encode(chunk)
+            del logits
+
+    return RowBlocks(lead, num_classes, positions, blocks())
+
+
 def build(
     teacher: nn.Module,
     split: SampleSplit,
@@ -593,9 +922,8 @@ def build(
 ) -> Path:
     """Run the frozen `teacher` over the rows of `split` once and write `fmt`'s files atomically.
 
-    Rows take the shape of the teacher's outputs: (N,) for (B, K) logits, (N, T) for a sequence
-    model's (B, T, V) (every sample of the split has the same T). With `views`, V * N rows. The
-    teacher runs on `batch_size` samples at a time; their logits are encoded `chunk_rows` rows at a
+    What the rows are is the format's (`RowFormat.rows`: by default the teacher's logits, `logit_rows`);
+    the teacher runs on `batch_size` samples at a time and logits are encoded `chunk_rows` rows at a
     time (the same bytes for any chunking). The metadata's `build` records the batch size, the chunk,
     the peak memory (`peak_memory`) and the seconds.
 
@@ -603,9 +931,8 @@ def build(
         `directory`.
 
     Raises:
-        ConfigError: format parameters that do not fit the class count, outputs that are not logits,
-            logits that are NaN, +inf or -inf everywhere in a row (`check_logits`), or samples whose
-            outputs differ in length.
+        ConfigError: format parameters that do not fit the class count, or what the format's rows
+            refuse (`logit_rows`, `AlignedChunks.rows`).
     """
     started = time.perf_counter()
     final = Path(directory)
@@ -614,48 +941,33 @@ def build(
     teacher.to(device)
     if channels_last:
         teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    samples = len(split)
-    n = samples * (views.count if views is not None else 1)
-    probe = teacher_logits(teacher, split.head(1), device)
-    num_classes = int(probe.shape[-1])
-    positions = int(probe.shape[1]) if probe.ndim == 3 else None
-    lead = (n,) if positions is None else (n, positions)
+    plan = BuildPlan(batch_size, device, channels_last, views, chunk_elements)
+    made = fmt.rows(teacher, split, plan)
+    num_classes = made.num_classes
     fmt.check(num_classes)
     fmt.begin()
     reset_peak_memory(device)
-    shapes = {name: (*lead, fmt.width(name, num_classes)) for name in fmt.files(num_classes)}
+    shapes = {name: (*made.lead, fmt.width(name, num_classes)) for name in fmt.files(num_classes)}
     with atomic_dir(final, complete=lambda path: read_meta(path) is not None) as tmp:
         arrays = {
             name: np.memmap(tmp / name, dtype, "w+", shape=shapes[name])
             for name, dtype in fmt.files(num_classes).items()
         }
-        # Flat (rows x positions, width) views of the files: chunks of positions are written in place.
+        # Flat (rows x positions, width) views of the files: blocks of rows are written in place.
         flat = {name: arr.reshape(-1, arr.shape[-1]) for name, arr in arrays.items()}
-        per_row = positions or 1
-        step = chunk_rows(num_classes, chunk_elements)
-        for start, inputs in input_batches(split, batch_size, views):
-            logits = teacher_logits(teacher, inputs, device, channels_last)
-            if tuple(logits.shape[1:-1]) != lead[1:]:
-                raise ConfigError(
-                    f"the teacher returned {tuple(logits.shape)} logits for samples {start}.., but "
-                    f"{tuple(probe.shape)} for the first: a cache needs every sample padded to the same length."
-                )
-            logits = logits.reshape(-1, num_classes)
-            for at in range(0, logits.shape[0], step):
-                chunk, first = logits[at : at + step], start * per_row + at
-                check_logits(chunk, first, per_row)
-                for name, rows in fmt.encode(chunk).items():
-                    flat[name][first : first + chunk.shape[0]] = rows
-            del logits
+        for first, block in made.blocks:
+            for name, rows in block.items():
+                flat[name][first : first + rows.shape[0]] = rows
         for arr in arrays.values():
             arr.flush()
         del arrays, flat
         peak = peak_memory(device)
         built = {
             "batch_size": batch_size,
-            "chunk_rows": step,
+            "chunk_rows": chunk_rows(num_classes, chunk_elements),
             **peak,
             "seconds": round(time.perf_counter() - started, 3),
+            **made.summary,
         }
         meta = {
             "format_version": FORMAT_VERSION,
@@ -663,9 +975,9 @@ def build(
             "form": fmt.name,
             "params": fmt.params(),
             **fmt.params(),  # flat too, for people reading the file
-            "rows": n,
-            "samples": samples,
-            "positions": positions,
+            "rows": made.lead[0],
+            "samples": len(split),
+            "positions": made.positions,
             "num_classes": num_classes,
             "views": views.count if views is not None else None,
             "bytes_per_token": fmt.bytes_per_row(num_classes),

@@ -80,6 +80,29 @@ def check_checkpoint_tokenizer(path: str, meta: dict[str, Any], data: DataBundle
         )
 
 
+def check_checkpoint_task(path: str, meta: dict[str, Any], data: DataBundle) -> None:
+    """Refuse a checkpoint trained for another task than the data's (`distil.data.targets`).
+
+    A sidecar records ``data.task`` only for tasks other than classification and language modelling, so a
+    classifier (softmax over classes) given multilabel data, or a multilabel model (a sigmoid per label)
+    given class labels, is told apart before any output is compared.
+
+    Raises:
+        DataError: naming both tasks and the fix.
+    """
+    recorded = (meta.get("data") or {}).get("task")
+    ours = None if data.task in ("classification", "language-modeling") else data.task
+    if recorded == ours:
+        return
+    trained = recorded or "classification (one class per sample)"
+    raise DataError(
+        f"checkpoint {path!r} was trained for {trained}, but dataset {data.name!r} is {data.task} data "
+        f"({'class indices' if data.task == 'classification' else 'float label rows'}); its outputs mean "
+        "something else. Use a checkpoint trained on this kind of labels, or give the data the labels it "
+        "was trained on (data.task names the task: docs/tasks.md)."
+    )
+
+
 def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> None:
     """A Hugging Face sequence classifier for classified text: check it reads the data's ids, name its labels.
 
@@ -92,7 +115,11 @@ def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> Non
         ModelError: a vocabulary or pad id that differs from the data's, with the fix.
     """
     from distil.models.hf import SeqClassifier
+    from distil.models.recurrent import LSTMClassifier
 
+    if isinstance(model, LSTMClassifier) and data.vocab_size is not None and not data.is_tokens:
+        _fit_lstm_classifier(model, name, data)
+        return
     if not isinstance(model, SeqClassifier) or data.vocab_size is None or data.is_tokens:
         return
     config = model.config
@@ -114,6 +141,26 @@ def fit_classifier_to_text(model: nn.Module, name: str, data: DataBundle) -> Non
     if data.class_names:
         config.id2label = dict(enumerate(data.class_names))
         config.label2id = {label: i for i, label in enumerate(data.class_names)}
+
+
+def _fit_lstm_classifier(model: Any, name: str, data: DataBundle) -> None:
+    """An ``lstm-classifier`` must read the data's ids and pool without its padding (as a SeqClassifier).
+
+    Raises:
+        ModelError: a vocabulary or pad id that differs from the data's, with the kwarg that fixes it.
+    """
+    if model.vocab_size != data.vocab_size:
+        raise ModelError(
+            f"{name}: the model's vocabulary is {model.vocab_size} but dataset {data.name!r} is tokenized into "
+            f"{data.vocab_size} ids ({data.extra.get('tokenizer')}); set kwargs.vocab_size: {data.vocab_size}."
+        )
+    pad = data.extra.get("pad_id")
+    if pad is not None and model.pad_id != int(pad):
+        raise ModelError(
+            f"{name}: the model's pad_id is {model.pad_id} but dataset {data.name!r} pads with id {pad}; the "
+            f"model pools every position not holding its pad id, so it would read the padding. Set "
+            f"kwargs.pad_id: {pad}."
+        )
 
 
 def build_model(
@@ -156,6 +203,7 @@ def build_model(
         spec = meta["spec"]
         if data.vocab_size is not None:
             check_checkpoint_tokenizer(ckpt, meta, data)
+        check_checkpoint_task(ckpt, meta, data)
         trained_classes = meta.get("data", {}).get("num_classes", spec.get("num_classes"))
         if trained_classes != data.num_classes:
             raise DataError(

@@ -23,9 +23,12 @@ from distil.config import TrainConfig, cache_settings
 from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import INPUTS, call_model, to_device
+from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, TrainingError
 from distil.losses.protocol import ChoosesModelOutputs, DistillationLoss
 from distil.measure import split_evaluation
+from distil.measure.bytes import known_token_bytes
+from distil.measure.tasks import LM_TASK
 from distil.train.distributed import (
     average_gradients,
     broadcast_module,
@@ -140,6 +143,22 @@ def make_accelerator(
 def eval_split(data: DataBundle) -> tuple[str, SampleSplit]:
     """The split used for per-epoch evaluation: validation when there is one, else test."""
     return ("val", data.val) if len(data.val) else ("test", data.test)
+
+
+def eval_token_bytes(data: DataBundle) -> torch.Tensor | None:
+    """The bytes each token id spells, for per-epoch bits per byte of a language model (`val_bits_per_byte`);
+    None for other data, or when the data's tokenizer cannot be rebuilt as it was (no name, files gone, a
+    changed fingerprint: its byte counts could be wrong) or its bytes are not known (not byte-level)."""
+    name = data.extra.get("tokenizer_name")
+    if data.task != LM_TASK or not name:
+        return None
+    try:
+        tokenizer = get_tokenizer(name)
+    except Exception:  # a tokenizer that needs files (or code) no longer available: per-token metrics only
+        return None
+    if tokenizer.fingerprint != data.extra.get("tokenizer", tokenizer.fingerprint):
+        return None
+    return known_token_bytes(tokenizer)[0]
 
 
 def augmenter_for(data: DataBundle, cfg: TrainConfig) -> Augmenter:
@@ -359,6 +378,7 @@ class TrainLoop:
         self.model = self._prepare(model)
         self.clip_groups = _clip_groups(self._trained(), self.optimizer)
         self.eval_name, self.eval_data = eval_split(data)
+        self.eval_token_bytes = eval_token_bytes(data)  # val_bits_per_byte where the bytes are known
         # `epochs` whole epochs, or `max_steps` steps (the last epoch cut short).
         self.epochs, self.total_steps = step_budget(cfg, self.steps_per_epoch)
         self.task = None
@@ -580,12 +600,16 @@ class TrainLoop:
 
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on the evaluation split as `{split}_{metric}` and `eval_{metric}`
-        (classification: accuracy; language modelling: accuracy, perplexity, loss); per student
+        (classification: accuracy; language modelling: accuracy, perplexity, loss, and bits_per_byte and
+        byte_perplexity where the tokenizer's bytes are known: `eval_token_bytes`); per student
         (`s{i}_...`) for a cohort, the first's being the cohort's. Each process evaluates its shard."""
         unwrapped = self._trained()
         if self.loss_module is not None:
             broadcast_module(self.accelerator, self.loss_module, buffers_only=True)
-        name, evaluation = self.eval_name, split_evaluation(self.data.task)
+        name, evaluation = (
+            self.eval_name,
+            split_evaluation(self.data.task, self.eval_token_bytes, width=self.data.num_classes),
+        )
         students = unwrapped.students if isinstance(unwrapped, Cohort) else [unwrapped]
         out: dict[str, float] = {}
         for i, student in enumerate(students):

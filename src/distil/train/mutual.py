@@ -23,6 +23,7 @@ from torch import nn
 from distil.data.batch import LABELS
 from distil.errors import ConfigError
 from distil.losses.functional import cross_entropy, kd_kl
+from distil.models.vit import plain_logits
 
 
 @dataclass
@@ -109,9 +110,9 @@ class MutualLoss(nn.Module):
     def forward(
         self, student_out: Sequence[torch.Tensor], teacher_out: Any, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        per_student = mutual_losses(
-            student_out, batch[LABELS], self.temperature, self.kd_weight, self.ce_weight
-        )
+        # A distillation-token student (vit-tiny) trains both heads through their average, as CELoss does.
+        logits = [plain_logits(out) for out in student_out]
+        per_student = mutual_losses(logits, batch[LABELS], self.temperature, self.kd_weight, self.ce_weight)
         terms = {"loss": torch.stack([t["loss"] for t in per_student]).sum()}
         for i, t in enumerate(per_student):
             terms.update({f"s{i}_{name}": value for name, value in t.items()})
