@@ -5,6 +5,7 @@ The CLI only wraps these functions.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from distil.data.targets import outputs_are_logits
 from distil.errors import ConfigError, DataError
 from distil.losses import supervised_loss
 from distil.losses.compose import ComposedLoss
+from distil.losses.fused import FusedPlan, plan_fused
 from distil.losses.protocol import DistillationLoss
 from distil.teachers.crosstok import cross_tokenizer_source, cross_tokenizer_teacher
 from distil.teachers.generations import seq_kd_data
@@ -248,6 +250,8 @@ def distill(
         if isinstance(loss, ComposedLoss) and cfg.max_steps is not None:
             # Its temperature schedule spans the epochs the step budget runs, not `cfg.epochs`.
             loss.epochs = first_epoch + step_budget(cfg, len(train_loader(data, cfg, accelerator)))[0]
+        if isinstance(loss, ComposedLoss):  # before the teacher source: a live teacher may fuse too
+            loss.fused = fused_plan(kd, cfg, student, teachers, data, loss)
         teacher_fn, source_record = (
             teacher_source(
                 teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
@@ -256,6 +260,8 @@ def distill(
             else cross_tokenizer_source(cross, data, loss, cfg, accelerator)
         )
         source_record.update(completions)
+        if isinstance(loss, ComposedLoss) and loss.fused is not None:
+            source_record["fused_head"] = "student+teacher" if loss.fused.teacher else "student"
 
         def log(record: dict[str, Any]) -> None:
             record.update(source_record)  # every epoch says where its teacher outputs came from
@@ -280,6 +286,30 @@ def distill(
     for record in result.history:
         record.update(source_record)
     return result
+
+
+def fused_plan(
+    kd: KDConfig,
+    cfg: TrainConfig,
+    student: nn.Module,
+    teachers: Sequence[nn.Module],
+    data: DataBundle,
+    loss: ComposedLoss,
+) -> FusedPlan | None:
+    """The fused LM head plan of `kd.fused` for this run (`distil.losses.fused.plan_fused`); a one-line
+    notice when it was asked for (or `auto` would have fused) but cannot be."""
+    plan, notice = plan_fused(
+        kd.fused,
+        student=student,
+        teachers=teachers,
+        terms=loss.terms,
+        sample=data.train.head(1).to(next(student.parameters()).device),
+        vocab=data.num_classes,
+        sharded=cfg.fsdp.enabled,
+    )
+    if notice is not None:
+        warnings.warn(notice, stacklevel=3)
+    return plan
 
 
 def _continue_schedule(loss_fn: LossFn, first_epoch: int) -> None:

@@ -765,6 +765,12 @@ class KDConfig(_Strict):
         le=1,
         description="LM outputs differing by padding rows: most teacher probability allowed on the ids cut",
     )
+    fused: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="LM head and per-token terms fused chunk by chunk, never the whole (B, T, V) logits "
+        "(docs/lm-losses.md): auto = for a Hugging Face causal-LM student from 32000 ids up, on = at any "
+        "vocabulary size, off = never; a run that cannot fuse says so in a one-line notice",
+    )
 
     @model_validator(mode="after")
     def _some_weight(self) -> KDConfig:

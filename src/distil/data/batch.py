@@ -34,11 +34,17 @@ VIEW = "view"  # with INDEX, the row of a views cache (batches of an augmented r
 IGNORE_INDEX = -100
 
 
-def call_model(model: nn.Module | Any, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> Any:
-    """Run `model` on a batch's inputs: positionally for a tensor, as keyword arguments for a dict."""
+def call_model(
+    model: nn.Module | Any, inputs: torch.Tensor | Mapping[str, torch.Tensor], **options: Any
+) -> Any:
+    """Run `model` on a batch's inputs: positionally for a tensor, as keyword arguments for a dict.
+
+    `options` are passed as keyword arguments too (e.g. ``head=False``: a causal LM's hidden states for
+    the fused LM loss, `distil.losses.fused`).
+    """
     if isinstance(inputs, Mapping):
-        return model(**inputs)
-    return model(inputs)
+        return model(**inputs, **options)
+    return model(inputs, **options)
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Each term is logged separately (its unweighted value); "loss" is the weighted to
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from distil.config import KDConfig
 from distil.data.batch import GENERATED, IGNORE_INDEX, INDEX, LABELS, MASK
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
+from distil.losses.fused import FusedPlan, as_logits, fallback_notice, fused_terms
 from distil.losses.logit import CELoss
 from distil.losses.protocol import DistillationLoss
 from distil.losses.registry import (
@@ -30,6 +32,7 @@ from distil.losses.registry import (
     task_terms,
 )
 from distil.losses.vocab import align_vocab
+from distil.models.hf import HeadOutput
 from distil.models.vit import TokenLogits
 
 
@@ -89,6 +92,9 @@ class ComposedLoss(nn.Module, DistillationLoss):
         self.epoch_offset = 0
         self.vocab_tolerance = vocab_tolerance
         self._vocab_checked = False
+        # The fused LM head (kd.fused, set by `distil.distill`): None computes from whole logits.
+        self.fused: FusedPlan | None = None
+        self._fused_noticed = False
 
     @property
     def teacher_needs(self) -> TeacherNeeds:
@@ -99,6 +105,12 @@ class ComposedLoss(nn.Module, DistillationLoss):
         if live:
             return TeacherNeeds(True, f"terms {', '.join(live)} need the teacher's features (captured live)")
         return TeacherNeeds(False, f"terms {', '.join(self.terms)} use only the teacher's logits")
+
+    def model_call_options(self, role: Literal["student", "teacher"]) -> dict[str, Any]:
+        """``head=False`` (hidden states and head, not logits) for the models the fused plan covers."""
+        plan = self.fused
+        fused = plan is not None and plan.student and (role == "student" or plan.teacher)
+        return {"head": False} if fused else {}
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (0-based, counted from `epoch_offset`) whose weights and temperature apply."""
@@ -145,6 +157,11 @@ class ComposedLoss(nn.Module, DistillationLoss):
         mask = batch.get(MASK)
         if mask is not None:
             self._check_mask_users()
+        if isinstance(student_out, HeadOutput):
+            fused = self._fused_forward(student_out, teacher_out, batch, mask)
+            if fused is not None:
+                return fused
+        student_out, teacher_out = as_logits(student_out), as_logits(teacher_out)
         if (
             isinstance(teacher_out, torch.Tensor)
             and student_out.dim() == 3
@@ -196,6 +213,33 @@ class ComposedLoss(nn.Module, DistillationLoss):
                 "set student_train.generation.lmbda=0."
             )
         return {"loss": total, **out, **reported}
+
+    def _fused_forward(
+        self,
+        student_out: HeadOutput,
+        teacher_out: Any,
+        batch: dict[str, torch.Tensor],
+        mask: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """The terms with the LM head fused (`distil.losses.fused`); None (after a one-time notice) when
+        this batch's outputs cannot be, e.g. the sparse rows of a top-k teacher cache."""
+        labels = batch[LABELS]
+        result = fused_terms(
+            self.terms,
+            {name: self.current_weight(name) for name in self.terms},
+            student_out,
+            teacher_out,
+            labels,
+            positions_that_count(mask, labels),
+            self.current_temperature(),
+            generated=bool(batch.get(GENERATED, False)),
+        )
+        if isinstance(result, str):
+            if not self._fused_noticed:
+                warnings.warn(fallback_notice(result), stacklevel=3)
+                self._fused_noticed = True
+            return None
+        return result
 
     def _check_mask_users(self) -> None:
         """Refuse a masked batch when a term would ignore its mask (features, relations: per sample)."""

@@ -16,6 +16,7 @@ from torch import nn
 
 from distil.data.batch import LABELS, MASK
 from distil.errors import ConfigError
+from distil.losses.chunked import RowOptions
 from distil.losses.functional import (
     cross_entropy,
     dkd,
@@ -83,6 +84,9 @@ class CETerm(Term):
         self.label_smoothing = ctx.label_smoothing
         self.chunk_size = chunk_size
 
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        return "ce", RowOptions(smoothing=self.label_smoothing)
+
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return cross_entropy(
             inputs.student_logits,
@@ -110,6 +114,9 @@ class KDTerm(Term):
             raise ConfigError(f"kd option tail must be one of {list(TAIL_MODES)}, got {tail!r}")
         self.chunk_size = chunk_size
         self.tail = tail
+
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        return "kl", RowOptions(temperature)
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         teacher: Any = inputs.teacher_logits
@@ -160,6 +167,9 @@ class ReverseKLTerm(Term):
         super().__init__()
         self.chunk_size = chunk_size
 
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        return "rkl", RowOptions(temperature)
+
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return reverse_kl(
             inputs.student_logits,
@@ -189,6 +199,11 @@ class JSTerm(Term):
             raise ConfigError(f"js beta must be in [0, 1] (0 = forward KL, 1 = reverse KL), got {beta}")
         self.beta, self.chunk_size = beta, chunk_size
 
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        # The ends are forward and reverse KL, as `js_divergence` maps them.
+        kind = "kl" if self.beta == 0.0 else "rkl" if self.beta == 1.0 else "jsd"
+        return kind, RowOptions(temperature, beta=self.beta)
+
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return js_divergence(
             inputs.student_logits,
@@ -212,6 +227,9 @@ class TVDTerm(Term):
         super().__init__()
         self.chunk_size = chunk_size
 
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        return "tvd", RowOptions(temperature)
+
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return total_variation(
             inputs.student_logits,
@@ -231,6 +249,9 @@ class LogitMSETerm(Term):
     def __init__(self, ctx: TermContext, chunk_size: int | None = None) -> None:
         super().__init__()
         self.chunk_size = chunk_size
+
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        return "mse", RowOptions(1.0)
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return logit_mse(

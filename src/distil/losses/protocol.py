@@ -11,7 +11,7 @@ Callers test these with `isinstance` (both are runtime-checkable), never by prob
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -55,4 +55,18 @@ class DistillationLoss(DeclaresTeacherNeeds, Protocol):
 
     def temperatures(self) -> tuple[float, ...]:
         """Every temperature the run uses (a top-k teacher cache stores the tail mass at each)."""
+        ...
+
+
+@runtime_checkable
+class ChoosesModelOutputs(Protocol):
+    """A loss that asks the models for something other than their logits: `ComposedLoss` with the fused
+    LM head (`distil.losses.fused`) asks a causal LM for its hidden states and head (``head=False``).
+
+    The loop passes the student's options to its forward (`distil.data.batch.call_model`); a live
+    teacher is built with the teacher's (`distil.teachers.source.teacher_source`).
+    """
+
+    def model_call_options(self, role: Literal["student", "teacher"]) -> dict[str, Any]:
+        """Keyword arguments for the forward of the student or the teacher ({} = plain logits)."""
         ...

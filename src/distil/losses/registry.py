@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from distil.errors import ConfigError
+from distil.losses.chunked import RowOptions
 from distil.models.vit import TokenLogits
 from distil.registry import Registry
 
@@ -128,6 +129,13 @@ class Term(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         """The term's value for one batch (a scalar tensor)."""
+
+    def row_part(self, temperature: float) -> tuple[str, RowOptions] | None:
+        """The row kernel (`distil.losses.chunked.KERNELS`) and options that compute this term position
+        by position, as the fused LM head needs (`distil.losses.fused`); None: not a per-position loss
+        of the logits (features, relations, dkd), so a loss with this term is not fused."""
+        del temperature
+        return None
 
 
 LOSSES: Registry[type[Term]] = Registry("loss term")

@@ -25,10 +25,12 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from distil.errors import ModelError
@@ -43,6 +45,50 @@ _SMALL_DEFAULTS: dict[str, Any] = {
     "num_attention_heads": 4,
     "max_position_embeddings": 1024,
 }
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """A causal LM's output one step before its logits: the final hidden states and the head.
+
+    Attributes:
+        hidden: (B, T, H) final hidden states (after the final norm).
+        weight: (V, H) the output head's weight (the embedding matrix itself when tied).
+        bias: (V,) the head's bias, or None.
+        dtype: the dtype of the head's matrix product: autocast's when the model ran under autocast,
+            else the weight's (what the model's own head would have computed in).
+    """
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    dtype: torch.dtype
+
+    @property
+    def vocab(self) -> int:
+        """V, the width of the logits this head makes."""
+        return int(self.weight.shape[0])
+
+    @property
+    def positions(self) -> torch.Size:
+        """(B, T): the positions the hidden states are for."""
+        return self.hidden.shape[:-1]
+
+    def rows(self) -> torch.Tensor:
+        """The hidden states as (N, H) rows, N = B * T."""
+        return self.hidden.reshape(-1, self.hidden.shape[-1])
+
+    def logits(self) -> torch.Tensor:
+        """The whole (B, T, V) logits, as the model would have returned them (the unfused fallback)."""
+        w, b = self.weight.to(self.dtype), None if self.bias is None else self.bias.to(self.dtype)
+        return F.linear(self.hidden.to(self.dtype), w, b)
+
+
+def head_output(hidden: torch.Tensor, head: torch.nn.Linear) -> HeadOutput:
+    """A `HeadOutput` of `hidden` and the linear `head`, in the dtype autocast (if on) gives the head."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+    return HeadOutput(hidden, head.weight, head.bias, dtype)
 
 
 class HFModel(nn.Module):
@@ -71,8 +117,18 @@ class CausalLM(HFModel):
     The wrapped model stays reachable as ``.hf`` (for ``save_pretrained``, ``generate`` and its config).
     """
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids (B, T); the KV cache is off (training and scoring whole blocks)."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, head: bool = True
+    ) -> Any:
+        """Logits (B, T, V) for token ids (B, T); the KV cache is off (training and scoring whole blocks).
+
+        ``head=False`` (the fused LM loss, `distil.losses.fused`): the final hidden states and the output
+        head instead, as a `distil.losses.fused.HeadOutput`, so the loss makes the logits chunk by chunk.
+        """
+        if not head:
+            hf: Any = self.hf  # a transformers PreTrainedModel: its base model is the decoder stack
+            base = hf.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            return head_output(base.last_hidden_state, hf.get_output_embeddings())
         out = self.hf(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits
 

@@ -6,6 +6,8 @@ precomputed outputs can be another, without the loop knowing which.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,15 +22,22 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 class LiveTeacher:
-    """Runs a frozen teacher module on each batch, without building a graph."""
+    """Runs a frozen teacher module on each batch, without building a graph.
 
-    def __init__(self, module: nn.Module) -> None:
+    Args:
+        module: the teacher (frozen here).
+        options: keyword arguments of its forward, e.g. ``head=False`` for a causal LM's hidden states
+            and head (the fused LM loss, `distil.losses.fused`); {} for its logits.
+    """
+
+    def __init__(self, module: nn.Module, options: dict[str, Any] | None = None) -> None:
         self.module = freeze(module)
+        self.options = dict(options or {})
 
     def to(self, device: torch.device) -> LiveTeacher:
         self.module.to(device)
         return self
 
     @torch.no_grad()
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return call_model(self.module, batch[INPUTS])
+    def __call__(self, batch: dict[str, torch.Tensor]) -> Any:
+        return call_model(self.module, batch[INPUTS], **self.options)

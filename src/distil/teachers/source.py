@@ -22,7 +22,7 @@ from distil.data.augment import Augmenter
 from distil.data.text import LANGUAGE_MODELING
 from distil.errors import ConfigError
 from distil.losses.compose import ComposedLoss
-from distil.losses.protocol import DeclaresTeacherNeeds, DistillationLoss
+from distil.losses.protocol import ChoosesModelOutputs, DeclaresTeacherNeeds, DistillationLoss
 from distil.losses.registry import TeacherNeeds, Term
 from distil.teachers.cache import (
     CachedTeacher,
@@ -169,7 +169,11 @@ def _live_teacher(
         # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
         teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
     else:
-        teacher_fn = LiveTeacher(live[0])
+        # e.g. a causal LM's hidden states and head for the fused LM loss, not its logits
+        options: dict[str, Any] = (
+            scheduled.model_call_options("teacher") if isinstance(scheduled, ChoosesModelOutputs) else {}
+        )
+        teacher_fn = LiveTeacher(live[0], options)
     if not cfg.fsdp.enabled:
         teacher_fn = teacher_fn.to(accelerator.device)
     if cfg.channels_last:

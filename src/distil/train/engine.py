@@ -25,7 +25,7 @@ from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import INPUTS, call_model, to_device
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, TrainingError
-from distil.losses.protocol import DistillationLoss
+from distil.losses.protocol import ChoosesModelOutputs, DistillationLoss
 from distil.measure import split_evaluation
 from distil.measure.bytes import known_token_bytes
 from distil.measure.tasks import LM_TASK
@@ -510,8 +510,14 @@ class TrainLoop:
         if self.cfg.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             batch[INPUTS] = inputs.contiguous(memory_format=torch.channels_last)  # NHWC: images only
         teacher_out = self.teacher(batch) if self.teacher is not None else None
+        # e.g. a causal LM's hidden states and head instead of its logits (the fused LM loss)
+        options: dict[str, Any] = (
+            self.loss_fn.model_call_options("student")
+            if isinstance(self.loss_fn, ChoosesModelOutputs)
+            else {}
+        )
         with self.accelerator.autocast():
-            student_out = call_model(self.model, batch[INPUTS])
+            student_out = call_model(self.model, batch[INPUTS], **options)
         return self.loss_fn(student_out, teacher_out, batch)
 
     def train_step(self, batch: dict[str, Any], epoch: int) -> None:
