@@ -63,7 +63,7 @@ def test_unknown_kwarg_names_valid_ones() -> None:
         create_model("largenet", num_classes=10, widht=0.5)
     message = str(info.value)
     assert "'widht'" in message and "Did you mean 'width'?" in message
-    assert "dropout, width" in message
+    assert "dropout, norm, width" in message
 
 
 def test_kwarg_for_model_without_options() -> None:
