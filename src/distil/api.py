@@ -61,7 +61,7 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
 
 
 # Terms that read the true class of every sample: a mixed (mixup/cutmix) sample has none.
-_LABEL_TERMS = ("ce", "dkd", "ml_bce", "reg_label")
+_LABEL_TERMS = ("ce", "dkd", "ml_bce", "reg_label", "emb_label")
 
 
 def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:

@@ -326,3 +326,47 @@ def test_eval_refuses_a_multilabel_checkpoint_on_class_data(tmp_path: Path) -> N
     )
     assert r.exit_code != 0
     assert "was trained for multilabel" in _flat(r.output), r.output
+
+
+def _embedding_npz(tmp_path: Path, dim: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12)).astype(np.float32)
+    y = np.tanh(x @ rng.normal(size=(12, dim))).astype(np.float32)  # target vectors a teacher can fit
+    path = tmp_path / "emb.npz"
+    np.savez(path, x=x[:200], y=y[:200], x_test=x[200:], y_test=y[200:])
+    return path
+
+
+def test_embedding_train_distill_eval_export(tmp_path: Path) -> None:
+    data = _embedding_npz(tmp_path)
+    out = _train_and_distill(tmp_path, data, "data.task=embedding")
+    records = [json.loads(line) for line in (out / "s" / "metrics.jsonl").read_text().splitlines()]
+    kd = [r for r in records if r["stage"] == "student_kd"]
+    assert "train_emb_kd" in kd[-1] and "train_emb_label" in kd[-1]
+    assert kd[-1]["teacher_source"] == "cache" and kd[-1]["teacher_cache"]["form"] == "full"
+    summary = json.loads((out / "s" / "summary.json").read_text())
+    student = next(m for m in summary["metrics"] if m["name"] == "student_kd")
+    assert student["task"] == "embedding" and 0 < student["accuracy"] <= 1
+    assert {"recall@1", "teacher_recall@5", "cos_teacher"} <= set(student["extra"])
+    assert student["agreement"] is not None and 0 < student["agreement"] <= 1
+
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            str(out / "t" / "teacher.json"),
+            str(out / "s" / "student_kd.json"),
+            "--data-root",
+            str(data),
+            "--no-latency",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "recall@10" in r.output and "cos_teacher" in r.output
+
+    onnx = tmp_path / "student.onnx"
+    r = runner.invoke(
+        app, ["export", str(out / "s" / "student_kd.json"), "--out", str(onnx), "--data-root", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+    assert onnx.is_file()

@@ -7,6 +7,8 @@ A user's arrays (an .npz file, a reader's dict) carry no task tag, so the labels
   ``multilabel`` may also give soft targets in [0, 1] (e.g. CREPE's Gaussian-blurred pitch bins), which
   ``ml_bce`` trains on as they are and the metrics count as positive from 0.5;
 * any other ``(N,)`` or ``(N, D)`` floats: ``regression`` (D real targets per sample);
+* ``embedding`` is never told from the labels (its (N, D) target vectors look like regression targets):
+  a recipe names it (``data.task=embedding``) and the labels must be (N, D) floats with D >= 2;
 
 A recipe names the task (``data.task``) where the labels cannot say it, e.g. ``regression`` for targets that
 happen to be 0/1. A named task that contradicts the labels (``multilabel`` with class indices) stops with
@@ -25,17 +27,19 @@ from distil.errors import DataError
 CLASSIFICATION = "classification"
 MULTILABEL = "multilabel"
 REGRESSION = "regression"
+EMBEDDING = "embedding"
 
 # The tasks whose labels a reader keeps as float tensors (one row of values per sample).
-FLOAT_TARGET_TASKS = (MULTILABEL, REGRESSION)
+FLOAT_TARGET_TASKS = (MULTILABEL, REGRESSION, EMBEDDING)
 # The tasks a recipe may name for array data (`DataConfig.task`).
 ARRAY_TASKS = (CLASSIFICATION, *FLOAT_TARGET_TASKS)
 
 
 def outputs_are_logits(task: str) -> bool:
     """Whether models of `task` emit logits (softened by a softmax or a sigmoid), so a teacher whose outputs
-    all lie in [0, 1] has a final activation to remove; regression outputs are values, any range is valid."""
-    return task != REGRESSION
+    all lie in [0, 1] has a final activation to remove; regression outputs and embeddings are values, any
+    range is valid."""
+    return task not in (REGRESSION, EMBEDDING)
 
 
 def to_targets(array: Any, what: str) -> torch.Tensor:
@@ -140,6 +144,12 @@ def _check_requested(task: str, y: torch.Tensor, source: str) -> None:
                 f"targets such as blurred pitch bins), but the labels have shape {shape} with values outside "
                 "[0, 1]. Fix: threshold or rescale them, or set data.task=regression for real-valued targets."
             )
+    if task == EMBEDDING and (not y.is_floating_point() or y.dim() != 2 or y.shape[1] < 2):
+        raise DataError(
+            f"{source}: data.task=embedding needs (N, D) float target vectors with D >= 2 (the embeddings a "
+            f"teacher is trained to output), but the labels have shape {shape} and dtype {y.dtype}. Fix: save "
+            "y as an (N, D) float32 array of target embeddings, or drop data.task for class labels."
+        )
     if task == REGRESSION and not y.is_floating_point():
         raise DataError(
             f"{source}: data.task=regression needs float targets, but the labels are integers of shape "

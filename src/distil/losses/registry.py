@@ -198,6 +198,7 @@ SOFTMAX_TASKS = frozenset({"classification", "language-modeling"})
 TASK_TERMS: dict[str, tuple[str, str]] = {
     "multilabel": ("ml_kd", "ml_bce"),
     "regression": ("reg_kd", "reg_label"),
+    "embedding": ("emb_kd", "emb_label"),
 }
 
 
