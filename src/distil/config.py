@@ -223,6 +223,12 @@ class ModelConfig(_Strict):
     checkpoint: str | None = Field(
         default=None, description="a distil checkpoint, or a .safetensors/.pt state_dict for this model"
     )
+    embedding_dim: int | None = Field(
+        default=None,
+        gt=0,
+        description="student of data.task=embedding: its output width where it differs from the target "
+        "vectors' (a trainable projection in the loss maps it onto the teacher's); None = the data's",
+    )
 
     @field_validator("model")
     @classmethod
@@ -985,6 +991,21 @@ class Recipe(_Strict):
             )
         if problems:
             raise ValueError(" ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _embedding_dim(self) -> Recipe:
+        # Only a student of embedding data has a width of its own: every other output is sized by the data.
+        if self.teacher.embedding_dim is not None:
+            raise ValueError(
+                "teacher.embedding_dim is not used: the teacher's embedding is as wide as the target vectors "
+                "it is trained on (or a brought checkpoint's). Fix: drop it; set student.embedding_dim instead."
+            )
+        if self.student.embedding_dim is not None and self.data.task != "embedding":
+            raise ValueError(
+                f"student.embedding_dim is for embedding data, but data.task is {self.data.task}: other "
+                "outputs are sized by the data. Fix: set data.task=embedding, or drop student.embedding_dim."
+            )
         return self
 
 

@@ -364,6 +364,36 @@ def test_embedding_train_distill_eval_export(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "recall@10" in r.output and "cos_teacher" in r.output
 
+    # A narrower student (4 of the teacher's 8 dimensions): the term's projection bridges the widths, is
+    # not exported, and the sample-wise cosine to the teacher is undefined (None) rather than a crash.
+    narrow = _data_sets(
+        data,
+        "data.task=embedding",
+        "teacher.model=mlp",
+        "student.model=mlp",
+        "student.kwargs.hidden=[16]",
+        "student.embedding_dim=4",
+        "student_train.epochs=2",
+        "kd.terms={emb_kd: 1.0}",
+    )
+    teacher = str(out / "t" / "teacher.safetensors")
+    args = ["distill", "--teacher", teacher, "--out", str(out), "--name", "n", "-q", "--no-latency", *narrow]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "n" / "summary.json").read_text())
+    student = next(m for m in summary["metrics"] if m["name"] == "student_kd")
+    assert student["extra"]["cos_teacher"] is None and 0 <= student["agreement"] <= 1
+    spec = json.loads((out / "n" / "student_kd.json").read_text())["spec"]
+    assert spec["num_classes"] == 4  # the projection stayed in the loss
+    r = runner.invoke(
+        app, ["eval", str(out / "n" / "student_kd.json"), "--data-root", str(data), "--no-latency"]
+    )
+    assert r.exit_code == 0, r.output
+    # The label term cannot compare 4 dimensions with 8: refused with the fix.
+    refused = [*args[:-1], "kd.terms={emb_kd: 0.5, emb_label: 0.5}"]
+    r = runner.invoke(app, [a if a != "n" else "n2" for a in refused])
+    assert r.exit_code != 0 and "kd.terms={emb_kd: 1.0}" in _flat(r.output)
+
     onnx = tmp_path / "student.onnx"
     r = runner.invoke(
         app, ["export", str(out / "s" / "student_kd.json"), "--out", str(onnx), "--data-root", str(data)]

@@ -114,3 +114,26 @@ def test_whole_number_float_labels_are_refused_until_the_recipe_says_which(tmp_p
     ):
         load_dataset("npz", _npz(tmp_path, y))
     assert load_dataset("npz", _npz(tmp_path, y), task="regression").task == "regression"
+
+
+def test_embedding_is_named_by_the_recipe_and_needs_target_vectors(tmp_path: Path) -> None:
+    y = np.random.default_rng(2).normal(size=(60, 6)).astype(np.float32)
+    assert load_dataset("npz", _npz(tmp_path, y)).task == "regression"  # never told from the labels
+    data = load_dataset("npz", _npz(tmp_path, y), task="embedding")
+    assert data.task == "embedding" and data.num_classes == 6
+    with pytest.raises(DataError, match=r"data.task=embedding needs \(N, D\) float target vectors"):
+        load_dataset("npz", _npz(tmp_path, np.arange(60) % 3), task="embedding")
+    with pytest.raises(DataError, match=r"data.task=embedding needs"):
+        load_dataset("npz", _npz(tmp_path, y[:, 0]), task="embedding")
+
+
+def test_student_embedding_dim_needs_embedding_data() -> None:
+    from distil.config import Recipe
+
+    with pytest.raises(ValueError, match=r"student\.embedding_dim is for embedding data"):
+        Recipe.model_validate({"student": {"model": "mlp", "embedding_dim": 4}})
+    with pytest.raises(ValueError, match=r"teacher\.embedding_dim is not used"):
+        Recipe.model_validate(
+            {"data": {"task": "embedding"}, "teacher": {"model": "mlp", "embedding_dim": 4}}
+        )
+    Recipe.model_validate({"data": {"task": "embedding"}, "student": {"model": "mlp", "embedding_dim": 4}})

@@ -9,7 +9,7 @@ logits: there is no distribution to soften, so the temperature does not apply. T
 * ``emb_label``: mean squared distance to the data's target vectors, the counterpart of ``ce`` that a
   teacher is trained on.
 
-Where the student's width D_s differs from the teacher's D_t (option ``student_dim``), a teacher-matching
+Where the student's width D_s (its ``kwargs.num_classes``) differs from the teacher's D_t, a teacher-matching
 term owns a trainable linear projection D_s -> D_t, as the FitNets term owns its regressor: it trains with
 the student but is part of the loss, so the exported student keeps its own width.
 
@@ -32,8 +32,8 @@ def _check_pair(student: torch.Tensor, target: torch.Tensor, what: str) -> None:
     if student.dim() != 2 or tuple(student.shape) != tuple(target.shape):
         raise ConfigError(
             f"embedding terms compare (B, D) embeddings with (B, D) {what}, got {tuple(student.shape)} and "
-            f"{tuple(target.shape)}; give the student the teacher's width, or set the term's option "
-            "student_dim to the student's width so that a projection maps it onto the teacher's."
+            f"{tuple(target.shape)}; the teacher's embedding must have the data's width "
+            "(its target vectors'); a student of another width is projected onto it by the term."
         )
 
 
@@ -85,15 +85,14 @@ class _TeacherEmbeddingTerm(Term):
     """A distance to the teacher's embedding, through a trainable projection where the widths differ."""
 
     uses_mask = True
+    needs_student_width = True
     tasks = frozenset({"embedding"})
     mse_weight: float = 1.0
     cos_weight: float = 1.0
 
-    def __init__(self, ctx: TermContext, student_dim: int | None = None) -> None:
+    def __init__(self, ctx: TermContext) -> None:
         super().__init__()
-        if student_dim is not None and student_dim < 1:
-            raise ConfigError(f"option student_dim must be >= 1 (the student's width), got {student_dim}.")
-        teacher_dim = ctx.num_classes
+        student_dim, teacher_dim = ctx.student_width, ctx.num_classes
         # Owned by the loss, so it trains with the student but is never exported with it.
         self.projection: nn.Module = (
             nn.Linear(student_dim, teacher_dim, bias=False)
@@ -140,10 +139,17 @@ class EmbeddingLabelTerm(Term):
 
     uses_mask = True
     needs_teacher = False
+    needs_student_width = True
     tasks = frozenset({"embedding"})
 
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
+        if ctx.student_width is not None and ctx.student_width != ctx.num_classes:
+            raise ConfigError(
+                f"the emb_label term compares the student's embedding with the {ctx.num_classes}-wide target "
+                f"vectors, but the student's is {ctx.student_width} wide. Fix: distil on the teacher alone, "
+                "--set 'kd.terms={emb_kd: 1.0}' (its projection bridges the widths)."
+            )
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return embedding_mse(inputs.student_logits, inputs.labels, inputs.mask)

@@ -63,7 +63,12 @@ def embedding_finish(totals: Tensor) -> dict[str, float | None]:
         raise DataError("embedding evaluation: the split holds no samples.")
     cos_target = float(totals[1]) / n if float(totals[2]) > 0 else None
     cos_teacher = float(totals[3]) / n if float(totals[4]) > 0 else None
-    return {"accuracy": cos_target, "agreement": cos_teacher, "cos_target": cos_target, "cos_teacher": cos_teacher}
+    return {
+        "accuracy": cos_target,
+        "agreement": cos_teacher,
+        "cos_target": cos_target,
+        "cos_teacher": cos_teacher,
+    }
 
 
 def neighbours(embeddings: Tensor, k: int) -> Tensor:

@@ -630,6 +630,8 @@ class TrainLoop:
                     f"{self.eval_name} ppl {record['eval_perplexity']:.2f}"
                     if "eval_perplexity" in record
                     else f"{self.eval_name} acc {record['eval_accuracy']:.1%}"
+                    if "eval_accuracy" in record
+                    else ""  # nothing streamed compares (an embedding narrower than its targets)
                 ),
             )
         if self.on_epoch_end is not None and accelerator.is_main_process:
