@@ -60,10 +60,11 @@ class DataConfig(_Strict):
 
     name: str = "digits"
     root: str | None = Field(default=None, description="directory or file; None = the reader's default")
-    task: Literal["classification", "multilabel", "regression", "embedding"] | None = Field(
+    task: Literal["classification", "multilabel", "regression", "embedding", "dense"] | None = Field(
         default=None,
         description="what the labels are (docs/tasks.md); None = told from them: (N,) ints classification, "
-        "(N, L) 0/1 floats multilabel, other floats regression; embedding ((N, D) target vectors) is named",
+        "(N, L) 0/1 floats multilabel, other floats regression, (N, H, W) ints dense; embedding ((N, D) "
+        "target vectors) is named",
     )
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")

@@ -400,3 +400,59 @@ def test_embedding_train_distill_eval_export(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert onnx.is_file()
+
+
+def _dense_npz(tmp_path: Path, n: int = 96, side: int = 8) -> Path:
+    """Images whose pixels are class 0/1/2 by the sign pattern of two channels; a border of 255 (no label)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2, side, side)).astype(np.float32)
+    y = np.where(x[:, 0] > 0.5, 1, np.where(x[:, 1] > 0.5, 2, 0)).astype(np.int64)
+    y[:, 0, :] = 255  # unlabelled row: ignored by the loss and the metrics
+    path = tmp_path / "seg.npz"
+    split = n * 3 // 4
+    np.savez(path, x=x[:split], y=y[:split], x_test=x[split:], y_test=y[split:])
+    return path
+
+
+def _dense_sets(data: Path, *extra: str) -> list[str]:
+    return _data_sets(data, "teacher.model=tiny-segnet", "student.model=tiny-segnet", *extra)
+
+
+def test_dense_train_distill_eval_export(tmp_path: Path) -> None:
+    data = _dense_npz(tmp_path)
+    out = tmp_path / "runs"
+    base = ["-q", "--no-latency", "--out", str(out)]
+    fast = ["batch_size=8", "optimizer=adam", "lr=0.02"]  # 72 images: enough steps in a few epochs
+    teach = _dense_sets(data, "teacher_train.epochs=4", *(f"teacher_train.{s}" for s in fast))
+    r = runner.invoke(app, ["train", "--name", "t", *base, *teach])
+    assert r.exit_code == 0, r.output
+    teacher = str(out / "t" / "teacher.safetensors")
+    sets = _dense_sets(
+        data, "student.kwargs.width=4", "student_train.epochs=2", *(f"student_train.{s}" for s in fast)
+    )
+    r = runner.invoke(app, ["distill", "--teacher", teacher, "--name", "s", *base, *sets])
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in (out / "s" / "metrics.jsonl").read_text().splitlines()]
+    kd = [r for r in records if r["stage"] == "student_kd"]
+    assert "train_dense_kd" in kd[-1] and "train_dense_ce" in kd[-1] and "val_mIoU" in kd[-1]
+    assert kd[-1]["teacher_source"] == "cache" and kd[-1]["teacher_cache"]["form"] == "full"
+    summary = json.loads((out / "s" / "summary.json").read_text())
+    rows = {m["name"]: m for m in summary["metrics"]}
+    assert rows["teacher"]["task"] == "dense" and rows["teacher"]["accuracy"] > 0.5  # mIoU
+    assert {"mIoU", "pixel_accuracy"} <= set(rows["student_kd"]["extra"])
+    assert 0 < rows["student_kd"]["agreement"] <= 1
+
+    r = runner.invoke(
+        app,
+        ["eval", str(out / "t" / "teacher.json"), str(out / "s" / "student_kd.json"), "--data-root", str(data)]
+        + ["--no-latency"],
+    )
+    assert r.exit_code == 0, r.output
+    assert "mIoU" in r.output and "pixel_accuracy" in r.output
+
+    onnx = tmp_path / "student.onnx"
+    r = runner.invoke(
+        app, ["export", str(out / "s" / "student_kd.json"), "--out", str(onnx), "--data-root", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+    assert onnx.is_file()

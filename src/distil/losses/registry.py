@@ -205,6 +205,7 @@ TASK_TERMS: dict[str, tuple[str, str]] = {
     "multilabel": ("ml_kd", "ml_bce"),
     "regression": ("reg_kd", "reg_label"),
     "embedding": ("emb_kd", "emb_label"),
+    "dense": ("dense_kd", "dense_ce"),
 }
 
 

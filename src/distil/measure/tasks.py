@@ -14,6 +14,8 @@ from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, call_model, to_devic
 from distil.data.bundle import SampleSplit
 from distil.errors import ConfigError, DataError
 from distil.measure._util import _check_positive, _eval_mode, _model_device
+from distil.measure.dense import dense_finish, dense_sums, pixel_predictions
+from distil.measure.dense import sums_size as dense_size
 from distil.measure.embedding import RECALL_KS, embedding_finish, embedding_sums, recall_metrics
 from distil.measure.embedding import SUMS_SIZE as EMBEDDING_SUMS_SIZE
 from distil.measure.multilabel import decisions, multilabel_finish, multilabel_sums, sums_size
@@ -374,6 +376,45 @@ register_task(
 )
 
 
+DENSE_TASK = "dense"
+
+
+def _dense_streaming(width: int) -> StreamingMetrics:
+    """Dense prediction's streaming metrics for `width` classes per pixel (`distil.measure.dense`)."""
+    return StreamingMetrics(
+        sums=lambda logits, labels, ref, _bytes: dense_sums(logits, labels, ref),
+        finish=lambda t: dense_finish(t, width),
+        size=dense_size(width),
+        predict=pixel_predictions,
+    )
+
+
+def _dense_metric(name: str) -> Metric:
+    """One dense metric on whole logits: the streaming sums of one batch, finished."""
+
+    def metric(m: MetricInputs) -> float | None:
+        ref = pixel_predictions(m.teacher_logits) if m.teacher_logits is not None else None
+        return dense_finish(dense_sums(m.logits, m.labels, ref).cpu(), int(m.logits.shape[1]))[name]
+
+    return metric
+
+
+register_task(
+    Task(
+        name=DENSE_TASK,
+        metrics={n: _dense_metric(n) for n in ("accuracy", "agreement", "mIoU", "pixel_accuracy")},
+        streaming_for=_dense_streaming,
+        main="mIoU",
+    )
+)
+
+
+def output_width(logits: Tensor) -> int:
+    """The width a task's per-output sums are sized by: K of per-pixel (B, K, H, W) logits, else the last
+    dimension (classes, labels, target columns)."""
+    return int(logits.shape[1] if logits.dim() == 4 else logits.shape[-1])
+
+
 def task_metrics(task: str, inputs: MetricInputs) -> dict[str, Any]:
     """The scalar metrics of ``task`` on ``inputs``, by name.
 
@@ -499,7 +540,7 @@ def _stream(
             batch = to_device(batch, device)
             logits = call_model(model, batch[INPUTS])
             if not isinstance(streaming, StreamingMetrics):
-                streaming = streaming(int(logits.shape[-1]))  # sums per output: sized by the model's
+                streaming = streaming(output_width(logits))  # sums per output: sized by the model's
             details = streaming.detail_sums if num_classes is not None else None
             n = logits.shape[0]
             ref = reference[offset - start : offset - start + n] if reference is not None else None
@@ -686,7 +727,7 @@ def task_predictions(task: str, logits: Tensor) -> Tensor:
     """What a model of `task` decides from its `logits` (top-1 class; multilabel: the labels turned on):
     the reference a later model's agreement is measured against."""
     t = TASKS.get(task)
-    streaming = t.streaming or (t.streaming_for(int(logits.shape[-1])) if t.streaming_for else None)
+    streaming = t.streaming or (t.streaming_for(output_width(logits)) if t.streaming_for else None)
     return streaming.predict(logits) if streaming is not None else logits.argmax(-1)
 
 

@@ -26,6 +26,7 @@ from distil.data.batch import INPUTS, call_model, to_device
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, TrainingError
 from distil.losses.protocol import DistillationLoss
+from distil.data.targets import refuse_moving_augment
 from distil.measure import split_evaluation
 from distil.measure.bytes import known_token_bytes
 from distil.measure.tasks import LM_TASK
@@ -164,8 +165,10 @@ def eval_token_bytes(data: DataBundle) -> torch.Tensor | None:
 def augmenter_for(data: DataBundle, cfg: TrainConfig) -> Augmenter:
     """The training augmentation of `cfg` on `data`: the loader's, and the views cache's (the same draws)."""
     aug = cfg.augment
+    ops = parse_ops(data.augment if aug.ops == "auto" else aug.ops)
+    refuse_moving_augment(data.task, ops, aug.mixing)
     spec = AugmentSpec(
-        ops=parse_ops(data.augment if aug.ops == "auto" else aug.ops),
+        ops=ops,
         padding=data.crop_padding,
         scale=aug.scale,
         ratio=aug.ratio,
