@@ -456,3 +456,14 @@ def test_dense_train_distill_eval_export(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert onnx.is_file()
+
+
+def test_dense_refuses_a_class_label_model_and_moving_augmentations(tmp_path: Path) -> None:
+    data = _dense_npz(tmp_path, n=16)
+    base = ["train", "-q", "--no-latency", "--out", str(tmp_path / "runs")]
+    sets = _data_sets(data, "teacher.model=mlp", "teacher_train.epochs=1")
+    r = runner.invoke(app, [*base, "--name", "a", *sets])
+    assert r.exit_code != 0 and "a class-label model" in _flat(r.output) and "tiny-segnet" in r.output
+    sets = _dense_sets(data, "teacher_train.epochs=1", "teacher_train.augment.ops=crop_flip")
+    r = runner.invoke(app, [*base, "--name", "b", *sets])
+    assert r.exit_code != 0 and "moves or mixes pixels" in _flat(r.output)
