@@ -444,8 +444,14 @@ def test_dense_train_distill_eval_export(tmp_path: Path) -> None:
 
     r = runner.invoke(
         app,
-        ["eval", str(out / "t" / "teacher.json"), str(out / "s" / "student_kd.json"), "--data-root", str(data)]
-        + ["--no-latency"],
+        [
+            "eval",
+            str(out / "t" / "teacher.json"),
+            str(out / "s" / "student_kd.json"),
+            "--data-root",
+            str(data),
+            "--no-latency",
+        ],
     )
     assert r.exit_code == 0, r.output
     assert "mIoU" in r.output and "pixel_accuracy" in r.output

@@ -153,7 +153,7 @@ def test_pixel_classes_read_as_dense_data_with_255_ignored(tmp_path: Path) -> No
     data = load_dataset("npz", _dense_npz(tmp_path), val_fraction=0.2)
     assert data.task == "dense" and data.num_classes == 3
     assert int(data.test.labels[0, 0, 0]) == -100 and int(data.test.labels.max()) == 2
-    with pytest.raises(DataError, match="set data.task=dense"):
+    with pytest.raises(DataError, match=r"set data\.task=dense"):
         load_dataset("npz", _dense_npz(tmp_path), task="classification")
     with pytest.raises(DataError, match=r"data.task=dense needs \(N, H, W\) integer pixel classes"):
         load_dataset("npz", _npz(tmp_path, np.arange(60) % 3), task="dense")
@@ -165,7 +165,7 @@ def test_class_label_models_on_dense_data_and_the_reverse_are_refused(tmp_path: 
 
     data = load_dataset("npz", _dense_npz(tmp_path), val_fraction=0.2)
     mlp = create_model("mlp", num_classes=3, in_channels=2, image_size=4)
-    with pytest.raises(DataError, match="a class-label model. Fix: use a model that keeps H x W"):
+    with pytest.raises(DataError, match=r"a class-label model\. Fix: use a model that keeps H x W"):
         check_classes(mlp, data, "teacher")
     check_classes(create_model("tiny-segnet", num_classes=3, in_channels=2, image_size=4), data, "teacher")
     digits = load_dataset("digits", limit=50)

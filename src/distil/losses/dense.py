@@ -79,7 +79,9 @@ class DenseKDTerm(Term):
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         if not isinstance(inputs.teacher_logits, torch.Tensor):
-            raise ConfigError("the dense_kd term needs the teacher's (B, K, H, W) logits, but none were given.")
+            raise ConfigError(
+                "the dense_kd term needs the teacher's (B, K, H, W) logits, but none were given."
+            )
         return dense_kd(
             inputs.student_logits, inputs.teacher_logits.detach(), inputs.temperature, inputs.mask
         )

@@ -10,7 +10,8 @@ Example:
 from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
-from distil.models import hf, recurrent, resnet_cifar, seed, seg, vit
+from distil.models import hf, recurrent, resnet_cifar, seed, vit
+from distil.models import seg as seg  # registers tiny-segnet
 from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,

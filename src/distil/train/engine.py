@@ -23,10 +23,10 @@ from distil.config import TrainConfig, cache_settings
 from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import INPUTS, call_model, to_device
+from distil.data.targets import refuse_moving_augment
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, TrainingError
 from distil.losses.protocol import DistillationLoss
-from distil.data.targets import refuse_moving_augment
 from distil.measure import split_evaluation
 from distil.measure.bytes import known_token_bytes
 from distil.measure.tasks import LM_TASK
