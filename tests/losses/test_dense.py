@@ -29,6 +29,8 @@ def test_dense_ce_skips_unlabelled_pixels() -> None:
     labels = torch.tensor([[[0, 1], [2, IGNORE_INDEX]], [[IGNORE_INDEX, 1], [1, 0]]])
     want = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     assert torch.allclose(dense_cross_entropy(logits, labels), want, atol=1e-6)
+    smooth = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, label_smoothing=0.1)
+    assert torch.allclose(dense_cross_entropy(logits, labels, label_smoothing=0.1), smooth, atol=1e-6)
 
 
 def test_dense_terms_refuse_per_sample_outputs() -> None:

@@ -44,6 +44,8 @@ def test_a_narrower_student_trains_through_the_terms_projection() -> None:
 def test_emb_label_refuses_a_student_narrower_than_the_targets() -> None:
     with pytest.raises(ConfigError, match=r"kd.terms=\{emb_kd: 1.0\}"):
         build_term("emb_label", TermContext(num_classes=8, student_width=4))
+    with pytest.raises(ConfigError, match="set label_smoothing to 0"):
+        build_term("emb_label", TermContext(num_classes=8, label_smoothing=0.1))
     y = torch.randn(3, 8)
     term = build_term("emb_label", TermContext(num_classes=8))
     assert torch.allclose(term(TermInputs(y + 1, None, y)), torch.tensor(1.0))

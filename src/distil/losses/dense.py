@@ -50,7 +50,10 @@ def dense_kd(
 
 
 def dense_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy to (B, H, W) pixel classes, averaged over the labelled pixels (IGNORE_INDEX skipped).
 
@@ -64,7 +67,7 @@ def dense_cross_entropy(
             f"dense_ce compares (B, K, H, W) logits {tuple(logits.shape)} with (B, H, W) pixel classes, got "
             f"labels of shape {tuple(labels.shape)}; save y as (N, H, W) classes of the inputs' size."
         )
-    return cross_entropy(rows, labels.reshape(b, h * w), mask=mask)
+    return cross_entropy(rows, labels.reshape(b, h * w), label_smoothing, mask=mask)
 
 
 @register_loss("dense_kd")
@@ -89,7 +92,8 @@ class DenseKDTerm(Term):
 
 @register_loss("dense_ce")
 class DenseCETerm(Term):
-    """Per-pixel cross-entropy to the labels, the dense counterpart of ``ce`` (a teacher trains on it)."""
+    """Per-pixel cross-entropy to the labels, the dense counterpart of ``ce`` (a teacher trains on it);
+    the recipe's label smoothing applies per pixel."""
 
     uses_mask = True
     needs_teacher = False
@@ -97,6 +101,7 @@ class DenseCETerm(Term):
 
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
+        self.label_smoothing = ctx.label_smoothing
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return dense_cross_entropy(inputs.student_logits, inputs.labels, inputs.mask)
+        return dense_cross_entropy(inputs.student_logits, inputs.labels, inputs.mask, self.label_smoothing)

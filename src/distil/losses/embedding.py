@@ -144,6 +144,11 @@ class EmbeddingLabelTerm(Term):
 
     def __init__(self, ctx: TermContext) -> None:
         super().__init__()
+        if ctx.label_smoothing:
+            raise ConfigError(
+                f"label_smoothing={ctx.label_smoothing:g} smooths one-class targets of ce; emb_label fits target "
+                "vectors and would ignore it. Fix: set label_smoothing to 0 for embedding data."
+            )
         if ctx.student_width is not None and ctx.student_width != ctx.num_classes:
             raise ConfigError(
                 f"the emb_label term compares the student's embedding with the {ctx.num_classes}-wide target "
