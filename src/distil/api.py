@@ -47,11 +47,34 @@ def output_classes(model: nn.Module, data: DataBundle) -> int:
         ) from None
     finally:
         model.train(was_training)
-    return int(out.shape[-1])
+    _check_dense_shape(out, data)
+    return int(out.shape[1] if data.task == "dense" else out.shape[-1])
+
+
+def _check_dense_shape(out: Any, data: DataBundle) -> None:
+    """Refuse a per-sample model on dense data, and a per-pixel model on any other data."""
+    if not isinstance(out, torch.Tensor):
+        return
+    per_pixel = out.dim() == 4
+    if data.task == "dense" and (not per_pixel or tuple(out.shape[2:]) != tuple(data.input_shape[-2:])):
+        raise DataError(
+            f"dataset {data.name!r} is dense data ((N, H, W) pixel classes), but the model outputs "
+            f"{tuple(out.shape)}, not (B, K, H, W) logits of the inputs' size: a class-label model. Fix: use a "
+            "model that keeps H x W, e.g. --set teacher.model=tiny-segnet --set student.model=tiny-segnet."
+        )
+    if data.task != "dense" and per_pixel:
+        raise DataError(
+            f"the model outputs (B, K, H, W) per-pixel logits {tuple(out.shape)}, but dataset {data.name!r} is "
+            f"{data.task} data. Fix: a model with one output row per sample, or dense data ((N, H, W) labels)."
+        )
 
 
 def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
-    """Fail clearly when a model's output count differs from the dataset's class count."""
+    """Fail clearly when a model's output count differs from the dataset's class count (an embedding
+    model other than the teacher may have its own width: the loss projects it, recall@k compares
+    neighbours)."""
+    if data.task == "embedding" and role != "teacher":
+        return
     k = output_classes(model, data)
     if k != data.num_classes:
         lm = " A teacher with another tokenizer: set kd.teacher_tokenizer to it and use terms uld or alm."
@@ -63,7 +86,7 @@ def check_classes(model: nn.Module, data: DataBundle, role: str) -> None:
 
 
 # Terms that read the true class of every sample: a mixed (mixup/cutmix) sample has none.
-_LABEL_TERMS = ("ce", "dkd", "ml_bce", "reg_label")
+_LABEL_TERMS = ("ce", "dkd", "ml_bce", "reg_label", "emb_label", "dense_ce")
 
 
 def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:

@@ -60,10 +60,11 @@ class DataConfig(_Strict):
 
     name: str = "digits"
     root: str | None = Field(default=None, description="directory or file; None = the reader's default")
-    task: Literal["classification", "multilabel", "regression"] | None = Field(
+    task: Literal["classification", "multilabel", "regression", "embedding", "dense"] | None = Field(
         default=None,
         description="what the labels are (docs/tasks.md); None = told from them: (N,) ints classification, "
-        "(N, L) 0/1 floats multilabel, other floats regression",
+        "(N, L) 0/1 floats multilabel, other floats regression, (N, H, W) ints dense; embedding ((N, D) "
+        "target vectors) is named",
     )
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, gt=0, description="keep at most this many training samples")
@@ -227,6 +228,12 @@ class ModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(
         default=None, description="a distil checkpoint, or a .safetensors/.pt state_dict for this model"
+    )
+    embedding_dim: int | None = Field(
+        default=None,
+        gt=0,
+        description="student of data.task=embedding: its output width where it differs from the target "
+        "vectors' (a trainable projection in the loss maps it onto the teacher's); None = the data's",
     )
 
     @field_validator("model")
@@ -997,6 +1004,21 @@ class Recipe(_Strict):
             )
         if problems:
             raise ValueError(" ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _embedding_dim(self) -> Recipe:
+        # Only a student of embedding data has a width of its own: every other output is sized by the data.
+        if self.teacher.embedding_dim is not None:
+            raise ValueError(
+                "teacher.embedding_dim is not used: the teacher's embedding is as wide as the target vectors "
+                "it is trained on (or a brought checkpoint's). Fix: drop it; set student.embedding_dim instead."
+            )
+        if self.student.embedding_dim is not None and self.data.task != "embedding":
+            raise ValueError(
+                f"student.embedding_dim is for embedding data, but data.task is {self.data.task}: other "
+                "outputs are sized by the data. Fix: set data.task=embedding, or drop student.embedding_dim."
+            )
         return self
 
 

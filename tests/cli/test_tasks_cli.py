@@ -326,3 +326,150 @@ def test_eval_refuses_a_multilabel_checkpoint_on_class_data(tmp_path: Path) -> N
     )
     assert r.exit_code != 0
     assert "was trained for multilabel" in _flat(r.output), r.output
+
+
+def _embedding_npz(tmp_path: Path, dim: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12)).astype(np.float32)
+    y = np.tanh(x @ rng.normal(size=(12, dim))).astype(np.float32)  # target vectors a teacher can fit
+    path = tmp_path / "emb.npz"
+    np.savez(path, x=x[:200], y=y[:200], x_test=x[200:], y_test=y[200:])
+    return path
+
+
+def test_embedding_train_distill_eval_export(tmp_path: Path) -> None:
+    data = _embedding_npz(tmp_path)
+    out = _train_and_distill(tmp_path, data, "data.task=embedding")
+    records = [json.loads(line) for line in (out / "s" / "metrics.jsonl").read_text().splitlines()]
+    kd = [r for r in records if r["stage"] == "student_kd"]
+    assert "train_emb_kd" in kd[-1] and "train_emb_label" in kd[-1]
+    assert kd[-1]["teacher_source"] == "cache" and kd[-1]["teacher_cache"]["form"] == "full"
+    summary = json.loads((out / "s" / "summary.json").read_text())
+    student = next(m for m in summary["metrics"] if m["name"] == "student_kd")
+    assert student["task"] == "embedding" and 0 < student["accuracy"] <= 1
+    assert {"recall@1", "teacher_recall@5", "cos_teacher"} <= set(student["extra"])
+    assert student["agreement"] is not None and 0 < student["agreement"] <= 1
+
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            str(out / "t" / "teacher.json"),
+            str(out / "s" / "student_kd.json"),
+            "--data-root",
+            str(data),
+            "--no-latency",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "recall@10" in r.output and "cos_teacher" in r.output
+
+    # A narrower student (4 of the teacher's 8 dimensions): the term's projection bridges the widths, is
+    # not exported, and the sample-wise cosine to the teacher is undefined (None) rather than a crash.
+    narrow = _data_sets(
+        data,
+        "data.task=embedding",
+        "teacher.model=mlp",
+        "student.model=mlp",
+        "student.kwargs.hidden=[16]",
+        "student.embedding_dim=4",
+        "student_train.epochs=2",
+        "kd.terms={emb_kd: 1.0}",
+    )
+    teacher = str(out / "t" / "teacher.safetensors")
+    args = ["distill", "--teacher", teacher, "--out", str(out), "--name", "n", "-q", "--no-latency", *narrow]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "n" / "summary.json").read_text())
+    student = next(m for m in summary["metrics"] if m["name"] == "student_kd")
+    assert student["extra"]["cos_teacher"] is None and 0 <= student["agreement"] <= 1
+    spec = json.loads((out / "n" / "student_kd.json").read_text())["spec"]
+    assert spec["num_classes"] == 4  # the projection stayed in the loss
+    r = runner.invoke(
+        app, ["eval", str(out / "n" / "student_kd.json"), "--data-root", str(data), "--no-latency"]
+    )
+    assert r.exit_code == 0, r.output
+    # The label term cannot compare 4 dimensions with 8: refused with the fix.
+    refused = [*args[:-1], "kd.terms={emb_kd: 0.5, emb_label: 0.5}"]
+    r = runner.invoke(app, [a if a != "n" else "n2" for a in refused])
+    assert r.exit_code != 0 and "kd.terms={emb_kd: 1.0}" in _flat(r.output)
+
+    onnx = tmp_path / "student.onnx"
+    r = runner.invoke(
+        app, ["export", str(out / "s" / "student_kd.json"), "--out", str(onnx), "--data-root", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+    assert onnx.is_file()
+
+
+def _dense_npz(tmp_path: Path, n: int = 96, side: int = 8) -> Path:
+    """Images whose pixels are class 0/1/2 by the sign pattern of two channels; a border of 255 (no label)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2, side, side)).astype(np.float32)
+    y = np.where(x[:, 0] > 0.5, 1, np.where(x[:, 1] > 0.5, 2, 0)).astype(np.int64)
+    y[:, 0, :] = 255  # unlabelled row: ignored by the loss and the metrics
+    path = tmp_path / "seg.npz"
+    split = n * 3 // 4
+    np.savez(path, x=x[:split], y=y[:split], x_test=x[split:], y_test=y[split:])
+    return path
+
+
+def _dense_sets(data: Path, *extra: str) -> list[str]:
+    return _data_sets(data, "teacher.model=tiny-segnet", "student.model=tiny-segnet", *extra)
+
+
+def test_dense_train_distill_eval_export(tmp_path: Path) -> None:
+    data = _dense_npz(tmp_path)
+    out = tmp_path / "runs"
+    base = ["-q", "--no-latency", "--out", str(out)]
+    fast = ["batch_size=8", "optimizer=adam", "lr=0.02"]  # 72 images: enough steps in a few epochs
+    teach = _dense_sets(data, "teacher_train.epochs=4", *(f"teacher_train.{s}" for s in fast))
+    r = runner.invoke(app, ["train", "--name", "t", *base, *teach])
+    assert r.exit_code == 0, r.output
+    teacher = str(out / "t" / "teacher.safetensors")
+    sets = _dense_sets(
+        data, "student.kwargs.width=4", "student_train.epochs=2", *(f"student_train.{s}" for s in fast)
+    )
+    r = runner.invoke(app, ["distill", "--teacher", teacher, "--name", "s", *base, *sets])
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in (out / "s" / "metrics.jsonl").read_text().splitlines()]
+    kd = [r for r in records if r["stage"] == "student_kd"]
+    assert "train_dense_kd" in kd[-1] and "train_dense_ce" in kd[-1] and "val_mIoU" in kd[-1]
+    assert kd[-1]["teacher_source"] == "cache" and kd[-1]["teacher_cache"]["form"] == "full"
+    summary = json.loads((out / "s" / "summary.json").read_text())
+    rows = {m["name"]: m for m in summary["metrics"]}
+    assert rows["teacher"]["task"] == "dense" and rows["teacher"]["accuracy"] > 0.5  # mIoU
+    assert {"mIoU", "pixel_accuracy"} <= set(rows["student_kd"]["extra"])
+    assert 0 < rows["student_kd"]["agreement"] <= 1
+
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            str(out / "t" / "teacher.json"),
+            str(out / "s" / "student_kd.json"),
+            "--data-root",
+            str(data),
+            "--no-latency",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "mIoU" in r.output and "pixel_accuracy" in r.output
+
+    onnx = tmp_path / "student.onnx"
+    r = runner.invoke(
+        app, ["export", str(out / "s" / "student_kd.json"), "--out", str(onnx), "--data-root", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+    assert onnx.is_file()
+
+
+def test_dense_refuses_a_class_label_model_and_moving_augmentations(tmp_path: Path) -> None:
+    data = _dense_npz(tmp_path, n=16)
+    base = ["train", "-q", "--no-latency", "--out", str(tmp_path / "runs")]
+    sets = _data_sets(data, "teacher.model=mlp", "teacher_train.epochs=1")
+    r = runner.invoke(app, [*base, "--name", "a", *sets])
+    assert r.exit_code != 0 and "a class-label model" in _flat(r.output) and "tiny-segnet" in r.output
+    sets = _dense_sets(data, "teacher_train.epochs=1", "teacher_train.augment.ops=crop_flip")
+    r = runner.invoke(app, [*base, "--name", "b", *sets])
+    assert r.exit_code != 0 and "moves or mixes pixels" in _flat(r.output)

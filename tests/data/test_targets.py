@@ -114,3 +114,73 @@ def test_whole_number_float_labels_are_refused_until_the_recipe_says_which(tmp_p
     ):
         load_dataset("npz", _npz(tmp_path, y))
     assert load_dataset("npz", _npz(tmp_path, y), task="regression").task == "regression"
+
+
+def test_embedding_is_named_by_the_recipe_and_needs_target_vectors(tmp_path: Path) -> None:
+    y = np.random.default_rng(2).normal(size=(60, 6)).astype(np.float32)
+    assert load_dataset("npz", _npz(tmp_path, y)).task == "regression"  # never told from the labels
+    data = load_dataset("npz", _npz(tmp_path, y), task="embedding")
+    assert data.task == "embedding" and data.num_classes == 6
+    with pytest.raises(DataError, match=r"data.task=embedding needs \(N, D\) float target vectors"):
+        load_dataset("npz", _npz(tmp_path, np.arange(60) % 3), task="embedding")
+    with pytest.raises(DataError, match=r"data.task=embedding needs"):
+        load_dataset("npz", _npz(tmp_path, y[:, 0]), task="embedding")
+
+
+def test_student_embedding_dim_needs_embedding_data() -> None:
+    from distil.config import Recipe
+
+    with pytest.raises(ValueError, match=r"student\.embedding_dim is for embedding data"):
+        Recipe.model_validate({"student": {"model": "mlp", "embedding_dim": 4}})
+    with pytest.raises(ValueError, match=r"teacher\.embedding_dim is not used"):
+        Recipe.model_validate(
+            {"data": {"task": "embedding"}, "teacher": {"model": "mlp", "embedding_dim": 4}}
+        )
+    Recipe.model_validate({"data": {"task": "embedding"}, "student": {"model": "mlp", "embedding_dim": 4}})
+
+
+def _dense_npz(tmp_path: Path, n: int = 20) -> Path:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, 2, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=(n, 4, 4)).astype(np.uint8)
+    y[:, 0, 0] = 255
+    path = tmp_path / "seg.npz"
+    np.savez(path, x=x, y=y, x_test=x[:5], y_test=y[:5])
+    return path
+
+
+def test_pixel_classes_read_as_dense_data_with_255_ignored(tmp_path: Path) -> None:
+    data = load_dataset("npz", _dense_npz(tmp_path), val_fraction=0.2)
+    assert data.task == "dense" and data.num_classes == 3
+    assert int(data.test.labels[0, 0, 0]) == -100 and int(data.test.labels.max()) == 2
+    with pytest.raises(DataError, match=r"set data\.task=dense"):
+        load_dataset("npz", _dense_npz(tmp_path), task="classification")
+    with pytest.raises(DataError, match=r"data.task=dense needs \(N, H, W\) integer pixel classes"):
+        load_dataset("npz", _npz(tmp_path, np.arange(60) % 3), task="dense")
+
+
+def test_class_label_models_on_dense_data_and_the_reverse_are_refused(tmp_path: Path) -> None:
+    from distil.api import check_classes
+    from distil.models import create_model
+
+    data = load_dataset("npz", _dense_npz(tmp_path), val_fraction=0.2)
+    mlp = create_model("mlp", num_classes=3, in_channels=2, image_size=4)
+    with pytest.raises(DataError, match=r"a class-label model\. Fix: use a model that keeps H x W"):
+        check_classes(mlp, data, "teacher")
+    check_classes(create_model("tiny-segnet", num_classes=3, in_channels=2, image_size=4), data, "teacher")
+    digits = load_dataset("digits", limit=50)
+    seg = create_model("tiny-segnet", num_classes=10, in_channels=1, image_size=8)
+    with pytest.raises(DataError, match="per-pixel logits"):
+        check_classes(seg, digits, "student")
+
+
+def test_augmentations_that_move_pixels_are_refused_on_dense_data() -> None:
+    from distil.data.targets import refuse_moving_augment
+    from distil.errors import ConfigError
+
+    refuse_moving_augment("dense", ("jitter",), "none")
+    refuse_moving_augment("classification", ("crop", "flip"), "mixup")
+    with pytest.raises(ConfigError, match=r"crop\+flip moves or mixes pixels"):
+        refuse_moving_augment("dense", ("crop", "flip"), "none")
+    with pytest.raises(ConfigError, match="cutmix"):
+        refuse_moving_augment("dense", (), "cutmix")

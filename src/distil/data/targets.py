@@ -7,6 +7,9 @@ A user's arrays (an .npz file, a reader's dict) carry no task tag, so the labels
   ``multilabel`` may also give soft targets in [0, 1] (e.g. CREPE's Gaussian-blurred pitch bins), which
   ``ml_bce`` trains on as they are and the metrics count as positive from 0.5;
 * any other ``(N,)`` or ``(N, D)`` floats: ``regression`` (D real targets per sample);
+* ``(N, H, W)`` integers: ``dense`` (a class per pixel, 255 = no label: ignored by the loss and metrics);
+* ``embedding`` is never told from the labels (its (N, D) target vectors look like regression targets):
+  a recipe names it (``data.task=embedding``) and the labels must be (N, D) floats with D >= 2;
 
 A recipe names the task (``data.task``) where the labels cannot say it, e.g. ``regression`` for targets that
 happen to be 0/1. A named task that contradicts the labels (``multilabel`` with class indices) stops with
@@ -20,26 +23,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.errors import DataError
+from distil.data.batch import IGNORE_INDEX
+from distil.errors import ConfigError, DataError
 
 CLASSIFICATION = "classification"
 MULTILABEL = "multilabel"
 REGRESSION = "regression"
+EMBEDDING = "embedding"
+DENSE = "dense"
+# A pixel without a label in dense labels as saved (the common segmentation convention); read as
+# `IGNORE_INDEX` (-100), the marker every loss and metric of distil skips.
+IGNORE_LABEL = 255
+# Augmentations that leave every pixel where it is (the others would move images under fixed labels).
+PIXEL_PRESERVING_OPS = frozenset({"jitter"})
 
 # The tasks whose labels a reader keeps as float tensors (one row of values per sample).
-FLOAT_TARGET_TASKS = (MULTILABEL, REGRESSION)
+FLOAT_TARGET_TASKS = (MULTILABEL, REGRESSION, EMBEDDING)
 # The tasks a recipe may name for array data (`DataConfig.task`).
-ARRAY_TASKS = (CLASSIFICATION, *FLOAT_TARGET_TASKS)
+ARRAY_TASKS = (CLASSIFICATION, DENSE, *FLOAT_TARGET_TASKS)
 
 
 def outputs_are_logits(task: str) -> bool:
     """Whether models of `task` emit logits (softened by a softmax or a sigmoid), so a teacher whose outputs
-    all lie in [0, 1] has a final activation to remove; regression outputs are values, any range is valid."""
-    return task != REGRESSION
+    all lie in [0, 1] has a final activation to remove; regression outputs and embeddings are values, any
+    range is valid."""
+    return task not in (REGRESSION, EMBEDDING)
 
 
 def to_targets(array: Any, what: str) -> torch.Tensor:
-    """Labels as read: int64 ``(N,)`` class indices, or float32 ``(N,)``/``(N, D)`` targets.
+    """Labels as read: int64 ``(N,)`` class indices, int64 ``(N, H, W)`` pixel classes (255 read as
+    `IGNORE_INDEX`), or float32 ``(N,)``/``(N, D)`` targets.
 
     Raises:
         DataError: another shape or dtype, or non-finite float targets.
@@ -47,6 +60,9 @@ def to_targets(array: Any, what: str) -> torch.Tensor:
     arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
     if arr.ndim == 1 and arr.dtype.kind in "iu":
         return torch.from_numpy(arr.astype(np.int64))
+    if arr.ndim == 3 and arr.dtype.kind in "iu":
+        out = torch.from_numpy(arr.astype(np.int64))
+        return out.masked_fill(out == IGNORE_LABEL, IGNORE_INDEX)
     if arr.ndim in (1, 2) and arr.dtype.kind in "fb":
         out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         if out.numel() and not bool(torch.isfinite(out).all()):
@@ -54,7 +70,8 @@ def to_targets(array: Any, what: str) -> torch.Tensor:
         return out
     raise DataError(
         f"{what} has shape {tuple(arr.shape)} and dtype {arr.dtype}; expected (N,) integer class indices, "
-        "(N, L) 0/1 floats (multilabel) or (N,)/(N, D) float targets (regression)."
+        "(N, L) 0/1 floats (multilabel), (N,)/(N, D) float targets (regression) or (N, H, W) integer pixel "
+        "classes (dense, 255 = no label)."
     )
 
 
@@ -66,7 +83,7 @@ def is_binary(y: torch.Tensor) -> bool:
 def labels_task(y: torch.Tensor) -> str:
     """The task the labels themselves describe (see the module docstring)."""
     if not y.is_floating_point():
-        return CLASSIFICATION
+        return DENSE if y.dim() == 3 else CLASSIFICATION
     if y.dim() == 2 and y.shape[1] >= 2 and is_binary(y):
         return MULTILABEL
     return REGRESSION
@@ -117,6 +134,18 @@ def _refuse_float_class_indices(y: torch.Tensor, source: str) -> None:
 def _check_requested(task: str, y: torch.Tensor, source: str) -> None:
     """Refuse labels that cannot serve `task`, naming the conversion that makes them fit."""
     shape = tuple(y.shape)
+    if task == CLASSIFICATION and not y.is_floating_point() and y.dim() == 3:
+        raise DataError(
+            f"{source}: data.task=classification needs (N,) class indices, but the labels are (N, H, W) "
+            f"pixel classes of shape {shape}. Fix: set data.task=dense (or drop data.task), with a model that "
+            "outputs (B, K, H, W) such as tiny-segnet."
+        )
+    if task == DENSE and (y.is_floating_point() or y.dim() != 3):
+        raise DataError(
+            f"{source}: data.task=dense needs (N, H, W) integer pixel classes (255 = no label), but the labels "
+            f"have shape {shape} and dtype {y.dtype}. Fix: drop data.task for one class per sample, or save "
+            "y as an (N, H, W) integer array of per-pixel classes."
+        )
     if task == CLASSIFICATION and y.is_floating_point():
         hint = (
             " They look like multilabel 0/1 rows: set data.task=multilabel (or drop data.task)."
@@ -140,10 +169,33 @@ def _check_requested(task: str, y: torch.Tensor, source: str) -> None:
                 f"targets such as blurred pitch bins), but the labels have shape {shape} with values outside "
                 "[0, 1]. Fix: threshold or rescale them, or set data.task=regression for real-valued targets."
             )
+    if task == EMBEDDING and (not y.is_floating_point() or y.dim() != 2 or y.shape[1] < 2):
+        raise DataError(
+            f"{source}: data.task=embedding needs (N, D) float target vectors with D >= 2 (the embeddings a "
+            f"teacher is trained to output), but the labels have shape {shape} and dtype {y.dtype}. Fix: save "
+            "y as an (N, D) float32 array of target embeddings, or drop data.task for class labels."
+        )
     if task == REGRESSION and not y.is_floating_point():
         raise DataError(
             f"{source}: data.task=regression needs float targets, but the labels are integers of shape "
             f"{shape}. Fix: save y.astype(np.float32), or drop data.task for class labels."
+        )
+
+
+def refuse_moving_augment(task: str, ops: tuple[str, ...], mixing: str) -> None:
+    """Refuse, on dense data, augmentations that move pixels: the labels of each pixel would not follow.
+
+    Raises:
+        ConfigError: naming the operations and the fix.
+    """
+    if task != DENSE:
+        return
+    moving = [op for op in ops if op not in PIXEL_PRESERVING_OPS] + ([mixing] if mixing != "none" else [])
+    if moving:
+        raise ConfigError(
+            f"augmentation {'+'.join(moving)} moves or mixes pixels, but dense labels are per pixel and are not "
+            "moved with them. Fix: --set student_train.augment.ops=none (and teacher_train), jitter only, "
+            "and augment.mixing=none."
         )
 
 

@@ -10,6 +10,8 @@ from distil.losses import (  # noqa: F401  (registers their terms)
     contrastive,
     crosstok,
     deit,
+    dense,
+    embedding,
     feature,
     multilabel,
     regression,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from distil.config import KDConfig
-from distil.data.batch import GENERATED, IGNORE_INDEX, INDEX, LABELS, MASK
+from distil.data.batch import GENERATED, IGNORE_INDEX, INDEX, LABELS, MASK, call_model
 from distil.errors import ConfigError
 from distil.features import FeatureCapture, block_pairs, feature_shapes, propose_pairs
 from distil.losses.fused import FusedPlan, as_logits, fallback_notice, fused_terms
@@ -355,6 +355,8 @@ def build_loss(
         n_data=n_data,
         label_smoothing=label_smoothing,
     )
+    if any(c.needs_student_width for c in classes.values()):
+        ctx.student_width = _output_width(student, sample_x)
     student_capture = teacher_capture = None
     options = {name: dict(kd.options.get(name) or {}) for name in weights}
     if needs_features:
@@ -393,6 +395,17 @@ def build_loss(
         teacher_capture=teacher_capture,
         vocab_tolerance=kd.vocab_tolerance,
     )
+
+
+def _output_width(model: nn.Module, sample_x: torch.Tensor) -> int:
+    """The width of `model`'s outputs on `sample_x` (one forward without gradients, modes restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(call_model(model, sample_x).shape[-1])
+    finally:
+        model.train(was_training)
 
 
 def supervised_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:

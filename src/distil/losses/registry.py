@@ -69,6 +69,8 @@ class TermContext:
         num_classes: number of classes.
         n_data: number of training samples (memory banks are this long).
         label_smoothing: for the cross-entropy term.
+        student_width: the student's output width, measured when a term asks for it
+            (`Term.needs_student_width`: an embedding term projecting a narrower student); else None.
     """
 
     pairs: list[tuple[str, str]] = field(default_factory=list)
@@ -78,6 +80,7 @@ class TermContext:
     num_classes: int = 10
     n_data: int = 0
     label_smoothing: float = 0.0
+    student_width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class Term(nn.Module, abc.ABC):
     - `uses_mask`: the term reduces over the valid positions of `inputs.mask` (the logit terms). A term
       without it compares per-sample (B, ...) features or relations, where a mask of positions has no
       meaning, so `ComposedLoss` refuses a batch with a mask rather than silently counting every position.
+    - `needs_student_width`: `TermContext.student_width` (the student's output width), measured with one
+      forward of the sample batch (a projection from the student's width to the teacher's).
     - `tasks`: the data tasks (`DataBundle.task`) whose outputs the term can read, e.g. the softmax terms
       classification and language modelling only; None: any (features, relations). `build_loss` refuses a
       term on data of another task (a softmax KD of sigmoid multilabel outputs would be silently wrong).
@@ -119,6 +124,7 @@ class Term(nn.Module, abc.ABC):
     needs_features: ClassVar[bool] = False
     needs_live_teacher: ClassVar[bool] = False
     uses_mask: ClassVar[bool] = False
+    needs_student_width: ClassVar[bool] = False
     tasks: ClassVar[frozenset[str] | None] = None
 
     @classmethod
@@ -206,6 +212,8 @@ SOFTMAX_TASKS = frozenset({"classification", "language-modeling"})
 TASK_TERMS: dict[str, tuple[str, str]] = {
     "multilabel": ("ml_kd", "ml_bce"),
     "regression": ("reg_kd", "reg_label"),
+    "embedding": ("emb_kd", "emb_label"),
+    "dense": ("dense_kd", "dense_ce"),
 }
 
 

@@ -14,6 +14,10 @@ from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, call_model, to_devic
 from distil.data.bundle import SampleSplit
 from distil.errors import ConfigError, DataError
 from distil.measure._util import _check_positive, _eval_mode, _model_device
+from distil.measure.dense import dense_finish, dense_sums, pixel_predictions
+from distil.measure.dense import sums_size as dense_size
+from distil.measure.embedding import RECALL_KS, embedding_finish, embedding_sums, recall_metrics
+from distil.measure.embedding import SUMS_SIZE as EMBEDDING_SUMS_SIZE
 from distil.measure.multilabel import decisions, multilabel_finish, multilabel_sums, sums_size
 from distil.measure.quality import accuracy, agreement, next_token_agreement, per_class_accuracy, perplexity
 from distil.measure.regression import regression_finish, regression_sums
@@ -62,6 +66,10 @@ class Task:
         main: The name the report gives the ``accuracy`` column for this task (e.g. ``mAP``).
         formats: How the report writes a metric (a format spec by metric name, ``accuracy`` for the main
             column); unnamed metrics are shares, written as percentages (``.2%``).
+        whole: Metrics that need the whole split at once (embedding: neighbours for recall@k):
+            ``(predictions, labels, reference) -> {name: float | None}`` on the predictions and labels kept
+            over a streamed pass (CPU), updating the streamed metrics; a per-epoch evaluation keeps only
+            the streamed ones. None: every metric is a sum.
     """
 
     name: str
@@ -71,6 +79,7 @@ class Task:
     streaming_for: Callable[[int], StreamingMetrics] | None = None
     main: str = "accuracy"
     formats: dict[str, str] = field(default_factory=dict)
+    whole: Callable[[Tensor, Tensor, Tensor | None], dict[str, float | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +329,92 @@ register_task(
 )
 
 
+EMBEDDING_TASK = "embedding"
+
+_EMBEDDING_STREAMING = StreamingMetrics(
+    sums=lambda out, labels, ref, _bytes: embedding_sums(out, labels, ref),
+    finish=embedding_finish,
+    size=EMBEDDING_SUMS_SIZE,
+    predict=lambda out: out,  # the embedding itself: the teacher's is the reference of agreement
+)
+
+
+def _embedding_metric(name: str) -> Metric:
+    """One embedding metric on whole outputs: the streamed cosines, then recall@k on the same outputs."""
+
+    def metric(m: MetricInputs) -> float | None:
+        found = embedding_finish(embedding_sums(m.logits, m.labels, m.teacher_logits).cpu())
+        found.update(recall_metrics(m.logits.cpu(), m.labels.cpu(), _cpu(m.teacher_logits)))
+        return found[name]
+
+    return metric
+
+
+def _cpu(t: Tensor | None) -> Tensor | None:
+    return t.cpu() if t is not None else None
+
+
+register_task(
+    Task(
+        name=EMBEDDING_TASK,
+        metrics={
+            n: _embedding_metric(n)
+            for n in (
+                "accuracy",
+                "agreement",
+                *(f"recall@{k}" for k in RECALL_KS[:-1]),
+                *(f"teacher_recall@{k}" for k in RECALL_KS[:-1]),
+                "cos_target",
+                "cos_teacher",
+            )
+        },
+        streaming=_EMBEDDING_STREAMING,
+        main=f"recall@{RECALL_KS[-1]}",
+        formats={"cos_target": ".4f", "cos_teacher": ".4f"},
+        whole=recall_metrics,
+    )
+)
+
+
+DENSE_TASK = "dense"
+
+
+def _dense_streaming(width: int) -> StreamingMetrics:
+    """Dense prediction's streaming metrics for `width` classes per pixel (`distil.measure.dense`)."""
+    return StreamingMetrics(
+        sums=lambda logits, labels, ref, _bytes: dense_sums(logits, labels, ref),
+        finish=lambda t: dense_finish(t, width),
+        size=dense_size(width),
+        predict=pixel_predictions,
+    )
+
+
+def _dense_metric(name: str) -> Metric:
+    """One dense metric on whole logits: the streaming sums of one batch, finished."""
+
+    def metric(m: MetricInputs) -> float | None:
+        ref = pixel_predictions(m.teacher_logits) if m.teacher_logits is not None else None
+        return dense_finish(dense_sums(m.logits, m.labels, ref).cpu(), int(m.logits.shape[1]))[name]
+
+    return metric
+
+
+register_task(
+    Task(
+        name=DENSE_TASK,
+        metrics={n: _dense_metric(n) for n in ("accuracy", "agreement", "mIoU", "pixel_accuracy")},
+        streaming_for=_dense_streaming,
+        main="mIoU",
+    )
+)
+
+
+def output_width(logits: Tensor) -> int:
+    """The width a task's per-output sums are sized by: K of per-pixel (B, K, H, W) logits, else the last
+    dimension (classes, labels, target columns)."""
+    return int(logits.shape[1] if logits.dim() == 4 else logits.shape[-1])
+
+
 def task_metrics(task: str, inputs: MetricInputs) -> dict[str, Any]:
     """The scalar metrics of ``task`` on ``inputs``, by name.
 
@@ -427,10 +522,12 @@ def _stream(
     inference_mode: bool = True,
     num_classes: int | None = None,
     token_bytes: Tensor | None = None,
+    labels_out: list[Tensor] | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, StreamingMetrics | Callable[[int], StreamingMetrics]]:
     """One pass over [start, stop) of `split`: (the task's sums, its detail sums (given `num_classes` and
     detail sums) or None, the predictions (`StreamingMetrics.predict`) on the CPU or None, the streaming
-    metrics, sized by the model's outputs if they were per output); sums are None for no samples."""
+    metrics, sized by the model's outputs if they were per output); sums are None for no samples. Given
+    `labels_out`, each batch's labels are appended to it (on the CPU), for `Task.whole`."""
     _check_positive("batch_size", batch_size)
     device = _model_device(model)
     lengths = token_bytes.to(device=device, dtype=torch.long) if token_bytes is not None else None
@@ -443,7 +540,7 @@ def _stream(
             batch = to_device(batch, device)
             logits = call_model(model, batch[INPUTS])
             if not isinstance(streaming, StreamingMetrics):
-                streaming = streaming(int(logits.shape[-1]))  # sums per output: sized by the model's
+                streaming = streaming(output_width(logits))  # sums per output: sized by the model's
             details = streaming.detail_sums if num_classes is not None else None
             n = logits.shape[0]
             ref = reference[offset - start : offset - start + n] if reference is not None else None
@@ -456,6 +553,8 @@ def _stream(
                 detail_total = d if detail_total is None else detail_total + d
             if keep_predictions:
                 preds.append(streaming.predict(logits).cpu())
+            if labels_out is not None:
+                labels_out.append(batch[LABELS].cpu())
     return total, detail_total, (torch.cat(preds) if keep_predictions and preds else None), streaming
 
 
@@ -599,15 +698,18 @@ def split_quality(
         ConfigError: an unknown task, or one without streaming metrics.
         DataError: an empty split, or a label outside ``[0, num_classes)``.
     """
+    whole = TASKS.get(task).whole
+    labels: list[Tensor] | None = [] if whole is not None else None
     sums, detail_sums, preds, streaming = _stream(
         model,
         split,
         _streaming(task, num_classes),
         reference=reference,
         batch_size=batch_size,
-        keep_predictions=keep_predictions,
+        keep_predictions=keep_predictions or whole is not None,
         num_classes=num_classes,
         token_bytes=token_bytes,
+        labels_out=labels,
     )
     if sums is None:
         raise DataError(f"{task} evaluation: the split holds no samples; evaluate on a non-empty set.")
@@ -615,14 +717,17 @@ def split_quality(
     details = {}
     if detail_sums is not None and streaming.detail_finish is not None:
         details = streaming.detail_finish(detail_sums.cpu())
-    return SplitQuality(streaming.finish(sums.cpu()), details, preds)
+    metrics = streaming.finish(sums.cpu())
+    if whole is not None and preds is not None and labels is not None:
+        metrics.update(whole(preds, torch.cat(labels), _cpu(reference)))
+    return SplitQuality(metrics, details, preds if keep_predictions else None)
 
 
 def task_predictions(task: str, logits: Tensor) -> Tensor:
     """What a model of `task` decides from its `logits` (top-1 class; multilabel: the labels turned on):
     the reference a later model's agreement is measured against."""
     t = TASKS.get(task)
-    streaming = t.streaming or (t.streaming_for(int(logits.shape[-1])) if t.streaming_for else None)
+    streaming = t.streaming or (t.streaming_for(output_width(logits)) if t.streaming_for else None)
     return streaming.predict(logits) if streaming is not None else logits.argmax(-1)
 
 

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 # Imported for their @register_model side effects: importing distil.models registers every model.
-from distil.models import crepe, hf, recurrent, resnet_cifar, seed, vit
+from distil.models import crepe, hf, recurrent, resnet_cifar, seed, seg, vit
 from distil.models.pruned import build_pruned, pruned_spec
 from distil.models.registry import (
     MODELS,
@@ -52,5 +52,6 @@ __all__ = [
     "register_model",
     "resnet_cifar",
     "seed",
+    "seg",
     "vit",
 ]

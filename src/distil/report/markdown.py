@@ -18,11 +18,18 @@ FIGURES: dict[str, str] = {
 
 
 # What a model's outputs are, for the tasks whose outputs are not classes (`distil.data.targets`).
-OUTPUT_UNITS = {"multilabel": "labels (multilabel)", "regression": "target columns (regression)"}
+OUTPUT_UNITS = {
+    "multilabel": "labels (multilabel)",
+    "regression": "target columns (regression)",
+    "embedding": "embedding dimensions (embedding)",
+    "dense": "classes per pixel (dense)",
+}
 # What agreement measures, for the tasks where it is not the share of equal top-1 predictions.
 AGREEMENT = {
     "multilabel": "share of (sample, label) decisions equal to the reference's",
     "regression": "R² of the model's outputs to the reference's",
+    "embedding": "share of the reference's 10 nearest neighbours (cosine) that the model's 10 recover",
+    "dense": "share of labelled pixels whose top-1 class is the reference's",
 }
 
 

@@ -810,11 +810,14 @@ def open_store(path: str | Path, what: str = "") -> Store:
 def teacher_logits(
     teacher: nn.Module, x: torch.Tensor, device: torch.device, channels_last: bool = False
 ) -> torch.Tensor:
-    """The teacher's float32 (B, K) or (B, T, V) logits on CPU; anything else is refused."""
+    """The teacher's float32 (B, K) or (B, T, V) logits on CPU; a dense teacher's (B, K, H, W) as its
+    (B, H*W, K) pixel rows (the dense terms read either); anything else is refused."""
     x = x.to(device)
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     out = teacher(x)
+    if isinstance(out, torch.Tensor) and out.ndim == 4:
+        out = out.flatten(2).transpose(1, 2)  # every pixel a position: stored as a sequence model's rows
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 3) or out.shape[0] != x.shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(

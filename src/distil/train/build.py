@@ -23,11 +23,13 @@ from distil.train.checkpoint import (
 def spec_for(cfg: ModelConfig, data: DataBundle) -> dict[str, Any]:
     """The architecture spec of `cfg.model` sized for `data` (channels, image size, classes).
 
-    Feature vectors (F,) are sized as F channels of a 1x1 image (see `DataBundle.in_channels`).
+    Feature vectors (F,) are sized as F channels of a 1x1 image (see `DataBundle.in_channels`). An embedding
+    student may have its own width (`ModelConfig.embedding_dim`): the loss's projection maps it onto the
+    teacher's embedding (`distil.losses.embedding`).
     """
     return model_spec(
         cfg.model,
-        num_classes=data.num_classes,
+        num_classes=cfg.embedding_dim or data.num_classes,
         in_channels=data.in_channels,
         image_size=data.image_size,
         **cfg.kwargs,

@@ -23,6 +23,7 @@ from distil.config import TrainConfig, cache_settings
 from distil.data import DataBundle, DatasetLoader, SampleSplit, Split, TensorLoader
 from distil.data.augment import Augmenter, AugmentSpec, parse_ops
 from distil.data.batch import INPUTS, call_model, to_device
+from distil.data.targets import refuse_moving_augment
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError, TrainingError
 from distil.losses.protocol import ChoosesModelOutputs, DistillationLoss
@@ -164,8 +165,10 @@ def eval_token_bytes(data: DataBundle) -> torch.Tensor | None:
 def augmenter_for(data: DataBundle, cfg: TrainConfig) -> Augmenter:
     """The training augmentation of `cfg` on `data`: the loader's, and the views cache's (the same draws)."""
     aug = cfg.augment
+    ops = parse_ops(data.augment if aug.ops == "auto" else aug.ops)
+    refuse_moving_augment(data.task, ops, aug.mixing)
     spec = AugmentSpec(
-        ops=parse_ops(data.augment if aug.ops == "auto" else aug.ops),
+        ops=ops,
         padding=data.crop_padding,
         scale=aug.scale,
         ratio=aug.ratio,
@@ -636,6 +639,8 @@ class TrainLoop:
                     f"{self.eval_name} ppl {record['eval_perplexity']:.2f}"
                     if "eval_perplexity" in record
                     else f"{self.eval_name} acc {record['eval_accuracy']:.1%}"
+                    if "eval_accuracy" in record
+                    else ""  # nothing streamed compares (an embedding narrower than its targets)
                 ),
             )
         if self.on_epoch_end is not None and accelerator.is_main_process:
