@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from distil.errors import ModelError
-from distil.models import create_model
 from distil.measure.size import count_parameters
+from distil.models import create_model
 
 
 def test_tiny_segnet_keeps_h_and_w_and_thins_by_width() -> None:
