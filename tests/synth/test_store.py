@@ -63,3 +63,11 @@ def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "synth").mkdir()
     with pytest.raises(DataError, match="exists"):
         write_synthetic(tmp_path / "synth", _synthetic(), data)
+
+
+def test_a_written_set_read_with_normalize_none_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    # rev27: `normalize: none` used to drop the recorded mean/std, handing the teacher other tensors.
+    data = load_dataset("digits", val_fraction=0.0, limit=60)
+    path = write_synthetic(tmp_path / "synth", _synthetic(), data)
+    with pytest.raises(DataError, match=r"records its teacher's input normalization.*set it to auto"):
+        load_dataset("npz", path, val_fraction=0.0, options={"normalize": "none"})
