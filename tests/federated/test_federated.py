@@ -63,15 +63,30 @@ def test_dirichlet_split_is_more_skewed_at_small_alpha() -> None:
     assert skew[100.0] < 0.1 and skew[0.05] > 0.6
 
 
-def test_every_client_gets_a_sample_even_when_the_draw_leaves_one_empty() -> None:
-    labels = torch.zeros(12, dtype=torch.int64)  # one class, 12 clients, tiny alpha: most draws are empty
+def test_every_client_gets_two_samples_even_when_the_draw_leaves_one_empty() -> None:
+    labels = torch.zeros(24, dtype=torch.int64)  # one class, 12 clients, tiny alpha: most draws are empty
     shards = dirichlet_split(labels, clients=12, alpha=0.01, seed=3)
-    assert sorted(len(s) for s in shards) == [1] * 12
+    assert sorted(len(s) for s in shards) == [2] * 12
+    assert torch.equal(torch.cat(shards).sort().values, torch.arange(24))
+
+
+def test_a_batchnorm_model_runs_where_the_draw_left_a_client_one_sample() -> None:
+    # rev27: alpha 0.01 gave a client a single sample, and BatchNorm crashed round 1 with a raw torch error.
+    data = load_dataset("digits", val_fraction=0.1, limit=400)
+    cfg = FederatedConfig(clients=10, alpha=0.01, rounds=1, transfer_size=60, methods=("fedavg",), seed=1)
+    assert min(len(s) for s in federated_data(data, cfg).shards) == 2
+    result = federate(mlp(0), data, cfg, TrainConfig(epochs=1, batch_size=16, augment="none"))
+    assert result.runs["fedavg"].final_test_accuracy is not None
 
 
 @pytest.mark.parametrize(
     ("clients", "alpha", "message"),
-    [(3, 0.0, "alpha > 0"), (3, -1.0, "alpha > 0"), (11, 1.0, "10 training samples")],
+    [
+        (3, 0.0, "alpha > 0"),
+        (3, -1.0, "alpha > 0"),
+        (11, 1.0, "10 training samples"),
+        (6, 1.0, "needs at least 2 .*at most 5 clients"),
+    ],
 )
 def test_dirichlet_split_refuses_what_cannot_split(clients: int, alpha: float, message: str) -> None:
     with pytest.raises(DataError, match=message):
