@@ -8,8 +8,7 @@ Methods are looked up in `METHODS` (unknown names list the valid ones).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ from distil.errors import ConfigError, ModelError
 from distil.registry import Registry
 from distil.synth.adversarial import AdversarialConfig, play
 from distil.synth.deepinversion import DeepInversionConfig, invert_batch, require_batchnorm
+from distil.teachers.live import frozen
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total) in the method's own units (inversion iterations, generator steps)."""
@@ -121,7 +121,7 @@ def _deepinversion(
         if progress is not None:
             progress(done, total)
 
-    with _frozen(student):
+    with frozen(student):
         for start in range(0, cfg.count, di.batch_size):
             part = targets[start : start + di.batch_size]
             batches.append(
@@ -130,27 +130,6 @@ def _deepinversion(
                 ).cpu()
             )
     return torch.cat(batches), targets, None
-
-
-@contextmanager
-def _frozen(model: nn.Module | None) -> Iterator[None]:
-    """`model` in eval mode without parameter gradients for the block, then as it was.
-
-    The competition term reads the student; it must neither update its BatchNorm statistics nor leave
-    gradients in its parameters for whoever trains it next.
-    """
-    if model is None:
-        yield
-        return
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 @METHODS.register("adversarial")
