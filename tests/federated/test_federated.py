@@ -26,6 +26,7 @@ from distil.federated import (
     label_skew,
     local_seed,
 )
+from distil.teachers import ensemble
 
 runner = CliRunner()
 
@@ -154,6 +155,29 @@ def test_one_feddf_round_records_accuracy_and_equal_bytes(digits: DataBundle) ->
     assert avg["clients"] == df["clients"] == [0, 1, 2]
 
 
+def test_feddf_distills_from_the_mean_of_the_client_logits_by_default(
+    digits: DataBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rev27: the server step mixed the clients' probabilities; the paper averages their logits.
+    assert FederatedConfig().ensemble == "logits"
+    calls: list[int] = []
+    original = ensemble.mean_logits
+
+    def recording(logits: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+        calls.append(len(logits))
+        return original(logits, weights)
+
+    monkeypatch.setattr(ensemble, "mean_logits", recording)
+    cfg = FederatedConfig(clients=2, rounds=1, transfer_size=60, server_steps=2, methods=("feddf",))
+    federate(mlp(), digits, cfg, TrainConfig(epochs=1, batch_size=32))
+    assert calls and set(calls) == {2}  # every server batch: the mean of both clients' logits
+    calls.clear()
+    federate(
+        mlp(), digits, cfg.model_copy(update={"ensemble": "probs"}), TrainConfig(epochs=1, batch_size=32)
+    )
+    assert not calls
+
+
 def test_refuses_what_the_simulation_cannot_run(digits: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="transfer_size=0"):
         federated_data(digits, FederatedConfig(transfer_size=0))
@@ -229,4 +253,6 @@ def test_federate_command_explains_bad_options(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--alpha" in result.output
     result = runner.invoke(app, ["federate", "digits", "--transfer-size", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "transfer_size=0" in result.output
+    result = runner.invoke(app, ["federate", "digits", "--ensemble", "median", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--ensemble" in result.output
     assert not any(tmp_path.iterdir())  # nothing half-written

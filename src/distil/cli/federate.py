@@ -29,6 +29,7 @@ def federate(
     transfer_size: Annotated[int, typer.Option(help=_help("transfer_size"))] = 5000,
     server_steps: Annotated[int, typer.Option(help=_help("server_steps"))] = 100,
     temperature: Annotated[float, typer.Option(help=_help("temperature"))] = 1.0,
+    ensemble: Annotated[str, typer.Option(help=_help("ensemble"))] = "logits",
     keep_best: Annotated[bool, typer.Option("--keep-best/--no-keep-best", help=_help("keep_best"))] = True,
     methods: Annotated[
         str, typer.Option(help="Comma-separated fusions to compare: " + ", ".join(METHODS))
@@ -59,6 +60,7 @@ def federate(
         transfer_size=transfer_size,
         server_steps=server_steps,
         temperature=temperature,
+        ensemble=ensemble,
         keep_best=keep_best,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         seed=seed,
