@@ -50,8 +50,8 @@ class SyntheticSet:
 
     Attributes:
         inputs: (N, C, H, W) float32 (normalized as the teacher's training inputs were).
-        targets: (N,) the classes the inputs were made for (DeepInversion), or the teacher's classes
-            (adversarial, which has no targets).
+        targets: (N,) the classes the inputs were made for (DeepInversion), or None (adversarial: the
+            generator makes inputs for no class).
         teacher_labels: (N,) the teacher's argmax on `inputs`.
         method: the method's name.
         seed: the seed.
@@ -61,7 +61,7 @@ class SyntheticSet:
     """
 
     inputs: torch.Tensor
-    targets: torch.Tensor
+    targets: torch.Tensor | None
     teacher_labels: torch.Tensor
     method: str
     seed: int
@@ -73,6 +73,13 @@ class SyntheticSet:
     def ids(self) -> list[str]:
         """One stable id per input: method, seed and position (what caches and reports key on)."""
         return [f"{self.method}-s{self.seed}-{i:06d}" for i in range(len(self.inputs))]
+
+    @property
+    def teacher_agreement(self) -> float | None:
+        """The share of inputs the teacher gives the class they were made for; None without targets."""
+        if self.targets is None:
+            return None
+        return float((self.teacher_labels == self.targets).float().mean())
 
 
 class Method(Protocol):
@@ -205,7 +212,7 @@ def synthesize(
     settings = cfg.deepinversion if cfg.method == "deepinversion" else cfg.adversarial
     return SyntheticSet(
         inputs=inputs,
-        targets=targets if targets is not None else labels,
+        targets=targets,
         teacher_labels=labels,
         method=cfg.method,
         seed=cfg.seed,
