@@ -228,6 +228,34 @@ def test_federate_command_writes_the_run_directory(tmp_path: Path) -> None:
     assert "feddf: final test accuracy" in result.output
 
 
+def test_federate_command_uses_a_synthetic_set_as_the_transfer_set(tmp_path: Path) -> None:
+    from distil.cli.common import recipe_from
+    from distil.run.pipeline import load_data
+    from distil.synth import SyntheticSet, write_synthetic
+
+    data = load_data(recipe_from("digits", ["data.limit=400"]))
+    inputs = torch.randn(40, *data.input_shape, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 10
+    path = write_synthetic(
+        tmp_path / "synth", SyntheticSet(inputs, labels, labels, "deepinversion", 0, 0.0, {}), data
+    )
+    args = ["federate", "digits", *FAST, *SETS, "--methods", "feddf", "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*args, "--transfer", str(path), "--name", "fed"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "fed" / "federated.json").read_text())
+    assert summary["transfer"] == "given split of 40 samples" and summary["transfer_file"] == str(path)
+    assert sum(summary["shard_sizes"]) == len(data.train)  # none held out: all go to the clients
+    # A set made for other data (another normalization) is refused before anything is written.
+    other = write_synthetic(
+        tmp_path / "other",
+        SyntheticSet(inputs, labels, labels, "deepinversion", 0, 0.0, {}),
+        replace(data, mean=(0.5,), std=(2.0,)),
+    )
+    result = runner.invoke(app, [*args, "--transfer", str(other), "--name", "bad"])
+    assert result.exit_code != 0 and "standardized with mean (0.5,)" in result.output
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
 def test_federate_runs_a_users_own_factory_from_safetensors(tmp_path: Path) -> None:
     """A `pkg.module:factory` model with its initial weights in a plain safetensors state_dict."""
     from tests.models.user_factory import make_conv
