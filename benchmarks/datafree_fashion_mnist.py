@@ -155,10 +155,11 @@ def main() -> None:
         if folder.exists():
             shutil.rmtree(folder)
         path = write_synthetic(folder, synthetic, data, teacher=str(teacher_path))
-        agree = float((synthetic.teacher_labels == synthetic.targets).float().mean())
+        agreement = synthetic.teacher_agreement  # None: the adversarial method makes no target classes
+        agree = "n/a" if agreement is None else f"{agreement:.1%}"
         counts = torch.bincount(synthetic.teacher_labels, minlength=data.num_classes).tolist()
         print(
-            f"  {name}: {synthetic.seconds:.0f} s, teacher agrees with targets {agree:.1%}, classes {counts}"
+            f"  {name}: {synthetic.seconds:.0f} s, teacher agrees with targets {'n/a' if agree is None else f'{agree:.1%}'}, classes {counts}"
         )
         if synthetic.student is not None:
             record(

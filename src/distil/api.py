@@ -277,7 +277,14 @@ def distill(
             loss.fused = fused_plan(kd, cfg, student, teachers, data, loss)
         teacher_fn, source_record = (
             teacher_source(
-                teachers, data, loss, cfg, accelerator, weights=teacher_weights, temperature=kd.temperature
+                teachers,
+                data,
+                loss,
+                cfg,
+                accelerator,
+                weights=teacher_weights,
+                temperature=kd.temperature,
+                mix=kd.ensemble_mix,
             )
             if cross is None
             else cross_tokenizer_source(cross, data, loss, cfg, accelerator)

@@ -761,6 +761,11 @@ class KDConfig(_Strict):
         default_factory=list, description="more teachers: the KD target is the weighted mixture of all"
     )
     teacher_weight: float = Field(default=1.0, gt=0, description="weight of the main teacher in an ensemble")
+    ensemble_mix: Literal["probs", "logits"] = Field(
+        default="probs",
+        description="how an ensemble combines its teachers: probs = the mixture of their softened "
+        "distributions; logits = the weighted mean of their logits (FedDF)",
+    )
     teacher_tokenizer: str | None = Field(
         default=None,
         description="the teacher's own tokenizer when it differs from data.tokenizer (the teacher reads the "

@@ -41,3 +41,11 @@ def test_npz_mean_std_must_come_together_and_fit_the_channels(tmp_path: Path) ->
     np.savez(tmp_path / "zero.npz", x=x, y=y, x_test=x, y_test=y, mean=np.array([0.5]), std=np.array([0.0]))
     with pytest.raises(DataError, match="std > 0"):
         load_dataset("npz", tmp_path / "zero.npz")
+
+
+def test_recorded_mean_std_with_normalize_none_is_refused_naming_the_file(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((10, 1, 4, 4)).astype(np.float32)
+    y = np.arange(10) % 2
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x, y_test=y, mean=np.array([0.25]), std=np.array([2.0]))
+    with pytest.raises(DataError, match=r"d\.npz records .*drop data\.normalize or set it to auto"):
+        load_dataset("npz", tmp_path / "d.npz", options={"normalize": "none"})

@@ -26,6 +26,7 @@ from distil.federated import (
     label_skew,
     local_seed,
 )
+from distil.teachers import ensemble
 
 runner = CliRunner()
 
@@ -63,15 +64,30 @@ def test_dirichlet_split_is_more_skewed_at_small_alpha() -> None:
     assert skew[100.0] < 0.1 and skew[0.05] > 0.6
 
 
-def test_every_client_gets_a_sample_even_when_the_draw_leaves_one_empty() -> None:
-    labels = torch.zeros(12, dtype=torch.int64)  # one class, 12 clients, tiny alpha: most draws are empty
+def test_every_client_gets_two_samples_even_when_the_draw_leaves_one_empty() -> None:
+    labels = torch.zeros(24, dtype=torch.int64)  # one class, 12 clients, tiny alpha: most draws are empty
     shards = dirichlet_split(labels, clients=12, alpha=0.01, seed=3)
-    assert sorted(len(s) for s in shards) == [1] * 12
+    assert sorted(len(s) for s in shards) == [2] * 12
+    assert torch.equal(torch.cat(shards).sort().values, torch.arange(24))
+
+
+def test_a_batchnorm_model_runs_where_the_draw_left_a_client_one_sample() -> None:
+    # rev27: alpha 0.01 gave a client a single sample, and BatchNorm crashed round 1 with a raw torch error.
+    data = load_dataset("digits", val_fraction=0.1, limit=400)
+    cfg = FederatedConfig(clients=10, alpha=0.01, rounds=1, transfer_size=60, methods=("fedavg",), seed=1)
+    assert min(len(s) for s in federated_data(data, cfg).shards) == 2
+    result = federate(mlp(0), data, cfg, TrainConfig(epochs=1, batch_size=16, augment="none"))
+    assert result.runs["fedavg"].final_test_accuracy is not None
 
 
 @pytest.mark.parametrize(
     ("clients", "alpha", "message"),
-    [(3, 0.0, "alpha > 0"), (3, -1.0, "alpha > 0"), (11, 1.0, "10 training samples")],
+    [
+        (3, 0.0, "alpha > 0"),
+        (3, -1.0, "alpha > 0"),
+        (11, 1.0, "10 training samples"),
+        (6, 1.0, "needs at least 2 .*at most 5 clients"),
+    ],
 )
 def test_dirichlet_split_refuses_what_cannot_split(clients: int, alpha: float, message: str) -> None:
     with pytest.raises(DataError, match=message):
@@ -139,6 +155,29 @@ def test_one_feddf_round_records_accuracy_and_equal_bytes(digits: DataBundle) ->
     assert avg["clients"] == df["clients"] == [0, 1, 2]
 
 
+def test_feddf_distills_from_the_mean_of_the_client_logits_by_default(
+    digits: DataBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rev27: the server step mixed the clients' probabilities; the paper averages their logits.
+    assert FederatedConfig().ensemble == "logits"
+    calls: list[int] = []
+    original = ensemble.mean_logits
+
+    def recording(logits: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+        calls.append(len(logits))
+        return original(logits, weights)
+
+    monkeypatch.setattr(ensemble, "mean_logits", recording)
+    cfg = FederatedConfig(clients=2, rounds=1, transfer_size=60, server_steps=2, methods=("feddf",))
+    federate(mlp(), digits, cfg, TrainConfig(epochs=1, batch_size=32))
+    assert calls and set(calls) == {2}  # every server batch: the mean of both clients' logits
+    calls.clear()
+    federate(
+        mlp(), digits, cfg.model_copy(update={"ensemble": "probs"}), TrainConfig(epochs=1, batch_size=32)
+    )
+    assert not calls
+
+
 def test_refuses_what_the_simulation_cannot_run(digits: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="transfer_size=0"):
         federated_data(digits, FederatedConfig(transfer_size=0))
@@ -189,6 +228,34 @@ def test_federate_command_writes_the_run_directory(tmp_path: Path) -> None:
     assert "feddf: final test accuracy" in result.output
 
 
+def test_federate_command_uses_a_synthetic_set_as_the_transfer_set(tmp_path: Path) -> None:
+    from distil.cli.common import recipe_from
+    from distil.run.pipeline import load_data
+    from distil.synth import SyntheticSet, write_synthetic
+
+    data = load_data(recipe_from("digits", ["data.limit=400"]))
+    inputs = torch.randn(40, *data.input_shape, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 10
+    path = write_synthetic(
+        tmp_path / "synth", SyntheticSet(inputs, labels, labels, "deepinversion", 0, 0.0, {}), data
+    )
+    args = ["federate", "digits", *FAST, *SETS, "--methods", "feddf", "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*args, "--transfer", str(path), "--name", "fed"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "fed" / "federated.json").read_text())
+    assert summary["transfer"] == "given split of 40 samples" and summary["transfer_file"] == str(path)
+    assert sum(summary["shard_sizes"]) == len(data.train)  # none held out: all go to the clients
+    # A set made for other data (another normalization) is refused before anything is written.
+    other = write_synthetic(
+        tmp_path / "other",
+        SyntheticSet(inputs, labels, labels, "deepinversion", 0, 0.0, {}),
+        replace(data, mean=(0.5,), std=(2.0,)),
+    )
+    result = runner.invoke(app, [*args, "--transfer", str(other), "--name", "bad"])
+    assert result.exit_code != 0 and "standardized with mean (0.5,)" in result.output
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
 def test_federate_runs_a_users_own_factory_from_safetensors(tmp_path: Path) -> None:
     """A `pkg.module:factory` model with its initial weights in a plain safetensors state_dict."""
     from tests.models.user_factory import make_conv
@@ -214,4 +281,6 @@ def test_federate_command_explains_bad_options(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--alpha" in result.output
     result = runner.invoke(app, ["federate", "digits", "--transfer-size", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "transfer_size=0" in result.output
+    result = runner.invoke(app, ["federate", "digits", "--ensemble", "median", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--ensemble" in result.output
     assert not any(tmp_path.iterdir())  # nothing half-written

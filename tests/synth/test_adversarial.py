@@ -9,7 +9,8 @@ from torch import nn
 from distil.errors import ConfigError, ModelError
 from distil.models.seed import LargeNet, TinyCNN
 from distil.synth import AdversarialConfig, SynthesisConfig, synthesize
-from distil.synth.adversarial import Generator, disagreement, generator_step, student_step
+from distil.synth.adversarial import Generator, disagreement, generator_step, play, student_step
+from tests.synth.bn_factory import make
 
 
 def _pair() -> tuple[nn.Module, nn.Module]:
@@ -54,7 +55,7 @@ def test_the_game_keeps_count_inputs_spread_over_it_and_applies_without_batchnor
     )
     synthetic = synthesize(teacher, (1, 8, 8), 3, cfg, student=TinyCNN(3, 1))
     assert synthetic.inputs.shape == (10, 1, 8, 8)
-    assert torch.equal(synthetic.targets, synthetic.teacher_labels)
+    assert synthetic.targets is None and synthetic.teacher_agreement is None  # made for no class
     assert synthetic.student is not None
 
 
@@ -96,3 +97,17 @@ def test_the_balance_term_moves_the_generator_towards_more_teacher_classes() -> 
     with torch.no_grad():
         after = float(class_entropy(teacher(generator(z))))
     assert after > before
+
+
+def test_play_freezes_a_train_mode_teacher_and_gives_it_back_as_it_came() -> None:
+    # rev27: a caller passing a train-mode teacher had its BN running statistics overwritten.
+    torch.manual_seed(0)
+    teacher = make(num_classes=3, in_channels=1, image_size=6).train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = AdversarialConfig(steps=2, student_steps=1, batch_size=4, z_dim=4)
+    play(teacher, TinyCNN(3, 1), (1, 6, 6), 4, cfg)
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(value, before[name]), name  # BN running statistics and counters untouched
+    assert all(p.grad is None for p in teacher.parameters())
+    assert teacher.training and all(m.training for m in teacher.modules())  # mode restored
+    assert all(p.requires_grad for p in teacher.parameters())  # flags restored

@@ -109,3 +109,18 @@ def test_the_competition_term_reads_the_student_without_changing_it() -> None:
     synthesize(teacher, (1, 6, 6), 3, cfg, student=student)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # BN stats too
     assert student.training and all(p.requires_grad and p.grad is None for p in student.parameters())
+
+
+def test_invert_batch_freezes_a_train_mode_teacher_and_gives_it_back_as_it_came() -> None:
+    # rev27: a caller passing a train-mode teacher had its BN running statistics overwritten.
+    teacher = _teacher().train().requires_grad_(True)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = DeepInversionConfig(iterations=3, batch_size=4, lr=0.1)
+    invert_batch(
+        teacher, torch.tensor([0, 1, 2, 0]), (1, 6, 6), cfg, generator=torch.Generator().manual_seed(0)
+    )
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(value, before[name]), name  # BN running statistics and counters untouched
+    assert all(p.grad is None for p in teacher.parameters())
+    assert teacher.training and all(m.training for m in teacher.modules())  # mode restored
+    assert all(p.requires_grad for p in teacher.parameters())  # flags restored

@@ -11,7 +11,8 @@ import torch
 
 from distil.data import load_dataset
 from distil.errors import DataError
-from distil.synth import SyntheticSet, write_synthetic
+from distil.models.seed import TinyCNN
+from distil.synth import AdversarialConfig, SynthesisConfig, SyntheticSet, synthesize, write_synthetic
 from distil.synth.synthesize import teacher_argmax
 from tests.synth.bn_factory import make
 
@@ -38,6 +39,7 @@ def test_the_written_set_reads_back_as_the_same_tensors_and_ids(tmp_path: Path) 
     assert back.class_names == data.class_names
     with np.load(path, allow_pickle=False) as archive:
         assert archive["ids"].tolist() == synthetic.ids
+        assert synthetic.targets is not None
         assert archive["target"].tolist() == synthetic.targets.tolist()
     # The teacher gives the read-back inputs the classes it gave the synthetic ones.
     torch.manual_seed(0)
@@ -63,3 +65,31 @@ def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "synth").mkdir()
     with pytest.raises(DataError, match="exists"):
         write_synthetic(tmp_path / "synth", _synthetic(), data)
+
+
+def test_an_adversarial_set_records_no_targets_and_reports_agreement_as_na(tmp_path: Path) -> None:
+    # rev27: its targets were the teacher's own labels, so the report claimed 100% agreement.
+    data = load_dataset("digits", val_fraction=0.0, limit=60)
+    cfg = SynthesisConfig(
+        method="adversarial",
+        count=4,
+        adversarial=AdversarialConfig(steps=1, student_steps=1, batch_size=4, z_dim=4),
+    )
+    torch.manual_seed(0)
+    teacher = make(num_classes=10, in_channels=1, image_size=8)
+    synthetic = synthesize(teacher, data.input_shape, 10, cfg, student=TinyCNN(10, 1))
+    path = write_synthetic(tmp_path / "synth", synthetic, data)
+    with np.load(path, allow_pickle=False) as archive:
+        assert "target" not in archive.files
+    record = json.loads((path.parent / "synthetic.json").read_text())
+    assert record["teacher_agreement"] is None
+    html = (path.parent / "report.html").read_text()
+    assert "n/a" in html and "made for to" not in html
+
+
+def test_a_written_set_read_with_normalize_none_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    # rev27: `normalize: none` used to drop the recorded mean/std, handing the teacher other tensors.
+    data = load_dataset("digits", val_fraction=0.0, limit=60)
+    path = write_synthetic(tmp_path / "synth", _synthetic(), data)
+    with pytest.raises(DataError, match=r"records its teacher's input normalization.*set it to auto"):
+        load_dataset("npz", path, val_fraction=0.0, options={"normalize": "none"})

@@ -9,6 +9,7 @@ import torch
 from distil.api import distill
 from distil.config import KDConfig, StudentTrainConfig
 from distil.data import load_dataset
+from distil.errors import ConfigError
 from distil.losses import build_loss, logit
 from distil.models import create_model
 from distil.teachers import ensemble
@@ -58,3 +59,20 @@ def test_distill_mixes_each_epoch_at_the_temperature_the_kd_term_uses(
     kd = KDConfig(temperature=4.0, temperature_final=1.0)
     distill(nets[:2], nets[2], data, cfg, kd)
     assert mixed == used and sorted(set(used), reverse=True) == [4.0, 2.5, 1.0]
+
+
+def test_the_logits_mix_is_the_weighted_mean_of_the_logits_at_any_temperature() -> None:
+    # rev27: FedDF's ensemble averages logits (Lin et al. 2020); the probability mixture is another target.
+    nets, x = teachers(), torch.randn(4, 3)
+    with torch.no_grad():
+        want = 0.75 * nets[0](x) + 0.25 * nets[1](x)
+    for t in (1.0, 4.0):
+        mix = EnsembleTeacher(nets, [3.0, 1.0], t, mix="logits")
+        torch.testing.assert_close(mix({"inputs": x}), want)
+    probs = EnsembleTeacher(nets, [3.0, 1.0], 1.0)  # the default is unchanged: the probability mixture
+    assert probs.mix == "probs" and not torch.allclose(probs({"inputs": x}), want)
+
+
+def test_an_unknown_ensemble_mix_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="probs, logits"):
+        EnsembleTeacher(teachers(), mix="median")  # type: ignore[arg-type]

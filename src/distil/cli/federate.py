@@ -29,11 +29,19 @@ def federate(
     transfer_size: Annotated[int, typer.Option(help=_help("transfer_size"))] = 5000,
     server_steps: Annotated[int, typer.Option(help=_help("server_steps"))] = 100,
     temperature: Annotated[float, typer.Option(help=_help("temperature"))] = 1.0,
+    ensemble: Annotated[str, typer.Option(help=_help("ensemble"))] = "logits",
     keep_best: Annotated[bool, typer.Option("--keep-best/--no-keep-best", help=_help("keep_best"))] = True,
     methods: Annotated[
         str, typer.Option(help="Comma-separated fusions to compare: " + ", ".join(METHODS))
     ] = ",".join(METHODS),
     seed: Annotated[int, typer.Option(help=_help("seed"))] = 0,
+    transfer: Annotated[
+        str | None,
+        typer.Option(
+            help="An .npz file (e.g. distil synthesize's transfer.npz) whose inputs are the server's transfer "
+            "set instead of --transfer-size held-out training images; it must record the data's mean/std."
+        ),
+    ] = None,
     overrides: SetOption = None,
     out: OutOption = "runs",
     name: Annotated[str | None, typer.Option(help="Run directory name (default federated-RECIPE).")] = None,
@@ -59,6 +67,7 @@ def federate(
         transfer_size=transfer_size,
         server_steps=server_steps,
         temperature=temperature,
+        ensemble=ensemble,
         keep_best=keep_best,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         seed=seed,
@@ -74,7 +83,12 @@ def federate(
         )
 
     done = federate_recipe(
-        recipe_from(recipe, overrides, trust_code=trust_code), cfg, out, run_name=name, on_round_end=show
+        recipe_from(recipe, overrides, trust_code=trust_code),
+        cfg,
+        out,
+        run_name=name,
+        on_round_end=show,
+        transfer=transfer,
     )
     for method, run in done.result.runs.items():
         console.print(f"{method}: final test accuracy {run.final_test_accuracy:.2%}", highlight=False)

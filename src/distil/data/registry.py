@@ -264,12 +264,7 @@ def _build_bundle(
         raise DataError(
             f"dataset {name!r}: the train split is empty; check the source or lower val_fraction."
         )
-    if raw.normalization is not None and raw.normalize == "auto":
-        mean, std = raw.normalization
-    else:
-        mean, std = input_stats(
-            (x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)), raw.normalize
-        )
+    mean, std = _bundle_normalization(name, raw, x_train)
     m, s = stat_tensors(mean, std, x_train.dim())
     bundle = DataBundle(
         name=name,
@@ -288,6 +283,35 @@ def _build_bundle(
     )
     validate_bundle(bundle)
     return bundle
+
+
+def _bundle_normalization(
+    name: str, raw: RawDataset, x_train: torch.Tensor
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the bundle's inputs are standardized with.
+
+    Args:
+        name: dataset name, for the error message.
+        raw: the reader's output (its recorded normalization and the requested mode).
+        x_train: the selected training inputs (statistics source when nothing is recorded).
+
+    Returns:
+        (mean, std), one value per channel / feature.
+
+    Raises:
+        DataError: the file records its inputs' normalization but `normalize: none` asks to ignore it.
+    """
+    if raw.normalization is not None:
+        if raw.normalize == "none":
+            # The recorded mean/std map the stored values back to the teacher's input space; keeping the
+            # raw values would silently hand the teacher other tensors than the ones it was given.
+            raise DataError(
+                f"dataset {name!r}: {raw.source or name} records its teacher's input normalization "
+                "(arrays mean/std, e.g. a synthetic transfer set from `distil synthesize`), but "
+                "normalize is 'none', which would ignore it. Fix: drop data.normalize or set it to auto."
+            )
+        return raw.normalization
+    return input_stats((x_train[b:e] for b, e in batch_ranges(len(x_train), STATS_CHUNK)), raw.normalize)
 
 
 STATS_CHUNK = 1024

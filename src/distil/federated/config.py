@@ -41,6 +41,11 @@ class FederatedConfig(BaseModel):
         default=1e-3, gt=0, description="FedDF: Adam learning rate (cosine over the steps)"
     )
     temperature: float = Field(default=1.0, gt=0, description="FedDF: KD temperature of the ensemble")
+    ensemble: Literal["logits", "probs"] = Field(
+        default="logits",
+        description="FedDF: how the clients' ensemble is formed: logits = their averaged logits (the "
+        "paper); probs = the mixture of their softened distributions (distil's multi-teacher default)",
+    )
     keep_best: bool = Field(
         default=True,
         description="FedDF: keep the averaged model when distillation lowers the server validation accuracy",

@@ -209,7 +209,9 @@ def server_config(local: TrainConfig, cfg: FederatedConfig, seed: int) -> TrainC
 def server_kd(cfg: FederatedConfig) -> KDConfig:
     """FedDF's loss: KD to the ensemble alone (the transfer set has no labels); the client models were
     trained here, so their outputs are logits and need no check."""
-    return KDConfig(temperature=cfg.temperature, terms={"kd": 1.0}, teacher_outputs="logits")
+    return KDConfig(
+        temperature=cfg.temperature, terms={"kd": 1.0}, teacher_outputs="logits", ensemble_mix=cfg.ensemble
+    )
 
 
 def evaluate(model: nn.Module, split: SampleSplit) -> float | None:

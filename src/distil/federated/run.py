@@ -8,12 +8,17 @@ all: it is built in a temporary directory and renamed when the simulation ends.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from distil.config import Recipe
-from distil.errors import ConfigError
+from distil.data import DataBundle, Split
+from distil.data.batch import IGNORE_INDEX
+from distil.errors import ConfigError, DataError
 from distil.federated.config import FederatedConfig
 from distil.federated.plot import plot_rounds
 from distil.federated.rounds import FederatedResult, RoundCallback, federate
@@ -40,6 +45,7 @@ def federate_recipe(
     *,
     run_name: str | None = None,
     on_round_end: RoundCallback | None = None,
+    transfer: str | Path | None = None,
 ) -> FederatedRunDir:
     """Simulate federated training of the recipe's student on the recipe's data, and save the run.
 
@@ -53,12 +59,15 @@ def federate_recipe(
         out: the directory that receives the run directory.
         run_name: the run directory's name (default `federated-{recipe.name}`).
         on_round_end: also called with each round's record.
+        transfer: an .npz file whose inputs are the server's transfer set (e.g. `distil synthesize`'s
+            transfer.npz), instead of `cfg.transfer_size` held-out training samples (`transfer_file`).
 
     Returns:
         The run directory and the result.
 
     Raises:
         ConfigError: the run directory exists already; or what `federate` refuses.
+        DataError: a transfer file that is not in the recipe data's input space (`transfer_file`).
     """
     from distil.run.pipeline import load_data  # the run package imports the API: load it when called
 
@@ -66,6 +75,7 @@ def federate_recipe(
     if run_dir.exists():
         raise ConfigError(f"run directory {str(run_dir)!r} exists already; pass another --name or remove it.")
     data = load_data(recipe)
+    server_inputs = transfer_file(transfer, data) if transfer is not None else None
     model, spec = build_model(recipe.student, data, seed=cfg.seed, trust_code=recipe.trust_code)
     accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
     with atomic_dir(run_dir, lambda d: (d / SUMMARY).is_file()) as tmp:
@@ -76,7 +86,13 @@ def federate_recipe(
                 on_round_end(r)
 
         result = federate(
-            model, data, cfg, recipe.student_train, accelerator=accelerator, on_round_end=record
+            model,
+            data,
+            cfg,
+            recipe.student_train,
+            transfer=server_inputs,
+            accelerator=accelerator,
+            on_round_end=record,
         )
         for method, run in result.runs.items():
             meta = {"data": data.describe(), "federated": cfg.model_dump(), "history": run.history}
@@ -85,8 +101,46 @@ def federate_recipe(
         plot_rounds(
             {f"{data.name}, {cfg.clients} clients, Dirichlet alpha {cfg.alpha:g}": curves}, tmp / "rounds.png"
         )
-        atomic_write_json(tmp / SUMMARY, summary(recipe, cfg, result))
+        record_summary = summary(recipe, cfg, result)
+        if transfer is not None:
+            record_summary["transfer_file"] = str(transfer)
+        atomic_write_json(tmp / SUMMARY, record_summary)
     return FederatedRunDir(run_dir=run_dir, result=result)
+
+
+def transfer_file(path: str | Path, data: DataBundle) -> Split:
+    """The inputs of an .npz file as an unlabelled transfer set in `data`'s input space.
+
+    The file must record `data`'s normalization (arrays `mean`/`std`, as `distil synthesize` writes for
+    a teacher trained on the same data): inputs standardized otherwise would mean other images to the
+    global model.
+
+    Args:
+        path: the .npz file (`distil.data.npz`).
+        data: the federated run's data.
+
+    Returns:
+        Its training inputs with every label IGNORE_INDEX (FedDF distills on unlabelled inputs).
+
+    Raises:
+        DataError: the file cannot be read, or its normalization is not `data`'s.
+    """
+    from distil.data import load_dataset
+
+    bundle = load_dataset("npz", path, val_fraction=0.0)
+    same = len(bundle.mean) == len(data.mean) and all(
+        math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+        for a, b in zip((*bundle.mean, *bundle.std), (*data.mean, *data.std), strict=True)
+    )
+    if not same:
+        raise DataError(
+            f"transfer file {path}: its inputs are standardized with mean {bundle.mean}, std {bundle.std}, "
+            f"but the run's data {data.name!r} uses mean {data.mean}, std {data.std}, so the global model "
+            "would see other images. Fix: synthesize the set with a teacher trained on this recipe's data "
+            "(distil synthesize records its normalization), or save the data's mean/std arrays in the npz."
+        )
+    x = bundle.train.x  # type: ignore[attr-defined]
+    return Split(x, torch.full((len(x),), IGNORE_INDEX, dtype=torch.int64))
 
 
 def summary(recipe: Recipe, cfg: FederatedConfig, result: FederatedResult) -> dict[str, Any]:

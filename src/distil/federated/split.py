@@ -12,13 +12,16 @@ import torch
 
 from distil.errors import DataError
 
+MIN_CLIENT_SAMPLES = 2
+"""The fewest samples a client is given: a BatchNorm layer in train mode refuses a batch of one."""
+
 
 def dirichlet_split(labels: torch.Tensor, clients: int, alpha: float, seed: int = 0) -> list[torch.Tensor]:
     """Split sample positions among `clients` with Dirichlet(alpha) class proportions.
 
-    Every position goes to exactly one client, and every client gets at least one sample: a client
-    left empty by the draw takes one sample from the largest shard (deterministically), so a client
-    never trains on nothing.
+    Every position goes to exactly one client, and every client gets at least `MIN_CLIENT_SAMPLES`
+    samples: a client the draw left short takes samples from the largest shard (deterministically), so
+    no client trains on nothing, nor on a single sample (BatchNorm cannot train on a batch of one).
 
     Args:
         labels: (N,) int64 class labels of the samples to split (entries < 0 are split too, as a
@@ -31,7 +34,7 @@ def dirichlet_split(labels: torch.Tensor, clients: int, alpha: float, seed: int 
         One sorted (n_k,) int64 tensor of positions per client; together a partition of range(N).
 
     Raises:
-        DataError: alpha <= 0, clients < 1, or more clients than samples.
+        DataError: alpha <= 0, clients < 1, or fewer than `MIN_CLIENT_SAMPLES` samples per client.
     """
     n = int(labels.shape[0])
     if not alpha > 0:  # also catches NaN
@@ -41,10 +44,11 @@ def dirichlet_split(labels: torch.Tensor, clients: int, alpha: float, seed: int 
         )
     if clients < 1:
         raise DataError(f"the federated split needs at least 1 client, got {clients}.")
-    if clients > n:
+    if clients * MIN_CLIENT_SAMPLES > n:
         raise DataError(
             f"{clients} clients but only {n} training samples to share among them: every client needs at "
-            "least one. Use fewer clients, or more data (data.limit / a smaller transfer set)."
+            f"least {MIN_CLIENT_SAMPLES} (a BatchNorm layer cannot train on one sample). Use at most "
+            f"{n // MIN_CLIENT_SAMPLES} clients, or more data (data.limit / a smaller transfer set)."
         )
     rng = np.random.default_rng(seed)
     y = labels.cpu().numpy()
@@ -55,14 +59,18 @@ def dirichlet_split(labels: torch.Tensor, clients: int, alpha: float, seed: int 
         cuts = (np.cumsum(shares)[:-1] * len(where)).astype(np.int64)
         for k, part in enumerate(np.split(where, cuts)):
             shards[k].extend(part.tolist())
-    _fill_empty(shards)
+    _fill_short(shards)
     return [torch.tensor(sorted(s), dtype=torch.int64) for s in shards]
 
 
-def _fill_empty(shards: list[list[int]]) -> None:
-    """Give each empty shard one sample of the currently largest shard (in place)."""
+def _fill_short(shards: list[list[int]]) -> None:
+    """Top each shard up to `MIN_CLIENT_SAMPLES` from the currently largest shard (in place).
+
+    With at least `MIN_CLIENT_SAMPLES` samples per shard in total, the largest shard always has more
+    than the minimum while some shard is short, so the donor never drops below it.
+    """
     for shard in shards:
-        if not shard:
+        while len(shard) < MIN_CLIENT_SAMPLES:
             largest = max(shards, key=len)
             shard.append(largest.pop())
 

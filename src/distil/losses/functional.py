@@ -345,13 +345,7 @@ def ensemble_logits(
     distills from the ensemble of softened distributions. Each input (B, K) or (B, T, V); returns the same
     shape (softmax over the last dimension).
     """
-    if len(teacher_logits) != len(weights) or not teacher_logits:
-        raise ValueError(
-            f"need one weight per teacher, got {len(teacher_logits)} teachers, {len(weights)} weights"
-        )
-    total = float(sum(weights))
-    if total <= 0 or any(w < 0 for w in weights):
-        raise ValueError(f"teacher weights must be >= 0 with a positive sum, got {weights}")
+    total = _weight_total(teacher_logits, weights)
     t = temperature
     # log(0) = -inf drops a zero-weight teacher; logsumexp is stable for the rest.
     log_terms = [
@@ -360,6 +354,29 @@ def ensemble_logits(
     ]
     log_mix = torch.logsumexp(torch.stack(log_terms), dim=0)
     return log_mix * t
+
+
+def mean_logits(teacher_logits: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """The weighted mean of the teachers' logits, sum_i w_i z_i with weights normalised to sum 1.
+
+    FedDF's ensemble (Lin et al. 2020): the logits are averaged, then softened by the KD term's T. Each
+    input (B, K) or (B, T, V); returns the same shape, float32.
+    """
+    total = _weight_total(teacher_logits, weights)
+    share = torch.tensor([w / total for w in weights], device=teacher_logits[0].device)
+    return torch.tensordot(share, torch.stack([z.float() for z in teacher_logits]), dims=1)
+
+
+def _weight_total(teacher_logits: list[torch.Tensor], weights: list[float]) -> float:
+    """The sum of an ensemble's weights, after checking one non-negative weight per teacher."""
+    if len(teacher_logits) != len(weights) or not teacher_logits:
+        raise ValueError(
+            f"need one weight per teacher, got {len(teacher_logits)} teachers, {len(weights)} weights"
+        )
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"teacher weights must be >= 0 with a positive sum, got {weights}")
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from torch import nn
 
 from distil.errors import ModelError
 from distil.losses.functional import kd_kl
+from distil.teachers.live import frozen
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def play(
     """Train a generator against `student` (which learns `teacher` meanwhile) and keep `count` inputs.
 
     Args:
-        teacher: the frozen teacher (eval mode; its parameters are not updated).
+        teacher: the teacher; frozen for the call (eval mode, no parameter gradients), then given back
+            in the mode and flags it came in.
         student: the probe student, trained in place.
         input_shape: (C, H, W) of the teacher's inputs.
         count: generated inputs to keep, spread over the game's student batches.
@@ -210,22 +212,25 @@ def play(
     kept: list[torch.Tensor] = []
     history: list[dict[str, float]] = []
     batch = 0
-    for step in range(cfg.steps):
-        generator.train()
-        student.eval()  # the generator's signal: the student's current function, without updating its BN
-        gap = generator_step(generator, student, teacher, g_opt, _noise(cfg, gen, device), cfg.balance_weight)
-        student.train()
-        losses = []
-        for _ in range(cfg.student_steps):
-            x, loss = student_step(
-                generator, student, teacher, s_opt, _noise(cfg, gen, device), cfg.temperature
+    with frozen(teacher):  # its BN statistics and parameters stay as they are, whatever mode it came in
+        for step in range(cfg.steps):
+            generator.train()
+            student.eval()  # the generator's signal: the student's current function, without updating its BN
+            gap = generator_step(
+                generator, student, teacher, g_opt, _noise(cfg, gen, device), cfg.balance_weight
             )
-            losses.append(loss)
-            kept.append(x[: per_batch[batch]].cpu())
-            batch += 1
-        history.append({"disagreement": gap, "student_kd": sum(losses) / len(losses)})
-        if on_step is not None:
-            on_step(step + 1)
+            student.train()
+            losses = []
+            for _ in range(cfg.student_steps):
+                x, loss = student_step(
+                    generator, student, teacher, s_opt, _noise(cfg, gen, device), cfg.temperature
+                )
+                losses.append(loss)
+                kept.append(x[: per_batch[batch]].cpu())
+                batch += 1
+            history.append({"disagreement": gap, "student_kd": sum(losses) / len(losses)})
+            if on_step is not None:
+                on_step(step + 1)
     return AdversarialResult(torch.cat(kept)[:count], generator.eval(), student.eval(), history)
 
 

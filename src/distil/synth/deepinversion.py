@@ -22,6 +22,7 @@ from torch import nn
 
 from distil.errors import ModelError
 from distil.losses.functional import js_divergence
+from distil.teachers.live import frozen
 
 ADVERSARIAL_HINT = (
     "use method 'adversarial' (a generator trained against the student: it needs only the teacher's "
@@ -219,7 +220,8 @@ def invert_batch(
     """Optimise one batch of inputs for `targets` with Adam; returns them detached.
 
     Args:
-        teacher: the frozen teacher (eval mode, so BatchNorm uses and keeps its running statistics).
+        teacher: the teacher; frozen for the call (eval mode, so BatchNorm uses and keeps its running
+            statistics; no parameter gradients), then given back in the mode and flags it came in.
         targets: (B,) classes the inputs should be.
         input_shape: (C, H, W) of one input, in the teacher's input space.
         cfg: iterations, learning rate and loss weights.
@@ -244,7 +246,9 @@ def invert_batch(
     x = torch.randn((len(targets), *input_shape), generator=generator).to(device).requires_grad_(True)
     targets = targets.to(device)
     opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
-    with record_bn_inputs(teacher) as moments:
+    # Frozen here, not only by the caller: in train mode BatchNorm would normalise by the synthetic
+    # batch's own statistics and overwrite the running ones the loss matches against.
+    with frozen(teacher), record_bn_inputs(teacher) as moments:
         for _ in range(cfg.iterations):
             opt.zero_grad(set_to_none=True)
             terms = inversion_loss(

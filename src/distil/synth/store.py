@@ -83,7 +83,6 @@ def write_synthetic(
     arrays: dict[str, Any] = {
         "x": x.numpy(),
         "y": synthetic.teacher_labels.numpy().astype(np.int64),
-        "target": synthetic.targets.numpy().astype(np.int64),
         "ids": np.array(synthetic.ids),
         "class_names": np.array(list(data.class_names)),
         "mean": np.array(data.mean, dtype=np.float64),
@@ -91,6 +90,8 @@ def write_synthetic(
         "x_test": x_test,
         "y_test": y_test.astype(np.int64),
     }
+    if synthetic.targets is not None:  # the adversarial generator makes inputs for no class
+        arrays["target"] = synthetic.targets.numpy().astype(np.int64)
     record = {
         "method": synthetic.method,
         "seed": synthetic.seed,
@@ -106,7 +107,7 @@ def write_synthetic(
             "std": list(data.std),
             "test_samples": len(y_test),
         },
-        "teacher_agreement": float((synthetic.teacher_labels == synthetic.targets).float().mean()),
+        "teacher_agreement": synthetic.teacher_agreement,
         "teacher_class_counts": np.bincount(
             synthetic.teacher_labels.numpy(), minlength=data.num_classes
         ).tolist(),
@@ -174,9 +175,14 @@ def _report_page(record: dict[str, Any], grids: dict[str, Path]) -> str:
     figures = "".join(
         image_html(path.read_bytes(), f"{name}: synthetic inputs") for name, path in grids.items()
     )
+    agreement = record["teacher_agreement"]
     intro = (
         f"{record['count']} inputs by {record['method']} (seed {record['seed']}) in {record['seconds']:.0f} s; "
-        f"the teacher gives the class they were made for to {record['teacher_agreement']:.1%} of them."
+        + (
+            f"the teacher gives the class they were made for to {agreement:.1%} of them."
+            if agreement is not None
+            else "teacher agreement with target classes: n/a (this method makes inputs for no class)."
+        )
     )
     return page_html(
         f"Synthetic transfer set: {record['data']['name']}",

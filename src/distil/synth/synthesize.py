@@ -8,8 +8,7 @@ Methods are looked up in `METHODS` (unknown names list the valid ones).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ from distil.errors import ConfigError, ModelError
 from distil.registry import Registry
 from distil.synth.adversarial import AdversarialConfig, play
 from distil.synth.deepinversion import DeepInversionConfig, invert_batch, require_batchnorm
+from distil.teachers.live import frozen
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total) in the method's own units (inversion iterations, generator steps)."""
@@ -50,8 +50,8 @@ class SyntheticSet:
 
     Attributes:
         inputs: (N, C, H, W) float32 (normalized as the teacher's training inputs were).
-        targets: (N,) the classes the inputs were made for (DeepInversion), or the teacher's classes
-            (adversarial, which has no targets).
+        targets: (N,) the classes the inputs were made for (DeepInversion), or None (adversarial: the
+            generator makes inputs for no class).
         teacher_labels: (N,) the teacher's argmax on `inputs`.
         method: the method's name.
         seed: the seed.
@@ -61,7 +61,7 @@ class SyntheticSet:
     """
 
     inputs: torch.Tensor
-    targets: torch.Tensor
+    targets: torch.Tensor | None
     teacher_labels: torch.Tensor
     method: str
     seed: int
@@ -73,6 +73,13 @@ class SyntheticSet:
     def ids(self) -> list[str]:
         """One stable id per input: method, seed and position (what caches and reports key on)."""
         return [f"{self.method}-s{self.seed}-{i:06d}" for i in range(len(self.inputs))]
+
+    @property
+    def teacher_agreement(self) -> float | None:
+        """The share of inputs the teacher gives the class they were made for; None without targets."""
+        if self.targets is None:
+            return None
+        return float((self.teacher_labels == self.targets).float().mean())
 
 
 class Method(Protocol):
@@ -121,7 +128,7 @@ def _deepinversion(
         if progress is not None:
             progress(done, total)
 
-    with _frozen(student):
+    with frozen(student):
         for start in range(0, cfg.count, di.batch_size):
             part = targets[start : start + di.batch_size]
             batches.append(
@@ -130,27 +137,6 @@ def _deepinversion(
                 ).cpu()
             )
     return torch.cat(batches), targets, None
-
-
-@contextmanager
-def _frozen(model: nn.Module | None) -> Iterator[None]:
-    """`model` in eval mode without parameter gradients for the block, then as it was.
-
-    The competition term reads the student; it must neither update its BatchNorm statistics nor leave
-    gradients in its parameters for whoever trains it next.
-    """
-    if model is None:
-        yield
-        return
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 @METHODS.register("adversarial")
@@ -226,7 +212,7 @@ def synthesize(
     settings = cfg.deepinversion if cfg.method == "deepinversion" else cfg.adversarial
     return SyntheticSet(
         inputs=inputs,
-        targets=targets if targets is not None else labels,
+        targets=targets,
         teacher_labels=labels,
         method=cfg.method,
         seed=cfg.seed,

@@ -6,6 +6,8 @@ precomputed outputs can be another, without the loop knowing which.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,6 +21,32 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+@contextmanager
+def frozen(model: nn.Module | None) -> Iterator[None]:
+    """`model` frozen (eval mode, no parameter gradients) for the block, then as it was.
+
+    For a function handed a model it borrows: it must neither update the model's BatchNorm statistics
+    nor leave gradients in its parameters, and the caller gets back the mode and flags it passed in.
+
+    Args:
+        model: the module to freeze; None is a no-op (an optional student).
+    """
+    if model is None:
+        yield
+        return
+    # Per module and per parameter: a partly frozen model (a frozen backbone) comes back the same.
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    freeze(model)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        for m, mode in zip(model.modules(), modes, strict=True):
+            m.training = mode
 
 
 class LiveTeacher:

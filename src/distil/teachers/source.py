@@ -10,7 +10,7 @@ every epoch logs (`teacher_source`, `teacher_source_reason`, and the cache's or 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
@@ -36,6 +36,9 @@ from distil.teachers.live import LiveTeacher, freeze
 from distil.teachers.seqcache import SparseCachedTeacher, open_run_cache, sparse_cache_blocker
 from distil.train.engine import LossFn, TeacherFn, augmenter_for
 from distil.train.fsdp import check_fsdp, shard_copy, sharding_info
+
+if TYPE_CHECKING:
+    from distil.teachers.ensemble import EnsembleMix
 
 
 def check_topk_terms(cache: TeacherCacheConfig, loss: Any) -> None:
@@ -152,6 +155,7 @@ def _live_teacher(
     scheduled: DistillationLoss | None,
     weights: Sequence[float] | None,
     temperature: float,
+    mix: EnsembleMix,
     record: dict[str, Any],
 ) -> TeacherFn:
     """One teacher, or the ensemble of several, run live (as sharded copies under FSDP)."""
@@ -165,7 +169,7 @@ def _live_teacher(
     if len(teachers) > 1:
         from distil.teachers.ensemble import EnsembleTeacher
 
-        ensemble = EnsembleTeacher(live, weights, temperature)
+        ensemble = EnsembleTeacher(live, weights, temperature, mix)
         # Mixed at the loss's temperature of the epoch (temperature_final), like a top-k cache's tail.
         teacher_fn = ensemble.follow(scheduled.current_temperature) if scheduled is not None else ensemble
     else:
@@ -197,6 +201,7 @@ def teacher_source(
     *,
     weights: Sequence[float] | None = None,
     temperature: float = 1.0,
+    mix: EnsembleMix = "probs",
 ) -> tuple[TeacherFn, dict[str, Any]]:
     """Pick and build where the teacher outputs of a distillation run come from.
 
@@ -209,6 +214,7 @@ def teacher_source(
         accelerator: the run's accelerator (the device, and rank 0 builds a cache first).
         weights: one weight per teacher of an ensemble (default: equal).
         temperature: the ensemble's mixing temperature when the loss has no schedule to follow.
+        mix: how an ensemble combines its teachers (`distil.teachers.ensemble.ENSEMBLE_MIXES`).
 
     Returns:
         The callable the loop asks for teacher outputs, and the record every epoch logs
@@ -238,7 +244,7 @@ def teacher_source(
     record: dict[str, Any] = {"teacher_source": source, "teacher_source_reason": reason}
     scheduled = loss_fn if isinstance(loss_fn, DistillationLoss) else None
     if source != "cache":
-        live = _live_teacher(teachers, cfg, accelerator, scheduled, weights, temperature, record)
+        live = _live_teacher(teachers, cfg, accelerator, scheduled, weights, temperature, mix, record)
         return live, record
     # A top-k cache's tail mass depends on the temperature: it stores every one the loss's schedule
     # uses and looks up the current one (a loss without a schedule gets the plain T=1 tail).
