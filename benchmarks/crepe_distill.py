@@ -9,8 +9,9 @@ synthetic audio that this script generates:
 * frames of 1024 samples at random offsets in each tone; train and held-out frames come from different
   tones (the split is by tone, never by frame);
 * the data reaches distil as a user's would: an .npz of (N, 1024) float32 frames read by distil's `npz`
-  reader (each of the 1024 positions is standardized with the training split's statistics, like any
-  feature vector; the CREPE models normalize each frame themselves, which undoes the shift and scale).
+  reader with ``normalize: none``: the CREPE models normalize each frame themselves, and the reader's
+  default per-position standardization (a mean and std per sample position) is not undone by that, so it
+  would change what the pretrained teacher sees (the script measures how much, below).
 
 The true f0 is never used for training (the KD terms only; the labels the .npz needs are the true bins,
 given to the `ce` term with weight 0). Arms, all on the same frames, the same teacher outputs:

@@ -113,6 +113,10 @@ def check_mixing(cfg: TrainConfig, loss: LossFn | None) -> None:
         )
 
 
+# How a training recipe says its model's outputs in [0, 1] are logits (`TrainConfig.model_outputs`).
+TRAIN_OUTPUTS_ESCAPE = "--set teacher_train.model_outputs=logits (student_train. for the scratch student)"
+
+
 def train_model(
     model: nn.Module,
     data: DataBundle,
@@ -124,9 +128,17 @@ def train_model(
     description: str = Stage.TRAIN,
 ) -> FitResult:
     """Train `model` on the labels of `data` with its task's label loss (cross-entropy; multilabel: binary
-    cross-entropy): a teacher, or a scratch baseline."""
+    cross-entropy): a teacher, or a scratch baseline.
+
+    Raises:
+        NotLogitsError: a classification or multilabel model whose first outputs look like probabilities
+            (`distil.teachers.outputs.check_teacher_outputs`), unless `cfg.model_outputs` is "logits".
+    """
     cfg = cfg or TrainConfig()
     check_classes(model, data, "model")
+    if cfg.model_outputs == "check" and outputs_are_logits(data.task):
+        # The check distill runs on its teachers: cross-entropy on probabilities trains silently wrong.
+        check_teacher_outputs(model, data, "model", escape=TRAIN_OUTPUTS_ESCAPE)
     check_mixing(cfg, None)
     return fit(
         model,

@@ -629,6 +629,12 @@ class TrainConfig(_Strict):
     loader: LoaderConfig = Field(
         default_factory=lambda: LoaderConfig(), description="how batches are read from data on disk"
     )
+    model_outputs: Literal["check", "logits"] = Field(
+        default="check",
+        description="check: refuse to train a classification or multilabel model whose first outputs look "
+        "like probabilities (a final softmax or sigmoid: its label loss reads logits); logits: they are "
+        "logits even if they do",
+    )
     seed: int = 0
     checkpoint_every: int | None = Field(
         default=None,

@@ -146,3 +146,14 @@ def test_mutual_learning_trains_a_token_student_on_its_averaged_heads() -> None:
     terms = MutualLoss()(outs, None, {"labels": y})
     expected = mutual_losses([outs[0].logits, outs[1]], y, 1.0, 1.0, 1.0)
     torch.testing.assert_close(terms["s0_loss"], expected[0]["loss"])
+
+
+@pytest.mark.parametrize("term", ["deit", "deit_soft"])
+@pytest.mark.parametrize("task", ["multilabel", "regression", "embedding", "dense"])
+def test_deit_terms_are_refused_on_tasks_other_than_classification(term: str, task: str) -> None:
+    # CE on (B,) class labels and a softmax teacher: on other tasks they died later in a gather/shape error.
+    from distil.losses.registry import check_term_tasks
+
+    with pytest.raises(ConfigError):
+        check_term_tasks([term], task)
+    check_term_tasks([term], "classification")

@@ -58,3 +58,12 @@ def test_streamed_over_batches_equals_one_pass_and_whole_logits() -> None:
 def test_no_positive_label_is_an_error() -> None:
     with pytest.raises(DataError, match="no label has a positive"):
         multilabel_finish(multilabel_sums(torch.randn(4, 3), torch.zeros(4, 3), None), 3)
+
+
+def test_map_ranks_confident_logits_17_to_40_as_sklearn() -> None:
+    # A trained model's confident logits (17..40) were tied in the end bin of [-16, 16]: mAP lost the ranking.
+    y = torch.tensor([[1.0], [0.0], [1.0], [0.0], [1.0], [0.0]])
+    z = torch.tensor([[40.0], [17.0], [35.0], [20.0], [30.0], [25.0]])
+    got = multilabel_finish(multilabel_sums(z, y, None), 1)["mAP"]
+    assert got == pytest.approx(average_precision_score(y.numpy(), z.numpy()), abs=1e-9)
+    assert got == pytest.approx(1.0)

@@ -47,3 +47,22 @@ def test_one_column_targets_streamed_equal_whole() -> None:
 def test_constant_targets_are_an_error() -> None:
     with pytest.raises(DataError, match="R\\^2 is undefined"):
         regression_finish(regression_sums(torch.randn(5, 1), torch.ones(5), None), 1)
+
+
+def test_r2_keeps_a_varying_target_column_of_small_scale() -> None:
+    # The constant-column cutoff is relative to the column's scale: targets of std 1e-7 vary, so they count
+    # in the mean R^2 as sklearn's r2_score counts them (an absolute 1e-12 * N cutoff dropped them: 0.99).
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.stack([torch.randn(500, generator=g), 1e-7 * torch.randn(500, generator=g)], 1)
+    s = torch.stack([y[:, 0] + 0.1 * torch.randn(500, generator=g), torch.zeros(500)], 1)
+    r2 = regression_finish(regression_sums(s, y, None), 2)["r2"]
+    assert r2 == pytest.approx(r2_score(y.numpy(), s.numpy()), abs=1e-6)
+
+
+def test_r2_still_leaves_out_a_constant_column_of_large_values() -> None:
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.stack([torch.randn(500, generator=g), torch.full((500,), 2000.0)], 1)
+    s = torch.stack([y[:, 0], torch.full((500,), 2001.0)], 1)
+    assert regression_finish(regression_sums(s, y, None), 2)["r2"] == pytest.approx(1.0)

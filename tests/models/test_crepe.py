@@ -149,3 +149,29 @@ def test_torchcrepe_as_it_is_sigmoid_outputs_is_refused_as_a_teacher(tmp_path: P
     with pytest.raises(NotLogitsError, match="sigmoid"):
         check_teacher_outputs(torch.nn.Sequential(logits, torch.nn.Sigmoid()), data)
     check_teacher_outputs(logits, data)  # the pre-sigmoid model passes
+
+
+@pytest.mark.parametrize(("normalize", "warns"), [("auto", True), ("none", False)])
+def test_crepe_on_data_standardized_per_position_warns(tmp_path: Path, normalize: str, warns: bool) -> None:
+    # Per-frame normalization undoes one shift and scale of a frame, not a mean and std per position.
+    import warnings
+
+    import numpy as np
+
+    from distil.config import ModelConfig
+    from distil.data import load_dataset
+    from distil.train.build import build_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, WINDOW_SIZE)).astype(np.float32) + np.linspace(
+        0, 3, WINDOW_SIZE, dtype=np.float32
+    )
+    y = np.zeros((16, PITCH_BINS), np.float32)
+    y[:, 0] = 1.0
+    np.savez(tmp_path / "f.npz", x=x, y=y, x_test=x[:4], y_test=y[:4])
+    data = load_dataset("npz", tmp_path / "f.npz", task="multilabel", options={"normalize": normalize})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        build_model(ModelConfig(model="crepe", kwargs={"capacity": "tiny"}), data)
+    hits = [w for w in seen if "normalize=none" in str(w.message)]
+    assert bool(hits) is warns, [str(w.message) for w in seen]

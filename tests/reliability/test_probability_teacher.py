@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -137,3 +138,36 @@ def test_check_logits_is_a_config_error_with_the_fix() -> None:
         check_logits(torch.randn(8, 4).softmax(-1))
     assert isinstance(info.value, ConfigError)
     check_logits(torch.randn(8, 4))
+
+
+class _SigmoidTagger(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(x.flatten(1)))
+
+
+def _tags(tmp_path: Path) -> Any:
+    import numpy as np
+
+    from distil.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 12)).astype(np.float32)
+    y = (x @ rng.normal(size=(12, 6)) > 0.5).astype(np.float32)
+    np.savez(tmp_path / "tags.npz", x=x[:64], y=y[:64], x_test=x[64:], y_test=y[64:])
+    return load_dataset("npz", tmp_path / "tags.npz", val_fraction=0.0)
+
+
+def test_train_refuses_a_sigmoid_model_unless_its_outputs_are_declared_logits(tmp_path: Path) -> None:
+    # train_model (distil train, the scratch student) ran binary cross-entropy on the sigmoid's probabilities.
+    from distil.api import train_model
+    from distil.config import TrainConfig
+
+    data = _tags(tmp_path)
+    torch.manual_seed(0)
+    with pytest.raises(NotLogitsError, match="model_outputs=logits"):
+        train_model(_SigmoidTagger(), data, TrainConfig(epochs=1, batch_size=32))
+    train_model(_SigmoidTagger(), data, TrainConfig(epochs=1, batch_size=32, model_outputs="logits"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -111,3 +113,19 @@ def test_play_freezes_a_train_mode_teacher_and_gives_it_back_as_it_came() -> Non
     assert all(p.grad is None for p in teacher.parameters())
     assert teacher.training and all(m.training for m in teacher.modules())  # mode restored
     assert all(p.requires_grad for p in teacher.parameters())  # flags restored
+
+
+def test_both_steps_take_a_token_vit_student_in_training_mode() -> None:
+    # A DeiT student in training mode returns its two heads (TokenLogits); the game reads their average.
+    from distil.models.vit import vit_tiny
+
+    torch.manual_seed(0)
+    teacher = TinyCNN(3, 1).eval().requires_grad_(False)
+    student = vit_tiny(num_classes=3, in_channels=1, image_size=8, distill_token=True).train()
+    generator = Generator(8, (1, 8, 8))
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    gap = generator_step(generator, student, teacher, torch.optim.SGD(generator.parameters(), lr=0.01), z)
+    _, loss = student_step(
+        generator, student, teacher, torch.optim.SGD(student.parameters(), lr=0.01), z, 1.0
+    )
+    assert math.isfinite(gap) and math.isfinite(loss)  # not a TypeError on TokenLogits

@@ -62,6 +62,7 @@ def evaluate(
     image_size: ImageSizeOption = None,
     channels: ChannelsOption = None,
     on_bad_sample: OnBadSampleOption = None,
+    outputs: Annotated[str, typer.Option(help=help_of(EvalOptions, "outputs"))] = "check",
 ) -> None:
     """Measure checkpoints on a test set, the first as the reference for agreement and ratios.
 
@@ -79,6 +80,7 @@ def evaluate(
         latency=latency,
         model_name=tuple(checkpoint_models(model, checkpoints)),
         trust_code=trust_code,
+        outputs=outputs,
     )
     result = evaluate_checkpoint_files(options)
     metrics = result.metrics

@@ -115,6 +115,11 @@ def _teacher(inputs: TermInputs, term: str) -> torch.Tensor:
     return inputs.teacher_logits
 
 
+# Cross-entropy on (B,) class labels and the argmax (or softmax) of a classifier teacher: image
+# classification only; `check_term_tasks` refuses the terms on multilabel, regression or dense data.
+DEIT_TASKS = frozenset({"classification"})
+
+
 def _check_weight(term: str, distill_weight: float) -> None:
     if not 0.0 <= distill_weight <= 1.0:
         raise ConfigError(
@@ -132,6 +137,7 @@ class DeiTTerm(Term):
     """
 
     uses_mask = True
+    tasks = DEIT_TASKS
 
     def __init__(self, ctx: TermContext, distill_weight: float = 0.5) -> None:
         super().__init__()
@@ -161,6 +167,7 @@ class DeiTSoftTerm(Term):
     """
 
     uses_mask = True
+    tasks = DEIT_TASKS
 
     def __init__(self, ctx: TermContext, distill_weight: float = 0.5) -> None:
         super().__init__()

@@ -5,8 +5,11 @@ i.e. logit >= 0. The metrics, per label l (TP/FP/FN counted over the samples):
 
 * ``mAP``: the mean over labels with at least one positive sample of the average precision of the
   label's scores (sklearn's ``average_precision_score``, average="macro"). To be a sum over batches, the
-  logits are binned (`BINS` bins of width 32/`BINS` over [-16, 16], the values beyond in the end bins), and
-  samples in one bin are tied scores; scores in distinct bins give sklearn's value exactly.
+  logits are binned (`BINS` bins of width 1/32 over [-40, 40], the values beyond in the end bins), and
+  samples in one bin are tied scores: the value is exactly sklearn's on the logits rounded down to a
+  multiple of 1/32 and clipped to [-40, 40], so exactly sklearn's on the raw logits when no two distinct
+  scores of a label share a bin. The range reaches past the confident logits of a trained model (17 to 40,
+  sigmoid 1 - 4e-8 to 1 - 4e-18), which [-16, 16] tied in its end bin.
 * ``micro_f1``: 2 TP / (2 TP + FP + FN) over all labels' counts together;
 * ``macro_f1``: the mean over labels of the same ratio, leaving out labels with no positive sample and
   no positive decision (0/0);
@@ -20,8 +23,9 @@ from torch import Tensor
 
 from distil.errors import DataError
 
-BINS = 1024
-LOGIT_RANGE = 16.0
+# Bins of width 1/32 over [-LOGIT_RANGE, LOGIT_RANGE]: beyond 40 a sigmoid differs from 1 by under 5e-18.
+LOGIT_RANGE = 40.0
+BINS = 2560
 
 
 def decisions(logits: Tensor) -> Tensor:

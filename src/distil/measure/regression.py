@@ -54,11 +54,19 @@ def sums_size(width: int) -> int:
     return 2 + 7 * width
 
 
+# A column whose spread around its mean is below this fraction of its sum of squares is constant: float64
+# cancellation leaves ~1e-16 of it, so real variation of one part in 1e5 of the mean is still counted.
+CONSTANT_SPREAD = 1e-10
+
+
 def _r2(residual: Tensor, total: Tensor, mean_sq: Tensor, n: float) -> float | None:
     """Mean over outputs of 1 - residual / (sum of squares around the mean); None when every output is
-    constant (R^2 undefined), and outputs that are constant are left out."""
+    constant (R^2 undefined), and outputs that are constant are left out.
+
+    Constant is relative to the column's own scale (its sum of squares, float64 sums): targets in units of
+    1e-7 vary as much as any, and a constant column of 2000s leaves only rounding in `spread`."""
     spread = total - mean_sq.square() / n
-    ok = spread > 1e-12 * n
+    ok = spread > CONSTANT_SPREAD * total
     if not bool(ok.any()):
         return None
     return float((1 - residual[ok] / spread[ok]).mean())

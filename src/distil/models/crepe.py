@@ -10,8 +10,9 @@ Two deliberate differences from torchcrepe's module:
 
 * each 1024-sample frame is normalized inside ``forward`` (zero mean, unit standard deviation, as
   torchcrepe's ``preprocess`` does before calling the model), so raw audio frames are valid inputs and
-  any per-feature standardization distil applies to (N, 1024) data first is undone (the per-frame
-  normalization of an affinely shifted frame is the same frame);
+  one shift and scale of a whole frame is undone. distil's per-position standardization of (N, 1024)
+  data (``data.normalize: auto``: a mean and std per sample position) is not: read CREPE frames with
+  ``data.normalize=none`` (building the model on such data warns, ``normalizes_own_input``);
 * batch normalization uses PyTorch's default momentum (0.1). torchcrepe sets ``momentum=0.0`` (its
   weights were converted from Keras), which freezes the running statistics: a student of CREPE's
   shape trained with it keeps mean 0 / variance 1 and evaluates with statistics it never had. The
@@ -61,6 +62,10 @@ class CrepeLogits(nn.Module):
         input (N, 1024) float audio frames at 16 kHz (any scale; each is normalized here);
         output (N, 360) logits; ``torch.sigmoid`` of them is torchcrepe's ``Crepe`` output.
     """
+
+    # Per-frame normalization in forward: distil warns when the data was also standardized per position
+    # (`distil.train.build.warn_if_standardized_twice`), which this does not undo.
+    normalizes_own_input = True
 
     def __init__(self, capacity: Capacity = "full") -> None:
         super().__init__()

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from distil.run.options import setting
 
+# `distil eval --outputs`: check that models emit logits, or take them as logits.
+OUTPUT_CHECKS = ("check", "logits")
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -113,6 +116,12 @@ class EvalOptions:
         "The architecture of plain state_dict files: one name for every checkpoint, or one per checkpoint.",
     )
     trust_code: bool = setting(False, "Let the checkpoints' sidecars name Python code to import.")
+    outputs: str = setting(
+        "check",
+        "check: refuse a classifier or multilabel model whose outputs look like probabilities (a final "
+        "softmax or sigmoid), which the metrics would score as logits; logits: the outputs are logits, "
+        "measure them as they are.",
+    )
 
 
 @dataclass(frozen=True)
@@ -137,8 +146,10 @@ def evaluate_checkpoint_files(options: EvalOptions) -> EvalOutcome:
         ConfigError: no checkpoints, a plain state_dict without a dataset, or model names that do not
             match the checkpoints.
         CheckpointError: a checkpoint that cannot be loaded.
+        NotLogitsError: `options.outputs` "check" and a model whose outputs look like probabilities.
     """
     from distil.errors import ConfigError
+    from distil.registry import unknown_name_message
     from distil.run.evaluate import (
         evaluate_checkpoints,
         load_checkpoint_data,
@@ -156,7 +167,14 @@ def evaluate_checkpoint_files(options: EvalOptions) -> EvalOutcome:
     bundle = load_checkpoint_data(
         paths[0], name, options.data.root, val_fraction=0.0, options=options.data.reader_options()
     )
+    if options.outputs not in OUTPUT_CHECKS:
+        raise ConfigError(unknown_name_message("outputs", options.outputs, OUTPUT_CHECKS))
     metrics = evaluate_checkpoints(
-        paths, bundle, measure_latency=options.latency, model_name=models, trust_code=options.trust_code
+        paths,
+        bundle,
+        measure_latency=options.latency,
+        model_name=models,
+        trust_code=options.trust_code,
+        check_outputs=options.outputs == "check",
     )
     return EvalOutcome(metrics, bundle.name, len(bundle.test))

@@ -12,11 +12,16 @@ from torch import nn
 
 from distil.data import DataBundle, load_dataset
 from distil.data.registry import ARITHMETIC_OPTIONS
+from distil.data.targets import outputs_are_logits
 from distil.errors import DataError
 from distil.measure import ModelMetrics, measure, time_models
 from distil.measure.model import PREDICT_BATCH_SIZE, TOKEN_BATCH_SIZE
 from distil.run.lm_report import lm_token_bytes, tokenizer_of
+from distil.teachers.outputs import check_teacher_outputs
 from distil.train.build import build_model, check_checkpoint_task
+
+# `distil eval`'s escape from the probability check (`evaluate_checkpoints(check_outputs=False)`).
+OUTPUTS_ESCAPE = "--outputs logits"
 
 
 def require_data_for_model(model_name: str | None, data: str | None, checkpoint: str) -> None:
@@ -222,6 +227,7 @@ def evaluate_checkpoints(
     measure_latency: bool = True,
     model_name: str | Sequence[str | None] | None = None,
     trust_code: bool = False,
+    check_outputs: bool = True,
 ) -> list[ModelMetrics]:
     """Measure checkpoints on `data.test`; the first one is the reference (teacher) for agreement.
 
@@ -234,8 +240,13 @@ def evaluate_checkpoints(
     order. A sidecar may name its path's model as its factory, and no other ``pkg.module:factory``
     unless `trust_code`.
 
+    With `check_outputs`, a classifier or multilabel model whose outputs on the first training samples all lie
+    in [0, 1] (a final softmax or sigmoid) is refused: its metrics read outputs as logits, so probabilities
+    would be scored silently wrong (every sigmoid label "on").
+
     Raises:
         ConfigError: a list of model names whose length differs from the paths'.
+        NotLogitsError: a model whose outputs look like probabilities (`distil.teachers.outputs`).
     """
     metrics: list[ModelMetrics] = []
     models: list[torch.nn.Module] = []
@@ -246,6 +257,8 @@ def evaluate_checkpoints(
     token_bytes = lm_token_bytes(data.task, tokenizer_of(data.extra, trust_code=trust_code))
     for path, name in zip(paths, per_path_models(model_name, paths), strict=True):
         model, _, weights = load_any(path, data, name, trust_code=trust_code)
+        if check_outputs and outputs_are_logits(data.task):
+            check_teacher_outputs(model, data, f"model in {path!r}", escape=OUTPUTS_ESCAPE)
         measured = measure(
             model.eval(),
             data.test,

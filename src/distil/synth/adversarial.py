@@ -23,6 +23,7 @@ from torch import nn
 
 from distil.errors import ModelError
 from distil.losses.functional import kd_kl
+from distil.models.vit import plain_logits
 from distil.teachers.live import frozen
 
 
@@ -124,7 +125,7 @@ def generator_step(
     opt.zero_grad(set_to_none=True)
     x = generator(z)
     teacher_logits = teacher(x)
-    gap = disagreement(student(x), teacher_logits)
+    gap = disagreement(plain_logits(student(x)), teacher_logits)  # a token ViT: (B, K) of its heads
     objective = gap + balance_weight * class_entropy(teacher_logits) if balance_weight else gap
     (-objective).backward()
     opt.step()
@@ -144,7 +145,7 @@ def student_step(
         x = generator(z)
         target = teacher(x)
     opt.zero_grad(set_to_none=True)
-    loss = kd_kl(student(x), target, temperature)
+    loss = kd_kl(plain_logits(student(x)), target, temperature)
     loss.backward()
     opt.step()
     return x, float(loss.detach())

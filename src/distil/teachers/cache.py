@@ -53,6 +53,7 @@ from torch import nn
 
 from distil.data import DataBundle, SampleSplit
 from distil.data.batch import INDEX, LABELS, VIEW
+from distil.data.targets import CLASSIFICATION, outputs_are_logits
 from distil.errors import ConfigError
 from distil.registry import unknown_name_message
 from distil.teachers import store
@@ -87,8 +88,11 @@ __all__ = [
 CACHE_MODES = ("auto", "off", "on")
 
 
-def _dense_format(topk: int | None, temperatures: Any = (1.0,)) -> RowFormat:
-    return FullLogits() if topk is None else TopK(topk, tuple(temperatures))
+def _dense_format(topk: int | None, temperatures: Any = (1.0,), task: str = CLASSIFICATION) -> RowFormat:
+    if topk is not None:
+        return TopK(topk, tuple(temperatures))
+    # Logits tolerate float16; regression values and embeddings would be rounded (2000 +- 1 to integers).
+    return FullLogits() if outputs_are_logits(task) else FullLogits(precision="float32")
 
 
 def fingerprint(
@@ -115,7 +119,7 @@ def fingerprint(
     Returns:
         64 hex digits.
     """
-    fmt = form if form is not None else _dense_format(topk, temperatures)
+    fmt = form if form is not None else _dense_format(topk, temperatures, data.task)
     return store.cache_key(teacher, data, fmt, augment=augment, views=views)
 
 
@@ -299,8 +303,9 @@ class CachedTeacher:
 
     @property
     def values(self) -> torch.Tensor:
-        """The stored float16 values: all logits, or the top-k ones."""
-        return self.arrays["values.f16"]
+        """The stored values: all outputs (float16 logits, float32 values), or the top-k logits."""
+        name = self.format.values_file if isinstance(self.format, FullLogits) else "values.f16"
+        return self.arrays[name]
 
     def follow(self, temperature: Callable[[], float]) -> CachedTeacher:
         """Look up the tail at `temperature()` (e.g. `ComposedLoss.current_temperature`) at each call."""
@@ -428,7 +433,7 @@ def open_or_build(
     opened = store.open_or_build(
         teacher,
         data,
-        _dense_format(topk, temperatures),
+        _dense_format(topk, temperatures, data.task),
         augment=augment,
         views=views,
         cache_dir=cache_dir,

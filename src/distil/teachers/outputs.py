@@ -57,8 +57,19 @@ def probability_kind(outputs: torch.Tensor, single_output: bool = False) -> Prob
     return None
 
 
-def check_logits(outputs: torch.Tensor, role: str = "teacher", single_output: bool = False) -> None:
+# How a distillation run says that outputs in [0, 1] really are logits (`distil eval` has its own flag).
+LOGITS_ESCAPE = "--set kd.teacher_outputs=logits"
+
+
+def check_logits(
+    outputs: torch.Tensor, role: str = "teacher", single_output: bool = False, escape: str = LOGITS_ESCAPE
+) -> None:
     """Refuse outputs that look like probabilities (see :func:`probability_kind`).
+
+    Args:
+        outputs, single_output: as in :func:`probability_kind`.
+        role: who produced them, as the message names it ("teacher", "model in 'x.pt'").
+        escape: the option that says the values are logits after all, named in the message.
 
     Raises:
         NotLogitsError: with what was seen and the fix.
@@ -77,7 +88,7 @@ def check_logits(outputs: torch.Tensor, role: str = "teacher", single_output: bo
         f"Remove the final {kind} from the {role} (e.g. wrap it to return the layer before), or return "
         f"{undo} of its outputs, which are the logits up to a constant. Distilling probabilities as logits "
         "gives a near-zero KD loss and a student that learns almost nothing. If these values really are "
-        "logits, say so with --set kd.teacher_outputs=logits."
+        f"logits, say so with {escape}."
     )
 
 
@@ -93,8 +104,13 @@ def _first_outputs(model: nn.Module, data: DataBundle, samples: int) -> torch.Te
     return out if isinstance(out, torch.Tensor) else None
 
 
-def check_teacher_outputs(teacher: nn.Module, data: DataBundle, role: str = "teacher") -> None:
+def check_teacher_outputs(
+    teacher: nn.Module, data: DataBundle, role: str = "teacher", escape: str = LOGITS_ESCAPE
+) -> None:
     """Run `teacher` on the first training samples and refuse it if its outputs are probabilities.
+
+    The one probability check of distil: `distill` runs it on its teachers, `distil eval` on every model it
+    measures (`escape` names the option that skips it there).
 
     One sample suffices for a sequence model's (1, T, V); a classifier with few classes is run on
     `PROBE_SAMPLES` samples, enough values to tell sigmoid outputs from logits (`MIN_VALUES` samples for a
@@ -108,4 +124,4 @@ def check_teacher_outputs(teacher: nn.Module, data: DataBundle, role: str = "tea
     if out is not None and out.numel() < MIN_VALUES and len(data.train) > 1:
         out = _first_outputs(teacher, data, MIN_VALUES if single else PROBE_SAMPLES)
     if out is not None:
-        check_logits(out, role, single_output=single)
+        check_logits(out, role, single_output=single, escape=escape)

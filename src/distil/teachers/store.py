@@ -192,29 +192,54 @@ def to_float16(values: torch.Tensor) -> np.ndarray:
     return values.half().numpy()
 
 
+# How a full cache stores its values: float16 for logits (the softmax/sigmoid tolerates its 3 digits),
+# float32 for values whose small differences are the signal (regression outputs of 2000 +- 1, embeddings).
+FULL_PRECISIONS = ("float16", "float32")
+
+
 @dataclass(frozen=True)
 class FullLogits(RowFormat):
-    """All logits per row, float16."""
+    """All outputs per row: logits as float16 (the default), regression values and embeddings as float32.
 
+    Attributes:
+        precision: "float16" or "float32"; float32 is part of the cache key (`params`), so a float16 cache of
+            the same teacher is never reused for it.
+    """
+
+    precision: str = "float16"
     name: ClassVar[str] = "full"
 
+    def __post_init__(self) -> None:
+        if self.precision not in FULL_PRECISIONS:
+            raise ConfigError(
+                unknown_name_message("full teacher cache precision", self.precision, FULL_PRECISIONS)
+            )
+
+    @property
+    def values_file(self) -> str:
+        """The one file's name: "values.f16" or "values.f32"."""
+        return "values.f16" if self.precision == "float16" else "values.f32"
+
     def params(self) -> dict[str, Any]:
-        return {}
+        # float16 records nothing, so the keys of existing logit caches stay what they were.
+        return {} if self.precision == "float16" else {"precision": self.precision}
 
     def files(self, num_classes: int) -> dict[str, np.dtype[Any]]:
-        return {"values.f16": np.dtype(np.float16)}
+        return {self.values_file: np.dtype(self.precision)}
 
     def width(self, name: str, num_classes: int) -> int:
         return num_classes
 
     def encode(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"values.f16": to_float16(logits)}
+        if self.precision == "float32":
+            return {self.values_file: logits.float().numpy()}
+        return {self.values_file: to_float16(logits)}
 
     def dense(
         self, arrays: dict[str, torch.Tensor], rows: torch.Tensor, temperature: float | None
     ) -> torch.Tensor:
-        """Float32 logits of `rows`."""
-        return arrays["values.f16"].index_select(0, rows).float()
+        """Float32 values of `rows`."""
+        return arrays[self.values_file].index_select(0, rows).float()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,21 @@ def _tabular_hint(data: DataBundle) -> str:
         "for (N, F) inputs such as 'mlp' (e.g. --set teacher.model=mlp --set student.model=mlp), or a "
         "'pkg.module:factory' of your own."
     )
+
+
+def warn_if_standardized_twice(model: nn.Module, name: str, data: DataBundle) -> None:
+    """Warn when a model that normalizes its own input (`normalizes_own_input`, e.g. CREPE's per-frame
+    normalization) gets data standardized per position (`data.normalize: auto` on feature vectors): a
+    per-position shift and scale is not undone by normalizing each sample, so a pretrained model sees
+    inputs it was never trained on."""
+    if not getattr(model, "normalizes_own_input", False):
+        return
+    if len(data.mean) > 1 and (any(m != 0.0 for m in data.mean) or any(s != 1.0 for s in data.std)):
+        warnings.warn(
+            f"{name} normalizes each input itself, but {data.name!r} was standardized per position "
+            "(data.normalize: auto), which its own normalization does not undo. Fix: data.normalize=none.",
+            stacklevel=2,
+        )
 
 
 def _check_takes_vectors(model: nn.Module, name: str, data: DataBundle) -> None:
@@ -213,6 +229,7 @@ def build_model(
                 f"{data.num_classes}; use a checkpoint trained on this dataset."
             )
         fit_classifier_to_text(model, cfg.model, data)
+        warn_if_standardized_twice(model, cfg.model, data)
         return model, spec
     if "from_teacher" in cfg.kwargs:
         if teacher is None:
@@ -239,4 +256,5 @@ def build_model(
                 f"checkpoint {ckpt!r} does not exist; check the path (no random teacher is used)"
             )
         load_state_dict_strict(model, load_state_dict_file(ckpt), source=ckpt)
+    warn_if_standardized_twice(model, cfg.model, data)
     return model, spec
