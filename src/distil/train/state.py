@@ -149,6 +149,7 @@ def _added_data_notes(saved: dict[str, Any], expected: dict[str, Any]) -> dict[s
 _ADDED_KEYS: dict[str, Any] = {
     "max_steps": None,
     "generation": GenerationConfig().model_dump(mode="json"),
+    "model_outputs": "check",
 }
 
 
