@@ -158,9 +158,7 @@ def main() -> None:
         agreement = synthetic.teacher_agreement  # None: the adversarial method makes no target classes
         agree = "n/a" if agreement is None else f"{agreement:.1%}"
         counts = torch.bincount(synthetic.teacher_labels, minlength=data.num_classes).tolist()
-        print(
-            f"  {name}: {synthetic.seconds:.0f} s, teacher agrees with targets {'n/a' if agree is None else f'{agree:.1%}'}, classes {counts}"
-        )
+        print(f"  {name}: {synthetic.seconds:.0f} s, teacher agrees with targets {agree}, classes {counts}")
         if synthetic.student is not None:
             record(
                 f"{name}: the game's own student", accuracy(predict(synthetic.student, test_x), test_y), 0.0
