@@ -128,22 +128,27 @@ def _check_weight(term: str, distill_weight: float) -> None:
         )
 
 
+class _TokenTerm(Term):
+    """What both DeiT terms share: the distillation head's weight, label smoothing, the tasks they fit."""
+
+    uses_mask = True
+    tasks = DEIT_TASKS
+    term_name: str  # set by register_loss
+
+    def __init__(self, ctx: TermContext, distill_weight: float = 0.5) -> None:
+        super().__init__()
+        _check_weight(self.term_name, distill_weight)
+        self.distill_weight = distill_weight
+        self.label_smoothing = ctx.label_smoothing
+
+
 @register_loss("deit")
-class DeiTTerm(Term):
+class DeiTTerm(_TokenTerm):
     """DeiT hard-label distillation through the distillation token (`deit_hard`); the whole objective.
 
     Options:
         distill_weight: the distillation head's share w (0.5 in DeiT); the class head gets 1 - w.
     """
-
-    uses_mask = True
-    tasks = DEIT_TASKS
-
-    def __init__(self, ctx: TermContext, distill_weight: float = 0.5) -> None:
-        super().__init__()
-        _check_weight("deit", distill_weight)
-        self.distill_weight = distill_weight
-        self.label_smoothing = ctx.label_smoothing
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         heads = _heads(inputs, "deit")
@@ -159,21 +164,12 @@ class DeiTTerm(Term):
 
 
 @register_loss("deit_soft")
-class DeiTSoftTerm(Term):
+class DeiTSoftTerm(_TokenTerm):
     """DeiT soft distillation through the distillation token (`deit_soft`, at the recipe's temperature).
 
     Options:
         distill_weight: the distillation head's share w; the class head gets 1 - w.
     """
-
-    uses_mask = True
-    tasks = DEIT_TASKS
-
-    def __init__(self, ctx: TermContext, distill_weight: float = 0.5) -> None:
-        super().__init__()
-        _check_weight("deit_soft", distill_weight)
-        self.distill_weight = distill_weight
-        self.label_smoothing = ctx.label_smoothing
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         heads = _heads(inputs, "deit_soft")
