@@ -17,7 +17,6 @@ from distil.data.text import load_text
 from distil.data.tokenize import get_tokenizer
 from distil.errors import ConfigError
 from distil.losses.compose import build_loss
-from distil.models import create_model
 from distil.teachers.crosstok import (
     CrossTokenizerTeacher,
     cross_tokenizer_source,
@@ -25,23 +24,10 @@ from distil.teachers.crosstok import (
 )
 from distil.train.engine import fit, make_accelerator
 from distil.train.state import TrainStateStore
+from tests.teachers.tiny_lm import TEXT
+from tests.teachers.tiny_lm import tiny_llama as _lm
 
-TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat.\n"
 OTHER = "a log and a mat; the dogs and cats sit on logs, on mats, at last.\n"
-
-
-def _lm(vocab: int, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = {
-        "model_type": "llama",
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 64,
-    }
-    return create_model("hf-causal-lm", num_classes=vocab, config=config)
 
 
 @pytest.fixture(scope="module")
