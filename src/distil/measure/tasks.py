@@ -263,6 +263,17 @@ register_task(
 MULTILABEL_TASK = "multilabel"
 
 
+def _from_streaming(streaming_for: Callable[[int], StreamingMetrics], name: str) -> Metric:
+    """One metric on whole outputs through the task's own streaming sums: one batch, summed and finished."""
+
+    def metric(m: MetricInputs) -> float | None:
+        stream = streaming_for(output_width(m.logits))
+        ref = stream.predict(m.teacher_logits) if m.teacher_logits is not None else None
+        return stream.finish(stream.sums(m.logits, m.labels, ref, None).cpu())[name]
+
+    return metric
+
+
 def _multilabel_streaming(width: int) -> StreamingMetrics:
     """Multilabel's streaming metrics for `width` labels (`distil.measure.multilabel`)."""
     return StreamingMetrics(
@@ -273,21 +284,13 @@ def _multilabel_streaming(width: int) -> StreamingMetrics:
     )
 
 
-def _multilabel_metric(name: str) -> Metric:
-    """One multilabel metric on whole logits: the streaming sums of one batch, finished."""
-
-    def metric(m: MetricInputs) -> float | None:
-        ref = decisions(m.teacher_logits) if m.teacher_logits is not None else None
-        width = int(m.logits.shape[-1])
-        return multilabel_finish(multilabel_sums(m.logits, m.labels, ref).cpu(), width)[name]
-
-    return metric
-
-
 register_task(
     Task(
         name=MULTILABEL_TASK,
-        metrics={n: _multilabel_metric(n) for n in ("accuracy", "agreement", "mAP", "micro_f1", "macro_f1")},
+        metrics={
+            n: _from_streaming(_multilabel_streaming, n)
+            for n in ("accuracy", "agreement", "mAP", "micro_f1", "macro_f1")
+        },
         streaming_for=_multilabel_streaming,
         main="mAP",
     )
@@ -308,20 +311,13 @@ def _regression_streaming(width: int) -> StreamingMetrics:
     )
 
 
-def _regression_metric(name: str) -> Metric:
-    """One regression metric on whole outputs: the streaming sums of one batch, finished."""
-
-    def metric(m: MetricInputs) -> float | None:
-        width = int(m.logits.shape[-1])
-        return regression_finish(regression_sums(m.logits, m.labels, m.teacher_logits).cpu(), width)[name]
-
-    return metric
-
-
 register_task(
     Task(
         name=REGRESSION_TASK,
-        metrics={n: _regression_metric(n) for n in ("accuracy", "agreement", "r2", "mae", "rmse")},
+        metrics={
+            n: _from_streaming(_regression_streaming, n)
+            for n in ("accuracy", "agreement", "r2", "mae", "rmse")
+        },
         streaming_for=_regression_streaming,
         main="r2",
         formats={"accuracy": ".4f", "agreement": ".4f", "r2": ".4f", "mae": ".4g", "rmse": ".4g"},
@@ -389,20 +385,13 @@ def _dense_streaming(width: int) -> StreamingMetrics:
     )
 
 
-def _dense_metric(name: str) -> Metric:
-    """One dense metric on whole logits: the streaming sums of one batch, finished."""
-
-    def metric(m: MetricInputs) -> float | None:
-        ref = pixel_predictions(m.teacher_logits) if m.teacher_logits is not None else None
-        return dense_finish(dense_sums(m.logits, m.labels, ref).cpu(), int(m.logits.shape[1]))[name]
-
-    return metric
-
-
 register_task(
     Task(
         name=DENSE_TASK,
-        metrics={n: _dense_metric(n) for n in ("accuracy", "agreement", "mIoU", "pixel_accuracy")},
+        metrics={
+            n: _from_streaming(_dense_streaming, n)
+            for n in ("accuracy", "agreement", "mIoU", "pixel_accuracy")
+        },
         streaming_for=_dense_streaming,
         main="mIoU",
     )
