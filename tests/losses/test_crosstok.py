@@ -75,6 +75,31 @@ def test_uld_matches_a_hand_computation() -> None:
     assert uld_loss(s, t, _hand_alignment()).item() == pytest.approx(expect, rel=1e-5)
 
 
+def test_a_chunk_left_out_by_the_mask_cannot_poison_the_loss_or_its_gradient() -> None:
+    # The student rules out its target in chunk 0 (logit -inf: log-likelihood -inf); the mask leaves that
+    # chunk out, so the loss is chunk 1's alone and every gradient is finite (the reduction is a weighted
+    # mean without boolean indexing, which cost a host sync per step).
+    torch.manual_seed(2)
+    s, t = torch.randn(1, 3, 4), torch.randn(1, 2, 5)
+    s[0, 0, 1] = float("-inf")
+    s.requires_grad_(True)
+    mask = torch.tensor([[True, False, True]])
+    ps, pt = torch.softmax(s.detach(), -1)[0], torch.softmax(t, -1)[0]
+    for loss, expect in (
+        (alm_loss(s, t, _hand_alignment(), mask), _bkl(float(pt[1, 0]), float(ps[2, 3]))),
+        (uld_loss(s, t, _hand_alignment(), mask), None),
+    ):
+        assert torch.isfinite(loss)
+        if expect is not None:
+            assert loss.item() == pytest.approx(expect, rel=1e-5)
+        (grad,) = torch.autograd.grad(loss, s)
+        assert torch.isfinite(grad).all()
+        assert grad[0, :2].abs().sum() == 0  # the left-out chunk gets no gradient
+    # Nothing counted: 0, with a gradient path.
+    none = alm_loss(s, t, _hand_alignment(), torch.zeros(1, 3, dtype=torch.bool))
+    assert none.item() == 0.0 and none.requires_grad
+
+
 def test_binary_kl_is_zero_on_equal_and_positive_otherwise() -> None:
     lp = torch.log(torch.tensor([0.3, 0.9]))
     assert torch.allclose(binary_kl(lp, lp), torch.zeros(2), atol=1e-7)

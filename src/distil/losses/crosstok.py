@@ -179,19 +179,17 @@ def alm_from_chunks(
         num_chunks: chunks in the batch.
         mask, distance: as in `alm_loss`.
     """
+    if distance not in ("binary_kl", "abs"):
+        raise ConfigError(f"alm distance must be 'binary_kl' or 'abs', got {distance!r}")
     n = num_chunks
     l_s = chunk_logprob(per_token_logprob(student_logits, student_targets), student_chunks, n)
-    l_t = teacher_chunks.to(l_s.device, l_s.dtype)
     counted = counted_chunks(student_chunks, mask, n)
-    if distance == "binary_kl":
-        d = binary_kl(l_t, l_s)
-    elif distance == "abs":
-        d = (l_t - l_s).abs()
-    else:
-        raise ConfigError(f"alm distance must be 'binary_kl' or 'abs', got {distance!r}")
-    if not bool(counted.any()):
-        return student_logits.sum() * 0.0
-    return d[counted].mean()
+    # Uncounted chunks may hold -inf (a token the model rules out): replace them before the distance, so
+    # neither the value nor the gradient sees them, and average without indexing (no host sync).
+    l_s = torch.where(counted, l_s, -1.0)
+    l_t = torch.where(counted, teacher_chunks.to(l_s.device, l_s.dtype), -1.0)
+    d = binary_kl(l_t, l_s) if distance == "binary_kl" else (l_t - l_s).abs()
+    return counted_mean(d, counted)
 
 
 def alm_loss(
@@ -241,7 +239,6 @@ def teacher_sorted_probs(
     alignment: Alignment,
     temperature: float,
     k: int | None = None,
-    chunks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `uld` needs of the teacher: its probabilities at each chunk's first position, sorted.
 
@@ -250,20 +247,15 @@ def teacher_sorted_probs(
         alignment: the chunks of both sides' positions.
         temperature: the softening of the distribution.
         k: keep the k largest (None: all V_t).
-        chunks: (num_chunks,) bool, the chunks to compute (None: all); the live loss computes only the
-            counted ones.
 
     Returns:
-        ((C, min(k, V_t)) probabilities in decreasing order, (C,) the probability left out: the tail beyond
-        k, 0 with all kept), C the chunks computed, in order. Rows of chunks without a teacher position
-        are 0.
+        ((num_chunks, min(k, V_t)) probabilities in decreasing order, (num_chunks,) the probability left
+        out: the tail beyond k, 0 with all kept). Rows of chunks without a teacher position are 0.
     """
     n, width = alignment.num_chunks, teacher_logits.shape[-1]
     keep = width if k is None else min(k, width)
     with torch.no_grad():
         at = _first_positions(alignment.teacher_chunks, n)
-        if chunks is not None:
-            at = at[chunks.to(at.device)]
         has = at < alignment.teacher_chunks.numel()
         rows = teacher_logits.reshape(-1, width)[at.clamp(max=max(0, alignment.teacher_chunks.numel() - 1))]
         p = torch.softmax(rows.float() / temperature, dim=-1)
@@ -273,17 +265,33 @@ def teacher_sorted_probs(
         return head, torch.where(has, tail, 0.0)
 
 
+def counted_mean(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """The mean of (C,) finite `values` over the `counted` rows; 0 (with a gradient path) when none count.
+
+    A weighted sum, not ``values[counted].mean()``: boolean indexing makes the shape depend on the data,
+    which costs a device-to-host sync every step.
+    """
+    kept = torch.where(counted, values, 0.0)
+    return kept.sum() / counted.sum().clamp(min=1).to(values.dtype)
+
+
 def _student_sorted(
-    student_logits: torch.Tensor, student_chunks: torch.Tensor, counted: torch.Tensor, temperature: float
+    student_logits: torch.Tensor, student_chunks: torch.Tensor, num_chunks: int, temperature: float
 ) -> torch.Tensor:
-    """(C, V_s) the student's probabilities at each counted chunk's first position, decreasing."""
-    s_at = _first_positions(student_chunks, counted.numel())[counted]
-    s_rows = student_logits.reshape(-1, student_logits.shape[-1])[s_at].float()
-    return torch.softmax(s_rows / temperature, dim=-1).sort(dim=-1, descending=True).values
+    """(num_chunks, V_s) the student's probabilities at each chunk's first position, decreasing (a chunk
+    without a student position reads position 0; callers leave it uncounted)."""
+    flat = student_logits.reshape(-1, student_logits.shape[-1])
+    s_at = _first_positions(student_chunks, num_chunks).clamp(max=flat.shape[0] - 1)
+    return torch.softmax(flat[s_at].float() / temperature, dim=-1).sort(dim=-1, descending=True).values
 
 
 def sorted_w1(p_s: torch.Tensor, p_t: torch.Tensor) -> torch.Tensor:
-    """The mean over rows of sum_j |p_s,j - p_t,j| for (C, V_s) and (C, k) sorted probabilities, the
+    """The mean over rows of `sorted_w1_rows` (ULD's distance for (C, V_s) and (C, k) sorted rows)."""
+    return sorted_w1_rows(p_s, p_t).mean()
+
+
+def sorted_w1_rows(p_s: torch.Tensor, p_t: torch.Tensor) -> torch.Tensor:
+    """(C,) sum_j |p_s,j - p_t,j| per row for (C, V_s) and (C, k) sorted probabilities, the
     teacher's beyond k counted as 0 (the student's beyond k then add their sum).
 
     With the teacher's k largest probabilities only, this differs from the W1 of the full vectors by at
@@ -294,7 +302,7 @@ def sorted_w1(p_s: torch.Tensor, p_t: torch.Tensor) -> torch.Tensor:
     k = p_t.shape[-1]
     if p_s.shape[-1] < k:
         p_s = F.pad(p_s, (0, k - p_s.shape[-1]))
-    return ((p_s[:, :k] - p_t).abs().sum(-1) + p_s[:, k:].sum(-1)).mean()
+    return (p_s[:, :k] - p_t).abs().sum(-1) + p_s[:, k:].sum(-1)
 
 
 def uld_from_sorted(
@@ -317,10 +325,8 @@ def uld_from_sorted(
         mask, temperature: as in `uld_loss`.
     """
     counted = counted_chunks(student_chunks, mask, num_chunks)
-    if not bool(counted.any()):
-        return student_logits.sum() * 0.0
-    p_t = teacher_sorted[counted.to(teacher_sorted.device)]
-    return sorted_w1(_student_sorted(student_logits, student_chunks, counted, temperature), p_t)
+    p_s = _student_sorted(student_logits, student_chunks, num_chunks, temperature)
+    return counted_mean(sorted_w1_rows(p_s, teacher_sorted), counted)
 
 
 def uld_loss(
@@ -344,11 +350,10 @@ def uld_loss(
         The mean over counted chunks of sum_k |sort(p_s)_k - sort(p_t)_k| (scalar; the shorter vector
         padded with zeros).
     """
-    counted = counted_chunks(alignment.student_chunks, mask, alignment.num_chunks)
-    if not bool(counted.any()):
-        return student_logits.sum() * 0.0
-    p_t, _ = teacher_sorted_probs(teacher_logits, alignment, temperature, chunks=counted)
-    return sorted_w1(_student_sorted(student_logits, alignment.student_chunks, counted, temperature), p_t)
+    p_t, _ = teacher_sorted_probs(teacher_logits, alignment, temperature)
+    return uld_from_sorted(
+        student_logits, p_t, alignment.student_chunks, alignment.num_chunks, mask, temperature=temperature
+    )
 
 
 def _aligned(inputs: TermInputs) -> tuple[torch.Tensor, Alignment] | ChunkTargets:
@@ -505,8 +510,10 @@ __all__ = [
     "check_cross_tokenizer_terms",
     "chunk_logprob",
     "counted_chunks",
+    "counted_mean",
     "per_token_logprob",
     "sorted_w1",
+    "sorted_w1_rows",
     "teacher_chunk_logprob",
     "teacher_sorted_probs",
     "uld_from_sorted",
