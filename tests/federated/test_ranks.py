@@ -86,14 +86,18 @@ def test_two_torchrun_ranks_give_the_one_process_result_bit_for_bit(tmp_path: Pa
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), method
     records = [
-        [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in open(d / "metrics.jsonl")]
+        [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (d / "metrics.jsonl").read_text().splitlines()
+        ]
         for d in (single, ranks)
     ]
     assert records[0] == records[1] and len(records[0]) == 4
     # The bytes are the protocol's (model down and up per client), not the ranks' gathers.
-    assert records[1][0]["bytes_round"] == 2 * 4 * json.loads((ranks / "federated.json").read_text())[
-        "bytes_per_model"
-    ]
+    assert (
+        records[1][0]["bytes_round"]
+        == 2 * 4 * json.loads((ranks / "federated.json").read_text())["bytes_per_model"]
+    )
     # Only rank 0 writes and speaks.
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["fed"]
     assert proc.stdout.count("fedavg round   1") == 1, proc.stdout

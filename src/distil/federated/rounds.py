@@ -341,12 +341,14 @@ class Simulation:
         return record
 
     def share_global(self, record: dict[str, Any] | None) -> dict[str, Any]:
-        """Rank 0's global model and record on every rank (the others pass None)."""
-        state = _cpu_state(self.model) if self.ranks.is_main else None
-        shared_state, shared_record = self.ranks.broadcast((state, record) if self.ranks.is_main else None)
-        if not self.ranks.is_main:
-            self.model.load_state_dict(shared_state)
-        return shared_record
+        """Rank 0's global model and record on every rank (rank 0 passes its record, the others None)."""
+        if self.ranks.is_main:
+            assert record is not None
+            self.ranks.broadcast((_cpu_state(self.model), record))
+            return record
+        received: tuple[dict[str, torch.Tensor], dict[str, Any]] = self.ranks.broadcast(None)
+        self.model.load_state_dict(received[0])
+        return received[1]
 
     def train_client(self, r: int, k: int) -> ClientUpdate:
         """Client k's local epochs from the global model, through the one training loop."""
