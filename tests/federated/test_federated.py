@@ -192,9 +192,10 @@ def test_refuses_what_the_simulation_cannot_run(digits: DataBundle, monkeypatch:
     hidden = Split(digits.train.x, torch.full_like(digits.train.y, -100))
     with pytest.raises(DataError, match="no label"):
         federated_data(replace(digits, train=hidden), FederatedConfig(transfer_size=10))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="WORLD_SIZE=2"):
-        federated_data(digits, FederatedConfig(transfer_size=10))
+    # Under torchrun each process trains at least one client per round: more processes would idle.
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match="launched on 4 processes, but each round trains only 3"):
+        federated_data(digits, FederatedConfig(clients=5, clients_per_round=3, transfer_size=10))
 
 
 # -- the command ----------------------------------------------------------------------------------------

@@ -71,6 +71,11 @@ def test_synthesize_on_a_user_factory_teacher_then_distill_on_the_set(tmp_path: 
         ],
     )
     assert result.exit_code == 0, result.output
+    # The distill run's report shows what the students trained on: the set's grid per class.
+    (report,) = (tmp_path / "runs").glob("*/report.md")
+    assert "## Synthetic transfer set" in report.read_text()
+    grids = len(list((tmp_path / "synth" / "grids").glob("*.png")))
+    assert grids > 0 and len(list((report.parent / "plots" / "synthetic").glob("*.png"))) == grids
 
 
 def test_deepinversion_on_a_teacher_without_batchnorm_exits_2_naming_the_adversarial_method(

@@ -54,6 +54,9 @@ def federate(
     their labels dropped.
 
     Example: distil federate digits --clients 5 --alpha 0.1 --rounds 5 --transfer-size 300
+
+    Under torchrun (torchrun --nproc_per_node N -m distil.cli.app federate ...) each process trains every
+    N-th client of a round and rank 0 fuses and writes: the same result as one process.
     """
     from distil.federated.run import federate_recipe
 

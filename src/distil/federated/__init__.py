@@ -1,4 +1,5 @@
-"""Federated distillation: FedAvg and FedDF over Dirichlet non-IID client shards, in one process."""
+"""Federated distillation: FedAvg and FedDF over Dirichlet non-IID client shards, in one process or with
+the clients shared among torchrun's processes (`distil.federated.ranks`)."""
 
 from distil.federated.averaging import average_states
 from distil.federated.config import FederatedConfig

@@ -1,4 +1,4 @@
-"""The federated simulation in one process: clients train locally, the server fuses them each round.
+"""The federated simulation: clients train locally, the server fuses them each round.
 
 FedAvg (McMahan et al. 2017) fuses by averaging the clients' weights by shard size. FedDF (Lin et al.,
 NeurIPS 2020) starts from that average and distills the ensemble of the clients' models into it on
@@ -7,13 +7,13 @@ seeds, the bytes sent), so their accuracies compare at equal communication.
 
 Nothing here is a second loop: clients train through `distil.api.train_model`, and FedDF's server
 step is `distil.api.distill` with the client models as an ensemble teacher
-(`distil.teachers.ensemble.EnsembleTeacher`).
+(`distil.teachers.ensemble.EnsembleTeacher`). It runs in one process, or under torchrun with the
+round's clients shared among the processes (`distil.federated.ranks`).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,11 +31,17 @@ from distil.data.batch import IGNORE_INDEX
 from distil.errors import ConfigError, DataError
 from distil.federated.averaging import average_states
 from distil.federated.config import FederatedConfig, Method
+from distil.federated.ranks import (
+    SimulationRanks,
+    check_one_process,
+    client_accelerator,
+    launched_world,
+    start_ranks,
+)
 from distil.federated.split import dirichlet_split, label_skew
 from distil.measure import accuracy
 from distil.measure.quality import predict_split
 from distil.measure.size import state_dict_bytes
-from distil.train.engine import make_accelerator
 
 RoundCallback = Callable[[dict[str, Any]], None]
 SERVER = 2**31 - 1  # the "client" number whose `local_seed` seeds the server's distillation
@@ -84,6 +90,38 @@ class FederatedResult:
     transfer: str
 
 
+@dataclass(frozen=True)
+class ClientUpdate:
+    """A client's model after its local training in one round, and its validation accuracy."""
+
+    client: int
+    model: nn.Module
+    accuracy: float | None
+
+    def portable(self) -> PortableUpdate:
+        """The update as CPU tensors, to send to the other simulation ranks."""
+        return PortableUpdate(client=self.client, state=_cpu_state(self.model), accuracy=self.accuracy)
+
+
+@dataclass(frozen=True)
+class PortableUpdate:
+    """A `ClientUpdate` with its model as a state dict of CPU tensors (what the ranks gather)."""
+
+    client: int
+    state: dict[str, torch.Tensor]
+    accuracy: float | None
+
+    def rebuilt(self, like: nn.Module) -> ClientUpdate:
+        """The update as a model: a copy of `like` (the global model, on its device) with this state."""
+        model = copy.deepcopy(like)
+        model.load_state_dict(self.state)
+        return ClientUpdate(client=self.client, model=model, accuracy=self.accuracy)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def local_seed(seed: int, round_index: int, client: int) -> int:
     """The seed of `client`'s local training in round `round_index` (0-based), the same for every method."""
     return int(np.random.SeedSequence([seed, round_index, client]).generate_state(1)[0])
@@ -101,17 +139,19 @@ def check_federated(data: DataBundle, cfg: FederatedConfig, transfer: SampleSpli
     """Refuse what the simulation cannot run, before any training.
 
     Raises:
-        ConfigError: several processes (torchrun), FedDF without a transfer set, keep_best without a
-            validation split.
+        ConfigError: more launched processes (torchrun) than clients per round, FedDF without a transfer
+            set, keep_best without a validation split.
         DataError: data that is not single-label classification, training samples without a label, or a
             transfer set of another shape.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
+    world = launched_world()
+    per_round = min(cfg.clients_per_round or cfg.clients, cfg.clients)
+    if world > per_round:
         raise ConfigError(
-            f"the federated simulation runs every client in one process, but this was launched with "
-            f"WORLD_SIZE={world}: each of the {world} processes would run the whole simulation again. "
-            "Run it as one process (python / distil federate without torchrun)."
+            f"this simulation was launched on {world} processes, but each round trains only {per_round} "
+            f"client(s), one or more per process: {world - per_round} process(es) would never train. Fix: "
+            f"launch at most {per_round} processes (torchrun --nproc_per_node {per_round}), or sample more "
+            "clients per round (clients_per_round)."
         )
     if data.task != "classification" or data.is_tokens:
         raise DataError(
@@ -233,9 +273,11 @@ class Simulation:
         local: TrainConfig,
         accelerator: Accelerator,
         on_round_end: RoundCallback | None,
+        ranks: SimulationRanks | None = None,
     ) -> None:
         self.method, self.fed, self.cfg, self.local = method, fed, cfg, local
         self.accelerator, self.on_round_end = accelerator, on_round_end
+        self.ranks = ranks or SimulationRanks()
         self.model = copy.deepcopy(model).to(accelerator.device)
         self.bytes_per_model = state_dict_bytes(self.model)
         self.bytes_total = 0
@@ -247,39 +289,68 @@ class Simulation:
         return FederatedRun(model=self.model, history=self.history)
 
     def run_round(self, r: int) -> None:
-        """Send, train locally, average (and distill, FedDF), evaluate, record."""
+        """Send, train locally, average (and distill, FedDF), evaluate, record.
+
+        Under a launcher every rank trains its share of the clients and receives the others'; rank 0
+        fuses, evaluates and records, and every rank then holds its model and record.
+        """
         started = time.perf_counter()
         chosen = sampled_clients(self.cfg, r)
-        trained, sizes, client_acc = [], [], []
-        for k in chosen:
-            model, acc = self.train_client(r, k)
-            trained.append(model)
-            sizes.append(len(self.fed.clients[k].train))
-            client_acc.append(acc)
-        averaged = average_states([m.state_dict() for m in trained], sizes)
-        self.model.load_state_dict(averaged)
-        record: dict[str, Any] = {"method": self.method, "round": r + 1, "clients": chosen}
-        if self.method == "feddf":
-            record.update(self.distill_round(r, trained, averaged))
-        sent = 2 * len(chosen) * self.bytes_per_model  # the model down and up per sampled client
-        self.bytes_total += sent
-        record.update(
-            client_samples=sum(sizes),
-            client_val_accuracy=_mean(client_acc),
-            val_accuracy=evaluate(self.model, self.fed.server.val),
-            test_accuracy=evaluate(self.model, self.fed.server.test),
-            bytes_round=sent,
-            bytes_total=self.bytes_total,
-            seconds=round(time.perf_counter() - started, 3),
-        )
+        updates = self.train_clients(r, chosen)
+        record = self.fuse(r, chosen, updates) if self.ranks.is_main else None
+        if self.ranks.world > 1:
+            record = self.share_global(record)
+        assert record is not None
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        self.bytes_total = record["bytes_total"]
         # The accelerator keeps a reference to every model it prepared: release the round's. Once per
         # round, not per fit: it runs a full garbage collection, which took half of a round's time.
         self.accelerator.free_memory()
         self.history.append(record)
-        if self.on_round_end is not None:
+        if self.on_round_end is not None and self.ranks.is_main:
             self.on_round_end(record)
 
-    def train_client(self, r: int, k: int) -> tuple[nn.Module, float | None]:
+    def train_clients(self, r: int, chosen: list[int]) -> list[ClientUpdate]:
+        """The round's trained clients, in `chosen` order: this rank's share trained here, the rest
+        received from the ranks that trained them (one process: all trained here)."""
+        mine = [self.train_client(r, k) for k in self.ranks.share(chosen)]
+        if self.ranks.world == 1:
+            return mine
+        shared = {u.client: u for u in self.ranks.gather([u.portable() for u in mine])}
+        return [shared[k].rebuilt(self.model) for k in chosen]
+
+    def fuse(self, r: int, chosen: list[int], updates: list[ClientUpdate]) -> dict[str, Any]:
+        """The server's step: average the clients (and distill them, FedDF) into the global model,
+        evaluate it and return the round's record."""
+        sizes = [len(self.fed.clients[k].train) for k in chosen]
+        averaged = average_states([u.model.state_dict() for u in updates], sizes)
+        self.model.load_state_dict(averaged)
+        record: dict[str, Any] = {"method": self.method, "round": r + 1, "clients": chosen}
+        if self.method == "feddf":
+            record.update(self.distill_round(r, [u.model for u in updates], averaged))
+        # The model down and up per sampled client; gathers between simulation ranks are not counted.
+        sent = 2 * len(chosen) * self.bytes_per_model
+        record.update(
+            client_samples=sum(sizes),
+            client_val_accuracy=_mean([u.accuracy for u in updates]),
+            val_accuracy=evaluate(self.model, self.fed.server.val),
+            test_accuracy=evaluate(self.model, self.fed.server.test),
+            bytes_round=sent,
+            bytes_total=self.bytes_total + sent,
+        )
+        return record
+
+    def share_global(self, record: dict[str, Any] | None) -> dict[str, Any]:
+        """Rank 0's global model and record on every rank (rank 0 passes its record, the others None)."""
+        if self.ranks.is_main:
+            assert record is not None
+            self.ranks.broadcast((_cpu_state(self.model), record))
+            return record
+        received: tuple[dict[str, torch.Tensor], dict[str, Any]] = self.ranks.broadcast(None)
+        self.model.load_state_dict(received[0])
+        return received[1]
+
+    def train_client(self, r: int, k: int) -> ClientUpdate:
         """Client k's local epochs from the global model, through the one training loop."""
         cfg = self.local.model_copy(
             update={"epochs": self.cfg.local_epochs, "seed": local_seed(self.cfg.seed, r, k)}
@@ -288,7 +359,8 @@ class Simulation:
         result = train_model(
             local, self.fed.clients[k], cfg, accelerator=self.accelerator, description=f"client {k}"
         )
-        return result.model, result.history[-1].get("val_accuracy") if result.history else None
+        accuracy = result.history[-1].get("val_accuracy") if result.history else None
+        return ClientUpdate(client=k, model=result.model, accuracy=accuracy)
 
     def distill_round(
         self, r: int, clients: list[nn.Module], averaged: dict[str, torch.Tensor]
@@ -338,6 +410,10 @@ def federate(
     `model` and runs `cfg.rounds` rounds with the same clients per round and the same local seeds;
     the only difference is how the server fuses the returned models.
 
+    Launched on several processes (torchrun), each rank trains its share of every round's clients and
+    all ranks end with the same models and records, equal to the one-process run's
+    (`distil.federated.ranks`).
+
     Args:
         model: the initial global model (a registered net or a user's `pkg.module:factory`, from
             random weights or a checkpoint); it is not modified.
@@ -347,15 +423,16 @@ def federate(
         local: each client's local training recipe (`epochs` and `seed` are set per round).
         transfer: the server's unlabelled transfer set (any split of the data's input shape, e.g. a
             data-free synthesiser's samples); None holds out `cfg.transfer_size` training samples.
-        accelerator: the device (default: `make_accelerator()`).
-        on_round_end: called with each round's record.
+        accelerator: the device, a one-process Accelerator (default: `client_accelerator()`).
+        on_round_end: called with each round's record (under a launcher: on rank 0 only).
 
     Returns:
         FederatedResult with each method's final model and per-round records (`val_accuracy`,
         `test_accuracy`, `bytes_round`, `bytes_total`, ...).
 
     Raises:
-        ConfigError, DataError: see `check_federated`, `federated_data` and `dirichlet_split`.
+        ConfigError, DataError: see `check_federated`, `federated_data` and `dirichlet_split`; an
+            accelerator that spans several processes (`check_one_process`).
     """
     cfg = cfg or FederatedConfig()
     local = local or TrainConfig()
@@ -363,9 +440,11 @@ def federate(
         raise ConfigError("federated clients train in one process; set fsdp=false in the local recipe.")
     fed = federated_data(data, cfg, transfer)
     check_classes(model, data, "model")
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or client_accelerator()
+    check_one_process(accelerator)
+    ranks = start_ranks()
     runs: dict[str, FederatedRun] = {
-        m: Simulation(m, model, fed, cfg, local, accelerator, on_round_end).run() for m in cfg.methods
+        m: Simulation(m, model, fed, cfg, local, accelerator, on_round_end, ranks).run() for m in cfg.methods
     }
     return FederatedResult(
         runs=runs,

@@ -3,7 +3,8 @@
 The run directory holds `metrics.jsonl` (one record per method and round), `federated.json` (the
 settings, the split and every method's final accuracy and bytes), `rounds.png` (accuracy per round)
 and one distil checkpoint per method (`fedavg.safetensors` + `.json`, ...). It appears whole or not at
-all: it is built in a temporary directory and renamed when the simulation ends.
+all: it is built in a temporary directory and renamed when the simulation ends. Under torchrun only rank 0
+writes it; the other ranks train their share of the clients (`distil.federated.ranks`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from distil.data.batch import IGNORE_INDEX
 from distil.errors import ConfigError, DataError
 from distil.federated.config import FederatedConfig
 from distil.federated.plot import plot_rounds
+from distil.federated.ranks import client_accelerator
 from distil.federated.rounds import FederatedResult, RoundCallback, federate
 from distil.fileio import append_jsonl, atomic_dir, atomic_write_json
 from distil.train.build import build_model
 from distil.train.checkpoint import save_checkpoint
-from distil.train.engine import make_accelerator
+from distil.train.distributed import is_main_process
 
 SUMMARY = "federated.json"
 
@@ -77,7 +79,12 @@ def federate_recipe(
     data = load_data(recipe)
     server_inputs = transfer_file(transfer, data) if transfer is not None else None
     model, spec = build_model(recipe.student, data, seed=cfg.seed, trust_code=recipe.trust_code)
-    accelerator = make_accelerator(recipe.device, recipe.mixed_precision)
+    accelerator = client_accelerator(recipe.device, recipe.mixed_precision)
+    if not is_main_process():  # under torchrun: this rank trains its clients, rank 0 writes
+        result = federate(
+            model, data, cfg, recipe.student_train, transfer=server_inputs, accelerator=accelerator
+        )
+        return FederatedRunDir(run_dir=run_dir, result=result)
     with atomic_dir(run_dir, lambda d: (d / SUMMARY).is_file()) as tmp:
 
         def record(r: dict[str, Any]) -> None:
@@ -94,18 +101,31 @@ def federate_recipe(
             accelerator=accelerator,
             on_round_end=record,
         )
-        for method, run in result.runs.items():
-            meta = {"data": data.describe(), "federated": cfg.model_dump(), "history": run.history}
-            save_checkpoint(tmp / method, run.model, spec, meta)
-        curves = {m: [[h["test_accuracy"] for h in run.history]] for m, run in result.runs.items()}
-        plot_rounds(
-            {f"{data.name}, {cfg.clients} clients, Dirichlet alpha {cfg.alpha:g}": curves}, tmp / "rounds.png"
-        )
-        record_summary = summary(recipe, cfg, result)
-        if transfer is not None:
-            record_summary["transfer_file"] = str(transfer)
-        atomic_write_json(tmp / SUMMARY, record_summary)
+        save_outputs(tmp, recipe, cfg, result, data, spec, transfer)
     return FederatedRunDir(run_dir=run_dir, result=result)
+
+
+def save_outputs(
+    tmp: Path,
+    recipe: Recipe,
+    cfg: FederatedConfig,
+    result: FederatedResult,
+    data: DataBundle,
+    spec: Any,
+    transfer: str | Path | None,
+) -> None:
+    """Write each method's checkpoint, the accuracy plot and federated.json into the run directory `tmp`."""
+    for method, run in result.runs.items():
+        meta = {"data": data.describe(), "federated": cfg.model_dump(), "history": run.history}
+        save_checkpoint(tmp / method, run.model, spec, meta)
+    curves = {m: [[h["test_accuracy"] for h in run.history]] for m, run in result.runs.items()}
+    plot_rounds(
+        {f"{data.name}, {cfg.clients} clients, Dirichlet alpha {cfg.alpha:g}": curves}, tmp / "rounds.png"
+    )
+    record_summary = summary(recipe, cfg, result)
+    if transfer is not None:
+        record_summary["transfer_file"] = str(transfer)
+    atomic_write_json(tmp / SUMMARY, record_summary)
 
 
 def transfer_file(path: str | Path, data: DataBundle) -> Split:

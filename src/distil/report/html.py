@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distil.report.markdown import FIGURES, problem_rows
 from distil.report.rundata import RunData
+from distil.report.synthetic import SyntheticGrids
 from distil.report.tables import columns_for, latency_notes, metric_rows
 
 _CSS = """
@@ -78,12 +79,22 @@ def page_html(title: str, sections: Sequence[tuple[str, str]], intro: str = "") 
     return "\n".join(parts) + "\n"
 
 
-def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
+def synthetic_html(synthetic: SyntheticGrids) -> str:
+    """The "Synthetic transfer set" section's body: what made the set, every class's grid embedded."""
+    figures = "".join(
+        image_html(path.read_bytes(), f"{name}: synthetic inputs") for name, path in synthetic.grids.items()
+    )
+    intro = f'<p class="note">{escape(synthetic.summary().replace("`", ""))}</p>'
+    return intro + (figures or "<p>no grids: the set's inputs are not images</p>")
+
+
+def run_html(run: RunData, figures: Mapping[str, str | Path], synthetic: SyntheticGrids | None = None) -> str:
     """The HTML report of a run, with every figure in `figures` (stem -> PNG path) embedded.
 
     Args:
         run: the run's data.
         figures: figure stem (see `distil.report.markdown.FIGURES`) -> PNG file to embed.
+        synthetic: the synthetic transfer set the students trained on (None: the section is left out).
 
     Returns:
         A self-contained HTML page.
@@ -103,6 +114,8 @@ def run_html(run: RunData, figures: Mapping[str, str | Path]) -> str:
     for stem, caption in FIGURES.items():
         if stem in figures:
             sections.append((caption, image_html(Path(figures[stem]).read_bytes(), caption)))
+    if synthetic is not None:
+        sections.append(("Synthetic transfer set", synthetic_html(synthetic)))
     if run.per_class:
         names = run.class_names
         rows = []

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distil.report.rundata import RunData
+from distil.report.synthetic import SyntheticGrids
 from distil.report.tables import metrics_markdown
 
 # The figures of a run report, in the order shown: file stem -> caption.
@@ -150,12 +151,28 @@ def generation_markdown(generation: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
+def synthetic_markdown(synthetic: SyntheticGrids) -> list[str]:
+    """The "Synthetic transfer set" section: what made the set, and a linked grid per class.
+
+    Args:
+        synthetic: the set, its grid paths relative to the report (`SyntheticGrids.relative_to`).
+    """
+    lines = ["## Synthetic transfer set", "", synthetic.summary(), ""]
+    for name, path in synthetic.grids.items():
+        lines += [f"**{name}**", "", f"![{name}: synthetic inputs]({path.as_posix()})", ""]
+    if not synthetic.grids:
+        lines += ["(no grids: the set's inputs are not images)", ""]
+    return lines
+
+
+def run_markdown(run: RunData, figures: Mapping[str, str], synthetic: SyntheticGrids | None = None) -> str:
     """The Markdown report of a run.
 
     Args:
         run: the run's data.
         figures: figure stem -> path of its PNG relative to the report (only these are linked).
+        synthetic: the synthetic transfer set the students trained on, with grid paths relative to the
+            report (None: the section is left out).
 
     Returns:
         The Markdown text.
@@ -181,6 +198,8 @@ def run_markdown(run: RunData, figures: Mapping[str, str]) -> str:
     for stem, caption in FIGURES.items():
         if stem in figures:
             out += [f"## {caption}", "", f"![{caption}]({figures[stem]})", ""]
+    if synthetic is not None:
+        out += synthetic_markdown(synthetic)
     if run.per_class:
         out += ["## Per-class accuracy", "", per_class_markdown(run.class_names, run.per_class)]
     if run.training:

@@ -10,6 +10,7 @@ from distil.report.html import run_html
 from distil.report.markdown import run_markdown
 from distil.report.plots import Point, plot_pareto, plot_per_class, plot_training_curves
 from distil.report.rundata import RunData, load_run
+from distil.report.synthetic import copy_synthetic_grids
 
 
 @dataclass
@@ -67,6 +68,9 @@ def write_report(
 ) -> ReportFiles:
     """Write report.md, report.html and the figures of a run.
 
+    A run whose students trained on a `distil synthesize` set also gets its grids, one per class, under
+    plots/synthetic/ and a "Synthetic transfer set" section (`distil.report.synthetic`).
+
     Args:
         run_dir: a finished run directory.
         out_dir: where to write (default: the run directory itself); figures go to `out_dir/plots/`.
@@ -81,9 +85,10 @@ def write_report(
     run = load_run(run_dir, name)
     out = Path(out_dir) if out_dir is not None else run.path
     figures = write_figures(run, out / "plots")
+    synthetic = copy_synthetic_grids(run, out / "plots")  # a `distil synthesize` set's grids, if any
     relative = {stem: path.relative_to(out).as_posix() for stem, path in figures.items()}
     md = out / "report.md"
     html = out / "report.html"
-    atomic_write_text(md, run_markdown(run, relative))
-    atomic_write_text(html, run_html(run, figures))
+    atomic_write_text(md, run_markdown(run, relative, synthetic.relative_to(out) if synthetic else None))
+    atomic_write_text(html, run_html(run, figures, synthetic))
     return ReportFiles(markdown=md, html=html, figures=figures)
