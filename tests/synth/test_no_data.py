@@ -197,6 +197,8 @@ def test_an_option_that_contradicts_the_sidecar_is_refused_and_one_mean_covers_e
     given = GivenFacts(input_shape=(3, 8, 8), classes=2, mean=(0.1, 0.2), std=(1.0,))
     with pytest.raises(ConfigError, match="--mean has 2 values but the inputs have 3 channel"):
         resolve_facts(given, {}, checkpoint)
+    with pytest.raises(ConfigError, match="makes images; give C,H,W"):
+        resolve_facts(GivenFacts(input_shape=(64,), classes=2, mean=(0.0,), std=(1.0,)), {}, checkpoint)
 
 
 def test_the_npz_reader_names_a_carved_split_of_a_synthetic_set_agreement(tmp_path: Path) -> None:

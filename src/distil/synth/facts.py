@@ -175,6 +175,10 @@ def resolve_facts(given: GivenFacts, recorded: dict[str, Any], checkpoint: str) 
             f"{' '.join(missing)} (mean/std: one value, or one per channel, as the teacher was trained)."
         )
     assert shape is not None and names is not None and mean is not None and std is not None
+    if len(shape) != 3:
+        raise ConfigError(
+            f"--input-shape {','.join(map(str, shape))}: data-free synthesis makes images; give C,H,W."
+        )
     channels = shape[0]
     return TeacherFacts(
         input_shape=tuple(int(d) for d in shape),
