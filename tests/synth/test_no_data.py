@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from distil.cli.app import app
 from distil.data.npz import SYNTHETIC_TEST_METRIC, read_npz
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DataError
 from distil.models.registry import model_spec
-from distil.synth.facts import GivenFacts, resolve_facts
+from distil.synth.facts import GivenFacts, TeacherFacts, read_test_npz, resolve_facts
 from distil.train.checkpoint import save_checkpoint
 from tests.synth.bn_factory import make, make_fixed
 
@@ -213,3 +213,14 @@ def test_the_npz_reader_names_a_carved_split_of_a_synthetic_set_agreement(tmp_pa
     )
     with pytest.warns(UserWarning, match="carved"):
         assert "test_metric" not in read_npz(tmp_path / "plain.npz").extra
+
+
+def test_a_test_file_that_does_not_fit_the_teacher_is_refused_naming_each_problem(tmp_path: Path) -> None:
+    facts = TeacherFacts(input_shape=(1, 8, 8), class_names=["a", "b"], mean=(0.5,), std=(0.25,))
+    np.savez(tmp_path / "bad.npz", x=np.zeros((3, 6, 6), np.float32), y=np.array([0, 1, 2]))
+    with pytest.raises(
+        DataError, match=r"shape \(1, 6, 6\).*labels from 0 to 2, but the teacher has classes 0\.\.1"
+    ):
+        read_test_npz(tmp_path / "bad.npz", facts)
+    with pytest.raises(DataError, match="does not exist"):
+        read_test_npz(tmp_path / "missing.npz", facts)

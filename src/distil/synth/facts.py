@@ -259,9 +259,6 @@ def facts_bundle(facts: TeacherFacts, test: Split | None = None) -> DataBundle:
         mean=facts.mean,
         std=facts.std,
         source="",
-        extra={
-            "no_data": "the teacher's data was not read: its input facts came from its sidecar or options"
-        },
     )
 
 
