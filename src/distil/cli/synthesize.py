@@ -8,6 +8,7 @@ import typer
 
 from distil.cli.common import command_progress, console, recipe_from, user_errors
 from distil.cli.options import LogFormatOption, QuietOption, SetOption, TrustCodeOption
+from distil.errors import ConfigError
 
 
 @user_errors
@@ -51,6 +52,40 @@ def synthesize(
     out: Annotated[str, typer.Option("--out", help="Folder to create: transfer.npz, grids, report.html.")] = (
         "synthetic"
     ),
+    no_data: Annotated[
+        bool,
+        typer.Option(
+            "--no-data",
+            help="Read no data (you have the teacher, not its data): its input shape, classes and "
+            "normalization come from a distil checkpoint's sidecar, or from --input-shape, --classes "
+            "(or --class-names), --mean and --std.",
+        ),
+    ] = False,
+    input_shape: Annotated[
+        str | None, typer.Option(help="--no-data: one input's shape C,H,W, e.g. 1,28,28.")
+    ] = None,
+    classes: Annotated[int | None, typer.Option(help="--no-data: the teacher's number of classes.")] = None,
+    class_names: Annotated[
+        str | None, typer.Option(help="--no-data: the class names a,b,c (instead of --classes).")
+    ] = None,
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            help="--no-data: the teacher's input normalization mean: one value, or one per channel."
+        ),
+    ] = None,
+    std: Annotated[
+        str | None,
+        typer.Option(help="--no-data: the teacher's input normalization std: one value, or one per channel."),
+    ] = None,
+    test: Annotated[
+        str | None,
+        typer.Option(
+            "--test",
+            help="--no-data: an .npz of real labelled inputs you have (x_test/y_test, or x/y; pixel scale "
+            "as the teacher was trained), written as the set's test split so distill measures accuracy.",
+        ),
+    ] = None,
     overrides: SetOption = None,
     quiet: QuietOption = False,
     log_format: LogFormatOption = "auto",
@@ -62,10 +97,28 @@ def synthesize(
 
     Then: distil distill fashion-mnist --teacher runs/t/teacher --set data.name=npz
     --set data.root=synth/transfer.npz --set data.val_fraction=0 --set kd.ce_weight=0
+
+    Without the data: distil synthesize --no-data --teacher vendor.safetensors --set teacher.model=pkg.mod:make
+    --input-shape 1,28,28 --classes 10 --mean 0.286 --std 0.353 --out synth
     """
     from distil.synth import AdversarialConfig, DeepInversionConfig, SynthesisConfig
+    from distil.synth.facts import GivenFacts, parse_floats, parse_ints, parse_names
     from distil.synth.recipe import synthesize_for_recipe
 
+    given = GivenFacts(
+        input_shape=parse_ints(input_shape, "--input-shape"),
+        classes=classes,
+        class_names=parse_names(class_names),
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+    )
+    if (given.any_given or test is not None) and not no_data:
+        raise ConfigError(
+            "--input-shape, --classes, --class-names, --mean, --std and --test describe a teacher whose data "
+            "is not read: add --no-data (or drop them to read the recipe's data)."
+        )
+    if classes is not None and classes < 1:
+        raise ConfigError(f"--classes {classes}: give the teacher's number of classes (>= 1).")
     extra = [f"teacher.checkpoint={teacher}"] if teacher else []
     cfg = recipe_from(recipe, [*(overrides or []), *extra], trust_code=trust_code)
     synth_cfg = SynthesisConfig(
@@ -83,6 +136,12 @@ def synthesize(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        path = synthesize_for_recipe(cfg, out, synth_cfg, progress=advance)
+        path = synthesize_for_recipe(
+            cfg, out, synth_cfg, progress=advance, no_data=given if no_data else None, test=test
+        )
     if not quiet:
         console.print(f"synthetic transfer set: {path} (grids and report.html next to it)")
+        if no_data and test is None:
+            from distil.synth.store import NO_REAL_TEST
+
+            console.print(NO_REAL_TEST)

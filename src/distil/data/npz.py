@@ -23,6 +23,10 @@ from distil.data.registry import DATASETS
 from distil.data.targets import target_names, to_targets
 from distil.errors import DataError
 
+SYNTHETIC_TEST_METRIC = "agreement with the teacher on held-out synthetic inputs"
+"""What a test split carved from a synthetic transfer set (no real x_test/y_test) measures: its labels are
+the teacher's answers, so a model's "accuracy" there is how often it answers as the teacher does."""
+
 
 @DATASETS.register("npz")
 def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDataset:
@@ -37,7 +41,9 @@ def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDatas
     Images follow `distil.data.raw.to_nchw_float`: (N, H, W) gains a channel, (N, H, W, C) with C in
     (1, 3) becomes NCHW, uint8 is scaled to [0, 1]. Without `x_test`/`y_test` a stratified 20% of `x`/`y`
     (seed 0, the same every run) is held out as the test split, with a warning, and
-    `DataBundle.describe()["extra"]["test_split"]` records it. Optional arrays `mean` and `std` (one
+    `DataBundle.describe()["extra"]["test_split"]` records it; a file flagged ``synthetic`` (a transfer
+    set `distil synthesize` wrote without real test data) also records ``extra["test_metric"]``
+    (`SYNTHETIC_TEST_METRIC`): that split measures agreement with the teacher, not accuracy. Optional arrays `mean` and `std` (one
     value per channel or feature) are the normalization of the inputs, used instead of the train split's
     statistics (a synthetic transfer set written in its teacher's input space by `distil synthesize`).
 
@@ -59,15 +65,7 @@ def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDatas
         raise DataError(
             f"npz file {path} does not exist; pass --data-root FILE.npz containing arrays x and y."
         )
-    try:
-        _check_declared_sizes(path)
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(
-            f"cannot read {path} as .npz ({exc}); save it with numpy.savez(path, x=..., y=...) "
-            "without object arrays."
-        ) from exc
+    arrays = read_arrays(path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DataError(
@@ -94,6 +92,14 @@ def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDatas
             f"carved: {len(y_test)} of {len(y_test) + len(y_train)} samples of x/y "
             f"({TEST_FRACTION:.0%}, {how}, seed {TEST_SEED}) because the file has no x_test/y_test"
         )
+        if _is_synthetic(path, arrays):
+            # Its labels are the teacher's own answers: "accuracy" on them is agreement with the teacher.
+            extra["test_metric"] = SYNTHETIC_TEST_METRIC
+            extra["test_split"] += (
+                f"; they are synthetic inputs labelled by the teacher, so the test 'accuracy' is "
+                f"{SYNTHETIC_TEST_METRIC}, not accuracy on real data (distil synthesize --test FILE.npz "
+                "adds real labelled test data)"
+            )
         warnings.warn(f"{path}: test split {extra['test_split']}", UserWarning, stacklevel=2)
     if y_train.is_floating_point():
         # Multilabel rows or regression targets: one output per column (named by class_names if given).
@@ -120,6 +126,35 @@ def read_npz(root: Path | None = None, normalize: str | None = None) -> RawDatas
         normalize=mode,
         normalization=_recorded_normalization(path, arrays, x_train),
     )
+
+
+def _is_synthetic(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    """Whether the file says it is a synthetic transfer set (`distil synthesize` writes ``synthetic=True``)."""
+    if "synthetic" not in arrays:
+        return False
+    flag = np.asarray(arrays["synthetic"]).reshape(-1)
+    if flag.size != 1 or flag.dtype.kind not in "biu":
+        raise DataError(
+            f"{path}: array 'synthetic' must be one boolean; got {flag.dtype} of {flag.size} value(s)."
+        )
+    return bool(flag[0])
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz file `path`, each header checked before numpy allocates it; never unpickles.
+
+    Raises:
+        DataError: an unreadable or corrupt file, or object arrays.
+    """
+    try:
+        _check_declared_sizes(path)
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(
+            f"cannot read {path} as .npz ({exc}); save it with numpy.savez(path, x=..., y=...) "
+            "without object arrays."
+        ) from exc
 
 
 def _recorded_normalization(

@@ -4,14 +4,16 @@ Layout of the output folder (written to a temporary folder and renamed into plac
 leaves nothing half-written)::
 
     transfer.npz     x (synthetic inputs, in the data's pixel scale), y (the teacher's classes), target,
-                     ids, class_names, mean/std (the teacher's input normalization), x_test/y_test (the
-                     real test split, for measurement)
-    synthetic.json   method, seed, settings, seconds, counts, teacher agreement, the files
+                     ids, class_names, mean/std (the teacher's input normalization), synthetic (True),
+                     x_test/y_test (the real test split, for measurement; absent when there is none)
+    synthetic.json   method, seed, settings, seconds, counts, teacher agreement, real_test, the files
     grids/NN-CLASS.png  up to 16 synthetic inputs the teacher puts in each class
     report.html      the counts and the grids, self-contained
 
 `distil distill --set data.name=npz --set data.root=DIR/transfer.npz` then trains on the synthetic inputs
-alone and measures on the real test split. The npz reader normalizes with the recorded mean/std, so the
+alone and measures on the real test split. Without one (a teacher whose data the user does not have,
+`distil synthesize --no-data`) the npz reader holds out 20% of the synthetic inputs and names what they
+measure: agreement with the teacher, not accuracy (`distil.data.npz.SYNTHETIC_TEST_METRIC`). The npz reader normalizes with the recorded mean/std, so the
 teacher sees the tensors the synthesis made (up to float32 rounding of x * std + mean).
 """
 
@@ -28,12 +30,18 @@ from PIL import Image
 
 from distil.data.batch import INPUTS
 from distil.data.bundle import DataBundle, SampleSplit
+from distil.data.npz import SYNTHETIC_TEST_METRIC
 from distil.errors import DataError
 from distil.fileio import atomic_dir, atomic_write_json, atomic_write_text
 from distil.report.html import image_html, page_html, table_html
 from distil.synth.synthesize import SyntheticSet
 
 TRANSFER_FILE = "transfer.npz"
+NO_REAL_TEST = (
+    "No real test data: distil distill on this set holds out 20% of the synthetic inputs and reports "
+    f"{SYNTHETIC_TEST_METRIC}, not accuracy. Give real labelled inputs (even a few) with "
+    "distil synthesize --test FILE.npz to measure accuracy."
+)
 GRID_SAMPLES = 16
 
 
@@ -63,7 +71,8 @@ def write_synthetic(
     Args:
         out: the folder to create; it must not exist.
         synthetic: the synthetic set (inputs in the teacher's input space, i.e. normalized as `data`).
-        data: the teacher's data: its normalization, class names and real test split are recorded.
+        data: the teacher's data: its normalization, class names and real test split are recorded (an
+            empty test split: there is no real test data, and synthetic.json and the report say so).
         teacher: how the teacher was given (a checkpoint path, a factory), for the record.
         extra: more fields for synthetic.json.
 
@@ -79,6 +88,7 @@ def write_synthetic(
             f"{tuple(data.input_shape)}."
         )
     x_test, y_test = _raw_split(data.test, data)
+    real_test = len(y_test) > 0
     x = _denormalize(synthetic.inputs, data)
     arrays: dict[str, Any] = {
         "x": x.numpy(),
@@ -87,9 +97,10 @@ def write_synthetic(
         "class_names": np.array(list(data.class_names)),
         "mean": np.array(data.mean, dtype=np.float64),
         "std": np.array(data.std, dtype=np.float64),
-        "x_test": x_test,
-        "y_test": y_test.astype(np.int64),
+        "synthetic": np.array(True),
     }
+    if real_test:  # without one, the npz reader carves a test split and labels what it measures
+        arrays.update(x_test=x_test, y_test=y_test.astype(np.int64))
     if synthetic.targets is not None:  # the adversarial generator makes inputs for no class
         arrays["target"] = synthetic.targets.numpy().astype(np.int64)
     record = {
@@ -107,6 +118,8 @@ def write_synthetic(
             "std": list(data.std),
             "test_samples": len(y_test),
         },
+        "real_test": real_test,
+        **({} if real_test else {"test_note": NO_REAL_TEST}),
         "teacher_agreement": synthetic.teacher_agreement,
         "teacher_class_counts": np.bincount(
             synthetic.teacher_labels.numpy(), minlength=data.num_classes
@@ -184,6 +197,8 @@ def _report_page(record: dict[str, Any], grids: dict[str, Path]) -> str:
             else "teacher agreement with target classes: n/a (this method makes inputs for no class)."
         )
     )
+    if not record.get("real_test", True):
+        intro += f" {record['test_note']}"
     return page_html(
         f"Synthetic transfer set: {record['data']['name']}",
         [("Classes", body), ("Synthetic inputs per class", figures or "<p>no image inputs</p>")],
