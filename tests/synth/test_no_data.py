@@ -20,6 +20,7 @@ from distil.cli.app import app
 from distil.data.npz import SYNTHETIC_TEST_METRIC, read_npz
 from distil.errors import ConfigError, DataError
 from distil.models.registry import model_spec
+from distil.report.writer import write_report
 from distil.synth.facts import GivenFacts, TeacherFacts, read_test_npz, resolve_facts
 from distil.train.checkpoint import save_checkpoint
 from tests.synth.bn_factory import make, make_fixed
@@ -109,6 +110,10 @@ def test_no_data_on_a_user_factory_state_dict_then_distill_names_the_metric_agre
     assert SYNTHETIC_TEST_METRIC in result.output  # the printed table's title
     summary = json.loads((tmp_path / "runs" / "kd" / "summary.json").read_text())
     assert summary["data"]["extra"]["test_metric"] == SYNTHETIC_TEST_METRIC
+    # The report names it too (its title), not "npz test set".
+    files = write_report(tmp_path / "runs" / "kd")
+    assert SYNTHETIC_TEST_METRIC in files.markdown.read_text().splitlines()[0]
+    assert SYNTHETIC_TEST_METRIC in files.html.read_text()
 
 
 def test_no_data_takes_every_fact_from_a_distil_checkpoint_sidecar_and_a_real_test_file(

@@ -100,7 +100,7 @@ def run_html(run: RunData, figures: Mapping[str, str | Path], synthetic: Synthet
         A self-contained HTML page.
     """
     sizes = run.data.get("sizes") if isinstance(run.data.get("sizes"), dict) else {}
-    title = f"{run.recipe_name}: {run.data.get('name', '?')} test set"
+    title = f"{run.recipe_name}: {run.test_title}"
     intro = f"Run directory {run.name}. " + ", ".join(f"{k} {v}" for k, v in (sizes or {}).items())
     sections = [
         (

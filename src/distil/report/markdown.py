@@ -178,9 +178,7 @@ def run_markdown(run: RunData, figures: Mapping[str, str], synthetic: SyntheticG
         The Markdown text.
     """
     n_test = run.data.get("sizes", {}).get("test") if isinstance(run.data.get("sizes"), dict) else None
-    title = f"{run.recipe_name}: {run.data.get('name', '?')} test set" + (
-        f" ({n_test} samples)" if n_test else ""
-    )
+    title = f"{run.recipe_name}: {run.test_title}" + (f" ({n_test} samples)" if n_test else "")
     out = [f"# {title}", "", f"Run directory `{run.name}`; {data_line(run.data)}", ""]
     out += [
         "## Models side by side",

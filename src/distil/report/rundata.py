@@ -60,6 +60,14 @@ class RunData:
     def reference(self) -> ModelMetrics:
         return self.metrics[0]
 
+    @property
+    def test_title(self) -> str:
+        """What the test metrics measure: "NAME test set", or what a synthetic set's carved split measures
+        (agreement with the teacher, `distil.data.npz`)."""
+        extra = self.data.get("extra")
+        named = extra.get("test_metric") if isinstance(extra, dict) else None
+        return str(named or f"{self.data.get('name', '?')} test set")
+
 
 def _read_json(path: Path, what: str) -> Any:
     try:
