@@ -272,7 +272,7 @@ def decode(
         fixed["logits_to_keep"] = 1
     past = _choose_cache(hf, ids.shape[1] + new_tokens, static_cache)
     static = past is not None
-    if static and grown is None:
+    if static and grown is None:  # with a static cache the model builds a mask every step, padding or not
         grown = _grown_mask(mask, new_tokens)
     prepared = _prepared_mask(hf, grown) if grown is not None else None
     done = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -287,9 +287,7 @@ def decode(
             rows_now = prepared[:, :, seen - step_in.shape[1] : seen]
             kwargs["attention_mask"] = rows_now if static else rows_now[..., :seen]
         elif grown is not None:
-            # A static cache reads its whole length every step (causality hides the unwritten part), so
-            # the whole mask serves every step: one shape throughout, as torch.compile wants.
-            kwargs["attention_mask"] = grown if static else grown[:, :seen]
+            kwargs["attention_mask"] = grown[:, :seen]  # what generate passes; the model pads it to the cache
         if attention_mask is not None:
             kwargs["position_ids"] = position
         out = hf(input_ids=step_in, **kwargs, **fixed)
