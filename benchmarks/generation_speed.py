@@ -58,7 +58,13 @@ STUDENT = {
     "num_key_value_heads": 3,
     "max_position_embeddings": 32,
 }
-TEACHER = {**STUDENT, "hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6, "num_key_value_heads": 6}
+TEACHER = {
+    **STUDENT,
+    "hidden_size": 192,
+    "intermediate_size": 512,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 6,
+}
 VOCAB, EOS, PAD = 259, 258, 258
 MODES = {"greedy": Sampling(temperature=0), "sample": Sampling(temperature=1.0, top_p=0.95)}
 
@@ -221,7 +227,9 @@ def main() -> None:
         f"{args.rounds} rounds x {args.calls} calls; tokens/s median [min-max], by the wall clock and by "
         "this process's CPU time"
     )
-    print("| batch | mode | decode tok/s | generate tok/s | ratio | decode tok/CPU-s | generate tok/CPU-s | ratio |")
+    print(
+        "| batch | mode | decode tok/s | generate tok/s | ratio | decode tok/CPU-s | generate tok/CPU-s | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for batch in args.batches:
         for mode in MODES:
@@ -239,7 +247,9 @@ def main() -> None:
         f"\non-policy steps (lmbda 1, sampled, reverse KL, AdamW), {args.onpolicy_steps} per timing; "
         "steps/s median [min-max]"
     )
-    print("| batch | decode steps/s | generate steps/s | ratio | decode steps/CPU-s | generate steps/CPU-s | ratio |")
+    print(
+        "| batch | decode steps/s | generate steps/s | ratio | decode steps/CPU-s | generate steps/CPU-s | ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     for batch in args.batches:
         ours, theirs = steps[(batch, "decode")], steps[(batch, "generate")]

@@ -9,7 +9,7 @@ import torch
 
 from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
-from distil.measure.lm import _prepared_mask, _static_cache, decode, greedy_ids
+from distil.measure.lm import decode, greedy_ids
 from distil.models import create_model
 from distil.train.completions import (
     Sampling,
@@ -264,18 +264,25 @@ def test_a_completion_without_the_end_of_sequence_id_is_named() -> None:
 MISTRAL_WINDOW = {**LLAMA, "model_type": "mistral", "sliding_window": 2}
 
 
-@pytest.mark.parametrize("config", [LLAMA, GPT2, MISTRAL_WINDOW], ids=["llama", "gpt2", "mistral-window-2"])
-def test_static_and_dynamic_caches_decode_what_generate_does(config: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("config", "attention"),
+    [(LLAMA, "sdpa"), (LLAMA, "eager"), (GPT2, "sdpa"), (MISTRAL_WINDOW, "sdpa")],
+    ids=["llama", "llama-eager", "gpt2", "mistral-window-2"],
+)
+def test_static_and_dynamic_caches_decode_what_generate_does(
+    config: dict[str, object], attention: str
+) -> None:
+    from distil.measure.lm import _static_cache
+
     hf = _tiny_llama(config).hf
+    hf.set_attn_implementation(attention)  # eager's prepared mask is additive floats, sdpa's booleans
     assert _static_cache(hf, 12) is not None  # the static path is really taken
-    prompts, attention = _left_padded()
-    first = _hf_generate(hf, prompts, attention, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
+    prompts, mask = _left_padded()
+    first = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
     eos = int(first[0, 1])  # row 0 stops at its second token, the others when they say it (per-row stop)
-    want = _hf_generate(hf, prompts, attention, Sampling(temperature=0), 6, eos_id=eos, pad_id=0)
+    want = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=eos, pad_id=0)
     got = {
-        static: decode(
-            hf, prompts, 6, attention_mask=attention, stop_ids=(eos,), pad_id=0, static_cache=static
-        )[0]
+        static: decode(hf, prompts, 6, attention_mask=mask, stop_ids=(eos,), pad_id=0, static_cache=static)[0]
         for static in (True, False)
     }
     assert torch.equal(got[True], want) and torch.equal(got[False], want)
@@ -283,7 +290,7 @@ def test_static_and_dynamic_caches_decode_what_generate_does(config: dict[str, o
 
 def test_a_static_cache_is_refused_with_the_fix_for_a_model_that_cannot_take_one() -> None:
     model = _ScriptedLM([[7, 7], [8, 8]])
-    with pytest.raises(ModelError, match="cannot decode with a static KV cache.*static_cache=None"):
+    with pytest.raises(ModelError, match=r"cannot decode with a static KV cache.*static_cache=None"):
         decode(model, torch.tensor([[1], [2]]), 2, static_cache=True)
     assert decode(model, torch.tensor([[1], [2]]), 2)[0].tolist() == [[7, 7], [8, 8]]  # dynamic fallback
 
@@ -303,14 +310,16 @@ def test_the_attention_mask_is_built_once_per_decode_not_once_per_step(
     monkeypatch.setitem(AttentionMaskInterface._global_mapping, "sdpa", counted)
     hf = _tiny_llama().hf
     prompts, attention = _left_padded()
-    for static in (True, False):
+    for cache in ({}, {"static_cache": False}):  # the default (static here) and the dynamic cache
         built.clear()
-        decode(hf, prompts, 5, attention_mask=attention, static_cache=static)
+        decode(hf, prompts, 5, attention_mask=attention, **cache)
         assert built == [prompts.shape[1] + 5]  # one (B, 1, P + new, P + new) mask for every step
 
 
 def test_sliding_window_attention_keeps_building_its_own_masks() -> None:
     # One prepared 4D mask would give every layer full attention: a window model is left to build its own.
+    from distil.measure.lm import _prepared_mask
+
     hf = _tiny_llama(MISTRAL_WINDOW).hf
     assert _prepared_mask(hf, torch.ones(2, 8, dtype=torch.long)) is None
     assert _prepared_mask(_tiny_llama().hf, torch.ones(2, 8, dtype=torch.long)) is not None
