@@ -323,3 +323,21 @@ def test_sliding_window_attention_keeps_building_its_own_masks() -> None:
     hf = _tiny_llama(MISTRAL_WINDOW).hf
     assert _prepared_mask(hf, torch.ones(2, 8, dtype=torch.long)) is None
     assert _prepared_mask(_tiny_llama().hf, torch.ones(2, 8, dtype=torch.long)) is not None
+
+
+def test_checking_for_the_stop_every_few_steps_returns_what_checking_every_step_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On an accelerator the all-stopped check (a wait for the device) runs every few steps; the steps
+    # decoded after every row stopped are cut, so the ids are those of a check at every step.
+    import distil.measure.lm as lm
+
+    hf = _tiny_llama().hf
+    prompts, mask = _left_padded()
+    stops = tuple(decode(hf, prompts, 8, attention_mask=mask)[0][:, 1].tolist())  # every row stops by step 2
+    pads = (None, 0)  # finished rows repeat the model's ids, or write padding
+    want = [decode(hf, prompts, 8, attention_mask=mask, stop_ids=stops, pad_id=pad)[0] for pad in pads]
+    assert want[0].shape[1] <= 2
+    monkeypatch.setattr(lm, "_stop_check_every", lambda device: 5)
+    got = [decode(hf, prompts, 8, attention_mask=mask, stop_ids=stops, pad_id=pad)[0] for pad in pads]
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
