@@ -334,7 +334,7 @@ def decode(
         position = position[:, -1:] + 1
         seen += 1
     new = torch.stack(tokens, dim=1)
-    return (new[:, : _steps_until_all_stopped(new, stop)] if len(stop_ids) else new), prefill
+    return (new[:, : _steps_until_all_stopped(new, stop)] if every > 1 and len(stop_ids) else new), prefill
 
 
 def generation_latency(
