@@ -32,13 +32,14 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 from unittest import mock
 
 import torch
 
 from distil.data.batch import IGNORE_INDEX, INPUTS, LABELS, MASK
 from distil.losses.functional import reverse_kl
-from distil.measure.lm import decode
+from distil.measure.lm import _grown_mask, _prepared_mask, decode
 from distil.models import create_model
 from distil.train import completions
 from distil.train.completions import (
@@ -95,6 +96,37 @@ def _runners(
         return _hf_generate(hf, prompts, attention, sampling, new, EOS, PAD)
 
     return {"decode": ours, "generate": theirs}
+
+
+def _bare_forwards(
+    hf: Any, prompts: torch.Tensor, attention: torch.Tensor, new: int
+) -> Callable[[], torch.Tensor]:
+    """The floor of any decoder on this model: `new` forward passes (prefill, then one position per step)
+    with the KV cache and the mask prepared once, the argmax fed back, and nothing else."""
+    from transformers import DynamicCache
+
+    first_position = (attention.cumsum(-1) - 1).clamp(min=0)
+
+    def run() -> torch.Tensor:
+        mask = _prepared_mask(hf, _grown_mask(attention, new))
+        assert mask is not None, "the benchmark's llama takes a prepared mask"
+        cache, step_in, position, seen, out = DynamicCache(config=hf.config), prompts, first_position, 0, []
+        for _ in range(new):
+            seen += step_in.shape[1]
+            logits = hf(
+                input_ids=step_in,
+                attention_mask=mask[:, :, seen - step_in.shape[1] : seen, :seen],
+                position_ids=position,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
+            step_in = logits[:, -1].argmax(-1)[:, None]
+            out.append(step_in)
+            position = position[:, -1:] + 1
+        return torch.cat(out, dim=1)
+
+    return run
 
 
 def _time(run: Callable[[], torch.Tensor], calls: int) -> tuple[float, float, int]:
@@ -212,6 +244,7 @@ def main() -> None:
                 raise SystemExit(f"decode and generate disagree at batch {batch}, {mode}")
             for name, run in runs.items():
                 cases[(batch, mode, name)] = run
+        cases[(batch, "greedy", "forwards")] = _bare_forwards(hf, prompts, attention, args.new)
 
     rates: dict[tuple[int, str, str], list[tuple[float, float]]] = {key: [] for key in cases}
     with torch.no_grad():
@@ -239,6 +272,13 @@ def main() -> None:
                 mine, other = [r[clock] for r in ours], [r[clock] for r in theirs]
                 cells += [_cell(mine), _cell(other), _ratio(mine, other)]
             print(f"| {batch} | {mode} | {' | '.join(cells)} |")
+    print("\nthe floor: bare forward passes (prefill + steps, argmax, nothing else) vs generate, greedy")
+    print("| batch | forwards tok/CPU-s | generate tok/CPU-s | a decoder costing nothing would be |")
+    print("|---|---|---|---|")
+    for batch in args.batches:
+        bare = [r[1] for r in rates[(batch, "greedy", "forwards")]]
+        theirs_cpu = [r[1] for r in rates[(batch, "greedy", "generate")]]
+        print(f"| {batch} | {_cell(bare)} | {_cell(theirs_cpu)} | {_ratio(bare, theirs_cpu)} |")
 
     if args.onpolicy_steps < 1:
         return
