@@ -341,3 +341,16 @@ def test_checking_for_the_stop_every_few_steps_returns_what_checking_every_step_
     monkeypatch.setattr(lm, "_stop_check_every", lambda device: 5)
     got = [decode(hf, prompts, 8, attention_mask=mask, stop_ids=stops, pad_id=pad)[0] for pad in pads]
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_a_mask_too_large_to_prepare_is_left_to_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distil.measure.lm as lm
+
+    hf = _tiny_llama().hf
+    grown = torch.ones(2, 8, dtype=torch.long)
+    assert lm._prepared_mask(hf, grown) is not None
+    monkeypatch.setattr(lm, "PREPARED_MASK_BYTES", 2 * 8 * 8 - 1)  # one byte short of (2, 1, 8, 8) booleans
+    assert lm._prepared_mask(hf, grown) is None
+    prompts, mask = _left_padded()
+    want = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
+    assert torch.equal(decode(hf, prompts, 6, attention_mask=mask)[0], want)  # the 2D mask path

@@ -181,6 +181,10 @@ def _grown_mask(attention_mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
     return grown
 
 
+PREPARED_MASK_BYTES = 64 * 2**20
+"""The largest (B, 1, L, L) attention mask :func:`decode` builds once per call (else the model's per step)."""
+
+
 def _one_causal_mask(config: Any) -> bool:
     """Whether every layer of `config`'s model attends through one causal mask (no sliding window, no
     chunked or linear attention) built by transformers' sdpa or eager mask function, so a 4D mask built
@@ -202,7 +206,9 @@ def _prepared_mask(hf: Any, grown: torch.Tensor) -> torch.Tensor | None:
     on the CPU); a 4D mask is taken as already prepared, so decoding builds it once, with transformers'
     own function, and passes one slice per step. Only for models that attend through that one mask
     (:func:`_one_causal_mask`) and mark themselves as built on transformers' mask utilities
-    (``_can_compile_fullgraph``); None for the rest, which get the 2D mask as before.
+    (``_can_compile_fullgraph``), and only up to :data:`PREPARED_MASK_BYTES` (it saves a fixed cost per
+    step, which matters for small models and batches, where the mask is small); None for the rest, which
+    get the 2D mask as before.
     """
     config = getattr(hf, "config", None)
     if (
@@ -216,6 +222,9 @@ def _prepared_mask(hf: Any, grown: torch.Tensor) -> torch.Tensor | None:
     except ImportError:
         return None
     rows, length = grown.shape
+    itemsize = 1 if config._attn_implementation == "sdpa" else hf.dtype.itemsize  # bool, else additive
+    if rows * length * length * itemsize > PREPARED_MASK_BYTES:
+        return None
     shape_only = torch.empty(rows, length, 0, dtype=hf.dtype, device=grown.device)  # batch, length, dtype
     mask = create_causal_mask(
         config=config,
