@@ -259,3 +259,98 @@ def test_a_completion_without_the_end_of_sequence_id_is_named() -> None:
     # A completion cut by the block (labelled to the last position) cannot hold its EOS: not counted.
     cut = torch.tensor([[-100, -100, 4, 5, 6, 7]])
     assert completion_end_problem(_Rows(cut), EOS) is None
+
+
+MISTRAL_WINDOW = {**LLAMA, "model_type": "mistral", "sliding_window": 2}
+
+
+@pytest.mark.parametrize(
+    ("config", "attention"),
+    [(LLAMA, "sdpa"), (LLAMA, "eager"), (GPT2, "sdpa"), (MISTRAL_WINDOW, "sdpa")],
+    ids=["llama", "llama-eager", "gpt2", "mistral-window-2"],
+)
+def test_static_and_dynamic_caches_decode_what_generate_does(
+    config: dict[str, object], attention: str
+) -> None:
+    from distil.measure.lm import _static_cache
+
+    hf = _tiny_llama(config).hf
+    hf.set_attn_implementation(attention)  # eager's prepared mask is additive floats, sdpa's booleans
+    assert _static_cache(hf, 12) is not None  # the static path is really taken
+    prompts, mask = _left_padded()
+    first = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
+    eos = int(first[0, 1])  # row 0 stops at its second token, the others when they say it (per-row stop)
+    want = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=eos, pad_id=0)
+    got = {
+        static: decode(hf, prompts, 6, attention_mask=mask, stop_ids=(eos,), pad_id=0, static_cache=static)[0]
+        for static in (True, False)
+    }
+    assert torch.equal(got[True], want) and torch.equal(got[False], want)
+
+
+def test_a_static_cache_is_refused_with_the_fix_for_a_model_that_cannot_take_one() -> None:
+    model = _ScriptedLM([[7, 7], [8, 8]])
+    with pytest.raises(ModelError, match=r"cannot decode with a static KV cache.*static_cache=None"):
+        decode(model, torch.tensor([[1], [2]]), 2, static_cache=True)
+    assert decode(model, torch.tensor([[1], [2]]), 2)[0].tolist() == [[7, 7], [8, 8]]  # dynamic fallback
+
+
+def test_the_attention_mask_is_built_once_per_decode_not_once_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transformers.masking_utils import AttentionMaskInterface
+
+    built = []
+    sdpa = AttentionMaskInterface._global_mapping["sdpa"]
+
+    def counted(*args: object, **kwargs: object) -> object:
+        built.append(kwargs["q_length"])
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setitem(AttentionMaskInterface._global_mapping, "sdpa", counted)
+    hf = _tiny_llama().hf
+    prompts, attention = _left_padded()
+    for cache in ({}, {"static_cache": False}):  # the default (static here) and the dynamic cache
+        built.clear()
+        decode(hf, prompts, 5, attention_mask=attention, **cache)
+        assert built == [prompts.shape[1] + 5]  # one (B, 1, P + new, P + new) mask for every step
+
+
+def test_sliding_window_attention_keeps_building_its_own_masks() -> None:
+    # One prepared 4D mask would give every layer full attention: a window model is left to build its own.
+    from distil.measure.lm import _prepared_mask
+
+    hf = _tiny_llama(MISTRAL_WINDOW).hf
+    assert _prepared_mask(hf, torch.ones(2, 8, dtype=torch.long)) is None
+    assert _prepared_mask(_tiny_llama().hf, torch.ones(2, 8, dtype=torch.long)) is not None
+
+
+def test_checking_for_the_stop_every_few_steps_returns_what_checking_every_step_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On an accelerator the all-stopped check (a wait for the device) runs every few steps; the steps
+    # decoded after every row stopped are cut, so the ids are those of a check at every step.
+    import distil.measure.lm as lm
+
+    hf = _tiny_llama().hf
+    prompts, mask = _left_padded()
+    stops = tuple(decode(hf, prompts, 8, attention_mask=mask)[0][:, 1].tolist())  # every row stops by step 2
+    pads = (None, 0)  # finished rows repeat the model's ids, or write padding
+    want = [decode(hf, prompts, 8, attention_mask=mask, stop_ids=stops, pad_id=pad)[0] for pad in pads]
+    assert want[0].shape[1] <= 2
+    monkeypatch.setattr(lm, "_stop_check_every", lambda device: 5)
+    got = [decode(hf, prompts, 8, attention_mask=mask, stop_ids=stops, pad_id=pad)[0] for pad in pads]
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_a_mask_too_large_to_prepare_is_left_to_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distil.measure.lm as lm
+
+    hf = _tiny_llama().hf
+    grown = torch.ones(2, 8, dtype=torch.long)
+    assert lm._prepared_mask(hf, grown) is not None
+    monkeypatch.setattr(lm, "PREPARED_MASK_BYTES", 2 * 8 * 8 - 1)  # one byte short of (2, 1, 8, 8) booleans
+    assert lm._prepared_mask(hf, grown) is None
+    prompts, mask = _left_padded()
+    want = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
+    assert torch.equal(decode(hf, prompts, 6, attention_mask=mask)[0], want)  # the 2D mask path

@@ -131,6 +131,126 @@ def _next_token(logits: torch.Tensor, temperature: float, top_p: float) -> torch
     return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
 
 
+def _static_cache(hf: Any, length: int) -> Any | None:
+    """transformers' ``StaticCache`` of `length` positions for `hf`, or None where `hf` cannot take one.
+
+    A static cache is allocated once and written in place, where the dynamic one concatenates every
+    layer's keys and values at every step. transformers itself lets a model use one (``generate``'s
+    ``cache_implementation="static"``, ``torch.compile``) when the class says ``_can_compile_fullgraph``
+    and takes transformers' ``Cache`` objects (``_supports_default_dynamic_cache``).
+    """
+    model_class = type(hf)
+    takes_cache = getattr(model_class, "_supports_default_dynamic_cache", None)
+    if not getattr(model_class, "_can_compile_fullgraph", False) or takes_cache is None or not takes_cache():
+        return None
+    try:
+        from transformers import StaticCache
+    except ImportError:  # a transformers without it: the dynamic cache is the fallback
+        return None
+    return StaticCache(config=hf.config, max_cache_len=length)
+
+
+def _choose_cache(hf: Any, length: int, static_cache: bool | None, device: torch.device) -> Any | None:
+    """The cache to start decoding with: a static one (see :func:`_static_cache`) or None (the model's own).
+
+    The default (`static_cache` None) is the dynamic cache on the CPU, where it measured faster
+    (``benchmarks/generation_speed.py``: the static cache attends over its whole length at every step,
+    which costs more there than the concatenation it saves), and the static one elsewhere.
+    """
+    if static_cache is False or (static_cache is None and device.type == "cpu"):
+        return None
+    cache = _static_cache(hf, length)
+    if cache is None and static_cache:
+        raise ModelError(
+            f"{type(hf).__name__} cannot decode with a static KV cache (transformers allows one only for "
+            "models whose class sets _can_compile_fullgraph); pass static_cache=None to fall back to the "
+            "dynamic cache."
+        )
+    return cache
+
+
+def _grown_mask(attention_mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """(B, P + new_tokens): the prompts' mask, then ones for every position decoding can write.
+
+    Allocated once: step s reads the first P + s columns (a view) where growing the mask by one column
+    per step would copy it every step.
+    """
+    rows, length = attention_mask.shape
+    grown = attention_mask.new_ones(rows, length + new_tokens)
+    grown[:, :length] = attention_mask
+    return grown
+
+
+PREPARED_MASK_BYTES = 64 * 2**20
+"""The largest (B, 1, L, L) attention mask :func:`decode` builds once per call (else the model's per step)."""
+
+
+def _one_causal_mask(config: Any) -> bool:
+    """Whether every layer of `config`'s model attends through one causal mask (no sliding window, no
+    chunked or linear attention) built by transformers' sdpa or eager mask function, so a 4D mask built
+    once by that function is what the model would build itself at every step."""
+    layers = getattr(config, "layer_types", None) or ["full_attention"]
+    return (
+        getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+        and set(layers) == {"full_attention"}
+        and getattr(config, "sliding_window", None) is None
+        and getattr(config, "attention_chunk_size", None) is None
+        and getattr(config, "is_causal", True)
+    )
+
+
+def _prepared_mask(hf: Any, grown: torch.Tensor) -> torch.Tensor | None:
+    """(B, 1, L, L) `hf`'s own 4D attention mask over all L = P + new positions, or None.
+
+    transformers rebuilds the 4D mask from the 2D one at every forward (a tenth of a small model's step
+    on the CPU); a 4D mask is taken as already prepared, so decoding builds it once, with transformers'
+    own function, and passes one slice per step. Only for models that attend through that one mask
+    (:func:`_one_causal_mask`) and mark themselves as built on transformers' mask utilities
+    (``_can_compile_fullgraph``), and only up to :data:`PREPARED_MASK_BYTES` (it saves a fixed cost per
+    step, which matters for small models and batches, where the mask is small); None for the rest, which
+    get the 2D mask as before.
+    """
+    config = getattr(hf, "config", None)
+    if (
+        not getattr(type(hf), "_can_compile_fullgraph", False)
+        or config is None
+        or not _one_causal_mask(config)
+    ):
+        return None
+    try:
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:
+        return None
+    rows, length = grown.shape
+    itemsize = 1 if config._attn_implementation == "sdpa" else hf.dtype.itemsize  # bool, else additive
+    if rows * length * length * itemsize > PREPARED_MASK_BYTES:
+        return None
+    shape_only = torch.empty(rows, length, 0, dtype=hf.dtype, device=grown.device)  # batch, length, dtype
+    mask = create_causal_mask(
+        config=config,
+        inputs_embeds=shape_only,
+        attention_mask=grown,
+        cache=None,
+        allow_is_causal_skip=False,
+    )
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (rows, 1, length, length):
+        return None
+    return mask
+
+
+def _stop_check_every(device: torch.device) -> int:
+    """Steps between checks that every row has stopped: each check waits for the device (``bool`` of a
+    device tensor), so on an accelerator it is made every 8 steps, and the extra steps are cut after."""
+    return 1 if device.type == "cpu" else 8
+
+
+def _steps_until_all_stopped(new: torch.Tensor, stop: torch.Tensor) -> int:
+    """The columns of (B, S) `new` up to the first one by which every row has produced a stop id (all S
+    when some row never did): what decoding with a check at every step returns."""
+    stopped = torch.isin(new, stop).cummax(dim=1).values.all(dim=0)
+    return int(stopped.int().argmax()) + 1 if bool(stopped.any()) else new.shape[1]
+
+
 @torch.inference_mode()
 def decode(
     hf: Any,
@@ -142,6 +262,7 @@ def decode(
     top_p: float = 1.0,
     stop_ids: Sequence[int] = (),
     pad_id: int | None = None,
+    static_cache: bool | None = None,
     times: list[float] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Decode with the KV cache: prefill once, then one position per step. The one decoder of distil.
@@ -156,10 +277,16 @@ def decode(
         top_p: nucleus filtering of the sampling (1 = off).
         stop_ids: a row is finished once it produced one of them; decoding ends when every row is.
         pad_id: what finished rows produce (and read) afterwards; None = the model's own ids.
+        static_cache: True = transformers' ``StaticCache`` of P + `new_tokens` positions, allocated once;
+            False = the model's dynamic cache; None = dynamic on the CPU (faster there), elsewhere static
+            where the model allows one, else dynamic.
         times: when given, each step's seconds after the prefill are appended (CUDA synchronised).
 
     Returns:
         (new ids (B, <= new_tokens), prefill seconds).
+
+    Raises:
+        ModelError: `static_cache=True` for a model that cannot take a static cache.
     """
     device, rows = ids.device, ids.shape[0]
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
@@ -169,37 +296,54 @@ def decode(
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     # The mask is only needed where there is padding (transformers' generate drops an all-ones mask too).
     padded = attention_mask is not None and not bool(mask.all())
+    grown = _grown_mask(mask, new_tokens) if padded else None
     takes, name = _accepts(hf), _cache_argument(hf)
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
+    # The arguments every step passes alike, built once; the cache object is updated in place by the model.
+    fixed: dict[str, Any] = {"use_cache": True}
+    if "logits_to_keep" in takes:
+        fixed["logits_to_keep"] = 1
+    past = _choose_cache(hf, ids.shape[1] + new_tokens, static_cache, device)
+    static = past is not None
+    if static and grown is None:  # with a static cache the model builds a mask every step, padding or not
+        grown = _grown_mask(mask, new_tokens)
+    prepared = _prepared_mask(hf, grown) if grown is not None else None
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens: list[torch.Tensor] = []
-    step_in, past, prefill = ids, None, 0.0
+    step_in, prefill, seen = ids, 0.0, ids.shape[1]
+    every = _stop_check_every(device)
     for step in range(new_tokens):
-        _sync(device)
+        timed = step == 0 or times is not None  # the only steps that wait for the device
+        if timed:
+            _sync(device)
         start = time.perf_counter()
         kwargs = {name: past} if past is not None else {}
-        if padded:
-            kwargs["attention_mask"] = mask
+        if prepared is not None:
+            # The rows of this step's queries; a static cache reads its whole length every step.
+            rows_now = prepared[:, :, seen - step_in.shape[1] : seen]
+            kwargs["attention_mask"] = rows_now if static else rows_now[..., :seen]
+        elif grown is not None:
+            kwargs["attention_mask"] = grown[:, :seen]  # what generate passes; the model pads it to the cache
         if attention_mask is not None:
             kwargs["position_ids"] = position
-        out = hf(input_ids=step_in, use_cache=True, **kwargs, **extra)
+        out = hf(input_ids=step_in, **kwargs, **fixed)
         token = _next_token(out.logits[:, -1], temperature, top_p)
         if pad_id is not None:
             token = torch.where(done, pad_id, token)
-        _sync(device)
+        if timed:
+            _sync(device)
         if step == 0:
             prefill = time.perf_counter() - start
         elif times is not None:
             times.append(time.perf_counter() - start)
         tokens.append(token)
         done |= torch.isin(token, stop)
-        if len(stop_ids) and bool(done.all()):
+        if len(stop_ids) and (step + 1) % every == 0 and bool(done.all()):
             break
         past, step_in = _cache_of(out), token[:, None]
         position = position[:, -1:] + 1
-        if padded:
-            mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
-    return torch.stack(tokens, dim=1), prefill
+        seen += 1
+    new = torch.stack(tokens, dim=1)
+    return (new[:, : _steps_until_all_stopped(new, stop)] if every > 1 and len(stop_ids) else new), prefill
 
 
 def generation_latency(
