@@ -26,6 +26,7 @@ from distil.federated import (
     label_skew,
     local_seed,
 )
+from distil.federated.rounds import ensemble_accuracy
 from distil.teachers import ensemble
 
 runner = CliRunner()
@@ -152,7 +153,25 @@ def test_one_feddf_round_records_accuracy_and_equal_bytes(digits: DataBundle) ->
     avg, df = result.runs["fedavg"].history[0], result.runs["feddf"].history[0]
     assert avg["bytes_round"] == df["bytes_round"] == 2 * 3 * result.bytes_per_model
     assert 0 <= df["test_accuracy"] <= 1 and df["server_steps"] == 3 and "distilled_kept" in df
+    assert 0 <= df["ensemble_val_accuracy"] <= 1
     assert avg["clients"] == df["clients"] == [0, 1, 2]
+
+
+def test_the_ensemble_accuracy_is_the_mean_logits_or_mean_probabilities_argmax() -> None:
+    # Two "clients" that each favour one class; the more confident one decides both samples.
+    a, b = nn.Linear(1, 2), nn.Linear(1, 2)
+    with torch.no_grad():
+        a.weight.zero_(), b.weight.zero_()
+        a.bias.copy_(torch.tensor([4.0, 0.0])), b.bias.copy_(torch.tensor([0.0, 3.0]))
+    split = Split(torch.zeros(2, 1), torch.tensor([0, 1]))
+    assert ensemble_accuracy([a, b], split, "logits", 1.0) == 0.5  # mean logits (2, 1.5): class 0 for both
+    assert ensemble_accuracy([a, b], split, "probs", 1.0) == 0.5  # mean probabilities (0.51, 0.49)
+    assert ensemble_accuracy([b], split, "probs", 1.0) == 0.5
+    assert ensemble_accuracy([a], split, "logits", 1.0) == 0.5
+    assert (
+        ensemble_accuracy([a, b], Split(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)), "logits", 1.0)
+        is None
+    )
 
 
 def test_feddf_distills_from_the_mean_of_the_client_logits_by_default(

@@ -261,6 +261,19 @@ def evaluate(model: nn.Module, split: SampleSplit) -> float | None:
     return accuracy(predict_split(model, split), split.labels)
 
 
+def ensemble_accuracy(
+    models: list[nn.Module], split: SampleSplit, mix: str, temperature: float
+) -> float | None:
+    """Top-1 accuracy of the clients' ensemble as FedDF's teacher mixes it (mean logits, or the mean of
+    the softmax at `temperature`): the most a distillation step can reach, so a FedDF round whose ensemble
+    is no better than the average cannot beat FedAvg's."""
+    if not len(split):
+        return None
+    logits = torch.stack([predict_split(m, split) for m in models])
+    scores = logits.mean(0) if mix == "logits" else (logits / temperature).softmax(-1).mean(0)
+    return accuracy(scores, split.labels)
+
+
 class Simulation:
     """One method's rounds over shared `FederatedData` (see `federate`)."""
 
@@ -367,6 +380,7 @@ class Simulation:
     ) -> dict[str, Any]:
         """FedDF's server step: distill the clients' ensemble into the averaged model on the transfer set."""
         before = evaluate(self.model, self.fed.server.val)
+        teacher = ensemble_accuracy(clients, self.fed.server.val, self.cfg.ensemble, self.cfg.temperature)
         result = distill(
             clients,
             self.model,
@@ -382,6 +396,7 @@ class Simulation:
             self.model.load_state_dict(averaged)  # distillation made it worse on validation: undo it
         return {
             "averaged_val_accuracy": before,
+            "ensemble_val_accuracy": teacher,
             "distilled_val_accuracy": after,
             "distilled_kept": kept,
             "server_steps": self.cfg.server_steps,
