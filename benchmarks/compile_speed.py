@@ -18,7 +18,7 @@ reports its compile cost alone. Data are random tensors of the recipes' shapes (
 depend on the values); the teacher of the KD rows runs live, as with the recipes' random augmentation.
 Timings are per-process wall clock, one thread unless `--threads` says otherwise.
 
-    python benchmarks/compile_speed.py                        # every family, 1 thread (~25 min on 2 cores)
+    python benchmarks/compile_speed.py                        # every family, 1 thread (~30 min on 2 busy cores)
     python benchmarks/compile_speed.py --families smallnet --rounds 2 --steps 3   # smoke test
     python benchmarks/compile_speed.py --threads 1 2 --families smallnet smallnet-kd
 """
@@ -133,10 +133,12 @@ def _bundle(kind: str, batch_size: int) -> Any:
         block = 256 if kind == "lm256" else 128
         return load_dataset("python-stdlib", options={"block_size": block}, limit=8 * batch_size)
     n_train, n_eval = 8 * batch_size, 600  # 600: eval batches of 64 end with a ragged one, as real splits do
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     if kind == "text":
         x = torch.randint(0, 258, (n_train + n_eval, 64), generator=g)
         extra = {"vocab_size": "259", "pad_id": "258"}
-        classes, mean, std, augment, pad = 4, (), (), "none", 0
+        classes, augment, pad = 4, "none", 0
     else:
         shape = (1, 28, 28) if kind == "fashion" else (3, 32, 32)
         x = torch.randn(n_train + n_eval, *shape, generator=g)
@@ -221,9 +223,13 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def _steps(loop: Any, batches: list[dict[str, Any]], n: int, start: int) -> list[float]:
     """Seconds of each of `n` training steps over `batches` (cycled from `start`)."""
-    return [
-        _timed(lambda i=i: loop.train_step(dict(batches[(start + i) % len(batches)]), 0)) for i in range(n)
-    ]
+    times = []
+    for i in range(n):
+        batch = dict(batches[(start + i) % len(batches)])  # a copy: the step may replace its inputs
+        begin = time.perf_counter()
+        loop.train_step(batch, 0)
+        times.append(time.perf_counter() - begin)
+    return times
 
 
 def worker(name: str, threads: int, rounds: int, steps: int, warm: bool) -> dict[str, Any]:
