@@ -8,15 +8,18 @@ on the same batches:
 
 - compile cost: the first 3 compiled steps less 3 steady compiled steps, plus the first `evaluate()`
   (eval mode and a ragged last batch compile again: every run evaluates each epoch) less a second one;
-- steady step time: the median over interleaved rounds (eager, compiled, eager, ...: machine-load
-  drift hits both alike) of each round's mean step, with the spread (min-max) of the rounds;
+- steady step time: the median over interleaved rounds (eager, compiled, compiled, eager, ...:
+  machine-load drift hits both alike) of each round's mean step, with the spread (min-max) of the
+  rounds; the speed-up is the median of the rounds' paired eager/compiled ratios (wall clock, and
+  this process's CPU time in the JSON rows);
 - break-even: compile cost / (eager step - compiled step), when compiled is faster;
-- verdict: whether a typical run (the recipe's steps) saves more than the compile cost.
+- verdict: on only where every round was faster compiled (a speed-up clear of the noise) and a
+  typical run (the recipe's steps) saves more than the cold compile cost.
 
 A second worker reuses the first one's cache directory (`warm`: a later run on the same machine) and
 reports its compile cost alone. Data are random tensors of the recipes' shapes (step time does not
 depend on the values); the teacher of the KD rows runs live, as with the recipes' random augmentation.
-Timings are per-process wall clock, one thread unless `--threads` says otherwise.
+One thread unless `--threads` says otherwise.
 
     python benchmarks/compile_speed.py                        # every family, 1 thread (~30 min on 2 busy cores)
     python benchmarks/compile_speed.py --families smallnet --rounds 2 --steps 3   # smoke test
