@@ -621,7 +621,11 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(
         default=False, description="NHWC memory layout for conv nets: 1.2-1.6x faster on CPU (oneDNN)"
     )
-    compile: bool = Field(default=False, description="torch.compile the trained model (needs a C++ compiler)")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the trained model (needs a C++ compiler); off by default: on CPU it "
+        "saves less than its compile time over every recipe measured (docs/scale.md, Compile)",
+    )
     fsdp: FSDPConfig = Field(
         default_factory=lambda: FSDPConfig(),
         description="shard the trained model and its teacher across processes; `fsdp: true` enables it",
