@@ -39,12 +39,20 @@ def _net() -> torch.nn.Module:
     return create_model("smallnet", num_classes=10, in_channels=1, image_size=8, dropout=0.3)
 
 
+# Dropout draws from the global RNG every step: the compiled graph must replay the restored state.
+CFG = TrainConfig(epochs=2, batch_size=32, lr=0.01, optimizer="adam", checkpoint_every=3, compile=True)
+
+
+@pytest.fixture(scope="module")
+def reference(digits):
+    """One uninterrupted compiled run, shared by both tests (each compile costs tens of seconds)."""
+    return fit(_net(), digits, CFG, CELoss())
+
+
 def test_a_compiled_run_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(
-    digits, tmp_path: Path
+    digits, reference, tmp_path: Path
 ) -> None:
-    # Dropout draws from the global RNG every step: the compiled graph must replay the restored state.
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.01, optimizer="adam", checkpoint_every=3, compile=True)
-    reference = fit(_net(), digits, cfg, CELoss())
+    cfg = CFG
     # States at steps 3, 5 (epoch end), 6, ...: stop after the first, mid-epoch.
     with pytest.raises(Crash):
         fit(_net(), digits, cfg, CELoss(), checkpoint=_crash_after(TrainStateStore(tmp_path, every=3), 1))
@@ -57,10 +65,9 @@ def test_a_compiled_run_killed_and_resumed_ends_with_the_weights_of_an_uninterru
 
 
 def test_a_compiled_model_saves_a_checkpoint_that_loads_into_an_uncompiled_one(
-    digits, tmp_path: Path
+    digits, reference, tmp_path: Path
 ) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.01, compile=True)
-    trained = fit(_net(), digits, cfg, CELoss()).model
+    trained = reference.model
     assert set(trained.state_dict()) == set(_net().state_dict())  # no `_orig_mod.` prefixes
     save_checkpoint(tmp_path / "student", trained, SPEC, {})
 
