@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import distil
@@ -361,6 +362,59 @@ def run_arm(
     }
 
 
+# What a student learns from: two runs that agree on these train the same student (seeds aside).
+TRAINING_SETTINGS = (
+    "train_tones",
+    "test_tones",
+    "frames_per_tone",
+    "epochs",
+    "lr",
+    "batch_size",
+    "temperature",
+    "ml_temperature",
+)
+
+
+def student_path(out: Path, arm: str, seed: int, args: argparse.Namespace) -> Path:
+    """Where the student of (arm, seed, training settings) is kept: a later run reuses it."""
+    key = {
+        "arm": arm,
+        "seed": seed,
+        "version": CACHE_VERSION,
+        **{k: getattr(args, k) for k in TRAINING_SETTINGS},
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return out / "students" / f"{arm}-seed{seed}-{digest}.safetensors"
+
+
+def trained_student(
+    arm: str,
+    seed: int,
+    data_path: Path,
+    teacher_logits: torch.Tensor,
+    x_test: torch.Tensor,
+    args: argparse.Namespace,
+    evaluate: Callable[[torch.Tensor], dict] | None,
+) -> dict:
+    """`run_arm`, or the student an earlier run with the same settings saved (seeds can run in parallel
+    processes; a final run then gathers them into one table without training them again)."""
+    path = student_path(args.out, arm, seed, args)
+    sidecar = path.with_suffix(".json")
+    if path.is_file():
+        model = crepe_model("tiny", pretrained=False)
+        model.load_state_dict(load_file(path))
+        print(f"  {arm} seed {seed}: reused the student in {path}", flush=True)
+        record = json.loads(sidecar.read_text())
+        return {"arm": arm, "seed": seed, **record, "logits": logits_of(model, x_test), "model": model}
+    r = run_arm(arm, seed, data_path, teacher_logits, args, evaluate)
+    path.parent.mkdir(exist_ok=True)
+    sidecar.write_text(json.dumps({"train_s": r["train_s"], "curve": r["curve"]}))
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(r["model"].state_dict(), tmp)
+    tmp.replace(path)  # last: a weights file always has its sidecar
+    return r
+
+
 # ---------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -452,7 +506,10 @@ def main() -> None:
                 f"cents {same['cents_voiced']:.2f}"
             )
         for seed in args.seeds:
-            r = run_arm(arm, seed, data_path, full_train, args, evaluate if args.curve else None)
+            x_test = torch.from_numpy(test["x"])
+            r = trained_student(
+                arm, seed, data_path, full_train, x_test, args, evaluate if args.curve else None
+            )
             m = agreement(r["logits"], full_test, test["f0"], args.voiced)
             print(f"  {arm} seed {seed}: {json.dumps(m)} ({r['train_s']} s)", flush=True)
             # Each seed is on disk as soon as it ends: a killed run keeps the seeds it finished.

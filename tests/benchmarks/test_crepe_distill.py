@@ -98,3 +98,36 @@ def test_tones_are_drawn_in_sequence(bench: ModuleType) -> None:
     small, large = bench.make_tones(3, 2, 7), bench.make_tones(6, 2, 7)
     for name in ("x", "f0", "tone"):
         np.testing.assert_array_equal(large[name][: len(small[name])], small[name])
+
+
+def test_a_trained_student_is_reused_by_a_run_with_the_same_settings(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeds trained in parallel processes are gathered by one final run without training them again."""
+    trained: list[int] = []
+    models: list[torch.nn.Module] = []
+
+    def fake_run_arm(arm, seed, data_path, teacher_logits, args, evaluate):  # type: ignore[no-untyped-def]
+        trained.append(seed)
+        model = bench.crepe_model("tiny", False)
+        with torch.no_grad():  # weights and batch-norm statistics a fresh model does not have
+            for tensor in [*model.parameters(), model.conv1_BN.running_mean]:
+                tensor.add_(0.05 * torch.randn_like(tensor))
+        models.append(model)
+        return {"arm": arm, "seed": seed, "train_s": 1, "curve": [], "logits": None, "model": model}
+
+    monkeypatch.setattr(bench, "run_arm", fake_run_arm)
+    args = bench.argparse.Namespace(
+        out=tmp_path, train_tones=3, test_tones=1, frames_per_tone=2, epochs=1, lr=1e-3,
+        batch_size=4, temperature=2.0, ml_temperature=1.0,
+    )  # fmt: skip
+    x_test = torch.from_numpy(bench.make_tones(1, 2, 5)["x"])
+    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None)
+    reused = bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None)
+    assert trained == [0] and reused["train_s"] == 1
+    expected = bench.logits_of(models[0], x_test)
+    torch.testing.assert_close(reused["logits"], expected)  # the saved weights, buffers included
+    bench.trained_student("softmax", 1, tmp_path, None, x_test, args, None)
+    args.epochs = 2
+    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None)
+    assert trained == [0, 1, 0]  # another seed or other settings: trained
