@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -300,14 +301,17 @@ def write_npz(path: Path, train: dict, test: dict, multilabel: bool) -> None:
         return rows
 
     names = np.asarray([f"bin{b}" for b in range(PITCH_BINS)])
+    # Atomic, and per process: seeds run in parallel processes write the same file while others read it.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez(
-        path,
+        tmp,
         x=train["x"],
         y=labels(train["f0"]),
         x_test=test["x"],
         y_test=labels(test["f0"]),
         class_names=names,
     )
+    tmp.replace(path)
 
 
 def run_arm(
@@ -405,7 +409,8 @@ def trained_student(
         model.load_state_dict(load_file(path))
         print(f"  {arm} seed {seed}: reused the student in {path}", flush=True)
         record = json.loads(sidecar.read_text())
-        return {"arm": arm, "seed": seed, **record, "logits": logits_of(model, x_test), "model": model}
+        logits = logits_of(model, x_test)
+        return {"arm": arm, "seed": seed, **record, "reused": True, "logits": logits, "model": model}
     r = run_arm(arm, seed, data_path, teacher_logits, args, evaluate)
     path.parent.mkdir(exist_ok=True)
     sidecar.write_text(json.dumps({"train_s": r["train_s"], "curve": r["curve"]}))
@@ -513,10 +518,11 @@ def main() -> None:
             m = agreement(r["logits"], full_test, test["f0"], args.voiced)
             print(f"  {arm} seed {seed}: {json.dumps(m)} ({r['train_s']} s)", flush=True)
             # Each seed is on disk as soon as it ends: a killed run keeps the seeds it finished.
-            with (args.out / "seeds.jsonl").open("a") as log:
-                settings = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "arms")}
-                keep = {k: r[k] for k in ("arm", "seed", "train_s", "curve")}
-                log.write(json.dumps({**settings, **keep, **m}, default=str) + "\n")
+            if not r.get("reused"):
+                with (args.out / "seeds.jsonl").open("a") as log:
+                    settings = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "arms")}
+                    keep = {k: r[k] for k in ("arm", "seed", "train_s", "curve")}
+                    log.write(json.dumps({**settings, **keep, **m}, default=str) + "\n")
             students.setdefault(arm, []).append({**r, **m})
             rows.append({"model": f"student {arm} seed {seed}", **m})
     for arm, runs in students.items():
