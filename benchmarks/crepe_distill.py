@@ -348,13 +348,14 @@ def run_arm(
             "teacher_cache": "off",  # the table is the cache
         }
     )
+    x_test = bundle.test.x
     curve: list[dict] = []
 
     def held_out(record: dict[str, Any]) -> None:
         # The student trains in place: score it on the held-out frames, then hand it back in train mode.
         if evaluate is None:
             return
-        point = {"epoch": record["epoch"], **evaluate(logits_of(student, bundle.test.x))}
+        point = {"epoch": record["epoch"], **evaluate(logits_of(student, x_test))}
         student.train()
         curve.append(point)
         print(f"    {arm} seed {seed} epoch {point['epoch']}: {json.dumps(point)}", flush=True)
@@ -362,7 +363,7 @@ def run_arm(
     t0 = time.perf_counter()
     result = distil.distill(teacher, student, bundle, cfg, kd, on_epoch_end=held_out)
     seconds = time.perf_counter() - t0
-    student_test = logits_of(result.model, bundle.test.x)
+    student_test = logits_of(result.model, x_test)
     return {
         "arm": arm,
         "seed": seed,
