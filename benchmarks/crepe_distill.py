@@ -399,6 +399,35 @@ def student_path(out: Path, arm: str, seed: int, args: argparse.Namespace) -> Pa
     return out / "students" / f"{arm}-seed{seed}-{digest}.safetensors"
 
 
+def training_digest(x: np.ndarray, teacher_logits: torch.Tensor) -> str:
+    """A digest of what a student learns from: the training frames and the teacher's outputs on them.
+
+    The student's file key holds the settings (`TRAINING_SETTINGS`) but not the tones (`ToneSettings`,
+    `make_tones`, TRAIN_SEED) nor the teacher's weights: a change there must not reuse a student trained
+    on other frames or other targets.
+    """
+    h = hashlib.sha256(np.ascontiguousarray(fingerprint(x)).tobytes())
+    h.update(teacher_logits.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_learned_from(path: Path, saved: str | None, expected: str) -> None:
+    """Stop unless the student saved at `path` learned from this run's frames and teacher outputs.
+
+    Raises:
+        DataError: `saved` names other frames or teacher outputs (a student saved before the sidecar
+            recorded them, `saved` None, is reused with a printed note: it cannot be checked).
+    """
+    if saved is None:
+        print(f"  {path.name}: saved without a training digest, reused unchecked", flush=True)
+    elif saved != expected:
+        raise DataError(
+            f"{path} was trained on other frames or teacher outputs than this run's (digest {saved}, "
+            f"now {expected}: ToneSettings, make_tones, TRAIN_SEED or the teacher changed). Delete it "
+            "(and its .json sidecar) to train this seed again."
+        )
+
+
 def trained_student(
     arm: str,
     seed: int,
@@ -407,21 +436,32 @@ def trained_student(
     x_test: torch.Tensor,
     args: argparse.Namespace,
     evaluate: Callable[[torch.Tensor], dict] | None,
+    learned_from: str,
 ) -> dict:
     """`run_arm`, or the student an earlier run with the same settings saved (seeds can run in parallel
-    processes; a final run then gathers them into one table without training them again)."""
+    processes; a final run then gathers them into one table without training them again).
+
+    `learned_from` (`training_digest`) names the frames and teacher outputs the student is trained on; a
+    saved student is reused only if its sidecar names the same ones.
+
+    Raises:
+        DataError: the saved student learned from other frames or teacher outputs than this run's.
+    """
     path = student_path(args.out, arm, seed, args)
     sidecar = path.with_suffix(".json")
     if path.is_file():
+        record = json.loads(sidecar.read_text())
+        check_learned_from(path, record.pop("learned_from", None), learned_from)
         model = crepe_model("tiny", pretrained=False)
         model.load_state_dict(load_file(path))
         print(f"  {arm} seed {seed}: reused the student in {path}", flush=True)
-        record = json.loads(sidecar.read_text())
         logits = logits_of(model, x_test)
         return {"arm": arm, "seed": seed, **record, "reused": True, "logits": logits, "model": model}
     r = run_arm(arm, seed, data_path, teacher_logits, args, evaluate)
     path.parent.mkdir(exist_ok=True)
-    sidecar.write_text(json.dumps({"train_s": r["train_s"], "curve": r["curve"]}))
+    sidecar.write_text(
+        json.dumps({"train_s": r["train_s"], "curve": r["curve"], "learned_from": learned_from})
+    )
     tmp = path.with_name(path.name + ".tmp")
     save_file(r["model"].state_dict(), tmp)
     tmp.replace(path)  # last: a weights file always has its sidecar
@@ -518,10 +558,18 @@ def main() -> None:
                 f"full on per-feature standardized (data.normalize=auto) vs raw frames ({probe.stop}): within +-1 bin {same['within1_all']:.2%}, "
                 f"cents {same['cents_voiced']:.2f}"
             )
+        learned_from = training_digest(train["x"], full_train)
         for seed in args.seeds:
             x_test = torch.from_numpy(test["x"])
             r = trained_student(
-                arm, seed, data_path, full_train, x_test, args, evaluate if args.curve else None
+                arm,
+                seed,
+                data_path,
+                full_train,
+                x_test,
+                args,
+                evaluate if args.curve else None,
+                learned_from,
             )
             m = agreement(r["logits"], full_test, test["f0"], args.voiced)
             print(f"  {arm} seed {seed}: {json.dumps(m)} ({r['train_s']} s)", flush=True)

@@ -122,12 +122,45 @@ def test_a_trained_student_is_reused_by_a_run_with_the_same_settings(
         batch_size=4, temperature=2.0, ml_temperature=1.0,
     )  # fmt: skip
     x_test = torch.from_numpy(bench.make_tones(1, 2, 5)["x"])
-    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None)
-    reused = bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None)
+    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None, "d")
+    reused = bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None, "d")
     assert trained == [0] and reused["train_s"] == 1
     expected = bench.logits_of(models[0], x_test)
     torch.testing.assert_close(reused["logits"], expected)  # the saved weights, buffers included
-    bench.trained_student("softmax", 1, tmp_path, None, x_test, args, None)
+    bench.trained_student("softmax", 1, tmp_path, None, x_test, args, None, "d")
     args.epochs = 2
-    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None)
+    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None, "d")
     assert trained == [0, 1, 0]  # another seed or other settings: trained
+
+
+def test_a_student_trained_on_other_frames_or_targets_is_not_reused(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The student's key holds the training settings only: tones drawn otherwise (ToneSettings, make_tones)
+    or another teacher keep the key, and must stop the run rather than gather a student of other data."""
+
+    def fake_run_arm(arm, seed, data_path, teacher_logits, args, evaluate):  # type: ignore[no-untyped-def]
+        model = bench.crepe_model("tiny", False)
+        return {"arm": arm, "seed": seed, "train_s": 1, "curve": [], "logits": None, "model": model}
+
+    monkeypatch.setattr(bench, "run_arm", fake_run_arm)
+    args = bench.argparse.Namespace(
+        out=tmp_path, train_tones=2, test_tones=1, frames_per_tone=2, epochs=1, lr=1e-3,
+        batch_size=4, temperature=2.0, ml_temperature=1.0,
+    )  # fmt: skip
+    x = bench.make_tones(2, 2, 7)["x"]
+    logits = torch.zeros(len(x), 360)
+    digest = bench.training_digest(x, logits)
+    other_tones = bench.make_tones(2, 2, 7, bench.ToneSettings(max_harmonics=2))["x"]
+    assert bench.training_digest(other_tones, logits) != digest
+    assert bench.training_digest(x, logits + 1) != digest  # another teacher's outputs
+    x_test = torch.from_numpy(bench.make_tones(1, 2, 5)["x"])
+    bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None, digest)
+    with pytest.raises(DataError, match="Delete it"):
+        bench.trained_student(
+            "softmax", 0, tmp_path, None, x_test, args, None, bench.training_digest(other_tones, logits)
+        )
+    # A student saved before the sidecar held the digest cannot be checked: reused, and said so.
+    sidecar = bench.student_path(tmp_path, "softmax", 0, args).with_suffix(".json")
+    sidecar.write_text('{"train_s": 1, "curve": []}')
+    assert bench.trained_student("softmax", 0, tmp_path, None, x_test, args, None, "x")["reused"]
