@@ -148,6 +148,9 @@ def true_bins(f0: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- models and the teacher table
 TRAIN_SEED, TEST_SEED = 1000, 2000  # the tones' generators: other seeds, other tones
+# The final held-out tones (`--final-tones`): never used to choose a setting (the curves and probes read
+# TEST_SEED's tones), so the last comparison with 'tiny' is not tuned on the tones that score it.
+FINAL_SEED = 3000
 
 
 def crepe_model(capacity: str, pretrained: bool) -> nn.Module:
@@ -287,6 +290,47 @@ def agreement(student: torch.Tensor, teacher: torch.Tensor, f0: np.ndarray, voic
         "voiced_frames": int(voiced.sum()),
         "rpa50": float(rpa.double().mean()),
     }
+
+
+def frame_scores(student: torch.Tensor, teacher: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: within +-1 bin of the teacher (0/1) and the cents error, as `agreement` counts them."""
+    within = ((student.argmax(1) - teacher.argmax(1)).abs() <= 1).double().numpy()
+    cents = (decoded_cents(student) - decoded_cents(teacher)).abs().double().numpy()
+    return within, cents
+
+
+def paired_tone_bootstrap(
+    students: list[torch.Tensor],
+    tiny: torch.Tensor,
+    teacher: torch.Tensor,
+    tones: np.ndarray,
+    voiced_threshold: float,
+    draws: int = 2000,
+) -> dict[str, list[float]]:
+    """The students' (mean over seeds) minus 'tiny''s agreement with the teacher on voiced frames, with a
+    95% interval from resampling whole tones (a tone's frames are not independent), for the +-1-bin share
+    (points) and the cents error: [estimate, low, high] each."""
+    voiced = (torch.sigmoid(teacher).amax(1) >= voiced_threshold).numpy()
+    per_student = [frame_scores(s, teacher) for s in students]
+    hit_t, cents_t = frame_scores(tiny, teacher)
+    diff_hit = np.mean([h for h, _ in per_student], axis=0) - hit_t
+    diff_cents = np.mean([c for _, c in per_student], axis=0) - cents_t
+    ids = np.unique(tones[voiced])
+    frames_of = [np.flatnonzero(voiced & (tones == t)) for t in ids]
+    rng = np.random.default_rng(0)
+
+    def estimate(values: np.ndarray, pick: np.ndarray) -> float:
+        chosen = np.concatenate([frames_of[i] for i in pick])
+        return float(values[chosen].mean())
+
+    every = np.arange(len(ids))
+    out = {}
+    for name, values, scale in (("within1_voiced_pt", diff_hit, 100.0), ("cents_voiced", diff_cents, 1.0)):
+        draws_ = [estimate(values, rng.integers(0, len(ids), len(ids))) for _ in range(draws)]
+        low, high = np.percentile(draws_, [2.5, 97.5])
+        out[name] = [scale * estimate(values, every), scale * float(low), scale * float(high)]
+    out["voiced_tones"] = [float(len(ids))]
+    return out
 
 
 # ---------------------------------------------------------------- distillation arms
@@ -469,6 +513,54 @@ def trained_student(
 
 
 # ---------------------------------------------------------------- main
+def final_comparison(
+    args: argparse.Namespace, tone_settings: ToneSettings, students: dict[str, list[dict]]
+) -> dict[str, Any]:
+    """Every trained student and 'tiny' on `--final-tones` fresh tones: the table and the paired bootstrap."""
+    final = make_tones(args.final_tones, args.final_frames_per_tone, FINAL_SEED, tone_settings)
+    path = cache_path(args.out, "full", FINAL_SEED, args.final_frames_per_tone, tone_settings)
+    full = teacher_logits(path, "full", final["x"], args.teacher_threads)
+    tiny = teacher_logits(
+        cache_path(args.out, "tiny", FINAL_SEED, args.final_frames_per_tone, tone_settings),
+        "tiny",
+        final["x"],
+        args.teacher_threads,
+    )
+    x = torch.from_numpy(final["x"])
+    rows = [{"model": "published tiny", **agreement(tiny, full, final["f0"], args.voiced)}]
+    bootstrap = {}
+    for arm, runs in students.items():
+        logits = [logits_of(r["model"], x) for r in runs]
+        for r, z in zip(runs, logits, strict=True):
+            rows.append(
+                {"model": f"student {arm} seed {r['seed']}", **agreement(z, full, final["f0"], args.voiced)}
+            )
+        bootstrap[arm] = paired_tone_bootstrap(logits, tiny, full, final["tone"], args.voiced)
+    print(
+        f"\nfinal held-out set: {args.final_tones} fresh tones x {args.final_frames_per_tone} frames (seed "
+        f"{FINAL_SEED}, never used to choose a setting)"
+    )
+    print("| model | within +-1 bin of full (voiced) | cents vs full (voiced) | voiced frames |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['within1_voiced']:.2%} | {r['cents_voiced']:.1f} | {r['voiced_frames']} |"
+        )
+    for arm, b in bootstrap.items():
+        hit, cents = b["within1_voiced_pt"], b["cents_voiced"]
+        print(
+            f"students ({arm}, mean of {len(students[arm])} seeds) minus tiny, 95% interval over "
+            f"{int(b['voiced_tones'][0])} voiced tones: within +-1 bin {hit[0]:+.2f} pt [{hit[1]:+.2f}, "
+            f"{hit[2]:+.2f}]; cents {cents[0]:+.1f} [{cents[1]:+.1f}, {cents[2]:+.1f}]"
+        )
+    return {
+        "tones": args.final_tones,
+        "frames_per_tone": args.final_frames_per_tone,
+        "rows": rows,
+        "bootstrap": bootstrap,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -476,6 +568,14 @@ def main() -> None:
     parser.add_argument("--train-tones", type=int, default=1200)
     parser.add_argument("--test-tones", type=int, default=50)
     parser.add_argument("--frames-per-tone", type=int, default=8)
+    parser.add_argument(
+        "--final-tones",
+        type=int,
+        default=0,
+        help="also score every student and 'tiny' on this many fresh held-out tones (seed FINAL_SEED, "
+        "never used to choose a setting), with a paired bootstrap over tones",
+    )
+    parser.add_argument("--final-frames-per-tone", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(
@@ -586,7 +686,8 @@ def main() -> None:
             k: float(np.mean([r[k] for r in runs]))
             for k in ("within1_voiced", "within1_all", "cents_voiced", "rpa50")
         }
-        sd = {k: float(np.std([r[k] for r in runs])) for k in mean}
+        # Sample standard deviation over seeds (ddof 1), as the docs' "mean ± sd" reads.
+        sd = {k: float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in mean}
         rows.append({"model": f"student {arm} mean of {len(runs)}", **mean, "sd": sd})
 
     print(
@@ -598,9 +699,14 @@ def main() -> None:
             f"| {r['model']} | {r['within1_voiced']:.2%} | {r['within1_all']:.2%} | {r['cents_voiced']:.1f} | {r['rpa50']:.2%} |"
         )
 
+    final = final_comparison(args, tone_settings, students) if args.final_tones > 0 else None
     results = args.out / f"results-{'-'.join(args.arms)}.json"
     results.write_text(
-        json.dumps({"settings": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1, default=str)
+        json.dumps(
+            {"settings": vars(args) | {"out": str(args.out)}, "rows": rows, "final": final},
+            indent=1,
+            default=str,
+        )
     )
     if args.no_onnx:
         return
@@ -623,7 +729,12 @@ def main() -> None:
     ]
     results.write_text(
         json.dumps(
-            {"settings": vars(args) | {"out": str(args.out)}, "rows": rows, "latency": latency},
+            {
+                "settings": vars(args) | {"out": str(args.out)},
+                "rows": rows,
+                "final": final,
+                "latency": latency,
+            },
             indent=1,
             default=str,
         )
