@@ -47,6 +47,7 @@ def test_a_pickled_module_is_refused_without_trust_and_imported_with_it(tmp_path
     r = runner.invoke(app, ["import", str(tmp_path / "m.pt"), str(out)])
     assert r.exit_code == 2, r.output
     assert "--trust-pickle" in _text(r) and "runs the code" in _text(r)
+    assert _text(r).count("--trust-pickle") == 1  # the loader's own hint is not repeated
     assert not out.exists()  # nothing half-written
     r = runner.invoke(app, ["import", str(tmp_path / "m.pt"), str(out), "--trust-pickle"])
     assert r.exit_code == 0, r.output

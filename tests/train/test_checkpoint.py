@@ -107,6 +107,7 @@ def test_the_pickle_refusal_never_advises_unpickling(tmp_path, writer) -> None:
     assert "\x1b" not in message
     assert "needs code" in message and "does not unpickle" in message
     assert "safetensors" in message and "state_dict()" in message
+    assert f"distil import {evil}" in message and "--trust-pickle" in message  # the conversion, named
     assert not (tmp_path / "pwned").exists()
 
 

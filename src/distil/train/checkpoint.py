@@ -267,7 +267,8 @@ def _pickle_refusal(path: Path, exc: BaseException) -> str:
         what = f" ({needs.group(1)})" if needs else ""
         return (
             f"{str(path)!r} needs code{what} to load: it is a pickle of Python objects, not only tensors, "
-            f"and distil does not unpickle files (unpickling can run any code the file chooses). {fix}"
+            f"and distil does not unpickle files (unpickling can run any code the file chooses). {fix} "
+            f"If it is your own file: `distil import {path} weights.safetensors --trust-pickle` converts it once."
         )
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return f"cannot read {str(path)!r} as a tensors-only .pt file: {first}. {fix}"

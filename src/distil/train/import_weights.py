@@ -70,9 +70,11 @@ def import_weights(src: str | Path, out: str | Path, *, trust_pickle: bool = Fal
         if not src.is_file():
             raise
         if not trust_pickle:
+            reason = str(exc).split(" If it is your own file:")[0]  # the loader's own hint names no OUT
             raise CheckpointError(
-                f"{exc} If it is your own file, `distil import {src} {out} --trust-pickle` unpickles it once (which "
-                "runs the code it names, so only for files you made or trust) and writes its tensors as safetensors."
+                f"{reason} If it is your own file, `distil import {src} {out} --trust-pickle` unpickles it once "
+                "(which runs the code it names, so only for files you made or trust) and writes its tensors as "
+                "safetensors."
             ) from None
         state, unpickled = _unpickled_state_dict(src), True
     # Clones: safetensors refuses tensors that share storage (tied weights), and views of larger buffers.
