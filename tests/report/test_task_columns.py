@@ -34,3 +34,11 @@ def test_data_line_names_labels_and_targets() -> None:
     assert "6 labels (multilabel)" in data_line({"name": "npz", "num_classes": 6, "task": "multilabel"})
     assert "2 target columns" in data_line({"name": "npz", "num_classes": 2, "task": "regression"})
     assert "10 classes" in data_line({"name": "digits", "num_classes": 10})
+
+
+def test_the_change_of_a_regression_metric_is_a_difference_not_points() -> None:
+    teacher = _row("t", "regression", 0.9, {"r2": 0.9, "mae": 0.1, "rmse": 0.2})
+    student = _row("s", "regression", 0.56, {"r2": 0.56, "mae": 0.3, "rmse": 0.4})
+    assert metric_rows([teacher, student], teacher)[1][-1] == "-0.3400"  # R^2 0.90 -> 0.56, not "-34.00 pt"
+    shares = [_row("t", "multilabel", 0.8, {"mAP": 0.8}), _row("s", "multilabel", 0.7, {"mAP": 0.7})]
+    assert metric_rows(shares, shares[0])[1][-1] == "-10.00 pt"  # a share keeps its points

@@ -14,7 +14,7 @@ from distil.measure import ModelMetrics, compare
 from distil.report.html import image_html, page_html, table_html
 from distil.report.plots import plot_pareto
 from distil.report.rundata import RunData, load_run
-from distil.report.tables import _opt, _per_byte, compression_cell, human, latency_cell
+from distil.report.tables import _opt, _per_byte, compression_cell, human, latency_cell, quality_change_cell
 from distil.report.writer import latency_points, size_points
 
 COMPARE_COLUMNS = (
@@ -40,7 +40,7 @@ def _delta(m: ModelMetrics, reference: ModelMetrics, accuracy_change: float | No
     bpb, ref_bpb = _per_byte(m)[0], _per_byte(reference)[0]
     if bpb is not None and ref_bpb is not None:
         return f"{bpb - ref_bpb:+.3f} bits/B"
-    return "—" if accuracy_change is None else f"{accuracy_change:+.2f} pt"
+    return quality_change_cell(accuracy_change, [m])
 
 
 def compare_rows(runs: Sequence[RunData]) -> list[list[str]]:

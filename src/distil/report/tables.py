@@ -78,6 +78,18 @@ def _formats(metrics: Sequence[ModelMetrics]) -> dict[str, str]:
     return TASKS.get(name).formats
 
 
+def quality_change_cell(change_pt: float | None, metrics: Sequence[ModelMetrics]) -> str:
+    """The change of the task's main metric (`compare`'s ``accuracy_change``, x100): in points where the
+    metric is a share (accuracy, mAP, mIoU), else as a plain difference in the metric's own format (a
+    regression's R^2 going from 0.90 to 0.56 is -0.340, not "-34.00 pt"); "—" when none compares."""
+    if change_pt is None:
+        return "—"
+    spec = _formats(metrics).get("accuracy", ".2%")
+    if spec.endswith("%"):
+        return f"{change_pt:+.2f} pt"
+    return format(change_pt / 100, "+" + spec.lstrip("+"))
+
+
 def columns_for(metrics: Sequence[ModelMetrics]) -> tuple[str, ...]:
     """The table's columns for these models: `COLUMNS` (the quality column and Δ named by the task, its
     other metrics after agreement: `task_quality`), or `LM_COLUMNS` for language models."""
@@ -271,7 +283,7 @@ def metric_rows(metrics: Sequence[ModelMetrics], reference: ModelMetrics) -> lis
                 _opt(m.throughput_b256, ",.0f") + ("/s" if m.throughput_b256 is not None else ""),
                 "1x" if is_ref else compression_cell(r),
                 "1x" if is_ref else speedup_cell(reference, m, r["speedup_b1"]),
-                "" if is_ref else f"{r['accuracy_change']:+.2f} pt",
+                "" if is_ref else quality_change_cell(r["accuracy_change"], metrics),
             ]
         )
     return rows
