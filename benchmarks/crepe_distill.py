@@ -28,7 +28,8 @@ plus raw pitch accuracy against the true f0 (within 50 cents, voiced tones) for 
 published 'tiny' is measured the same way, and ONNX Runtime latency of the student, 'tiny' and 'full'.
 
 Each frame is paid for once, ever: 'full' costs 80-300 ms a frame on a shared CPU core (about 50 minutes
-for the default 1200 + 50 tones). Its outputs (and the published 'tiny''s on the held-out frames) are kept
+for 1200 + 50 tones; the default is 2400 training tones, plus 600 fresh tones x 2 frames for the final
+comparison, --final-tones). Its outputs (and the published 'tiny''s on the held-out frames) are kept
 in --out, one .npz per split keyed by (tones seed, frames per tone, ToneSettings, CACHE_VERSION) with a
 fingerprint of every frame, and served to distil as a lookup table (`TableTeacher`). A later run reuses
 them (it prints "reused"); one with more tones computes only the new tones' frames (tones are drawn in
@@ -565,13 +566,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-tones", type=int, default=1200)
+    parser.add_argument("--train-tones", type=int, default=2400)
     parser.add_argument("--test-tones", type=int, default=50)
     parser.add_argument("--frames-per-tone", type=int, default=8)
     parser.add_argument(
         "--final-tones",
         type=int,
-        default=0,
+        default=600,
         help="also score every student and 'tiny' on this many fresh held-out tones (seed FINAL_SEED, "
         "never used to choose a setting), with a paired bootstrap over tones",
     )
@@ -611,6 +612,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.train_tones, args.test_tones, args.frames_per_tone, args.epochs, args.seeds = 24, 8, 4, 1, [0]
+        args.final_tones = min(args.final_tones, 6)
     args.out.mkdir(parents=True, exist_ok=True)
 
     tone_settings = ToneSettings()
