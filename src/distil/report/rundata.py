@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distil.data.npz import test_split_title
 from distil.errors import ConfigError
 from distil.measure import ModelMetrics
 
@@ -65,8 +66,7 @@ class RunData:
         """What the test metrics measure: "NAME test set", or what a synthetic set's carved split measures
         (agreement with the teacher, `distil.data.npz`)."""
         extra = self.data.get("extra")
-        named = extra.get("test_metric") if isinstance(extra, dict) else None
-        return str(named or f"{self.data.get('name', '?')} test set")
+        return test_split_title(str(self.data.get("name", "?")), extra if isinstance(extra, dict) else {})
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -17,6 +17,7 @@ from torch import nn
 
 from distil.config import Recipe, TransferConfig
 from distil.data import DataBundle, load_dataset
+from distil.data.npz import test_split_title
 from distil.data.unlabeled import labeled_part, transfer_set, what_students_saw
 from distil.errors import ConfigError
 from distil.measure import count_parameters
@@ -142,8 +143,7 @@ def cross_tokenizer_view(recipe: Recipe, data: DataBundle, teacher: nn.Module | 
 
 
 def _title(recipe: Recipe, data: DataBundle) -> str:
-    # A synthetic transfer set without real test data names what its test split measures (distil.data.npz).
-    return f"{recipe.name}: {data.extra.get('test_metric') or f'{data.name} test set'}"
+    return f"{recipe.name}: {test_split_title(data.name, data.extra)}"
 
 
 def run_pipeline(
