@@ -70,21 +70,31 @@ class TeacherFacts:
     name: str = NO_DATA_NAME
 
 
+def _parse_list(text: str | None, convert: Any, valid: Any, option: str, hint: str) -> tuple[Any, ...] | None:
+    """``text`` split at commas and converted part by part; None stays None.
+
+    Raises:
+        ConfigError: an empty list, a part `convert` rejects, or values `valid` rejects; `hint` says what to give.
+    """
+    if text is None:
+        return None
+    try:
+        values = tuple(convert(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not valid(values):
+        raise ConfigError(f"{option} {text!r}: {hint}")
+    return values
+
+
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
     """``"1,28,28"`` as (1, 28, 28); None stays None.
 
     Raises:
         ConfigError: a part that is not a positive integer.
     """
-    if text is None:
-        return None
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise ConfigError(f"{option} {text!r}: give positive integers separated by commas, e.g. 1,28,28.")
-    return values
+    hint = "give positive integers separated by commas, e.g. 1,28,28."
+    return _parse_list(text, int, lambda v: all(x >= 1 for x in v), option, hint)
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -93,15 +103,8 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
     Raises:
         ConfigError: a part that is not a finite number.
     """
-    if text is None:
-        return None
-    try:
-        values = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(np.isfinite(values)):
-        raise ConfigError(f"{option} {text!r}: give numbers separated by commas (one, or one per channel).")
-    return values
+    hint = "give numbers separated by commas (one, or one per channel)."
+    return _parse_list(text, float, lambda v: bool(np.isfinite(v).all()), option, hint)
 
 
 def parse_names(text: str | None) -> tuple[str, ...] | None:
