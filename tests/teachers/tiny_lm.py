@@ -1,4 +1,4 @@
-"""The tiny llama and text the cross-tokenizer tests (test_crosstok, test_xtokcache) share."""
+"""The tiny llama and text the language-model tests share (test_crosstok, test_xtokcache, test_eval_bits_per_byte)."""
 
 from __future__ import annotations
 

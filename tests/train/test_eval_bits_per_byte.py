@@ -18,22 +18,13 @@ from distil.data.text import load_text
 from distil.data.tokenize import get_tokenizer
 from distil.measure.bytes import split_bits_per_byte
 from distil.models import create_model
+from tests.teachers.tiny_lm import tiny_llama
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n"
 
 
 def _lm(vocab: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = {
-        "model_type": "llama",
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 64,
-    }
-    return create_model("hf-causal-lm", num_classes=vocab, config=config)
+    return tiny_llama(vocab, seed=0)
 
 
 @pytest.fixture(scope="module")
