@@ -365,3 +365,21 @@ def test_a_state_saved_before_bundles_recorded_their_eos_id_still_resumes(sums) 
     assert saved != today and upgrade_fingerprint(saved, today) == today
     other = {**saved, "data": {**saved["data"], "extra": {**old_extra, "tokenizer": "other-v1"}}}
     assert upgrade_fingerprint(other, today) != today  # another tokenizer is still another run
+
+
+def test_the_compiled_decoding_step_reaches_the_sampler_and_may_change_on_resume(sums) -> None:
+    from distil.train.onpolicy import on_policy
+    from distil.train.state import fingerprint, upgrade_fingerprint
+
+    student = _lm(sums, 1)
+    generation = GenerationConfig(lmbda=1.0, compile_step=True)
+    rewriter = on_policy(generation, _cfg(1.0), sums, student, KDConfig(terms={"rkl": 1.0}))
+    assert rewriter is not None and rewriter.sampling.compile_step
+    # How fast completions are decoded is not what was trained: a run resumes with it turned on or off.
+    on, off = (
+        StudentTrainConfig(epochs=1, generation=GenerationConfig(compile_step=c)) for c in (True, False)
+    )
+    assert fingerprint("student_kd", on, {}, student) == fingerprint("student_kd", off, {}, student)
+    today = fingerprint("student_kd", on, {}, student)
+    before_generation = {k: v for k, v in today["recipe"].items() if k != "generation"}
+    assert upgrade_fingerprint({**today, "recipe": before_generation}, today) == today

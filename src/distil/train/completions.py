@@ -42,11 +42,14 @@ class Sampling:
         top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = all).
         max_new_tokens: most tokens per completion (end of sequence included); None = the room the
             block leaves after the batch's longest prompt.
+        compile_step: decode with the model's one-token step compiled (``decode(compile_step=True)``):
+            how fast, not what is drawn, so it is left out of the seq-KD cache key.
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
+    compile_step: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ def _generate(
             top_p=sampling.top_p,
             stop_ids=(eos_id,),
             pad_id=pad_id,
+            compile_step=sampling.compile_step,
         )[0]
     warnings.warn(
         f"{type(hf).__name__}: generating with transformers' generate, not distil's faster decoder ({problem})",

@@ -200,7 +200,9 @@ def on_policy(
     if generation is None or generation.lmbda <= 0:
         return None
     check_on_policy(generation, cfg, data, student, loss)
-    sampling = Sampling(generation.temperature, generation.top_p, generation.max_new_tokens)
+    sampling = Sampling(
+        generation.temperature, generation.top_p, generation.max_new_tokens, generation.compile_step
+    )
     return OnPolicy(generation.lmbda, sampling, eos_id=int(data.extra[EOS_ID]), seed=cfg.seed)
 
 
