@@ -435,3 +435,20 @@ def test_the_generation_settings_carry_the_compiled_step_to_the_decoder(
     monkeypatch.setattr(completions, "decode", spy)
     generate_completions(_tiny_llama(), _batch(), Sampling(temperature=0, compile_step=True), eos_id=EOS)
     assert seen["compile_step"] is True
+
+
+def test_a_compiler_failure_stops_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distil.measure import lm
+
+    def broken(*args: object) -> torch.Tensor:
+        raise torch._dynamo.exc.BackendCompilerFailed(
+            "inductor", RuntimeError("InvalidCxxCompiler: No working C++ compiler found"), None
+        )
+
+    monkeypatch.setattr(lm, "_compiled_step_fn", lambda: broken)
+    hf = _tiny_llama().hf
+    with pytest.raises(
+        ModelError,
+        match=r"decoding step of LlamaForCausalLM failed \(RuntimeError: InvalidCxxCompiler.*compile_step",
+    ):
+        decode(hf, torch.tensor([[1, 2], [3, 4]]), 3, compile_step=True)

@@ -312,6 +312,25 @@ def _compiled_step_fn() -> Callable[..., torch.Tensor]:
     return _STEP[0]
 
 
+def _run_compiled(hf: Any, *args: Any) -> torch.Tensor:
+    """The compiled step on `args` (as :func:`_one_step` takes them after `hf`).
+
+    Raises:
+        ModelError: the compiler failed (the first call compiles), e.g. no C++ compiler on a CPU machine.
+    """
+    try:
+        return _compiled_step_fn()(hf, *args)
+    except torch._dynamo.exc.BackendCompilerFailed as err:
+        cause = err.inner_exception
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        why = f"{type(cause).__name__}: {first_line}"
+        raise ModelError(
+            f"compiling the decoding step of {type(hf).__name__} failed ({why}); "
+            "install what the compiler needs (a C++ compiler such as gcc on a CPU machine) or decode "
+            "eagerly: compile_step=False (generation.compile_step: false)."
+        ) from err
+
+
 def _bucket(length: int) -> int:
     return -(-length // CACHE_BUCKET) * CACHE_BUCKET
 
@@ -429,7 +448,7 @@ def decode(
         if compiled is not None and step > 0:
             # Fixed shapes: the mask's one row (a copy, not a view at an offset that changes) or all of it.
             step_mask = rows_now.contiguous() if prepared is not None else grown
-            logits = _compiled_step_fn()(hf, step_in, position, step_mask, past, name, fixed)
+            logits = _run_compiled(hf, step_in, position, step_mask, past, name, fixed)
         else:
             out = hf(input_ids=step_in, **kwargs, **fixed)
             logits, past = out.logits[:, -1], _cache_of(out)
