@@ -414,6 +414,18 @@ def test_other_prompts_budgets_and_updated_weights_reuse_the_compiled_step(
     assert torch.equal(compiled, eager)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [MISTRAL_WINDOW, GPT2], ids=["mistral-window-2", "gpt2"])
+def test_the_compiled_step_of_other_architectures_decodes_what_eager_decoding_does(
+    config: dict[str, object],
+) -> None:
+    # The sliding window gets no prepared mask (its step takes the whole 2D mask); gpt2 has learned positions.
+    hf = _tiny_llama(config).hf
+    prompts, mask = _left_padded()
+    eager, compiled = _both(hf, prompts, mask, 6, stop_ids=(11,), pad_id=0)
+    assert torch.equal(compiled, eager)
+
+
 def test_a_compiled_step_is_refused_with_the_fix_for_a_model_that_cannot_take_a_static_cache() -> None:
     model = _ScriptedLM([[7, 7], [8, 8]])
     with pytest.raises(ModelError, match=r"cannot decode with a static KV cache.*compile_step=False"):
