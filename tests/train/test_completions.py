@@ -14,6 +14,7 @@ from distil.models import create_model
 from distil.train.completions import (
     Sampling,
     _hf_generate,
+    check_can_generate,
     completion_end_problem,
     completion_lengths,
     generate_completions,
@@ -431,6 +432,12 @@ def test_a_compiled_step_is_refused_with_the_fix_for_a_model_that_cannot_take_a_
     with pytest.raises(ModelError, match=r"cannot decode with a static KV cache.*compile_step=False"):
         decode(model, torch.tensor([[1], [2]]), 2, compile_step=True)
     assert not model.seen  # refused before any forward
+    # And before a run trains (check_on_policy asks this of the student).
+    check_can_generate(model)
+    with pytest.raises(
+        ModelError, match=r"_ScriptedLM cannot generate with the compiled.*static KV cache.*=false"
+    ):
+        check_can_generate(model, compile_step=True)
 
 
 def test_the_generation_settings_carry_the_compiled_step_to_the_decoder(

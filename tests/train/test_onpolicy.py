@@ -206,6 +206,13 @@ def test_what_on_policy_distillation_cannot_train_is_refused_before_training(sum
         distill(net, net, digits, _cfg(0.5), KD)
     with pytest.raises(ModelError, match="cannot generate"):
         distill(teacher, _NoGenerate(student), sums, _cfg(0.5), KD)
+    # The compiled decoding step asked of a student that cannot take a static cache: refused before training.
+    compiled = _cfg(0.5).model_copy(update={"generation": GenerationConfig(lmbda=0.5, compile_step=True)})
+    with pytest.raises(
+        ModelError, match=r"compiled decoding step: distil's decoder cannot.*compile_step=false"
+    ):
+        check_on_policy(compiled.generation, compiled, sums, _GenerateOnly(student), None)
+    check_on_policy(compiled.generation, compiled, sums, student, None)  # a llama takes it
 
 
 class _NoGenerate(torch.nn.Module):
@@ -217,6 +224,13 @@ class _NoGenerate(torch.nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm(ids)
+
+
+class _GenerateOnly(_NoGenerate):
+    """A language model with a `generate` (transformers' would run it) that distil's decoder cannot drive."""
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("not called by the checks")
 
 
 def test_chat_data_trains_on_policy(tmp_path: Path) -> None:

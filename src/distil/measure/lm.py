@@ -151,6 +151,19 @@ def _static_cache(hf: Any, length: int) -> Any | None:
     return StaticCache(config=hf.config, max_cache_len=length)
 
 
+def compile_step_problem(hf: Any) -> str | None:
+    """Why :func:`decode` cannot run `hf` with ``compile_step=True``, or None (checked before a run trains)."""
+    problem = decode_problem(hf)
+    if problem is not None:
+        return f"distil's decoder cannot drive it ({problem})"
+    if _static_cache(hf, 1) is None:  # allocates nothing: its tensors come with the first write
+        return (
+            "it cannot take a static KV cache (transformers allows one only for models whose class sets "
+            "_can_compile_fullgraph)"
+        )
+    return None
+
+
 def _choose_cache(hf: Any, length: int, static_cache: bool | None, device: torch.device) -> Any | None:
     """The cache to start decoding with: a static one (see :func:`_static_cache`) or None (the model's own).
 
@@ -564,6 +577,7 @@ def greedy_samples(model: nn.Module, tokenizer: Any, prompts: Sequence[str], n: 
 
 __all__ = [
     "GenerationLatency",
+    "compile_step_problem",
     "decode",
     "decode_problem",
     "generation_latency",

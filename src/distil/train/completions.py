@@ -30,7 +30,7 @@ from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
 from distil.hf_common import quiet_progress
 from distil.measure._util import _eval_mode
-from distil.measure.lm import decode, decode_problem
+from distil.measure.lm import compile_step_problem, decode, decode_problem
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,21 @@ def _causal_lm(model: nn.Module) -> Any:
     return hf
 
 
-def check_can_generate(model: nn.Module) -> None:
-    """Refuse, before any work, a model that cannot generate completions.
+def check_can_generate(model: nn.Module, *, compile_step: bool = False) -> None:
+    """Refuse, before any work, a model that cannot generate completions (with the compiled decoding step
+    when `compile_step`).
 
     Raises:
-        ModelError: `model` is neither a Hugging Face causal LM nor a module with a ``generate()``.
+        ModelError: `model` is neither a Hugging Face causal LM nor a module with a ``generate()``, or
+            `compile_step` for a model the compiled step cannot run (:func:`compile_step_problem`).
     """
-    _causal_lm(model)
+    hf = _causal_lm(model)
+    problem = compile_step_problem(hf) if compile_step else None
+    if problem is not None:
+        raise ModelError(
+            f"{type(model).__name__} cannot generate with the compiled decoding step: {problem}. Fix: "
+            "student_train.generation.compile_step=false (decode eagerly)."
+        )
 
 
 def prompt_rows_problem(split: Any, batch_size: int = 1024) -> str | None:
