@@ -397,3 +397,23 @@ def test_the_compiled_decoding_step_reaches_the_sampler_and_may_change_on_resume
     today = fingerprint("student_kd", on, {}, student)
     before_generation = {k: v for k, v in today["recipe"].items() if k != "generation"}
     assert upgrade_fingerprint({**today, "recipe": before_generation}, today) == today
+
+
+@pytest.mark.slow
+def test_on_policy_training_with_the_compiled_step_trains_the_student_eager_decoding_trains(sums) -> None:
+    from torch._dynamo.utils import counters
+
+    weights = []
+    for compiled in (False, True):
+        generation = GenerationConfig(lmbda=1.0, temperature=1.0, compile_step=compiled)
+        cfg = StudentTrainConfig(epochs=1, batch_size=16, lr=0.01, generation=generation)
+        student = _lm(sums, 1)
+        torch.manual_seed(5)
+        torch._dynamo.reset()  # other tests' graphs of the step: a guard failing on them would count as a recompile
+        graphs = counters["stats"]["unique_graphs"]
+        # 13 batches: prompts of several lengths, weights updated between them, a last batch of 8 (eager).
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            distill(_lm(sums, 0), student, sums, cfg, KD)
+        assert counters["stats"]["unique_graphs"] - graphs == int(compiled)  # one graph, compiled once
+        weights.append([p.detach().clone() for p in student.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))  # the same draws, the same student
