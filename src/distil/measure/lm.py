@@ -314,11 +314,11 @@ _STEP: list[Callable[..., torch.Tensor]] = []  # the torch.compile wrapper of _o
 
 
 def _compiled_step_fn() -> Callable[..., torch.Tensor]:
-    """`_one_step` compiled (once per process: dynamo keeps its graphs per code object, guarded per model).
+    """`_one_step` compiled (once per process: dynamo keeps its graphs per code object, under guards).
 
-    ``dynamic=False``: a graph per (model, batch size, cache length), each specialised to its shapes;
-    :func:`_compiled_for` keeps those few per run. The model is an argument, not a closure, so the
-    graphs hold no strong reference that would keep a model alive.
+    ``dynamic=False``: a graph per architecture, batch size and cache length, specialised to those
+    shapes (models alike in them share it: the parameters are graph inputs); :func:`_compiled_for` keeps
+    those few per run. The model is an argument, not a closure, so no graph keeps a model alive.
     """
     if not _STEP:
         _STEP.append(torch.compile(_one_step, dynamic=False))
