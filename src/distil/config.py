@@ -685,6 +685,12 @@ class GenerationConfig(_Strict):
         gt=0,
         description="most tokens per completion; None = the room the block leaves after the prompt",
     )
+    compile_step: bool = Field(
+        default=False,
+        description="torch.compile the student's (on-policy) or teacher's (seq_kd) one-token decoding step: "
+        "faster steps after a compile of seconds (GPU) to minutes (CPU), for long runs (docs/lm.md, "
+        "The decoder and its speed); not part of the resume fingerprint",
+    )
 
 
 class StudentTrainConfig(TrainConfig):

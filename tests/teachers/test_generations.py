@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,8 @@ def test_the_key_changes_with_the_teacher_and_the_sampling_not_the_students_sett
     key = generations_key(teacher, data, _settings(data))
     assert generations_key(_llama(data, seed=1), data, _settings(data)) != key
     assert generations_key(teacher, data, _settings(data, temperature=0.7)) != key
+    compiled = replace(_settings(data), sampling=Sampling(temperature=0.0, compile_step=True))
+    assert generations_key(teacher, data, compiled) == key  # how fast they were decoded, not which
     sweep = [_cfg(tmp_path, temperature=0), _cfg(tmp_path, temperature=0).model_copy(update={"lr": 0.5})]
     records = [seq_kd_data([teacher], data, c, None)[1]["completions"] for c in sweep]
     assert "built" in records[0] and "cached" in records[1]

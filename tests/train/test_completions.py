@@ -14,6 +14,7 @@ from distil.models import create_model
 from distil.train.completions import (
     Sampling,
     _hf_generate,
+    check_can_generate,
     completion_end_problem,
     completion_lengths,
     generate_completions,
@@ -354,3 +355,120 @@ def test_a_mask_too_large_to_prepare_is_left_to_the_model(monkeypatch: pytest.Mo
     prompts, mask = _left_padded()
     want = _hf_generate(hf, prompts, mask, Sampling(temperature=0), 6, eos_id=-1, pad_id=0)
     assert torch.equal(decode(hf, prompts, 6, attention_mask=mask)[0], want)  # the 2D mask path
+
+
+# --- The compiled one-token step (decode(compile_step=True)) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compiled_llama() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny llama whose step is compiled once (the first decode), shared by the compile tests."""
+    from torch._dynamo.utils import counters
+
+    model = _tiny_llama()
+    prompts, mask = _left_padded()
+    torch._dynamo.reset()  # other tests' graphs of the step: a guard failing on them would count as a recompile
+    graphs = counters["stats"]["unique_graphs"]
+    decode(model.hf, prompts, 6, attention_mask=mask, compile_step=True)
+    assert counters["stats"]["unique_graphs"] > graphs  # the step really was compiled
+    return model, prompts, mask
+
+
+def _both(hf: torch.nn.Module, prompts: torch.Tensor, mask: torch.Tensor, new: int, **kw: object) -> list:
+    """Eager and compiled decoding of the same call, each from seed 3 (so sampling draws alike)."""
+    out = []
+    for compiled in (False, True):
+        torch.manual_seed(3)
+        out.append(decode(hf, prompts, new, attention_mask=mask, compile_step=compiled, **kw)[0])  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.slow
+def test_the_compiled_step_decodes_what_eager_decoding_does(
+    compiled_llama: tuple[torch.nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
+    model, prompts, mask = compiled_llama
+    first = decode(model.hf, prompts, 6, attention_mask=mask)[0]
+    eos = int(first[0, 1])  # row 0 stops at its second token, the others when they say it (per-row stop)
+    eager, compiled = _both(model.hf, prompts, mask, 6, stop_ids=(eos,), pad_id=0)
+    assert torch.equal(compiled, eager) and (compiled == eos).any(dim=1).sum() >= 1
+    eager, compiled = _both(model.hf, prompts, mask, 6, temperature=0.7, top_p=0.9, stop_ids=(11,), pad_id=0)
+    assert torch.equal(compiled, eager)  # sampled: the same draws from the same seed
+
+
+@pytest.mark.slow
+def test_other_prompts_budgets_and_updated_weights_reuse_the_compiled_step(
+    compiled_llama: tuple[torch.nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
+    model, prompts, mask = compiled_llama
+    torch.manual_seed(4)
+    longer, longer_mask = left_padded_prompts(torch.randint(0, 12, (4, 9)), torch.tensor([9, 2, 7, 4]), 0)
+    with torch.no_grad():  # an optimizer's in-place update between two generations
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    with torch._dynamo.config.patch(error_on_recompile=True):  # any recompilation fails the test
+        for ids, attention, new in ((longer, longer_mask, 20), (prompts, mask, 3)):
+            eager, compiled = _both(model.hf, ids, attention, new, stop_ids=(11,), pad_id=0)
+            assert torch.equal(compiled, eager)
+    # A batch of another size (a last partial batch) decodes eagerly, the same ids, nothing compiled.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        eager, compiled = _both(model.hf, prompts[:3], mask[:3], 6)
+    assert torch.equal(compiled, eager)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [MISTRAL_WINDOW, GPT2], ids=["mistral-window-2", "gpt2"])
+def test_the_compiled_step_of_other_architectures_decodes_what_eager_decoding_does(
+    config: dict[str, object],
+) -> None:
+    # The sliding window gets no prepared mask (its step takes the whole 2D mask); gpt2 has learned positions.
+    hf = _tiny_llama(config).hf
+    prompts, mask = _left_padded()
+    eager, compiled = _both(hf, prompts, mask, 6, stop_ids=(11,), pad_id=0)
+    assert torch.equal(compiled, eager)
+
+
+def test_a_compiled_step_is_refused_with_the_fix_for_a_model_that_cannot_take_a_static_cache() -> None:
+    model = _ScriptedLM([[7, 7], [8, 8]])
+    with pytest.raises(ModelError, match=r"cannot decode with a static KV cache.*compile_step=False"):
+        decode(model, torch.tensor([[1], [2]]), 2, compile_step=True)
+    assert not model.seen  # refused before any forward
+    # And before a run trains (check_on_policy asks this of the student).
+    check_can_generate(model)
+    with pytest.raises(
+        ModelError, match=r"_ScriptedLM cannot generate with the compiled.*static KV cache.*=false"
+    ):
+        check_can_generate(model, compile_step=True)
+
+
+def test_the_generation_settings_carry_the_compiled_step_to_the_decoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from distil.train import completions
+
+    seen: dict[str, object] = {}
+
+    def spy(*args: object, **kwargs: object) -> tuple[torch.Tensor, float]:
+        seen.update(kwargs)
+        return torch.full((2, 1), EOS), 0.0
+
+    monkeypatch.setattr(completions, "decode", spy)
+    generate_completions(_tiny_llama(), _batch(), Sampling(temperature=0, compile_step=True), eos_id=EOS)
+    assert seen["compile_step"] is True
+
+
+def test_a_compiler_failure_stops_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distil.measure import lm
+
+    def broken(*args: object) -> torch.Tensor:
+        raise torch._dynamo.exc.BackendCompilerFailed(
+            "inductor", RuntimeError("InvalidCxxCompiler: No working C++ compiler found"), None
+        )
+
+    monkeypatch.setattr(lm, "_compiled_step_fn", lambda: broken)
+    hf = _tiny_llama().hf
+    with pytest.raises(
+        ModelError,
+        match=r"decoding step of LlamaForCausalLM failed \(RuntimeError: InvalidCxxCompiler.*compile_step",
+    ):
+        decode(hf, torch.tensor([[1, 2], [3, 4]]), 3, compile_step=True)

@@ -206,6 +206,13 @@ def test_what_on_policy_distillation_cannot_train_is_refused_before_training(sum
         distill(net, net, digits, _cfg(0.5), KD)
     with pytest.raises(ModelError, match="cannot generate"):
         distill(teacher, _NoGenerate(student), sums, _cfg(0.5), KD)
+    # The compiled decoding step asked of a student that cannot take a static cache: refused before training.
+    compiled = _cfg(0.5).model_copy(update={"generation": GenerationConfig(lmbda=0.5, compile_step=True)})
+    with pytest.raises(
+        ModelError, match=r"compiled decoding step: distil's decoder cannot.*compile_step=false"
+    ):
+        check_on_policy(compiled.generation, compiled, sums, _GenerateOnly(student), None)
+    check_on_policy(compiled.generation, compiled, sums, student, None)  # a llama takes it
 
 
 class _NoGenerate(torch.nn.Module):
@@ -217,6 +224,13 @@ class _NoGenerate(torch.nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm(ids)
+
+
+class _GenerateOnly(_NoGenerate):
+    """A language model with a `generate` (transformers' would run it) that distil's decoder cannot drive."""
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("not called by the checks")
 
 
 def test_chat_data_trains_on_policy(tmp_path: Path) -> None:
@@ -365,3 +379,41 @@ def test_a_state_saved_before_bundles_recorded_their_eos_id_still_resumes(sums) 
     assert saved != today and upgrade_fingerprint(saved, today) == today
     other = {**saved, "data": {**saved["data"], "extra": {**old_extra, "tokenizer": "other-v1"}}}
     assert upgrade_fingerprint(other, today) != today  # another tokenizer is still another run
+
+
+def test_the_compiled_decoding_step_reaches_the_sampler_and_may_change_on_resume(sums) -> None:
+    from distil.train.onpolicy import on_policy
+    from distil.train.state import fingerprint, upgrade_fingerprint
+
+    student = _lm(sums, 1)
+    generation = GenerationConfig(lmbda=1.0, compile_step=True)
+    rewriter = on_policy(generation, _cfg(1.0), sums, student, KDConfig(terms={"rkl": 1.0}))
+    assert rewriter is not None and rewriter.sampling.compile_step
+    # How fast completions are decoded is not what was trained: a run resumes with it turned on or off.
+    on, off = (
+        StudentTrainConfig(epochs=1, generation=GenerationConfig(compile_step=c)) for c in (True, False)
+    )
+    assert fingerprint("student_kd", on, {}, student) == fingerprint("student_kd", off, {}, student)
+    today = fingerprint("student_kd", on, {}, student)
+    before_generation = {k: v for k, v in today["recipe"].items() if k != "generation"}
+    assert upgrade_fingerprint({**today, "recipe": before_generation}, today) == today
+
+
+@pytest.mark.slow
+def test_on_policy_training_with_the_compiled_step_trains_the_student_eager_decoding_trains(sums) -> None:
+    from torch._dynamo.utils import counters
+
+    weights = []
+    for compiled in (False, True):
+        generation = GenerationConfig(lmbda=1.0, temperature=1.0, compile_step=compiled)
+        cfg = StudentTrainConfig(epochs=1, batch_size=16, lr=0.01, generation=generation)
+        student = _lm(sums, 1)
+        torch.manual_seed(5)
+        torch._dynamo.reset()  # other tests' graphs of the step: a guard failing on them would count as a recompile
+        graphs = counters["stats"]["unique_graphs"]
+        # 13 batches: prompts of several lengths, weights updated between them, a last batch of 8 (eager).
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            distill(_lm(sums, 0), student, sums, cfg, KD)
+        assert counters["stats"]["unique_graphs"] - graphs == int(compiled)  # one graph, compiled once
+        weights.append([p.detach().clone() for p in student.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))  # the same draws, the same student

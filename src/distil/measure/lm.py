@@ -11,9 +11,10 @@ from __future__ import annotations
 import inspect
 import statistics
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -150,6 +151,19 @@ def _static_cache(hf: Any, length: int) -> Any | None:
     return StaticCache(config=hf.config, max_cache_len=length)
 
 
+def compile_step_problem(hf: Any) -> str | None:
+    """Why :func:`decode` cannot run `hf` with ``compile_step=True``, or None (checked before a run trains)."""
+    problem = decode_problem(hf)
+    if problem is not None:
+        return f"distil's decoder cannot drive it ({problem})"
+    if _static_cache(hf, 1) is None:  # allocates nothing: its tensors come with the first write
+        return (
+            "it cannot take a static KV cache (transformers allows one only for models whose class sets "
+            "_can_compile_fullgraph)"
+        )
+    return None
+
+
 def _choose_cache(hf: Any, length: int, static_cache: bool | None, device: torch.device) -> Any | None:
     """The cache to start decoding with: a static one (see :func:`_static_cache`) or None (the model's own).
 
@@ -161,12 +175,16 @@ def _choose_cache(hf: Any, length: int, static_cache: bool | None, device: torch
         return None
     cache = _static_cache(hf, length)
     if cache is None and static_cache:
-        raise ModelError(
-            f"{type(hf).__name__} cannot decode with a static KV cache (transformers allows one only for "
-            "models whose class sets _can_compile_fullgraph); pass static_cache=None to fall back to the "
-            "dynamic cache."
-        )
+        _refuse_static(hf, "pass static_cache=None to fall back to the dynamic cache")
     return cache
+
+
+def _refuse_static(hf: Any, fix: str) -> NoReturn:
+    """Stop: `hf` cannot take the static KV cache asked for (directly, or by the compiled step); `fix` says how."""
+    raise ModelError(
+        f"{type(hf).__name__} cannot decode with a static KV cache (transformers allows one only for "
+        f"models whose class sets _can_compile_fullgraph); {fix}."
+    )
 
 
 def _grown_mask(attention_mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
@@ -251,6 +269,110 @@ def _steps_until_all_stopped(new: torch.Tensor, stop: torch.Tensor) -> int:
     return int(stopped.int().argmax()) + 1 if bool(stopped.any()) else new.shape[1]
 
 
+CACHE_BUCKET = 64
+"""The compiled step's static cache length is prompt + new tokens rounded up to a multiple of this."""
+
+
+def _one_step(
+    hf: Any,
+    ids: torch.Tensor,
+    position: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Any,
+    name: str,
+    fixed: dict[str, Any],
+) -> torch.Tensor:
+    """(B, V) the last-position logits of one decoding step of `hf` on (B, 1) `ids`: the function compiled.
+
+    Every input whose value changes from step to step is a tensor of a fixed shape: the position ids
+    (B, 1), the mask (one row of the prepared 4D mask, (B, 1, 1, L), or the 2D mask (B, L)), and the
+    static cache, which counts its own write position in a tensor. So one graph serves every step.
+    """
+    out = hf(input_ids=ids, attention_mask=mask, position_ids=position, **{name: cache}, **fixed)
+    return out.logits[:, -1]
+
+
+@dataclass
+class _CompiledStep:
+    """A model's compiled one-token step and the static cache it writes into, reused by every call.
+
+    Attributes:
+        rows: the batch size it serves (the first one decoded; other batches decode eagerly).
+        length: the static cache's positions (a multiple of :data:`CACHE_BUCKET`; only grows).
+        cache: transformers' ``StaticCache``, reset at each call: its tensors keep their addresses.
+        where: the device and dtype of the model it was made for (a moved or cast model gets a new one).
+    """
+
+    rows: int
+    length: int
+    cache: Any
+    where: tuple[torch.device, torch.dtype | None]
+
+
+_COMPILED: weakref.WeakKeyDictionary[Any, _CompiledStep] = weakref.WeakKeyDictionary()
+_STEP: list[Callable[..., torch.Tensor]] = []  # the torch.compile wrapper of _one_step, made once
+
+
+def _compiled_step_fn() -> Callable[..., torch.Tensor]:
+    """`_one_step` compiled (once per process: dynamo keeps its graphs per code object, under guards).
+
+    ``dynamic=False``: a graph per architecture, batch size and cache length, specialised to those
+    shapes (models alike in them share it: the parameters are graph inputs); :func:`_compiled_for` keeps
+    those few per run. The model is an argument, not a closure, so no graph keeps a model alive.
+    """
+    if not _STEP:
+        _STEP.append(torch.compile(_one_step, dynamic=False))
+    return _STEP[0]
+
+
+def _run_compiled(hf: Any, *args: Any) -> torch.Tensor:
+    """The compiled step on `args` (as :func:`_one_step` takes them after `hf`).
+
+    Raises:
+        ModelError: the compiler failed (the first call compiles), e.g. no C++ compiler on a CPU machine.
+    """
+    try:
+        return _compiled_step_fn()(hf, *args)
+    except torch._dynamo.exc.BackendCompilerFailed as err:
+        cause = err.inner_exception
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        why = f"{type(cause).__name__}: {first_line}"
+        raise ModelError(
+            f"compiling the decoding step of {type(hf).__name__} failed ({why}); "
+            "install what the compiler needs (a C++ compiler such as gcc on a CPU machine) or decode "
+            "eagerly: compile_step=False (generation.compile_step: false)."
+        ) from err
+
+
+def _bucket(length: int) -> int:
+    return -(-length // CACHE_BUCKET) * CACHE_BUCKET
+
+
+def _compiled_for(hf: Any, rows: int, length: int, device: torch.device) -> _CompiledStep | None:
+    """`hf`'s compiled step for `rows` sequences of up to `length` positions, its cache reset; None for a
+    batch of another size than the one it serves (decoded eagerly: a last partial batch would otherwise
+    compile a second graph, minutes on a CPU, for one batch an epoch).
+
+    The first call makes it; a later call needing more positions grows the cache to the next bucket
+    (the step then compiles once more for that length); fewer positions reuse the larger cache, masked.
+
+    Raises:
+        ModelError: `hf` cannot take a static cache (the compiled step writes into one).
+    """
+    where = (device, getattr(hf, "dtype", None))
+    state = _COMPILED.get(hf)
+    if state is not None and state.where == where and state.rows != rows:
+        return None
+    if state is None or state.where != where or state.length < length:
+        cache = _static_cache(hf, _bucket(length))
+        if cache is None:
+            _refuse_static(hf, "pass compile_step=False (generation.compile_step: false) to decode eagerly")
+        state = _CompiledStep(rows=rows, length=_bucket(length), cache=cache, where=where)
+        _COMPILED[hf] = state
+    state.cache.reset()
+    return state
+
+
 @torch.inference_mode()
 def decode(
     hf: Any,
@@ -263,6 +385,7 @@ def decode(
     stop_ids: Sequence[int] = (),
     pad_id: int | None = None,
     static_cache: bool | None = None,
+    compile_step: bool = False,
     times: list[float] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Decode with the KV cache: prefill once, then one position per step. The one decoder of distil.
@@ -280,13 +403,19 @@ def decode(
         static_cache: True = transformers' ``StaticCache`` of P + `new_tokens` positions, allocated once;
             False = the model's dynamic cache; None = dynamic on the CPU (faster there), elsewhere static
             where the model allows one, else dynamic.
+        compile_step: decode each new token with the model's one-token step compiled by
+            ``torch.compile`` (the prefill stays eager), into a static cache of P + `new_tokens` positions
+            rounded up to a multiple of :data:`CACHE_BUCKET`. Made once per model and reused by later
+            calls (other prompt lengths and budgets within the cache, parameters updated in place), it
+            serves the batch size of its first call; a batch of another size decodes as without it.
+            The first call compiles (seconds to minutes); it pays on long runs. Overrides `static_cache`.
         times: when given, each step's seconds after the prefill are appended (CUDA synchronised).
 
     Returns:
         (new ids (B, <= new_tokens), prefill seconds).
 
     Raises:
-        ModelError: `static_cache=True` for a model that cannot take a static cache.
+        ModelError: `static_cache=True` or `compile_step=True` for a model that cannot take a static cache.
     """
     device, rows = ids.device, ids.shape[0]
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
@@ -302,7 +431,11 @@ def decode(
     fixed: dict[str, Any] = {"use_cache": True}
     if "logits_to_keep" in takes:
         fixed["logits_to_keep"] = 1
-    past = _choose_cache(hf, ids.shape[1] + new_tokens, static_cache, device)
+    compiled = _compiled_for(hf, rows, ids.shape[1] + new_tokens, device) if compile_step else None
+    if compiled is not None:
+        past, grown = compiled.cache, _grown_mask(mask, compiled.length - ids.shape[1])
+    else:
+        past = _choose_cache(hf, ids.shape[1] + new_tokens, static_cache, device)
     static = past is not None
     if static and grown is None:  # with a static cache the model builds a mask every step, padding or not
         grown = _grown_mask(mask, new_tokens)
@@ -323,10 +456,16 @@ def decode(
             kwargs["attention_mask"] = rows_now if static else rows_now[..., :seen]
         elif grown is not None:
             kwargs["attention_mask"] = grown[:, :seen]  # what generate passes; the model pads it to the cache
-        if attention_mask is not None:
+        if attention_mask is not None or compiled is not None:
             kwargs["position_ids"] = position
-        out = hf(input_ids=step_in, **kwargs, **fixed)
-        token = _next_token(out.logits[:, -1], temperature, top_p)
+        if compiled is not None and step > 0:
+            # Fixed shapes: the mask's one row (a copy, not a view at an offset that changes) or all of it.
+            step_mask = rows_now.contiguous() if prepared is not None else grown
+            logits = _run_compiled(hf, step_in, position, step_mask, past, name, fixed)
+        else:
+            out = hf(input_ids=step_in, **kwargs, **fixed)
+            logits, past = out.logits[:, -1], _cache_of(out)
+        token = _next_token(logits, temperature, top_p)
         if pad_id is not None:
             token = torch.where(done, pad_id, token)
         if timed:
@@ -339,7 +478,7 @@ def decode(
         done |= torch.isin(token, stop)
         if len(stop_ids) and (step + 1) % every == 0 and bool(done.all()):
             break
-        past, step_in = _cache_of(out), token[:, None]
+        step_in = token[:, None]
         position = position[:, -1:] + 1
         seen += 1
     new = torch.stack(tokens, dim=1)
@@ -438,6 +577,7 @@ def greedy_samples(model: nn.Module, tokenizer: Any, prompts: Sequence[str], n: 
 
 __all__ = [
     "GenerationLatency",
+    "compile_step_problem",
     "decode",
     "decode_problem",
     "generation_latency",

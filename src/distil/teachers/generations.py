@@ -203,7 +203,9 @@ class Settings:
     batch_size: int = GENERATION_BATCH
 
     def describe(self) -> dict[str, Any]:
-        return {**asdict(self.sampling), "eos_id": self.eos_id, "pad_id": self.pad_id, "seed": self.seed,
+        # compile_step changes how fast the tokens come, not which: not a reason to generate again.
+        drawn = {k: v for k, v in asdict(self.sampling).items() if k != "compile_step"}
+        return {**drawn, "eos_id": self.eos_id, "pad_id": self.pad_id, "seed": self.seed,
                 "batch_size": self.batch_size}  # fmt: skip
 
 
@@ -424,7 +426,8 @@ def seq_kd_data(
     check_seq_kd(teachers, data)
     eos = get_tokenizer(data.extra["tokenizer_name"]).eos_id
     gen = cfg.generation
-    settings = Settings(Sampling(gen.temperature, gen.top_p, gen.max_new_tokens), eos_id=eos, pad_id=eos)
+    sampling = Sampling(gen.temperature, gen.top_p, gen.max_new_tokens, gen.compile_step)
+    settings = Settings(sampling, eos_id=eos, pad_id=eos)
     with main_process_first(accelerator):
         generations = open_or_build(
             teachers[0],

@@ -30,7 +30,7 @@ from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
 from distil.hf_common import quiet_progress
 from distil.measure._util import _eval_mode
-from distil.measure.lm import decode, decode_problem
+from distil.measure.lm import compile_step_problem, decode, decode_problem
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,14 @@ class Sampling:
         top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = all).
         max_new_tokens: most tokens per completion (end of sequence included); None = the room the
             block leaves after the batch's longest prompt.
+        compile_step: decode with the model's one-token step compiled (``decode(compile_step=True)``):
+            how fast, not what is drawn, so it is left out of the seq-KD cache key.
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
+    compile_step: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,21 @@ def _causal_lm(model: nn.Module) -> Any:
     return hf
 
 
-def check_can_generate(model: nn.Module) -> None:
-    """Refuse, before any work, a model that cannot generate completions.
+def check_can_generate(model: nn.Module, *, compile_step: bool = False) -> None:
+    """Refuse, before any work, a model that cannot generate completions (with the compiled decoding step
+    when `compile_step`).
 
     Raises:
-        ModelError: `model` is neither a Hugging Face causal LM nor a module with a ``generate()``.
+        ModelError: `model` is neither a Hugging Face causal LM nor a module with a ``generate()``, or
+            `compile_step` for a model the compiled step cannot run (:func:`compile_step_problem`).
     """
-    _causal_lm(model)
+    hf = _causal_lm(model)
+    problem = compile_step_problem(hf) if compile_step else None
+    if problem is not None:
+        raise ModelError(
+            f"{type(model).__name__} cannot generate with the compiled decoding step: {problem}. Fix: "
+            "student_train.generation.compile_step=false (decode eagerly)."
+        )
 
 
 def prompt_rows_problem(split: Any, batch_size: int = 1024) -> str | None:
@@ -250,6 +261,7 @@ def _generate(
             top_p=sampling.top_p,
             stop_ids=(eos_id,),
             pad_id=pad_id,
+            compile_step=sampling.compile_step,
         )[0]
     warnings.warn(
         f"{type(hf).__name__}: generating with transformers' generate, not distil's faster decoder ({problem})",

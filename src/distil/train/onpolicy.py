@@ -144,7 +144,8 @@ def check_on_policy(
         DataError: data whose rows are not one prompt/completion sample each
             (`distil.train.completions.prompt_rows_problem`), that does not record its end-of-sequence id,
             or whose completions do not end with it (`completion_end_problem`).
-        ModelError: a student that cannot generate (not a causal LM).
+        ModelError: a student that cannot generate (not a causal LM), or not with the compiled decoding
+            step that `generation.compile_step` asks for.
     """
     if generation.lmbda <= 0:
         return  # the dataset's batches, as ever
@@ -170,7 +171,7 @@ def check_on_policy(
     unended = completion_end_problem(data.train, int(data.extra[EOS_ID]))
     if unended is not None:
         raise DataError(f"student_train.generation.lmbda={generation.lmbda}: {unended}. {EOS_FIX}")
-    check_can_generate(student)
+    check_can_generate(student, compile_step=generation.compile_step)
     needs = _teacher_needs_by_term(loss)
     if needs is not None and not any(needs.values()):
         raise ConfigError(
@@ -200,7 +201,9 @@ def on_policy(
     if generation is None or generation.lmbda <= 0:
         return None
     check_on_policy(generation, cfg, data, student, loss)
-    sampling = Sampling(generation.temperature, generation.top_p, generation.max_new_tokens)
+    sampling = Sampling(
+        generation.temperature, generation.top_p, generation.max_new_tokens, generation.compile_step
+    )
     return OnPolicy(generation.lmbda, sampling, eos_id=int(data.extra[EOS_ID]), seed=cfg.seed)
 
 

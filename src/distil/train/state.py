@@ -51,7 +51,8 @@ _NAME = re.compile(r"^e(\d+)-s(\d+)\.json$")
 # Recipe fields that change how a run is saved, not what it computes: they may differ on resume.
 # The fsdp group lays the same computation out across processes; its states are saved whole either way.
 _NOT_FINGERPRINTED = {"checkpoint_every", "fsdp"}
-_NOT_FINGERPRINTED_IN = {"teacher_cache": {"dir"}}  # keys of settings groups, likewise
+# keys of settings groups, likewise (generation.compile_step: how fast the decoder runs, not what it draws)
+_NOT_FINGERPRINTED_IN = {"teacher_cache": {"dir"}, "generation": {"compile_step"}}
 _ACTIVE_ROOT: ContextVar[Path | None] = ContextVar("distil_state_root", default=None)
 
 
@@ -148,7 +149,7 @@ def _added_data_notes(saved: dict[str, Any], expected: dict[str, Any]) -> dict[s
 # state saved without them was trained with).
 _ADDED_KEYS: dict[str, Any] = {
     "max_steps": None,
-    "generation": GenerationConfig().model_dump(mode="json"),
+    "generation": GenerationConfig().model_dump(mode="json", exclude={"compile_step"}),  # not fingerprinted
     "model_outputs": "check",
 }
 
