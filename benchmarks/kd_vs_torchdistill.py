@@ -11,7 +11,10 @@ KD epoch over the training images, then one evaluation pass of the student over 
   (`KDLoss` over the models' outputs, `forward_batch_only`, a frozen teacher run live on every batch,
   the optimizer's `max_grad_norm`, a per-step scheduler), over a `torch.utils.data.DataLoader` of the
   same tensors (a `TensorDataset`, RandomSampler, num_workers 0); the epoch is its example
-  `train_one_epoch` without the logging (forward_process, post_forward_process, a NaN check).
+  `train_one_epoch` without the logging (forward_process, post_forward_process, a NaN check). Its
+  models get the recipe's channels_last layout (identical work to distil's arms).
+- torchdistill nchw: the same, the models left in PyTorch's default layout, as torchdistill ships
+  (it has no layout setting): what a torchdistill user runs.
 - distil live: `distill(..., teacher_cache=off)`.
 - distil cached: `distill(..., teacher_cache=on)`: the teacher's logits come from the on-disk cache,
   built once before the rounds (its build and its opening on a hit are reported apart; each call pays
@@ -65,7 +68,7 @@ VENV = Path("/tmp/torchdistill-venv")
 # torch and torchvision: the newest pair pip may install here (the local wheels); torchdistill pinned to
 # the release measured.
 TD_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "torchdistill==1.1.5")
-ARMS = ("torchdistill", "distil live", "distil cached", "floor")
+ARMS = ("torchdistill", "torchdistill nchw", "distil live", "distil cached", "floor")
 EVAL_BATCH = 512
 
 Timing = tuple[float, float]  # (wall seconds, CPU seconds of this process)
@@ -264,6 +267,12 @@ def _spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
+def ratios(times: dict[str, list[Timing]], arm: str, baseline: str) -> tuple[list[float], list[float]]:
+    """Per-round (CPU, wall) time ratios of `arm` to `baseline` (the same round's runs)."""
+    pairs = list(zip(times[arm], times[baseline], strict=True))
+    return [a[1] / b[1] for a, b in pairs], [a[0] / b[0] for a, b in pairs]
+
+
 def table(times: dict[str, list[Timing]], baseline: str, samples: int) -> list[str]:
     """Markdown rows: each arm's epoch seconds (wall and CPU: median (min-max)), images per CPU-second,
     and its ratio to `baseline` by CPU and by wall time (median (min-max) of the per-round ratios)."""
@@ -271,11 +280,9 @@ def table(times: dict[str, list[Timing]], baseline: str, samples: int) -> list[s
         f"| arm (1 KD epoch + eval) | wall s | CPU s | images/CPU-s | vs {baseline} (CPU) | vs {baseline} (wall) |",
         "|---|---|---|---|---|---|",
     ]
-    base = times[baseline]
     for name, runs in times.items():
         walls, cpus = [w for w, _ in runs], [c for _, c in runs]
-        ratio_cpu = [c / b[1] for (_, c), b in zip(runs, base, strict=True)]
-        ratio_wall = [w / b[0] for (w, _), b in zip(runs, base, strict=True)]
+        ratio_cpu, ratio_wall = ratios(times, name, baseline)
         rows.append(
             f"| {name} | {_spread(walls)} | {_spread(cpus)} | {samples / statistics.median(cpus):,.0f} | "
             f"{_spread(ratio_cpu, '{:.3f}x')} | {_spread(ratio_wall, '{:.3f}x')} |"
@@ -287,13 +294,13 @@ def table(times: dict[str, list[Timing]], baseline: str, samples: int) -> list[s
 
 
 def load_teacher(path: Path, data: Any, recipe: Any, epochs: int) -> nn.Module:
-    """The teacher checkpoint at `path`; trained (`epochs` epochs of the recipe) and saved there first
+    """The teacher checkpoint `path` (.safetensors + .json); trained (`epochs` epochs of the recipe) and saved there first
     when missing. Timings do not depend on the weights; accuracy of the students does."""
     from distil.api import train_model
     from distil.train.build import build_model
     from distil.train.checkpoint import load_checkpoint, save_checkpoint
 
-    if not (path / "model.safetensors").exists():
+    if not Path(f"{path}.safetensors").exists():  # a distil checkpoint: NAME.safetensors + NAME.json
         cfg = recipe.teacher_train.model_copy(update={"epochs": epochs})
         teacher, spec = build_model(recipe.teacher, data, seed=cfg.seed)
         started = time.perf_counter()
@@ -337,7 +344,7 @@ def run(args: argparse.Namespace) -> None:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS)}")
-    if "torchdistill" in arms:
+    if any(a.startswith("torchdistill") for a in arms):
         try:
             import torchdistill
         except ImportError as exc:
@@ -380,13 +387,14 @@ def run(args: argparse.Namespace) -> None:
         dataset_id="fashion_mnist/train",
     )
 
-    def td_call() -> float:
-        t = teachers["torchdistill"].to(memory_format=torch.channels_last)
-        s = student().to(memory_format=torch.channels_last)  # the recipe's layout, as distil's arms
+    def td_call(arm: str, layout: torch.memory_format) -> float:
+        t, s = teachers[arm].to(memory_format=layout), student().to(memory_format=layout)
         return torchdistill_epoch(t, s, train, evaluation, td_config, cfg.seed)
 
     calls: dict[str, Callable[[], object]] = {
-        "torchdistill": td_call,
+        # The recipe's layout, as distil's arms (identical work); and torchdistill as it ships (NCHW).
+        "torchdistill": lambda: td_call("torchdistill", torch.channels_last),
+        "torchdistill nchw": lambda: td_call("torchdistill nchw", torch.contiguous_format),
         "distil live": lambda: distill(teachers["distil live"], student(), data, live_cfg, kd, accelerator=accelerator),
         "distil cached": lambda: distill(
             teachers["distil cached"], student(), data, cached_cfg, kd, accelerator=accelerator
@@ -394,7 +402,7 @@ def run(args: argparse.Namespace) -> None:
         "floor": lambda: floor_epoch(student(), train, logits, evaluation, cfg, kd),
     }
     versions = f"torch {torch.__version__}"
-    if "torchdistill" in arms:
+    if any(a.startswith("torchdistill") for a in arms):
         versions += f", torchdistill {torchdistill.__version__}"
     print(
         f"fashion-mnist: {len(data.train)} train images, {n_eval} eval images, batch {cfg.batch_size}, "
@@ -415,6 +423,12 @@ def run(args: argparse.Namespace) -> None:
     print()
     baseline = "torchdistill" if "torchdistill" in arms else arms[0]
     print("\n".join(table(times, baseline, steps * cfg.batch_size)))
+    if {"distil cached", "torchdistill nchw"} <= set(arms):
+        cpu, wall = ratios(times, "distil cached", "torchdistill nchw")
+        print(
+            f"distil cached / torchdistill nchw (as it ships): CPU {_spread(cpu, '{:.3f}x')}, "
+            f"wall {_spread(wall, '{:.3f}x')}"
+        )
 
 
 if __name__ == "__main__":
