@@ -48,13 +48,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import importlib.metadata
 import math
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,10 +77,10 @@ Timing = tuple[float, float]  # (wall seconds, CPU seconds of this process)
 # -- the virtual environment -------------------------------------------------------------------------
 
 
-def distil_requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
-    """distil's runtime dependencies from its pyproject, less torch (the venv's torch is pinned apart)."""
-    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    return [d for d in deps if _requirement_name(d) != "torch"]
+def distil_requirements() -> list[str]:
+    """distil's runtime dependencies (its installed metadata: no extras), less torch, pinned apart."""
+    deps = importlib.metadata.requires("distil") or []
+    return [d for d in deps if "extra ==" not in d and _requirement_name(d) != "torch"]
 
 
 def _requirement_name(requirement: str) -> str:
@@ -97,7 +97,7 @@ def setup_commands(venv: Path, repo: Path = REPO) -> list[list[str]]:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     return [
         [sys.executable, "-m", "venv", str(venv)],
-        [*pip, *TD_PACKAGES, *distil_requirements(repo / "pyproject.toml")],
+        [*pip, *TD_PACKAGES, *distil_requirements()],
         [*pip, "--no-deps", "-e", str(repo)],
     ]
 
@@ -108,7 +108,9 @@ def setup(venv: Path) -> None:
         if cmd[1:3] == ["-m", "venv"] and (venv / "bin" / "python").exists():
             continue
         subprocess.run(cmd, check=True)
-    check = "import torch, torchvision, torchdistill, distil; print(torch.__version__, torchdistill.__version__)"
+    check = (
+        "import torch, torchvision, torchdistill, distil; print(torch.__version__, torchdistill.__version__)"
+    )
     subprocess.run([str(venv / "bin" / "python"), "-c", check], check=True)
 
 
@@ -116,8 +118,17 @@ def setup(venv: Path) -> None:
 
 
 def torchdistill_train_config(
-    *, batch_size: int, lr: float, momentum: float, weight_decay: float, grad_clip: float,
-    temperature: float, kd_weight: float, ce_weight: float, steps: int, dataset_id: str,
+    *,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    grad_clip: float,
+    temperature: float,
+    kd_weight: float,
+    ce_weight: float,
+    steps: int,
+    dataset_id: str,
 ) -> dict[str, Any]:
     """The `train` section of a torchdistill YAML config for this recipe, as the dict its YAML loads to.
 
@@ -168,8 +179,12 @@ def torchdistill_train_config(
 
 
 def torchdistill_epoch(
-    teacher: nn.Module, student: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
-    evaluation: tuple[torch.Tensor, torch.Tensor], config: dict[str, Any], seed: int,
+    teacher: nn.Module,
+    student: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    evaluation: tuple[torch.Tensor, torch.Tensor],
+    config: dict[str, Any],
+    seed: int,
 ) -> float:
     """One KD epoch through torchdistill's DistillationBox, then the student's eval accuracy."""
     from torchdistill.core.distillation import get_distillation_box
@@ -194,21 +209,28 @@ def torchdistill_epoch(
 
 
 def floor_epoch(
-    student: nn.Module, train: tuple[torch.Tensor, torch.Tensor], teacher_logits: torch.Tensor,
-    evaluation: tuple[torch.Tensor, torch.Tensor], cfg: Any, kd: Any,
+    student: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    teacher_logits: torch.Tensor,
+    evaluation: tuple[torch.Tensor, torch.Tensor],
+    cfg: Any,
+    kd: Any,
 ) -> float:
     """The same KD epoch as a bare PyTorch loop over in-memory tensors and precomputed teacher logits."""
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.optimizer.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.optimizer.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
         momentum=cfg.optimizer.momentum,
     )
     x_all, y_all = train
     steps = len(y_all) // cfg.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    student.to(memory_format=torch.channels_last).train()
+    student.to(memory_format=torch.channels_last).train()  # type: ignore[call-overload]
     order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(cfg.seed))
     t = kd.temperature
     total = torch.zeros(())
@@ -304,7 +326,7 @@ def load_teacher(path: Path, data: Any, recipe: Any, epochs: int) -> nn.Module:
         cfg = recipe.teacher_train.model_copy(update={"epochs": epochs})
         teacher, spec = build_model(recipe.teacher, data, seed=cfg.seed)
         started = time.perf_counter()
-        model = train_model(teacher, data, cfg).model.to(memory_format=torch.contiguous_format)
+        model = train_model(teacher, data, cfg).model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         save_checkpoint(path, model, spec, {"data": data.describe(), "epochs": epochs})
         print(f"teacher: trained {epochs} epoch(s) in {time.perf_counter() - started:.0f} s, saved to {path}")
     teacher, _ = load_checkpoint(path)
@@ -315,7 +337,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setup", action="store_true", help="create the virtual environment and exit")
     ap.add_argument("--venv", type=Path, default=VENV)
-    ap.add_argument("--limit", type=int, default=None, help="train on at most this many images (default: all 60k)")
+    ap.add_argument(
+        "--limit", type=int, default=None, help="train on at most this many images (default: all 60k)"
+    )
     ap.add_argument("--eval-images", type=int, default=1000, help="test images each arm evaluates on")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -356,8 +380,12 @@ def run(args: argparse.Namespace) -> None:
     recipe = load_recipe(resolve_recipe("fashion-mnist"), ["student_train.augment=none"])
     cfg, kd = recipe.student_train, recipe.kd
     data = load_dataset("fashion-mnist", val_fraction=0.0, limit=args.limit)
-    n_eval = min(args.eval_images, len(data.test))
-    data = dataclasses.replace(data, test=Split(data.test.x[:n_eval], data.test.y[:n_eval]))
+    full_train, full_test = data.train, data.test
+    if not (isinstance(full_train, Split) and isinstance(full_test, Split)):
+        raise SystemExit("the Fashion-MNIST splits are not in memory: every arm indexes the same tensors")
+    n_eval = min(args.eval_images, len(full_test))
+    test = Split(full_test.x[:n_eval], full_test.y[:n_eval])
+    data = dataclasses.replace(data, test=test)
     teacher = load_teacher(args.teacher, data, recipe, args.teacher_epochs)
     torch.manual_seed(cfg.seed)
     init = create_model("smallnet", num_classes=10, in_channels=1, image_size=28).state_dict()
@@ -369,7 +397,9 @@ def run(args: argparse.Namespace) -> None:
 
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="kd-vs-torchdistill-"))
     live_cfg, cached_cfg = (
-        cfg.model_copy(update={"epochs": 1, "teacher_cache": TeacherCacheConfig(dir=str(cache_dir), mode=mode)})
+        cfg.model_copy(
+            update={"epochs": 1, "teacher_cache": TeacherCacheConfig(dir=str(cache_dir), mode=mode)}
+        )
         for mode in ("off", "on")
     )
     accelerator = make_accelerator("cpu")
@@ -378,24 +408,33 @@ def run(args: argparse.Namespace) -> None:
     _, built = open_or_build(teacher, data, cache_dir=cache_dir, channels_last=True)
     cached, opened = open_or_build(teacher, data, cache_dir=cache_dir, channels_last=True)
     logits = cached.values.float()
-    train, evaluation = (data.train.x, data.train.y), (data.test.x, data.test.y)
+    train, evaluation = (full_train.x, full_train.y), (test.x, test.y)
     steps = len(data.train) // cfg.batch_size
     td_config = torchdistill_train_config(
-        batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.optimizer.momentum,
-        weight_decay=cfg.optimizer.weight_decay, grad_clip=cfg.grad_clip or math.inf,
-        temperature=kd.temperature, kd_weight=kd.kd_weight, ce_weight=kd.ce_weight, steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.optimizer.momentum,
+        weight_decay=cfg.optimizer.weight_decay,
+        grad_clip=cfg.grad_clip or math.inf,
+        temperature=kd.temperature,
+        kd_weight=kd.kd_weight,
+        ce_weight=kd.ce_weight,
+        steps=steps,
         dataset_id="fashion_mnist/train",
     )
 
     def td_call(arm: str, layout: torch.memory_format) -> float:
-        t, s = teachers[arm].to(memory_format=layout), student().to(memory_format=layout)
+        t = teachers[arm].to(memory_format=layout)  # type: ignore[call-overload]
+        s = student().to(memory_format=layout)  # type: ignore[call-overload]
         return torchdistill_epoch(t, s, train, evaluation, td_config, cfg.seed)
 
     calls: dict[str, Callable[[], object]] = {
         # The recipe's layout, as distil's arms (identical work); and torchdistill as it ships (NCHW).
         "torchdistill": lambda: td_call("torchdistill", torch.channels_last),
         "torchdistill nchw": lambda: td_call("torchdistill nchw", torch.contiguous_format),
-        "distil live": lambda: distill(teachers["distil live"], student(), data, live_cfg, kd, accelerator=accelerator),
+        "distil live": lambda: distill(
+            teachers["distil live"], student(), data, live_cfg, kd, accelerator=accelerator
+        ),
         "distil cached": lambda: distill(
             teachers["distil cached"], student(), data, cached_cfg, kd, accelerator=accelerator
         ),
@@ -419,7 +458,10 @@ def run(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         for arm in round_order(arms, r):
             times[arm].append(timed(calls[arm]))
-        print(f"round {r + 1}: " + "  ".join(f"{a} {v[-1][0]:.2f}s wall {v[-1][1]:.2f}s cpu" for a, v in times.items()))
+        print(
+            f"round {r + 1}: "
+            + "  ".join(f"{a} {v[-1][0]:.2f}s wall {v[-1][1]:.2f}s cpu" for a, v in times.items())
+        )
     print()
     baseline = "torchdistill" if "torchdistill" in arms else arms[0]
     print("\n".join(table(times, baseline, steps * cfg.batch_size)))

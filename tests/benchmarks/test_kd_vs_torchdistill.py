@@ -38,6 +38,7 @@ def test_setup_installs_both_tools_and_distil_on_one_torch(bench: ModuleType, tm
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(install)
     assert any(a.startswith("torchdistill==") for a in install)
     assert any(a.startswith("accelerate") for a in install) and any(a.startswith("pydantic") for a in install)
+    assert not any("extra ==" in a or a.startswith("torchvision>") for a in install)  # no optional extras
     assert [a for a in install if a.startswith("torch") and bench._requirement_name(a) == "torch"] == [
         "torch==2.14.1"
     ]
@@ -96,10 +97,15 @@ def test_round_order_rotates(bench: ModuleType) -> None:
 
 
 def test_table_ratios_are_per_round_medians(bench: ModuleType) -> None:
-    times = {"torchdistill": [(2.0, 1.0), (4.0, 2.0), (3.0, 1.0)], "distil": [(1.0, 0.5), (1.0, 0.4), (3.0, 0.3)]}
+    times = {
+        "torchdistill": [(2.0, 1.0), (4.0, 2.0), (3.0, 1.0)],
+        "distil": [(1.0, 0.5), (1.0, 0.4), (3.0, 0.3)],
+    }
     rows = bench.table(times, "torchdistill", samples=1000)
     assert rows[0].startswith("| arm") and len(rows) == 4
-    assert "| torchdistill | 3.00 (2.00-4.00) | 1.00 (1.00-2.00) | 1,000 | 1.000x (1.000x-1.000x) |" in rows[2]
+    assert (
+        "| torchdistill | 3.00 (2.00-4.00) | 1.00 (1.00-2.00) | 1,000 | 1.000x (1.000x-1.000x) |" in rows[2]
+    )
     # CPU ratios per round 0.5, 0.2, 0.3 -> median 0.3; wall 0.5, 0.25, 1.0 -> median 0.5
     assert "| 0.300x (0.200x-0.500x) | 0.500x (0.250x-1.000x) |" in rows[3]
 
@@ -110,7 +116,11 @@ def test_floor_epoch_trains_on_cached_logits(bench: ModuleType) -> None:
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     logits = torch.nn.functional.one_hot(y, 10).float() * 5
     cfg = SimpleNamespace(
-        optimizer=SimpleNamespace(weight_decay=5e-4, momentum=0.9), lr=0.05, batch_size=16, seed=0, grad_clip=5.0
+        optimizer=SimpleNamespace(weight_decay=5e-4, momentum=0.9),
+        lr=0.05,
+        batch_size=16,
+        seed=0,
+        grad_clip=5.0,
     )
     kd = KDConfig(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=28)
@@ -120,7 +130,9 @@ def test_floor_epoch_trains_on_cached_logits(bench: ModuleType) -> None:
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters(), strict=True))
 
 
-def test_missing_torchdistill_says_how_to_set_it_up(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_torchdistill_says_how_to_set_it_up(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "torchdistill", None)  # import fails, as outside its venv
     args = argparse.Namespace(arms="torchdistill,distil cached", venv=Path("/tmp/some-venv"))
     with pytest.raises(SystemExit, match=r"/tmp/some-venv/bin/python.*--setup"):
@@ -128,5 +140,5 @@ def test_missing_torchdistill_says_how_to_set_it_up(bench: ModuleType, monkeypat
 
 
 def test_unknown_arm_is_refused(bench: ModuleType) -> None:
-    with pytest.raises(SystemExit, match="unknown arms.*'distil cachd'"):
+    with pytest.raises(SystemExit, match=r"unknown arms.*'distil cachd'"):
         bench.run(argparse.Namespace(arms="distil cachd", venv=Path("/x")))
