@@ -69,6 +69,10 @@ VENV = Path("/tmp/torchdistill-venv")
 # the release measured.
 TD_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "torchdistill==1.1.5")
 ARMS = ("torchdistill", "torchdistill nchw", "distil live", "distil cached", "floor")
+# Variants of the floor, on request (--arms): could the student's own step be faster? `compiled`
+# compiles one student once (its first call, the warm-up, pays the compilation) and reloads the
+# initial weights at each call.
+FLOOR_VARIANTS = ("floor nchw", "floor fused-sgd", "floor compiled")
 EVAL_BATCH = 512
 
 Timing = tuple[float, float]  # (wall seconds, CPU seconds of this process)
@@ -215,8 +219,16 @@ def floor_epoch(
     evaluation: tuple[torch.Tensor, torch.Tensor],
     cfg: Any,
     kd: Any,
+    *,
+    channels_last: bool = True,
+    fused: bool = False,
 ) -> float:
-    """The same KD epoch as a bare PyTorch loop over in-memory tensors and precomputed teacher logits."""
+    """The same KD epoch as a bare PyTorch loop over in-memory tensors and precomputed teacher logits.
+
+    `channels_last` False keeps PyTorch's default layout; `fused` uses SGD's fused kernel (the
+    variants that ask whether the student's own step could be faster than distil's defaults).
+    """
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD(
@@ -226,17 +238,18 @@ def floor_epoch(
         ],
         lr=cfg.lr,
         momentum=cfg.optimizer.momentum,
+        fused=fused or None,
     )
     x_all, y_all = train
     steps = len(y_all) // cfg.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    student.to(memory_format=torch.channels_last).train()  # type: ignore[call-overload]
+    student.to(memory_format=layout).train()  # type: ignore[call-overload]
     order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(cfg.seed))
     t = kd.temperature
     total = torch.zeros(())
     for b in range(steps):
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        x = x_all[idx].contiguous(memory_format=torch.channels_last)
+        x = x_all[idx].contiguous(memory_format=layout)
         s_logits = student(x)
         kl = F.kl_div(
             F.log_softmax(s_logits / t, dim=1),
@@ -346,7 +359,9 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, default=REPO / "benchmarks/out/kd_vs_torchdistill/teacher")
     ap.add_argument("--teacher-epochs", type=int, default=1, help="when the teacher checkpoint is missing")
     ap.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary directory")
-    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of " + ",".join(ARMS))
+    ap.add_argument(
+        "--arms", default=",".join(ARMS), help="comma-separated, of " + ",".join((*ARMS, *FLOOR_VARIANTS))
+    )
     args = ap.parse_args()
     if args.setup:
         setup(args.venv)
@@ -365,9 +380,9 @@ def run(args: argparse.Namespace) -> None:
     from distil.train.engine import make_accelerator
 
     arms = [a.strip() for a in args.arms.split(",")]
-    unknown = sorted(set(arms) - set(ARMS))
+    unknown = sorted(set(arms) - set(ARMS) - set(FLOOR_VARIANTS))
     if unknown:
-        raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS)}")
+        raise SystemExit(f"unknown arms {unknown}; choose from {[*ARMS, *FLOOR_VARIANTS]}")
     if any(a.startswith("torchdistill") for a in arms):
         try:
             import torchdistill
@@ -394,6 +409,16 @@ def run(args: argparse.Namespace) -> None:
         model = create_model("smallnet", num_classes=10, in_channels=1, image_size=28)
         model.load_state_dict(init)
         return model
+
+    one_compiled: list[nn.Module] = []
+
+    def compiled() -> nn.Module:
+        """The one compiled student, back at the initial weights."""
+        if not one_compiled:
+            one_compiled.append(student().to(memory_format=torch.channels_last))  # type: ignore[call-overload]
+            one_compiled[0].compile()
+        one_compiled[0].load_state_dict(init)
+        return one_compiled[0]
 
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="kd-vs-torchdistill-"))
     live_cfg, cached_cfg = (
@@ -439,6 +464,9 @@ def run(args: argparse.Namespace) -> None:
             teachers["distil cached"], student(), data, cached_cfg, kd, accelerator=accelerator
         ),
         "floor": lambda: floor_epoch(student(), train, logits, evaluation, cfg, kd),
+        "floor nchw": lambda: floor_epoch(student(), train, logits, evaluation, cfg, kd, channels_last=False),
+        "floor fused-sgd": lambda: floor_epoch(student(), train, logits, evaluation, cfg, kd, fused=True),
+        "floor compiled": lambda: floor_epoch(compiled(), train, logits, evaluation, cfg, kd),
     }
     versions = f"torch {torch.__version__}"
     if any(a.startswith("torchdistill") for a in arms):

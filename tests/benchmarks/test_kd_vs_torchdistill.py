@@ -110,8 +110,10 @@ def test_table_ratios_are_per_round_medians(bench: ModuleType) -> None:
     assert "| 0.300x (0.200x-0.500x) | 0.500x (0.250x-1.000x) |" in rows[3]
 
 
-def test_floor_epoch_trains_on_cached_logits(bench: ModuleType) -> None:
-    """The bare loop runs the recipe's steps on tiny data and returns an accuracy; its loss falls."""
+@pytest.mark.parametrize(("channels_last", "fused"), [(True, False), (False, False), (True, True)])
+def test_floor_epoch_trains_on_cached_logits(bench: ModuleType, channels_last: bool, fused: bool) -> None:
+    """The bare loop (and its layout/fused-SGD variants) trains the student on tiny data and returns an
+    accuracy."""
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     logits = torch.nn.functional.one_hot(y, 10).float() * 5
@@ -125,7 +127,9 @@ def test_floor_epoch_trains_on_cached_logits(bench: ModuleType) -> None:
     kd = KDConfig(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
     student = create_model("smallnet", num_classes=10, in_channels=1, image_size=28)
     before = [p.detach().clone() for p in student.parameters()]
-    acc = bench.floor_epoch(student, (x, y), logits, (x, y), cfg, kd)
+    acc = bench.floor_epoch(
+        student, (x, y), logits, (x, y), cfg, kd, channels_last=channels_last, fused=fused
+    )
     assert 0.0 <= acc <= 1.0 and math.isfinite(acc)
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters(), strict=True))
 
@@ -140,5 +144,5 @@ def test_missing_torchdistill_says_how_to_set_it_up(
 
 
 def test_unknown_arm_is_refused(bench: ModuleType) -> None:
-    with pytest.raises(SystemExit, match=r"unknown arms.*'distil cachd'"):
+    with pytest.raises(SystemExit, match=r"unknown arms.*'distil cachd'.*floor compiled"):
         bench.run(argparse.Namespace(arms="distil cachd", venv=Path("/x")))
