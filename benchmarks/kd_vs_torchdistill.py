@@ -41,6 +41,11 @@ benchmark runs in its own virtual environment holding torch, torchvision, torchd
     nice -n 5 env OMP_NUM_THREADS=1 /tmp/torchdistill-venv/bin/python benchmarks/kd_vs_torchdistill.py \\
         --threads 1 --limit 2000 --rounds 1                     # smoke test
     /tmp/torchdistill-venv/bin/python benchmarks/kd_vs_torchdistill.py --threads 1   # 60k images, 5 rounds
+    /tmp/torchdistill-venv/bin/python benchmarks/kd_vs_torchdistill.py --threads 1 --rounds 3 \\
+        --arms "distil cached,floor,floor nchw,floor fused-sgd,floor compiled"   # the student step's variants
+
+Before the rounds it checks that torchdistill's loss and distil's agree on one batch (same models), and
+stops if they do not. Figures and their reading: docs/scale.md.
 """
 
 from __future__ import annotations
@@ -207,6 +212,28 @@ def torchdistill_epoch(
             raise SystemExit(f"torchdistill's KD loss became {loss.item()}")
     box.clean_modules()
     return evaluate(student, *evaluation)
+
+
+def same_loss(
+    teacher: nn.Module, student: nn.Module, config: dict[str, Any], kd: Any, x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float]:
+    """(torchdistill's, distil's) KD loss on one batch (x, y) with the same models: proof that the arms
+    optimise the same objective. torchdistill's comes from a DistillationBox built from `config`."""
+    from torchdistill.core.distillation import get_distillation_box
+
+    from distil.losses.compose import build_loss
+
+    datasets = {config["train_data_loader"]["dataset_id"]: torch.utils.data.TensorDataset(x, y)}
+    box = get_distillation_box(
+        teacher, student, datasets, copy.deepcopy(config), torch.device("cpu"), None, False, 1
+    )
+    box.pre_epoch_process(epoch=0)
+    theirs = float(box.forward_process(x, y, {}).detach())
+    box.clean_modules()
+    loss = build_loss(kd, student=student, teacher=teacher, sample_x=x[:2], num_classes=10)
+    with torch.no_grad():
+        ours = float(loss(student(x), teacher(x), {"inputs": x, "labels": y})["loss"])
+    return theirs, ours
 
 
 # -- the floor ---------------------------------------------------------------------------------------
@@ -480,6 +507,14 @@ def run(args: argparse.Namespace) -> None:
         f"distil cache: built in {built.seconds:.2f} s (one teacher pass), opened on a hit in "
         f"{opened.seconds:.2f} s ({built.rows} x {built.num_classes} fp16)"
     )
+    if "torchdistill" in arms:
+        probe = (full_train.x[: cfg.batch_size], full_train.y[: cfg.batch_size])
+        theirs, ours = same_loss(copy.deepcopy(teacher), student(), td_config, kd, *probe)
+        print(f"KD loss on one batch, same models: torchdistill {theirs:.7f}, distil {ours:.7f}")
+        if not math.isclose(theirs, ours, rel_tol=1e-4):
+            raise SystemExit(
+                "torchdistill's and distil's KD losses differ: the arms would not do the same work"
+            )
     for arm in arms:  # warm-up: lazy initialisation, oneDNN kernel selection
         calls[arm]()
     times: dict[str, list[Timing]] = {arm: [] for arm in arms}
