@@ -67,6 +67,7 @@ def run_one(data: DataBundle, args: argparse.Namespace, alpha: float, seed: int,
         server_steps=args.server_steps,
         server_batch_size=args.server_batch_size,
         ensemble=args.ensemble,
+        methods=tuple(args.methods),
         seed=seed,
     )
     # Local SGD as in FedDF's setup: constant lr, momentum; no augmentation (the CPU budget).
@@ -228,6 +229,14 @@ def main() -> None:
         choices=["probs", "logits"],
         default="probs",  # the figures in docs/federated.md were measured with the probability mixture
         help="FedDF's ensemble: probs (the figures so far) or logits (the paper; distil federate's default)",
+    )
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=list(METHODS),
+        help="fusions to run (FedAvg does not depend on FedDF's settings: a FedDF-only run with another "
+        "ensemble can reuse a saved FedAvg run of the same seeds; the table needs both in one file)",
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default="benchmarks/out/federated_fashion_mnist")
