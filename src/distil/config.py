@@ -688,7 +688,7 @@ class GenerationConfig(_Strict):
     compile_step: bool = Field(
         default=False,
         description="torch.compile the student's (on-policy) or teacher's (seq_kd) one-token decoding step: "
-        "faster steps after a compile of seconds (GPU) to minutes (CPU), for long runs (docs/lm.md, "
+        "faster steps after a compile (about 40 s cold on a 2-core CPU; GPU not measured), for long runs (docs/lm.md, "
         "The decoder and its speed); not part of the resume fingerprint",
     )
 

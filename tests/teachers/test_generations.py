@@ -199,6 +199,14 @@ def test_seq_kd_refuses_classification_and_teachers_that_cannot_generate(data, t
         seq_kd_data([torch.nn.Linear(2, 2)], data, _cfg(tmp_path), None)
     with pytest.raises(ConfigError, match="ensemble"):
         seq_kd_data([_llama(data), _llama(data)], data, _cfg(tmp_path), None)
+    torch.manual_seed(0)  # a teacher whose sliding window the compiled decoding step cannot run
+    window = create_model(
+        "hf-causal-lm",
+        num_classes=data.num_classes,
+        config={**LLAMA, "model_type": "mistral", "sliding_window": 2},
+    )
+    with pytest.raises(ModelError, match=r"compiled decoding step: it attends through a sliding window"):
+        seq_kd_data([window], data, _cfg(tmp_path, compile_step=True), None)
     assert not (tmp_path / "generations").exists()  # refused before anything was built
 
 

@@ -417,20 +417,36 @@ def test_other_prompts_budgets_and_updated_weights_reuse_the_compiled_step(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [MISTRAL_WINDOW, GPT2], ids=["mistral-window-2", "gpt2"])
-def test_the_compiled_step_of_other_architectures_decodes_what_eager_decoding_does(
-    config: dict[str, object],
-) -> None:
-    # The sliding window gets no prepared mask (its step takes the whole 2D mask); gpt2 has learned positions.
-    hf = _tiny_llama(config).hf
+def test_the_compiled_step_of_other_architectures_decodes_what_eager_decoding_does() -> None:
+    # gpt2 has learned positions and builds its own mask; one graph serves all its steps.
+    hf = _tiny_llama(GPT2).hf
     prompts, mask = _left_padded()
-    eager, compiled = _both(hf, prompts, mask, 6, stop_ids=(11,), pad_id=0)
+    torch.manual_seed(3)
+    eager = decode(hf, prompts, 6, attention_mask=mask, stop_ids=(11,), pad_id=0)[0]
+    torch.manual_seed(3)
+    decode(hf, prompts, 2, attention_mask=mask, compile_step=True)  # compiles the step (its second token)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # no step of the call recompiles
+        compiled = decode(hf, prompts, 6, attention_mask=mask, stop_ids=(11,), pad_id=0, compile_step=True)[0]
     assert torch.equal(compiled, eager)
+
+
+def test_a_sliding_window_model_is_refused_a_compiled_step_with_the_fix() -> None:
+    # Its cache layers count their position in a Python int: dynamo would recompile at every step, reach
+    # its recompile limit and then run the shared step eagerly for every model of the process.
+    hf = _tiny_llama(MISTRAL_WINDOW).hf
+    prompts, mask = _left_padded()
+    with pytest.raises(ModelError, match=r"sliding window.*compile_step=False"):
+        decode(hf, prompts, 2, attention_mask=mask, compile_step=True)
+    with pytest.raises(ModelError, match=r"sliding window"):
+        check_can_generate(_tiny_llama(MISTRAL_WINDOW), compile_step=True)
 
 
 def test_a_compiled_step_is_refused_with_the_fix_for_a_model_that_cannot_take_a_static_cache() -> None:
     model = _ScriptedLM([[7, 7], [8, 8]])
-    with pytest.raises(ModelError, match=r"cannot decode with a static KV cache.*compile_step=False"):
+    with pytest.raises(
+        ModelError,
+        match=r"cannot decode with a compiled step: it cannot take a static KV cache.*compile_step=False",
+    ):
         decode(model, torch.tensor([[1], [2]]), 2, compile_step=True)
     assert not model.seen  # refused before any forward
     # And before a run trains (check_on_policy asks this of the student).
@@ -472,3 +488,15 @@ def test_a_compiler_failure_stops_with_the_fix(monkeypatch: pytest.MonkeyPatch) 
         match=r"decoding step of LlamaForCausalLM failed \(RuntimeError: InvalidCxxCompiler.*compile_step",
     ):
         decode(hf, torch.tensor([[1, 2], [3, 4]]), 3, compile_step=True)
+
+
+def test_another_autocast_gets_its_own_compiled_step_cache() -> None:
+    # A cache written under bf16 autocast cannot take a plain fp32 step's keys (index_copy_ dtypes).
+    from distil.measure.lm import _compiled_for
+
+    hf = _tiny_llama().hf
+    plain = _compiled_for(hf, 2, 10, torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = _compiled_for(hf, 2, 10, torch.device("cpu"))
+    assert plain is not None and mixed is not None and mixed.cache is not plain.cache
+    assert _compiled_for(hf, 2, 10, torch.device("cpu")).cache is not mixed.cache  # back to plain: new again

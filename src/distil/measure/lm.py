@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import statistics
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -156,12 +157,22 @@ def compile_step_problem(hf: Any) -> str | None:
     problem = decode_problem(hf)
     if problem is not None:
         return f"distil's decoder cannot drive it ({problem})"
-    if _static_cache(hf, 1) is None:  # allocates nothing: its tensors come with the first write
+    cache = _static_cache(hf, 1)  # allocates nothing: its tensors come with the first write
+    if cache is None:
         return (
             "it cannot take a static KV cache (transformers allows one only for models whose class sets "
             "_can_compile_fullgraph)"
         )
+    if _has_sliding_layers(cache):
+        return (
+            "it attends through a sliding window, whose cache layers count their position in a Python "
+            "int: the compiled step would recompile at every step and then run eagerly"
+        )
     return None
+
+
+def _has_sliding_layers(cache: Any) -> bool:
+    return any(getattr(cache, "is_sliding", None) or ())
 
 
 def _choose_cache(hf: Any, length: int, static_cache: bool | None, device: torch.device) -> Any | None:
@@ -300,13 +311,14 @@ class _CompiledStep:
         rows: the batch size it serves (the first one decoded; other batches decode eagerly).
         length: the static cache's positions (a multiple of :data:`CACHE_BUCKET`; only grows).
         cache: transformers' ``StaticCache``, reset at each call: its tensors keep their addresses.
-        where: the device and dtype of the model it was made for (a moved or cast model gets a new one).
+        where: the device, dtype and autocast dtype it was made for (a moved or cast model, or another
+            autocast, gets a new one).
     """
 
     rows: int
     length: int
     cache: Any
-    where: tuple[torch.device, torch.dtype | None]
+    where: tuple[torch.device, torch.dtype | None, torch.dtype | None]
 
 
 _COMPILED: weakref.WeakKeyDictionary[Any, _CompiledStep] = weakref.WeakKeyDictionary()
@@ -359,18 +371,44 @@ def _compiled_for(hf: Any, rows: int, length: int, device: torch.device) -> _Com
     Raises:
         ModelError: `hf` cannot take a static cache (the compiled step writes into one).
     """
-    where = (device, getattr(hf, "dtype", None))
+    autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    where = (device, getattr(hf, "dtype", None), autocast)
     state = _COMPILED.get(hf)
     if state is not None and state.where == where and state.rows != rows:
         return None
     if state is None or state.where != where or state.length < length:
+        problem = compile_step_problem(hf)
+        if problem is not None:
+            raise ModelError(
+                f"{type(hf).__name__} cannot decode with a compiled step: {problem}. Fix: decode eagerly, "
+                "compile_step=False (generation.compile_step: false)."
+            )
         cache = _static_cache(hf, _bucket(length))
-        if cache is None:
-            _refuse_static(hf, "pass compile_step=False (generation.compile_step: false) to decode eagerly")
         state = _CompiledStep(rows=rows, length=_bucket(length), cache=cache, where=where)
         _COMPILED[hf] = state
+        _note_graph((type(hf), rows, state.length, where))
     state.cache.reset()
     return state
+
+
+_GRAPHS: set[tuple[Any, ...]] = set()
+
+
+def _note_graph(key: tuple[Any, ...]) -> None:
+    """Count the graphs the shared compiled step needs in this process (architecture, batch, cache
+    length, precision); past dynamo's recompile limit it stops compiling and runs the step eagerly for
+    every model, so say so once, with what to do."""
+    _GRAPHS.add(key)
+    limit = getattr(torch._dynamo.config, "recompile_limit", None)
+    if limit is not None and len(_GRAPHS) == limit + 1:
+        warnings.warn(
+            f"the compiled decoding step has now been asked for {len(_GRAPHS)} shapes in this process "
+            f"(architectures x batch sizes x cache lengths x precisions), past torch._dynamo's recompile "
+            f"limit of {limit}: new shapes decode eagerly from here (the same ids, without the speed-up). "
+            "Fix: fewer shapes per process (one batch size, budgets within one 64-position bucket), or "
+            "raise torch._dynamo.config.recompile_limit.",
+            stacklevel=4,
+        )
 
 
 @torch.inference_mode()

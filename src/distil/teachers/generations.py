@@ -157,12 +157,12 @@ def check_prompt_rows(split: SampleSplit, batch_size: int = 1024) -> None:
         raise DataError(f"{problem}. {_FIX}")
 
 
-def check_seq_kd(teachers: Sequence[nn.Module], data: DataBundle) -> None:
+def check_seq_kd(teachers: Sequence[nn.Module], data: DataBundle, *, compile_step: bool = False) -> None:
     """Refuse seq-KD where it cannot run, before anything is generated.
 
     Raises:
         ConfigError: data that is not a language-modelling task, or an ensemble of teachers.
-        ModelError: a teacher that cannot generate.
+        ModelError: a teacher that cannot generate (with the compiled decoding step, when `compile_step`).
         DataError: samples that are not prompt/completion rows (`check_prompt_rows`), data without a
             named tokenizer (the end-of-sequence id a completion stops at), or completions without that id
             (`distil.train.completions.completion_end_problem`).
@@ -177,7 +177,7 @@ def check_seq_kd(teachers: Sequence[nn.Module], data: DataBundle) -> None:
             f"seq_kd generates the completions with one teacher, but {len(teachers)} were given (an "
             "ensemble). Distill from one teacher, or set student_train.generation.seq_kd=false."
         )
-    check_can_generate(teachers[0])
+    check_can_generate(teachers[0], compile_step=compile_step)
     if not data.extra.get("tokenizer_name"):
         raise DataError(
             f"dataset {data.name!r} does not name its tokenizer, so the end-of-sequence id a generated "
@@ -423,7 +423,7 @@ def seq_kd_data(
     if not seq_kd_enabled(cfg):
         return data, {}
     assert isinstance(cfg, StudentTrainConfig)
-    check_seq_kd(teachers, data)
+    check_seq_kd(teachers, data, compile_step=cfg.generation.compile_step)
     eos = get_tokenizer(data.extra["tokenizer_name"]).eos_id
     gen = cfg.generation
     sampling = Sampling(gen.temperature, gen.top_p, gen.max_new_tokens, gen.compile_step)
