@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -500,3 +501,21 @@ def test_another_autocast_gets_its_own_compiled_step_cache() -> None:
         mixed = _compiled_for(hf, 2, 10, torch.device("cpu"))
     assert plain is not None and mixed is not None and mixed.cache is not plain.cache
     assert _compiled_for(hf, 2, 10, torch.device("cpu")).cache is not mixed.cache  # back to plain: new again
+
+
+def test_asking_the_compiled_step_for_more_shapes_than_dynamo_compiles_warns_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past torch._dynamo's recompile limit the shared step runs eagerly for every model: say so, once.
+    from distil.measure import lm
+
+    monkeypatch.setattr(lm, "_GRAPHS", set())
+    limit = torch._dynamo.config.recompile_limit
+    for rows in range(limit):
+        lm._note_graph(("llama", rows, 64, None))
+    with pytest.warns(UserWarning, match=r"past torch._dynamo's recompile limit.*Fix: fewer shapes"):
+        lm._note_graph(("llama", limit, 64, None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the next shape, and a repeated one, say nothing more
+        lm._note_graph(("llama", limit + 1, 64, None))
+        lm._note_graph(("llama", 0, 64, None))

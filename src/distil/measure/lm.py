@@ -369,7 +369,8 @@ def _compiled_for(hf: Any, rows: int, length: int, device: torch.device) -> _Com
     (the step then compiles once more for that length); fewer positions reuse the larger cache, masked.
 
     Raises:
-        ModelError: `hf` cannot take a static cache (the compiled step writes into one).
+        ModelError: `hf` cannot run the compiled step (:func:`compile_step_problem`: no static cache,
+            or a sliding window).
     """
     autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     where = (device, getattr(hf, "dtype", None), autocast)
