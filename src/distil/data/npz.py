@@ -26,16 +26,14 @@ from distil.data.targets import target_names, to_targets
 from distil.errors import DataError
 
 SYNTHETIC_TEST_METRIC = "agreement with the teacher on held-out synthetic inputs"
+"""What a test split carved from a synthetic transfer set (no real x_test/y_test) measures: its labels are
+the teacher's answers, so a model's "accuracy" there is how often it answers as the teacher does."""
 
 
 def test_split_title(name: str, extra: Mapping[str, Any]) -> str:
     """What a data set's test metrics measure: ``extra["test_metric"]`` where the reader recorded one (a
     synthetic set's carved split), else "NAME test set". The one rule of the run's table and its report."""
     return str(extra.get("test_metric") or f"{name} test set")
-
-
-"""What a test split carved from a synthetic transfer set (no real x_test/y_test) measures: its labels are
-the teacher's answers, so a model's "accuracy" there is how often it answers as the teacher does."""
 
 
 @DATASETS.register("npz")
