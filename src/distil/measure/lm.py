@@ -15,7 +15,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from torch import nn
@@ -186,16 +186,12 @@ def _choose_cache(hf: Any, length: int, static_cache: bool | None, device: torch
         return None
     cache = _static_cache(hf, length)
     if cache is None and static_cache:
-        _refuse_static(hf, "pass static_cache=None to fall back to the dynamic cache")
+        raise ModelError(
+            f"{type(hf).__name__} cannot decode with a static KV cache (transformers allows one only for "
+            "models whose class sets _can_compile_fullgraph); pass static_cache=None to fall back to the "
+            "dynamic cache."
+        )
     return cache
-
-
-def _refuse_static(hf: Any, fix: str) -> NoReturn:
-    """Stop: `hf` cannot take the static KV cache asked for (directly, or by the compiled step); `fix` says how."""
-    raise ModelError(
-        f"{type(hf).__name__} cannot decode with a static KV cache (transformers allows one only for "
-        f"models whose class sets _can_compile_fullgraph); {fix}."
-    )
 
 
 def _grown_mask(attention_mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
