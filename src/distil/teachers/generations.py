@@ -425,9 +425,7 @@ def seq_kd_data(
     assert isinstance(cfg, StudentTrainConfig)
     check_seq_kd(teachers, data, compile_step=cfg.generation.compile_step)
     eos = get_tokenizer(data.extra["tokenizer_name"]).eos_id
-    gen = cfg.generation
-    sampling = Sampling(gen.temperature, gen.top_p, gen.max_new_tokens, gen.compile_step)
-    settings = Settings(sampling, eos_id=eos, pad_id=eos)
+    settings = Settings(Sampling.of(cfg.generation), eos_id=eos, pad_id=eos)
     with main_process_first(accelerator):
         generations = open_or_build(
             teachers[0],

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.config import GenerationConfig
 from distil.data.batch import IGNORE_INDEX, INDEX, INPUTS, LABELS, MASK
 from distil.errors import DataError, ModelError
 from distil.hf_common import quiet_progress
@@ -50,6 +51,13 @@ class Sampling:
     top_p: float = 1.0
     max_new_tokens: int | None = None
     compile_step: bool = False
+
+    @classmethod
+    def of(cls, generation: GenerationConfig) -> Sampling:
+        """The sampling a run's generation settings ask for (on-policy and seq-KD alike)."""
+        return cls(
+            generation.temperature, generation.top_p, generation.max_new_tokens, generation.compile_step
+        )
 
 
 @dataclass(frozen=True)

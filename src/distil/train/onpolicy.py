@@ -201,10 +201,7 @@ def on_policy(
     if generation is None or generation.lmbda <= 0:
         return None
     check_on_policy(generation, cfg, data, student, loss)
-    sampling = Sampling(
-        generation.temperature, generation.top_p, generation.max_new_tokens, generation.compile_step
-    )
-    return OnPolicy(generation.lmbda, sampling, eos_id=int(data.extra[EOS_ID]), seed=cfg.seed)
+    return OnPolicy(generation.lmbda, Sampling.of(generation), eos_id=int(data.extra[EOS_ID]), seed=cfg.seed)
 
 
 __all__ = ["OnPolicy", "check_on_policy", "on_policy"]
