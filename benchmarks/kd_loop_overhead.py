@@ -37,20 +37,26 @@ from distil.train.checkpoint import load_checkpoint
 from distil.train.engine import make_accelerator
 
 
-def plain_kd_epoch(
-    teacher: nn.Module, student: nn.Module, data: DataBundle, cfg: TrainConfig, kd: KDConfig
-) -> float:
-    """One KD epoch written directly in PyTorch, then a validation pass; returns the val accuracy."""
+def plain_sgd(student: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.SGD:
+    """SGD as distil's recipe builds it, written directly: momentum, weight decay on weights only."""
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD(
+    return torch.optim.SGD(
         [
             {"params": decay, "weight_decay": cfg.optimizer.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
         lr=cfg.lr,
         momentum=cfg.optimizer.momentum,
+        fused=fused or None,
     )
+
+
+def plain_kd_epoch(
+    teacher: nn.Module, student: nn.Module, data: DataBundle, cfg: TrainConfig, kd: KDConfig
+) -> float:
+    """One KD epoch written directly in PyTorch, then a validation pass; returns the val accuracy."""
+    opt = plain_sgd(student, cfg)
     n = len(data.train)
     steps = n // cfg.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))

@@ -255,18 +255,10 @@ def floor_epoch(
     `channels_last` False keeps PyTorch's default layout; `fused` uses SGD's fused kernel (the
     variants that ask whether the student's own step could be faster than distil's defaults).
     """
+    from kd_loop_overhead import plain_sgd  # the plain loop's optimizer, shared with that benchmark
+
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    decay = [p for p in student.parameters() if p.ndim > 1]
-    no_decay = [p for p in student.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": cfg.optimizer.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        momentum=cfg.optimizer.momentum,
-        fused=fused or None,
-    )
+    opt = plain_sgd(student, cfg, fused)
     x_all, y_all = train
     steps = len(y_all) // cfg.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
